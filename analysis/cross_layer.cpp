@@ -1,0 +1,392 @@
+#include "analysis/cross_layer.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <mutex>
+#include <thread>
+#include <type_traits>
+
+#include "analysis/energy_rank.h"
+#include "core/error.h"
+
+namespace kvlab::analysis {
+namespace {
+
+using Eigen::MatrixXd;
+
+// A token block of all L layers, layer-major: layer l's rows start at l·capacity·width, so a
+// layer is a contiguous row-major [rows × width] matrix and a layer's whole block is one vector.
+template <typename T>
+struct LayerBlock {
+  std::int64_t capacity;  // tokens per block
+  std::int64_t width;     // H·D
+  int layers;
+  std::vector<T> data;
+  LayerBlock(int l, std::int64_t cap, std::int64_t w)
+      : capacity(cap), width(w), layers(l), data(static_cast<std::size_t>(l * cap * w)) {}
+  T* layer(int l) { return data.data() + std::int64_t{l} * capacity * width; }
+  std::int64_t layer_stride() const { return capacity * width; }
+};
+
+void read_block(const RowReader& read_rows, LayerBlock<float>& block, std::int64_t t0, std::int64_t rows) {
+  for (int l = 0; l < block.layers; ++l)
+    read_rows(l, t0, rows, std::span<float>(block.layer(l), static_cast<std::size_t>(rows * block.width)));
+}
+
+template <typename F>
+void for_each_block(const LayerShape& shape, std::int64_t block_tokens, F&& body) {
+  for (std::int64_t t0 = 0; t0 < shape.tokens; t0 += block_tokens) body(t0, std::min(block_tokens, shape.tokens - t0));
+}
+
+// Mean over tokens of the cosine of the same token's vectors in two layers, whole layer and
+// per head. With rows normalised in place, Σ_t cos_t(i, j) = ⟨vec N_i, vec N_j⟩, so one
+// GEMM of the L layer vectors per block gives every pair. Zero rows are excluded pairwise.
+class CosineAccumulator {
+ public:
+  CosineAccumulator(const LayerShape& shape, std::int64_t capacity)
+      : shape_(shape),
+        heads_(shape.layers, capacity, shape.width()),  // per-head normalised copy, [h][l][t][d]
+        whole_sum_(MatrixXd::Zero(shape.layers, shape.layers)),
+        whole_count_(MatrixXd::Zero(shape.layers, shape.layers)),
+        head_sum_(static_cast<std::size_t>(shape.heads), MatrixXd::Zero(shape.layers, shape.layers)),
+        head_count_(static_cast<std::size_t>(shape.heads), MatrixXd::Zero(shape.layers, shape.layers)) {}
+
+  // Consumes the block (normalises it in place).
+  void add(LayerBlock<float>& block, std::int64_t rows, linalg::Backend& backend) {
+    const int L = shape_.layers, H = shape_.heads, D = shape_.head_dim;
+    const std::int64_t W = shape_.width(), cap = block.capacity;
+    Eigen::MatrixXf whole_nonzero(rows, L);
+    std::vector<Eigen::MatrixXf> head_nonzero(static_cast<std::size_t>(H), Eigen::MatrixXf(rows, L));
+    for (int l = 0; l < L; ++l) {
+      float* x = block.layer(l);
+      for (std::int64_t t = 0; t < rows; ++t) {
+        float* row = x + t * W;
+        double whole = 0;
+        for (int h = 0; h < H; ++h) {
+          const float* seg = row + std::int64_t{h} * D;
+          double s = 0;
+          for (int d = 0; d < D; ++d) s += double(seg[d]) * seg[d];
+          whole += s;
+          const float inv = s > 0 ? float(1 / std::sqrt(s)) : 0.f;
+          float* dst = heads_.data.data() + ((std::int64_t{h} * L + l) * cap + t) * D;
+          for (int d = 0; d < D; ++d) dst[d] = seg[d] * inv;
+          head_nonzero[static_cast<std::size_t>(h)](t, l) = s > 0 ? 1.f : 0.f;
+        }
+        const float inv = whole > 0 ? float(1 / std::sqrt(whole)) : 0.f;
+        for (std::int64_t c = 0; c < W; ++c) row[c] *= inv;
+        whole_nonzero(t, l) = whole > 0 ? 1.f : 0.f;
+        if (whole == 0) ++zero_rows_;
+      }
+    }
+    accumulate(block.data.data(), rows * W, block.layer_stride(), whole_nonzero, whole_sum_, whole_count_, backend);
+    for (int h = 0; h < H; ++h)
+      accumulate(heads_.data.data() + std::int64_t{h} * L * cap * D, rows * D, cap * D,
+                 head_nonzero[static_cast<std::size_t>(h)], head_sum_[static_cast<std::size_t>(h)],
+                 head_count_[static_cast<std::size_t>(h)], backend);
+  }
+
+  void finish(CrossLayerResult& result) const {
+    result.token_cosine = mean(whole_sum_, whole_count_);
+    for (int h = 0; h < shape_.heads; ++h)
+      result.head_token_cosine.push_back(mean(head_sum_[static_cast<std::size_t>(h)], head_count_[static_cast<std::size_t>(h)]));
+    result.zero_rows = zero_rows_;
+  }
+
+ private:
+  // sums += VᵀV for the L layer vectors (each `length` long, `stride` apart); counts of
+  // tokens where both layers are non-zero += NᵀN.
+  void accumulate(const float* vectors, std::int64_t length, std::int64_t stride, const Eigen::MatrixXf& nonzero,
+                  MatrixXd& sums, MatrixXd& counts, linalg::Backend& backend) const {
+    const int L = shape_.layers;
+    Eigen::MatrixXf block_sum(L, L);
+    backend.gemm(true, false, L, L, length, 1.f, vectors, stride, vectors, stride, 0.f, block_sum.data(), L);
+    sums += block_sum.cast<double>();
+    counts += (nonzero.transpose() * nonzero).cast<double>();
+  }
+
+  static MatrixXd mean(const MatrixXd& sums, const MatrixXd& counts) {
+    MatrixXd m = sums.cwiseQuotient(counts.cwiseMax(1.0));
+    for (Eigen::Index i = 0; i < m.rows(); ++i)
+      for (Eigen::Index j = 0; j < m.cols(); ++j)
+        if (counts(i, j) == 0) m(i, j) = std::nan("");
+    return m;
+  }
+
+  LayerShape shape_;
+  LayerBlock<float> heads_;
+  MatrixXd whole_sum_, whole_count_;
+  std::vector<MatrixXd> head_sum_, head_count_;
+  std::int64_t zero_rows_ = 0;
+};
+
+// The upper block triangle of Z̃ᵀZ̃ for Z = [X_1 … X_L]: block (i, j), i ≤ j, is W×W column-major.
+template <typename T>
+class BlockGram {
+ public:
+  BlockGram(int layers, std::int64_t width) : layers_(layers), width_(width) {
+    blocks_.resize(static_cast<std::size_t>(layers * (layers + 1) / 2));
+    for (auto& b : blocks_) b.assign(static_cast<std::size_t>(width * width), T(0));
+  }
+  T* block(int i, int j) { return blocks_[index(i, j)].data(); }
+  const T* block(int i, int j) const { return blocks_[index(i, j)].data(); }
+  std::int64_t width() const { return width_; }
+
+  // Adds the cross-products of one centred token block.
+  void add(LayerBlock<T>& x, std::int64_t rows, linalg::Backend& backend) {
+    for (int i = 0; i < layers_; ++i) {
+      backend.gram(x.layer(i), rows, width_, width_, T(1), T(1), block(i, i), width_);
+      for (int j = i + 1; j < layers_; ++j)
+        backend.gemm(false, true, width_, width_, rows, T(1), x.layer(i), width_, x.layer(j), width_, T(1),
+                     block(i, j), width_);
+    }
+  }
+
+  void symmetrize_diagonal_blocks() {
+    for (int i = 0; i < layers_; ++i) linalg::symmetrize_from_upper(block(i, i), width_, width_);
+  }
+
+ private:
+  std::size_t index(int i, int j) const {
+    return static_cast<std::size_t>(i * layers_ - i * (i - 1) / 2 + (j - i));
+  }
+  int layers_;
+  std::int64_t width_;
+  std::vector<std::vector<T>> blocks_;
+};
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+template <typename T>
+double frobenius2(const T* m, std::int64_t n) {
+  double s = 0;
+  for (std::int64_t k = 0; k < n * n; ++k) s += double(m[k]) * double(m[k]);
+  return s;
+}
+
+struct GroupJob {
+  std::size_t size_index, group_index;
+  int first_layer, size;
+};
+
+template <typename T>
+class GramAnalysis {
+ public:
+  GramAnalysis(const LayerShape& shape, const AnalysisOptions& options, linalg::Backend& backend)
+      : shape_(shape), options_(options), backend_(backend), gram_(shape.layers, shape.width()) {}
+
+  void run(const RowReader& read_rows, const std::vector<double>& mean_f64, CrossLayerResult& result) {
+    const int L = shape_.layers;
+    const std::int64_t W = shape_.width(), cap = std::min(options_.token_block, shape_.tokens);
+    std::vector<T> mean(mean_f64.begin(), mean_f64.end());
+    // In f32 the block is centred in place; in f64 it is widened into a second buffer.
+    constexpr bool in_place = std::is_same_v<T, float>;
+    LayerBlock<T> centred(L, cap, W);
+    LayerBlock<float> raw(in_place ? 0 : L, cap, W);
+    std::int64_t done = 0;
+    auto start = std::chrono::steady_clock::now();
+    for_each_block(shape_, cap, [&](std::int64_t t0, std::int64_t rows) {
+      if constexpr (in_place)
+        read_block(read_rows, centred, t0, rows);
+      else
+        read_block(read_rows, raw, t0, rows);
+      for (int l = 0; l < L; ++l) {
+        const float* src = in_place ? reinterpret_cast<const float*>(centred.layer(l)) : raw.layer(l);
+        T* dst = centred.layer(l);
+        const T* mu = mean.data() + std::int64_t{l} * W;
+        for (std::int64_t t = 0; t < rows; ++t)
+          for (std::int64_t c = 0; c < W; ++c) dst[t * W + c] = T(src[t * W + c]) - mu[c];
+      }
+      gram_.add(centred, rows, backend_);
+      done += rows;
+      if (options_.on_progress) options_.on_progress("cross-products", done, shape_.tokens);
+    });
+    gram_.symmetrize_diagonal_blocks();
+    result.timings.cross_products = seconds_since(start);
+    const double columns = double(L) * double(W);
+    result.cross_product_flops = double(shape_.tokens) * columns * columns;
+    start = std::chrono::steady_clock::now();
+    similarity(mean_f64, result);
+    result.timings.similarity = seconds_since(start);
+    start = std::chrono::steady_clock::now();
+    eigen_rank(mean_f64, result);
+    result.timings.eigen_rank = seconds_since(start);
+  }
+
+ private:
+  // Uncentred product U_ij[a,b] = C_ij[a,b] + n·μ_i[a]·μ_j[b].
+  double uncentred(const std::vector<double>& mean, int i, int j, std::int64_t a, std::int64_t b) const {
+    const std::int64_t W = shape_.width();
+    return double(gram_.block(i, j)[a + b * W]) + double(shape_.tokens) * mean[i * W + a] * mean[j * W + b];
+  }
+
+  void similarity(const std::vector<double>& mean, CrossLayerResult& result) const {
+    const int L = shape_.layers;
+    const std::int64_t W = shape_.width();
+    result.cka = MatrixXd::Zero(L, L);
+    result.channel_cosine = MatrixXd::Zero(L, L);
+    std::vector<double> self(static_cast<std::size_t>(L));
+    for (int i = 0; i < L; ++i) self[static_cast<std::size_t>(i)] = std::sqrt(frobenius2(gram_.block(i, i), W));
+    for (int i = 0; i < L; ++i) {
+      for (int j = i; j < L; ++j) {
+        const double denom = self[static_cast<std::size_t>(i)] * self[static_cast<std::size_t>(j)];
+        const double cka = denom > 0 ? frobenius2(gram_.block(i, j), W) / denom : std::nan("");
+        double cos_sum = 0;
+        std::int64_t channels = 0;
+        for (std::int64_t c = 0; c < W; ++c) {
+          const double uii = uncentred(mean, i, i, c, c), ujj = uncentred(mean, j, j, c, c);
+          if (uii <= 0 || ujj <= 0) continue;
+          cos_sum += uncentred(mean, i, j, c, c) / std::sqrt(uii * ujj);
+          ++channels;
+        }
+        const double cos = channels > 0 ? cos_sum / double(channels) : std::nan("");
+        result.cka(i, j) = result.cka(j, i) = cka;
+        result.channel_cosine(i, j) = result.channel_cosine(j, i) = cos;
+      }
+    }
+  }
+
+  // Group spectra are independent eigensolves: run them on all BLAS threads side by side,
+  // one single-threaded solve each (the tridiagonal stage of ?syevd scales poorly with threads).
+  void eigen_rank(const std::vector<double>& mean, CrossLayerResult& result) {
+    std::vector<GroupJob> jobs;
+    for (std::size_t s = 0; s < options_.group_sizes.size(); ++s) {
+      const int G = options_.group_sizes[s];
+      if (G < 1) fail("group size {} must be at least 1", G);
+      GroupSizeRank entry;
+      entry.group_size = G;
+      for (int first = 0; first + G <= shape_.layers; first += G) {
+        jobs.push_back({s, entry.groups.size(), first, G});
+        entry.groups.push_back(GroupRank{first, G, {}, {}, {}});
+      }
+      result.eigen_rank.push_back(std::move(entry));
+    }
+    std::sort(jobs.begin(), jobs.end(), [](const GroupJob& a, const GroupJob& b) { return a.size > b.size; });
+
+    const int workers = std::max(1, std::min<int>(backend_.threads(), static_cast<int>(jobs.size())));
+    const int blas_threads = backend_.threads();
+    if (workers > 1) backend_.set_threads(1);
+    std::atomic<std::size_t> next{0};
+    std::atomic<std::int64_t> finished{0};
+    std::mutex error_mutex;
+    std::exception_ptr error;
+    auto work = [&] {
+      try {
+        for (std::size_t k = next++; k < jobs.size(); k = next++) {
+          const GroupJob& job = jobs[k];
+          result.eigen_rank[job.size_index].groups[job.group_index].spectrum = group_spectrum(mean, job);
+          if (options_.on_progress) options_.on_progress("eigen-rank", ++finished, std::int64_t(jobs.size()));
+        }
+      } catch (...) {
+        std::lock_guard lock(error_mutex);
+        error = std::current_exception();
+      }
+    };
+    std::vector<std::thread> threads;
+    for (int w = 1; w < workers; ++w) threads.emplace_back(work);
+    work();
+    for (auto& t : threads) t.join();
+    if (workers > 1) backend_.set_threads(blas_threads);
+    if (error) std::rethrow_exception(error);
+
+    for (auto& entry : result.eigen_rank) {
+      entry.mean_rank_fraction.assign(options_.energies.size(), 0.0);
+      for (auto& group : entry.groups) {
+        const double columns = double(group.size) * double(shape_.width());
+        for (std::size_t e = 0; e < options_.energies.size(); ++e) {
+          const std::int64_t r = rank_for_energy(group.spectrum, options_.energies[e]);
+          group.rank.push_back(r);
+          group.rank_fraction.push_back(double(r) / columns);
+          entry.mean_rank_fraction[e] += group.rank_fraction.back() / double(entry.groups.size());
+          if (e + 1 == options_.energies.size() && r > 0 && group.spectrum[0] > 0)
+            result.min_kept_sigma_ratio = std::min(result.min_kept_sigma_ratio,
+                                                   std::sqrt(group.spectrum[std::size_t(r - 1)] / group.spectrum[0]));
+        }
+      }
+    }
+  }
+
+  // Eigenvalues (descending, clamped at 0) of the uncentred Gram of layers [first, first+G).
+  std::vector<double> group_spectrum(const std::vector<double>& mean, const GroupJob& job) const {
+    const std::int64_t W = shape_.width(), D = std::int64_t{job.size} * W;
+    std::vector<T> s(static_cast<std::size_t>(D * D));
+    for (int a = 0; a < job.size; ++a)
+      for (int b = a; b < job.size; ++b) {
+        const int i = job.first_layer + a, j = job.first_layer + b;
+        for (std::int64_t col = 0; col < W; ++col)
+          for (std::int64_t row = 0; row < W; ++row)
+            s[std::size_t((a * W + row) + (b * W + col) * D)] = T(uncentred(mean, i, j, row, col));
+      }
+    std::vector<T> w(static_cast<std::size_t>(D));
+    backend_.eigvalsh(s.data(), D, D, w.data());
+    std::vector<double> spectrum(w.rbegin(), w.rend());
+    for (double& v : spectrum) v = std::max(v, 0.0);
+    return spectrum;
+  }
+
+  LayerShape shape_;
+  const AnalysisOptions& options_;
+  linalg::Backend& backend_;
+  BlockGram<T> gram_;
+};
+
+void validate(const LayerShape& shape, const AnalysisOptions& options) {
+  if (shape.layers < 1 || shape.heads < 1 || shape.head_dim < 1 || shape.tokens < 1)
+    fail("analysis needs at least one layer, head, channel and token (got L={}, H={}, D={}, T={})", shape.layers,
+         shape.heads, shape.head_dim, shape.tokens);
+  if (options.token_block < 1) fail("token block must be at least 1 (got {})", options.token_block);
+  for (double e : options.energies)
+    if (!(e > 0 && e <= 1)) fail("energy level {} is outside (0, 1]", e);
+  for (int g : options.group_sizes)
+    if (g < 1 || g > shape.layers) fail("group size {} is outside 1..{} (the number of layers)", g, shape.layers);
+}
+
+}  // namespace
+
+CrossLayerResult analyze_cross_layer(const LayerShape& shape, const RowReader& read_rows,
+                                     const AnalysisOptions& options, linalg::Backend& backend) {
+  validate(shape, options);
+  CrossLayerResult result;
+  result.shape = shape;
+  result.energies = options.energies;
+  const int L = shape.layers;
+  const std::int64_t W = shape.width(), cap = std::min(options.token_block, shape.tokens);
+
+  // Pass 1: column means and token-wise cosines.
+  std::vector<double> mean(static_cast<std::size_t>(L * W), 0.0);
+  const auto start = std::chrono::steady_clock::now();
+  {
+    LayerBlock<float> block(L, cap, W);
+    CosineAccumulator cosine(shape, cap);
+    std::int64_t done = 0;
+    for_each_block(shape, cap, [&](std::int64_t t0, std::int64_t rows) {
+      read_block(read_rows, block, t0, rows);
+      for (int l = 0; l < L; ++l) {
+        const float* x = block.layer(l);
+        double* mu = mean.data() + std::int64_t{l} * W;
+        for (std::int64_t t = 0; t < rows; ++t)
+          for (std::int64_t c = 0; c < W; ++c) mu[c] += x[t * W + c];
+      }
+      cosine.add(block, rows, backend);
+      done += rows;
+      if (options.on_progress) options.on_progress("means and cosines", done, shape.tokens);
+    });
+    cosine.finish(result);
+  }
+  for (double& m : mean) m /= double(shape.tokens);
+  result.timings.means_and_cosines = seconds_since(start);
+
+  // Pass 2: centred cross-products, then CKA, channel cosine and eigen-rank.
+  if (options.cka) {
+    if (options.precision == GramPrecision::f64)
+      GramAnalysis<double>(shape, options, backend).run(read_rows, mean, result);
+    else
+      GramAnalysis<float>(shape, options, backend).run(read_rows, mean, result);
+  }
+  return result;
+}
+
+}  // namespace kvlab::analysis

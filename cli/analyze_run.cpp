@@ -1,0 +1,84 @@
+#include "cli/analyze_run.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <memory>
+
+#include "analysis/dump_analysis.h"
+#include "cli/commands.h"
+#include "core/error.h"
+#include "core/progress.h"
+#include "core/version.h"
+
+namespace kvlab::cli {
+
+AnalyzeOutcome run_analyze(const AnalyzeRequest& request) {
+  core::DumpReader dump(request.dump);
+  const auto ids = dump.sample_ids();
+  if (ids.empty()) fail("{} holds no samples", request.dump.string());
+  const std::string sample = request.sample.empty() ? ids.front() : request.sample;
+  if (std::find(ids.begin(), ids.end(), sample) == ids.end())
+    fail("{} has no sample '{}' (it has {} samples, e.g. '{}')", request.dump.string(), sample, ids.size(), ids.front());
+
+  analysis::AnalysisOptions options;
+  options.group_sizes = parse_group_sizes(request.groups, dump.info().num_layers, request.groups_given);
+  options.energies = request.energies;
+  options.token_block = request.token_block;
+  options.precision = request.precision == "f64" ? analysis::GramPrecision::f64 : analysis::GramPrecision::f32;
+  options.cka = !request.cosine_only;
+  auto& backend = linalg::cpu_backend();
+  if (request.threads > 0) backend.set_threads(request.threads);
+
+  std::vector<core::KvKind> kinds;
+  if (request.kind != "value") kinds.push_back(core::KvKind::key);
+  if (request.kind != "key") kinds.push_back(core::KvKind::value);
+
+  std::vector<analysis::KindReport> reports;
+  for (auto kind : kinds) {
+    std::unique_ptr<core::Progress> bar;
+    std::string stage;
+    std::int64_t reported = 0;
+    options.on_progress = [&](const std::string& s, std::int64_t done, std::int64_t total) {
+      if (s != stage) {
+        stage = s;
+        reported = 0;
+        bar = std::make_unique<core::Progress>(fmt::format("{}: {}", core::to_string(kind), s), total);
+      }
+      bar->advance(done - reported);
+      reported = done;
+    };
+    const auto start = std::chrono::steady_clock::now();
+    auto result = analysis::analyze_dump(dump, sample, kind, options, backend);
+    bar.reset();
+    reports.push_back({kind, std::move(result),
+                       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()});
+  }
+
+  std::filesystem::path out = request.out.empty() ? std::filesystem::path(request.dump.string() + ".analysis") : request.out;
+  nlohmann::json context{{"dump", request.dump.string()},
+                         {"sample", sample},
+                         {"model_id", dump.info().model_id},
+                         {"group_sizes", options.group_sizes},
+                         {"energies", options.energies},
+                         {"precision", request.precision},
+                         {"token_block", options.token_block},
+                         {"blas_threads", backend.threads()},
+                         {"command_line", command_line()},
+                         {"kvlab_version", kVersion},
+                         {"git_revision", kGitRevision}};
+  analysis::write_report(out, context, reports);
+
+  std::string summary = fmt::format("dump {} sample {} ({})\n", request.dump.string(), sample, dump.info().model_id);
+  summary += analysis::summary_table(reports);
+  for (const auto& r : reports)
+    if (options.precision == analysis::GramPrecision::f32 && r.result.min_kept_sigma_ratio < 1e-3)
+      summary += fmt::format(
+          "warning: {} eigen-rank keeps components down to σ_r/σ₁ = {:.1e}, below f32 Gram accuracy; rerun with "
+          "--precision f64\n",
+          core::to_string(r.kind), r.result.min_kept_sigma_ratio);
+  summary += fmt::format("wrote {}/analysis.json and CSV tables\n", out.string());
+  return {out, summary};
+}
+
+}  // namespace kvlab::cli

@@ -1,0 +1,32 @@
+// The analyze job shared by `kvlab analyze` and `kvlab demo`: open the dump, analyse the
+// requested kinds, write the report, return the summary.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace kvlab::cli {
+
+struct AnalyzeRequest {
+  std::filesystem::path dump;
+  std::string sample;  // empty: the first sample
+  std::string kind = "both";
+  std::vector<int> groups{1, 2, 4, 8};
+  bool groups_given = false;  // user-given sizes must fit the model; defaults are clipped to it
+  std::vector<double> energies{0.9, 0.95, 0.99};
+  std::string precision = "f32";
+  std::int64_t token_block = 2048;
+  bool cosine_only = false;
+  int threads = 0;
+  std::filesystem::path out;  // empty: "<dump>.analysis"
+};
+
+struct AnalyzeOutcome {
+  std::filesystem::path out;
+  std::string summary;
+};
+
+AnalyzeOutcome run_analyze(const AnalyzeRequest& request);
+
+}  // namespace kvlab::cli

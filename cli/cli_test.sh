@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# End-to-end checks of the kvlab binary: the demo runs and writes its files; synth + analyze
+# produce the documented outputs; bad input is one line on stderr with exit code 2 and
+# leaves nothing behind.
+set -uo pipefail
+KVLAB=$1
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+failures=0
+passes=0
+check() {  # check NAME CONDITION...
+  local name=$1; shift
+  if "$@"; then echo "ok   $name"; passes=$((passes + 1)); else echo "FAIL $name"; failures=$((failures + 1)); fi
+}
+expect_error() {  # expect_error NAME PATTERN ARGS... : exit 2, one stderr line matching PATTERN
+  local name=$1 pattern=$2; shift 2
+  "$KVLAB" --quiet "$@" >"$WORK/out" 2>"$WORK/err"
+  local rc=$?
+  check "$name exits 2 (got $rc)" test "$rc" = 2
+  check "$name names the problem" grep -q -- "$pattern" "$WORK/err"
+}
+
+cd "$WORK"
+"$KVLAB" --quiet demo >demo.txt 2>demo.err
+check "demo exits 0" test $? = 0
+check "demo prints CKA" grep -q "CKA" demo.txt
+for f in synthetic.h5 analysis/analysis.json analysis/key_cka.csv analysis/value_spectra.csv analysis/key_eigen_rank_mean.csv; do
+  check "demo wrote $f" test -s "kvlab-demo/$f"
+done
+check "demo left no temporary files" test -z "$(find kvlab-demo -name '*.tmp-*')"
+
+"$KVLAB" --quiet synth --layers 4 --kv-heads 2 --q-heads 4 --head-dim 16 --tokens 300 --query-window 8 --seed 3 --out a.h5 >/dev/null
+check "synth exits 0" test $? = 0
+"$KVLAB" --quiet synth --layers 4 --kv-heads 2 --q-heads 4 --head-dim 16 --tokens 300 --query-window 8 --seed 3 --out b.h5 >/dev/null
+check "synth is deterministic (same seed, same data)" \
+  bash -c "\"$KVLAB\" --quiet analyze a.h5 --out ra >/dev/null && \"$KVLAB\" --quiet analyze b.h5 --out rb >/dev/null && cmp -s ra/key_spectra.csv rb/key_spectra.csv"
+"$KVLAB" --quiet analyze a.h5 --kind value --groups 1,2 --energy 0.5,0.9 --token-block 64 --out r2 >/dev/null
+check "analyze --kind value writes only values" bash -c "test -s r2/value_cka.csv && ! test -e r2/key_cka.csv"
+check "analyze records the options" grep -q '"token_block": 64' r2/analysis.json
+
+expect_error "missing dump" "nope.h5" analyze nope.h5 --out x
+expect_error "group larger than the model" "group size 8" analyze a.h5 --groups 8 --out x
+expect_error "unknown sample" "no sample 'zz'" analyze a.h5 --sample zz --out x
+expect_error "bad option value" "kind" analyze a.h5 --kind keys --out x
+printf 'not hdf5' >bad.h5
+expect_error "not an HDF5 file" "bad.h5" analyze bad.h5 --out x
+check "failed runs wrote no report" test ! -e x
+expect_error "synth with bad shape" "q" synth --kv-heads 3 --q-heads 4 --out c.h5
+check "failed synth left no file" bash -c "! ls c.h5* >/dev/null 2>&1"
+
+"$KVLAB" --help >help.txt 2>&1
+check "--help lists the commands" bash -c "grep -q analyze help.txt && grep -q synth help.txt && grep -q demo help.txt"
+
+echo "cli: $passes passed, $failures failed"
+exit $((failures > 0))

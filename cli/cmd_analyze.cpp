@@ -1,0 +1,46 @@
+// kvlab analyze: cross-layer token-wise cosine, linear CKA and eigen-rank curves of a dump.
+#include <fmt/format.h>
+
+#include <chrono>
+#include <memory>
+
+#include "analysis/dump_analysis.h"
+#include "cli/analyze_run.h"
+#include "cli/commands.h"
+#include "core/error.h"
+
+namespace kvlab::cli {
+
+void add_analyze(CLI::App& app, Action& action) {
+  auto opts = std::make_shared<AnalyzeRequest>();
+  auto* cmd = app.add_subcommand("analyze", "Cross-layer similarity and eigen-rank of a KV dump (xKV Figure 2)");
+  cmd->footer(
+      "Writes DIR/analysis.json and CSV tables per kind: token_cosine, head_token_cosine, channel_cosine\n"
+      "(xKV notebook variant), cka, eigen_rank, eigen_rank_mean and spectra.\n"
+      "Example: kvlab analyze x.h5 --kind both --groups 1,2,4,8 --energy 0.9,0.95,0.99 --out x-analysis");
+  cmd->add_option("dump", opts->dump, "KV dump (HDF5) written by `kvlab dump` or `kvlab synth`")->required();
+  cmd->add_option("--sample", opts->sample, "Sample id (default: the first one in the dump)");
+  cmd->add_option("--kind", opts->kind, "key, value or both")->check(CLI::IsMember({"key", "value", "both"}))
+      ->capture_default_str();
+  auto* groups = cmd->add_option("--groups", opts->groups,
+                                 "Group sizes G for eigen-rank curves: contiguous, non-overlapping layer groups")
+                     ->delimiter(',')->capture_default_str();
+  cmd->add_option("--energy", opts->energies, "Energy levels in (0, 1] for the eigen-rank curves")
+      ->delimiter(',')->capture_default_str();
+  cmd->add_option("--precision", opts->precision,
+                  "Precision of the cross-products and eigensolves: f32 (fast; fine for CKA and energy ranks) "
+                  "or f64 (when the kept tail reaches σ_r/σ₁ < 1e-3)")
+      ->check(CLI::IsMember({"f32", "f64"}))->capture_default_str();
+  cmd->add_option("--token-block", opts->token_block, "Tokens streamed per block (memory: L·H·D·block·4 bytes)")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_flag("--no-cka", opts->cosine_only,
+                "Only token-wise cosines (one cheap pass; skips CKA, channel cosine and eigen-rank)");
+  cmd->add_option("--threads", opts->threads, "BLAS threads (default: all cores)");
+  cmd->add_option("--out", opts->out, "Output directory (default: <dump>.analysis next to the dump)");
+  cmd->callback([opts, groups, &action] {
+    opts->groups_given = groups->count() > 0;
+    action = [opts] { fmt::print("{}", run_analyze(*opts).summary); };
+  });
+}
+
+}  // namespace kvlab::cli

@@ -1,0 +1,26 @@
+// Each kvlab subcommand registers itself on the root CLI11 app. Subcommand code is thin:
+// parse, call a library, print. Errors are thrown as kvlab::Error and reported by main.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace kvlab::cli {
+
+// The command to run after parsing (set by the subcommand's callback).
+using Action = std::function<void()>;
+
+void add_synth(CLI::App& app, Action& action);
+void add_analyze(CLI::App& app, Action& action);
+void add_demo(CLI::App& app, Action& action);
+
+// The command line as typed, for provenance.
+const std::string& command_line();
+void set_command_line(int argc, char** argv);
+
+// Parses "1,2,4" / "0.9,0.95" lists (CLI11 splits on ',', this validates ranges).
+std::vector<int> parse_group_sizes(const std::vector<int>& values, int layers, bool user_given);
+
+}  // namespace kvlab::cli

@@ -1,0 +1,49 @@
+// kvlab: one binary, subcommands that mirror the pipeline (DESIGN.md).
+// Exit codes: 0 success, 1 "ran fine, regression found" (compare/check), 2 any error.
+#include <fmt/format.h>
+
+#include <cstdio>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "core/progress.h"
+#include "core/version.h"
+
+int main(int argc, char** argv) {
+  kvlab::cli::set_command_line(argc, argv);
+  CLI::App app{fmt::format(
+      "kvlab {} ({}): measure and compress the KV caches of LLMs.\n\n"
+      "Start with `kvlab demo` (no arguments, no download), then see `kvlab <command> --help`.",
+      kvlab::kVersion, kvlab::kGitRevision)};
+  app.require_subcommand(1);
+  bool quiet = false;
+  app.add_flag("-q,--quiet", quiet, "No progress bars (they are also off when stderr is not a terminal)");
+  app.set_version_flag("--version", fmt::format("kvlab {} ({})", kvlab::kVersion, kvlab::kGitRevision));
+  kvlab::cli::Action action;
+  kvlab::cli::add_demo(app, action);
+  kvlab::cli::add_synth(app, action);
+  kvlab::cli::add_analyze(app, action);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return 2;
+  }
+  kvlab::core::set_quiet(quiet);
+  try {
+    action();
+  } catch (const kvlab::Error& e) {
+    fmt::print(stderr, "kvlab: error: {}\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "kvlab: internal error: {}\n", e.what());
+    return 2;
+  }
+  return 0;
+}

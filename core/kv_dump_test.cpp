@@ -1,0 +1,713 @@
+#include "core/kv_dump.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <hdf5.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <random>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/error.h"
+#include "core/version.h"
+
+namespace kvlab::core {
+
+// Parameterised test names and failure messages show "f16", not the enum's bytes.
+static void PrintTo(DType dtype, std::ostream* out) { *out << to_string(dtype); }
+
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures and helpers
+
+// A fresh directory per test, removed afterwards.
+class KvDumpTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
+    std::string name = fmt::format("kvlab_{}_{}_{}", test->test_suite_name(), test->name(), ::getpid());
+    std::replace(name.begin(), name.end(), '/', '_');  // parameterised tests have '/' in their names
+    dir_ = fs::temp_directory_path() / name;
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  fs::path file(const std::string& name) const { return dir_ / name; }
+  fs::path dir_;
+};
+
+DumpInfo make_info(DType dtype, int layers = 4, int kv_heads = 2, int q_heads = 4, int head_dim = 8, int d_model = 0) {
+  DumpInfo info;
+  info.num_layers = layers;
+  info.num_kv_heads = kv_heads;
+  info.num_q_heads = q_heads;
+  info.head_dim = head_dim;
+  info.d_model = d_model;
+  info.dtype = dtype;
+  info.model_id = "synthetic";
+  info.model_config = R"({"hidden_size": 32})";
+  info.tokenizer = "none";
+  info.chat_template = "none";
+  return info;
+}
+
+SampleMeta make_meta(const std::string& id, std::int64_t tokens, int window, bool attn_in = false) {
+  SampleMeta meta;
+  meta.id = id;
+  meta.num_tokens = tokens;
+  meta.context_end = tokens - 2;
+  meta.query_window = window;
+  meta.has_attn_in = attn_in;
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    meta.tokens.push_back(static_cast<std::int32_t>(1000 + 7 * t));
+    meta.positions.push_back(t + 3);
+  }
+  return meta;
+}
+
+// One layer's tensors, f32, as handed to the writer.
+struct LayerData {
+  std::vector<float> key, value, query, attn_in;
+};
+
+// Deterministic KV-like values, bounded away from 0 so that relative errors are meaningful.
+std::vector<float> random_values(std::size_t n, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  std::vector<float> values(n);
+  for (float& v : values) {
+    v = normal(rng);
+    if (std::fabs(v) < 1e-3f) v = 1e-3f;
+  }
+  return values;
+}
+
+LayerData make_layer(const DumpInfo& info, const SampleMeta& meta, int layer) {
+  const auto seed = static_cast<std::uint32_t>(std::hash<std::string>{}(meta.id) + 17 * layer);
+  const auto T = static_cast<std::size_t>(meta.num_tokens);
+  const auto W = static_cast<std::size_t>(meta.query_window);
+  LayerData d;
+  d.key = random_values(T * static_cast<std::size_t>(info.kv_row_width()), seed);
+  d.value = random_values(T * static_cast<std::size_t>(info.kv_row_width()), seed + 1);
+  d.query = random_values(W * static_cast<std::size_t>(info.q_row_width()), seed + 2);
+  if (meta.has_attn_in) d.attn_in = random_values(T * static_cast<std::size_t>(info.d_model), seed + 3);
+  return d;
+}
+
+void write_sample(DumpWriter& writer, const DumpInfo& info, const SampleMeta& meta) {
+  writer.begin_sample(meta);
+  for (int l = 0; l < info.num_layers; ++l) {
+    const LayerData d = make_layer(info, meta, l);
+    writer.write_layer(l, d.key, d.value, d.query, d.attn_in);
+  }
+  writer.end_sample();
+}
+
+void write_dump(const fs::path& path, const DumpInfo& info, const std::vector<SampleMeta>& samples) {
+  DumpWriter writer(path, info);
+  for (const auto& meta : samples) write_sample(writer, info, meta);
+  writer.commit();
+}
+
+// What a reader must return for `values` stored as `dtype`: exact for f32, else the value
+// rounded to the 16-bit format.
+std::vector<float> stored(DType dtype, const std::vector<float>& values) {
+  if (dtype == DType::f32) return values;
+  std::vector<std::uint16_t> bits(values.size());
+  std::vector<float> back(values.size());
+  f32_to_16bit(dtype, values, bits);
+  bits16_to_f32(dtype, bits, back);
+  return back;
+}
+
+// Runs `body` and returns the kvlab::Error message it throws (fails the test otherwise).
+std::string error_of(const std::function<void()>& body) {
+  try {
+    body();
+  } catch (const Error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected kvlab::Error, got: " << e.what();
+    return e.what();
+  }
+  ADD_FAILURE() << "expected a kvlab::Error";
+  return "";
+}
+
+std::vector<std::string> files_in(const fs::path& dir) {
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(dir)) names.push_back(entry.path().filename().string());
+  return names;
+}
+
+// Opens a dump read-write with the raw HDF5 API and hands the file id to `edit`.
+void edit_with_hdf5(const fs::path& path, const std::function<void(hid_t)>& edit) {
+  const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  ASSERT_GE(file, 0);
+  edit(file);
+  ASSERT_GE(H5Fclose(file), 0);
+}
+
+// Overwrites one element of a dataset with raw bits (its own type as the memory type, so
+// HDF5 stores the bits unchanged; little-endian host).
+void poke_bits(const fs::path& path, const std::string& dataset, std::vector<hsize_t> index, std::uint32_t bits) {
+  edit_with_hdf5(path, [&](hid_t file) {
+    const hid_t d = H5Dopen2(file, dataset.c_str(), H5P_DEFAULT);
+    const hid_t type = H5Dget_type(d);
+    const hid_t space = H5Dget_space(d);
+    std::vector<hsize_t> one(index.size(), 1);
+    H5Sselect_hyperslab(space, H5S_SELECT_SET, index.data(), nullptr, one.data(), nullptr);
+    const hsize_t n = 1;
+    const hid_t memory = H5Screate_simple(1, &n, nullptr);
+    EXPECT_GE(H5Dwrite(d, type, memory, space, H5P_DEFAULT, &bits), 0);
+    H5Sclose(memory);
+    H5Sclose(space);
+    H5Tclose(type);
+    H5Dclose(d);
+  });
+}
+
+// Replaces a dataset by an f32 one of another shape, or an int32 one.
+void replace_dataset(const fs::path& path, const std::string& dataset, std::vector<hsize_t> dims, hid_t type) {
+  edit_with_hdf5(path, [&](hid_t file) {
+    ASSERT_GE(H5Ldelete(file, dataset.c_str(), H5P_DEFAULT), 0);
+    const hid_t space = H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
+    const hid_t d = H5Dcreate2(file, dataset.c_str(), type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    ASSERT_GE(d, 0);
+    H5Dclose(d);
+    H5Sclose(space);
+  });
+}
+
+void set_format_version(const fs::path& path, std::int64_t version) {
+  edit_with_hdf5(path, [&](hid_t file) {
+    const hid_t attr = H5Aopen(file, "format_version", H5P_DEFAULT);
+    EXPECT_GE(H5Awrite(attr, H5T_NATIVE_INT64, &version), 0);
+    H5Aclose(attr);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Round trips
+
+class KvDumpRoundTrip : public KvDumpTest, public ::testing::WithParamInterface<DType> {};
+
+TEST_P(KvDumpRoundTrip, ValuesAreStoredAtTheDumpPrecision) {
+  const DType dtype = GetParam();
+  const DumpInfo info = make_info(dtype, 3, 2, 4, 16, 24);
+  const SampleMeta meta = make_meta("s0", 40, 8, true);
+  const fs::path path = file("dump.h5");
+  write_dump(path, info, {meta});
+
+  const DumpReader reader(path);
+  EXPECT_EQ(reader.info().dtype, dtype);
+  EXPECT_EQ(reader.info().num_layers, 3);
+  EXPECT_EQ(reader.info().d_model, 24);
+  // The format's rounding bound: half an ulp relative to the value, 2^-11 (f16) / 2^-8 (bf16).
+  const double bound = dtype == DType::f16 ? std::ldexp(1.0, -11) : std::ldexp(1.0, -8);
+  for (int l = 0; l < info.num_layers; ++l) {
+    const LayerData in = make_layer(info, meta, l);
+    const std::pair<KvKind, const std::vector<float>*> kinds[] = {
+        {KvKind::key, &in.key}, {KvKind::value, &in.value}, {KvKind::query, &in.query}, {KvKind::attn_in, &in.attn_in}};
+    for (const auto& [kind, values] : kinds) {
+      const FloatTensor out = reader.read_layer("s0", l, kind);
+      ASSERT_EQ(out.data, stored(dtype, *values)) << "layer " << l << " " << to_string(kind);
+      if (dtype == DType::f32) continue;
+      for (std::size_t i = 0; i < values->size(); ++i)
+        ASSERT_LE(std::fabs(out.data[i] - (*values)[i]), bound * std::fabs((*values)[i])) << i;
+    }
+  }
+  EXPECT_EQ(reader.read_layer("s0", 1, KvKind::key).shape, (Shape{40, 2, 16}));
+  EXPECT_EQ(reader.read_layer("s0", 1, KvKind::query).shape, (Shape{8, 4, 16}));
+  EXPECT_EQ(reader.read_layer("s0", 1, KvKind::attn_in).shape, (Shape{40, 24}));
+}
+
+INSTANTIATE_TEST_SUITE_P(AllDTypes, KvDumpRoundTrip, ::testing::Values(DType::f32, DType::f16, DType::bf16),
+                         [](const auto& info) { return std::string(to_string(info.param)); });
+
+// Big enough for several chunks (2 MiB = 1024 rows of 8 × 128 halves) and several read slabs.
+TEST_F(KvDumpTest, ReadRowsOfATokenRangeEqualsTheLayerSlice) {
+  const DumpInfo info = make_info(DType::f16, 2, 8, 8, 128);
+  const SampleMeta meta = make_meta("long", 5000, 16);
+  const fs::path path = file("dump.h5");
+  write_dump(path, info, {meta});
+
+  const DumpReader reader(path);
+  const FloatTensor whole = reader.read_layer("long", 1, KvKind::value);
+  ASSERT_EQ(whole.data, stored(DType::f16, make_layer(info, meta, 1).value));
+  const std::int64_t width = info.kv_row_width();
+  for (const auto& [t0, n] : std::vector<std::pair<std::int64_t, std::int64_t>>{{1500, 2100}, {1024, 1024}, {4999, 1}, {7, 0}}) {
+    std::vector<float> rows(static_cast<std::size_t>(n * width));
+    reader.read_rows("long", 1, KvKind::value, t0, n, rows);
+    EXPECT_TRUE(std::equal(rows.begin(), rows.end(), whole.data.begin() + t0 * width)) << t0 << "+" << n;
+  }
+  std::vector<float> rows(static_cast<std::size_t>(10 * width));
+  EXPECT_THAT(error_of([&] { reader.read_rows("long", 1, KvKind::value, 4995, 10, rows); }),
+              HasSubstr("rows [4995, 5005) outside [0, 5000)"));
+  EXPECT_THAT(error_of([&] { reader.read_rows("long", 1, KvKind::value, 0, 9, rows); }), HasSubstr("output holds"));
+}
+
+TEST_F(KvDumpTest, ChunksAreTokenBlocksOfAboutTwoMiB) {
+  const DumpInfo info = make_info(DType::f16, 1, 8, 8, 128);
+  const fs::path path = file("dump.h5");
+  write_dump(path, info, {make_meta("s", 3000, 16)});
+  const auto chunk_of = [&](const char* dataset) {
+    const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    const hid_t d = H5Dopen2(file, dataset, H5P_DEFAULT);
+    const hid_t dcpl = H5Dget_create_plist(d);
+    std::vector<hsize_t> chunk(3);
+    EXPECT_EQ(H5Pget_chunk(dcpl, 3, chunk.data()), 3);
+    H5Pclose(dcpl);
+    H5Dclose(d);
+    H5Fclose(file);
+    return chunk;
+  };
+  EXPECT_EQ(chunk_of("/samples/s/layers/0/key"), (std::vector<hsize_t>{1024, 8, 128}));  // 1024 rows × 2 KiB
+  EXPECT_EQ(chunk_of("/samples/s/layers/0/query"), (std::vector<hsize_t>{16, 8, 128}));   // clamped to W
+}
+
+TEST_F(KvDumpTest, MultipleSamplesKeepTheirMetadataAndData) {
+  const DumpInfo info = make_info(DType::bf16);
+  SampleMeta synthetic;  // no tokens, default positions, empty query window
+  synthetic.id = "a.synthetic-0";
+  synthetic.num_tokens = 12;
+  synthetic.context_end = 12;
+  const std::vector<SampleMeta> samples = {make_meta("s_2", 30, 4), synthetic, make_meta("s_10", 17, 17)};
+  const fs::path path = file("dump.h5");
+  write_dump(path, info, samples);
+
+  const DumpReader reader(path);
+  EXPECT_EQ(reader.sample_ids(), (std::vector<std::string>{"a.synthetic-0", "s_10", "s_2"}));
+  for (const auto& want : samples) {
+    const SampleMeta got = reader.sample(want.id);
+    EXPECT_EQ(got.num_tokens, want.num_tokens);
+    EXPECT_EQ(got.context_end, want.context_end);
+    EXPECT_EQ(got.query_window, want.query_window);
+    EXPECT_EQ(got.tokens, want.tokens);
+    EXPECT_FALSE(got.has_attn_in);
+    if (want.positions.empty()) {
+      ASSERT_EQ(got.positions.size(), 12u);
+      EXPECT_EQ(got.positions.back(), 11);
+    } else {
+      EXPECT_EQ(got.positions, want.positions);
+    }
+  }
+  // Interleaved reads across samples (the reader keeps one sample's datasets open at a time).
+  for (int round = 0; round < 2; ++round)
+    for (const auto& meta : samples)
+      for (int l = 0; l < info.num_layers; ++l)
+        ASSERT_EQ(reader.read_layer(meta.id, l, KvKind::key).data, stored(DType::bf16, make_layer(info, meta, l).key));
+  EXPECT_EQ(reader.read_layer("a.synthetic-0", 0, KvKind::query).shape, (Shape{0, 4, 8}));
+  EXPECT_THAT(error_of([&] { reader.sample("nope"); }), HasSubstr("no sample 'nope'"));
+  EXPECT_THAT(error_of([&] { reader.read_layer("nope", 0, KvKind::key); }), HasSubstr("no sample 'nope'"));
+  EXPECT_THAT(error_of([&] { reader.read_layer("s_2", 4, KvKind::key); }), HasSubstr("layer 4 out of range"));
+}
+
+TEST_F(KvDumpTest, AttnInIsOptionalPerSample) {
+  const DumpInfo info = make_info(DType::f32, 2, 2, 4, 8, 16);
+  const SampleMeta with = make_meta("with", 10, 2, true);
+  const SampleMeta without = make_meta("without", 10, 2, false);
+  const fs::path path = file("dump.h5");
+  write_dump(path, info, {with, without});
+
+  const DumpReader reader(path);
+  EXPECT_TRUE(reader.sample("with").has_attn_in);
+  EXPECT_FALSE(reader.sample("without").has_attn_in);
+  EXPECT_EQ(reader.read_layer("with", 1, KvKind::attn_in).data, make_layer(info, with, 1).attn_in);
+  EXPECT_THAT(error_of([&] { reader.read_layer("without", 1, KvKind::attn_in); }), HasSubstr("has no attn_in"));
+}
+
+TEST_F(KvDumpTest, ProvenanceRoundTripsAndIsFilledWhenEmpty) {
+  DumpInfo info = make_info(DType::f16, 1);
+  info.model_id = "meta-llama/Llama-3.1-8B";
+  info.model_config = "{\"note\": \"" + std::string(100000, 'x') + "\"}";  // over HDF5's 64 KiB attribute limit
+  info.tokenizer = "tokenizer.json sha256 abc";
+  info.chat_template = "llama3 — «ünïcode»";
+  info.kvlab_version = "9.9.9";
+  info.git_revision = "deadbeef";
+  info.created_utc = "2024-01-02T03:04:05Z";
+  const fs::path given = file("given.h5");
+  write_dump(given, info, {make_meta("s", 4, 1)});
+  const DumpInfo read = DumpReader(given).info();
+  EXPECT_EQ(read.model_id, info.model_id);
+  EXPECT_EQ(read.model_config, info.model_config);
+  EXPECT_EQ(read.tokenizer, info.tokenizer);
+  EXPECT_EQ(read.chat_template, info.chat_template);
+  EXPECT_EQ(read.kvlab_version, "9.9.9");
+  EXPECT_EQ(read.git_revision, "deadbeef");
+  EXPECT_EQ(read.created_utc, "2024-01-02T03:04:05Z");
+
+  const fs::path filled = file("filled.h5");
+  write_dump(filled, make_info(DType::f16, 1), {make_meta("s", 4, 1)});
+  const DumpInfo auto_info = DumpReader(filled).info();
+  EXPECT_EQ(auto_info.kvlab_version, kVersion);
+  EXPECT_EQ(auto_info.git_revision, kGitRevision);
+  EXPECT_TRUE(std::regex_match(auto_info.created_utc, std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)")))
+      << auto_info.created_utc;
+}
+
+// h5py writes numpy byte strings as fixed-length attributes; the reader takes those too.
+TEST_F(KvDumpTest, FixedLengthStringAttributesRead) {
+  const fs::path path = file("dump.h5");
+  write_dump(path, make_info(DType::f16, 1), {make_meta("s", 4, 1)});
+  const auto set_fixed = [&](const char* name, const std::string& text, H5T_str_t pad) {
+    edit_with_hdf5(path, [&](hid_t f) {
+      ASSERT_GE(H5Adelete(f, name), 0);
+      const hid_t type = H5Tcopy(H5T_C_S1);
+      H5Tset_size(type, 24);
+      H5Tset_strpad(type, pad);
+      H5Tset_cset(type, H5T_CSET_UTF8);
+      const hid_t space = H5Screate(H5S_SCALAR);
+      const hid_t attr = H5Acreate2(f, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+      std::string padded = text;
+      padded.resize(24, pad == H5T_STR_SPACEPAD ? ' ' : '\0');
+      EXPECT_GE(H5Awrite(attr, type, padded.data()), 0);
+      H5Aclose(attr);
+      H5Sclose(space);
+      H5Tclose(type);
+    });
+  };
+  set_fixed("model_id", "fixed-id", H5T_STR_NULLPAD);
+  set_fixed("tokenizer", "spaced", H5T_STR_SPACEPAD);
+  set_fixed("dtype", "float16", H5T_STR_NULLTERM);
+  const DumpReader reader(path);
+  EXPECT_EQ(reader.info().model_id, "fixed-id");
+  EXPECT_EQ(reader.info().tokenizer, "spaced");
+  EXPECT_EQ(reader.info().dtype, DType::f16);
+}
+
+// One reader shared by threads that read different samples and layers at once.
+TEST_F(KvDumpTest, ReaderCanBeSharedByThreads) {
+  const DumpInfo info = make_info(DType::bf16, 4, 2, 4, 8);
+  const std::vector<SampleMeta> samples = {make_meta("a", 300, 4), make_meta("b", 200, 4)};
+  const fs::path path = file("dump.h5");
+  write_dump(path, info, samples);
+  const DumpReader reader(path);
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches = 0;
+  for (int i = 0; i < 4; ++i)
+    threads.emplace_back([&, i] {
+      for (int round = 0; round < 20; ++round) {
+        const SampleMeta& meta = samples[static_cast<std::size_t>(round + i) % 2];
+        const int layer = (round + i) % info.num_layers;
+        if (reader.read_layer(meta.id, layer, KvKind::value).data != stored(DType::bf16, make_layer(info, meta, layer).value))
+          ++mismatches;
+      }
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(mismatches, 0);
+}
+
+// RAII closes every HDF5 object, on success and on error paths.
+TEST_F(KvDumpTest, AllHdf5HandlesAreClosed) {
+  const fs::path path = file("dump.h5");
+  const DumpInfo info = make_info(DType::f16, 2, 2, 4, 8, 8);
+  write_dump(path, info, {make_meta("a", 20, 2, true), make_meta("b", 20, 2)});
+  {
+    DumpWriter uncommitted(file("other.h5"), info);
+    uncommitted.begin_sample(make_meta("a", 20, 2));
+    EXPECT_THROW(uncommitted.write_layer(0, {}, {}, {}), Error);
+  }
+  {
+    const DumpReader reader(path);
+    reader.read_layer("a", 1, KvKind::attn_in);
+    reader.read_layer("b", 0, KvKind::query);
+    reader.sample("a");
+    reader.sample_ids();
+    EXPECT_THROW(reader.read_layer("b", 0, KvKind::attn_in), Error);
+    EXPECT_THROW(reader.sample("c"), Error);
+  }
+  EXPECT_THROW(DumpReader{file("missing.h5")}, Error);
+  EXPECT_EQ(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Atomic writes
+
+TEST_F(KvDumpTest, UncommittedWriterLeavesNoFileAndNoTempFile) {
+  const DumpInfo info = make_info(DType::f16);
+  {
+    DumpWriter writer(file("dump.h5"), info);
+    write_sample(writer, info, make_meta("s", 8, 2));
+    EXPECT_EQ(files_in(dir_).size(), 1u);  // the temporary file
+  }
+  EXPECT_TRUE(files_in(dir_).empty());
+  {
+    DumpWriter writer(file("dump.h5"), info);
+    writer.begin_sample(make_meta("s", 8, 2));
+  }
+  EXPECT_TRUE(files_in(dir_).empty());
+}
+
+TEST_F(KvDumpTest, CommitReplacesAnExistingFileAndLeavesNoTempFile) {
+  const fs::path path = file("dump.h5");
+  std::ofstream(path) << "old content";
+  write_dump(path, make_info(DType::f32, 1), {make_meta("s", 8, 2)});
+  EXPECT_EQ(files_in(dir_), (std::vector<std::string>{"dump.h5"}));
+  EXPECT_EQ(DumpReader(path).sample_ids(), (std::vector<std::string>{"s"}));
+}
+
+TEST_F(KvDumpTest, WriterFailsWhenTheDirectoryIsMissing) {
+  EXPECT_THAT(error_of([&] { DumpWriter(file("no/such/dir/dump.h5"), make_info(DType::f16)); }),
+              HasSubstr("no/such/dir/dump.h5"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writer validation
+
+TEST_F(KvDumpTest, WriterValidatesShapesOrderAndIds) {
+  const DumpInfo info = make_info(DType::f16, 2, 2, 4, 8);
+  const SampleMeta meta = make_meta("s", 10, 3);
+  const LayerData d = make_layer(info, meta, 0);
+  DumpWriter writer(file("dump.h5"), info);
+
+  EXPECT_THAT(error_of([&] { writer.write_layer(0, d.key, d.value, d.query); }), HasSubstr("begin_sample"));
+  EXPECT_THAT(error_of([&] { writer.begin_sample(make_meta("bad/id", 10, 3)); }), HasSubstr("invalid sample id 'bad/id'"));
+  EXPECT_THAT(error_of([&] { writer.begin_sample(make_meta(".", 10, 3)); }), HasSubstr("invalid sample id"));
+  EXPECT_THAT(error_of([&] { writer.begin_sample(make_meta("", 10, 3)); }), HasSubstr("invalid sample id"));
+  SampleMeta bad_window = meta;
+  bad_window.query_window = 11;
+  EXPECT_THAT(error_of([&] { writer.begin_sample(bad_window); }), HasSubstr("query_window 11 outside [0, 10]"));
+  SampleMeta bad_tokens = meta;
+  bad_tokens.tokens.pop_back();
+  EXPECT_THAT(error_of([&] { writer.begin_sample(bad_tokens); }), HasSubstr("9 tokens but num_tokens = 10"));
+  EXPECT_THAT(error_of([&] { writer.begin_sample(make_meta("s", 10, 3, true)); }), HasSubstr("d_model is 0"));
+
+  writer.begin_sample(meta);
+  EXPECT_THAT(error_of([&] { writer.begin_sample(make_meta("t", 10, 3)); }), HasSubstr("sample s was begun but not ended"));
+  const std::vector<float> short_key(d.key.begin(), d.key.end() - 1);
+  EXPECT_THAT(error_of([&] { writer.write_layer(0, short_key, d.value, d.query); }),
+              HasSubstr("key has 159 values, expected 160 ([10, 2, 8])"));
+  EXPECT_THAT(error_of([&] { writer.write_layer(0, d.key, d.value, d.value); }), HasSubstr("query has 160 values, expected 96"));
+  EXPECT_THAT(error_of([&] { writer.write_layer(0, d.key, d.value, d.query, d.key); }), HasSubstr("attn_in has 160 values"));
+  EXPECT_THAT(error_of([&] { writer.write_layer(2, d.key, d.value, d.query); }), HasSubstr("layer 2: layer out of range"));
+  writer.write_layer(1, d.key, d.value, d.query);
+  EXPECT_THAT(error_of([&] { writer.write_layer(1, d.key, d.value, d.query); }), HasSubstr("layer 1: layer written twice"));
+  EXPECT_THAT(error_of([&] { writer.end_sample(); }), HasSubstr("sample s ended without layer 0"));
+  EXPECT_THAT(error_of([&] { writer.commit(); }), HasSubstr("sample s is not ended"));
+  writer.write_layer(0, d.key, d.value, d.query);
+  writer.end_sample();
+  EXPECT_THAT(error_of([&] { writer.begin_sample(meta); }), HasSubstr("sample written twice"));
+  EXPECT_THAT(error_of([&] { writer.end_sample(); }), HasSubstr("without begin_sample"));
+  writer.commit();
+  EXPECT_THAT(error_of([&] { writer.begin_sample(make_meta("t", 10, 3)); }), HasSubstr("already committed"));
+  EXPECT_THAT(error_of([&] { DumpWriter(file("x.h5"), make_info(DType::f16, 0)); }), HasSubstr("num_layers=0"));
+}
+
+// A rejected layer leaves no trace: it can be written again and the dump reads back fine.
+TEST_F(KvDumpTest, WriterRejectsNonFiniteValuesNamingTheElement) {
+  const DumpInfo info = make_info(DType::f16, 2, 2, 4, 8);
+  const SampleMeta meta = make_meta("s", 10, 3);
+  const LayerData d = make_layer(info, meta, 1);
+  const fs::path path = file("dump.h5");
+  DumpWriter writer(path, info);
+  writer.begin_sample(meta);
+  writer.write_layer(0, make_layer(info, meta, 0).key, make_layer(info, meta, 0).value, make_layer(info, meta, 0).query);
+
+  LayerData bad = d;
+  bad.key[(5 * 2 + 1) * 8 + 3] = std::numeric_limits<float>::quiet_NaN();  // token 5, head 1, dim 3
+  std::string message = error_of([&] { writer.write_layer(1, bad.key, bad.value, bad.query); });
+  EXPECT_THAT(message, HasSubstr("layer 1 key (/samples/s/layers/1/key)"));
+  EXPECT_THAT(message, HasSubstr("non-finite value nan at token 5, head 1, dim 3"));
+  EXPECT_THAT(message, HasSubstr(path.string()));
+
+  bad = d;
+  bad.query[(2 * 4 + 3) * 8] = -std::numeric_limits<float>::infinity();  // window row 2 = token 9, head 3
+  EXPECT_THAT(error_of([&] { writer.write_layer(1, bad.key, bad.value, bad.query); }),
+              HasSubstr("non-finite value -inf at token 9 (query window row 2), head 3, dim 0"));
+
+  bad = d;
+  bad.value[8] = 1e6f;  // finite in f32, infinite in f16
+  EXPECT_THAT(error_of([&] { writer.write_layer(1, bad.key, bad.value, bad.query); }),
+              HasSubstr("value 1000000 at token 0, head 1, dim 0 overflows float16"));
+
+  writer.write_layer(1, d.key, d.value, d.query);
+  writer.end_sample();
+  writer.commit();
+  EXPECT_EQ(DumpReader(path).read_layer("s", 1, KvKind::value).data, stored(DType::f16, d.value));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reader errors
+
+TEST_F(KvDumpTest, MissingLayerNamesFileAndDataset) {
+  const fs::path path = file("dump.h5");
+  write_dump(path, make_info(DType::f16), {make_meta("s0", 6, 2)});
+  edit_with_hdf5(path, [](hid_t f) { ASSERT_GE(H5Ldelete(f, "/samples/s0/layers/3/key", H5P_DEFAULT), 0); });
+  edit_with_hdf5(path, [](hid_t f) { ASSERT_GE(H5Ldelete(f, "/samples/s0/layers/2", H5P_DEFAULT), 0); });
+  const DumpReader reader(path);
+  for (const int layer : {3, 2}) {
+    const std::string message = error_of([&] { reader.read_layer("s0", layer, KvKind::key); });
+    EXPECT_THAT(message, HasSubstr(path.string()));
+    EXPECT_THAT(message, HasSubstr(fmt::format("missing dataset /samples/s0/layers/{}/key", layer)));
+  }
+  EXPECT_NO_THROW(reader.read_layer("s0", 3, KvKind::value));
+}
+
+TEST_F(KvDumpTest, WrongShapeNamesBothShapes) {
+  const fs::path path = file("dump.h5");
+  write_dump(path, make_info(DType::f32), {make_meta("s0", 6, 2)});
+  replace_dataset(path, "/samples/s0/layers/1/key", {6, 2, 9}, H5T_IEEE_F32LE);
+  replace_dataset(path, "/samples/s0/layers/1/query", {2, 4}, H5T_IEEE_F32LE);
+  const DumpReader reader(path);
+  EXPECT_THAT(error_of([&] { reader.read_layer("s0", 1, KvKind::key); }),
+              HasSubstr(path.string() + ": /samples/s0/layers/1/key: wrong shape [6, 2, 9] expected [6, 2, 8]"));
+  EXPECT_THAT(error_of([&] { reader.read_layer("s0", 1, KvKind::query); }),
+              HasSubstr("wrong shape [2, 4] expected [2, 4, 8]"));
+}
+
+TEST_F(KvDumpTest, WrongDtypeIsAnError) {
+  const fs::path path = file("dump.h5");
+  write_dump(path, make_info(DType::f16), {make_meta("s0", 6, 2)});
+  replace_dataset(path, "/samples/s0/layers/0/value", {6, 2, 8}, H5T_STD_I32LE);
+  replace_dataset(path, "/samples/s0/layers/1/value", {6, 2, 8}, H5T_IEEE_F32LE);
+  const DumpReader reader(path);
+  EXPECT_THAT(error_of([&] { reader.read_layer("s0", 0, KvKind::value); }),
+              HasSubstr("/samples/s0/layers/0/value: dtype is an HDF5 type"));
+  EXPECT_THAT(error_of([&] { reader.read_layer("s0", 1, KvKind::value); }),
+              HasSubstr("/samples/s0/layers/1/value: dtype is float32, expected float16"));
+}
+
+TEST_F(KvDumpTest, UnknownFormatVersionNamesBothVersions) {
+  const fs::path path = file("dump.h5");
+  write_dump(path, make_info(DType::f16), {make_meta("s0", 6, 2)});
+  set_format_version(path, 99);
+  const std::string message = error_of([&] { DumpReader reader(path); });
+  EXPECT_THAT(message, HasSubstr(path.string()));
+  EXPECT_THAT(message, HasSubstr("format_version 99 is not supported (this kvlab reads version 1)"));
+}
+
+class KvDumpNonFinite : public KvDumpTest, public ::testing::WithParamInterface<DType> {};
+
+// NaN/Inf bit patterns of each storage type, written straight into the file.
+TEST_P(KvDumpNonFinite, ReaderNamesTokenAndHead) {
+  const DType dtype = GetParam();
+  const std::uint32_t nan = dtype == DType::f32 ? 0x7FC00000u : dtype == DType::f16 ? 0x7E00u : 0x7FC0u;
+  const std::uint32_t inf = dtype == DType::f32 ? 0x7F800000u : dtype == DType::f16 ? 0x7C00u : 0x7F80u;
+  const fs::path path = file("dump.h5");
+  write_dump(path, make_info(dtype, 2, 2, 4, 8, 12), {make_meta("s0", 6, 2, true)});
+  poke_bits(path, "/samples/s0/layers/1/key", {5, 1, 3}, nan);
+  poke_bits(path, "/samples/s0/layers/0/query", {1, 2, 0}, inf);
+  poke_bits(path, "/samples/s0/layers/0/attn_in", {4, 7}, nan);
+  const DumpReader reader(path);
+
+  const std::string message = error_of([&] { reader.read_layer("s0", 1, KvKind::key); });
+  EXPECT_THAT(message, HasSubstr(path.string() + ": /samples/s0/layers/1/key: non-finite value nan"));
+  EXPECT_THAT(message, HasSubstr("at token 5, head 1, dim 3"));
+  std::vector<float> rows(2 * 2 * 8);
+  EXPECT_THAT(error_of([&] { reader.read_rows("s0", 1, KvKind::key, 4, 2, rows); }), HasSubstr("token 5, head 1"));
+  EXPECT_NO_THROW(reader.read_rows("s0", 1, KvKind::key, 0, 2, rows));
+  EXPECT_THAT(error_of([&] { reader.read_layer("s0", 0, KvKind::query); }),
+              HasSubstr("non-finite value inf at token 5 (query window row 1), head 2, dim 0"));
+  EXPECT_THAT(error_of([&] { reader.read_layer("s0", 0, KvKind::attn_in); }), HasSubstr("at token 4, column 7"));
+}
+
+INSTANTIATE_TEST_SUITE_P(AllDTypes, KvDumpNonFinite, ::testing::Values(DType::f32, DType::f16, DType::bf16),
+                         [](const auto& info) { return std::string(to_string(info.param)); });
+
+TEST_F(KvDumpTest, TruncatedFileIsAClearError) {
+  const fs::path path = file("dump.h5");
+  write_dump(path, make_info(DType::f16), {make_meta("s0", 200, 8)});
+  const fs::path half = file("half.h5");
+  fs::copy_file(path, half);
+  fs::resize_file(half, fs::file_size(path) / 2);
+  ::testing::internal::CaptureStderr();
+  const std::string message = error_of([&] { DumpReader reader(half); });
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");  // no HDF5 error-stack dump
+  EXPECT_THAT(message, HasSubstr(half.string() + ": cannot open the HDF5 file (truncated or corrupt?)"));
+  EXPECT_THAT(message, HasSubstr("truncated file"));  // HDF5's own innermost reason
+}
+
+TEST_F(KvDumpTest, NotAnHdf5FileIsAClearError) {
+  const fs::path text = file("notes.h5");
+  std::ofstream(text) << "this is not HDF5\n";
+  const fs::path empty = file("empty.h5");
+  std::ofstream{empty};
+  EXPECT_THAT(error_of([&] { DumpReader reader(text); }), HasSubstr(text.string() + ": not an HDF5 file"));
+  EXPECT_THAT(error_of([&] { DumpReader reader(empty); }), HasSubstr(empty.string() + ": not an HDF5 file"));
+  EXPECT_THAT(error_of([&] { DumpReader reader(file("missing.h5")); }), HasSubstr("missing.h5: no such file"));
+}
+
+TEST_F(KvDumpTest, PlainHdf5FileIsNotADump) {
+  const fs::path path = file("plain.h5");
+  H5Fclose(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
+  EXPECT_THAT(error_of([&] { DumpReader reader(path); }), HasSubstr("not a kvlab dump (no format_version"));
+}
+
+// The thread-safe HDF5 keeps one error stack per thread, each printing by default: errors in
+// a new thread must be silent too.
+TEST_F(KvDumpTest, Hdf5ErrorsArePrintedInNoThread) {
+  const fs::path path = file("dump.h5");
+  write_dump(path, make_info(DType::f16), {make_meta("s0", 6, 2)});
+  const fs::path half = file("half.h5");
+  fs::copy_file(path, half);
+  fs::resize_file(half, fs::file_size(path) / 2);
+  edit_with_hdf5(path, [](hid_t f) { ASSERT_GE(H5Ldelete(f, "/samples/s0/layers/3/key", H5P_DEFAULT), 0); });
+  ::testing::internal::CaptureStderr();
+  std::thread([&] {
+    EXPECT_THROW(DumpReader reader(half), Error);
+    const DumpReader reader(path);
+    EXPECT_THROW(reader.read_layer("s0", 3, KvKind::key), Error);
+    EXPECT_THROW(reader.sample("missing"), Error);
+  }).join();
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
+}
+
+// ---------------------------------------------------------------------------------------------
+// h5py interoperability: f32 and f16 dumps open in plain h5py as float32/float16 (bf16 as
+// uint16 plus its dtype attribute), with kvlab's values.
+
+bool h5py_available() {
+  return fs::exists("/usr/bin/python3") && std::system("/usr/bin/python3 -c 'import h5py' >/dev/null 2>&1") == 0;
+}
+
+// Values exactly representable in every storage type: multiples of 1/4 in [-32, 32).
+std::vector<float> exact_values(std::size_t n, float offset) {
+  std::vector<float> values(n);
+  for (std::size_t i = 0; i < n; ++i) values[i] = static_cast<float>(static_cast<int>(i % 256) - 128) / 4 + offset;
+  return values;
+}
+
+class H5pyInterop : public KvDumpTest, public ::testing::WithParamInterface<DType> {};
+
+TEST_P(H5pyInterop, PlainH5pyReadsTheDump) {
+  if (!h5py_available()) GTEST_SKIP() << "/usr/bin/python3 with h5py is not available";
+  const DType dtype = GetParam();
+  const DumpInfo info = make_info(dtype, 2, 2, 4, 8);
+  const SampleMeta meta = make_meta("s0", 40, 4);
+  const fs::path path = file("dump.h5");
+  DumpWriter writer(path, info);
+  writer.begin_sample(meta);
+  for (int l = 0; l < info.num_layers; ++l) {
+    const auto kv = static_cast<std::size_t>(meta.num_tokens * info.kv_row_width());
+    const auto q = static_cast<std::size_t>(meta.query_window * info.q_row_width());
+    writer.write_layer(l, exact_values(kv, static_cast<float>(l)), exact_values(kv, 0.5f), exact_values(q, -1.0f));
+  }
+  writer.end_sample();
+  writer.commit();
+
+  const std::string command =
+      fmt::format("/usr/bin/python3 '{}/core/h5py_check.py' '{}' {}", KVLAB_SOURCE_DIR, path.string(), to_string(dtype));
+  EXPECT_EQ(std::system(command.c_str()), 0) << command;
+}
+
+INSTANTIATE_TEST_SUITE_P(AllDTypes, H5pyInterop, ::testing::Values(DType::f32, DType::f16, DType::bf16),
+                         [](const auto& info) { return std::string(to_string(info.param)); });
+
+}  // namespace
+}  // namespace kvlab::core
