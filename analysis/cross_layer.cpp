@@ -194,7 +194,11 @@ class GramAnalysis {
       else
         read_block(read_rows, raw, t0, rows);
       for (int l = 0; l < L; ++l) {
-        const float* src = in_place ? reinterpret_cast<const float*>(centred.layer(l)) : raw.layer(l);
+        const float* src;
+        if constexpr (in_place)
+          src = centred.layer(l);
+        else
+          src = raw.layer(l);
         T* dst = centred.layer(l);
         const T* mu = mean.data() + std::int64_t{l} * W;
         for (std::int64_t t = 0; t < rows; ++t)

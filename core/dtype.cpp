@@ -1,7 +1,6 @@
 #include "core/dtype.h"
 
 #include <Eigen/Core>
-#include <bit>
 
 #include "core/error.h"
 
@@ -25,13 +24,33 @@ DType parse_dtype(std::string_view name) {
 
 std::size_t dtype_bytes(DType dtype) { return dtype == DType::f32 ? 4 : 2; }
 
-// Eigen::half / Eigen::bfloat16 do the rounding (F16C instructions when compiled for them).
+// Eigen's vectorised casts do the rounding (F16C / AVX-512 packet conversions when compiled
+// for them, round-to-nearest-even in software otherwise); element-wise Eigen::half
+// construction would be several times slower on the dump's hot path.
+namespace {
+template <typename Half>
+void to_16bit(std::span<const float> values, std::span<std::uint16_t> bits) {
+  static_assert(sizeof(Half) == sizeof(std::uint16_t));
+  Eigen::Map<const Eigen::ArrayXf> in(values.data(), static_cast<Eigen::Index>(values.size()));
+  Eigen::Map<Eigen::Array<Half, Eigen::Dynamic, 1>> out(reinterpret_cast<Half*>(bits.data()),
+                                                        static_cast<Eigen::Index>(bits.size()));
+  out = in.template cast<Half>();
+}
+template <typename Half>
+void from_16bit(std::span<const std::uint16_t> bits, std::span<float> values) {
+  Eigen::Map<const Eigen::Array<Half, Eigen::Dynamic, 1>> in(reinterpret_cast<const Half*>(bits.data()),
+                                                             static_cast<Eigen::Index>(bits.size()));
+  Eigen::Map<Eigen::ArrayXf> out(values.data(), static_cast<Eigen::Index>(values.size()));
+  out = in.template cast<float>();
+}
+}  // namespace
+
 void f32_to_16bit(DType dtype, std::span<const float> values, std::span<std::uint16_t> bits) {
   if (values.size() != bits.size()) fail("f32_to_16bit: {} values but {} outputs", values.size(), bits.size());
   if (dtype == DType::f16) {
-    for (std::size_t i = 0; i < values.size(); ++i) bits[i] = std::bit_cast<std::uint16_t>(Eigen::half(values[i]));
+    to_16bit<Eigen::half>(values, bits);
   } else if (dtype == DType::bf16) {
-    for (std::size_t i = 0; i < values.size(); ++i) bits[i] = std::bit_cast<std::uint16_t>(Eigen::bfloat16(values[i]));
+    to_16bit<Eigen::bfloat16>(values, bits);
   } else {
     fail("f32_to_16bit: {} is not a 16-bit type", to_string(dtype));
   }
@@ -40,9 +59,9 @@ void f32_to_16bit(DType dtype, std::span<const float> values, std::span<std::uin
 void bits16_to_f32(DType dtype, std::span<const std::uint16_t> bits, std::span<float> values) {
   if (values.size() != bits.size()) fail("bits16_to_f32: {} inputs but {} values", bits.size(), values.size());
   if (dtype == DType::f16) {
-    for (std::size_t i = 0; i < bits.size(); ++i) values[i] = static_cast<float>(std::bit_cast<Eigen::half>(bits[i]));
+    from_16bit<Eigen::half>(bits, values);
   } else if (dtype == DType::bf16) {
-    for (std::size_t i = 0; i < bits.size(); ++i) values[i] = static_cast<float>(std::bit_cast<Eigen::bfloat16>(bits[i]));
+    from_16bit<Eigen::bfloat16>(bits, values);
   } else {
     fail("bits16_to_f32: {} is not a 16-bit type", to_string(dtype));
   }
