@@ -27,6 +27,10 @@ check "demo prints CKA" grep -q "CKA" demo.txt
 for f in synthetic.h5 analysis/analysis.json analysis/key_cka.csv analysis/value_spectra.csv analysis/key_eigen_rank_mean.csv; do
   check "demo wrote $f" test -s "kvlab-demo/$f"
 done
+check "demo prints the compressor table" grep -q "snapkv:keep=0.5" demo.txt
+for f in compress/compress.json compress/methods.csv compress/layers.csv; do
+  check "demo wrote $f" test -s "kvlab-demo/$f"
+done
 check "demo left no temporary files" test -z "$(find kvlab-demo -name '*.tmp-*')"
 
 "$KVLAB" --quiet synth --layers 4 --kv-heads 2 --q-heads 4 --head-dim 16 --tokens 300 --query-window 8 --seed 3 --out a.h5 >/dev/null
@@ -42,6 +46,15 @@ expect_error "missing dump" "nope.h5" analyze nope.h5 --out x
 expect_error "group larger than the model" "group size 8" analyze a.h5 --groups 8 --out x
 expect_error "unknown sample" "no sample 'zz'" analyze a.h5 --sample zz --out x
 expect_error "bad option value" "kind" analyze a.h5 --kind keys --out x
+"$KVLAB" --quiet compress a.h5 --method "xkv:g=2,rk=[4,8]" --method "snapkv:keep=0.5,window=4+kivi:bits=4" --out c1 >c1.txt
+check "compress exits 0" test $? = 0
+check "compress expands the rank sweep" test "$(grep -c '^"xkv:g=2' c1/methods.csv)" = 2
+check "compress prints canonical specs" grep -q "kivi:bits=4,group=32" c1.txt
+check "compress records per-layer rows" test "$(grep -c '^"snapkv' c1/layers.csv)" = 4
+expect_error "unknown compression method" "known: full, svd" compress a.h5 --method svdd --out c2
+expect_error "unknown spec key" "allowed:" compress a.h5 --method "xkv:gg=2" --out c2
+expect_error "chain in the wrong order" "comes after" compress a.h5 --method "kivi+svd" --out c2
+check "failed compress wrote nothing" test ! -e c2
 printf 'not hdf5' >bad.h5
 expect_error "not an HDF5 file" "bad.h5" analyze bad.h5 --out x
 check "failed runs wrote no report" test ! -e x
@@ -49,7 +62,7 @@ expect_error "synth with bad shape" "q" synth --kv-heads 3 --q-heads 4 --out c.h
 check "failed synth left no file" bash -c "! ls c.h5* >/dev/null 2>&1"
 
 "$KVLAB" --help >help.txt 2>&1
-check "--help lists the commands" bash -c "grep -q analyze help.txt && grep -q synth help.txt && grep -q demo help.txt"
+check "--help lists the commands" bash -c "grep -q analyze help.txt && grep -q compress help.txt && grep -q synth help.txt && grep -q demo help.txt"
 
 echo "cli: $passes passed, $failures failed"
 exit $((failures > 0))

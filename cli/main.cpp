@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   kvlab::cli::add_demo(app, action);
   kvlab::cli::add_synth(app, action);
   kvlab::cli::add_analyze(app, action);
+  kvlab::cli::add_compress(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -216,6 +216,8 @@ void validate(const SynthConfig& c) {
 std::string SynthConfig::to_json() const {
   const nlohmann::json j = {
       {"generator", "kvlab synthetic KV"},
+      // The queries are matched filters on the pre-RoPE keys: attention must not rotate them.
+      {"rope_type", "none"},
       {"layers", layers},
       {"kv_heads", kv_heads},
       {"q_heads", q_heads},

@@ -62,6 +62,12 @@ class Backend {
   virtual void svd_thin(double* a, std::int64_t m, std::int64_t n, std::int64_t lda, double* sigma, double* u,
                         std::int64_t ldu, double* vt, std::int64_t ldvt) = 0;
 
+  // Orthonormal basis of the range of A (m×n column-major, m ≥ n, overwritten): A ← Q of the
+  // Householder QR A = QR (?geqrf + ?orgqr). Unlike CholQR its orthogonality does not degrade
+  // with κ(A) (reference/perf.md §5), which the randomized SVD's re-orthonormalisation needs.
+  virtual void orthonormalize(float* a, std::int64_t m, std::int64_t n, std::int64_t lda) = 0;
+  virtual void orthonormalize(double* a, std::int64_t m, std::int64_t n, std::int64_t lda) = 0;
+
   // Threads the backend may use inside one call (0 = its default).
   virtual void set_threads(int threads) = 0;
   virtual int threads() const = 0;

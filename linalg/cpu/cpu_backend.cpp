@@ -63,6 +63,19 @@ lapack_int gesdd(char jobz, blas_int m, blas_int n, double* a, blas_int lda, dou
   return LAPACKE_dgesdd(LAPACK_COL_MAJOR, jobz, m, n, a, lda, s, u, ldu, vt, ldvt);
 }
 
+lapack_int geqrf(blas_int m, blas_int n, float* a, blas_int lda, float* tau) {
+  return LAPACKE_sgeqrf(LAPACK_COL_MAJOR, m, n, a, lda, tau);
+}
+lapack_int geqrf(blas_int m, blas_int n, double* a, blas_int lda, double* tau) {
+  return LAPACKE_dgeqrf(LAPACK_COL_MAJOR, m, n, a, lda, tau);
+}
+lapack_int orgqr(blas_int m, blas_int n, float* a, blas_int lda, const float* tau) {
+  return LAPACKE_sorgqr(LAPACK_COL_MAJOR, m, n, n, a, lda, tau);
+}
+lapack_int orgqr(blas_int m, blas_int n, double* a, blas_int lda, const double* tau) {
+  return LAPACKE_dorgqr(LAPACK_COL_MAJOR, m, n, n, a, lda, tau);
+}
+
 class CpuBackend final : public Backend {
  public:
   std::string_view name() const override { return "cpu"; }
@@ -102,6 +115,13 @@ class CpuBackend final : public Backend {
   void svd_thin(double* a, std::int64_t m, std::int64_t n, std::int64_t lda, double* sigma, double* u,
                 std::int64_t ldu, double* vt, std::int64_t ldvt) override {
     svd_impl(a, m, n, lda, sigma, u, ldu, vt, ldvt);
+  }
+
+  void orthonormalize(float* a, std::int64_t m, std::int64_t n, std::int64_t lda) override {
+    orthonormalize_impl(a, m, n, lda);
+  }
+  void orthonormalize(double* a, std::int64_t m, std::int64_t n, std::int64_t lda) override {
+    orthonormalize_impl(a, m, n, lda);
   }
 
   void set_threads(int threads) override {
@@ -144,6 +164,16 @@ class CpuBackend final : public Backend {
     check_info(info, "?syevr", n);
     if (found != r) fail("linalg: ?syevr returned {} eigenpairs, expected {}", found, r);
     std::copy(all.begin(), all.begin() + r, w);
+  }
+
+  template <typename T>
+  static void orthonormalize_impl(T* a, std::int64_t m, std::int64_t n, std::int64_t lda) {
+    if (n > m) fail("linalg: orthonormalize needs m ≥ n, got a {}×{} matrix", m, n);
+    if (lda < std::max<std::int64_t>(m, 1)) fail("linalg: orthonormalize with lda = {} < m = {}", lda, m);
+    if (n == 0) return;
+    std::vector<T> tau(static_cast<std::size_t>(n));
+    check_info(geqrf(checked(m, "m"), checked(n, "n"), a, checked(lda, "lda"), tau.data()), "?geqrf", n);
+    check_info(orgqr(checked(m, "m"), checked(n, "n"), a, checked(lda, "lda"), tau.data()), "?orgqr", n);
   }
 
   template <typename T>

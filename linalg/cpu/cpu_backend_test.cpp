@@ -132,5 +132,27 @@ TEST(CpuGram, IllConditionedNeedsDoublePrecision) {
   EXPECT_GT(std::abs(recovered / sigma(i_tail) - 1.0), 0.5) << "f32 unexpectedly resolved σ=" << sigma(i_tail);
 }
 
+// Householder QR keeps the basis orthonormal to rounding even for a nearly rank-deficient
+// input (κ ≈ 1e6, where CholQR would lose orthogonality as κ²·u ≈ 1 in f32), and the basis
+// spans the input's columns: Q·Qᵀ·A = A.
+TEST(CpuQr, OrthonormalizeGivesOrthonormalBasisOfTheRange) {
+  const int m = 400, n = 30;
+  VectorXd sigma = testing::geometric_spectrum(n, 1.0, 1e-6);
+  MatrixXd a = testing::matrix_with_spectrum(m, n, sigma, 31);
+  MatrixXd q(m + 5, n);  // lda > m: the padding rows must stay untouched
+  q.setConstant(7.0);
+  q.topRows(m) = a;
+  be().orthonormalize(q.data(), m, n, m + 5);
+  MatrixXd qm = q.topRows(m);
+  EXPECT_LT((qm.transpose() * qm - MatrixXd::Identity(n, n)).norm(), 1e-13);
+  EXPECT_LT((qm * (qm.transpose() * a) - a).norm(), 1e-13 * a.norm());
+  EXPECT_EQ(q(m, 0), 7.0);
+
+  MatrixXf af = a.cast<float>();
+  be().orthonormalize(af.data(), m, n, m);
+  EXPECT_LT((af.transpose() * af - Eigen::MatrixXf::Identity(n, n)).norm(), 1e-5f);
+  EXPECT_THROW(be().orthonormalize(af.data(), n - 1, n, m), kvlab::Error);  // m < n
+}
+
 }  // namespace
 }  // namespace kvlab::linalg

@@ -1,0 +1,27 @@
+// The compress job shared by `kvlab compress` and `kvlab demo`: score compressor specs (and
+// sweeps) on one sample of a dump, write DIR/compress.json, methods.csv and layers.csv.
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace kvlab::cli {
+
+struct CompressRequest {
+  std::filesystem::path dump;
+  std::string sample;               // empty: the first sample
+  std::vector<std::string> methods;  // specs as typed; each may sweep (rk=64..512:64)
+  std::filesystem::path model;      // checkpoint directory for weight-based methods (commonkv)
+  int threads = 0;
+  std::filesystem::path out;  // empty: "<dump>.compress"
+};
+
+struct CompressOutcome {
+  std::filesystem::path out;
+  std::string summary;  // a table: one line per concrete spec
+};
+
+CompressOutcome run_compress(const CompressRequest& request);
+
+}  // namespace kvlab::cli

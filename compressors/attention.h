@@ -1,0 +1,46 @@
+// Attention of the dumped query window over one layer, one KV head at a time: the core of the
+// scorer's attention metrics and of the eviction methods' scores. Queries and keys are rotated
+// at their true positions (the cache's RoPE); a query at position p sees the keys at positions
+// ≤ p that the cache still holds. Softmax in double.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "compressors/cache_source.h"
+#include "linalg/backend.h"
+
+namespace kvlab::compressors {
+
+class WindowAttention {
+ public:
+  // The last `rows` (1 ≤ rows ≤ W) window queries of `layer`, rotated.
+  WindowAttention(const CacheSource& cache, int layer, std::int64_t rows);
+
+  // Attention of KV head g's query heads over `key_rot` [T, H_kv, D] (already rotated, e.g. by
+  // rotate_keys) with the cells of `kept` [T, H_kv] (empty: all) held. Afterwards probs() and
+  // log_probs() are [M, T] with row m = w·n_rep + r for window row w and query head g·n_rep + r,
+  // and, when `value` [T, H_kv, D] is given, output() is [M, D].
+  void head(int g, const FloatTensor& key_rot, const std::vector<std::uint8_t>& kept, linalg::Backend& backend,
+            const FloatTensor* value = nullptr);
+
+  std::int64_t rows() const { return rows_; }
+  std::int64_t row_count() const { return rows_ * shape_.group_size(); }  // M
+  const std::vector<float>& probs() const { return probs_; }       // 0 where not visible; a row of a query
+  const std::vector<double>& log_probs() const { return logp_; }   // that sees nothing is all 0 / −inf
+  const std::vector<float>& output() const { return out_; }
+
+ private:
+  const CacheSource& cache_;
+  CacheShape shape_;
+  std::int64_t rows_;
+  FloatTensor queries_;                 // [rows, H_q, D] rotated
+  std::vector<std::int64_t> query_pos_;  // [rows]
+  std::vector<float> k_, v_, q_, probs_, out_;
+  std::vector<double> logp_;
+};
+
+// Keys [T, H_kv, D] rotated at the cache's positions (a copy).
+FloatTensor rotate_keys(const CacheSource& cache, FloatTensor key);
+
+}  // namespace kvlab::compressors

@@ -1,0 +1,101 @@
+#include "compressors/cache_source.h"
+
+#include <fmt/format.h>
+
+#include <numeric>
+
+#include "core/error.h"
+
+namespace kvlab::compressors {
+
+std::string_view to_string(Part part) { return part == Part::key ? "key" : "value"; }
+
+FloatTensor CacheSource::attn_in(int layer) const {
+  fail("{}: layer {} has no attn_in (dump with --attn-in for weight-based methods such as commonkv)", describe(), layer);
+}
+
+namespace {
+void check_layer(const CacheShape& s, int layer, const std::string& where) {
+  if (layer < 0 || layer >= s.layers) fail("{}: layer {} outside [0, {})", where, layer, s.layers);
+}
+}  // namespace
+
+InMemoryCache::InMemoryCache(CacheShape shape, std::vector<FloatTensor> keys, std::vector<FloatTensor> values,
+                             std::vector<FloatTensor> queries, std::vector<std::int64_t> positions, core::Rope rope,
+                             std::vector<FloatTensor> attn_in)
+    : shape_(shape), keys_(std::move(keys)), values_(std::move(values)), queries_(std::move(queries)),
+      attn_in_(std::move(attn_in)), positions_(std::move(positions)), rope_(std::move(rope)) {
+  const auto L = static_cast<std::size_t>(shape_.layers);
+  if (keys_.size() != L || values_.size() != L || queries_.size() != L)
+    fail("in-memory cache: need {} layers of keys, values and queries (got {}, {}, {})", L, keys_.size(),
+         values_.size(), queries_.size());
+  if (!attn_in_.empty() && attn_in_.size() != L) fail("in-memory cache: attn_in has {} layers, not {}", attn_in_.size(), L);
+  const core::Shape kv{shape_.tokens, shape_.kv_heads, shape_.head_dim};
+  const core::Shape q{shape_.query_window, shape_.q_heads, shape_.head_dim};
+  for (std::size_t l = 0; l < L; ++l) {
+    if (keys_[l].shape != kv || values_[l].shape != kv) fail("in-memory cache: layer {} key/value shape mismatch", l);
+    if (queries_[l].shape != q) fail("in-memory cache: layer {} query shape mismatch", l);
+  }
+  if (shape_.kv_heads < 1 || shape_.q_heads % shape_.kv_heads)
+    fail("in-memory cache: {} query heads is not a multiple of {} KV heads", shape_.q_heads, shape_.kv_heads);
+  if (positions_.empty()) {
+    positions_.resize(static_cast<std::size_t>(shape_.tokens));
+    std::iota(positions_.begin(), positions_.end(), std::int64_t{0});
+  }
+  if (static_cast<std::int64_t>(positions_.size()) != shape_.tokens) fail("in-memory cache: {} positions for {} tokens", positions_.size(), shape_.tokens);
+}
+
+FloatTensor InMemoryCache::layer(int layer, Part part) const {
+  check_layer(shape_, layer, describe());
+  return part == Part::key ? keys_[layer] : values_[layer];
+}
+
+FloatTensor InMemoryCache::queries(int layer) const {
+  check_layer(shape_, layer, describe());
+  return queries_[layer];
+}
+
+FloatTensor InMemoryCache::attn_in(int layer) const {
+  if (attn_in_.empty()) return CacheSource::attn_in(layer);
+  check_layer(shape_, layer, describe());
+  return attn_in_[layer];
+}
+
+DumpCache::DumpCache(const core::DumpReader& dump, const std::string& sample_id)
+    : dump_(dump), meta_(dump.sample(sample_id)) {
+  const auto& info = dump.info();
+  shape_.layers = info.num_layers;
+  shape_.kv_heads = info.num_kv_heads;
+  shape_.q_heads = info.num_q_heads;
+  shape_.head_dim = info.head_dim;
+  shape_.tokens = meta_.num_tokens;
+  shape_.query_window = meta_.query_window;
+  shape_.d_model = meta_.has_attn_in ? info.d_model : 0;
+  if (shape_.q_heads % shape_.kv_heads)
+    fail("{}: {} query heads is not a multiple of {} KV heads", describe(), shape_.q_heads, shape_.kv_heads);
+  try {
+    rope_ = core::Rope::from_config(info.model_config, info.head_dim);
+  } catch (const Error& e) {
+    fail("{}: {}", dump.path().string(), e.what());
+  }
+}
+
+std::string DumpCache::describe() const { return fmt::format("{} sample {}", dump_.path().string(), meta_.id); }
+
+FloatTensor DumpCache::layer(int layer, Part part) const {
+  check_layer(shape_, layer, describe());
+  return dump_.read_layer(meta_.id, layer, part == Part::key ? core::KvKind::key : core::KvKind::value);
+}
+
+FloatTensor DumpCache::queries(int layer) const {
+  check_layer(shape_, layer, describe());
+  return dump_.read_layer(meta_.id, layer, core::KvKind::query);
+}
+
+FloatTensor DumpCache::attn_in(int layer) const {
+  if (!meta_.has_attn_in) return CacheSource::attn_in(layer);
+  check_layer(shape_, layer, describe());
+  return dump_.read_layer(meta_.id, layer, core::KvKind::attn_in);
+}
+
+}  // namespace kvlab::compressors

@@ -1,0 +1,94 @@
+// The uncompressed KV cache of one sample, as compressors and the scorer see it: read layer by
+// layer on demand, so a compressor holds one layer group, never the whole long-context cache.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/kv_dump.h"
+#include "core/rope.h"
+#include "core/tensor.h"
+
+namespace kvlab::compressors {
+
+using core::FloatTensor;
+
+// Keys or values.
+enum class Part { key, value };
+std::string_view to_string(Part part);  // "key" | "value"
+
+struct CacheShape {
+  int layers = 0;        // L
+  int kv_heads = 0;      // H_kv
+  int q_heads = 0;       // H_q, a multiple of H_kv (query head h reads KV head h / (H_q/H_kv))
+  int head_dim = 0;      // D
+  std::int64_t tokens = 0;  // T
+  int query_window = 0;  // W: queries exist for tokens [T−W, T)
+  int d_model = 0;       // width of attn_in rows (0: none)
+  std::int64_t width() const { return std::int64_t{kv_heads} * head_dim; }  // N = H_kv·D
+  int group_size() const { return q_heads / kv_heads; }                        // GQA n_rep
+};
+
+class CacheSource {
+ public:
+  virtual ~CacheSource() = default;
+  virtual const CacheShape& shape() const = 0;
+  // One layer's keys (pre-RoPE) or values, [T, H_kv, D] row-major (= X ∈ R^{T×N}).
+  virtual FloatTensor layer(int layer, Part part) const = 0;
+  // The pre-RoPE queries of the last W tokens, [W, H_q, D].
+  virtual FloatTensor queries(int layer) const = 0;
+  // The normalized attention input [T, d_model] (weight-based methods); fails when absent.
+  virtual FloatTensor attn_in(int layer) const;
+  // RoPE positions of the T tokens.
+  virtual const std::vector<std::int64_t>& positions() const = 0;
+  // The model's RoPE (identity for synthetic dumps that have none).
+  virtual const core::Rope& rope() const = 0;
+  // For error messages: "x.h5 sample s0".
+  virtual std::string describe() const = 0;
+};
+
+// A cache held in memory (tests, the harness). Keys are pre-RoPE.
+class InMemoryCache final : public CacheSource {
+ public:
+  // keys/values: L tensors [T, H_kv, D]; queries: L tensors [W, H_q, D] (may be [0, H_q, D]);
+  // positions empty → 0..T−1.
+  InMemoryCache(CacheShape shape, std::vector<FloatTensor> keys, std::vector<FloatTensor> values,
+                std::vector<FloatTensor> queries, std::vector<std::int64_t> positions = {},
+                core::Rope rope = core::Rope::identity(), std::vector<FloatTensor> attn_in = {});
+  const CacheShape& shape() const override { return shape_; }
+  FloatTensor layer(int layer, Part part) const override;
+  FloatTensor queries(int layer) const override;
+  FloatTensor attn_in(int layer) const override;
+  const std::vector<std::int64_t>& positions() const override { return positions_; }
+  const core::Rope& rope() const override { return rope_; }
+  std::string describe() const override { return "in-memory cache"; }
+
+ private:
+  CacheShape shape_;
+  std::vector<FloatTensor> keys_, values_, queries_, attn_in_;
+  std::vector<std::int64_t> positions_;
+  core::Rope rope_;
+};
+
+// One sample of a KV dump (core/kv_dump.h); RoPE from the dump's model_config.
+class DumpCache final : public CacheSource {
+ public:
+  DumpCache(const core::DumpReader& dump, const std::string& sample_id);
+  const CacheShape& shape() const override { return shape_; }
+  FloatTensor layer(int layer, Part part) const override;
+  FloatTensor queries(int layer) const override;
+  FloatTensor attn_in(int layer) const override;
+  const std::vector<std::int64_t>& positions() const override { return meta_.positions; }
+  const core::Rope& rope() const override { return rope_; }
+  std::string describe() const override;
+
+ private:
+  const core::DumpReader& dump_;
+  core::SampleMeta meta_;
+  CacheShape shape_;
+  core::Rope rope_;
+};
+
+}  // namespace kvlab::compressors

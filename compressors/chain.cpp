@@ -1,0 +1,191 @@
+#include "compressors/chain.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <numeric>
+
+#include "compressors/dense.h"
+#include "core/error.h"
+
+namespace kvlab::compressors {
+
+namespace {
+
+const StageSpec* find_stage(const ChainSpec& chain, StageKind kind) {
+  for (const auto& s : chain.stages)
+    if (method(s.method).kind == kind) return &s;
+  return nullptr;
+}
+
+// The cache restricted to `rows` (ascending token indices), with cells outside each layer's
+// keep mask set to zero.
+class CompactCache final : public CacheSource {
+ public:
+  CompactCache(const CacheSource& base, const KeepMasks& masks, std::vector<std::int64_t> rows)
+      : base_(base), masks_(masks), rows_(std::move(rows)), shape_(base.shape()) {
+    shape_.tokens = static_cast<std::int64_t>(rows_.size());
+    for (auto r : rows_) positions_.push_back(base.positions()[static_cast<std::size_t>(r)]);
+  }
+  const CacheShape& shape() const override { return shape_; }
+  FloatTensor layer(int layer, Part part) const override {
+    const auto full = base_.layer(layer, part);
+    const int H = shape_.kv_heads, D = shape_.head_dim;
+    FloatTensor out({shape_.tokens, H, D});
+    for (std::size_t i = 0; i < rows_.size(); ++i)
+      for (int h = 0; h < H; ++h)
+        if (masks_[layer][static_cast<std::size_t>(rows_[i] * H + h)])
+          std::copy_n(full.data.begin() + (rows_[i] * H + h) * D, D, out.data.begin() + (static_cast<std::int64_t>(i) * H + h) * D);
+    return out;
+  }
+  FloatTensor queries(int layer) const override { return base_.queries(layer); }
+  FloatTensor attn_in(int layer) const override {
+    const auto full = base_.attn_in(layer);
+    const auto width = full.shape.at(1);
+    FloatTensor out({shape_.tokens, width});
+    for (std::size_t i = 0; i < rows_.size(); ++i)
+      std::copy_n(full.data.begin() + rows_[i] * width, width, out.data.begin() + static_cast<std::int64_t>(i) * width);
+    return out;
+  }
+  const std::vector<std::int64_t>& positions() const override { return positions_; }
+  const core::Rope& rope() const override { return base_.rope(); }
+  std::string describe() const override { return base_.describe() + " (kept tokens)"; }
+
+ private:
+  const CacheSource& base_;
+  const KeepMasks& masks_;
+  std::vector<std::int64_t> rows_;
+  std::vector<std::int64_t> positions_;
+  CacheShape shape_;
+};
+
+// A transform run on the kept tokens, plus the eviction's index bookkeeping.
+class EvictedTransform final : public Compressed {
+ public:
+  EvictedTransform(const CacheShape& shape, KeepMasks masks, std::vector<std::int64_t> rows,
+                   std::unique_ptr<Compressed> inner, nlohmann::json eviction_notes)
+      : shape_(shape), masks_(std::move(masks)), rows_(std::move(rows)), inner_(std::move(inner)),
+        eviction_notes_(std::move(eviction_notes)) {
+    for (int l = 0; l < shape_.layers; ++l) {
+      const auto kept = std::accumulate(masks_[l].begin(), masks_[l].end(), std::int64_t{0});
+      index_.push_back(StoredTensor::metadata(fmt::format("layer{}/kept_index", l), {kept}, kept * 4, "int32"));
+    }
+  }
+  std::vector<StoredTensor*> stored() override {
+    auto out = inner_->stored();
+    for (auto& t : index_) out.push_back(&t);
+    return out;
+  }
+  LayerKV reconstruct(int layer) const override {
+    const auto compact = inner_->reconstruct(layer);
+    const int H = shape_.kv_heads, D = shape_.head_dim;
+    LayerKV out{FloatTensor({shape_.tokens, H, D}), FloatTensor({shape_.tokens, H, D}), masks_[layer]};
+    for (std::size_t i = 0; i < rows_.size(); ++i)
+      for (int h = 0; h < H; ++h) {
+        if (!masks_[layer][static_cast<std::size_t>(rows_[i] * H + h)]) continue;
+        const auto src = (static_cast<std::int64_t>(i) * H + h) * D, dst = (rows_[i] * H + h) * D;
+        std::copy_n(compact.key.data.begin() + src, D, out.key.data.begin() + dst);
+        std::copy_n(compact.value.data.begin() + src, D, out.value.data.begin() + dst);
+      }
+    return out;
+  }
+  nlohmann::json notes() const override {
+    auto n = inner_->notes();
+    n["eviction"] = eviction_notes_;
+    n["transform_rows"] = rows_.size();
+    return n;
+  }
+
+ private:
+  CacheShape shape_;
+  KeepMasks masks_;
+  std::vector<std::int64_t> rows_;
+  std::unique_ptr<Compressed> inner_;
+  nlohmann::json eviction_notes_;
+  std::vector<StoredTensor> index_;
+};
+
+// Dense storage of the kept cells (eviction alone, or a quantizer with no transform).
+class WithNotes final : public Compressed {
+ public:
+  WithNotes(std::unique_ptr<Compressed> inner, nlohmann::json notes) : inner_(std::move(inner)), notes_(std::move(notes)) {}
+  std::vector<StoredTensor*> stored() override { return inner_->stored(); }
+  LayerKV reconstruct(int layer) const override { return inner_->reconstruct(layer); }
+  nlohmann::json notes() const override {
+    auto n = inner_->notes();
+    n.update(notes_);
+    return n;
+  }
+
+ private:
+  std::unique_ptr<Compressed> inner_;
+  nlohmann::json notes_;
+};
+
+// The 16-bit store, then the quantizers.
+std::unique_ptr<Compressed> finish(std::unique_ptr<Compressed> rep, const ChainSpec& chain) {
+  round_fp16_storage(rep->stored());
+  for (const auto& s : chain.stages)
+    if (method(s.method).kind == StageKind::quantizer) make_quantizer(s)->quantize(rep->stored());
+  return rep;
+}
+
+}  // namespace
+
+std::unique_ptr<Compressed> compress_chain(const CompressContext& ctx, const ChainSpec& chain) {
+  if (chain.stages.empty()) fail("empty compressor chain");
+  const auto* ev = find_stage(chain, StageKind::eviction);
+  const auto* tr = find_stage(chain, StageKind::transform);
+  std::unique_ptr<Compressed> rep;
+  if (!ev) {
+    rep = tr ? make_transform(*tr)->compress(ctx) : dense_representation(ctx.cache, nullptr);
+    return finish(std::move(rep), chain);
+  }
+  const auto& shape = ctx.cache.shape();
+  const auto eviction = make_eviction(*ev);
+  auto masks = eviction->select(ctx);
+  if (static_cast<int>(masks.size()) != shape.layers) fail("{}: eviction returned {} layer masks", ev->method, masks.size());
+  for (const auto& m : masks)
+    if (static_cast<std::int64_t>(m.size()) != shape.tokens * shape.kv_heads)
+      fail("{}: eviction returned a mask of {} cells, not T·H = {}", ev->method, m.size(), shape.tokens * shape.kv_heads);
+  nlohmann::json ev_notes = eviction->notes(shape);
+  if (!tr || tr->method == "full") {
+    rep = std::make_unique<WithNotes>(dense_representation(ctx.cache, &masks), nlohmann::json{{"eviction", ev_notes}});
+    return finish(std::move(rep), chain);
+  }
+  std::vector<std::int64_t> rows;
+  for (std::int64_t t = 0; t < shape.tokens; ++t) {
+    bool any = false;
+    for (int l = 0; l < shape.layers && !any; ++l)
+      for (int h = 0; h < shape.kv_heads && !any; ++h) any = masks[l][static_cast<std::size_t>(t * shape.kv_heads + h)];
+    if (any) rows.push_back(t);
+  }
+  CompactCache compact(ctx.cache, masks, rows);
+  const CompressContext inner_ctx{compact, ctx.backend, ctx.checkpoint};
+  auto inner = make_transform(*tr)->compress(inner_ctx);
+  rep = std::make_unique<EvictedTransform>(shape, std::move(masks), std::move(rows), std::move(inner), std::move(ev_notes));
+  return finish(std::move(rep), chain);
+}
+
+std::vector<std::unique_ptr<Compressed>> compress_sweep(const CompressContext& ctx, const std::vector<ChainSpec>& chains) {
+  std::vector<std::unique_ptr<Compressed>> out;
+  if (chains.empty()) return out;
+  // One transform stage and nothing else, the same method in every variant: the method's sweep.
+  const bool single = std::all_of(chains.begin(), chains.end(), [&](const ChainSpec& c) {
+    return c.stages.size() == 1 && c.stages[0].method == chains[0].stages[0].method &&
+           method(c.stages[0].method).kind == StageKind::transform;
+  });
+  if (single && chains.size() > 1) {
+    if (auto sweep = transform_sweep(chains[0].stages[0].method)) {
+      std::vector<StageSpec> variants;
+      for (const auto& c : chains) variants.push_back(c.stages[0]);
+      out = sweep(ctx, variants);
+      for (std::size_t i = 0; i < out.size(); ++i) out[i] = finish(std::move(out[i]), chains[i]);
+      return out;
+    }
+  }
+  for (const auto& c : chains) out.push_back(compress_chain(ctx, c));
+  return out;
+}
+
+}  // namespace kvlab::compressors

@@ -1,0 +1,23 @@
+// Runs a compressor chain (compressors/spec.h): eviction picks the cells each layer keeps; a
+// transform (or plain fp16 storage when the chain has none) stores the kept cache; quantizers
+// then quantize what is stored in place. The chain's bytes are the sum of what it stores.
+//
+// Eviction then transform: the transform sees the cache restricted to the union of the tokens
+// any layer or head kept (cells a head evicted are zero there), so its token-major factors have
+// one row per such token; the rebuilt layers are masked back to each head's kept cells.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "compressors/compressor.h"
+
+namespace kvlab::compressors {
+
+std::unique_ptr<Compressed> compress_chain(const CompressContext& ctx, const ChainSpec& chain);
+
+// The chains of one expanded sweep, in order. Where they are one transform stage that differs
+// only in ranks, the method's sweep shares one decomposition per group; otherwise each runs alone.
+std::vector<std::unique_ptr<Compressed>> compress_sweep(const CompressContext& ctx, const std::vector<ChainSpec>& chains);
+
+}  // namespace kvlab::compressors

@@ -1,0 +1,100 @@
+// Chains compose stages as documented: eviction's mask survives a transform, the bytes are the
+// sum of what every stage stores (checked by formula), a quantizer with no transform works on
+// the dense cache, and a sweep equals its variants run one by one.
+#include "compressors/chain.h"
+
+#include <gtest/gtest.h>
+
+#include <numeric>
+
+#include "compressors/score.h"
+#include "compressors/test_caches.h"
+
+namespace kvlab::compressors {
+namespace {
+
+CacheShape shape() { return {2, 2, 4, 8, 40, 6, 0}; }  // L, H_kv, H_q, D (N = 16), T, W
+
+std::unique_ptr<Compressed> run(const CacheSource& cache, const std::string& spec) {
+  const CompressContext ctx{cache, linalg::cpu_backend(), nullptr};
+  return compress_chain(ctx, parse_spec(spec));
+}
+
+std::int64_t kept_cells(const Compressed& c, const CacheShape& s) {
+  std::int64_t n = 0;
+  for (int l = 0; l < s.layers; ++l) {
+    const auto kv = c.reconstruct(l);
+    n += kv.kept.empty() ? s.tokens * s.kv_heads : std::accumulate(kv.kept.begin(), kv.kept.end(), std::int64_t{0});
+  }
+  return n;
+}
+
+TEST(Chain, EvictionAloneStoresTheKeptCellsAndTheirIndices) {
+  const auto cache = testing::random_cache(shape(), 1);
+  const auto& s = cache.shape();
+  auto c = run(cache, "streamingllm:keep=0.5,sinks=4");
+  const auto cells = kept_cells(*c, s);
+  EXPECT_EQ(cells, s.layers * s.kv_heads * (s.tokens / 2));
+  EXPECT_EQ(c->bytes(), cells * (s.head_dim * 2 /*K and V*/ * 2 /*fp16*/ + 4 /*int32 index*/));
+  const auto sc = score(cache, *c, linalg::cpu_backend());
+  // Kept cells are exact but for the fp16 store: each value within 2⁻¹¹ relative (≈ 4.9e-4).
+  EXPECT_LT(sc.key_error, 4.9e-4);
+  EXPECT_LT(sc.value_error, 4.9e-4);
+  EXPECT_GT(sc.value_error, 0.0);  // the rounding is simulated, not skipped
+  EXPECT_GT(sc.attn_kl, 0.0);
+}
+
+TEST(Chain, TransformAfterEvictionKeepsTheMaskAndAddsItsOwnBytes) {
+  const auto cache = testing::random_cache(shape(), 2);
+  const auto& s = cache.shape();
+  auto evicted = run(cache, "streamingllm:keep=0.5,sinks=4");
+  auto chained = run(cache, "streamingllm:keep=0.5,sinks=4+svd:rk=16,rv=16");  // full rank of N = 16 columns
+  for (int l = 0; l < s.layers; ++l) EXPECT_EQ(chained->reconstruct(l).kept, evicted->reconstruct(l).kept) << l;
+  // streamingllm keeps the same 20 tokens everywhere: svd factors A [20, 16] and B [16, 16] per layer and part.
+  const std::int64_t rows = s.tokens / 2, index_bytes = kept_cells(*chained, s) * 4;
+  EXPECT_EQ(chained->bytes(), index_bytes + s.layers * 2 * (rows * 16 + 16 * s.width()) * 2);
+  const auto sc = score(cache, *chained, linalg::cpu_backend());
+  // Full rank on the kept tokens is lossless but for the fp16 factors (two roundings per product).
+  EXPECT_LT(sc.key_error, 2e-3);
+  EXPECT_LT(sc.value_error, 2e-3);
+}
+
+TEST(Chain, QuantizerWithoutTransformQuantizesTheDenseCache) {
+  const auto cache = testing::random_cache(shape(), 3);
+  auto a = run(cache, "kivi:bits=8,group=8,residual=8");
+  auto b = run(cache, "full+kivi:bits=8,group=8,residual=8");
+  auto full = run(cache, "full");
+  EXPECT_EQ(a->bytes(), b->bytes());
+  EXPECT_LT(a->bytes(), full->bytes());
+  EXPECT_EQ(a->reconstruct(1).value.data, b->reconstruct(1).value.data);
+  const auto sc = score(cache, *a, linalg::cpu_backend());
+  EXPECT_GT(sc.value_error, 0.0);
+  EXPECT_LT(sc.value_error, 0.02);  // 8 bits: well under a percent of the range per element
+}
+
+TEST(Chain, EvictionThenQuantizationStoresLessThanEvictionAlone) {
+  const auto cache = testing::random_cache(shape(), 4);
+  auto evicted = run(cache, "snapkv:keep=0.5,window=4");
+  auto quantized = run(cache, "snapkv:keep=0.5,window=4+kivi:bits=4,group=8,residual=8");
+  EXPECT_LT(quantized->bytes(), evicted->bytes());
+  for (int l = 0; l < 2; ++l) EXPECT_EQ(quantized->reconstruct(l).kept, evicted->reconstruct(l).kept);
+}
+
+TEST(Chain, SweepEqualsItsVariantsOneByOne) {
+  const auto cache = testing::random_cache(shape(), 5);
+  const CompressContext ctx{cache, linalg::cpu_backend(), nullptr};
+  const auto variants = expand_sweep("xkv:g=2,rk=[4,8,12]");
+  ASSERT_EQ(variants.size(), 3u);
+  auto swept = compress_sweep(ctx, variants);
+  ASSERT_EQ(swept.size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) {
+    auto alone = compress_chain(ctx, variants[i]);
+    EXPECT_EQ(swept[i]->bytes(), alone->bytes()) << i;
+    const auto a = score(cache, *swept[i], linalg::cpu_backend()), b = score(cache, *alone, linalg::cpu_backend());
+    EXPECT_NEAR(a.key_error, b.key_error, 1e-4) << i;
+    EXPECT_NEAR(a.value_error, b.value_error, 1e-4) << i;
+  }
+}
+
+}  // namespace
+}  // namespace kvlab::compressors

@@ -1,0 +1,30 @@
+// commonkv: cross-layer weight sharing and cosine-based latent merging (reference/methods.md §3).
+//
+// Per group of g adjacent layers (layers 0..g−1, g..2g−1, …; the L mod g leftover layers are
+// stored dense), the stacked projection weights W = [W_k^{l1};…;W_k^{lg};W_v^{l1};…;W_v^{lg}]
+// (2·g·H_kv·D × d_model, from the checkpoint) get a thin SVD W = U·S·Vᵀ; the shared projection
+// is P = diag(√S_r)·V_rᵀ [r, d_model] and the per-layer reconstructions D_K,l, D_V,l [H_kv·D, r]
+// are the row blocks of U_r·diag(√S_r). A token's latent in layer l is c = P·h (h: the
+// normalised attention input attn_in, [d_model]); keys (pre-RoPE) are c·D_K,lᵀ (+ k bias) and
+// values c·D_V,lᵀ (+ v bias). K and V share the latent, so it is stored once (the authors' code
+// stores it twice).
+//
+// Merging: s_{g,t} = cos(c^{first}_t, c^{last}_t); over all (group, token) pairs the int(keep·N)
+// least similar stay unmerged, as do the first `sinks` and last `recent` tokens; every other
+// pair stores one merged latent Σ_i w_i·c^{l_i}_t for the whole group.
+//
+// Stored tensors (fp16 bytes; values f32): "layer{l}/latent" [U_g, r] (unmerged tokens, in
+// order), "group{g}/merged_latent" [M_g, r], "group{g}/merged_index" int32 [M_g], the factors
+// "group{g}/P" [r, d_model], "layer{l}/D_key" and "layer{l}/D_value" [H_kv·D, r], biases
+// "layer{l}/key_bias" / "layer{l}/value_bias" [1, H_kv·D] when the checkpoint has them, and for
+// leftover layers "layer{l}/head{h}/key" (post-RoPE) / ".../value" [T, D].
+#pragma once
+
+#include "compressors/compressor.h"
+
+namespace kvlab::compressors {
+
+MethodDef commonkv_method();
+std::unique_ptr<TransformStage> make_commonkv(const StageSpec& spec);
+
+}  // namespace kvlab::compressors

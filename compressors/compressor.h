@@ -1,0 +1,71 @@
+// The stage interfaces every method implements, and the context they run in.
+//
+// A compressor is a chain of stages (compressors/spec.h): an optional eviction stage picks the
+// (token, KV head) cells each layer keeps; an optional transform (svd, xkv, minicache,
+// commonkv) builds a compact representation of the kept cache; optional quantizer stages
+// quantize what is stored. compressors/chain.h composes them; a method only implements its
+// own stage.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "compressors/cache_source.h"
+#include "compressors/compressed.h"
+#include "compressors/spec.h"
+#include "linalg/backend.h"
+
+namespace kvlab::core {
+class Checkpoint;  // core/safetensors.h: a model's weights, for weight-based methods
+}
+
+namespace kvlab::compressors {
+
+struct CompressContext {
+  const CacheSource& cache;
+  linalg::Backend& backend;
+  const core::Checkpoint* checkpoint = nullptr;  // model weights; null when none was given
+};
+
+// Per layer, the cells kept: L masks of [T, H_kv] (1 = kept).
+using KeepMasks = std::vector<std::vector<std::uint8_t>>;
+
+class EvictionStage {
+ public:
+  virtual ~EvictionStage() = default;
+  // Scores come from the dumped query window with RoPE applied at the true positions.
+  virtual KeepMasks select(const CompressContext& ctx) const = 0;
+  // Method-specific figures for the report (budget per layer, ...).
+  virtual nlohmann::json notes(const CacheShape&) const { return nlohmann::json::object(); }
+};
+
+class TransformStage {
+ public:
+  virtual ~TransformStage() = default;
+  virtual std::unique_ptr<Compressed> compress(const CompressContext& ctx) const = 0;
+};
+
+// Compresses several variants of one transform that differ only in their ranks (a rank sweep):
+// variants[i] is the i-th spec. The default compresses each on its own; low-rank methods
+// override it to share one decomposition per group.
+using TransformSweep = std::function<std::vector<std::unique_ptr<Compressed>>(
+    const CompressContext& ctx, const std::vector<StageSpec>& variants)>;
+
+class QuantizerStage {
+ public:
+  virtual ~QuantizerStage() = default;
+  // Quantizes, in place, every tensor whose layout is not QuantLayout::none: values become
+  // quantize∘dequantize of themselves, bytes the packed size, layout none (so a second
+  // quantizer leaves them alone).
+  virtual void quantize(const std::vector<StoredTensor*>& tensors) const = 0;
+};
+
+// Factories, one per method kind; the method table (methods()) says which applies.
+std::unique_ptr<EvictionStage> make_eviction(const StageSpec& spec);
+std::unique_ptr<TransformStage> make_transform(const StageSpec& spec);
+std::unique_ptr<QuantizerStage> make_quantizer(const StageSpec& spec);
+// A sweep-aware transform when the method has one, else null.
+TransformSweep transform_sweep(std::string_view method);
+
+}  // namespace kvlab::compressors

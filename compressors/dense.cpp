@@ -1,0 +1,107 @@
+#include "compressors/dense.h"
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+
+namespace kvlab::compressors {
+
+MethodDef full_method() {
+  return {"full", StageKind::transform,
+          "the uncompressed cache at 16 bits (the baseline; with a quantizer after it, plain KV quantization)",
+          {},
+          {}};
+}
+
+namespace {
+
+class Dense final : public Compressed {
+ public:
+  Dense(const CacheSource& cache, const KeepMasks* masks)
+      : shape_(cache.shape()), rope_(cache.rope()), positions_(cache.positions()) {
+    const int H = shape_.kv_heads, D = shape_.head_dim;
+    const std::int64_t T = shape_.tokens;
+    if (masks && static_cast<int>(masks->size()) != shape_.layers)
+      fail("dense representation: {} keep masks for {} layers", masks->size(), shape_.layers);
+    index_.resize(static_cast<std::size_t>(shape_.layers) * H);
+    slot_.resize(index_.size());
+    for (int l = 0; l < shape_.layers; ++l) {
+      auto key = cache.layer(l, Part::key);
+      rope_.apply(key.span(), T, H, positions_);  // stored as the model's cache holds keys: post-RoPE
+      const auto value = cache.layer(l, Part::value);
+      for (int h = 0; h < H; ++h) {
+        auto& idx = index_[static_cast<std::size_t>(l) * H + h];
+        for (std::int64_t t = 0; t < T; ++t)
+          if (!masks || (*masks)[l][static_cast<std::size_t>(t * H + h)]) idx.push_back(static_cast<std::int32_t>(t));
+        const auto n = static_cast<std::int64_t>(idx.size());
+        std::vector<float> k(static_cast<std::size_t>(n * D)), v(k.size());
+        for (std::int64_t i = 0; i < n; ++i)
+          for (int d = 0; d < D; ++d) {
+            const auto src = (idx[i] * H + h) * D + d;
+            k[i * D + d] = key.data[src];
+            v[i * D + d] = value.data[src];
+          }
+        slot_[static_cast<std::size_t>(l) * H + h] = tensors_.size();
+        const auto prefix = fmt::format("layer{}/head{}/", l, h);
+        tensors_.push_back(StoredTensor::fp16(prefix + "key", {n, D}, std::move(k), QuantLayout::per_channel, true));
+        tensors_.push_back(StoredTensor::fp16(prefix + "value", {n, D}, std::move(v), QuantLayout::per_token, true));
+        if (masks) tensors_.push_back(StoredTensor::metadata(prefix + "index", {n}, n * 4, "int32"));
+      }
+    }
+  }
+
+  std::vector<StoredTensor*> stored() override {
+    std::vector<StoredTensor*> out;
+    for (auto& t : tensors_) out.push_back(&t);
+    return out;
+  }
+
+  LayerKV reconstruct(int layer) const override {
+    if (layer < 0 || layer >= shape_.layers) fail("dense representation: layer {} outside [0, {})", layer, shape_.layers);
+    const int H = shape_.kv_heads, D = shape_.head_dim;
+    const std::int64_t T = shape_.tokens;
+    LayerKV out{FloatTensor({T, H, D}), FloatTensor({T, H, D}), {}};
+    bool all = true;
+    for (int h = 0; h < H; ++h) all = all && static_cast<std::int64_t>(index_[layer * H + h].size()) == T;
+    if (!all) out.kept.assign(static_cast<std::size_t>(T * H), 0);
+    for (int h = 0; h < H; ++h) {
+      const auto& idx = index_[static_cast<std::size_t>(layer) * H + h];
+      const auto s = slot_[static_cast<std::size_t>(layer) * H + h];
+      const auto& k = tensors_[s].values;
+      const auto& v = tensors_[s + 1].values;
+      for (std::size_t i = 0; i < idx.size(); ++i) {
+        const auto dst = (idx[i] * H + h) * D;
+        std::copy_n(k.begin() + static_cast<std::ptrdiff_t>(i * D), D, out.key.data.begin() + dst);
+        std::copy_n(v.begin() + static_cast<std::ptrdiff_t>(i * D), D, out.value.data.begin() + dst);
+        if (!all) out.kept[static_cast<std::size_t>(idx[i] * H + h)] = 1;
+      }
+    }
+    rope_.apply(out.key.span(), T, H, positions_, /*inverse=*/true);
+    return out;
+  }
+
+ private:
+  CacheShape shape_;
+  core::Rope rope_;
+  std::vector<std::int64_t> positions_;
+  std::vector<std::vector<std::int32_t>> index_;  // [L·H] kept tokens, ascending
+  std::vector<std::size_t> slot_;                 // [L·H] index of the head's key tensor in tensors_
+  std::vector<StoredTensor> tensors_;
+};
+
+class Full final : public TransformStage {
+ public:
+  std::unique_ptr<Compressed> compress(const CompressContext& ctx) const override {
+    return dense_representation(ctx.cache, nullptr);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Compressed> dense_representation(const CacheSource& cache, const KeepMasks* masks) {
+  return std::make_unique<Dense>(cache, masks);
+}
+
+std::unique_ptr<TransformStage> make_full(const StageSpec&) { return std::make_unique<Full>(); }
+
+}  // namespace kvlab::compressors

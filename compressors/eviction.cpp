@@ -1,0 +1,430 @@
+#include "compressors/eviction.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "compressors/attention.h"
+#include "core/error.h"
+
+namespace kvlab::compressors {
+
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// ---- spec -------------------------------------------------------------------------------------
+
+ParamDef keep_param() {
+  return {"keep", ParamType::real, "0.25",
+          "fraction of the T prompt tokens kept per layer and KV head, sinks/windows included; used when budget=0",
+          {}, 0, 1};
+}
+ParamDef budget_param() {
+  return {"budget", ParamType::integer, "0",
+          "tokens kept per layer and KV head (KVCache-Factory's max_capacity_prompt; papers use 128..4096), "
+          "clamped to T; > 0 overrides keep, 0: use keep",
+          {}, 0, 1e15};
+}
+ParamDef agg_param() {
+  return {"agg", ParamType::choice, "mean",
+          "reduction of the GQA group's query-head scores to their KV head: mean (kvpress), max or sum "
+          "(KVCache-Factory --gqa_score_agg)",
+          {"mean", "max", "sum"}};
+}
+ParamDef window_param() {
+  return {"window", ParamType::integer, "32",
+          "observation window: the last `window` prompt queries score the keys and their tokens are always kept; "
+          "≤ the dump's query window W and < the budget (paper LongBench 32; KVCache-Factory runner 8, kvpress 64)",
+          {}, 1, 1e9};
+}
+ParamDef kernel_param() {
+  return {"kernel", ParamType::integer, "7",
+          "1-D pooling kernel over the token axis, odd, stride 1, padding kernel/2 (paper LongBench 7; code init 5); "
+          "1: no pooling",
+          {}, 1, 1e6};
+}
+ParamDef pool_param() {
+  return {"pool", ParamType::choice, "max", "pooling: max (paper LongBench) or avg (code init default)", {"max", "avg"}};
+}
+
+// Checks shared by every method: keep > 0. (budget > 0 overrides keep; writing both is not an
+// error, because the canonical form prints every key and must parse back.)
+void check_budget_keys(const StageSpec& spec, const std::vector<std::string>&) {
+  if (!(spec.get_real("keep") > 0)) fail("spec '{}': key 'keep' = {} must be > 0", spec.method, spec.get("keep"));
+}
+
+void check_window_keys(const StageSpec& spec, const std::vector<std::string>& given) {
+  check_budget_keys(spec, given);
+  if (spec.get_int("kernel") % 2 == 0)
+    fail("spec '{}': key 'kernel' = {} must be odd (the pooled scores stay centred on their token)", spec.method,
+         spec.get_int("kernel"));
+  const auto budget = spec.get_int("budget");
+  if (budget > 0 && spec.get_int("window") >= budget)
+    fail("spec '{}': key 'window' = {} must be < budget = {} (the window is kept inside the budget)", spec.method,
+         spec.get_int("window"), budget);
+}
+
+enum class Kind { streamingllm, h2o, snapkv, pyramidkv };
+enum class Agg { mean, max, sum };
+
+// ---- scoring helpers --------------------------------------------------------------------------
+
+// Reduces the n_rep query-head rows of KV head g (rows[r][t]) to one score per token.
+std::vector<double> aggregate(const std::vector<std::vector<float>>& rows, Agg agg) {
+  const auto n = rows.empty() ? std::size_t{0} : rows[0].size();
+  std::vector<double> out(n, agg == Agg::max ? -kInf : 0.0);
+  for (const auto& row : rows)
+    for (std::size_t t = 0; t < n; ++t) {
+      if (agg == Agg::max) out[t] = std::max(out[t], double{row[t]});
+      else out[t] += row[t];
+    }
+  if (agg == Agg::mean)
+    for (auto& x : out) x /= static_cast<double>(rows.size());
+  return out;
+}
+
+// Marks the k best tokens of [0, n) in column g of mask [T, H]: highest `primary`, ties to the
+// highest `secondary`, then to the lower index (torch.topk leaves the order of ties unspecified;
+// with max pooling a spike ties with its neighbours, and the raw score keeps the spike itself).
+void keep_top(const std::vector<double>& primary, const std::vector<double>& secondary, std::int64_t n, std::int64_t k,
+              int H, int g, std::vector<std::uint8_t>& mask) {
+  k = std::clamp<std::int64_t>(k, 0, n);
+  std::vector<std::int64_t> idx(static_cast<std::size_t>(n));
+  std::iota(idx.begin(), idx.end(), std::int64_t{0});
+  const auto better = [&](std::int64_t a, std::int64_t b) {
+    const auto ua = static_cast<std::size_t>(a), ub = static_cast<std::size_t>(b);
+    if (primary[ua] != primary[ub]) return primary[ua] > primary[ub];
+    if (secondary[ua] != secondary[ub]) return secondary[ua] > secondary[ub];
+    return a < b;
+  };
+  if (k < n) std::nth_element(idx.begin(), idx.begin() + k, idx.end(), better);
+  for (std::int64_t i = 0; i < k; ++i) mask[static_cast<std::size_t>(idx[static_cast<std::size_t>(i)] * H + g)] = 1;
+}
+
+void keep_range(std::int64_t begin, std::int64_t end, int H, int g, std::vector<std::uint8_t>& mask) {
+  for (std::int64_t t = begin; t < end; ++t) mask[static_cast<std::size_t>(t * H + g)] = 1;
+}
+
+// ---- the stage --------------------------------------------------------------------------------
+
+class Eviction final : public EvictionStage {
+ public:
+  explicit Eviction(const StageSpec& spec) : spec_(spec) {
+    const auto& m = spec.method;
+    kind_ = m == "streamingllm" ? Kind::streamingllm
+            : m == "h2o"        ? Kind::h2o
+            : m == "snapkv"     ? Kind::snapkv
+            : m == "pyramidkv"  ? Kind::pyramidkv
+                                : (fail("'{}' is not an eviction method of compressors/eviction", m), Kind::h2o);
+    if (kind_ == Kind::streamingllm) sinks_ = spec.get_int("sinks");
+    if (kind_ == Kind::h2o) recent_ = spec.get_real("recent");
+    if (kind_ != Kind::streamingllm) {
+      const auto& a = spec.get("agg");
+      agg_ = a == "max" ? Agg::max : a == "sum" ? Agg::sum : Agg::mean;
+    }
+    if (kind_ == Kind::snapkv || kind_ == Kind::pyramidkv) {
+      window_ = static_cast<int>(spec.get_int("window"));
+      kernel_ = static_cast<int>(spec.get_int("kernel"));
+      max_pool_ = spec.get("pool") == "max";
+    }
+    if (kind_ == Kind::pyramidkv) beta_ = spec.get_real("beta");
+  }
+
+  KeepMasks select(const CompressContext& ctx) const override {
+    const auto& cache = ctx.cache;
+    const auto& s = cache.shape();
+    const std::int64_t T = s.tokens;
+    const int H = s.kv_heads;
+    if (static_cast<std::int64_t>(cache.positions().size()) != T)
+      fail("{}: {} has {} positions for {} tokens", spec_.method, cache.describe(), cache.positions().size(), T);
+    const auto budgets = layer_budgets(s);
+    KeepMasks masks(static_cast<std::size_t>(s.layers));
+    for (int l = 0; l < s.layers; ++l) {
+      auto& mask = masks[static_cast<std::size_t>(l)];
+      mask.assign(static_cast<std::size_t>(T * H), 0);
+      const auto b = budgets[static_cast<std::size_t>(l)];
+      if (b >= T) {
+        std::fill(mask.begin(), mask.end(), 1);
+        continue;
+      }
+      switch (kind_) {
+        case Kind::streamingllm:
+          for (int g = 0; g < H; ++g) {
+            keep_range(0, sinks_, H, g, mask);
+            keep_range(T - (b - sinks_), T, H, g, mask);
+          }
+          break;
+        case Kind::h2o: select_h2o(ctx, l, b, mask); break;
+        case Kind::snapkv:
+        case Kind::pyramidkv: select_snap(ctx, l, b, mask); break;
+      }
+    }
+    return masks;
+  }
+
+  nlohmann::json notes(const CacheShape& s) const override {
+    const auto budgets = layer_budgets(s);
+    nlohmann::json n{{"tokens", s.tokens}, {"budget_per_layer", budgets}};
+    const auto b = budgets.empty() ? std::int64_t{0} : budgets[0];
+    switch (kind_) {
+      case Kind::streamingllm:
+        n["sinks"] = sinks_;
+        n["recent"] = std::max<std::int64_t>(0, std::min(b, s.tokens) - sinks_);
+        n["positions"] = "original (StreamingLLM's pos-shift re-assignment is not modelled)";
+        break;
+      case Kind::h2o: {
+        const auto r = recent_tokens(b);
+        n["recent"] = r;
+        n["heavy"] = b - r;
+        n["score_queries"] = s.query_window;
+        n["score"] =
+            "attention accumulated over the dumped window's queries only (H2O accumulates over every prompt query; "
+            "exact when the window covers the prompt)";
+        break;
+      }
+      case Kind::snapkv:
+      case Kind::pyramidkv:
+        n["window"] = window_;
+        n["kernel"] = kernel_;
+        n["pool"] = max_pool_ ? "max" : "avg";
+        break;
+    }
+    if (kind_ != Kind::streamingllm) n["agg"] = spec_.get("agg");
+    if (kind_ == Kind::pyramidkv) n["beta"] = beta_;
+    return n;
+  }
+
+ private:
+  // Tokens kept per KV head in each layer (all layers alike except PyramidKV). Checks the keys
+  // that depend on the cache (window vs W and budget, sinks vs budget), naming them.
+  std::vector<std::int64_t> layer_budgets(const CacheShape& s) const {
+    const std::int64_t T = s.tokens;
+    const auto b = eviction_budget(spec_, T);
+    if (b < T) {
+      if (kind_ == Kind::streamingllm && sinks_ > b)
+        fail("{}: key 'sinks' = {} exceeds the budget of {} tokens (keep/budget) for T = {}", spec_.method, sinks_, b, T);
+      if (kind_ == Kind::snapkv || kind_ == Kind::pyramidkv) {
+        if (window_ > s.query_window)
+          fail("{}: key 'window' = {} exceeds the {} queries the dump holds (its query window W)", spec_.method, window_,
+               s.query_window);
+        if (window_ >= b)
+          fail("{}: key 'window' = {} must be < the budget of {} tokens (keep/budget) for T = {}", spec_.method, window_,
+               b, T);
+      }
+      if (kind_ == Kind::h2o && b - recent_tokens(b) > 0 && s.query_window < 1)
+        fail("{}: the cache holds no queries (W = 0) to score heavy hitters; set recent=1 or dump queries", spec_.method);
+    }
+    if (kind_ == Kind::pyramidkv) return pyramid_budgets(b, window_, T, s.layers, beta_);
+    return std::vector<std::int64_t>(static_cast<std::size_t>(s.layers), b);
+  }
+
+  std::int64_t recent_tokens(std::int64_t budget) const {
+    return std::clamp<std::int64_t>(std::llround(recent_ * static_cast<double>(budget)), 0, budget);
+  }
+
+  // Query-head rows of KV head g from sums [H_q, T], tokens [0, n).
+  static std::vector<std::vector<float>> group_rows(const FloatTensor& sums, const CacheShape& s, int g, std::int64_t n) {
+    const int n_rep = s.group_size();
+    std::vector<std::vector<float>> rows;
+    for (int r = 0; r < n_rep; ++r) {
+      const auto* row = sums.data.data() + static_cast<std::int64_t>(g * n_rep + r) * s.tokens;
+      rows.emplace_back(row, row + n);
+    }
+    return rows;
+  }
+
+  // H2O: the last `recent` tokens plus the heavy hitters (largest accumulated attention) before them.
+  void select_h2o(const CompressContext& ctx, int l, std::int64_t b, std::vector<std::uint8_t>& mask) const {
+    const auto& s = ctx.cache.shape();
+    const std::int64_t T = s.tokens;
+    const auto recent = recent_tokens(b), heavy = b - recent, n = T - recent;
+    FloatTensor sums;
+    if (heavy > 0) sums = window_attention_sums(ctx.cache, l, s.query_window, ctx.backend);
+    for (int g = 0; g < s.kv_heads; ++g) {
+      keep_range(n, T, s.kv_heads, g, mask);
+      if (heavy == 0) continue;
+      const auto score = aggregate(group_rows(sums, s, g, n), agg_);
+      keep_top(score, score, n, heavy, s.kv_heads, g, mask);
+    }
+  }
+
+  // SnapKV (KVCache-Factory SnapKVCluster.update_kv): attention of the last `window` queries summed
+  // over the window for the keys before it, pooled per query head, reduced to the KV head, top
+  // (b − window) of those keys, plus the window itself.
+  void select_snap(const CompressContext& ctx, int l, std::int64_t b, std::vector<std::uint8_t>& mask) const {
+    const auto& s = ctx.cache.shape();
+    const std::int64_t T = s.tokens, n = T - window_;
+    const auto sums = window_attention_sums(ctx.cache, l, window_, ctx.backend);
+    for (int g = 0; g < s.kv_heads; ++g) {
+      auto rows = group_rows(sums, s, g, n);
+      const auto raw = aggregate(rows, agg_);
+      // Pool per query head, then reduce (kvpress's order; it matters for max pooling with mean/sum).
+      for (auto& row : rows) row = pool_scores(row, kernel_, max_pool_);
+      const auto pooled = aggregate(rows, agg_);
+      keep_top(pooled, raw, n, b - window_, s.kv_heads, g, mask);
+      keep_range(n, T, s.kv_heads, g, mask);
+    }
+  }
+
+  StageSpec spec_;
+  Kind kind_ = Kind::snapkv;
+  std::int64_t sinks_ = 0;
+  double recent_ = 0.5;
+  Agg agg_ = Agg::mean;
+  int window_ = 0, kernel_ = 1;
+  bool max_pool_ = true;
+  double beta_ = 20;
+};
+
+}  // namespace
+
+// ---- method table -----------------------------------------------------------------------------
+
+MethodDef streamingllm_method() {
+  return {"streamingllm", StageKind::eviction,
+          "StreamingLLM (methods.md §6.1): keeps the first `sinks` tokens (attention sinks) and the most recent "
+          "budget − sinks; no scores. Kept keys keep their original positions (the paper's pos-shift is not modelled).",
+          {keep_param(), budget_param(),
+           {"sinks", ParamType::integer, "4", "initial tokens always kept (paper start_size 4; kvpress n_sink 4)", {}, 0,
+            1e9}},
+          [](StageSpec& spec, const std::vector<std::string>& given) {
+            check_budget_keys(spec, given);
+            const auto budget = spec.get_int("budget");
+            if (budget > 0 && spec.get_int("sinks") > budget)
+              fail("spec 'streamingllm': key 'sinks' = {} exceeds budget = {}", spec.get_int("sinks"), budget);
+          }};
+}
+
+MethodDef h2o_method() {
+  return {"h2o", StageKind::eviction,
+          "H2O (methods.md §6.1): keeps the most recent recent·budget tokens and the heavy hitters before them, "
+          "ranked by the attention they accumulate (column sums of the softmax). The dump holds only the last W "
+          "queries, so H2O's accumulation over the whole prompt is approximated by the window (exact when W = T).",
+          {keep_param(), budget_param(),
+           {"recent", ParamType::real, "0.5",
+            "fraction of the budget given to the recent window, the rest to heavy hitters (H2O README 0.1 + 0.1 of "
+            "the prompt = 0.5)",
+            {}, 0, 1},
+           agg_param()},
+          check_budget_keys};
+}
+
+MethodDef snapkv_method() {
+  return {"snapkv", StageKind::eviction,
+          "SnapKV as in KVCache-Factory (methods.md §6.2): attention of the last `window` prompt queries summed "
+          "over the window, 1-D pooled per head, reduced per KV head (agg), top budget − window of the earlier "
+          "tokens plus the window.",
+          {keep_param(), budget_param(), window_param(), kernel_param(), pool_param(), agg_param()},
+          check_window_keys};
+}
+
+MethodDef pyramidkv_method() {
+  return {"pyramidkv", StageKind::eviction,
+          "PyramidKV (methods.md §6.3): SnapKV scoring with per-layer budgets decreasing linearly with depth "
+          "(lower layers keep more), the same total as SnapKV at this keep/budget.",
+          {keep_param(), budget_param(), window_param(), kernel_param(), pool_param(), agg_param(),
+           {"beta", ParamType::real, "20",
+            "ratio of the first layer's to the last layer's budget beyond the window is ≈ 2β − 1 (min = (C−w)/β; "
+            "paper and code 20)",
+            {}, 1, 1e9}},
+          check_window_keys};
+}
+
+std::unique_ptr<EvictionStage> make_eviction_method(const StageSpec& spec) { return std::make_unique<Eviction>(spec); }
+
+// ---- free functions ---------------------------------------------------------------------------
+
+std::int64_t eviction_budget(const StageSpec& spec, std::int64_t tokens) {
+  if (tokens <= 0) return 0;
+  const auto budget = spec.get_int("budget");
+  if (budget > 0) return std::min(budget, tokens);
+  const auto b = std::llround(spec.get_real("keep") * static_cast<double>(tokens));
+  return std::clamp<std::int64_t>(b, 1, tokens);
+}
+
+FloatTensor window_attention_sums(const CacheSource& cache, int layer, int rows, linalg::Backend& backend) {
+  const auto& s = cache.shape();
+  const std::int64_t T = s.tokens;
+  const int H = s.kv_heads, D = s.head_dim, n_rep = s.group_size();
+  WindowAttention attention(cache, layer, rows);
+  auto key = cache.layer(layer, Part::key);
+  if (key.shape != core::Shape{T, H, D}) fail("{}: layer {} keys have the wrong shape", cache.describe(), layer);
+  const auto key_rot = rotate_keys(cache, std::move(key));
+  FloatTensor out({s.q_heads, T});
+  std::vector<double> acc;
+  for (int g = 0; g < H; ++g) {
+    attention.head(g, key_rot, {}, backend);
+    acc.assign(static_cast<std::size_t>(n_rep * T), 0.0);  // summed in double over the window rows
+    for (std::int64_t m = 0; m < attention.row_count(); ++m) {
+      const float* p = attention.probs().data() + m * T;
+      double* a = acc.data() + (m % n_rep) * T;
+      for (std::int64_t t = 0; t < T; ++t) a[t] += p[t];
+    }
+    for (int r = 0; r < n_rep; ++r)
+      for (std::int64_t t = 0; t < T; ++t)
+        out.data[static_cast<std::size_t>((g * n_rep + r) * T + t)] = static_cast<float>(acc[static_cast<std::size_t>(r * T + t)]);
+  }
+  return out;
+}
+
+std::vector<float> pool_scores(const std::vector<float>& scores, int kernel, bool max_pool) {
+  if (kernel < 1 || kernel % 2 == 0) fail("pool_scores: kernel {} must be odd and ≥ 1", kernel);
+  const auto n = static_cast<std::int64_t>(scores.size());
+  const int half = kernel / 2;
+  std::vector<float> out(scores.size());
+  for (std::int64_t t = 0; t < n; ++t) {
+    const auto lo = std::max<std::int64_t>(0, t - half), hi = std::min<std::int64_t>(n - 1, t + half);
+    if (max_pool) {
+      float m = scores[static_cast<std::size_t>(lo)];
+      for (auto i = lo + 1; i <= hi; ++i) m = std::max(m, scores[static_cast<std::size_t>(i)]);
+      out[static_cast<std::size_t>(t)] = m;
+    } else {
+      double sum = 0;  // the zero padding adds nothing but still counts in the divisor
+      for (auto i = lo; i <= hi; ++i) sum += scores[static_cast<std::size_t>(i)];
+      out[static_cast<std::size_t>(t)] = static_cast<float>(sum / kernel);
+    }
+  }
+  return out;
+}
+
+std::vector<std::int64_t> pyramid_budgets(std::int64_t budget, int window, std::int64_t tokens, int layers, double beta) {
+  if (layers < 1) return {};
+  const std::int64_t C = std::min(budget, tokens);
+  std::vector<std::int64_t> out(static_cast<std::size_t>(layers), C);
+  if (C >= tokens) return out;  // nothing evicted: every layer keeps all T
+  if (window >= C) fail("pyramidkv: key 'window' = {} must be < the budget of {} tokens", window, C);
+  if (!(beta >= 1)) fail("pyramidkv: key 'beta' = {} must be ≥ 1", beta);
+  if (layers == 1) return out;
+  const double extra = static_cast<double>(C - window), room = static_cast<double>(tokens - window);
+  double lo = extra / beta, hi = 2 * extra - lo;
+  if (hi > room) {  // the first layer cannot keep more than every token outside the window
+    hi = room;
+    lo = 2 * extra - hi;
+  }
+  const double step = (hi - lo) / (layers - 1);
+  // Largest-remainder rounding of the real schedule keeps the total exactly L·(C − w).
+  const std::int64_t total = static_cast<std::int64_t>(layers) * (C - window);
+  std::vector<double> real(static_cast<std::size_t>(layers));
+  std::int64_t floor_sum = 0;
+  for (int l = 0; l < layers; ++l) {
+    real[static_cast<std::size_t>(l)] = hi - l * step;
+    out[static_cast<std::size_t>(l)] = static_cast<std::int64_t>(std::floor(real[static_cast<std::size_t>(l)] + 1e-9));
+    floor_sum += out[static_cast<std::size_t>(l)];
+  }
+  std::vector<int> order(static_cast<std::size_t>(layers));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+    const auto fa = real[static_cast<std::size_t>(a)] - static_cast<double>(out[static_cast<std::size_t>(a)]);
+    const auto fb = real[static_cast<std::size_t>(b)] - static_cast<double>(out[static_cast<std::size_t>(b)]);
+    return fa > fb;
+  });
+  for (std::int64_t i = 0; i < total - floor_sum && i < layers; ++i)
+    ++out[static_cast<std::size_t>(order[static_cast<std::size_t>(i)])];
+  const auto max_extra = tokens - window;
+  for (auto& b : out) b = std::clamp<std::int64_t>(b, 0, max_extra) + window;
+  return out;
+}
+
+}  // namespace kvlab::compressors

@@ -1,0 +1,51 @@
+// Token eviction: streamingllm, h2o, snapkv, pyramidkv (reference/methods.md §6).
+//
+// Every method keeps, per layer and KV head, exactly `budget` of the T prompt tokens (budget
+// clamped to T; budget ≥ T keeps everything, as KVCache-Factory does when the prompt is shorter
+// than max_capacity_prompt). The budget is `budget` tokens when that key is > 0, else
+// round(keep·T) (at least 1). Sinks, recent and observation windows count inside the budget.
+//
+// Attention scores come from the dumped query window: queries rotated at positions[T−W+w], keys at
+// positions[t] (the eviction methods see post-RoPE keys, methods.md §0.2), softmax(q·k/√D) with the
+// causal mask (a query at position p sees keys at positions ≤ p), in double. Scores are per query
+// head, reduced to KV heads (query head h reads KV head h / (H_q/H_kv)) by `agg` = mean | max | sum
+// (methods.md §6.4.1), so selection is per KV head and the cache keeps H_kv heads (not KVCache-
+// Factory's repeat_kv layout, which selects per query head and stores H_q). One layer at a time.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "compressors/compressor.h"
+
+namespace kvlab::compressors {
+
+MethodDef streamingllm_method();
+MethodDef h2o_method();
+MethodDef snapkv_method();
+MethodDef pyramidkv_method();
+std::unique_ptr<EvictionStage> make_eviction_method(const StageSpec& spec);
+
+// Tokens kept per (layer, KV head) for T prompt tokens: budget > 0 ? min(budget, T) :
+// clamp(round(keep·T), 1, T). For every method's `keep`/`budget` keys.
+std::int64_t eviction_budget(const StageSpec& spec, std::int64_t tokens);
+
+// Attention each key receives from the last `rows` dumped queries of `layer` (1 ≤ rows ≤ W):
+// [H_q, T], entry (h, t) = Σ_w softmax_t(q_{w,h}·k_t/√D) with RoPE at the true positions and the
+// causal mask (0 for keys no window query may see). Sums of probabilities, so each query head's
+// row sums to `rows`. H2O uses all W rows, SnapKV/PyramidKV the last `window`.
+FloatTensor window_attention_sums(const CacheSource& cache, int layer, int rows, linalg::Backend& backend);
+
+// 1-D pooling over the token axis as torch's max_pool1d / avg_pool1d with kernel `kernel` (odd),
+// stride 1, padding kernel/2: max ignores the padding, avg divides by `kernel` always
+// (count_include_pad = true, torch's default, which SnapKV's code uses). Output has n values.
+std::vector<float> pool_scores(const std::vector<float>& scores, int kernel, bool max_pool);
+
+// PyramidKV's per-layer budgets (methods.md §6.3), window included: with C the per-layer SnapKV
+// budget (already clamped to T), w the window, β = beta, min = (C−w)/β, max = 2(C−w) − min, and
+// max capped at T−w (then min = 2(C−w) − max, as KVCache-Factory does), layer l keeps
+// w + max − l·(max − min)/(L − 1). The real values are rounded by largest remainder so that the
+// layers sum exactly to L·C, the SnapKV total. [L] token counts. C ≥ T gives T everywhere.
+std::vector<std::int64_t> pyramid_budgets(std::int64_t budget, int window, std::int64_t tokens, int layers, double beta);
+
+}  // namespace kvlab::compressors

@@ -1,0 +1,337 @@
+// Eviction methods against independent oracles: budgets counted from the masks, the synthetic
+// generator's planted attention targets, PyramidKV's closed-form schedule, hand-built caches whose
+// attention is known by construction (pooling, GQA aggregation), and a brute-force softmax with
+// RoPE rotated row by row in this file.
+#include "compressors/eviction.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <numeric>
+#include <set>
+
+#include "compressors/test_caches.h"
+#include "core/error.h"
+
+namespace kvlab::compressors {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+KeepMasks run(const MethodDef& def, std::string_view params, const CacheSource& cache) {
+  const auto spec = parse_stage(def, params);
+  return make_eviction_method(spec)->select({cache, linalg::cpu_backend()});
+}
+
+bool kept(const KeepMasks& m, int l, std::int64_t t, int g, int H) { return m[l][static_cast<std::size_t>(t * H + g)]; }
+
+std::int64_t count(const KeepMasks& m, int l, int g, const CacheShape& s) {
+  std::int64_t n = 0;
+  for (std::int64_t t = 0; t < s.tokens; ++t) n += kept(m, l, t, g, s.kv_heads);
+  return n;
+}
+
+// L, H_kv, H_q, D, T, W
+CacheShape random_shape() { return {3, 2, 4, 16, 96, 12, 0}; }
+
+TEST(Eviction, EveryMethodKeepsExactlyTheBudgetAndItsProtectedTokens) {
+  const auto cache = testing::random_cache(random_shape(), 3);
+  const auto& s = cache.shape();
+  const std::int64_t T = s.tokens;
+  struct Case {
+    MethodDef def;
+    std::string params;
+    std::int64_t budget;      // expected per (layer, head), all layers (not PyramidKV)
+    std::int64_t head, tail;  // tokens [0, head) and [T − tail, T) that must be kept
+  };
+  const std::vector<Case> cases = {
+      {streamingllm_method(), "keep=0.25", 24, 4, 20},
+      {streamingllm_method(), "budget=10,sinks=2", 10, 2, 8},
+      {h2o_method(), "keep=0.3", 29, 0, 15},  // round(0.3·96) = 29, recent round(14.5) = 15 (half away from 0)
+      {h2o_method(), "budget=20,recent=0.1,agg=max", 20, 0, 2},
+      {h2o_method(), "budget=20,recent=0", 20, 0, 0},
+      {snapkv_method(), "keep=0.25,window=8", 24, 0, 8},
+      {snapkv_method(), "budget=40,window=12,kernel=1,pool=avg,agg=sum", 40, 0, 12},
+  };
+  for (const auto& c : cases) {
+    const auto masks = run(c.def, c.params, cache);
+    ASSERT_EQ(masks.size(), static_cast<std::size_t>(s.layers));
+    for (int l = 0; l < s.layers; ++l)
+      for (int g = 0; g < s.kv_heads; ++g) {
+        EXPECT_EQ(count(masks, l, g, s), c.budget) << c.def.name << ":" << c.params << " layer " << l;
+        for (std::int64_t t = 0; t < c.head; ++t) EXPECT_TRUE(kept(masks, l, t, g, s.kv_heads)) << c.params << " t=" << t;
+        for (std::int64_t t = T - c.tail; t < T; ++t)
+          EXPECT_TRUE(kept(masks, l, t, g, s.kv_heads)) << c.params << " t=" << t;
+      }
+  }
+  // PyramidKV: each layer keeps its own budget, always the window, and the layers sum to SnapKV's total.
+  const auto spec = parse_stage(pyramidkv_method(), "keep=0.5,window=8");
+  const auto budgets = pyramid_budgets(eviction_budget(spec, T), 8, T, s.layers, 20);
+  const auto masks = run(pyramidkv_method(), "keep=0.5,window=8", cache);
+  for (int l = 0; l < s.layers; ++l)
+    for (int g = 0; g < s.kv_heads; ++g) {
+      EXPECT_EQ(count(masks, l, g, s), budgets[l]);
+      for (std::int64_t t = T - 8; t < T; ++t) EXPECT_TRUE(kept(masks, l, t, g, s.kv_heads));
+    }
+  EXPECT_EQ(std::accumulate(budgets.begin(), budgets.end(), std::int64_t{0}), s.layers * 48);
+  // A budget ≥ T keeps everything.
+  for (const auto* p : {"budget=500", "keep=1"})
+    for (const auto& m : run(snapkv_method(), p, cache)) EXPECT_EQ(std::accumulate(m.begin(), m.end(), 0), T * s.kv_heads);
+}
+
+TEST(Eviction, SnapKVAndH2OKeepThePlantedTargetsOfTheWindowQueries) {
+  // T = 512, W = 16, S = 4 sinks, H_q/H_kv = 2. head_dim 64 (not the fixture's 16): the planted targets
+  // dominate a query's attention only when the head's key rank D_eff ≳ 2·ln T (synth_kv.h); at D = 16
+  // (key rank 8) ordinary tokens reach logits above the target's.
+  auto config = testing::small_synth_config();
+  config.head_dim = 64;
+  const datasets::SynthGenerator gen(config);
+  const auto cache = testing::synthetic_cache(config);
+  const auto& s = cache.shape();
+  // Per KV head at most W·n_rep = 32 distinct targets + 4 sinks. SnapKV's k7 max pooling spreads each
+  // target over 7 tied tokens, so its budget must cover ≈ 7·32 + 7 + window = 247 of 512: keep 0.6.
+  // H2O has no pooling: 64 heavy slots of a 128 budget hold 36 targets and sinks.
+  const std::vector<std::pair<MethodDef, std::string>> runs = {
+      {snapkv_method(), "keep=0.6,window=16"},
+      {snapkv_method(), "keep=0.25,window=16,kernel=1,agg=max"},
+      {h2o_method(), "keep=0.25"},
+  };
+  for (const auto& [def, params] : runs) {
+    const auto masks = run(def, params, cache);
+    for (int l = 0; l < s.layers; ++l) {
+      int missed = 0, total = 0;
+      for (int w = 0; w < s.query_window; ++w)
+        for (int h = 0; h < s.q_heads; ++h) {
+          ++total;
+          const auto target = gen.query_target(0, l, w, h);
+          if (!kept(masks, l, target, h / s.group_size(), s.kv_heads)) ++missed;
+        }
+      EXPECT_EQ(missed, 0) << def.name << ":" << params << " layer " << l << ": " << missed << " of " << total;
+      for (int g = 0; g < s.kv_heads; ++g)
+        for (int t = 0; t < config.sink_tokens; ++t) EXPECT_TRUE(kept(masks, l, t, g, s.kv_heads)) << "sink " << t;
+    }
+  }
+  // Control: the oracle discriminates. StreamingLLM at the same 0.6 budget ignores attention and
+  // loses the targets that fall outside its sinks and recent tokens (targets are uniform in [4, 496)).
+  const auto blind = run(streamingllm_method(), "keep=0.6", cache);
+  int missed = 0;
+  for (int w = 0; w < s.query_window; ++w)
+    for (int h = 0; h < s.q_heads; ++h)
+      missed += !kept(blind, 0, gen.query_target(0, 0, w, h), h / s.group_size(), s.kv_heads);
+  EXPECT_GT(missed, 10);
+}
+
+TEST(Eviction, PyramidBudgetsFollowTheLinearScheduleAndSumToTheSnapKVTotal) {
+  struct Case {
+    std::int64_t C;
+    int w;
+    std::int64_t T;
+    int L;
+    double beta;
+  };
+  for (const auto& c : std::vector<Case>{{512, 32, 4096, 32, 20}, {128, 8, 1000, 7, 20}, {100, 10, 1000, 5, 3},
+                                         {900, 8, 1000, 4, 20} /* max capped at T − w */}) {
+    const auto b = pyramid_budgets(c.C, c.w, c.T, c.L, c.beta);
+    ASSERT_EQ(b.size(), static_cast<std::size_t>(c.L));
+    EXPECT_EQ(std::accumulate(b.begin(), b.end(), std::int64_t{0}), c.L * c.C);
+    // The closed form of methods.md §6.3, including KVCache-Factory's cap of max at T − w.
+    const double extra = static_cast<double>(c.C - c.w);
+    double lo = extra / c.beta, hi = 2 * extra - lo;
+    if (hi > static_cast<double>(c.T - c.w)) {
+      hi = static_cast<double>(c.T - c.w);
+      lo = 2 * extra - hi;
+    }
+    for (int l = 0; l < c.L; ++l) {
+      const double expect = c.w + hi - l * (hi - lo) / (c.L - 1);
+      EXPECT_LT(std::abs(static_cast<double>(b[l]) - expect), 1.0) << "C=" << c.C << " layer " << l;
+      EXPECT_LE(b[l], c.T);
+      if (l > 0) {
+        EXPECT_LE(b[l], b[l - 1]);
+      }
+    }
+  }
+  EXPECT_EQ(pyramid_budgets(2000, 8, 1000, 4, 20), std::vector<std::int64_t>(4, 1000));  // C ≥ T: all kept
+  // notes() reports the per-layer budgets.
+  const CacheShape shape{4, 1, 1, 8, 1000, 32, 0};
+  const auto n = make_eviction_method(parse_stage(pyramidkv_method(), "budget=128,window=8"))->notes(shape);
+  EXPECT_EQ(n.at("budget_per_layer").get<std::vector<std::int64_t>>(), pyramid_budgets(128, 8, 1000, 4, 20));
+  const auto sn = make_eviction_method(parse_stage(snapkv_method(), "budget=128,window=8"))->notes(shape);
+  EXPECT_EQ(sn.at("budget_per_layer").get<std::vector<std::int64_t>>(), std::vector<std::int64_t>(4, 128));
+}
+
+// One layer, identity RoPE, one-hot keys: key t = e_{dir[t]}·1 (or 0), so a query's logits are
+// read off its coordinates (times 1/√D). queries [W, H_q, D] as given.
+InMemoryCache hand_cache(int H_q, int D, std::int64_t T, int W, const std::vector<int>& dir,
+                         const std::vector<std::vector<float>>& query_rows) {
+  const CacheShape shape{1, 1, H_q, D, T, W, 0};
+  FloatTensor k({T, 1, D}), v({T, 1, D}), q({W, H_q, D});
+  for (std::int64_t t = 0; t < T; ++t)
+    if (dir[t] >= 0) k.data[t * D + dir[t]] = 1.0f;
+  for (std::size_t i = 0; i < query_rows.size(); ++i)
+    for (int d = 0; d < D; ++d) q.data[i * D + d] = query_rows[i][d] * std::sqrt(static_cast<float>(D));
+  return InMemoryCache(shape, {k}, {v}, {q});
+}
+
+TEST(Eviction, MaxPoolingSpreadsASpikeToItsNeighbours) {
+  // T = 24, window 1: the last query puts logit 6 on token 10 (direction 0) and 0 elsewhere, plus
+  // a faint logit 1 on token 20 (direction 1) so the unpooled order is fixed.
+  const int D = 4;
+  const std::int64_t T = 24;
+  std::vector<int> dir(T, -1);
+  dir[10] = 0;
+  dir[20] = 1;
+  const auto cache = hand_cache(1, D, T, 1, dir, {{6, 1, 0, 0}});
+  auto kept_set = [&](std::string_view params) {
+    const auto m = run(snapkv_method(), params, cache);
+    std::set<std::int64_t> out;
+    for (std::int64_t t = 0; t < T - 1; ++t)
+      if (m[0][t]) out.insert(t);
+    return out;
+  };
+  EXPECT_EQ(kept_set("budget=2,window=1,kernel=1"), (std::set<std::int64_t>{10}));
+  EXPECT_EQ(kept_set("budget=3,window=1,kernel=1"), (std::set<std::int64_t>{10, 20}));
+  // k3 max pooling: 9, 10, 11 all score the spike; the spike itself wins the tie (raw score).
+  EXPECT_EQ(kept_set("budget=4,window=1,kernel=3"), (std::set<std::int64_t>{9, 10, 11}));
+  EXPECT_EQ(kept_set("budget=2,window=1,kernel=3"), (std::set<std::int64_t>{10}));
+  EXPECT_EQ(kept_set("budget=6,window=1,kernel=5"), (std::set<std::int64_t>{8, 9, 10, 11, 12}));
+  // pool_scores against torch's definitions: max ignores padding, avg divides by the kernel.
+  EXPECT_EQ(pool_scores({0, 0, 5, 0, 1}, 3, true), (std::vector<float>{0, 5, 5, 5, 1}));
+  const auto avg = pool_scores({3, 0, 0, 0, 6}, 3, false);
+  EXPECT_EQ(avg, (std::vector<float>{1, 1, 0, 2, 2}));
+}
+
+TEST(Eviction, GqaAggregationMeanAndMaxDisagreeWhereTheyShould) {
+  // One KV head, two query heads, window 1, T = 16, budget 2 (the window token + one more).
+  // Token A = 3 (direction 0), B = 8 (direction 1), the other 14 keys are zero (logit 0).
+  // Head 0: e^{logit A} = 70, e^{logit B} = 56 → Z = 140, p_A = 0.5, p_B = 0.4.
+  // Head 1: e^{logit B} = 10 → Z = 25, p_B = 0.4, p_A = 0.04.
+  // mean/sum: A 0.27 < B 0.4 → B;  max: A 0.5 > B 0.4 → A.
+  const int D = 4;
+  const std::int64_t T = 16;
+  std::vector<int> dir(T, -1);
+  dir[3] = 0;
+  dir[8] = 1;
+  const float la = std::log(70.0f), lb = std::log(56.0f), lb1 = std::log(10.0f);
+  const auto cache = hand_cache(2, D, T, 1, dir, {{la, lb, 0, 0}, {0, lb1, 0, 0}});
+  auto pick = [&](const MethodDef& def, std::string params) {
+    const auto m = run(def, params, cache);
+    std::vector<std::int64_t> out;
+    for (std::int64_t t = 0; t < T - 1; ++t)
+      if (m[0][t]) out.push_back(t);
+    return out;
+  };
+  const auto sums = window_attention_sums(cache, 0, 1, linalg::cpu_backend());
+  EXPECT_NEAR(sums.data[3], 0.5, 1e-6);
+  EXPECT_NEAR(sums.data[8], 0.4, 1e-6);
+  EXPECT_NEAR(sums.data[T + 8], 0.4, 1e-6);
+  EXPECT_NEAR(sums.data[T + 3], 0.04, 1e-6);
+  EXPECT_EQ(pick(snapkv_method(), "budget=2,window=1,kernel=1,agg=mean"), std::vector<std::int64_t>{8});
+  EXPECT_EQ(pick(snapkv_method(), "budget=2,window=1,kernel=1,agg=sum"), std::vector<std::int64_t>{8});
+  EXPECT_EQ(pick(snapkv_method(), "budget=2,window=1,kernel=1,agg=max"), std::vector<std::int64_t>{3});
+  // H2O (all W = 1 queries, recent = the last token only) agrees.
+  EXPECT_EQ(pick(h2o_method(), "budget=2,recent=0.5,agg=mean"), std::vector<std::int64_t>{8});
+  EXPECT_EQ(pick(h2o_method(), "budget=2,recent=0.5,agg=max"), std::vector<std::int64_t>{3});
+}
+
+// Brute force: Σ_w softmax over visible keys of (R(p_w)q)·(R(p_t)k)/√D, rotating each row alone.
+std::vector<double> brute_sums(const CacheSource& c, int layer, int rows, int h) {
+  const auto& s = c.shape();
+  const int D = s.head_dim, H = s.kv_heads, g = h / s.group_size();
+  const std::int64_t T = s.tokens;
+  const auto key = c.layer(layer, Part::key);
+  const auto q = c.queries(layer);
+  std::vector<double> out(T, 0.0);
+  for (int w = s.query_window - rows; w < s.query_window; ++w) {
+    const std::int64_t qt = T - s.query_window + w;
+    std::vector<float> qrow(q.data.begin() + (w * s.q_heads + h) * D, q.data.begin() + (w * s.q_heads + h + 1) * D);
+    c.rope().apply(qrow, 1, 1, std::vector<std::int64_t>{c.positions()[qt]});
+    std::vector<double> logit(T, -1e300);
+    double mx = -1e300;
+    for (std::int64_t t = 0; t < T; ++t) {
+      if (c.positions()[t] > c.positions()[qt]) continue;
+      std::vector<float> krow(key.data.begin() + (t * H + g) * D, key.data.begin() + (t * H + g + 1) * D);
+      c.rope().apply(krow, 1, 1, std::vector<std::int64_t>{c.positions()[t]});
+      double dot = 0;
+      for (int d = 0; d < D; ++d) dot += double{qrow[d]} * krow[d];
+      logit[t] = dot / std::sqrt(double(D));
+      mx = std::max(mx, logit[t]);
+    }
+    double z = 0;
+    for (std::int64_t t = 0; t < T; ++t) z += logit[t] > -1e299 ? std::exp(logit[t] - mx) : 0.0;
+    for (std::int64_t t = 0; t < T; ++t) out[t] += logit[t] > -1e299 ? std::exp(logit[t] - mx) / z : 0.0;
+  }
+  return out;
+}
+
+TEST(Eviction, ScoresUseRopeAtTheTruePositionsAndMatchABruteForceSoftmax) {
+  const auto shape = random_shape();
+  const auto rotated = testing::random_cache(shape, 7, /*with_rope=*/true);
+  const auto plain = testing::random_cache(shape, 7, /*with_rope=*/false);  // same tensors, no rotation
+  const int rows = 5;
+  double max_diff_rope = 0;
+  for (int layer : {0, 2}) {
+    const auto a = window_attention_sums(rotated, layer, rows, linalg::cpu_backend());
+    const auto b = window_attention_sums(plain, layer, rows, linalg::cpu_backend());
+    ASSERT_EQ(a.shape, (core::Shape{shape.q_heads, shape.tokens}));
+    for (int h = 0; h < shape.q_heads; ++h) {
+      const auto ref = brute_sums(rotated, layer, rows, h);
+      double row_sum = 0;
+      for (std::int64_t t = 0; t < shape.tokens; ++t) {
+        // f32 logits from the gemm, f64 softmax: 1e-5 absolute on sums of ≤ 5 probabilities.
+        EXPECT_NEAR(a.data[h * shape.tokens + t], ref[t], 1e-5) << "head " << h << " t " << t;
+        row_sum += a.data[h * shape.tokens + t];
+        const auto i = h * shape.tokens + t;
+        max_diff_rope = std::max(max_diff_rope, std::abs(double{a.data[i]} - b.data[i]));
+      }
+      EXPECT_NEAR(row_sum, rows, 1e-4);
+      // The causal mask: window row w (token T − rows + w) does not see later tokens, so the last
+      // token receives attention from one query only (< 1) and the first window token from all.
+      EXPECT_LT(a.data[h * shape.tokens + shape.tokens - 1], 1.0);
+    }
+  }
+  // Rotation changes which keys a query favours: with i.i.d. N(0,1) inputs the scores move by O(1).
+  EXPECT_GT(max_diff_rope, 0.1);
+  // ... and so what SnapKV keeps.
+  const auto with = run(snapkv_method(), "keep=0.25,window=8,kernel=1", rotated);
+  const auto without = run(snapkv_method(), "keep=0.25,window=8,kernel=1", plain);
+  EXPECT_NE(with, without);
+}
+
+TEST(Eviction, BadKeysAreErrorsNamingTheKey) {
+  EXPECT_THAT(error_of([] { parse_stage(snapkv_method(), "kernel=4"); }), HasSubstr("'kernel'"));
+  EXPECT_THAT(error_of([] { parse_stage(snapkv_method(), "budget=16,window=16"); }), HasSubstr("'window'"));
+  EXPECT_THAT(error_of([] { parse_stage(snapkv_method(), "keep=0"); }), HasSubstr("'keep'"));
+  EXPECT_THAT(error_of([] { parse_stage(snapkv_method(), "pool=min"); }), HasSubstr("'pool'"));
+  EXPECT_THAT(error_of([] { parse_stage(h2o_method(), "agg=median"); }), HasSubstr("'agg'"));
+  EXPECT_THAT(error_of([] { parse_stage(h2o_method(), "recent=1.5"); }), HasSubstr("'recent'"));
+  EXPECT_THAT(error_of([] { parse_stage(h2o_method(), "window=8"); }), HasSubstr("unknown key 'window'"));
+  EXPECT_THAT(error_of([] { parse_stage(pyramidkv_method(), "beta=0.5"); }), HasSubstr("'beta'"));
+  EXPECT_THAT(error_of([] { parse_stage(streamingllm_method(), "budget=3,sinks=4"); }), HasSubstr("'sinks'"));
+  // Checks that need the cache: window vs the dump's W and vs the budget at this T, sinks vs budget.
+  const auto cache = testing::random_cache(random_shape(), 1);  // W = 12, T = 96
+  EXPECT_THAT(error_of([&] { run(snapkv_method(), "keep=0.5,window=16", cache); }), HasSubstr("'window' = 16 exceeds"));
+  EXPECT_THAT(error_of([&] { run(pyramidkv_method(), "keep=0.1,window=10", cache); }), HasSubstr("'window'"));
+  EXPECT_THAT(error_of([&] { run(streamingllm_method(), "keep=0.02,sinks=4", cache); }), HasSubstr("'sinks'"));
+  // Canonical forms parse back to themselves (they print keep and budget both: budget > 0 wins).
+  for (const auto& [def, params] : std::vector<std::pair<MethodDef, std::string>>{
+           {streamingllm_method(), ""}, {h2o_method(), "budget=64"}, {snapkv_method(), "budget=100,window=8"},
+           {pyramidkv_method(), "keep=0.1"}}) {
+    const auto once = parse_stage(def, params).to_string();
+    const auto body = once.substr(once.find(':') + 1);
+    EXPECT_EQ(parse_stage(def, body).to_string(), once);
+  }
+  EXPECT_EQ(eviction_budget(parse_stage(snapkv_method(), "keep=0.5,budget=10,window=8"), 1000), 10);
+}
+
+}  // namespace
+}  // namespace kvlab::compressors

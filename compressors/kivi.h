@@ -1,0 +1,63 @@
+// kivi: asymmetric min-max quantization of stored tensors (reference/methods.md §5.1).
+//
+// Spec keys: bits (2|4|8, default 2), group (elements per quantization group, default 32),
+// residual (KIVI's full-precision window R in tokens, default 128; 0 = none). The stage quantizes
+// every StoredTensor whose layout is not none:
+//   per_channel [n, c] token-major: one group = `group` consecutive rows of one column (KIVI keys);
+//   per_token   [n, c]:             one group = `group` consecutive columns of one row (KIVI values,
+//                                   SVD factors A [T, r] and B [r, N]).
+// When the grouped axis is not a multiple of `group`, the last group along it is shorter.
+// Residual window, for token_rows tensors only (KIVI's prefill rules): per_channel keeps the last
+// n mod R rows in fp16 (none when n mod R == 0), per_token keeps the last R rows (all when n ≤ R).
+// Tensors whose rows are not tokens have no residual.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "compressors/compressor.h"
+
+namespace kvlab::compressors {
+
+MethodDef kivi_method();
+std::unique_ptr<QuantizerStage> make_kivi(const StageSpec& spec);
+
+// The parsed knobs of a kivi spec.
+struct KiviParams {
+  int bits = 2;                // b ∈ {2, 4, 8}
+  std::int64_t group = 32;     // G, elements per group (≥ 1)
+  std::int64_t residual = 128; // R, tokens kept in fp16 (0 = no residual window)
+};
+KiviParams kivi_params(const StageSpec& spec);
+
+// One group's stored parameters, both already rounded to fp16 (what the packed form gives back).
+struct KiviGroup {
+  float scale = 0;  // fp16((max − min) / (2^b − 1)); 0 for a constant group
+  float min = 0;    // fp16(min)
+};
+
+// Parameters of a group whose values span [lo, hi]. Fails when lo or hi is not finite or the
+// scale overflows fp16 (`what` names the tensor in the message).
+KiviGroup kivi_group_params(float lo, float hi, int bits, std::string_view what = "kivi group");
+// The b-bit code of x: clamp(round((x − min) / scale), 0, 2^b − 1), round half to even (torch.round);
+// 0 when scale == 0.
+std::uint32_t kivi_code(float x, const KiviGroup& g, int bits);
+// Dequantized value of a code: q·scale + min.
+inline float kivi_dequant(std::uint32_t q, const KiviGroup& g) { return static_cast<float>(q) * g.scale + g.min; }
+
+// Quantize∘dequantize of one group [n] in place; returns its stored parameters.
+KiviGroup kivi_fake_quantize(std::span<float> group, int bits);
+
+// Rows of an [n, ·] tensor that are quantized; the remaining n − rows form the fp16 residual.
+std::int64_t kivi_quantized_rows(QuantLayout layout, std::int64_t n, bool token_rows, const KiviParams& p);
+// Bytes of the packed form of an [n, c] tensor with this layout (shape only): ⌈codes·b/8⌉ for the
+// codes of the whole quantized part (bit-packed contiguously), + 4 per group (fp16 scale and min),
+// + 2 per fp16 residual value. layout none: 2 per value (plain fp16).
+std::int64_t kivi_bytes(QuantLayout layout, std::int64_t n, std::int64_t c, bool token_rows, const KiviParams& p);
+
+// Quantizes one tensor in place as the stage does (values, bytes, layout = none, format).
+// A tensor whose layout is already none is left untouched.
+void kivi_quantize_tensor(StoredTensor& tensor, const KiviParams& p);
+
+}  // namespace kvlab::compressors

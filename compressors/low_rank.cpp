@@ -1,0 +1,564 @@
+// svd and xkv: truncated SVD of one layer (svd) or of a contiguous group of layers (xkv),
+// reference/methods.md §1–2, by the Gram + symmetric eigensolver route (reference/perf.md §4)
+// or HMT randomized subspace iteration (perf.md §5).
+#include "compressors/low_rank.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <limits>
+#include <random>
+
+#include "core/error.h"
+
+namespace kvlab::compressors {
+
+namespace {
+
+constexpr std::size_t kNone = std::numeric_limits<std::size_t>::max();
+constexpr Part kParts[] = {Part::key, Part::value};
+int part_index(Part p) { return p == Part::key ? 0 : 1; }
+
+// ---------------------------------------------------------------------------------------------
+// Spec
+
+// The keys svd and xkv share (after their grouping keys), in declared order.
+std::vector<ParamDef> shared_params(const std::string& rk_default, const std::string& paper) {
+  return {
+      {"rk", ParamType::integer, rk_default, "key rank per group (" + paper + ")", {}, 1, 1e9},
+      {"rv", ParamType::integer, "0", "value rank per group; default round(1.5·rk), the 1:1.5 of every xKV script", {}, 0, 1e9},
+      {"part", ParamType::choice, "both", "what to compress (xKV's merge_key/merge_value); the other part stays fp16",
+       {"both", "key", "value"}},
+      {"solver", ParamType::choice, "exact",
+       "exact: Gram XᵀX + top-r eigenpairs (gesdd of X when T < columns), as the authors' exact SVD; randomized: "
+       "HMT subspace iteration",
+       {"exact", "randomized"}},
+      {"oversample", ParamType::integer, "10", "randomized: extra sketch columns p (HMT)", {}, 0, 1e6},
+      {"iters", ParamType::integer, "2", "randomized: power iterations q, re-orthonormalised after every product", {}, 0,
+       100},
+      {"precision", ParamType::choice, "f64",
+       "of the Gram and eigensolve (randomized: of the small SVD); f32 loses σ below ~1e-3·σ₁ (perf.md §4)",
+       {"f32", "f64"}},
+      {"seed", ParamType::integer, "0", "randomized: seed of the Gaussian sketch", {}, 0, 9.2e18},
+  };
+}
+
+// "0-3/4-7/8" → {{0,1,2,3},{4,5,6,7},{8}}; checks syntax and overlap (the layer count is not
+// known here).
+std::vector<std::vector<int>> parse_groups(const std::string& method, const std::string& text) {
+  std::vector<std::vector<int>> groups;
+  std::vector<std::pair<int, std::size_t>> owner;  // layer → group index
+  std::size_t pos = 0;
+  while (pos <= text.size()) {
+    const auto slash = std::min(text.find('/', pos), text.size());
+    const std::string item = text.substr(pos, slash - pos);
+    const auto bad = [&] {
+      fail("spec '{}': key 'groups' = '{}': '{}' is not a layer range A-B or a layer A (groups are separated by '/')",
+           method, text, item);
+    };
+    const auto dash = item.find('-');
+    int a = 0, b = 0;
+    const auto num = [&](std::string_view s, int& out) {
+      auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+      if (s.empty() || ec != std::errc() || p != s.data() + s.size() || out < 0) bad();
+    };
+    if (dash == std::string::npos) {
+      num(item, a);
+      b = a;
+    } else {
+      num(std::string_view(item).substr(0, dash), a);
+      num(std::string_view(item).substr(dash + 1), b);
+    }
+    if (b < a) fail("spec '{}': key 'groups': range '{}' ends before it starts", method, item);
+    std::vector<int> g;
+    for (int l = a; l <= b; ++l) {
+      for (const auto& [layer, gi] : owner)
+        if (layer == l) fail("spec '{}': key 'groups': layer {} is in two groups (group {} and group {})", method, l, gi, groups.size());
+      owner.emplace_back(l, groups.size());
+      g.push_back(l);
+    }
+    groups.push_back(std::move(g));
+    pos = slash + 1;
+  }
+  return groups;
+}
+
+void resolve_low_rank(StageSpec& spec, const std::vector<std::string>& given) {
+  const auto was_given = [&](std::string_view k) { return std::find(given.begin(), given.end(), k) != given.end(); };
+  const auto rk = spec.get_int("rk");
+  if (!was_given("rv")) {
+    spec.set("rv", std::to_string(std::llround(1.5 * static_cast<double>(rk))));
+  } else if (spec.get_int("rv") < 1) {
+    fail("spec '{}': key 'rv' = {} must be ≥ 1 (use part=key to keep values uncompressed)", spec.method, spec.get("rv"));
+  }
+  if (spec.method == "xkv") {
+    if (!spec.get("groups").empty()) parse_groups(spec.method, spec.get("groups"));
+    const auto start = spec.get_int("start"), end = spec.get_int("end");
+    if (end != -1 && end < start) fail("spec 'xkv': key 'end' = {} is before start = {}", end, start);
+  }
+}
+
+}  // namespace
+
+MethodDef svd_method() {
+  MethodDef m{"svd", StageKind::transform,
+              "single-layer SVD (methods.md §2): per layer X_l ∈ R^{T×(H·D)}, all KV heads concatenated, pre-RoPE "
+              "keys, K and V separately; stores A = X·V_r [T, r] and B = V_rᵀ [r, H·D] at fp16",
+              shared_params("96", "later xKV scripts: 96; v1: 128"),
+              resolve_low_rank};
+  return m;
+}
+
+MethodDef xkv_method() {
+  std::vector<ParamDef> params = {
+      {"g", ParamType::integer, "4", "layers per group G (xKV-4 is the paper's main setting)", {}, 1, 1e6},
+  };
+  for (auto& p : shared_params("384", "xKV-4: 384; v1: 512")) params.push_back(std::move(p));
+  // Grouping keys after the ranks so the common prefix reads "g=4,rk=384,rv=576".
+  params.insert(params.begin() + 3,
+                {{"start", ParamType::integer, "0", "first grouped layer; layers outside [start, end] stay fp16", {}, 0, 1e6},
+                 {"end", ParamType::integer, "-1", "last grouped layer, inclusive (-1 = L−1); the last group is cut at end",
+                  {}, -1, 1e6},
+                 {"groups", ParamType::text, "",
+                  "custom groups '0-3/4-7/8-15' (each layer at most once; overrides g, start, end)", {}}});
+  MethodDef m{"xkv", StageKind::transform,
+              "cross-layer SVD (xKV, methods.md §1): contiguous groups of G layers, X_g = [X_l … X_{l+G−1}] ∈ "
+              "R^{T×(G·H·D)}, pre-RoPE keys, K and V separately; stores a shared A [T, r] per group and B_l [r, H·D] "
+              "per layer at fp16; ranks are per group",
+              std::move(params), resolve_low_rank};
+  return m;
+}
+
+std::vector<std::vector<int>> low_rank_groups(const StageSpec& spec, int layers) {
+  std::vector<std::vector<int>> groups;
+  if (spec.method == "svd") {
+    for (int l = 0; l < layers; ++l) groups.push_back({l});
+    return groups;
+  }
+  if (spec.method != "xkv") fail("low-rank compressor: '{}' is neither svd nor xkv", spec.method);
+  if (!spec.get("groups").empty()) {
+    groups = parse_groups(spec.method, spec.get("groups"));
+    for (const auto& g : groups)
+      for (int l : g)
+        if (l >= layers) fail("spec 'xkv': key 'groups': layer {} is outside [0, {}) of this cache", l, layers);
+    return groups;
+  }
+  const auto g = spec.get_int("g"), start = spec.get_int("start");
+  const auto end = spec.get_int("end") == -1 ? std::int64_t{layers} - 1 : spec.get_int("end");
+  if (start >= layers) fail("spec 'xkv': key 'start' = {} is outside [0, {}) of this cache", start, layers);
+  if (end >= layers) fail("spec 'xkv': key 'end' = {} is outside [0, {}) of this cache", end, layers);
+  for (auto first = start; first <= end; first += g) {
+    std::vector<int> grp;
+    for (auto l = first; l <= std::min(end, first + g - 1); ++l) grp.push_back(static_cast<int>(l));
+    groups.push_back(std::move(grp));
+  }
+  return groups;
+}
+
+namespace {
+
+// Everything a compression run needs from a spec, resolved against the cache's layer count.
+struct Plan {
+  std::string method;
+  std::vector<std::vector<int>> groups;
+  std::vector<int> group_of;  // per layer: its group, −1 = uncompressed
+  bool compress_key = true, compress_value = true;
+  std::int64_t rk = 0, rv = 0;
+  bool randomized = false;
+  std::int64_t oversample = 10, iters = 2;
+  bool f64 = true;
+  std::uint64_t seed = 0;
+
+  bool compresses(Part p) const { return p == Part::key ? compress_key : compress_value; }
+  std::int64_t rank(Part p) const { return p == Part::key ? rk : rv; }
+};
+
+Plan make_plan(const StageSpec& spec, int layers) {
+  Plan p;
+  p.method = spec.method;
+  p.groups = low_rank_groups(spec, layers);
+  p.group_of.assign(static_cast<std::size_t>(layers), -1);
+  for (std::size_t g = 0; g < p.groups.size(); ++g)
+    for (int l : p.groups[g]) p.group_of[static_cast<std::size_t>(l)] = static_cast<int>(g);
+  const auto& part = spec.get("part");
+  p.compress_key = part != "value";
+  p.compress_value = part != "key";
+  p.rk = spec.get_int("rk");
+  p.rv = spec.get_int("rv");
+  p.randomized = spec.get("solver") == "randomized";
+  p.oversample = spec.get_int("oversample");
+  p.iters = spec.get_int("iters");
+  p.f64 = spec.get("precision") == "f64";
+  p.seed = static_cast<std::uint64_t>(spec.get_int("seed"));
+  return p;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decomposition
+
+// The rank-`rank` factors of one group matrix, at the largest rank asked for; any smaller
+// rank is a prefix (the top eigenvectors nest).
+struct Factors {
+  std::int64_t rank = 0;       // effective: min(asked, T, columns)
+  std::vector<float> a;        // [T, rank] row-major: A = X·V_r
+  std::vector<float> v;        // [columns, rank] column-major: V_r, columns by descending σ
+  std::vector<double> energy;  // [rank]: σ_i² (exact), ‖X·v_i‖² (randomized)
+  double trace = 0;            // ‖X‖²_F, in f64 from the data
+  std::string route;           // "gram-f64", "gesdd-f32", "randomized-f32", ...
+
+  // Relative Frobenius error of the rank-r truncation, √((‖X‖² − Σ_{i<r} energy_i)/‖X‖²):
+  // Eckart–Young for the exact route; exact for the stored V_r on the randomized route, since
+  // ‖X − X·V_r·V_rᵀ‖² = ‖X‖² − ‖X·V_r‖² for orthonormal V_r.
+  double predicted_rel_error(std::int64_t r) const {
+    if (trace <= 0) return 0.0;
+    double kept = 0;
+    for (std::int64_t i = 0; i < std::min(r, rank); ++i) kept += energy[static_cast<std::size_t>(i)];
+    return std::sqrt(std::max(trace - kept, 0.0) / trace);
+  }
+};
+
+// X of a group, [T, G·N] row-major: column block i is layer groups[i].
+std::vector<float> read_group(const CacheSource& cache, const std::vector<int>& layers, Part part) {
+  const auto& s = cache.shape();
+  const std::int64_t T = s.tokens, N = s.width(), c = N * static_cast<std::int64_t>(layers.size());
+  std::vector<float> x(static_cast<std::size_t>(T * c));
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    const auto layer = cache.layer(layers[i], part);
+    if (static_cast<std::int64_t>(layer.data.size()) != T * N)
+      fail("{}: layer {} {} has {} values, expected T·H·D = {}", cache.describe(), layers[i], to_string(part),
+           layer.data.size(), T * N);
+    for (std::int64_t t = 0; t < T; ++t)
+      std::copy_n(layer.data.begin() + t * N, N, x.begin() + t * c + static_cast<std::int64_t>(i) * N);
+  }
+  return x;
+}
+
+template <typename T>
+std::vector<T> convert(const float* src, std::size_t n) {
+  return std::vector<T>(src, src + n);
+}
+
+// Top-r eigenpairs of C = XᵀX (Gram accumulated over token blocks in precision R), vectors
+// reversed to descending order into f.v / f.energy.
+template <typename R>
+void gram_route(linalg::Backend& be, const std::vector<float>& x, std::int64_t T, std::int64_t c, std::int64_t r,
+                Factors& f) {
+  std::vector<R> gram(static_cast<std::size_t>(c * c), R(0));
+  if constexpr (std::is_same_v<R, float>) {
+    be.gram(x.data(), T, c, c, 1.f, 0.f, gram.data(), c);
+  } else {
+    // f64 Gram from f32 data: widen one token block at a time (≈32 MiB), never the whole group.
+    const std::int64_t block = std::max<std::int64_t>(1, (std::int64_t{1} << 22) / c);
+    std::vector<R> buf;
+    for (std::int64_t t0 = 0; t0 < T; t0 += block) {
+      const auto n = std::min(block, T - t0);
+      buf.assign(x.begin() + t0 * c, x.begin() + (t0 + n) * c);
+      be.gram(buf.data(), n, c, c, R(1), R(1), gram.data(), c);
+    }
+  }
+  std::vector<R> w(static_cast<std::size_t>(r)), vecs(static_cast<std::size_t>(c * r));
+  be.eigh_top(gram.data(), c, c, r, w.data(), vecs.data(), c);
+  f.v.resize(static_cast<std::size_t>(c * r));
+  f.energy.resize(static_cast<std::size_t>(r));
+  for (std::int64_t j = 0; j < r; ++j) {  // ascending → descending
+    const auto src = r - 1 - j;
+    std::copy_n(vecs.begin() + src * c, c, f.v.begin() + j * c);
+    f.energy[static_cast<std::size_t>(j)] = std::max(static_cast<double>(w[static_cast<std::size_t>(src)]), 0.0);
+  }
+}
+
+// Thin SVD of X (T < columns, where the c×c Gram would be larger than X): X row-major is the
+// column-major Xᵀ = U·S·Wᵀ, so X's right singular vectors are U's columns, already descending.
+template <typename R>
+void gesdd_route(linalg::Backend& be, const float* x, std::int64_t T, std::int64_t c, std::int64_t r, Factors& f) {
+  const std::int64_t k = std::min(T, c);
+  auto xt = convert<R>(x, static_cast<std::size_t>(T * c));
+  std::vector<R> sigma(static_cast<std::size_t>(k)), u(static_cast<std::size_t>(c * k)), wt(static_cast<std::size_t>(k * k));
+  be.svd_thin(xt.data(), c, T, c, sigma.data(), u.data(), c, wt.data(), k);
+  f.v.assign(u.begin(), u.begin() + c * r);
+  f.energy.resize(static_cast<std::size_t>(r));
+  for (std::int64_t j = 0; j < r; ++j) f.energy[static_cast<std::size_t>(j)] = double(sigma[j]) * double(sigma[j]);
+}
+
+// HMT Alg. 4.4: Y = X·Ω, then q rounds of Xᵀ·Q and X·Q, Householder-orthonormalised after every
+// product; V_r = top right singular vectors of QᵀX (an ℓ×c SVD in precision R). Products in f32.
+template <typename R>
+void randomized_route(linalg::Backend& be, const std::vector<float>& x, std::int64_t T, std::int64_t c,
+                      std::int64_t r, const Plan& plan, std::uint64_t stream, Factors& f) {
+  const std::int64_t ell = std::min(r + plan.oversample, std::min(T, c));
+  std::seed_seq seq{static_cast<std::uint32_t>(plan.seed), static_cast<std::uint32_t>(plan.seed >> 32),
+                    static_cast<std::uint32_t>(stream), static_cast<std::uint32_t>(stream >> 32)};
+  std::mt19937_64 rng(seq);
+  std::normal_distribution<float> normal;
+  std::vector<float> omega(static_cast<std::size_t>(c * ell));
+  for (auto& v : omega) v = normal(rng);
+  std::vector<float> y(static_cast<std::size_t>(T * ell)), w(static_cast<std::size_t>(c * ell));
+  // X = (Xᵀ)ᵀ with Xᵀ the column-major c×T view of the row-major data.
+  be.gemm(true, false, T, ell, c, 1.f, x.data(), c, omega.data(), c, 0.f, y.data(), T);  // Y = X·Ω  [T×ℓ]
+  be.orthonormalize(y.data(), T, ell, T);
+  for (std::int64_t it = 0; it < plan.iters; ++it) {
+    be.gemm(false, false, c, ell, T, 1.f, x.data(), c, y.data(), T, 0.f, w.data(), c);  // W = Xᵀ·Q  [c×ℓ]
+    be.orthonormalize(w.data(), c, ell, c);
+    be.gemm(true, false, T, ell, c, 1.f, x.data(), c, w.data(), c, 0.f, y.data(), T);  // Y = X·W
+    be.orthonormalize(y.data(), T, ell, T);
+  }
+  be.gemm(false, false, c, ell, T, 1.f, x.data(), c, y.data(), T, 0.f, w.data(), c);  // (QᵀX)ᵀ = XᵀQ  [c×ℓ]
+  // (QᵀX)ᵀ = U·S·Zᵀ: the right singular vectors of QᵀX are U's columns.
+  auto wr = convert<R>(w.data(), w.size());
+  std::vector<R> sigma(static_cast<std::size_t>(ell)), u(static_cast<std::size_t>(c * ell)),
+      zt(static_cast<std::size_t>(ell * ell));
+  be.svd_thin(wr.data(), c, ell, c, sigma.data(), u.data(), c, zt.data(), ell);
+  f.v.assign(u.begin(), u.begin() + c * r);
+}
+
+Factors decompose(linalg::Backend& be, const std::vector<float>& x, std::int64_t T, std::int64_t c, std::int64_t rank,
+                  const Plan& plan, std::uint64_t stream) {
+  Factors f;
+  for (float v : x) f.trace += double(v) * double(v);
+  f.rank = std::min({rank, T, c});
+  const std::int64_t r = f.rank;
+  if (r == 0) return f;
+  const std::string prec = plan.f64 ? "f64" : "f32";
+  if (plan.randomized) {
+    f.route = "randomized-" + prec;
+    plan.f64 ? randomized_route<double>(be, x, T, c, r, plan, stream, f)
+             : randomized_route<float>(be, x, T, c, r, plan, stream, f);
+  } else if (T >= c) {
+    f.route = "gram-" + prec;
+    plan.f64 ? gram_route<double>(be, x, T, c, r, f) : gram_route<float>(be, x, T, c, r, f);
+  } else {
+    f.route = "gesdd-" + prec;
+    plan.f64 ? gesdd_route<double>(be, x.data(), T, c, r, f) : gesdd_route<float>(be, x.data(), T, c, r, f);
+  }
+  // A = X·V_r: Aᵀ (r×T, the column-major view of row-major A [T, r]) = V_rᵀ·Xᵀ.
+  f.a.resize(static_cast<std::size_t>(T * r));
+  be.gemm(true, false, r, T, c, 1.f, f.v.data(), c, x.data(), c, 0.f, f.a.data(), r);
+  if (plan.randomized) {
+    f.energy.assign(static_cast<std::size_t>(r), 0.0);
+    for (std::int64_t t = 0; t < T; ++t)
+      for (std::int64_t j = 0; j < r; ++j) {
+        const double v = f.a[static_cast<std::size_t>(t * r + j)];
+        f.energy[static_cast<std::size_t>(j)] += v * v;
+      }
+  }
+  return f;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The compressed cache
+
+class LowRankCompressed final : public Compressed {
+ public:
+  LowRankCompressed(const CacheShape& shape, const Plan& plan, linalg::Backend& backend)
+      : shape_(shape), plan_(plan), backend_(&backend) {
+    a_slot_.assign(plan_.groups.size() * 2, kNone);
+    b_slot_.assign(static_cast<std::size_t>(shape_.layers) * 2, kNone);
+    dense_slot_.assign(b_slot_.size(), kNone);
+    group_notes_.assign(plan_.groups.size(), nlohmann::json::object());
+    for (std::size_t g = 0; g < plan_.groups.size(); ++g) group_notes_[g]["layers"] = plan_.groups[g];
+  }
+
+  // Stores the first min(asked, f.rank) factors of group g's part (a prefix: the top eigenvectors nest).
+  void add_factors(std::size_t g, Part part, const Factors& f, std::int64_t asked) {
+    const std::int64_t T = shape_.tokens, N = shape_.width();
+    const std::int64_t r = std::min(asked, f.rank);
+    const auto c = N * static_cast<std::int64_t>(plan_.groups[g].size());
+    const auto p = static_cast<std::size_t>(part_index(part));
+    std::vector<float> a(static_cast<std::size_t>(T * r));
+    for (std::int64_t t = 0; t < T; ++t) std::copy_n(f.a.begin() + t * f.rank, r, a.begin() + t * r);
+    a_slot_[g * 2 + p] = tensors_.size();
+    tensors_.push_back(StoredTensor::fp16(fmt::format("group{}/{}/A", g, to_string(part)), {T, r}, std::move(a),
+                                          QuantLayout::per_token, true));
+    for (std::size_t i = 0; i < plan_.groups[g].size(); ++i) {
+      const int l = plan_.groups[g][i];
+      std::vector<float> b(static_cast<std::size_t>(r * N));  // B_l[j, n] = V_r[i·N + n, j]
+      for (std::int64_t j = 0; j < r; ++j)
+        std::copy_n(f.v.begin() + j * c + static_cast<std::int64_t>(i) * N, N, b.begin() + j * N);
+      b_slot_[static_cast<std::size_t>(l) * 2 + p] = tensors_.size();
+      tensors_.push_back(StoredTensor::fp16(fmt::format("layer{}/{}/B", l, to_string(part)), {r, N}, std::move(b),
+                                            QuantLayout::per_token, false));
+    }
+    group_notes_[g][std::string(to_string(part))] = {{"rank", asked},
+                                                      {"effective_rank", r},
+                                                      {"route", f.route},
+                                                      {"predicted_rel_error", f.predicted_rel_error(r)}};
+  }
+
+  void add_dense(int layer, Part part, std::vector<float> values) {
+    dense_slot_[static_cast<std::size_t>(layer) * 2 + part_index(part)] = tensors_.size();
+    tensors_.push_back(StoredTensor::fp16(fmt::format("layer{}/{}", layer, to_string(part)),
+                                          {shape_.tokens, shape_.width()}, std::move(values),
+                                          part == Part::key ? QuantLayout::per_channel : QuantLayout::per_token, true));
+  }
+
+  void set_authors_ratio(double r) { authors_ratio_ = r; }
+
+  std::vector<StoredTensor*> stored() override {
+    std::vector<StoredTensor*> out;
+    for (auto& t : tensors_) out.push_back(&t);
+    return out;
+  }
+
+  LayerKV reconstruct(int layer) const override {
+    if (layer < 0 || layer >= shape_.layers) fail("{}: layer {} outside [0, {})", plan_.method, layer, shape_.layers);
+    const std::int64_t T = shape_.tokens;
+    LayerKV out{FloatTensor({T, shape_.kv_heads, shape_.head_dim}), FloatTensor({T, shape_.kv_heads, shape_.head_dim}), {}};
+    for (Part part : kParts) rebuild(layer, part, part == Part::key ? out.key.data : out.value.data);
+    return out;
+  }
+
+  nlohmann::json notes() const override {
+    nlohmann::json uncompressed = nlohmann::json::array();
+    for (int l = 0; l < shape_.layers; ++l)
+      if (plan_.group_of[static_cast<std::size_t>(l)] < 0) uncompressed.push_back(l);
+    nlohmann::json n = {{"method", plan_.method},
+                        {"solver", plan_.randomized ? "randomized" : "exact"},
+                        {"precision", plan_.f64 ? "f64" : "f32"},
+                        {"groups", group_notes_},
+                        {"uncompressed_layers", uncompressed},
+                        {"authors_ratio", authors_ratio_}};
+    if (plan_.randomized) {  // what reproduces the sketch
+      n["seed"] = plan_.seed;
+      n["oversample"] = plan_.oversample;
+      n["iters"] = plan_.iters;
+    }
+    return n;
+  }
+
+ private:
+  // X̂_l from the stored values only (a chained quantizer may have changed them).
+  void rebuild(int layer, Part part, std::vector<float>& out) const {
+    const auto p = static_cast<std::size_t>(part_index(part));
+    const std::int64_t T = shape_.tokens, N = shape_.width();
+    if (const auto d = dense_slot_[static_cast<std::size_t>(layer) * 2 + p]; d != kNone) {
+      out = tensors_[d].values;
+      return;
+    }
+    const auto g = static_cast<std::size_t>(plan_.group_of[static_cast<std::size_t>(layer)]);
+    const auto& a = tensors_[a_slot_[g * 2 + p]];
+    const auto& b = tensors_[b_slot_[static_cast<std::size_t>(layer) * 2 + p]];
+    const std::int64_t r = a.shape.at(1);
+    if (static_cast<std::int64_t>(a.values.size()) != T * r || static_cast<std::int64_t>(b.values.size()) != r * N)
+      fail("{}: stored {} / {} have {} / {} values, expected {} / {}", plan_.method, a.name, b.name, a.values.size(),
+           b.values.size(), T * r, r * N);
+    if (r == 0 || T == 0) {
+      std::fill(out.begin(), out.end(), 0.f);
+      return;
+    }
+    // X̂_lᵀ (N×T, column-major view of row-major X̂_l) = B_lᵀ·Aᵀ; B_l row-major [r, N] is the
+    // column-major B_lᵀ (N×r), A row-major [T, r] the column-major Aᵀ (r×T).
+    backend_->gemm(false, false, N, T, r, 1.f, b.values.data(), N, a.values.data(), r, 0.f, out.data(), N);
+  }
+
+  CacheShape shape_;
+  Plan plan_;
+  linalg::Backend* backend_;
+  std::vector<StoredTensor> tensors_;
+  std::vector<std::size_t> a_slot_;      // [groups·2] group's A per part
+  std::vector<std::size_t> b_slot_;      // [L·2] layer's B per part
+  std::vector<std::size_t> dense_slot_;  // [L·2] uncompressed layer per part
+  std::vector<nlohmann::json> group_notes_;
+  double authors_ratio_ = 0;
+};
+
+// Compresses with one plan at several (rk, rv) pairs: one decomposition per group and part at
+// the largest rank, sliced for every pair. Reads each (layer, part) once, one group at a time.
+std::vector<std::unique_ptr<Compressed>> run(const CompressContext& ctx, const std::vector<StageSpec>& specs) {
+  const auto& shape = ctx.cache.shape();
+  const Plan plan = make_plan(specs.at(0), shape.layers);
+  std::vector<std::unique_ptr<LowRankCompressed>> reps;
+  for (const auto& s : specs) {
+    reps.push_back(std::make_unique<LowRankCompressed>(shape, make_plan(s, shape.layers), ctx.backend));
+    reps.back()->set_authors_ratio(low_rank_accounting(shape, s).authors_ratio);
+  }
+  const std::int64_t T = shape.tokens, N = shape.width();
+  for (std::size_t g = 0; g < plan.groups.size(); ++g)
+    for (Part part : kParts) {
+      if (!plan.compresses(part)) continue;
+      std::int64_t r_max = 0;
+      for (const auto& s : specs) r_max = std::max(r_max, s.get_int(part == Part::key ? "rk" : "rv"));
+      const auto c = N * static_cast<std::int64_t>(plan.groups[g].size());
+      const auto x = read_group(ctx.cache, plan.groups[g], part);
+      const auto f = decompose(ctx.backend, x, T, c, r_max, plan, g * 2 + static_cast<std::uint64_t>(part_index(part)));
+      for (std::size_t i = 0; i < specs.size(); ++i)
+        reps[i]->add_factors(g, part, f, specs[i].get_int(part == Part::key ? "rk" : "rv"));
+    }
+  for (int l = 0; l < shape.layers; ++l)
+    for (Part part : kParts) {
+      if (plan.group_of[static_cast<std::size_t>(l)] >= 0 && plan.compresses(part)) continue;
+      auto values = ctx.cache.layer(l, part).data;
+      for (std::size_t i = 0; i + 1 < reps.size(); ++i) reps[i]->add_dense(l, part, values);
+      reps.back()->add_dense(l, part, std::move(values));
+    }
+  std::vector<std::unique_ptr<Compressed>> out;
+  for (auto& r : reps) out.push_back(std::move(r));
+  return out;
+}
+
+class LowRankStage final : public TransformStage {
+ public:
+  explicit LowRankStage(StageSpec spec) : spec_(std::move(spec)) {}
+  std::unique_ptr<Compressed> compress(const CompressContext& ctx) const override {
+    return std::move(run(ctx, {spec_}).front());
+  }
+
+ private:
+  StageSpec spec_;
+};
+
+}  // namespace
+
+std::unique_ptr<TransformStage> make_low_rank(const StageSpec& spec) {
+  if (spec.method != "svd" && spec.method != "xkv") fail("low-rank compressor: '{}' is neither svd nor xkv", spec.method);
+  return std::make_unique<LowRankStage>(spec);
+}
+
+std::vector<std::unique_ptr<Compressed>> compress_low_rank_sweep(const CompressContext& ctx,
+                                                                 const std::vector<StageSpec>& variants) {
+  if (variants.empty()) return {};
+  // One shared decomposition is exact only for the exact solver: a randomized sketch depends
+  // on its width r + p, so a spec's result would depend on what it was swept with.
+  const auto same_but_ranks = [&](const StageSpec& s) {
+    if (s.method != variants[0].method || s.params.size() != variants[0].params.size()) return false;
+    for (std::size_t i = 0; i < s.params.size(); ++i)
+      if (s.params[i].first != "rk" && s.params[i].first != "rv" && s.params[i] != variants[0].params[i]) return false;
+    return true;
+  };
+  const bool share = (variants[0].method == "svd" || variants[0].method == "xkv") &&
+                     std::all_of(variants.begin(), variants.end(), same_but_ranks) &&
+                     variants[0].get("solver") == "exact";
+  if (share) return run(ctx, variants);
+  std::vector<std::unique_ptr<Compressed>> out;
+  for (const auto& v : variants) out.push_back(make_low_rank(v)->compress(ctx));
+  return out;
+}
+
+LowRankAccounting low_rank_accounting(const CacheShape& shape, const StageSpec& spec) {
+  const Plan plan = make_plan(spec, shape.layers);
+  const std::int64_t T = shape.tokens, N = shape.width();
+  LowRankAccounting acc;
+  double authors_elements = 0;
+  for (int l = 0; l < shape.layers; ++l)
+    for (Part part : kParts)
+      if (plan.group_of[static_cast<std::size_t>(l)] < 0 || !plan.compresses(part)) {
+        acc.stored_bytes += 2 * T * N;
+        authors_elements += static_cast<double>(T * N);
+      }
+  for (const auto& g : plan.groups) {
+    const auto c = N * static_cast<std::int64_t>(g.size());
+    for (Part part : kParts) {
+      if (!plan.compresses(part)) continue;
+      const auto r = std::min({plan.rank(part), T, c});
+      acc.stored_bytes += 2 * (T * r + r * c);
+      authors_elements += static_cast<double>(T + c) * static_cast<double>(plan.rank(part));
+    }
+  }
+  const auto dense = static_cast<double>(dense_fp16_bytes(shape));
+  acc.stored_ratio = acc.stored_bytes > 0 ? dense / static_cast<double>(acc.stored_bytes) : 0.0;
+  acc.authors_ratio = authors_elements > 0 ? dense / 2.0 / authors_elements : 0.0;
+  return acc;
+}
+
+}  // namespace kvlab::compressors

@@ -1,0 +1,406 @@
+#include "compressors/minicache.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <limits>
+
+#include "core/error.h"
+
+namespace kvlab::compressors {
+
+MethodDef minicache_method() {
+  MethodDef m;
+  m.name = "minicache";
+  m.kind = StageKind::transform;
+  m.help =
+      "MiniCache: SLERP-merge adjacent layer pairs (start, start+1), … of [start, end] per (token, KV head) row, "
+      "keys pre-RoPE; store one direction and both magnitudes per merged row, the original rows of both layers "
+      "for rows on the retained side of min Ω + γ·(max Ω − min Ω) (reference/methods.md §1.9, §4)";
+  m.params = {
+      {"t", ParamType::real, "0.6", "SLERP weight of the later layer of a pair (paper 0.6; xKV's code 0.5)", {}, 0.0, 1.0},
+      {"gamma", ParamType::real, "0.05", "retention threshold as a fraction of the pair's Ω range (paper and xKV 0.05)",
+       {}, 0.0, 1.0},
+      {"start", ParamType::integer, "-1", "first layer of the first pair; -1 = L/2 (paper: from the middle layer)", {},
+       -1, 1e9},
+      {"end", ParamType::integer, "-1", "last layer a pair may use; -1 = L-1", {}, -1, 1e9},
+      {"retain", ParamType::choice, "below",
+       "rows kept unmerged: below = Omega <= threshold (xKV/CommonKV code), above = Omega > threshold (abstract)",
+       {"below", "above"}},
+      {"scope", ParamType::choice, "global",
+       "threshold min/max over all heads and tokens of the pair (global, xKV) or per KV head (head)",
+       {"global", "head"}},
+      {"part", ParamType::choice, "both", "which part is merged; the other is stored dense", {"both", "key", "value"}},
+  };
+  m.resolve = [](StageSpec& spec, const std::vector<std::string>&) {
+    const auto start = spec.get_int("start"), end = spec.get_int("end");
+    if (start >= 0 && end >= 0 && end < start + 1)
+      fail("spec 'minicache': key 'end' = {} leaves no layer pair after start = {} (needs end >= start + 1)", end,
+           start);
+  };
+  return m;
+}
+
+namespace {
+
+constexpr std::array<Part, 2> kParts{Part::key, Part::value};
+
+// Norms and angle of one row pair; the direction is computed separately (only merged rows need it).
+struct RowAngle {
+  double norm1 = 0, norm2 = 0, omega = 0;
+  bool degenerate = false;
+};
+
+RowAngle row_angle(const float* x1, const float* x2, int D) {
+  RowAngle r;
+  double s1 = 0, s2 = 0;
+  for (int d = 0; d < D; ++d) {
+    s1 += double{x1[d]} * x1[d];
+    s2 += double{x2[d]} * x2[d];
+  }
+  r.norm1 = std::sqrt(s1);
+  r.norm2 = std::sqrt(s2);
+  if (r.norm1 == 0 || r.norm2 == 0) {
+    r.degenerate = true;  // xKV divides by the norm here and gets NaN
+    return r;
+  }
+  // Ω = 2·atan2(‖u1 − u2‖, ‖u1 + u2‖) is the same angle as arccos(u1·u2) (xKV, the paper) but keeps
+  // full precision near 0 and π, where arccos loses half the digits; identical rows give Ω = 0
+  // exactly.
+  double diff = 0, sum = 0;
+  for (int d = 0; d < D; ++d) {
+    const double u1 = x1[d] / r.norm1, u2 = x2[d] / r.norm2;
+    diff += (u1 - u2) * (u1 - u2);
+    sum += (u1 + u2) * (u1 + u2);
+  }
+  r.omega = 2.0 * std::atan2(std::sqrt(diff), std::sqrt(sum));
+  return r;
+}
+
+// Writes the merged unit direction e [D] of a row pair whose angle is `a`.
+void merge_direction(const float* x1, const float* x2, int D, double t, const RowAngle& a, float* e) {
+  if (a.degenerate) {
+    // One or both rows are zero: the direction of the other restores both (the zero row as
+    // e·0 = 0 exactly); two zero rows give e = 0.
+    const float* src = a.norm1 > 0 ? x1 : (a.norm2 > 0 ? x2 : nullptr);
+    const double n = a.norm1 > 0 ? a.norm1 : a.norm2;
+    for (int d = 0; d < D; ++d) e[d] = src ? static_cast<float>(src[d] / n) : 0.0f;
+    return;
+  }
+  const double s = std::sin(a.omega);
+  double w1 = 0, w2 = 0;
+  if (s >= 1e-7) {
+    w1 = std::sin((1 - t) * a.omega) / s;
+    w2 = std::sin(t * a.omega) / s;
+  } else {
+    // Ω ≈ 0 (or ≈ π): SLERP's 0/0. xKV falls back to (1−t)·x1 + t·x2 on the raw rows and then
+    // multiplies by the norm again (a magnitude bug: the row comes back scaled by ‖x‖); we
+    // interpolate the unit directions instead and normalise below, which is SLERP's limit.
+    w1 = 1 - t;
+    w2 = t;
+  }
+  const auto mix = [&](int d) { return w1 * (x1[d] / a.norm1) + w2 * (x2[d] / a.norm2); };
+  double norm = 0;
+  for (int d = 0; d < D; ++d) norm += mix(d) * mix(d);
+  norm = std::sqrt(norm);
+  if (norm < 1e-12) {
+    // Antipodal rows at t = 0.5: every direction orthogonal to both is a SLERP midpoint; take
+    // the end t leans to (the later layer at t = 0.5) instead of dividing by zero.
+    const bool second = t >= 0.5;
+    for (int d = 0; d < D; ++d) e[d] = static_cast<float>(second ? x2[d] / a.norm2 : x1[d] / a.norm1);
+    return;
+  }
+  // SLERP of unit vectors is a unit vector; dividing by the computed norm only removes rounding,
+  // so e·‖x‖ gives back the row's norm to float precision.
+  for (int d = 0; d < D; ++d) e[d] = static_cast<float>(mix(d) / norm);
+}
+
+struct Options {
+  double t = 0.6, gamma = 0.05;
+  std::int64_t start = -1, end = -1;  // as written; -1 resolved against L in compress
+  bool retain_above = false;
+  bool scope_head = false;
+  bool merge[2] = {true, true};  // key, value
+  std::string retain, scope, part;
+};
+
+// One (pair, part, KV head) block: rows of the head's T tokens, merged or retained.
+struct Block {
+  std::vector<std::int32_t> retained;  // token indices kept unmerged, ascending
+  int direction = -1;   // slot of [m, D] merged directions (−1 when m = 0)
+  int magnitudes = -1;  // slot of [2, m] magnitudes: row 0 the earlier layer, row 1 the later
+  int original1 = -1, original2 = -1;  // slots of the retained rows [r, D] of each layer (−1 when r = 0)
+  int index = -1;       // slot of the int32 indices [r] (metadata)
+};
+
+class MiniCacheCompressed final : public Compressed {
+ public:
+  MiniCacheCompressed(const CompressContext& ctx, const Options& opt)
+      : shape_(ctx.cache.shape()), rope_(ctx.cache.rope()), positions_(ctx.cache.positions()), opt_(opt) {
+    const int L = shape_.layers;
+    const std::string where = fmt::format("minicache on {}", ctx.cache.describe());
+    if (opt.start >= L)
+      fail("{}: key 'start' = {} is beyond the last layer {} (L = {})", where, opt.start, L - 1, L);
+    if (opt.end >= L) fail("{}: key 'end' = {} is beyond the last layer {} (L = {})", where, opt.end, L - 1, L);
+    start_ = opt.start >= 0 ? static_cast<int>(opt.start) : L / 2;
+    end_ = opt.end >= 0 ? static_cast<int>(opt.end) : L - 1;
+    if (opt.start >= 0 && start_ + 1 > end_)
+      fail("{}: key 'start' = {} leaves no layer pair within [{}, {}]", where, opt.start, start_, end_);
+    for (int a = start_; a + 1 <= end_; a += 2) pairs_.push_back(a);
+
+    pair_of_.assign(static_cast<std::size_t>(L), -1);
+    for (std::size_t k = 0; k < pairs_.size(); ++k) pair_of_[pairs_[k]] = pair_of_[pairs_[k] + 1] = static_cast<int>(k);
+    dense_slot_.assign(static_cast<std::size_t>(L) * 2, -1);
+    blocks_.resize(pairs_.size() * 2 * static_cast<std::size_t>(shape_.kv_heads));
+    merged_fraction_.assign(pairs_.size() * 2, 0.0);
+    thresholds_.resize(pairs_.size() * 2);
+
+    for (int l = 0; l < L; ++l)
+      for (int p = 0; p < 2; ++p)
+        if (pair_of_[l] < 0 || !opt_.merge[p]) store_dense(ctx.cache, l, p);
+    for (std::size_t k = 0; k < pairs_.size(); ++k)
+      for (int p = 0; p < 2; ++p)
+        if (opt_.merge[p]) merge_pair(ctx.cache, static_cast<int>(k), p);
+  }
+
+  std::vector<StoredTensor*> stored() override {
+    std::vector<StoredTensor*> out;
+    for (auto& t : tensors_) out.push_back(&t);
+    return out;
+  }
+
+  LayerKV reconstruct(int layer) const override {
+    if (layer < 0 || layer >= shape_.layers)
+      fail("minicache: layer {} outside [0, {})", layer, shape_.layers);
+    const int H = shape_.kv_heads, D = shape_.head_dim;
+    const std::int64_t T = shape_.tokens;
+    LayerKV out{FloatTensor({T, H, D}), FloatTensor({T, H, D}), {}};
+    for (int p = 0; p < 2; ++p) {
+      auto& dst = p == 0 ? out.key : out.value;
+      const int slot = dense_slot_[static_cast<std::size_t>(layer) * 2 + p];
+      if (slot >= 0) {
+        dst.data = tensors_[slot].values;
+        // Dense keys are stored post-RoPE (as the model's cache and a chained KIVI see them).
+        if (p == 0) rope_.apply(dst.span(), T, H, positions_, /*inverse=*/true);
+        continue;
+      }
+      const int k = pair_of_[layer];
+      const int which = layer - pairs_[k];  // 0: earlier layer, 1: later layer
+      for (int h = 0; h < H; ++h) {
+        const auto& b = block(k, p, h);
+        const float* dir = b.direction >= 0 ? tensors_[b.direction].values.data() : nullptr;
+        const float* mag = nullptr;
+        std::int64_t m = 0;
+        if (b.magnitudes >= 0) {
+          m = tensors_[b.magnitudes].shape[1];
+          mag = tensors_[b.magnitudes].values.data() + which * m;
+        }
+        const float* orig = nullptr;
+        if (!b.retained.empty()) orig = tensors_[which == 0 ? b.original1 : b.original2].values.data();
+        std::size_t j = 0;
+        std::int64_t i = 0;
+        for (std::int64_t t = 0; t < T; ++t) {
+          float* row = dst.data.data() + (t * H + h) * D;
+          if (j < b.retained.size() && b.retained[j] == t) {
+            std::copy_n(orig + static_cast<std::int64_t>(j) * D, D, row);
+            ++j;
+          } else {
+            for (int d = 0; d < D; ++d) row[d] = dir[i * D + d] * mag[i];
+            ++i;
+          }
+        }
+      }
+    }
+    return out;
+  }
+
+  nlohmann::json notes() const override {
+    nlohmann::json n;
+    const int L = shape_.layers;
+    const auto merged_pairs = static_cast<int>(pairs_.size());
+    n["retain"] = opt_.retain_above ? "above: rows with Omega > threshold kept unmerged (the abstract's reading)"
+                                    : "below: rows with Omega <= threshold kept unmerged (xKV/CommonKV code)";
+    n["scope"] = opt_.scope;
+    n["part"] = opt_.part;
+    n["t"] = opt_.t;
+    n["gamma"] = opt_.gamma;
+    n["layers"] = nlohmann::json::array({start_, end_});
+    n["pairs"] = merged_pairs;
+    // xKV's count (reference/methods.md §1.5): L/(L − merged pairs), ignoring magnitudes,
+    // retained rows and indices; the measured ratio comes from the stored bytes.
+    n["authors_ratio"] = L - merged_pairs > 0 ? static_cast<double>(L) / (L - merged_pairs) : 0.0;
+    n["authors_ratio_formula"] = "L / (L - merged pairs) (xKV), counts K and V merged whatever 'part' is";
+    auto per_pair = nlohmann::json::object();
+    double total = 0;
+    int count = 0;
+    for (std::size_t k = 0; k < pairs_.size(); ++k) {
+      auto entry = nlohmann::json::object();
+      for (int p = 0; p < 2; ++p) {
+        if (!opt_.merge[p]) continue;
+        const std::string part{to_string(kParts[p])};
+        entry[part] = merged_fraction_[k * 2 + p];
+        entry[part + "_threshold"] = thresholds_[k * 2 + p];
+        total += merged_fraction_[k * 2 + p];
+        ++count;
+      }
+      per_pair[fmt::format("{}-{}", pairs_[k], pairs_[k] + 1)] = entry;
+    }
+    n["merged_fraction_per_pair"] = per_pair;  // merged rows / (T·H_kv), per part, and Ω thresholds (radians)
+    n["merged_fraction"] = count > 0 ? total / count : 0.0;
+    n["keys"] = "pre-RoPE in merged pairs, post-RoPE in dense layers";
+    return n;
+  }
+
+ private:
+  Block& block(int k, int p, int h) { return blocks_[(static_cast<std::size_t>(k) * 2 + p) * shape_.kv_heads + h]; }
+  const Block& block(int k, int p, int h) const {
+    return blocks_[(static_cast<std::size_t>(k) * 2 + p) * shape_.kv_heads + h];
+  }
+
+  int add(StoredTensor t) {
+    tensors_.push_back(std::move(t));
+    return static_cast<int>(tensors_.size()) - 1;
+  }
+
+  // [T, H·D] fp16; keys rotated to post-RoPE as the dense baseline stores them.
+  void store_dense(const CacheSource& cache, int l, int p) {
+    auto x = cache.layer(l, kParts[p]);
+    const std::int64_t T = shape_.tokens;
+    if (p == 0) rope_.apply(x.span(), T, shape_.kv_heads, positions_);
+    dense_slot_[static_cast<std::size_t>(l) * 2 + p] =
+        add(StoredTensor::fp16(fmt::format("layer{}/{}", l, to_string(kParts[p])), {T, shape_.width()},
+                               std::move(x.data), p == 0 ? QuantLayout::per_channel : QuantLayout::per_token, true));
+  }
+
+  void merge_pair(const CacheSource& cache, int k, int p) {
+    const int a = pairs_[k], H = shape_.kv_heads, D = shape_.head_dim;
+    const std::int64_t T = shape_.tokens, rows = T * H;
+    const auto x1 = cache.layer(a, kParts[p]);
+    const auto x2 = cache.layer(a + 1, kParts[p]);
+
+    // Pass 1: angles, and the threshold min Ω + γ·(max Ω − min Ω) per scope group (degenerate
+    // rows excluded: their Ω is undefined).
+    std::vector<RowAngle> ang(static_cast<std::size_t>(rows));
+    for (std::int64_t r = 0; r < rows; ++r) ang[r] = row_angle(x1.data.data() + r * D, x2.data.data() + r * D, D);
+    const int groups = opt_.scope_head ? H : 1;
+    std::vector<double> lo(groups, std::numeric_limits<double>::infinity());
+    std::vector<double> hi(groups, -std::numeric_limits<double>::infinity());
+    for (std::int64_t r = 0; r < rows; ++r) {
+      if (ang[r].degenerate) continue;
+      const int g = opt_.scope_head ? static_cast<int>(r % H) : 0;
+      lo[g] = std::min(lo[g], ang[r].omega);
+      hi[g] = std::max(hi[g], ang[r].omega);
+    }
+    std::vector<double> thr(groups);
+    auto& thr_note = thresholds_[static_cast<std::size_t>(k) * 2 + p];
+    thr_note = nlohmann::json::array();
+    for (int g = 0; g < groups; ++g) {
+      thr[g] = std::isfinite(lo[g]) ? lo[g] + opt_.gamma * (hi[g] - lo[g]) : 0.0;
+      thr_note.push_back(thr[g]);
+    }
+
+    // Pass 2: per head, merged rows → direction + magnitudes, retained rows → both originals.
+    const std::string prefix = fmt::format("pair{}-{}/{}", a, a + 1, to_string(kParts[p]));
+    const auto quant = p == 0 ? QuantLayout::per_channel : QuantLayout::per_token;
+    std::int64_t merged_total = 0;
+    for (int h = 0; h < H; ++h) {
+      auto& b = block(k, p, h);
+      const double th = thr[opt_.scope_head ? h : 0];
+      std::vector<float> dir, mag1, mag2, orig1, orig2;
+      for (std::int64_t t = 0; t < T; ++t) {
+        const auto r = t * H + h;
+        const auto& g = ang[r];
+        const float* r1 = x1.data.data() + r * D;
+        const float* r2 = x2.data.data() + r * D;
+        // Zero rows are always merged: e·0 restores them exactly and costs no retained storage.
+        const bool keep = !g.degenerate && (opt_.retain_above ? g.omega > th : g.omega <= th);
+        if (keep) {
+          b.retained.push_back(static_cast<std::int32_t>(t));
+          orig1.insert(orig1.end(), r1, r1 + D);
+          orig2.insert(orig2.end(), r2, r2 + D);
+        } else {
+          dir.resize(dir.size() + D);
+          merge_direction(r1, r2, D, opt_.t, g, dir.data() + dir.size() - D);
+          mag1.push_back(static_cast<float>(g.norm1));
+          mag2.push_back(static_cast<float>(g.norm2));
+        }
+      }
+      const auto m = static_cast<std::int64_t>(mag1.size());
+      const auto n_ret = static_cast<std::int64_t>(b.retained.size());
+      merged_total += m;
+      const std::string head = fmt::format("{}/head{}/", prefix, h);
+      if (m > 0) {
+        b.direction = add(StoredTensor::fp16(head + "direction", {m, D}, std::move(dir), QuantLayout::per_token, true));
+        mag1.insert(mag1.end(), mag2.begin(), mag2.end());
+        b.magnitudes = add(StoredTensor::fp16(head + "magnitudes", {2, m}, std::move(mag1), QuantLayout::none, false));
+      }
+      if (n_ret > 0) {
+        b.original1 = add(StoredTensor::fp16(fmt::format("{}retained{}", head, a), {n_ret, D}, std::move(orig1), quant, true));
+        b.original2 =
+            add(StoredTensor::fp16(fmt::format("{}retained{}", head, a + 1), {n_ret, D}, std::move(orig2), quant, true));
+        b.index = add(StoredTensor::metadata(head + "retained_index", {n_ret}, n_ret * 4, "int32"));
+      }
+    }
+    merged_fraction_[static_cast<std::size_t>(k) * 2 + p] = rows > 0 ? static_cast<double>(merged_total) / rows : 0.0;
+  }
+
+  CacheShape shape_;
+  core::Rope rope_;
+  std::vector<std::int64_t> positions_;
+  Options opt_;
+  int start_ = 0, end_ = 0;
+  std::vector<int> pairs_;       // first layer of each pair
+  std::vector<int> pair_of_;     // [L] pair index or −1
+  std::vector<int> dense_slot_;  // [L·2] slot of the dense [T, H·D] tensor, −1 when merged
+  std::vector<Block> blocks_;    // [pairs·2·H]
+  std::vector<double> merged_fraction_;       // [pairs·2]
+  std::vector<nlohmann::json> thresholds_;    // [pairs·2] Ω thresholds (radians), one per scope group
+  std::vector<StoredTensor> tensors_;
+};
+
+class MiniCache final : public TransformStage {
+ public:
+  explicit MiniCache(Options opt) : opt_(std::move(opt)) {}
+  std::unique_ptr<Compressed> compress(const CompressContext& ctx) const override {
+    return std::make_unique<MiniCacheCompressed>(ctx, opt_);
+  }
+
+ private:
+  Options opt_;
+};
+
+}  // namespace
+
+SlerpRow slerp_rows(std::span<const float> x1, std::span<const float> x2, double t) {
+  if (x1.size() != x2.size()) fail("minicache slerp: rows of {} and {} values", x1.size(), x2.size());
+  const int D = static_cast<int>(x1.size());
+  const auto a = row_angle(x1.data(), x2.data(), D);
+  SlerpRow out;
+  out.direction.resize(x1.size());
+  merge_direction(x1.data(), x2.data(), D, t, a, out.direction.data());
+  out.omega = a.omega;
+  out.norm1 = a.norm1;
+  out.norm2 = a.norm2;
+  out.degenerate = a.degenerate;
+  return out;
+}
+
+std::unique_ptr<TransformStage> make_minicache(const StageSpec& spec) {
+  Options o;
+  o.t = spec.get_real("t");
+  o.gamma = spec.get_real("gamma");
+  o.start = spec.get_int("start");
+  o.end = spec.get_int("end");
+  o.retain = spec.get("retain");
+  o.scope = spec.get("scope");
+  o.part = spec.get("part");
+  o.retain_above = o.retain == "above";
+  o.scope_head = o.scope == "head";
+  o.merge[0] = o.part != "value";
+  o.merge[1] = o.part != "key";
+  return std::make_unique<MiniCache>(std::move(o));
+}
+
+}  // namespace kvlab::compressors

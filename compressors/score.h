@@ -1,0 +1,55 @@
+// Scoring a compressed cache against the original (DESIGN.md "Scores"):
+//   key/value error   ‖X − X̂‖_F / ‖X‖_F per layer, over the cells the compressed cache holds
+//                     (so eviction is judged on what it kept; what it dropped shows in attention);
+//   attention output  ‖O − Ô‖_F / ‖O‖_F over the dumped query window, all query heads, where
+//                     O = softmax(q·Kᵀ/√D, causal)·V with RoPE applied at the true positions and Ô
+//                     the same over the compressed cache (evicted cells excluded);
+//   attention KL      mean over window queries and query heads of KL(p̂ ‖ p) (nats), p̂ the
+//                     compressed attention, p the exact one: finite for eviction, where it equals
+//                     −log(attention mass kept) when the kept keys are exact;
+//   bytes             Σ stored bytes, and the ratio against the 16-bit dense cache.
+// Overall errors pool the squared errors of all layers (a Frobenius norm over the whole cache).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "compressors/cache_source.h"
+#include "compressors/compressed.h"
+#include "linalg/backend.h"
+
+namespace kvlab::compressors {
+
+struct LayerScore {
+  double key_error = 0, value_error = 0;  // relative Frobenius, kept cells
+  double attn_output_error = 0;           // relative Frobenius over the window
+  double attn_kl = 0;                     // mean KL(p̂ ‖ p), nats
+  double kept_fraction = 1;               // cells held / T·H_kv
+  // Sums the overall figures pool.
+  double key_err2 = 0, key_norm2 = 0, value_err2 = 0, value_norm2 = 0, out_err2 = 0, out_norm2 = 0;
+};
+
+struct Score {
+  std::vector<LayerScore> layers;
+  double key_error = 0, value_error = 0, attn_output_error = 0, attn_kl = 0, kept_fraction = 1;
+  std::int64_t bytes = 0, dense_bytes = 0;
+  double ratio = 0;  // dense_bytes / bytes
+};
+
+// Scores `compressed` against `cache`, layer by layer (one original layer in memory at a time).
+// `on_layer(done, total)` reports progress.
+Score score(const CacheSource& cache, Compressed& compressed, linalg::Backend& backend,
+            const std::function<void(int, int)>& on_layer = {});
+
+// The attention of the window queries of one layer over keys/values [T, H_kv, D] (pre-RoPE),
+// with cells not held excluded: out [W, H_q, D] and, if `log_probs` is non-null, log p
+// [W, H_q, T] (−inf where masked or evicted). Exposed for tests and eviction scoring.
+void window_attention(const CacheSource& cache, int layer, const FloatTensor& key, const FloatTensor& value,
+                      const std::vector<std::uint8_t>& kept, std::vector<double>& out, std::vector<double>* log_probs);
+
+nlohmann::json to_json(const Score& score);
+
+}  // namespace kvlab::compressors

@@ -1,0 +1,143 @@
+// The scorer against brute force: attention recomputed here with plain loops (RoPE'd queries
+// and keys, causal softmax in double), and eviction's KL against its closed form −log(kept mass).
+#include "compressors/score.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "compressors/dense.h"
+#include "compressors/test_caches.h"
+
+namespace kvlab::compressors {
+namespace {
+
+CacheShape small_shape() { return {2, 2, 4, 8, 40, 6, 0}; }  // L, H_kv, H_q, D, T, W
+
+// Brute-force attention of window row w, query head h over keys/values [T, H, D] (pre-RoPE),
+// visible = position ≤ query position and kept. Returns probabilities [T] and the output [D].
+void brute_attention(const CacheSource& c, int layer, const FloatTensor& key, const FloatTensor& value,
+                     const std::vector<std::uint8_t>& kept, int w, int h, std::vector<double>& p, std::vector<double>& o) {
+  const auto& s = c.shape();
+  const int D = s.head_dim, H = s.kv_heads, g = h / s.group_size();
+  const std::int64_t T = s.tokens, qt = T - s.query_window + w;
+  auto q = c.queries(layer);
+  std::vector<float> qrow(q.data.begin() + (w * s.q_heads + h) * D, q.data.begin() + (w * s.q_heads + h + 1) * D);
+  c.rope().apply(qrow, 1, 1, std::vector<std::int64_t>{c.positions()[qt]});
+  p.assign(T, 0.0);
+  o.assign(D, 0.0);
+  double mx = -1e300;
+  std::vector<double> logit(T, -1e300);
+  for (std::int64_t t = 0; t < T; ++t) {
+    if (c.positions()[t] > c.positions()[qt] || (!kept.empty() && !kept[t * H + g])) continue;
+    std::vector<float> krow(key.data.begin() + (t * H + g) * D, key.data.begin() + (t * H + g + 1) * D);
+    c.rope().apply(krow, 1, 1, std::vector<std::int64_t>{c.positions()[t]});
+    double dot = 0;
+    for (int d = 0; d < D; ++d) dot += double{qrow[d]} * krow[d];
+    logit[t] = dot / std::sqrt(double(D));
+    mx = std::max(mx, logit[t]);
+  }
+  double sum = 0;
+  for (std::int64_t t = 0; t < T; ++t) sum += logit[t] > -1e299 ? std::exp(logit[t] - mx) : 0.0;
+  for (std::int64_t t = 0; t < T; ++t) {
+    p[t] = logit[t] > -1e299 ? std::exp(logit[t] - mx) / sum : 0.0;
+    for (int d = 0; d < D; ++d) o[d] += p[t] * value.data[(t * H + g) * D + d];
+  }
+}
+
+TEST(Score, WindowAttentionMatchesBruteForceWithRopeAndCausalMask) {
+  const auto cache = testing::random_cache(small_shape(), 11);
+  const auto& s = cache.shape();
+  const auto key = cache.layer(1, Part::key), value = cache.layer(1, Part::value);
+  std::vector<double> out, logp, p, o;
+  window_attention(cache, 1, key, value, {}, out, &logp);
+  for (int w = 0; w < s.query_window; ++w)
+    for (int h = 0; h < s.q_heads; ++h) {
+      brute_attention(cache, 1, key, value, {}, w, h, p, o);
+      for (int d = 0; d < s.head_dim; ++d) EXPECT_NEAR(out[(w * s.q_heads + h) * s.head_dim + d], o[d], 1e-5);
+      for (std::int64_t t = 0; t < s.tokens; ++t) {
+        const double lp = logp[(w * s.q_heads + h) * s.tokens + t];
+        if (p[t] == 0) EXPECT_TRUE(std::isinf(lp)) << t;  // the causal mask: later tokens invisible
+        else EXPECT_NEAR(std::exp(lp), p[t], 1e-6);
+      }
+    }
+}
+
+// Exact keys and values, but only the cells of `kept` held.
+class MaskedExact final : public Compressed {
+ public:
+  MaskedExact(const CacheSource& c, std::vector<std::uint8_t> kept) : c_(c), kept_(std::move(kept)) {}
+  std::vector<StoredTensor*> stored() override { return {&t_}; }
+  LayerKV reconstruct(int layer) const override {
+    LayerKV kv{c_.layer(layer, Part::key), c_.layer(layer, Part::value), kept_};
+    for (std::size_t i = 0; i < kept_.size(); ++i)
+      if (!kept_[i]) {
+        std::fill_n(kv.key.data.begin() + i * c_.shape().head_dim, c_.shape().head_dim, 0.0f);
+        std::fill_n(kv.value.data.begin() + i * c_.shape().head_dim, c_.shape().head_dim, 0.0f);
+      }
+    return kv;
+  }
+
+ private:
+  const CacheSource& c_;
+  std::vector<std::uint8_t> kept_;
+  StoredTensor t_ = StoredTensor::metadata("x", {1}, 1000, "test");
+};
+
+TEST(Score, EvictionKlIsMinusLogOfTheKeptAttentionMass) {
+  const auto cache = testing::random_cache(small_shape(), 5);
+  const auto& s = cache.shape();
+  std::vector<std::uint8_t> kept(s.tokens * s.kv_heads, 1);
+  for (std::int64_t t = 3; t < 20; t += 2) kept[t * s.kv_heads + (t % 2)] = 0;  // a scattered eviction
+  MaskedExact masked(cache, kept);
+  const auto sc = score(cache, masked, linalg::cpu_backend());
+  std::vector<double> p, o;
+  double expected_kl = 0, held = 0;
+  for (int l = 0; l < s.layers; ++l) {
+    double layer_kl = 0;
+    const auto key = cache.layer(l, Part::key), value = cache.layer(l, Part::value);
+    for (int w = 0; w < s.query_window; ++w)
+      for (int h = 0; h < s.q_heads; ++h) {
+        brute_attention(cache, l, key, value, {}, w, h, p, o);
+        double mass = 0;
+        for (std::int64_t t = 0; t < s.tokens; ++t) mass += kept[t * s.kv_heads + h / s.group_size()] ? p[t] : 0.0;
+        layer_kl += -std::log(mass);
+      }
+    layer_kl /= s.query_window * s.q_heads;
+    EXPECT_NEAR(sc.layers[l].attn_kl, layer_kl, 1e-5) << l;
+    EXPECT_EQ(sc.layers[l].key_error, 0.0);  // the kept cells are exact
+    EXPECT_GT(sc.layers[l].attn_output_error, 1e-3);
+    expected_kl += layer_kl;
+  }
+  for (auto k : kept) held += k;
+  EXPECT_NEAR(sc.attn_kl, expected_kl / s.layers, 1e-5);
+  EXPECT_NEAR(sc.kept_fraction, held / kept.size(), 1e-12);
+  EXPECT_EQ(sc.bytes, 1000);
+  EXPECT_DOUBLE_EQ(sc.ratio, static_cast<double>(dense_fp16_bytes(s)) / 1000);
+}
+
+TEST(Score, UncompressedStorageScoresZeroErrorAtRatioOne) {
+  const auto cache = testing::random_cache(small_shape(), 7);
+  auto full = dense_representation(cache, nullptr);  // keys stored post-RoPE, un-rotated on rebuild
+  const auto sc = score(cache, *full, linalg::cpu_backend());
+  EXPECT_LT(sc.key_error, 1e-6);  // only the fp32 rotate/un-rotate round trip
+  EXPECT_EQ(sc.value_error, 0.0);
+  EXPECT_LT(sc.attn_output_error, 1e-5);
+  EXPECT_LT(sc.attn_kl, 1e-9);
+  EXPECT_EQ(sc.bytes, dense_fp16_bytes(cache.shape()));
+  EXPECT_DOUBLE_EQ(sc.ratio, 1.0);
+  EXPECT_DOUBLE_EQ(sc.kept_fraction, 1.0);
+}
+
+TEST(Score, NoQueryWindowLeavesAttentionMetricsUndefined) {
+  auto shape = small_shape();
+  shape.query_window = 0;
+  const auto cache = testing::random_cache(shape, 2);
+  auto full = dense_representation(cache, nullptr);
+  const auto sc = score(cache, *full, linalg::cpu_backend());
+  EXPECT_TRUE(std::isnan(sc.attn_kl));
+  EXPECT_TRUE(to_json(sc)["attn_kl"].is_null());
+}
+
+}  // namespace
+}  // namespace kvlab::compressors

@@ -1,0 +1,92 @@
+// Compressor specs: strings with a grammar, a canonical printer and sweeps.
+//
+//   chain  := stage ('+' stage)*                  e.g. snapkv:keep=0.5+xkv:g=4,rk=384+kivi:bits=4
+//   stage  := METHOD [':' param (',' param)*]
+//   param  := KEY '=' VALUE
+//   VALUE  := a number or a word (no ',', '+', ':' or '='); in a sweep also
+//             A..B:STEP   (inclusive integer or real range, e.g. rk=64..512:64)
+//             [v1,v2,…]   (a list, e.g. rk=[96,192,384])
+//
+// Parsing fills every key the method has with its default, checks types and ranges, and lets
+// the method resolve derived defaults (xkv's rv = 1.5·rk). Unknown methods and keys are errors
+// that list what is allowed. The canonical form prints every key in the method's declared
+// order, so two specs are the same run exactly when their canonical strings are equal, and
+// parse(print(parse(s))) == parse(s).
+//
+// A chain runs eviction first, then at most one transform (low-rank or merging) on the kept
+// tokens, then quantization of what is stored; stage kinds out of that order are an error.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace kvlab::compressors {
+
+enum class StageKind { eviction, transform, quantizer };
+std::string_view to_string(StageKind kind);
+
+enum class ParamType { integer, real, choice, text };
+
+struct ParamDef {
+  std::string key;
+  ParamType type = ParamType::integer;
+  std::string default_value;         // as it would be written in a spec
+  std::string help;                  // one line: meaning, units, the paper's value
+  std::vector<std::string> choices;  // for ParamType::choice
+  double min = -1e300, max = 1e300;  // inclusive bounds for integer/real
+};
+
+struct StageSpec;
+
+struct MethodDef {
+  std::string name;  // "xkv"
+  StageKind kind = StageKind::transform;
+  std::string help;  // one paragraph for `kvlab compress --help`
+  std::vector<ParamDef> params;
+  // Optional: fills derived defaults and checks cross-key constraints after parsing
+  // (`given` lists the keys the user wrote). Throws kvlab::Error naming the key.
+  std::function<void(StageSpec& spec, const std::vector<std::string>& given)> resolve;
+};
+
+struct StageSpec {
+  std::string method;
+  std::vector<std::pair<std::string, std::string>> params;  // every key of the method, declared order
+
+  const std::string& get(std::string_view key) const;  // fails naming the key when absent
+  std::int64_t get_int(std::string_view key) const;
+  double get_real(std::string_view key) const;
+  void set(std::string_view key, std::string value);
+  std::string to_string() const;  // canonical: "xkv:g=4,rk=384,rv=576,..."
+};
+
+struct ChainSpec {
+  std::vector<StageSpec> stages;
+  std::string to_string() const;  // stages' canonical forms joined by '+'
+};
+
+using MethodTable = std::vector<MethodDef>;
+
+// Every method kvlab knows, in the order `--help` lists them (compressors/registry.cpp).
+const MethodTable& methods();
+const MethodDef& method(std::string_view name, const MethodTable& table = methods());  // fails listing them
+
+// Parses one concrete spec (no ranges or lists).
+ChainSpec parse_spec(std::string_view text, const MethodTable& table = methods());
+// Parses a spec that may sweep values; returns every concrete spec of the grid (last key
+// varying fastest). A spec without sweeps gives one element.
+std::vector<ChainSpec> expand_sweep(std::string_view text, const MethodTable& table = methods());
+// One stage of a known method from its parameter text ("g=4,rk=384"), for code and tests that
+// hold a MethodDef.
+StageSpec parse_stage(const MethodDef& def, std::string_view params);
+
+// Formats a real the way specs print it: shortest form that reads back to the same double.
+std::string format_real(double value);
+
+// A line-per-method description of every method and key, for --help.
+std::string describe_methods(const MethodTable& table = methods());
+
+}  // namespace kvlab::compressors

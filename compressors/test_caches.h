@@ -1,0 +1,17 @@
+// Test fixtures shared by the compressor tests: small caches with known structure.
+#pragma once
+
+#include "compressors/cache_source.h"
+#include "datasets/synth_kv.h"
+
+namespace kvlab::compressors::testing {
+
+// 4 layers, 2 KV heads, 4 query heads, head_dim 16, 512 tokens, query window 16, f32, noise 0.02.
+datasets::SynthConfig small_synth_config();
+// The synthetic generator's cache, held in memory (RoPE: identity, as its dumps declare).
+InMemoryCache synthetic_cache(const datasets::SynthConfig& config, int sample = 0);
+// A cache of i.i.d. N(0,1) keys, values and queries (no structure), with a real RoPE
+// (θ = 10000) and positions 0..T−1: a worst case for every method.
+InMemoryCache random_cache(const CacheShape& shape, std::uint64_t seed, bool with_rope = true);
+
+}  // namespace kvlab::compressors::testing
