@@ -1,6 +1,7 @@
 // Runs a compressor chain (compressors/spec.h): eviction picks the cells each layer keeps; a
 // transform (or plain fp16 storage when the chain has none) stores the kept cache; quantizers
-// then quantize what is stored in place. The chain's bytes are the sum of what it stores.
+// then quantize what is stored in place. Before the quantizers, every fp16 tensor is rounded to
+// fp16, so scores include the 16-bit store. The chain's bytes are the sum of what it stores.
 //
 // Eviction then transform: the transform sees the cache restricted to the union of the tokens
 // any layer or head kept (cells a head evicted are zero there), so its token-major factors have

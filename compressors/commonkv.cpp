@@ -7,6 +7,7 @@
 #include <cmath>
 #include <numeric>
 
+#include "compressors/dense.h"
 #include "core/error.h"
 #include "core/safetensors.h"
 
@@ -61,7 +62,7 @@ struct Group {
 struct LayerSlots {
   int group = -1;  // −1: a dense leftover layer
   std::ptrdiff_t latent = -1, d_key = -1, d_value = -1, key_bias = -1, value_bias = -1;
-  std::vector<std::ptrdiff_t> dense;  // per KV head: key slot (value slot = +1)
+  std::ptrdiff_t dense = -1;  // leftover layer: key slot (value slot = +1)
 };
 
 class CommonKVCompressed final : public Compressed {
@@ -95,16 +96,8 @@ class CommonKVCompressed final : public Compressed {
     LayerKV out{FloatTensor({T, H, Dh}), FloatTensor({T, H, Dh}), {}};
     const auto& s = layers[layer];
     if (s.group < 0) {
-      for (int h = 0; h < H; ++h) {
-        const auto& k = tensors[s.dense[h]].values;
-        const auto& v = tensors[s.dense[h] + 1].values;
-        for (std::int64_t t = 0; t < T; ++t)
-          for (int d = 0; d < Dh; ++d) {
-            out.key.data[(t * H + h) * Dh + d] = k[t * Dh + d];
-            out.value.data[(t * H + h) * Dh + d] = v[t * Dh + d];
-          }
-      }
-      rope.apply(out.key.span(), T, H, positions, /*inverse=*/true);
+      out.key = rebuild_uncompressed(tensors[s.dense], Part::key, shape, rope, positions);
+      out.value = rebuild_uncompressed(tensors[s.dense + 1], Part::value, shape, rope, positions);
       return out;
     }
     // The layer's latents [T, r] from the stored tensors alone (a quantizer may have changed them).
@@ -330,25 +323,10 @@ class CommonKV final : public TransformStage {
       out->add(StoredTensor::metadata(fmt::format("group{}/merged_index", gi), {M}, 4 * M, "int32"), Kind::index);
     }
 
-    // Leftover layers: dense, as the model's cache holds them (post-RoPE keys), per KV head.
-    const int H = shape.kv_heads, Dh = shape.head_dim;
+    // Leftover layers: dense, as the model's cache holds them.
     for (int l = num_groups * G; l < L; ++l) {
-      auto key = cache.layer(l, Part::key);
-      out->rope.apply(key.span(), T, H, out->positions);
-      const auto value = cache.layer(l, Part::value);
-      for (int h = 0; h < H; ++h) {
-        std::vector<float> k(static_cast<std::size_t>(T * Dh)), v(k.size());
-        for (std::int64_t t = 0; t < T; ++t)
-          for (int d = 0; d < Dh; ++d) {
-            k[t * Dh + d] = key.data[(t * H + h) * Dh + d];
-            v[t * Dh + d] = value.data[(t * H + h) * Dh + d];
-          }
-        const auto prefix = fmt::format("layer{}/head{}/", l, h);
-        out->layers[l].dense.push_back(
-            out->add(StoredTensor::fp16(prefix + "key", {T, Dh}, std::move(k), QuantLayout::per_channel, true),
-                     Kind::dense));
-        out->add(StoredTensor::fp16(prefix + "value", {T, Dh}, std::move(v), QuantLayout::per_token, true), Kind::dense);
-      }
+      out->layers[l].dense = out->add(store_uncompressed(cache, l, Part::key), Kind::dense);
+      out->add(store_uncompressed(cache, l, Part::value), Kind::dense);
     }
     return out;
   }

@@ -104,4 +104,22 @@ std::unique_ptr<Compressed> dense_representation(const CacheSource& cache, const
 
 std::unique_ptr<TransformStage> make_full(const StageSpec&) { return std::make_unique<Full>(); }
 
+StoredTensor store_uncompressed(const CacheSource& cache, int layer, Part part) {
+  const auto& s = cache.shape();
+  auto x = cache.layer(layer, part);
+  if (part == Part::key) cache.rope().apply(x.span(), s.tokens, s.kv_heads, cache.positions());
+  return StoredTensor::fp16(fmt::format("layer{}/{}", layer, to_string(part)), {s.tokens, s.width()}, std::move(x.data),
+                            part == Part::key ? QuantLayout::per_channel : QuantLayout::per_token, true);
+}
+
+FloatTensor rebuild_uncompressed(const StoredTensor& stored, Part part, const CacheShape& shape, const core::Rope& rope,
+                                 const std::vector<std::int64_t>& positions) {
+  FloatTensor x({shape.tokens, shape.kv_heads, shape.head_dim});
+  if (stored.values.size() != x.data.size())
+    fail("{}: {} stored values, expected T·H·D = {}", stored.name, stored.values.size(), x.data.size());
+  x.data = stored.values;
+  if (part == Part::key) rope.apply(x.span(), shape.tokens, shape.kv_heads, positions, /*inverse=*/true);
+  return x;
+}
+
 }  // namespace kvlab::compressors

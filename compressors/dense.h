@@ -15,4 +15,12 @@ std::unique_ptr<TransformStage> make_full(const StageSpec& spec);
 // the kept cells when `masks` is given. Reconstruction un-rotates the keys.
 std::unique_ptr<Compressed> dense_representation(const CacheSource& cache, const KeepMasks* masks);
 
+// One layer part that a method leaves uncompressed (layers outside xkv's range, minicache's pairs,
+// commonkv's groups), stored as the model's cache holds it: fp16 [T, H·D] named
+// "layer{l}/{key|value}", keys post-RoPE with per_channel layout, values per_token.
+StoredTensor store_uncompressed(const CacheSource& cache, int layer, Part part);
+// Its rebuild from the stored values: [T, H_kv, D], keys rotated back to pre-RoPE.
+FloatTensor rebuild_uncompressed(const StoredTensor& stored, Part part, const CacheShape& shape, const core::Rope& rope,
+                                 const std::vector<std::int64_t>& positions);
+
 }  // namespace kvlab::compressors

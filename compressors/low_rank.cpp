@@ -11,6 +11,7 @@
 #include <limits>
 #include <random>
 
+#include "compressors/dense.h"
 #include "core/error.h"
 
 namespace kvlab::compressors {
@@ -351,8 +352,8 @@ Factors decompose(linalg::Backend& be, const std::vector<float>& x, std::int64_t
 
 class LowRankCompressed final : public Compressed {
  public:
-  LowRankCompressed(const CacheShape& shape, const Plan& plan, linalg::Backend& backend)
-      : shape_(shape), plan_(plan), backend_(&backend) {
+  LowRankCompressed(const CacheSource& cache, const Plan& plan, linalg::Backend& backend)
+      : shape_(cache.shape()), rope_(cache.rope()), positions_(cache.positions()), plan_(plan), backend_(&backend) {
     a_slot_.assign(plan_.groups.size() * 2, kNone);
     b_slot_.assign(static_cast<std::size_t>(shape_.layers) * 2, kNone);
     dense_slot_.assign(b_slot_.size(), kNone);
@@ -386,11 +387,9 @@ class LowRankCompressed final : public Compressed {
                                                       {"predicted_rel_error", f.predicted_rel_error(r)}};
   }
 
-  void add_dense(int layer, Part part, std::vector<float> values) {
+  void add_dense(int layer, Part part, StoredTensor stored) {
     dense_slot_[static_cast<std::size_t>(layer) * 2 + part_index(part)] = tensors_.size();
-    tensors_.push_back(StoredTensor::fp16(fmt::format("layer{}/{}", layer, to_string(part)),
-                                          {shape_.tokens, shape_.width()}, std::move(values),
-                                          part == Part::key ? QuantLayout::per_channel : QuantLayout::per_token, true));
+    tensors_.push_back(std::move(stored));
   }
 
   void set_authors_ratio(double r) { authors_ratio_ = r; }
@@ -433,7 +432,7 @@ class LowRankCompressed final : public Compressed {
     const auto p = static_cast<std::size_t>(part_index(part));
     const std::int64_t T = shape_.tokens, N = shape_.width();
     if (const auto d = dense_slot_[static_cast<std::size_t>(layer) * 2 + p]; d != kNone) {
-      out = tensors_[d].values;
+      out = rebuild_uncompressed(tensors_[d], part, shape_, rope_, positions_).data;
       return;
     }
     const auto g = static_cast<std::size_t>(plan_.group_of[static_cast<std::size_t>(layer)]);
@@ -453,6 +452,8 @@ class LowRankCompressed final : public Compressed {
   }
 
   CacheShape shape_;
+  core::Rope rope_;
+  std::vector<std::int64_t> positions_;
   Plan plan_;
   linalg::Backend* backend_;
   std::vector<StoredTensor> tensors_;
@@ -470,7 +471,7 @@ std::vector<std::unique_ptr<Compressed>> run(const CompressContext& ctx, const s
   const Plan plan = make_plan(specs.at(0), shape.layers);
   std::vector<std::unique_ptr<LowRankCompressed>> reps;
   for (const auto& s : specs) {
-    reps.push_back(std::make_unique<LowRankCompressed>(shape, make_plan(s, shape.layers), ctx.backend));
+    reps.push_back(std::make_unique<LowRankCompressed>(ctx.cache, make_plan(s, shape.layers), ctx.backend));
     reps.back()->set_authors_ratio(low_rank_accounting(shape, s).authors_ratio);
   }
   const std::int64_t T = shape.tokens, N = shape.width();
@@ -488,9 +489,9 @@ std::vector<std::unique_ptr<Compressed>> run(const CompressContext& ctx, const s
   for (int l = 0; l < shape.layers; ++l)
     for (Part part : kParts) {
       if (plan.group_of[static_cast<std::size_t>(l)] >= 0 && plan.compresses(part)) continue;
-      auto values = ctx.cache.layer(l, part).data;
-      for (std::size_t i = 0; i + 1 < reps.size(); ++i) reps[i]->add_dense(l, part, values);
-      reps.back()->add_dense(l, part, std::move(values));
+      auto stored = store_uncompressed(ctx.cache, l, part);
+      for (std::size_t i = 0; i + 1 < reps.size(); ++i) reps[i]->add_dense(l, part, stored);
+      reps.back()->add_dense(l, part, std::move(stored));
     }
   std::vector<std::unique_ptr<Compressed>> out;
   for (auto& r : reps) out.push_back(std::move(r));

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 
+#include "compressors/dense.h"
 #include "core/error.h"
 
 namespace kvlab::compressors {
@@ -181,9 +182,7 @@ class MiniCacheCompressed final : public Compressed {
       auto& dst = p == 0 ? out.key : out.value;
       const int slot = dense_slot_[static_cast<std::size_t>(layer) * 2 + p];
       if (slot >= 0) {
-        dst.data = tensors_[slot].values;
-        // Dense keys are stored post-RoPE (as the model's cache and a chained KIVI see them).
-        if (p == 0) rope_.apply(dst.span(), T, H, positions_, /*inverse=*/true);
+        dst = rebuild_uncompressed(tensors_[slot], kParts[p], shape_, rope_, positions_);
         continue;
       }
       const int k = pair_of_[layer];
@@ -264,14 +263,8 @@ class MiniCacheCompressed final : public Compressed {
     return static_cast<int>(tensors_.size()) - 1;
   }
 
-  // [T, H·D] fp16; keys rotated to post-RoPE as the dense baseline stores them.
   void store_dense(const CacheSource& cache, int l, int p) {
-    auto x = cache.layer(l, kParts[p]);
-    const std::int64_t T = shape_.tokens;
-    if (p == 0) rope_.apply(x.span(), T, shape_.kv_heads, positions_);
-    dense_slot_[static_cast<std::size_t>(l) * 2 + p] =
-        add(StoredTensor::fp16(fmt::format("layer{}/{}", l, to_string(kParts[p])), {T, shape_.width()},
-                               std::move(x.data), p == 0 ? QuantLayout::per_channel : QuantLayout::per_token, true));
+    dense_slot_[static_cast<std::size_t>(l) * 2 + p] = add(store_uncompressed(cache, l, kParts[p]));
   }
 
   void merge_pair(const CacheSource& cache, int k, int p) {
