@@ -40,11 +40,24 @@ void gemm_call(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, blas_int m, blas_int n, b
                const double* a, blas_int lda, const double* b, blas_int ldb, double beta, double* c, blas_int ldc) {
   cblas_dgemm(CblasColMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
+// ?syevd with the workspace sizes of the LAPACK documentation computed as integers: LAPACKE's
+// size query returns LWORK = 1 + 6n + 2n² as a float, which rounds below the minimum once it
+// passes 2²⁴ (n ≳ 2900 in single precision) and the call then rejects argument 9.
+template <typename T, typename Work>
+lapack_int syevd_sized(Work work, char jobz, blas_int n, T* s, blas_int lds, T* w) {
+  const std::int64_t nn = n;
+  const std::int64_t lwork = n <= 1 ? 1 : (jobz == 'V' ? 1 + 6 * nn + 2 * nn * nn : 2 * nn + 1);
+  const std::int64_t liwork = n <= 1 || jobz == 'N' ? 1 : 3 + 5 * nn;
+  std::vector<T> buf(static_cast<std::size_t>(lwork));
+  std::vector<lapack_int> ibuf(static_cast<std::size_t>(liwork));
+  return work(LAPACK_COL_MAJOR, jobz, 'U', n, s, lds, w, buf.data(), checked(lwork, "syevd lwork"), ibuf.data(),
+              checked(liwork, "syevd liwork"));
+}
 lapack_int syevd(char jobz, blas_int n, float* s, blas_int lds, float* w) {
-  return LAPACKE_ssyevd(LAPACK_COL_MAJOR, jobz, 'U', n, s, lds, w);
+  return syevd_sized(LAPACKE_ssyevd_work, jobz, n, s, lds, w);
 }
 lapack_int syevd(char jobz, blas_int n, double* s, blas_int lds, double* w) {
-  return LAPACKE_dsyevd(LAPACK_COL_MAJOR, jobz, 'U', n, s, lds, w);
+  return syevd_sized(LAPACKE_dsyevd_work, jobz, n, s, lds, w);
 }
 lapack_int syevr(blas_int n, float* s, blas_int lds, blas_int il, blas_int iu, lapack_int* found, float* w, float* v,
                  blas_int ldv, lapack_int* support) {

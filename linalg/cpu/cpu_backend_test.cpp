@@ -91,6 +91,18 @@ TEST(CpuEig, EighReconstructsAndEighTopAgrees) {
   EXPECT_THROW(be().eigh_top(sf.data(), 50, 50, 51, wf.data(), topf.data(), 50), Error);
 }
 
+// Above n ≈ 2900 the f32 workspace LAPACKE's size query reports rounds below LAPACK's minimum
+// (1 + 6n + 2n² > 2²⁴); eigh must size it itself. Oracle: a diagonal matrix's eigenpairs.
+TEST(CpuEig, LargeSinglePrecisionEighSizesItsOwnWorkspace) {
+  const int n = 2950;
+  Eigen::MatrixXf s = Eigen::MatrixXf::Zero(n, n);
+  for (int i = 0; i < n; ++i) s(i, i) = static_cast<float>(n - i);  // eigenvalues n, n−1, …, 1
+  Eigen::VectorXf w(n);
+  be().eigh(s.data(), n, n, w.data());
+  for (int i = 0; i < n; ++i) ASSERT_FLOAT_EQ(w(i), static_cast<float>(i + 1));
+  EXPECT_NEAR(std::abs(s(n - 1, 0)), 1.0f, 1e-6f);  // eigenvalue 1 belongs to the last unit vector
+}
+
 TEST(CpuSvd, ThinSvdReconstructsAndMeetsEckartYoung) {
   VectorXd sigma = testing::geometric_spectrum(40, 5.0, 1e-3);
   MatrixXd a = testing::matrix_with_spectrum(120, 40, sigma, 5);
