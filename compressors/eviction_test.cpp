@@ -19,14 +19,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using testing::error_of;
 
 KeepMasks run(const MethodDef& def, std::string_view params, const CacheSource& cache) {
   const auto spec = parse_stage(def, params);
@@ -243,32 +236,13 @@ TEST(Eviction, GqaAggregationMeanAndMaxDisagreeWhereTheyShould) {
   EXPECT_EQ(pick(h2o_method(), "budget=2,recent=0.5,agg=max"), std::vector<std::int64_t>{3});
 }
 
-// Brute force: Σ_w softmax over visible keys of (R(p_w)q)·(R(p_t)k)/√D, rotating each row alone.
+// Brute force: Σ_w of the softmax over visible keys, each row rotated alone (testing::brute_attention).
 std::vector<double> brute_sums(const CacheSource& c, int layer, int rows, int h) {
-  const auto& s = c.shape();
-  const int D = s.head_dim, H = s.kv_heads, g = h / s.group_size();
-  const std::int64_t T = s.tokens;
-  const auto key = c.layer(layer, Part::key);
-  const auto q = c.queries(layer);
-  std::vector<double> out(T, 0.0);
-  for (int w = s.query_window - rows; w < s.query_window; ++w) {
-    const std::int64_t qt = T - s.query_window + w;
-    std::vector<float> qrow(q.data.begin() + (w * s.q_heads + h) * D, q.data.begin() + (w * s.q_heads + h + 1) * D);
-    c.rope().apply(qrow, 1, 1, std::vector<std::int64_t>{c.positions()[qt]});
-    std::vector<double> logit(T, -1e300);
-    double mx = -1e300;
-    for (std::int64_t t = 0; t < T; ++t) {
-      if (c.positions()[t] > c.positions()[qt]) continue;
-      std::vector<float> krow(key.data.begin() + (t * H + g) * D, key.data.begin() + (t * H + g + 1) * D);
-      c.rope().apply(krow, 1, 1, std::vector<std::int64_t>{c.positions()[t]});
-      double dot = 0;
-      for (int d = 0; d < D; ++d) dot += double{qrow[d]} * krow[d];
-      logit[t] = dot / std::sqrt(double(D));
-      mx = std::max(mx, logit[t]);
-    }
-    double z = 0;
-    for (std::int64_t t = 0; t < T; ++t) z += logit[t] > -1e299 ? std::exp(logit[t] - mx) : 0.0;
-    for (std::int64_t t = 0; t < T; ++t) out[t] += logit[t] > -1e299 ? std::exp(logit[t] - mx) / z : 0.0;
+  const auto key = c.layer(layer, Part::key), value = c.layer(layer, Part::value);
+  std::vector<double> out(c.shape().tokens, 0.0), p, o;
+  for (int w = c.shape().query_window - rows; w < c.shape().query_window; ++w) {
+    testing::brute_attention(c, layer, key, value, {}, w, h, p, o);
+    for (std::size_t t = 0; t < out.size(); ++t) out[t] += p[t];
   }
   return out;
 }

@@ -14,37 +14,6 @@ namespace {
 
 CacheShape small_shape() { return {2, 2, 4, 8, 40, 6, 0}; }  // L, H_kv, H_q, D, T, W
 
-// Brute-force attention of window row w, query head h over keys/values [T, H, D] (pre-RoPE),
-// visible = position ≤ query position and kept. Returns probabilities [T] and the output [D].
-void brute_attention(const CacheSource& c, int layer, const FloatTensor& key, const FloatTensor& value,
-                     const std::vector<std::uint8_t>& kept, int w, int h, std::vector<double>& p, std::vector<double>& o) {
-  const auto& s = c.shape();
-  const int D = s.head_dim, H = s.kv_heads, g = h / s.group_size();
-  const std::int64_t T = s.tokens, qt = T - s.query_window + w;
-  auto q = c.queries(layer);
-  std::vector<float> qrow(q.data.begin() + (w * s.q_heads + h) * D, q.data.begin() + (w * s.q_heads + h + 1) * D);
-  c.rope().apply(qrow, 1, 1, std::vector<std::int64_t>{c.positions()[qt]});
-  p.assign(T, 0.0);
-  o.assign(D, 0.0);
-  double mx = -1e300;
-  std::vector<double> logit(T, -1e300);
-  for (std::int64_t t = 0; t < T; ++t) {
-    if (c.positions()[t] > c.positions()[qt] || (!kept.empty() && !kept[t * H + g])) continue;
-    std::vector<float> krow(key.data.begin() + (t * H + g) * D, key.data.begin() + (t * H + g + 1) * D);
-    c.rope().apply(krow, 1, 1, std::vector<std::int64_t>{c.positions()[t]});
-    double dot = 0;
-    for (int d = 0; d < D; ++d) dot += double{qrow[d]} * krow[d];
-    logit[t] = dot / std::sqrt(double(D));
-    mx = std::max(mx, logit[t]);
-  }
-  double sum = 0;
-  for (std::int64_t t = 0; t < T; ++t) sum += logit[t] > -1e299 ? std::exp(logit[t] - mx) : 0.0;
-  for (std::int64_t t = 0; t < T; ++t) {
-    p[t] = logit[t] > -1e299 ? std::exp(logit[t] - mx) / sum : 0.0;
-    for (int d = 0; d < D; ++d) o[d] += p[t] * value.data[(t * H + g) * D + d];
-  }
-}
-
 TEST(Score, WindowAttentionMatchesBruteForceWithRopeAndCausalMask) {
   const auto cache = testing::random_cache(small_shape(), 11);
   const auto& s = cache.shape();
@@ -53,7 +22,7 @@ TEST(Score, WindowAttentionMatchesBruteForceWithRopeAndCausalMask) {
   window_attention(cache, 1, key, value, {}, out, &logp);
   for (int w = 0; w < s.query_window; ++w)
     for (int h = 0; h < s.q_heads; ++h) {
-      brute_attention(cache, 1, key, value, {}, w, h, p, o);
+      testing::brute_attention(cache, 1, key, value, {}, w, h, p, o);
       for (int d = 0; d < s.head_dim; ++d) EXPECT_NEAR(out[(w * s.q_heads + h) * s.head_dim + d], o[d], 1e-5);
       for (std::int64_t t = 0; t < s.tokens; ++t) {
         const double lp = logp[(w * s.q_heads + h) * s.tokens + t];
@@ -98,7 +67,7 @@ TEST(Score, EvictionKlIsMinusLogOfTheKeptAttentionMass) {
     const auto key = cache.layer(l, Part::key), value = cache.layer(l, Part::value);
     for (int w = 0; w < s.query_window; ++w)
       for (int h = 0; h < s.q_heads; ++h) {
-        brute_attention(cache, l, key, value, {}, w, h, p, o);
+        testing::brute_attention(cache, l, key, value, {}, w, h, p, o);
         double mass = 0;
         for (std::int64_t t = 0; t < s.tokens; ++t) mass += kept[t * s.kv_heads + h / s.group_size()] ? p[t] : 0.0;
         layer_kl += -std::log(mass);

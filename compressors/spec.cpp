@@ -30,6 +30,13 @@ std::string format_real(double value) {
 
 namespace {
 
+// out += (out empty ? "" : sep) + item, written so GCC 12 does not warn (a false -Wrestrict on
+// operator+(const char*, std::string&&)).
+void append_joined(std::string& out, std::string_view sep, std::string_view item) {
+  if (!out.empty()) out += sep;
+  out += item;
+}
+
 std::string trim(std::string_view s) {
   const auto b = s.find_first_not_of(" \t");
   if (b == std::string_view::npos) return "";
@@ -58,7 +65,7 @@ std::vector<std::string> split_top(std::string_view s, char sep) {
 
 std::string allowed_keys(const MethodDef& m) {
   std::string out;
-  for (const auto& p : m.params) out += (out.empty() ? "" : ", ") + p.key;
+  for (const auto& p : m.params) append_joined(out, ", ", p.key);
   return out.empty() ? "(none)" : out;
 }
 
@@ -97,7 +104,7 @@ std::string canonical_value(const MethodDef& m, const ParamDef& p, const std::st
     case ParamType::choice: {
       if (std::find(p.choices.begin(), p.choices.end(), text) == p.choices.end()) {
         std::string list;
-        for (const auto& c : p.choices) list += (list.empty() ? "" : ", ") + c;
+        for (const auto& c : p.choices) append_joined(list, ", ", c);
         fail("{} = '{}' is not one of: {}", where(), text, list);
       }
       return text;
@@ -249,7 +256,7 @@ std::string StageSpec::to_string() const {
 
 std::string ChainSpec::to_string() const {
   std::string out;
-  for (const auto& s : stages) out += (out.empty() ? "" : "+") + s.to_string();
+  for (const auto& s : stages) append_joined(out, "+", s.to_string());
   return out;
 }
 
@@ -257,7 +264,7 @@ const MethodDef& method(std::string_view name, const MethodTable& table) {
   for (const auto& m : table)
     if (m.name == name) return m;
   std::string list;
-  for (const auto& m : table) list += (list.empty() ? "" : ", ") + m.name;
+  for (const auto& m : table) append_joined(list, ", ", m.name);
   fail("unknown compression method '{}' (known: {})", name, list);
 }
 
@@ -320,7 +327,7 @@ std::string describe_methods(const MethodTable& table) {
       std::string dflt = p.default_value.empty() ? "auto" : p.default_value;
       if (p.type == ParamType::choice) {
         std::string list;
-        for (const auto& c : p.choices) list += (list.empty() ? "" : "|") + c;
+        for (const auto& c : p.choices) append_joined(list, "|", c);
         dflt += " of " + list;
       }
       out += fmt::format("      {}={}  {}\n", p.key, dflt, p.help);

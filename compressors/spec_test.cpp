@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "compressors/test_caches.h"
 #include "core/error.h"
 
 namespace kvlab::compressors {
@@ -27,14 +28,7 @@ MethodTable test_table() {
   return {alpha, evict, quant};
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using testing::error_of;
 
 TEST(Spec, FillsDefaultsResolvesAndPrintsCanonically) {
   const auto t = test_table();

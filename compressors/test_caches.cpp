@@ -1,6 +1,9 @@
 #include "compressors/test_caches.h"
 
+#include <cmath>
 #include <random>
+
+#include "core/error.h"
 
 namespace kvlab::compressors::testing {
 
@@ -47,6 +50,44 @@ InMemoryCache random_cache(const CacheShape& shape, std::uint64_t seed, bool wit
   }
   return InMemoryCache(shape, std::move(keys), std::move(values), std::move(queries), {},
                        with_rope ? core::Rope::standard(shape.head_dim, 10000.0) : core::Rope::identity());
+}
+
+void brute_attention(const CacheSource& c, int layer, const FloatTensor& key, const FloatTensor& value,
+                     const std::vector<std::uint8_t>& kept, int w, int h, std::vector<double>& p, std::vector<double>& o) {
+  const auto& s = c.shape();
+  const int D = s.head_dim, H = s.kv_heads, g = h / s.group_size();
+  const std::int64_t T = s.tokens, qt = T - s.query_window + w;
+  auto q = c.queries(layer);
+  std::vector<float> qrow(q.data.begin() + (w * s.q_heads + h) * D, q.data.begin() + (w * s.q_heads + h + 1) * D);
+  c.rope().apply(qrow, 1, 1, std::vector<std::int64_t>{c.positions()[qt]});
+  p.assign(T, 0.0);
+  o.assign(D, 0.0);
+  double mx = -1e300;
+  std::vector<double> logit(T, -1e300);
+  for (std::int64_t t = 0; t < T; ++t) {
+    if (c.positions()[t] > c.positions()[qt] || (!kept.empty() && !kept[t * H + g])) continue;
+    std::vector<float> krow(key.data.begin() + (t * H + g) * D, key.data.begin() + (t * H + g + 1) * D);
+    c.rope().apply(krow, 1, 1, std::vector<std::int64_t>{c.positions()[t]});
+    double dot = 0;
+    for (int d = 0; d < D; ++d) dot += double{qrow[d]} * krow[d];
+    logit[t] = dot / std::sqrt(double(D));
+    mx = std::max(mx, logit[t]);
+  }
+  double sum = 0;
+  for (std::int64_t t = 0; t < T; ++t) sum += logit[t] > -1e299 ? std::exp(logit[t] - mx) : 0.0;
+  for (std::int64_t t = 0; t < T; ++t) {
+    p[t] = logit[t] > -1e299 ? std::exp(logit[t] - mx) / sum : 0.0;
+    for (int d = 0; d < D; ++d) o[d] += p[t] * value.data[(t * H + g) * D + d];
+  }
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
 }
 
 }  // namespace kvlab::compressors::testing

@@ -1,6 +1,9 @@
 // Test fixtures shared by the compressor tests: small caches with known structure.
 #pragma once
 
+#include <functional>
+#include <string>
+
 #include "compressors/cache_source.h"
 #include "datasets/synth_kv.h"
 
@@ -13,5 +16,15 @@ InMemoryCache synthetic_cache(const datasets::SynthConfig& config, int sample = 
 // A cache of i.i.d. N(0,1) keys, values and queries (no structure), with a real RoPE
 // (θ = 10000) and positions 0..T−1: a worst case for every method.
 InMemoryCache random_cache(const CacheShape& shape, std::uint64_t seed, bool with_rope = true);
+
+// Brute-force attention of window row w, query head h over keys/values [T, H_kv, D] (pre-RoPE),
+// rotating each row on its own, causal by position, cells outside `kept` (empty: all) excluded;
+// softmax in double. p [T] the probabilities, o [D] the output.
+void brute_attention(const CacheSource& c, int layer, const FloatTensor& key, const FloatTensor& value,
+                     const std::vector<std::uint8_t>& kept, int w, int h, std::vector<double>& p,
+                     std::vector<double>& o);
+
+// The message of the kvlab::Error `f` throws, or "(no error)".
+std::string error_of(const std::function<void()>& f);
 
 }  // namespace kvlab::compressors::testing
