@@ -105,7 +105,7 @@ class EvictedTransform final : public Compressed {
   std::vector<StoredTensor> index_;
 };
 
-// Dense storage of the kept cells (eviction alone, or a quantizer with no transform).
+// A compressed cache with extra notes (the eviction's, for dense storage of the kept cells).
 class WithNotes final : public Compressed {
  public:
   WithNotes(std::unique_ptr<Compressed> inner, nlohmann::json notes) : inner_(std::move(inner)), notes_(std::move(notes)) {}

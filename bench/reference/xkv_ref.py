@@ -22,14 +22,7 @@ import h5py
 import numpy as np
 import torch
 
-
-def load_layer(ds):
-    """A layer dataset [T, H, D] as float32 [T, H*D]; bf16 (stored as uint16) is widened."""
-    raw = ds[()]
-    if ds.attrs.get("dtype", b"") in (b"bfloat16", "bfloat16"):
-        raw = (raw.astype(np.uint32) << 16).view(np.float32)
-    raw = raw.astype(np.float32)
-    return raw.reshape(raw.shape[0], -1)
+from analysis_ref import load_layer  # the same reader as the analysis reference (bench/reference/)
 
 
 def groups(start, end, g):
