@@ -31,6 +31,10 @@ check "demo prints the compressor table" grep -q "snapkv:keep=0.5" demo.txt
 for f in compress/compress.json compress/methods.csv compress/layers.csv; do
   check "demo wrote $f" test -s "kvlab-demo/$f"
 done
+if "$KVLAB" --help 2>&1 | grep -q make-tiny-model; then
+  check "demo dumped the tiny model" test -s kvlab-demo/tiny-llama.h5
+  check "demo scored the tiny model's cache" test -s kvlab-demo/tiny-llama-compress/methods.csv
+fi
 check "demo left no temporary files" test -z "$(find kvlab-demo -name '*.tmp-*')"
 
 "$KVLAB" --quiet synth --layers 4 --kv-heads 2 --q-heads 4 --head-dim 16 --tokens 300 --query-window 8 --seed 3 --out a.h5 >/dev/null
@@ -60,6 +64,31 @@ expect_error "not an HDF5 file" "bad.h5" analyze bad.h5 --out x
 check "failed runs wrote no report" test ! -e x
 expect_error "synth with bad shape" "q" synth --kv-heads 3 --q-heads 4 --out c.h5
 check "failed synth left no file" bash -c "! ls c.h5* >/dev/null 2>&1"
+
+# The real-model path on a generated checkpoint: make-tiny-model → dump → analyze and compress.
+# (Built only with KVLAB_HARNESS=ON, the default.)
+if "$KVLAB" --help 2>&1 | grep -q make-tiny-model; then
+  "$KVLAB" --quiet make-tiny-model --arch qwen2 --layers 4 --layer-similarity 0.8 --seed 1 --out tiny >/dev/null
+  check "make-tiny-model exits 0" test $? = 0
+  for f in config.json generation_config.json model.safetensors tokenizer.json tokenizer_config.json; do
+    check "make-tiny-model wrote $f" test -s "tiny/$f"
+  done
+  printf '%s\n' '{"id": "p1", "context": "kvlab dumps the KV cache of every layer.", "question": "What?"}' \
+    '{"id": "p2", "context": "Keys are stored before RoPE, values as they are.", "question": "How?"}' >prompts.jsonl
+  "$KVLAB" --quiet dump --model tiny --prompts prompts.jsonl --query-window 4 --out tiny.h5 >dump.txt
+  check "dump exits 0" test $? = 0
+  check "dump reports both samples" grep -q "2 sample(s)" dump.txt
+  check "dump detected the qwen2 chat template" grep -q "chat template: qwen2" dump.txt
+  "$KVLAB" --quiet analyze tiny.h5 --sample p1 --out tiny-analysis >/dev/null
+  check "analyze reads a model dump" test -s tiny-analysis/key_cka.csv
+  "$KVLAB" --quiet compress tiny.h5 --sample p2 --method "xkv:g=2,rk=8" --method "kivi:bits=4" --out tiny-compress >/dev/null
+  check "compress reads a model dump" test -s tiny-compress/methods.csv
+  expect_error "dump of a folder without a model" "config.json" dump --model nowhere --prompts prompts.jsonl --out y.h5
+  expect_error "dump with two prompt sources" "excludes" dump --model tiny --prompts prompts.jsonl --text prompts.jsonl --out y.h5
+  printf '{"context": "a"}\n{broken\n' >bad.jsonl
+  expect_error "dump of a broken prompts file" "bad.jsonl:2" dump --model tiny --prompts bad.jsonl --out y.h5
+  check "failed dumps left no file" bash -c "! ls y.h5* >/dev/null 2>&1"
+fi
 
 "$KVLAB" --help >help.txt 2>&1
 check "--help lists the commands" bash -c "grep -q analyze help.txt && grep -q compress help.txt && grep -q synth help.txt && grep -q demo help.txt"

@@ -1,5 +1,6 @@
-// kvlab demo: the whole first job with no arguments and no download — a synthetic dump,
-// its cross-layer analysis and a summary table, all under ./kvlab-demo/.
+// kvlab demo: the whole first job with no arguments and no download — a synthetic dump, its
+// cross-layer analysis, a compressor table, then (with the harness) the same scoring on the KV
+// cache a tiny random Llama checkpoint produces; all under ./kvlab-demo/.
 #include <fmt/format.h>
 
 #include <filesystem>
@@ -8,13 +9,35 @@
 #include "cli/analyze_run.h"
 #include "cli/commands.h"
 #include "cli/compress_run.h"
+#include "core/atomic_file.h"
 #include "datasets/synth_kv.h"
+#ifdef KVLAB_HAVE_HARNESS
+#include "harness/dump_job.h"
+#include "harness/tiny_model.h"
+#endif
 
 namespace kvlab::cli {
+namespace {
+
+#ifdef KVLAB_HAVE_HARNESS
+constexpr bool kHarness = true;
+// A prompt for the tiny model: what kvlab does, repeated into about a thousand tokens.
+std::string tiny_prompt() {
+  std::string text;
+  for (int i = 0; i < 12; ++i)
+    text += "kvlab dumps the KV cache of a language model layer by layer, measures how alike adjacent layers are, "
+            "and scores compressors by the error they add to attention against the bytes they store. ";
+  return text;
+}
+#else
+constexpr bool kHarness = false;
+#endif
+
+}  // namespace
 
 void add_demo(CLI::App& app, Action& action) {
   auto dir = std::make_shared<std::filesystem::path>("kvlab-demo");
-  auto* cmd = app.add_subcommand("demo", "Synthetic dump → cross-layer analysis → compressor comparison (no arguments needed)");
+  auto* cmd = app.add_subcommand("demo", "Synthetic dump → cross-layer analysis → compressor comparison → a tiny model's dump (no arguments needed)");
   cmd->add_option("--dir", *dir, "Where the demo writes its files")->capture_default_str();
   cmd->callback([dir, &action] {
     action = [dir] {
@@ -28,13 +51,14 @@ void add_demo(CLI::App& app, Action& action) {
       config.head_dim = 64;
       config.tokens = 4096;
       const auto dump = *dir / "synthetic.h5";
-      fmt::print("1/3 synthetic dump: {} layers × {} tokens × {} KV heads × {} dims → {}\n", config.layers,
+      const int steps = kHarness ? 4 : 3;
+      fmt::print("1/{} synthetic dump: {} layers × {} tokens × {} KV heads × {} dims → {}\n", steps, config.layers,
                  config.tokens, config.kv_heads, config.head_dim, dump.string());
       datasets::write_synthetic_dump(config, dump);
       AnalyzeRequest request;
       request.dump = dump;
       request.out = *dir / "analysis";
-      fmt::print("2/3 cross-layer analysis (keys and values) → {}\n\n", request.out.string());
+      fmt::print("2/{} cross-layer analysis (keys and values) → {}\n\n", steps, request.out.string());
       fmt::print("{}\n", run_analyze(request).summary);
       // Compressors at comparable budgets (≈ 5–6× for the low-rank, quantized and evicted ones), and
       // a chain: the comparison a KV-compression paper's first table makes.
@@ -44,8 +68,36 @@ void add_demo(CLI::App& app, Action& action) {
       compress.methods = {"svd:rk=32,rv=48",         "xkv:g=4,rk=112,rv=168",       "minicache",
                           "kivi:bits=2,group=32",    "streamingllm:keep=0.2",       "snapkv:keep=0.2",
                           "snapkv:keep=0.5+kivi:bits=4"};
-      fmt::print("3/3 compressors scored on the dump → {}\n\n", compress.out.string());
+      fmt::print("3/{} compressors scored on the dump → {}\n\n", steps, compress.out.string());
       fmt::print("{}", run_compress(compress).summary);
+#ifdef KVLAB_HAVE_HARNESS
+      // The same pipeline from a model: a tiny random Llama checkpoint (adjacent layers made
+      // alike), its KV cache dumped by the libtorch harness, then scored like any dump.
+      harness::TinyModelOptions tiny;
+      tiny.layers = 8;
+      tiny.hidden = 128;
+      tiny.heads = 8;
+      tiny.kv_heads = 2;
+      tiny.intermediate = 256;
+      tiny.layer_similarity = 0.8;
+      const auto model_dir = *dir / "tiny-llama";
+      harness::write_tiny_model(model_dir, tiny);
+      harness::DumpRequest dump_request;
+      dump_request.model = model_dir;
+      dump_request.text = *dir / "tiny-llama" / "prompt.txt";
+      core::write_file_atomic(dump_request.text, std::string(tiny_prompt()));
+      dump_request.question = "What does kvlab measure?";
+      dump_request.query_window = 32;
+      dump_request.out = *dir / "tiny-llama.h5";
+      fmt::print("\n4/{} a tiny random Llama checkpoint ({}) dumped by the harness → {}\n", steps, model_dir.string(),
+                 dump_request.out.string());
+      harness::run_dump(dump_request);
+      CompressRequest model_compress;
+      model_compress.dump = dump_request.out;
+      model_compress.out = *dir / "tiny-llama-compress";
+      model_compress.methods = {"svd:rk=16,rv=16", "xkv:g=4,rk=48,rv=48", "kivi:bits=2,group=32", "snapkv:keep=0.25,window=16"};
+      fmt::print("{}", run_compress(model_compress).summary);
+#endif
     };
   });
 }

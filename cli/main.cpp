@@ -21,6 +21,10 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", fmt::format("kvlab {} ({})", kvlab::kVersion, kvlab::kGitRevision));
   kvlab::cli::Action action;
   kvlab::cli::add_demo(app, action);
+#ifdef KVLAB_HAVE_HARNESS
+  kvlab::cli::add_make_tiny_model(app, action);
+  kvlab::cli::add_dump(app, action);
+#endif
   kvlab::cli::add_synth(app, action);
   kvlab::cli::add_analyze(app, action);
   kvlab::cli::add_compress(app, action);

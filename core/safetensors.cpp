@@ -305,6 +305,12 @@ FloatTensor Checkpoint::tensor(std::string_view name) const {
   return out;
 }
 
+std::span<const std::byte> Checkpoint::raw(std::string_view name) const {
+  const Entry& e = entry(name);
+  const auto* start = reinterpret_cast<const std::byte*>(e.file->data + e.file->buffer_start + e.begin);
+  return {start, static_cast<std::size_t>(e.end - e.begin)};
+}
+
 void write_safetensors(const std::filesystem::path& path, const std::map<std::string, TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata) {
   std::vector<std::string> order;

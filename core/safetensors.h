@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <span>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -42,6 +43,10 @@ class Checkpoint {
   const std::string& dtype(std::string_view name) const;
   // The tensor converted to f32; F32, F16 and BF16 only (other dtypes: kvlab::Error naming it).
   FloatTensor tensor(std::string_view name) const;
+  // The tensor's bytes as stored (little-endian, row-major, in dtype(name)), inside the mapping:
+  // valid while the Checkpoint lives. Not necessarily aligned beyond what the file's ordering
+  // gives: copy before reading as wider types where alignment matters.
+  std::span<const std::byte> raw(std::string_view name) const;
   // Every tensor name, sorted.
   std::vector<std::string> names() const;
   // The union of the files' `__metadata__` maps (e.g. {"format": "pt"}).

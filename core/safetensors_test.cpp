@@ -136,6 +136,13 @@ TEST_F(Safetensors, ReadsHandBuiltFile) {
   EXPECT_EQ(ckpt.tensor("x").data, x);
   EXPECT_EQ(ckpt.tensor("h").data, (std::vector<float>{1.f, -2.f}));
   EXPECT_EQ(ckpt.shape("h"), (Shape{2, 1}));
+  // raw() is the stored bytes, untouched: the half bits and the f32 bytes as laid out above.
+  const auto h = ckpt.raw("h");
+  ASSERT_EQ(h.size(), 4u);
+  EXPECT_EQ(std::memcmp(h.data(), data.data(), 4), 0);
+  const auto xr = ckpt.raw("x");
+  ASSERT_EQ(xr.size(), 12u);
+  EXPECT_EQ(std::memcmp(xr.data(), data.data() + 4, 12), 0);
 }
 
 TEST_F(Safetensors, OtherDtypesAreListedButNotConverted) {

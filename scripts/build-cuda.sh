@@ -123,7 +123,9 @@ configure() {
   export PKG_CONFIG_PATH="$PREFIX/usr/lib/$ARCH/openblas-pthread/pkgconfig:$PREFIX/usr/lib/$ARCH/pkgconfig"
   # KVLAB_NATIVE=OFF: the carried Eigen 3.4.0 meets an unknown host CPU; the CPU timings come
   # from OpenBLAS, which picks its kernels at run time either way.
-  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVLAB_CUDA=ON -DKVLAB_NATIVE="${KVLAB_NATIVE:-OFF}" \
+  # KVLAB_HARNESS=OFF: libtorch's Debian packages are far beyond what `carry` takes; a harness
+  # build on the GPU machine would use the CUDA libtorch of its Python instead.
+  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVLAB_CUDA=ON -DKVLAB_HARNESS=OFF -DKVLAB_NATIVE="${KVLAB_NATIVE:-OFF}" \
     -DCMAKE_PREFIX_PATH="$PREFIX/usr" "${pkgconfig[@]}" "${cuda[@]}"
 }
 

@@ -10,6 +10,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   libeigen3-dev liblapacke-dev libopenblas-dev   # linear algebra (Eigen for data handling, LAPACKE/OpenBLAS for the work)
   libhdf5-dev                                     # the KV dump format
+  libtorch-dev libpcre2-dev libsentencepiece-dev libicu-dev  # harness: the model, BPE pre-tokenizer regexes, Mistral's tokenizer.model, NFC
   libfmt-dev libcli11-dev nlohmann-json3-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev      # tests and benchmarks
   python3-numpy python3-h5py                      # h5py interoperability test and the bench reference

@@ -1,0 +1,101 @@
+#include "harness/dump_job.h"
+
+#include <fmt/format.h>
+
+#include <ATen/Parallel.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "harness/kv_dumper.h"
+#include "harness/prompts.h"
+#include "harness/tokenizer/chat_template.h"
+#include "harness/tokenizer/tokenizer.h"
+
+namespace kvlab::harness {
+namespace {
+
+RunOptions run_options(const ModelConfig& config, const DumpRequest& r) {
+  RunOptions o;
+  const bool cuda = r.device == "cuda" || (r.device == "auto" && at::hasCUDA());
+  if (r.device == "cuda" && !at::hasCUDA())
+    fail("--device cuda: this libtorch has no CUDA device (Debian's libtorch is CPU-only); use --device cpu");
+  o.device = cuda ? at::Device(at::kCUDA) : at::Device(at::kCPU);
+  std::string dtype = r.model_dtype;
+  // CPU bf16 matmuls are slow in libtorch and f32 is exact for the dump; CUDA runs the
+  // checkpoint's own dtype, as the model is deployed.
+  if (dtype == "auto") dtype = cuda && !config.torch_dtype.empty() ? config.torch_dtype : "float32";
+  if (dtype == "float32") o.dtype = at::kFloat;
+  else if (dtype == "bfloat16") o.dtype = at::kBFloat16;
+  else if (dtype == "float16") o.dtype = at::kHalf;
+  else fail("--model-dtype '{}': expected float32, bfloat16 or float16", dtype);
+  return o;
+}
+
+std::string model_id(const std::filesystem::path& dir, const ModelConfig& config) {
+  const auto j = nlohmann::json::parse(config.json);
+  if (auto it = j.find("_name_or_path"); it != j.end() && it->is_string() && !it->get<std::string>().empty())
+    return it->get<std::string>();
+  auto canonical = std::filesystem::weakly_canonical(dir);
+  return canonical.filename().empty() ? canonical.parent_path().filename().string() : canonical.filename().string();
+}
+
+}  // namespace
+
+std::string run_dump(const DumpRequest& r) {
+  if (r.prompts.empty() == r.text.empty()) fail("give exactly one of --prompts FILE.jsonl and --text FILE");
+  if (!r.question.empty() && r.text.empty()) fail("--question goes with --text (a prompts file carries its own)");
+  if (r.query_window <= 0) fail("--query-window {} must be positive", r.query_window);
+  if (r.max_tokens < 0) fail("--max-tokens {} must be ≥ 0", r.max_tokens);
+
+  // Everything that can fail on input is checked before the model loads.
+  std::vector<Prompt> prompts = r.text.empty() ? load_prompts_jsonl(r.prompts)
+                                               : std::vector<Prompt>{prompt_from_text(r.text, r.question)};
+  if (r.limit > 0 && static_cast<std::size_t>(r.limit) < prompts.size()) prompts.resize(r.limit);
+  const ModelConfig config = load_model_config(r.model);
+  const auto tokenizer = load_tokenizer(r.model);
+  const ChatTemplate chat =
+      r.chat_template == "auto" ? detect_chat_template(r.model, config.model_type) : parse_chat_template(r.chat_template);
+  const Truncation truncation = parse_truncation(r.truncate);
+  std::vector<SampleToDump> samples;
+  std::string report;
+  for (const auto& p : prompts) {
+    auto t = tokenize_prompt(*tokenizer, chat, p, r.max_tokens, truncation);
+    for (auto id : t.tokens)
+      if (id < 0 || id >= config.vocab_size)
+        fail("sample '{}': token id {} is outside the model's {} embedding rows (tokenizer and model disagree)", p.id,
+             id, config.vocab_size);
+    if (t.dropped) report += fmt::format("{}: dropped {} context tokens to fit --max-tokens {}\n", p.id, t.dropped, r.max_tokens);
+    samples.push_back({p.id, std::move(t.tokens), t.context_end});
+  }
+
+  if (r.threads > 0) at::set_num_threads(r.threads);
+  const RunOptions options = run_options(config, r);
+  const auto load_start = std::chrono::steady_clock::now();
+  const LlamaModel model(config, core::Checkpoint(r.model), options);
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
+  report += fmt::format("model {} ({}) on {} in {}, loaded in {:.1f} s\ntokenizer: {}\nchat template: {}\n",
+                        model_id(r.model, config), config.describe(), options.device.str(), c10::toString(options.dtype),
+                        load_s, tokenizer->describe(), to_string(chat));
+
+  core::DumpWriter writer(r.out, dump_info_for(model, model_id(r.model, config), tokenizer->describe(),
+                                               std::string(to_string(chat)), core::parse_dtype(r.dtype), r.attn_in));
+  std::int64_t total_tokens = 0;
+  const auto start = std::chrono::steady_clock::now();
+  for (const auto& s : samples) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const int window = dump_sample(model, s, r.query_window, r.attn_in, writer);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    total_tokens += static_cast<std::int64_t>(s.tokens.size());
+    report += fmt::format("{}: {} tokens ({} context), W={}, {:.2f} s ({:.0f} tokens/s)\n", s.id, s.tokens.size(),
+                          s.context_end, window, secs, s.tokens.size() / std::max(secs, 1e-9));
+  }
+  writer.commit();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  report += fmt::format("wrote {}: {} sample(s), {} tokens, {} layers, {:.1f} s\n", r.out.string(), samples.size(),
+                        total_tokens, config.num_layers, secs);
+  return report;
+}
+
+}  // namespace kvlab::harness

@@ -1,0 +1,33 @@
+// `kvlab dump` as a library call: load the model and tokenizer, tokenize the prompts, stream
+// every sample's layers into one dump written atomically. This header does not include
+// libtorch, so the CLI compiles without it (DESIGN.md: libtorch stays inside harness/).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+namespace kvlab::harness {
+
+struct DumpRequest {
+  std::filesystem::path model;     // HF model folder
+  std::filesystem::path prompts;   // JSONL prompts, or
+  std::filesystem::path text;      // one text file as the context
+  std::string question;            // with `text`
+  std::string chat_template = "auto";
+  std::int64_t max_tokens = 0;     // 0: no limit
+  std::string truncate = "end";
+  int query_window = 64;
+  bool attn_in = false;
+  std::string dtype = "f16";       // storage in the dump
+  std::string device = "auto";
+  std::string model_dtype = "auto";
+  int limit = 0;
+  int threads = 0;
+  std::filesystem::path out;
+};
+
+// Returns the summary printed by the CLI (one line per sample, then totals).
+std::string run_dump(const DumpRequest& request);
+
+}  // namespace kvlab::harness

@@ -1,0 +1,165 @@
+// The dump job end to end on tiny checkpoints of each family. Oracles independent of the
+// libtorch model: layer 0's attention input recomputed on the CPU from the checkpoint
+// (RMSNorm of the embedding rows, in double), and at every layer the dumped keys, values and
+// queries equal the dumped attention input times the checkpoint's k/v/q weights (+ bias) —
+// so what the dump calls pre-RoPE keys is exactly k_proj(x) + b_k.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "core/kv_dump.h"
+#include "harness/dump_job.h"
+#include "harness/tiny_model.h"
+
+namespace kvlab::harness {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+class DumpJob : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / fmt::format("kvlab_dumpjob_{}_{}", GetParam(), ::getpid());
+    fs::remove_all(dir_);
+    TinyModelOptions o;
+    o.arch = GetParam();
+    o.layers = 3;
+    o.layer_similarity = 0.5;
+    write_tiny_model(dir_ / "model", o);
+    std::ofstream(dir_ / "prompts.jsonl")
+        << R"({"id": "a", "context": "kvlab dumps the KV cache of every layer to HDF5.", "question": "What is dumped?"})" "\n"
+        << R"({"id": "b", "context": "Cross-layer SVD groups adjacent layers 🙂 and 日本語 text.", "question": "Why?"})" "\n";
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  DumpRequest request() const {
+    DumpRequest r;
+    r.model = dir_ / "model";
+    r.prompts = dir_ / "prompts.jsonl";
+    r.query_window = 4;
+    r.attn_in = true;
+    r.dtype = "f32";
+    r.out = dir_ / "x.h5";
+    return r;
+  }
+  fs::path dir_;
+};
+
+// y[t, :] = x[t, :] · Wᵀ (+ b), in double.
+std::vector<double> project(const core::FloatTensor& x, const core::FloatTensor& w, const core::FloatTensor* b) {
+  const auto T = x.shape[0], in = x.shape[1], out = w.shape[0];
+  std::vector<double> y(T * out);
+  for (std::int64_t t = 0; t < T; ++t)
+    for (std::int64_t o = 0; o < out; ++o) {
+      double s = b ? b->data[o] : 0.0;
+      for (std::int64_t i = 0; i < in; ++i) s += double(x.data[t * in + i]) * w.data[o * in + i];
+      y[t * out + o] = s;
+    }
+  return y;
+}
+
+double max_abs_diff(const std::vector<double>& a, const std::vector<float>& b) {
+  double m = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]));
+  return m;
+}
+
+TEST_P(DumpJob, DumpedTensorsAreTheCheckpointsProjections) {
+  const auto summary = run_dump(request());
+  EXPECT_THAT(summary, HasSubstr("2 sample(s)"));
+  core::DumpReader dump(dir_ / "x.h5");
+  const auto& info = dump.info();
+  const ModelConfig config = load_model_config(dir_ / "model");
+  EXPECT_EQ(info.num_layers, 3);
+  EXPECT_EQ(info.num_kv_heads, config.num_kv_heads);
+  EXPECT_EQ(info.d_model, config.hidden_size);
+  EXPECT_EQ(info.model_config, config.json);
+  EXPECT_EQ(info.model_id, "model");
+  EXPECT_THAT(info.chat_template, ::testing::AnyOf("llama3", "qwen2", "mistral-v0.3"));
+  ASSERT_EQ(dump.sample_ids(), (std::vector<std::string>{"a", "b"}));
+
+  core::Checkpoint ckpt(dir_ / "model");
+  for (const auto& id : dump.sample_ids()) {
+    const auto meta = dump.sample(id);
+    EXPECT_EQ(meta.query_window, 4);
+    EXPECT_GT(meta.context_end, 0);
+    EXPECT_LT(meta.context_end, meta.num_tokens);
+
+    // Layer 0's attention input, recomputed from the embedding rows: RMSNorm in double.
+    const auto embed = ckpt.tensor("model.embed_tokens.weight");
+    const auto norm = ckpt.tensor("model.layers.0.input_layernorm.weight");
+    const auto d = config.hidden_size;
+    const auto attn_in0 = dump.read_layer(id, 0, core::KvKind::attn_in);
+    std::vector<double> expected(meta.num_tokens * d);
+    for (std::int64_t t = 0; t < meta.num_tokens; ++t) {
+      const float* e = &embed.data[meta.tokens[t] * d];
+      double ms = 0;
+      for (int i = 0; i < d; ++i) ms += double(e[i]) * e[i];
+      const double r = 1 / std::sqrt(ms / d + config.rms_norm_eps);
+      for (int i = 0; i < d; ++i) expected[t * d + i] = e[i] * r * norm.data[i];
+    }
+    EXPECT_LT(max_abs_diff(expected, attn_in0.data), 1e-4) << id;  // f32 compute vs double
+
+    for (int l = 0; l < config.num_layers; ++l) {
+      const auto x = dump.read_layer(id, l, core::KvKind::attn_in);
+      const auto p = fmt::format("model.layers.{}.self_attn.", l);
+      const auto bias = [&](const char* n) {
+        return config.qkv_bias ? std::optional(ckpt.tensor(p + n + "_proj.bias")) : std::nullopt;
+      };
+      const auto bk = bias("k"), bv = bias("v"), bq = bias("q");
+      const auto k = project(x, ckpt.tensor(p + "k_proj.weight"), bk ? &*bk : nullptr);
+      const auto v = project(x, ckpt.tensor(p + "v_proj.weight"), bv ? &*bv : nullptr);
+      const auto q = project(x, ckpt.tensor(p + "q_proj.weight"), bq ? &*bq : nullptr);
+      EXPECT_LT(max_abs_diff(k, dump.read_layer(id, l, core::KvKind::key).data), 1e-4) << id << " layer " << l;
+      EXPECT_LT(max_abs_diff(v, dump.read_layer(id, l, core::KvKind::value).data), 1e-4) << id << " layer " << l;
+      // The query window is the last W rows.
+      const auto W = meta.query_window, width = config.num_heads * config.head_dim;
+      const std::vector<double> q_last(q.end() - W * width, q.end());
+      EXPECT_LT(max_abs_diff(q_last, dump.read_layer(id, l, core::KvKind::query).data), 1e-4) << id << " layer " << l;
+    }
+  }
+}
+
+TEST_P(DumpJob, BadInputFailsBeforeWritingAnything) {
+  auto r = request();
+  r.max_tokens = 3;  // shorter than any question part
+  EXPECT_THROW(run_dump(r), Error);
+  r = request();
+  r.chat_template = "chatml";
+  EXPECT_THROW(run_dump(r), Error);
+  r = request();
+  r.text = dir_ / "prompts.jsonl";  // both sources
+  EXPECT_THROW(run_dump(r), Error);
+  EXPECT_FALSE(fs::exists(dir_ / "x.h5"));
+  for (const auto& e : fs::directory_iterator(dir_)) EXPECT_EQ(e.path().string().find(".tmp-"), std::string::npos);
+}
+
+TEST_P(DumpJob, MaxTokensAndTextInput) {
+  std::ofstream(dir_ / "essay.txt") << std::string(40, 'a') + " kvlab streams layers to disk as the prefill runs. "
+                                       "Each layer's keys are stored before RoPE. ";
+  auto r = request();
+  r.prompts.clear();
+  r.text = dir_ / "essay.txt";
+  r.question = "Where are keys stored?";
+  r.max_tokens = 24;
+  r.chat_template = "none";
+  r.attn_in = false;
+  r.dtype = "f16";
+  EXPECT_THAT(run_dump(r), HasSubstr("dropped"));
+  core::DumpReader dump(r.out);
+  const auto meta = dump.sample("s0");
+  EXPECT_EQ(meta.num_tokens, 24);
+  EXPECT_FALSE(meta.has_attn_in);
+  EXPECT_EQ(dump.info().chat_template, "none");
+}
+
+INSTANTIATE_TEST_SUITE_P(Archs, DumpJob, ::testing::Values("llama", "qwen2", "mistral"));
+
+}  // namespace
+}  // namespace kvlab::harness

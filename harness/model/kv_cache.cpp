@@ -1,0 +1,97 @@
+#include "harness/model/kv_cache.h"
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+
+namespace kvlab::harness {
+namespace {
+
+std::string shape_of(const at::Tensor& t) {
+  std::string s = "[";
+  for (std::int64_t i = 0; i < t.dim(); ++i) s += (i ? ", " : "") + std::to_string(t.size(i));
+  return s + "]";
+}
+
+// Grows a [H, capacity, D] buffer so `needed` tokens fit (capacity doubles: appending one token
+// at a time stays amortised O(1) instead of copying the whole cache every step).
+void reserve(at::Tensor& buffer, std::int64_t length, std::int64_t needed, const at::Tensor& like) {
+  if (buffer.defined() && buffer.size(1) >= needed) return;
+  const std::int64_t capacity = std::max<std::int64_t>(needed, buffer.defined() ? 2 * buffer.size(1) : needed);
+  at::Tensor grown = at::empty({like.size(0), capacity, like.size(2)}, like.options());
+  if (length) grown.narrow(1, 0, length).copy_(buffer.narrow(1, 0, length));
+  buffer = grown;
+}
+
+}  // namespace
+
+KvCache::KvCache(int num_layers) : layers_(num_layers) {
+  if (num_layers <= 0) fail("KV cache: {} layers", num_layers);
+}
+
+const KvCache::Layer& KvCache::layer_at(int l) const {
+  if (l < 0 || l >= num_layers()) fail("KV cache: layer {} is outside 0..{}", l, num_layers() - 1);
+  return layers_[l];
+}
+KvCache::Layer& KvCache::layer_at(int l) { return const_cast<Layer&>(std::as_const(*this).layer_at(l)); }
+
+const at::Tensor& KvCache::key(int l) const { return layer_at(l).key_view; }
+const at::Tensor& KvCache::rotated_key(int l) const { return layer_at(l).rotated_view; }
+const at::Tensor& KvCache::value(int l) const { return layer_at(l).value_view; }
+const at::Tensor& KvCache::keep(int l) const { return layer_at(l).keep; }
+
+void KvCache::append(int l, const at::Tensor& key, const at::Tensor& rotated_key, const at::Tensor& value) {
+  Layer& layer = layer_at(l);
+  const std::int64_t n = key.size(0), end = layer.length + n;
+  reserve(layer.key, layer.length, end, key.transpose(0, 1));
+  reserve(layer.rotated, layer.length, end, key.transpose(0, 1));
+  reserve(layer.value, layer.length, end, value.transpose(0, 1));
+  layer.key.narrow(1, layer.length, n).copy_(key.transpose(0, 1));
+  layer.rotated.narrow(1, layer.length, n).copy_(rotated_key.transpose(0, 1));
+  layer.value.narrow(1, layer.length, n).copy_(value.transpose(0, 1));
+  if (layer.keep.defined())  // new tokens are always attended
+    layer.keep = at::cat({layer.keep, at::ones({layer.keep.size(0), n}, layer.keep.options())}, 1);
+  layer.length = end;
+  layer.key_view = layer.key.narrow(1, 0, end);
+  layer.rotated_view = layer.rotated.narrow(1, 0, end);
+  layer.value_view = layer.value.narrow(1, 0, end);
+}
+
+void KvCache::append_positions(const at::Tensor& positions) {
+  const std::int64_t n = positions.size(0), end = length_ + n;
+  for (int l = 0; l < num_layers(); ++l)
+    if (layers_[l].length != end) fail("KV cache: layer {} holds {} tokens, expected {}", l, layers_[l].length, end);
+  if (!positions_.defined() || positions_.size(0) < end) {
+    at::Tensor grown = at::empty({std::max<std::int64_t>(end, positions_.defined() ? 2 * positions_.size(0) : end)},
+                                 positions.options());
+    if (length_) grown.narrow(0, 0, length_).copy_(positions_.narrow(0, 0, length_));
+    positions_ = grown;
+  }
+  positions_.narrow(0, length_, n).copy_(positions);
+  length_ = end;
+  positions_view_ = positions_.narrow(0, 0, end);
+  next_position_ = positions_view_.max().item<std::int64_t>() + 1;
+}
+
+void KvCache::replace(int l, const at::Tensor& key, const at::Tensor& value, const at::Tensor& keep) {
+  Layer& layer = layer_at(l);
+  if (!layer.key_view.defined()) fail("KV cache: layer {} is empty; replace() follows a prefill", l);
+  const auto& now = layer.key_view;
+  if (!key.sizes().equals(now.sizes()) || !value.sizes().equals(now.sizes()))
+    fail("KV cache: layer {}: replacement key {} / value {} must have the cached shape {}", l, shape_of(key),
+         shape_of(value), shape_of(now));
+  if (keep.defined() && (keep.dim() != 2 || keep.size(0) != now.size(0) || keep.size(1) != now.size(1)))
+    fail("KV cache: layer {}: keep mask {} must be [H_kv, S] = [{}, {}]", l, shape_of(keep), now.size(0), now.size(1));
+  layer.key_view.copy_(key);
+  layer.value_view.copy_(value);
+  layer.keep = keep.defined() ? keep.to(now.device(), at::kBool).clone() : at::Tensor();
+  layer.stale = true;
+}
+
+void KvCache::set_rotated(int l, const at::Tensor& rotated_key) {
+  Layer& layer = layer_at(l);
+  layer.rotated_view.copy_(rotated_key);
+  layer.stale = false;
+}
+
+}  // namespace kvlab::harness

@@ -1,0 +1,64 @@
+// The decoder's KV cache. Keys are stored pre-RoPE — the tensors the dump, the analyses and
+// the compressors work on — and a rotated copy is kept beside them for attention, updated
+// incrementally as tokens are appended and recomputed when a compressor replaces a layer.
+// Per-head eviction is a keep mask rather than ragged tensors: evicted cells stay allocated but
+// are masked out of attention, which is exact for fidelity scoring.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "core/rope.h"
+
+namespace kvlab::harness {
+
+class KvCache {
+ public:
+  explicit KvCache(int num_layers);
+
+  int num_layers() const { return static_cast<int>(layers_.size()); }
+  std::int64_t length() const { return length_; }  // tokens stored (the same in every layer)
+  // RoPE position of the next token: max stored position + 1 (0 when empty), so positions stay
+  // right after a compressor drops or merges tokens.
+  std::int64_t next_position() const { return next_position_; }
+
+  const at::Tensor& key(int layer) const;          // [H_kv, S, D] pre-RoPE, model dtype and device
+  const at::Tensor& rotated_key(int layer) const;  // [H_kv, S, D] after RoPE: what attention uses
+  const at::Tensor& value(int layer) const;        // [H_kv, S, D]
+  const at::Tensor& positions() const { return positions_view_; }  // [S] int64, on the cache's device
+  // [H_kv, S] bool: false cells are masked out of attention. Undefined = every cell attended.
+  const at::Tensor& keep(int layer) const;
+
+  // The compression hook's write path: a layer's new pre-RoPE keys and values, the shape they
+  // have now ([H_kv, S, D]; converted to the cache's dtype and device), and optionally a keep mask
+  // [H_kv, S] (undefined: all kept). The rotated copy is rebuilt by the model before the layer
+  // next attends. Shapes are checked; errors name the layer.
+  void replace(int layer, const at::Tensor& key, const at::Tensor& value, const at::Tensor& keep = {});
+
+  // Used by the model during a forward call: appends S new tokens to one layer (key, rotated key
+  // and value, each [S, H_kv, D]); then, after the last layer, their positions [S].
+  void append(int layer, const at::Tensor& key, const at::Tensor& rotated_key, const at::Tensor& value);
+  void append_positions(const at::Tensor& positions);
+  // Whether replace() left a layer's rotated copy out of date, and the model's refreshed copy.
+  bool rotation_stale(int layer) const { return layer_at(layer).stale; }
+  void set_rotated(int layer, const at::Tensor& rotated_key);  // [H_kv, S, D]
+
+ private:
+  struct Layer {
+    at::Tensor key, rotated, value;  // [H_kv, capacity, D] buffers
+    at::Tensor key_view, rotated_view, value_view;  // their first `length` tokens
+    at::Tensor keep;                 // [H_kv, length] or undefined
+    std::int64_t length = 0;
+    bool stale = false;              // rotated copy predates replace()
+  };
+  const Layer& layer_at(int l) const;
+  Layer& layer_at(int l);
+  std::vector<Layer> layers_;
+  at::Tensor positions_, positions_view_;
+  std::int64_t length_ = 0;
+  std::int64_t next_position_ = 0;
+};
+
+}  // namespace kvlab::harness

@@ -1,0 +1,216 @@
+#include "harness/model/llama_model.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+
+namespace kvlab::harness {
+namespace {
+
+at::ScalarType scalar_type(const std::string& dtype, const core::Checkpoint& ckpt, const std::string& name) {
+  if (dtype == "F32") return at::kFloat;
+  if (dtype == "F16") return at::kHalf;
+  if (dtype == "BF16") return at::kBFloat16;
+  fail("{}: tensor '{}' has dtype {}; weights must be F32, F16 or BF16", ckpt.path().string(), name, dtype);
+}
+
+// Copies one stored tensor out of the mapping (memcpy: the data need not be aligned) and moves
+// it to the run's device and dtype, after checking its shape.
+at::Tensor load_weight(const core::Checkpoint& ckpt, const std::string& name, std::vector<std::int64_t> shape,
+                const RunOptions& o) {
+  if (!ckpt.has(name)) fail("{}: tensor '{}' is missing", ckpt.path().string(), name);
+  const auto& stored = ckpt.shape(name);
+  if (stored != core::Shape(shape.begin(), shape.end()))
+    fail("{}: tensor '{}' has shape [{}], the config implies [{}]", ckpt.path().string(), name,
+         fmt::join(stored, ", "), fmt::join(shape, ", "));
+  const auto bytes = ckpt.raw(name);
+  at::Tensor host = at::empty(shape, at::TensorOptions().dtype(scalar_type(ckpt.dtype(name), ckpt, name)));
+  std::memcpy(host.data_ptr(), bytes.data(), bytes.size());
+  return host.to(o.device, o.dtype);
+}
+
+at::Tensor optional_load(const core::Checkpoint& ckpt, bool present, const std::string& name,
+                         std::vector<std::int64_t> shape, const RunOptions& o) {
+  return present ? load_weight(ckpt, name, std::move(shape), o) : at::Tensor();
+}
+
+at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  return b.defined() ? at::addmm(b, x, w.t()) : at::matmul(x, w.t());
+}
+
+// HF's RMSNorm: fp32 statistics, cast back to the activation dtype, then times the weight.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  const at::Tensor x32 = x.to(at::kFloat);
+  return weight * (x32 * at::rsqrt(x32.pow(2).mean(-1, true) + eps)).to(x.scalar_type());
+}
+
+}  // namespace
+
+LlamaModel::LlamaModel(ModelConfig config, const core::Checkpoint& ckpt, RunOptions options)
+    : config_(std::move(config)), options_(options) {
+  const ModelConfig& c = config_;
+  const std::int64_t d = c.hidden_size, q = std::int64_t{c.num_heads} * c.head_dim,
+                     kv = std::int64_t{c.num_kv_heads} * c.head_dim, inter = c.intermediate_size;
+  embed_ = load_weight(ckpt, "model.embed_tokens.weight", {c.vocab_size, d}, options_);
+  norm_ = load_weight(ckpt, "model.norm.weight", {d}, options_);
+  lm_head_ = c.tie_word_embeddings ? embed_ : load_weight(ckpt, "lm_head.weight", {c.vocab_size, d}, options_);
+  for (int l = 0; l < c.num_layers; ++l) {
+    const auto p = fmt::format("model.layers.{}.", l);
+    Layer layer;
+    layer.input_norm = load_weight(ckpt, p + "input_layernorm.weight", {d}, options_);
+    layer.q = load_weight(ckpt, p + "self_attn.q_proj.weight", {q, d}, options_);
+    layer.k = load_weight(ckpt, p + "self_attn.k_proj.weight", {kv, d}, options_);
+    layer.v = load_weight(ckpt, p + "self_attn.v_proj.weight", {kv, d}, options_);
+    layer.o = load_weight(ckpt, p + "self_attn.o_proj.weight", {d, q}, options_);
+    layer.q_bias = optional_load(ckpt, c.qkv_bias, p + "self_attn.q_proj.bias", {q}, options_);
+    layer.k_bias = optional_load(ckpt, c.qkv_bias, p + "self_attn.k_proj.bias", {kv}, options_);
+    layer.v_bias = optional_load(ckpt, c.qkv_bias, p + "self_attn.v_proj.bias", {kv}, options_);
+    layer.o_bias = optional_load(ckpt, c.o_bias, p + "self_attn.o_proj.bias", {d}, options_);
+    layer.post_norm = load_weight(ckpt, p + "post_attention_layernorm.weight", {d}, options_);
+    layer.gate = load_weight(ckpt, p + "mlp.gate_proj.weight", {inter, d}, options_);
+    layer.up = load_weight(ckpt, p + "mlp.up_proj.weight", {inter, d}, options_);
+    layer.down = load_weight(ckpt, p + "mlp.down_proj.weight", {d, inter}, options_);
+    layer.gate_bias = optional_load(ckpt, c.mlp_bias, p + "mlp.gate_proj.bias", {inter}, options_);
+    layer.up_bias = optional_load(ckpt, c.mlp_bias, p + "mlp.up_proj.bias", {inter}, options_);
+    layer.down_bias = optional_load(ckpt, c.mlp_bias, p + "mlp.down_proj.bias", {d}, options_);
+    layers_.push_back(std::move(layer));
+  }
+  const auto& inv = c.rope.inv_freq();
+  if (static_cast<int>(inv.size()) != c.head_dim / 2)
+    fail("{}: RoPE has {} frequencies for head_dim {}", ckpt.path().string(), inv.size(), c.head_dim);
+  inv_freq_ = at::tensor(std::vector<float>(inv.begin(), inv.end()), at::kFloat).to(options_.device);
+}
+
+LlamaModel LlamaModel::load(const std::filesystem::path& dir, RunOptions options) {
+  return LlamaModel(load_model_config(dir), core::Checkpoint(dir), options);
+}
+
+at::Tensor LlamaModel::rotate(const at::Tensor& x, const at::Tensor& positions) const {
+  // Angles p·inv_freq[j] in fp32, duplicated so frequency j sits at j and j + D/2 (rotate-half).
+  const at::Tensor angles = at::outer(positions.to(at::kFloat), inv_freq_);  // [S, D/2]
+  const at::Tensor emb = at::cat({angles, angles}, -1);                       // [S, D]
+  const at::Tensor cos = emb.cos().to(x.scalar_type()).unsqueeze(1);        // [S, 1, D]
+  const at::Tensor sin = emb.sin().to(x.scalar_type()).unsqueeze(1);
+  const std::int64_t half = x.size(-1) / 2;
+  const at::Tensor rotated_half = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return x * cos + rotated_half * sin;
+}
+
+std::int64_t LlamaModel::chunk_tokens(std::int64_t keys) const {
+  if (options_.max_chunk_tokens > 0) return options_.max_chunk_tokens;
+  constexpr double budget = 512.0 * 1024 * 1024;
+  // fp32 scores and probabilities ~ 3 copies of [H_q, chunk, keys]; MLP ~ 3 × [chunk, I] of f32.
+  const double per_token = 12.0 * config_.num_heads * keys + 12.0 * config_.intermediate_size;
+  return std::max<std::int64_t>(1, static_cast<std::int64_t>(budget / per_token));
+}
+
+at::Tensor LlamaModel::attention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
+                                 const at::Tensor& q_positions, const at::Tensor& k_positions,
+                                 const at::Tensor& keep) const {
+  // q [S, H_q, D] rotated; keys/values [H_kv, Sk, D]; returns [S, H_q·D].
+  const std::int64_t S = q.size(0), Sk = keys.size(1), Hkv = config_.num_kv_heads, rep = config_.n_rep(),
+                     D = config_.head_dim;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  const at::Tensor kt = keys.transpose(1, 2);  // [H_kv, D, Sk]
+  std::vector<at::Tensor> outputs;
+  const std::int64_t chunk = chunk_tokens(Sk);
+  for (std::int64_t s0 = 0; s0 < S; s0 += chunk) {
+    const std::int64_t n = std::min(chunk, S - s0);
+    // Query head h = kv·rep + r reads KV head kv (repeat_interleave): group the rep heads per KV head.
+    const at::Tensor qc = q.narrow(0, s0, n).permute({1, 0, 2}).reshape({Hkv, rep * n, D});
+    at::Tensor scores = (at::matmul(qc, kt) * scale).to(at::kFloat).view({Hkv, rep, n, Sk});
+    const at::Tensor qp = q_positions.narrow(0, s0, n).unsqueeze(1);  // [n, 1]
+    const at::Tensor kp = k_positions.unsqueeze(0);                    // [1, Sk]
+    at::Tensor allowed = kp <= qp;
+    if (config_.sliding_window) allowed = allowed & (kp > qp - *config_.sliding_window);
+    at::Tensor mask = allowed.view({1, 1, n, Sk});
+    if (keep.defined()) mask = mask & keep.view({Hkv, 1, 1, Sk});
+    scores.masked_fill_(mask.logical_not(), -std::numeric_limits<float>::infinity());
+    const at::Tensor probs = at::softmax(scores, -1).to(q.scalar_type()).view({Hkv, rep * n, Sk});
+    const at::Tensor out = at::matmul(probs, values);  // [H_kv, rep·n, D]
+    outputs.push_back(out.view({Hkv * rep, n, D}).permute({1, 0, 2}).reshape({n, Hkv * rep * D}));
+  }
+  return outputs.size() == 1 ? outputs[0] : at::cat(outputs, 0);
+}
+
+at::Tensor LlamaModel::mlp(const Layer& layer, const at::Tensor& h) const {
+  std::vector<at::Tensor> outputs;
+  const std::int64_t S = h.size(0), chunk = chunk_tokens(0);
+  for (std::int64_t s0 = 0; s0 < S; s0 += chunk) {
+    const at::Tensor x = rms_norm(h.narrow(0, s0, std::min(chunk, S - s0)), layer.post_norm, config_.rms_norm_eps);
+    const at::Tensor act = at::silu(linear(x, layer.gate, layer.gate_bias)) * linear(x, layer.up, layer.up_bias);
+    outputs.push_back(linear(act, layer.down, layer.down_bias));
+  }
+  return outputs.size() == 1 ? outputs[0] : at::cat(outputs, 0);
+}
+
+at::Tensor LlamaModel::forward(const at::Tensor& ids_in, KvCache* cache, const LayerObserver& observer,
+                               bool all_logits) const {
+  const ModelConfig& c = config_;
+  if (ids_in.dim() != 1 || ids_in.size(0) == 0) fail("forward: ids must be a non-empty [S] tensor");
+  if (cache && cache->num_layers() != c.num_layers)
+    fail("forward: the cache has {} layers, the model {}", cache->num_layers(), c.num_layers);
+  const at::Tensor ids = ids_in.to(options_.device, at::kLong);
+  const std::int64_t lo = ids.min().item<std::int64_t>(), hi = ids.max().item<std::int64_t>();
+  if (lo < 0 || hi >= c.vocab_size) fail("forward: token id {} is outside the vocabulary of {}", lo < 0 ? lo : hi, c.vocab_size);
+  const std::int64_t S = ids.size(0), start = cache ? cache->next_position() : 0;
+  const at::Tensor positions = at::arange(start, start + S, at::TensorOptions().dtype(at::kLong).device(options_.device));
+  const at::Tensor k_positions = cache && cache->length() ? at::cat({cache->positions(), positions}) : positions;
+
+  at::Tensor h = embed_.index_select(0, ids);  // [S, d], no scaling (unlike Gemma)
+  for (int l = 0; l < c.num_layers; ++l) {
+    const Layer& layer = layers_[l];
+    const at::Tensor x = rms_norm(h, layer.input_norm, c.rms_norm_eps);
+    const at::Tensor q = linear(x, layer.q, layer.q_bias).view({S, c.num_heads, c.head_dim});
+    const at::Tensor k = linear(x, layer.k, layer.k_bias).view({S, c.num_kv_heads, c.head_dim});
+    const at::Tensor v = linear(x, layer.v, layer.v_bias).view({S, c.num_kv_heads, c.head_dim});
+    if (observer) observer(LayerTap{l, x, q, k, v, positions});
+    const at::Tensor k_rot = rotate(k, positions);
+    at::Tensor keys, values, keep;
+    if (cache) {
+      if (cache->rotation_stale(l)) cache->set_rotated(l, rotate(cache->key(l).transpose(0, 1), cache->positions()).transpose(0, 1));
+      cache->append(l, k, k_rot, v);
+      keys = cache->rotated_key(l);
+      values = cache->value(l);
+      keep = cache->keep(l);
+    } else {
+      keys = k_rot.transpose(0, 1);
+      values = v.transpose(0, 1);
+    }
+    const at::Tensor attn = attention(rotate(q, positions), keys, values, positions, k_positions, keep);
+    h = h + linear(attn, layer.o, layer.o_bias);
+    h = h + mlp(layer, h);
+  }
+  if (cache) cache->append_positions(positions);
+  const at::Tensor last = all_logits ? h : h.narrow(0, S - 1, 1);
+  return at::matmul(rms_norm(last, norm_, c.rms_norm_eps), lm_head_.t()).to(at::kFloat);
+}
+
+Generation generate_greedy(const LlamaModel& model, std::span<const std::int32_t> context,
+                           std::span<const std::int32_t> question, int max_new_tokens, const PrefillHook& hook) {
+  if (context.empty()) fail("generate: empty context");
+  const auto as_tensor = [](std::span<const std::int32_t> ids) {
+    return at::tensor(std::vector<std::int64_t>(ids.begin(), ids.end()), at::kLong);
+  };
+  KvCache cache(model.config().num_layers);
+  at::Tensor logits = model.forward(as_tensor(context), &cache);
+  if (hook) hook(cache, static_cast<std::int64_t>(context.size()));
+  if (!question.empty()) logits = model.forward(as_tensor(question), &cache);
+  Generation out;
+  std::vector<at::Tensor> steps;
+  const auto& eos = model.config().eos_token_ids;
+  for (int i = 0; i < max_new_tokens; ++i) {
+    const auto next = static_cast<std::int32_t>(logits[0].argmax().item<std::int64_t>());
+    out.tokens.push_back(next);
+    steps.push_back(logits);
+    if (std::find(eos.begin(), eos.end(), next) != eos.end() || i + 1 == max_new_tokens) break;
+    logits = model.forward(at::tensor({static_cast<std::int64_t>(next)}, at::kLong), &cache);
+  }
+  out.step_logits = steps.empty() ? at::empty({0, model.config().vocab_size}) : at::cat(steps, 0).cpu();
+  return out;
+}
+
+}  // namespace kvlab::harness

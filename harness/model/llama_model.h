@@ -1,0 +1,92 @@
+// The Llama-family decoder (Llama-3.x, Qwen2/2.5, Mistral) in libtorch, with HF's numerics
+// (reference/models.md §1.3): RMSNorm in fp32, RoPE cos/sin in fp32 with rotate-half pairing,
+// softmax in fp32, q/k/v biases for Qwen2, GQA by repeat-interleave (query head h reads KV head
+// h / n_rep), Mistral v0.1's sliding window. CPU or CUDA; f32, bf16 or f16.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "core/safetensors.h"
+#include "harness/model/kv_cache.h"
+#include "harness/model_config.h"
+
+namespace kvlab::harness {
+
+struct RunOptions {
+  at::Device device{at::kCPU};
+  at::ScalarType dtype = at::kFloat;  // compute and cache dtype
+  // Query tokens per attention/MLP chunk; 0 = auto, sized so the fp32 scores and the MLP
+  // activations of one chunk stay within about 512 MiB (a 128k-token prefill never
+  // materialises [H_q, S, S]).
+  std::int64_t max_chunk_tokens = 0;
+};
+
+// What one layer computed in a forward call over S tokens (views, valid during the callback).
+struct LayerTap {
+  int layer;
+  const at::Tensor& attn_in;    // [S, d_model] the normalized attention input (input_layernorm output)
+  const at::Tensor& query;      // [S, H_q, D] pre-RoPE
+  const at::Tensor& key;        // [S, H_kv, D] pre-RoPE: k_proj(x) + b_k
+  const at::Tensor& value;      // [S, H_kv, D]
+  const at::Tensor& positions;  // [S] int64
+};
+using LayerObserver = std::function<void(const LayerTap&)>;
+
+class LlamaModel {
+ public:
+  // Copies every weight to options.device/dtype (nothing points into the mapping afterwards).
+  // Checks that each tensor models.md §1.4 names exists with its shape — an error names the
+  // tensor and the checkpoint — accepts F32/F16/BF16 storage, ignores *.rotary_emb.inv_freq
+  // buffers, and ties lm_head to embed_tokens when the config says so.
+  LlamaModel(ModelConfig config, const core::Checkpoint& weights, RunOptions options);
+  static LlamaModel load(const std::filesystem::path& dir, RunOptions options);  // config.json + safetensors
+
+  const ModelConfig& config() const { return config_; }
+  const RunOptions& options() const { return options_; }
+
+  // Runs `ids` ([S] integer, any device) at positions cache->next_position() + 0..S-1, appends
+  // their pre-RoPE K and V to `cache`, and calls `observer` once per layer, in order. With
+  // cache == nullptr the positions are 0..S-1 and nothing is kept (the dump path: memory is one
+  // layer's tensors). Returns f32 logits: [S, V] when all_logits, else [1, V] (the last token).
+  at::Tensor forward(const at::Tensor& ids, KvCache* cache, const LayerObserver& observer = {},
+                     bool all_logits = false) const;
+
+  // RoPE of x [S, H, D] at `positions` [S] (the rotation attention applies), in x's dtype.
+  at::Tensor rotate(const at::Tensor& x, const at::Tensor& positions) const;
+
+  struct Layer {  // one decoder layer's weights; undefined biases are absent
+    at::Tensor input_norm, q, q_bias, k, k_bias, v, v_bias, o, o_bias;
+    at::Tensor post_norm, gate, gate_bias, up, up_bias, down, down_bias;
+  };
+
+ private:
+  at::Tensor attention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
+                       const at::Tensor& q_positions, const at::Tensor& k_positions, const at::Tensor& keep) const;
+  at::Tensor mlp(const Layer& layer, const at::Tensor& h) const;
+  std::int64_t chunk_tokens(std::int64_t keys) const;
+
+  ModelConfig config_;
+  RunOptions options_;
+  at::Tensor embed_, norm_, lm_head_, inv_freq_;
+  std::vector<Layer> layers_;
+};
+
+// Prefills `context`, calls `hook(cache, context.size())` — the point where a compressor replaces
+// the context's cache — then feeds `question` from that cache and decodes greedily until a token
+// of config.eos_token_ids or max_new_tokens. Generated tokens are cached uncompressed. With an
+// empty question the first token comes from the prefill's logits (computed before the hook).
+using PrefillHook = std::function<void(KvCache&, std::int64_t context_tokens)>;
+struct Generation {
+  std::vector<std::int32_t> tokens;  // generated ids (the eos token included when reached)
+  at::Tensor step_logits;            // [n_generated, V] f32: the distribution each token was chosen from
+};
+Generation generate_greedy(const LlamaModel& model, std::span<const std::int32_t> context,
+                           std::span<const std::int32_t> question, int max_new_tokens, const PrefillHook& hook = {});
+
+}  // namespace kvlab::harness

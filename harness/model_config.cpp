@@ -1,0 +1,150 @@
+#include "harness/model_config.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace kvlab::harness {
+namespace {
+
+using nlohmann::json;
+
+int required_int(const json& j, const char* key, std::string_view source) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) fail("{}: '{}' is missing", source, key);
+  if (!it->is_number_integer() || it->get<long long>() <= 0) fail("{}: '{}' must be a positive integer", source, key);
+  return it->get<int>();
+}
+
+std::optional<int> optional_int(const json& j, const char* key, std::string_view source) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return std::nullopt;
+  if (!it->is_number_integer()) fail("{}: '{}' must be an integer", source, key);
+  return it->get<int>();
+}
+
+bool flag(const json& j, const char* key, bool fallback, std::string_view source) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_boolean()) fail("{}: '{}' must be true or false", source, key);
+  return it->get<bool>();
+}
+
+// eos_token_id: an int or a list of ints (Llama-3.1 lists three).
+std::vector<int> token_list(const json& j, const char* key, std::string_view source) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return {};
+  if (it->is_number_integer()) return {it->get<int>()};
+  std::vector<int> out;
+  if (it->is_array())
+    for (const auto& v : *it) {
+      if (!v.is_number_integer()) fail("{}: '{}' must be an integer or a list of integers", source, key);
+      out.push_back(v.get<int>());
+    }
+  else
+    fail("{}: '{}' must be an integer or a list of integers", source, key);
+  return out;
+}
+
+std::string read_text(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot open", path.string());
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+}  // namespace
+
+std::string ModelConfig::describe() const {
+  return fmt::format("{} {} layers d={} I={} H_q={} H_kv={} D={} vocab={} rope {}{}{}", model_type, num_layers,
+                     hidden_size, intermediate_size, num_heads, num_kv_heads, head_dim, vocab_size, rope.describe(),
+                     qkv_bias ? " qkv-bias" : "",
+                     sliding_window ? fmt::format(" window={}", *sliding_window) : std::string());
+}
+
+ModelConfig parse_model_config(std::string_view json_text, std::string_view source) {
+  json j;
+  try {
+    j = json::parse(json_text);
+  } catch (const std::exception& e) {
+    fail("{}: not valid JSON ({})", source, e.what());
+  }
+  if (!j.is_object()) fail("{}: not a JSON object", source);
+
+  ModelConfig c;
+  c.json = std::string(json_text);
+  c.model_type = j.value("model_type", std::string());
+  if (c.model_type != "llama" && c.model_type != "qwen2" && c.model_type != "mistral")
+    fail("{}: model_type '{}' is not supported (llama, qwen2, mistral)", source, c.model_type);
+  c.vocab_size = required_int(j, "vocab_size", source);
+  c.hidden_size = required_int(j, "hidden_size", source);
+  c.intermediate_size = required_int(j, "intermediate_size", source);
+  c.num_layers = required_int(j, "num_hidden_layers", source);
+  c.num_heads = required_int(j, "num_attention_heads", source);
+  c.num_kv_heads = optional_int(j, "num_key_value_heads", source).value_or(c.num_heads);
+  if (c.num_kv_heads <= 0 || c.num_heads % c.num_kv_heads)
+    fail("{}: num_key_value_heads {} must divide num_attention_heads {}", source, c.num_kv_heads, c.num_heads);
+  // An explicit head_dim wins (Mistral-Nemo-style configs have head_dim·heads ≠ hidden_size).
+  c.head_dim = optional_int(j, "head_dim", source).value_or(0);
+  if (c.head_dim == 0) {
+    if (c.hidden_size % c.num_heads) fail("{}: hidden_size {} is not divisible by num_attention_heads {} and head_dim is absent", source, c.hidden_size, c.num_heads);
+    c.head_dim = c.hidden_size / c.num_heads;
+  }
+  if (c.head_dim <= 0 || c.head_dim % 2) fail("{}: head_dim {} must be positive and even (RoPE pairs)", source, c.head_dim);
+  if (auto it = j.find("rms_norm_eps"); it != j.end() && !it->is_null()) {
+    if (!it->is_number() || !(it->get<double>() > 0)) fail("{}: 'rms_norm_eps' must be a positive number", source);
+    c.rms_norm_eps = it->get<double>();
+  }
+  const bool attention_bias = flag(j, "attention_bias", false, source);
+  c.qkv_bias = c.model_type == "qwen2" || attention_bias;  // Qwen2's model code hard-codes q/k/v bias
+  c.o_bias = c.model_type != "qwen2" && attention_bias;
+  c.mlp_bias = flag(j, "mlp_bias", false, source);
+  c.tie_word_embeddings = flag(j, "tie_word_embeddings", false, source);
+  // Sliding window: Mistral applies it whenever set (v0.1: 4096); Qwen2 only with
+  // use_sliding_window: true, and then only on layers ≥ max_window_layers, which kvlab does not
+  // model, so it refuses rather than run the wrong attention.
+  const auto window = optional_int(j, "sliding_window", source);
+  if (c.model_type == "mistral" && window) c.sliding_window = window;
+  if (c.model_type == "qwen2" && flag(j, "use_sliding_window", false, source))
+    fail("{}: use_sliding_window: true (per-layer windows) is not supported", source);
+  if (c.sliding_window && *c.sliding_window <= 0) fail("{}: sliding_window {} must be positive", source, *c.sliding_window);
+  c.max_position_embeddings = optional_int(j, "max_position_embeddings", source).value_or(0);
+  c.bos_token_id = optional_int(j, "bos_token_id", source);
+  c.eos_token_ids = token_list(j, "eos_token_id", source);
+  c.torch_dtype = j.value("torch_dtype", j.value("dtype", std::string()));
+  try {
+    c.rope = core::Rope::from_config(json_text, c.head_dim);
+  } catch (const Error& e) {
+    fail("{}: {}", source, e.what());
+  }
+  return c;
+}
+
+ModelConfig load_model_config(const std::filesystem::path& dir) {
+  const auto file = std::filesystem::is_directory(dir) ? dir / "config.json" : dir;
+  if (!std::filesystem::exists(file)) fail("{}: no config.json (is this a Hugging Face model folder?)", dir.string());
+  ModelConfig c = parse_model_config(read_text(file), file.string());
+  const auto generation = file.parent_path() / "generation_config.json";
+  if (std::filesystem::exists(generation)) {
+    json g;
+    try {
+      g = json::parse(read_text(generation));
+    } catch (const std::exception& e) {
+      fail("{}: not valid JSON ({})", generation.string(), e.what());
+    }
+    // generation_config's list is what generation stops on (Llama-3.1 adds <|eot_id|> there).
+    auto eos = token_list(g, "eos_token_id", generation.string());
+    for (int id : c.eos_token_ids)
+      if (std::find(eos.begin(), eos.end(), id) == eos.end()) eos.push_back(id);
+    if (!eos.empty()) c.eos_token_ids = eos;
+  }
+  return c;
+}
+
+}  // namespace kvlab::harness

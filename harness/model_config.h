@@ -1,0 +1,52 @@
+// A Llama-family model's config.json, read with transformers' leniency (reference/models.md
+// §1.2): head_dim absent → hidden_size / num_attention_heads; num_key_value_heads absent → MHA;
+// eos_token_id an int or a list; torch_dtype or dtype; rope parameters in rope_scaling (key
+// "rope_type" or "type") or transformers-v5 rope_parameters (core::Rope reads those). The three
+// target families differ only in the flags below: Qwen2's q/k/v biases, Mistral v0.1's sliding
+// window, tied embeddings on the small Qwen2.5 models.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/rope.h"
+
+namespace kvlab::harness {
+
+struct ModelConfig {
+  std::string model_type;             // "llama" | "qwen2" | "mistral"
+  int vocab_size = 0;                 // embedding rows (may exceed the tokenizer's size: padding)
+  int hidden_size = 0;                // d_model
+  int intermediate_size = 0;          // MLP width I
+  int num_layers = 0;                 // num_hidden_layers
+  int num_heads = 0;                  // query heads H_q
+  int num_kv_heads = 0;               // key/value heads H_kv (divides H_q: GQA group n_rep = H_q / H_kv)
+  int head_dim = 0;                   // D
+  double rms_norm_eps = 1e-6;
+  bool qkv_bias = false;              // q/k/v projections carry a bias (Qwen2 always; attention_bias elsewhere)
+  bool o_bias = false;                // o_proj bias (attention_bias on llama; never on Qwen2)
+  bool mlp_bias = false;              // gate/up/down biases (llama's mlp_bias)
+  bool tie_word_embeddings = false;   // lm_head reuses embed_tokens (lm_head.weight absent)
+  std::optional<int> sliding_window;  // attend to at most this many most recent keys (Mistral v0.1), else full
+  int max_position_embeddings = 0;
+  std::optional<int> bos_token_id;
+  std::vector<int> eos_token_ids;     // generation stops on any of these
+  std::string torch_dtype;            // "bfloat16" | "float16" | "float32" | "" when absent
+  core::Rope rope;                    // the frequency rule (default, linear, llama3)
+  std::string json;                   // config.json as read, for provenance
+
+  int n_rep() const { return num_heads / num_kv_heads; }
+  std::string describe() const;  // one line: "llama 4 layers d=256 H_q=8 H_kv=2 D=32 rope llama3 ..."
+};
+
+// Parses config.json text; `source` names it in errors. Every missing or inconsistent field is
+// a kvlab::Error naming the field (heads not dividing, head_dim odd, unknown model_type, ...).
+ModelConfig parse_model_config(std::string_view json_text, std::string_view source = "config.json");
+// Reads `dir`/config.json (or `dir` itself when it is a file) and merges generation_config.json's
+// eos_token_id when present (Llama-3.1 and Qwen2.5 list their stop tokens there).
+ModelConfig load_model_config(const std::filesystem::path& dir);
+
+}  // namespace kvlab::harness

@@ -1,0 +1,153 @@
+// config.json leniency (reference/models.md §1.2): each rule against a config written the way
+// the real checkpoints (or transformers v5) write it; every malformed field an error naming it.
+#include "harness/model_config.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+
+namespace kvlab::harness {
+namespace {
+
+using nlohmann::json;
+using ::testing::HasSubstr;
+
+// Llama-3.1-8B's config.json (reference/models.md §1.1), without head_dim as older saves have it.
+json llama31() {
+  return json::parse(R"({
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+    "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
+    "num_key_value_heads": 8, "rms_norm_eps": 1e-05, "rope_theta": 500000.0,
+    "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "max_position_embeddings": 131072, "tie_word_embeddings": false, "vocab_size": 128256,
+    "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009], "torch_dtype": "bfloat16"})");
+}
+
+std::string error_of(const json& j) {
+  try {
+    parse_model_config(j.dump());
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(ModelConfig, Llama31ComputesHeadDimAndReadsLlama3Rope) {
+  const auto c = parse_model_config(llama31().dump());
+  EXPECT_EQ(c.head_dim, 128);
+  EXPECT_EQ(c.n_rep(), 4);
+  EXPECT_EQ(c.eos_token_ids, (std::vector<int>{128001, 128008, 128009}));
+  EXPECT_EQ(c.bos_token_id, 128000);
+  EXPECT_FALSE(c.qkv_bias);
+  EXPECT_FALSE(c.sliding_window);
+  EXPECT_EQ(c.torch_dtype, "bfloat16");
+  // The llama3 rule divides the lowest frequency by 8: inv[63] ≈ 3.0689e-7 (models.md §2.3).
+  ASSERT_EQ(c.rope.inv_freq().size(), 64u);
+  EXPECT_NEAR(c.rope.inv_freq()[63], 3.0689e-7, 1e-10);
+}
+
+TEST(ModelConfig, TypeKeyAndV5RopeParametersGiveTheSameFrequencies) {
+  const auto reference = parse_model_config(llama31().dump()).rope.inv_freq();
+  json legacy = llama31();
+  legacy["rope_scaling"].erase("rope_type");
+  legacy["rope_scaling"]["type"] = "llama3";
+  EXPECT_EQ(parse_model_config(legacy.dump()).rope.inv_freq(), reference);
+  json v5 = llama31();
+  v5["rope_parameters"] = v5["rope_scaling"];
+  v5["rope_parameters"]["rope_theta"] = 500000.0;
+  v5.erase("rope_scaling");
+  v5.erase("rope_theta");
+  EXPECT_EQ(parse_model_config(v5.dump()).rope.inv_freq(), reference);
+}
+
+TEST(ModelConfig, ExplicitHeadDimWinsAndEosMayBeAnInt) {
+  json j = llama31();
+  j["head_dim"] = 64;  // Mistral-Nemo style: heads · head_dim ≠ hidden_size
+  j["eos_token_id"] = 2;
+  j.erase("torch_dtype");
+  j["dtype"] = "float16";
+  const auto c = parse_model_config(j.dump());
+  EXPECT_EQ(c.head_dim, 64);
+  EXPECT_EQ(c.eos_token_ids, (std::vector<int>{2}));
+  EXPECT_EQ(c.torch_dtype, "float16");
+}
+
+TEST(ModelConfig, Qwen2HasQkvBiasButNoOutputBiasAndIgnoresAnUnusedWindow) {
+  json j = llama31();
+  j["model_type"] = "qwen2";
+  j["sliding_window"] = 131072;
+  j["use_sliding_window"] = false;
+  j.erase("rope_scaling");
+  const auto c = parse_model_config(j.dump());
+  EXPECT_TRUE(c.qkv_bias);
+  EXPECT_FALSE(c.o_bias);
+  EXPECT_FALSE(c.sliding_window);
+  j["use_sliding_window"] = true;
+  EXPECT_THAT(error_of(j), HasSubstr("use_sliding_window"));
+}
+
+TEST(ModelConfig, MistralV01KeepsItsSlidingWindowAndMhaWhenKvHeadsAbsent) {
+  json j = llama31();
+  j["model_type"] = "mistral";
+  j["sliding_window"] = 4096;
+  j.erase("num_key_value_heads");
+  j.erase("rope_scaling");
+  const auto c = parse_model_config(j.dump());
+  EXPECT_EQ(c.sliding_window, 4096);
+  EXPECT_EQ(c.num_kv_heads, 32);
+  EXPECT_EQ(c.n_rep(), 1);
+}
+
+TEST(ModelConfig, ErrorsNameTheField) {
+  json j = llama31();
+  j.erase("num_hidden_layers");
+  EXPECT_THAT(error_of(j), HasSubstr("num_hidden_layers"));
+  j = llama31();
+  j["num_key_value_heads"] = 5;
+  EXPECT_THAT(error_of(j), HasSubstr("num_key_value_heads 5 must divide"));
+  j = llama31();
+  j["model_type"] = "gemma";
+  EXPECT_THAT(error_of(j), HasSubstr("gemma"));
+  j = llama31();
+  j["eos_token_id"] = "x";
+  EXPECT_THAT(error_of(j), HasSubstr("eos_token_id"));
+  j = llama31();
+  j["rope_scaling"]["rope_type"] = "yarn";
+  EXPECT_THAT(error_of(j), HasSubstr("yarn"));
+  EXPECT_THAT([] {
+    try {
+      parse_model_config("{not json", "x/config.json");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  }(), HasSubstr("x/config.json"));
+}
+
+TEST(ModelConfig, LoadMergesGenerationConfigStopTokens) {
+  const auto dir = std::filesystem::temp_directory_path() / fmt::format("kvlab_cfg_{}", ::getpid());
+  std::filesystem::create_directories(dir);
+  json j = llama31();
+  j["eos_token_id"] = 128001;
+  std::ofstream(dir / "config.json") << j.dump();
+  std::ofstream(dir / "generation_config.json") << R"({"eos_token_id": [128001, 128009]})";
+  const auto c = load_model_config(dir);
+  EXPECT_EQ(c.eos_token_ids, (std::vector<int>{128001, 128009}));
+  std::filesystem::remove_all(dir);
+  try {
+    load_model_config(dir);
+    ADD_FAILURE() << "loaded a missing folder";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("config.json"));
+  }
+}
+
+}  // namespace
+}  // namespace kvlab::harness

@@ -1,0 +1,44 @@
+// Prompts for `kvlab dump`: where they come from (a JSONL file, or one text file) and how
+// they become token ids with an exact context/question boundary.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "harness/tokenizer/chat_template.h"
+#include "harness/tokenizer/tokenizer.h"
+
+namespace kvlab::harness {
+
+struct Prompt {
+  std::string id;        // HDF5-safe sample id (letters, digits, '_', '-', '.')
+  std::string context;   // the long part whose cache gets compressed
+  std::string question;  // asked after the context (may be empty)
+  std::string system;    // system prompt for templates that take one ("" = the template's default)
+};
+
+// One JSON object per line: {"context": ..., "question": ..., "id": ..., "system": ...}; "prompt"
+// is accepted for "context"; only the context is required. Blank lines are skipped. Ids default to
+// s0, s1, ... by line order; duplicates and unsafe ids are errors naming the line.
+std::vector<Prompt> load_prompts_jsonl(const std::filesystem::path& path);
+// The whole file as one context (id "s0"), with `question` after it.
+Prompt prompt_from_text(const std::filesystem::path& path, std::string question = {});
+
+enum class Truncation { end, middle };  // drop the context's last tokens, or its middle (LongBench's rule)
+Truncation parse_truncation(std::string_view name);  // "end" | "middle"
+
+struct TokenizedPrompt {
+  std::vector<std::int32_t> tokens;  // [T] the whole prompt: template head, context, question, template tail
+  std::int64_t context_end = 0;      // tokens [0, context_end) are the context part
+  std::int64_t dropped = 0;          // context tokens removed to fit max_tokens
+};
+
+// Renders `prompt` with `chat_template` and tokenizes context and question parts separately
+// (encode_chat: exactly one BOS). When the result exceeds max_tokens (> 0), context tokens are
+// dropped per `truncation`; the question part is never cut (an error when it alone does not fit).
+TokenizedPrompt tokenize_prompt(const Tokenizer& tokenizer, ChatTemplate chat_template, const Prompt& prompt,
+                                std::int64_t max_tokens, Truncation truncation);
+
+}  // namespace kvlab::harness

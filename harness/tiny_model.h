@@ -1,0 +1,47 @@
+// Tiny Llama-family checkpoints for tests and the demo (`kvlab make-tiny-model`): a real HF
+// folder — config.json, generation_config.json, model.safetensors, tokenizer files — with
+// seeded random weights, so every loader runs exactly the code a downloaded checkpoint runs.
+// No libtorch here: the weights are written through core::write_safetensors.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+
+#include "core/safetensors.h"
+#include "harness/model_config.h"
+
+namespace kvlab::harness {
+
+struct TinyModelOptions {
+  std::string arch = "llama";   // llama (llama3 RoPE, BPE tokenizer.json) | qwen2 (q/k/v bias, NFC BPE)
+                                // | mistral (sentencepiece tokenizer.model)
+  int layers = 4;
+  int hidden = 64;              // d_model
+  int heads = 4;                // H_q
+  int kv_heads = 2;             // H_kv (divides heads)
+  int head_dim = 0;             // D; 0 → hidden / heads
+  int intermediate = 128;       // MLP width
+  int vocab = 512;              // tokenizer vocabulary target (byte-level BPE: ≥ 256 + specials)
+  // Cross-layer structure: layer l's weights = s·(layer l−1's) + √(1−s²)·(fresh draw), so at
+  // s > 0 adjacent layers' K/V correlate as in real models (xKV Fig. 2); 0 = independent.
+  double layer_similarity = 0.0;
+  std::uint64_t seed = 0;
+  std::string dtype = "bfloat16";  // storage dtype of model.safetensors: bfloat16 | float16 | float32
+  int max_position_embeddings = 8192;
+};
+
+// The config.json text for `options` with `vocab_size` embedding rows.
+std::string tiny_model_config_json(const TinyModelOptions& options, int vocab_size);
+
+// Seeded random weights with HF names and shapes (reference/models.md §1.4) for `config`:
+// projections ~ N(0, 1/fan_in), embeddings ~ N(0, 1), norms 1 + N(0, 0.1²), Qwen2 biases
+// N(0, 0.1²). Same options and config → same bytes.
+std::map<std::string, core::TensorToWrite> tiny_weights(const ModelConfig& config, const TinyModelOptions& options);
+
+// Writes the whole folder (created if missing; existing kvlab files replaced atomically) and
+// returns its config.
+ModelConfig write_tiny_model(const std::filesystem::path& dir, const TinyModelOptions& options);
+
+}  // namespace kvlab::harness

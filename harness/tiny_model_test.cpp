@@ -1,0 +1,137 @@
+// Tiny checkpoints: the folder must load through the same code as a downloaded one (config,
+// safetensors, tokenizer), weights must have the HF names and shapes the config implies, the
+// same seed must give the same bytes, and layer_similarity must give adjacent layers exactly
+// the correlation it promises (sample correlation within 4/√n of s).
+#include "harness/tiny_model.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "harness/tokenizer/tokenizer.h"
+
+namespace kvlab::harness {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path temp_dir(const char* name) {
+  auto dir = fs::temp_directory_path() / fmt::format("kvlab_tiny_{}_{}", name, ::getpid());
+  fs::remove_all(dir);
+  return dir;
+}
+
+double correlation(const std::vector<float>& a, const std::vector<float>& b) {
+  double ma = 0, mb = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) ma += a[i], mb += b[i];
+  ma /= a.size(), mb /= b.size();
+  double sab = 0, saa = 0, sbb = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    sab += (a[i] - ma) * (b[i] - mb);
+    saa += (a[i] - ma) * (a[i] - ma);
+    sbb += (b[i] - mb) * (b[i] - mb);
+  }
+  return sab / std::sqrt(saa * sbb);
+}
+
+class TinyModel : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(TinyModel, FolderLoadsLikeARealCheckpoint) {
+  const auto dir = temp_dir(GetParam().c_str());
+  TinyModelOptions o;
+  o.arch = GetParam();
+  o.layers = 2;
+  const ModelConfig written = write_tiny_model(dir, o);
+  const ModelConfig c = load_model_config(dir);
+  EXPECT_EQ(c.model_type, o.arch);
+  EXPECT_EQ(c.num_layers, 2);
+  EXPECT_EQ(c.head_dim, o.hidden / o.heads);
+  EXPECT_EQ(c.qkv_bias, o.arch == "qwen2");
+  EXPECT_EQ(c.vocab_size, written.vocab_size);
+  EXPECT_FALSE(c.eos_token_ids.empty());
+
+  const auto tokenizer = load_tokenizer(dir);
+  EXPECT_LE(tokenizer->vocab_size(), c.vocab_size);
+  for (int id : c.eos_token_ids) EXPECT_LT(id, tokenizer->vocab_size());
+  const std::string text = "kvlab dumps the KV cache of a model.";
+  EXPECT_EQ(tokenizer->decode(tokenizer->encode(text, false)), text);
+
+  // Every tensor a Llama-family loader asks for, with the shape models.md §1.4 gives.
+  core::Checkpoint ckpt(dir);
+  const std::int64_t d = c.hidden_size, q = std::int64_t{c.num_heads} * c.head_dim,
+                     kv = std::int64_t{c.num_kv_heads} * c.head_dim;
+  EXPECT_EQ(ckpt.shape("model.embed_tokens.weight"), (core::Shape{c.vocab_size, d}));
+  EXPECT_EQ(ckpt.shape("lm_head.weight"), (core::Shape{c.vocab_size, d}));
+  EXPECT_EQ(ckpt.shape("model.norm.weight"), (core::Shape{d}));
+  for (int l = 0; l < c.num_layers; ++l) {
+    const auto p = fmt::format("model.layers.{}.", l);
+    EXPECT_EQ(ckpt.shape(p + "self_attn.q_proj.weight"), (core::Shape{q, d}));
+    EXPECT_EQ(ckpt.shape(p + "self_attn.k_proj.weight"), (core::Shape{kv, d}));
+    EXPECT_EQ(ckpt.shape(p + "self_attn.v_proj.weight"), (core::Shape{kv, d}));
+    EXPECT_EQ(ckpt.shape(p + "self_attn.o_proj.weight"), (core::Shape{d, q}));
+    EXPECT_EQ(ckpt.shape(p + "mlp.gate_proj.weight"), (core::Shape{c.intermediate_size, d}));
+    EXPECT_EQ(ckpt.shape(p + "mlp.down_proj.weight"), (core::Shape{d, c.intermediate_size}));
+    EXPECT_EQ(ckpt.has(p + "self_attn.k_proj.bias"), c.qkv_bias);
+    EXPECT_EQ(ckpt.dtype(p + "mlp.up_proj.weight"), "BF16");
+  }
+  fs::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(Archs, TinyModel, ::testing::Values("llama", "qwen2", "mistral"));
+
+TEST(TinyWeights, SameSeedSameBytesOtherSeedOtherBytes) {
+  TinyModelOptions o;
+  const auto config = parse_model_config(tiny_model_config_json(o, 300));
+  const auto a = tiny_weights(config, o);
+  const auto b = tiny_weights(config, o);
+  o.seed = 1;
+  const auto c = tiny_weights(config, o);
+  for (const auto& [name, t] : a) {
+    EXPECT_EQ(t.data, b.at(name).data) << name;
+    EXPECT_NE(t.data, c.at(name).data) << name;
+  }
+}
+
+TEST(TinyWeights, LayerSimilarityIsTheCorrelationOfAdjacentLayers) {
+  TinyModelOptions o;
+  o.hidden = 128;
+  o.heads = 4;
+  o.layers = 3;
+  o.dtype = "float32";
+  for (double s : {0.0, 0.5, 0.9}) {
+    o.layer_similarity = s;
+    const auto w = tiny_weights(parse_model_config(tiny_model_config_json(o, 300)), o);
+    const auto& a = w.at("model.layers.1.self_attn.k_proj.weight").data;
+    const auto& b = w.at("model.layers.2.self_attn.k_proj.weight").data;
+    EXPECT_NEAR(correlation(a, b), s, 4 / std::sqrt(double(a.size()))) << "s=" << s;
+    // The blend keeps each entry's variance: 1/fan_in.
+    double var = 0;
+    for (float v : b) var += double(v) * v;
+    EXPECT_NEAR(var / b.size(), 1.0 / o.hidden, 0.1 / o.hidden);
+  }
+}
+
+TEST(TinyWeights, BadOptionsAreErrorsNamingTheFlag) {
+  TinyModelOptions o;
+  o.arch = "gpt2";
+  EXPECT_THROW(tiny_model_config_json(o, 100), Error);
+  o = {};
+  o.kv_heads = 3;
+  try {
+    tiny_model_config_json(o, 100);
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("--kv-heads"));
+  }
+  o = {};
+  o.layer_similarity = 1.0;
+  EXPECT_THROW(tiny_model_config_json(o, 100), Error);
+}
+
+}  // namespace
+}  // namespace kvlab::harness

@@ -1,0 +1,75 @@
+#include "harness/tokenizer/chat_template.h"
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+
+namespace kvlab::harness {
+namespace {
+
+// Literal strings of reference/models.md §4.7.
+constexpr std::string_view kLlama3Head =
+    "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+    "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n";
+constexpr std::string_view kLlama3User = "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n";
+constexpr std::string_view kLlama3Tail = "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n";
+constexpr std::string_view kQwen2DefaultSystem = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
+
+std::string with_system(std::string_view system_prompt, std::string_view context) {
+  if (system_prompt.empty()) return std::string(context);
+  return fmt::format("{}\n\n{}", system_prompt, context);
+}
+
+}  // namespace
+
+ChatTemplate parse_chat_template(std::string_view name) {
+  if (name == "none") return ChatTemplate::none;
+  if (name == "llama3") return ChatTemplate::llama3;
+  if (name == "qwen2") return ChatTemplate::qwen2;
+  if (name == "mistral-v0.2" || name == "mistral-v1") return ChatTemplate::mistral_v1;
+  if (name == "mistral-v0.3" || name == "mistral-v3") return ChatTemplate::mistral_v3;
+  fail("unknown chat template {:?}; allowed: none, llama3, qwen2, mistral-v0.2 (= mistral-v1), mistral-v0.3 (= mistral-v3)",
+       name);
+}
+
+std::string_view to_string(ChatTemplate t) {
+  switch (t) {
+    case ChatTemplate::none: return "none";
+    case ChatTemplate::llama3: return "llama3";
+    case ChatTemplate::qwen2: return "qwen2";
+    case ChatTemplate::mistral_v1: return "mistral-v0.2";
+    case ChatTemplate::mistral_v3: return "mistral-v0.3";
+  }
+  return "?";
+}
+
+ChatParts render_chat(ChatTemplate t, std::string_view context, std::string_view question,
+                      std::string_view system_prompt) {
+  switch (t) {
+    case ChatTemplate::none:
+      return {with_system(system_prompt, context), std::string(question)};
+    case ChatTemplate::llama3:
+      return {fmt::format("{}{}{}{}", kLlama3Head, system_prompt, kLlama3User, context),
+              fmt::format("{}{}", question, kLlama3Tail)};
+    case ChatTemplate::qwen2:
+      return {fmt::format("<|im_start|>system\n{}<|im_end|>\n<|im_start|>user\n{}",
+                          system_prompt.empty() ? kQwen2DefaultSystem : system_prompt, context),
+              fmt::format("{}<|im_end|>\n<|im_start|>assistant\n", question)};
+    case ChatTemplate::mistral_v1:
+      return {fmt::format("<s> [INST] {}", with_system(system_prompt, context)), fmt::format("{} [/INST]", question)};
+    case ChatTemplate::mistral_v3:
+      return {fmt::format("<s>[INST] {}", with_system(system_prompt, context)), fmt::format("{}[/INST]", question)};
+  }
+  fail("render_chat: invalid template value {}", static_cast<int>(t));
+}
+
+std::vector<std::int32_t> encode_chat(const Tokenizer& tokenizer, ChatTemplate t, const ChatParts& parts,
+                                      std::int64_t* context_end) {
+  std::vector<std::int32_t> ids = tokenizer.encode(parts.context_part, /*add_special=*/t == ChatTemplate::none);
+  if (context_end) *context_end = static_cast<std::int64_t>(ids.size());
+  const std::vector<std::int32_t> question = tokenizer.encode_continuation(parts.question_part);
+  ids.insert(ids.end(), question.begin(), question.end());
+  return ids;
+}
+
+}  // namespace kvlab::harness

@@ -1,0 +1,30 @@
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+#include "harness/tokenizer/sentencepiece_tokenizer.h"
+#include "harness/tokenizer/tokenizer.h"
+#include "harness/tokenizer/tokenizer_json.h"
+
+namespace kvlab::harness {
+
+std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir) {
+  const auto json_file = model_dir / "tokenizer.json";
+  const auto sp_file = model_dir / "tokenizer.model";
+  const bool has_json = std::filesystem::exists(json_file);
+  const bool has_sp = std::filesystem::exists(sp_file);
+  if (has_json && has_sp) {
+    // Mistral repos ship both; their tokenizer.json is a sentencepiece conversion (Metaspace,
+    // byte_fallback), not byte-level, and tokenizer.model is the reference (models.md §4.9).
+    std::ifstream in(json_file, std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    if (!tokenizer_json_is_byte_level(text.str())) return load_sentencepiece(sp_file);
+    return parse_tokenizer_json(text.str(), json_file.string());
+  }
+  if (has_json) return load_tokenizer_json(json_file);
+  if (has_sp) return load_sentencepiece(sp_file);
+  fail("{}: no tokenizer.json or tokenizer.model in this folder", model_dir.string());
+}
+
+}  // namespace kvlab::harness

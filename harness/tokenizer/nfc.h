@@ -1,0 +1,14 @@
+// Unicode NFC (canonical composition), the normalizer of Qwen2's tokenizer.json
+// (reference/models.md §4.1), via ICU's Normalizer2.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace kvlab::harness {
+
+// NFC form of valid UTF-8 `text`; already-normalized text (the common case) is returned after a
+// quick check without rebuilding it.
+std::string to_nfc(std::string_view text);
+
+}  // namespace kvlab::harness

@@ -1,0 +1,145 @@
+#include "harness/tokenizer/sentencepiece_tokenizer.h"
+
+#include <sentencepiece_processor.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+#include "harness/tokenizer/utf8.h"
+
+namespace kvlab::harness {
+namespace {
+
+constexpr std::string_view kSpace = "\xE2\x96\x81";  // U+2581 '▁', sentencepiece's space
+
+std::unique_ptr<sentencepiece::SentencePieceProcessor> load_processor(std::string_view serialized,
+                                                                      const std::string& source) {
+  auto p = std::make_unique<sentencepiece::SentencePieceProcessor>();
+  const auto status = p->LoadFromSerializedProto(serialized);
+  if (!status.ok()) fail("{}: not a sentencepiece model: {}", source, status.ToString());
+  return p;
+}
+
+}  // namespace
+
+SentencePieceTokenizer::SentencePieceTokenizer(std::string_view serialized, std::string source)
+    : source_(std::move(source)),
+      flags_(read_sp_model_flags(serialized, source_)),
+      start_(load_processor(serialized, source_)),
+      continued_(load_processor(sp_model_without_dummy_prefix(serialized, source_), source_)) {
+  std::vector<AddedToken> specials;
+  for (int id = 0; id < start_->GetPieceSize(); ++id) {
+    if (!start_->IsControl(id) && !start_->IsUnknown(id)) continue;
+    const std::string& piece = start_->IdToPiece(id);
+    if (!piece.empty()) specials.push_back({.id = id, .content = piece, .special = true});
+  }
+  specials_ = AddedTokenMatcher(std::move(specials));
+}
+
+SentencePieceTokenizer::~SentencePieceTokenizer() = default;
+
+std::vector<std::int32_t> SentencePieceTokenizer::encode_impl(std::string_view text, bool add_special,
+                                                              bool at_text_start) const {
+  if (const auto bad = first_invalid_utf8(text)) fail("tokenizer input is not valid UTF-8 (byte {})", *bad);
+  std::vector<std::int32_t> ids;
+  if (add_special && start_->bos_id() >= 0) ids.push_back(start_->bos_id());
+  std::vector<int> piece_ids;
+  for (const TextSegment& seg : specials_.split(text)) {
+    if (seg.token >= 0) {
+      ids.push_back(seg.token);
+      continue;
+    }
+    const auto& processor = at_text_start && seg.begin == 0 ? *start_ : *continued_;
+    const auto status = processor.Encode(text.substr(seg.begin, seg.end - seg.begin), &piece_ids);
+    if (!status.ok()) fail("{}: sentencepiece encode failed: {}", source_, status.ToString());
+    ids.insert(ids.end(), piece_ids.begin(), piece_ids.end());
+  }
+  return ids;
+}
+
+std::vector<std::int32_t> SentencePieceTokenizer::encode(std::string_view text, bool add_special) const {
+  return encode_impl(text, add_special, /*at_text_start=*/true);
+}
+
+std::vector<std::int32_t> SentencePieceTokenizer::encode_continuation(std::string_view text) const {
+  return encode_impl(text, /*add_special=*/false, /*at_text_start=*/false);
+}
+
+void SentencePieceTokenizer::check_id(std::int32_t id) const {
+  if (id < 0 || id >= start_->GetPieceSize()) {
+    fail("token id {} is outside the vocabulary [0, {}) of {}", id, start_->GetPieceSize(), source_);
+  }
+}
+
+std::string SentencePieceTokenizer::decode(std::span<const std::int32_t> ids, bool skip_special) const {
+  // sentencepiece drops the leading "▁" of what it decodes (its dummy prefix). That is right
+  // only for the first text emitted; a later run gets its space back.
+  const bool strips = flags_.add_dummy_prefix || flags_.remove_extra_whitespaces;
+  std::string out;
+  std::vector<int> run;
+  const auto flush = [&] {
+    if (run.empty()) return;
+    std::string text;
+    const auto status = start_->Decode(run, &text);
+    if (!status.ok()) fail("{}: sentencepiece decode failed: {}", source_, status.ToString());
+    if (!out.empty() && strips && !start_->IsByte(run.front()) && start_->IdToPiece(run.front()).starts_with(kSpace)) {
+      out += ' ';
+    }
+    out += text;
+    run.clear();
+  };
+  for (const std::int32_t id : ids) {
+    check_id(id);
+    if (is_special(id)) {
+      flush();
+      if (!skip_special) out += start_->IdToPiece(id);
+    } else {
+      run.push_back(id);
+    }
+  }
+  flush();
+  return utf8_lossy(out);
+}
+
+int SentencePieceTokenizer::vocab_size() const { return start_->GetPieceSize(); }
+
+std::optional<std::int32_t> SentencePieceTokenizer::token_id(std::string_view token) const {
+  const int id = start_->PieceToId(token);
+  if (id < 0 || (start_->IsUnknown(id) && start_->IdToPiece(id) != token)) return std::nullopt;
+  return id;
+}
+
+std::string SentencePieceTokenizer::token(std::int32_t id) const {
+  check_id(id);
+  return start_->IdToPiece(id);
+}
+
+bool SentencePieceTokenizer::is_special(std::int32_t id) const {
+  return id >= 0 && id < start_->GetPieceSize() && (start_->IsControl(id) || start_->IsUnknown(id));
+}
+
+std::optional<std::int32_t> SentencePieceTokenizer::bos_id() const {
+  if (start_->bos_id() < 0) return std::nullopt;
+  return start_->bos_id();
+}
+
+std::string SentencePieceTokenizer::describe() const {
+  static constexpr const char* kTypes[] = {"?", "unigram", "BPE", "word", "char"};
+  const int t = flags_.model_type >= 1 && flags_.model_type <= 4 ? flags_.model_type : 0;
+  std::string out = fmt::format("{} sentencepiece {}, {} pieces, {} special", std::filesystem::path(source_).filename().string(),
+                                kTypes[t], vocab_size(), specials_.tokens().size());
+  if (flags_.byte_fallback) out += ", byte_fallback";
+  if (const auto bos = bos_id()) out += fmt::format(", BOS {}", token(*bos));
+  return out;
+}
+
+std::unique_ptr<SentencePieceTokenizer> load_sentencepiece(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) fail("cannot open {}", file.string());
+  std::ostringstream bytes;
+  bytes << in.rdbuf();
+  return std::make_unique<SentencePieceTokenizer>(bytes.str(), file.string());
+}
+
+}  // namespace kvlab::harness
