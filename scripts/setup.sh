@@ -13,7 +13,7 @@ PACKAGES=(
   libtorch-dev libpcre2-dev libsentencepiece-dev libicu-dev  # harness: the model, BPE pre-tokenizer regexes, Mistral's tokenizer.model, NFC
   libfmt-dev libcli11-dev nlohmann-json3-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev      # tests and benchmarks
-  python3-numpy python3-h5py                      # h5py interoperability test and the bench reference
+  python3-numpy python3-h5py python3-torch        # h5py interoperability test, the bench and model references
 )
 
 if [[ "${KVLAB_SKIP_APT:-0}" != 1 ]]; then

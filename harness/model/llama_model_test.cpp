@@ -4,6 +4,7 @@
 // Tolerances: f32 paths that differ only in summation order agree to 1e-4 (logits are O(1–10)).
 #include "harness/model/llama_model.h"
 
+#include <fmt/ranges.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -302,6 +303,30 @@ TEST(LlamaModel, KeepMaskAndPrefillHook) {
   scaled.replace(0, original * 2, scaled.value(0));
   EXPECT_GT(max_diff(model.forward(ids(question), &scaled), expected), 1e-3);
   EXPECT_THROW(scaled.replace(0, original.narrow(1, 0, 3), scaled.value(0)), Error);
+}
+
+// A second implementation: reference_llama.py, HF's eager forward written in PyTorch, reading
+// the checkpoint with json + numpy. Skips where /usr/bin/python3 has no torch (python3-torch).
+TEST(LlamaModel, LogitsMatchThePythonReference) {
+  if (std::system("/usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "/usr/bin/python3 has no torch (Debian: python3-torch)";
+  for (const char* arch : {"llama", "qwen2", "mistral"}) {
+    auto o = small(arch);
+    o.dtype = "bfloat16";  // stored bf16, computed in f32 on both sides
+    json config = config_json(o);
+    if (std::string(arch) == "mistral") config["sliding_window"] = 5;  // v0.1-style window
+    const ModelDir dir(std::string("ref_") + arch, config, weights_for(config, o));
+    const auto tokens = random_ids(13, 20);
+    const std::string list = fmt::format("{}", fmt::join(tokens, ","));
+    const auto out = dir.path() / "reference.f32";
+    const auto command = fmt::format("/usr/bin/python3 {}/harness/model/reference_llama.py {} {} {}", KVLAB_SOURCE_DIR,
+                                     dir.path().string(), list, out.string());
+    ASSERT_EQ(std::system(command.c_str()), 0) << command;
+    std::vector<float> reference(tokens.size() * kVocab);
+    std::ifstream(out, std::ios::binary).read(reinterpret_cast<char*>(reference.data()), reference.size() * 4);
+    const auto ours = dir.load().forward(ids(tokens), nullptr, {}, true);
+    EXPECT_LT(max_diff(ours, at::tensor(reference).view({13, kVocab})), 1e-4) << arch;
+  }
 }
 
 TEST(LlamaModel, LoadErrorsNameTheTensor) {
