@@ -2,8 +2,10 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "core/error.h"
 
@@ -102,8 +104,10 @@ at::Tensor LlamaModel::rotate(const at::Tensor& x, const at::Tensor& positions) 
 std::int64_t LlamaModel::chunk_tokens(std::int64_t keys) const {
   if (options_.max_chunk_tokens > 0) return options_.max_chunk_tokens;
   constexpr double budget = 512.0 * 1024 * 1024;
-  // fp32 scores and probabilities ~ 3 copies of [H_q, chunk, keys]; MLP ~ 3 × [chunk, I] of f32.
-  const double per_token = 12.0 * config_.num_heads * keys + 12.0 * config_.intermediate_size;
+  const double e = static_cast<double>(at::elementSize(options_.dtype));
+  // Attention, per query token: H_q × keys scores in the activation dtype, their fp32 copy and
+  // fp32 probabilities, the probabilities cast back. MLP: gate, up, silu and product [I] each.
+  const double per_token = (2 * e + 8) * config_.num_heads * static_cast<double>(keys) + 4 * e * config_.intermediate_size;
   return std::max<std::int64_t>(1, static_cast<std::int64_t>(budget / per_token));
 }
 
@@ -196,6 +200,7 @@ Generation generate_greedy(const LlamaModel& model, std::span<const std::int32_t
     return at::tensor(std::vector<std::int64_t>(ids.begin(), ids.end()), at::kLong);
   };
   KvCache cache(model.config().num_layers);
+  cache.reserve(static_cast<std::int64_t>(context.size() + question.size()) + std::max(0, max_new_tokens));
   at::Tensor logits = model.forward(as_tensor(context), &cache);
   if (hook) hook(cache, static_cast<std::int64_t>(context.size()));
   if (!question.empty()) logits = model.forward(as_tensor(question), &cache);

@@ -1,15 +1,15 @@
-// SentencePiece (Mistral layout, models.md §4.7/§4.9) against the raw sentencepiece processor as
-// the oracle: control pieces in the text are split out first, only the text start gets the
+// SentencePiece (Mistral layout, models.md §4.7/§4.9) against the raw sentencepiece processor
+// (spm::Processor: sentencepiece's own Encode on the model as stored) as the oracle: control pieces in the text are split out first, only the text start gets the
 // dummy prefix, and the v3 chat layout equals mistral-common's [BOS, [INST], content, [/INST]].
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <sentencepiece_processor.h>
 
 #include <fstream>
 #include <sstream>
 
 #include "core/error.h"
 #include "harness/tokenizer/chat_template.h"
+#include "harness/tokenizer/sentencepiece_library.h"
 #include "harness/tokenizer/sp_model_proto.h"
 #include "harness/tokenizer/test_util.h"
 #include "harness/tokenizer/tiny_tokenizer.h"
@@ -30,8 +30,9 @@ class SentencePiece : public ::testing::Test {
     std::ostringstream bytes;
     bytes << std::ifstream(dir_->path() / "tokenizer.model", std::ios::binary).rdbuf();
     model_ = new std::string(bytes.str());
-    raw_ = new sentencepiece::SentencePieceProcessor;
-    ASSERT_TRUE(raw_->LoadFromSerializedProto(*model_).ok());
+    std::string error;
+    raw_ = spm::library().load(*model_, &error).release();
+    ASSERT_NE(raw_, nullptr) << error;
   }
   static void TearDownTestSuite() {
     delete raw_;
@@ -40,7 +41,8 @@ class SentencePiece : public ::testing::Test {
   }
   // The raw processor's ids: the model as stored, dummy prefix included.
   static Ids sp(std::string_view text) {
-    const std::vector<int> ids = raw_->EncodeAsIds(text);
+    std::vector<int> ids;
+    EXPECT_EQ(raw_->encode(text, &ids), "");
     return Ids(ids.begin(), ids.end());
   }
   static Ids cat(std::initializer_list<Ids> parts) {
@@ -51,7 +53,7 @@ class SentencePiece : public ::testing::Test {
 
   static inline TempDir* dir_ = nullptr;
   static inline std::string* model_ = nullptr;
-  static inline sentencepiece::SentencePieceProcessor* raw_ = nullptr;
+  static inline spm::Processor* raw_ = nullptr;
 };
 
 TEST_F(SentencePiece, V3LayoutIdsAndFlags) {

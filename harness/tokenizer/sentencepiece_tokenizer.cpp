@@ -1,7 +1,5 @@
 #include "harness/tokenizer/sentencepiece_tokenizer.h"
 
-#include <sentencepiece_processor.h>
-
 #include <fstream>
 #include <sstream>
 
@@ -13,11 +11,10 @@ namespace {
 
 constexpr std::string_view kSpace = "\xE2\x96\x81";  // U+2581 '▁', sentencepiece's space
 
-std::unique_ptr<sentencepiece::SentencePieceProcessor> load_processor(std::string_view serialized,
-                                                                      const std::string& source) {
-  auto p = std::make_unique<sentencepiece::SentencePieceProcessor>();
-  const auto status = p->LoadFromSerializedProto(serialized);
-  if (!status.ok()) fail("{}: not a sentencepiece model: {}", source, status.ToString());
+std::unique_ptr<spm::Processor> load_processor(std::string_view serialized, const std::string& source) {
+  std::string error;
+  auto p = spm::library().load(serialized, &error);
+  if (!p) fail("{}: not a sentencepiece model: {}", source, error);
   return p;
 }
 
@@ -29,9 +26,9 @@ SentencePieceTokenizer::SentencePieceTokenizer(std::string_view serialized, std:
       start_(load_processor(serialized, source_)),
       continued_(load_processor(sp_model_without_dummy_prefix(serialized, source_), source_)) {
   std::vector<AddedToken> specials;
-  for (int id = 0; id < start_->GetPieceSize(); ++id) {
-    if (!start_->IsControl(id) && !start_->IsUnknown(id)) continue;
-    const std::string& piece = start_->IdToPiece(id);
+  for (int id = 0; id < start_->piece_size(); ++id) {
+    if (!start_->is_control(id) && !start_->is_unknown(id)) continue;
+    const std::string piece = start_->id_to_piece(id);
     if (!piece.empty()) specials.push_back({.id = id, .content = piece, .special = true});
   }
   specials_ = AddedTokenMatcher(std::move(specials));
@@ -51,8 +48,8 @@ std::vector<std::int32_t> SentencePieceTokenizer::encode_impl(std::string_view t
       continue;
     }
     const auto& processor = at_text_start && seg.begin == 0 ? *start_ : *continued_;
-    const auto status = processor.Encode(text.substr(seg.begin, seg.end - seg.begin), &piece_ids);
-    if (!status.ok()) fail("{}: sentencepiece encode failed: {}", source_, status.ToString());
+    const auto error = processor.encode(text.substr(seg.begin, seg.end - seg.begin), &piece_ids);
+    if (!error.empty()) fail("{}: sentencepiece encode failed: {}", source_, error);
     ids.insert(ids.end(), piece_ids.begin(), piece_ids.end());
   }
   return ids;
@@ -67,8 +64,8 @@ std::vector<std::int32_t> SentencePieceTokenizer::encode_continuation(std::strin
 }
 
 void SentencePieceTokenizer::check_id(std::int32_t id) const {
-  if (id < 0 || id >= start_->GetPieceSize()) {
-    fail("token id {} is outside the vocabulary [0, {}) of {}", id, start_->GetPieceSize(), source_);
+  if (id < 0 || id >= start_->piece_size()) {
+    fail("token id {} is outside the vocabulary [0, {}) of {}", id, start_->piece_size(), source_);
   }
 }
 
@@ -81,9 +78,9 @@ std::string SentencePieceTokenizer::decode(std::span<const std::int32_t> ids, bo
   const auto flush = [&] {
     if (run.empty()) return;
     std::string text;
-    const auto status = start_->Decode(run, &text);
-    if (!status.ok()) fail("{}: sentencepiece decode failed: {}", source_, status.ToString());
-    if (!out.empty() && strips && !start_->IsByte(run.front()) && start_->IdToPiece(run.front()).starts_with(kSpace)) {
+    const auto error = start_->decode(run, &text);
+    if (!error.empty()) fail("{}: sentencepiece decode failed: {}", source_, error);
+    if (!out.empty() && strips && !start_->is_byte(run.front()) && start_->id_to_piece(run.front()).starts_with(kSpace)) {
       out += ' ';
     }
     out += text;
@@ -93,7 +90,7 @@ std::string SentencePieceTokenizer::decode(std::span<const std::int32_t> ids, bo
     check_id(id);
     if (is_special(id)) {
       flush();
-      if (!skip_special) out += start_->IdToPiece(id);
+      if (!skip_special) out += start_->id_to_piece(id);
     } else {
       run.push_back(id);
     }
@@ -102,21 +99,21 @@ std::string SentencePieceTokenizer::decode(std::span<const std::int32_t> ids, bo
   return utf8_lossy(out);
 }
 
-int SentencePieceTokenizer::vocab_size() const { return start_->GetPieceSize(); }
+int SentencePieceTokenizer::vocab_size() const { return start_->piece_size(); }
 
 std::optional<std::int32_t> SentencePieceTokenizer::token_id(std::string_view token) const {
-  const int id = start_->PieceToId(token);
-  if (id < 0 || (start_->IsUnknown(id) && start_->IdToPiece(id) != token)) return std::nullopt;
+  const int id = start_->piece_to_id(token);
+  if (id < 0 || (start_->is_unknown(id) && start_->id_to_piece(id) != token)) return std::nullopt;
   return id;
 }
 
 std::string SentencePieceTokenizer::token(std::int32_t id) const {
   check_id(id);
-  return start_->IdToPiece(id);
+  return start_->id_to_piece(id);
 }
 
 bool SentencePieceTokenizer::is_special(std::int32_t id) const {
-  return id >= 0 && id < start_->GetPieceSize() && (start_->IsControl(id) || start_->IsUnknown(id));
+  return id >= 0 && id < start_->piece_size() && (start_->is_control(id) || start_->is_unknown(id));
 }
 
 std::optional<std::int32_t> SentencePieceTokenizer::bos_id() const {

@@ -1,5 +1,5 @@
 // SentencePiece tokenizer.model (Mistral; reference/models.md §4.9) through Debian's
-// libsentencepiece. Control and unknown pieces that appear literally in the text ("<s>", and
+// libsentencepiece, reached through spm::Library (sentencepiece_library.h says why). Control and unknown pieces that appear literally in the text ("<s>", and
 // "[INST]" / "[/INST]" where they are control pieces, as in Mistral v0.3) are split out first
 // and mapped to their ids — sentencepiece itself never produces control ids from text.
 // User-defined pieces need no such step: sentencepiece matches them itself.
@@ -18,12 +18,9 @@
 #include <string>
 
 #include "harness/tokenizer/added_tokens.h"
+#include "harness/tokenizer/sentencepiece_library.h"
 #include "harness/tokenizer/sp_model_proto.h"
 #include "harness/tokenizer/tokenizer.h"
-
-namespace sentencepiece {
-class SentencePieceProcessor;
-}
 
 namespace kvlab::harness {
 
@@ -49,8 +46,8 @@ class SentencePieceTokenizer final : public Tokenizer {
 
   std::string source_;
   SpModelFlags flags_;
-  std::unique_ptr<sentencepiece::SentencePieceProcessor> start_;      // the model as stored
-  std::unique_ptr<sentencepiece::SentencePieceProcessor> continued_;  // add_dummy_prefix off
+  std::unique_ptr<spm::Processor> start_;      // the model as stored
+  std::unique_ptr<spm::Processor> continued_;  // add_dummy_prefix off
   AddedTokenMatcher specials_;  // control and unknown pieces, matched literally
 };
 

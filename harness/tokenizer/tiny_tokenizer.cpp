@@ -1,8 +1,5 @@
 #include "harness/tokenizer/tiny_tokenizer.h"
 
-#include <sentencepiece_processor.h>
-#include <sentencepiece_trainer.h>
-
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
@@ -10,6 +7,7 @@
 #include "core/error.h"
 #include "harness/tokenizer/bpe_trainer.h"
 #include "harness/tokenizer/pre_tokenizer.h"
+#include "harness/tokenizer/sentencepiece_library.h"
 
 namespace kvlab::harness {
 namespace {
@@ -140,33 +138,10 @@ TinyTokenizerInfo write_byte_level(const std::filesystem::path& dir, const Famil
   return info;
 }
 
-// Feeds the corpus to the sentencepiece trainer line by line, without a temporary file.
-class LineIterator : public sentencepiece::SentenceIterator {
- public:
-  explicit LineIterator(std::string_view text) : text_(text) { Next(); }
-  bool done() const override { return done_; }
-  void Next() override {
-    while (at_ <= text_.size()) {
-      const std::size_t nl = std::min(text_.find('\n', at_), text_.size());
-      line_.assign(text_.substr(at_, nl - at_));
-      at_ = nl + 1;
-      if (!line_.empty()) return;
-    }
-    done_ = true;
-  }
-  const std::string& value() const override { return line_; }
-  sentencepiece::util::Status status() const override { return {}; }
-
- private:
-  std::string_view text_;
-  std::size_t at_ = 0;
-  std::string line_;
-  bool done_ = false;
-};
-
 TinyTokenizerInfo write_mistral(const std::filesystem::path& dir, std::string_view corpus, int vocab_size,
                                 std::uint64_t seed) {
-  sentencepiece::SetRandomGeneratorSeed(static_cast<unsigned int>(seed));
+  const spm::Library& sentencepiece = spm::library();
+  sentencepiece.set_random_seed(static_cast<unsigned int>(seed));
   // Mistral's tokenizer.model settings (models.md §4.9): BPE, byte_fallback, identity
   // normalization, dummy prefix, no whitespace collapsing, digits split.
   const std::unordered_map<std::string, std::string> args = {
@@ -191,16 +166,16 @@ TinyTokenizerInfo write_mistral(const std::filesystem::path& dir, std::string_vi
       {"num_threads", "1"},  // one thread: the merges must not depend on scheduling
       {"minloglevel", "2"},  // errors only: the trainer logs every step otherwise
   };
-  LineIterator lines(corpus);
   std::string model;
-  const auto status = sentencepiece::SentencePieceTrainer::Train(args, &lines, &model);
-  if (!status.ok()) fail("tiny mistral tokenizer: sentencepiece training failed: {}", status.ToString());
-  sentencepiece::SentencePieceProcessor sp;
-  if (const auto s = sp.LoadFromSerializedProto(model); !s.ok()) fail("tiny mistral tokenizer: {}", s.ToString());
+  if (const auto error = sentencepiece.train(args, corpus, &model); !error.empty())
+    fail("tiny mistral tokenizer: sentencepiece training failed: {}", error);
+  std::string error;
+  const auto sp = sentencepiece.load(model, &error);
+  if (!sp) fail("tiny mistral tokenizer: {}", error);
 
   ojson decoder = ojson::object();
   for (int id = 0; id < 5; ++id) {
-    ojson t = added_token_json(id, sp.IdToPiece(id));
+    ojson t = added_token_json(id, sp->id_to_piece(id));
     t.erase("id");
     decoder[std::to_string(id)] = t;
   }
@@ -217,7 +192,7 @@ TinyTokenizerInfo write_mistral(const std::filesystem::path& dir, std::string_vi
       {"unk_token", "<unk>"}};
   core::write_file_atomic(dir / "tokenizer.model", model);
   core::write_file_atomic(dir / "tokenizer_config.json", config.dump(2));
-  return {sp.GetPieceSize(), sp.bos_id(), {sp.eos_id()}, "mistral-v0.3"};
+  return {sp->piece_size(), sp->bos_id(), {sp->eos_id()}, "mistral-v0.3"};
 }
 
 }  // namespace
