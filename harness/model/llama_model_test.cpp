@@ -9,8 +9,11 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <limits>
 #include <numeric>
 #include <nlohmann/json.hpp>
 
@@ -75,6 +78,186 @@ std::vector<std::int64_t> random_ids(int n, unsigned seed) {
 
 double max_diff(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs().max().item<double>(); }
 
+using Weights = std::map<std::string, core::TensorToWrite>;
+
+// Which cells attention may read beyond the causal and window rules: (layer, KV head, key
+// index, query index) → visible. Mirrors KvCache's keep mask, which is per KV head.
+using CellFilter = std::function<bool(int layer, int kv_head, int key, int query)>;
+
+// The oracle: the decoder in plain loops over doubles, straight from the weights as written (no
+// libtorch on its path), RoPE by core::Rope::apply, the masks as models.md §1.3 states them: query
+// i (position i) sees key j when j ≤ i, j > i − window (when the config has one) and
+// filter(l, h / n_rep, j, i), query head h reading KV head h / n_rep. Returns logits [S][V].
+// With f32-stored weights the f32 model differs from it by rounding only (~1e-6 relative).
+std::vector<std::vector<double>> oracle_logits(const ModelConfig& c, const Weights& w,
+                                               const std::vector<std::int64_t>& tokens, const CellFilter& filter = {}) {
+  using Vec = std::vector<double>;
+  const int S = static_cast<int>(tokens.size()), d = c.hidden_size, H = c.num_heads, Hkv = c.num_kv_heads,
+            D = c.head_dim, I = c.intermediate_size, rep = H / Hkv;
+  const auto data = [&](const std::string& name) -> const std::vector<float>& { return w.at(name).data; };
+  const auto linear = [&](const Vec& x, const std::string& name, int out, bool bias) {
+    const auto& W = data(name + ".weight");
+    Vec y(out);
+    for (int o = 0; o < out; ++o) {
+      double acc = bias ? data(name + ".bias")[o] : 0.0;
+      for (std::size_t i = 0; i < x.size(); ++i) acc += double{W[o * x.size() + i]} * x[i];
+      y[o] = acc;
+    }
+    return y;
+  };
+  const auto norm = [&](const Vec& x, const std::string& name) {
+    double mean_sq = 0;
+    for (double v : x) mean_sq += v * v;
+    const double r = 1 / std::sqrt(mean_sq / x.size() + c.rms_norm_eps);
+    Vec y(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) y[i] = x[i] * r * data(name)[i];
+    return y;
+  };
+  const auto rope = [&](std::vector<Vec>& rows, int heads) {  // rows[t]: [heads·D] at position t
+    std::vector<float> flat;
+    for (const auto& r : rows) flat.insert(flat.end(), r.begin(), r.end());
+    std::vector<std::int64_t> pos(S);
+    std::iota(pos.begin(), pos.end(), 0);
+    c.rope.apply(flat, S, heads, pos);
+    for (int t = 0; t < S; ++t) rows[t].assign(flat.begin() + t * heads * D, flat.begin() + (t + 1) * heads * D);
+  };
+  std::vector<Vec> h(S);
+  for (int t = 0; t < S; ++t) {
+    const auto& E = data("model.embed_tokens.weight");
+    h[t].assign(E.begin() + tokens[t] * d, E.begin() + (tokens[t] + 1) * d);
+  }
+  for (int l = 0; l < c.num_layers; ++l) {
+    const auto p = fmt::format("model.layers.{}.", l);
+    std::vector<Vec> q(S), k(S), v(S);
+    for (int t = 0; t < S; ++t) {
+      const Vec x = norm(h[t], p + "input_layernorm.weight");
+      q[t] = linear(x, p + "self_attn.q_proj", H * D, c.qkv_bias);
+      k[t] = linear(x, p + "self_attn.k_proj", Hkv * D, c.qkv_bias);
+      v[t] = linear(x, p + "self_attn.v_proj", Hkv * D, c.qkv_bias);
+    }
+    rope(q, H);
+    rope(k, Hkv);
+    for (int i = 0; i < S; ++i) {
+      Vec attn(H * D, 0.0);
+      for (int head = 0; head < H; ++head) {
+        const int g = head / rep;
+        std::vector<double> score(S, -std::numeric_limits<double>::infinity());
+        double top = score[0];
+        for (int j = 0; j <= i; ++j) {
+          if (c.sliding_window && j <= i - *c.sliding_window) continue;
+          if (filter && !filter(l, g, j, i)) continue;
+          double dot = 0;
+          for (int e = 0; e < D; ++e) dot += q[i][head * D + e] * k[j][g * D + e];
+          score[j] = dot / std::sqrt(double(D));
+          top = std::max(top, score[j]);
+        }
+        double total = 0;
+        for (double& s : score) total += (s = std::exp(s - top));
+        for (int j = 0; j < S; ++j)
+          for (int e = 0; e < D; ++e) attn[head * D + e] += score[j] / total * v[j][g * D + e];
+      }
+      const Vec o = linear(attn, p + "self_attn.o_proj", d, c.o_bias);
+      for (int e = 0; e < d; ++e) h[i][e] += o[e];  // q, k, v of every token are already computed
+    }
+    for (int t = 0; t < S; ++t) {
+      const Vec x = norm(h[t], p + "post_attention_layernorm.weight");
+      Vec act = linear(x, p + "mlp.gate_proj", I, c.mlp_bias);
+      const Vec up = linear(x, p + "mlp.up_proj", I, c.mlp_bias);
+      for (int e = 0; e < I; ++e) act[e] = act[e] / (1 + std::exp(-act[e])) * up[e];
+      const Vec down = linear(act, p + "mlp.down_proj", d, c.mlp_bias);
+      for (int e = 0; e < d; ++e) h[t][e] += down[e];
+    }
+  }
+  std::vector<Vec> logits(S);
+  const std::string head = c.tie_word_embeddings ? "model.embed_tokens" : "lm_head";
+  for (int t = 0; t < S; ++t) logits[t] = linear(norm(h[t], "model.norm.weight"), head, c.vocab_size, false);
+  return logits;
+}
+
+// Rows [first, first + rows.size()) of the oracle's logits against the model's, max |difference|.
+double max_diff(const at::Tensor& ours, const std::vector<std::vector<double>>& oracle, int first = 0) {
+  double worst = 0;
+  for (std::int64_t t = 0; t < ours.size(0); ++t)
+    for (std::int64_t v = 0; v < ours.size(1); ++v)
+      worst = std::max(worst, std::abs(ours[t][v].item<double>() - oracle[first + t][v]));
+  return worst;
+}
+
+// Seeded biases uniform in [−0.2, 0.2) for the projections tiny_weights leaves without (o_proj, MLP).
+void add_bias(Weights& w, const std::string& name, std::int64_t n, std::uint64_t seed) {
+  core::TensorToWrite t{{n}, {}, core::DType::f32};
+  std::uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (std::int64_t i = 0; i < n; ++i) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    t.data.push_back(static_cast<float>(0.4 * static_cast<double>(s >> 11) / 9007199254740992.0 - 0.2));
+  }
+  w[name] = t;
+}
+
+TEST(LlamaModel, FullForwardMatchesAPlainLoopOracle) {
+  // llama3 RoPE with every bias flag (attention_bias: q/k/v/o, mlp_bias), Qwen2's q/k/v biases,
+  // and Mistral with a 3-token window and head_dim 6 ≠ hidden / heads. Tolerance 1e-4: f32
+  // against double on logits of magnitude ~1–10.
+  struct Case { const char* arch; int window, head_dim; bool all_biases; };
+  for (const Case& k : {Case{"llama", 0, 0, true}, Case{"qwen2", 0, 0, false}, Case{"mistral", 3, 6, false}}) {
+    auto o = small(k.arch);
+    o.head_dim = k.head_dim;
+    json config = config_json(o);
+    if (k.window) config["sliding_window"] = k.window;
+    if (k.all_biases) config["attention_bias"] = config["mlp_bias"] = true;
+    const ModelConfig mc = parse_model_config(config.dump());
+    auto w = tiny_weights(mc, o);
+    if (k.all_biases)
+      for (int l = 0; l < o.layers; ++l) {
+        const auto p = fmt::format("model.layers.{}.", l);
+        add_bias(w, p + "self_attn.o_proj.bias", o.hidden, 10 * l + 1);
+        add_bias(w, p + "mlp.gate_proj.bias", o.intermediate, 10 * l + 2);
+        add_bias(w, p + "mlp.up_proj.bias", o.intermediate, 10 * l + 3);
+        add_bias(w, p + "mlp.down_proj.bias", o.hidden, 10 * l + 4);
+      }
+    ASSERT_EQ(mc.o_bias && mc.mlp_bias && mc.qkv_bias, k.all_biases) << k.arch;
+    const ModelDir dir(std::string("oracle_") + k.arch, config, w);
+    const auto tokens = random_ids(11, 13);
+    const auto ours = dir.load().forward(ids(tokens), nullptr, {}, true);
+    EXPECT_LT(max_diff(ours, oracle_logits(mc, w, tokens)), 1e-4) << k.arch;
+  }
+}
+
+TEST(LlamaModel, PerHeadKeepMaskMatchesTheOracle) {
+  // A hook masks a different pseudo-random subset of context cells in every layer and KV head;
+  // the question's logits (read from the masked cache, 7-token window, attention in chunks of 2
+  // and unchunked) equal the oracle's with the same cells hidden from question queries only.
+  auto o = small("mistral");
+  json config = config_json(o);
+  config["sliding_window"] = 7;
+  const ModelConfig mc = parse_model_config(config.dump());
+  const auto w = tiny_weights(mc, o);
+  const ModelDir dir("keep_oracle", config, w);
+  const int context = 10;
+  const auto tokens = random_ids(14, 14);
+  const auto kept = [](int l, int g, int j) { return (l * 31 + g * 17 + j * 7) % 3 != 0; };
+  const auto oracle = oracle_logits(mc, w, tokens, [&](int l, int g, int j, int i) {
+    return i < context || j >= context || kept(l, g, j);
+  });
+  for (std::int64_t chunk : {0, 2}) {
+    RunOptions options;
+    options.max_chunk_tokens = chunk;
+    const auto model = dir.load(options);
+    KvCache cache(o.layers);
+    model.forward(ids({tokens.begin(), tokens.begin() + context}), &cache);
+    for (int l = 0; l < o.layers; ++l) {
+      auto keep = at::empty({o.kv_heads, context}, at::kBool);
+      for (int g = 0; g < o.kv_heads; ++g)
+        for (int j = 0; j < context; ++j) keep[g][j] = kept(l, g, j);
+      cache.replace(l, cache.key(l), cache.value(l), keep);
+    }
+    const auto question = model.forward(ids({tokens.begin() + context, tokens.end()}), &cache, {}, true);
+    EXPECT_LT(max_diff(question, oracle, context), 1e-4) << "chunk " << chunk;
+    EXPECT_EQ(cache.next_position(), 14);
+    EXPECT_EQ(cache.keep(0).size(1), 14);  // question tokens appended as attended
+  }
+}
+
 TEST(LlamaModel, CausalLogitsDoNotSeeLaterTokens) {
   const auto o = small();
   const ModelDir dir("causal", config_json(o), weights_for(config_json(o), o));
@@ -97,7 +280,11 @@ TEST(LlamaModel, IncrementalDecodeWithTheCacheEqualsAFullForward) {
     const auto prefill = model.forward(ids({tokens.begin(), tokens.begin() + 4}), &cache, {}, true);
     EXPECT_LT(max_diff(prefill, full.narrow(0, 0, 4)), 1e-4) << arch;
     for (int t = 4; t < 10; ++t) {
-      const auto step = model.forward(ids({tokens[t]}), &cache);
+      std::vector<std::int64_t> tap_positions;
+      const auto step = model.forward(ids({tokens[t]}), &cache, [&](const LayerTap& tap) {
+        tap_positions.push_back(tap.positions.item<std::int64_t>());
+      });
+      EXPECT_EQ(tap_positions, std::vector<std::int64_t>(o.layers, t)) << "taps carry the decode position";
       EXPECT_LT(max_diff(step, full.narrow(0, t, 1)), 1e-4) << arch << " token " << t;
     }
     EXPECT_EQ(cache.length(), 10);
