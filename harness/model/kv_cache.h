@@ -33,7 +33,9 @@ class KvCache {
   const at::Tensor& key(int layer) const;          // [H_kv, S, D] pre-RoPE, model dtype and device
   const at::Tensor& rotated_key(int layer) const;  // [H_kv, S, D] after RoPE: what attention uses
   const at::Tensor& value(int layer) const;        // [H_kv, S, D]
-  const at::Tensor& positions() const { return positions_view_; }  // [S] int64, on the cache's device
+  // [S] int64, on the cache's device, ascending (appends only; replace() keeps them): attention
+  // relies on the order to skip keys past a chunk's last query.
+  const at::Tensor& positions() const { return positions_view_; }
   // [H_kv, S] bool: false cells are masked out of attention. Undefined = every cell attended.
   const at::Tensor& keep(int layer) const;
 

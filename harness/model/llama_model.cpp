@@ -103,11 +103,19 @@ at::Tensor LlamaModel::rotate(const at::Tensor& x, const at::Tensor& positions) 
 
 std::int64_t LlamaModel::chunk_tokens(std::int64_t keys) const {
   if (options_.max_chunk_tokens > 0) return options_.max_chunk_tokens;
-  constexpr double budget = 512.0 * 1024 * 1024;
   const double e = static_cast<double>(at::elementSize(options_.dtype));
   // Attention, per query token: H_q × keys scores in the activation dtype, their fp32 copy and
   // fp32 probabilities, the probabilities cast back. MLP: gate, up, silu and product [I] each.
   const double per_token = (2 * e + 8) * config_.num_heads * static_cast<double>(keys) + 4 * e * config_.intermediate_size;
+  if (options_.device.is_cpu()) {
+    // On the CPU every temporary above glibc's mmap threshold (32 MiB at most) is a fresh
+    // mapping whose pages the kernel zeroes on first touch: at 512 MiB chunks a prefill spent a
+    // third of its time in the kernel. Chunks whose largest temporary (the fp32 scores) stays
+    // under 24 MiB are served from the heap instead; 16 queries at least, to keep GEMMs efficient.
+    const double largest = 4.0 * std::max<double>(config_.num_heads * static_cast<double>(keys), config_.intermediate_size);
+    return std::max<std::int64_t>(16, static_cast<std::int64_t>(24.0 * 1024 * 1024 / largest));
+  }
+  constexpr double budget = 512.0 * 1024 * 1024;  // CUDA's caching allocator reuses blocks
   return std::max<std::int64_t>(1, static_cast<std::int64_t>(budget / per_token));
 }
 
@@ -123,18 +131,23 @@ at::Tensor LlamaModel::attention(const at::Tensor& q, const at::Tensor& keys, co
   const std::int64_t chunk = chunk_tokens(Sk);
   for (std::int64_t s0 = 0; s0 < S; s0 += chunk) {
     const std::int64_t n = std::min(chunk, S - s0);
+    // Keys are in ascending position order, so the causal mask hides every key after the
+    // chunk's last query: attend to the prefix up to it (halves a prefill's attention work).
+    const std::int64_t kn = n == S ? Sk
+                            : at::searchsorted(k_positions, q_positions.narrow(0, s0 + n - 1, 1), false, true)
+                                  .item<std::int64_t>();
     // Query head h = kv·rep + r reads KV head kv (repeat_interleave): group the rep heads per KV head.
     const at::Tensor qc = q.narrow(0, s0, n).permute({1, 0, 2}).reshape({Hkv, rep * n, D});
-    at::Tensor scores = (at::matmul(qc, kt) * scale).to(at::kFloat).view({Hkv, rep, n, Sk});
+    at::Tensor scores = (at::matmul(qc, kt.narrow(2, 0, kn)) * scale).to(at::kFloat).view({Hkv, rep, n, kn});
     const at::Tensor qp = q_positions.narrow(0, s0, n).unsqueeze(1);  // [n, 1]
-    const at::Tensor kp = k_positions.unsqueeze(0);                    // [1, Sk]
+    const at::Tensor kp = k_positions.narrow(0, 0, kn).unsqueeze(0);  // [1, kn]
     at::Tensor allowed = kp <= qp;
     if (config_.sliding_window) allowed = allowed & (kp > qp - *config_.sliding_window);
-    at::Tensor mask = allowed.view({1, 1, n, Sk});
-    if (keep.defined()) mask = mask & keep.view({Hkv, 1, 1, Sk});
+    at::Tensor mask = allowed.view({1, 1, n, kn});
+    if (keep.defined()) mask = mask & keep.narrow(1, 0, kn).view({Hkv, 1, 1, kn});
     scores.masked_fill_(mask.logical_not(), -std::numeric_limits<float>::infinity());
-    const at::Tensor probs = at::softmax(scores, -1).to(q.scalar_type()).view({Hkv, rep * n, Sk});
-    const at::Tensor out = at::matmul(probs, values);  // [H_kv, rep·n, D]
+    const at::Tensor probs = at::softmax(scores, -1).to(q.scalar_type()).view({Hkv, rep * n, kn});
+    const at::Tensor out = at::matmul(probs, values.narrow(1, 0, kn));  // [H_kv, rep·n, D]
     outputs.push_back(out.view({Hkv * rep, n, D}).permute({1, 0, 2}).reshape({n, Hkv * rep * D}));
   }
   return outputs.size() == 1 ? outputs[0] : at::cat(outputs, 0);
