@@ -34,6 +34,7 @@ done
 if "$KVLAB" --help 2>&1 | grep -q make-tiny-model; then
   check "demo dumped the tiny model" test -s kvlab-demo/tiny-llama.h5
   check "demo scored the tiny model's cache" test -s kvlab-demo/tiny-llama-compress/methods.csv
+  check "demo decoded from compressed caches" test -s kvlab-demo/tiny-llama-eval/eval.json
 fi
 check "demo left no temporary files" test -z "$(find kvlab-demo -name '*.tmp-*')"
 
@@ -83,6 +84,13 @@ if "$KVLAB" --help 2>&1 | grep -q make-tiny-model; then
   check "analyze reads a model dump" test -s tiny-analysis/key_cka.csv
   "$KVLAB" --quiet compress tiny.h5 --sample p2 --method "xkv:g=2,rk=8" --method "kivi:bits=4" --out tiny-compress >/dev/null
   check "compress reads a model dump" test -s tiny-compress/methods.csv
+  "$KVLAB" --quiet eval --model tiny --prompts prompts.jsonl --method full --method "snapkv:keep=0.5,window=4" \
+    --query-window 4 --max-new-tokens 4 --out tiny-eval >eval.txt
+  check "eval exits 0" test $? = 0
+  check "eval writes one row per method" test "$(grep -c '^"' tiny-eval/methods.csv)" = 2
+  check "eval: the exact method agrees with the baseline" grep -q '^"full",1,.*,1,1,' tiny-eval/methods.csv
+  expect_error "eval with an unknown method" "known: full" eval --model tiny --prompts prompts.jsonl --method nope --out tiny-eval2
+  check "failed eval wrote nothing" test ! -e tiny-eval2
   expect_error "dump of a folder without a model" "config.json" dump --model nowhere --prompts prompts.jsonl --out y.h5
   expect_error "dump with two prompt sources" "excludes" dump --model tiny --prompts prompts.jsonl --text prompts.jsonl --out y.h5
   printf '{"context": "a"}\n{broken\n' >bad.jsonl

@@ -13,6 +13,7 @@
 #include "datasets/synth_kv.h"
 #ifdef KVLAB_HAVE_HARNESS
 #include "harness/dump_job.h"
+#include "harness/eval_job.h"
 #include "harness/tiny_model.h"
 #endif
 
@@ -28,6 +29,14 @@ std::string tiny_prompt() {
     text += "kvlab dumps the KV cache of a language model layer by layer, measures how alike adjacent layers are, "
             "and scores compressors by the error they add to attention against the bytes they store. ";
   return text;
+}
+std::string tiny_prompts() {
+  std::string lines;
+  for (int i = 0; i < 3; ++i)
+    lines += fmt::format(R"({{"id": "p{}", "context": "{}", "question": "What does kvlab score?"}})"
+                         "\n",
+                         i, tiny_prompt().substr(i * 40, 600));
+  return lines;
 }
 #else
 constexpr bool kHarness = false;
@@ -97,6 +106,18 @@ void add_demo(CLI::App& app, Action& action) {
       model_compress.out = *dir / "tiny-llama-compress";
       model_compress.methods = {"svd:rk=16,rv=16", "xkv:g=4,rk=48,rv=48", "kivi:bits=2,group=32", "snapkv:keep=0.25,window=16"};
       fmt::print("{}", run_compress(model_compress).summary);
+      // And decoding from those compressed caches: how far each method moves the model's output.
+      const auto prompts = *dir / "tiny-llama" / "prompts.jsonl";
+      core::write_file_atomic(prompts, tiny_prompts());
+      harness::EvalRequest eval;
+      eval.model = model_dir;
+      eval.prompts = prompts;
+      eval.methods = {"full", "xkv:g=4,rk=48,rv=48", "kivi:bits=2,group=32,residual=32", "snapkv:keep=0.25,window=16"};
+      eval.query_window = 16;
+      eval.max_new_tokens = 16;
+      eval.out = *dir / "tiny-llama-eval";
+      fmt::print("\n  decoding from the compressed caches (greedy, vs the uncompressed baseline) → {}\n", eval.out.string());
+      fmt::print("{}", harness::run_eval(eval));
 #endif
     };
   });

@@ -17,6 +17,7 @@ void add_analyze(CLI::App& app, Action& action);
 void add_demo(CLI::App& app, Action& action);
 void add_compress(CLI::App& app, Action& action);
 void add_dump(CLI::App& app, Action& action);
+void add_eval(CLI::App& app, Action& action);
 void add_make_tiny_model(CLI::App& app, Action& action);
 
 // The command line as typed, for provenance.

@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
 #ifdef KVLAB_HAVE_HARNESS
   kvlab::cli::add_make_tiny_model(app, action);
   kvlab::cli::add_dump(app, action);
+  kvlab::cli::add_eval(app, action);
 #endif
   kvlab::cli::add_synth(app, action);
   kvlab::cli::add_analyze(app, action);

@@ -5,43 +5,15 @@
 #include <ATen/Parallel.h>
 
 #include <chrono>
-#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "harness/kv_dumper.h"
 #include "harness/prompts.h"
+#include "harness/run_setup.h"
 #include "harness/tokenizer/chat_template.h"
 #include "harness/tokenizer/tokenizer.h"
 
 namespace kvlab::harness {
-namespace {
-
-RunOptions run_options(const ModelConfig& config, const DumpRequest& r) {
-  RunOptions o;
-  const bool cuda = r.device == "cuda" || (r.device == "auto" && at::hasCUDA());
-  if (r.device == "cuda" && !at::hasCUDA())
-    fail("--device cuda: this libtorch has no CUDA device (Debian's libtorch is CPU-only); use --device cpu");
-  o.device = cuda ? at::Device(at::kCUDA) : at::Device(at::kCPU);
-  std::string dtype = r.model_dtype;
-  // CPU bf16 matmuls are slow in libtorch and f32 is exact for the dump; CUDA runs the
-  // checkpoint's own dtype, as the model is deployed.
-  if (dtype == "auto") dtype = cuda && !config.torch_dtype.empty() ? config.torch_dtype : "float32";
-  if (dtype == "float32") o.dtype = at::kFloat;
-  else if (dtype == "bfloat16") o.dtype = at::kBFloat16;
-  else if (dtype == "float16") o.dtype = at::kHalf;
-  else fail("--model-dtype '{}': expected float32, bfloat16 or float16", dtype);
-  return o;
-}
-
-std::string model_id(const std::filesystem::path& dir, const ModelConfig& config) {
-  const auto j = nlohmann::json::parse(config.json);
-  if (auto it = j.find("_name_or_path"); it != j.end() && it->is_string() && !it->get<std::string>().empty())
-    return it->get<std::string>();
-  auto canonical = std::filesystem::weakly_canonical(dir);
-  return canonical.filename().empty() ? canonical.parent_path().filename().string() : canonical.filename().string();
-}
-
-}  // namespace
 
 std::string run_dump(const DumpRequest& r) {
   if (r.prompts.empty() == r.text.empty()) fail("give exactly one of --prompts FILE.jsonl and --text FILE");
@@ -71,7 +43,7 @@ std::string run_dump(const DumpRequest& r) {
   }
 
   if (r.threads > 0) at::set_num_threads(r.threads);
-  const RunOptions options = run_options(config, r);
+  const RunOptions options = choose_run_options(config, r.device, r.model_dtype);
   const auto load_start = std::chrono::steady_clock::now();
   const LlamaModel model(config, core::Checkpoint(r.model), options);
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();

@@ -81,12 +81,16 @@ class LlamaModel {
 // the context's cache — then feeds `question` from that cache and decodes greedily until a token
 // of config.eos_token_ids or max_new_tokens. Generated tokens are cached uncompressed. With an
 // empty question the first token comes from the prefill's logits (computed before the hook).
+// `prefill_observer` sees the context prefill's layers (a compressor's query window comes from
+// there). With `forced` tokens the decode is teacher-forced: those tokens are fed instead of the
+// argmax (eos does not stop it) and step_logits are the distributions they were scored with.
 using PrefillHook = std::function<void(KvCache&, std::int64_t context_tokens)>;
 struct Generation {
   std::vector<std::int32_t> tokens;  // generated ids (the eos token included when reached)
   at::Tensor step_logits;            // [n_generated, V] f32: the distribution each token was chosen from
 };
 Generation generate_greedy(const LlamaModel& model, std::span<const std::int32_t> context,
-                           std::span<const std::int32_t> question, int max_new_tokens, const PrefillHook& hook = {});
+                           std::span<const std::int32_t> question, int max_new_tokens, const PrefillHook& hook = {},
+                           const LayerObserver& prefill_observer = {}, std::span<const std::int32_t> forced = {});
 
 }  // namespace kvlab::harness

@@ -1,10 +1,15 @@
 // SentencePiece (Mistral layout, models.md §4.7/§4.9) against the raw sentencepiece processor
-// (spm::Processor: sentencepiece's own Encode on the model as stored) as the oracle: control pieces in the text are split out first, only the text start gets the
-// dummy prefix, and the v3 chat layout equals mistral-common's [BOS, [INST], content, [/INST]].
+// (spm::Processor: sentencepiece's own Encode on the model as stored, through the dlopen'ed
+// module) as the oracle: control pieces in the text are split out first, only the text start
+// gets the dummy prefix, and the v3 chat layout equals mistral-common's
+// [BOS, [INST], content, [/INST]]. Also: a missing module fails only sentencepiece models.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <stdlib.h>
+
 #include <fstream>
+#include <iostream>
 #include <sstream>
 
 #include "core/error.h"
@@ -123,6 +128,41 @@ TEST_F(SentencePiece, MalformedModelNamesTheFile) {
     EXPECT_THAT(e.what(), HasSubstr((dir.path() / "tokenizer.model").string()));
     EXPECT_THAT(e.what(), HasSubstr("not a sentencepiece model"));
   }
+}
+
+// The module is opened once per process, so this runs in a freshly exec'ed child (the
+// "threadsafe" death-test style re-runs the binary for this one test) with
+// KVLAB_SENTENCEPIECE_MODULE pointing nowhere: byte-level BPE must still work, and a
+// sentencepiece model must fail with a kvlab::Error naming the module's path.
+TEST(SentencePieceModule, MissingModuleFailsOnlySentencePieceModels) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const auto child = [] {
+    const std::string bogus = "/nonexistent/kvlab-no-such-module.so";
+    ::setenv("KVLAB_SENTENCEPIECE_MODULE", bogus.c_str(), 1);
+    TempDir bpe;
+    write_tiny_tokenizer(bpe.path(), "llama", testing::project_corpus(), 400, 1);
+    const auto tok = load_tokenizer(bpe.path());
+    const std::string text = "byte-level BPE needs no sentencepiece 🙂";
+    if (tok->decode(tok->encode(text, false)) != text) {
+      std::cerr << "byte-level round trip failed\n";
+      std::exit(2);
+    }
+    TempDir sp;
+    sp.write("tokenizer.model", "");  // a well-formed (empty) ModelProto: gets as far as the module
+    try {
+      load_tokenizer(sp.path());
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      if (what.find(bogus) != std::string::npos && what.find("sentencepiece module") != std::string::npos) {
+        std::exit(0);
+      }
+      std::cerr << "unexpected error: " << what << "\n";
+      std::exit(3);
+    }
+    std::cerr << "no error without the module\n";
+    std::exit(4);
+  };
+  EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "");
 }
 
 }  // namespace

@@ -1,7 +1,9 @@
 // SentencePiece tokenizer.model (Mistral; reference/models.md §4.9) through Debian's
-// libsentencepiece, reached through spm::Library (sentencepiece_library.h says why). Control and unknown pieces that appear literally in the text ("<s>", and
-// "[INST]" / "[/INST]" where they are control pieces, as in Mistral v0.3) are split out first
-// and mapped to their ids — sentencepiece itself never produces control ids from text.
+// libsentencepiece, reached only through spm::Library, a dlopen'ed module (its bundled protobuf
+// clashes with libtorch's; sentencepiece_library.h). Control and unknown pieces that appear
+// literally in the text ("<s>", and "[INST]" / "[/INST]" where they are control pieces, as in
+// Mistral v0.3) are split out first and mapped to their ids — sentencepiece itself never
+// produces control ids from text.
 // User-defined pieces need no such step: sentencepiece matches them itself.
 //
 // The dummy prefix: sentencepiece puts "▁" before the text it encodes. Like HF's Metaspace

@@ -1,0 +1,56 @@
+// kvlab eval: decode from compressed caches and compare with the uncompressed baseline.
+#include <fmt/format.h>
+
+#include <memory>
+
+#include "cli/commands.h"
+#include "harness/eval_job.h"
+
+namespace kvlab::cli {
+
+void add_eval(CLI::App& app, Action& action) {
+  auto req = std::make_shared<harness::EvalRequest>();
+  auto* cmd = app.add_subcommand("eval", "Decode with compressed KV caches and compare with the uncompressed baseline");
+  cmd->footer(
+      "For every prompt kvlab prefills with exact attention, compresses the cache at the end of the\n"
+      "prefill with each --method (the same chains `kvlab compress` scores), then decodes greedily;\n"
+      "generated tokens are cached uncompressed, as the papers do. The uncompressed baseline always\n"
+      "runs alongside. --question in-context compresses the question with the context (the first\n"
+      "token then comes from the exact prefill, as in SnapKV); after-compression compresses the\n"
+      "context alone and decodes the question from the compressed cache (question-agnostic, as\n"
+      "kvpress and prefix caching need).\n\n"
+      "Reported per method: agreement (share of the baseline's greedy tokens reproduced, position by\n"
+      "position), exact match, mean KL(p_baseline || p_method) over the baseline's answer\n"
+      "(teacher-forced), bytes stored and the compression ratio. These need no task and are\n"
+      "meaningful on tiny random models too. Writes DIR/eval.json (per-sample predictions with the\n"
+      "baseline's, prompt hashes, provenance), DIR/methods.csv and DIR/samples.csv.\n\n"
+      "Example: kvlab eval --model tiny --prompts p.jsonl --method snapkv:keep=0.25 --method xkv:g=4,rk=32 --out ev");
+  cmd->add_option("--model", req->model, "Model folder (HF safetensors checkpoint)")->required();
+  cmd->add_option("--prompts", req->prompts, "Prompts, one JSON object per line (see `kvlab dump --help`)")->required();
+  cmd->add_option("-m,--method", req->methods, "Compressor spec (repeat; may sweep; see `kvlab compress --help`)")
+      ->required();
+  cmd->add_option("--question", req->question, "in-context or after-compression")
+      ->check(CLI::IsMember({"in-context", "after-compression"}))->capture_default_str();
+  cmd->add_option("--max-new-tokens", req->max_new_tokens, "Greedy tokens generated per prompt")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--query-window", req->query_window, "Observation window (last W prompt tokens) given to compressors")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--chat-template", req->chat_template, "auto, none, llama3, qwen2, mistral-v0.2, mistral-v0.3")
+      ->capture_default_str();
+  cmd->add_option("--max-tokens", req->max_tokens, "Cut each prompt's context to fit this many tokens (0: no limit)")
+      ->capture_default_str();
+  cmd->add_option("--truncate", req->truncate, "end or middle")->check(CLI::IsMember({"end", "middle"}))
+      ->capture_default_str();
+  cmd->add_option("--device", req->device, "cpu, cuda, or auto")->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->capture_default_str();
+  cmd->add_option("--model-dtype", req->model_dtype, "auto, float32, bfloat16, float16")
+      ->check(CLI::IsMember({"auto", "float32", "bfloat16", "float16"}))->capture_default_str();
+  cmd->add_option("--limit", req->limit, "Only the first N prompts (0: all)")->capture_default_str();
+  cmd->add_option("--threads", req->threads, "CPU threads for the model (0: libtorch's default)")->capture_default_str();
+  cmd->add_option("--out", req->out, "Output directory")->required();
+  cmd->callback([req, &action] {
+    action = [req] { fmt::print("{}", harness::run_eval(*req)); };
+  });
+}
+
+}  // namespace kvlab::cli

@@ -1,0 +1,196 @@
+#include "harness/eval_job.h"
+
+#include <ATen/Parallel.h>
+#include <fmt/format.h>
+
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "compressors/spec.h"
+#include "core/atomic_file.h"
+#include "core/error.h"
+#include "core/progress.h"
+#include "core/version.h"
+#include "harness/compression_hook.h"
+#include "harness/prompts.h"
+#include "harness/run_setup.h"
+#include "harness/tokenizer/chat_template.h"
+
+namespace kvlab::harness {
+namespace {
+
+using nlohmann::json;
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// FNV-1a over the token ids: identifies the exact prompt a prediction came from.
+std::string token_hash(const std::vector<std::int32_t>& tokens) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (std::int32_t t : tokens)
+    for (int b = 0; b < 4; ++b) h = (h ^ ((static_cast<std::uint32_t>(t) >> (8 * b)) & 0xff)) * 1099511628211ull;
+  return fmt::format("fnv1a64:{:016x}", h);
+}
+
+// Mean over steps of KL(p_base ‖ p_method), nats; both [n, V] logits.
+double mean_kl(const at::Tensor& base_logits, const at::Tensor& method_logits) {
+  if (base_logits.size(0) == 0) return 0.0;
+  const at::Tensor lp = at::log_softmax(base_logits.to(at::kDouble), -1);
+  const at::Tensor lq = at::log_softmax(method_logits.to(at::kDouble), -1);
+  return (lp.exp() * (lp - lq)).sum(-1).mean().item<double>();
+}
+
+// Position-wise share of the baseline's tokens the method reproduced (missing ones count as wrong).
+double agreement(const std::vector<std::int32_t>& base, const std::vector<std::int32_t>& method) {
+  if (base.empty()) return 1.0;
+  std::size_t same = 0;
+  for (std::size_t i = 0; i < base.size() && i < method.size(); ++i) same += base[i] == method[i];
+  return static_cast<double>(same) / static_cast<double>(base.size());
+}
+
+bool needs_attn_in(const compressors::ChainSpec& chain) {
+  for (const auto& s : chain.stages)
+    if (s.method == "commonkv") return true;
+  return false;
+}
+
+struct MethodRun {
+  std::string spec;  // canonical
+  compressors::ChainSpec chain;
+  double agreement = 0, exact = 0, kl = 0, seconds = 0;
+  std::int64_t bytes = 0, dense_bytes = 0;
+};
+
+}  // namespace
+
+std::string run_eval(const EvalRequest& r) {
+  if (r.prompts.empty()) fail("--prompts FILE.jsonl is required");
+  if (r.question != "in-context" && r.question != "after-compression")
+    fail("--question '{}': expected in-context or after-compression", r.question);
+  if (r.max_new_tokens <= 0) fail("--max-new-tokens {} must be positive", r.max_new_tokens);
+  if (r.query_window <= 0) fail("--query-window {} must be positive", r.query_window);
+  // Input errors surface before the model loads: specs, prompts, config, tokenizer.
+  std::vector<MethodRun> runs;
+  for (const auto& m : r.methods)
+    for (auto& chain : compressors::expand_sweep(m)) runs.push_back({chain.to_string(), std::move(chain)});
+  std::vector<Prompt> prompts = load_prompts_jsonl(r.prompts);
+  if (r.limit > 0 && static_cast<std::size_t>(r.limit) < prompts.size()) prompts.resize(r.limit);
+  const ModelConfig config = load_model_config(r.model);
+  const auto tokenizer = load_tokenizer(r.model);
+  const ChatTemplate chat =
+      r.chat_template == "auto" ? detect_chat_template(r.model, config.model_type) : parse_chat_template(r.chat_template);
+  std::vector<TokenizedPrompt> tokenized;
+  for (const auto& p : prompts) tokenized.push_back(tokenize_prompt(*tokenizer, chat, p, r.max_tokens, parse_truncation(r.truncate)));
+
+  if (r.threads > 0) at::set_num_threads(r.threads);
+  const RunOptions options = choose_run_options(config, r.device, r.model_dtype);
+  const core::Checkpoint checkpoint(r.model);
+  const LlamaModel model(config, checkpoint, options);
+  auto& backend = linalg::cpu_backend();
+
+  json samples = json::array();
+  core::Progress progress("eval", static_cast<std::int64_t>(prompts.size() * (1 + runs.size())));
+  for (std::size_t i = 0; i < prompts.size(); ++i) {
+    const auto& t = tokenized[i];
+    const bool in_context = r.question == "in-context";
+    const std::span<const std::int32_t> all(t.tokens);
+    const auto context = in_context ? all : all.first(t.context_end);
+    const auto question = in_context ? std::span<const std::int32_t>() : all.subspan(t.context_end);
+    const auto base = generate_greedy(model, context, question, r.max_new_tokens);
+    progress.advance();
+    json sample = {{"id", prompts[i].id},
+                   {"prompt_tokens", t.tokens.size()},
+                   {"context_tokens", t.context_end},
+                   {"prompt_hash", token_hash(t.tokens)},
+                   {"baseline", {{"tokens", base.tokens}, {"text", tokenizer->decode(base.tokens, true)}}},
+                   {"methods", json::array()}};
+    for (auto& run : runs) {
+      const auto start = std::chrono::steady_clock::now();
+      CompressionResult compression;
+      // Teacher-forced on the baseline's answer: the KL per step, and where the method's own
+      // argmax first departs. Up to there its free greedy decode is the baseline's; only
+      // beyond it does the free decode need running.
+      const auto decode = [&](std::span<const std::int32_t> forced, int max_new) {
+        ContextCapture capture(config.num_layers, r.query_window, needs_attn_in(run.chain));
+        return generate_greedy(
+            model, context, question, max_new,
+            [&](KvCache& cache, std::int64_t) {
+              compression = compress_cache(cache, capture, config, run.chain, &checkpoint, backend);
+            },
+            capture.observer(), forced);
+      };
+      const auto forced = decode(base.tokens, r.max_new_tokens);
+      const double kl = mean_kl(base.step_logits, forced.step_logits);
+      const at::Tensor choices = forced.step_logits.argmax(-1);
+      bool departs = false;
+      for (std::size_t s = 0; s < base.tokens.size(); ++s) departs |= choices[s].item<std::int64_t>() != base.tokens[s];
+      const auto tokens = departs ? decode({}, r.max_new_tokens).tokens : base.tokens;
+      const double agree = agreement(base.tokens, tokens);
+      run.agreement += agree;
+      run.exact += tokens == base.tokens;
+      run.kl += kl;
+      run.bytes += compression.bytes;
+      run.dense_bytes += compression.dense_bytes;
+      run.seconds += seconds_since(start);
+      sample["methods"].push_back({{"spec", run.spec},
+                                   {"tokens", tokens},
+                                   {"text", tokenizer->decode(tokens, true)},
+                                   {"agreement", agree},
+                                   {"exact", tokens == base.tokens},
+                                   {"kl", kl},
+                                   {"bytes", compression.bytes},
+                                   {"compression_ratio", compression.ratio()}});
+      progress.advance();
+    }
+    samples.push_back(std::move(sample));
+  }
+
+  const double n = static_cast<double>(prompts.size());
+  json methods = json::array();
+  std::string table = fmt::format("{:>8} {:>9} {:>7} {:>10}  method (canonical spec)\n", "ratio", "agreement", "exact", "KL");
+  std::string csv = "method,compression_ratio,bytes,agreement,exact_match,kl,seconds\n";
+  for (const auto& run : runs) {
+    const double ratio = run.bytes ? static_cast<double>(run.dense_bytes) / run.bytes : 0.0;
+    methods.push_back({{"spec", run.spec},
+                       {"compression_ratio", ratio},
+                       {"bytes", run.bytes},
+                       {"agreement", run.agreement / n},
+                       {"exact_match", run.exact / n},
+                       {"kl", run.kl / n},
+                       {"seconds", run.seconds}});
+    table += fmt::format("{:>7.2f}x {:>9.3f} {:>7.3f} {:>10.3g}  {}\n", ratio, run.agreement / n, run.exact / n,
+                         run.kl / n, run.spec);
+    csv += fmt::format("\"{}\",{},{},{},{},{},{:.3f}\n", run.spec, ratio, run.bytes, run.agreement / n, run.exact / n,
+                       run.kl / n, run.seconds);
+  }
+  std::string samples_csv = "sample,method,agreement,exact,kl,compression_ratio\n";
+  for (const auto& s : samples)
+    for (const auto& m : s["methods"])
+      samples_csv += fmt::format("{},\"{}\",{},{},{},{}\n", s["id"].get<std::string>(), m["spec"].get<std::string>(),
+                                 m["agreement"].get<double>(), m["exact"].get<bool>() ? 1 : 0, m["kl"].get<double>(),
+                                 m["compression_ratio"].get<double>());
+  const json report = {
+      {"kvlab", {{"version", kVersion}, {"git_revision", kGitRevision}}},
+      {"model", {{"id", model_id(r.model, config)}, {"path", r.model.string()}, {"config", json::parse(config.json)},
+                 {"device", options.device.str()}, {"dtype", c10::toString(options.dtype)}}},
+      {"tokenizer", tokenizer->describe()},
+      {"chat_template", std::string(to_string(chat))},
+      {"options", {{"prompts", r.prompts.string()}, {"question", r.question}, {"max_new_tokens", r.max_new_tokens},
+                   {"query_window", r.query_window}, {"max_tokens", r.max_tokens}, {"truncate", r.truncate},
+                   {"generated_tokens_cached", "uncompressed"}}},
+      {"metrics", {{"agreement", "share of the baseline's greedy tokens reproduced, position by position"},
+                   {"exact_match", "share of samples whose greedy output equals the baseline's"},
+                   {"kl", "mean over the baseline's answer steps of KL(p_baseline || p_method), nats, teacher-forced"}}},
+      {"methods", methods},
+      {"samples", samples}};
+  std::filesystem::create_directories(r.out);
+  core::write_file_atomic(r.out / "samples.csv", samples_csv);
+  core::write_file_atomic(r.out / "methods.csv", csv);
+  core::write_file_atomic(r.out / "eval.json", report.dump(2) + "\n");  // last: its presence means complete
+  return table + fmt::format("{} prompt(s), {} new tokens at most, question {}; wrote {}\n", prompts.size(),
+                             r.max_new_tokens, r.question, r.out.string());
+}
+
+}  // namespace kvlab::harness

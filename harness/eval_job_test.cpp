@@ -1,0 +1,111 @@
+// kvlab eval end to end on a tiny model. Oracles: a chain that stores the cache exactly (full:
+// 16-bit dense) must reproduce the baseline (agreement 1, KL ≈ 0 — only fp16 rounding of an f32
+// model's cache remains), one that keeps nothing but two sink tokens must not; the baseline must
+// equal an independent greedy decode without any hook.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "harness/eval_job.h"
+#include "harness/model/llama_model.h"
+#include "harness/prompts.h"
+#include "harness/tiny_model.h"
+
+namespace kvlab::harness {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+class EvalJob : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / fmt::format("kvlab_eval_{}_{}",
+                                                   ::testing::UnitTest::GetInstance()->current_test_info()->name(), ::getpid());
+    fs::remove_all(dir_);
+    TinyModelOptions o;
+    o.layers = 3;
+    o.layer_similarity = 0.5;
+    write_tiny_model(dir_ / "model", o);
+    std::ofstream(dir_ / "prompts.jsonl")
+        << R"({"id": "a", "context": "kvlab dumps the KV cache of every layer to HDF5 and scores compressors on it. The cache grows with the context.", "question": "What grows?"})" "\n"
+        << R"({"id": "b", "context": "Cross-layer SVD groups adjacent layers; eviction keeps the tokens that attention needs most.", "question": "What does eviction keep?"})" "\n";
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  EvalRequest request() const {
+    EvalRequest r;
+    r.model = dir_ / "model";
+    r.prompts = dir_ / "prompts.jsonl";
+    r.methods = {"full", "streamingllm:budget=2,sinks=2"};
+    r.max_new_tokens = 6;
+    r.query_window = 8;
+    r.out = dir_ / "out";
+    return r;
+  }
+  json report() const {
+    std::ifstream in(dir_ / "out" / "eval.json");
+    return json::parse(in);
+  }
+  fs::path dir_;
+};
+
+TEST_F(EvalJob, ExactCompressorAgreesAndDestructiveOneDoesNot) {
+  for (const char* mode : {"in-context", "after-compression"}) {
+    auto r = request();
+    r.question = mode;
+    run_eval(r);
+    const auto j = report();
+    ASSERT_EQ(j["methods"].size(), 2u);
+    const auto& full = j["methods"][0];
+    const auto& sinks = j["methods"][1];
+    EXPECT_EQ(full["spec"], "full");
+    EXPECT_DOUBLE_EQ(full["agreement"].get<double>(), 1.0) << mode;
+    EXPECT_DOUBLE_EQ(full["exact_match"].get<double>(), 1.0) << mode;
+    EXPECT_LT(full["kl"].get<double>(), 1e-4) << mode;  // fp16 rounding of the f32 cache only
+    EXPECT_NEAR(full["compression_ratio"].get<double>(), 1.0, 1e-12);
+    EXPECT_GT(sinks["kl"].get<double>(), 1e-3) << mode;
+    EXPECT_GT(sinks["compression_ratio"].get<double>(), 2.0) << mode;
+    EXPECT_EQ(j["samples"].size(), 2u);
+    EXPECT_EQ(j["options"]["question"], mode);
+  }
+  EXPECT_TRUE(fs::exists(dir_ / "out" / "methods.csv"));
+  EXPECT_TRUE(fs::exists(dir_ / "out" / "samples.csv"));
+}
+
+TEST_F(EvalJob, BaselineIsThePlainGreedyDecode) {
+  auto r = request();
+  r.methods = {"full"};
+  r.question = "after-compression";
+  r.chat_template = "none";
+  run_eval(r);
+  const auto j = report();
+  const auto model = LlamaModel::load(dir_ / "model", {});
+  const auto tokenizer = load_tokenizer(dir_ / "model");
+  const auto prompts = load_prompts_jsonl(dir_ / "prompts.jsonl");
+  for (std::size_t i = 0; i < prompts.size(); ++i) {
+    const auto t = tokenize_prompt(*tokenizer, ChatTemplate::none, prompts[i], 0, Truncation::end);
+    const std::span<const std::int32_t> all(t.tokens);
+    const auto g = generate_greedy(model, all.first(t.context_end), all.subspan(t.context_end), 6);
+    EXPECT_EQ(j["samples"][i]["baseline"]["tokens"].get<std::vector<std::int32_t>>(), g.tokens);
+    EXPECT_EQ(j["samples"][i]["context_tokens"].get<std::int64_t>(), t.context_end);
+  }
+}
+
+TEST_F(EvalJob, BadSpecFailsBeforeAnythingIsWritten) {
+  auto r = request();
+  r.methods = {"snapkv:kep=0.5"};
+  EXPECT_THROW(run_eval(r), Error);
+  r = request();
+  r.question = "before";
+  EXPECT_THROW(run_eval(r), Error);
+  EXPECT_FALSE(fs::exists(dir_ / "out"));
+}
+
+}  // namespace
+}  // namespace kvlab::harness
