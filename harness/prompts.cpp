@@ -50,6 +50,16 @@ std::vector<Prompt> load_prompts_jsonl(const std::filesystem::path& path) {
     if (p.context.empty()) fail("{}: no \"context\" (or \"prompt\") text", where);
     p.question = string_field(j, "question", where);
     p.system = string_field(j, "system", where);
+    p.answer_prefix = string_field(j, "answer_prefix", where);
+    if (auto it = j.find("answers"); it != j.end() && !it->is_null()) {
+      if (!it->is_array()) fail("{}: 'answers' must be a list of strings", where);
+      for (const auto& a : *it) {
+        if (!a.is_string()) fail("{}: 'answers' must be a list of strings", where);
+        p.answers.push_back(a.get<std::string>());
+      }
+    } else if (const auto answer = string_field(j, "answer", where); !answer.empty()) {
+      p.answers.push_back(answer);
+    }
     if (auto it = j.find("id"); it != j.end() && !it->is_null())
       p.id = it->is_string() ? it->get<std::string>() : it->dump();
     else
@@ -67,7 +77,7 @@ Prompt prompt_from_text(const std::filesystem::path& path, std::string question)
   if (!in) fail("{}: cannot open the text file", path.string());
   std::ostringstream s;
   s << in.rdbuf();
-  Prompt p{"s0", s.str(), std::move(question), {}};
+  Prompt p{.id = "s0", .context = s.str(), .question = std::move(question)};
   if (p.context.empty()) fail("{}: the text file is empty", path.string());
   return p;
 }
@@ -83,6 +93,10 @@ TokenizedPrompt tokenize_prompt(const Tokenizer& tokenizer, ChatTemplate chat_te
   TokenizedPrompt out;
   out.tokens = encode_chat(tokenizer, chat_template, render_chat(chat_template, prompt.context, prompt.question, prompt.system),
                            &out.context_end);
+  if (!prompt.answer_prefix.empty()) {  // continues the generation prompt: no BOS, no leading-space marker
+    const auto prefix = tokenizer.encode_continuation(prompt.answer_prefix);
+    out.tokens.insert(out.tokens.end(), prefix.begin(), prefix.end());
+  }
   const auto total = static_cast<std::int64_t>(out.tokens.size());
   if (max_tokens <= 0 || total <= max_tokens) return out;
   const std::int64_t question = total - out.context_end;

@@ -17,10 +17,14 @@ struct Prompt {
   std::string context;   // the long part whose cache gets compressed
   std::string question;  // asked after the context (may be empty)
   std::string system;    // system prompt for templates that take one ("" = the template's default)
+  std::string answer_prefix;         // text the answer starts with, after the template's generation
+                                     // prompt (RULER: "The special magic number is"); may be empty
+  std::vector<std::string> answers;  // references for task metrics (empty: fidelity only)
 };
 
-// One JSON object per line: {"context": ..., "question": ..., "id": ..., "system": ...}; "prompt"
-// is accepted for "context"; only the context is required. Blank lines are skipped. Ids default to
+// One JSON object per line: {"context": ..., "question": ..., "id": ..., "system": ...,
+// "answer_prefix": ..., "answers": [...] (or "answer": "...")}; "prompt" is accepted for
+// "context"; only the context is required. Blank lines are skipped. Ids default to
 // s0, s1, ... by line order; duplicates and unsafe ids are errors naming the line.
 std::vector<Prompt> load_prompts_jsonl(const std::filesystem::path& path);
 // The whole file as one context (id "s0"), with `question` after it.
@@ -30,7 +34,8 @@ enum class Truncation { end, middle };  // drop the context's last tokens, or it
 Truncation parse_truncation(std::string_view name);  // "end" | "middle"
 
 struct TokenizedPrompt {
-  std::vector<std::int32_t> tokens;  // [T] the whole prompt: template head, context, question, template tail
+  std::vector<std::int32_t> tokens;  // [T] the whole prompt: template head, context, question, template tail,
+                                     // answer prefix
   std::int64_t context_end = 0;      // tokens [0, context_end) are the context part
   std::int64_t dropped = 0;          // context tokens removed to fit max_tokens
 };

@@ -46,14 +46,19 @@ class Prompts : public ::testing::Test {
 TEST_F(Prompts, JsonlFieldsDefaultsAndBlankLines) {
   const auto p = load_prompts_jsonl(write("p.jsonl", "{\"context\": \"a\", \"question\": \"q?\"}\n\n"
                                                      "{\"prompt\": \"b\", \"id\": \"x-1\", \"system\": \"sys\"}\n"
-                                                     "{\"context\": \"c\", \"id\": 7}\n"));
-  ASSERT_EQ(p.size(), 3u);
+                                                     "{\"context\": \"c\", \"id\": 7, \"answer\": \"x\"}\n"
+                                                     "{\"context\": \"d\", \"answers\": [\"u\", \"v\"], \"answer_prefix\": \"A:\"}\n"));
+  ASSERT_EQ(p.size(), 4u);
   EXPECT_EQ(p[0].id, "s0");
   EXPECT_EQ(p[0].question, "q?");
   EXPECT_EQ(p[1].id, "x-1");
   EXPECT_EQ(p[1].context, "b");
   EXPECT_EQ(p[1].system, "sys");
   EXPECT_EQ(p[2].id, "7");
+  EXPECT_EQ(p[2].answers, (std::vector<std::string>{"x"}));
+  EXPECT_EQ(p[3].answers, (std::vector<std::string>{"u", "v"}));
+  EXPECT_EQ(p[3].answer_prefix, "A:");
+  EXPECT_TRUE(p[0].answers.empty());
 }
 
 TEST_F(Prompts, JsonlErrorsNameTheLine) {
@@ -63,14 +68,16 @@ TEST_F(Prompts, JsonlErrorsNameTheLine) {
   EXPECT_THAT(error_of("{\"context\": \"a\", \"id\": \"z\"}\n{\"context\": \"b\", \"id\": \"z\"}\n"),
               HasSubstr(":2: id 'z' appears twice"));
   EXPECT_THAT(error_of("{\"context\": 3}\n"), HasSubstr("'context' must be a string"));
+  EXPECT_THAT(error_of("{\"context\": \"a\", \"answers\": \"x\"}\n"), HasSubstr("'answers' must be a list"));
   EXPECT_THAT(error_of("\n\n"), HasSubstr("no prompts"));
 }
 
 TEST_F(Prompts, TokenizedPartsKeepTheBoundaryAndTruncateOnlyTheContext) {
   write_tiny_tokenizer(dir_, "llama", tiny_corpus(), 400, 0);
   const auto tokenizer = load_tokenizer(dir_);
-  const Prompt p{"s0", "The cache of every layer is dumped to HDF5 as the prefill runs, one layer at a time.",
-                 "What is dumped?", ""};
+  const Prompt p{.id = "s0",
+                 .context = "The cache of every layer is dumped to HDF5 as the prefill runs, one layer at a time.",
+                 .question = "What is dumped?"};
   for (auto t : {ChatTemplate::none, ChatTemplate::llama3}) {
     const auto full = tokenize_prompt(*tokenizer, t, p, 0, Truncation::end);
     std::int64_t context_end = 0;
@@ -99,6 +106,20 @@ TEST_F(Prompts, TokenizedPartsKeepTheBoundaryAndTruncateOnlyTheContext) {
     // A limit the question alone exceeds is an error, not a silent cut.
     EXPECT_THROW(tokenize_prompt(*tokenizer, t, p, full.tokens.size() - full.context_end, Truncation::end), Error);
   }
+}
+
+TEST_F(Prompts, AnswerPrefixContinuesTheQuestionPart) {
+  write_tiny_tokenizer(dir_, "llama", tiny_corpus(), 400, 0);
+  const auto tokenizer = load_tokenizer(dir_);
+  Prompt p{.id = "s0", .context = "Some context about caches.", .question = "Which number?", .answer_prefix = "The number is"};
+  const auto with = tokenize_prompt(*tokenizer, ChatTemplate::llama3, p, 0, Truncation::end);
+  p.answer_prefix.clear();
+  const auto without = tokenize_prompt(*tokenizer, ChatTemplate::llama3, p, 0, Truncation::end);
+  const auto prefix = tokenizer->encode_continuation("The number is");
+  ASSERT_EQ(with.tokens.size(), without.tokens.size() + prefix.size());
+  EXPECT_TRUE(std::equal(without.tokens.begin(), without.tokens.end(), with.tokens.begin()));
+  EXPECT_TRUE(std::equal(prefix.begin(), prefix.end(), with.tokens.end() - prefix.size()));
+  EXPECT_EQ(with.context_end, without.context_end);
 }
 
 TEST_F(Prompts, TextFileIsOneContext) {
