@@ -13,13 +13,13 @@
 namespace kvlab::harness {
 
 struct Prompt {
-  std::string id;        // HDF5-safe sample id (letters, digits, '_', '-', '.')
-  std::string context;   // the long part whose cache gets compressed
-  std::string question;  // asked after the context (may be empty)
-  std::string system;    // system prompt for templates that take one ("" = the template's default)
-  std::string answer_prefix;         // text the answer starts with, after the template's generation
+  std::string id{};        // HDF5-safe sample id (letters, digits, '_', '-', '.')
+  std::string context{};   // the long part whose cache gets compressed
+  std::string question{};  // asked after the context (may be empty)
+  std::string system{};    // system prompt for templates that take one ("" = the template's default)
+  std::string answer_prefix{};         // text the answer starts with, after the template's generation
                                      // prompt (RULER: "The special magic number is"); may be empty
-  std::vector<std::string> answers;  // references for task metrics (empty: fidelity only)
+  std::vector<std::string> answers{};  // references for task metrics (empty: fidelity only)
 };
 
 // One JSON object per line: {"context": ..., "question": ..., "id": ..., "system": ...,
