@@ -27,8 +27,7 @@ AnalyzeOutcome run_analyze(const AnalyzeRequest& request) {
   options.token_block = request.token_block;
   options.precision = request.precision == "f64" ? analysis::GramPrecision::f64 : analysis::GramPrecision::f32;
   options.cka = !request.cosine_only;
-  auto& backend = linalg::cpu_backend();
-  if (request.threads > 0) backend.set_threads(request.threads);
+  auto& backend = linalg_backend(request.device, request.threads);
 
   std::vector<core::KvKind> kinds;
   if (request.kind != "value") kinds.push_back(core::KvKind::key);
@@ -64,6 +63,7 @@ AnalyzeOutcome run_analyze(const AnalyzeRequest& request) {
                          {"precision", request.precision},
                          {"token_block", options.token_block},
                          {"blas_threads", backend.threads()},
+                         {"device", request.device},
                          {"command_line", command_line()},
                          {"kvlab_version", kVersion},
                          {"git_revision", kGitRevision}};

@@ -19,6 +19,7 @@ struct AnalyzeRequest {
   std::int64_t token_block = 2048;
   bool cosine_only = false;
   int threads = 0;
+  std::string device = "cpu";  // linalg backend: cpu | cuda
   std::filesystem::path out;  // empty: "<dump>.analysis"
 };
 

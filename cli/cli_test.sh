@@ -60,6 +60,10 @@ expect_error "unknown compression method" "known: full, svd" compress a.h5 --met
 expect_error "unknown spec key" "allowed:" compress a.h5 --method "xkv:gg=2" --out c2
 expect_error "chain in the wrong order" "comes after" compress a.h5 --method "kivi+svd" --out c2
 check "failed compress wrote nothing" test ! -e c2
+if ! command -v nvidia-smi >/dev/null 2>&1; then  # no GPU here: --device cuda must say so, not crash
+  expect_error "analyze --device cuda without a GPU" "CUDA" analyze a.h5 --device cuda --out xc
+  expect_error "compress --device cuda without a GPU" "CUDA" compress a.h5 --method svd --device cuda --out xc
+fi
 printf 'not hdf5' >bad.h5
 expect_error "not an HDF5 file" "bad.h5" analyze bad.h5 --out x
 check "failed runs wrote no report" test ! -e x

@@ -66,8 +66,7 @@ CompressOutcome run_compress(const CompressRequest& req) {
   compressors::DumpCache cache(dump, sample);
   std::optional<core::Checkpoint> checkpoint;
   if (!req.model.empty()) checkpoint.emplace(req.model);
-  auto& backend = linalg::cpu_backend();
-  if (req.threads > 0) backend.set_threads(req.threads);
+  auto& backend = linalg_backend(req.device, req.threads);
   const compressors::CompressContext ctx{cache, backend, checkpoint ? &*checkpoint : nullptr};
 
   std::vector<Row> rows;
@@ -91,7 +90,8 @@ CompressOutcome run_compress(const CompressRequest& req) {
   const auto& s = cache.shape();
   nlohmann::json doc = {
       {"input", {{"dump", req.dump.string()}, {"sample", sample}, {"model", req.model.string()},
-                 {"command_line", command_line()}, {"kvlab_version", kVersion}, {"git_revision", kGitRevision}}},
+                 {"command_line", command_line()}, {"kvlab_version", kVersion}, {"git_revision", kGitRevision},
+                 {"device", req.device}}},
       {"shape", {{"layers", s.layers}, {"kv_heads", s.kv_heads}, {"q_heads", s.q_heads}, {"head_dim", s.head_dim},
                  {"tokens", s.tokens}, {"query_window", s.query_window}}},
       {"rope", cache.rope().describe()},

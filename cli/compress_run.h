@@ -14,6 +14,7 @@ struct CompressRequest {
   std::vector<std::string> methods;  // specs as typed; each may sweep (rk=64..512:64)
   std::filesystem::path model;      // checkpoint directory for weight-based methods (commonkv)
   int threads = 0;
+  std::string device = "cpu";  // linalg backend: cpu | cuda
   std::filesystem::path out;  // empty: "<dump>.compress"
 };
 
