@@ -3,10 +3,12 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <fstream>
 #include <memory>
 
 #include "analysis/dump_analysis.h"
 #include "cli/commands.h"
+#include "cli/record_run.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "core/version.h"
@@ -68,6 +70,8 @@ AnalyzeOutcome run_analyze(const AnalyzeRequest& request) {
                          {"kvlab_version", kVersion},
                          {"git_revision", kGitRevision}};
   analysis::write_report(out, context, reports);
+  record_analysis(request.db, nlohmann::json::parse(std::ifstream(out / "analysis.json")), out / "analysis.json",
+                  request.device);
 
   std::string summary = fmt::format("dump {} sample {} ({})\n", request.dump.string(), sample, dump.info().model_id);
   summary += analysis::summary_table(reports);

@@ -20,6 +20,7 @@ struct AnalyzeRequest {
   bool cosine_only = false;
   int threads = 0;
   std::string device = "cpu";  // linalg backend: cpu | cuda
+  std::filesystem::path db = "kvlab-results.sqlite";  // results store ("" records nothing)
   std::filesystem::path out;  // empty: "<dump>.analysis"
 };
 

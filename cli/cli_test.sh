@@ -36,6 +36,8 @@ if "$KVLAB" --help 2>&1 | grep -q make-tiny-model; then
   check "demo scored the tiny model's cache" test -s kvlab-demo/tiny-llama-compress/methods.csv
   check "demo decoded from compressed caches" test -s kvlab-demo/tiny-llama-eval/eval.json
 fi
+check "demo recorded its runs in the results store" \
+  bash -c "\"$KVLAB\" results ls --db kvlab-demo/kvlab-results.sqlite | grep -q compress"
 check "demo left no temporary files" test -z "$(find kvlab-demo -name '*.tmp-*')"
 
 "$KVLAB" --quiet synth --layers 4 --kv-heads 2 --q-heads 4 --head-dim 16 --tokens 300 --query-window 8 --seed 3 --out a.h5 >/dev/null
@@ -93,6 +95,13 @@ if "$KVLAB" --help 2>&1 | grep -q make-tiny-model; then
   check "eval exits 0" test $? = 0
   check "eval writes one row per method" test "$(grep -c '^"' tiny-eval/methods.csv)" = 2
   check "eval: the exact method agrees with the baseline" grep -q '^"full",1,.*,1,1,' tiny-eval/methods.csv
+  check "eval recorded its run in the store" bash -c "\"$KVLAB\" results ls --kind eval | grep -q eval"
+  for run in 3 4; do  # the same eval twice: check must call the second one no regression
+    "$KVLAB" --quiet eval --model tiny --prompts prompts.jsonl --method full --query-window 4 --max-new-tokens 4 \
+      --out tiny-eval$run >/dev/null
+  done
+  "$KVLAB" check --baseline "$("$KVLAB" results ls --kind eval | tail -2 | head -1 | awk '{print $1}')" --run latest >check.txt 2>&1
+  check "check passes an identical eval run (exit 0)" test $? = 0
   expect_error "eval with an unknown method" "known: full" eval --model tiny --prompts prompts.jsonl --method nope --out tiny-eval2
   check "failed eval wrote nothing" test ! -e tiny-eval2
   expect_error "dump of a folder without a model" "config.json" dump --model nowhere --prompts prompts.jsonl --out y.h5

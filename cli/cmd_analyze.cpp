@@ -36,6 +36,7 @@ void add_analyze(CLI::App& app, Action& action) {
   cmd->add_flag("--no-cka", opts->cosine_only,
                 "Only token-wise cosines (one cheap pass; skips CKA, channel cosine and eigen-rank)");
   cmd->add_option("--threads", opts->threads, "BLAS threads (default: all cores)");
+  cmd->add_option("--db", opts->db, "Results store the run is recorded in ('' for none)")->capture_default_str();
   cmd->add_option("--device", opts->device, "Linear algebra on cpu (OpenBLAS) or cuda (cuBLAS/cuSOLVER)")
       ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   cmd->add_option("--out", opts->out, "Output directory (default: <dump>.analysis next to the dump)");

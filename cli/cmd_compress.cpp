@@ -27,6 +27,7 @@ void add_compress(CLI::App& app, Action& action) {
   cmd->add_option("--sample", req->sample, "Sample id (default: the first one in the dump)");
   cmd->add_option("--model", req->model, "Model checkpoint directory (safetensors), for weight-based methods (commonkv)");
   cmd->add_option("--threads", req->threads, "BLAS threads (default: all cores)");
+  cmd->add_option("--db", req->db, "Results store the run is recorded in ('' for none)")->capture_default_str();
   cmd->add_option("--device", req->device, "Linear algebra on cpu (OpenBLAS) or cuda (cuBLAS/cuSOLVER)")
       ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   cmd->add_option("--out", req->out, "Output directory (default: <dump>.compress next to the dump)");

@@ -9,6 +9,7 @@
 #include "cli/analyze_run.h"
 #include "cli/commands.h"
 #include "cli/compress_run.h"
+#include "cli/record_run.h"
 #include "core/atomic_file.h"
 #include "datasets/synth_kv.h"
 #ifdef KVLAB_HAVE_HARNESS
@@ -64,7 +65,9 @@ void add_demo(CLI::App& app, Action& action) {
       fmt::print("1/{} synthetic dump: {} layers × {} tokens × {} KV heads × {} dims → {}\n", steps, config.layers,
                  config.tokens, config.kv_heads, config.head_dim, dump.string());
       datasets::write_synthetic_dump(config, dump);
+      const auto db = *dir / "kvlab-results.sqlite";  // every run of the demo lands in one store
       AnalyzeRequest request;
+      request.db = db;
       request.dump = dump;
       request.out = *dir / "analysis";
       fmt::print("2/{} cross-layer analysis (keys and values) → {}\n\n", steps, request.out.string());
@@ -72,6 +75,7 @@ void add_demo(CLI::App& app, Action& action) {
       // Compressors at comparable budgets (≈ 5–6× for the low-rank, quantized and evicted ones), and
       // a chain: the comparison a KV-compression paper's first table makes.
       CompressRequest compress;
+      compress.db = db;
       compress.dump = dump;
       compress.out = *dir / "compress";
       compress.methods = {"svd:rk=32,rv=48",         "xkv:g=4,rk=112,rv=168",       "minicache",
@@ -102,6 +106,7 @@ void add_demo(CLI::App& app, Action& action) {
                  dump_request.out.string());
       harness::run_dump(dump_request);
       CompressRequest model_compress;
+      model_compress.db = db;
       model_compress.dump = dump_request.out;
       model_compress.out = *dir / "tiny-llama-compress";
       model_compress.methods = {"svd:rk=16,rv=16", "xkv:g=4,rk=48,rv=48", "kivi:bits=2,group=32", "snapkv:keep=0.25,window=16"};
@@ -118,7 +123,11 @@ void add_demo(CLI::App& app, Action& action) {
       eval.out = *dir / "tiny-llama-eval";
       fmt::print("\n  decoding from the compressed caches (greedy, vs the uncompressed baseline) → {}\n", eval.out.string());
       fmt::print("{}", harness::run_eval(eval));
+      record_eval(db, eval.out / "eval.json");
 #endif
+      fmt::print("\nEvery run above is recorded in {0}: try `kvlab results ls --db {0}`,\n"
+                 "`kvlab results export latest --db {0} --format latex` or `kvlab compare A B --db {0}`.\n",
+                 db.string());
     };
   });
 }

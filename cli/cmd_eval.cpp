@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/record_run.h"
 #include "harness/eval_job.h"
 
 namespace kvlab::cli {
@@ -48,8 +49,13 @@ void add_eval(CLI::App& app, Action& action) {
   cmd->add_option("--limit", req->limit, "Only the first N prompts (0: all)")->capture_default_str();
   cmd->add_option("--threads", req->threads, "CPU threads for the model (0: libtorch's default)")->capture_default_str();
   cmd->add_option("--out", req->out, "Output directory")->required();
-  cmd->callback([req, &action] {
-    action = [req] { fmt::print("{}", harness::run_eval(*req)); };
+  auto db = std::make_shared<std::filesystem::path>("kvlab-results.sqlite");
+  cmd->add_option("--db", *db, "Results store the run is recorded in ('' for none)")->capture_default_str();
+  cmd->callback([req, db, &action] {
+    action = [req, db] {
+      fmt::print("{}", harness::run_eval(*req));
+      record_eval(*db, req->out / "eval.json");
+    };
   });
 }
 

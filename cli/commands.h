@@ -22,6 +22,15 @@ void add_dump(CLI::App& app, Action& action);
 void add_eval(CLI::App& app, Action& action);
 void add_make_tiny_model(CLI::App& app, Action& action);
 
+void add_results(CLI::App& app, Action& action);
+void add_compare(CLI::App& app, Action& action);
+void add_check(CLI::App& app, Action& action);
+
+// The exit code of an action that returns: 0, or 1 for "ran fine, regression found"
+// (compare/check). Errors are exceptions and exit 2.
+void set_exit_code(int code);
+int exit_code();
+
 // The command line as typed, for provenance.
 const std::string& command_line();
 void set_command_line(int argc, char** argv);

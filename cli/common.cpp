@@ -16,6 +16,12 @@ std::string g_command_line;
 
 const std::string& command_line() { return g_command_line; }
 
+namespace {
+int g_exit_code = 0;
+}
+void set_exit_code(int code) { g_exit_code = code; }
+int exit_code() { return g_exit_code; }
+
 linalg::Backend& linalg_backend(const std::string& device, int threads) {
   if (device == "cpu") {
     auto& cpu = linalg::cpu_backend();

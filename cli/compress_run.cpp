@@ -1,5 +1,7 @@
 #include "cli/compress_run.h"
 
+#include "cli/record_run.h"
+
 #include <fmt/format.h>
 
 #include <chrono>
@@ -123,6 +125,7 @@ CompressOutcome run_compress(const CompressRequest& req) {
   core::write_file_atomic(out / "compress.json", doc.dump(1) + "\n");
   core::write_file_atomic(out / "methods.csv", methods_csv);
   core::write_file_atomic(out / "layers.csv", layers_csv);
+  record_compress(req.db, doc, out / "compress.json", req.device);
   return {out, summary_table(rows)};
 }
 

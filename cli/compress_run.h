@@ -15,6 +15,7 @@ struct CompressRequest {
   std::filesystem::path model;      // checkpoint directory for weight-based methods (commonkv)
   int threads = 0;
   std::string device = "cpu";  // linalg backend: cpu | cuda
+  std::filesystem::path db = "kvlab-results.sqlite";  // results store ("" records nothing)
   std::filesystem::path out;  // empty: "<dump>.compress"
 };
 

@@ -29,6 +29,9 @@ int main(int argc, char** argv) {
   kvlab::cli::add_synth(app, action);
   kvlab::cli::add_analyze(app, action);
   kvlab::cli::add_compress(app, action);
+  kvlab::cli::add_results(app, action);
+  kvlab::cli::add_compare(app, action);
+  kvlab::cli::add_check(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -51,5 +54,5 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "kvlab: internal error: {}\n", e.what());
     return 2;
   }
-  return 0;
+  return kvlab::cli::exit_code();
 }

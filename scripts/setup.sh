@@ -11,7 +11,7 @@ PACKAGES=(
   libeigen3-dev liblapacke-dev libopenblas-dev   # linear algebra (Eigen for data handling, LAPACKE/OpenBLAS for the work)
   libhdf5-dev                                     # the KV dump format
   libtorch-dev libpcre2-dev libsentencepiece-dev libicu-dev  # harness: the model, BPE pre-tokenizer regexes, Mistral's tokenizer.model, NFC
-  libfmt-dev libcli11-dev nlohmann-json3-dev libyaml-cpp-dev
+  libfmt-dev libcli11-dev nlohmann-json3-dev libyaml-cpp-dev libsqlite3-dev
   libgtest-dev libgmock-dev libbenchmark-dev      # tests and benchmarks
   python3-numpy python3-h5py python3-torch        # h5py interoperability test, the bench and model references
 )

@@ -1,0 +1,74 @@
+#include "cli/record_run.h"
+
+#include <fstream>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "results/import.h"
+#include "results/store.h"
+
+namespace kvlab::cli {
+namespace {
+
+// The report's own provenance plus what only the live run knows: a fresh uuid, the time, host,
+// the command line and the device.
+results::RunInfo live(results::RunInfo info, results::RunKind kind, const std::string& device) {
+  const auto now = results::current_run_info(kind, command_line());
+  info.kind = kind;
+  info.uuid = now.uuid;
+  info.created = now.created;
+  info.host = now.host;
+  info.command_line = now.command_line;
+  if (info.kvlab_version.empty()) info.kvlab_version = now.kvlab_version;
+  if (info.revision.empty()) info.revision = now.revision;
+  info.device = device;
+  return info;
+}
+
+}  // namespace
+
+void record_compress(const std::filesystem::path& db, const nlohmann::json& report, const std::filesystem::path& origin,
+                     const std::string& device) {
+  if (db.empty()) return;
+  results::Store store(db);
+  store.write_run(live(results::compress_run_info(report), results::RunKind::compress, device),
+                  [&](results::RunWriter& w) { results::add_compress_report(w, report, origin.string()); });
+}
+
+void record_analysis(const std::filesystem::path& db, const nlohmann::json& report, const std::filesystem::path& origin,
+                     const std::string& device) {
+  if (db.empty()) return;
+  results::Store store(db);
+  store.write_run(live(results::analysis_run_info(report), results::RunKind::analyze, device),
+                  [&](results::RunWriter& w) { results::add_analysis_report(w, report, origin.string()); });
+}
+
+void record_eval(const std::filesystem::path& db, const std::filesystem::path& eval_json) {
+  if (db.empty()) return;
+  std::ifstream in(eval_json);
+  if (!in) fail("{}: cannot open to record it", eval_json.string());
+  const auto report = nlohmann::json::parse(in);
+  results::RunInfo info;
+  info.model = report["model"]["id"].get<std::string>();
+  info.provenance = {{"model", report["model"]}, {"options", report["options"]}, {"tokenizer", report["tokenizer"]},
+                     {"chat_template", report["chat_template"]}, {"metrics", report["metrics"]}};
+  info = live(std::move(info), results::RunKind::eval, report["model"]["device"].get<std::string>());
+  results::Store store(db);
+  const std::string task = report["options"]["prompts"].get<std::string>();
+  store.write_run(info, [&](results::RunWriter& w) {
+    for (const auto& m : report["methods"])
+      for (const char* name : {"agreement", "exact_match", "compression_ratio", "bytes", "seconds"})
+        w.add_metric(m["spec"].get<std::string>(), name, m[name].get<double>());
+    // "answer_kl": the store's direction table reads the _kl suffix as lower-is-better.
+    for (const auto& m : report["methods"]) w.add_metric(m["spec"].get<std::string>(), "answer_kl", m["kl"].get<double>());
+    for (const auto& s : report["samples"])
+      for (const auto& m : s["methods"]) {
+        const auto spec = m["spec"].get<std::string>(), id = s["id"].get<std::string>();
+        w.add_sample_metric(spec, task, id, "agreement", m["agreement"].get<double>());
+        w.add_sample_metric(spec, task, id, "exact_match", m["exact"].get<bool>() ? 1.0 : 0.0);
+        w.add_sample_metric(spec, task, id, "answer_kl", m["kl"].get<double>());
+      }
+  });
+}
+
+}  // namespace kvlab::cli

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# End-to-end checks of `kvlab results|compare|check` on the report fixtures: import is
+# idempotent, export writes booktabs LaTeX, check exits 0 on an unchanged run, 1 on a planted
+# regression (from a baseline run or a baseline file) and 2 on errors, merge is idempotent.
+# Usage: cli_test.sh KVLAB
+set -uo pipefail
+KVLAB=$(realpath "$1")
+FIXTURES=$(cd "$(dirname "$0")/testdata" && pwd)
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+failures=0
+passes=0
+check() {  # check NAME CONDITION...
+  local name=$1; shift
+  if "$@"; then echo "ok   $name"; passes=$((passes + 1)); else echo "FAIL $name"; failures=$((failures + 1)); fi
+}
+run() {  # run ARGS...: stdout to out, stderr to err, exit code to $rc
+  "$KVLAB" --quiet "$@" >"$WORK/out" 2>"$WORK/err"
+  rc=$?
+}
+cd "$WORK"
+
+mkdir same worse
+cp "$FIXTURES/compress.json" same/compress.json
+echo >>same/compress.json  # other bytes, same numbers: a second run, not a re-import
+# Plant a regression: svd rk=4 key error 0.129 -> 0.2.
+sed 's/"key_error": 0.1289995652915975/"key_error": 0.2/' "$FIXTURES/compress.json" >worse/compress.json
+
+run results ls
+check "ls without a database exits 2 (got $rc)" test "$rc" = 2
+check "ls names the missing database" grep -q "kvlab-results.sqlite" err
+
+run results import "$FIXTURES/compress.json" "$FIXTURES/analysis.json"
+check "import exits 0 (got $rc)" test "$rc" = 0
+run results import "$FIXTURES/compress.json"
+check "re-import is a no-op" grep -q "already imported" out
+run results import same worse
+run results ls
+check "ls lists 4 runs" test "$(grep -c -E '^ +[0-9]+ ' out)" = 4
+run results ls --kind analyze
+check "ls --kind filters" test "$(grep -c -E '^ +[0-9]+ ' out)" = 1
+
+run results show 1
+check "show prints provenance" grep -q "7c9327ce2abc" out
+run results export 1 --format latex --metric key_error --metric compression_ratio --out t.tex
+check "export latex exits 0" test "$rc" = 0
+check "export latex is booktabs" bash -c 'grep -q "\\\\toprule" t.tex && grep -q "\\\\midrule" t.tex && grep -q "\\\\bottomrule" t.tex'
+check "export latex escapes underscores" grep -q 'key\\_error' t.tex
+check "export latex bolds the best ratio (svd rk=4)" grep -q 'svd:rk=4.*\\textbf{2.56}' t.tex
+run results export 1 --format csv --metric nope
+check "export of an unknown metric exits 2 (got $rc)" test "$rc" = 2
+
+run check --baseline 1 --run 3
+check "check of an unchanged run exits 0 (got $rc)" test "$rc" = 0
+run check --baseline 1 --run 4
+check "check of a planted regression exits 1 (got $rc)" test "$rc" = 1
+check "check names the worse metric" grep -q "key_error.*WORSE" out
+run check --baseline 1 --run 4 --tolerance-for key_error=1
+check "a per-metric tolerance lets it pass (got $rc)" test "$rc" = 0
+run compare 1 4
+check "compare exits 1 on a regression (got $rc)" test "$rc" = 1
+run compare 1 3
+check "compare exits 0 without one (got $rc)" test "$rc" = 0
+
+run results baseline 1 --out baseline.json
+check "baseline exits 0" test "$rc" = 0
+run check --baseline baseline.json
+check "check against the file and the latest run (the regression) exits 1 (got $rc)" test "$rc" = 1
+run check --baseline baseline.json --run 3
+check "check against the file exits 0 on the unchanged run (got $rc)" test "$rc" = 0
+run check --baseline missing.json
+check "a missing baseline file exits 2 (got $rc)" test "$rc" = 2
+run check --baseline 1 --run 2
+check "checking an analyze run against a compress baseline exits 2 (got $rc)" test "$rc" = 2
+run check --baseline 1 --run 99
+check "a missing run exits 2 (got $rc)" test "$rc" = 2
+check "the error names the run" grep -q "no run 99" err
+
+run results import same --db shard.sqlite
+run results merge kvlab-results.sqlite shard.sqlite --out all.sqlite
+check "merge exits 0" test "$rc" = 0
+first=$(tail -1 out)
+run results merge kvlab-results.sqlite shard.sqlite --out all.sqlite
+check "merging again adds nothing" test "$(tail -1 out)" = "$first"
+check "merge dedups the shared run" grep -q "all.sqlite: 4 runs" out
+
+echo "$passes passed, $failures failed"
+test "$failures" = 0
