@@ -14,6 +14,7 @@ PACKAGES=(
   libfmt-dev libcli11-dev nlohmann-json3-dev libyaml-cpp-dev libsqlite3-dev
   libgtest-dev libgmock-dev libbenchmark-dev      # tests and benchmarks
   python3-numpy python3-h5py python3-torch        # h5py interoperability test, the bench and model references
+  wamerican                                       # word lists of the RULER-style task generators
 )
 
 if [[ "${KVLAB_SKIP_APT:-0}" != 1 ]]; then
