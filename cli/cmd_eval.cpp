@@ -25,15 +25,34 @@ void add_eval(CLI::App& app, Action& action) {
       "(teacher-forced), bytes stored and the compression ratio. These need no task and are\n"
       "meaningful on tiny random models too. Writes DIR/eval.json (per-sample predictions with the\n"
       "baseline's, prompt hashes, provenance), DIR/methods.csv and DIR/samples.csv.\n\n"
-      "Example: kvlab eval --model tiny --prompts p.jsonl --method snapkv:keep=0.25 --method xkv:g=4,rk=32 --out ev");
+      "With --task the prompts are generated (RULER-style, sized with the model's tokenizer) and every\n"
+      "prediction — the baseline's too — is scored with the task's metric (accuracy). Accuracy means\n"
+      "something on real checkpoints; the fidelity figures also on tiny random ones.\n\n"
+      "Examples:\n"
+      "  kvlab eval --model tiny --prompts p.jsonl --method snapkv:keep=0.25 --method xkv:g=4,rk=32 --out ev\n"
+      "  kvlab eval --model Llama-3.1-8B-Instruct --task ruler:niah_single_1 --length 8192 --samples 50 \\\n"
+      "    --method xkv:g=4,rk=384,rv=576 --device cuda --out niah");
   cmd->add_option("--model", req->model, "Model folder (HF safetensors checkpoint)")->required();
-  cmd->add_option("--prompts", req->prompts, "Prompts, one JSON object per line (see `kvlab dump --help`)")->required();
+  auto* prompts = cmd->add_option("--prompts", req->prompts, "Prompts, one JSON object per line (see `kvlab dump --help`)");
+  auto* task = cmd->add_option("--task", req->task,
+                               "A generated task instead: ruler:niah_single_1|2|3, niah_multikey_1|2|3, niah_multivalue, "
+                               "niah_multiquery, vt, cwe, fwe, qa_1, qa_2");
+  prompts->excludes(task);
+  cmd->add_option("--length", req->length, "Task prompt length in the model's tokens (template included)")
+      ->capture_default_str();
+  cmd->add_option("--samples", req->samples, "Task samples")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--seed", req->seed, "Task generator seed (same seed, same prompts)")->capture_default_str();
+  cmd->add_option("--scoring", req->scoring, "official (RULER / LongBench) or xkv (xKV's variant of RULER's match)")
+      ->check(CLI::IsMember({"official", "xkv"}))->capture_default_str();
+  cmd->add_option("--words", req->words, "Word list for RULER keys/values (default /usr/share/dict/american-english)");
+  cmd->add_option("--essay", req->essay, "Text file used as the haystack by essay-based tasks");
+  cmd->add_option("--qa", req->qa, "SQuAD (qa_1) or HotpotQA (qa_2) JSON file");
   cmd->add_option("-m,--method", req->methods, "Compressor spec (repeat; may sweep; see `kvlab compress --help`)")
       ->required();
   cmd->add_option("--question", req->question, "in-context or after-compression")
       ->check(CLI::IsMember({"in-context", "after-compression"}))->capture_default_str();
-  cmd->add_option("--max-new-tokens", req->max_new_tokens, "Greedy tokens generated per prompt")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--max-new-tokens", req->max_new_tokens,
+                  "Greedy tokens generated per prompt (0: the task's default, else 32)")->capture_default_str();
   cmd->add_option("--query-window", req->query_window, "Observation window (last W prompt tokens) given to compressors")
       ->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_option("--chat-template", req->chat_template, "auto, none, llama3, qwen2, mistral-v0.2, mistral-v0.3")

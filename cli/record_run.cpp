@@ -59,6 +59,16 @@ void record_eval(const std::filesystem::path& db, const std::filesystem::path& e
     for (const auto& m : report["methods"])
       for (const char* name : {"agreement", "exact_match", "compression_ratio", "bytes", "seconds"})
         w.add_metric(m["spec"].get<std::string>(), name, m[name].get<double>());
+    if (report.contains("task") && report["task"].is_object()) {  // task accuracy, the baseline's too
+      w.add_metric("baseline", "accuracy", report["task"]["baseline_accuracy"].get<double>());
+      for (const auto& m : report["methods"]) w.add_metric(m["spec"].get<std::string>(), "accuracy", m["accuracy"].get<double>());
+      for (const auto& s : report["samples"]) {
+        const auto id = s["id"].get<std::string>();
+        w.add_sample_metric("baseline", task, id, "accuracy", s["baseline"]["score"].get<double>());
+        for (const auto& m : s["methods"])
+          w.add_sample_metric(m["spec"].get<std::string>(), task, id, "accuracy", m["score"].get<double>());
+      }
+    }
     // "answer_kl": the store's direction table reads the _kl suffix as lower-is-better.
     for (const auto& m : report["methods"]) w.add_metric(m["spec"].get<std::string>(), "answer_kl", m["kl"].get<double>());
     for (const auto& s : report["samples"])

@@ -8,6 +8,8 @@
 #include <optional>
 
 #include "compressors/spec.h"
+#include "datasets/ruler.h"
+#include "datasets/task_metrics.h"
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/progress.h"
@@ -59,28 +61,71 @@ bool needs_attn_in(const compressors::ChainSpec& chain) {
 struct MethodRun {
   std::string spec;  // canonical
   compressors::ChainSpec chain;
-  double agreement = 0, exact = 0, kl = 0, seconds = 0;
+  double agreement = 0, exact = 0, kl = 0, accuracy = 0, seconds = 0;
   std::int64_t bytes = 0, dense_bytes = 0;
 };
+
+// The prompts of a generated task, sized with the model's own tokenizer (as RULER does): the
+// chat template's tokens and one token per part boundary are reserved.
+std::vector<datasets::TaskSample> task_samples(const EvalRequest& r, const Tokenizer& tokenizer, ChatTemplate chat) {
+  const auto ref = datasets::parse_task_ref(r.task);
+  if (ref.suite != datasets::TaskRef::Suite::ruler)
+    fail("--task {}: only ruler:* tasks are generated; LongBench files go through --prompts (see `kvlab eval --help`)",
+         r.task);
+  const auto task = datasets::parse_ruler_task(ref.name);
+  datasets::RulerOptions options;
+  options.max_seq_length = r.length;
+  options.seed = r.seed;
+  std::int64_t context_end = 0;
+  const auto template_only = encode_chat(tokenizer, chat, render_chat(chat, "", ""), &context_end);
+  options.reserved_tokens = static_cast<std::int64_t>(template_only.size()) + 3;
+  if (r.max_new_tokens > 0) options.tokens_to_generate = r.max_new_tokens;
+  datasets::RulerResourcePaths paths;
+  if (!r.words.empty()) paths.words = r.words;
+  paths.essay = r.essay;
+  paths.qa = r.qa;
+  const datasets::RulerGenerator generator(task, options, datasets::load_ruler_resources(task, options, paths),
+                                           [&](std::string_view text) {
+                                             return static_cast<std::int64_t>(tokenizer.encode(text, false).size());
+                                           });
+  return generator.samples(r.samples);
+}
 
 }  // namespace
 
 std::string run_eval(const EvalRequest& r) {
-  if (r.prompts.empty()) fail("--prompts FILE.jsonl is required");
+  if (r.prompts.empty() == r.task.empty()) fail("give exactly one of --prompts FILE.jsonl and --task ruler:NAME");
+  const datasets::ScoreOptions scoring{datasets::parse_scoring_variant(r.scoring), {}};
   if (r.question != "in-context" && r.question != "after-compression")
     fail("--question '{}': expected in-context or after-compression", r.question);
-  if (r.max_new_tokens <= 0) fail("--max-new-tokens {} must be positive", r.max_new_tokens);
+  if (r.max_new_tokens < 0) fail("--max-new-tokens {} must be ≥ 0", r.max_new_tokens);
   if (r.query_window <= 0) fail("--query-window {} must be positive", r.query_window);
   // Input errors surface before the model loads: specs, prompts, config, tokenizer.
   std::vector<MethodRun> runs;
   for (const auto& m : r.methods)
     for (auto& chain : compressors::expand_sweep(m)) runs.push_back({chain.to_string(), std::move(chain)});
-  std::vector<Prompt> prompts = load_prompts_jsonl(r.prompts);
-  if (r.limit > 0 && static_cast<std::size_t>(r.limit) < prompts.size()) prompts.resize(r.limit);
   const ModelConfig config = load_model_config(r.model);
   const auto tokenizer = load_tokenizer(r.model);
   const ChatTemplate chat =
       r.chat_template == "auto" ? detect_chat_template(r.model, config.model_type) : parse_chat_template(r.chat_template);
+  std::vector<Prompt> prompts;
+  std::vector<datasets::TaskSample> tasks;  // parallel to prompts when --task
+  if (!r.task.empty()) {
+    tasks = task_samples(r, *tokenizer, chat);
+    for (const auto& t : tasks)
+      prompts.push_back({.id = t.id, .context = t.context, .question = t.question, .answer_prefix = t.answer_prefix,
+                         .answers = t.answers});
+  } else {
+    prompts = load_prompts_jsonl(r.prompts);
+  }
+  if (r.limit > 0 && static_cast<std::size_t>(r.limit) < prompts.size()) prompts.resize(r.limit);
+  const int max_new = r.max_new_tokens > 0 ? r.max_new_tokens
+                      : tasks.empty()      ? 32
+                                           : static_cast<int>(tasks.front().max_new_tokens);
+  // A task's score of a decoded answer (−1 without a task).
+  const auto score = [&](std::size_t i, const std::string& text) {
+    return tasks.empty() ? -1.0 : datasets::score_prediction(tasks[i], text, scoring);
+  };
   std::vector<TokenizedPrompt> tokenized;
   for (const auto& p : prompts) tokenized.push_back(tokenize_prompt(*tokenizer, chat, p, r.max_tokens, parse_truncation(r.truncate)));
 
@@ -91,6 +136,7 @@ std::string run_eval(const EvalRequest& r) {
   auto& backend = linalg::cpu_backend();
 
   json samples = json::array();
+  double baseline_accuracy = 0;
   core::Progress progress("eval", static_cast<std::int64_t>(prompts.size() * (1 + runs.size())));
   for (std::size_t i = 0; i < prompts.size(); ++i) {
     const auto& t = tokenized[i];
@@ -98,14 +144,21 @@ std::string run_eval(const EvalRequest& r) {
     const std::span<const std::int32_t> all(t.tokens);
     const auto context = in_context ? all : all.first(t.context_end);
     const auto question = in_context ? std::span<const std::int32_t>() : all.subspan(t.context_end);
-    const auto base = generate_greedy(model, context, question, r.max_new_tokens);
+    const auto base = generate_greedy(model, context, question, max_new);
+    const std::string base_text = tokenizer->decode(base.tokens, true);
+    const double base_score = score(i, base_text);
+    baseline_accuracy += base_score;
     progress.advance();
     json sample = {{"id", prompts[i].id},
                    {"prompt_tokens", t.tokens.size()},
                    {"context_tokens", t.context_end},
                    {"prompt_hash", token_hash(t.tokens)},
-                   {"baseline", {{"tokens", base.tokens}, {"text", tokenizer->decode(base.tokens, true)}}},
+                   {"baseline", {{"tokens", base.tokens}, {"text", base_text}}},
                    {"methods", json::array()}};
+    if (!tasks.empty()) {
+      sample["answers"] = tasks[i].answers;
+      sample["baseline"]["score"] = base_score;
+    }
     for (auto& run : runs) {
       const auto start = std::chrono::steady_clock::now();
       CompressionResult compression;
@@ -121,13 +174,16 @@ std::string run_eval(const EvalRequest& r) {
             },
             capture.observer(), forced);
       };
-      const auto forced = decode(base.tokens, r.max_new_tokens);
+      const auto forced = decode(base.tokens, max_new);
       const double kl = mean_kl(base.step_logits, forced.step_logits);
       const at::Tensor choices = forced.step_logits.argmax(-1);
       bool departs = false;
       for (std::size_t s = 0; s < base.tokens.size(); ++s) departs |= choices[s].item<std::int64_t>() != base.tokens[s];
-      const auto tokens = departs ? decode({}, r.max_new_tokens).tokens : base.tokens;
+      const auto tokens = departs ? decode({}, max_new).tokens : base.tokens;
       const double agree = agreement(base.tokens, tokens);
+      const std::string text = tokenizer->decode(tokens, true);
+      const double method_score = score(i, text);
+      run.accuracy += method_score;
       run.agreement += agree;
       run.exact += tokens == base.tokens;
       run.kl += kl;
@@ -136,12 +192,13 @@ std::string run_eval(const EvalRequest& r) {
       run.seconds += seconds_since(start);
       sample["methods"].push_back({{"spec", run.spec},
                                    {"tokens", tokens},
-                                   {"text", tokenizer->decode(tokens, true)},
+                                   {"text", text},
                                    {"agreement", agree},
                                    {"exact", tokens == base.tokens},
                                    {"kl", kl},
                                    {"bytes", compression.bytes},
                                    {"compression_ratio", compression.ratio()}});
+      if (!tasks.empty()) sample["methods"].back()["score"] = method_score;
       progress.advance();
     }
     samples.push_back(std::move(sample));
@@ -149,8 +206,13 @@ std::string run_eval(const EvalRequest& r) {
 
   const double n = static_cast<double>(prompts.size());
   json methods = json::array();
-  std::string table = fmt::format("{:>8} {:>9} {:>7} {:>10}  method (canonical spec)\n", "ratio", "agreement", "exact", "KL");
-  std::string csv = "method,compression_ratio,bytes,agreement,exact_match,kl,seconds\n";
+  const bool scored = !tasks.empty();
+  const auto accuracy_cell = [&](double sum) { return scored ? fmt::format("{:>8.3f}", sum / n) : fmt::format("{:>8}", "-"); };
+  std::string table = fmt::format("{:>8} {:>8} {:>9} {:>7} {:>10}  method (canonical spec)\n", "ratio", "accuracy",
+                                  "agreement", "exact", "KL");
+  table += fmt::format("{:>7.2f}x {} {:>9.3f} {:>7.3f} {:>10.3g}  baseline (uncompressed)\n", 1.0,
+                       accuracy_cell(baseline_accuracy), 1.0, 1.0, 0.0);
+  std::string csv = "method,compression_ratio,bytes,accuracy,agreement,exact_match,kl,seconds\n";
   for (const auto& run : runs) {
     const double ratio = run.bytes ? static_cast<double>(run.dense_bytes) / run.bytes : 0.0;
     methods.push_back({{"spec", run.spec},
@@ -160,15 +222,18 @@ std::string run_eval(const EvalRequest& r) {
                        {"exact_match", run.exact / n},
                        {"kl", run.kl / n},
                        {"seconds", run.seconds}});
-    table += fmt::format("{:>7.2f}x {:>9.3f} {:>7.3f} {:>10.3g}  {}\n", ratio, run.agreement / n, run.exact / n,
-                         run.kl / n, run.spec);
-    csv += fmt::format("\"{}\",{},{},{},{},{},{:.3f}\n", run.spec, ratio, run.bytes, run.agreement / n, run.exact / n,
-                       run.kl / n, run.seconds);
+    if (scored) methods.back()["accuracy"] = run.accuracy / n;
+    table += fmt::format("{:>7.2f}x {} {:>9.3f} {:>7.3f} {:>10.3g}  {}\n", ratio, accuracy_cell(run.accuracy),
+                         run.agreement / n, run.exact / n, run.kl / n, run.spec);
+    csv += fmt::format("\"{}\",{},{},{},{},{},{},{:.3f}\n", run.spec, ratio, run.bytes,
+                       scored ? fmt::format("{}", run.accuracy / n) : "", run.agreement / n, run.exact / n, run.kl / n,
+                       run.seconds);
   }
-  std::string samples_csv = "sample,method,agreement,exact,kl,compression_ratio\n";
+  std::string samples_csv = "sample,method,score,agreement,exact,kl,compression_ratio\n";
   for (const auto& s : samples)
     for (const auto& m : s["methods"])
-      samples_csv += fmt::format("{},\"{}\",{},{},{},{}\n", s["id"].get<std::string>(), m["spec"].get<std::string>(),
+      samples_csv += fmt::format("{},\"{}\",{},{},{},{},{}\n", s["id"].get<std::string>(), m["spec"].get<std::string>(),
+                                 m.contains("score") ? fmt::format("{}", m["score"].get<double>()) : "",
                                  m["agreement"].get<double>(), m["exact"].get<bool>() ? 1 : 0, m["kl"].get<double>(),
                                  m["compression_ratio"].get<double>());
   const json report = {
@@ -177,12 +242,16 @@ std::string run_eval(const EvalRequest& r) {
                  {"device", options.device.str()}, {"dtype", c10::toString(options.dtype)}}},
       {"tokenizer", tokenizer->describe()},
       {"chat_template", std::string(to_string(chat))},
-      {"options", {{"prompts", r.prompts.string()}, {"question", r.question}, {"max_new_tokens", r.max_new_tokens},
+      {"options", {{"prompts", r.task.empty() ? r.prompts.string() : r.task}, {"question", r.question}, {"max_new_tokens", max_new},
                    {"query_window", r.query_window}, {"max_tokens", r.max_tokens}, {"truncate", r.truncate},
                    {"generated_tokens_cached", "uncompressed"}}},
       {"metrics", {{"agreement", "share of the baseline's greedy tokens reproduced, position by position"},
                    {"exact_match", "share of samples whose greedy output equals the baseline's"},
                    {"kl", "mean over the baseline's answer steps of KL(p_baseline || p_method), nats, teacher-forced"}}},
+      {"task", r.task.empty() ? json(nullptr)
+                              : json{{"name", r.task}, {"length", r.length}, {"samples", prompts.size()}, {"seed", r.seed},
+                                     {"scoring", r.scoring}, {"metric", tasks.front().metric},
+                                     {"baseline_accuracy", baseline_accuracy / n}}},
       {"methods", methods},
       {"samples", samples}};
   std::filesystem::create_directories(r.out);
@@ -190,7 +259,7 @@ std::string run_eval(const EvalRequest& r) {
   core::write_file_atomic(r.out / "methods.csv", csv);
   core::write_file_atomic(r.out / "eval.json", report.dump(2) + "\n");  // last: its presence means complete
   return table + fmt::format("{} prompt(s), {} new tokens at most, question {}; wrote {}\n", prompts.size(),
-                             r.max_new_tokens, r.question, r.out.string());
+                             max_new, r.question, r.out.string());
 }
 
 }  // namespace kvlab::harness

@@ -15,7 +15,18 @@ namespace kvlab::harness {
 
 struct EvalRequest {
   std::filesystem::path model;
-  std::filesystem::path prompts;        // JSONL prompts (harness/prompts.h)
+  std::filesystem::path prompts;        // JSONL prompts (harness/prompts.h), or
+  // a generated task: "ruler:niah_single_1" … (datasets/ruler_tasks.h), sized with the model's
+  // tokenizer to `length` tokens, `samples` of them from `seed`; predictions scored with the task's
+  // metric (accuracy in [0, 1]) for the baseline and every method.
+  std::string task;
+  std::int64_t length = 4096;
+  int samples = 20;
+  std::uint64_t seed = 42;
+  std::string scoring = "official";     // official (RULER/LongBench) | xkv (xKV's variant)
+  std::filesystem::path words;          // RULER word list (default: wamerican's)
+  std::filesystem::path essay;          // essay haystack text (tasks that use one)
+  std::filesystem::path qa;             // SQuAD / HotpotQA JSON for qa_1 / qa_2
   std::vector<std::string> methods;     // compressor specs (each may sweep)
   std::string chat_template = "auto";
   std::int64_t max_tokens = 0;          // context budget per prompt (0: none)
@@ -24,7 +35,7 @@ struct EvalRequest {
   // RULER-style); after-compression: only the context is compressed, the question is decoded
   // from the compressed cache (question-agnostic, as kvpress and prefix caching need).
   std::string question = "in-context";
-  int max_new_tokens = 32;
+  int max_new_tokens = 0;               // 0: the task's default, or 32 for prompts
   int query_window = 64;                // observation window handed to the compressors
   std::string device = "auto";
   std::string model_dtype = "auto";

@@ -6,11 +6,13 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "datasets/word_lists.h"
 #include "harness/eval_job.h"
 #include "harness/model/llama_model.h"
 #include "harness/prompts.h"
@@ -95,6 +97,48 @@ TEST_F(EvalJob, BaselineIsThePlainGreedyDecode) {
     EXPECT_EQ(j["samples"][i]["baseline"]["tokens"].get<std::vector<std::int32_t>>(), g.tokens);
     EXPECT_EQ(j["samples"][i]["context_tokens"].get<std::int64_t>(), t.context_end);
   }
+}
+
+TEST_F(EvalJob, GeneratedTaskIsSizedAndEveryPredictionScored) {
+  {  // a word list of our own: the tests do not rely on wamerican being installed
+    std::ofstream words(dir_ / "words.txt");
+    for (const auto& w : datasets::pseudo_words(400, 1)) words << w << "\n";
+  }
+  auto r = request();
+  r.prompts.clear();
+  r.task = "ruler:niah_single_1";
+  r.length = 400;
+  r.samples = 3;
+  r.words = dir_ / "words.txt";
+  r.max_new_tokens = 8;
+  r.methods = {"full", "streamingllm:budget=4,sinks=2"};
+  run_eval(r);
+  const auto j = report();
+  EXPECT_EQ(j["task"]["name"], "ruler:niah_single_1");
+  EXPECT_EQ(j["task"]["metric"], "string_match_all");
+  ASSERT_EQ(j["samples"].size(), 3u);
+  // RULER's string_match_all by hand: the share of references found in the lower-cased prediction.
+  const auto match_all = [](std::string prediction, const std::vector<std::string>& refs) {
+    std::transform(prediction.begin(), prediction.end(), prediction.begin(), ::tolower);
+    double found = 0;
+    for (auto ref : refs) {
+      std::transform(ref.begin(), ref.end(), ref.begin(), ::tolower);
+      found += prediction.find(ref) != std::string::npos;
+    }
+    return found / refs.size();
+  };
+  double baseline_sum = 0;
+  for (const auto& s : j["samples"]) {
+    EXPECT_LE(s["prompt_tokens"].get<std::int64_t>() + 8, 400);  // sized with the model's tokenizer
+    EXPECT_GT(s["prompt_tokens"].get<std::int64_t>(), 200);
+    const auto answers = s["answers"].get<std::vector<std::string>>();
+    ASSERT_FALSE(answers.empty());
+    EXPECT_DOUBLE_EQ(s["baseline"]["score"].get<double>(), match_all(s["baseline"]["text"], answers));
+    baseline_sum += s["baseline"]["score"].get<double>();
+    for (const auto& m : s["methods"]) EXPECT_DOUBLE_EQ(m["score"].get<double>(), match_all(m["text"], answers));
+  }
+  EXPECT_DOUBLE_EQ(j["task"]["baseline_accuracy"].get<double>(), baseline_sum / 3);
+  EXPECT_TRUE(j["methods"][0].contains("accuracy"));
 }
 
 TEST_F(EvalJob, BadSpecFailsBeforeAnythingIsWritten) {
