@@ -37,7 +37,12 @@ void add_eval(CLI::App& app, Action& action) {
   auto* task = cmd->add_option("--task", req->task,
                                "A generated task instead: ruler:niah_single_1|2|3, niah_multikey_1|2|3, niah_multivalue, "
                                "niah_multiquery, vt, cwe, fwe, qa_1, qa_2");
+  auto* longbench = cmd->add_option("--longbench", req->longbench,
+                                    "Or a LongBench-format .jsonl (one dataset), cut to --length tokens by LongBench's "
+                                    "middle truncation and scored with that dataset's metric");
   prompts->excludes(task);
+  prompts->excludes(longbench);
+  task->excludes(longbench);
   cmd->add_option("--length", req->length, "Task prompt length in the model's tokens (template included)")
       ->capture_default_str();
   cmd->add_option("--samples", req->samples, "Task samples")->check(CLI::PositiveNumber)->capture_default_str();

@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "compressors/spec.h"
+#include "datasets/longbench.h"
 #include "datasets/ruler.h"
 #include "datasets/task_metrics.h"
 #include "core/atomic_file.h"
@@ -91,10 +92,27 @@ std::vector<datasets::TaskSample> task_samples(const EvalRequest& r, const Token
   return generator.samples(r.samples);
 }
 
+// A LongBench-format file's records as samples, cut to `length` tokens with LongBench's
+// middle-truncation rule on the model's own tokens.
+std::vector<datasets::TaskSample> longbench_samples(const EvalRequest& r, const Tokenizer& tokenizer) {
+  std::vector<datasets::TaskSample> out;
+  const auto records = datasets::load_longbench_jsonl(r.longbench);
+  for (std::size_t i = 0; i < records.size() && (r.limit <= 0 || static_cast<int>(i) < r.limit); ++i) {
+    auto sample = datasets::longbench_sample(records[i], static_cast<std::int64_t>(i));
+    if (r.length > 0)
+      datasets::longbench_truncate(
+          sample, r.length, [&](std::string_view text) { return tokenizer.encode(text, false); },
+          [&](std::span<const std::int32_t> ids) { return tokenizer.decode(ids, true); });
+    out.push_back(std::move(sample));
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string run_eval(const EvalRequest& r) {
-  if (r.prompts.empty() == r.task.empty()) fail("give exactly one of --prompts FILE.jsonl and --task ruler:NAME");
+  if (int(!r.prompts.empty()) + int(!r.task.empty()) + int(!r.longbench.empty()) != 1)
+    fail("give exactly one of --prompts FILE.jsonl, --task ruler:NAME and --longbench FILE.jsonl");
   const datasets::ScoreOptions scoring{datasets::parse_scoring_variant(r.scoring), {}};
   if (r.question != "in-context" && r.question != "after-compression")
     fail("--question '{}': expected in-context or after-compression", r.question);
@@ -110,8 +128,9 @@ std::string run_eval(const EvalRequest& r) {
       r.chat_template == "auto" ? detect_chat_template(r.model, config.model_type) : parse_chat_template(r.chat_template);
   std::vector<Prompt> prompts;
   std::vector<datasets::TaskSample> tasks;  // parallel to prompts when --task
-  if (!r.task.empty()) {
-    tasks = task_samples(r, *tokenizer, chat);
+  if (!r.task.empty() || !r.longbench.empty()) {
+    tasks = r.task.empty() ? longbench_samples(r, *tokenizer) : task_samples(r, *tokenizer, chat);
+    if (tasks.empty()) fail("{}: no samples", r.longbench.string());
     for (const auto& t : tasks)
       prompts.push_back({.id = t.id, .context = t.context, .question = t.question, .answer_prefix = t.answer_prefix,
                          .answers = t.answers});
@@ -242,14 +261,14 @@ std::string run_eval(const EvalRequest& r) {
                  {"device", options.device.str()}, {"dtype", c10::toString(options.dtype)}}},
       {"tokenizer", tokenizer->describe()},
       {"chat_template", std::string(to_string(chat))},
-      {"options", {{"prompts", r.task.empty() ? r.prompts.string() : r.task}, {"question", r.question}, {"max_new_tokens", max_new},
+      {"options", {{"prompts", !r.task.empty() ? r.task : !r.longbench.empty() ? r.longbench.string() : r.prompts.string()}, {"question", r.question}, {"max_new_tokens", max_new},
                    {"query_window", r.query_window}, {"max_tokens", r.max_tokens}, {"truncate", r.truncate},
                    {"generated_tokens_cached", "uncompressed"}}},
       {"metrics", {{"agreement", "share of the baseline's greedy tokens reproduced, position by position"},
                    {"exact_match", "share of samples whose greedy output equals the baseline's"},
                    {"kl", "mean over the baseline's answer steps of KL(p_baseline || p_method), nats, teacher-forced"}}},
-      {"task", r.task.empty() ? json(nullptr)
-                              : json{{"name", r.task}, {"length", r.length}, {"samples", prompts.size()}, {"seed", r.seed},
+      {"task", tasks.empty() ? json(nullptr)
+                             : json{{"name", r.task.empty() ? tasks.front().task : r.task}, {"length", r.length}, {"samples", prompts.size()}, {"seed", r.seed},
                                      {"scoring", r.scoring}, {"metric", tasks.front().metric},
                                      {"baseline_accuracy", baseline_accuracy / n}}},
       {"methods", methods},

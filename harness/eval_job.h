@@ -20,6 +20,8 @@ struct EvalRequest {
   // tokenizer to `length` tokens, `samples` of them from `seed`; predictions scored with the task's
   // metric (accuracy in [0, 1]) for the baseline and every method.
   std::string task;
+  std::filesystem::path longbench;      // or a LongBench-format .jsonl (one dataset): middle-truncated
+                                        // to `length` tokens, scored with that dataset's metric
   std::int64_t length = 4096;
   int samples = 20;
   std::uint64_t seed = 42;

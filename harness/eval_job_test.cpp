@@ -12,6 +12,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "datasets/longbench.h"
+#include "datasets/longbench_metrics.h"
 #include "datasets/word_lists.h"
 #include "harness/eval_job.h"
 #include "harness/model/llama_model.h"
@@ -139,6 +141,30 @@ TEST_F(EvalJob, GeneratedTaskIsSizedAndEveryPredictionScored) {
   }
   EXPECT_DOUBLE_EQ(j["task"]["baseline_accuracy"].get<double>(), baseline_sum / 3);
   EXPECT_TRUE(j["methods"][0].contains("accuracy"));
+}
+
+TEST_F(EvalJob, LongBenchFileIsScoredWithEachDatasetsMetric) {
+  auto r = request();
+  r.prompts.clear();
+  r.longbench = fs::path(KVLAB_SOURCE_DIR) / "datasets/testdata/longbench_tiny.jsonl";
+  r.length = 64;  // forces LongBench's middle truncation on the longer records
+  r.chat_template = "none";
+  r.max_new_tokens = 4;
+  r.methods = {"full"};
+  run_eval(r);
+  const auto j = report();
+  const auto records = datasets::load_longbench_jsonl(r.longbench);
+  ASSERT_EQ(j["samples"].size(), records.size());
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    const auto& s = j["samples"][i];
+    EXPECT_EQ(s["id"], records[i].id);
+    // Cut to 64 tokens; + BOS, + 1 where context and question re-tokenize apart.
+    EXPECT_LE(s["prompt_tokens"].get<std::int64_t>(), 64 + 2);
+    // The dataset's own scorer on the baseline's text gives the recorded score.
+    const double expected = datasets::longbench_score(records[i].dataset, s["baseline"]["text"].get<std::string>(),
+                                                      records[i].answers, records[i].all_classes.value_or(std::vector<std::string>{}));
+    EXPECT_DOUBLE_EQ(s["baseline"]["score"].get<double>(), expected) << records[i].dataset;
+  }
 }
 
 TEST_F(EvalJob, BadSpecFailsBeforeAnythingIsWritten) {
