@@ -12,10 +12,10 @@ namespace {
 
 // The report's own provenance plus what only the live run knows: a fresh uuid, the time, host,
 // the command line and the device.
-results::RunInfo live(results::RunInfo info, results::RunKind kind, const std::string& device) {
+results::RunInfo live(results::RunInfo info, results::RunKind kind, const std::string& device, const std::string& uuid) {
   const auto now = results::current_run_info(kind, command_line());
   info.kind = kind;
-  info.uuid = now.uuid;
+  info.uuid = uuid.empty() ? now.uuid : uuid;
   info.created = now.created;
   info.host = now.host;
   info.command_line = now.command_line;
@@ -28,22 +28,22 @@ results::RunInfo live(results::RunInfo info, results::RunKind kind, const std::s
 }  // namespace
 
 void record_compress(const std::filesystem::path& db, const nlohmann::json& report, const std::filesystem::path& origin,
-                     const std::string& device) {
+                     const std::string& device, const std::string& uuid) {
   if (db.empty()) return;
   results::Store store(db);
-  store.write_run(live(results::compress_run_info(report), results::RunKind::compress, device),
+  store.write_run(live(results::compress_run_info(report), results::RunKind::compress, device, uuid),
                   [&](results::RunWriter& w) { results::add_compress_report(w, report, origin.string()); });
 }
 
 void record_analysis(const std::filesystem::path& db, const nlohmann::json& report, const std::filesystem::path& origin,
-                     const std::string& device) {
+                     const std::string& device, const std::string& uuid) {
   if (db.empty()) return;
   results::Store store(db);
-  store.write_run(live(results::analysis_run_info(report), results::RunKind::analyze, device),
+  store.write_run(live(results::analysis_run_info(report), results::RunKind::analyze, device, uuid),
                   [&](results::RunWriter& w) { results::add_analysis_report(w, report, origin.string()); });
 }
 
-void record_eval(const std::filesystem::path& db, const std::filesystem::path& eval_json) {
+void record_eval(const std::filesystem::path& db, const std::filesystem::path& eval_json, const std::string& uuid) {
   if (db.empty()) return;
   std::ifstream in(eval_json);
   if (!in) fail("{}: cannot open to record it", eval_json.string());
@@ -52,7 +52,7 @@ void record_eval(const std::filesystem::path& db, const std::filesystem::path& e
   info.model = report["model"]["id"].get<std::string>();
   info.provenance = {{"model", report["model"]}, {"options", report["options"]}, {"tokenizer", report["tokenizer"]},
                      {"chat_template", report["chat_template"]}, {"metrics", report["metrics"]}};
-  info = live(std::move(info), results::RunKind::eval, report["model"]["device"].get<std::string>());
+  info = live(std::move(info), results::RunKind::eval, report["model"]["device"].get<std::string>(), uuid);
   results::Store store(db);
   const std::string task = report["options"]["prompts"].get<std::string>();
   store.write_run(info, [&](results::RunWriter& w) {

@@ -1,0 +1,172 @@
+#include "results/sweep_plan.h"
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace kvlab::results {
+namespace {
+
+namespace fs = std::filesystem;
+
+void check_keys(const YAML::Node& node, const std::set<std::string>& allowed, const std::string& where) {
+  if (!node.IsMap()) fail("{}: expected a mapping", where);
+  for (const auto& kv : node) {
+    const auto key = kv.first.as<std::string>();
+    if (!allowed.count(key)) {
+      std::string list;
+      for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+      fail("{}: unknown key '{}' (allowed: {})", where, key, list);
+    }
+  }
+}
+
+std::vector<std::string> strings(const YAML::Node& node, const std::string& where) {
+  std::vector<std::string> out;
+  if (!node) return out;
+  if (node.IsScalar()) return {node.as<std::string>()};
+  if (!node.IsSequence()) fail("{}: expected a list", where);
+  for (const auto& v : node) {
+    if (!v.IsScalar()) fail("{}: expected a list of values", where);
+    out.push_back(v.as<std::string>());
+  }
+  return out;
+}
+
+std::map<std::string, std::string> options_of(const YAML::Node& node, const std::string& where) {
+  std::map<std::string, std::string> out;
+  if (!node) return out;
+  if (!node.IsMap()) fail("{}: expected a mapping", where);
+  for (const auto& kv : node) {
+    if (!kv.second.IsScalar()) fail("{}.{}: expected a value", where, kv.first.as<std::string>());
+    out[kv.first.as<std::string>()] = kv.second.as<std::string>();
+  }
+  return out;
+}
+
+std::string path_value(const std::string& v, const fs::path& base) {
+  const fs::path p(v);
+  return p.is_absolute() || base.empty() ? p.string() : (base / p).lexically_normal().string();
+}
+
+// FNV-1a 64 over a canonical text of the cell: stable across runs, machines and kvlab builds.
+std::string cell_id(const SweepCell& c) {
+  std::string text = c.kind;
+  for (const auto& [k, v] : c.axes) text += "\x1f" + k + "=" + v;
+  for (const auto& m : c.methods) text += "\x1e" + m;
+  for (const auto& [k, v] : c.options) text += "\x1d" + k + "=" + v;
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char ch : text) h = (h ^ ch) * 1099511628211ull;
+  return fmt::format("c{:016x}", h);
+}
+
+}  // namespace
+
+SweepPlan parse_sweep(const std::string& yaml_text, const std::string& source, const fs::path& base) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    fail("{}: not valid YAML ({})", source, e.what());
+  }
+  check_keys(root, {"name", "out", "db", "compress", "eval"}, source);
+  SweepPlan plan;
+  plan.name = root["name"] ? root["name"].as<std::string>() : fs::path(source).stem().string();
+  plan.out = root["out"] ? fs::path(path_value(root["out"].as<std::string>(), base)) : base / plan.name;
+  plan.db = root["db"] ? fs::path(path_value(root["db"].as<std::string>(), base)) : plan.out / "results.sqlite";
+
+  if (const auto c = root["compress"]) {
+    const std::string where = source + ": compress";
+    check_keys(c, {"dumps", "samples", "methods", "options"}, where);
+    const auto dumps = strings(c["dumps"], where + ".dumps");
+    const auto methods = strings(c["methods"], where + ".methods");
+    auto samples = strings(c["samples"], where + ".samples");
+    if (dumps.empty() || methods.empty()) fail("{}: needs dumps and methods", where);
+    if (samples.empty()) samples.push_back("");  // the dump's first sample
+    const auto options = options_of(c["options"], where + ".options");
+    for (const auto& d : dumps)
+      for (const auto& s : samples)
+        for (const auto& m : methods) {
+          SweepCell cell{"compress", {{"dump", path_value(d, base)}, {"sample", s}, {"method", m}}, {m}, options, ""};
+          cell.id = cell_id(cell);
+          plan.cells.push_back(std::move(cell));
+        }
+  }
+  if (const auto e = root["eval"]) {
+    const std::string where = source + ": eval";
+    check_keys(e, {"models", "tasks", "prompts", "lengths", "samples", "methods", "options"}, where);
+    const auto models = strings(e["models"], where + ".models");
+    const auto methods = strings(e["methods"], where + ".methods");
+    auto tasks = strings(e["tasks"], where + ".tasks");
+    for (const auto& p : strings(e["prompts"], where + ".prompts")) tasks.push_back("prompts:" + path_value(p, base));
+    auto lengths = strings(e["lengths"], where + ".lengths");
+    if (models.empty() || methods.empty() || tasks.empty()) fail("{}: needs models, methods and tasks or prompts", where);
+    if (lengths.empty()) lengths.push_back("4096");
+    auto options = options_of(e["options"], where + ".options");
+    if (e["samples"]) options["samples"] = e["samples"].as<std::string>();
+    for (const auto& model : models)
+      for (const auto& task : tasks)
+        for (const auto& length : lengths) {
+          SweepCell cell{"eval", {{"model", path_value(model, base)}, {"task", task}}, methods, options, ""};
+          if (task.rfind("prompts:", 0) != 0) cell.axes["length"] = length;  // prompts files are not sized
+          cell.id = cell_id(cell);
+          const bool duplicate = std::any_of(plan.cells.begin(), plan.cells.end(), [&](const auto& c) { return c.id == cell.id; });
+          if (!duplicate) plan.cells.push_back(std::move(cell));
+        }
+  }
+  if (plan.cells.empty()) fail("{}: no compress or eval section, nothing to run", source);
+  return plan;
+}
+
+SweepPlan load_sweep(const fs::path& file) {
+  std::ifstream in(file);
+  if (!in) fail("{}: cannot open the sweep file", file.string());
+  std::ostringstream text;
+  text << in.rdbuf();
+  return parse_sweep(text.str(), file.string(), file.parent_path());
+}
+
+std::vector<SweepCell> shard_cells(const SweepPlan& plan, int index, int count) {
+  if (count <= 0 || index < 0 || index >= count) fail("shard {}/{}: expected 0 ≤ i < N", index, count);
+  std::vector<SweepCell> out;
+  for (std::size_t k = 0; k < plan.cells.size(); ++k)
+    if (static_cast<int>(k % count) == index) out.push_back(plan.cells[k]);
+  return out;
+}
+
+std::pair<int, int> parse_shard(const std::string& text) {
+  const auto slash = text.find('/');
+  try {
+    if (slash == std::string::npos) throw std::invalid_argument("no slash");
+    std::size_t used_i = 0, used_n = 0;
+    const int i = std::stoi(text.substr(0, slash), &used_i), n = std::stoi(text.substr(slash + 1), &used_n);
+    if (used_i != slash || used_n != text.size() - slash - 1 || n <= 0 || i < 0 || i >= n) throw std::invalid_argument("range");
+    return {i, n};
+  } catch (const std::exception&) {
+    fail("--shard '{}': expected i/N with 0 ≤ i < N (SLURM_ARRAY_TASK_ID's numbering)", text);
+  }
+}
+
+std::string slurm_script(const SweepPlan& plan, const fs::path& sweep_file, int shards, const std::string& kvlab_binary,
+                         const std::map<std::string, std::string>& sbatch) {
+  if (shards <= 0) fail("--shards {} must be positive", shards);
+  std::string s = "#!/bin/bash\n";
+  s += fmt::format("# kvlab sweep '{}': {} cells in {} shards, one per array task.\n", plan.name, plan.cells.size(), shards);
+  s += fmt::format("#SBATCH --job-name=kvlab-{}\n#SBATCH --array=0-{}\n", plan.name, shards - 1);
+  for (const auto& [k, v] : sbatch) s += fmt::format("#SBATCH --{}={}\n", k, v);
+  s += "set -euo pipefail\n";
+  const fs::path db = fs::absolute(plan.db);
+  const auto shard_db = (db.parent_path() / (db.stem().string() + "-shard-${SLURM_ARRAY_TASK_ID}.sqlite")).string();
+  s += fmt::format("{} --quiet sweep run {} --shard \"${{SLURM_ARRAY_TASK_ID}}/{}\" --db \"{}\"\n", kvlab_binary,
+                   fs::absolute(sweep_file).string(), shards, shard_db);
+  s += fmt::format("# afterwards: {} results merge {}-shard-*.sqlite --out {}\n", kvlab_binary,
+                   (db.parent_path() / db.stem()).string(), db.string());
+  return s;
+}
+
+}  // namespace kvlab::results
