@@ -38,6 +38,13 @@ if "$KVLAB" --help 2>&1 | grep -q make-tiny-model; then
 fi
 check "demo recorded its runs in the results store" \
   bash -c "\"$KVLAB\" results ls --db kvlab-demo/kvlab-results.sqlite | grep -q compress"
+if command -v gnuplot >/dev/null 2>&1; then
+  check "demo drew its figures" test -s kvlab-demo/figures/key_cka.png
+  check "demo's report links them" grep -q "figures/kl_vs_ratio.png" kvlab-demo/report.md
+  "$KVLAB" plot error-vs-ratio --db kvlab-demo/kvlab-results.sqlite --run 2 --out figs/kl.svg >/dev/null
+  check "plot writes the figure with its script and data" bash -c "test -s figs/kl.svg && test -s figs/kl.gp && test -s figs/kl.dat"
+  expect_error "plot of a missing matrix" "no matrix" plot heatmap --db kvlab-demo/kvlab-results.sqlite --run 1 --matrix nope --out figs/x.pdf
+fi
 check "demo left no temporary files" test -z "$(find kvlab-demo -name '*.tmp-*')"
 
 "$KVLAB" --quiet synth --layers 4 --kv-heads 2 --q-heads 4 --head-dim 16 --tokens 300 --query-window 8 --seed 3 --out a.h5 >/dev/null

@@ -10,6 +10,9 @@
 #include "cli/commands.h"
 #include "cli/compress_run.h"
 #include "cli/record_run.h"
+#include "core/error.h"
+#include "plots/plot.h"
+#include "results/store.h"
 #include "core/atomic_file.h"
 #include "datasets/synth_kv.h"
 #ifdef KVLAB_HAVE_HARNESS
@@ -43,6 +46,41 @@ std::string tiny_prompts() {
 constexpr bool kHarness = false;
 #endif
 
+// The demo's figures (PNG, with their .gp/.dat) and a Markdown report linking them. Without
+// gnuplot the report says so instead of failing the demo.
+void write_figures(const std::filesystem::path& dir, const std::filesystem::path& db) {
+  const results::Store store(db, true);
+  struct Figure {
+    const char* kind;
+    const char* run;
+    const char* file;
+    const char* caption;
+  };
+  std::vector<Figure> figures = {
+      {"heatmap", "1", "key_cka.png", "Linear CKA between the synthetic dump's key layers: adjacent layers align."},
+      {"eigen-rank", "1", "eigen_rank.png", "Rank needed for 90/95/99 % of the energy vs group size (xKV, Fig. 2)."},
+      {"error-vs-ratio", "2", "kl_vs_ratio.png", "Attention KL vs compression ratio, one line per method family."}};
+  if (kHarness) figures.push_back({"accuracy-vs-ratio", "4", "agreement_vs_ratio.png",
+                                   "Agreement of greedy decoding with the uncompressed baseline on the tiny Llama."});
+  std::string report = "# kvlab demo\n\nFigures from the runs in `kvlab-results.sqlite` (`kvlab plot`; each has its gnuplot "
+                       "script and data beside it).\n\n";
+  try {
+    for (const auto& f : figures) {
+      plots::PlotRequest r;
+      r.kind = f.kind;
+      r.runs = {f.run};
+      r.out = dir / "figures" / f.file;
+      plots::plot(store, r);
+      report += fmt::format("![{0}](figures/{1})\n\n*{0}*\n\n", f.caption, f.file);
+    }
+    fmt::print("\nfigures and a report: {}\n", (dir / "report.md").string());
+  } catch (const Error& e) {
+    report += fmt::format("No figures: {}\n", e.what());
+    fmt::print("\nno figures ({})\n", e.what());
+  }
+  core::write_file_atomic(dir / "report.md", report);
+}
+
 }  // namespace
 
 void add_demo(CLI::App& app, Action& action) {
@@ -66,6 +104,7 @@ void add_demo(CLI::App& app, Action& action) {
                  config.tokens, config.kv_heads, config.head_dim, dump.string());
       datasets::write_synthetic_dump(config, dump);
       const auto db = *dir / "kvlab-results.sqlite";  // every run of the demo lands in one store
+      for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(db.string() + suffix);  // fresh: runs 1, 2, …
       AnalyzeRequest request;
       request.db = db;
       request.dump = dump;
@@ -125,6 +164,7 @@ void add_demo(CLI::App& app, Action& action) {
       fmt::print("{}", harness::run_eval(eval));
       record_eval(db, eval.out / "eval.json");
 #endif
+      write_figures(*dir, db);
       fmt::print("\nEvery run above is recorded in {0}: try `kvlab results ls --db {0}`,\n"
                  "`kvlab results export latest --db {0} --format latex` or `kvlab compare A B --db {0}`.\n",
                  db.string());

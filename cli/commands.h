@@ -26,6 +26,7 @@ void add_results(CLI::App& app, Action& action);
 void add_compare(CLI::App& app, Action& action);
 void add_check(CLI::App& app, Action& action);
 void add_sweep(CLI::App& app, Action& action);
+void add_plot(CLI::App& app, Action& action);
 
 // The exit code of an action that returns: 0, or 1 for "ran fine, regression found"
 // (compare/check). Errors are exceptions and exit 2.

@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   kvlab::cli::add_compare(app, action);
   kvlab::cli::add_check(app, action);
   kvlab::cli::add_sweep(app, action);
+  kvlab::cli::add_plot(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -15,6 +15,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev      # tests and benchmarks
   python3-numpy python3-h5py python3-torch        # h5py interoperability test, the bench and model references
   wamerican                                       # word lists of the RULER-style task generators
+  gnuplot-nox                                     # kvlab plot
 )
 
 if [[ "${KVLAB_SKIP_APT:-0}" != 1 ]]; then

@@ -1,0 +1,238 @@
+#include "plots/plot.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+
+#include "core/atomic_file.h"
+#include "core/error.h"
+
+namespace kvlab::plots {
+namespace {
+
+namespace fs = std::filesystem;
+using results::Metric;
+using results::Scope;
+
+// One plotted line: a name and its points, in x order.
+struct Series {
+  std::string name;
+  std::vector<std::pair<double, double>> points;
+};
+
+std::string gp_string(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) out += (c == '"' || c == '\\') ? std::string("\\") + c : std::string(1, c);
+  return out + "\"";
+}
+
+// Method family: the method names of a chain, without parameters ("snapkv+kivi").
+std::string family(const std::string& spec) {
+  std::string out;
+  std::size_t at = 0;
+  while (at <= spec.size()) {
+    const auto plus = std::min(spec.find('+', at), spec.size());
+    const auto stage = spec.substr(at, plus - at);
+    out += (out.empty() ? "" : "+") + stage.substr(0, stage.find(':'));
+    at = plus + 1;
+  }
+  return out;
+}
+
+std::string terminal_for(const fs::path& out, const std::string& size) {
+  const bool wide = size == "double";
+  if (size != "single" && size != "double") fail("--size '{}': expected single or double", size);
+  const auto ext = out.extension().string();
+  const std::string inches = wide ? "7in,3in" : "3.5in,2.6in";
+  if (ext == ".pdf") return fmt::format("pdfcairo enhanced font 'Helvetica,9' size {}", inches);
+  if (ext == ".tex") return fmt::format("cairolatex pdf size {}", inches);
+  if (ext == ".png") return fmt::format("pngcairo enhanced font 'Helvetica,9' size {}", wide ? "2100,900" : "1050,780");
+  if (ext == ".svg") return fmt::format("svg enhanced font 'Helvetica,9' size {}", wide ? "700,300" : "350,260");
+  fail("{}: the figure's extension picks the format: .pdf, .png, .svg or .tex", out.string());
+}
+
+// Shared style: greyscale-safe line styles (dash type and point shape vary with colour).
+std::string preamble(const PlotRequest& r, const fs::path& out) {
+  std::string s = fmt::format("# kvlab plot {} — edit freely and rerun: gnuplot {}\n", r.kind, out.stem().string() + ".gp");
+  s += fmt::format("set terminal {}\nset output {}\n", terminal_for(out, r.size), gp_string(out.filename().string()));
+  s += "set encoding utf8\nset border 3\nset tics nomirror\nset grid lc rgb '#dddddd'\nset key top right samplen 2 spacing 1.1 noenhanced\n";
+  const char* colours[] = {"#000000", "#377eb8", "#e41a1c", "#4daf4a", "#984ea3", "#ff7f00", "#a65628", "#f781bf"};
+  for (int i = 0; i < 8; ++i)
+    s += fmt::format("set style line {} lc rgb '{}' lw 1.5 dt {} pt {} ps 0.8\n", i + 1, colours[i], i % 5 + 1, i + 4);
+  if (!r.title.empty()) s += fmt::format("set title {} noenhanced\n", gp_string(r.title));
+  return s;
+}
+
+// Writes series as gnuplot data blocks (one index per series, name in a comment) and the plot
+// command for them.
+std::string series_plot(const std::vector<Series>& series, const std::string& dat_name, std::string& dat) {
+  std::string cmd = "plot ";
+  for (std::size_t i = 0; i < series.size(); ++i) {
+    dat += fmt::format("# {}\n", series[i].name);
+    for (const auto& [x, y] : series[i].points) dat += fmt::format("{:.9g} {:.9g}\n", x, y);
+    dat += "\n\n";
+    cmd += fmt::format("{}{} index {} using 1:2 with linespoints ls {} title {}", i ? ", \\\n     " : "", gp_string(dat_name), i,
+                       i % 8 + 1, gp_string(series[i].name));
+  }
+  return cmd + "\n";
+}
+
+std::vector<results::Run> runs_of(const results::Store& store, const PlotRequest& r, results::RunKind kind) {
+  std::vector<results::Run> out;
+  for (const auto& ref : r.runs) out.push_back(store.resolve(ref, kind));
+  if (out.empty()) fail("plot {}: no runs given", r.kind);
+  return out;
+}
+
+double run_metric(const std::vector<Metric>& metrics, const std::string& method, const std::string& name, bool* found) {
+  for (const auto& m : metrics)
+    if (m.scope == Scope::run && m.method == method && m.name == name) {
+      *found = true;
+      return m.value;
+    }
+  *found = false;
+  return NAN;
+}
+
+// error-vs-ratio and accuracy-vs-ratio: a point per method, lines per family.
+std::string ratio_figure(const results::Store& store, const PlotRequest& r, results::RunKind kind,
+                         const std::string& default_metric, std::string& dat, const std::string& dat_name) {
+  std::map<std::string, Series> families;
+  std::string metric = r.metric.empty() ? default_metric : r.metric;
+  std::optional<double> baseline;
+  for (const auto& run : runs_of(store, r, kind)) {
+    const auto metrics = store.metrics(run.id);
+    if (kind == results::RunKind::eval && r.metric.empty()) {  // accuracy when the run has a task
+      bool any = false;
+      for (const auto& m : metrics) any |= m.name == "accuracy";
+      if (!any) metric = "agreement";
+    }
+    std::set<std::string> methods;
+    for (const auto& m : metrics)
+      if (m.scope == Scope::run) methods.insert(m.method);
+    for (const auto& method : methods) {
+      bool has_y = false, has_x = false;
+      const double y = run_metric(metrics, method, metric, &has_y);
+      if (method == "baseline") {
+        if (has_y) baseline = y;
+        continue;
+      }
+      const double x = run_metric(metrics, method, "compression_ratio", &has_x);
+      if (has_x && has_y) families[family(method)].points.emplace_back(x, y);
+    }
+  }
+  if (families.empty()) fail("plot {}: no method of run(s) {} has both compression_ratio and '{}'", r.kind, fmt::join(r.runs, ", "), metric);
+  std::vector<Series> series;
+  for (auto& [name, s] : families) {
+    s.name = name;
+    std::sort(s.points.begin(), s.points.end());
+    series.push_back(s);
+  }
+  // noenhanced: metric names hold underscores, which enhanced text would read as subscripts.
+  std::string s = fmt::format("set xlabel 'compression ratio (16-bit dense / stored bytes)'\nset ylabel {} noenhanced\n",
+                              gp_string(metric));
+  if (metric.find("kl") != std::string::npos || metric.find("error") != std::string::npos) s += "set logscale y\n";
+  if (baseline) s += fmt::format("set arrow from graph 0, first {0} to graph 1, first {0} nohead dt 2 lc rgb '#555555'\n"
+                                 "set label 'uncompressed' at graph 0.02, first {0} offset 0,0.6 font ',8'\n", *baseline);
+  return s + series_plot(series, dat_name, dat);
+}
+
+std::string layer_figure(const results::Store& store, const PlotRequest& r, std::string& dat, const std::string& dat_name) {
+  const auto run = runs_of(store, r, results::RunKind::compress).front();
+  const std::string metric = r.metric.empty() ? "key_error" : r.metric;
+  std::map<std::string, Series> by_method;
+  for (const auto& m : store.metrics(run.id))
+    if (m.scope == Scope::layer && m.name == metric) by_method[m.method].points.emplace_back(m.layer, m.value);
+  if (by_method.empty()) fail("plot layer-error: run {} has no per-layer '{}'", run.id, metric);
+  std::vector<Series> series;
+  for (auto& [name, s] : by_method) {
+    s.name = name.size() > 40 ? name.substr(0, 37) + "..." : name;
+    std::sort(s.points.begin(), s.points.end());
+    series.push_back(s);
+  }
+  return fmt::format("set xlabel 'layer'\nset ylabel {} noenhanced\nset key outside right\n", gp_string(metric)) + series_plot(series, dat_name, dat);
+}
+
+std::string heatmap_figure(const results::Store& store, const PlotRequest& r, std::string& dat, const std::string& dat_name) {
+  const auto run = runs_of(store, r, results::RunKind::analyze).front();
+  for (const auto& m : store.matrices(run.id)) {
+    if (m.name != r.matrix) continue;
+    for (std::int64_t i = 0; i < m.rows; ++i) {
+      for (std::int64_t j = 0; j < m.cols; ++j) {
+        const double v = m.data[i * m.cols + j];
+        dat += std::isnan(v) ? "NaN " : fmt::format("{:.6g} ", v);
+      }
+      dat += "\n";
+    }
+    // cubehelix runs dark to light monotonically, so the map reads the same in greyscale.
+    return fmt::format(
+        "set xlabel 'layer'\nset ylabel 'layer'\nset size ratio -1\nset palette cubehelix negative\n"
+        "set cblabel {} noenhanced\nset xrange [-0.5:{}]\nset yrange [-0.5:{}]\nunset grid\n"
+        "plot {} matrix with image notitle\n",
+        gp_string(r.matrix), m.cols - 0.5, m.rows - 0.5, gp_string(dat_name));
+  }
+  std::string names;
+  for (const auto& m : store.matrices(run.id)) names += (names.empty() ? "" : ", ") + m.name;
+  fail("plot heatmap: run {} has no matrix '{}' (it has: {})", run.id, r.matrix, names.empty() ? "none" : names);
+}
+
+std::string eigen_figure(const results::Store& store, const PlotRequest& r, std::string& dat, const std::string& dat_name) {
+  const auto run = runs_of(store, r, results::RunKind::analyze).front();
+  static const std::regex name(R"(eigen_rank_fraction_g(\d+)_e([0-9.]+))");
+  std::map<std::string, Series> lines;
+  for (const auto& m : store.metrics(run.id)) {
+    std::smatch match;
+    if (m.scope != Scope::run || !std::regex_match(m.name, match, name)) continue;
+    lines[fmt::format("{} {}%", m.method == "key" ? "K" : "V", std::stod(match[2]) * 100)].points.emplace_back(
+        std::stod(match[1]), m.value);
+  }
+  if (lines.empty()) fail("plot eigen-rank: run {} has no eigen_rank_fraction_g*_e* metrics", run.id);
+  std::vector<Series> series;
+  for (auto& [n, s] : lines) {
+    s.name = n;
+    std::sort(s.points.begin(), s.points.end());
+    series.push_back(s);
+  }
+  return "set xlabel 'group size (layers)'\nset ylabel 'rank / columns for the energy level'\nset logscale x 2\n"
+         "set key top left\n" + series_plot(series, dat_name, dat);
+}
+
+}  // namespace
+
+std::vector<std::string> plot_kinds() { return {"error-vs-ratio", "accuracy-vs-ratio", "layer-error", "heatmap", "eigen-rank"}; }
+
+std::string plot(const results::Store& store, const PlotRequest& r) {
+  if (r.out.empty()) fail("plot: --out is required");
+  const fs::path out = fs::absolute(r.out);
+  const fs::path gp = fs::path(out).replace_extension(".gp"), dat = fs::path(out).replace_extension(".dat");
+  std::string data, body;
+  if (r.kind == "error-vs-ratio") body = ratio_figure(store, r, results::RunKind::compress, "attn_kl", data, dat.filename());
+  else if (r.kind == "accuracy-vs-ratio") body = ratio_figure(store, r, results::RunKind::eval, "accuracy", data, dat.filename());
+  else if (r.kind == "layer-error") body = layer_figure(store, r, data, dat.filename());
+  else if (r.kind == "heatmap") body = heatmap_figure(store, r, data, dat.filename());
+  else if (r.kind == "eigen-rank") body = eigen_figure(store, r, data, dat.filename());
+  else fail("plot: unknown kind '{}' (known: {})", r.kind, fmt::join(plot_kinds(), ", "));
+  fs::create_directories(out.parent_path());
+  core::write_file_atomic(dat, data);
+  core::write_file_atomic(gp, preamble(r, out) + body);
+  fs::remove(out);
+  const auto log = fs::path(out).replace_extension(".gnuplot.log");
+  const auto command = fmt::format("cd {} && gnuplot {} >{} 2>&1", gp_string(out.parent_path().string()),
+                                   gp_string(gp.filename().string()), gp_string(log.string()));
+  const int rc = std::system(command.c_str());
+  std::ifstream in(log);
+  std::string message((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  fs::remove(log);
+  if (rc != 0 || !fs::exists(out))
+    fail("plot {}: gnuplot failed (is gnuplot installed? Debian: gnuplot-nox): {}", r.kind,
+         message.empty() ? fmt::format("exit status {}", rc) : message.substr(0, 400));
+  return fmt::format("wrote {} (script {}, data {})", out.string(), gp.filename().string(), dat.filename().string());
+}
+
+}  // namespace kvlab::plots

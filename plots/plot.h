@@ -1,0 +1,40 @@
+// Paper figures from the results store through gnuplot: every figure is written as an editable
+// gnuplot script (<out>.gp) and its data (<out>.dat) beside the rendered file, so a figure can
+// be restyled without kvlab. Terminal from the extension: .pdf (pdfcairo), .png (pngcairo),
+// .svg (svg), .tex (cairolatex). Styles differ by dash type and point shape as well as colour,
+// so figures print in greyscale; sizes fit one column (3.5 in) or two (7 in).
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "results/store.h"
+
+namespace kvlab::plots {
+
+struct PlotRequest {
+  // error-vs-ratio   compress runs: one point per method (x ratio, y `metric`, default attn_kl), a
+  //                  line per method family — the quality-vs-bytes frontier of a paper's figure
+  // accuracy-vs-ratio eval runs: y = `metric` (default accuracy, else agreement), with the
+  //                  uncompressed baseline as a horizontal line
+  // layer-error      one compress run: `metric` (default key_error) per layer, a line per method
+  // heatmap          one analyze run: matrix `matrix` (default key.cka) of layer × layer
+  // eigen-rank       one analyze run: rank fraction for each energy level vs group size, K and V
+  std::string kind;
+  std::vector<std::string> runs = {"latest"};  // run references (id, uuid prefix, latest)
+  std::string metric;                          // "" = the kind's default
+  std::string matrix = "key.cka";
+  std::string size = "single";                 // single | double (column)
+  std::string title;                           // "" = none (papers caption their figures)
+  std::filesystem::path out;                   // fig.pdf | .png | .svg | .tex
+};
+
+// Writes <out>.gp and <out>.dat, runs gnuplot and checks it made `out`. Returns a one-line
+// description. Errors name the run, metric or matrix that is missing, or gnuplot's message.
+std::string plot(const results::Store& store, const PlotRequest& request);
+
+// The kinds, for --help.
+std::vector<std::string> plot_kinds();
+
+}  // namespace kvlab::plots
