@@ -16,6 +16,8 @@ void add_plot(CLI::App& app, Action& action) {
       "Kinds:\n"
       "  error-vs-ratio     compress runs: a point per method at its compression ratio, a line per method\n"
       "                     family; --metric attn_kl (default), key_error, value_error, attn_output_error\n"
+      "  pareto             compress runs: every method as a point, and the frontier no method beats on\n"
+      "                     both ratio and the metric\n"
       "  accuracy-vs-ratio  eval runs: accuracy (or agreement when the run has no task) with the\n"
       "                     uncompressed baseline as a dashed line\n"
       "  layer-error        one compress run: --metric key_error (default) per layer, a line per method\n"

@@ -12,6 +12,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "results/direction.h"
 
 namespace kvlab::plots {
 namespace {
@@ -127,10 +128,25 @@ std::string ratio_figure(const results::Store& store, const PlotRequest& r, resu
       if (has_x && has_y) families[family(method)].points.emplace_back(x, y);
     }
   }
+  if (r.kind == "pareto") {
+    // The frontier: points no other point beats on both axes (higher ratio and a better metric),
+    // swept from the highest ratio down.
+    const bool lower_better = results::metric_direction(metric) == results::Direction::lower_better;
+    std::vector<std::pair<double, double>> all;
+    for (const auto& [name, s] : families) all.insert(all.end(), s.points.begin(), s.points.end());
+    std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    Series frontier{"Pareto frontier", {}};
+    for (const auto& p : all)
+      if (frontier.points.empty() || (lower_better ? p.second < frontier.points.back().second
+                                                   : p.second > frontier.points.back().second))
+        frontier.points.push_back(p);
+    std::reverse(frontier.points.begin(), frontier.points.end());
+    families["~frontier"] = frontier;  // sorts last: drawn over the families
+  }
   if (families.empty()) fail("plot {}: no method of run(s) {} has both compression_ratio and '{}'", r.kind, fmt::join(r.runs, ", "), metric);
   std::vector<Series> series;
   for (auto& [name, s] : families) {
-    s.name = name;
+    if (name != "~frontier") s.name = name;
     std::sort(s.points.begin(), s.points.end());
     series.push_back(s);
   }
@@ -205,14 +221,17 @@ std::string eigen_figure(const results::Store& store, const PlotRequest& r, std:
 
 }  // namespace
 
-std::vector<std::string> plot_kinds() { return {"error-vs-ratio", "accuracy-vs-ratio", "layer-error", "heatmap", "eigen-rank"}; }
+std::vector<std::string> plot_kinds() {
+  return {"error-vs-ratio", "pareto", "accuracy-vs-ratio", "layer-error", "heatmap", "eigen-rank"};
+}
 
 std::string plot(const results::Store& store, const PlotRequest& r) {
   if (r.out.empty()) fail("plot: --out is required");
   const fs::path out = fs::absolute(r.out);
   const fs::path gp = fs::path(out).replace_extension(".gp"), dat = fs::path(out).replace_extension(".dat");
   std::string data, body;
-  if (r.kind == "error-vs-ratio") body = ratio_figure(store, r, results::RunKind::compress, "attn_kl", data, dat.filename());
+  if (r.kind == "error-vs-ratio" || r.kind == "pareto")
+    body = ratio_figure(store, r, results::RunKind::compress, "attn_kl", data, dat.filename());
   else if (r.kind == "accuracy-vs-ratio") body = ratio_figure(store, r, results::RunKind::eval, "accuracy", data, dat.filename());
   else if (r.kind == "layer-error") body = layer_figure(store, r, data, dat.filename());
   else if (r.kind == "heatmap") body = heatmap_figure(store, r, data, dat.filename());

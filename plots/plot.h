@@ -16,6 +16,8 @@ namespace kvlab::plots {
 struct PlotRequest {
   // error-vs-ratio   compress runs: one point per method (x ratio, y `metric`, default attn_kl), a
   //                  line per method family — the quality-vs-bytes frontier of a paper's figure
+  // pareto           compress runs: every method as a point and the frontier no method beats on
+  //                  both ratio and `metric` — quality vs bytes across families
   // accuracy-vs-ratio eval runs: y = `metric` (default accuracy, else agreement), with the
   //                  uncompressed baseline as a horizontal line
   // layer-error      one compress run: `metric` (default key_error) per layer, a line per method

@@ -72,7 +72,7 @@ class Plots : public ::testing::Test {
 
 TEST_F(Plots, EveryKindRendersInEveryFormat) {
   const std::vector<std::pair<std::string, std::string>> kinds = {
-      {"error-vs-ratio", "1"}, {"layer-error", "1"}, {"accuracy-vs-ratio", "2"}, {"heatmap", "3"}, {"eigen-rank", "3"}};
+      {"error-vs-ratio", "1"}, {"pareto", "1"}, {"layer-error", "1"}, {"accuracy-vs-ratio", "2"}, {"heatmap", "3"}, {"eigen-rank", "3"}};
   for (const auto& [kind, run] : kinds)
     for (const std::string ext : {".pdf", ".png", ".svg"}) {
       const auto r = request(kind, run, kind + ext);
@@ -97,6 +97,10 @@ TEST_F(Plots, DataFilesHoldTheStoredValues) {
   // svd family sorted by ratio: 2 (rk=32), 4 (rk=16), 8 (rk=8); the chain is its own family.
   EXPECT_THAT(dat, HasSubstr("# snapkv+kivi\n7.5 0.2\n"));
   EXPECT_THAT(dat, HasSubstr("# svd\n2 0.03125\n4 0.0625\n8 0.125\n"));
+  // The frontier by hand, from the highest ratio down: (8, 0.125); (7.5, 0.2) is worse at a lower
+  // ratio, dominated; (4, 0.0625) and (2, 0.03125) each improve the KL. Frontier: 2, 4, 8.
+  plot(*store_, request("pareto", "1", "p.pdf"));
+  EXPECT_THAT(read(dir_ / "p.dat"), HasSubstr("# Pareto frontier\n2 0.03125\n4 0.0625\n8 0.125\n"));
   plot(*store_, request("accuracy-vs-ratio", "2", "a.pdf"));
   EXPECT_THAT(read(dir_ / "a.gp"), HasSubstr("first 0.9"));  // the baseline line
   plot(*store_, request("heatmap", "3", "h.pdf"));
