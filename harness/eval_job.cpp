@@ -121,7 +121,15 @@ std::string run_eval(const EvalRequest& r) {
   // Input errors surface before the model loads: specs, prompts, config, tokenizer.
   std::vector<MethodRun> runs;
   for (const auto& m : r.methods)
-    for (auto& chain : compressors::expand_sweep(m)) runs.push_back({chain.to_string(), std::move(chain)});
+    for (auto& chain : compressors::expand_sweep(m)) {
+      // Observation windows come from the captured queries: check them before the model loads.
+      for (const auto& stage : chain.stages)
+        for (const auto& [key, value] : stage.params)
+          if (key == "window" && stage.get_int("window") > r.query_window)
+            fail("{}: window={} exceeds --query-window {} (the queries compressors see); raise --query-window",
+                 chain.to_string(), value, r.query_window);
+      runs.push_back({chain.to_string(), std::move(chain)});
+    }
   const ModelConfig config = load_model_config(r.model);
   const auto tokenizer = load_tokenizer(r.model);
   const ChatTemplate chat =

@@ -174,6 +174,14 @@ TEST_F(EvalJob, BadSpecFailsBeforeAnythingIsWritten) {
   r = request();
   r.question = "before";
   EXPECT_THROW(run_eval(r), Error);
+  r = request();
+  r.methods = {"snapkv:keep=0.5,window=32"};  // the request's query window is 8
+  try {
+    run_eval(r);
+    ADD_FAILURE() << "a window beyond --query-window ran";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("exceeds --query-window 8"));
+  }
   EXPECT_FALSE(fs::exists(dir_ / "out"));
 }
 
