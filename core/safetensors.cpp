@@ -9,14 +9,13 @@
 #include <bit>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/read_file.h"
 
 namespace kvlab::core {
 
@@ -238,13 +237,9 @@ Checkpoint::Checkpoint(const std::filesystem::path& path) : path_(path) {
   }
 
   // Sharded: {"metadata": {...}, "weight_map": {"<tensor>": "<shard file>", ...}}.
-  std::ifstream in(index, std::ios::binary);
-  if (!in) fail("{}: cannot open", index.string());
-  std::stringstream buffer;
-  buffer << in.rdbuf();
   nlohmann::json json;
   try {
-    json = nlohmann::json::parse(buffer.str());
+    json = nlohmann::json::parse(read_file(index, "shard index"));
   } catch (const nlohmann::json::exception& e) {
     fail("{}: not valid JSON: {}", index.string(), e.what());
   }

@@ -2,10 +2,9 @@
 
 #include <array>
 #include <cctype>
-#include <fstream>
-#include <sstream>
 
 #include "core/error.h"
+#include "core/read_file.h"
 #include "datasets/py_str.h"
 
 namespace kvlab::datasets {
@@ -47,12 +46,7 @@ bool ends_sentence(std::string_view word) {
 }  // namespace
 
 EssayHaystack EssayHaystack::load(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("essay haystack {}: cannot open it", path.string());
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) fail("essay haystack {}: read error", path.string());
-  return from_text(text.str(), path.string());
+  return from_text(core::read_file(path, "essay haystack"), path.string());
 }
 
 EssayHaystack EssayHaystack::from_text(std::string_view text, std::string source) {

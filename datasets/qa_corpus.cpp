@@ -1,12 +1,11 @@
 #include "datasets/qa_corpus.h"
 
 #include <algorithm>
-#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "core/error.h"
+#include "core/read_file.h"
 
 namespace kvlab::datasets {
 
@@ -125,11 +124,7 @@ void parse_hotpotqa(const json& root, const std::string& source, std::vector<std
 }  // namespace
 
 QaCorpus QaCorpus::load(const std::filesystem::path& path, QaFormat format) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("QA file {}: cannot open it", path.string());
-  std::ostringstream text;
-  text << in.rdbuf();
-  return parse(text.str(), format, path.string());
+  return parse(core::read_file(path, "QA file"), format, path.string());
 }
 
 QaCorpus QaCorpus::parse(std::string_view json_text, QaFormat format, std::string source) {

@@ -3,11 +3,10 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "core/error.h"
+#include "core/read_file.h"
 
 namespace kvlab::harness {
 namespace {
@@ -49,14 +48,6 @@ std::vector<int> token_list(const json& j, const char* key, std::string_view sou
   else
     fail("{}: '{}' must be an integer or a list of integers", source, key);
   return out;
-}
-
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open", path.string());
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
 }
 
 }  // namespace
@@ -129,12 +120,12 @@ ModelConfig parse_model_config(std::string_view json_text, std::string_view sour
 ModelConfig load_model_config(const std::filesystem::path& dir) {
   const auto file = std::filesystem::is_directory(dir) ? dir / "config.json" : dir;
   if (!std::filesystem::exists(file)) fail("{}: no config.json (is this a Hugging Face model folder?)", dir.string());
-  ModelConfig c = parse_model_config(read_text(file), file.string());
+  ModelConfig c = parse_model_config(core::read_file(file, "model config"), file.string());
   const auto generation = file.parent_path() / "generation_config.json";
   if (std::filesystem::exists(generation)) {
     json g;
     try {
-      g = json::parse(read_text(generation));
+      g = json::parse(core::read_file(generation, "generation config"));
     } catch (const std::exception& e) {
       fail("{}: not valid JSON ({})", generation.string(), e.what());
     }

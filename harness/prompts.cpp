@@ -5,9 +5,9 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <sstream>
 
 #include "core/error.h"
+#include "core/read_file.h"
 
 namespace kvlab::harness {
 namespace {
@@ -73,11 +73,7 @@ std::vector<Prompt> load_prompts_jsonl(const std::filesystem::path& path) {
 }
 
 Prompt prompt_from_text(const std::filesystem::path& path, std::string question) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open the text file", path.string());
-  std::ostringstream s;
-  s << in.rdbuf();
-  Prompt p{.id = "s0", .context = s.str(), .question = std::move(question)};
+  Prompt p{.id = "s0", .context = core::read_file(path, "text file"), .question = std::move(question)};
   if (p.context.empty()) fail("{}: the text file is empty", path.string());
   return p;
 }

@@ -1,12 +1,11 @@
 #include "results/import.h"
 
 #include <cmath>
-#include <fstream>
 #include <limits>
 #include <set>
-#include <sstream>
 
 #include "core/error.h"
+#include "core/read_file.h"
 
 namespace kvlab::results {
 
@@ -15,13 +14,6 @@ namespace {
 using json = nlohmann::json;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-std::string read_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("cannot read {}", path.string());
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
 
 json parse(const std::string& text, const std::filesystem::path& path) {
   auto doc = json::parse(text, nullptr, false);
@@ -82,7 +74,7 @@ RunInfo common_info(const json& input, RunKind kind) {
 }
 
 RunId import_file(Store& store, const std::filesystem::path& path, RunKind kind, bool* added) {
-  const std::string bytes = read_file(path);
+  const std::string bytes = core::read_file(path, "report");
   const json doc = parse(bytes, path);
   const std::string uuid = content_uuid(bytes);
   if (auto existing = store.find_uuid(uuid)) {
@@ -223,7 +215,7 @@ RunId import_analysis_json(Store& store, const std::filesystem::path& path) {
 std::vector<Imported> import_path(Store& store, const std::filesystem::path& path) {
   std::vector<Imported> out;
   auto one = [&](const std::filesystem::path& file) {
-    const json doc = parse(read_file(file), file);
+    const json doc = parse(core::read_file(file, "report"), file);
     RunKind kind;
     if (doc.is_object() && doc.contains("methods")) kind = RunKind::compress;
     else if (doc.is_object() && doc.contains("kinds")) kind = RunKind::analyze;

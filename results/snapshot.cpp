@@ -1,10 +1,9 @@
 #include "results/snapshot.h"
 
-#include <fstream>
-#include <sstream>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/read_file.h"
 
 namespace kvlab::results {
 
@@ -91,11 +90,7 @@ void write_baseline(const std::filesystem::path& path, const Snapshot& snapshot)
 }
 
 Snapshot read_baseline(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  if (!in) fail("cannot read baseline {}", path.string());
-  std::ostringstream text;
-  text << in.rdbuf();
-  auto doc = json::parse(text.str(), nullptr, false);
+  auto doc = json::parse(core::read_file(path, "baseline"), nullptr, false);
   if (doc.is_discarded()) fail("baseline {} is not valid JSON", path.string());
   return snapshot_from_baseline(doc, path.string());
 }

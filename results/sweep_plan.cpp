@@ -3,11 +3,10 @@
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include "core/error.h"
+#include "core/read_file.h"
 
 namespace kvlab::results {
 namespace {
@@ -124,11 +123,7 @@ SweepPlan parse_sweep(const std::string& yaml_text, const std::string& source, c
 }
 
 SweepPlan load_sweep(const fs::path& file) {
-  std::ifstream in(file);
-  if (!in) fail("{}: cannot open the sweep file", file.string());
-  std::ostringstream text;
-  text << in.rdbuf();
-  return parse_sweep(text.str(), file.string(), file.parent_path());
+  return parse_sweep(core::read_file(file, "sweep file"), file.string(), file.parent_path());
 }
 
 std::vector<SweepCell> shard_cells(const SweepPlan& plan, int index, int count) {

@@ -1,10 +1,9 @@
 // detect_chat_template: the "--chat-template auto" rule of chat_template.h.
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <sstream>
 
 #include "core/error.h"
+#include "core/read_file.h"
 #include "harness/tokenizer/chat_template.h"
 
 namespace kvlab::harness {
@@ -14,11 +13,7 @@ using nlohmann::json;
 
 std::optional<std::string> read_file(const std::filesystem::path& file) {
   if (!std::filesystem::exists(file)) return std::nullopt;
-  std::ifstream in(file, std::ios::binary);
-  if (!in) fail("cannot open {}", file.string());
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
+  return core::read_file(file, "tokenizer file");
 }
 
 json parse_json(const std::string& text, const std::filesystem::path& file) {

@@ -1,7 +1,6 @@
-#include <fstream>
-#include <sstream>
 
 #include "core/error.h"
+#include "core/read_file.h"
 #include "harness/tokenizer/sentencepiece_tokenizer.h"
 #include "harness/tokenizer/tokenizer.h"
 #include "harness/tokenizer/tokenizer_json.h"
@@ -16,11 +15,9 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir
   if (has_json && has_sp) {
     // Mistral repos ship both; their tokenizer.json is a sentencepiece conversion (Metaspace,
     // byte_fallback), not byte-level, and tokenizer.model is the reference (models.md §4.9).
-    std::ifstream in(json_file, std::ios::binary);
-    std::ostringstream text;
-    text << in.rdbuf();
-    if (!tokenizer_json_is_byte_level(text.str())) return load_sentencepiece(sp_file);
-    return parse_tokenizer_json(text.str(), json_file.string());
+    const std::string text = core::read_file(json_file, "tokenizer file");
+    if (!tokenizer_json_is_byte_level(text)) return load_sentencepiece(sp_file);
+    return parse_tokenizer_json(text, json_file.string());
   }
   if (has_json) return load_tokenizer_json(json_file);
   if (has_sp) return load_sentencepiece(sp_file);

@@ -1,9 +1,8 @@
 #include "harness/tokenizer/sentencepiece_tokenizer.h"
 
-#include <fstream>
-#include <sstream>
 
 #include "core/error.h"
+#include "core/read_file.h"
 #include "harness/tokenizer/utf8.h"
 
 namespace kvlab::harness {
@@ -132,11 +131,7 @@ std::string SentencePieceTokenizer::describe() const {
 }
 
 std::unique_ptr<SentencePieceTokenizer> load_sentencepiece(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) fail("cannot open {}", file.string());
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  return std::make_unique<SentencePieceTokenizer>(bytes.str(), file.string());
+  return std::make_unique<SentencePieceTokenizer>(core::read_file(file, "sentencepiece model"), file.string());
 }
 
 }  // namespace kvlab::harness

@@ -1,11 +1,11 @@
 #include "harness/tokenizer/tokenizer_json.h"
 
-#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "core/error.h"
+#include "core/read_file.h"
 
 namespace kvlab::harness {
 namespace {
@@ -300,14 +300,6 @@ std::unique_ptr<BpeTokenizer> parse_tokenizer_json(std::string_view json_text, s
 
 namespace {
 
-std::string read_text(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) fail("cannot open {}", file.string());
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 bool mentions_byte_level(const json& step) {
   if (!step.is_object()) return false;
   if (step.value("type", json()) == "ByteLevel") return true;
@@ -322,7 +314,7 @@ bool mentions_byte_level(const json& step) {
 }  // namespace
 
 std::unique_ptr<BpeTokenizer> load_tokenizer_json(const std::filesystem::path& file) {
-  return parse_tokenizer_json(read_text(file), file.string());
+  return parse_tokenizer_json(core::read_file(file, "tokenizer file"), file.string());
 }
 
 bool tokenizer_json_is_byte_level(std::string_view json_text) {
