@@ -90,15 +90,21 @@ LlamaModel LlamaModel::load(const std::filesystem::path& dir, RunOptions options
   return LlamaModel(load_model_config(dir), core::Checkpoint(dir), options);
 }
 
-at::Tensor LlamaModel::rotate(const at::Tensor& x, const at::Tensor& positions) const {
+LlamaModel::RopeTables LlamaModel::rope_tables(const at::Tensor& positions, at::ScalarType dtype) const {
   // Angles p·inv_freq[j] in fp32, duplicated so frequency j sits at j and j + D/2 (rotate-half).
   const at::Tensor angles = at::outer(positions.to(at::kFloat), inv_freq_);  // [S, D/2]
   const at::Tensor emb = at::cat({angles, angles}, -1);                       // [S, D]
-  const at::Tensor cos = emb.cos().to(x.scalar_type()).unsqueeze(1);        // [S, 1, D]
-  const at::Tensor sin = emb.sin().to(x.scalar_type()).unsqueeze(1);
+  return {emb.cos().to(dtype).unsqueeze(1), emb.sin().to(dtype).unsqueeze(1)};  // [S, 1, D]
+}
+
+at::Tensor LlamaModel::apply_rope(const at::Tensor& x, const RopeTables& tables) {
   const std::int64_t half = x.size(-1) / 2;
   const at::Tensor rotated_half = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
-  return x * cos + rotated_half * sin;
+  return x * tables.cos + rotated_half * tables.sin;
+}
+
+at::Tensor LlamaModel::rotate(const at::Tensor& x, const at::Tensor& positions) const {
+  return apply_rope(x, rope_tables(positions, x.scalar_type()));
 }
 
 std::int64_t LlamaModel::chunk_tokens(std::int64_t keys) const {
@@ -178,6 +184,7 @@ at::Tensor LlamaModel::forward(const at::Tensor& ids_in, KvCache* cache, const L
   const at::Tensor k_positions = cache && cache->length() ? at::cat({cache->positions(), positions}) : positions;
 
   at::Tensor h = embed_.index_select(0, ids);  // [S, d], no scaling (unlike Gemma)
+  const RopeTables rope = rope_tables(positions, h.scalar_type());  // once per call, shared by every layer
   for (int l = 0; l < c.num_layers; ++l) {
     const Layer& layer = layers_[l];
     const at::Tensor x = rms_norm(h, layer.input_norm, c.rms_norm_eps);
@@ -185,7 +192,7 @@ at::Tensor LlamaModel::forward(const at::Tensor& ids_in, KvCache* cache, const L
     const at::Tensor k = linear(x, layer.k, layer.k_bias).view({S, c.num_kv_heads, c.head_dim});
     const at::Tensor v = linear(x, layer.v, layer.v_bias).view({S, c.num_kv_heads, c.head_dim});
     if (observer) observer(LayerTap{l, x, q, k, v, positions});
-    const at::Tensor k_rot = rotate(k, positions);
+    const at::Tensor k_rot = apply_rope(k, rope);
     at::Tensor keys, values, keep;
     if (cache) {
       if (cache->rotation_stale(l)) cache->set_rotated(l, rotate(cache->key(l).transpose(0, 1), cache->positions()).transpose(0, 1));
@@ -197,7 +204,7 @@ at::Tensor LlamaModel::forward(const at::Tensor& ids_in, KvCache* cache, const L
       keys = k_rot.transpose(0, 1);
       values = v.transpose(0, 1);
     }
-    const at::Tensor attn = attention(rotate(q, positions), keys, values, positions, k_positions, keep);
+    const at::Tensor attn = attention(apply_rope(q, rope), keys, values, positions, k_positions, keep);
     h = h + linear(attn, layer.o, layer.o_bias);
     h = h + mlp(layer, h);
   }

@@ -66,6 +66,11 @@ class LlamaModel {
   };
 
  private:
+  struct RopeTables {
+    at::Tensor cos, sin;  // [S, 1, D] in the activation dtype, computed in fp32
+  };
+  RopeTables rope_tables(const at::Tensor& positions, at::ScalarType dtype) const;
+  static at::Tensor apply_rope(const at::Tensor& x, const RopeTables& tables);
   at::Tensor attention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
                        const at::Tensor& q_positions, const at::Tensor& k_positions, const at::Tensor& keep) const;
   at::Tensor mlp(const Layer& layer, const at::Tensor& h) const;
