@@ -8,18 +8,17 @@
 namespace kvlab::harness {
 namespace {
 
-// [A, B, C] tensor → host f32 FloatTensor, row-major.
-core::FloatTensor to_float_tensor(const at::Tensor& t) {
-  const at::Tensor host = t.to(at::kCPU, at::kFloat).contiguous();
-  core::FloatTensor out(core::Shape(host.sizes().begin(), host.sizes().end()));
-  std::copy_n(host.data_ptr<float>(), host.numel(), out.data.begin());
-  return out;
+// A host f32 view of a FloatTensor's storage (valid while it lives).
+at::Tensor view_of(const core::FloatTensor& t) {
+  return at::from_blob(const_cast<float*>(t.data.data()), std::vector<std::int64_t>(t.shape.begin(), t.shape.end()),
+                       at::kFloat);
 }
 
-at::Tensor to_tensor(const core::FloatTensor& t) {
-  return at::from_blob(const_cast<float*>(t.data.data()), std::vector<std::int64_t>(t.shape.begin(), t.shape.end()),
-                       at::kFloat)
-      .clone();
+// Any tensor → host f32 FloatTensor, row-major, in one copy (device, dtype and layout at once).
+core::FloatTensor to_float_tensor(const at::Tensor& t) {
+  core::FloatTensor out(core::Shape(t.sizes().begin(), t.sizes().end()));
+  view_of(out).copy_(t);
+  return out;
 }
 
 }  // namespace
@@ -67,12 +66,10 @@ CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, 
   for (int l = 0; l < L; ++l) {
     const auto kv = compressed->reconstruct(l);
     at::Tensor keep;
-    if (!kv.kept.empty())  // [T, H_kv] → [H_kv, T]
-      keep = at::from_blob(const_cast<std::uint8_t*>(kv.kept.data()), {shape.tokens, shape.kv_heads}, at::kByte)
-                 .to(at::kBool)
-                 .t()
-                 .contiguous();
-    cache.replace(l, to_tensor(kv.key).transpose(0, 1), to_tensor(kv.value).transpose(0, 1), keep);
+    if (!kv.kept.empty())  // [T, H_kv] → [H_kv, T], a view: replace() copies it
+      keep = at::from_blob(const_cast<std::uint8_t*>(kv.kept.data()), {shape.tokens, shape.kv_heads}, at::kByte).t();
+    // Views of the reconstruction: replace() copies them into the cache, converting dtype and device.
+    cache.replace(l, view_of(kv.key).transpose(0, 1), view_of(kv.value).transpose(0, 1), keep);
   }
   return {compressed->bytes(), compressors::dense_fp16_bytes(shape)};
 }

@@ -92,7 +92,10 @@ void KvCache::replace(int l, const at::Tensor& key, const at::Tensor& value, con
     fail("KV cache: layer {}: keep mask {} must be [H_kv, S] = [{}, {}]", l, shape_of(keep), now.size(0), now.size(1));
   layer.key_view.copy_(key);
   layer.value_view.copy_(value);
-  layer.keep = keep.defined() ? keep.to(now.device(), at::kBool).clone() : at::Tensor();
+  // One owned, contiguous copy whatever the caller passed (a view, another dtype or device).
+  layer.keep = keep.defined()
+                   ? keep.to(now.device(), at::kBool, /*non_blocking=*/false, /*copy=*/true, at::MemoryFormat::Contiguous)
+                   : at::Tensor();
   layer.stale = true;
 }
 
