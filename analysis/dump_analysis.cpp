@@ -131,7 +131,8 @@ nlohmann::json to_json(const CrossLayerResult& r) {
   return j;
 }
 
-void write_report(const std::filesystem::path& dir, const nlohmann::json& context, const std::vector<KindReport>& kinds) {
+nlohmann::json write_report(const std::filesystem::path& dir, const nlohmann::json& context,
+                            const std::vector<KindReport>& kinds) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) fail("cannot create output directory {}: {}", dir.string(), ec.message());
@@ -144,6 +145,7 @@ void write_report(const std::filesystem::path& dir, const nlohmann::json& contex
     doc["kinds"][std::string(core::to_string(k.kind))] = std::move(j);
   }
   core::write_file_atomic(dir / "analysis.json", doc.dump(1) + "\n");
+  return doc;
 }
 
 std::string summary_table(const std::vector<KindReport>& kinds) {

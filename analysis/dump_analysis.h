@@ -29,7 +29,8 @@ struct KindReport {
 // <kind>_eigen_rank_mean.csv (group_size, energy, mean_rank_fraction) and <kind>_spectra.csv
 // (group_size, first_layer, index, eigenvalue, cumulative_energy). Each file is written atomically.
 // `context` is stored as the JSON's "input" (dump path, sample, options, command line).
-void write_report(const std::filesystem::path& dir, const nlohmann::json& context, const std::vector<KindReport>& kinds);
+// Returns the analysis.json document it wrote (for the results store).
+nlohmann::json write_report(const std::filesystem::path& dir, const nlohmann::json& context, const std::vector<KindReport>& kinds);
 
 // The JSON of one kind's result (matrices as nested arrays, NaN as null).
 nlohmann::json to_json(const CrossLayerResult& result);

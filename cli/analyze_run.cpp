@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 
 #include <chrono>
-#include <fstream>
 #include <memory>
 
 #include "analysis/dump_analysis.h"
@@ -69,9 +68,7 @@ AnalyzeOutcome run_analyze(const AnalyzeRequest& request) {
                          {"command_line", command_line()},
                          {"kvlab_version", kVersion},
                          {"git_revision", kGitRevision}};
-  analysis::write_report(out, context, reports);
-  record_analysis(request.db, nlohmann::json::parse(std::ifstream(out / "analysis.json")), out / "analysis.json",
-                  request.device);
+  record_analysis(request.db, analysis::write_report(out, context, reports), out / "analysis.json", request.device);
 
   std::string summary = fmt::format("dump {} sample {} ({})\n", request.dump.string(), sample, dump.info().model_id);
   summary += analysis::summary_table(reports);

@@ -161,8 +161,9 @@ void add_demo(CLI::App& app, Action& action) {
       eval.max_new_tokens = 16;
       eval.out = *dir / "tiny-llama-eval";
       fmt::print("\n  decoding from the compressed caches (greedy, vs the uncompressed baseline) → {}\n", eval.out.string());
-      fmt::print("{}", harness::run_eval(eval));
-      record_eval(db, eval.out / "eval.json");
+      const auto outcome = harness::run_eval(eval);
+      fmt::print("{}", outcome.summary);
+      record_eval(db, outcome.report);
 #endif
       write_figures(*dir, db);
       fmt::print("\nEvery run above is recorded in {0}: try `kvlab results ls --db {0}`,\n"

@@ -77,8 +77,9 @@ void add_eval(CLI::App& app, Action& action) {
   cmd->add_option("--db", *db, "Results store the run is recorded in ('' for none)")->capture_default_str();
   cmd->callback([req, db, &action] {
     action = [req, db] {
-      fmt::print("{}", harness::run_eval(*req));
-      record_eval(*db, req->out / "eval.json");
+      const auto outcome = harness::run_eval(*req);
+      fmt::print("{}", outcome.summary);
+      record_eval(*db, outcome.report);
     };
   });
 }

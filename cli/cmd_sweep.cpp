@@ -3,7 +3,6 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <fstream>
 #include <memory>
 
 #include "cli/commands.h"
@@ -56,9 +55,7 @@ void run_cell(const results::SweepCell& cell, const fs::path& out, const fs::pat
     req.model = option(cell, "model", "");
     req.out = out;
     req.db.clear();  // recorded below under the cell's id
-    run_compress(req);
-    std::ifstream in(out / "compress.json");
-    record_compress(db, nlohmann::json::parse(in), out / "compress.json", req.device, cell.id);
+    record_compress(db, run_compress(req).report, out / "compress.json", req.device, cell.id);
     return;
   }
 #ifdef KVLAB_HAVE_HARNESS
@@ -81,8 +78,7 @@ void run_cell(const results::SweepCell& cell, const fs::path& out, const fs::pat
   req.essay = option(cell, "essay", "");
   req.qa = option(cell, "qa", "");
   req.out = out;
-  harness::run_eval(req);
-  record_eval(db, out / "eval.json", cell.id);
+  record_eval(db, harness::run_eval(req).report, cell.id);
 #else
   (void)out;
   (void)db;

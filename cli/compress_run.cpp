@@ -126,7 +126,7 @@ CompressOutcome run_compress(const CompressRequest& req) {
   core::write_file_atomic(out / "methods.csv", methods_csv);
   core::write_file_atomic(out / "layers.csv", layers_csv);
   record_compress(req.db, doc, out / "compress.json", req.device);
-  return {out, summary_table(rows)};
+  return {out, summary_table(rows), std::move(doc)};
 }
 
 }  // namespace kvlab::cli

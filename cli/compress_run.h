@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,7 @@ struct CompressRequest {
 struct CompressOutcome {
   std::filesystem::path out;
   std::string summary;  // a table: one line per concrete spec
+  nlohmann::json report;  // what was written to compress.json
 };
 
 CompressOutcome run_compress(const CompressRequest& request);

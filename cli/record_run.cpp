@@ -1,6 +1,5 @@
 #include "cli/record_run.h"
 
-#include <fstream>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -43,11 +42,8 @@ void record_analysis(const std::filesystem::path& db, const nlohmann::json& repo
                   [&](results::RunWriter& w) { results::add_analysis_report(w, report, origin.string()); });
 }
 
-void record_eval(const std::filesystem::path& db, const std::filesystem::path& eval_json, const std::string& uuid) {
+void record_eval(const std::filesystem::path& db, const nlohmann::json& report, const std::string& uuid) {
   if (db.empty()) return;
-  std::ifstream in(eval_json);
-  if (!in) fail("{}: cannot open to record it", eval_json.string());
-  const auto report = nlohmann::json::parse(in);
   results::RunInfo info;
   info.model = report["model"]["id"].get<std::string>();
   info.provenance = {{"model", report["model"]}, {"options", report["options"]}, {"tokenizer", report["tokenizer"]},

@@ -15,9 +15,9 @@ void record_compress(const std::filesystem::path& db, const nlohmann::json& repo
                      const std::string& device, const std::string& uuid = {});
 void record_analysis(const std::filesystem::path& db, const nlohmann::json& report, const std::filesystem::path& origin,
                      const std::string& device, const std::string& uuid = {});
-// Reads eval.json (harness/eval_job.h) and records per method the run means (agreement,
+// Takes eval.json's document (harness/eval_job.h) and records per method the run means (agreement,
 // exact_match, answer_kl, compression_ratio, bytes) and per sample agreement, exact_match and
 // answer_kl, so `check` can bootstrap over samples.
-void record_eval(const std::filesystem::path& db, const std::filesystem::path& eval_json, const std::string& uuid = {});
+void record_eval(const std::filesystem::path& db, const nlohmann::json& report, const std::string& uuid = {});
 
 }  // namespace kvlab::cli

@@ -110,7 +110,7 @@ std::vector<datasets::TaskSample> longbench_samples(const EvalRequest& r, const 
 
 }  // namespace
 
-std::string run_eval(const EvalRequest& r) {
+EvalOutcome run_eval(const EvalRequest& r) {
   if (int(!r.prompts.empty()) + int(!r.task.empty()) + int(!r.longbench.empty()) != 1)
     fail("give exactly one of --prompts FILE.jsonl, --task ruler:NAME and --longbench FILE.jsonl");
   const datasets::ScoreOptions scoring{datasets::parse_scoring_variant(r.scoring), {}};
@@ -285,8 +285,9 @@ std::string run_eval(const EvalRequest& r) {
   core::write_file_atomic(r.out / "samples.csv", samples_csv);
   core::write_file_atomic(r.out / "methods.csv", csv);
   core::write_file_atomic(r.out / "eval.json", report.dump(2) + "\n");  // last: its presence means complete
-  return table + fmt::format("{} prompt(s), {} new tokens at most, question {}; wrote {}\n", prompts.size(),
-                             max_new, r.question, r.out.string());
+  return {table + fmt::format("{} prompt(s), {} new tokens at most, question {}; wrote {}\n", prompts.size(), max_new,
+                              r.question, r.out.string()),
+          report};
 }
 
 }  // namespace kvlab::harness

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -46,7 +47,10 @@ struct EvalRequest {
   std::filesystem::path out;            // directory: eval.json, methods.csv, samples.csv
 };
 
-// Returns the summary table printed by the CLI.
-std::string run_eval(const EvalRequest& request);
+struct EvalOutcome {
+  std::string summary;    // the table the CLI prints
+  nlohmann::json report;  // what was written to eval.json
+};
+EvalOutcome run_eval(const EvalRequest& request);
 
 }  // namespace kvlab::harness
