@@ -1,8 +1,6 @@
 #include "cli/record_run.h"
 
-
 #include "cli/commands.h"
-#include "core/error.h"
 #include "results/import.h"
 #include "results/store.h"
 
