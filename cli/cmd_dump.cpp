@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/model_run_options.h"
 #include "harness/dump_job.h"
 
 namespace kvlab::cli {
@@ -25,31 +26,16 @@ void add_dump(CLI::App& app, Action& action) {
       "every sample is written.\n\n"
       "Example: kvlab dump --model Llama-3.1-8B-Instruct --text essay.txt --question 'Summarize.' \\\n"
       "           --max-tokens 16384 --device cuda --out llama-16k.h5");
-  cmd->add_option("--model", req->model, "Model folder: config.json, *.safetensors, tokenizer.json or tokenizer.model")
-      ->required();
+  add_model_run_options(*cmd, *req);
   auto* prompts = cmd->add_option("--prompts", req->prompts, "Prompts, one JSON object per line");
   auto* text = cmd->add_option("--text", req->text, "A text file used as one sample's context");
   prompts->excludes(text);
   cmd->add_option("--question", req->question, "Question asked after --text's context");
-  cmd->add_option("--chat-template", req->chat_template,
-                  "auto (from tokenizer_config.json; none for base models), none, llama3, qwen2, mistral-v0.2, "
-                  "mistral-v0.3")->capture_default_str();
-  cmd->add_option("--max-tokens", req->max_tokens, "Cut each prompt's context to fit this many tokens (0: no limit)")
-      ->capture_default_str();
-  cmd->add_option("--truncate", req->truncate, "Which context tokens go: end (keep the start) or middle (LongBench)")
-      ->check(CLI::IsMember({"end", "middle"}))->capture_default_str();
   cmd->add_option("--query-window", req->query_window, "Queries kept for the last W tokens")
       ->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_flag("--attn-in", req->attn_in, "Also dump the normalized attention input (for weight-based methods)");
   cmd->add_option("--dtype", req->dtype, "Storage type in the dump: f16, bf16 or f32")
       ->check(CLI::IsMember({"f16", "bf16", "f32"}))->capture_default_str();
-  cmd->add_option("--device", req->device, "cpu, cuda, or auto (cuda when available)")
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
-  cmd->add_option("--model-dtype", req->model_dtype,
-                  "Compute type: auto (the checkpoint's dtype on CUDA, float32 on CPU), float32, bfloat16, float16")
-      ->check(CLI::IsMember({"auto", "float32", "bfloat16", "float16"}))->capture_default_str();
-  cmd->add_option("--limit", req->limit, "Dump only the first N prompts (0: all)")->capture_default_str();
-  cmd->add_option("--threads", req->threads, "CPU threads for the model (0: libtorch's default)")->capture_default_str();
   cmd->add_option("--out", req->out, "Output dump (.h5)")->required();
   cmd->callback([req, &action] {
     action = [req] { fmt::print("{}", harness::run_dump(*req)); };

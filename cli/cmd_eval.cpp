@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/model_run_options.h"
 #include "cli/record_run.h"
 #include "harness/eval_job.h"
 
@@ -32,7 +33,7 @@ void add_eval(CLI::App& app, Action& action) {
       "  kvlab eval --model tiny --prompts p.jsonl --method snapkv:keep=0.25 --method xkv:g=4,rk=32 --out ev\n"
       "  kvlab eval --model Llama-3.1-8B-Instruct --task ruler:niah_single_1 --length 8192 --samples 50 \\\n"
       "    --method xkv:g=4,rk=384,rv=576 --device cuda --out niah");
-  cmd->add_option("--model", req->model, "Model folder (HF safetensors checkpoint)")->required();
+  add_model_run_options(*cmd, *req);
   auto* prompts = cmd->add_option("--prompts", req->prompts, "Prompts, one JSON object per line (see `kvlab dump --help`)");
   auto* task = cmd->add_option("--task", req->task,
                                "A generated task instead: ruler:niah_single_1|2|3, niah_multikey_1|2|3, niah_multivalue, "
@@ -60,18 +61,6 @@ void add_eval(CLI::App& app, Action& action) {
                   "Greedy tokens generated per prompt (0: the task's default, else 32)")->capture_default_str();
   cmd->add_option("--query-window", req->query_window, "Observation window (last W prompt tokens) given to compressors")
       ->check(CLI::PositiveNumber)->capture_default_str();
-  cmd->add_option("--chat-template", req->chat_template, "auto, none, llama3, qwen2, mistral-v0.2, mistral-v0.3")
-      ->capture_default_str();
-  cmd->add_option("--max-tokens", req->max_tokens, "Cut each prompt's context to fit this many tokens (0: no limit)")
-      ->capture_default_str();
-  cmd->add_option("--truncate", req->truncate, "end or middle")->check(CLI::IsMember({"end", "middle"}))
-      ->capture_default_str();
-  cmd->add_option("--device", req->device, "cpu, cuda, or auto")->check(CLI::IsMember({"auto", "cpu", "cuda"}))
-      ->capture_default_str();
-  cmd->add_option("--model-dtype", req->model_dtype, "auto, float32, bfloat16, float16")
-      ->check(CLI::IsMember({"auto", "float32", "bfloat16", "float16"}))->capture_default_str();
-  cmd->add_option("--limit", req->limit, "Only the first N prompts (0: all)")->capture_default_str();
-  cmd->add_option("--threads", req->threads, "CPU threads for the model (0: libtorch's default)")->capture_default_str();
   cmd->add_option("--out", req->out, "Output directory")->required();
   auto db = std::make_shared<std::filesystem::path>("kvlab-results.sqlite");
   cmd->add_option("--db", *db, "Results store the run is recorded in ('' for none)")->capture_default_str();

@@ -2,8 +2,6 @@
 
 #include <fmt/format.h>
 
-#include <ATen/Parallel.h>
-
 #include <chrono>
 
 #include "core/error.h"
@@ -27,8 +25,7 @@ std::string run_dump(const DumpRequest& r) {
   if (r.limit > 0 && static_cast<std::size_t>(r.limit) < prompts.size()) prompts.resize(r.limit);
   const ModelConfig config = load_model_config(r.model);
   const auto tokenizer = load_tokenizer(r.model);
-  const ChatTemplate chat =
-      r.chat_template == "auto" ? detect_chat_template(r.model, config.model_type) : parse_chat_template(r.chat_template);
+  const ChatTemplate chat = choose_chat_template(r, config);
   const Truncation truncation = parse_truncation(r.truncate);
   std::vector<SampleToDump> samples;
   std::string report;
@@ -42,8 +39,7 @@ std::string run_dump(const DumpRequest& r) {
     samples.push_back({p.id, std::move(t.tokens), t.context_end});
   }
 
-  if (r.threads > 0) at::set_num_threads(r.threads);
-  const RunOptions options = choose_run_options(config, r.device, r.model_dtype);
+  const RunOptions options = choose_run_options(r, config);
   const auto load_start = std::chrono::steady_clock::now();
   const LlamaModel model(config, core::Checkpoint(r.model), options);
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();

@@ -7,23 +7,17 @@
 #include <filesystem>
 #include <string>
 
+#include "harness/model_run_request.h"
+
 namespace kvlab::harness {
 
-struct DumpRequest {
-  std::filesystem::path model;     // HF model folder
+struct DumpRequest : ModelRunRequest {
   std::filesystem::path prompts;   // JSONL prompts, or
   std::filesystem::path text;      // one text file as the context
   std::string question;            // with `text`
-  std::string chat_template = "auto";
-  std::int64_t max_tokens = 0;     // 0: no limit
-  std::string truncate = "end";
   int query_window = 64;
   bool attn_in = false;
   std::string dtype = "f16";       // storage in the dump
-  std::string device = "auto";
-  std::string model_dtype = "auto";
-  int limit = 0;
-  int threads = 0;
   std::filesystem::path out;
 };
 

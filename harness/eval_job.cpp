@@ -1,6 +1,5 @@
 #include "harness/eval_job.h"
 
-#include <ATen/Parallel.h>
 #include <fmt/format.h>
 
 #include <chrono>
@@ -132,8 +131,7 @@ EvalOutcome run_eval(const EvalRequest& r) {
     }
   const ModelConfig config = load_model_config(r.model);
   const auto tokenizer = load_tokenizer(r.model);
-  const ChatTemplate chat =
-      r.chat_template == "auto" ? detect_chat_template(r.model, config.model_type) : parse_chat_template(r.chat_template);
+  const ChatTemplate chat = choose_chat_template(r, config);
   std::vector<Prompt> prompts;
   std::vector<datasets::TaskSample> tasks;  // parallel to prompts when --task
   if (!r.task.empty() || !r.longbench.empty()) {
@@ -156,8 +154,7 @@ EvalOutcome run_eval(const EvalRequest& r) {
   std::vector<TokenizedPrompt> tokenized;
   for (const auto& p : prompts) tokenized.push_back(tokenize_prompt(*tokenizer, chat, p, r.max_tokens, parse_truncation(r.truncate)));
 
-  if (r.threads > 0) at::set_num_threads(r.threads);
-  const RunOptions options = choose_run_options(config, r.device, r.model_dtype);
+  const RunOptions options = choose_run_options(r, config);
   const core::Checkpoint checkpoint(r.model);
   const LlamaModel model(config, checkpoint, options);
   auto& backend = linalg::cpu_backend();

@@ -12,10 +12,11 @@
 #include <string>
 #include <vector>
 
+#include "harness/model_run_request.h"
+
 namespace kvlab::harness {
 
-struct EvalRequest {
-  std::filesystem::path model;
+struct EvalRequest : ModelRunRequest {
   std::filesystem::path prompts;        // JSONL prompts (harness/prompts.h), or
   // a generated task: "ruler:niah_single_1" … (datasets/ruler_tasks.h), sized with the model's
   // tokenizer to `length` tokens, `samples` of them from `seed`; predictions scored with the task's
@@ -31,19 +32,12 @@ struct EvalRequest {
   std::filesystem::path essay;          // essay haystack text (tasks that use one)
   std::filesystem::path qa;             // SQuAD / HotpotQA JSON for qa_1 / qa_2
   std::vector<std::string> methods;     // compressor specs (each may sweep)
-  std::string chat_template = "auto";
-  std::int64_t max_tokens = 0;          // context budget per prompt (0: none)
-  std::string truncate = "end";
   // in-context: the question is prefilled with the context and compressed with it (SnapKV,
   // RULER-style); after-compression: only the context is compressed, the question is decoded
   // from the compressed cache (question-agnostic, as kvpress and prefix caching need).
   std::string question = "in-context";
   int max_new_tokens = 0;               // 0: the task's default, or 32 for prompts
   int query_window = 64;                // observation window handed to the compressors
-  std::string device = "auto";
-  std::string model_dtype = "auto";
-  int threads = 0;
-  int limit = 0;
   std::filesystem::path out;            // directory: eval.json, methods.csv, samples.csv
 };
 

@@ -1,12 +1,16 @@
 #include "harness/run_setup.h"
 
+#include <ATen/Parallel.h>
+
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
 
 namespace kvlab::harness {
 
-RunOptions choose_run_options(const ModelConfig& config, std::string_view device, std::string_view model_dtype) {
+RunOptions choose_run_options(const ModelRunRequest& request, const ModelConfig& config) {
+  if (request.threads > 0) at::set_num_threads(request.threads);
+  const std::string_view device = request.device, model_dtype = request.model_dtype;
   if (device != "auto" && device != "cpu" && device != "cuda") fail("--device '{}': expected auto, cpu or cuda", device);
   if (device == "cuda" && !at::hasCUDA())
     fail("--device cuda: this libtorch has no CUDA device (Debian's libtorch is CPU-only); use --device cpu");
@@ -20,6 +24,11 @@ RunOptions choose_run_options(const ModelConfig& config, std::string_view device
   else if (dtype == "float16") o.dtype = at::kHalf;
   else fail("--model-dtype '{}': expected auto, float32, bfloat16 or float16", dtype);
   return o;
+}
+
+ChatTemplate choose_chat_template(const ModelRunRequest& request, const ModelConfig& config) {
+  return request.chat_template == "auto" ? detect_chat_template(request.model, config.model_type)
+                                         : parse_chat_template(request.chat_template);
 }
 
 std::string model_id(const std::filesystem::path& dir, const ModelConfig& config) {

@@ -7,13 +7,18 @@
 #include <string_view>
 
 #include "harness/model/llama_model.h"
+#include "harness/model_run_request.h"
+#include "harness/tokenizer/chat_template.h"
 
 namespace kvlab::harness {
 
-// device: auto | cpu | cuda; model_dtype: auto | float32 | bfloat16 | float16. auto picks CUDA
-// when libtorch has it, and then the checkpoint's dtype; float32 on the CPU (libtorch's CPU bf16
-// GEMMs are slow and f32 is exact for dumps).
-RunOptions choose_run_options(const ModelConfig& config, std::string_view device, std::string_view model_dtype);
+// The request's device and compute dtype (auto picks CUDA when libtorch has it, and then the
+// checkpoint's dtype; float32 on the CPU: libtorch's CPU bf16 GEMMs are slow and f32 is exact for
+// dumps). Sets libtorch's CPU threads when the request names a count.
+RunOptions choose_run_options(const ModelRunRequest& request, const ModelConfig& config);
+
+// The request's chat template; "auto" reads it from the model folder (none for base models).
+ChatTemplate choose_chat_template(const ModelRunRequest& request, const ModelConfig& config);
 
 // config.json's _name_or_path when set, else the folder's name.
 std::string model_id(const std::filesystem::path& dir, const ModelConfig& config);
