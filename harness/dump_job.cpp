@@ -43,11 +43,12 @@ std::string run_dump(const DumpRequest& r) {
   const auto load_start = std::chrono::steady_clock::now();
   const LlamaModel model(config, core::Checkpoint(r.model), options);
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
-  report += fmt::format("model {} ({}) on {} in {}, loaded in {:.1f} s\ntokenizer: {}\nchat template: {}\n",
-                        model_id(r.model, config), config.describe(), options.device.str(), c10::toString(options.dtype),
-                        load_s, tokenizer->describe(), to_string(chat));
+  const std::string id = model_id(r.model, config);
+  report += fmt::format("model {} ({}) on {} in {}, loaded in {:.1f} s\ntokenizer: {}\nchat template: {}\n", id,
+                        config.describe(), options.device.str(), c10::toString(options.dtype), load_s,
+                        tokenizer->describe(), to_string(chat));
 
-  core::DumpWriter writer(r.out, dump_info_for(model, model_id(r.model, config), tokenizer->describe(),
+  core::DumpWriter writer(r.out, dump_info_for(model, id, tokenizer->describe(),
                                                std::string(to_string(chat)), core::parse_dtype(r.dtype), r.attn_in));
   std::int64_t total_tokens = 0;
   const auto start = std::chrono::steady_clock::now();
