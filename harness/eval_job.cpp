@@ -151,8 +151,9 @@ EvalOutcome run_eval(const EvalRequest& r) {
   const auto score = [&](std::size_t i, const std::string& text) {
     return tasks.empty() ? -1.0 : datasets::score_prediction(tasks[i], text, scoring);
   };
+  const Truncation truncation = parse_truncation(r.truncate);
   std::vector<TokenizedPrompt> tokenized;
-  for (const auto& p : prompts) tokenized.push_back(tokenize_prompt(*tokenizer, chat, p, r.max_tokens, parse_truncation(r.truncate)));
+  for (const auto& p : prompts) tokenized.push_back(tokenize_prompt(*tokenizer, chat, p, r.max_tokens, truncation));
 
   const RunOptions options = choose_run_options(r, config);
   const core::Checkpoint checkpoint(r.model);
@@ -162,9 +163,9 @@ EvalOutcome run_eval(const EvalRequest& r) {
   json samples = json::array();
   double baseline_accuracy = 0;
   core::Progress progress("eval", static_cast<std::int64_t>(prompts.size() * (1 + runs.size())));
+  const bool in_context = r.question == "in-context";
   for (std::size_t i = 0; i < prompts.size(); ++i) {
     const auto& t = tokenized[i];
-    const bool in_context = r.question == "in-context";
     const std::span<const std::int32_t> all(t.tokens);
     const auto context = in_context ? all : all.first(t.context_end);
     const auto question = in_context ? std::span<const std::int32_t>() : all.subspan(t.context_end);
@@ -200,9 +201,8 @@ EvalOutcome run_eval(const EvalRequest& r) {
       };
       const auto forced = decode(base.tokens, max_new);
       const double kl = mean_kl(base.step_logits, forced.step_logits);
-      const at::Tensor choices = forced.step_logits.argmax(-1);
-      bool departs = false;
-      for (std::size_t s = 0; s < base.tokens.size(); ++s) departs |= choices[s].item<std::int64_t>() != base.tokens[s];
+      const bool departs = !at::equal(forced.step_logits.argmax(-1),
+                                      at::tensor(std::vector<std::int64_t>(base.tokens.begin(), base.tokens.end())));
       const auto tokens = departs ? decode({}, max_new).tokens : base.tokens;
       const double agree = agreement(base.tokens, tokens);
       const std::string text = tokenizer->decode(tokens, true);
