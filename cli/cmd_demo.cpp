@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <nlohmann/json.hpp>
 
 #include "cli/analyze_run.h"
 #include "cli/commands.h"
@@ -34,12 +35,16 @@ std::string tiny_prompt() {
             "and scores compressors by the error they add to attention against the bytes they store. ";
   return text;
 }
+// Three overlapping windows of it as a prompts file (one JSON object per line).
 std::string tiny_prompts() {
+  const std::string text = tiny_prompt();
   std::string lines;
   for (int i = 0; i < 3; ++i)
-    lines += fmt::format(R"({{"id": "p{}", "context": "{}", "question": "What does kvlab score?"}})"
-                         "\n",
-                         i, tiny_prompt().substr(i * 40, 600));
+    lines += nlohmann::json{{"id", fmt::format("p{}", i)},
+                            {"context", text.substr(i * 40, 600)},
+                            {"question", "What does kvlab score?"}}
+                 .dump() +
+             "\n";
   return lines;
 }
 #else
