@@ -63,7 +63,7 @@ void run_cell(const results::SweepCell& cell, const fs::path& out, const fs::pat
   req.model = cell.axes.at("model");
   const auto& task = cell.axes.at("task");
   if (task.rfind("prompts:", 0) == 0) req.prompts = task.substr(8);
-  else if (task.rfind("longbench:", 0) == 0 && fs::exists(task.substr(10))) req.longbench = task.substr(10);
+  else if (task.rfind("longbench:", 0) == 0) req.longbench = task.substr(10);
   else req.task = task;
   if (cell.axes.count("length")) req.length = std::stoll(cell.axes.at("length"));
   req.samples = int_option(cell, "samples", req.samples);

@@ -70,7 +70,7 @@ struct MethodRun {
 std::vector<datasets::TaskSample> task_samples(const EvalRequest& r, const Tokenizer& tokenizer, ChatTemplate chat) {
   const auto ref = datasets::parse_task_ref(r.task);
   if (ref.suite != datasets::TaskRef::Suite::ruler)
-    fail("--task {}: only ruler:* tasks are generated; LongBench files go through --prompts (see `kvlab eval --help`)",
+    fail("--task {}: only ruler:* tasks are generated; LongBench files go through --longbench FILE.jsonl",
          r.task);
   const auto task = datasets::parse_ruler_task(ref.name);
   datasets::RulerOptions options;

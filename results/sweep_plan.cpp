@@ -98,13 +98,15 @@ SweepPlan parse_sweep(const std::string& yaml_text, const std::string& source, c
   }
   if (const auto e = root["eval"]) {
     const std::string where = source + ": eval";
-    check_keys(e, {"models", "tasks", "prompts", "lengths", "samples", "methods", "options"}, where);
+    check_keys(e, {"models", "tasks", "prompts", "longbench", "lengths", "samples", "methods", "options"}, where);
     const auto models = strings(e["models"], where + ".models");
     const auto methods = strings(e["methods"], where + ".methods");
     auto tasks = strings(e["tasks"], where + ".tasks");
     for (const auto& p : strings(e["prompts"], where + ".prompts")) tasks.push_back("prompts:" + path_value(p, base));
+    for (const auto& f : strings(e["longbench"], where + ".longbench")) tasks.push_back("longbench:" + path_value(f, base));
     auto lengths = strings(e["lengths"], where + ".lengths");
-    if (models.empty() || methods.empty() || tasks.empty()) fail("{}: needs models, methods and tasks or prompts", where);
+    if (models.empty() || methods.empty() || tasks.empty())
+      fail("{}: needs models, methods and tasks, prompts or longbench files", where);
     if (lengths.empty()) lengths.push_back("4096");
     auto options = options_of(e["options"], where + ".options");
     if (e["samples"]) options["samples"] = e["samples"].as<std::string>();

@@ -16,7 +16,8 @@
 //   eval:
 //     models: [Llama-3.1-8B-Instruct]
 //     tasks: [ruler:niah_single_1, ruler:vt]   # and/or
-//     prompts: [mine.jsonl]
+//     prompts: [mine.jsonl]                    # and/or LongBench-format files, cut to each length:
+//     longbench: [hotpotqa.jsonl]
 //     lengths: [4096, 8192]
 //     samples: 20
 //     methods: [full, "xkv:g=4,rk=384,rv=576", "snapkv:keep=0.25"]

@@ -48,6 +48,14 @@ TEST(SweepPlan, GridAxesAndDefaults) {
   EXPECT_EQ(plan.cells.back().axes.count("length"), 0u);
 }
 
+TEST(SweepPlan, LongBenchFilesAreTasksSizedByLength) {
+  const auto plan = parse_sweep("eval: {models: [m], longbench: [lb/hotpotqa.jsonl], lengths: [1024, 2048], methods: [full]}",
+                                "s.yaml", "/base");
+  ASSERT_EQ(plan.cells.size(), 2u);
+  EXPECT_EQ(plan.cells[0].axes.at("task"), "longbench:/base/lb/hotpotqa.jsonl");
+  EXPECT_EQ(plan.cells[1].axes.at("length"), "2048");
+}
+
 TEST(SweepPlan, CellIdsAreStableAndDistinct) {
   const auto a = parse_sweep(kSweep, "s.yaml", "/base"), b = parse_sweep(kSweep, "s.yaml", "/base");
   std::set<std::string> ids;
