@@ -7,6 +7,7 @@
 #include <numbers>
 
 #include "core/error.h"
+#include "core/parse_json.h"
 
 namespace kvlab::core {
 
@@ -38,12 +39,7 @@ double number(const nlohmann::json& j, const char* key, double fallback) {
 }  // namespace
 
 Rope Rope::from_config(std::string_view config_json, int head_dim) {
-  nlohmann::json config;
-  try {
-    config = nlohmann::json::parse(config_json);
-  } catch (const std::exception& e) {
-    fail("RoPE config: not valid JSON ({})", e.what());
-  }
+  const nlohmann::json config = parse_json(config_json, "RoPE config");
   if (!config.is_object()) fail("RoPE config: not a JSON object");
   if (config.value("rope_type", std::string()) == "none") return identity();
 

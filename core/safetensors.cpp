@@ -15,6 +15,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/parse_json.h"
 #include "core/read_file.h"
 
 namespace kvlab::core {
@@ -237,12 +238,7 @@ Checkpoint::Checkpoint(const std::filesystem::path& path) : path_(path) {
   }
 
   // Sharded: {"metadata": {...}, "weight_map": {"<tensor>": "<shard file>", ...}}.
-  nlohmann::json json;
-  try {
-    json = nlohmann::json::parse(read_file(index, "shard index"));
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON: {}", index.string(), e.what());
-  }
+  const nlohmann::json json = parse_json(read_file(index, "shard index"), index.string());
   if (!json.is_object() || !json.contains("weight_map") || !json["weight_map"].is_object())
     fail("{}: no \"weight_map\" object", index.string());
   std::map<std::string, std::vector<std::string>> by_shard;

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/parse_json.h"
 #include "core/read_file.h"
 
 namespace kvlab::datasets {
@@ -128,12 +129,7 @@ QaCorpus QaCorpus::load(const std::filesystem::path& path, QaFormat format) {
 }
 
 QaCorpus QaCorpus::parse(std::string_view json_text, QaFormat format, std::string source) {
-  json root;
-  try {
-    root = json::parse(json_text);
-  } catch (const json::exception& e) {
-    fail("QA file {}: not valid JSON ({})", source, e.what());
-  }
+  const json root = core::parse_json(json_text, "QA file " + source);
   QaCorpus corpus;
   corpus.format_ = format;
   corpus.source_ = source;

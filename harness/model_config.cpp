@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/parse_json.h"
 #include "core/read_file.h"
 
 namespace kvlab::harness {
@@ -60,12 +61,7 @@ std::string ModelConfig::describe() const {
 }
 
 ModelConfig parse_model_config(std::string_view json_text, std::string_view source) {
-  json j;
-  try {
-    j = json::parse(json_text);
-  } catch (const std::exception& e) {
-    fail("{}: not valid JSON ({})", source, e.what());
-  }
+  const json j = core::parse_json(json_text, source);
   if (!j.is_object()) fail("{}: not a JSON object", source);
 
   ModelConfig c;
@@ -123,12 +119,7 @@ ModelConfig load_model_config(const std::filesystem::path& dir) {
   ModelConfig c = parse_model_config(core::read_file(file, "model config"), file.string());
   const auto generation = file.parent_path() / "generation_config.json";
   if (std::filesystem::exists(generation)) {
-    json g;
-    try {
-      g = json::parse(core::read_file(generation, "generation config"));
-    } catch (const std::exception& e) {
-      fail("{}: not valid JSON ({})", generation.string(), e.what());
-    }
+    const json g = core::parse_json(core::read_file(generation, "generation config"), generation.string());
     // generation_config's list is what generation stops on (Llama-3.1 adds <|eot_id|> there).
     auto eos = token_list(g, "eos_token_id", generation.string());
     for (int id : c.eos_token_ids)

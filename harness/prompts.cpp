@@ -7,6 +7,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/parse_json.h"
 #include "core/read_file.h"
 
 namespace kvlab::harness {
@@ -37,12 +38,7 @@ std::vector<Prompt> load_prompts_jsonl(const std::filesystem::path& path) {
   for (int number = 1; std::getline(in, line); ++number) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = fmt::format("{}:{}", path.string(), number);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const std::exception& e) {
-      fail("{}: not valid JSON ({})", where, e.what());
-    }
+    const nlohmann::json j = core::parse_json(line, where);
     if (!j.is_object()) fail("{}: each line must be a JSON object", where);
     Prompt p;
     p.context = string_field(j, "context", where);

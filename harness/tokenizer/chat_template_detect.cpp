@@ -3,6 +3,7 @@
 #include <optional>
 
 #include "core/error.h"
+#include "core/parse_json.h"
 #include "core/read_file.h"
 #include "harness/tokenizer/chat_template.h"
 
@@ -11,17 +12,10 @@ namespace {
 
 using nlohmann::json;
 
-std::optional<std::string> read_file(const std::filesystem::path& file) {
+// The file's text, or nothing when the folder does not have it (these files are optional).
+std::optional<std::string> read_if_present(const std::filesystem::path& file) {
   if (!std::filesystem::exists(file)) return std::nullopt;
   return core::read_file(file, "tokenizer file");
-}
-
-json parse_json(const std::string& text, const std::filesystem::path& file) {
-  try {
-    return json::parse(text);
-  } catch (const json::parse_error& e) {
-    fail("{}: not valid JSON: {}", file.string(), e.what());
-  }
 }
 
 // The template text of a "chat_template" value: a string, or a list of {name, template}.
@@ -56,19 +50,19 @@ std::optional<bool> config_has_inst_token(const json& config) {
 ChatTemplate detect_chat_template(const std::filesystem::path& model_dir, std::string_view model_type) {
   const auto config_file = model_dir / "tokenizer_config.json";
   json config = json::object();
-  if (const auto text = read_file(config_file)) config = parse_json(*text, config_file);
+  if (const auto text = read_if_present(config_file)) config = core::parse_json(*text, config_file.string());
   if (!config.is_object()) fail("{}: expected a JSON object", config_file.string());
 
   std::filesystem::path source = config_file;
   std::optional<std::string> chat = template_text(config.value("chat_template", json()), config_file);
   if (!chat) {
     // transformers ≥ 4.43 may save the template beside the config instead.
-    if (auto jinja = read_file(model_dir / "chat_template.jinja")) {
+    if (auto jinja = read_if_present(model_dir / "chat_template.jinja")) {
       chat = std::move(jinja);
       source = model_dir / "chat_template.jinja";
-    } else if (auto j = read_file(model_dir / "chat_template.json")) {
+    } else if (auto j = read_if_present(model_dir / "chat_template.json")) {
       source = model_dir / "chat_template.json";
-      const json parsed = parse_json(*j, source);
+      const json parsed = core::parse_json(*j, source.string());
       chat = template_text(parsed.is_object() ? parsed.value("chat_template", json()) : json(), source);
     }
   }

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/parse_json.h"
 #include "core/read_file.h"
 
 namespace kvlab::harness {
@@ -267,12 +268,7 @@ void check_decoder(const Reader& r, const json& d, const std::string& path) {
 
 std::unique_ptr<BpeTokenizer> parse_tokenizer_json(std::string_view json_text, std::string_view source) {
   const Reader r{std::string(source)};
-  json root;
-  try {
-    root = json::parse(json_text);
-  } catch (const json::parse_error& e) {
-    fail("{}: not valid JSON: {}", source, e.what());
-  }
+  const json root = core::parse_json(json_text, source);
   if (!root.is_object()) fail("{}: expected a JSON object at the top level", source);
 
   BpeTokenizerParts parts;
