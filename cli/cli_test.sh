@@ -3,15 +3,7 @@
 # produce the documented outputs; bad input is one line on stderr with exit code 2 and
 # leaves nothing behind.
 set -uo pipefail
-KVLAB=$1
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-failures=0
-passes=0
-check() {  # check NAME CONDITION...
-  local name=$1; shift
-  if "$@"; then echo "ok   $name"; passes=$((passes + 1)); else echo "FAIL $name"; failures=$((failures + 1)); fi
-}
+source "$(dirname "$0")/test_lib.sh"
 expect_error() {  # expect_error NAME PATTERN ARGS... : exit 2, one stderr line matching PATTERN
   local name=$1 pattern=$2; shift 2
   "$KVLAB" --quiet "$@" >"$WORK/out" 2>"$WORK/err"
@@ -20,7 +12,6 @@ expect_error() {  # expect_error NAME PATTERN ARGS... : exit 2, one stderr line 
   check "$name names the problem" grep -q -- "$pattern" "$WORK/err"
 }
 
-cd "$WORK"
 "$KVLAB" --quiet demo >demo.txt 2>demo.err
 check "demo exits 0" test $? = 0
 check "demo prints CKA" grep -q "CKA" demo.txt
@@ -135,5 +126,4 @@ fi
 "$KVLAB" --help >help.txt 2>&1
 check "--help lists the commands" bash -c "grep -q analyze help.txt && grep -q compress help.txt && grep -q synth help.txt && grep -q demo help.txt"
 
-echo "cli: $passes passed, $failures failed"
-exit $((failures > 0))
+finish cli

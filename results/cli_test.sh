@@ -4,21 +4,12 @@
 # regression (from a baseline run or a baseline file) and 2 on errors, merge is idempotent.
 # Usage: cli_test.sh KVLAB
 set -uo pipefail
-KVLAB=$(realpath "$1")
 FIXTURES=$(cd "$(dirname "$0")/testdata" && pwd)
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-failures=0
-passes=0
-check() {  # check NAME CONDITION...
-  local name=$1; shift
-  if "$@"; then echo "ok   $name"; passes=$((passes + 1)); else echo "FAIL $name"; failures=$((failures + 1)); fi
-}
+source "$(dirname "$0")/../cli/test_lib.sh"
 run() {  # run ARGS...: stdout to out, stderr to err, exit code to $rc
   "$KVLAB" --quiet "$@" >"$WORK/out" 2>"$WORK/err"
   rc=$?
 }
-cd "$WORK"
 
 mkdir same worse
 cp "$FIXTURES/compress.json" same/compress.json
@@ -84,5 +75,4 @@ run results merge kvlab-results.sqlite shard.sqlite --out all.sqlite
 check "merging again adds nothing" test "$(tail -1 out)" = "$first"
 check "merge dedups the shared run" grep -q "all.sqlite: 4 runs" out
 
-echo "$passes passed, $failures failed"
-test "$failures" = 0
+finish results
