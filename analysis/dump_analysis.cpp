@@ -124,7 +124,8 @@ nlohmann::json to_json(const CrossLayerResult& r) {
     nlohmann::json e{{"group_size", entry.group_size}, {"mean_rank_fraction", entry.mean_rank_fraction}};
     e["groups"] = nlohmann::json::array();
     for (const auto& g : entry.groups)
-      e["groups"].push_back({{"first_layer", g.first_layer}, {"rank", g.rank}, {"rank_fraction", g.rank_fraction}});
+      e["groups"].push_back({{"first_layer", g.first_layer}, {"rank", g.rank}, {"rank_fraction", g.rank_fraction},
+                             {"spectrum", g.spectrum}});
     ranks.push_back(std::move(e));
   }
   j["eigen_rank"] = std::move(ranks);

@@ -8,6 +8,7 @@
 #include "analysis/dump_analysis.h"
 #include "cli/commands.h"
 #include "cli/record_run.h"
+#include "core/content_hash.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "core/version.h"
@@ -57,6 +58,8 @@ AnalyzeOutcome run_analyze(const AnalyzeRequest& request) {
 
   std::filesystem::path out = request.out.empty() ? std::filesystem::path(request.dump.string() + ".analysis") : request.out;
   nlohmann::json context{{"dump", request.dump.string()},
+                         {"dump_hash", core::file_hash(request.dump)},
+                         {"model_hash", dump.info().model_hash},
                          {"sample", sample},
                          {"model_id", dump.info().model_id},
                          {"group_sizes", options.group_sizes},

@@ -88,18 +88,34 @@ if "$KVLAB" --help 2>&1 | grep -q make-tiny-model; then
   check "analyze reads a model dump" test -s tiny-analysis/key_cka.csv
   "$KVLAB" --quiet compress tiny.h5 --sample p2 --method "xkv:g=2,rk=8" --method "kivi:bits=4" --out tiny-compress >/dev/null
   check "compress reads a model dump" test -s tiny-compress/methods.csv
+  "$KVLAB" results show latest >show-compress.txt
+  if command -v xxhsum >/dev/null; then  # the oracle: xxhsum's hash of the dump file
+    check "compress recorded the dump's content hash" grep -q "tiny.h5 #$(xxhsum -H2 tiny.h5 | cut -c1-32)" show-compress.txt
+  fi
+  model_hash=$(grep -o "model .*#[0-9a-f]\{32\}" show-compress.txt | grep -o "[0-9a-f]\{32\}$")
+  check "compress recorded the model hash the dump carries" test -n "$model_hash"
   "$KVLAB" --quiet eval --model tiny --prompts prompts.jsonl --method full --method "snapkv:keep=0.5,window=4" \
     --query-window 4 --max-new-tokens 4 --out tiny-eval >eval.txt
   check "eval exits 0" test $? = 0
   check "eval writes one row per method" test "$(grep -c '^"' tiny-eval/methods.csv)" = 2
   check "eval: the exact method agrees with the baseline" grep -q '^"full",1,.*,1,1,' tiny-eval/methods.csv
   check "eval recorded its run in the store" bash -c "\"$KVLAB\" results ls --kind eval | grep -q eval"
+  check "eval recorded the same model hash as the dump" bash -c "\"$KVLAB\" results show latest | grep -q '#$model_hash'"
   for run in 3 4; do  # the same eval twice: check must call the second one no regression
     "$KVLAB" --quiet eval --model tiny --prompts prompts.jsonl --method full --query-window 4 --max-new-tokens 4 \
       --out tiny-eval$run >/dev/null
   done
   "$KVLAB" check --baseline "$("$KVLAB" results ls --kind eval | tail -2 | head -1 | awk '{print $1}')" --run latest >check.txt 2>&1
   check "check passes an identical eval run (exit 0)" test $? = 0
+  # A needle task at a fixed depth, two lengths: the depth × length figure.
+  for len in 512 1024; do
+    "$KVLAB" --quiet eval --model tiny --task ruler:niah_single_1 --length $len --samples 2 --depth 50 --method full \
+      --query-window 4 --max-new-tokens 4 --out needle$len --db needle.sqlite >/dev/null
+  done
+  check "eval --depth puts the needle at that depth" grep -q '"needle_depth": 50' needle1024/eval.json
+  "$KVLAB" plot needle --run 1 --run 2 --db needle.sqlite --metric agreement --out needle.png >/dev/null
+  check "plot needle draws the depth × length heatmap" test -s needle.png
+  check "needle data: one depth row, two lengths (full agrees everywhere)" grep -q "^1 1 $" needle.dat
   expect_error "eval with an unknown method" "known: full" eval --model tiny --prompts prompts.jsonl --method nope --out tiny-eval2
   check "failed eval wrote nothing" test ! -e tiny-eval2
   # A sweep interrupted after one cell and resumed runs every cell exactly once.

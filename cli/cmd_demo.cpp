@@ -64,6 +64,7 @@ void write_figures(const std::filesystem::path& dir, const std::filesystem::path
   std::vector<Figure> figures = {
       {"heatmap", "1", "key_cka.png", "Linear CKA between the synthetic dump's key layers: adjacent layers align."},
       {"eigen-rank", "1", "eigen_rank.png", "Rank needed for 90/95/99 % of the energy vs group size (xKV, Fig. 2)."},
+      {"spectra", "1", "spectra.png", "Energy kept vs rank fraction: grouping layers concentrates the energy."},
       {"error-vs-ratio", "2", "kl_vs_ratio.png", "Attention KL vs compression ratio, one line per method family."}};
   if (kHarness) figures.push_back({"accuracy-vs-ratio", "4", "agreement_vs_ratio.png",
                                    "Agreement of greedy decoding with the uncompressed baseline on the tiny Llama."});

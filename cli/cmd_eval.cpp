@@ -48,6 +48,10 @@ void add_eval(CLI::App& app, Action& action) {
       ->capture_default_str();
   cmd->add_option("--samples", req->samples, "Task samples")->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_option("--seed", req->seed, "Task generator seed (same seed, same prompts)")->capture_default_str();
+  cmd->add_option("--depth", req->depth_percent,
+                  "niah tasks: put the needles at this depth, in percent of the haystack (default: RULER's random "
+                  "depths); sweep it for a depth × length figure (kvlab plot needle)")
+      ->check(CLI::Range(0.0, 100.0));
   cmd->add_option("--scoring", req->scoring, "official (RULER / LongBench) or xkv (xKV's variant of RULER's match)")
       ->check(CLI::IsMember({"official", "xkv"}))->capture_default_str();
   cmd->add_option("--words", req->words, "Word list for RULER keys/values (default /usr/share/dict/american-english)");

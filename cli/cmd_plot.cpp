@@ -22,13 +22,18 @@ void add_plot(CLI::App& app, Action& action) {
       "                     uncompressed baseline as a dashed line\n"
       "  layer-error        one compress run: --metric key_error (default) per layer, a line per method\n"
       "  heatmap            one analyze run: --matrix key.cka (default), value.cka, key.token_cosine, ...\n"
-      "  eigen-rank         one analyze run: rank fraction per energy level vs group size (xKV Fig. 2)\n\n"
+      "  eigen-rank         one analyze run: rank fraction per energy level vs group size (xKV Fig. 2)\n"
+      "  spectra            one analyze run: energy kept vs rank / columns per group size, K and V;\n"
+      "                     --metric eigenvalue draws the normalized eigenvalues on a log scale instead\n"
+      "  needle             eval runs of a ruler:niah* task (one per length, or --depth sweeps): --metric\n"
+      "                     accuracy (default) of --method, per needle depth × context length cell\n\n"
       "The editable gnuplot script (.gp) and its data (.dat) are written beside the figure.\n"
       "Example: kvlab plot error-vs-ratio --run 3 --run 4 --out fig/kl-vs-ratio.pdf");
   cmd->add_option("kind", req->kind, "Figure kind")->required()->check(CLI::IsMember(plots::plot_kinds()));
   cmd->add_option("--run", req->runs, "Run(s): id, uuid prefix or latest (default: latest of the kind)");
   cmd->add_option("--metric", req->metric, "Metric to plot (default per kind)");
   cmd->add_option("--matrix", req->matrix, "Matrix of an analyze run (heatmap)")->capture_default_str();
+  cmd->add_option("--method", req->method, "needle: the method to draw (a spec or baseline; default: the only one)");
   cmd->add_option("--size", req->size, "single or double column")->check(CLI::IsMember({"single", "double"}))
       ->capture_default_str();
   cmd->add_option("--title", req->title, "Title (papers usually caption instead)");

@@ -15,6 +15,7 @@
 #include "compressors/chain.h"
 #include "compressors/score.h"
 #include "core/atomic_file.h"
+#include "core/content_hash.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "core/safetensors.h"
@@ -91,7 +92,8 @@ CompressOutcome run_compress(const CompressRequest& req) {
   std::filesystem::create_directories(out);
   const auto& s = cache.shape();
   nlohmann::json doc = {
-      {"input", {{"dump", req.dump.string()}, {"sample", sample}, {"model", req.model.string()},
+      {"input", {{"dump", req.dump.string()}, {"dump_hash", core::file_hash(req.dump)}, {"sample", sample},
+                 {"model", req.model.string()}, {"model_id", dump.info().model_id}, {"model_hash", req.model.empty() ? dump.info().model_hash : core::checkpoint_hash(req.model)},
                  {"command_line", command_line()}, {"kvlab_version", kVersion}, {"git_revision", kGitRevision},
                  {"device", req.device}}},
       {"shape", {{"layers", s.layers}, {"kv_heads", s.kv_heads}, {"q_heads", s.q_heads}, {"head_dim", s.head_dim},

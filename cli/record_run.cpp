@@ -44,8 +44,10 @@ void record_eval(const std::filesystem::path& db, const nlohmann::json& report, 
   if (db.empty()) return;
   results::RunInfo info;
   info.model = report["model"]["id"].get<std::string>();
+  info.model_hash = report["model"].value("hash", "");
   info.provenance = {{"model", report["model"]}, {"options", report["options"]}, {"tokenizer", report["tokenizer"]},
-                     {"chat_template", report["chat_template"]}, {"metrics", report["metrics"]}};
+                     {"chat_template", report["chat_template"]}, {"metrics", report["metrics"]},
+                     {"task", report.value("task", nlohmann::json(nullptr))}};
   info = live(std::move(info), results::RunKind::eval, report["model"]["device"].get<std::string>(), uuid);
   results::Store store(db);
   const std::string task = report["options"]["prompts"].get<std::string>();
@@ -65,6 +67,10 @@ void record_eval(const std::filesystem::path& db, const nlohmann::json& report, 
     }
     // "answer_kl": the store's direction table reads the _kl suffix as lower-is-better.
     for (const auto& m : report["methods"]) w.add_metric(m["spec"].get<std::string>(), "answer_kl", m["kl"].get<double>());
+    // What a sample is, for depth × length figures: method "" (the sample itself, not a method).
+    for (const auto& s : report["samples"])
+      for (const char* name : {"needle_depth", "target_tokens"})
+        if (s.contains(name)) w.add_sample_metric("", task, s["id"].get<std::string>(), name, s[name].get<double>());
     for (const auto& s : report["samples"])
       for (const auto& m : s["methods"]) {
         const auto spec = m["spec"].get<std::string>(), id = s["id"].get<std::string>();

@@ -381,7 +381,8 @@ void DumpWriter::Impl::write_root_attributes() {
   const std::string where = name + ": /";
   write_int_attribute(file, "format_version", kDumpFormatVersion, where);
   const std::pair<const char*, const std::string*> strings[] = {
-      {"model_id", &info.model_id},           {"model_config", &info.model_config},
+      {"model_id", &info.model_id},           {"model_hash", &info.model_hash},
+      {"model_config", &info.model_config},
       {"tokenizer", &info.tokenizer},         {"chat_template", &info.chat_template},
       {"kvlab_version", &info.kvlab_version}, {"git_revision", &info.git_revision},
       {"created_utc", &info.created_utc}};
@@ -665,7 +666,8 @@ void DumpReader::Impl::read_root_attributes() {
   if (*version != kDumpFormatVersion)
     fail("{}: format_version {} is not supported (this kvlab reads version {})", name, *version, kDumpFormatVersion);
   const std::pair<const char*, std::string*> strings[] = {
-      {"model_id", &info.model_id},           {"model_config", &info.model_config},
+      {"model_id", &info.model_id},           {"model_hash", &info.model_hash},
+      {"model_config", &info.model_config},
       {"tokenizer", &info.tokenizer},         {"chat_template", &info.chat_template},
       {"kvlab_version", &info.kvlab_version}, {"git_revision", &info.git_revision},
       {"created_utc", &info.created_utc}};

@@ -47,6 +47,7 @@ struct DumpInfo {
   int d_model = 0;            // width of attn_in rows; 0 when the dump has no attn_in
   DType dtype = DType::f16;   // storage type of key/value/query/attn_in
   std::string model_id;       // e.g. "meta-llama/Llama-3.1-8B" or "synthetic"
+  std::string model_hash;     // core::checkpoint_hash of the checkpoint ("" synthetic or unknown)
   std::string model_config;   // the model's full config.json (or the generator's settings) as JSON text
   std::string tokenizer;      // tokenizer identity ("" when none)
   std::string chat_template;  // template used ("none" when none)

@@ -4,6 +4,7 @@
 
 #include <chrono>
 
+#include "core/content_hash.h"
 #include "core/error.h"
 #include "harness/kv_dumper.h"
 #include "harness/prompts.h"
@@ -48,8 +49,9 @@ std::string run_dump(const DumpRequest& r) {
                         config.describe(), options.device.str(), c10::toString(options.dtype), load_s,
                         tokenizer->describe(), to_string(chat));
 
-  core::DumpWriter writer(r.out, dump_info_for(model, id, tokenizer->describe(),
-                                               std::string(to_string(chat)), core::parse_dtype(r.dtype), r.attn_in));
+  auto info = dump_info_for(model, id, tokenizer->describe(), std::string(to_string(chat)), core::parse_dtype(r.dtype), r.attn_in);
+  info.model_hash = core::checkpoint_hash(r.model);  // the dump names the exact weights it came from
+  core::DumpWriter writer(r.out, info);
   std::int64_t total_tokens = 0;
   const auto start = std::chrono::steady_clock::now();
   for (const auto& s : samples) {

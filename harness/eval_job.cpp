@@ -11,6 +11,7 @@
 #include "datasets/ruler.h"
 #include "datasets/task_metrics.h"
 #include "core/atomic_file.h"
+#include "core/content_hash.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "core/version.h"
@@ -65,6 +66,18 @@ struct MethodRun {
   std::int64_t bytes = 0, dense_bytes = 0;
 };
 
+// Where the answer sits, for depth × length figures, in percent of the haystack: the requested
+// depth when one was fixed (--depth), else the measured depth of the first needle that carries a
+// reference answer, else of the first needle; none without needles.
+std::optional<double> needle_depth_percent(const datasets::TaskSample& sample) {
+  if (sample.needles.empty()) return std::nullopt;
+  if (sample.depth_percent >= 0) return sample.depth_percent;
+  for (const auto& needle : sample.needles)
+    for (const auto& answer : sample.answers)
+      if (!answer.empty() && needle.text.find(answer) != std::string::npos) return 100.0 * needle.depth;
+  return 100.0 * sample.needles.front().depth;
+}
+
 // The prompts of a generated task, sized with the model's own tokenizer (as RULER does): the
 // chat template's tokens and one token per part boundary are reserved.
 std::vector<datasets::TaskSample> task_samples(const EvalRequest& r, const Tokenizer& tokenizer, ChatTemplate chat) {
@@ -76,6 +89,7 @@ std::vector<datasets::TaskSample> task_samples(const EvalRequest& r, const Token
   datasets::RulerOptions options;
   options.max_seq_length = r.length;
   options.seed = r.seed;
+  options.depth_percent = r.depth_percent;
   std::int64_t context_end = 0;
   const auto template_only = encode_chat(tokenizer, chat, render_chat(chat, "", ""), &context_end);
   options.reserved_tokens = static_cast<std::int64_t>(template_only.size()) + 3;
@@ -183,6 +197,8 @@ EvalOutcome run_eval(const EvalRequest& r) {
     if (!tasks.empty()) {
       sample["answers"] = tasks[i].answers;
       sample["baseline"]["score"] = base_score;
+      if (tasks[i].target_tokens > 0) sample["target_tokens"] = tasks[i].target_tokens;
+      if (const auto depth = needle_depth_percent(tasks[i])) sample["needle_depth"] = *depth;
     }
     for (auto& run : runs) {
       const auto start = std::chrono::steady_clock::now();
@@ -262,7 +278,8 @@ EvalOutcome run_eval(const EvalRequest& r) {
                                  m["compression_ratio"].get<double>());
   const json report = {
       {"kvlab", {{"version", kVersion}, {"git_revision", kGitRevision}}},
-      {"model", {{"id", model_id(r.model, config)}, {"path", r.model.string()}, {"config", json::parse(config.json)},
+      {"model", {{"id", model_id(r.model, config)}, {"path", r.model.string()}, {"hash", core::checkpoint_hash(r.model)},
+                 {"config", json::parse(config.json)},
                  {"device", options.device.str()}, {"dtype", c10::toString(options.dtype)}}},
       {"tokenizer", tokenizer->describe()},
       {"chat_template", std::string(to_string(chat))},
@@ -273,7 +290,8 @@ EvalOutcome run_eval(const EvalRequest& r) {
                    {"exact_match", "share of samples whose greedy output equals the baseline's"},
                    {"kl", "mean over the baseline's answer steps of KL(p_baseline || p_method), nats, teacher-forced"}}},
       {"task", tasks.empty() ? json(nullptr)
-                             : json{{"name", r.task.empty() ? tasks.front().task : r.task}, {"length", r.length}, {"samples", prompts.size()}, {"seed", r.seed},
+                             : json{{"name", r.task.empty() ? tasks.front().task : r.task}, {"length", r.length},
+                                     {"depth_percent", r.depth_percent ? json(*r.depth_percent) : json(nullptr)}, {"samples", prompts.size()}, {"seed", r.seed},
                                      {"scoring", r.scoring}, {"metric", tasks.front().metric},
                                      {"baseline_accuracy", baseline_accuracy / n}}},
       {"methods", methods},

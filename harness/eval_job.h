@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,7 @@ struct EvalRequest : ModelRunRequest {
   std::int64_t length = 4096;
   int samples = 20;
   std::uint64_t seed = 42;
+  std::optional<double> depth_percent;  // niah tasks: every needle at this depth (percent); unset: RULER's random depths
   std::string scoring = "official";     // official (RULER/LongBench) | xkv (xKV's variant)
   std::filesystem::path words;          // RULER word list (default: wamerican's)
   std::filesystem::path essay;          // essay haystack text (tasks that use one)

@@ -72,14 +72,15 @@ std::string preamble(const PlotRequest& r, const fs::path& out) {
 
 // Writes series as gnuplot data blocks (one index per series, name in a comment) and the plot
 // command for them.
-std::string series_plot(const std::vector<Series>& series, const std::string& dat_name, std::string& dat) {
+std::string series_plot(const std::vector<Series>& series, const std::string& dat_name, std::string& dat,
+                        const char* style = "linespoints") {
   std::string cmd = "plot ";
   for (std::size_t i = 0; i < series.size(); ++i) {
     dat += fmt::format("# {}\n", series[i].name);
     for (const auto& [x, y] : series[i].points) dat += fmt::format("{:.9g} {:.9g}\n", x, y);
     dat += "\n\n";
-    cmd += fmt::format("{}{} index {} using 1:2 with linespoints ls {} title {}", i ? ", \\\n     " : "", gp_string(dat_name), i,
-                       i % 8 + 1, gp_string(series[i].name));
+    cmd += fmt::format("{}{} index {} using 1:2 with {} ls {} title {}", i ? ", \\\n     " : "", gp_string(dat_name), i,
+                       style, i % 8 + 1, gp_string(series[i].name));
   }
   return cmd + "\n";
 }
@@ -219,10 +220,138 @@ std::string eigen_figure(const results::Store& store, const PlotRequest& r, std:
          "set key top left\n" + series_plot(series, dat_name, dat);
 }
 
+// Spectra: for each "<kind>.spectrum.g<G>" matrix (a row of descending eigenvalues per group),
+// the mean over its groups of the cumulative energy fraction (or of λ_k/Σλ) at rank fraction
+// (k+1)/columns, so that group sizes with different column counts share one axis.
+std::string spectra_figure(const results::Store& store, const PlotRequest& r, std::string& dat, const std::string& dat_name) {
+  const auto run = runs_of(store, r, results::RunKind::analyze).front();
+  const std::string metric = r.metric.empty() ? "cumulative" : r.metric;
+  if (metric != "cumulative" && metric != "eigenvalue")
+    fail("plot spectra: --metric '{}': expected cumulative (energy kept) or eigenvalue (λ_k / Σλ)", metric);
+  static const std::regex name(R"((key|value)\.spectrum\.g(\d+))");
+  std::map<std::pair<std::string, int>, Series> lines;  // (kind, G) → line, in that order
+  for (const auto& m : store.matrices(run.id)) {
+    std::smatch match;
+    if (!std::regex_match(m.name, match, name) || m.rows == 0 || m.cols == 0) continue;
+    std::vector<double> sum(static_cast<std::size_t>(m.cols), 0.0);
+    int groups = 0;
+    for (std::int64_t g = 0; g < m.rows; ++g) {
+      const double* row = &m.data[static_cast<std::size_t>(g * m.cols)];
+      double total = 0;
+      for (std::int64_t k = 0; k < m.cols; ++k) total += std::max(row[k], 0.0);  // rounding negatives are zero
+      if (!(total > 0)) continue;  // an all-zero group has no spectrum to draw
+      ++groups;
+      double kept = 0;
+      for (std::int64_t k = 0; k < m.cols; ++k) {
+        const double share = std::max(row[k], 0.0) / total;
+        kept += share;
+        sum[static_cast<std::size_t>(k)] += metric == "cumulative" ? std::min(kept, 1.0) : share;
+      }
+    }
+    if (groups == 0) continue;
+    const int g = std::stoi(match[2]);
+    Series& line = lines[{match[1], g}];
+    line.name = fmt::format("{} G={}", match[1] == "key" ? "K" : "V", g);
+    for (std::int64_t k = 0; k < m.cols; ++k) {
+      const double y = sum[static_cast<std::size_t>(k)] / groups;
+      if (metric == "eigenvalue" && !(y > 0)) continue;  // log axis
+      line.points.emplace_back(static_cast<double>(k + 1) / static_cast<double>(m.cols), y);
+    }
+  }
+  if (lines.empty())
+    fail("plot spectra: run {} has no spectra (matrices key.spectrum.g*, recorded by `kvlab analyze` with the Gram pass)", run.id);
+  std::vector<Series> series;
+  for (auto& [key, line] : lines) series.push_back(std::move(line));
+  std::string s = "set xlabel 'rank / columns (G·H·D)'\nset logscale x 10\nset key bottom right\n";
+  s += metric == "cumulative" ? "set ylabel 'energy kept'\nset yrange [0:1.02]\n"
+                              : "set ylabel 'λ_k / Σλ (mean over groups)'\nset logscale y 10\nset format y '10^{%L}'\n";
+  return s + series_plot(series, dat_name, dat, "lines");
+}
+
+// Needle depth × length: the sample-level `needle_depth` (percent) and `target_tokens` that eval
+// runs record for generated tasks (method ""), against `metric` of the chosen method.
+std::string needle_figure(const results::Store& store, const PlotRequest& r, std::string& dat, const std::string& dat_name) {
+  const std::string metric = r.metric.empty() ? "accuracy" : r.metric;
+  struct Cell {
+    double sum = 0;
+    int n = 0;
+  };
+  struct Observation {
+    double depth, length, value;
+  };
+  std::vector<Observation> seen;
+  std::set<std::string> methods;
+  std::string method = r.method;
+  for (const auto& run : runs_of(store, r, results::RunKind::eval)) {
+    std::map<std::pair<std::string, std::string>, double> depth, length;  // (task, sample) →
+    std::map<std::string, std::map<std::pair<std::string, std::string>, double>> values;  // method → sample →
+    for (const auto& m : store.metrics(run.id, {.scope = Scope::sample, .method = {}, .name = {}})) {
+      const std::pair<std::string, std::string> id{m.task, m.sample};
+      if (m.method.empty() && m.name == "needle_depth") depth[id] = m.value;
+      else if (m.method.empty() && m.name == "target_tokens") length[id] = m.value;
+      else if (!m.method.empty() && m.name == metric) values[m.method][id] = m.value, methods.insert(m.method);
+    }
+    if (method.empty()) {  // the only compressed method, if there is exactly one
+      std::vector<std::string> compressed;
+      for (const auto& name : methods)
+        if (name != "baseline") compressed.push_back(name);
+      if (compressed.size() == 1) method = compressed.front();
+      else
+        fail("plot needle: say which method with --method (the runs have: {})", fmt::join(methods, ", "));
+    }
+    for (const auto& [id, value] : values[method])
+      if (depth.count(id) && length.count(id)) seen.push_back({depth[id], length[id], value});
+  }
+  if (seen.empty())
+    fail("plot needle: run(s) {} have no samples with a needle depth, a length and '{}' of method '{}' (methods: {}); "
+         "needle depths are recorded by `kvlab eval --task ruler:…`",
+         fmt::join(r.runs, ", "), metric, method, fmt::join(methods, ", "));
+  // Rows: the depths themselves when they are a few whole percentages (a --depth sweep), else
+  // 10 % bins (RULER's random depths, measured); columns: the lengths.
+  std::set<double> depths, lengths;
+  for (const auto& o : seen) depths.insert(o.depth), lengths.insert(o.length);
+  const bool binned = depths.size() > 12 || std::any_of(depths.begin(), depths.end(), [](double d) {
+                        return std::abs(d - std::round(d)) > 1e-9;
+                      });
+  std::vector<std::string> row_labels;
+  std::map<double, std::size_t> row_of;
+  if (binned) {
+    for (int b = 0; b < 10; ++b) row_labels.push_back(fmt::format("{}–{}", 10 * b, 10 * b + 10));
+  } else {
+    for (const double d : depths) row_of[d] = row_labels.size(), row_labels.push_back(fmt::format("{:g}", d));
+  }
+  const auto row = [&](double d) { return binned ? static_cast<std::size_t>(std::clamp(d / 10.0, 0.0, 9.0)) : row_of[d]; };
+  std::map<double, std::size_t> col_of;
+  for (const double l : lengths) col_of.emplace(l, col_of.size());
+  std::vector<std::vector<Cell>> cells(row_labels.size(), std::vector<Cell>(lengths.size()));
+  for (const auto& o : seen) {
+    Cell& c = cells[row(o.depth)][col_of[o.length]];
+    c.sum += o.value;
+    ++c.n;
+  }
+  dat += fmt::format("# {} of {}: rows needle depth (%) {}, columns length (tokens) {}\n", metric, method,
+                     fmt::join(row_labels, " | "), fmt::join(lengths, " | "));
+  for (const auto& cells_row : cells) {
+    for (const auto& c : cells_row) dat += c.n ? fmt::format("{:.6g} ", c.sum / c.n) : "NaN ";
+    dat += "\n";
+  }
+  std::string xtics, ytics;
+  for (const auto& [l, i] : col_of) xtics += fmt::format("{}'{:g}' {}", xtics.empty() ? "" : ", ", l, i);
+  for (std::size_t i = 0; i < row_labels.size(); ++i) ytics += fmt::format("{}'{}' {}", i ? ", " : "", row_labels[i], i);
+  const bool unit = metric == "accuracy" || metric == "agreement" || metric == "exact_match";
+  // Depth 0 % at the top, as needle-in-a-haystack figures draw it; cubehelix reads in greyscale.
+  return fmt::format(
+      "set xlabel 'context length (tokens)'\nset ylabel 'needle depth (%)'\nset xtics ({})\nset ytics ({})\n"
+      "set xrange [-0.5:{}]\nset yrange [{}:-0.5]\nset palette cubehelix\nset cblabel {} noenhanced\n{}unset grid\n"
+      "set title {} noenhanced\nplot {} matrix with image notitle\n",
+      xtics, ytics, lengths.size() - 0.5, row_labels.size() - 0.5, gp_string(metric), unit ? "set cbrange [0:1]\n" : "",
+      gp_string(r.title.empty() ? method : r.title), gp_string(dat_name));
+}
+
 }  // namespace
 
 std::vector<std::string> plot_kinds() {
-  return {"error-vs-ratio", "pareto", "accuracy-vs-ratio", "layer-error", "heatmap", "eigen-rank"};
+  return {"error-vs-ratio", "pareto", "accuracy-vs-ratio", "layer-error", "heatmap", "eigen-rank", "spectra", "needle"};
 }
 
 std::string plot(const results::Store& store, const PlotRequest& r) {
@@ -236,6 +365,8 @@ std::string plot(const results::Store& store, const PlotRequest& r) {
   else if (r.kind == "layer-error") body = layer_figure(store, r, data, dat.filename());
   else if (r.kind == "heatmap") body = heatmap_figure(store, r, data, dat.filename());
   else if (r.kind == "eigen-rank") body = eigen_figure(store, r, data, dat.filename());
+  else if (r.kind == "spectra") body = spectra_figure(store, r, data, dat.filename());
+  else if (r.kind == "needle") body = needle_figure(store, r, data, dat.filename());
   else fail("plot: unknown kind '{}' (known: {})", r.kind, fmt::join(plot_kinds(), ", "));
   fs::create_directories(out.parent_path());
   core::write_file_atomic(dat, data);

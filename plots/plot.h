@@ -23,10 +23,18 @@ struct PlotRequest {
   // layer-error      one compress run: `metric` (default key_error) per layer, a line per method
   // heatmap          one analyze run: matrix `matrix` (default key.cka) of layer × layer
   // eigen-rank       one analyze run: rank fraction for each energy level vs group size, K and V
+  // spectra          one analyze run: energy kept vs rank fraction (`metric` cumulative, the
+  //                  default) or the normalized eigenvalues λ_k/Σλ (`metric` eigenvalue), the mean
+  //                  over a group size's groups, a line per kind (K, V) and group size
+  // needle           eval runs of one task at one or more lengths: `metric` (default accuracy) of
+  //                  `method` averaged per cell of needle depth (10 % bins, or the depths themselves
+  //                  when they are at most 12 whole percentages, as `eval --depth` sweeps give) ×
+  //                  task length; a cell with no sample is blank
   std::string kind;
   std::vector<std::string> runs = {"latest"};  // run references (id, uuid prefix, latest)
   std::string metric;                          // "" = the kind's default
   std::string matrix = "key.cka";
+  std::string method;                          // needle: the method ("baseline" or a spec; "" = the only one)
   std::string size = "single";                 // single | double (column)
   std::string title;                           // "" = none (papers caption their figures)
   std::filesystem::path out;                   // fig.pdf | .png | .svg | .tex

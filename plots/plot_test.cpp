@@ -55,6 +55,39 @@ class Plots : public ::testing::Test {
       w.add_matrix(m);
       for (int g : {1, 2, 4})
         for (const char* kind : {"key", "value"}) w.add_metric(kind, fmt::format("eigen_rank_fraction_g{}_e0.95", g), 0.1 * g);
+      // Two groups of four columns: energy shares (0.75, 0.25, 0, 0) and (0.25, 0.25, 0.25, 0.25).
+      w.add_matrix(results::Matrix{"key.spectrum.g1", 2, 4, {3, 1, 0, 0, 1, 1, 1, 1}});
+      w.add_matrix(results::Matrix{"value.spectrum.g2", 1, 8, {4, 2, 1, 1, 0, 0, 0, -1e-9}});
+    });
+    // Run 4: needle samples (depth %, length, accuracy of snapkv; the baseline always scores 1).
+    store_->write_run(results::current_run_info(results::RunKind::eval, "test"), [](results::RunWriter& w) {
+      const std::tuple<double, double, double> samples[] = {{0, 4096, 1}, {0, 4096, 0}, {50, 4096, 1}, {50, 8192, 0}, {100, 8192, 1}};
+      int i = 0;
+      for (const auto& [depth, length, accuracy] : samples) {
+        const auto id = fmt::format("s{}", i++);
+        w.add_sample_metric("", "ruler:niah_single_1", id, "needle_depth", depth);
+        w.add_sample_metric("", "ruler:niah_single_1", id, "target_tokens", length);
+        w.add_sample_metric("baseline", "ruler:niah_single_1", id, "accuracy", 1);
+        w.add_sample_metric("snapkv:keep=0.5", "ruler:niah_single_1", id, "accuracy", accuracy);
+      }
+    });
+    // Run 5: 13 distinct random depths (0, 5, …, 60) → 10 % bins; accuracy 1 below 30 %.
+    store_->write_run(results::current_run_info(results::RunKind::eval, "test"), [](results::RunWriter& w) {
+      for (int d = 0; d <= 60; d += 5) {
+        const auto id = fmt::format("d{}", d);
+        w.add_sample_metric("", "ruler:niah_single_1", id, "needle_depth", d);
+        w.add_sample_metric("", "ruler:niah_single_1", id, "target_tokens", 4096);
+        w.add_sample_metric("xkv:g=4", "ruler:niah_single_1", id, "accuracy", d < 30 ? 1 : 0);
+      }
+    });
+    // Run 6: two measured depths, 3.7 % and 52.5 %.
+    store_->write_run(results::current_run_info(results::RunKind::eval, "test"), [](results::RunWriter& w) {
+      for (const double d : {3.7, 52.5}) {
+        const auto id = fmt::format("m{}", d);
+        w.add_sample_metric("", "ruler:niah_single_1", id, "needle_depth", d);
+        w.add_sample_metric("", "ruler:niah_single_1", id, "target_tokens", 4096);
+        w.add_sample_metric("xkv:g=4", "ruler:niah_single_1", id, "accuracy", d < 30 ? 1 : 0);
+      }
     });
   }
   void TearDown() override { fs::remove_all(dir_); }
@@ -72,7 +105,8 @@ class Plots : public ::testing::Test {
 
 TEST_F(Plots, EveryKindRendersInEveryFormat) {
   const std::vector<std::pair<std::string, std::string>> kinds = {
-      {"error-vs-ratio", "1"}, {"pareto", "1"}, {"layer-error", "1"}, {"accuracy-vs-ratio", "2"}, {"heatmap", "3"}, {"eigen-rank", "3"}};
+      {"error-vs-ratio", "1"}, {"pareto", "1"}, {"layer-error", "1"}, {"accuracy-vs-ratio", "2"}, {"heatmap", "3"}, {"eigen-rank", "3"},
+      {"spectra", "3"}, {"needle", "4"}};
   for (const auto& [kind, run] : kinds)
     for (const std::string ext : {".pdf", ".png", ".svg"}) {
       const auto r = request(kind, run, kind + ext);
@@ -107,6 +141,47 @@ TEST_F(Plots, DataFilesHoldTheStoredValues) {
   EXPECT_EQ(read(dir_ / "h.dat"), "1 0.8 0.5 \n0.8 1 0.7 \n0.5 0.7 1 \n");
 }
 
+TEST_F(Plots, SpectraAreMeansOverGroupsAtRankFractions) {
+  plot(*store_, request("spectra", "3", "s.pdf"));
+  const auto dat = read(dir_ / "s.dat");
+  // Cumulative energy per group: (0.75, 1, 1, 1) and (0.25, 0.5, 0.75, 1); their mean at k/4.
+  EXPECT_THAT(dat, HasSubstr("# K G=1\n0.25 0.5\n0.5 0.75\n0.75 0.875\n1 1\n"));
+  // One group of eight: shares 0.5, 0.25, 0.125, 0.125, then zeros (a rounding negative clamped).
+  EXPECT_THAT(dat, HasSubstr("# V G=2\n0.125 0.5\n0.25 0.75\n0.375 0.875\n0.5 1\n0.625 1\n"));
+  auto r = request("spectra", "3", "e.pdf");
+  r.metric = "eigenvalue";
+  plot(*store_, r);
+  // Mean shares (0.5, 0.25, 0.125, 0.125); zero shares are left off the log axis.
+  EXPECT_THAT(read(dir_ / "e.dat"), HasSubstr("# K G=1\n0.25 0.5\n0.5 0.25\n0.75 0.125\n1 0.125\n"));
+  EXPECT_THAT(read(dir_ / "e.dat"), HasSubstr("# V G=2\n0.125 0.5\n0.25 0.25\n0.375 0.125\n0.5 0.125\n\n"));
+  r.metric = "rank";
+  EXPECT_THROW(plot(*store_, r), Error);
+}
+
+TEST_F(Plots, NeedleCellsAverageTheSamplesAtEachDepthAndLength) {
+  plot(*store_, request("needle", "4", "n.pdf"));  // snapkv, the only compressed method
+  // Rows: depths 0, 50, 100 (few distinct: used as they are); columns 4096, 8192.
+  EXPECT_THAT(read(dir_ / "n.dat"), testing::EndsWith("\n0.5 NaN \n1 0 \nNaN 1 \n"));
+  EXPECT_THAT(read(dir_ / "n.gp"), HasSubstr("set xtics ('4096' 0, '8192' 1)"));
+  auto r = request("needle", "4", "b.pdf");
+  r.method = "baseline";
+  plot(*store_, r);
+  EXPECT_THAT(read(dir_ / "b.dat"), testing::EndsWith("\n1 NaN \n1 1 \nNaN 1 \n"));
+  plot(*store_, request("needle", "5", "bins.pdf"));  // 13 distinct depths: 10 % bins, 100 % at the bottom
+  EXPECT_THAT(read(dir_ / "bins.dat"), testing::EndsWith("\n1 \n1 \n1 \n0 \n0 \n0 \n0 \nNaN \nNaN \nNaN \n"));
+  plot(*store_, request("needle", "6", "measured.pdf"));  // few depths, but measured (not whole): bins
+  EXPECT_THAT(read(dir_ / "measured.dat"), testing::EndsWith("\n1 \nNaN \nNaN \nNaN \nNaN \n0 \nNaN \nNaN \nNaN \nNaN \n"));
+  r = request("needle", "2", "x.pdf");  // an eval run without needle depths
+  try {
+    plot(*store_, r);
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("--method"));
+  }
+  r.method = "xkv:g=4,rk=8";
+  EXPECT_THROW(plot(*store_, r), Error);
+}
+
 TEST_F(Plots, ErrorsNameWhatIsMissing) {
   auto r = request("heatmap", "3", "x.pdf");
   r.matrix = "value.cka";
@@ -114,7 +189,7 @@ TEST_F(Plots, ErrorsNameWhatIsMissing) {
     plot(*store_, r);
     ADD_FAILURE();
   } catch (const Error& e) {
-    EXPECT_THAT(e.what(), HasSubstr("no matrix 'value.cka' (it has: key.cka)"));
+    EXPECT_THAT(e.what(), HasSubstr("no matrix 'value.cka' (it has: key.cka, key.spectrum.g1, value.spectrum.g2)"));
   }
   EXPECT_THROW(plot(*store_, request("pie", "1", "x.pdf")), Error);
   EXPECT_THROW(plot(*store_, request("error-vs-ratio", "1", "x.jpg")), Error);

@@ -63,6 +63,17 @@ double adjacent_mean(const Matrix& m) {
   return n ? sum / n : kNaN;
 }
 
+// The eigenvalue spectra of one group size as one matrix "<kind>.spectrum.g<G>": a row per group
+// (in first-layer order), its G·H·D eigenvalues descending. Absent in reports written before
+// spectra were recorded.
+void add_spectra(RunWriter& writer, const std::string& kind, int group_size, const json& groups, const std::string& origin) {
+  json rows = json::array();
+  for (const auto& group : groups)
+    if (group.contains("spectrum")) rows.push_back(group["spectrum"]);
+  if (rows.empty()) return;
+  writer.add_matrix(matrix_from_json(fmt::format("{}.spectrum.g{}", kind, group_size), rows, origin));
+}
+
 RunInfo common_info(const json& input, RunKind kind) {
   RunInfo info;
   info.kind = kind;
@@ -70,6 +81,8 @@ RunInfo common_info(const json& input, RunKind kind) {
   info.revision = text(input, "git_revision");
   info.command_line = text(input, "command_line");
   info.dump = text(input, "dump");
+  info.dump_hash = text(input, "dump_hash");
+  info.model_hash = text(input, "model_hash");
   return info;
 }
 
@@ -104,6 +117,7 @@ RunInfo compress_run_info(const json& report) {
   const json& input = report.contains("input") ? report["input"] : json::object();
   RunInfo info = common_info(input, RunKind::compress);
   info.model = text(input, "model");
+  if (info.model.empty()) info.model = text(input, "model_id");  // scored on a dump: the model it came from
   info.provenance = {{"report", "compress.json"}, {"input", input}};
   for (const char* key : {"shape", "rope"})
     if (report.contains(key)) info.provenance[key] = report[key];
@@ -186,6 +200,7 @@ void add_analysis_report(RunWriter& writer, const json& report, const std::strin
               writer.add_layer_metric(kind, group.at("first_layer").get<int>(), name, fractions[e].get<double>());
           }
         }
+        add_spectra(writer, kind, g, entry.value("groups", json::array()), where);
       }
       writer.add_metric(kind, "min_kept_sigma_ratio", number(r, "min_kept_sigma_ratio"));
       writer.add_metric(kind, "zero_rows", number(r, "zero_rows"));

@@ -159,3 +159,41 @@ TEST(Import, ContentUuidIsStableAndDiscriminates) {
 
 }  // namespace
 }  // namespace kvlab::results
+
+namespace kvlab::results {
+namespace {
+
+// Spectra (recorded since reports carry them): one matrix per kind and group size, a row per group.
+TEST(Import, AnalysisSpectraBecomeOneMatrixPerGroupSize) {
+  TempDir dir;
+  auto doc = load(fixture("analysis.json"));
+  for (auto& entry : doc["kinds"]["key"]["eigen_rank"]) {
+    const int g = entry["group_size"].get<int>();
+    for (auto& group : entry["groups"]) {
+      std::vector<double> spectrum(static_cast<std::size_t>(g * 16), 0.0);  // G·H·D = G·2·8 eigenvalues
+      spectrum[0] = 10.0 + group["first_layer"].get<int>();
+      spectrum[1] = 1.0;
+      group["spectrum"] = spectrum;
+    }
+  }
+  const auto path = dir / "analysis.json";
+  std::ofstream(path) << doc.dump();
+  Store store(dir / "r.sqlite");
+  const RunId id = import_analysis_json(store, path);
+  std::map<std::string, Matrix> by_name;
+  for (auto& m : store.matrices(id)) by_name[m.name] = m;
+  ASSERT_TRUE(by_name.count("key.spectrum.g1"));
+  ASSERT_TRUE(by_name.count("key.spectrum.g2"));
+  EXPECT_FALSE(by_name.count("value.spectrum.g1")) << "the value kind carries no spectra in this report";
+  const auto& g1 = by_name["key.spectrum.g1"];
+  EXPECT_EQ(g1.rows, 3);  // layers 0, 1, 2
+  EXPECT_EQ(g1.cols, 16);
+  EXPECT_DOUBLE_EQ(g1.data[2 * 16 + 0], 12.0);  // group at first_layer 2, largest eigenvalue
+  EXPECT_DOUBLE_EQ(g1.data[2 * 16 + 1], 1.0);
+  const auto& g2 = by_name["key.spectrum.g2"];
+  EXPECT_EQ(g2.rows, 1);  // layer 2 does not fill a second group of two
+  EXPECT_EQ(g2.cols, 32);
+}
+
+}  // namespace
+}  // namespace kvlab::results

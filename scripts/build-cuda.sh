@@ -28,6 +28,7 @@ CORE_PACKAGES=(
   libopenblas-dev libopenblas-pthread-dev libopenblas0-pthread  # CPU backend BLAS (+ openblas.pc)
   liblapacke-dev liblapacke libtmglib3                          # LAPACKE (liblapacke needs libtmglib.so.3)
   libfmt-dev libfmt9 libeigen3-dev nlohmann-json3-dev libcli11-dev
+  libxxhash-dev libxxhash0                                      # content hashes in run provenance
   libgtest-dev libgmock-dev libbenchmark-dev libbenchmark1debian
   pkgconf pkgconf-bin libpkgconf3                               # pkg_check_modules(openblas), if no pkg-config there
 )

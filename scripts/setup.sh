@@ -15,6 +15,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev      # tests and benchmarks
   python3-numpy python3-h5py python3-torch        # h5py interoperability test, the bench and model references
   wamerican                                       # word lists of the RULER-style task generators
+  python3-jieba                                   # jieba's dictionary and HMM tables, for LongBench's Chinese metrics
+  libxxhash-dev xxhash                            # content hashes in run provenance (xxhsum: the tests' oracle)
   gnuplot-nox                                     # kvlab plot
 )
 
