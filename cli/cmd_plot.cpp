@@ -20,7 +20,8 @@ void add_plot(CLI::App& app, Action& action) {
       "                     both ratio and the metric\n"
       "  accuracy-vs-ratio  eval runs: accuracy (or agreement when the run has no task) with the\n"
       "                     uncompressed baseline as a dashed line\n"
-      "  layer-error        one compress run: --metric key_error (default) per layer, a line per method\n"
+      "  layer-error        one compress run: --metric key_error (default) per layer, a bar per method\n"
+      "                     (--style lines: a line per method)\n"
       "  heatmap            one analyze run: --matrix key.cka (default), value.cka, key.token_cosine, ...\n"
       "  eigen-rank         one analyze run: rank fraction per energy level vs group size (xKV Fig. 2)\n"
       "  spectra            one analyze run: energy kept vs rank / columns per group size, K and V;\n"
@@ -33,6 +34,7 @@ void add_plot(CLI::App& app, Action& action) {
   cmd->add_option("--run", req->runs, "Run(s): id, uuid prefix or latest (default: latest of the kind)");
   cmd->add_option("--metric", req->metric, "Metric to plot (default per kind)");
   cmd->add_option("--matrix", req->matrix, "Matrix of an analyze run (heatmap)")->capture_default_str();
+  cmd->add_option("--style", req->style, "layer-error: bars (default) or lines")->check(CLI::IsMember({"bars", "lines"}));
   cmd->add_option("--method", req->method, "needle: the method to draw (a spec or baseline; default: the only one)");
   cmd->add_option("--size", req->size, "single or double column")->check(CLI::IsMember({"single", "double"}))
       ->capture_default_str();

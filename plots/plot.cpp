@@ -160,9 +160,13 @@ std::string ratio_figure(const results::Store& store, const PlotRequest& r, resu
   return s + series_plot(series, dat_name, dat);
 }
 
+// Per-layer error: clustered bars (a cluster per layer, a bar per method, each with its own fill
+// pattern so that it prints in greyscale), or a line per method with `style` lines.
 std::string layer_figure(const results::Store& store, const PlotRequest& r, std::string& dat, const std::string& dat_name) {
   const auto run = runs_of(store, r, results::RunKind::compress).front();
   const std::string metric = r.metric.empty() ? "key_error" : r.metric;
+  const std::string style = r.style.empty() ? "bars" : r.style;
+  if (style != "bars" && style != "lines") fail("plot layer-error: --style '{}': expected bars or lines", style);
   std::map<std::string, Series> by_method;
   for (const auto& m : store.metrics(run.id))
     if (m.scope == Scope::layer && m.name == metric) by_method[m.method].points.emplace_back(m.layer, m.value);
@@ -173,7 +177,32 @@ std::string layer_figure(const results::Store& store, const PlotRequest& r, std:
     std::sort(s.points.begin(), s.points.end());
     series.push_back(s);
   }
-  return fmt::format("set xlabel 'layer'\nset ylabel {} noenhanced\nset key outside right\n", gp_string(metric)) + series_plot(series, dat_name, dat);
+  const std::string labels = fmt::format("set xlabel 'layer'\nset ylabel {} noenhanced\nset key outside right\n", gp_string(metric));
+  if (style == "lines") return labels + series_plot(series, dat_name, dat);
+  // One row per layer: the layer, then each method's value (NaN where a method lacks the layer).
+  std::set<int> layers;
+  for (const auto& s : series)
+    for (const auto& [x, y] : s.points) layers.insert(static_cast<int>(x));
+  dat += "# layer";
+  for (const auto& s : series) dat += " | " + s.name;
+  dat += "\n";
+  for (const int layer : layers) {
+    dat += std::to_string(layer);
+    for (const auto& s : series) {
+      const auto it = std::find_if(s.points.begin(), s.points.end(), [&](const auto& p) { return p.first == layer; });
+      dat += it == s.points.end() ? " NaN" : fmt::format(" {:.9g}", it->second);
+    }
+    dat += "\n";
+  }
+  // Label every layer up to 16, else every 4th, so 32- and 80-layer models stay legible.
+  const int every = layers.size() > 16 ? 4 : 1;
+  std::string cmd = "plot ";
+  for (std::size_t i = 0; i < series.size(); ++i)
+    cmd += fmt::format("{}{} using {}{} ls {} fs pattern {} border lc rgb '#000000' title {}", i ? ", \\\n     " : "",
+                       gp_string(dat_name), i + 2, i ? "" : fmt::format(":xtic(int($1) % {} == 0 ? stringcolumn(1) : '')", every),
+                       i % 8 + 1, i % 8, gp_string(series[i].name));
+  return labels + "set style data histograms\nset style histogram clustered gap 1\nset boxwidth 0.9 relative\n"
+                  "set grid noxtics\nset yrange [0:*]\n" + cmd + "\n";
 }
 
 std::string heatmap_figure(const results::Store& store, const PlotRequest& r, std::string& dat, const std::string& dat_name) {

@@ -20,7 +20,8 @@ struct PlotRequest {
   //                  both ratio and `metric` — quality vs bytes across families
   // accuracy-vs-ratio eval runs: y = `metric` (default accuracy, else agreement), with the
   //                  uncompressed baseline as a horizontal line
-  // layer-error      one compress run: `metric` (default key_error) per layer, a line per method
+  // layer-error      one compress run: `metric` (default key_error) per layer, clustered bars (a
+  //                  bar per method) or, with `style` lines, a line per method
   // heatmap          one analyze run: matrix `matrix` (default key.cka) of layer × layer
   // eigen-rank       one analyze run: rank fraction for each energy level vs group size, K and V
   // spectra          one analyze run: energy kept vs rank fraction (`metric` cumulative, the
@@ -34,6 +35,7 @@ struct PlotRequest {
   std::vector<std::string> runs = {"latest"};  // run references (id, uuid prefix, latest)
   std::string metric;                          // "" = the kind's default
   std::string matrix = "key.cka";
+  std::string style;                           // layer-error: bars (default) | lines
   std::string method;                          // needle: the method ("baseline" or a spec; "" = the only one)
   std::string size = "single";                 // single | double (column)
   std::string title;                           // "" = none (papers caption their figures)

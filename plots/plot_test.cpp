@@ -137,6 +137,13 @@ TEST_F(Plots, DataFilesHoldTheStoredValues) {
   EXPECT_THAT(read(dir_ / "p.dat"), HasSubstr("# Pareto frontier\n2 0.03125\n4 0.0625\n8 0.125\n"));
   plot(*store_, request("accuracy-vs-ratio", "2", "a.pdf"));
   EXPECT_THAT(read(dir_ / "a.gp"), HasSubstr("first 0.9"));  // the baseline line
+  // layer-error: a row per layer, a column per method (std::map order: rk=16, rk=32, rk=8).
+  plot(*store_, request("layer-error", "1", "l.pdf"));
+  EXPECT_THAT(read(dir_ / "l.dat"), HasSubstr("\n0 0.0625 0.03125 0.125\n1 0.1625 0.13125 0.225\n"));
+  auto lines = request("layer-error", "1", "ll.pdf");
+  lines.style = "lines";
+  plot(*store_, lines);
+  EXPECT_THAT(read(dir_ / "ll.dat"), HasSubstr("# svd:rk=8\n0 0.125\n1 0.225\n2 0.325\n3 0.425\n"));
   plot(*store_, request("heatmap", "3", "h.pdf"));
   EXPECT_EQ(read(dir_ / "h.dat"), "1 0.8 0.5 \n0.8 1 0.7 \n0.5 0.7 1 \n");
 }
