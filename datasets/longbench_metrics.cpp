@@ -277,7 +277,7 @@ double longbench_score(std::string_view dataset, std::string_view prediction, co
   if (d.first_line_only) pred = py::split_on(py::lstrip_chars(pred, '\n'), "\n").front();
   const std::string_view metric = d.metric;
   if ((metric == "qa_f1_zh_score" || metric == "rouge_zh_score") && (segment == nullptr || !*segment)) {
-    fail("longbench:{}: its metric {} needs a Chinese segmenter (jieba), which kvlab does not have", d.name, metric);
+    fail("longbench:{}: its metric {} needs a Chinese segmenter (datasets::jieba_segmenter()); none given", d.name, metric);
   }
   double best = 0.0;
   for (const auto& gt : answers) {

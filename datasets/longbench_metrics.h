@@ -12,7 +12,8 @@
 //   code_sim      fuzzywuzzy fuzz.ratio / 100 with the python-Levenshtein backend: equal strings →
 //                 1, an empty one → 0, else round(100 · 2·LCS / (len1 + len2)) / 100 in code points,
 //                 rounded half to even (the pure-Python difflib fallback can give slightly lower values).
-//   *_zh          need jieba's segmentation, which kvlab does not have: pass a Segmenter or get a
+//   *_zh          need jieba's segmentation: pass a Segmenter (datasets/jieba.h: jieba_segmenter(),
+//                 jieba 0.42.1's algorithm on Debian python3-jieba's dictionary) or get a
 //                 kvlab::Error naming the dataset.
 #pragma once
 

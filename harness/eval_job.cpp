@@ -9,6 +9,7 @@
 #include "compressors/spec.h"
 #include "datasets/longbench.h"
 #include "datasets/ruler.h"
+#include "datasets/jieba.h"
 #include "datasets/task_metrics.h"
 #include "core/atomic_file.h"
 #include "core/content_hash.h"
@@ -126,7 +127,8 @@ std::vector<datasets::TaskSample> longbench_samples(const EvalRequest& r, const 
 EvalOutcome run_eval(const EvalRequest& r) {
   if (int(!r.prompts.empty()) + int(!r.task.empty()) + int(!r.longbench.empty()) != 1)
     fail("give exactly one of --prompts FILE.jsonl, --task ruler:NAME and --longbench FILE.jsonl");
-  const datasets::ScoreOptions scoring{datasets::parse_scoring_variant(r.scoring), {}};
+  // jieba's files are read on the first Chinese score (LongBench's *_zh datasets), checked below.
+  const datasets::ScoreOptions scoring{datasets::parse_scoring_variant(r.scoring), datasets::jieba_segmenter()};
   if (r.question != "in-context" && r.question != "after-compression")
     fail("--question '{}': expected in-context or after-compression", r.question);
   if (r.max_new_tokens < 0) fail("--max-new-tokens {} must be ≥ 0", r.max_new_tokens);
@@ -151,6 +153,7 @@ EvalOutcome run_eval(const EvalRequest& r) {
   if (!r.task.empty() || !r.longbench.empty()) {
     tasks = r.task.empty() ? longbench_samples(r, *tokenizer) : task_samples(r, *tokenizer, chat);
     if (tasks.empty()) fail("{}: no samples", r.longbench.string());
+    if (tasks.front().language == "zh") datasets::default_jieba();  // a missing jieba fails now, not after decoding
     for (const auto& t : tasks)
       prompts.push_back({.id = t.id, .context = t.context, .question = t.question, .answer_prefix = t.answer_prefix,
                          .answers = t.answers});

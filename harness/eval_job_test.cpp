@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "datasets/jieba.h"
 #include "datasets/longbench.h"
 #include "datasets/longbench_metrics.h"
 #include "datasets/word_lists.h"
@@ -165,6 +166,37 @@ TEST_F(EvalJob, LongBenchFileIsScoredWithEachDatasetsMetric) {
                                                       records[i].answers, records[i].all_classes.value_or(std::vector<std::string>{}));
     EXPECT_DOUBLE_EQ(s["baseline"]["score"].get<double>(), expected) << records[i].dataset;
   }
+}
+
+// LongBench's Chinese datasets score with jieba's segmentation: the recorded score is the dataset's
+// metric with the jieba segmenter, and a missing jieba fails before any decoding or output.
+TEST_F(EvalJob, ChineseLongBenchScoresWithJieba) {
+  if (!fs::exists(datasets::default_jieba_dir() / "dict.txt")) GTEST_SKIP() << "python3-jieba is not installed";
+  std::ofstream(dir_ / "zh.jsonl")
+      << R"({"input": "文章提到了哪条河？", "context": "马洛渡口是一个位于雷恩河畔的集镇。", "answers": ["雷恩河"], "length": 17, "dataset": "multifieldqa_zh", "language": "zh", "all_classes": null, "_id": "zh-0"})" "\n";
+  auto r = request();
+  r.prompts.clear();
+  r.longbench = dir_ / "zh.jsonl";
+  r.chat_template = "none";
+  r.max_new_tokens = 4;
+  r.methods = {"full"};
+  // First, before this process loads jieba (the default segmenter is loaded once and kept).
+  ::setenv("KVLAB_JIEBA_DIR", (dir_ / "no-jieba").c_str(), 1);
+  try {
+    run_eval(r);
+    ADD_FAILURE() << "ran without jieba";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("python3-jieba"));
+  }
+  ::unsetenv("KVLAB_JIEBA_DIR");
+  EXPECT_FALSE(fs::exists(dir_ / "out" / "eval.json"));
+  run_eval(r);
+  const auto s = report()["samples"][0];
+  const auto segment = datasets::jieba_segmenter();
+  EXPECT_DOUBLE_EQ(s["baseline"]["score"].get<double>(),
+                   datasets::qa_f1_zh_score(s["baseline"]["text"].get<std::string>(), "雷恩河", segment));
+  // The reference scores itself 1 with the same scorer (F1 of identical token bags).
+  EXPECT_DOUBLE_EQ(datasets::longbench_score("multifieldqa_zh", "雷恩河", {"雷恩河"}, {}, &segment), 1.0);
 }
 
 TEST_F(EvalJob, BadSpecFailsBeforeAnythingIsWritten) {
