@@ -16,7 +16,10 @@ void add_eval(CLI::App& app, Action& action) {
   cmd->footer(
       "For every prompt kvlab prefills with exact attention, compresses the cache at the end of the\n"
       "prefill with each --method (the same chains `kvlab compress` scores), then decodes greedily;\n"
-      "generated tokens are cached uncompressed, as the papers do. The uncompressed baseline always\n"
+      "generated tokens are cached uncompressed, as the papers do (--recompress-every N compresses\n"
+      "them too: every N tokens the chain runs again on the exact cache of everything so far, the way\n"
+      "KIVI quantizes decode tokens and continuous eviction keeps a budget; bytes and ratios then\n"
+      "cover the context and the baseline's answer). The uncompressed baseline always\n"
       "runs alongside. --question in-context compresses the question with the context (the first\n"
       "token then comes from the exact prefill, as in SnapKV); after-compression compresses the\n"
       "context alone and decodes the question from the compressed cache (question-agnostic, as\n"
@@ -61,6 +64,10 @@ void add_eval(CLI::App& app, Action& action) {
       ->required();
   cmd->add_option("--question", req->question, "in-context or after-compression")
       ->check(CLI::IsMember({"in-context", "after-compression"}))->capture_default_str();
+  cmd->add_option("--recompress-every", req->recompress_every,
+                  "Compress generated tokens too: run the chain again every N generated tokens (0: never)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   cmd->add_option("--max-new-tokens", req->max_new_tokens,
                   "Greedy tokens generated per prompt (0: the task's default, else 32)")->capture_default_str();
   cmd->add_option("--query-window", req->query_window, "Observation window (last W prompt tokens) given to compressors")

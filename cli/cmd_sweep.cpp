@@ -71,6 +71,12 @@ void run_cell(const results::SweepCell& cell, const fs::path& out, const fs::pat
   req.question = option(cell, "question", req.question);
   req.max_new_tokens = int_option(cell, "max_new_tokens", req.max_new_tokens);
   req.query_window = int_option(cell, "query_window", req.query_window);
+  req.recompress_every = int_option(cell, "recompress_every", req.recompress_every);
+  if (const auto depth = option(cell, "depth", ""); !depth.empty()) try {
+      req.depth_percent = std::stod(depth);
+    } catch (const std::exception&) {
+      fail("sweep cell {}: option depth = '{}' is not a number", cell.id, depth);
+    }
   req.chat_template = option(cell, "chat_template", req.chat_template);
   req.device = option(cell, "device", req.device);
   req.model_dtype = option(cell, "model_dtype", req.model_dtype);

@@ -29,9 +29,29 @@ ContextCapture::ContextCapture(int num_layers, int query_window, bool attn_in)
 LayerObserver ContextCapture::observer() {
   return [this](const LayerTap& tap) {
     const std::int64_t S = tap.query.size(0), w = std::min<std::int64_t>(window_, S);
-    queries_.at(tap.layer) = tap.query.narrow(0, S - w, w).to(at::kCPU, at::kFloat).contiguous();
-    if (attn_in_) attn_in_rows_.at(tap.layer) = tap.attn_in.to(at::kCPU, at::kFloat).contiguous();
+    at::Tensor& window = queries_.at(tap.layer);
+    const auto latest = tap.query.narrow(0, S - w, w).to(at::kCPU, at::kFloat);
+    window = window.defined() ? at::cat({window, latest}) : latest;
+    window = window.narrow(0, window.size(0) - std::min<std::int64_t>(window_, window.size(0)),
+                           std::min<std::int64_t>(window_, window.size(0))).contiguous();
+    if (attn_in_) {
+      at::Tensor& rows = attn_in_rows_.at(tap.layer);
+      const auto more = tap.attn_in.to(at::kCPU, at::kFloat);
+      rows = rows.defined() ? at::cat({rows, more}) : more.contiguous();
+    }
   };
+}
+
+void ExactKv::catch_up(const KvCache& cache) {
+  const std::int64_t n = cache.length() - length_;
+  if (n < 0) fail("exact KV copy: the cache shrank from {} to {} tokens", length_, cache.length());
+  if (keys_.empty()) keys_.resize(cache.num_layers()), values_.resize(cache.num_layers());
+  for (int l = 0; l < cache.num_layers(); ++l) {
+    const auto k = cache.key(l).narrow(1, length_, n), v = cache.value(l).narrow(1, length_, n);
+    keys_[l] = keys_[l].defined() ? at::cat({keys_[l], k}, 1) : k.clone();
+    values_[l] = values_[l].defined() ? at::cat({values_[l], v}, 1) : v.clone();
+  }
+  length_ = cache.length();
 }
 
 const at::Tensor& ContextCapture::queries(int layer) const { return queries_.at(layer); }
@@ -39,8 +59,10 @@ const at::Tensor& ContextCapture::attn_in(int layer) const { return attn_in_rows
 
 CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, const ModelConfig& config,
                                  const compressors::ChainSpec& chain, const core::Checkpoint* checkpoint,
-                                 linalg::Backend& backend) {
+                                 linalg::Backend& backend, const ExactKv* exact) {
   const int L = config.num_layers;
+  if (exact && exact->length() != cache.length())
+    fail("compress: the exact copy holds {} tokens, the cache {} (catch_up first)", exact->length(), cache.length());
   compressors::CacheShape shape;
   shape.layers = L;
   shape.kv_heads = config.num_kv_heads;
@@ -50,8 +72,8 @@ CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, 
   std::vector<core::FloatTensor> keys, values, queries, attn_in;
   for (int l = 0; l < L; ++l) {
     if (!capture.queries(l).defined()) fail("compress: layer {} has no captured queries (run the prefill observer)", l);
-    keys.push_back(to_float_tensor(cache.key(l).transpose(0, 1)));    // [T, H_kv, D]
-    values.push_back(to_float_tensor(cache.value(l).transpose(0, 1)));
+    keys.push_back(to_float_tensor((exact ? exact->key(l) : cache.key(l)).transpose(0, 1)));  // [T, H_kv, D]
+    values.push_back(to_float_tensor((exact ? exact->value(l) : cache.value(l)).transpose(0, 1)));
     queries.push_back(to_float_tensor(capture.queries(l)));
     if (capture.attn_in(l).defined()) attn_in.push_back(to_float_tensor(capture.attn_in(l)));
   }

@@ -18,13 +18,14 @@
 
 namespace kvlab::harness {
 
-// Collects, during the context prefill, what compressors need besides the cache: each layer's
-// last-W pre-RoPE queries (the observation window of SnapKV/H2O and the attention scorer) and,
-// when asked, the normalized attention input (CommonKV). Host f32.
+// Collects what compressors need besides the cache: each layer's last-W pre-RoPE queries (the
+// observation window of SnapKV/H2O and the attention scorer) and, when asked, the normalized
+// attention input of every token (CommonKV). Host f32. The window rolls: observing decode steps
+// too (GenerateOptions::decode_observer) keeps it the last W tokens the cache holds.
 class ContextCapture {
  public:
   ContextCapture(int num_layers, int query_window, bool attn_in);
-  LayerObserver observer();                   // pass as generate_greedy's prefill_observer
+  LayerObserver observer();                   // pass as generate_greedy's prefill (and decode) observer
   const at::Tensor& queries(int layer) const;  // [W, H_q, D]
   const at::Tensor& attn_in(int layer) const;  // [T, d_model] or undefined
   int query_window() const { return window_; }
@@ -41,10 +42,28 @@ struct CompressionResult {
   double ratio() const { return bytes > 0 ? static_cast<double>(dense_bytes) / static_cast<double>(bytes) : 0.0; }
 };
 
-// Compresses the first `context_tokens` tokens of `cache` (all of it: the hook runs right after
-// the context prefill) with `chain` and writes the reconstruction back.
+// The exact K/V of every token a cache has held, for compressing again during decoding: the
+// chain then always sees exact tokens, never its own earlier reconstruction, so a streaming
+// method's state is a function of the exact prefix (KIVI's blocks quantize as they would have
+// when they filled; eviction re-scores every token it has seen).
+class ExactKv {
+ public:
+  // Copies the cache's tokens this copy does not hold yet — all of them the first time. Call it
+  // right before compressing: tokens appended since the last compression are still exact.
+  void catch_up(const KvCache& cache);
+  std::int64_t length() const { return length_; }
+  const at::Tensor& key(int layer) const { return keys_.at(layer); }      // [H_kv, S, D] pre-RoPE
+  const at::Tensor& value(int layer) const { return values_.at(layer); }  // [H_kv, S, D]
+
+ private:
+  std::vector<at::Tensor> keys_, values_;
+  std::int64_t length_ = 0;
+};
+
+// Compresses every token of `cache` with `chain` and writes the reconstruction back. The tokens
+// compressed are the cache's own, or `exact`'s when given (same length: catch_up first).
 CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, const ModelConfig& config,
                                  const compressors::ChainSpec& chain, const core::Checkpoint* checkpoint,
-                                 linalg::Backend& backend);
+                                 linalg::Backend& backend, const ExactKv* exact = nullptr);
 
 }  // namespace kvlab::harness

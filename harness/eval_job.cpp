@@ -133,6 +133,7 @@ EvalOutcome run_eval(const EvalRequest& r) {
     fail("--question '{}': expected in-context or after-compression", r.question);
   if (r.max_new_tokens < 0) fail("--max-new-tokens {} must be ≥ 0", r.max_new_tokens);
   if (r.query_window <= 0) fail("--query-window {} must be positive", r.query_window);
+  if (r.recompress_every < 0) fail("--recompress-every {} must be ≥ 0", r.recompress_every);
   // Input errors surface before the model loads: specs, prompts, config, tokenizer.
   std::vector<MethodRun> runs;
   for (const auto& m : r.methods)
@@ -209,16 +210,26 @@ EvalOutcome run_eval(const EvalRequest& r) {
       // Teacher-forced on the baseline's answer: the KL per step, and where the method's own
       // argmax first departs. Up to there its free greedy decode is the baseline's; only
       // beyond it does the free decode need running.
+      // With --recompress-every N the chain runs again every N generated tokens, on the exact
+      // copy of everything cached so far, with the query window rolled forward.
       const auto decode = [&](std::span<const std::int32_t> forced, int max_new) {
         ContextCapture capture(config.num_layers, r.query_window, needs_attn_in(run.chain));
-        return generate_greedy(
-            model, context, question, max_new,
-            [&](KvCache& cache, std::int64_t) {
-              compression = compress_cache(cache, capture, config, run.chain, &checkpoint, backend);
-            },
-            capture.observer(), forced);
+        ExactKv exact;
+        GenerateOptions options{.hook = [&](KvCache& cache, std::int64_t) {
+                                  if (r.recompress_every > 0) exact.catch_up(cache);
+                                  compression = compress_cache(cache, capture, config, run.chain, &checkpoint, backend,
+                                                               r.recompress_every > 0 ? &exact : nullptr);
+                                },
+                                .rehook_every = r.recompress_every,
+                                .prefill_observer = capture.observer(),
+                                .forced = forced};
+        if (r.recompress_every > 0) options.decode_observer = capture.observer();
+        return generate_greedy(model, context, question, max_new, options);
       };
       const auto forced = decode(base.tokens, max_new);
+      // Bytes of the teacher-forced decode: every method then covers the same tokens (with
+      // --recompress-every, its last compression saw the context and the same answer prefix).
+      const CompressionResult forced_compression = compression;
       const double kl = mean_kl(base.step_logits, forced.step_logits);
       const bool departs = !at::equal(forced.step_logits.argmax(-1),
                                       at::tensor(std::vector<std::int64_t>(base.tokens.begin(), base.tokens.end())));
@@ -230,8 +241,8 @@ EvalOutcome run_eval(const EvalRequest& r) {
       run.agreement += agree;
       run.exact += tokens == base.tokens;
       run.kl += kl;
-      run.bytes += compression.bytes;
-      run.dense_bytes += compression.dense_bytes;
+      run.bytes += forced_compression.bytes;
+      run.dense_bytes += forced_compression.dense_bytes;
       run.seconds += seconds_since(start);
       sample["methods"].push_back({{"spec", run.spec},
                                    {"tokens", tokens},
@@ -239,8 +250,8 @@ EvalOutcome run_eval(const EvalRequest& r) {
                                    {"agreement", agree},
                                    {"exact", tokens == base.tokens},
                                    {"kl", kl},
-                                   {"bytes", compression.bytes},
-                                   {"compression_ratio", compression.ratio()}});
+                                   {"bytes", forced_compression.bytes},
+                                   {"compression_ratio", forced_compression.ratio()}});
       if (!tasks.empty()) sample["methods"].back()["score"] = method_score;
       progress.advance();
     }
@@ -288,7 +299,10 @@ EvalOutcome run_eval(const EvalRequest& r) {
       {"chat_template", std::string(to_string(chat))},
       {"options", {{"prompts", !r.task.empty() ? r.task : !r.longbench.empty() ? r.longbench.string() : r.prompts.string()}, {"question", r.question}, {"max_new_tokens", max_new},
                    {"query_window", r.query_window}, {"max_tokens", r.max_tokens}, {"truncate", r.truncate},
-                   {"generated_tokens_cached", "uncompressed"}}},
+                   {"generated_tokens_cached", r.recompress_every > 0
+                                                   ? fmt::format("recompressed every {} tokens", r.recompress_every)
+                                                   : std::string("uncompressed")},
+                   {"recompress_every", r.recompress_every}}},
       {"metrics", {{"agreement", "share of the baseline's greedy tokens reproduced, position by position"},
                    {"exact_match", "share of samples whose greedy output equals the baseline's"},
                    {"kl", "mean over the baseline's answer steps of KL(p_baseline || p_method), nats, teacher-forced"}}},

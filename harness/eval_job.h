@@ -39,6 +39,10 @@ struct EvalRequest : ModelRunRequest {
   // from the compressed cache (question-agnostic, as kvpress and prefix caching need).
   std::string question = "in-context";
   int max_new_tokens = 0;               // 0: the task's default, or 32 for prompts
+  // 0: generated tokens (and a question fed after compression) are cached exactly, as the papers
+  // do. N > 0: every N generated tokens the chain compresses the exact cache of everything so
+  // far again (streaming compression of decode tokens, as KIVI and continuous eviction do).
+  int recompress_every = 0;
   int query_window = 64;                // observation window handed to the compressors
   std::filesystem::path out;            // directory: eval.json, methods.csv, samples.csv
 };

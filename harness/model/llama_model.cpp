@@ -214,27 +214,28 @@ at::Tensor LlamaModel::forward(const at::Tensor& ids_in, KvCache* cache, const L
 }
 
 Generation generate_greedy(const LlamaModel& model, std::span<const std::int32_t> context,
-                           std::span<const std::int32_t> question, int max_new_tokens, const PrefillHook& hook,
-                           const LayerObserver& prefill_observer, std::span<const std::int32_t> forced) {
+                           std::span<const std::int32_t> question, int max_new_tokens, const GenerateOptions& o) {
   if (context.empty()) fail("generate: empty context");
+  if (o.rehook_every < 0) fail("generate: rehook_every {} must be ≥ 0", o.rehook_every);
   const auto as_tensor = [](std::span<const std::int32_t> ids) {
     return at::tensor(std::vector<std::int64_t>(ids.begin(), ids.end()), at::kLong);
   };
   KvCache cache(model.config().num_layers);
   cache.reserve(static_cast<std::int64_t>(context.size() + question.size()) + std::max(0, max_new_tokens));
-  at::Tensor logits = model.forward(as_tensor(context), &cache, prefill_observer);
-  if (hook) hook(cache, static_cast<std::int64_t>(context.size()));
-  if (!question.empty()) logits = model.forward(as_tensor(question), &cache);
+  at::Tensor logits = model.forward(as_tensor(context), &cache, o.prefill_observer);
+  if (o.hook) o.hook(cache, cache.length());
+  if (!question.empty()) logits = model.forward(as_tensor(question), &cache, o.decode_observer);
   Generation out;
   std::vector<at::Tensor> steps;
   const auto& eos = model.config().eos_token_ids;
-  const int steps_max = forced.empty() ? max_new_tokens : static_cast<int>(forced.size());
+  const int steps_max = o.forced.empty() ? max_new_tokens : static_cast<int>(o.forced.size());
   for (int i = 0; i < steps_max; ++i) {
-    const auto next = forced.empty() ? static_cast<std::int32_t>(logits[0].argmax().item<std::int64_t>()) : forced[i];
+    const auto next = o.forced.empty() ? static_cast<std::int32_t>(logits[0].argmax().item<std::int64_t>()) : o.forced[i];
     out.tokens.push_back(next);
     steps.push_back(logits);
-    if ((forced.empty() && std::find(eos.begin(), eos.end(), next) != eos.end()) || i + 1 == steps_max) break;
-    logits = model.forward(at::tensor({static_cast<std::int64_t>(next)}, at::kLong), &cache);
+    if ((o.forced.empty() && std::find(eos.begin(), eos.end(), next) != eos.end()) || i + 1 == steps_max) break;
+    logits = model.forward(at::tensor({static_cast<std::int64_t>(next)}, at::kLong), &cache, o.decode_observer);
+    if (o.hook && o.rehook_every > 0 && (i + 1) % o.rehook_every == 0) o.hook(cache, cache.length());
   }
   out.step_logits = steps.empty() ? at::empty({0, model.config().vocab_size}) : at::cat(steps, 0).cpu();
   return out;

@@ -84,18 +84,27 @@ class LlamaModel {
 
 // Prefills `context`, calls `hook(cache, context.size())` — the point where a compressor replaces
 // the context's cache — then feeds `question` from that cache and decodes greedily until a token
-// of config.eos_token_ids or max_new_tokens. Generated tokens are cached uncompressed. With an
-// empty question the first token comes from the prefill's logits (computed before the hook).
-// `prefill_observer` sees the context prefill's layers (a compressor's query window comes from
-// there). With `forced` tokens the decode is teacher-forced: those tokens are fed instead of the
-// argmax (eos does not stop it) and step_logits are the distributions they were scored with.
-using PrefillHook = std::function<void(KvCache&, std::int64_t context_tokens)>;
+// of config.eos_token_ids or max_new_tokens. With an empty question the first token comes from
+// the prefill's logits (computed before the hook). With `forced` tokens the decode is
+// teacher-forced: those tokens are fed instead of the argmax (eos does not stop it) and
+// step_logits are the distributions they were scored with.
+using PrefillHook = std::function<void(KvCache&, std::int64_t cached_tokens)>;
+struct GenerateOptions {
+  PrefillHook hook;
+  // 0: the question and generated tokens are cached exactly, as the papers do. N > 0: `hook`
+  // runs again, on the whole cache, after every N generated tokens are cached (streaming
+  // compression of decode tokens: KIVI's quantized blocks, continuous eviction).
+  int rehook_every = 0;
+  LayerObserver prefill_observer;  // sees the context prefill's layers (a compressor's query window)
+  LayerObserver decode_observer;   // sees the question's and every decode step's layers
+  std::span<const std::int32_t> forced;
+};
 struct Generation {
   std::vector<std::int32_t> tokens;  // generated ids (the eos token included when reached)
   at::Tensor step_logits;            // [n_generated, V] f32: the distribution each token was chosen from
 };
 Generation generate_greedy(const LlamaModel& model, std::span<const std::int32_t> context,
-                           std::span<const std::int32_t> question, int max_new_tokens, const PrefillHook& hook = {},
-                           const LayerObserver& prefill_observer = {}, std::span<const std::int32_t> forced = {});
+                           std::span<const std::int32_t> question, int max_new_tokens,
+                           const GenerateOptions& options = {});
 
 }  // namespace kvlab::harness

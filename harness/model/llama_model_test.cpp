@@ -458,22 +458,39 @@ TEST(LlamaModel, KeepMaskAndPrefillHook) {
   ASSERT_EQ(base.tokens.size(), 6u);
   EXPECT_EQ(base.step_logits.size(0), 6);
   // Replacing the cache with itself (and an all-true mask) changes nothing.
-  const auto same = generate_greedy(model, c32, q32, 6, [](KvCache& cache, std::int64_t n) {
+  const auto same = generate_greedy(model, c32, q32, 6, {.hook = [](KvCache& cache, std::int64_t n) {
     EXPECT_EQ(n, 12);
     for (int l = 0; l < cache.num_layers(); ++l)
       cache.replace(l, cache.key(l).clone(), cache.value(l).clone(),
                     at::ones({cache.key(l).size(0), cache.length()}, at::kBool));
-  });
+  }});
   EXPECT_EQ(same.tokens, base.tokens);
   EXPECT_LT(max_diff(same.step_logits, base.step_logits), 1e-4);
   // Keeping only the first two context tokens (sinks) changes the distribution.
-  const auto evicted = generate_greedy(model, c32, q32, 6, [](KvCache& cache, std::int64_t) {
+  const auto evicted = generate_greedy(model, c32, q32, 6, {.hook = [](KvCache& cache, std::int64_t) {
     for (int l = 0; l < cache.num_layers(); ++l) {
       auto keep = at::zeros({cache.key(l).size(0), cache.length()}, at::kBool);
       keep.narrow(1, 0, 2).fill_(true);
       cache.replace(l, cache.key(l), cache.value(l), keep);
     }
-  });
+  }});
+  // Re-hooking every 2 generated tokens: the hook sees the whole cache each time — context 12,
+  // question 3, then 2 more tokens per call (6 tokens generated, 5 fed back) — and the decode
+  // observer sees the question and each fed token, one layer at a time.
+  std::vector<std::int64_t> seen_lengths;
+  std::vector<std::int64_t> observed;  // tokens per decode forward, layer 0
+  const auto rehooked = generate_greedy(model, c32, q32, 6,
+                                        {.hook = [&](KvCache& cache, std::int64_t n) {
+                                           EXPECT_EQ(n, cache.length());
+                                           seen_lengths.push_back(n);
+                                         },
+                                         .rehook_every = 2,
+                                         .decode_observer = [&](const LayerTap& tap) {
+                                           if (tap.layer == 0) observed.push_back(tap.query.size(0));
+                                         }});
+  EXPECT_EQ(seen_lengths, (std::vector<std::int64_t>{12, 17, 19}));
+  EXPECT_EQ(observed, (std::vector<std::int64_t>{3, 1, 1, 1, 1, 1}));
+  EXPECT_EQ(rehooked.tokens, base.tokens) << "a hook that changes nothing changes nothing";
   EXPECT_GT(max_diff(evicted.step_logits.narrow(0, 0, 1), base.step_logits.narrow(0, 0, 1)), 1e-2);
   // Replaced keys are rotated again before the next step: doubling layer 0's keys changes the
   // output, and restoring them gives back the untouched cache's output.
