@@ -1,4 +1,4 @@
-// kvlab results (ls, show, export, baseline, merge, import), kvlab compare and kvlab check:
+// kvlab results (ls, show, export, ruler, baseline, merge, import), kvlab compare and kvlab check:
 // the results store and the regression gate (results/). Thin: parse, call results::, print.
 // compare and check exit 1 when a metric got worse beyond tolerance (DESIGN.md exit codes).
 #include <fmt/format.h>
@@ -19,6 +19,7 @@
 #include "results/compare.h"
 #include "results/import.h"
 #include "results/merge.h"
+#include "results/ruler_summary.h"
 #include "results/snapshot.h"
 #include "results/store.h"
 #include "results/table.h"
@@ -184,6 +185,41 @@ void write_baseline_file(const std::string& db, const std::string& ref, const st
              snapshot.methods.size(), values);
 }
 
+// ---- results ruler ------------------------------------------------------------------------
+
+struct RulerRequest {
+  std::string db = results::kDefaultDatabase;
+  std::vector<std::string> runs;  // empty: every eval run of the store
+  std::string model;
+  double threshold = results::kRulerThreshold;
+  std::string format = "text";
+  std::string tables = "both";
+  std::string out;
+};
+
+void ruler_summary(const RulerRequest& req) {
+  const Store store(req.db, /*must_exist=*/true);
+  const auto format = results::parse_table_format(req.format);
+  const auto tables = results::parse_ruler_tables(req.tables);
+  std::vector<results::Run> runs;
+  if (req.runs.empty()) runs = store.runs(results::RunKind::eval);
+  for (const auto& ref : req.runs) runs.push_back(store.resolve(ref));
+  const auto summary = results::summarize_ruler(store, runs, {req.threshold, req.model});
+  if (summary.methods.empty())  // the notes say why the runs read did not count
+    fail("{}: no RULER eval runs among the {} run(s) read{} (runs of `kvlab eval --task ruler:<task> --length N`; "
+         "`kvlab results ls --kind eval` lists the eval runs)",
+         req.db, runs.size(), summary.skipped.empty() ? "" : fmt::format("; {}", fmt::join(results::ruler_notes(summary), "; ")));
+  const auto text = results::render_ruler(summary, format, tables);
+  if (format == results::TableFormat::csv)  // CSV holds no notes: they go to stderr
+    for (const auto& note : results::ruler_notes(summary)) fmt::print(stderr, "note: {}\n", note);
+  if (req.out.empty()) {
+    fmt::print("{}", text);
+  } else {
+    core::write_file_atomic(req.out, text);
+    fmt::print(stderr, "wrote {}\n", req.out);
+  }
+}
+
 // ---- compare / check ---------------------------------------------------------------------
 
 void compare_runs(const std::string& db, const std::string& a, const std::string& b, const GateOptions& gate) {
@@ -243,7 +279,8 @@ void check_run(const CheckRequest& req) {
 }  // namespace
 
 void add_results(CLI::App& app, Action& action) {
-  auto* cmd = app.add_subcommand("results", "The results store: list, show, export, baseline, merge and import runs");
+  auto* cmd = app.add_subcommand("results",
+                                 "The results store: list, show, export, RULER tables, baseline, merge and import runs");
   cmd->require_subcommand(1);
   cmd->footer(fmt::format(
       "Runs live in one SQLite file (default ./{}, --db to change). Import the reports of\n"
@@ -283,6 +320,46 @@ void add_results(CLI::App& app, Action& action) {
     ex->add_option("--metric", req->metrics, "Columns, in order (repeatable; default: every whole-run metric)");
     ex->add_option("--out", req->out, "Output file (default: stdout)");
     ex->callback([req, &action] { action = [req] { export_runs(*req); }; });
+  }
+  {
+    auto req = std::make_shared<RulerRequest>();
+    auto* ru = cmd->add_subcommand("ruler",
+                                   "RULER's tables: task × length scores, per-length averages, wAvg, effective length");
+    ru->footer(
+        "Reads the eval runs of `kvlab eval --task ruler:<task> --length N` (and of `kvlab sweep run`) and\n"
+        "aggregates them per model and method (\"baseline\" = the uncompressed model). The numbers:\n"
+        "  score        100 × accuracy of one task at one length (the task's metric, e.g. string_match_all),\n"
+        "               printed with 2 decimals like RULER; kept at full precision in CSV and JSON\n"
+        "  Avg (row)    A(L): the unweighted mean of the task scores at length L\n"
+        "  Avg          the mean of A(L) over the lengths\n"
+        "  wAvg inc     sum of w_i × A(L_i), lengths ascending, w_i = i / (1+2+…+n): long contexts weigh most\n"
+        "  wAvg dec     the same with w_i = (n+1-i) / (1+2+…+n): short contexts weigh most\n"
+        "  Eff. length  the largest L such that A(L) and A of every shorter length are > --threshold\n"
+        "               (default 85.6 = Llama-2-7B's 4K score in the RULER paper); '<L' when even the\n"
+        "               shortest fails, '≥L' when every tested length passes (a lower bound)\n"
+        "A length lacking a task other lengths of the method have is marked '*' (its A(L) is over the\n"
+        "tasks present) and that method's Avg, wAvg and effective length are left empty ('–').\n"
+        "When several runs hold the same (model, method, task, length), the newest (created time, then\n"
+        "run id) is used and a note says which. Runs on a prompts file, LongBench runs, fixed-depth\n"
+        "needle runs (--depth) and failed runs are skipped, with a note.\n"
+        "Example: kvlab results ruler --model meta-llama/Llama-3.1-8B-Instruct --format latex --out ruler.tex");
+    add_db_option(ru, req->db);
+    ru->add_option("--run", req->runs,
+                   "Only these runs (ids, 'latest' or uuid prefixes; repeatable; default: every eval run)");
+    ru->add_option("--model", req->model, "Only runs of this model id (as `kvlab results show` prints it)");
+    ru->add_option("--threshold", req->threshold, "Effective-length threshold on A(L), in points (0-100)")
+        ->check(CLI::Range(0.0, 100.0))
+        ->capture_default_str();
+    ru->add_option("--format", req->format, "text, csv, json, markdown or latex")
+        ->check(CLI::IsMember({"csv", "json", "markdown", "md", "latex", "tex", "text"}))
+        ->capture_default_str();
+    ru->add_option("--table", req->tables,
+                   "scores (task × length per method), summary (one row per method, like the RULER paper's main "
+                   "table) or both; with csv, both = the two tables separated by an empty line")
+        ->check(CLI::IsMember({"scores", "summary", "both"}))
+        ->capture_default_str();
+    ru->add_option("--out", req->out, "Output file, written atomically (default: stdout)");
+    ru->callback([req, &action] { action = [req] { ruler_summary(*req); }; });
   }
   {
     auto db = std::make_shared<std::string>(results::kDefaultDatabase);

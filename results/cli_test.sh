@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end checks of `kvlab results|compare|check` on the report fixtures: import is
 # idempotent, export writes booktabs LaTeX, check exits 0 on an unchanged run, 1 on a planted
-# regression (from a baseline run or a baseline file) and 2 on errors, merge is idempotent.
+# regression (from a baseline run or a baseline file) and 2 on errors, merge is idempotent,
+# `results ruler` explains its numbers and (with the model runner) tabulates RULER evals.
 # Usage: cli_test.sh KVLAB
 set -uo pipefail
 FIXTURES=$(cd "$(dirname "$0")/testdata" && pwd)
@@ -74,5 +75,37 @@ first=$(tail -1 out)
 run results merge kvlab-results.sqlite shard.sqlite --out all.sqlite
 check "merging again adds nothing" test "$(tail -1 out)" = "$first"
 check "merge dedups the shared run" grep -q "all.sqlite: 4 runs" out
+
+# RULER tables: the help teaches the numbers; a store without RULER eval runs is an error.
+run results ruler --help
+check "ruler --help defines wAvg" grep -q "wAvg inc" out
+check "ruler --help names the default threshold" grep -q "85.6" out
+run results ruler
+check "ruler without RULER eval runs exits 2 (got $rc)" test "$rc" = 2
+check "ruler says there are no RULER eval runs" grep -q "no RULER eval runs" err
+# With the model runner (KVLAB_HARNESS=ON): RULER evals of a generated checkpoint. The tiny
+# random model scores what it scores; the checks are about the table's shape and notes.
+if "$KVLAB" --help 2>&1 | grep -q make-tiny-model; then
+  "$KVLAB" --quiet make-tiny-model --arch qwen2 --layers 2 --seed 1 --out tiny >/dev/null
+  ruler_eval() {  # ruler_eval TASK LENGTH
+    "$KVLAB" --quiet eval --model tiny --task "ruler:$1" --length "$2" --samples 2 --method full --query-window 4 \
+      --max-new-tokens 4 --out "eval-$1-$2-$RANDOM" --db ruler.sqlite >/dev/null
+  }
+  ruler_eval niah_single_1 512 && ruler_eval niah_multikey_2 512 && ruler_eval niah_single_1 1024 && ruler_eval niah_single_1 512
+  check "ruler evals exit 0" test $? = 0
+  run results ruler --db ruler.sqlite
+  check "ruler exits 0 (got $rc)" test "$rc" = 0
+  check "ruler prints the task columns" grep -q "niah_single_1 *niah_multikey_2 *Avg" out
+  check "ruler prints the summary columns" grep -q "wAvg inc *wAvg dec *Eff. length" out
+  check "ruler flags the length without niah_multikey_2" grep -q "1024 lacks niah_multikey_2" out
+  check "ruler says which run was newest" grep -q "ruler:niah_single_1 at 512 .*: newest run 4 .* used over run(s) 1" out
+  run results ruler --db ruler.sqlite --run 1 --run 2 --format csv --table summary --out ruler.csv
+  check "ruler --out writes the CSV (got $rc)" test "$rc" = 0
+  check "ruler CSV summary header" grep -q "^method,tasks,512,avg,wavg_inc,wavg_dec,effective_length,complete$" ruler.csv
+  check "ruler CSV: one row per method" test "$(grep -c -E '^(baseline|full),2,' ruler.csv)" = 2
+  run results ruler --db ruler.sqlite --model nope
+  check "ruler --model of no run exits 2 (got $rc)" test "$rc" = 2
+  check "ruler --model names the models it has" grep -q "models with RULER runs" err
+fi
 
 finish results
