@@ -81,13 +81,5 @@ void brute_attention(const CacheSource& c, int layer, const FloatTensor& key, co
   }
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 }  // namespace kvlab::compressors::testing

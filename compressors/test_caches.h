@@ -1,6 +1,8 @@
 // Test fixtures shared by the compressor tests: small caches with known structure.
 #pragma once
 
+#include "core/error_of.h"
+
 #include <functional>
 #include <string>
 
@@ -24,7 +26,6 @@ void brute_attention(const CacheSource& c, int layer, const FloatTensor& key, co
                      const std::vector<std::uint8_t>& kept, int w, int h, std::vector<double>& p,
                      std::vector<double>& o);
 
-// The message of the kvlab::Error `f` throws, or "(no error)".
-std::string error_of(const std::function<void()>& f);
+using core::error_of;  // the message of the kvlab::Error `f` throws, or "(no error)"
 
 }  // namespace kvlab::compressors::testing

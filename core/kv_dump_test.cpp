@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/error_of.h"
 #include "core/version.h"
 
 namespace kvlab::core {
@@ -133,20 +134,6 @@ std::vector<float> stored(DType dtype, const std::vector<float>& values) {
   f32_to_16bit(dtype, values, bits);
   bits16_to_f32(dtype, bits, back);
   return back;
-}
-
-// Runs `body` and returns the kvlab::Error message it throws (fails the test otherwise).
-std::string error_of(const std::function<void()>& body) {
-  try {
-    body();
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected kvlab::Error, got: " << e.what();
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a kvlab::Error";
-  return "";
 }
 
 std::vector<std::string> files_in(const fs::path& dir) {

@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/error_of.h"
 #include "datasets/longbench_metrics.h"
 #include "datasets/py_str.h"
 #include "datasets/rng.h"
@@ -28,14 +29,7 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using V = std::vector<std::string>;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
+using core::error_of;
 
 // A scratch directory, removed with everything in it.
 struct TempDir {

@@ -11,6 +11,7 @@
 #include <map>
 
 #include "core/error.h"
+#include "core/error_of.h"
 #include "datasets/longbench_metrics.h"
 #include "datasets/py_str.h"
 #include "datasets/task_metrics.h"
@@ -23,14 +24,7 @@ using V = std::vector<std::string>;
 
 const std::string kTestData = std::string(KVLAB_SOURCE_DIR) + "/datasets/testdata/";
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
+using core::error_of;
 
 std::filesystem::path write_temp(const std::string& name, const std::string& text) {
   const auto path = std::filesystem::temp_directory_path() / fmt::format("kvlab_{}_{}", ::getpid(), name);
