@@ -71,7 +71,8 @@ AnalyzeOutcome run_analyze(const AnalyzeRequest& request) {
                          {"command_line", command_line()},
                          {"kvlab_version", kVersion},
                          {"git_revision", kGitRevision}};
-  record_analysis(request.db, analysis::write_report(out, context, reports), out / "analysis.json", request.device);
+  const auto run = record_analysis(request.db, analysis::write_report(out, context, reports), out / "analysis.json",
+                                   request.device);
 
   std::string summary = fmt::format("dump {} sample {} ({})\n", request.dump.string(), sample, dump.info().model_id);
   summary += analysis::summary_table(reports);
@@ -82,7 +83,7 @@ AnalyzeOutcome run_analyze(const AnalyzeRequest& request) {
           "--precision f64\n",
           core::to_string(r.kind), r.result.min_kept_sigma_ratio);
   summary += fmt::format("wrote {}/analysis.json and CSV tables\n", out.string());
-  return {out, summary};
+  return {out, summary, run};
 }
 
 }  // namespace kvlab::cli

@@ -2,6 +2,7 @@
 // requested kinds, write the report, return the summary.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -27,6 +28,7 @@ struct AnalyzeRequest {
 struct AnalyzeOutcome {
   std::filesystem::path out;
   std::string summary;
+  std::int64_t run = 0;  // its id in the results store (0: not recorded)
 };
 
 AnalyzeOutcome run_analyze(const AnalyzeRequest& request);

@@ -53,28 +53,34 @@ constexpr bool kHarness = false;
 
 // The demo's figures (PNG, with their .gp/.dat) and a Markdown report linking them. Without
 // gnuplot the report says so instead of failing the demo.
-void write_figures(const std::filesystem::path& dir, const std::filesystem::path& db) {
+// The runs the figures draw: the synthetic dump's analysis and compress runs, and the tiny
+// model's eval run (0 without the harness).
+struct DemoRuns {
+  std::int64_t analysis = 0, compress = 0, eval = 0;
+};
+
+void write_figures(const std::filesystem::path& dir, const std::filesystem::path& db, const DemoRuns& runs) {
   const results::Store store(db, true);
   struct Figure {
     const char* kind;
-    const char* run;
+    std::int64_t run;
     const char* file;
     const char* caption;
   };
   std::vector<Figure> figures = {
-      {"heatmap", "1", "key_cka.png", "Linear CKA between the synthetic dump's key layers: adjacent layers align."},
-      {"eigen-rank", "1", "eigen_rank.png", "Rank needed for 90/95/99 % of the energy vs group size (xKV, Fig. 2)."},
-      {"spectra", "1", "spectra.png", "Energy kept vs rank fraction: grouping layers concentrates the energy."},
-      {"error-vs-ratio", "2", "kl_vs_ratio.png", "Attention KL vs compression ratio, one line per method family."}};
-  if (kHarness) figures.push_back({"accuracy-vs-ratio", "4", "agreement_vs_ratio.png",
-                                   "Agreement of greedy decoding with the uncompressed baseline on the tiny Llama."});
+      {"heatmap", runs.analysis, "key_cka.png", "Linear CKA between the synthetic dump's key layers: adjacent layers align."},
+      {"eigen-rank", runs.analysis, "eigen_rank.png", "Rank needed for 90/95/99 % of the energy vs group size (xKV, Fig. 2)."},
+      {"spectra", runs.analysis, "spectra.png", "Energy kept vs rank fraction: grouping layers concentrates the energy."},
+      {"error-vs-ratio", runs.compress, "kl_vs_ratio.png", "Attention KL vs compression ratio, one line per method family."}};
+  if (runs.eval) figures.push_back({"accuracy-vs-ratio", runs.eval, "agreement_vs_ratio.png",
+                                    "Agreement of greedy decoding with the uncompressed baseline on the tiny Llama."});
   std::string report = "# kvlab demo\n\nFigures from the runs in `kvlab-results.sqlite` (`kvlab plot`; each has its gnuplot "
                        "script and data beside it).\n\n";
   try {
     for (const auto& f : figures) {
       plots::PlotRequest r;
       r.kind = f.kind;
-      r.runs = {f.run};
+      r.runs = {std::to_string(f.run)};
       r.out = dir / "figures" / f.file;
       plots::plot(store, r);
       report += fmt::format("![{0}](figures/{1})\n\n*{0}*\n\n", f.caption, f.file);
@@ -110,13 +116,16 @@ void add_demo(CLI::App& app, Action& action) {
                  config.tokens, config.kv_heads, config.head_dim, dump.string());
       datasets::write_synthetic_dump(config, dump);
       const auto db = *dir / "kvlab-results.sqlite";  // every run of the demo lands in one store
-      for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(db.string() + suffix);  // fresh: runs 1, 2, …
+      for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(db.string() + suffix);  // this demo's runs only
+      DemoRuns runs;
       AnalyzeRequest request;
       request.db = db;
       request.dump = dump;
       request.out = *dir / "analysis";
       fmt::print("2/{} cross-layer analysis (keys and values) → {}\n\n", steps, request.out.string());
-      fmt::print("{}\n", run_analyze(request).summary);
+      const auto analysis = run_analyze(request);
+      runs.analysis = analysis.run;
+      fmt::print("{}\n", analysis.summary);
       // Compressors at comparable budgets (≈ 5–6× for the low-rank, quantized and evicted ones), and
       // a chain: the comparison a KV-compression paper's first table makes.
       CompressRequest compress;
@@ -127,7 +136,9 @@ void add_demo(CLI::App& app, Action& action) {
                           "kivi:bits=2,group=32",    "streamingllm:keep=0.2",       "snapkv:keep=0.2",
                           "snapkv:keep=0.5+kivi:bits=4"};
       fmt::print("3/{} compressors scored on the dump → {}\n\n", steps, compress.out.string());
-      fmt::print("{}", run_compress(compress).summary);
+      const auto scored = run_compress(compress);
+      runs.compress = scored.run;
+      fmt::print("{}", scored.summary);
 #ifdef KVLAB_HAVE_HARNESS
       // The same pipeline from a model: a tiny random Llama checkpoint (adjacent layers made
       // alike), its KV cache dumped by the libtorch harness, then scored like any dump.
@@ -169,9 +180,9 @@ void add_demo(CLI::App& app, Action& action) {
       fmt::print("\n  decoding from the compressed caches (greedy, vs the uncompressed baseline) → {}\n", eval.out.string());
       const auto outcome = harness::run_eval(eval);
       fmt::print("{}", outcome.summary);
-      record_eval(db, outcome.report);
+      runs.eval = record_eval(db, outcome.report);
 #endif
-      write_figures(*dir, db);
+      write_figures(*dir, db, runs);
       fmt::print("\nEvery run above is recorded in {0}: try `kvlab results ls --db {0}`,\n"
                  "`kvlab results export latest --db {0} --format latex` or `kvlab compare A B --db {0}`.\n",
                  db.string());

@@ -127,8 +127,8 @@ CompressOutcome run_compress(const CompressRequest& req) {
   core::write_file_atomic(out / "compress.json", doc.dump(1) + "\n");
   core::write_file_atomic(out / "methods.csv", methods_csv);
   core::write_file_atomic(out / "layers.csv", layers_csv);
-  record_compress(req.db, doc, out / "compress.json", req.device);
-  return {out, summary_table(rows), std::move(doc)};
+  const auto run = record_compress(req.db, doc, out / "compress.json", req.device);
+  return {out, summary_table(rows), std::move(doc), run};
 }
 
 }  // namespace kvlab::cli

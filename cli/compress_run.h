@@ -2,6 +2,7 @@
 // sweeps) on one sample of a dump, write DIR/compress.json, methods.csv and layers.csv.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -24,6 +25,7 @@ struct CompressOutcome {
   std::filesystem::path out;
   std::string summary;  // a table: one line per concrete spec
   nlohmann::json report;  // what was written to compress.json
+  std::int64_t run = 0;   // its id in the results store (0: not recorded)
 };
 
 CompressOutcome run_compress(const CompressRequest& request);

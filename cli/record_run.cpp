@@ -24,24 +24,24 @@ results::RunInfo live(results::RunInfo info, results::RunKind kind, const std::s
 
 }  // namespace
 
-void record_compress(const std::filesystem::path& db, const nlohmann::json& report, const std::filesystem::path& origin,
-                     const std::string& device, const std::string& uuid) {
-  if (db.empty()) return;
+std::int64_t record_compress(const std::filesystem::path& db, const nlohmann::json& report, const std::filesystem::path& origin,
+                             const std::string& device, const std::string& uuid) {
+  if (db.empty()) return 0;
   results::Store store(db);
-  store.write_run(live(results::compress_run_info(report), results::RunKind::compress, device, uuid),
-                  [&](results::RunWriter& w) { results::add_compress_report(w, report, origin.string()); });
+  return store.write_run(live(results::compress_run_info(report), results::RunKind::compress, device, uuid),
+                         [&](results::RunWriter& w) { results::add_compress_report(w, report, origin.string()); });
 }
 
-void record_analysis(const std::filesystem::path& db, const nlohmann::json& report, const std::filesystem::path& origin,
-                     const std::string& device, const std::string& uuid) {
-  if (db.empty()) return;
+std::int64_t record_analysis(const std::filesystem::path& db, const nlohmann::json& report, const std::filesystem::path& origin,
+                             const std::string& device, const std::string& uuid) {
+  if (db.empty()) return 0;
   results::Store store(db);
-  store.write_run(live(results::analysis_run_info(report), results::RunKind::analyze, device, uuid),
-                  [&](results::RunWriter& w) { results::add_analysis_report(w, report, origin.string()); });
+  return store.write_run(live(results::analysis_run_info(report), results::RunKind::analyze, device, uuid),
+                         [&](results::RunWriter& w) { results::add_analysis_report(w, report, origin.string()); });
 }
 
-void record_eval(const std::filesystem::path& db, const nlohmann::json& report, const std::string& uuid) {
-  if (db.empty()) return;
+std::int64_t record_eval(const std::filesystem::path& db, const nlohmann::json& report, const std::string& uuid) {
+  if (db.empty()) return 0;
   results::RunInfo info;
   info.model = report["model"]["id"].get<std::string>();
   info.model_hash = report["model"].value("hash", "");
@@ -51,7 +51,7 @@ void record_eval(const std::filesystem::path& db, const nlohmann::json& report, 
   info = live(std::move(info), results::RunKind::eval, report["model"]["device"].get<std::string>(), uuid);
   results::Store store(db);
   const std::string task = report["options"]["prompts"].get<std::string>();
-  store.write_run(info, [&](results::RunWriter& w) {
+  return store.write_run(info, [&](results::RunWriter& w) {
     for (const auto& m : report["methods"])
       for (const char* name : {"agreement", "exact_match", "compression_ratio", "bytes", "seconds"})
         w.add_metric(m["spec"].get<std::string>(), name, m[name].get<double>());
