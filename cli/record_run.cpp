@@ -53,8 +53,11 @@ std::int64_t record_eval(const std::filesystem::path& db, const nlohmann::json& 
   const std::string task = report["options"]["prompts"].get<std::string>();
   return store.write_run(info, [&](results::RunWriter& w) {
     for (const auto& m : report["methods"])
-      for (const char* name : {"agreement", "exact_match", "compression_ratio", "bytes", "seconds"})
-        w.add_metric(m["spec"].get<std::string>(), name, m[name].get<double>());
+      for (const char* name : {"agreement", "exact_match", "compression_ratio", "bytes", "seconds", "compress_seconds"})
+        if (m.contains(name)) w.add_metric(m["spec"].get<std::string>(), name, m[name].get<double>());
+    if (report.contains("timing") && !report["samples"].empty())  // per prompt, shared by every method
+      w.add_metric("baseline", "prefill_seconds",
+                   report["timing"]["prefill_seconds"].get<double>() / static_cast<double>(report["samples"].size()));
     if (report.contains("task") && report["task"].is_object()) {  // task accuracy, the baseline's too
       w.add_metric("baseline", "accuracy", report["task"]["baseline_accuracy"].get<double>());
       for (const auto& m : report["methods"]) w.add_metric(m["spec"].get<std::string>(), "accuracy", m["accuracy"].get<double>());

@@ -63,7 +63,7 @@ bool needs_attn_in(const compressors::ChainSpec& chain) {
 struct MethodRun {
   std::string spec;  // canonical
   compressors::ChainSpec chain;
-  double agreement = 0, exact = 0, kl = 0, accuracy = 0, seconds = 0;
+  double agreement = 0, exact = 0, kl = 0, accuracy = 0, seconds = 0, compress_seconds = 0;
   std::int64_t bytes = 0, dense_bytes = 0;
 };
 
@@ -179,7 +179,9 @@ EvalOutcome run_eval(const EvalRequest& r) {
   auto& backend = linalg::cpu_backend();
 
   json samples = json::array();
-  double baseline_accuracy = 0;
+  double baseline_accuracy = 0, total_prefill_seconds = 0;
+  bool any_needs_attn_in = false;
+  for (const auto& run : runs) any_needs_attn_in |= needs_attn_in(run.chain);
   core::Progress progress("eval", static_cast<std::int64_t>(prompts.size() * (1 + runs.size())));
   const bool in_context = r.question == "in-context";
   for (std::size_t i = 0; i < prompts.size(); ++i) {
@@ -187,7 +189,14 @@ EvalOutcome run_eval(const EvalRequest& r) {
     const std::span<const std::int32_t> all(t.tokens);
     const auto context = in_context ? all : all.first(t.context_end);
     const auto question = in_context ? std::span<const std::int32_t>() : all.subspan(t.context_end);
-    const auto base = generate_greedy(model, context, question, max_new);
+    // One prefill per prompt: the baseline and every method decode from copies of it, and the
+    // compressors' query window (and CommonKV's layer inputs) are captured from it once.
+    ContextCapture capture(config.num_layers, r.query_window, any_needs_attn_in);
+    const auto prefill_start = std::chrono::steady_clock::now();
+    const Prefill start = prefill(model, context, static_cast<std::int64_t>(t.tokens.size()) + max_new, capture.observer());
+    const double prefill_seconds = seconds_since(prefill_start);
+    total_prefill_seconds += prefill_seconds;
+    const auto base = generate_greedy(model, start, question, max_new);
     const std::string base_text = tokenizer->decode(base.tokens, true);
     const double base_score = score(i, base_text);
     baseline_accuracy += base_score;
@@ -196,6 +205,7 @@ EvalOutcome run_eval(const EvalRequest& r) {
                    {"prompt_tokens", t.tokens.size()},
                    {"context_tokens", t.context_end},
                    {"prompt_hash", token_hash(t.tokens)},
+                   {"prefill_seconds", prefill_seconds},
                    {"baseline", {{"tokens", base.tokens}, {"text", base_text}}},
                    {"methods", json::array()}};
     if (!tasks.empty()) {
@@ -205,31 +215,35 @@ EvalOutcome run_eval(const EvalRequest& r) {
       if (const auto depth = needle_depth_percent(tasks[i])) sample["needle_depth"] = *depth;
     }
     for (auto& run : runs) {
-      const auto start = std::chrono::steady_clock::now();
+      const auto method_start = std::chrono::steady_clock::now();
       CompressionResult compression;
+      double compress_seconds = 0;  // inside the chain (every call of the hook)
       // Teacher-forced on the baseline's answer: the KL per step, and where the method's own
       // argmax first departs. Up to there its free greedy decode is the baseline's; only
       // beyond it does the free decode need running.
       // With --recompress-every N the chain runs again every N generated tokens, on the exact
       // copy of everything cached so far, with the query window rolled forward.
       const auto decode = [&](std::span<const std::int32_t> forced, int max_new) {
-        ContextCapture capture(config.num_layers, r.query_window, needs_attn_in(run.chain));
+        ContextCapture window = capture;  // rolled forward by this decode alone
         ExactKv exact;
+        compress_seconds = 0;
         GenerateOptions options{.hook = [&](KvCache& cache, std::int64_t) {
+                                  const auto t0 = std::chrono::steady_clock::now();
                                   if (r.recompress_every > 0) exact.catch_up(cache);
-                                  compression = compress_cache(cache, capture, config, run.chain, &checkpoint, backend,
+                                  compression = compress_cache(cache, window, config, run.chain, &checkpoint, backend,
                                                                r.recompress_every > 0 ? &exact : nullptr);
+                                  compress_seconds += seconds_since(t0);
                                 },
                                 .rehook_every = r.recompress_every,
-                                .prefill_observer = capture.observer(),
                                 .forced = forced};
-        if (r.recompress_every > 0) options.decode_observer = capture.observer();
-        return generate_greedy(model, context, question, max_new, options);
+        if (r.recompress_every > 0) options.decode_observer = window.observer();
+        return generate_greedy(model, start, question, max_new, options);
       };
       const auto forced = decode(base.tokens, max_new);
-      // Bytes of the teacher-forced decode: every method then covers the same tokens (with
-      // --recompress-every, its last compression saw the context and the same answer prefix).
+      // Bytes and compression time of the teacher-forced decode: every method then covers the
+      // same tokens (with --recompress-every, its last compression saw the same answer prefix).
       const CompressionResult forced_compression = compression;
+      const double forced_compress_seconds = compress_seconds;
       const double kl = mean_kl(base.step_logits, forced.step_logits);
       const bool departs = !at::equal(forced.step_logits.argmax(-1),
                                       at::tensor(std::vector<std::int64_t>(base.tokens.begin(), base.tokens.end())));
@@ -243,7 +257,8 @@ EvalOutcome run_eval(const EvalRequest& r) {
       run.kl += kl;
       run.bytes += forced_compression.bytes;
       run.dense_bytes += forced_compression.dense_bytes;
-      run.seconds += seconds_since(start);
+      run.seconds += seconds_since(method_start);
+      run.compress_seconds += forced_compress_seconds;
       sample["methods"].push_back({{"spec", run.spec},
                                    {"tokens", tokens},
                                    {"text", text},
@@ -251,7 +266,8 @@ EvalOutcome run_eval(const EvalRequest& r) {
                                    {"exact", tokens == base.tokens},
                                    {"kl", kl},
                                    {"bytes", forced_compression.bytes},
-                                   {"compression_ratio", forced_compression.ratio()}});
+                                   {"compression_ratio", forced_compression.ratio()},
+                                   {"compress_seconds", forced_compress_seconds}});
       if (!tasks.empty()) sample["methods"].back()["score"] = method_score;
       progress.advance();
     }
@@ -262,11 +278,11 @@ EvalOutcome run_eval(const EvalRequest& r) {
   json methods = json::array();
   const bool scored = !tasks.empty();
   const auto accuracy_cell = [&](double sum) { return scored ? fmt::format("{:>8.3f}", sum / n) : fmt::format("{:>8}", "-"); };
-  std::string table = fmt::format("{:>8} {:>8} {:>9} {:>7} {:>10}  method (canonical spec)\n", "ratio", "accuracy",
-                                  "agreement", "exact", "KL");
-  table += fmt::format("{:>7.2f}x {} {:>9.3f} {:>7.3f} {:>10.3g}  baseline (uncompressed)\n", 1.0,
-                       accuracy_cell(baseline_accuracy), 1.0, 1.0, 0.0);
-  std::string csv = "method,compression_ratio,bytes,accuracy,agreement,exact_match,kl,seconds\n";
+  std::string table = fmt::format("{:>8} {:>8} {:>9} {:>7} {:>10} {:>11}  method (canonical spec)\n", "ratio", "accuracy",
+                                  "agreement", "exact", "KL", "compress s");
+  table += fmt::format("{:>7.2f}x {} {:>9.3f} {:>7.3f} {:>10.3g} {:>11}  baseline (uncompressed)\n", 1.0,
+                       accuracy_cell(baseline_accuracy), 1.0, 1.0, 0.0, "-");
+  std::string csv = "method,compression_ratio,bytes,accuracy,agreement,exact_match,kl,seconds,compress_seconds\n";
   for (const auto& run : runs) {
     const double ratio = run.bytes ? static_cast<double>(run.dense_bytes) / run.bytes : 0.0;
     methods.push_back({{"spec", run.spec},
@@ -275,13 +291,14 @@ EvalOutcome run_eval(const EvalRequest& r) {
                        {"agreement", run.agreement / n},
                        {"exact_match", run.exact / n},
                        {"kl", run.kl / n},
-                       {"seconds", run.seconds}});
+                       {"seconds", run.seconds},
+                       {"compress_seconds", run.compress_seconds}});
     if (scored) methods.back()["accuracy"] = run.accuracy / n;
-    table += fmt::format("{:>7.2f}x {} {:>9.3f} {:>7.3f} {:>10.3g}  {}\n", ratio, accuracy_cell(run.accuracy),
-                         run.agreement / n, run.exact / n, run.kl / n, run.spec);
-    csv += fmt::format("\"{}\",{},{},{},{},{},{},{:.3f}\n", run.spec, ratio, run.bytes,
+    table += fmt::format("{:>7.2f}x {} {:>9.3f} {:>7.3f} {:>10.3g} {:>11.4f}  {}\n", ratio, accuracy_cell(run.accuracy),
+                         run.agreement / n, run.exact / n, run.kl / n, run.compress_seconds / n, run.spec);
+    csv += fmt::format("\"{}\",{},{},{},{},{},{},{:.3f},{:.4f}\n", run.spec, ratio, run.bytes,
                        scored ? fmt::format("{}", run.accuracy / n) : "", run.agreement / n, run.exact / n, run.kl / n,
-                       run.seconds);
+                       run.seconds, run.compress_seconds);
   }
   std::string samples_csv = "sample,method,score,agreement,exact,kl,compression_ratio\n";
   for (const auto& s : samples)
@@ -311,13 +328,17 @@ EvalOutcome run_eval(const EvalRequest& r) {
                                      {"depth_percent", r.depth_percent ? json(*r.depth_percent) : json(nullptr)}, {"samples", prompts.size()}, {"seed", r.seed},
                                      {"scoring", r.scoring}, {"metric", tasks.front().metric},
                                      {"baseline_accuracy", baseline_accuracy / n}}},
+      {"timing", {{"prefill_seconds", total_prefill_seconds},
+                  {"note", "prefill: once per prompt, shared by the baseline and every method; compress_seconds: "
+                           "time inside the chain during the teacher-forced decode; seconds: a method's decodes"}}},
       {"methods", methods},
       {"samples", samples}};
   std::filesystem::create_directories(r.out);
   core::write_file_atomic(r.out / "samples.csv", samples_csv);
   core::write_file_atomic(r.out / "methods.csv", csv);
   core::write_file_atomic(r.out / "eval.json", report.dump(2) + "\n");  // last: its presence means complete
-  return {table + fmt::format("{} prompt(s), {} new tokens at most, question {}; wrote {}\n", prompts.size(), max_new,
+  return {table + fmt::format("{} prompt(s), prefill {:.3f} s each (shared by every method; compress s is per prompt), "
+                              "{} new tokens at most, question {}; wrote {}\n", prompts.size(), total_prefill_seconds / n, max_new,
                               r.question, r.out.string()),
           report};
 }

@@ -48,6 +48,39 @@ const at::Tensor& KvCache::rotated_key(int l) const { return layer_at(l).rotated
 const at::Tensor& KvCache::value(int l) const { return layer_at(l).value_view; }
 const at::Tensor& KvCache::keep(int l) const { return layer_at(l).keep; }
 
+KvCache KvCache::clone() const {
+  // Only the filled part of each buffer is copied; the reserved tail stays uninitialised.
+  const auto copy_filled = [](const at::Tensor& buffer, std::int64_t dim, std::int64_t length) {
+    at::Tensor out = at::empty_like(buffer);
+    if (length) out.narrow(dim, 0, length).copy_(buffer.narrow(dim, 0, length));
+    return out;
+  };
+  KvCache out(num_layers());
+  out.length_ = length_;
+  out.next_position_ = next_position_;
+  out.reserve_ = reserve_;
+  if (positions_.defined()) {
+    out.positions_ = copy_filled(positions_, 0, length_);
+    out.positions_view_ = out.positions_.narrow(0, 0, length_);
+  }
+  for (int l = 0; l < num_layers(); ++l) {
+    const Layer& from = layers_[l];
+    Layer& to = out.layers_[l];
+    to.length = from.length;
+    to.stale = from.stale;
+    if (from.key.defined()) {
+      to.key = copy_filled(from.key, 1, from.length);
+      to.rotated = copy_filled(from.rotated, 1, from.length);
+      to.value = copy_filled(from.value, 1, from.length);
+      to.key_view = to.key.narrow(1, 0, from.length);
+      to.rotated_view = to.rotated.narrow(1, 0, from.length);
+      to.value_view = to.value.narrow(1, 0, from.length);
+    }
+    if (from.keep.defined()) to.keep = from.keep.clone();
+  }
+  return out;
+}
+
 void KvCache::append(int l, const at::Tensor& key, const at::Tensor& rotated_key, const at::Tensor& value) {
   Layer& layer = layer_at(l);
   const std::int64_t n = key.size(0), end = layer.length + n;

@@ -39,6 +39,11 @@ class KvCache {
   // [H_kv, S] bool: false cells are masked out of attention. Undefined = every cell attended.
   const at::Tensor& keep(int layer) const;
 
+  // A deep copy that decodes independently of this one: same tokens, positions, keep masks and
+  // capacity (so appending the reserved tokens allocates nothing). How one prefill serves every
+  // compressor of an evaluation.
+  KvCache clone() const;
+
   // The compression hook's write path: a layer's new pre-RoPE keys and values, the shape they
   // have now ([H_kv, S, D]; converted to the cache's dtype and device), and optionally a keep mask
   // [H_kv, S] (undefined: all kept). The rotated copy is rebuilt by the model before the layer

@@ -213,18 +213,18 @@ at::Tensor LlamaModel::forward(const at::Tensor& ids_in, KvCache* cache, const L
   return at::matmul(rms_norm(last, norm_, c.rms_norm_eps), lm_head_.t()).to(at::kFloat);
 }
 
-Generation generate_greedy(const LlamaModel& model, std::span<const std::int32_t> context,
-                           std::span<const std::int32_t> question, int max_new_tokens, const GenerateOptions& o) {
-  if (context.empty()) fail("generate: empty context");
+namespace {
+
+at::Tensor ids_tensor(std::span<const std::int32_t> ids) {
+  return at::tensor(std::vector<std::int64_t>(ids.begin(), ids.end()), at::kLong);
+}
+
+// The decode after the prefill, on `cache` (the prefilled context, consumed) and `logits` (after it).
+Generation decode_greedy(const LlamaModel& model, KvCache cache, at::Tensor logits, std::span<const std::int32_t> question,
+                         int max_new_tokens, const GenerateOptions& o) {
   if (o.rehook_every < 0) fail("generate: rehook_every {} must be ≥ 0", o.rehook_every);
-  const auto as_tensor = [](std::span<const std::int32_t> ids) {
-    return at::tensor(std::vector<std::int64_t>(ids.begin(), ids.end()), at::kLong);
-  };
-  KvCache cache(model.config().num_layers);
-  cache.reserve(static_cast<std::int64_t>(context.size() + question.size()) + std::max(0, max_new_tokens));
-  at::Tensor logits = model.forward(as_tensor(context), &cache, o.prefill_observer);
   if (o.hook) o.hook(cache, cache.length());
-  if (!question.empty()) logits = model.forward(as_tensor(question), &cache, o.decode_observer);
+  if (!question.empty()) logits = model.forward(ids_tensor(question), &cache, o.decode_observer);
   Generation out;
   std::vector<at::Tensor> steps;
   const auto& eos = model.config().eos_token_ids;
@@ -239,6 +239,29 @@ Generation generate_greedy(const LlamaModel& model, std::span<const std::int32_t
   }
   out.step_logits = steps.empty() ? at::empty({0, model.config().vocab_size}) : at::cat(steps, 0).cpu();
   return out;
+}
+
+}  // namespace
+
+Prefill prefill(const LlamaModel& model, std::span<const std::int32_t> context, std::int64_t reserve_tokens,
+                const LayerObserver& observer) {
+  if (context.empty()) fail("generate: empty context");
+  Prefill out{KvCache(model.config().num_layers), {}};
+  out.cache.reserve(std::max<std::int64_t>(reserve_tokens, static_cast<std::int64_t>(context.size())));
+  out.logits = model.forward(ids_tensor(context), &out.cache, observer);
+  return out;
+}
+
+Generation generate_greedy(const LlamaModel& model, const Prefill& start, std::span<const std::int32_t> question,
+                           int max_new_tokens, const GenerateOptions& options) {
+  return decode_greedy(model, start.cache.clone(), start.logits, question, max_new_tokens, options);
+}
+
+Generation generate_greedy(const LlamaModel& model, std::span<const std::int32_t> context,
+                           std::span<const std::int32_t> question, int max_new_tokens, const GenerateOptions& o) {
+  auto start = prefill(model, context, static_cast<std::int64_t>(context.size() + question.size()) + std::max(0, max_new_tokens),
+                       o.prefill_observer);
+  return decode_greedy(model, std::move(start.cache), std::move(start.logits), question, max_new_tokens, o);
 }
 
 }  // namespace kvlab::harness

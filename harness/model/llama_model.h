@@ -107,4 +107,18 @@ Generation generate_greedy(const LlamaModel& model, std::span<const std::int32_t
                            std::span<const std::int32_t> question, int max_new_tokens,
                            const GenerateOptions& options = {});
 
+// A context prefilled once and decoded from many times — the baseline and each compressor —
+// instead of recomputing the prefill per method (at long contexts the prefill dominates).
+struct Prefill {
+  KvCache cache;      // the context's exact cache
+  at::Tensor logits;  // [1, V] f32: the next-token distribution after the context
+};
+// `reserve_tokens`: the cache's capacity hint (context + question + new tokens).
+Prefill prefill(const LlamaModel& model, std::span<const std::int32_t> context, std::int64_t reserve_tokens,
+                const LayerObserver& observer = {});
+// generate_greedy from a copy of `start` (which stays as it is): the same tokens and logits as
+// generate_greedy on the context itself. options.prefill_observer is not used (the prefill ran).
+Generation generate_greedy(const LlamaModel& model, const Prefill& start, std::span<const std::int32_t> question,
+                           int max_new_tokens, const GenerateOptions& options = {});
+
 }  // namespace kvlab::harness

@@ -491,6 +491,17 @@ TEST(LlamaModel, KeepMaskAndPrefillHook) {
   EXPECT_EQ(seen_lengths, (std::vector<std::int64_t>{12, 17, 19}));
   EXPECT_EQ(observed, (std::vector<std::int64_t>{3, 1, 1, 1, 1, 1}));
   EXPECT_EQ(rehooked.tokens, base.tokens) << "a hook that changes nothing changes nothing";
+  // One prefill, decoded from several times: each decode works on its own copy, so a destructive
+  // hook on one leaves the next one's output equal to a decode from scratch.
+  const Prefill start = prefill(model, c32, 12 + 3 + 6);
+  const auto from_start_evicted = generate_greedy(model, start, q32, 6, {.hook = [](KvCache& cache, std::int64_t) {
+    for (int l = 0; l < cache.num_layers(); ++l) cache.replace(l, cache.key(l) * 0, cache.value(l) * 0);
+  }});
+  EXPECT_GT(max_diff(from_start_evicted.step_logits.narrow(0, 1, 1), base.step_logits.narrow(0, 1, 1)), 1e-3);
+  const auto from_start = generate_greedy(model, start, q32, 6);
+  EXPECT_EQ(from_start.tokens, base.tokens);
+  EXPECT_LT(max_diff(from_start.step_logits, base.step_logits), 1e-6);
+  EXPECT_EQ(start.cache.length(), 12) << "the prefill itself is untouched";
   EXPECT_GT(max_diff(evicted.step_logits.narrow(0, 0, 1), base.step_logits.narrow(0, 0, 1)), 1e-2);
   // Replaced keys are rotated again before the next step: doubling layer 0's keys changes the
   // output, and restoring them gives back the untouched cache's output.
