@@ -66,7 +66,7 @@ void add_eval(CLI::App& app, Action& action) {
       ->check(CLI::IsMember({"in-context", "after-compression"}))->capture_default_str();
   cmd->add_option("--recompress-every", req->recompress_every,
                   "Compress generated tokens too: run the chain again every N generated tokens (0: never)")
-      ->check(CLI::NonNegativeNumber)
+      ->check(CLI::Range(0, 1 << 20))
       ->capture_default_str();
   cmd->add_option("--max-new-tokens", req->max_new_tokens,
                   "Greedy tokens generated per prompt (0: the task's default, else 32)")->capture_default_str();

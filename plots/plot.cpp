@@ -40,7 +40,8 @@ std::string family(const std::string& spec) {
   while (at <= spec.size()) {
     const auto plus = std::min(spec.find('+', at), spec.size());
     const auto stage = spec.substr(at, plus - at);
-    out += (out.empty() ? "" : "+") + stage.substr(0, stage.find(':'));
+    if (!out.empty()) out += '+';
+    out += stage.substr(0, stage.find(':'));
     at = plus + 1;
   }
   return out;
@@ -308,9 +309,8 @@ std::string needle_figure(const results::Store& store, const PlotRequest& r, std
   struct Observation {
     double depth, length, value;
   };
-  std::vector<Observation> seen;
-  std::set<std::string> methods;
-  std::string method = r.method;
+  // Per method, the samples that have a depth, a length and the metric.
+  std::map<std::string, std::vector<Observation>> by_method;
   for (const auto& run : runs_of(store, r, results::RunKind::eval)) {
     std::map<std::pair<std::string, std::string>, double> depth, length;  // (task, sample) →
     std::map<std::string, std::map<std::pair<std::string, std::string>, double>> values;  // method → sample →
@@ -318,23 +318,30 @@ std::string needle_figure(const results::Store& store, const PlotRequest& r, std
       const std::pair<std::string, std::string> id{m.task, m.sample};
       if (m.method.empty() && m.name == "needle_depth") depth[id] = m.value;
       else if (m.method.empty() && m.name == "target_tokens") length[id] = m.value;
-      else if (!m.method.empty() && m.name == metric) values[m.method][id] = m.value, methods.insert(m.method);
+      else if (!m.method.empty() && m.name == metric) values[m.method][id] = m.value;
     }
-    if (method.empty()) {  // the only compressed method, if there is exactly one
-      std::vector<std::string> compressed;
-      for (const auto& name : methods)
-        if (name != "baseline") compressed.push_back(name);
-      if (compressed.size() == 1) method = compressed.front();
-      else
-        fail("plot needle: say which method with --method (the runs have: {})", fmt::join(methods, ", "));
-    }
-    for (const auto& [id, value] : values[method])
-      if (depth.count(id) && length.count(id)) seen.push_back({depth[id], length[id], value});
+    for (const auto& [name, samples] : values)
+      for (const auto& [id, value] : samples)
+        if (depth.count(id) && length.count(id)) by_method[name].push_back({depth[id], length[id], value});
   }
+  std::vector<std::string> methods, compressed;
+  for (const auto& [name, observations] : by_method) {
+    methods.push_back(name);
+    if (name != "baseline") compressed.push_back(name);
+  }
+  if (methods.empty())
+    fail("plot needle: run(s) {} have no samples with a needle depth, a length and '{}'; needle depths are recorded "
+         "by `kvlab eval --task ruler:niah_*`",
+         fmt::join(r.runs, ", "), metric);
+  std::string method = r.method;
+  if (method.empty()) {  // the only compressed method, if there is exactly one
+    if (compressed.size() != 1)
+      fail("plot needle: say which method with --method (the runs have: {})", fmt::join(methods, ", "));
+    method = compressed.front();
+  }
+  const std::vector<Observation>& seen = by_method[method];
   if (seen.empty())
-    fail("plot needle: run(s) {} have no samples with a needle depth, a length and '{}' of method '{}' (methods: {}); "
-         "needle depths are recorded by `kvlab eval --task ruler:…`",
-         fmt::join(r.runs, ", "), metric, method, fmt::join(methods, ", "));
+    fail("plot needle: no method '{}' in run(s) {} (they have: {})", method, fmt::join(r.runs, ", "), fmt::join(methods, ", "));
   // Rows: the depths themselves when they are a few whole percentages (a --depth sweep), else
   // 10 % bins (RULER's random depths, measured); columns: the lengths.
   std::set<double> depths, lengths;

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/error_of.h"
 
 namespace kvlab::plots {
 namespace {
@@ -179,14 +180,10 @@ TEST_F(Plots, NeedleCellsAverageTheSamplesAtEachDepthAndLength) {
   plot(*store_, request("needle", "6", "measured.pdf"));  // few depths, but measured (not whole): bins
   EXPECT_THAT(read(dir_ / "measured.dat"), testing::EndsWith("\n1 \nNaN \nNaN \nNaN \nNaN \n0 \nNaN \nNaN \nNaN \nNaN \n"));
   r = request("needle", "2", "x.pdf");  // an eval run without needle depths
-  try {
-    plot(*store_, r);
-    ADD_FAILURE();
-  } catch (const Error& e) {
-    EXPECT_THAT(e.what(), HasSubstr("--method"));
-  }
-  r.method = "xkv:g=4,rk=8";
-  EXPECT_THROW(plot(*store_, r), Error);
+  EXPECT_THAT(core::error_of([&] { plot(*store_, r); }), HasSubstr("have no samples with a needle depth"));
+  r = request("needle", "4", "x.pdf");
+  r.method = "nope";
+  EXPECT_THAT(core::error_of([&] { plot(*store_, r); }), HasSubstr("no method 'nope' in run(s) 4 (they have: baseline, snapkv:keep=0.5)"));
 }
 
 TEST_F(Plots, ErrorsNameWhatIsMissing) {
