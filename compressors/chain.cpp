@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <numeric>
 
 #include "compressors/dense.h"
@@ -186,6 +187,55 @@ std::vector<std::unique_ptr<Compressed>> compress_sweep(const CompressContext& c
   }
   for (const auto& c : chains) out.push_back(compress_chain(ctx, c));
   return out;
+}
+
+namespace {
+
+// One layer of a cache, seen as a one-layer cache (layer 0 = the base's layer `layer`).
+class LayerSlice final : public CacheSource {
+ public:
+  LayerSlice(const CacheSource& base, int layer) : base_(base), layer_(layer), shape_(base.shape()) { shape_.layers = 1; }
+  const CacheShape& shape() const override { return shape_; }
+  FloatTensor layer(int, Part part) const override { return base_.layer(layer_, part); }
+  FloatTensor queries(int) const override { return base_.queries(layer_); }
+  FloatTensor attn_in(int) const override { return base_.attn_in(layer_); }
+  const std::vector<std::int64_t>& positions() const override { return base_.positions(); }
+  const core::Rope& rope() const override { return base_.rope(); }
+  std::string describe() const override { return fmt::format("{} layer {}", base_.describe(), layer_); }
+
+ private:
+  const CacheSource& base_;
+  int layer_;
+  CacheShape shape_;
+};
+
+}  // namespace
+
+bool layer_local(const ChainSpec& chain) {
+  return !chain.stages.empty() && std::all_of(chain.stages.begin(), chain.stages.end(), [](const StageSpec& s) {
+    return s.method == "full" || method(s.method).kind == StageKind::quantizer;
+  });
+}
+
+Score compress_and_score_by_layer(const CompressContext& ctx, const ChainSpec& chain,
+                                  const std::function<void(int, int)>& on_layer, double* compress_seconds) {
+  if (!layer_local(chain)) fail("{}: not a per-layer chain (only full and quantizers are)", chain.to_string());
+  const auto& s = ctx.cache.shape();
+  std::vector<LayerScore> layers;
+  std::int64_t bytes = 0;
+  double compressing = 0;
+  for (int l = 0; l < s.layers; ++l) {
+    const LayerSlice slice(ctx.cache, l);
+    const auto t0 = std::chrono::steady_clock::now();
+    auto compressed = compress_chain({slice, ctx.backend, ctx.checkpoint}, chain);
+    compressing += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const auto one = score(slice, *compressed, ctx.backend);
+    layers.push_back(one.layers.front());
+    bytes += one.bytes;
+    if (on_layer) on_layer(l + 1, s.layers);
+  }
+  if (compress_seconds) *compress_seconds = compressing;
+  return summarize(s, std::move(layers), bytes);
 }
 
 }  // namespace kvlab::compressors

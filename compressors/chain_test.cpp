@@ -3,6 +3,7 @@
 // the dense cache, and a sweep equals its variants run one by one.
 #include "compressors/chain.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <numeric>
@@ -94,6 +95,40 @@ TEST(Chain, SweepEqualsItsVariantsOneByOne) {
     EXPECT_NEAR(a.key_error, b.key_error, 1e-4) << i;
     EXPECT_NEAR(a.value_error, b.value_error, 1e-4) << i;
   }
+}
+
+// Chains of full and quantizers compress each layer on their own, so compressing and scoring one
+// layer at a time must give exactly the whole-cache figures: every per-layer figure, the pooled
+// overall ones and the bytes (the oracle is the whole-cache path, which holds every layer).
+TEST(Chain, LayerLocalChainsScoreTheSameOneLayerAtATime) {
+  const auto cache = testing::synthetic_cache(testing::small_synth_config());
+  const CompressContext ctx{cache, linalg::cpu_backend(), nullptr};
+  for (const char* spec : {"full", "kivi:bits=2,group=32,residual=128", "kivi:bits=4,group=16,residual=0"}) {
+    const auto chain = parse_spec(spec);
+    ASSERT_TRUE(layer_local(chain)) << spec;
+    auto whole = compress_chain(ctx, chain);
+    const auto expected = score(cache, *whole, linalg::cpu_backend());
+    int calls = 0;
+    double compress_seconds = -1;
+    const auto got = compress_and_score_by_layer(ctx, chain, [&](int, int) { ++calls; }, &compress_seconds);
+    EXPECT_EQ(calls, cache.shape().layers);
+    EXPECT_GE(compress_seconds, 0.0);
+    EXPECT_EQ(got.bytes, expected.bytes) << spec;
+    EXPECT_EQ(got.dense_bytes, expected.dense_bytes);
+    EXPECT_EQ(got.key_error, expected.key_error) << spec;
+    EXPECT_EQ(got.value_error, expected.value_error) << spec;
+    EXPECT_EQ(got.attn_output_error, expected.attn_output_error) << spec;
+    EXPECT_EQ(got.attn_kl, expected.attn_kl) << spec;
+    EXPECT_EQ(got.kept_fraction, expected.kept_fraction);
+    ASSERT_EQ(got.layers.size(), expected.layers.size());
+    for (std::size_t l = 0; l < got.layers.size(); ++l) {
+      EXPECT_EQ(got.layers[l].key_error, expected.layers[l].key_error) << spec << " layer " << l;
+      EXPECT_EQ(got.layers[l].attn_kl, expected.layers[l].attn_kl) << spec << " layer " << l;
+    }
+  }
+  for (const char* spec : {"svd:rk=4", "snapkv:keep=0.5", "snapkv:keep=0.5+kivi:bits=4"}) EXPECT_FALSE(layer_local(parse_spec(spec))) << spec;
+  EXPECT_THAT(testing::error_of([&] { compress_and_score_by_layer(ctx, parse_spec("svd:rk=4")); }),
+              ::testing::HasSubstr("not a per-layer chain"));
 }
 
 }  // namespace

@@ -51,9 +51,7 @@ Score score(const CacheSource& cache, Compressed& compressed, linalg::Backend& b
   const auto& s = cache.shape();
   const std::int64_t T = s.tokens, W = s.query_window;
   const int H = s.kv_heads, D = s.head_dim;
-  Score result;
-  double k_err = 0, k_norm = 0, v_err = 0, v_norm = 0, o_err = 0, o_norm = 0, kl_sum = 0, kept_cells = 0;
-  std::int64_t kl_count = 0;
+  std::vector<LayerScore> layers;
   for (int l = 0; l < s.layers; ++l) {
     const auto key = cache.layer(l, Part::key);
     const auto value = cache.layer(l, Part::value);
@@ -106,27 +104,40 @@ Score score(const CacheSource& cache, Compressed& compressed, linalg::Backend& b
       }
       ls.attn_kl = layer_kl / static_cast<double>(M * H);
       ls.attn_output_error = ratio_or_nan(ls.out_err2, ls.out_norm2);
-      kl_sum += layer_kl;
-      kl_count += M * H;
+      ls.kl_sum = layer_kl;
+      ls.kl_count = M * H;
     } else {
       ls.attn_kl = ls.attn_output_error = std::nan("");
     }
-    k_err += ls.key_err2, k_norm += ls.key_norm2, v_err += ls.value_err2, v_norm += ls.value_norm2;
-    o_err += ls.out_err2, o_norm += ls.out_norm2;
-    kept_cells += static_cast<double>(held);
-    result.layers.push_back(ls);
+    ls.held_cells = held;
+    layers.push_back(ls);
     if (on_layer) on_layer(l + 1, s.layers);
   }
+  return summarize(s, std::move(layers), compressed.bytes());
+}
+
+Score summarize(const CacheShape& s, std::vector<LayerScore> layers, std::int64_t bytes) {
+  double k_err = 0, k_norm = 0, v_err = 0, v_norm = 0, o_err = 0, o_norm = 0, kl_sum = 0, kept_cells = 0;
+  std::int64_t kl_count = 0;
+  for (const auto& ls : layers) {
+    k_err += ls.key_err2, k_norm += ls.key_norm2, v_err += ls.value_err2, v_norm += ls.value_norm2;
+    o_err += ls.out_err2, o_norm += ls.out_norm2;
+    kl_sum += ls.kl_sum, kl_count += ls.kl_count;
+    kept_cells += static_cast<double>(ls.held_cells);
+  }
+  Score result;
+  result.layers = std::move(layers);
   result.key_error = ratio_or_nan(k_err, k_norm);
   result.value_error = ratio_or_nan(v_err, v_norm);
-  result.attn_output_error = W > 0 ? ratio_or_nan(o_err, o_norm) : std::nan("");
+  result.attn_output_error = s.query_window > 0 ? ratio_or_nan(o_err, o_norm) : std::nan("");
   result.attn_kl = kl_count ? kl_sum / static_cast<double>(kl_count) : std::nan("");
-  result.kept_fraction = kept_cells / static_cast<double>(std::int64_t{s.layers} * T * H);
-  result.bytes = compressed.bytes();
+  result.kept_fraction = kept_cells / static_cast<double>(std::int64_t{s.layers} * s.tokens * s.kv_heads);
+  result.bytes = bytes;
   result.dense_bytes = dense_fp16_bytes(s);
   result.ratio = result.bytes > 0 ? static_cast<double>(result.dense_bytes) / static_cast<double>(result.bytes) : kInf;
   return result;
 }
+
 
 namespace {
 nlohmann::json number(double x) { return std::isfinite(x) ? nlohmann::json(x) : nlohmann::json(nullptr); }

@@ -30,6 +30,9 @@ struct LayerScore {
   double kept_fraction = 1;               // cells held / T·H_kv
   // Sums the overall figures pool.
   double key_err2 = 0, key_norm2 = 0, value_err2 = 0, value_norm2 = 0, out_err2 = 0, out_norm2 = 0;
+  double kl_sum = 0;            // Σ KL over window queries × query heads
+  std::int64_t kl_count = 0;    // their number (0 without a query window)
+  std::int64_t held_cells = 0;  // (token, KV head) cells held
 };
 
 struct Score {
@@ -43,6 +46,10 @@ struct Score {
 // `on_layer(done, total)` reports progress.
 Score score(const CacheSource& cache, Compressed& compressed, linalg::Backend& backend,
             const std::function<void(int, int)>& on_layer = {});
+
+// The overall figures of a cache of `shape` from its layers' scores and the bytes stored.
+Score summarize(const CacheShape& shape, std::vector<LayerScore> layers, std::int64_t bytes);
+
 
 // The attention of the window queries of one layer over keys/values [T, H_kv, D] (pre-RoPE),
 // with cells not held excluded: out [W, H_q, D] and, if `log_probs` is non-null, log p

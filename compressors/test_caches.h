@@ -1,12 +1,11 @@
 // Test fixtures shared by the compressor tests: small caches with known structure.
 #pragma once
 
-#include "core/error_of.h"
-
 #include <functional>
 #include <string>
 
 #include "compressors/cache_source.h"
+#include "core/error_of.h"
 #include "datasets/synth_kv.h"
 
 namespace kvlab::compressors::testing {
