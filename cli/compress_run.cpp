@@ -75,15 +75,15 @@ CompressOutcome run_compress(const CompressRequest& req) {
 
   std::vector<Row> rows;
   for (std::size_t i = 0; i < grids.size(); ++i) {
-    // full and quantizer chains go one layer at a time: memory is one layer's compressed form
-    // (the whole compressed cache of a 128k-token dump would not fit), same figures.
+    // Eviction, full and quantizer chains go one layer at a time: memory is one layer's compressed
+    // form (the whole compressed cache of a 128k-token dump would not fit), same figures.
     if (std::all_of(grids[i].begin(), grids[i].end(), compressors::layer_local)) {
       for (const auto& chain : grids[i]) {
         Row row{req.methods[i], chain.to_string(), {}, nlohmann::json::object(), 0, 0};
         core::Progress progress(fmt::format("compressing and scoring {}", row.canonical), cache.shape().layers);
         const auto t0 = Clock::now();
         row.score = compressors::compress_and_score_by_layer(ctx, chain, [&](int, int) { progress.advance(); },
-                                                             &row.compress_seconds);
+                                                             &row.compress_seconds, &row.notes);
         row.score_seconds = seconds_since(t0) - row.compress_seconds;
         rows.push_back(std::move(row));
       }

@@ -213,28 +213,45 @@ class LayerSlice final : public CacheSource {
 
 bool layer_local(const ChainSpec& chain) {
   return !chain.stages.empty() && std::all_of(chain.stages.begin(), chain.stages.end(), [](const StageSpec& s) {
-    return s.method == "full" || method(s.method).kind == StageKind::quantizer;
+    const auto kind = method(s.method).kind;
+    return s.method == "full" || kind == StageKind::quantizer || kind == StageKind::eviction;
   });
 }
 
 Score compress_and_score_by_layer(const CompressContext& ctx, const ChainSpec& chain,
-                                  const std::function<void(int, int)>& on_layer, double* compress_seconds) {
-  if (!layer_local(chain)) fail("{}: not a per-layer chain (only full and quantizers are)", chain.to_string());
+                                  const std::function<void(int, int)>& on_layer, double* compress_seconds,
+                                  nlohmann::json* notes) {
+  if (!layer_local(chain))
+    fail("{}: not a per-layer chain (only eviction, full and quantizers are)", chain.to_string());
   const auto& s = ctx.cache.shape();
+  const auto* ev = find_stage(chain, StageKind::eviction);
+  const auto eviction = ev ? make_eviction(*ev) : nullptr;
   std::vector<LayerScore> layers;
   std::int64_t bytes = 0;
   double compressing = 0;
+  nlohmann::json layer_notes = nlohmann::json::object();
   for (int l = 0; l < s.layers; ++l) {
     const LayerSlice slice(ctx.cache, l);
     const auto t0 = std::chrono::steady_clock::now();
-    auto compressed = compress_chain({slice, ctx.backend, ctx.checkpoint}, chain);
+    std::unique_ptr<Compressed> compressed;
+    if (eviction) {  // selected against the whole cache (budgets may depend on the layer index)
+      const KeepMasks mask{eviction->select_layer(ctx, l)};
+      compressed = finish(dense_representation(slice, &mask), chain);
+    } else {
+      compressed = compress_chain({slice, ctx.backend, ctx.checkpoint}, chain);
+    }
     compressing += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (l == 0) layer_notes = compressed->notes();
     const auto one = score(slice, *compressed, ctx.backend);
     layers.push_back(one.layers.front());
     bytes += one.bytes;
     if (on_layer) on_layer(l + 1, s.layers);
   }
   if (compress_seconds) *compress_seconds = compressing;
+  if (notes) {  // as compress_chain reports them: the storage's, plus the eviction's for the whole cache
+    *notes = layer_notes;
+    if (eviction) (*notes)["eviction"] = eviction->notes(s);
+  }
   return summarize(s, std::move(layers), bytes);
 }
 

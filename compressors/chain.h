@@ -23,15 +23,18 @@ std::unique_ptr<Compressed> compress_chain(const CompressContext& ctx, const Cha
 // only in ranks, the method's sweep shares one decomposition per group; otherwise each runs alone.
 std::vector<std::unique_ptr<Compressed>> compress_sweep(const CompressContext& ctx, const std::vector<ChainSpec>& chains);
 
-// Whether a chain compresses each layer on its own: only `full` and quantizers (kivi), which
-// store and quantize every layer independently. Such chains can be compressed and scored one
-// layer at a time (below) instead of holding the whole compressed cache.
+// Whether a chain compresses each layer on its own: eviction (each layer's cells are chosen
+// from that layer's window; budgets depend at most on its index), `full` and quantizers (kivi),
+// with no other transform. Such chains can be compressed and scored one layer at a time (below)
+// instead of holding the whole compressed cache.
 bool layer_local(const ChainSpec& chain);
 
 // compress_chain + score for a layer_local chain, one layer at a time: memory is one layer's
-// compressed form, not the whole cache's; the Score equals score(cache, *compress_chain(…)).
-// `compress_seconds` (if given) receives the time spent compressing, the rest being scoring.
+// compressed form, not the whole cache's. The Score and `notes` equal score(cache, *c) and
+// c->notes() for c = compress_chain(…). `compress_seconds` (if given) receives the time spent
+// compressing, the rest being scoring.
 Score compress_and_score_by_layer(const CompressContext& ctx, const ChainSpec& chain,
-                                  const std::function<void(int, int)>& on_layer = {}, double* compress_seconds = nullptr);
+                                  const std::function<void(int, int)>& on_layer = {}, double* compress_seconds = nullptr,
+                                  nlohmann::json* notes = nullptr);
 
 }  // namespace kvlab::compressors

@@ -97,20 +97,26 @@ TEST(Chain, SweepEqualsItsVariantsOneByOne) {
   }
 }
 
-// Chains of full and quantizers compress each layer on their own, so compressing and scoring one
-// layer at a time must give exactly the whole-cache figures: every per-layer figure, the pooled
-// overall ones and the bytes (the oracle is the whole-cache path, which holds every layer).
+// Chains of eviction, full and quantizers compress each layer on their own, so compressing and
+// scoring one layer at a time must give exactly the whole-cache figures: every per-layer figure,
+// the pooled overall ones, the bytes and the notes (the oracle is the whole-cache path, which
+// holds every layer). PyramidKV's budgets depend on the layer index, H2O scores accumulate.
 TEST(Chain, LayerLocalChainsScoreTheSameOneLayerAtATime) {
   const auto cache = testing::synthetic_cache(testing::small_synth_config());
   const CompressContext ctx{cache, linalg::cpu_backend(), nullptr};
-  for (const char* spec : {"full", "kivi:bits=2,group=32,residual=128", "kivi:bits=4,group=16,residual=0"}) {
+  for (const char* spec : {"full", "kivi:bits=2,group=32,residual=128", "kivi:bits=4,group=16,residual=0",
+                           "streamingllm:keep=0.25,sinks=4", "h2o:keep=0.3", "snapkv:keep=0.25,window=8",
+                           "pyramidkv:keep=0.25,window=8", "snapkv:keep=0.5,window=8+kivi:bits=4",
+                           "streamingllm:keep=0.5+full"}) {
     const auto chain = parse_spec(spec);
     ASSERT_TRUE(layer_local(chain)) << spec;
     auto whole = compress_chain(ctx, chain);
     const auto expected = score(cache, *whole, linalg::cpu_backend());
     int calls = 0;
     double compress_seconds = -1;
-    const auto got = compress_and_score_by_layer(ctx, chain, [&](int, int) { ++calls; }, &compress_seconds);
+    nlohmann::json notes;
+    const auto got = compress_and_score_by_layer(ctx, chain, [&](int, int) { ++calls; }, &compress_seconds, &notes);
+    EXPECT_EQ(notes, whole->notes()) << spec;
     EXPECT_EQ(calls, cache.shape().layers);
     EXPECT_GE(compress_seconds, 0.0);
     EXPECT_EQ(got.bytes, expected.bytes) << spec;
@@ -126,7 +132,8 @@ TEST(Chain, LayerLocalChainsScoreTheSameOneLayerAtATime) {
       EXPECT_EQ(got.layers[l].attn_kl, expected.layers[l].attn_kl) << spec << " layer " << l;
     }
   }
-  for (const char* spec : {"svd:rk=4", "snapkv:keep=0.5", "snapkv:keep=0.5+kivi:bits=4"}) EXPECT_FALSE(layer_local(parse_spec(spec))) << spec;
+  for (const char* spec : {"svd:rk=4", "xkv:g=2,rk=4", "minicache", "snapkv:keep=0.5,window=8+svd:rk=4"})
+    EXPECT_FALSE(layer_local(parse_spec(spec))) << spec;
   EXPECT_THAT(testing::error_of([&] { compress_and_score_by_layer(ctx, parse_spec("svd:rk=4")); }),
               ::testing::HasSubstr("not a per-layer chain"));
 }

@@ -34,8 +34,16 @@ using KeepMasks = std::vector<std::vector<std::uint8_t>>;
 class EvictionStage {
  public:
   virtual ~EvictionStage() = default;
-  // Scores come from the dumped query window with RoPE applied at the true positions.
-  virtual KeepMasks select(const CompressContext& ctx) const = 0;
+  // The cells layer `layer` keeps, [T, H_kv] (1 = kept). Scores come from the dumped query window
+  // with RoPE applied at the true positions; budgets may depend on the layer's index (PyramidKV)
+  // but nothing else depends on other layers, so a layer can be selected on its own.
+  virtual std::vector<std::uint8_t> select_layer(const CompressContext& ctx, int layer) const = 0;
+  // Every layer's cells.
+  KeepMasks select(const CompressContext& ctx) const {
+    KeepMasks masks;
+    for (int l = 0; l < ctx.cache.shape().layers; ++l) masks.push_back(select_layer(ctx, l));
+    return masks;
+  }
   // Method-specific figures for the report (budget per layer, ...).
   virtual nlohmann::json notes(const CacheShape&) const { return nlohmann::json::object(); }
 };

@@ -132,36 +132,32 @@ class Eviction final : public EvictionStage {
     if (kind_ == Kind::pyramidkv) beta_ = spec.get_real("beta");
   }
 
-  KeepMasks select(const CompressContext& ctx) const override {
+  std::vector<std::uint8_t> select_layer(const CompressContext& ctx, int l) const override {
     const auto& cache = ctx.cache;
     const auto& s = cache.shape();
     const std::int64_t T = s.tokens;
     const int H = s.kv_heads;
     if (static_cast<std::int64_t>(cache.positions().size()) != T)
       fail("{}: {} has {} positions for {} tokens", spec_.method, cache.describe(), cache.positions().size(), T);
-    const auto budgets = layer_budgets(s);
-    KeepMasks masks(static_cast<std::size_t>(s.layers));
-    for (int l = 0; l < s.layers; ++l) {
-      auto& mask = masks[static_cast<std::size_t>(l)];
-      mask.assign(static_cast<std::size_t>(T * H), 0);
-      const auto b = budgets[static_cast<std::size_t>(l)];
-      if (b >= T) {
-        std::fill(mask.begin(), mask.end(), 1);
-        continue;
-      }
-      switch (kind_) {
-        case Kind::streamingllm:
-          for (int g = 0; g < H; ++g) {
-            keep_range(0, sinks_, H, g, mask);
-            keep_range(T - (b - sinks_), T, H, g, mask);
-          }
-          break;
-        case Kind::h2o: select_h2o(ctx, l, b, mask); break;
-        case Kind::snapkv:
-        case Kind::pyramidkv: select_snap(ctx, l, b, mask); break;
-      }
+    if (l < 0 || l >= s.layers) fail("{}: layer {} is outside 0..{}", spec_.method, l, s.layers - 1);
+    std::vector<std::uint8_t> mask(static_cast<std::size_t>(T * H), 0);
+    const auto b = layer_budgets(s)[static_cast<std::size_t>(l)];
+    if (b >= T) {
+      std::fill(mask.begin(), mask.end(), 1);
+      return mask;
     }
-    return masks;
+    switch (kind_) {
+      case Kind::streamingllm:
+        for (int g = 0; g < H; ++g) {
+          keep_range(0, sinks_, H, g, mask);
+          keep_range(T - (b - sinks_), T, H, g, mask);
+        }
+        break;
+      case Kind::h2o: select_h2o(ctx, l, b, mask); break;
+      case Kind::snapkv:
+      case Kind::pyramidkv: select_snap(ctx, l, b, mask); break;
+    }
+    return mask;
   }
 
   nlohmann::json notes(const CacheShape& s) const override {
