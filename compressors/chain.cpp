@@ -218,18 +218,16 @@ bool layer_local(const ChainSpec& chain) {
   });
 }
 
-Score compress_and_score_by_layer(const CompressContext& ctx, const ChainSpec& chain,
-                                  const std::function<void(int, int)>& on_layer, double* compress_seconds,
-                                  nlohmann::json* notes) {
+nlohmann::json compress_by_layer(const CompressContext& ctx, const ChainSpec& chain,
+                                 const std::function<void(int layer, const CacheSource& slice, Compressed& compressed)>& use,
+                                 double* compress_seconds) {
   if (!layer_local(chain))
     fail("{}: not a per-layer chain (only eviction, full and quantizers are)", chain.to_string());
   const auto& s = ctx.cache.shape();
   const auto* ev = find_stage(chain, StageKind::eviction);
   const auto eviction = ev ? make_eviction(*ev) : nullptr;
-  std::vector<LayerScore> layers;
-  std::int64_t bytes = 0;
   double compressing = 0;
-  nlohmann::json layer_notes = nlohmann::json::object();
+  nlohmann::json notes = nlohmann::json::object();
   for (int l = 0; l < s.layers; ++l) {
     const LayerSlice slice(ctx.cache, l);
     const auto t0 = std::chrono::steady_clock::now();
@@ -241,17 +239,31 @@ Score compress_and_score_by_layer(const CompressContext& ctx, const ChainSpec& c
       compressed = compress_chain({slice, ctx.backend, ctx.checkpoint}, chain);
     }
     compressing += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (l == 0) layer_notes = compressed->notes();
-    const auto one = score(slice, *compressed, ctx.backend);
-    layers.push_back(one.layers.front());
-    bytes += one.bytes;
-    if (on_layer) on_layer(l + 1, s.layers);
+    if (l == 0) notes = compressed->notes();
+    use(l, slice, *compressed);
   }
   if (compress_seconds) *compress_seconds = compressing;
-  if (notes) {  // as compress_chain reports them: the storage's, plus the eviction's for the whole cache
-    *notes = layer_notes;
-    if (eviction) (*notes)["eviction"] = eviction->notes(s);
-  }
+  // As compress_chain reports them: the storage's, plus the eviction's for the whole cache.
+  if (eviction) notes["eviction"] = eviction->notes(s);
+  return notes;
+}
+
+Score compress_and_score_by_layer(const CompressContext& ctx, const ChainSpec& chain,
+                                  const std::function<void(int, int)>& on_layer, double* compress_seconds,
+                                  nlohmann::json* notes) {
+  const auto& s = ctx.cache.shape();
+  std::vector<LayerScore> layers;
+  std::int64_t bytes = 0;
+  auto n = compress_by_layer(
+      ctx, chain,
+      [&](int l, const CacheSource& slice, Compressed& compressed) {
+        const auto one = score(slice, compressed, ctx.backend);
+        layers.push_back(one.layers.front());
+        bytes += one.bytes;
+        if (on_layer) on_layer(l + 1, s.layers);
+      },
+      compress_seconds);
+  if (notes) *notes = std::move(n);
   return summarize(s, std::move(layers), bytes);
 }
 

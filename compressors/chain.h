@@ -29,6 +29,13 @@ std::vector<std::unique_ptr<Compressed>> compress_sweep(const CompressContext& c
 // instead of holding the whole compressed cache.
 bool layer_local(const ChainSpec& chain);
 
+// Compresses a layer_local chain one layer at a time: `use(layer, slice, compressed)` gets each
+// layer's compressed form (as a one-layer cache: reconstruct(0)), which is freed afterwards.
+// Returns the notes compress_chain would report; `compress_seconds` the time compressing.
+nlohmann::json compress_by_layer(const CompressContext& ctx, const ChainSpec& chain,
+                                 const std::function<void(int layer, const CacheSource& slice, Compressed& compressed)>& use,
+                                 double* compress_seconds = nullptr);
+
 // compress_chain + score for a layer_local chain, one layer at a time: memory is one layer's
 // compressed form, not the whole cache's. The Score and `notes` equal score(cache, *c) and
 // c->notes() for c = compress_chain(…). `compress_seconds` (if given) receives the time spent

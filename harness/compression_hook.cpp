@@ -57,43 +57,84 @@ void ExactKv::catch_up(const KvCache& cache) {
 const at::Tensor& ContextCapture::queries(int layer) const { return queries_.at(layer); }
 const at::Tensor& ContextCapture::attn_in(int layer) const { return attn_in_rows_.at(layer); }
 
+namespace {
+
+// The model's cache as compressors read it: a layer is converted to host f32 when asked, so the
+// context never sits on the host all at once (layer-local chains then hold one layer in all).
+// Keys and values come from `exact` when given.
+class KvCacheSource final : public compressors::CacheSource {
+ public:
+  KvCacheSource(const KvCache& cache, const ExactKv* exact, const ContextCapture& capture, const ModelConfig& config)
+      : cache_(cache), exact_(exact), capture_(capture), rope_(config.rope) {
+    shape_.layers = config.num_layers;
+    shape_.kv_heads = config.num_kv_heads;
+    shape_.q_heads = config.num_heads;
+    shape_.head_dim = config.head_dim;
+    shape_.tokens = cache.length();
+    for (int l = 0; l < config.num_layers; ++l)
+      if (!capture.queries(l).defined()) fail("compress: layer {} has no captured queries (run the prefill observer)", l);
+    shape_.query_window = static_cast<int>(capture.queries(0).size(0));
+    shape_.d_model = capture.attn_in(0).defined() ? config.hidden_size : 0;
+    const auto p = cache.positions().to(at::kCPU).contiguous();
+    positions_.assign(p.data_ptr<std::int64_t>(), p.data_ptr<std::int64_t>() + p.numel());
+  }
+  const compressors::CacheShape& shape() const override { return shape_; }
+  core::FloatTensor layer(int l, compressors::Part part) const override {  // [T, H_kv, D]
+    const bool key = part == compressors::Part::key;
+    const at::Tensor& t = exact_ ? (key ? exact_->key(l) : exact_->value(l)) : (key ? cache_.key(l) : cache_.value(l));
+    return to_float_tensor(t.transpose(0, 1));
+  }
+  core::FloatTensor queries(int l) const override { return to_float_tensor(capture_.queries(l)); }
+  core::FloatTensor attn_in(int l) const override {
+    if (!capture_.attn_in(l).defined()) return CacheSource::attn_in(l);  // the "not captured" error
+    return to_float_tensor(capture_.attn_in(l));
+  }
+  const std::vector<std::int64_t>& positions() const override { return positions_; }
+  const core::Rope& rope() const override { return rope_; }
+  std::string describe() const override { return "the model's KV cache"; }
+
+ private:
+  const KvCache& cache_;
+  const ExactKv* exact_;
+  const ContextCapture& capture_;
+  compressors::CacheShape shape_;
+  std::vector<std::int64_t> positions_;
+  core::Rope rope_;
+};
+
+// Writes a rebuilt layer into the cache (pre-RoPE keys, values, the cells kept).
+void write_back(KvCache& cache, int layer, const compressors::LayerKV& kv, const compressors::CacheShape& shape) {
+  at::Tensor keep;
+  if (!kv.kept.empty())  // [T, H_kv] → [H_kv, T], a view: replace() copies it
+    keep = at::from_blob(const_cast<std::uint8_t*>(kv.kept.data()), {shape.tokens, shape.kv_heads}, at::kByte).t();
+  // Views of the reconstruction: replace() copies them into the cache, converting dtype and device.
+  cache.replace(layer, view_of(kv.key).transpose(0, 1), view_of(kv.value).transpose(0, 1), keep);
+}
+
+}  // namespace
+
 CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, const ModelConfig& config,
                                  const compressors::ChainSpec& chain, const core::Checkpoint* checkpoint,
                                  linalg::Backend& backend, const ExactKv* exact) {
-  const int L = config.num_layers;
   if (exact && exact->length() != cache.length())
     fail("compress: the exact copy holds {} tokens, the cache {} (catch_up first)", exact->length(), cache.length());
-  compressors::CacheShape shape;
-  shape.layers = L;
-  shape.kv_heads = config.num_kv_heads;
-  shape.q_heads = config.num_heads;
-  shape.head_dim = config.head_dim;
-  shape.tokens = cache.length();
-  std::vector<core::FloatTensor> keys, values, queries, attn_in;
-  for (int l = 0; l < L; ++l) {
-    if (!capture.queries(l).defined()) fail("compress: layer {} has no captured queries (run the prefill observer)", l);
-    keys.push_back(to_float_tensor((exact ? exact->key(l) : cache.key(l)).transpose(0, 1)));  // [T, H_kv, D]
-    values.push_back(to_float_tensor((exact ? exact->value(l) : cache.value(l)).transpose(0, 1)));
-    queries.push_back(to_float_tensor(capture.queries(l)));
-    if (capture.attn_in(l).defined()) attn_in.push_back(to_float_tensor(capture.attn_in(l)));
+  const KvCacheSource source(cache, exact, capture, config);
+  const auto& shape = source.shape();
+  const compressors::CompressContext ctx{source, backend, checkpoint};
+  std::int64_t bytes = 0;
+  if (compressors::layer_local(chain)) {
+    // Each layer reads only itself, so writing it back right away cannot change what a later
+    // layer's compression sees.
+    compressors::compress_by_layer(ctx, chain, [&](int l, const compressors::CacheSource&, compressors::Compressed& c) {
+      write_back(cache, l, c.reconstruct(0), shape);
+      bytes += c.bytes();
+    });
+  } else {
+    const auto compressed = compressors::compress_chain(ctx, chain);  // reads every layer before any write-back
+    for (int l = 0; l < shape.layers; ++l) write_back(cache, l, compressed->reconstruct(l), shape);
+    bytes = compressed->bytes();
   }
-  shape.query_window = static_cast<int>(queries.front().shape[0]);
-  shape.d_model = attn_in.empty() ? 0 : config.hidden_size;
-  const auto positions_tensor = cache.positions().to(at::kCPU).contiguous();
-  std::vector<std::int64_t> positions(positions_tensor.data_ptr<std::int64_t>(),
-                                      positions_tensor.data_ptr<std::int64_t>() + positions_tensor.numel());
-  const compressors::InMemoryCache source(shape, std::move(keys), std::move(values), std::move(queries),
-                                          std::move(positions), config.rope, std::move(attn_in));
-  const auto compressed = compressors::compress_chain({source, backend, checkpoint}, chain);
-  for (int l = 0; l < L; ++l) {
-    const auto kv = compressed->reconstruct(l);
-    at::Tensor keep;
-    if (!kv.kept.empty())  // [T, H_kv] → [H_kv, T], a view: replace() copies it
-      keep = at::from_blob(const_cast<std::uint8_t*>(kv.kept.data()), {shape.tokens, shape.kv_heads}, at::kByte).t();
-    // Views of the reconstruction: replace() copies them into the cache, converting dtype and device.
-    cache.replace(l, view_of(kv.key).transpose(0, 1), view_of(kv.value).transpose(0, 1), keep);
-  }
-  return {compressed->bytes(), compressors::dense_fp16_bytes(shape)};
+  return {bytes, compressors::dense_fp16_bytes(shape)};
 }
 
 }  // namespace kvlab::harness

@@ -120,6 +120,20 @@ TEST_F(EvalJob, RecompressingGeneratedTokens) {
   }
 }
 
+// Transforms compress the whole cache before any layer is written back (per-layer chains write
+// each layer as they go): full-rank SVD and cross-layer SVD reproduce the baseline up to their
+// fp16 factors. The tiny model's KV rows are H_kv·D = 2·16 = 32 wide.
+TEST_F(EvalJob, FullRankTransformsReproduceTheBaseline) {
+  auto r = request();
+  r.methods = {"svd:rk=32,rv=32", "xkv:g=3,rk=96,rv=96"};
+  run_eval(r);
+  const auto j = report();
+  for (const auto& m : j["methods"]) {
+    EXPECT_DOUBLE_EQ(m["agreement"].get<double>(), 1.0) << m["spec"];
+    EXPECT_LT(m["kl"].get<double>(), 1e-3) << m["spec"];
+  }
+}
+
 TEST_F(EvalJob, BaselineIsThePlainGreedyDecode) {
   auto r = request();
   r.methods = {"full"};
