@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 
 #include "cli/commands.h"
 #include "cli/compress_run.h"
@@ -33,6 +34,16 @@ int int_option(const results::SweepCell& cell, const std::string& key, int fallb
     return std::stoi(text);
   } catch (const std::exception&) {
     fail("sweep cell {}: option {} = '{}' is not an integer", cell.id, key, text);
+  }
+}
+
+std::optional<double> real_option(const results::SweepCell& cell, const std::string& key) {
+  const auto text = option(cell, key, "");
+  if (text.empty()) return std::nullopt;
+  try {
+    return std::stod(text);
+  } catch (const std::exception&) {
+    fail("sweep cell {}: option {} = '{}' is not a number", cell.id, key, text);
   }
 }
 
@@ -72,11 +83,7 @@ void run_cell(const results::SweepCell& cell, const fs::path& out, const fs::pat
   req.max_new_tokens = int_option(cell, "max_new_tokens", req.max_new_tokens);
   req.query_window = int_option(cell, "query_window", req.query_window);
   req.recompress_every = int_option(cell, "recompress_every", req.recompress_every);
-  if (const auto depth = option(cell, "depth", ""); !depth.empty()) try {
-      req.depth_percent = std::stod(depth);
-    } catch (const std::exception&) {
-      fail("sweep cell {}: option depth = '{}' is not a number", cell.id, depth);
-    }
+  req.depth_percent = real_option(cell, "depth");
   req.chat_template = option(cell, "chat_template", req.chat_template);
   req.device = option(cell, "device", req.device);
   req.model_dtype = option(cell, "model_dtype", req.model_dtype);

@@ -54,7 +54,7 @@ std::int64_t record_eval(const std::filesystem::path& db, const nlohmann::json& 
   return store.write_run(info, [&](results::RunWriter& w) {
     for (const auto& m : report["methods"])
       for (const char* name : {"agreement", "exact_match", "compression_ratio", "bytes", "seconds", "compress_seconds"})
-        if (m.contains(name)) w.add_metric(m["spec"].get<std::string>(), name, m[name].get<double>());
+        w.add_metric(m["spec"].get<std::string>(), name, m[name].get<double>());
     if (report.contains("timing") && !report["samples"].empty())  // per prompt, shared by every method
       w.add_metric("baseline", "prefill_seconds",
                    report["timing"]["prefill_seconds"].get<double>() / static_cast<double>(report["samples"].size()));

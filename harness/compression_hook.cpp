@@ -32,8 +32,8 @@ LayerObserver ContextCapture::observer() {
     at::Tensor& window = queries_.at(tap.layer);
     const auto latest = tap.query.narrow(0, S - w, w).to(at::kCPU, at::kFloat);
     window = window.defined() ? at::cat({window, latest}) : latest;
-    window = window.narrow(0, window.size(0) - std::min<std::int64_t>(window_, window.size(0)),
-                           std::min<std::int64_t>(window_, window.size(0))).contiguous();
+    const std::int64_t kept = std::min<std::int64_t>(window_, window.size(0));  // the last W rows
+    window = window.narrow(0, window.size(0) - kept, kept).contiguous();
     if (attn_in_) {
       at::Tensor& rows = attn_in_rows_.at(tap.layer);
       const auto more = tap.attn_in.to(at::kCPU, at::kFloat);
