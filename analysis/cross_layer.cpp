@@ -121,41 +121,6 @@ class CosineAccumulator {
   std::int64_t zero_rows_ = 0;
 };
 
-// The upper block triangle of Z̃ᵀZ̃ for Z = [X_1 … X_L]: block (i, j), i ≤ j, is W×W column-major.
-template <typename T>
-class BlockGram {
- public:
-  BlockGram(int layers, std::int64_t width) : layers_(layers), width_(width) {
-    blocks_.resize(static_cast<std::size_t>(layers * (layers + 1) / 2));
-    for (auto& b : blocks_) b.assign(static_cast<std::size_t>(width * width), T(0));
-  }
-  T* block(int i, int j) { return blocks_[index(i, j)].data(); }
-  const T* block(int i, int j) const { return blocks_[index(i, j)].data(); }
-  std::int64_t width() const { return width_; }
-
-  // Adds the cross-products of one centred token block.
-  void add(LayerBlock<T>& x, std::int64_t rows, linalg::Backend& backend) {
-    for (int i = 0; i < layers_; ++i) {
-      backend.gram(x.layer(i), rows, width_, width_, T(1), T(1), block(i, i), width_);
-      for (int j = i + 1; j < layers_; ++j)
-        backend.gemm(false, true, width_, width_, rows, T(1), x.layer(i), width_, x.layer(j), width_, T(1),
-                     block(i, j), width_);
-    }
-  }
-
-  void symmetrize_diagonal_blocks() {
-    for (int i = 0; i < layers_; ++i) linalg::symmetrize_from_upper(block(i, i), width_, width_);
-  }
-
- private:
-  std::size_t index(int i, int j) const {
-    return static_cast<std::size_t>(i * layers_ - i * (i - 1) / 2 + (j - i));
-  }
-  int layers_;
-  std::int64_t width_;
-  std::vector<std::vector<T>> blocks_;
-};
-
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
@@ -176,39 +141,43 @@ template <typename T>
 class GramAnalysis {
  public:
   GramAnalysis(const LayerShape& shape, const AnalysisOptions& options, linalg::Backend& backend)
-      : shape_(shape), options_(options), backend_(backend), gram_(shape.layers, shape.width()) {}
+      : shape_(shape),
+        options_(options),
+        backend_(backend),
+        gram_(linalg::make_panel_gram<T>(backend, shape.layers, shape.width(),
+                                         std::min(options.token_block, shape.tokens), options.precision)) {}
 
   void run(const RowReader& read_rows, const std::vector<double>& mean_f64, CrossLayerResult& result) {
     const int L = shape_.layers;
-    const std::int64_t W = shape_.width(), cap = std::min(options_.token_block, shape_.tokens);
+    const std::int64_t W = shape_.width(), stride = gram_->panel_stride();
     std::vector<T> mean(mean_f64.begin(), mean_f64.end());
-    // In f32 the block is centred in place; in f64 it is widened into a second buffer.
+    // f32 rows are read straight into the staging block (pinned memory on CUDA) and centred in
+    // place; f64 ones are read into an f32 block and widened while centred.
     constexpr bool in_place = std::is_same_v<T, float>;
-    LayerBlock<T> centred(L, cap, W);
-    LayerBlock<float> raw(in_place ? 0 : L, cap, W);
+    LayerBlock<float> raw(in_place ? 0 : L, gram_->capacity(), W);
     std::int64_t done = 0;
     auto start = std::chrono::steady_clock::now();
-    for_each_block(shape_, cap, [&](std::int64_t t0, std::int64_t rows) {
-      if constexpr (in_place)
-        read_block(read_rows, centred, t0, rows);
-      else
-        read_block(read_rows, raw, t0, rows);
+    for_each_block(shape_, gram_->capacity(), [&](std::int64_t t0, std::int64_t rows) {
+      T* staging = gram_->staging();  // a different buffer each block on CUDA (double buffering)
       for (int l = 0; l < L; ++l) {
+        T* dst = staging + l * stride;
         const float* src;
-        if constexpr (in_place)
-          src = centred.layer(l);
-        else
+        if constexpr (in_place) {
+          read_rows(l, t0, rows, std::span<float>(dst, static_cast<std::size_t>(rows * W)));
+          src = dst;
+        } else {
+          read_rows(l, t0, rows, std::span<float>(raw.layer(l), static_cast<std::size_t>(rows * W)));
           src = raw.layer(l);
-        T* dst = centred.layer(l);
+        }
         const T* mu = mean.data() + std::int64_t{l} * W;
         for (std::int64_t t = 0; t < rows; ++t)
           for (std::int64_t c = 0; c < W; ++c) dst[t * W + c] = T(src[t * W + c]) - mu[c];
       }
-      gram_.add(centred, rows, backend_);
+      gram_->add(rows);
       done += rows;
       if (options_.on_progress) options_.on_progress("cross-products", done, shape_.tokens);
     });
-    gram_.symmetrize_diagonal_blocks();
+    gram_->finish();
     result.timings.cross_products = seconds_since(start);
     const double columns = double(L) * double(W);
     result.cross_product_flops = double(shape_.tokens) * columns * columns;
@@ -224,7 +193,7 @@ class GramAnalysis {
   // Uncentred product U_ij[a,b] = C_ij[a,b] + n·μ_i[a]·μ_j[b].
   double uncentred(const std::vector<double>& mean, int i, int j, std::int64_t a, std::int64_t b) const {
     const std::int64_t W = shape_.width();
-    return double(gram_.block(i, j)[a + b * W]) + double(shape_.tokens) * mean[i * W + a] * mean[j * W + b];
+    return double(gram_->block(i, j)[a + b * W]) + double(shape_.tokens) * mean[i * W + a] * mean[j * W + b];
   }
 
   void similarity(const std::vector<double>& mean, CrossLayerResult& result) const {
@@ -233,11 +202,11 @@ class GramAnalysis {
     result.cka = MatrixXd::Zero(L, L);
     result.channel_cosine = MatrixXd::Zero(L, L);
     std::vector<double> self(static_cast<std::size_t>(L));
-    for (int i = 0; i < L; ++i) self[static_cast<std::size_t>(i)] = std::sqrt(frobenius2(gram_.block(i, i), W));
+    for (int i = 0; i < L; ++i) self[static_cast<std::size_t>(i)] = std::sqrt(frobenius2(gram_->block(i, i), W));
     for (int i = 0; i < L; ++i) {
       for (int j = i; j < L; ++j) {
         const double denom = self[static_cast<std::size_t>(i)] * self[static_cast<std::size_t>(j)];
-        const double cka = denom > 0 ? frobenius2(gram_.block(i, j), W) / denom : std::nan("");
+        const double cka = denom > 0 ? frobenius2(gram_->block(i, j), W) / denom : std::nan("");
         double cos_sum = 0;
         std::int64_t channels = 0;
         for (std::int64_t c = 0; c < W; ++c) {
@@ -334,7 +303,7 @@ class GramAnalysis {
   LayerShape shape_;
   const AnalysisOptions& options_;
   linalg::Backend& backend_;
-  BlockGram<T> gram_;
+  std::unique_ptr<linalg::PanelGram<T>> gram_;  // the upper block triangle of Z̃ᵀZ̃, Z = [X_1 … X_L]
 };
 
 void validate(const LayerShape& shape, const AnalysisOptions& options) {

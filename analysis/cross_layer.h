@@ -37,7 +37,8 @@ struct LayerShape {
   std::int64_t width() const { return std::int64_t{heads} * head_dim; }
 };
 
-enum class GramPrecision { f32, f64 };
+// f32, tf32, bf16 or f64 (linalg/backend.h states what each keeps).
+using GramPrecision = linalg::GramPrecision;
 
 struct AnalysisOptions {
   std::vector<int> group_sizes{1, 2, 4, 8};       // G: contiguous, non-overlapping groups (xKV's stride)

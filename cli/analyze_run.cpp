@@ -27,7 +27,7 @@ AnalyzeOutcome run_analyze(const AnalyzeRequest& request) {
   options.group_sizes = parse_group_sizes(request.groups, dump.info().num_layers, request.groups_given);
   options.energies = request.energies;
   options.token_block = request.token_block;
-  options.precision = request.precision == "f64" ? analysis::GramPrecision::f64 : analysis::GramPrecision::f32;
+  options.precision = linalg::parse_gram_precision(request.precision);
   options.cka = !request.cosine_only;
   auto& backend = linalg_backend(request.device, request.threads);
 
@@ -77,11 +77,11 @@ AnalyzeOutcome run_analyze(const AnalyzeRequest& request) {
   std::string summary = fmt::format("dump {} sample {} ({})\n", request.dump.string(), sample, dump.info().model_id);
   summary += analysis::summary_table(reports);
   for (const auto& r : reports)
-    if (options.precision == analysis::GramPrecision::f32 && r.result.min_kept_sigma_ratio < 1e-3)
+    if (r.result.min_kept_sigma_ratio < 4 * linalg::gram_sigma_floor(options.precision))
       summary += fmt::format(
-          "warning: {} eigen-rank keeps components down to σ_r/σ₁ = {:.1e}, below f32 Gram accuracy; rerun with "
+          "warning: {} eigen-rank keeps components down to σ_r/σ₁ = {:.1e}, below {} Gram accuracy; rerun with "
           "--precision f64\n",
-          core::to_string(r.kind), r.result.min_kept_sigma_ratio);
+          core::to_string(r.kind), r.result.min_kept_sigma_ratio, linalg::to_string(options.precision));
   summary += fmt::format("wrote {}/analysis.json and CSV tables\n", out.string());
   return {out, summary, run};
 }

@@ -28,9 +28,10 @@ void add_analyze(CLI::App& app, Action& action) {
   cmd->add_option("--energy", opts->energies, "Energy levels in (0, 1] for the eigen-rank curves")
       ->delimiter(',')->capture_default_str();
   cmd->add_option("--precision", opts->precision,
-                  "Precision of the cross-products and eigensolves: f32 (fast; fine for CKA and energy ranks) "
-                  "or f64 (when the kept tail reaches σ_r/σ₁ < 1e-3)")
-      ->check(CLI::IsMember({"f32", "f64"}))->capture_default_str();
+                  "Precision of the cross-products and eigensolves: f32 (fast; fine for CKA and energy ranks), "
+                  "f64 (when the kept tail reaches σ_r/σ₁ < 1e-3), or tf32 / bf16: cross-products from inputs "
+                  "rounded as GPU tensor cores round them (f32 sums; the CPU emulates them, to study the effect)")
+      ->check(CLI::IsMember({"f32", "tf32", "bf16", "f64"}))->capture_default_str();
   cmd->add_option("--token-block", opts->token_block, "Tokens streamed per block (memory: L·H·D·block·4 bytes)")
       ->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_flag("--no-cka", opts->cosine_only,

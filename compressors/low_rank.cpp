@@ -40,8 +40,10 @@ std::vector<ParamDef> shared_params(const std::string& rk_default, const std::st
       {"iters", ParamType::integer, "2", "randomized: power iterations q, re-orthonormalised after every product", {}, 0,
        100},
       {"precision", ParamType::choice, "f64",
-       "of the Gram and eigensolve (randomized: of the small SVD); f32 loses σ below ~1e-3·σ₁ (perf.md §4)",
-       {"f32", "f64"}},
+       "of the Gram and eigensolve (randomized: of the small SVD); f32 loses σ below ~1e-3·σ₁ (perf.md §4); "
+       "tf32/bf16: the exact route's Gram from inputs rounded as tensor cores round them (f32 sums, emulated on "
+       "the CPU), everything else f32",
+       {"f32", "f64", "tf32", "bf16"}},
       {"seed", ParamType::integer, "0", "randomized: seed of the Gaussian sketch", {}, 0, 9.2e18},
   };
 }
@@ -169,7 +171,8 @@ struct Plan {
   std::int64_t rk = 0, rv = 0;
   bool randomized = false;
   std::int64_t oversample = 10, iters = 2;
-  bool f64 = true;
+  bool f64 = true;  // precision f64: solves in f64 (else f32)
+  linalg::GramPrecision gram_precision = linalg::GramPrecision::f64;
   std::uint64_t seed = 0;
 
   bool compresses(Part p) const { return p == Part::key ? compress_key : compress_value; }
@@ -191,7 +194,8 @@ Plan make_plan(const StageSpec& spec, int layers) {
   p.randomized = spec.get("solver") == "randomized";
   p.oversample = spec.get_int("oversample");
   p.iters = spec.get_int("iters");
-  p.f64 = spec.get("precision") == "f64";
+  p.gram_precision = linalg::parse_gram_precision(spec.get("precision"));
+  p.f64 = p.gram_precision == linalg::GramPrecision::f64;
   p.seed = static_cast<std::uint64_t>(spec.get_int("seed"));
   return p;
 }
@@ -239,35 +243,6 @@ std::vector<float> read_group(const CacheSource& cache, const std::vector<int>& 
 template <typename T>
 std::vector<T> convert(const float* src, std::size_t n) {
   return std::vector<T>(src, src + n);
-}
-
-// Top-r eigenpairs of C = XᵀX (Gram accumulated over token blocks in precision R), vectors
-// reversed to descending order into f.v / f.energy.
-template <typename R>
-void gram_route(linalg::Backend& be, const std::vector<float>& x, std::int64_t T, std::int64_t c, std::int64_t r,
-                Factors& f) {
-  std::vector<R> gram(static_cast<std::size_t>(c * c), R(0));
-  if constexpr (std::is_same_v<R, float>) {
-    be.gram(x.data(), T, c, c, 1.f, 0.f, gram.data(), c);
-  } else {
-    // f64 Gram from f32 data: widen one token block at a time (≈32 MiB), never the whole group.
-    const std::int64_t block = std::max<std::int64_t>(1, (std::int64_t{1} << 22) / c);
-    std::vector<R> buf;
-    for (std::int64_t t0 = 0; t0 < T; t0 += block) {
-      const auto n = std::min(block, T - t0);
-      buf.assign(x.begin() + t0 * c, x.begin() + (t0 + n) * c);
-      be.gram(buf.data(), n, c, c, R(1), R(1), gram.data(), c);
-    }
-  }
-  std::vector<R> w(static_cast<std::size_t>(r)), vecs(static_cast<std::size_t>(c * r));
-  be.eigh_top(gram.data(), c, c, r, w.data(), vecs.data(), c);
-  f.v.resize(static_cast<std::size_t>(c * r));
-  f.energy.resize(static_cast<std::size_t>(r));
-  for (std::int64_t j = 0; j < r; ++j) {  // ascending → descending
-    const auto src = r - 1 - j;
-    std::copy_n(vecs.begin() + src * c, c, f.v.begin() + j * c);
-    f.energy[static_cast<std::size_t>(j)] = std::max(static_cast<double>(w[static_cast<std::size_t>(src)]), 0.0);
-  }
 }
 
 // Thin SVD of X (T < columns, where the c×c Gram would be larger than X): X row-major is the
@@ -321,14 +296,20 @@ Factors decompose(linalg::Backend& be, const std::vector<float>& x, std::int64_t
   f.rank = std::min({rank, T, c});
   const std::int64_t r = f.rank;
   if (r == 0) return f;
+  if (!plan.randomized && T >= c) {
+    // The backend's Gram route forms A = X·V_r itself (on CUDA without a second upload of X).
+    auto sub = be.gram_subspace(x.data(), T, c, r, plan.gram_precision);
+    f.route = "gram-" + std::string(linalg::to_string(plan.gram_precision));
+    f.v = std::move(sub.v);
+    f.energy = std::move(sub.energy);
+    f.a = std::move(sub.a);
+    return f;
+  }
   const std::string prec = plan.f64 ? "f64" : "f32";
   if (plan.randomized) {
     f.route = "randomized-" + prec;
     plan.f64 ? randomized_route<double>(be, x, T, c, r, plan, stream, f)
              : randomized_route<float>(be, x, T, c, r, plan, stream, f);
-  } else if (T >= c) {
-    f.route = "gram-" + prec;
-    plan.f64 ? gram_route<double>(be, x, T, c, r, f) : gram_route<float>(be, x, T, c, r, f);
   } else {
     f.route = "gesdd-" + prec;
     plan.f64 ? gesdd_route<double>(be, x.data(), T, c, r, f) : gesdd_route<float>(be, x.data(), T, c, r, f);
@@ -414,7 +395,7 @@ class LowRankCompressed final : public Compressed {
       if (plan_.group_of[static_cast<std::size_t>(l)] < 0) uncompressed.push_back(l);
     nlohmann::json n = {{"method", plan_.method},
                         {"solver", plan_.randomized ? "randomized" : "exact"},
-                        {"precision", plan_.f64 ? "f64" : "f32"},
+                        {"precision", linalg::to_string(plan_.gram_precision)},
                         {"groups", group_notes_},
                         {"uncompressed_layers", uncompressed},
                         {"authors_ratio", authors_ratio_}};

@@ -235,6 +235,8 @@ EvalOutcome run_eval(const EvalRequest& r) {
                                   compress_seconds += seconds_since(t0);
                                 },
                                 .rehook_every = r.recompress_every,
+                                .prefill_observer = {},
+                                .decode_observer = {},
                                 .forced = forced};
         if (r.recompress_every > 0) options.decode_observer = window.observer();
         return generate_greedy(model, start, question, max_new, options);

@@ -14,9 +14,89 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string_view>
+#include <type_traits>
+#include <vector>
 
 namespace kvlab::linalg {
+
+// The arithmetic of a Gram C = XᵀX accumulated from f32 data (reference/perf.md §1, §4):
+//   f32   FP32 products and sums (SIMT on the GPU): entries good to ≈ u₃₂·(|X|ᵀ|X|)_ij
+//   tf32  inputs rounded to TF32 (10-bit mantissa), products summed in f32: tensor cores,
+//         ≈ 7× the FP32 rate on Hopper; entries good to ≈ 2·2⁻¹¹·(|X|ᵀ|X|)_ij
+//   bf16  inputs rounded to bfloat16 (7-bit mantissa), products summed in f32: tensor cores at
+//         2× TF32 and half the bytes to copy; entries good to ≈ 2·2⁻⁸·(|X|ᵀ|X|)_ij
+//   f64   inputs widened to f64, FP64 products and sums (the only choice for tails below
+//         √u₃₂·σ₁ ≈ 2.4e-4·σ₁)
+// The CPU backend emulates tf32 and bf16 by rounding its copy of the inputs (round to nearest
+// even) and running its FP32 routine, so CPU and GPU agree to f32 summation order.
+enum class GramPrecision { f32, tf32, bf16, f64 };
+std::string_view to_string(GramPrecision precision);  // "f32" | "tf32" | "bf16" | "f64"
+// Fails listing the choices on anything else.
+GramPrecision parse_gram_precision(std::string_view name);
+// √u of the Gram's inputs (u: the unit roundoff of what the products see: 2⁻²⁴ f32, 2⁻¹¹ tf32,
+// 2⁻⁸ bf16, 2⁻⁵³ f64): singular values below ≈ this·σ₁ are lost in a Gram of that precision.
+double gram_sigma_floor(GramPrecision precision);
+// Rounds f32 values in place to what tf32 / bf16 inputs keep (round to nearest even; f32 and
+// f64 leave them unchanged). Infinities and NaNs pass through.
+void round_gram_inputs(GramPrecision precision, std::span<float> values);
+
+// The upper block triangle of ZᵀZ for Z = [Z_0 … Z_{P−1}], P column panels of `width` columns
+// each, accumulated over token blocks of up to `capacity` rows. The caller fills staging() with
+// one block — panel p's rows at staging() + p·capacity·width, row-major [rows × width] — and
+// hands it over with add(rows); after the last block, finish() and read block(i, j).
+// T is the type the products are accumulated (and returned) in: float for f32/tf32/bf16, double
+// for f64 (the caller widens its data into the double staging block).
+// The CUDA implementation keeps the blocks on the device, stages through two pinned buffers
+// and copies one block up while the previous one's products run, so staging() may wait for an
+// upload two blocks back; the host one computes synchronously in add().
+template <typename T>
+class PanelGram {
+ public:
+  PanelGram(int panels, std::int64_t width, std::int64_t capacity)
+      : panels_(panels), width_(width), capacity_(capacity) {}
+  virtual ~PanelGram() = default;
+  PanelGram(const PanelGram&) = delete;
+  PanelGram& operator=(const PanelGram&) = delete;
+
+  int panels() const { return panels_; }
+  std::int64_t width() const { return width_; }
+  std::int64_t capacity() const { return capacity_; }
+  std::int64_t panel_stride() const { return capacity_ * width_; }
+
+  // The block to fill next: panels·capacity·width values. add() may overwrite it (rounding).
+  virtual T* staging() = 0;
+  // Accumulates the first `rows` (≤ capacity) rows of every panel of the staging block.
+  virtual void add(std::int64_t rows) = 0;
+  // Waits for every queued product; afterwards block(i, j) is valid and add() is not allowed.
+  virtual void finish() = 0;
+  // Block (i, j), i ≤ j: width × width column-major, Σ_t Z_i[t]ᵀ·Z_j[t]; diagonal blocks are
+  // complete (both triangles).
+  virtual const T* block(int i, int j) const = 0;
+
+ protected:
+  std::size_t block_index(int i, int j) const {
+    return static_cast<std::size_t>(i * panels_ - i * (i - 1) / 2 + (j - i));
+  }
+  std::size_t block_count() const { return static_cast<std::size_t>(panels_ * (panels_ + 1) / 2); }
+
+ private:
+  int panels_;
+  std::int64_t width_, capacity_;
+};
+
+// Fails naming the shape unless panels, width and capacity are all ≥ 1 (the PanelGram factories).
+void check_panel_gram_shape(int panels, std::int64_t width, std::int64_t capacity);
+
+// The rank-r truncated SVD of X by the Gram route, as the factors the low-rank compressors
+// store: X ≈ A·V_rᵀ with A = X·V_r.
+struct GramSubspace {
+  std::int64_t rank = 0;
+  std::vector<double> energy;  // [rank] σ_i² (the Gram's eigenvalues, clamped at 0), descending
+  std::vector<float> v;        // [c × rank] column-major: right singular vectors, by descending σ
+  std::vector<float> a;        // [n × rank] row-major: A = X·V_r (f32 products)
+};
 
 class Backend {
  public:
@@ -68,6 +148,21 @@ class Backend {
   virtual void orthonormalize(float* a, std::int64_t m, std::int64_t n, std::int64_t lda) = 0;
   virtual void orthonormalize(double* a, std::int64_t m, std::int64_t n, std::int64_t lda) = 0;
 
+  // A PanelGram that runs on this backend. The base version works for any backend through
+  // gram/gemm with host pointers; the CUDA backend keeps the blocks on the device. precision:
+  // f32, tf32 or bf16 (f64 needs panel_gram_f64).
+  virtual std::unique_ptr<PanelGram<float>> panel_gram(int panels, std::int64_t width, std::int64_t capacity,
+                                                       GramPrecision precision);
+  virtual std::unique_ptr<PanelGram<double>> panel_gram_f64(int panels, std::int64_t width, std::int64_t capacity);
+
+  // Top-r (1 ≤ r ≤ c ≤ n) right singular subspace of X = n rows × c columns (row-major, ld c)
+  // by the Gram route: C = XᵀX in `precision`, its r largest eigenpairs (precision f64: in f64,
+  // else f32), A = X·V_r in f32. The base version streams X through panel_gram and calls
+  // eigh_top and gemm; the CUDA backend uploads X once and keeps it on the device between the
+  // Gram and the projection.
+  virtual GramSubspace gram_subspace(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
+                                     GramPrecision precision);
+
   // Threads the backend may use inside one call (0 = its default).
   virtual void set_threads(int threads) = 0;
   virtual int threads() const = 0;
@@ -75,6 +170,16 @@ class Backend {
 
 // The process-wide CPU backend (OpenBLAS + LAPACKE).
 Backend& cpu_backend();
+
+// make_panel_gram<T>: panel_gram (float) or panel_gram_f64 (double) for templated callers.
+template <typename T>
+std::unique_ptr<PanelGram<T>> make_panel_gram(Backend& backend, int panels, std::int64_t width, std::int64_t capacity,
+                                              GramPrecision precision) {
+  if constexpr (std::is_same_v<T, double>)
+    return backend.panel_gram_f64(panels, width, capacity);
+  else
+    return backend.panel_gram(panels, width, capacity, precision);
+}
 
 // Fills the strictly lower triangle of an n×n column-major matrix from its upper triangle.
 template <typename T>

@@ -3,10 +3,6 @@
 // needed and the file costs CI (2 cores, no GPU) one ordinary compile.
 #include "linalg/cuda/cuda_backend.h"
 
-#include <cublas_v2.h>
-#include <cuda_runtime.h>
-#include <cusolverDn.h>
-
 #include <algorithm>
 #include <array>
 #include <cstdint>
@@ -15,48 +11,12 @@
 #include <vector>
 
 #include "core/error.h"
+#include "linalg/cuda/cuda_common.h"
 
 namespace kvlab::linalg {
 namespace {
 
-const char* cusolver_status_name(cusolverStatus_t s) {
-  switch (s) {
-    case CUSOLVER_STATUS_SUCCESS: return "CUSOLVER_STATUS_SUCCESS";
-    case CUSOLVER_STATUS_NOT_INITIALIZED: return "CUSOLVER_STATUS_NOT_INITIALIZED";
-    case CUSOLVER_STATUS_ALLOC_FAILED: return "CUSOLVER_STATUS_ALLOC_FAILED";
-    case CUSOLVER_STATUS_INVALID_VALUE: return "CUSOLVER_STATUS_INVALID_VALUE";
-    case CUSOLVER_STATUS_ARCH_MISMATCH: return "CUSOLVER_STATUS_ARCH_MISMATCH";
-    case CUSOLVER_STATUS_MAPPING_ERROR: return "CUSOLVER_STATUS_MAPPING_ERROR";
-    case CUSOLVER_STATUS_EXECUTION_FAILED: return "CUSOLVER_STATUS_EXECUTION_FAILED";
-    case CUSOLVER_STATUS_INTERNAL_ERROR: return "CUSOLVER_STATUS_INTERNAL_ERROR";
-    case CUSOLVER_STATUS_MATRIX_TYPE_NOT_SUPPORTED: return "CUSOLVER_STATUS_MATRIX_TYPE_NOT_SUPPORTED";
-    case CUSOLVER_STATUS_NOT_SUPPORTED: return "CUSOLVER_STATUS_NOT_SUPPORTED";
-    case CUSOLVER_STATUS_INVALID_WORKSPACE: return "CUSOLVER_STATUS_INVALID_WORKSPACE";
-    default: return "CUSOLVER_STATUS_(other)";
-  }
-}
-
-// "cusolverDnXsyevd(solver, params, …)" → "cusolverDnXsyevd": the message names the routine,
-// not the whole argument list.
-std::string_view callee(const char* expression) {
-  std::string_view s(expression);
-  return s.substr(0, s.find('('));
-}
-
-template <typename T>
-struct Traits;
-template <>
-struct Traits<float> {
-  static constexpr cudaDataType type = CUDA_R_32F;
-  static constexpr const char* name = "f32";
-  static constexpr double unit_roundoff = 5.96e-8;
-};
-template <>
-struct Traits<double> {
-  static constexpr cudaDataType type = CUDA_R_64F;
-  static constexpr const char* name = "f64";
-  static constexpr double unit_roundoff = 1.11e-16;
-};
+using cuda::Traits;
 
 struct Probe {
   bool available = false;
@@ -111,25 +71,11 @@ struct CudaBackend::Impl {
   bool svd_fell_back = false;
   int threads = 0;
 
-  [[noreturn]] void fail_call(std::string_view call, std::string_view status, std::string_view detail) const {
-    fail("linalg::cuda {}: {} failed: {}{}{}", op, call, status, detail.empty() ? "" : " — ", detail);
+  template <typename Status>
+  void check(Status s, const char* expression) const {
+    cuda::check(s, expression, op);
   }
-  void check(cudaError_t e, const char* expression) const {
-    if (e == cudaSuccess) return;
-    (void)cudaGetLastError();
-    fail_call(callee(expression), cudaGetErrorName(e), cudaGetErrorString(e));
-  }
-  void check(cublasStatus_t s, const char* expression) const {
-    if (s != CUBLAS_STATUS_SUCCESS) fail_call(callee(expression), cublasGetStatusName(s), cublasGetStatusString(s));
-  }
-  void check(cusolverStatus_t s, const char* expression) const {
-    if (s != CUSOLVER_STATUS_SUCCESS) fail_call(callee(expression), cusolver_status_name(s), "");
-  }
-  // cuSOLVER's devInfo: < 0 names a rejected argument, > 0 a failure to converge.
-  void check_info(int info, const char* routine) const {
-    if (info < 0) fail("linalg::cuda {}: {} rejected argument {}", op, routine, -info);
-    if (info > 0) fail("linalg::cuda {}: {} did not converge (info = {})", op, routine, info);
-  }
+  void check_info(int info, const char* routine) const { cuda::check_info(info, routine, op); }
 
   void init() {
     if (!cuda_available()) fail("no CUDA device: {}", cuda_unavailable_reason());

@@ -79,6 +79,16 @@ class CudaBackend final : public Backend {
   void orthonormalize(float* a, std::int64_t m, std::int64_t n, std::int64_t lda) override;
   void orthonormalize(double* a, std::int64_t m, std::int64_t n, std::int64_t lda) override;
 
+  // Streamed Grams kept on the device (cuda_panel_gram.cpp): blocks resident, pinned double
+  // buffers, the copy of one token block overlapping the products of the previous one.
+  std::unique_ptr<PanelGram<float>> panel_gram(int panels, std::int64_t width, std::int64_t capacity,
+                                               GramPrecision precision) override;
+  std::unique_ptr<PanelGram<double>> panel_gram_f64(int panels, std::int64_t width, std::int64_t capacity) override;
+  // X uploaded once and kept for the projection; falls back to the base (host-pointer) route
+  // when X, the Gram and A would take more than 90 % of the free device memory.
+  GramSubspace gram_subspace(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
+                             GramPrecision precision) override;
+
   // The device's parallelism is not set by a thread count: recorded and reported, never used.
   void set_threads(int threads) override;
   int threads() const override;

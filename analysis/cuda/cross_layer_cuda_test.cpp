@@ -1,0 +1,71 @@
+// The cross-layer analysis on the CUDA backend vs the CPU backend (the oracle, checked against
+// independent formulas in cross_layer_test.cpp), for every Gram precision: token and head
+// cosines, CKA, channel cosine and the group spectra. Skips without a device.
+#include <gtest/gtest.h>
+
+#include <Eigen/Dense>
+#include <cstdio>
+#include <random>
+
+#include "analysis/cross_layer.h"
+#include "linalg/cuda/cuda_backend.h"
+
+namespace kvlab::analysis {
+namespace {
+
+using RowMatrixXf = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+double max_abs_diff(const Eigen::MatrixXd& a, const Eigen::MatrixXd& b) { return (a - b).cwiseAbs().maxCoeff(); }
+
+TEST(CrossLayerCuda, MatchesTheCpuBackendInEveryPrecision) {
+  if (!linalg::cuda_available()) GTEST_SKIP() << "no CUDA device (" << linalg::cuda_unavailable_reason() << ")";
+  // 6 layers that share a drifting low-rank signal plus noise, so CKA and cosines are neither 0 nor 1.
+  const LayerShape shape{6, 4, 32, 3000};
+  const std::int64_t W = shape.width();
+  std::mt19937_64 rng(11);
+  std::normal_distribution<float> normal;
+  RowMatrixXf base(shape.tokens, W);
+  for (auto& v : base.reshaped()) v = normal(rng);
+  std::vector<RowMatrixXf> layers;
+  for (int l = 0; l < shape.layers; ++l) {
+    RowMatrixXf x = base;
+    for (auto& v : x.reshaped()) v = v * (1.f + 0.1f * float(l)) + 0.5f * normal(rng) + 0.2f;
+    layers.push_back(x);
+  }
+  const RowReader read = [&](int l, std::int64_t t0, std::int64_t n, std::span<float> out) {
+    std::copy_n(layers[std::size_t(l)].data() + t0 * W, n * W, out.data());
+  };
+  for (auto p : {GramPrecision::f32, GramPrecision::tf32, GramPrecision::bf16, GramPrecision::f64}) {
+    SCOPED_TRACE(std::string(linalg::to_string(p)));
+    AnalysisOptions options;
+    options.group_sizes = {1, 2, 3};
+    options.token_block = 700;  // 5 blocks, the last one short: both pinned buffers reused
+    options.precision = p;
+    const auto cpu = analyze_cross_layer(shape, read, options, linalg::cpu_backend());
+    const auto gpu = analyze_cross_layer(shape, read, options, linalg::cuda_backend());
+    // Cosines and the uncentred channel cosine do not depend on the Gram's precision; CKA does
+    // (tf32: cuBLAS may round its inputs differently from the CPU's emulation).
+    const double cka_tol = p == GramPrecision::tf32 ? 5e-3 : p == GramPrecision::f64 ? 1e-10 : 1e-5;
+    const double cos = max_abs_diff(gpu.token_cosine, cpu.token_cosine);
+    const double cka = max_abs_diff(gpu.cka, cpu.cka);
+    const double channel = max_abs_diff(gpu.channel_cosine, cpu.channel_cosine);
+    double spectrum = 0;
+    for (std::size_t g = 0; g < cpu.eigen_rank.size(); ++g)
+      for (std::size_t k = 0; k < cpu.eigen_rank[g].groups.size(); ++k) {
+        const auto& a = cpu.eigen_rank[g].groups[k].spectrum;
+        const auto& b = gpu.eigen_rank[g].groups[k].spectrum;
+        ASSERT_EQ(a.size(), b.size());
+        for (std::size_t i = 0; i < a.size(); ++i) spectrum = std::max(spectrum, std::abs(a[i] - b[i]) / a[0]);
+        EXPECT_EQ(cpu.eigen_rank[g].groups[k].rank.back(), gpu.eigen_rank[g].groups[k].rank.back());
+      }
+    std::printf("analysis %-4s: token cosine %.1e, CKA %.1e, channel cosine %.1e, spectrum %.1e\n",
+                std::string(linalg::to_string(p)).c_str(), cos, cka, channel, spectrum);
+    EXPECT_LT(cos, 1e-5);
+    EXPECT_LT(cka, cka_tol);
+    EXPECT_LT(channel, cka_tol);
+    EXPECT_LT(spectrum, cka_tol);
+  }
+}
+
+}  // namespace
+}  // namespace kvlab::analysis

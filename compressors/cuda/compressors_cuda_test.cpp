@@ -1,0 +1,58 @@
+// Every compressor on the CUDA backend vs the CPU backend: the same cache, the same spec, and
+// the scores (per-layer K/V relative errors, attention-output error, KL, bytes) compared with a
+// stated tolerance. Methods that only select or quantize must agree exactly in bytes; the
+// low-rank ones to their Gram precision. commonkv is left out: it needs a checkpoint, and its
+// linear algebra (the SVD of stacked weights) is the svd_thin that linalg_cuda_tests checks.
+// Skips without a device.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+
+#include "compressors/chain.h"
+#include "compressors/score.h"
+#include "compressors/test_caches.h"
+#include "linalg/cuda/cuda_backend.h"
+
+namespace kvlab::compressors {
+namespace {
+
+Score run(const CacheSource& cache, const std::string& spec, linalg::Backend& backend) {
+  const CompressContext ctx{cache, backend, nullptr};
+  auto compressed = compress_chain(ctx, parse_spec(spec));
+  return score(cache, *compressed, backend);
+}
+
+TEST(CompressorsCuda, EveryMethodScoresAsOnTheCpu) {
+  if (!linalg::cuda_available()) GTEST_SKIP() << "no CUDA device (" << linalg::cuda_unavailable_reason() << ")";
+  const auto cache = testing::synthetic_cache(testing::small_synth_config());
+  struct Case {
+    const char* spec;
+    double tol;  // on every relative error and on KL, absolute
+  };
+  for (const Case& c : {Case{"full", 1e-6}, Case{"svd:rk=8,rv=12", 1e-4}, Case{"xkv:g=2,rk=12,rv=16", 1e-4},
+                        Case{"xkv:g=2,rk=12,rv=16,precision=f32", 1e-4},
+                        Case{"xkv:g=2,rk=12,rv=16,precision=tf32", 2e-2},
+                        Case{"xkv:g=2,rk=12,rv=16,precision=bf16", 1e-3},
+                        Case{"xkv:g=4,rk=16,solver=randomized", 1e-3}, Case{"minicache", 1e-4},
+                        Case{"kivi:bits=2", 1e-4}, Case{"streamingllm:keep=0.5", 1e-4}, Case{"h2o:keep=0.5", 1e-4},
+                        Case{"snapkv:keep=0.5,window=8", 1e-4}, Case{"pyramidkv:keep=0.5,window=8", 1e-4},
+                        Case{"snapkv:keep=0.5,window=8+xkv:g=2,rk=12+kivi:bits=4", 1e-3}}) {
+    SCOPED_TRACE(c.spec);
+    const Score cpu = run(cache, c.spec, linalg::cpu_backend());
+    const Score gpu = run(cache, c.spec, linalg::cuda_backend());
+    ASSERT_EQ(cpu.layers.size(), gpu.layers.size());
+    EXPECT_EQ(cpu.bytes, gpu.bytes);
+    double worst = 0;
+    for (std::size_t l = 0; l < cpu.layers.size(); ++l) {
+      worst = std::max({worst, std::abs(cpu.layers[l].key_error - gpu.layers[l].key_error),
+                        std::abs(cpu.layers[l].value_error - gpu.layers[l].value_error)});
+    }
+    worst = std::max({worst, std::abs(cpu.attn_output_error - gpu.attn_output_error), std::abs(cpu.attn_kl - gpu.attn_kl)});
+    std::printf("%-45s worst difference %.1e (tol %.0e)\n", c.spec, worst, c.tol);
+    EXPECT_LT(worst, c.tol);
+  }
+}
+
+}  // namespace
+}  // namespace kvlab::compressors

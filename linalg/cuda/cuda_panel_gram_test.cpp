@@ -1,0 +1,146 @@
+// Parity of the CUDA streamed Grams with the host ones (the base Backend versions on the CPU
+// backend, themselves checked against Eigen in linalg/panel_gram_test.cpp): every precision,
+// enough token blocks that both pinned buffers are reused several times, and a last short
+// block. Errors are normalized (‖Δ‖_F/‖C‖_F); the tolerances are stated per precision. Skips
+// without a device.
+#include <gtest/gtest.h>
+
+#include <Eigen/Dense>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "core/error.h"
+#include "linalg/backend.h"
+#include "linalg/cuda/cuda_backend.h"
+#include "linalg/test_matrices.h"
+
+namespace kvlab::linalg {
+namespace {
+
+#define KVLAB_REQUIRE_CUDA() \
+  if (!cuda_available()) GTEST_SKIP() << "no CUDA device (" << cuda_unavailable_reason() << ")"
+
+// tf32: cuBLAS may convert its inputs by a different rounding than round_gram_inputs' nearest
+// even (one TF32 ulp, 2⁻¹⁰ relative), so the two Grams differ by up to ≈ 2·2⁻¹⁰ normalized.
+// bf16: both sides multiply the same host-rounded inputs; only the f32 summation order differs.
+double tolerance(GramPrecision p) {
+  switch (p) {
+    case GramPrecision::f32: return 2e-5;
+    case GramPrecision::tf32: return 4e-3;
+    case GramPrecision::bf16: return 2e-5;
+    case GramPrecision::f64: return 1e-13;
+  }
+  return 0;
+}
+
+std::vector<double> random_rows(std::int64_t n, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal(0.3, 1.0);  // a mean, as uncentred KV rows have
+  std::vector<double> v(static_cast<std::size_t>(n));
+  for (auto& x : v) x = float(normal(rng));
+  return v;
+}
+
+template <typename T>
+std::vector<double> stream(PanelGram<T>& gram, const std::vector<double>& z, std::int64_t rows) {
+  const int P = gram.panels();
+  const std::int64_t W = gram.width(), cap = gram.capacity();
+  for (std::int64_t t0 = 0; t0 < rows; t0 += cap) {
+    const std::int64_t n = std::min(cap, rows - t0);
+    T* s = gram.staging();
+    for (int p = 0; p < P; ++p)
+      for (std::int64_t t = 0; t < n; ++t)
+        for (std::int64_t c = 0; c < W; ++c)
+          s[p * gram.panel_stride() + t * W + c] = T(z[std::size_t(((t0 + t) * P + p) * W + c)]);
+    gram.add(n);
+  }
+  gram.finish();
+  std::vector<double> out;
+  for (int i = 0; i < P; ++i)
+    for (int j = i; j < P; ++j) out.insert(out.end(), gram.block(i, j), gram.block(i, j) + W * W);
+  return out;
+}
+
+double rel(const std::vector<double>& got, const std::vector<double>& want) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    num += (got[i] - want[i]) * (got[i] - want[i]);
+    den += want[i] * want[i];
+  }
+  return std::sqrt(num / den);
+}
+
+TEST(CudaPanelGram, MatchesTheHostPanelGramInEveryPrecision) {
+  KVLAB_REQUIRE_CUDA();
+  const int P = 4;
+  const std::int64_t W = 96, rows = 1000, cap = 128;  // 8 blocks, the last one 104 rows
+  const auto z = random_rows(rows * P * W, 3);
+  for (auto p : {GramPrecision::f32, GramPrecision::tf32, GramPrecision::bf16, GramPrecision::f64}) {
+    std::vector<double> cpu, gpu;
+    if (p == GramPrecision::f64) {
+      cpu = stream(*cpu_backend().panel_gram_f64(P, W, cap), z, rows);
+      gpu = stream(*cuda_backend().panel_gram_f64(P, W, cap), z, rows);
+    } else {
+      cpu = stream(*cpu_backend().panel_gram(P, W, cap, p), z, rows);
+      gpu = stream(*cuda_backend().panel_gram(P, W, cap, p), z, rows);
+    }
+    const double err = rel(gpu, cpu);
+    std::printf("panel_gram %-4s: normalized error %.2e (tol %.0e)\n", std::string(to_string(p)).c_str(), err,
+                tolerance(p));
+    EXPECT_LT(err, tolerance(p)) << to_string(p);
+  }
+}
+
+TEST(CudaPanelGram, DoesNotNeedStagingBeforeEveryAddAndRejectsMisuse) {
+  KVLAB_REQUIRE_CUDA();
+  auto gram = cuda_backend().panel_gram(2, 8, 16, GramPrecision::f32);
+  EXPECT_THROW(gram->add(17), Error);
+  EXPECT_THROW(gram->block(0, 0), Error);
+  std::fill_n(gram->staging(), 2 * 16 * 8, 1.f);
+  gram->add(16);
+  std::fill_n(gram->staging(), 2 * 16 * 8, 2.f);  // the other pinned buffer
+  gram->add(3);
+  gram->finish();
+  EXPECT_EQ(gram->block(0, 1)[0], 16.f * 1 + 3.f * 4);
+  EXPECT_EQ(gram->block(1, 1)[8 * 8 - 1], 16.f + 12.f);
+  EXPECT_THROW(gram->add(1), Error);
+}
+
+// gram_subspace with X resident on the device vs the host route, over several upload chunks
+// (n·c > 8 Mi values): energies, the subspace, and A = X·V_r for the device's own V_r.
+TEST(CudaGramSubspace, MatchesTheHostRouteInEveryPrecision) {
+  KVLAB_REQUIRE_CUDA();
+  const std::int64_t n = 150000, c = 64, r = 16;
+  // A wide gap after σ_r (50 → 5), so the subspace is well defined even at TF32's accuracy.
+  Eigen::VectorXd sigma(c);
+  sigma << testing::geometric_spectrum(r, 100.0, 0.5), testing::geometric_spectrum(c - r, 5.0, 0.1);
+  const Eigen::MatrixXd left = testing::random_orthonormal(n, c, 8);
+  const Eigen::MatrixXd right = testing::random_orthonormal(c, c, 9);
+  using RowF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const RowF x = (left * sigma.asDiagonal() * right.transpose()).cast<float>();
+  const Eigen::MatrixXd xd = x.cast<double>();
+  for (auto p : {GramPrecision::f32, GramPrecision::tf32, GramPrecision::bf16, GramPrecision::f64}) {
+    SCOPED_TRACE(std::string(to_string(p)));
+    const GramSubspace cpu = cpu_backend().gram_subspace(x.data(), n, c, r, p);
+    const GramSubspace gpu = cuda_backend().gram_subspace(x.data(), n, c, r, p);
+    ASSERT_EQ(gpu.rank, r);
+    double energy = 0;
+    for (std::int64_t i = 0; i < r; ++i)
+      energy = std::max(energy, std::abs(gpu.energy[std::size_t(i)] - cpu.energy[std::size_t(i)]) / cpu.energy[0]);
+    const Eigen::MatrixXd vg = Eigen::Map<const Eigen::MatrixXf>(gpu.v.data(), c, r).cast<double>();
+    const Eigen::MatrixXd vc = Eigen::Map<const Eigen::MatrixXf>(cpu.v.data(), c, r).cast<double>();
+    const double subspace = (vg * vg.transpose() - vc * vc.transpose()).norm();
+    const Eigen::MatrixXd a = Eigen::Map<const RowF>(gpu.a.data(), n, r).cast<double>();
+    const double projection = (a - xd * vg).norm() / (xd * vg).norm();
+    std::printf("gram_subspace %-4s: energy %.2e, subspace %.2e, A %.2e\n", std::string(to_string(p)).c_str(), energy,
+                subspace, projection);
+    EXPECT_LT(energy, tolerance(p) * 5);  // eigenvalues relative to λ₁: the Gram's error, a few times over
+    EXPECT_LT(subspace, p == GramPrecision::f64 ? 1e-9 : p == GramPrecision::tf32 ? 2e-2 : 1e-3);
+    EXPECT_LT(projection, 1e-5);  // A is always an f32 product
+  }
+}
+
+}  // namespace
+}  // namespace kvlab::linalg
