@@ -94,7 +94,9 @@ TEST(CrossLayer, FeatureSpaceCkaEqualsGramSpaceFormula) {
                                                 xs[std::size_t(j)].cast<float>().cast<double>()), tol)
             << to_string(precision) << " " << i << "," << j;
     if (precision == GramPrecision::f32) f32_cka = r.cka;
-    if (precision == GramPrecision::bf16) EXPECT_GT((r.cka - f32_cka).cwiseAbs().maxCoeff(), 1e-5);  // really rounded
+    if (precision == GramPrecision::bf16) {
+      EXPECT_GT((r.cka - f32_cka).cwiseAbs().maxCoeff(), 1e-5);  // really rounded
+    }
   }
 }
 

@@ -9,7 +9,6 @@
 #include <charconv>
 #include <cmath>
 #include <limits>
-#include <random>
 
 #include "compressors/dense.h"
 #include "core/error.h"
@@ -258,37 +257,6 @@ void gesdd_route(linalg::Backend& be, const float* x, std::int64_t T, std::int64
   for (std::int64_t j = 0; j < r; ++j) f.energy[static_cast<std::size_t>(j)] = double(sigma[j]) * double(sigma[j]);
 }
 
-// HMT Alg. 4.4: Y = X·Ω, then q rounds of Xᵀ·Q and X·Q, Householder-orthonormalised after every
-// product; V_r = top right singular vectors of QᵀX (an ℓ×c SVD in precision R). Products in f32.
-template <typename R>
-void randomized_route(linalg::Backend& be, const std::vector<float>& x, std::int64_t T, std::int64_t c,
-                      std::int64_t r, const Plan& plan, std::uint64_t stream, Factors& f) {
-  const std::int64_t ell = std::min(r + plan.oversample, std::min(T, c));
-  std::seed_seq seq{static_cast<std::uint32_t>(plan.seed), static_cast<std::uint32_t>(plan.seed >> 32),
-                    static_cast<std::uint32_t>(stream), static_cast<std::uint32_t>(stream >> 32)};
-  std::mt19937_64 rng(seq);
-  std::normal_distribution<float> normal;
-  std::vector<float> omega(static_cast<std::size_t>(c * ell));
-  for (auto& v : omega) v = normal(rng);
-  std::vector<float> y(static_cast<std::size_t>(T * ell)), w(static_cast<std::size_t>(c * ell));
-  // X = (Xᵀ)ᵀ with Xᵀ the column-major c×T view of the row-major data.
-  be.gemm(true, false, T, ell, c, 1.f, x.data(), c, omega.data(), c, 0.f, y.data(), T);  // Y = X·Ω  [T×ℓ]
-  be.orthonormalize(y.data(), T, ell, T);
-  for (std::int64_t it = 0; it < plan.iters; ++it) {
-    be.gemm(false, false, c, ell, T, 1.f, x.data(), c, y.data(), T, 0.f, w.data(), c);  // W = Xᵀ·Q  [c×ℓ]
-    be.orthonormalize(w.data(), c, ell, c);
-    be.gemm(true, false, T, ell, c, 1.f, x.data(), c, w.data(), c, 0.f, y.data(), T);  // Y = X·W
-    be.orthonormalize(y.data(), T, ell, T);
-  }
-  be.gemm(false, false, c, ell, T, 1.f, x.data(), c, y.data(), T, 0.f, w.data(), c);  // (QᵀX)ᵀ = XᵀQ  [c×ℓ]
-  // (QᵀX)ᵀ = U·S·Zᵀ: the right singular vectors of QᵀX are U's columns.
-  auto wr = convert<R>(w.data(), w.size());
-  std::vector<R> sigma(static_cast<std::size_t>(ell)), u(static_cast<std::size_t>(c * ell)),
-      zt(static_cast<std::size_t>(ell * ell));
-  be.svd_thin(wr.data(), c, ell, c, sigma.data(), u.data(), c, zt.data(), ell);
-  f.v.assign(u.begin(), u.begin() + c * r);
-}
-
 Factors decompose(linalg::Backend& be, const std::vector<float>& x, std::int64_t T, std::int64_t c, std::int64_t rank,
                   const Plan& plan, std::uint64_t stream) {
   Factors f;
@@ -296,35 +264,30 @@ Factors decompose(linalg::Backend& be, const std::vector<float>& x, std::int64_t
   f.rank = std::min({rank, T, c});
   const std::int64_t r = f.rank;
   if (r == 0) return f;
-  if (!plan.randomized && T >= c) {
-    // The backend's Gram route forms A = X·V_r itself (on CUDA without a second upload of X).
-    auto sub = be.gram_subspace(x.data(), T, c, r, plan.gram_precision);
-    f.route = "gram-" + std::string(linalg::to_string(plan.gram_precision));
+  // The backend's Gram and randomized routes form A = X·V_r themselves (on CUDA without a
+  // second upload of X).
+  auto take = [&f](linalg::SubspaceFactors&& sub, std::string route) {
+    f.route = std::move(route);
     f.v = std::move(sub.v);
     f.energy = std::move(sub.energy);
     f.a = std::move(sub.a);
-    return f;
-  }
+  };
   const std::string prec = plan.f64 ? "f64" : "f32";
   if (plan.randomized) {
-    f.route = "randomized-" + prec;
-    plan.f64 ? randomized_route<double>(be, x, T, c, r, plan, stream, f)
-             : randomized_route<float>(be, x, T, c, r, plan, stream, f);
-  } else {
-    f.route = "gesdd-" + prec;
-    plan.f64 ? gesdd_route<double>(be, x.data(), T, c, r, f) : gesdd_route<float>(be, x.data(), T, c, r, f);
+    take(be.randomized_subspace(x.data(), T, c, r, {plan.oversample, plan.iters, plan.seed, stream, plan.f64}),
+         "randomized-" + prec);
+    return f;
   }
+  if (T >= c) {
+    take(be.gram_subspace(x.data(), T, c, r, plan.gram_precision),
+         "gram-" + std::string(linalg::to_string(plan.gram_precision)));
+    return f;
+  }
+  f.route = "gesdd-" + prec;
+  plan.f64 ? gesdd_route<double>(be, x.data(), T, c, r, f) : gesdd_route<float>(be, x.data(), T, c, r, f);
   // A = X·V_r: Aᵀ (r×T, the column-major view of row-major A [T, r]) = V_rᵀ·Xᵀ.
   f.a.resize(static_cast<std::size_t>(T * r));
   be.gemm(true, false, r, T, c, 1.f, f.v.data(), c, x.data(), c, 0.f, f.a.data(), r);
-  if (plan.randomized) {
-    f.energy.assign(static_cast<std::size_t>(r), 0.0);
-    for (std::int64_t t = 0; t < T; ++t)
-      for (std::int64_t j = 0; j < r; ++j) {
-        const double v = f.a[static_cast<std::size_t>(t * r + j)];
-        f.energy[static_cast<std::size_t>(j)] += v * v;
-      }
-  }
   return f;
 }
 

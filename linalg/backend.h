@@ -89,11 +89,10 @@ class PanelGram {
 // Fails naming the shape unless panels, width and capacity are all ≥ 1 (the PanelGram factories).
 void check_panel_gram_shape(int panels, std::int64_t width, std::int64_t capacity);
 
-// The rank-r truncated SVD of X by the Gram route, as the factors the low-rank compressors
-// store: X ≈ A·V_rᵀ with A = X·V_r.
-struct GramSubspace {
+// A rank-r approximation X ≈ A·V_rᵀ with A = X·V_r, as the low-rank compressors store it.
+struct SubspaceFactors {
   std::int64_t rank = 0;
-  std::vector<double> energy;  // [rank] σ_i² (the Gram's eigenvalues, clamped at 0), descending
+  std::vector<double> energy;  // [rank] Gram route: σ_i² (its eigenvalues, clamped at 0); randomized: ‖X·v_i‖²
   std::vector<float> v;        // [c × rank] column-major: right singular vectors, by descending σ
   std::vector<float> a;        // [n × rank] row-major: A = X·V_r (f32 products)
 };
@@ -160,8 +159,22 @@ class Backend {
   // else f32), A = X·V_r in f32. The base version streams X through panel_gram and calls
   // eigh_top and gemm; the CUDA backend uploads X once and keeps it on the device between the
   // Gram and the projection.
-  virtual GramSubspace gram_subspace(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
+  virtual SubspaceFactors gram_subspace(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
                                      GramPrecision precision);
+
+  // HMT Alg. 4.4 (reference/perf.md §5) for the top-r right singular subspace of X = n rows × c
+  // columns (row-major, ld c): a Gaussian Ω [c × ℓ], ℓ = min(r + oversample, n, c), drawn from
+  // (seed, stream) by randomized_sketch(); Y = X·Ω, then `iters` rounds of Xᵀ·Q and X·Q, each
+  // Householder-orthonormalised; V_r = the top r right singular vectors of QᵀX (an ℓ × c SVD,
+  // in f64 when small_svd_f64). Products in f32. The base version calls gemm/orthonormalize with
+  // host pointers; the CUDA backend keeps X, Y and W on the device throughout.
+  struct RandomizedOptions {
+    std::int64_t oversample = 10, iters = 2;
+    std::uint64_t seed = 0, stream = 0;
+    bool small_svd_f64 = true;
+  };
+  virtual SubspaceFactors randomized_subspace(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
+                                              const RandomizedOptions& options);
 
   // Threads the backend may use inside one call (0 = its default).
   virtual void set_threads(int threads) = 0;
@@ -170,6 +183,16 @@ class Backend {
 
 // The process-wide CPU backend (OpenBLAS + LAPACKE).
 Backend& cpu_backend();
+
+// Pieces of randomized_subspace that every backend shares (so their results agree):
+// Ω [c × ℓ] column-major, N(0, 1) from a mt19937_64 seeded by (seed, stream);
+std::vector<float> randomized_sketch(std::int64_t c, std::int64_t ell, std::uint64_t seed, std::uint64_t stream);
+// the top r right singular vectors of QᵀX from W = XᵀQ [c × ℓ] (W's left singular vectors), by
+// backend.svd_thin in f64 or f32 (W is consumed), into v [c × r];
+void sketch_top_vectors(Backend& backend, std::vector<float>& w, std::int64_t c, std::int64_t ell, std::int64_t r,
+                        bool f64, std::vector<float>& v);
+// energy_j = Σ_t A[t, j]² for A [n × r] row-major.
+std::vector<double> column_energies(const std::vector<float>& a, std::int64_t n, std::int64_t r);
 
 // make_panel_gram<T>: panel_gram (float) or panel_gram_f64 (double) for templated callers.
 template <typename T>

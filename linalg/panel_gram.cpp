@@ -77,7 +77,7 @@ class HostPanelGram final : public PanelGram<T> {
 // Streams X through a PanelGram<R> (one panel), then takes the top r eigenpairs of the Gram.
 template <typename R>
 void gram_eigenpairs(Backend& backend, const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
-                     GramPrecision precision, GramSubspace& out) {
+                     GramPrecision precision, SubspaceFactors& out) {
   const std::int64_t block = std::min(n, std::max<std::int64_t>(1, (std::int64_t{1} << 22) / c));  // ≈ 16 MiB of f32
   auto gram = make_panel_gram<R>(backend, 1, c, block, precision);
   for (std::int64_t t0 = 0; t0 < n; t0 += block) {
@@ -151,11 +151,11 @@ std::unique_ptr<PanelGram<double>> Backend::panel_gram_f64(int panels, std::int6
   return std::make_unique<HostPanelGram<double>>(*this, panels, width, capacity, GramPrecision::f64);
 }
 
-GramSubspace Backend::gram_subspace(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
+SubspaceFactors Backend::gram_subspace(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
                                     GramPrecision precision) {
   if (n < 1 || c < 1 || r < 1 || r > c)
     fail("linalg gram_subspace: needs 1 ≤ r ≤ c and n ≥ 1 (got n = {}, c = {}, r = {})", n, c, r);
-  GramSubspace out;
+  SubspaceFactors out;
   out.rank = r;
   if (precision == GramPrecision::f64)
     gram_eigenpairs<double>(*this, x, n, c, r, precision, out);

@@ -185,7 +185,7 @@ TEST(HostPanelGram, MisuseFailsClearly) {
 
 // gram_subspace against a one-sided Jacobi SVD of X: σ_i² = energy_i, the same subspace (‖V·Vᵀ − V_ref·V_refᵀ‖),
 // and A = X·V_r.
-TEST(GramSubspace, MatchesGesddInEveryPrecision) {
+TEST(GramSubspace, MatchesJacobiSvdInEveryPrecision) {
   const std::int64_t n = 3000, c = 48, r = 12;
   Eigen::VectorXd sigma = testing::geometric_spectrum(c, 50.0, 0.05);
   RowMatrixXd x64 = testing::matrix_with_spectrum(n, c, sigma, 21);
@@ -201,7 +201,7 @@ TEST(GramSubspace, MatchesGesddInEveryPrecision) {
   for (const Case& k : {Case{GramPrecision::f64, 1e-10, 1e-6}, Case{GramPrecision::f32, 1e-5, 1e-3},
                         Case{GramPrecision::tf32, 2e-3, 2e-2}, Case{GramPrecision::bf16, 2e-2, 1e-1}}) {
     SCOPED_TRACE(std::string(to_string(k.precision)));
-    const GramSubspace s = cpu_backend().gram_subspace(x.data(), n, c, r, k.precision);
+    const SubspaceFactors s = cpu_backend().gram_subspace(x.data(), n, c, r, k.precision);
     ASSERT_EQ(s.rank, r);
     for (std::int64_t i = 0; i < r; ++i)
       EXPECT_NEAR(s.energy[std::size_t(i)], svd.singularValues()(i) * svd.singularValues()(i),

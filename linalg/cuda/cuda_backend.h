@@ -86,8 +86,13 @@ class CudaBackend final : public Backend {
   std::unique_ptr<PanelGram<double>> panel_gram_f64(int panels, std::int64_t width, std::int64_t capacity) override;
   // X uploaded once and kept for the projection; falls back to the base (host-pointer) route
   // when X, the Gram and A would take more than 90 % of the free device memory.
-  GramSubspace gram_subspace(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
+  SubspaceFactors gram_subspace(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
                              GramPrecision precision) override;
+
+  // X, Y and W stay on the device through the subspace iteration (cuda_randomized.cpp); falls
+  // back to the base route when they would not fit in 90 % of the free device memory.
+  SubspaceFactors randomized_subspace(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
+                                      const RandomizedOptions& options) override;
 
   // The device's parallelism is not set by a thread count: recorded and reported, never used.
   void set_threads(int threads) override;

@@ -192,7 +192,7 @@ class CudaPanelGram final : public PanelGram<T> {
 // bf16 and f64 Grams also upload the converted block), the Gram accumulated block by block,
 // Xsyevdx for the top r on the device Gram, A = X·V_r by one Sgemm on the resident X.
 template <typename R>
-GramSubspace resident_gram_subspace(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
+SubspaceFactors resident_gram_subspace(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
                                     GramPrecision precision, std::int64_t chunk, const std::string& op) {
   StreamPair s(op);
   std::array<Event, 2> uploaded{Event(op), Event(op)}, computed{Event(op), Event(op)};
@@ -263,7 +263,7 @@ GramSubspace resident_gram_subspace(const float* x, std::int64_t n, std::int64_t
   gram.reset();
   work.reset();
 
-  GramSubspace out;
+  SubspaceFactors out;
   out.rank = r;
   out.v.resize(static_cast<std::size_t>(c * r));
   out.energy.resize(static_cast<std::size_t>(r));
@@ -300,7 +300,7 @@ std::unique_ptr<PanelGram<double>> CudaBackend::panel_gram_f64(int panels, std::
   return std::make_unique<CudaPanelGram<double>>(panels, width, capacity, GramPrecision::f64);
 }
 
-GramSubspace CudaBackend::gram_subspace(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
+SubspaceFactors CudaBackend::gram_subspace(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
                                         GramPrecision precision) {
   if (n < 1 || c < 1 || r < 1 || r > c) return Backend::gram_subspace(x, n, c, r, precision);  // its error
   const std::string op =

@@ -123,8 +123,8 @@ TEST(CudaGramSubspace, MatchesTheHostRouteInEveryPrecision) {
   const Eigen::MatrixXd xd = x.cast<double>();
   for (auto p : {GramPrecision::f32, GramPrecision::tf32, GramPrecision::bf16, GramPrecision::f64}) {
     SCOPED_TRACE(std::string(to_string(p)));
-    const GramSubspace cpu = cpu_backend().gram_subspace(x.data(), n, c, r, p);
-    const GramSubspace gpu = cuda_backend().gram_subspace(x.data(), n, c, r, p);
+    const SubspaceFactors cpu = cpu_backend().gram_subspace(x.data(), n, c, r, p);
+    const SubspaceFactors gpu = cuda_backend().gram_subspace(x.data(), n, c, r, p);
     ASSERT_EQ(gpu.rank, r);
     double energy = 0;
     for (std::int64_t i = 0; i < r; ++i)
@@ -139,6 +139,38 @@ TEST(CudaGramSubspace, MatchesTheHostRouteInEveryPrecision) {
     EXPECT_LT(energy, tolerance(p) * 5);  // eigenvalues relative to λ₁: the Gram's error, a few times over
     EXPECT_LT(subspace, p == GramPrecision::f64 ? 1e-9 : p == GramPrecision::tf32 ? 2e-2 : 1e-3);
     EXPECT_LT(projection, 1e-5);  // A is always an f32 product
+  }
+}
+
+// randomized_subspace with X, Y, W resident vs the host route: the same Ω, so the same subspace
+// up to f32 rounding (a planted gap after σ_r keeps it well defined), the same energies, and
+// A = X·V_r for the device's own V_r. n·c spans several MiB, ℓ = r + 10.
+TEST(CudaRandomizedSubspace, MatchesTheHostRoute) {
+  KVLAB_REQUIRE_CUDA();
+  const std::int64_t n = 20000, c = 128, r = 12;
+  Eigen::VectorXd sigma(c);
+  sigma << testing::geometric_spectrum(r, 100.0, 0.5), testing::geometric_spectrum(c - r, 5.0, 1e-3);
+  using RowF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const RowF x = testing::matrix_with_spectrum(n, c, sigma, 12).cast<float>();
+  const Eigen::MatrixXd xd = x.cast<double>();
+  for (bool f64 : {true, false}) {
+    SCOPED_TRACE(f64 ? "f64 small SVD" : "f32 small SVD");
+    const Backend::RandomizedOptions o{10, 2, 3, 5, f64};
+    const SubspaceFactors cpu = cpu_backend().randomized_subspace(x.data(), n, c, r, o);
+    const SubspaceFactors gpu = cuda_backend().randomized_subspace(x.data(), n, c, r, o);
+    const Eigen::MatrixXd vg = Eigen::Map<const Eigen::MatrixXf>(gpu.v.data(), c, r).cast<double>();
+    const Eigen::MatrixXd vc = Eigen::Map<const Eigen::MatrixXf>(cpu.v.data(), c, r).cast<double>();
+    const double subspace = (vg * vg.transpose() - vc * vc.transpose()).norm();
+    double energy = 0;
+    for (std::int64_t i = 0; i < r; ++i)
+      energy = std::max(energy, std::abs(gpu.energy[std::size_t(i)] - cpu.energy[std::size_t(i)]) / cpu.energy[0]);
+    const Eigen::MatrixXd a = Eigen::Map<const RowF>(gpu.a.data(), n, r).cast<double>();
+    const double projection = (a - xd * vg).norm() / (xd * vg).norm();
+    std::printf("randomized_subspace (%s): subspace %.2e, energy %.2e, A %.2e\n", f64 ? "f64" : "f32", subspace,
+                energy, projection);
+    EXPECT_LT(subspace, 1e-4);
+    EXPECT_LT(energy, 1e-5);
+    EXPECT_LT(projection, 1e-5);
   }
 }
 
