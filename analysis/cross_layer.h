@@ -12,7 +12,9 @@
 //   before the product avoids the catastrophic cancellation of C = U − nμμᵀ in f32
 //   (reference/perf.md §4, "Centring").
 // Memory: the upper block triangle of the Gram (L(L+1)/2 blocks of (H·D)², 2.1 GiB in f32 for
-// 32 layers × 1024 columns) plus one token block of all layers; never the whole dump.
+// 32 layers × 1024 columns) plus one token block of all layers; never the whole dump. The Gram
+// is a linalg::PanelGram of the backend: on CUDA its blocks live on the device (copied to the
+// host once, at the end) and token blocks go up through two pinned buffers.
 #pragma once
 
 #include <Eigen/Core>

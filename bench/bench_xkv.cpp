@@ -3,8 +3,8 @@
 // relative Frobenius errors and, given the reference's JSON (bench/reference/xkv_ref.py),
 // their difference from the authors' torch.linalg.svd result. bench/README.md has the commands.
 //
-//   bench_xkv DUMP.h5 [--sample ID] [--threads N] [--g 4] [--rk 384] [--sweep 8]
-//             [--spec PARAMS]... [--ref ref.json] [--out result.json]
+//   bench_xkv DUMP.h5 [--sample ID] [--threads N] [--device cpu|cuda] [--g 4] [--rk 384]
+//             [--sweep 8] [--spec PARAMS]... [--ref ref.json] [--out result.json]
 // --spec adds an xkv parameter string ("g=4,rk=384,solver=randomized"); without any, the three
 // default variants run. Time includes reading the group's layers from the dump (reported
 // separately as read_seconds from one plain pass).
@@ -23,6 +23,7 @@
 #include "core/error.h"
 #include "core/kv_dump.h"
 #include "linalg/backend.h"
+#include "linalg/select_backend.h"
 
 using namespace kvlab;
 using namespace kvlab::compressors;
@@ -59,11 +60,11 @@ nlohmann::json group_errors(const CacheSource& cache, const Compressed& rep, con
 
 int run(int argc, char** argv) {
   if (argc < 2) {
-    std::cerr << "usage: bench_xkv DUMP.h5 [--sample ID] [--threads N] [--g 4] [--rk 384] [--sweep 8] "
+    std::cerr << "usage: bench_xkv DUMP.h5 [--sample ID] [--threads N] [--device cpu|cuda] [--g 4] [--rk 384] [--sweep 8] "
                  "[--spec PARAMS]... [--ref ref.json] [--out result.json]\n";
     return 2;
   }
-  std::string dump_path = argv[1], sample, ref_path, out_path;
+  std::string dump_path = argv[1], sample, ref_path, out_path, device = "cpu";
   int threads = 0, g = 4, rk = 384, sweep = 8;
   std::vector<std::string> specs;
   for (int i = 2; i < argc; ++i) {
@@ -72,6 +73,7 @@ int run(int argc, char** argv) {
     const std::string v = argv[++i];
     if (a == "--sample") sample = v;
     else if (a == "--threads") threads = std::stoi(v);
+    else if (a == "--device") device = v;
     else if (a == "--g") g = std::stoi(v);
     else if (a == "--rk") rk = std::stoi(v);
     else if (a == "--sweep") sweep = std::stoi(v);
@@ -84,17 +86,16 @@ int run(int argc, char** argv) {
     for (const char* extra : {"precision=f64", "precision=f32", "solver=randomized"})
       specs.push_back(fmt::format("g={},rk={},{}", g, rk, extra));
 
-  auto& backend = linalg::cpu_backend();
-  if (threads > 0) backend.set_threads(threads);
+  auto& backend = linalg::backend_for(device, threads);
   core::DumpReader dump(dump_path);
   if (sample.empty()) sample = dump.sample_ids().at(0);
   DumpCache cache(dump, sample);
   const auto& shape = cache.shape();
   const CompressContext ctx{cache, backend, nullptr};
-  fmt::print("dump {} sample {}: L={} H={} D={} T={}, {} BLAS threads\n", dump_path, sample, shape.layers,
-             shape.kv_heads, shape.head_dim, shape.tokens, backend.threads());
+  fmt::print("dump {} sample {}: L={} H={} D={} T={}, backend {} ({} BLAS threads on the CPU)\n", dump_path, sample,
+             shape.layers, shape.kv_heads, shape.head_dim, shape.tokens, backend.name(), backend.threads());
 
-  nlohmann::json result = {{"dump", dump_path}, {"sample", sample}, {"threads", backend.threads()},
+  nlohmann::json result = {{"dump", dump_path}, {"sample", sample}, {"device", device}, {"threads", backend.threads()},
                            {"shape", {{"L", shape.layers}, {"H", shape.kv_heads}, {"D", shape.head_dim}, {"T", shape.tokens}}}};
   auto t0 = std::chrono::steady_clock::now();
   for (int l = 0; l < shape.layers; ++l)

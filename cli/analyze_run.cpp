@@ -10,6 +10,7 @@
 #include "cli/record_run.h"
 #include "core/content_hash.h"
 #include "core/error.h"
+#include "linalg/select_backend.h"
 #include "core/progress.h"
 #include "core/version.h"
 
@@ -29,7 +30,7 @@ AnalyzeOutcome run_analyze(const AnalyzeRequest& request) {
   options.token_block = request.token_block;
   options.precision = linalg::parse_gram_precision(request.precision);
   options.cka = !request.cosine_only;
-  auto& backend = linalg_backend(request.device, request.threads);
+  auto& backend = linalg::backend_for(request.device, request.threads);
 
   std::vector<core::KvKind> kinds;
   if (request.kind != "value") kinds.push_back(core::KvKind::key);

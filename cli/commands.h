@@ -37,11 +37,6 @@ int exit_code();
 const std::string& command_line();
 void set_command_line(int argc, char** argv);
 
-// The linalg backend `--device` names: "cpu" (OpenBLAS/LAPACKE) or "cuda" (cuBLAS/cuSOLVER, when
-// kvlab was built with the CUDA backend and a GPU is present; otherwise an error saying which is
-// missing). threads > 0 sets the CPU backend's BLAS threads.
-linalg::Backend& linalg_backend(const std::string& device, int threads);
-
 // Parses "1,2,4" / "0.9,0.95" lists (CLI11 splits on ',', this validates ranges).
 std::vector<int> parse_group_sizes(const std::vector<int>& values, int layers, bool user_given);
 

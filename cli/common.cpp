@@ -4,9 +4,6 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
-#ifdef KVLAB_HAVE_CUDA
-#include "linalg/cuda/cuda_backend.h"
-#endif
 
 namespace kvlab::cli {
 
@@ -21,20 +18,6 @@ int g_exit_code = 0;
 }
 void set_exit_code(int code) { g_exit_code = code; }
 int exit_code() { return g_exit_code; }
-
-linalg::Backend& linalg_backend(const std::string& device, int threads) {
-  if (device == "cpu") {
-    auto& cpu = linalg::cpu_backend();
-    if (threads > 0) cpu.set_threads(threads);
-    return cpu;
-  }
-  if (device != "cuda") fail("--device '{}': expected cpu or cuda", device);
-#ifdef KVLAB_HAVE_CUDA
-  return linalg::cuda_backend();  // throws "no CUDA device: …" without a GPU
-#else
-  fail("--device cuda: this kvlab was built without the CUDA backend (no CUDA toolkit found, or KVLAB_CUDA=OFF)");
-#endif
-}
 
 void set_command_line(int argc, char** argv) {
   g_command_line.clear();

@@ -18,6 +18,7 @@
 #include "core/atomic_file.h"
 #include "core/content_hash.h"
 #include "core/error.h"
+#include "linalg/select_backend.h"
 #include "core/progress.h"
 #include "core/safetensors.h"
 #include "core/version.h"
@@ -70,7 +71,7 @@ CompressOutcome run_compress(const CompressRequest& req) {
   compressors::DumpCache cache(dump, sample);
   std::optional<core::Checkpoint> checkpoint;
   if (!req.model.empty()) checkpoint.emplace(req.model);
-  auto& backend = linalg_backend(req.device, req.threads);
+  auto& backend = linalg::backend_for(req.device, req.threads);
   const compressors::CompressContext ctx{cache, backend, checkpoint ? &*checkpoint : nullptr};
 
   std::vector<Row> rows;

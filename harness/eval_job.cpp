@@ -20,6 +20,7 @@
 #include "harness/prompts.h"
 #include "harness/run_setup.h"
 #include "harness/tokenizer/chat_template.h"
+#include "linalg/select_backend.h"
 
 namespace kvlab::harness {
 namespace {
@@ -176,7 +177,8 @@ EvalOutcome run_eval(const EvalRequest& r) {
   const RunOptions options = choose_run_options(r, config);
   const core::Checkpoint checkpoint(r.model);
   const LlamaModel model(config, checkpoint, options);
-  auto& backend = linalg::cpu_backend();
+  // Compressors run their linear algebra where the model runs (cuBLAS/cuSOLVER beside a CUDA model).
+  auto& backend = linalg::backend_for(options.device.is_cuda() && linalg::cuda_backend_built() ? "cuda" : "cpu");
 
   json samples = json::array();
   double baseline_accuracy = 0, total_prefill_seconds = 0;

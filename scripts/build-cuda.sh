@@ -11,8 +11,13 @@
 #   scripts/build-cuda.sh run PROGRAM [ARGS...]   # there: run a built program with the library path
 #
 # Environment: KVLAB_DEBS (default .debs), KVLAB_DEPS (prefix, default /tmp/kvlab-deps),
-# KVLAB_BUILD_DIR (default build-cuda), KVLAB_JOBS (default nproc), KVLAB_NATIVE (default OFF).
-# With the device tool: .debs/ is ignored by git, so name it in `carry` (about 25 MiB).
+# KVLAB_BUILD_DIR (default build-cuda), KVLAB_JOBS (default nproc), KVLAB_NATIVE (default OFF),
+# KVLAB_HARNESS (default OFF): ON, for both fetch and build, also carries the harness's PCRE2,
+# sentencepiece and ICU and builds harness/ (dump, eval) against the libtorch of the machine's
+# python3 (Torch_DIR from torch.utils.cmake_prefix_path): the CUDA PyTorch of the device image.
+# Not yet tried on a device: the first session that has one should expect to fix this path.
+# With the device tool: .debs/ is ignored by git, so name it in `carry` (about 30 MiB; 55 with
+# the harness).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +34,8 @@ CORE_PACKAGES=(
   liblapacke-dev liblapacke libtmglib3                          # LAPACKE (liblapacke needs libtmglib.so.3)
   libfmt-dev libfmt9 libeigen3-dev nlohmann-json3-dev libcli11-dev
   libxxhash-dev libxxhash0                                      # content hashes in run provenance
+  libyaml-cpp-dev libyaml-cpp0.7                                # sweep grids
+  libsqlite3-dev libsqlite3-0                                   # the results store (the .so its -dev links)
   libgtest-dev libgmock-dev libbenchmark-dev libbenchmark1debian
   pkgconf pkgconf-bin libpkgconf3                               # pkg_check_modules(openblas), if no pkg-config there
 )
@@ -43,7 +50,16 @@ GAP_PACKAGES=(
   libidn2-0 libk5crypto3 libkeyutils1 libkrb5-3 libkrb5support0 libldap-2.5-0 libnettle8 libnghttp2-14
   libp11-kit0 libpsl5 librtmp1 libsasl2-2 libsasl2-modules-db libssh2-1 libssl3 libtasn1-6 libunistring2
   libzstd1
+  libprotobuf-lite32                                            # sentencepiece's (KVLAB_HARNESS=ON)
 )
+# The harness's own libraries (KVLAB_HARNESS=ON); libtorch comes from the machine's python3.
+HARNESS_PACKAGES=(
+  libpcre2-dev libpcre2-8-0                                     # byte-level BPE pre-tokenizer regexes
+  libsentencepiece-dev libsentencepiece0                        # sentencepiece tokenizers
+  libicu-dev libicu72                                           # NFC normalisation
+)
+HARNESS=${KVLAB_HARNESS:-OFF}
+harness_packages() { [[ $HARNESS == ON ]] && printf '%s\n' "${HARNESS_PACKAGES[@]}"; true; }
 
 die() { echo "build-cuda.sh: $*" >&2; exit 2; }
 
@@ -51,7 +67,9 @@ fetch() {
   command -v apt-get >/dev/null || die "fetch needs apt-get (run it on Debian 12, the project's build machine)"
   mkdir -p "$DEBS"
   rm -f "$DEBS"/*.deb
-  (cd "$DEBS" && apt-get download "${CORE_PACKAGES[@]}" "${GAP_PACKAGES[@]}")
+  local extra
+  mapfile -t extra < <(harness_packages)
+  (cd "$DEBS" && apt-get download "${CORE_PACKAGES[@]}" "${GAP_PACKAGES[@]}" "${extra[@]}")
   echo "build-cuda.sh: $(ls "$DEBS"/*.deb | wc -l) packages, $(du -sh "$DEBS" | cut -f1) in $DEBS"
 }
 
@@ -124,9 +142,16 @@ configure() {
   export PKG_CONFIG_PATH="$PREFIX/usr/lib/$ARCH/openblas-pthread/pkgconfig:$PREFIX/usr/lib/$ARCH/pkgconfig"
   # KVLAB_NATIVE=OFF: the carried Eigen 3.4.0 meets an unknown host CPU; the CPU timings come
   # from OpenBLAS, which picks its kernels at run time either way.
-  # KVLAB_HARNESS=OFF: libtorch's Debian packages are far beyond what `carry` takes; a harness
-  # build on the GPU machine would use the CUDA libtorch of its Python instead.
-  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVLAB_CUDA=ON -DKVLAB_HARNESS=OFF -DKVLAB_NATIVE="${KVLAB_NATIVE:-OFF}" \
+  # The harness: libtorch's Debian packages are far beyond what `carry` takes, so it builds against
+  # the CUDA libtorch of the machine's python3 (KVLAB_HARNESS=ON), or not at all.
+  local harness=(-DKVLAB_HARNESS=OFF)
+  if [[ $HARNESS == ON ]]; then
+    local torch_dir
+    torch_dir=$(python3 -c 'import os, torch.utils; print(os.path.join(torch.utils.cmake_prefix_path, "Torch"))') ||
+      die "KVLAB_HARNESS=ON needs a python3 with torch (for Torch_DIR)"
+    harness=(-DKVLAB_HARNESS=ON -DTorch_DIR="$torch_dir")
+  fi
+  cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVLAB_CUDA=ON "${harness[@]}" -DKVLAB_NATIVE="${KVLAB_NATIVE:-OFF}" \
     -DCMAKE_PREFIX_PATH="$PREFIX/usr" "${pkgconfig[@]}" "${cuda[@]}"
 }
 
@@ -149,5 +174,5 @@ case $cmd in
     export LD_LIBRARY_PATH; LD_LIBRARY_PATH=$(library_path)
     exec "$@"
     ;;
-  *) sed -n '2,17p' "$0"; exit 2 ;;
+  *) sed -n '2,23p' "$0"; exit 2 ;;
 esac

@@ -7,12 +7,14 @@ Per kind (key, value) and per group of G consecutive layers [start, end]:
       as dumped), torch.linalg.svd(X, full_matrices=False) in fp32 (the authors' exact SVD),
   truncate to rank r, reconstruct X_hat = U_r diag(S_r) Vh_r, relative Frobenius error
   ||X - X_hat|| / ||X|| (evaluated in f64).
-The authors run this on the GPU in the cache dtype cast to fp32; here it runs on the CPU with
-torch's LAPACK (gesdd), the same algorithm.
+The authors run this on the GPU in the cache dtype cast to fp32: --device cuda does the same
+(torch.linalg.svd on the GPU, cuSOLVER); the default runs on the CPU with torch's LAPACK (gesdd).
+On the GPU, svd_seconds counts only the SVD and the reconstruction (the group already on the
+device, synchronised before and after): the authors' cache lives there.
 
 Usage: xkv_ref.py DUMP.h5 --out ref.json [--sample ID] [--g 4] [--rk 384] [--rv 576]
-       [--start 0] [--end -1] [--threads N]
-Needs Debian's python3-torch, python3-h5py, python3-numpy (run with /usr/bin/python3).
+       [--start 0] [--end -1] [--threads N] [--device cpu|cuda]
+Needs torch, h5py and numpy: Debian's python3-torch (CPU) here, the device machine's own PyTorch there.
 """
 import argparse
 import json
@@ -45,7 +47,10 @@ def main():
     ap.add_argument("--start", type=int, default=0)
     ap.add_argument("--end", type=int, default=-1)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = ap.parse_args()
+    dev = torch.device(args.device)
+    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     rv = args.rv if args.rv is not None else int(round(1.5 * args.rk))
@@ -57,20 +62,22 @@ def main():
     n_layers = len(layers_grp.keys())
     end = n_layers - 1 if args.end == -1 else args.end
     result = {"dump": args.dump, "sample": sample, "g": args.g, "rk": args.rk, "rv": rv, "groups": [],
-              "threads": torch.get_num_threads(), "torch": torch.__version__}
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "device": args.device}
     read_s = svd_s = 0.0
     for grp in groups(args.start, end, args.g):
         entry = {"layers": grp}
         for kind, rank in (("key", args.rk), ("value", rv)):
             t0 = time.perf_counter()
-            x = torch.from_numpy(np.concatenate([load_layer(layers_grp[str(l)][kind]) for l in grp], axis=1))
+            x = torch.from_numpy(np.concatenate([load_layer(layers_grp[str(l)][kind]) for l in grp], axis=1)).to(dev)
+            sync()
             t1 = time.perf_counter()
             u, s, vh = torch.linalg.svd(x, full_matrices=False)
             r = min(rank, s.shape[0])  # slicing silently returns fewer when T < r (methods.md §1.2)
             x_hat = u[:, :r] @ torch.diag(s[:r]) @ vh[:r, :]
             # The error itself in f64: an fp32 norm over T·G·H·D terms is off by ~1e-4 relative.
-            err = float(torch.linalg.norm((x - x_hat).double()) / torch.linalg.norm(x.double()))
+            sync()
             t2 = time.perf_counter()
+            err = float(torch.linalg.norm((x - x_hat).double()) / torch.linalg.norm(x.double()))
             read_s += t1 - t0
             svd_s += t2 - t1
             entry[kind] = {"rank": rank, "effective_rank": r, "rel_error": err}

@@ -1,0 +1,20 @@
+// The linalg backend a `--device` option names, for every program that offers the choice
+// (the CLI, the harness's eval, the benchmarks). Lives in its own library, kvlab_linalg_select,
+// which links the CUDA backend when the build has it, so kvlab_linalg itself stays CUDA-free.
+#pragma once
+
+#include <string_view>
+
+#include "linalg/backend.h"
+
+namespace kvlab::linalg {
+
+// "cpu": OpenBLAS + LAPACKE, with `threads` BLAS threads (0 keeps the current setting);
+// "cuda": cuBLAS + cuSOLVER on device 0. Fails with one clear message for anything else, for
+// "cuda" in a build without the CUDA backend, and for "cuda" on a machine without a device.
+Backend& backend_for(std::string_view device, int threads = 0);
+
+// Whether this build has the CUDA backend compiled in (a device may still be absent).
+bool cuda_backend_built();
+
+}  // namespace kvlab::linalg
