@@ -184,6 +184,21 @@ class Backend {
 // The process-wide CPU backend (OpenBLAS + LAPACKE).
 Backend& cpu_backend();
 
+// out.v [c × r] and out.energy [r] from eigh_top's r eigenpairs (ascending, vectors c × r
+// column-major): largest first, eigenvalues clamped at 0 (the Gram route of every backend).
+template <typename R>
+void take_top_eigenpairs(const std::vector<R>& values, const std::vector<R>& vectors, std::int64_t c, std::int64_t r,
+                         SubspaceFactors& out) {
+  out.v.resize(static_cast<std::size_t>(c * r));
+  out.energy.resize(static_cast<std::size_t>(r));
+  for (std::int64_t j = 0; j < r; ++j) {
+    const std::int64_t src = r - 1 - j;
+    for (std::int64_t i = 0; i < c; ++i)
+      out.v[static_cast<std::size_t>(j * c + i)] = static_cast<float>(vectors[static_cast<std::size_t>(src * c + i)]);
+    out.energy[static_cast<std::size_t>(j)] = values[static_cast<std::size_t>(src)] > 0 ? double(values[static_cast<std::size_t>(src)]) : 0.0;
+  }
+}
+
 // Pieces of randomized_subspace that every backend shares (so their results agree):
 // Ω [c × ℓ] column-major, N(0, 1) from a mt19937_64 seeded by (seed, stream);
 std::vector<float> randomized_sketch(std::int64_t c, std::int64_t ell, std::uint64_t seed, std::uint64_t stream);

@@ -90,13 +90,7 @@ void gram_eigenpairs(Backend& backend, const float* x, std::int64_t n, std::int6
   gram.reset();
   std::vector<R> w(static_cast<std::size_t>(r)), vectors(static_cast<std::size_t>(c * r));
   backend.eigh_top(s.data(), c, c, r, w.data(), vectors.data(), c);
-  out.v.resize(static_cast<std::size_t>(c * r));
-  out.energy.resize(static_cast<std::size_t>(r));
-  for (std::int64_t j = 0; j < r; ++j) {  // ascending → descending
-    const std::int64_t src = r - 1 - j;
-    std::copy_n(vectors.begin() + src * c, c, out.v.begin() + j * c);
-    out.energy[static_cast<std::size_t>(j)] = std::max(double(w[static_cast<std::size_t>(src)]), 0.0);
-  }
+  take_top_eigenpairs(w, vectors, c, r, out);
 }
 
 }  // namespace

@@ -35,30 +35,43 @@ std::size_t upload_bytes(GramPrecision precision) {
   return precision == GramPrecision::bf16 ? 2 : sizeof(T);
 }
 
+// C (m×m, ld m) += A·Aᵀ (upper triangle) or A·Bᵀ, A and B m × k column-major (ld m), in full
+// FP32 / FP64: overloads that pick the S/D routine.
+void syrk_upper(cublasHandle_t blas, std::int64_t m, std::int64_t k, const float* a, float* c, std::string_view op) {
+  const float one = 1;
+  KVLAB_CUDA_CHECK(cublasSsyrk_64(blas, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N, m, k, &one, a, m, &one, c, m), op);
+}
+void syrk_upper(cublasHandle_t blas, std::int64_t m, std::int64_t k, const double* a, double* c, std::string_view op) {
+  const double one = 1;
+  KVLAB_CUDA_CHECK(cublasDsyrk_64(blas, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N, m, k, &one, a, m, &one, c, m), op);
+}
+void gemm_nt(cublasHandle_t blas, std::int64_t m, std::int64_t k, const float* a, const float* b, float* c,
+             std::string_view op) {
+  const float one = 1;
+  KVLAB_CUDA_CHECK(cublasSgemm_64(blas, CUBLAS_OP_N, CUBLAS_OP_T, m, m, k, &one, a, m, b, m, &one, c, m), op);
+}
+void gemm_nt(cublasHandle_t blas, std::int64_t m, std::int64_t k, const double* a, const double* b, double* c,
+             std::string_view op) {
+  const double one = 1;
+  KVLAB_CUDA_CHECK(cublasDgemm_64(blas, CUBLAS_OP_N, CUBLAS_OP_T, m, m, k, &one, a, m, b, m, &one, c, m), op);
+}
+
 // C (m×m, ld m) += A·Bᵀ for A, B = m × k column-major (ld m) device matrices, in `precision`;
 // `diagonal` (A = B) uses ?syrk (upper triangle) where the precision has one.
 template <typename T>
 void accumulate_product(cublasHandle_t blas, GramPrecision precision, bool diagonal, std::int64_t m, std::int64_t k,
                         const void* a, const void* b, T* c, std::string_view op) {
-  const T one = 1;
-  if constexpr (std::is_same_v<T, double>) {
-    const auto* da = static_cast<const double*>(a);
-    const auto* db = static_cast<const double*>(b);
+  if (std::is_same_v<T, double> || precision == GramPrecision::f32) {
+    const auto* ta = static_cast<const T*>(a);
     if (diagonal)
-      KVLAB_CUDA_CHECK(cublasDsyrk_64(blas, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N, m, k, &one, da, m, &one, c, m), op);
+      syrk_upper(blas, m, k, ta, c, op);
     else
-      KVLAB_CUDA_CHECK(cublasDgemm_64(blas, CUBLAS_OP_N, CUBLAS_OP_T, m, m, k, &one, da, m, db, m, &one, c, m), op);
-  } else if (precision == GramPrecision::f32) {
-    const auto* fa = static_cast<const float*>(a);
-    const auto* fb = static_cast<const float*>(b);
-    if (diagonal)
-      KVLAB_CUDA_CHECK(cublasSsyrk_64(blas, CUBLAS_FILL_MODE_UPPER, CUBLAS_OP_N, m, k, &one, fa, m, &one, c, m), op);
-    else
-      KVLAB_CUDA_CHECK(cublasSgemm_64(blas, CUBLAS_OP_N, CUBLAS_OP_T, m, m, k, &one, fa, m, fb, m, &one, c, m), op);
+      gemm_nt(blas, m, k, ta, static_cast<const T*>(b), c, op);
   } else {  // tensor cores: tf32 or bf16 inputs, f32 accumulation; the diagonal as a full GEMM
     const bool bf16 = precision == GramPrecision::bf16;
     const cudaDataType in = bf16 ? CUDA_R_16BF : CUDA_R_32F;
     const cublasComputeType_t compute = bf16 ? CUBLAS_COMPUTE_32F : CUBLAS_COMPUTE_32F_FAST_TF32;
+    const float one = 1;
     KVLAB_CUDA_CHECK(cublasGemmEx_64(blas, CUBLAS_OP_N, CUBLAS_OP_T, m, m, k, &one, a, in, m, b, in, m, &one, c,
                                      CUDA_R_32F, m, compute, CUBLAS_GEMM_DEFAULT),
                      op);
@@ -265,13 +278,7 @@ SubspaceFactors resident_gram_subspace(const float* x, std::int64_t n, std::int6
 
   SubspaceFactors out;
   out.rank = r;
-  out.v.resize(static_cast<std::size_t>(c * r));
-  out.energy.resize(static_cast<std::size_t>(r));
-  for (std::int64_t j = 0; j < r; ++j) {  // ascending → descending
-    const std::int64_t src = r - 1 - j;
-    std::copy_n(vectors.begin() + src * c, c, out.v.begin() + j * c);
-    out.energy[static_cast<std::size_t>(j)] = std::max(double(values[static_cast<std::size_t>(src)]), 0.0);
-  }
+  take_top_eigenpairs(values, vectors, c, r, out);
   // A = X·V_r on the resident X: Aᵀ (r×n) = V_rᵀ·Xᵀ.
   DeviceMemory vd(sizeof(float) * c * r, op), ad(sizeof(float) * n * r, op);
   KVLAB_CUDA_CHECK(cudaMemcpyAsync(vd.as<float>(), out.v.data(), vd.bytes(), cudaMemcpyHostToDevice, s.compute), op);
