@@ -190,10 +190,12 @@ class GramAnalysis {
   }
 
  private:
-  // Uncentred product U_ij[a,b] = C_ij[a,b] + n·μ_i[a]·μ_j[b].
-  double uncentred(const std::vector<double>& mean, int i, int j, std::int64_t a, std::int64_t b) const {
+  // Uncentred product U_ij[a,b] = C_ij[a,b] + n·μ_i[a]·μ_j[b], with block = C_ij (looked up once
+  // per block by the callers: these loops run over every entry).
+  double uncentred(const T* block, const std::vector<double>& mean, int i, int j, std::int64_t a,
+                   std::int64_t b) const {
     const std::int64_t W = shape_.width();
-    return double(gram_->block(i, j)[a + b * W]) + double(shape_.tokens) * mean[i * W + a] * mean[j * W + b];
+    return double(block[a + b * W]) + double(shape_.tokens) * mean[i * W + a] * mean[j * W + b];
   }
 
   void similarity(const std::vector<double>& mean, CrossLayerResult& result) const {
@@ -209,10 +211,11 @@ class GramAnalysis {
         const double cka = denom > 0 ? frobenius2(gram_->block(i, j), W) / denom : std::nan("");
         double cos_sum = 0;
         std::int64_t channels = 0;
+        const T *cii = gram_->block(i, i), *cjj = gram_->block(j, j), *cij = gram_->block(i, j);
         for (std::int64_t c = 0; c < W; ++c) {
-          const double uii = uncentred(mean, i, i, c, c), ujj = uncentred(mean, j, j, c, c);
+          const double uii = uncentred(cii, mean, i, i, c, c), ujj = uncentred(cjj, mean, j, j, c, c);
           if (uii <= 0 || ujj <= 0) continue;
-          cos_sum += uncentred(mean, i, j, c, c) / std::sqrt(uii * ujj);
+          cos_sum += uncentred(cij, mean, i, j, c, c) / std::sqrt(uii * ujj);
           ++channels;
         }
         const double cos = channels > 0 ? cos_sum / double(channels) : std::nan("");
@@ -289,9 +292,10 @@ class GramAnalysis {
     for (int a = 0; a < job.size; ++a)
       for (int b = a; b < job.size; ++b) {
         const int i = job.first_layer + a, j = job.first_layer + b;
+        const T* cij = gram_->block(i, j);
         for (std::int64_t col = 0; col < W; ++col)
           for (std::int64_t row = 0; row < W; ++row)
-            s[std::size_t((a * W + row) + (b * W + col) * D)] = T(uncentred(mean, i, j, row, col));
+            s[std::size_t((a * W + row) + (b * W + col) * D)] = T(uncentred(cij, mean, i, j, row, col));
       }
     std::vector<T> w(static_cast<std::size_t>(D));
     backend_.eigvalsh(s.data(), D, D, w.data());

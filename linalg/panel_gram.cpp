@@ -74,20 +74,30 @@ class HostPanelGram final : public PanelGram<T> {
   bool finished_ = false;
 };
 
-// Streams X through a PanelGram<R> (one panel), then takes the top r eigenpairs of the Gram.
+// The Gram of X in `precision` (upper triangle), then its top r eigenpairs. An f32 Gram is one
+// ?syrk on X as it lies; the others stream X through a PanelGram<R> (one panel), which rounds
+// or widens a block at a time.
 template <typename R>
 void gram_eigenpairs(Backend& backend, const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
                      GramPrecision precision, SubspaceFactors& out) {
-  const std::int64_t block = std::min(n, std::max<std::int64_t>(1, (std::int64_t{1} << 22) / c));  // ≈ 16 MiB of f32
-  auto gram = make_panel_gram<R>(backend, 1, c, block, precision);
-  for (std::int64_t t0 = 0; t0 < n; t0 += block) {
-    const std::int64_t rows = std::min(block, n - t0);
-    std::copy(x + t0 * c, x + (t0 + rows) * c, gram->staging());
-    gram->add(rows);
+  std::vector<R> s;
+  if constexpr (std::is_same_v<R, float>) {
+    if (precision == GramPrecision::f32) {
+      s.resize(static_cast<std::size_t>(c * c));
+      backend.gram(x, n, c, c, 1.f, 0.f, s.data(), c);
+    }
   }
-  gram->finish();
-  std::vector<R> s(gram->block(0, 0), gram->block(0, 0) + c * c);
-  gram.reset();
+  if (s.empty()) {
+    const std::int64_t block = std::min(n, std::max<std::int64_t>(1, (std::int64_t{1} << 22) / c));  // ≈ 16 MiB of f32
+    auto gram = make_panel_gram<R>(backend, 1, c, block, precision);
+    for (std::int64_t t0 = 0; t0 < n; t0 += block) {
+      const std::int64_t rows = std::min(block, n - t0);
+      std::copy(x + t0 * c, x + (t0 + rows) * c, gram->staging());
+      gram->add(rows);
+    }
+    gram->finish();
+    s.assign(gram->block(0, 0), gram->block(0, 0) + c * c);
+  }
   std::vector<R> w(static_cast<std::size_t>(r)), vectors(static_cast<std::size_t>(c * r));
   backend.eigh_top(s.data(), c, c, r, w.data(), vectors.data(), c);
   take_top_eigenpairs(w, vectors, c, r, out);
