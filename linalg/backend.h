@@ -1,5 +1,5 @@
 // linalg::Backend: the dense linear algebra kvlab needs, behind one API so the CPU
-// (OpenBLAS + LAPACKE) and CUDA (cuBLAS + cuSOLVER, a later issue) paths are interchangeable.
+// (OpenBLAS + LAPACKE, cpu/) and CUDA (cuBLAS + cuSOLVER, cuda/) paths are interchangeable.
 //
 // Conventions: matrices are column-major with an explicit leading dimension (the BLAS /
 // LAPACK convention). A token-major block of KV rows, X ∈ R^{n×c} stored row-major with row
@@ -29,8 +29,10 @@ namespace kvlab::linalg {
 //         2× TF32 and half the bytes to copy; entries good to ≈ 2·2⁻⁸·(|X|ᵀ|X|)_ij
 //   f64   inputs widened to f64, FP64 products and sums (the only choice for tails below
 //         √u₃₂·σ₁ ≈ 2.4e-4·σ₁)
-// The CPU backend emulates tf32 and bf16 by rounding its copy of the inputs (round to nearest
-// even) and running its FP32 routine, so CPU and GPU agree to f32 summation order.
+// The base (host) PanelGram, which the CPU backend uses, emulates tf32 and bf16 by rounding its
+// copy of the inputs (round to nearest even) and running the FP32 routine: bf16 then agrees with
+// the GPU to f32 summation order (both round on the host); tf32 to one TF32 ulp of the inputs,
+// should cuBLAS round its inputs otherwise.
 enum class GramPrecision { f32, tf32, bf16, f64 };
 std::string_view to_string(GramPrecision precision);  // "f32" | "tf32" | "bf16" | "f64"
 // Fails listing the choices on anything else.
