@@ -10,9 +10,9 @@
 #include "cli/record_run.h"
 #include "core/content_hash.h"
 #include "core/error.h"
-#include "linalg/select_backend.h"
 #include "core/progress.h"
 #include "core/version.h"
+#include "linalg/select_backend.h"
 
 namespace kvlab::cli {
 

@@ -170,10 +170,10 @@ struct Plan {
   std::int64_t rk = 0, rv = 0;
   bool randomized = false;
   std::int64_t oversample = 10, iters = 2;
-  bool f64 = true;  // precision f64: solves in f64 (else f32)
   linalg::GramPrecision gram_precision = linalg::GramPrecision::f64;
   std::uint64_t seed = 0;
 
+  bool f64() const { return gram_precision == linalg::GramPrecision::f64; }  // solves in f64 (else f32)
   bool compresses(Part p) const { return p == Part::key ? compress_key : compress_value; }
   std::int64_t rank(Part p) const { return p == Part::key ? rk : rv; }
 };
@@ -194,7 +194,6 @@ Plan make_plan(const StageSpec& spec, int layers) {
   p.oversample = spec.get_int("oversample");
   p.iters = spec.get_int("iters");
   p.gram_precision = linalg::parse_gram_precision(spec.get("precision"));
-  p.f64 = p.gram_precision == linalg::GramPrecision::f64;
   p.seed = static_cast<std::uint64_t>(spec.get_int("seed"));
   return p;
 }
@@ -204,11 +203,9 @@ Plan make_plan(const StageSpec& spec, int layers) {
 
 // The rank-`rank` factors of one group matrix, at the largest rank asked for; any smaller
 // rank is a prefix (the top eigenvectors nest).
-struct Factors {
-  std::int64_t rank = 0;       // effective: min(asked, T, columns)
-  std::vector<float> a;        // [T, rank] row-major: A = X·V_r
-  std::vector<float> v;        // [columns, rank] column-major: V_r, columns by descending σ
-  std::vector<double> energy;  // [rank]: σ_i² (exact), ‖X·v_i‖² (randomized)
+// rank: effective, min(asked, T, columns); a [T, rank], v [columns, rank], energy [rank]: σ_i²
+// (exact), ‖X·v_i‖² (randomized), as linalg::SubspaceFactors.
+struct Factors : linalg::SubspaceFactors {
   double trace = 0;            // ‖X‖²_F, in f64 from the data
   std::string route;           // "gram-f64", "gesdd-f32", "randomized-f32", ...
 
@@ -265,26 +262,21 @@ Factors decompose(linalg::Backend& be, const std::vector<float>& x, std::int64_t
   const std::int64_t r = f.rank;
   if (r == 0) return f;
   // The backend's Gram and randomized routes form A = X·V_r themselves (on CUDA without a
-  // second upload of X).
-  auto take = [&f](linalg::SubspaceFactors&& sub, std::string route) {
-    f.route = std::move(route);
-    f.v = std::move(sub.v);
-    f.energy = std::move(sub.energy);
-    f.a = std::move(sub.a);
-  };
-  const std::string prec = plan.f64 ? "f64" : "f32";
+  // second upload of X); both return rank r = f.rank.
+  const std::string prec = plan.f64() ? "f64" : "f32";
   if (plan.randomized) {
-    take(be.randomized_subspace(x.data(), T, c, r, {plan.oversample, plan.iters, plan.seed, stream, plan.f64}),
-         "randomized-" + prec);
+    static_cast<linalg::SubspaceFactors&>(f) =
+        be.randomized_subspace(x.data(), T, c, r, {plan.oversample, plan.iters, plan.seed, stream, plan.f64()});
+    f.route = "randomized-" + prec;
     return f;
   }
   if (T >= c) {
-    take(be.gram_subspace(x.data(), T, c, r, plan.gram_precision),
-         "gram-" + std::string(linalg::to_string(plan.gram_precision)));
+    static_cast<linalg::SubspaceFactors&>(f) = be.gram_subspace(x.data(), T, c, r, plan.gram_precision);
+    f.route = "gram-" + std::string(linalg::to_string(plan.gram_precision));
     return f;
   }
   f.route = "gesdd-" + prec;
-  plan.f64 ? gesdd_route<double>(be, x.data(), T, c, r, f) : gesdd_route<float>(be, x.data(), T, c, r, f);
+  plan.f64() ? gesdd_route<double>(be, x.data(), T, c, r, f) : gesdd_route<float>(be, x.data(), T, c, r, f);
   // A = X·V_r: Aᵀ (r×T, the column-major view of row-major A [T, r]) = V_rᵀ·Xᵀ.
   f.a.resize(static_cast<std::size_t>(T * r));
   be.gemm(true, false, r, T, c, 1.f, f.v.data(), c, x.data(), c, 0.f, f.a.data(), r);

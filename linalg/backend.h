@@ -156,7 +156,7 @@ class Backend {
                                                        GramPrecision precision);
   virtual std::unique_ptr<PanelGram<double>> panel_gram_f64(int panels, std::int64_t width, std::int64_t capacity);
 
-  // Top-r (1 ≤ r ≤ c ≤ n) right singular subspace of X = n rows × c columns (row-major, ld c)
+  // Top-r (1 ≤ r ≤ c) right singular subspace of X = n rows × c columns (row-major, ld c)
   // by the Gram route: C = XᵀX in `precision`, its r largest eigenpairs (precision f64: in f64,
   // else f32), A = X·V_r in f32. The base version streams X through panel_gram and calls
   // eigh_top and gemm; the CUDA backend uploads X once and keeps it on the device between the

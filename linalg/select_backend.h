@@ -1,6 +1,7 @@
 // The linalg backend a `--device` option names, for every program that offers the choice
 // (the CLI, the harness's eval, the benchmarks). Lives in its own library, kvlab_linalg_select,
-// which links the CUDA backend when the build has it, so kvlab_linalg itself stays CUDA-free.
+// which opens the CUDA backend (the kvlab_cuda_module built beside it) with dlopen on first use,
+// so neither kvlab_linalg nor a CPU run loads cuBLAS/cuSOLVER.
 #pragma once
 
 #include <string_view>

@@ -131,9 +131,10 @@ class CudaPanelGram final : public PanelGram<T> {
     if (rows == 0) return;
     const int k = current_;
     const std::int64_t W = this->width(), stride = this->panel_stride();
-    KVLAB_CUDA_CHECK(cudaEventSynchronize(uploaded_[k].get()), op_);
     const void* source = staging_[k].template as<void>();
     if (precision_ == GramPrecision::bf16) {
+      // staging() waited for staging_[k]'s last copy; converted_[k] went up in that same copy.
+      KVLAB_CUDA_CHECK(cudaEventSynchronize(uploaded_[k].get()), op_);
       for (int p = 0; p < this->panels(); ++p)
         to_bf16(staging_[k].template as<float>() + p * stride, converted_[k].template as<std::uint16_t>() + p * stride,
                 rows * W);
@@ -210,7 +211,7 @@ SubspaceFactors resident_gram_subspace(const float* x, std::int64_t n, std::int6
   StreamPair s(op);
   std::array<Event, 2> uploaded{Event(op), Event(op)}, computed{Event(op), Event(op)};
   const bool convert = precision == GramPrecision::bf16 || precision == GramPrecision::f64;
-  const std::size_t cb = precision == GramPrecision::bf16 ? 2 : sizeof(R);  // converted bytes per value
+  const std::size_t cb = upload_bytes<R>(precision);  // bytes per converted value
   DeviceMemory xd(sizeof(float) * n * c, op), gram(sizeof(R) * c * c, op);
   std::array<PinnedMemory, 2> staging, converted;
   std::array<DeviceMemory, 2> converted_d;

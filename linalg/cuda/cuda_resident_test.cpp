@@ -93,7 +93,7 @@ TEST(CudaPanelGram, MatchesTheHostPanelGramInEveryPrecision) {
   }
 }
 
-TEST(CudaPanelGram, DoesNotNeedStagingBeforeEveryAddAndRejectsMisuse) {
+TEST(CudaPanelGram, AlternatesItsPinnedBuffersAndRejectsMisuse) {
   KVLAB_REQUIRE_CUDA();
   auto gram = cuda_backend().panel_gram(2, 8, 16, GramPrecision::f32);
   EXPECT_THROW(gram->add(17), Error);
