@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -59,6 +60,7 @@ nlohmann::json group_errors(const CacheSource& cache, const Compressed& rep, con
 }
 
 int run(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // a run killed at a time limit still shows its progress
   if (argc < 2) {
     std::cerr << "usage: bench_xkv DUMP.h5 [--sample ID] [--threads N] [--device cpu|cuda] [--g 4] [--rk 384] [--sweep 8] "
                  "[--spec PARAMS]... [--ref ref.json] [--out result.json]\n";
@@ -112,12 +114,14 @@ int run(int argc, char** argv) {
     auto rep = make_low_rank(spec)->compress(ctx);
     const double secs = seconds_since(t0);
     const auto groups = low_rank_groups(spec, shape.layers);
+    t0 = std::chrono::steady_clock::now();
     const auto errors = group_errors(cache, *rep, groups);
+    const double error_secs = seconds_since(t0);
     nlohmann::json run = {{"spec", spec.to_string()}, {"seconds", secs}, {"errors", errors},
                           {"authors_ratio", rep->notes()["authors_ratio"]},
                           {"stored_ratio", double(dense_fp16_bytes(shape)) / double(rep->bytes())}};
-    fmt::print("\n{}\n  compress {:.2f} s, authors' ratio {:.2f}x, stored ratio {:.2f}x\n", spec.to_string(), secs,
-               run["authors_ratio"].get<double>(), run["stored_ratio"].get<double>());
+    fmt::print("\n{}\n  compress {:.2f} s, authors' ratio {:.2f}x, stored ratio {:.2f}x (errors: {:.2f} s more)\n",
+               spec.to_string(), secs, run["authors_ratio"].get<double>(), run["stored_ratio"].get<double>(), error_secs);
     double max_diff = 0;
     for (std::size_t i = 0; i < errors.size(); ++i) {
       std::string line = fmt::format("  group {:2} key {:.6f} value {:.6f}", i, errors[i]["key"].get<double>(),

@@ -5,14 +5,25 @@
 #                                               dump at each length (default 16384 131072): f32
 #                                               Gram, plus bf16 and f64 at the first length
 #   bench/run_gpu_bench.sh xkv [TOKENS]         xkv:g=4,rk=384 (default 131072 tokens): bench_xkv
-#                                               --device cuda (exact f32/tf32/bf16/f64, randomized)
-#                                               vs bench/reference/xkv_ref.py --device cuda
-#                                               (torch.linalg.svd, the authors' route)
-# Dumps are made on first use in $DUMPS (default /tmp/kvlab-gpu-bench; the 128k one is 16 GiB of
-# f16 and takes minutes: a warm machine keeps it between calls). Build first:
+#                                               --device cuda vs bench/reference/xkv_ref.py --device
+#                                               cuda (torch.linalg.svd, the authors' route); the
+#                                               variants in $XKV_SPECS (default "precision=f32
+#                                               precision=tf32": at 128k each takes about 80 s and
+#                                               its errors 75 s more on an H200)
+#   bench/run_gpu_bench.sh eval [LENGTHS...]    prefill vs xKV compression (default 32768 131072):
+#                                               kvlab eval of a random model with Llama-3.1-8B's
+#                                               shapes (bench/reference/random_checkpoint.py, bf16)
+#                                               on one RULER niah_single_1 prompt of each length,
+#                                               xkv:g=4,rk=384,rv=576 in f32 and tf32
+# Dumps and the checkpoint are made on first use in $DUMPS (default /tmp/kvlab-gpu-bench; the
+# 128k dump is 16 GiB of f16, about 90 s on 16 cores; the checkpoint 14 GiB, about 25 s: a warm
+# machine keeps them between calls). Build first, or build here and carry (scripts/build-cuda.sh):
 #   scripts/build-cuda.sh build kvlab bench_xkv      (device tool: carry [".debs"])
-# Prefill vs compression (issue 8's third figure) needs the harness on CUDA:
-# KVLAB_HARNESS=ON scripts/build-cuda.sh build, then `kvlab eval` prints both (not scripted yet).
+#   KVLAB_BUILD_DIR=.prebuilt bench/run_gpu_bench.sh ...   (carry [".debs", ".prebuilt"])
+# eval needs the harness, built there against the machine's CUDA PyTorch, and a word list:
+#   KVLAB_HARNESS=ON KVLAB_BUILD_DIR=/tmp/build-cuda scripts/build-cuda.sh build kvlab
+#   HARNESS_BUILD=/tmp/build-cuda WORDS=.prebuilt/words bench/run_gpu_bench.sh eval 32768
+# (if the image lacks /usr/share/dict, copy Debian's american-english into the carried .prebuilt/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${KVLAB_BUILD_DIR:-build-cuda}
@@ -58,12 +69,32 @@ case $step in
     timed "$OUT/xkv_ref_T$T.log" python3 bench/reference/xkv_ref.py "$dump" --g 4 --rk 384 --device cuda \
       --out "$OUT/xkv_ref_T$T.json"
     specs=()
-    for extra in precision=f32 precision=tf32 precision=bf16 precision=f64 solver=randomized; do
+    for extra in ${XKV_SPECS:-precision=f32 precision=tf32}; do
       specs+=(--spec "g=4,rk=384,$extra")
     done
     timed "$OUT/bench_xkv_T$T.log" $RUN "$BUILD/bench/bench_xkv" "$dump" --device cuda "${specs[@]}" --sweep 0 \
       --ref "$OUT/xkv_ref_T$T.json" --out "$OUT/bench_xkv_T$T.json"
     grep -E "compress|max \|error" "$OUT/bench_xkv_T$T.log"
     ;;
-  *) sed -n '2,18p' "$0"; exit 2 ;;
+  eval)
+    lengths=("$@")
+    ((${#lengths[@]})) || lengths=(32768 131072)
+    kvlab=${HARNESS_BUILD:-/tmp/build-cuda}/cli/kvlab
+    [[ -x $kvlab ]] || { echo "eval: no $kvlab (KVLAB_HARNESS=ON scripts/build-cuda.sh build kvlab)" >&2; exit 2; }
+    words=${WORDS:-/usr/share/dict/american-english}
+    [[ -f $words ]] || { echo "eval: no word list $words (set WORDS)" >&2; exit 2; }
+    model=$DUMPS/random-llama-3.1-8b
+    if [[ ! -f $model/config.json ]]; then
+      $RUN "$kvlab" make-tiny-model --arch llama --layers 1 --hidden 64 --heads 2 --kv-heads 1 --intermediate 64 \
+        --vocab 8192 --out "$DUMPS/tokenizer" >"$OUT/tokenizer.log"
+      timed "$OUT/checkpoint.log" python3 bench/reference/random_checkpoint.py "$DUMPS/tokenizer" "$model"
+    fi
+    for L in "${lengths[@]}"; do
+      timed "$OUT/eval_$L.log" $RUN "$kvlab" eval --model "$model" --task ruler:niah_single_1 --length "$L" \
+        --samples 1 --words "$words" --device cuda --max-new-tokens 4 --db '' --out "$OUT/eval_$L" \
+        --method xkv:g=4,rk=384,rv=576,precision=f32 --method xkv:g=4,rk=384,rv=576,precision=tf32
+      tail -4 "$OUT/eval_$L.log"
+    done
+    ;;
+  *) sed -n '2,26p' "$0"; exit 2 ;;
 esac

@@ -204,7 +204,8 @@ Plan make_plan(const StageSpec& spec, int layers) {
 // The rank-`rank` factors of one group matrix, at the largest rank asked for; any smaller
 // rank is a prefix (the top eigenvectors nest).
 // rank: effective, min(asked, T, columns); a [T, rank], v [columns, rank], energy [rank]: σ_i²
-// (exact), ‖X·v_i‖² (randomized), as linalg::SubspaceFactors.
+// (exact), ‖X·v_i‖² (randomized), as linalg::SubspaceFactors, with canonical signs (a chained
+// quantizer sees the factors, so every backend must hand over the same ones).
 struct Factors : linalg::SubspaceFactors {
   double trace = 0;            // ‖X‖²_F, in f64 from the data
   std::string route;           // "gram-f64", "gesdd-f32", "randomized-f32", ...
@@ -268,11 +269,13 @@ Factors decompose(linalg::Backend& be, const std::vector<float>& x, std::int64_t
     static_cast<linalg::SubspaceFactors&>(f) =
         be.randomized_subspace(x.data(), T, c, r, {plan.oversample, plan.iters, plan.seed, stream, plan.f64()});
     f.route = "randomized-" + prec;
+    f.canonicalize_signs();
     return f;
   }
   if (T >= c) {
     static_cast<linalg::SubspaceFactors&>(f) = be.gram_subspace(x.data(), T, c, r, plan.gram_precision);
     f.route = "gram-" + std::string(linalg::to_string(plan.gram_precision));
+    f.canonicalize_signs();
     return f;
   }
   f.route = "gesdd-" + prec;
@@ -280,6 +283,7 @@ Factors decompose(linalg::Backend& be, const std::vector<float>& x, std::int64_t
   // A = X·V_r: Aᵀ (r×T, the column-major view of row-major A [T, r]) = V_rᵀ·Xᵀ.
   f.a.resize(static_cast<std::size_t>(T * r));
   be.gemm(true, false, r, T, c, 1.f, f.v.data(), c, x.data(), c, 0.f, f.a.data(), r);
+  f.canonicalize_signs();
   return f;
 }
 

@@ -97,6 +97,13 @@ struct SubspaceFactors {
   std::vector<double> energy;  // [rank] Gram route: σ_i² (its eigenvalues, clamped at 0); randomized: ‖X·v_i‖²
   std::vector<float> v;        // [c × rank] column-major: right singular vectors, by descending σ
   std::vector<float> a;        // [n × rank] row-major: A = X·V_r (f32 products)
+
+  // Makes each component's largest-magnitude entry of v positive (the first such entry on a
+  // tie), negating A's column with it. Eigensolvers return ±v_i as they please (LAPACK and
+  // cuSOLVER differ), which leaves A·V_rᵀ unchanged but not anything derived from the factors
+  // themselves, such as a quantizer chained after xkv: with fixed signs the CPU and the GPU
+  // store the same factors. A flipped input gives bit-identical output (negation is exact).
+  void canonicalize_signs();
 };
 
 class Backend {

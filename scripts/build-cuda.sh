@@ -9,15 +9,23 @@
 #                                            # configure build-cuda/ (KVLAB_CUDA=ON) and build
 #   scripts/build-cuda.sh test [ARGS...]     # there: ctest in build-cuda/ (ARGS go to ctest)
 #   scripts/build-cuda.sh run PROGRAM [ARGS...]   # there: run a built program with the library path
+#   scripts/build-cuda.sh prebuild           # here, on Debian 12 with the CUDA toolkit: build the
+#                                            # CUDA programs (no harness, KVLAB_NATIVE=OFF) and copy
+#                                            # them, stripped, into .prebuilt/ (8 MiB, ignored by git)
+#   scripts/build-cuda.sh unpack             # there: only unpack, for programs built here; then
+#                                            # KVLAB_BUILD_DIR=.prebuilt scripts/build-cuda.sh run ...
 #
 # Environment: KVLAB_DEBS (default .debs), KVLAB_DEPS (prefix, default /tmp/kvlab-deps),
 # KVLAB_BUILD_DIR (default build-cuda), KVLAB_JOBS (default nproc), KVLAB_NATIVE (default OFF),
 # KVLAB_HARNESS (default OFF): ON, for both fetch and build, also carries the harness's PCRE2,
 # sentencepiece and ICU and builds harness/ (dump, eval) against the libtorch of the machine's
 # python3 (Torch_DIR from torch.utils.cmake_prefix_path): the CUDA PyTorch of the device image.
-# Not yet tried on a device: the first session that has one should expect to fix this path.
-# With the device tool: .debs/ is ignored by git, so name it in `carry` (about 30 MiB; 55 with
-# the harness).
+# Tried on an H200 (2026-11-24): it configured and built against torch 2.11.0+cu130 there with
+# KVLAB_JOBS=12 in under 2 minutes.
+# With the device tool: .debs/ is ignored by git, so name it in `carry` (about 27 MiB; 50 with
+# the harness), and .prebuilt/ too when the programs were built here: a device call then spends
+# nothing on building them. The checkout there is fresh at every call (only /tmp survives while
+# the machine stays warm), so point KVLAB_BUILD_DIR at /tmp for a build meant to outlive a call.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -131,8 +139,26 @@ unpack() {
 
 # Library path for building (gtest_discover_tests runs the tests) and running.
 library_path() {
-  local lib="$PREFIX/usr/lib/$ARCH"
-  echo "$lib/openblas-pthread:$lib:$lib/hdf5/serial${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  local lib="$PREFIX/usr/lib/$ARCH" cuda="" d
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/lib; do [[ -d $d ]] && cuda+=":$d"; done
+  echo "$lib/openblas-pthread:$lib:$lib/hdf5/serial$cuda${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+}
+
+# Programs built on Debian 12 for the device (prebuild): what bench/run_gpu_bench.sh and the CUDA
+# parity tests need, at the same relative paths as in a build folder.
+PREBUILT_PROGRAMS=(cli/kvlab bench/bench_xkv linalg/linalg_cuda_tests analysis/analysis_cuda_tests
+                   compressors/compressors_cuda_tests linalg/libkvlab_cuda_module.so)
+prebuild() {
+  local dir=${KVLAB_PREBUILD_DIR:-build-prebuilt} f targets=()
+  for f in "${PREBUILT_PROGRAMS[@]}"; do f=${f##*/}; f=${f#lib}; targets+=("${f%.so}"); done
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVLAB_CUDA=ON -DKVLAB_HARNESS=OFF -DKVLAB_NATIVE=OFF
+  cmake --build "$dir" -j "$JOBS" --target "${targets[@]}"
+  rm -rf .prebuilt
+  for f in "${PREBUILT_PROGRAMS[@]}"; do
+    mkdir -p ".prebuilt/$(dirname "$f")"
+    strip -o ".prebuilt/$f" "$dir/$f"
+  done
+  echo "build-cuda.sh: $(du -sh .prebuilt | cut -f1) in .prebuilt/; on the device: KVLAB_BUILD_DIR=.prebuilt"
 }
 
 configure() {
@@ -159,6 +185,8 @@ cmd=${1:-}
 shift || true
 case $cmd in
   fetch) fetch ;;
+  prebuild) prebuild ;;
+  unpack) unpack ;;
   build)
     unpack
     export LD_LIBRARY_PATH; LD_LIBRARY_PATH=$(library_path)
@@ -172,7 +200,10 @@ case $cmd in
   run)
     (($#)) || die "run needs a program"
     export LD_LIBRARY_PATH; LD_LIBRARY_PATH=$(library_path)
+    # The CUDA module's path compiled into kvlab is the build machine's; use this build's.
+    module="$PWD/$BUILD/linalg/libkvlab_cuda_module.so"
+    [[ -z ${KVLAB_CUDA_MODULE:-} && -f $module ]] && export KVLAB_CUDA_MODULE=$module
     exec "$@"
     ;;
-  *) sed -n '2,23p' "$0"; exit 2 ;;
+  *) sed -n '2,28p' "$0"; exit 2 ;;
 esac

@@ -32,11 +32,14 @@ TEST(CompressorsCuda, EveryMethodScoresAsOnTheCpu) {
   };
   for (const Case& c : {Case{"full", 1e-6}, Case{"svd:rk=8,rv=12", 1e-4}, Case{"xkv:g=2,rk=12,rv=16", 1e-4},
                         Case{"xkv:g=2,rk=12,rv=16,precision=f32", 1e-4},
-                        Case{"xkv:g=2,rk=12,rv=16,precision=tf32", 2e-2},
+                        Case{"xkv:g=2,rk=12,rv=16,precision=tf32", 1e-3},
                         Case{"xkv:g=2,rk=12,rv=16,precision=bf16", 1e-3},
                         Case{"xkv:g=4,rk=16,solver=randomized", 1e-3}, Case{"minicache", 1e-4},
                         Case{"kivi:bits=2", 1e-4}, Case{"streamingllm:keep=0.5", 1e-4}, Case{"h2o:keep=0.5", 1e-4},
                         Case{"snapkv:keep=0.5,window=8", 1e-4}, Case{"pyramidkv:keep=0.5,window=8", 1e-4},
+                        // kivi quantizes xkv's factors, so this needs both backends' factors with
+                        // the same signs (SubspaceFactors::canonicalize_signs; without it an H200
+                        // run differed by 0.54 in KL).
                         Case{"snapkv:keep=0.5,window=8+xkv:g=2,rk=12+kivi:bits=4", 1e-3}}) {
     SCOPED_TRACE(c.spec);
     const Score cpu = run(cache, c.spec, linalg::cpu_backend());
@@ -44,13 +47,18 @@ TEST(CompressorsCuda, EveryMethodScoresAsOnTheCpu) {
     ASSERT_EQ(cpu.layers.size(), gpu.layers.size());
     EXPECT_EQ(cpu.bytes, gpu.bytes);
     double worst = 0;
+    const auto compare = [&](const char* what, int layer, double on_cpu, double on_gpu) {
+      const double d = std::abs(on_cpu - on_gpu);
+      worst = std::max(worst, d);
+      EXPECT_LT(d, c.tol) << what << " (layer " << layer << "): cpu " << on_cpu << ", cuda " << on_gpu;
+    };
     for (std::size_t l = 0; l < cpu.layers.size(); ++l) {
-      worst = std::max({worst, std::abs(cpu.layers[l].key_error - gpu.layers[l].key_error),
-                        std::abs(cpu.layers[l].value_error - gpu.layers[l].value_error)});
+      compare("key error", int(l), cpu.layers[l].key_error, gpu.layers[l].key_error);
+      compare("value error", int(l), cpu.layers[l].value_error, gpu.layers[l].value_error);
     }
-    worst = std::max({worst, std::abs(cpu.attn_output_error - gpu.attn_output_error), std::abs(cpu.attn_kl - gpu.attn_kl)});
+    compare("attention-output error", -1, cpu.attn_output_error, gpu.attn_output_error);
+    compare("attention KL", -1, cpu.attn_kl, gpu.attn_kl);
     std::printf("%-45s worst difference %.1e (tol %.0e)\n", c.spec, worst, c.tol);
-    EXPECT_LT(worst, c.tol);
   }
 }
 

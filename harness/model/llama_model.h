@@ -22,8 +22,8 @@ struct RunOptions {
   at::Device device{at::kCPU};
   at::ScalarType dtype = at::kFloat;  // compute and cache dtype
   // Query tokens per attention/MLP chunk; 0 = auto, sized so the fp32 scores and the MLP
-  // activations of one chunk stay within about 512 MiB (a 128k-token prefill never
-  // materialises [H_q, S, S]).
+  // activations of one chunk stay within a budget (CPU: under glibc's mmap threshold; CUDA:
+  // about 4 GiB), so a 128k-token prefill never materialises [H_q, S, S].
   std::int64_t max_chunk_tokens = 0;
 };
 
