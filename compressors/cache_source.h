@@ -35,7 +35,8 @@ class CacheSource {
  public:
   virtual ~CacheSource() = default;
   virtual const CacheShape& shape() const = 0;
-  // One layer's keys (pre-RoPE) or values, [T, H_kv, D] row-major (= X ∈ R^{T×N}).
+  // One layer's keys (pre-RoPE) or values, [T, H_kv, D] row-major (= X ∈ R^{T×N}). Called from
+  // several threads at once (svd/xkv read a group's layers in parallel): keep it thread-safe.
   virtual FloatTensor layer(int layer, Part part) const = 0;
   // The pre-RoPE queries of the last W tokens, [W, H_q, D].
   virtual FloatTensor queries(int layer) const = 0;

@@ -5,6 +5,7 @@
 
 #include <Eigen/Dense>
 #include <cmath>
+#include <mutex>
 #include <set>
 
 #include "compressors/low_rank.h"
@@ -242,7 +243,10 @@ class CountingCache final : public CacheSource {
   explicit CountingCache(const CacheSource& base) : base_(base), reads_(static_cast<std::size_t>(base.shape().layers) * 2) {}
   const CacheShape& shape() const override { return base_.shape(); }
   FloatTensor layer(int l, Part p) const override {
-    ++reads_[static_cast<std::size_t>(l) * 2 + (p == Part::key ? 0 : 1)];
+    {
+      const std::lock_guard lock(mutex_);  // layer() runs on several threads at once
+      ++reads_[static_cast<std::size_t>(l) * 2 + (p == Part::key ? 0 : 1)];
+    }
     return base_.layer(l, p);
   }
   FloatTensor queries(int l) const override { return base_.queries(l); }
@@ -253,6 +257,7 @@ class CountingCache final : public CacheSource {
 
  private:
   const CacheSource& base_;
+  mutable std::mutex mutex_;
   mutable std::vector<int> reads_;
 };
 
