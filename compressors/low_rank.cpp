@@ -13,6 +13,7 @@
 
 #include "compressors/dense.h"
 #include "core/error.h"
+#include "core/profile.h"
 
 namespace kvlab::compressors {
 
@@ -271,6 +272,7 @@ void gesdd_route(linalg::Backend& be, const float* x, std::int64_t T, std::int64
 
 Factors decompose(linalg::Backend& be, const std::vector<float>& x, double trace, std::int64_t T, std::int64_t c,
                   std::int64_t rank, const Plan& plan, std::uint64_t stream) {
+  const core::ProfileScope scope("low-rank: decompose (backend)");
   Factors f;
   f.trace = trace;
   f.rank = std::min({rank, T, c});
@@ -355,6 +357,7 @@ class LowRankCompressed final : public Compressed {
   }
 
   LayerKV reconstruct(int layer) const override {
+    const core::ProfileScope scope("low-rank: reconstruct");
     if (layer < 0 || layer >= shape_.layers) fail("{}: layer {} outside [0, {})", plan_.method, layer, shape_.layers);
     const std::int64_t T = shape_.tokens;
     LayerKV out{FloatTensor({T, shape_.kv_heads, shape_.head_dim}), FloatTensor({T, shape_.kv_heads, shape_.head_dim}), {}};
@@ -436,9 +439,14 @@ std::vector<std::unique_ptr<Compressed>> run(const CompressContext& ctx, const s
       std::int64_t r_max = 0;
       for (const auto& s : specs) r_max = std::max(r_max, s.get_int(part == Part::key ? "rk" : "rv"));
       const auto c = N * static_cast<std::int64_t>(plan.groups[g].size());
-      const double trace = read_group(ctx.cache, plan.groups[g], part, x);
+      double trace = 0;
+      {
+        const core::ProfileScope scope("low-rank: read group");
+        trace = read_group(ctx.cache, plan.groups[g], part, x);
+      }
       const auto f =
           decompose(ctx.backend, x, trace, T, c, r_max, plan, g * 2 + static_cast<std::uint64_t>(part_index(part)));
+      const core::ProfileScope scope("low-rank: store factors");
       for (std::size_t i = 0; i < specs.size(); ++i)
         reps[i]->add_factors(g, part, f, specs[i].get_int(part == Part::key ? "rk" : "rv"));
     }

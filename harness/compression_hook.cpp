@@ -4,6 +4,7 @@
 #include "compressors/chain.h"
 #include "compressors/compressed.h"
 #include "core/error.h"
+#include "core/profile.h"
 
 namespace kvlab::harness {
 namespace {
@@ -80,6 +81,7 @@ class KvCacheSource final : public compressors::CacheSource {
   }
   const compressors::CacheShape& shape() const override { return shape_; }
   core::FloatTensor layer(int l, compressors::Part part) const override {  // [T, H_kv, D]
+    const core::ProfileScope scope("compress hook: layer to host f32");
     const bool key = part == compressors::Part::key;
     const at::Tensor& t = exact_ ? (key ? exact_->key(l) : exact_->value(l)) : (key ? cache_.key(l) : cache_.value(l));
     return to_float_tensor(t.transpose(0, 1));
@@ -104,6 +106,7 @@ class KvCacheSource final : public compressors::CacheSource {
 
 // Writes a rebuilt layer into the cache (pre-RoPE keys, values, the cells kept).
 void write_back(KvCache& cache, int layer, const compressors::LayerKV& kv, const compressors::CacheShape& shape) {
+  const core::ProfileScope scope("compress hook: write back");
   at::Tensor keep;
   if (!kv.kept.empty())  // [T, H_kv] → [H_kv, T], a view: replace() copies it
     keep = at::from_blob(const_cast<std::uint8_t*>(kv.kept.data()), {shape.tokens, shape.kv_heads}, at::kByte).t();
@@ -116,6 +119,7 @@ void write_back(KvCache& cache, int layer, const compressors::LayerKV& kv, const
 CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, const ModelConfig& config,
                                  const compressors::ChainSpec& chain, const core::Checkpoint* checkpoint,
                                  linalg::Backend& backend, const ExactKv* exact) {
+  const core::ProfileScope scope("compress hook (whole chain)");
   if (exact && exact->length() != cache.length())
     fail("compress: the exact copy holds {} tokens, the cache {} (catch_up first)", exact->length(), cache.length());
   const KvCacheSource source(cache, exact, capture, config);
