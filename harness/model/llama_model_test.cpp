@@ -522,9 +522,8 @@ TEST(LlamaModel, KeepMaskAndPrefillHook) {
 
 // A second implementation: reference_llama.py, HF's eager forward written in PyTorch, reading
 // the checkpoint with json + numpy. Skips where /usr/bin/python3 has no torch (python3-torch).
-TEST(LlamaModel, LogitsMatchThePythonReference) {
-  if (std::system("/usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1") != 0)
-    GTEST_SKIP() << "/usr/bin/python3 has no torch (Debian: python3-torch)";
+// Logits of `script` (MODEL_DIR IDS OUT.f32) against ours for each family's small model.
+void expect_logits_match(const std::string& python, const std::string& script) {
   for (const char* arch : {"llama", "qwen2", "mistral"}) {
     auto o = small(arch);
     o.dtype = "bfloat16";  // stored bf16, computed in f32 on both sides
@@ -534,14 +533,30 @@ TEST(LlamaModel, LogitsMatchThePythonReference) {
     const auto tokens = random_ids(13, 20);
     const std::string list = fmt::format("{}", fmt::join(tokens, ","));
     const auto out = dir.path() / "reference.f32";
-    const auto command = fmt::format("/usr/bin/python3 {}/harness/model/reference_llama.py {} {} {}", KVLAB_SOURCE_DIR,
+    const auto command = fmt::format("{} {}/harness/model/{} {} {} {}", python, KVLAB_SOURCE_DIR, script,
                                      dir.path().string(), list, out.string());
     ASSERT_EQ(std::system(command.c_str()), 0) << command;
     std::vector<float> reference(tokens.size() * kVocab);
     std::ifstream(out, std::ios::binary).read(reinterpret_cast<char*>(reference.data()), reference.size() * 4);
     const auto ours = dir.load().forward(ids(tokens), nullptr, {}, true);
-    EXPECT_LT(max_diff(ours, at::tensor(reference).view({13, kVocab})), 1e-4) << arch;
+    EXPECT_LT(max_diff(ours, at::tensor(reference).view({13, kVocab})), 1e-4) << arch << " vs " << script;
   }
+}
+
+TEST(LlamaModel, LogitsMatchThePythonReference) {
+  if (std::system("/usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "/usr/bin/python3 has no torch (Debian: python3-torch)";
+  expect_logits_match("/usr/bin/python3", "reference_llama.py");
+}
+
+// Transformers itself (issue 8's HF parity): $KVLAB_PYTHON, else the python3 on PATH (the GPU
+// image's has transformers 5.x). Skips where it has no transformers.
+TEST(LlamaModel, LogitsMatchTransformers) {
+  const char* env = std::getenv("KVLAB_PYTHON");
+  const std::string python = env && *env ? env : "python3";
+  if (std::system((python + " -c 'import torch, numpy, transformers' >/dev/null 2>&1").c_str()) != 0)
+    GTEST_SKIP() << python << " has no transformers (set KVLAB_PYTHON to one that has)";
+  expect_logits_match(python, "transformers_reference.py");
 }
 
 TEST(LlamaModel, LoadErrorsNameTheTensor) {
