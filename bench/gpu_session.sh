@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# A GPU session's work for issue 8 in device-tool calls of at most 10 minutes each, from what the
+# first session on an H200 learned: build the CUDA programs here and carry them, build the
+# harness there into /tmp (the checkout is fresh at every call; /tmp lives while the machine stays
+# warm, 30 s after a call), keep every step under its own deadline, and bring the logs back as
+# one archive (the tool returns at most 8 files).
+#
+#   here:  KVLAB_HARNESS=ON scripts/build-cuda.sh fetch            # .debs/, 50 MiB
+#          scripts/build-cuda.sh prebuild && cp /usr/share/dict/american-english .prebuilt/words
+#   there, one device call each (carry [".debs", ".prebuilt"]):
+#     bench/gpu_session.sh 1    CUDA parity tests, analyze 16k, xkv f32 at 128k vs torch.linalg.svd
+#     bench/gpu_session.sh 2    harness build, transformers parity, eval 32k (prefill vs compression)
+#     bench/gpu_session.sh 3    analyze 128k, xkv tf32 and randomized at 128k
+#     bench/gpu_session.sh 4    eval 128k (harness rebuilt if the machine went cold)
+# Each call writes $OUT/session-N.tgz; KVLAB_PROFILE=1 adds per-stage times to the logs.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+phase=${1:-}
+[[ $phase =~ ^[1-4]$ ]] || { sed -n '2,16p' "$0"; exit 2; }
+LOGS=/tmp/kvlab-session-$phase
+mkdir -p "$LOGS"
+start=$(date +%s)
+left() { echo $(( ${1:-570} - ($(date +%s) - start) )); }  # seconds to the call's own deadline
+step() {  # step NAME DEADLINE CMD...: CMD's output in $LOGS/NAME.log, cut at DEADLINE s into the call
+  local name=$1 deadline=$2 budget rc=0
+  shift 2
+  budget=$(left "$deadline")
+  if ((budget < 20)); then echo "$name: skipped, no time left"; return; fi
+  timeout "$budget" "$@" >"$LOGS/$name.log" 2>&1 || rc=$?
+  echo "[$(( $(date +%s) - start )) s] $name: rc=$rc$( ((rc == 124)) && echo ' (deadline)') $(tail -1 "$LOGS/$name.log")"
+}
+RESULTS=${OUT:-/tmp}  # the device tool's folder; run_gpu_bench.sh's own OUT goes under the logs
+finish() {
+  tar czf "$RESULTS/session-$phase.tgz" -C "$LOGS" . 2>/dev/null
+  echo "logs: $RESULTS/session-$phase.tgz"
+}
+trap finish EXIT
+export KVLAB_BUILD_DIR=.prebuilt OUT=$LOGS/bench
+scripts/build-cuda.sh unpack >"$LOGS/unpack.log" 2>&1 || { cat "$LOGS/unpack.log"; exit 1; }
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$LOGS/gpu.txt" 2>&1
+R="scripts/build-cuda.sh run"
+harness() {  # the harness against the image's CUDA PyTorch, into /tmp (kept while warm)
+  [[ -x /tmp/build-cuda/cli/kvlab ]] && return
+  step harness_build "$1" env KVLAB_HARNESS=ON KVLAB_BUILD_DIR=/tmp/build-cuda scripts/build-cuda.sh build kvlab \
+    harness_model_tests
+}
+evaluate() { step "eval_$1" "$2" env HARNESS_BUILD=/tmp/build-cuda WORDS=.prebuilt/words bench/run_gpu_bench.sh eval "$1"; }
+case $phase in
+  1)
+    for t in linalg analysis compressors; do step "test_$t" 200 $R .prebuilt/$t/${t}_cuda_tests; done
+    step analyze_16k 300 bench/run_gpu_bench.sh analyze 16384
+    step xkv_128k 580 env XKV_SPECS=precision=f32 bench/run_gpu_bench.sh xkv 131072
+    ;;
+  2)
+    harness 200
+    step transformers_parity 280 env KVLAB_BUILD_DIR=/tmp/build-cuda $R /tmp/build-cuda/harness/model/harness_model_tests \
+      --gtest_filter='*LogitsMatch*'
+    evaluate 32768 580
+    ;;
+  3)
+    step analyze_128k 330 bench/run_gpu_bench.sh analyze 131072
+    step xkv_variants 580 env XKV_SPECS="precision=tf32 solver=randomized" bench/run_gpu_bench.sh xkv 131072
+    ;;
+  4)
+    harness 200
+    evaluate 131072 580
+    ;;
+esac
