@@ -270,11 +270,10 @@ void gesdd_route(linalg::Backend& be, const float* x, std::int64_t T, std::int64
   for (std::int64_t j = 0; j < r; ++j) f.energy[static_cast<std::size_t>(j)] = double(sigma[j]) * double(sigma[j]);
 }
 
-Factors decompose(linalg::Backend& be, const std::vector<float>& x, double trace, std::int64_t T, std::int64_t c,
-                  std::int64_t rank, const Plan& plan, std::uint64_t stream) {
-  const core::ProfileScope scope("low-rank: decompose (backend)");
+// The factors by the plan's route, signs as the backend left them.
+Factors factors_by_route(linalg::Backend& be, const std::vector<float>& x, std::int64_t T, std::int64_t c,
+                         std::int64_t rank, const Plan& plan, std::uint64_t stream) {
   Factors f;
-  f.trace = trace;
   f.rank = std::min({rank, T, c});
   const std::int64_t r = f.rank;
   if (r == 0) return f;
@@ -285,13 +284,11 @@ Factors decompose(linalg::Backend& be, const std::vector<float>& x, double trace
     static_cast<linalg::SubspaceFactors&>(f) =
         be.randomized_subspace(x.data(), T, c, r, {plan.oversample, plan.iters, plan.seed, stream, plan.f64()});
     f.route = "randomized-" + prec;
-    f.canonicalize_signs();
     return f;
   }
   if (T >= c) {
     static_cast<linalg::SubspaceFactors&>(f) = be.gram_subspace(x.data(), T, c, r, plan.gram_precision);
     f.route = "gram-" + std::string(linalg::to_string(plan.gram_precision));
-    f.canonicalize_signs();
     return f;
   }
   f.route = "gesdd-" + prec;
@@ -299,6 +296,14 @@ Factors decompose(linalg::Backend& be, const std::vector<float>& x, double trace
   // A = X·V_r: Aᵀ (r×T, the column-major view of row-major A [T, r]) = V_rᵀ·Xᵀ.
   f.a.resize(static_cast<std::size_t>(T * r));
   be.gemm(true, false, r, T, c, 1.f, f.v.data(), c, x.data(), c, 0.f, f.a.data(), r);
+  return f;
+}
+
+Factors decompose(linalg::Backend& be, const std::vector<float>& x, double trace, std::int64_t T, std::int64_t c,
+                  std::int64_t rank, const Plan& plan, std::uint64_t stream) {
+  const core::ProfileScope scope("low-rank: decompose (backend)");
+  Factors f = factors_by_route(be, x, T, c, rank, plan, stream);
+  f.trace = trace;
   f.canonicalize_signs();
   return f;
 }
