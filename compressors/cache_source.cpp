@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <numeric>
+#include <span>
 
 #include "core/error.h"
 
@@ -15,10 +17,31 @@ FloatTensor CacheSource::attn_in(int layer) const {
 }
 
 namespace {
+
 void check_layer(const CacheShape& s, int layer, const std::string& where) {
   if (layer < 0 || layer >= s.layers) fail("{}: layer {} outside [0, {})", where, layer, s.layers);
 }
+
+void check_stride(const CacheShape& s, std::int64_t ld, const std::string& where) {
+  if (ld < s.width()) fail("{}: row stride {} is narrower than a layer's row (H·D = {})", where, ld, s.width());
+}
+
+// rows × N values, row-major, into rows of `out` with stride ld.
+void copy_rows(const float* from, std::int64_t rows, std::int64_t N, float* out, std::int64_t ld) {
+  for (std::int64_t t = 0; t < rows; ++t) std::copy_n(from + t * N, N, out + t * ld);
+}
+
 }  // namespace
+
+void CacheSource::read_layer_into(int layer, Part part, float* out, std::int64_t ld) const {
+  const auto& s = shape();
+  check_stride(s, ld, describe());
+  const FloatTensor t = this->layer(layer, part);
+  if (static_cast<std::int64_t>(t.data.size()) != s.tokens * s.width())
+    fail("{}: layer {} {} has {} values, expected T·H·D = {}", describe(), layer, to_string(part), t.data.size(),
+         s.tokens * s.width());
+  copy_rows(t.data.data(), s.tokens, s.width(), out, ld);
+}
 
 InMemoryCache::InMemoryCache(CacheShape shape, std::vector<FloatTensor> keys, std::vector<FloatTensor> values,
                              std::vector<FloatTensor> queries, std::vector<std::int64_t> positions, core::Rope rope,
@@ -48,6 +71,12 @@ InMemoryCache::InMemoryCache(CacheShape shape, std::vector<FloatTensor> keys, st
 FloatTensor InMemoryCache::layer(int layer, Part part) const {
   check_layer(shape_, layer, describe());
   return part == Part::key ? keys_[layer] : values_[layer];
+}
+
+void InMemoryCache::read_layer_into(int layer, Part part, float* out, std::int64_t ld) const {
+  check_layer(shape_, layer, describe());
+  check_stride(shape_, ld, describe());
+  copy_rows((part == Part::key ? keys_[layer] : values_[layer]).data.data(), shape_.tokens, shape_.width(), out, ld);
 }
 
 FloatTensor InMemoryCache::queries(int layer) const {
@@ -85,6 +114,24 @@ std::string DumpCache::describe() const { return fmt::format("{} sample {}", dum
 FloatTensor DumpCache::layer(int layer, Part part) const {
   check_layer(shape_, layer, describe());
   return dump_.read_layer(meta_.id, layer, part == Part::key ? core::KvKind::key : core::KvKind::value);
+}
+
+void DumpCache::read_layer_into(int layer, Part part, float* out, std::int64_t ld) const {
+  check_layer(shape_, layer, describe());
+  check_stride(shape_, ld, describe());
+  // Token blocks through one small buffer per thread: no whole-layer tensor (fresh pages to fault
+  // in at every layer), and at most a block of each layer in memory.
+  constexpr std::int64_t kBlockRows = 1024;
+  const std::int64_t N = shape_.width();
+  thread_local std::vector<float> block;
+  block.resize(static_cast<std::size_t>(std::min(kBlockRows, shape_.tokens) * N));
+  const auto kind = part == Part::key ? core::KvKind::key : core::KvKind::value;
+  for (std::int64_t t0 = 0; t0 < shape_.tokens; t0 += kBlockRows) {
+    const std::int64_t rows = std::min(kBlockRows, shape_.tokens - t0);
+    const std::span<float> span(block.data(), static_cast<std::size_t>(rows * N));
+    dump_.read_rows(meta_.id, layer, kind, t0, rows, span);
+    copy_rows(span.data(), rows, N, out + t0 * ld, ld);
+  }
 }
 
 FloatTensor DumpCache::queries(int layer) const {

@@ -38,6 +38,11 @@ class CacheSource {
   // One layer's keys (pre-RoPE) or values, [T, H_kv, D] row-major (= X ∈ R^{T×N}). Called from
   // several threads at once (svd/xkv read a group's layers in parallel): keep it thread-safe.
   virtual FloatTensor layer(int layer, Part part) const = 0;
+  // The same values written into T rows of `out` with row stride ld ≥ N (a column block of a
+  // wider matrix, such as an xkv group's X); the elements between the rows are left alone.
+  // The default goes through layer(); sources that can skip that whole-layer copy override it
+  // (a dump streams token blocks, the harness copies from the model's tensor). Thread-safe too.
+  virtual void read_layer_into(int layer, Part part, float* out, std::int64_t ld) const;
   // The pre-RoPE queries of the last W tokens, [W, H_q, D].
   virtual FloatTensor queries(int layer) const = 0;
   // The normalized attention input [T, d_model] (weight-based methods); fails when absent.
@@ -60,6 +65,7 @@ class InMemoryCache final : public CacheSource {
                 core::Rope rope = core::Rope::identity(), std::vector<FloatTensor> attn_in = {});
   const CacheShape& shape() const override { return shape_; }
   FloatTensor layer(int layer, Part part) const override;
+  void read_layer_into(int layer, Part part, float* out, std::int64_t ld) const override;
   FloatTensor queries(int layer) const override;
   FloatTensor attn_in(int layer) const override;
   const std::vector<std::int64_t>& positions() const override { return positions_; }
@@ -79,6 +85,7 @@ class DumpCache final : public CacheSource {
   DumpCache(const core::DumpReader& dump, const std::string& sample_id);
   const CacheShape& shape() const override { return shape_; }
   FloatTensor layer(int layer, Part part) const override;
+  void read_layer_into(int layer, Part part, float* out, std::int64_t ld) const override;  // by token blocks
   FloatTensor queries(int layer) const override;
   FloatTensor attn_in(int layer) const override;
   const std::vector<std::int64_t>& positions() const override { return meta_.positions; }

@@ -197,6 +197,9 @@ class LayerSlice final : public CacheSource {
   LayerSlice(const CacheSource& base, int layer) : base_(base), layer_(layer), shape_(base.shape()) { shape_.layers = 1; }
   const CacheShape& shape() const override { return shape_; }
   FloatTensor layer(int, Part part) const override { return base_.layer(layer_, part); }
+  void read_layer_into(int, Part part, float* out, std::int64_t ld) const override {
+    base_.read_layer_into(layer_, part, out, ld);
+  }
   FloatTensor queries(int) const override { return base_.queries(layer_); }
   FloatTensor attn_in(int) const override { return base_.attn_in(layer_); }
   const std::vector<std::int64_t>& positions() const override { return base_.positions(); }

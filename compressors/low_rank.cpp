@@ -227,22 +227,20 @@ struct Factors : linalg::SubspaceFactors {
 // (in f64, summed layer by layer in order, so independent of the threads). The caller reuses
 // x from group to group: a fresh matrix (2 GiB at 128k tokens) cost more in page faults and
 // zeroing than copying the layers into it (0.14 s against 0.03 s per 256 MiB, measured).
-// Each layer is read and copied by its own thread (so a group's layers are in memory at once):
-// a dump serialises its HDF5 reads, but the 16-bit conversion, the checks and the copies run side
-// by side, and on the GPU these host passes are most of a compression.
+// Each layer is read into its column block by its own thread (CacheSource::read_layer_into; a
+// dump streams token blocks, so no whole layer is held besides x): a dump serialises its HDF5
+// reads, but the 16-bit conversion, the checks and the copies run side by side, and on the GPU
+// these host passes are most of a compression.
 double read_group(const CacheSource& cache, const std::vector<int>& layers, Part part, std::vector<float>& x) {
   const auto& s = cache.shape();
   const std::int64_t T = s.tokens, N = s.width(), c = N * static_cast<std::int64_t>(layers.size());
   x.resize(static_cast<std::size_t>(T * c));
   const auto fill = [&](std::size_t i) {
-    const auto layer = cache.layer(layers[i], part);
-    if (static_cast<std::int64_t>(layer.data.size()) != T * N)
-      fail("{}: layer {} {} has {} values, expected T·H·D = {}", cache.describe(), layers[i], to_string(part),
-           layer.data.size(), T * N);
-    for (std::int64_t t = 0; t < T; ++t)
-      std::copy_n(layer.data.begin() + t * N, N, x.begin() + t * c + static_cast<std::int64_t>(i) * N);
+    float* block = x.data() + static_cast<std::int64_t>(i) * N;
+    cache.read_layer_into(layers[i], part, block, c);
     double squares = 0;
-    for (float v : layer.data) squares += double(v) * double(v);
+    for (std::int64_t t = 0; t < T; ++t)
+      for (std::int64_t n = 0; n < N; ++n) squares += double(block[t * c + n]) * double(block[t * c + n]);
     return squares;
   };
   std::vector<std::future<double>> others;

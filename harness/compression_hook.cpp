@@ -82,9 +82,14 @@ class KvCacheSource final : public compressors::CacheSource {
   const compressors::CacheShape& shape() const override { return shape_; }
   core::FloatTensor layer(int l, compressors::Part part) const override {  // [T, H_kv, D]
     const core::ProfileScope scope("compress hook: layer to host f32");
-    const bool key = part == compressors::Part::key;
-    const at::Tensor& t = exact_ ? (key ? exact_->key(l) : exact_->value(l)) : (key ? cache_.key(l) : cache_.value(l));
-    return to_float_tensor(t.transpose(0, 1));
+    return to_float_tensor(cached(l, part).transpose(0, 1));
+  }
+  // Straight from the model's tensor into the strided rows (device, dtype and layout at once).
+  void read_layer_into(int l, compressors::Part part, float* out, std::int64_t ld) const override {
+    const core::ProfileScope scope("compress hook: layer to host f32");
+    if (ld < shape_.width()) fail("compress: row stride {} is narrower than a layer's row ({})", ld, shape_.width());
+    at::from_blob(out, {shape_.tokens, shape_.kv_heads, shape_.head_dim}, {ld, shape_.head_dim, 1}, at::kFloat)
+        .copy_(cached(l, part).transpose(0, 1));
   }
   core::FloatTensor queries(int l) const override { return to_float_tensor(capture_.queries(l)); }
   core::FloatTensor attn_in(int l) const override {
@@ -96,6 +101,12 @@ class KvCacheSource final : public compressors::CacheSource {
   std::string describe() const override { return "the model's KV cache"; }
 
  private:
+  // Layer l's keys or values as the cache holds them, [H_kv, T, D] (from `exact` when given).
+  const at::Tensor& cached(int l, compressors::Part part) const {
+    const bool key = part == compressors::Part::key;
+    return exact_ ? (key ? exact_->key(l) : exact_->value(l)) : (key ? cache_.key(l) : cache_.value(l));
+  }
+
   const KvCache& cache_;
   const ExactKv* exact_;
   const ContextCapture& capture_;
