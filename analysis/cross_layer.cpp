@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <future>
 #include <mutex>
 #include <thread>
 #include <type_traits>
@@ -30,9 +31,19 @@ struct LayerBlock {
   std::int64_t layer_stride() const { return capacity * width; }
 };
 
-void read_block(const RowReader& read_rows, LayerBlock<float>& block, std::int64_t t0, std::int64_t rows) {
-  for (int l = 0; l < block.layers; ++l)
-    read_rows(l, t0, rows, std::span<float>(block.layer(l), static_cast<std::size_t>(rows * block.width)));
+// body(l) for every layer, the layers dealt round-robin to up to one thread per core: a block's
+// per-layer work (reading it, whose HDF5 calls a dump serialises but whose 16-bit conversion it
+// does not, and the loops over its rows) runs side by side. Bodies must touch only layer l's data.
+template <typename F>
+void for_each_layer(int layers, F&& body) {
+  const int threads = std::clamp(static_cast<int>(std::thread::hardware_concurrency()), 1, std::max(layers, 1));
+  const auto share = [&](int first) {
+    for (int l = first; l < layers; l += threads) body(l);
+  };
+  std::vector<std::future<void>> others;
+  for (int k = 1; k < threads; ++k) others.push_back(std::async(std::launch::async, share, k));
+  share(0);
+  for (auto& f : others) f.get();  // rethrows a reader's error
 }
 
 template <typename F>
@@ -159,7 +170,7 @@ class GramAnalysis {
     auto start = std::chrono::steady_clock::now();
     for_each_block(shape_, gram_->capacity(), [&](std::int64_t t0, std::int64_t rows) {
       T* staging = gram_->staging();  // a different buffer each block on CUDA (double buffering)
-      for (int l = 0; l < L; ++l) {
+      for_each_layer(L, [&](int l) {
         T* dst = staging + l * stride;
         const float* src;
         if constexpr (in_place) {
@@ -172,7 +183,7 @@ class GramAnalysis {
         const T* mu = mean.data() + std::int64_t{l} * W;
         for (std::int64_t t = 0; t < rows; ++t)
           for (std::int64_t c = 0; c < W; ++c) dst[t * W + c] = T(src[t * W + c]) - mu[c];
-      }
+      });
       gram_->add(rows);
       done += rows;
       if (options_.on_progress) options_.on_progress("cross-products", done, shape_.tokens);
@@ -340,13 +351,13 @@ CrossLayerResult analyze_cross_layer(const LayerShape& shape, const RowReader& r
     CosineAccumulator cosine(shape, cap);
     std::int64_t done = 0;
     for_each_block(shape, cap, [&](std::int64_t t0, std::int64_t rows) {
-      read_block(read_rows, block, t0, rows);
-      for (int l = 0; l < L; ++l) {
-        const float* x = block.layer(l);
+      for_each_layer(L, [&](int l) {  // read and sum each layer's rows on its thread
+        float* x = block.layer(l);
+        read_rows(l, t0, rows, std::span<float>(x, static_cast<std::size_t>(rows * W)));
         double* mu = mean.data() + std::int64_t{l} * W;
         for (std::int64_t t = 0; t < rows; ++t)
           for (std::int64_t c = 0; c < W; ++c) mu[c] += x[t * W + c];
-      }
+      });
       cosine.add(block, rows, backend);
       done += rows;
       if (options.on_progress) options.on_progress("means and cosines", done, shape.tokens);
