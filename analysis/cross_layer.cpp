@@ -4,13 +4,13 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
-#include <future>
 #include <mutex>
 #include <thread>
 #include <type_traits>
 
 #include "analysis/energy_rank.h"
 #include "core/error.h"
+#include "core/parallel.h"
 
 namespace kvlab::analysis {
 namespace {
@@ -31,19 +31,12 @@ struct LayerBlock {
   std::int64_t layer_stride() const { return capacity * width; }
 };
 
-// body(l) for every layer, the layers dealt round-robin to up to one thread per core: a block's
-// per-layer work (reading it, whose HDF5 calls a dump serialises but whose 16-bit conversion it
-// does not, and the loops over its rows) runs side by side. Bodies must touch only layer l's data.
+// body(l) for every layer of a token block, on up to one thread per core: the per-layer work
+// (reading it, whose HDF5 calls a dump serialises but whose 16-bit conversion it does not, and
+// the loops over its rows) runs side by side. Bodies must touch only layer l's data.
 template <typename F>
 void for_each_layer(int layers, F&& body) {
-  const int threads = std::clamp(static_cast<int>(std::thread::hardware_concurrency()), 1, std::max(layers, 1));
-  const auto share = [&](int first) {
-    for (int l = first; l < layers; l += threads) body(l);
-  };
-  std::vector<std::future<void>> others;
-  for (int k = 1; k < threads; ++k) others.push_back(std::async(std::launch::async, share, k));
-  share(0);
-  for (auto& f : others) f.get();  // rethrows a reader's error
+  core::parallel_for(layers, [&](std::int64_t l) { body(static_cast<int>(l)); });
 }
 
 template <typename F>

@@ -22,10 +22,6 @@ void check_layer(const CacheShape& s, int layer, const std::string& where) {
   if (layer < 0 || layer >= s.layers) fail("{}: layer {} outside [0, {})", where, layer, s.layers);
 }
 
-void check_stride(const CacheShape& s, std::int64_t ld, const std::string& where) {
-  if (ld < s.width()) fail("{}: row stride {} is narrower than a layer's row (H·D = {})", where, ld, s.width());
-}
-
 // rows × N values, row-major, into rows of `out` with stride ld.
 void copy_rows(const float* from, std::int64_t rows, std::int64_t N, float* out, std::int64_t ld) {
   for (std::int64_t t = 0; t < rows; ++t) std::copy_n(from + t * N, N, out + t * ld);
@@ -33,9 +29,14 @@ void copy_rows(const float* from, std::int64_t rows, std::int64_t N, float* out,
 
 }  // namespace
 
+void CacheSource::check_row_stride(std::int64_t ld) const {
+  if (ld < shape().width())
+    fail("{}: row stride {} is narrower than a layer's row (H·D = {})", describe(), ld, shape().width());
+}
+
 void CacheSource::read_layer_into(int layer, Part part, float* out, std::int64_t ld) const {
   const auto& s = shape();
-  check_stride(s, ld, describe());
+  check_row_stride(ld);
   const FloatTensor t = this->layer(layer, part);
   if (static_cast<std::int64_t>(t.data.size()) != s.tokens * s.width())
     fail("{}: layer {} {} has {} values, expected T·H·D = {}", describe(), layer, to_string(part), t.data.size(),
@@ -75,7 +76,7 @@ FloatTensor InMemoryCache::layer(int layer, Part part) const {
 
 void InMemoryCache::read_layer_into(int layer, Part part, float* out, std::int64_t ld) const {
   check_layer(shape_, layer, describe());
-  check_stride(shape_, ld, describe());
+  check_row_stride(ld);
   copy_rows((part == Part::key ? keys_[layer] : values_[layer]).data.data(), shape_.tokens, shape_.width(), out, ld);
 }
 
@@ -118,7 +119,7 @@ FloatTensor DumpCache::layer(int layer, Part part) const {
 
 void DumpCache::read_layer_into(int layer, Part part, float* out, std::int64_t ld) const {
   check_layer(shape_, layer, describe());
-  check_stride(shape_, ld, describe());
+  check_row_stride(ld);
   // Token blocks through one small buffer per thread: no whole-layer tensor (fresh pages to fault
   // in at every layer), and at most a block of each layer in memory.
   constexpr std::int64_t kBlockRows = 1024;

@@ -53,6 +53,10 @@ class CacheSource {
   virtual const core::Rope& rope() const = 0;
   // For error messages: "x.h5 sample s0".
   virtual std::string describe() const = 0;
+
+ protected:
+  // Fails unless a read_layer_into row stride holds a layer's row (ld ≥ H·D).
+  void check_row_stride(std::int64_t ld) const;
 };
 
 // A cache held in memory (tests, the harness). Keys are pre-RoPE.

@@ -8,11 +8,11 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
-#include <future>
 #include <limits>
 
 #include "compressors/dense.h"
 #include "core/error.h"
+#include "core/parallel.h"
 #include "core/profile.h"
 
 namespace kvlab::compressors {
@@ -227,26 +227,25 @@ struct Factors : linalg::SubspaceFactors {
 // (in f64, summed layer by layer in order, so independent of the threads). The caller reuses
 // x from group to group: a fresh matrix (2 GiB at 128k tokens) cost more in page faults and
 // zeroing than copying the layers into it (0.14 s against 0.03 s per 256 MiB, measured).
-// Each layer is read into its column block by its own thread (CacheSource::read_layer_into; a
-// dump streams token blocks, so no whole layer is held besides x): a dump serialises its HDF5
+// The layers are read into their column blocks side by side (core::parallel_for, and
+// CacheSource::read_layer_into: a dump streams token blocks, so no whole layer is held besides
+// x): a dump serialises its HDF5
 // reads, but the 16-bit conversion, the checks and the copies run side by side, and on the GPU
 // these host passes are most of a compression.
 double read_group(const CacheSource& cache, const std::vector<int>& layers, Part part, std::vector<float>& x) {
   const auto& s = cache.shape();
   const std::int64_t T = s.tokens, N = s.width(), c = N * static_cast<std::int64_t>(layers.size());
   x.resize(static_cast<std::size_t>(T * c));
-  const auto fill = [&](std::size_t i) {
-    float* block = x.data() + static_cast<std::int64_t>(i) * N;
-    cache.read_layer_into(layers[i], part, block, c);
-    double squares = 0;
+  std::vector<double> squares(layers.size(), 0.0);
+  core::parallel_for(static_cast<std::int64_t>(layers.size()), [&](std::int64_t i) {
+    float* block = x.data() + i * N;
+    cache.read_layer_into(layers[static_cast<std::size_t>(i)], part, block, c);
+    double& sum = squares[static_cast<std::size_t>(i)];
     for (std::int64_t t = 0; t < T; ++t)
-      for (std::int64_t n = 0; n < N; ++n) squares += double(block[t * c + n]) * double(block[t * c + n]);
-    return squares;
-  };
-  std::vector<std::future<double>> others;
-  for (std::size_t i = 1; i < layers.size(); ++i) others.push_back(std::async(std::launch::async, fill, i));
-  double trace = layers.empty() ? 0.0 : fill(0);
-  for (auto& f : others) trace += f.get();  // rethrows a reader's error; joins before `x` is used
+      for (std::int64_t n = 0; n < N; ++n) sum += double(block[t * c + n]) * double(block[t * c + n]);
+  });
+  double trace = 0;
+  for (double s : squares) trace += s;
   return trace;
 }
 

@@ -4,16 +4,13 @@
 #include <Eigen/Core>
 #include <Eigen/QR>
 #include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <exception>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <numbers>
 #include <random>
-#include <thread>
 
 #include "core/error.h"
+#include "core/parallel.h"
 #include "core/progress.h"
 
 namespace kvlab::datasets {
@@ -118,30 +115,6 @@ RowMatrix orthonormal_rows(std::mt19937_64& rng, int rows, int cols) {
   const Eigen::HouseholderQR<Eigen::MatrixXf> qr(gaussian);
   const Eigen::MatrixXf q = qr.householderQ() * Eigen::MatrixXf::Identity(cols, rows);
   return q.transpose();
-}
-
-// Runs body(0..n−1) on all hardware threads. Each index must write disjoint memory.
-void parallel_for(std::int64_t n, const std::function<void(std::int64_t)>& body) {
-  const std::int64_t threads = std::min<std::int64_t>(n, std::max(1u, std::thread::hardware_concurrency()));
-  std::atomic<std::int64_t> next{0};
-  std::exception_ptr error;
-  std::mutex error_mutex;
-  auto work = [&] {
-    for (std::int64_t i = next++; i < n; i = next++) {
-      try {
-        body(i);
-      } catch (...) {
-        const std::lock_guard lock(error_mutex);
-        if (!error) error = std::current_exception();
-      }
-    }
-  };
-  {
-    std::vector<std::jthread> pool;
-    for (std::int64_t t = 1; t < threads; ++t) pool.emplace_back(work);
-    work();
-  }
-  if (error) std::rethrow_exception(error);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -350,7 +323,7 @@ void SynthGenerator::advance(int sample, KvKind kind, Chain& chain, core::FloatT
   if (out != nullptr && out->shape != shape) *out = core::FloatTensor(shape);  // reused across layers
 
   const std::int64_t blocks = (T + kTokenBlock - 1) / kTokenBlock;
-  parallel_for(blocks, [&](std::int64_t b) {
+  core::parallel_for(blocks, [&](std::int64_t b) {
     const std::int64_t t0 = b * kTokenBlock;
     const std::int64_t rows = std::min(kTokenBlock, T - t0);
     auto a = chain.a.middleRows(t0, rows);

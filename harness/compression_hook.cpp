@@ -87,7 +87,7 @@ class KvCacheSource final : public compressors::CacheSource {
   // Straight from the model's tensor into the strided rows (device, dtype and layout at once).
   void read_layer_into(int l, compressors::Part part, float* out, std::int64_t ld) const override {
     const core::ProfileScope scope("compress hook: layer to host f32");
-    if (ld < shape_.width()) fail("compress: row stride {} is narrower than a layer's row ({})", ld, shape_.width());
+    check_row_stride(ld);
     at::from_blob(out, {shape_.tokens, shape_.kv_heads, shape_.head_dim}, {ld, shape_.head_dim, 1}, at::kFloat)
         .copy_(cached(l, part).transpose(0, 1));
   }
