@@ -11,6 +11,7 @@
 #include <limits>
 
 #include "compressors/dense.h"
+#include "compressors/low_rank_plan.h"
 #include "core/error.h"
 #include "core/parallel.h"
 #include "core/profile.h"
@@ -135,6 +136,26 @@ MethodDef xkv_method() {
   return m;
 }
 
+LowRankPlan make_low_rank_plan(const StageSpec& spec, int layers) {
+  LowRankPlan p;
+  p.method = spec.method;
+  p.groups = low_rank_groups(spec, layers);
+  p.group_of.assign(static_cast<std::size_t>(layers), -1);
+  for (std::size_t g = 0; g < p.groups.size(); ++g)
+    for (int l : p.groups[g]) p.group_of[static_cast<std::size_t>(l)] = static_cast<int>(g);
+  const auto& part = spec.get("part");
+  p.compress_key = part != "value";
+  p.compress_value = part != "key";
+  p.rk = spec.get_int("rk");
+  p.rv = spec.get_int("rv");
+  p.randomized = spec.get("solver") == "randomized";
+  p.oversample = spec.get_int("oversample");
+  p.iters = spec.get_int("iters");
+  p.gram_precision = linalg::parse_gram_precision(spec.get("precision"));
+  p.seed = static_cast<std::uint64_t>(spec.get_int("seed"));
+  return p;
+}
+
 std::vector<std::vector<int>> low_rank_groups(const StageSpec& spec, int layers) {
   std::vector<std::vector<int>> groups;
   if (spec.method == "svd") {
@@ -162,43 +183,6 @@ std::vector<std::vector<int>> low_rank_groups(const StageSpec& spec, int layers)
 }
 
 namespace {
-
-// Everything a compression run needs from a spec, resolved against the cache's layer count.
-struct Plan {
-  std::string method;
-  std::vector<std::vector<int>> groups;
-  std::vector<int> group_of;  // per layer: its group, −1 = uncompressed
-  bool compress_key = true, compress_value = true;
-  std::int64_t rk = 0, rv = 0;
-  bool randomized = false;
-  std::int64_t oversample = 10, iters = 2;
-  linalg::GramPrecision gram_precision = linalg::GramPrecision::f64;
-  std::uint64_t seed = 0;
-
-  bool f64() const { return gram_precision == linalg::GramPrecision::f64; }  // solves in f64 (else f32)
-  bool compresses(Part p) const { return p == Part::key ? compress_key : compress_value; }
-  std::int64_t rank(Part p) const { return p == Part::key ? rk : rv; }
-};
-
-Plan make_plan(const StageSpec& spec, int layers) {
-  Plan p;
-  p.method = spec.method;
-  p.groups = low_rank_groups(spec, layers);
-  p.group_of.assign(static_cast<std::size_t>(layers), -1);
-  for (std::size_t g = 0; g < p.groups.size(); ++g)
-    for (int l : p.groups[g]) p.group_of[static_cast<std::size_t>(l)] = static_cast<int>(g);
-  const auto& part = spec.get("part");
-  p.compress_key = part != "value";
-  p.compress_value = part != "key";
-  p.rk = spec.get_int("rk");
-  p.rv = spec.get_int("rv");
-  p.randomized = spec.get("solver") == "randomized";
-  p.oversample = spec.get_int("oversample");
-  p.iters = spec.get_int("iters");
-  p.gram_precision = linalg::parse_gram_precision(spec.get("precision"));
-  p.seed = static_cast<std::uint64_t>(spec.get_int("seed"));
-  return p;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Decomposition
@@ -269,7 +253,7 @@ void gesdd_route(linalg::Backend& be, const float* x, std::int64_t T, std::int64
 
 // The factors by the plan's route, signs as the backend left them.
 Factors factors_by_route(linalg::Backend& be, const std::vector<float>& x, std::int64_t T, std::int64_t c,
-                         std::int64_t rank, const Plan& plan, std::uint64_t stream) {
+                         std::int64_t rank, const LowRankPlan& plan, std::uint64_t stream) {
   Factors f;
   f.rank = std::min({rank, T, c});
   const std::int64_t r = f.rank;
@@ -297,7 +281,7 @@ Factors factors_by_route(linalg::Backend& be, const std::vector<float>& x, std::
 }
 
 Factors decompose(linalg::Backend& be, const std::vector<float>& x, double trace, std::int64_t T, std::int64_t c,
-                  std::int64_t rank, const Plan& plan, std::uint64_t stream) {
+                  std::int64_t rank, const LowRankPlan& plan, std::uint64_t stream) {
   const core::ProfileScope scope("low-rank: decompose (backend)");
   Factors f = factors_by_route(be, x, T, c, rank, plan, stream);
   f.trace = trace;
@@ -310,7 +294,7 @@ Factors decompose(linalg::Backend& be, const std::vector<float>& x, double trace
 
 class LowRankCompressed final : public Compressed {
  public:
-  LowRankCompressed(const CacheSource& cache, const Plan& plan, linalg::Backend& backend)
+  LowRankCompressed(const CacheSource& cache, const LowRankPlan& plan, linalg::Backend& backend)
       : shape_(cache.shape()), rope_(cache.rope()), positions_(cache.positions()), plan_(plan), backend_(&backend) {
     a_slot_.assign(plan_.groups.size() * 2, kNone);
     b_slot_.assign(static_cast<std::size_t>(shape_.layers) * 2, kNone);
@@ -413,7 +397,7 @@ class LowRankCompressed final : public Compressed {
   CacheShape shape_;
   core::Rope rope_;
   std::vector<std::int64_t> positions_;
-  Plan plan_;
+  LowRankPlan plan_;
   linalg::Backend* backend_;
   std::vector<StoredTensor> tensors_;
   std::vector<std::size_t> a_slot_;      // [groups·2] group's A per part
@@ -427,10 +411,10 @@ class LowRankCompressed final : public Compressed {
 // the largest rank, sliced for every pair. Reads each (layer, part) once, one group at a time.
 std::vector<std::unique_ptr<Compressed>> run(const CompressContext& ctx, const std::vector<StageSpec>& specs) {
   const auto& shape = ctx.cache.shape();
-  const Plan plan = make_plan(specs.at(0), shape.layers);
+  const LowRankPlan plan = make_low_rank_plan(specs.at(0), shape.layers);
   std::vector<std::unique_ptr<LowRankCompressed>> reps;
   for (const auto& s : specs) {
-    reps.push_back(std::make_unique<LowRankCompressed>(ctx.cache, make_plan(s, shape.layers), ctx.backend));
+    reps.push_back(std::make_unique<LowRankCompressed>(ctx.cache, make_low_rank_plan(s, shape.layers), ctx.backend));
     reps.back()->set_authors_ratio(low_rank_accounting(shape, s).authors_ratio);
   }
   const std::int64_t T = shape.tokens, N = shape.width();
@@ -503,7 +487,7 @@ std::vector<std::unique_ptr<Compressed>> compress_low_rank_sweep(const CompressC
 }
 
 LowRankAccounting low_rank_accounting(const CacheShape& shape, const StageSpec& spec) {
-  const Plan plan = make_plan(spec, shape.layers);
+  const LowRankPlan plan = make_low_rank_plan(spec, shape.layers);
   const std::int64_t T = shape.tokens, N = shape.width();
   LowRankAccounting acc;
   double authors_elements = 0;

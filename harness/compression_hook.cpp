@@ -1,8 +1,11 @@
 #include "harness/compression_hook.h"
 
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+
 #include "compressors/cache_source.h"
 #include "compressors/chain.h"
 #include "compressors/compressed.h"
+#include "compressors/low_rank.h"
 #include "core/error.h"
 #include "core/profile.h"
 
@@ -60,18 +63,29 @@ const at::Tensor& ContextCapture::attn_in(int layer) const { return attn_in_rows
 
 namespace {
 
+// Layer l's keys (pre-RoPE) or values as the cache holds them, [H_kv, T, D] (from `exact` when given).
+const at::Tensor& tokens_of(const KvCache& cache, const ExactKv* exact, int l, compressors::Part part) {
+  const bool key = part == compressors::Part::key;
+  return exact ? (key ? exact->key(l) : exact->value(l)) : (key ? cache.key(l) : cache.value(l));
+}
+
+compressors::CacheShape shape_of(const KvCache& cache, const ModelConfig& config) {
+  compressors::CacheShape shape;
+  shape.layers = config.num_layers;
+  shape.kv_heads = config.num_kv_heads;
+  shape.q_heads = config.num_heads;
+  shape.head_dim = config.head_dim;
+  shape.tokens = cache.length();
+  return shape;
+}
+
 // The model's cache as compressors read it: a layer is converted to host f32 when asked, so the
 // context never sits on the host all at once (layer-local chains then hold one layer in all).
 // Keys and values come from `exact` when given.
 class KvCacheSource final : public compressors::CacheSource {
  public:
   KvCacheSource(const KvCache& cache, const ExactKv* exact, const ContextCapture& capture, const ModelConfig& config)
-      : cache_(cache), exact_(exact), capture_(capture), rope_(config.rope) {
-    shape_.layers = config.num_layers;
-    shape_.kv_heads = config.num_kv_heads;
-    shape_.q_heads = config.num_heads;
-    shape_.head_dim = config.head_dim;
-    shape_.tokens = cache.length();
+      : cache_(cache), exact_(exact), capture_(capture), shape_(shape_of(cache, config)), rope_(config.rope) {
     for (int l = 0; l < config.num_layers; ++l)
       if (!capture.queries(l).defined()) fail("compress: layer {} has no captured queries (run the prefill observer)", l);
     shape_.query_window = static_cast<int>(capture.queries(0).size(0));
@@ -101,11 +115,7 @@ class KvCacheSource final : public compressors::CacheSource {
   std::string describe() const override { return "the model's KV cache"; }
 
  private:
-  // Layer l's keys or values as the cache holds them, [H_kv, T, D] (from `exact` when given).
-  const at::Tensor& cached(int l, compressors::Part part) const {
-    const bool key = part == compressors::Part::key;
-    return exact_ ? (key ? exact_->key(l) : exact_->value(l)) : (key ? cache_.key(l) : cache_.value(l));
-  }
+  const at::Tensor& cached(int l, compressors::Part part) const { return tokens_of(cache_, exact_, l, part); }
 
   const KvCache& cache_;
   const ExactKv* exact_;
@@ -113,6 +123,73 @@ class KvCacheSource final : public compressors::CacheSource {
   compressors::CacheShape shape_;
   std::vector<std::int64_t> positions_;
   core::Rope rope_;
+};
+
+// The model's cache as a compressors::ResidentCache: the data stays on the cache's device (the
+// CUDA backend's memory, or the host beside the CPU backend); torch gathers, converts and writes
+// it there, on torch's current stream, which the harness never changes from the default one.
+class TorchResidentCache final : public compressors::ResidentCache {
+ public:
+  TorchResidentCache(KvCache& cache, const ExactKv* exact, const ModelConfig& config)
+      : cache_(cache), exact_(exact), shape_(shape_of(cache, config)),
+        on_device_(at::TensorOptions().dtype(at::kFloat).device(cache.key(0).device())) {
+    const auto device = cache.key(0).device();
+    if (device.is_cuda()) {
+      const auto current = c10::impl::getDeviceGuardImpl(device.type())->getStream(device);
+      if (current.id() != 0)
+        fail("compress: torch's current CUDA stream is not the default one (id {}); the resident route queues on the "
+             "default stream",
+             current.id());
+    }
+  }
+  const compressors::CacheShape& shape() const override { return shape_; }
+  void* stream() const override { return nullptr; }  // the default stream (checked above)
+  const float* gather(const std::vector<int>& layers, compressors::Part part) override {
+    const core::ProfileScope scope("compress hook: gather a group on the device");
+    const std::int64_t N = shape_.width(), c = N * static_cast<std::int64_t>(layers.size());
+    if (!x_.defined() || x_.size(1) != c) x_ = at::empty({shape_.tokens, c}, on_device_);
+    for (std::size_t i = 0; i < layers.size(); ++i)  // [H_kv, T, D] → column block i of [T, c]
+      x_.narrow(1, static_cast<std::int64_t>(i) * N, N)
+          .view({shape_.tokens, shape_.kv_heads, shape_.head_dim})
+          .copy_(tokens_of(cache_, exact_, layers[i], part).transpose(0, 1));
+    return x_.data_ptr<float>();
+  }
+  const void* gram_input(linalg::GramPrecision precision) override {
+    if (precision == linalg::GramPrecision::bf16) return (converted_ = x_.to(at::kBFloat16)).data_ptr();
+    if (precision == linalg::GramPrecision::f64) return (converted_ = x_.to(at::kDouble)).data_ptr();
+    converted_ = at::Tensor();
+    return nullptr;
+  }
+  float* buffer(int slot, std::int64_t count) override {
+    if (buffers_.size() <= static_cast<std::size_t>(slot)) buffers_.resize(static_cast<std::size_t>(slot) + 1);
+    at::Tensor& b = buffers_[static_cast<std::size_t>(slot)];
+    if (!b.defined() || b.numel() < count) b = at::empty({count}, on_device_);
+    return b.data_ptr<float>();
+  }
+  void upload(const float* host, std::int64_t count, float* resident) override {
+    view(resident, {count}).copy_(at::from_blob(const_cast<float*>(host), {count}, at::kFloat));
+  }
+  void round_to_fp16(float* values, std::int64_t count) override {
+    const at::Tensor v = view(values, {count});
+    v.copy_(v.to(at::kHalf));  // round to nearest even, as core::f32_to_16bit
+  }
+  void write(int layer, compressors::Part part, const float* rows) override {
+    const core::ProfileScope scope("compress hook: write back on the device");
+    const at::Tensor rebuilt = view(const_cast<float*>(rows), {shape_.tokens, shape_.kv_heads, shape_.head_dim}).transpose(0, 1);
+    // replace() copies both parts; the untouched one is the cache's own tensor (a copy onto itself: a no-op).
+    const bool key = part == compressors::Part::key;
+    cache_.replace(layer, key ? rebuilt : cache_.key(layer), key ? cache_.value(layer) : rebuilt);
+  }
+
+ private:
+  at::Tensor view(float* data, at::IntArrayRef sizes) const { return at::from_blob(data, sizes, on_device_); }
+
+  KvCache& cache_;
+  const ExactKv* exact_;
+  compressors::CacheShape shape_;
+  at::TensorOptions on_device_;
+  at::Tensor x_, converted_;
+  std::vector<at::Tensor> buffers_;
 };
 
 // Writes a rebuilt layer into the cache (pre-RoPE keys, values, the cells kept).
@@ -129,10 +206,17 @@ void write_back(KvCache& cache, int layer, const compressors::LayerKV& kv, const
 
 CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, const ModelConfig& config,
                                  const compressors::ChainSpec& chain, const core::Checkpoint* checkpoint,
-                                 linalg::Backend& backend, const ExactKv* exact) {
+                                 linalg::Backend& backend, const ExactKv* exact, CompressRoute route) {
   const core::ProfileScope scope("compress hook (whole chain)");
   if (exact && exact->length() != cache.length())
     fail("compress: the exact copy holds {} tokens, the cache {} (catch_up first)", exact->length(), cache.length());
+  if (route == CompressRoute::automatic && cache.length() > 0 &&
+      backend.name() == (cache.key(0).device().is_cuda() ? "cuda" : "cpu") &&
+      compressors::resident_low_rank_applies(chain, shape_of(cache, config))) {
+    TorchResidentCache resident(cache, exact, config);
+    const auto bytes = compressors::compress_low_rank_resident(chain.stages.front(), resident, backend);
+    return {bytes, compressors::dense_fp16_bytes(resident.shape())};
+  }
   const KvCacheSource source(cache, exact, capture, config);
   const auto& shape = source.shape();
   const compressors::CompressContext ctx{source, backend, checkpoint};

@@ -60,10 +60,25 @@ class ExactKv {
   std::int64_t length_ = 0;
 };
 
+// Where compress_cache runs a chain.
+enum class CompressRoute {
+  // svd or xkv alone on the Gram route (compressors::resident_low_rank_applies) stays on the
+  // cache's device when the backend computes there (the CUDA backend beside a CUDA model, the CPU
+  // one beside a CPU model): compress_low_rank_resident on the model's tensors, no host round
+  // trip. Everything else goes the host way.
+  automatic,
+  // Each layer converted to host f32 for compressors::compress_chain, the rebuild copied back.
+  host,
+};
+
 // Compresses every token of `cache` with `chain` and writes the reconstruction back. The tokens
-// compressed are the cache's own, or `exact`'s when given (same length: catch_up first).
+// compressed are the cache's own, or `exact`'s when given (same length: catch_up first). Both
+// routes rebuild the compressed layers alike (to f32 rounding); layers a spec leaves
+// uncompressed keep the model's own 16-bit values on the resident route, and go through the
+// chain's fp16 store (keys post-RoPE) on the host one.
 CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, const ModelConfig& config,
                                  const compressors::ChainSpec& chain, const core::Checkpoint* checkpoint,
-                                 linalg::Backend& backend, const ExactKv* exact = nullptr);
+                                 linalg::Backend& backend, const ExactKv* exact = nullptr,
+                                 CompressRoute route = CompressRoute::automatic);
 
 }  // namespace kvlab::harness

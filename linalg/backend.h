@@ -185,6 +185,25 @@ class Backend {
   virtual SubspaceFactors randomized_subspace(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
                                               const RandomizedOptions& options);
 
+  // ---- Resident data: pointers to memory where the backend computes (host memory for the CPU
+  // backend, device memory of device 0 for CUDA), for callers whose data already lives there
+  // (the harness's CUDA tensors): nothing crosses to the host but what a call returns. `stream`
+  // is the caller's queue (a cudaStream_t as void*; null is the default stream; the CPU backend
+  // ignores it).
+
+  // gram_subspace's eigenpairs without A: v [c × r] and energy [r] on the host (a empty), of the
+  // Gram of resident X = n rows × c columns (row-major, ld c) in `precision`. x is X in f32;
+  // gram_input is X as the Gram's inputs for bf16 (bfloat16 bits, uint16) and f64 (double),
+  // null for f32 and tf32 (x is used). Starts after the work queued on `stream`; returns when
+  // done. The base version reads x through host pointers (and ignores gram_input).
+  virtual SubspaceFactors resident_gram_top(const float* x, const void* gram_input, std::int64_t n, std::int64_t c,
+                                            std::int64_t r, GramPrecision precision, void* stream);
+  // gemm (f32) on resident pointers, queued on `stream`: on CUDA it may return before the
+  // product is done; later work on the same stream sees it.
+  virtual void resident_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                             const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+                             std::int64_t ldc, void* stream);
+
   // Threads the backend may use inside one call (0 = its default).
   virtual void set_threads(int threads) = 0;
   virtual int threads() const = 0;

@@ -156,6 +156,15 @@ std::unique_ptr<PanelGram<double>> Backend::panel_gram_f64(int panels, std::int6
 
 SubspaceFactors Backend::gram_subspace(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
                                     GramPrecision precision) {
+  SubspaceFactors out = Backend::resident_gram_top(x, nullptr, n, c, r, precision, nullptr);
+  // A = X·V_r: Aᵀ (r×n, the column-major view of row-major A) = V_rᵀ·Xᵀ.
+  out.a.resize(static_cast<std::size_t>(n * r));
+  gemm(true, false, r, n, c, 1.f, out.v.data(), c, x, c, 0.f, out.a.data(), r);
+  return out;
+}
+
+SubspaceFactors Backend::resident_gram_top(const float* x, const void*, std::int64_t n, std::int64_t c,
+                                           std::int64_t r, GramPrecision precision, void*) {
   if (n < 1 || c < 1 || r < 1 || r > c)
     fail("linalg gram_subspace: needs 1 ≤ r ≤ c and n ≥ 1 (got n = {}, c = {}, r = {})", n, c, r);
   SubspaceFactors out;
@@ -164,10 +173,13 @@ SubspaceFactors Backend::gram_subspace(const float* x, std::int64_t n, std::int6
     gram_eigenpairs<double>(*this, x, n, c, r, precision, out);
   else
     gram_eigenpairs<float>(*this, x, n, c, r, precision, out);
-  // A = X·V_r: Aᵀ (r×n, the column-major view of row-major A) = V_rᵀ·Xᵀ.
-  out.a.resize(static_cast<std::size_t>(n * r));
-  gemm(true, false, r, n, c, 1.f, out.v.data(), c, x, c, 0.f, out.a.data(), r);
   return out;
+}
+
+void Backend::resident_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                            const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+                            std::int64_t ldc, void*) {
+  gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 }  // namespace kvlab::linalg

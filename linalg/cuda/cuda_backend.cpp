@@ -245,6 +245,27 @@ struct CudaBackend::Impl {
     finish();
   }
 
+  // op(A)·op(B) on device pointers, queued on the caller's stream (the handle goes back to
+  // ours afterwards, also when the call fails).
+  void resident_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+                     std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc,
+                     cudaStream_t user) {
+    need(m >= 0 && n >= 0 && k >= 0, "resident_gemm", fmt::format("negative shape m = {}, n = {}, k = {}", m, n, k));
+    need(lda >= std::max<std::int64_t>(ta ? k : m, 1) && ldb >= std::max<std::int64_t>(tb ? n : k, 1) &&
+             ldc >= std::max<std::int64_t>(m, 1),
+         "resident_gemm",
+         fmt::format("lda = {}, ldb = {}, ldc = {} too small for m = {}, n = {}, k = {}", lda, ldb, ldc, m, n, k));
+    if (m == 0 || n == 0) return;
+    op = fmt::format("resident_gemm (m = {}, n = {}, k = {}, f32)", m, n, k);
+    KVLAB_CK(cublasSetStream(blas, user));
+    struct Restore {
+      Impl& impl;
+      ~Restore() { (void)cublasSetStream(impl.blas, impl.stream); }
+    } restore{*this};
+    const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    KVLAB_CK(cublasSgemm_64(blas, opa, opb, m, n, k, &alpha, a, lda, b, ldb, &beta, c, ldc));
+  }
+
   template <typename T>
   void syevd(bool vectors, T* s, std::int64_t n, std::int64_t lds, T* w) {
     const char* name = vectors ? "eigh" : "eigvalsh";
@@ -501,6 +522,11 @@ void CudaBackend::gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::in
                        const double* a, std::int64_t lda, const double* b, std::int64_t ldb, double beta, double* c,
                        std::int64_t ldc) {
   impl_->gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+void CudaBackend::resident_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                                const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+                                std::int64_t ldc, void* stream) {
+  impl_->resident_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, static_cast<cudaStream_t>(stream));
 }
 void CudaBackend::eigvalsh(float* s, std::int64_t n, std::int64_t lds, float* w) { impl_->syevd(false, s, n, lds, w); }
 void CudaBackend::eigvalsh(double* s, std::int64_t n, std::int64_t lds, double* w) {

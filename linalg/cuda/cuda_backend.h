@@ -94,6 +94,15 @@ class CudaBackend final : public Backend {
   SubspaceFactors randomized_subspace(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
                                       const RandomizedOptions& options) override;
 
+  // Resident calls (backend.h) on device pointers: the Gram of the caller's X in one product on
+  // a stream of ours after the caller's stream has synchronised, Xsyevdx on the device, only V_r
+  // and the eigenvalues come back; resident_gemm is one cuBLAS Sgemm queued on the caller's stream.
+  SubspaceFactors resident_gram_top(const float* x, const void* gram_input, std::int64_t n, std::int64_t c,
+                                    std::int64_t r, GramPrecision precision, void* stream) override;
+  void resident_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                     const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+                     std::int64_t ldc, void* stream) override;
+
   // The device's parallelism is not set by a thread count: recorded and reported, never used.
   void set_threads(int threads) override;
   int threads() const override;

@@ -202,6 +202,41 @@ class CudaPanelGram final : public PanelGram<T> {
   bool finished_ = false;
 };
 
+// The top r eigenpairs of a device Gram (c×c, upper triangle, destroyed) by Xsyevdx on s's
+// compute stream: v [c × r] and energy [r] on the host, largest first (take_top_eigenpairs).
+template <typename R>
+SubspaceFactors top_eigenpairs_on_device(StreamPair& s, R* gram, std::int64_t c, std::int64_t r,
+                                         const std::string& op) {
+  constexpr cudaDataType type = Traits<R>::type;
+  DeviceMemory w(sizeof(R) * c, op), info(sizeof(int), op);
+  R vl = 0, vu = 0;
+  std::int64_t found = 0;
+  std::size_t dev_bytes = 0, host_bytes = 0;
+  KVLAB_CUDA_CHECK(cusolverDnXsyevdx_bufferSize(s.solver, s.params, CUSOLVER_EIG_MODE_VECTOR, CUSOLVER_EIG_RANGE_I,
+                                                CUBLAS_FILL_MODE_UPPER, c, type, gram, c, &vl, &vu, c - r + 1, c,
+                                                &found, type, w.as<R>(), type, &dev_bytes, &host_bytes),
+                   op);
+  DeviceMemory work(std::max<std::size_t>(dev_bytes, 1), op);
+  std::vector<char> host_work(std::max<std::size_t>(host_bytes, 1));
+  KVLAB_CUDA_CHECK(cusolverDnXsyevdx(s.solver, s.params, CUSOLVER_EIG_MODE_VECTOR, CUSOLVER_EIG_RANGE_I,
+                                     CUBLAS_FILL_MODE_UPPER, c, type, gram, c, &vl, &vu, c - r + 1, c, &found, type,
+                                     w.as<R>(), type, work.as<void>(), dev_bytes, host_work.data(), host_bytes,
+                                     info.as<int>()),
+                   op);
+  std::vector<R> values(static_cast<std::size_t>(r)), vectors(static_cast<std::size_t>(c * r));
+  int status = 0;
+  KVLAB_CUDA_CHECK(cudaMemcpyAsync(&status, info.as<int>(), sizeof(int), cudaMemcpyDeviceToHost, s.compute), op);
+  KVLAB_CUDA_CHECK(cudaMemcpyAsync(values.data(), w.as<R>(), sizeof(R) * r, cudaMemcpyDeviceToHost, s.compute), op);
+  KVLAB_CUDA_CHECK(cudaMemcpyAsync(vectors.data(), gram, sizeof(R) * c * r, cudaMemcpyDeviceToHost, s.compute), op);
+  KVLAB_CUDA_CHECK(cudaStreamSynchronize(s.compute), op);
+  cuda::check_info(status, "cusolverDnXsyevdx", op);
+  if (found != r) fail("linalg::cuda {}: cusolverDnXsyevdx returned {} eigenpairs, expected {}", op, found, r);
+  SubspaceFactors out;
+  out.rank = r;
+  take_top_eigenpairs(values, vectors, c, r, out);
+  return out;
+}
+
 // gram_subspace with X resident on the device: one upload of X (f32, through pinned buffers;
 // bf16 and f64 Grams also upload the converted block), the Gram accumulated block by block,
 // Xsyevdx for the top r on the device Gram, A = X·V_r by one Sgemm on the resident X.
@@ -247,39 +282,8 @@ SubspaceFactors resident_gram_subspace(const float* x, std::int64_t n, std::int6
   }
   for (int j = 0; j < 2; ++j) converted_d[j].reset();  // cudaFree waits for the queued products
 
-  // Top r eigenpairs of the (upper-triangle) Gram, on the device.
-  constexpr cudaDataType type = Traits<R>::type;
-  DeviceMemory w(sizeof(R) * c, op), info(sizeof(int), op);
-  R vl = 0, vu = 0;
-  std::int64_t found = 0;
-  std::size_t dev_bytes = 0, host_bytes = 0;
-  KVLAB_CUDA_CHECK(cusolverDnXsyevdx_bufferSize(s.solver, s.params, CUSOLVER_EIG_MODE_VECTOR, CUSOLVER_EIG_RANGE_I,
-                                                CUBLAS_FILL_MODE_UPPER, c, type, gram.as<R>(), c, &vl, &vu, c - r + 1,
-                                                c, &found, type, w.as<R>(), type, &dev_bytes, &host_bytes),
-                   op);
-  DeviceMemory work(std::max<std::size_t>(dev_bytes, 1), op);
-  std::vector<char> host_work(std::max<std::size_t>(host_bytes, 1));
-  KVLAB_CUDA_CHECK(cusolverDnXsyevdx(s.solver, s.params, CUSOLVER_EIG_MODE_VECTOR, CUSOLVER_EIG_RANGE_I,
-                                     CUBLAS_FILL_MODE_UPPER, c, type, gram.as<R>(), c, &vl, &vu, c - r + 1, c, &found,
-                                     type, w.as<R>(), type, work.as<void>(), dev_bytes, host_work.data(), host_bytes,
-                                     info.as<int>()),
-                   op);
-  std::vector<R> values(static_cast<std::size_t>(r)), vectors(static_cast<std::size_t>(c * r));
-  int status = 0;
-  KVLAB_CUDA_CHECK(cudaMemcpyAsync(&status, info.as<int>(), sizeof(int), cudaMemcpyDeviceToHost, s.compute), op);
-  KVLAB_CUDA_CHECK(cudaMemcpyAsync(values.data(), w.as<R>(), sizeof(R) * r, cudaMemcpyDeviceToHost, s.compute), op);
-  KVLAB_CUDA_CHECK(cudaMemcpyAsync(vectors.data(), gram.as<R>(), sizeof(R) * c * r, cudaMemcpyDeviceToHost,
-                                   s.compute),
-                   op);
-  KVLAB_CUDA_CHECK(cudaStreamSynchronize(s.compute), op);
-  cuda::check_info(status, "cusolverDnXsyevdx", op);
-  if (found != r) fail("linalg::cuda {}: cusolverDnXsyevdx returned {} eigenpairs, expected {}", op, found, r);
+  SubspaceFactors out = top_eigenpairs_on_device<R>(s, gram.as<R>(), c, r, op);
   gram.reset();
-  work.reset();
-
-  SubspaceFactors out;
-  out.rank = r;
-  take_top_eigenpairs(values, vectors, c, r, out);
   // A = X·V_r on the resident X: Aᵀ (r×n) = V_rᵀ·Xᵀ.
   DeviceMemory vd(sizeof(float) * c * r, op), ad(sizeof(float) * n * r, op);
   KVLAB_CUDA_CHECK(cudaMemcpyAsync(vd.as<float>(), out.v.data(), vd.bytes(), cudaMemcpyHostToDevice, s.compute), op);
@@ -322,6 +326,29 @@ SubspaceFactors CudaBackend::gram_subspace(const float* x, std::int64_t n, std::
     return Backend::gram_subspace(x, n, c, r, precision);  // streams X twice through host pointers
   if (precision == GramPrecision::f64) return resident_gram_subspace<double>(x, n, c, r, precision, chunk, op);
   return resident_gram_subspace<float>(x, n, c, r, precision, chunk, op);
+}
+
+// The Gram of X already on the device (the caller's buffer, no copy), accumulated in one product
+// on a stream of our own once the caller's stream has written X, then the top r eigenpairs.
+SubspaceFactors CudaBackend::resident_gram_top(const float* x, const void* gram_input, std::int64_t n, std::int64_t c,
+                                               std::int64_t r, GramPrecision precision, void* stream) {
+  if (n < 1 || c < 1 || r < 1 || r > c)
+    return Backend::resident_gram_top(x, gram_input, n, c, r, precision, stream);  // its error, before any read
+  const std::string op =
+      fmt::format("resident_gram_top (n = {}, c = {}, r = {}, {})", n, c, r, to_string(precision));
+  const bool converted = precision == GramPrecision::bf16 || precision == GramPrecision::f64;
+  if (converted && !gram_input) fail("linalg::cuda {}: a {} Gram needs X converted (gram_input)", op, to_string(precision));
+  const void* in = converted ? gram_input : static_cast<const void*>(x);
+  StreamPair s(op);
+  KVLAB_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)), op);  // X is written
+  const auto run = [&]<typename R>(R) {
+    DeviceMemory gram(sizeof(R) * c * c, op);
+    KVLAB_CUDA_CHECK(cudaMemsetAsync(gram.as<void>(), 0, gram.bytes(), s.compute), op);
+    // Row-major X (n×c) is the column-major c×n matrix Xᵀ: C = Xᵀ·X is "A·Aᵀ" of that view.
+    accumulate_product<R>(s.blas, precision, true, c, n, in, in, gram.as<R>(), op);
+    return top_eigenpairs_on_device<R>(s, gram.as<R>(), c, r, op);
+  };
+  return precision == GramPrecision::f64 ? run(double{}) : run(float{});
 }
 
 }  // namespace kvlab::linalg

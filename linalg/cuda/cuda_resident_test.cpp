@@ -11,9 +11,12 @@
 #include <random>
 #include <vector>
 
+#include "core/dtype.h"
 #include "core/error.h"
+#include "core/error_of.h"
 #include "linalg/backend.h"
 #include "linalg/cuda/cuda_backend.h"
+#include "linalg/cuda/cuda_common.h"
 #include "linalg/test_matrices.h"
 
 namespace kvlab::linalg {
@@ -141,6 +144,74 @@ TEST(CudaGramSubspace, MatchesTheHostRouteInEveryPrecision) {
     EXPECT_LT(subspace, p == GramPrecision::f64 ? 1e-9 : 1e-3);
     EXPECT_LT(projection, 1e-5);  // A is always an f32 product
   }
+}
+
+// A host array copied into device memory (the caller's resident buffer).
+template <typename T>
+std::unique_ptr<cuda::DeviceMemory> on_device(const T* host, std::size_t count) {
+  auto d = std::make_unique<cuda::DeviceMemory>(sizeof(T) * count, "test upload");
+  KVLAB_CUDA_CHECK(cudaMemcpy(d->as<void>(), host, sizeof(T) * count, cudaMemcpyHostToDevice), "test upload");
+  return d;
+}
+
+// resident_gram_top on the caller's device X (and its bf16 / f64 Gram inputs) against the host
+// route's eigenpairs: the same planted gap as above, the same tolerances; then resident_gemm on
+// device pointers against the CPU's gemm, both transposes, with β ≠ 0.
+TEST(CudaResident, GramTopAndGemmMatchTheHostOnDevicePointers) {
+  KVLAB_REQUIRE_CUDA();
+  const std::int64_t n = 20000, c = 64, r = 16;
+  Eigen::VectorXd sigma(c);
+  sigma << testing::geometric_spectrum(r, 100.0, 0.5), testing::geometric_spectrum(c - r, 5.0, 0.1);
+  using RowF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const RowF x = testing::matrix_with_spectrum(n, c, sigma, 4).cast<float>();
+  const auto count = static_cast<std::size_t>(n * c);
+  const auto dx = on_device(x.data(), count);
+  std::vector<std::uint16_t> bits(count);
+  core::f32_to_16bit(core::DType::bf16, std::span<const float>(x.data(), count), bits);
+  const auto dbf16 = on_device(bits.data(), count);
+  const std::vector<double> wide(x.data(), x.data() + count);
+  const auto df64 = on_device(wide.data(), count);
+  for (auto p : {GramPrecision::f32, GramPrecision::tf32, GramPrecision::bf16, GramPrecision::f64}) {
+    SCOPED_TRACE(std::string(to_string(p)));
+    const void* input = p == GramPrecision::bf16 ? dbf16->as<void>() : p == GramPrecision::f64 ? df64->as<void>() : nullptr;
+    const SubspaceFactors cpu = cpu_backend().gram_subspace(x.data(), n, c, r, p);
+    const SubspaceFactors gpu = cuda_backend().resident_gram_top(dx->as<float>(), input, n, c, r, p, nullptr);
+    ASSERT_EQ(gpu.rank, r);
+    EXPECT_TRUE(gpu.a.empty());
+    double energy = 0;
+    for (std::int64_t i = 0; i < r; ++i)
+      energy = std::max(energy, std::abs(gpu.energy[std::size_t(i)] - cpu.energy[std::size_t(i)]) / cpu.energy[0]);
+    const Eigen::MatrixXd vg = Eigen::Map<const Eigen::MatrixXf>(gpu.v.data(), c, r).cast<double>();
+    const Eigen::MatrixXd vc = Eigen::Map<const Eigen::MatrixXf>(cpu.v.data(), c, r).cast<double>();
+    const double subspace = (vg * vg.transpose() - vc * vc.transpose()).norm();
+    std::printf("resident_gram_top %-4s: energy %.2e, subspace %.2e\n", std::string(to_string(p)).c_str(), energy,
+                subspace);
+    EXPECT_LT(energy, tolerance(p) * 5);
+    EXPECT_LT(subspace, p == GramPrecision::f64 ? 1e-9 : 1e-3);
+  }
+  EXPECT_NE(core::error_of([&] {
+              cuda_backend().resident_gram_top(dx->as<float>(), nullptr, n, c, r, GramPrecision::f64, nullptr);
+            }).find("gram_input"),
+            std::string::npos);
+
+  const std::int64_t m = 70, k = 50, cols = 90;
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      const auto a = random_rows(m * k, 21), b = random_rows(k * cols, 22), c0 = random_rows(m * cols, 23);
+      const std::vector<float> af(a.begin(), a.end()), bf(b.begin(), b.end());
+      std::vector<float> want(c0.begin(), c0.end()), got(want.size());
+      const std::int64_t lda = ta ? k : m, ldb = tb ? cols : k;
+      cpu_backend().gemm(ta, tb, m, cols, k, 0.5f, af.data(), lda, bf.data(), ldb, 2.f, want.data(), m);
+      const auto da = on_device(af.data(), af.size()), db = on_device(bf.data(), bf.size());
+      const std::vector<float> cf(c0.begin(), c0.end());
+      const auto dc = on_device(cf.data(), cf.size());
+      cuda_backend().resident_gemm(ta, tb, m, cols, k, 0.5f, da->as<float>(), lda, db->as<float>(), ldb, 2.f,
+                                   dc->as<float>(), m, nullptr);
+      KVLAB_CUDA_CHECK(cudaMemcpy(got.data(), dc->as<void>(), sizeof(float) * got.size(), cudaMemcpyDeviceToHost),
+                       "test download");
+      EXPECT_LT(rel(std::vector<double>(got.begin(), got.end()), std::vector<double>(want.begin(), want.end())), 1e-6)
+          << "trans_a " << ta << ", trans_b " << tb;
+    }
 }
 
 // randomized_subspace with X, Y, W resident vs the host route: the same Ω, so the same subspace

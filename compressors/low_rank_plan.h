@@ -1,0 +1,33 @@
+// Internal to svd/xkv (low_rank.cpp and low_rank_resident.cpp): a spec resolved against the
+// cache's layer count.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "compressors/cache_source.h"
+#include "compressors/spec.h"
+#include "linalg/backend.h"
+
+namespace kvlab::compressors {
+
+struct LowRankPlan {
+  std::string method;
+  std::vector<std::vector<int>> groups;
+  std::vector<int> group_of;  // per layer: its group, −1 = uncompressed
+  bool compress_key = true, compress_value = true;
+  std::int64_t rk = 0, rv = 0;
+  bool randomized = false;
+  std::int64_t oversample = 10, iters = 2;
+  linalg::GramPrecision gram_precision = linalg::GramPrecision::f64;
+  std::uint64_t seed = 0;
+
+  bool f64() const { return gram_precision == linalg::GramPrecision::f64; }  // solves in f64 (else f32)
+  bool compresses(Part p) const { return p == Part::key ? compress_key : compress_value; }
+  std::int64_t rank(Part p) const { return p == Part::key ? rk : rv; }
+};
+
+LowRankPlan make_low_rank_plan(const StageSpec& spec, int layers);
+
+}  // namespace kvlab::compressors

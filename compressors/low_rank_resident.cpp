@@ -1,0 +1,67 @@
+// svd/xkv on a ResidentCache (low_rank.h): the exact Gram route of low_rank.cpp with every
+// T-sized tensor left where the backend computes.
+#include <algorithm>
+
+#include "compressors/low_rank.h"
+#include "compressors/low_rank_plan.h"
+#include "core/error.h"
+#include "core/profile.h"
+
+namespace kvlab::compressors {
+
+bool resident_low_rank_applies(const ChainSpec& chain, const CacheShape& shape) {
+  if (chain.stages.size() != 1) return false;
+  const StageSpec& spec = chain.stages[0];
+  if (spec.method != "svd" && spec.method != "xkv") return false;
+  if (spec.get("solver") != "exact" || shape.tokens < 1) return false;
+  const LowRankPlan plan = make_low_rank_plan(spec, shape.layers);
+  for (const auto& g : plan.groups)
+    if (shape.tokens < shape.width() * static_cast<std::int64_t>(g.size())) return false;
+  return true;
+}
+
+std::int64_t compress_low_rank_resident(const StageSpec& spec, ResidentCache& cache, linalg::Backend& backend) {
+  const auto& shape = cache.shape();
+  if (!resident_low_rank_applies(ChainSpec{{spec}}, shape))
+    fail("{}: the resident route takes the exact solver on caches with at least as many tokens as a group has "
+         "columns (T = {}, H·D = {})",
+         spec.method, shape.tokens, shape.width());
+  const LowRankPlan plan = make_low_rank_plan(spec, shape.layers);
+  const std::int64_t T = shape.tokens, N = shape.width();
+  void* stream = cache.stream();
+  for (const auto& layers : plan.groups)
+    for (Part part : {Part::key, Part::value}) {
+      if (!plan.compresses(part)) continue;
+      const std::int64_t c = N * static_cast<std::int64_t>(layers.size());
+      const std::int64_t r = std::min({plan.rank(part), T, c});
+      const float* x = nullptr;
+      {
+        const core::ProfileScope scope("low-rank resident: gather");
+        x = cache.gather(layers, part);
+      }
+      linalg::SubspaceFactors f;
+      {
+        const core::ProfileScope scope("low-rank resident: Gram and eigenpairs");
+        f = backend.resident_gram_top(x, cache.gram_input(plan.gram_precision), T, c, r, plan.gram_precision, stream);
+      }
+      f.canonicalize_signs();  // v only: A is formed from the canonical V_r below
+      const core::ProfileScope scope("low-rank resident: project and rebuild");
+      float* v = cache.buffer(0, c * r);
+      float* a = cache.buffer(1, T * r);
+      float* rows = cache.buffer(2, T * N);
+      cache.upload(f.v.data(), c * r, v);
+      // A = X·V_r: Aᵀ (r×T, the column-major view of row-major A) = V_rᵀ·Xᵀ.
+      backend.resident_gemm(true, false, r, T, c, 1.f, v, c, x, c, 0.f, a, r, stream);
+      cache.round_to_fp16(a, T * r);
+      cache.round_to_fp16(v, c * r);  // B_l = layer l's rows of V_r, stored at fp16
+      for (std::size_t i = 0; i < layers.size(); ++i) {
+        // X̂_lᵀ (N×T) = B_lᵀ·Aᵀ, with B_lᵀ = V_r's rows i·N … (i+1)·N − 1 (column-major, ld c).
+        backend.resident_gemm(false, false, N, T, r, 1.f, v + static_cast<std::int64_t>(i) * N, c, a, r, 0.f, rows, N,
+                              stream);
+        cache.write(layers[i], part, rows);
+      }
+    }
+  return low_rank_accounting(shape, spec).stored_bytes;
+}
+
+}  // namespace kvlab::compressors

@@ -1,0 +1,155 @@
+// svd/xkv on a ResidentCache against the host route (make_low_rank + the chain's fp16 rounding +
+// reconstruct), on the CPU backend, where "resident" is host memory: the same factors through a
+// second code path (Gram eigenpairs without A, signs fixed on V_r before A is formed, B_l read in
+// place from V_r, layers written back one by one). The reconstructions agree to f32 rounding
+// (tolerance 1e-6 normalized: both run the same BLAS, only leading dimensions differ), the bytes
+// exactly; what the spec leaves uncompressed is never written.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+
+#include "compressors/compressed.h"
+#include "compressors/low_rank.h"
+#include "compressors/test_caches.h"
+#include "core/dtype.h"
+
+namespace kvlab::compressors {
+namespace {
+
+using testing::error_of;
+
+// Resident = host memory, over a CacheSource; records what is written.
+class HostResidentCache final : public ResidentCache {
+ public:
+  explicit HostResidentCache(const CacheSource& source) : source_(source) {}
+  const CacheShape& shape() const override { return source_.shape(); }
+  void* stream() const override { return nullptr; }
+  const float* gather(const std::vector<int>& layers, Part part) override {
+    const std::int64_t N = shape().width(), c = N * static_cast<std::int64_t>(layers.size());
+    x_.assign(static_cast<std::size_t>(shape().tokens * c), 0.f);
+    for (std::size_t i = 0; i < layers.size(); ++i)
+      source_.read_layer_into(layers[i], part, x_.data() + static_cast<std::int64_t>(i) * N, c);
+    return x_.data();
+  }
+  const void* gram_input(linalg::GramPrecision precision) override {
+    ++gram_inputs_[precision];
+    if (precision == linalg::GramPrecision::f64) return (x64_.assign(x_.begin(), x_.end()), x64_.data());
+    if (precision != linalg::GramPrecision::bf16) return nullptr;
+    x16_.resize(x_.size());
+    core::f32_to_16bit(core::DType::bf16, x_, x16_);
+    return x16_.data();
+  }
+  float* buffer(int slot, std::int64_t count) override {
+    auto& b = buffers_[slot];
+    b.resize(static_cast<std::size_t>(count));
+    return b.data();
+  }
+  void upload(const float* host, std::int64_t count, float* resident) override { std::copy_n(host, count, resident); }
+  void round_to_fp16(float* values, std::int64_t count) override {
+    std::vector<std::uint16_t> bits(static_cast<std::size_t>(count));
+    const std::span<float> v(values, static_cast<std::size_t>(count));
+    core::f32_to_16bit(core::DType::f16, v, bits);
+    core::bits16_to_f32(core::DType::f16, bits, v);
+  }
+  void write(int layer, Part part, const float* rows) override {
+    auto& out = written[{layer, part}];
+    out.assign(rows, rows + shape().tokens * shape().width());
+  }
+
+  std::map<std::pair<int, Part>, std::vector<float>> written;
+  std::map<linalg::GramPrecision, int> gram_inputs_;
+
+ private:
+  const CacheSource& source_;
+  std::vector<float> x_;
+  std::vector<double> x64_;
+  std::vector<std::uint16_t> x16_;
+  std::map<int, std::vector<float>> buffers_;
+};
+
+// One svd or xkv stage ("xkv:g=2,rk=4"), parsed by its method alone (this test links no registry).
+StageSpec stage(std::string_view text) {
+  const auto colon = text.find(':');
+  const auto method = text.substr(0, colon);
+  return parse_stage(method == "svd" ? svd_method() : xkv_method(), text.substr(colon + 1));
+}
+ChainSpec chain_of(std::string_view text) { return ChainSpec{{stage(text)}}; }
+
+double normalized_difference(const std::vector<float>& a, const std::vector<float>& b) {
+  double d = 0, n = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    d += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+    n += double(b[i]) * b[i];
+  }
+  return std::sqrt(d / n);
+}
+
+TEST(LowRankResident, MatchesTheHostRouteLayerByLayer) {
+  // 6 layers, 2 heads × 8 = 16 columns per layer, 160 tokens: every group has T ≥ G·H·D.
+  const CacheShape shape{6, 2, 4, 8, 160, 0, 0};
+  const InMemoryCache cache = testing::random_cache(shape, 7);
+  for (const char* text : {"xkv:g=2,rk=6,rv=9,precision=f64", "xkv:g=4,rk=40,precision=f32",
+                           "xkv:g=3,rk=5,precision=tf32,part=value", "xkv:g=2,rk=7,precision=bf16,start=1,end=3",
+                           "xkv:groups=0-1/4,rk=3,rv=4", "svd:rk=100,part=key"}) {
+    SCOPED_TRACE(text);
+    const ChainSpec chain = chain_of(text);
+    const StageSpec& spec = chain.stages.at(0);
+    ASSERT_TRUE(resident_low_rank_applies(chain, shape));
+    const CompressContext ctx{cache, linalg::cpu_backend()};
+    auto host = make_low_rank(spec)->compress(ctx);
+    round_fp16_storage(host->stored());
+
+    HostResidentCache resident(cache);
+    EXPECT_EQ(compress_low_rank_resident(spec, resident, linalg::cpu_backend()), host->bytes());
+    const auto groups = low_rank_groups(spec, shape.layers);
+    std::size_t expected_writes = 0;
+    for (int l = 0; l < shape.layers; ++l) {
+      const bool grouped = std::any_of(groups.begin(), groups.end(),
+                                       [&](const auto& g) { return std::find(g.begin(), g.end(), l) != g.end(); });
+      const auto rebuilt = host->reconstruct(l);
+      for (Part part : {Part::key, Part::value}) {
+        const bool compressed = grouped && (spec.get("part") == "both" || spec.get("part") == to_string(part));
+        const auto it = resident.written.find({l, part});
+        ASSERT_EQ(it != resident.written.end(), compressed) << "layer " << l << " " << to_string(part);
+        if (!compressed) continue;
+        ++expected_writes;
+        const auto& want = (part == Part::key ? rebuilt.key : rebuilt.value).data;
+        EXPECT_LT(normalized_difference(it->second, want), 1e-6) << "layer " << l << " " << to_string(part);
+        // Against the input: a truncated rank shows (random data has a flat spectrum); a full
+        // rank leaves only the fp16 rounding of A and B.
+        const auto group = *std::find_if(groups.begin(), groups.end(), [&](const auto& g) {
+          return std::find(g.begin(), g.end(), l) != g.end();
+        });
+        const bool truncated = spec.get_int(part == Part::key ? "rk" : "rv") <
+                               shape.width() * static_cast<std::int64_t>(group.size());
+        const double off = normalized_difference(it->second, cache.layer(l, part).data);
+        if (truncated)
+          EXPECT_GT(off, 0.02);
+        else
+          EXPECT_LT(off, 1e-3);
+      }
+    }
+    EXPECT_EQ(resident.written.size(), expected_writes);
+    // The Gram's own input type is asked for, once per decomposition.
+    EXPECT_EQ(resident.gram_inputs_.size(), 1u);
+  }
+}
+
+TEST(LowRankResident, AppliesOnlyWhereTheHostRouteIsTheGramRoute) {
+  const CacheShape shape{4, 2, 4, 8, 40, 0, 0};  // 40 tokens: ≥ 16 columns, < 3·16
+  EXPECT_TRUE(resident_low_rank_applies(chain_of("xkv:g=2,rk=4"), shape));
+  EXPECT_FALSE(resident_low_rank_applies(chain_of("xkv:g=3,rk=4"), shape));  // gesdd of X
+  EXPECT_FALSE(resident_low_rank_applies(chain_of("xkv:g=2,rk=4,solver=randomized"), shape));
+  EXPECT_FALSE(resident_low_rank_applies(ChainSpec{{stage("xkv:g=2,rk=4"), stage("svd:rk=4")}}, shape));
+  EXPECT_FALSE(resident_low_rank_applies(ChainSpec{{StageSpec{"kivi", {}}}}, shape));
+  const InMemoryCache cache = testing::random_cache(shape, 1);
+  HostResidentCache resident(cache);
+  EXPECT_NE(error_of([&] { compress_low_rank_resident(stage("xkv:g=3,rk=4"), resident, linalg::cpu_backend()); })
+                .find("resident route"),
+            std::string::npos);
+  EXPECT_TRUE(resident.written.empty());
+}
+
+}  // namespace
+}  // namespace kvlab::compressors

@@ -1,0 +1,43 @@
+// A KV cache whose layers live where the backend computes ("resident", linalg/backend.h): the
+// model's CUDA tensors for the CUDA backend, host memory for the CPU one. Compressors that can run
+// there end to end (svd and xkv: compress_low_rank_resident) read and rewrite the cache through
+// it, so nothing crosses to the host but the small factors. The implementation owns the memory
+// and the cache's layout and dtype; the compressor only sees f32 rows and backend calls.
+//
+// Every pointer returned is resident and stays valid until the next call of the same function
+// (or, for buffer(), of the same slot). All work, the implementation's and the backend's, is
+// queued on stream(), so it runs in order without host synchronisation.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "compressors/cache_source.h"
+#include "linalg/backend.h"
+
+namespace kvlab::compressors {
+
+class ResidentCache {
+ public:
+  virtual ~ResidentCache() = default;
+  virtual const CacheShape& shape() const = 0;
+  // The queue of every call (a cudaStream_t as void*, null for the default stream or the host).
+  virtual void* stream() const = 0;
+  // A group's matrix X = [X_l …] of the layers' keys (pre-RoPE) or values, [T, G·H·D] f32
+  // row-major, column block i = layers[i] (low_rank.h's layout).
+  virtual const float* gather(const std::vector<int>& layers, Part part) = 0;
+  // The last gather()'s X as the Gram's inputs (Backend::resident_gram_top): bfloat16 bits for
+  // bf16, double for f64, null for f32 and tf32.
+  virtual const void* gram_input(linalg::GramPrecision precision) = 0;
+  // `count` f32 values of scratch for role `slot` (0, 1, 2, …), reused from call to call.
+  virtual float* buffer(int slot, std::int64_t count) = 0;
+  // Copies `count` host values into resident memory.
+  virtual void upload(const float* host, std::int64_t count, float* resident) = 0;
+  // Rounds `count` resident values to fp16 in place (nearest even), as a chain stores fp16 tensors.
+  virtual void round_to_fp16(float* values, std::int64_t count) = 0;
+  // Replaces a layer's keys (pre-RoPE) or values with `rows`, [T, H·D] f32 resident (converted to
+  // the cache's dtype); the other part stays as it is.
+  virtual void write(int layer, Part part, const float* rows) = 0;
+};
+
+}  // namespace kvlab::compressors

@@ -1,0 +1,106 @@
+// compress_cache's two routes on a tiny model's prefilled cache (CPU, f32): svd/xkv on the
+// model's own tensors (CompressRoute::automatic → compressors::compress_low_rank_resident)
+// against the host route (each layer to host f32, compress_chain, the rebuild copied back), an
+// independent path through the compressors. Compressed layers agree to f32 rounding (1e-6
+// normalized), the bytes exactly; what a spec leaves uncompressed the resident route does not
+// touch (bit-identical), while the host route stores it at fp16 (≈ 1e-3 away).
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <random>
+
+#include <fmt/format.h>
+
+#include "compressors/low_rank.h"
+#include "compressors/spec.h"
+#include "harness/compression_hook.h"
+#include "harness/tiny_model.h"
+
+namespace kvlab::harness {
+namespace {
+
+namespace fs = std::filesystem;
+
+double normalized_difference(const at::Tensor& got, const at::Tensor& want) {
+  const auto g = got.to(at::kDouble), w = want.to(at::kDouble);
+  return ((g - w).norm() / w.norm()).item<double>();
+}
+
+class CompressionHook : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / fmt::format("kvlab_hook_{}", ::getpid());
+    fs::remove_all(dir_);
+    TinyModelOptions o;
+    o.layers = 4;
+    o.layer_similarity = 0.5;
+    o.dtype = "float32";
+    write_tiny_model(dir_, o);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  fs::path dir_;
+};
+
+TEST_F(CompressionHook, ResidentRouteRebuildsWhatTheHostRouteDoes) {
+  const LlamaModel model = LlamaModel::load(dir_, RunOptions{});
+  const auto& config = model.config();
+  ASSERT_EQ(config.num_kv_heads * config.head_dim, 32);  // H·D: a 3-layer group has 96 columns
+  std::mt19937 rng(3);
+  std::vector<std::int32_t> context(120);
+  for (auto& t : context) t = static_cast<std::int32_t>(rng() % 200 + 10);
+  ContextCapture capture(config.num_layers, 8, false);
+  const Prefill start = prefill(model, context, 130, capture.observer());
+  auto& backend = linalg::cpu_backend();
+  for (const char* text : {"xkv:g=2,rk=20,rv=30", "svd:rk=12,precision=f32,part=value",
+                           "xkv:g=3,rk=10,start=1,precision=tf32", "xkv:groups=0-1,rk=8,precision=bf16,part=key"}) {
+    SCOPED_TRACE(text);
+    const auto chain = compressors::parse_spec(text);
+    KvCache resident = start.cache.clone(), host = start.cache.clone();
+    const auto a = compress_cache(resident, capture, config, chain, nullptr, backend);
+    const auto b = compress_cache(host, capture, config, chain, nullptr, backend, nullptr, CompressRoute::host);
+    EXPECT_EQ(a.bytes, b.bytes);
+    EXPECT_EQ(a.dense_bytes, b.dense_bytes);
+    const auto groups = compressors::low_rank_groups(chain.stages[0], config.num_layers);
+    const auto& part = chain.stages[0].get("part");
+    for (int l = 0; l < config.num_layers; ++l) {
+      bool grouped = false;
+      for (const auto& g : groups) grouped |= std::find(g.begin(), g.end(), l) != g.end();
+      for (bool key : {true, false}) {
+        SCOPED_TRACE(fmt::format("layer {} {}", l, key ? "key" : "value"));
+        const auto& got = key ? resident.key(l) : resident.value(l);
+        const auto& want = key ? host.key(l) : host.value(l);
+        const auto& exact = key ? start.cache.key(l) : start.cache.value(l);
+        if (grouped && (part == "both" || part == (key ? "key" : "value"))) {
+          EXPECT_LT(normalized_difference(got, want), 1e-6);
+          EXPECT_GT(normalized_difference(got, exact), 1e-2);  // ranks well below the columns
+          EXPECT_TRUE(resident.rotation_stale(l));             // the model re-rotates the new keys
+        } else {
+          EXPECT_TRUE(at::equal(got, exact));
+          EXPECT_LT(normalized_difference(want, exact), 1e-3);  // the host route's fp16 store
+        }
+      }
+    }
+  }
+}
+
+// Caches shorter than a group's columns take gesdd of X on the host route, which the resident
+// route does not replay: automatic then goes the host way, and both give the same cache.
+TEST_F(CompressionHook, ShortCachesGoTheHostWay) {
+  const LlamaModel model = LlamaModel::load(dir_, RunOptions{});
+  const auto& config = model.config();
+  std::vector<std::int32_t> context(40, 17);  // 40 tokens < 2·32 columns
+  ContextCapture capture(config.num_layers, 8, false);
+  const Prefill start = prefill(model, context, 50, capture.observer());
+  const auto chain = compressors::parse_spec("xkv:g=2,rk=8");
+  KvCache a = start.cache.clone(), b = start.cache.clone();
+  compress_cache(a, capture, config, chain, nullptr, linalg::cpu_backend());
+  compress_cache(b, capture, config, chain, nullptr, linalg::cpu_backend(), nullptr, CompressRoute::host);
+  for (int l = 0; l < config.num_layers; ++l) {
+    EXPECT_TRUE(at::equal(a.key(l), b.key(l)));
+    EXPECT_TRUE(at::equal(a.value(l), b.value(l)));
+  }
+}
+
+}  // namespace
+}  // namespace kvlab::harness
