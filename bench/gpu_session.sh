@@ -9,7 +9,8 @@
 #          scripts/build-cuda.sh prebuild && cp /usr/share/dict/american-english .prebuilt/words
 #   there, one device call each (carry [".debs", ".prebuilt"]):
 #     bench/gpu_session.sh 1    CUDA parity tests, analyze 16k, xkv f32 at 128k vs torch.linalg.svd
-#     bench/gpu_session.sh 2    harness build, transformers parity, eval 32k (prefill vs compression)
+#     bench/gpu_session.sh 2    harness build, transformers parity, the hook's two routes on CUDA,
+#                               eval 32k (prefill vs compression, resident and host routes)
 #     bench/gpu_session.sh 3    analyze 128k, xkv tf32 and randomized at 128k
 #     bench/gpu_session.sh 4    eval 128k (harness rebuilt if the machine went cold)
 # Each call writes $OUT/session-N.tgz; KVLAB_PROFILE=1 adds per-stage times to the logs.
@@ -42,9 +43,12 @@ R="scripts/build-cuda.sh run"
 harness() {  # the harness against the image's CUDA PyTorch, into /tmp (kept while warm)
   [[ -x /tmp/build-cuda/cli/kvlab ]] && return
   step harness_build "$1" env KVLAB_HARNESS=ON KVLAB_BUILD_DIR=/tmp/build-cuda scripts/build-cuda.sh build kvlab \
-    harness_model_tests
+    harness_model_tests harness_jobs_tests
 }
-evaluate() { step "eval_$1" "$2" env HARNESS_BUILD=/tmp/build-cuda WORDS=.prebuilt/words bench/run_gpu_bench.sh eval "$1"; }
+evaluate() {  # evaluate LENGTH DEADLINE [ROUTES]
+  step "eval_$1" "$2" env HARNESS_BUILD=/tmp/build-cuda WORDS=.prebuilt/words ROUTES="${3:-auto}" \
+    bench/run_gpu_bench.sh eval "$1"
+}
 case $phase in
   1)
     for t in linalg analysis compressors; do step "test_$t" 200 $R .prebuilt/$t/${t}_cuda_tests; done
@@ -55,7 +59,9 @@ case $phase in
     harness 200
     step transformers_parity 280 env KVLAB_BUILD_DIR=/tmp/build-cuda $R /tmp/build-cuda/harness/model/harness_model_tests \
       --gtest_filter='*LogitsMatch*'
-    evaluate 32768 580
+    step hook_routes 320 env KVLAB_BUILD_DIR=/tmp/build-cuda $R /tmp/build-cuda/harness/harness_jobs_tests \
+      --gtest_filter='CompressionHook*'
+    evaluate 32768 580 "auto host"
     ;;
   3)
     step analyze_128k 330 bench/run_gpu_bench.sh analyze 131072

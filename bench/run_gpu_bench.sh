@@ -14,7 +14,10 @@
 #                                               kvlab eval of a random model with Llama-3.1-8B's
 #                                               shapes (bench/reference/random_checkpoint.py, bf16)
 #                                               on one RULER niah_single_1 prompt of each length,
-#                                               xkv:g=4,rk=384,rv=576 in f32 and tf32
+#                                               xkv:g=4,rk=384,rv=576 in f32 and tf32, for each
+#                                               eval --compress-route in $ROUTES (default "auto":
+#                                               on the model's tensors; "auto host" adds the host
+#                                               round trip for the ratio)
 # Dumps and the checkpoint are made on first use in $DUMPS (default /tmp/kvlab-gpu-bench; the
 # 128k dump is 16 GiB of f16, about 90 s on 16 cores; the checkpoint 14 GiB, about 25 s: a warm
 # machine keeps them between calls). Build first, or build here and carry (scripts/build-cuda.sh):
@@ -92,10 +95,13 @@ case $step in
       timed "$OUT/checkpoint.log" python3 bench/reference/random_checkpoint.py "$DUMPS/tokenizer" "$model"
     fi
     for L in "${lengths[@]}"; do
-      timed "$OUT/eval_$L.log" $RUN "$kvlab" eval --model "$model" --task ruler:niah_single_1 --length "$L" \
-        --samples 1 --words "$words" --device cuda --max-new-tokens 4 --db '' --out "$OUT/eval_$L" \
-        --method xkv:g=4,rk=384,rv=576,precision=f32 --method xkv:g=4,rk=384,rv=576,precision=tf32
-      tail -4 "$OUT/eval_$L.log"
+      for route in ${ROUTES:-auto}; do
+        timed "$OUT/eval_${L}_$route.log" $RUN "$kvlab" eval --model "$model" --task ruler:niah_single_1 \
+          --length "$L" --samples 1 --words "$words" --device cuda --max-new-tokens 4 --db '' \
+          --out "$OUT/eval_${L}_$route" --compress-route "$route" \
+          --method xkv:g=4,rk=384,rv=576,precision=f32 --method xkv:g=4,rk=384,rv=576,precision=tf32
+        tail -4 "$OUT/eval_${L}_$route.log"
+      done
     done
     ;;
   *) sed -n '2,26p' "$0"; exit 2 ;;

@@ -68,6 +68,12 @@ void add_eval(CLI::App& app, Action& action) {
                   "Compress generated tokens too: run the chain again every N generated tokens (0: never)")
       ->check(CLI::Range(0, 1 << 20))
       ->capture_default_str();
+  cmd->add_option("--compress-route", req->compress_route,
+                  "auto: svd/xkv alone (exact solver, prompts of at least G·H_kv·D tokens) compress on the model's "
+                  "device, on its own tensors; host: every layer goes through host f32, as all other chains do (for "
+                  "timing or checking the two against each other)")
+      ->check(CLI::IsMember({"auto", "host"}))
+      ->capture_default_str();
   cmd->add_option("--max-new-tokens", req->max_new_tokens,
                   "Greedy tokens generated per prompt (0: the task's default, else 32)")->capture_default_str();
   cmd->add_option("--query-window", req->query_window, "Observation window (last W prompt tokens) given to compressors")

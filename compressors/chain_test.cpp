@@ -31,79 +31,9 @@ std::int64_t kept_cells(const Compressed& c, const CacheShape& s) {
   return n;
 }
 
-// The CPU backend, but its subspaces come back with every other component negated: what a
-// different eigensolver (cuSOLVER on the GPU) may return for the same matrix.
-class SignFlippingBackend final : public linalg::Backend {
- public:
-  std::string_view name() const override { return "cpu, signs flipped"; }
-  void gram(const float* x, std::int64_t n, std::int64_t c, std::int64_t ldx, float alpha, float beta, float* out,
-            std::int64_t ldc) override {
-    cpu().gram(x, n, c, ldx, alpha, beta, out, ldc);
-  }
-  void gram(const double* x, std::int64_t n, std::int64_t c, std::int64_t ldx, double alpha, double beta, double* out,
-            std::int64_t ldc) override {
-    cpu().gram(x, n, c, ldx, alpha, beta, out, ldc);
-  }
-  void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
-            std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) override {
-    cpu().gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  }
-  void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, double alpha, const double* a,
-            std::int64_t lda, const double* b, std::int64_t ldb, double beta, double* c, std::int64_t ldc) override {
-    cpu().gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  }
-  void eigvalsh(float* s, std::int64_t n, std::int64_t lds, float* w) override { cpu().eigvalsh(s, n, lds, w); }
-  void eigvalsh(double* s, std::int64_t n, std::int64_t lds, double* w) override { cpu().eigvalsh(s, n, lds, w); }
-  void eigh(float* s, std::int64_t n, std::int64_t lds, float* w) override { cpu().eigh(s, n, lds, w); }
-  void eigh(double* s, std::int64_t n, std::int64_t lds, double* w) override { cpu().eigh(s, n, lds, w); }
-  void eigh_top(float* s, std::int64_t n, std::int64_t lds, std::int64_t r, float* w, float* v,
-                std::int64_t ldv) override {
-    cpu().eigh_top(s, n, lds, r, w, v, ldv);
-  }
-  void eigh_top(double* s, std::int64_t n, std::int64_t lds, std::int64_t r, double* w, double* v,
-                std::int64_t ldv) override {
-    cpu().eigh_top(s, n, lds, r, w, v, ldv);
-  }
-  void svd_thin(float* a, std::int64_t m, std::int64_t n, std::int64_t lda, float* sigma, float* u, std::int64_t ldu,
-                float* vt, std::int64_t ldvt) override {
-    cpu().svd_thin(a, m, n, lda, sigma, u, ldu, vt, ldvt);
-  }
-  void svd_thin(double* a, std::int64_t m, std::int64_t n, std::int64_t lda, double* sigma, double* u,
-                std::int64_t ldu, double* vt, std::int64_t ldvt) override {
-    cpu().svd_thin(a, m, n, lda, sigma, u, ldu, vt, ldvt);
-  }
-  void orthonormalize(float* a, std::int64_t m, std::int64_t n, std::int64_t lda) override {
-    cpu().orthonormalize(a, m, n, lda);
-  }
-  void orthonormalize(double* a, std::int64_t m, std::int64_t n, std::int64_t lda) override {
-    cpu().orthonormalize(a, m, n, lda);
-  }
-  linalg::SubspaceFactors gram_subspace(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
-                                        linalg::GramPrecision precision) override {
-    return flipped(cpu().gram_subspace(x, n, c, r, precision));
-  }
-  linalg::SubspaceFactors randomized_subspace(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
-                                              const RandomizedOptions& options) override {
-    return flipped(cpu().randomized_subspace(x, n, c, r, options));
-  }
-  void set_threads(int threads) override { cpu().set_threads(threads); }
-  int threads() const override { return cpu().threads(); }
-
- private:
-  static linalg::Backend& cpu() { return linalg::cpu_backend(); }
-  static linalg::SubspaceFactors flipped(linalg::SubspaceFactors f) {
-    const auto r = static_cast<std::size_t>(f.rank), c = f.v.size() / r, n = f.a.size() / r;
-    for (std::size_t j = 0; j < r; j += 2) {
-      for (std::size_t i = 0; i < c; ++i) f.v[j * c + i] = -f.v[j * c + i];
-      for (std::size_t t = 0; t < n; ++t) f.a[t * r + j] = -f.a[t * r + j];
-    }
-    return f;
-  }
-};
-
 TEST(Chain, QuantizedFactorsDoNotDependOnTheEigensolversSigns) {
   const auto cache = testing::random_cache(shape(), 7);
-  SignFlippingBackend flipping;
+  testing::SignFlippingBackend flipping;
   for (const char* spec : {"xkv:g=2,rk=6,rv=8+kivi:bits=2", "xkv:g=2,rk=6,solver=randomized+kivi:bits=2",
                            "snapkv:keep=0.5,window=4+svd:rk=6,rv=8+kivi:bits=4"}) {
     SCOPED_TRACE(spec);

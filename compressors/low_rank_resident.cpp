@@ -42,9 +42,13 @@ std::int64_t compress_low_rank_resident(const StageSpec& spec, ResidentCache& ca
       linalg::SubspaceFactors f;
       {
         const core::ProfileScope scope("low-rank resident: Gram and eigenpairs");
-        f = backend.resident_gram_top(x, cache.gram_input(plan.gram_precision), T, c, r, plan.gram_precision, stream);
+        const auto p = plan.gram_precision;
+        const void* input = backend.resident_gram_reads_input(p) ? cache.gram_input(p) : nullptr;
+        f = backend.resident_gram_top(x, input, T, c, r, p, stream);
       }
-      f.canonicalize_signs();  // v only: A is formed from the canonical V_r below
+      // v only (A is formed from the canonical V_r below). X̂ = A·B does not see signs, but the
+      // factors then equal the host route's, whatever the eigensolver.
+      f.canonicalize_signs();
       const core::ProfileScope scope("low-rank resident: project and rebuild");
       float* v = cache.buffer(0, c * r);
       float* a = cache.buffer(1, T * r);

@@ -1,7 +1,7 @@
 // svd/xkv on a ResidentCache against the host route (make_low_rank + the chain's fp16 rounding +
 // reconstruct), on the CPU backend, where "resident" is host memory: the same factors through a
 // second code path (Gram eigenpairs without A, signs fixed on V_r before A is formed, B_l read in
-// place from V_r, layers written back one by one). The reconstructions agree to f32 rounding
+// place from V_r, layers written back one by one), its eigensolver flipping signs as cuSOLVER may. The reconstructions agree to f32 rounding
 // (tolerance 1e-6 normalized: both run the same BLAS, only leading dimensions differ), the bytes
 // exactly; what the spec leaves uncompressed is never written.
 #include <gtest/gtest.h>
@@ -100,8 +100,11 @@ TEST(LowRankResident, MatchesTheHostRouteLayerByLayer) {
     auto host = make_low_rank(spec)->compress(ctx);
     round_fp16_storage(host->stored());
 
+    // The resident route's eigensolver returns flipped signs and reads the converted Gram
+    // inputs, as cuSOLVER and the CUDA backend do: the result must not change.
     HostResidentCache resident(cache);
-    EXPECT_EQ(compress_low_rank_resident(spec, resident, linalg::cpu_backend()), host->bytes());
+    testing::SignFlippingBackend flipping(/*reads_gram_input=*/true);
+    EXPECT_EQ(compress_low_rank_resident(spec, resident, flipping), host->bytes());
     const auto groups = low_rank_groups(spec, shape.layers);
     std::size_t expected_writes = 0;
     for (int l = 0; l < shape.layers; ++l) {
@@ -131,8 +134,12 @@ TEST(LowRankResident, MatchesTheHostRouteLayerByLayer) {
       }
     }
     EXPECT_EQ(resident.written.size(), expected_writes);
-    // The Gram's own input type is asked for, once per decomposition.
-    EXPECT_EQ(resident.gram_inputs_.size(), 1u);
+    // Converted Gram inputs are made (and checked) once per decomposition where the backend reads them.
+    const auto p = linalg::parse_gram_precision(spec.get("precision"));
+    const bool converts = p == linalg::GramPrecision::bf16 || p == linalg::GramPrecision::f64;
+    const int decompositions = static_cast<int>(groups.size()) * (spec.get("part") == "both" ? 2 : 1);
+    EXPECT_EQ(flipping.gram_inputs_checked, converts ? decompositions : 0);
+    EXPECT_EQ(resident.gram_inputs_[p], converts ? decompositions : 0);
   }
 }
 

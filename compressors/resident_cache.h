@@ -27,7 +27,8 @@ class ResidentCache {
   // row-major, column block i = layers[i] (low_rank.h's layout).
   virtual const float* gather(const std::vector<int>& layers, Part part) = 0;
   // The last gather()'s X as the Gram's inputs (Backend::resident_gram_top): bfloat16 bits for
-  // bf16, double for f64, null for f32 and tf32.
+  // bf16, double for f64, null for f32 and tf32. Asked for only where the backend reads it
+  // (Backend::resident_gram_reads_input).
   virtual const void* gram_input(linalg::GramPrecision precision) = 0;
   // `count` f32 values of scratch for role `slot` (0, 1, 2, …), reused from call to call.
   virtual float* buffer(int slot, std::int64_t count) = 0;

@@ -1,8 +1,10 @@
 #include "compressors/test_caches.h"
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
+#include "core/dtype.h"
 #include "core/error.h"
 
 namespace kvlab::compressors::testing {
@@ -81,5 +83,27 @@ void brute_attention(const CacheSource& c, int layer, const FloatTensor& key, co
   }
 }
 
+
+linalg::SubspaceFactors SignFlippingBackend::resident_gram_top(const float* x, const void* gram_input, std::int64_t n,
+                                                               std::int64_t c, std::int64_t r,
+                                                               linalg::GramPrecision precision, void* stream) {
+  if (resident_gram_reads_input(precision)) {
+    const auto count = static_cast<std::size_t>(n * c);
+    if (!gram_input) fail("SignFlippingBackend: no Gram input at {}", linalg::to_string(precision));
+    if (precision == linalg::GramPrecision::f64) {
+      const auto* wide = static_cast<const double*>(gram_input);
+      for (std::size_t i = 0; i < count; ++i)
+        if (wide[i] != double(x[i])) fail("SignFlippingBackend: f64 input {} is {}, x is {}", i, wide[i], x[i]);
+    } else {
+      std::vector<float> rounded(x, x + count);
+      linalg::round_gram_inputs(precision, rounded);
+      std::vector<std::uint16_t> bits(count);
+      core::f32_to_16bit(core::DType::bf16, rounded, bits);
+      if (std::memcmp(bits.data(), gram_input, count * 2) != 0) fail("SignFlippingBackend: bf16 input differs from x");
+    }
+    ++gram_inputs_checked;
+  }
+  return flipped(cpu().resident_gram_top(x, nullptr, n, c, r, precision, stream));
+}
 
 }  // namespace kvlab::compressors::testing

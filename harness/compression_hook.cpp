@@ -215,7 +215,7 @@ CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, 
       compressors::resident_low_rank_applies(chain, shape_of(cache, config))) {
     TorchResidentCache resident(cache, exact, config);
     const auto bytes = compressors::compress_low_rank_resident(chain.stages.front(), resident, backend);
-    return {bytes, compressors::dense_fp16_bytes(resident.shape())};
+    return {bytes, compressors::dense_fp16_bytes(resident.shape()), "resident"};
   }
   const KvCacheSource source(cache, exact, capture, config);
   const auto& shape = source.shape();
@@ -233,7 +233,13 @@ CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, 
     for (int l = 0; l < shape.layers; ++l) write_back(cache, l, compressed->reconstruct(l), shape);
     bytes = compressed->bytes();
   }
-  return {bytes, compressors::dense_fp16_bytes(shape)};
+  return {bytes, compressors::dense_fp16_bytes(shape), "host"};
+}
+
+CompressRoute parse_compress_route(std::string_view name) {
+  if (name == "auto") return CompressRoute::automatic;
+  if (name == "host") return CompressRoute::host;
+  fail("compress route '{}': expected auto (svd/xkv stay on the model's device) or host", name);
 }
 
 }  // namespace kvlab::harness

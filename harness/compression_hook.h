@@ -9,6 +9,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "compressors/spec.h"
@@ -39,6 +40,7 @@ class ContextCapture {
 struct CompressionResult {
   std::int64_t bytes = 0;        // what the chain stores for the context
   std::int64_t dense_bytes = 0;  // the context's cache at 16 bits
+  std::string route;             // "resident" (on the cache's device) or "host" (CompressRoute)
   double ratio() const { return bytes > 0 ? static_cast<double>(dense_bytes) / static_cast<double>(bytes) : 0.0; }
 };
 
@@ -61,6 +63,7 @@ class ExactKv {
 };
 
 // Where compress_cache runs a chain.
+// (`kvlab eval --compress-route auto|host`.)
 enum class CompressRoute {
   // svd or xkv alone on the Gram route (compressors::resident_low_rank_applies) stays on the
   // cache's device when the backend computes there (the CUDA backend beside a CUDA model, the CPU
@@ -80,5 +83,7 @@ CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, 
                                  const compressors::ChainSpec& chain, const core::Checkpoint* checkpoint,
                                  linalg::Backend& backend, const ExactKv* exact = nullptr,
                                  CompressRoute route = CompressRoute::automatic);
+// "auto" → automatic, "host" → host; fails naming the choices on anything else.
+CompressRoute parse_compress_route(std::string_view name);
 
 }  // namespace kvlab::harness

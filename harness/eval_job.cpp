@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <optional>
 
@@ -66,6 +67,7 @@ struct MethodRun {
   compressors::ChainSpec chain;
   double agreement = 0, exact = 0, kl = 0, accuracy = 0, seconds = 0, compress_seconds = 0;
   std::int64_t bytes = 0, dense_bytes = 0;
+  std::set<std::string> routes = {};  // CompressionResult::route of every sample
 };
 
 // Where the answer sits, for depth × length figures, in percent of the haystack: the requested
@@ -135,6 +137,7 @@ EvalOutcome run_eval(const EvalRequest& r) {
   if (r.max_new_tokens < 0) fail("--max-new-tokens {} must be ≥ 0", r.max_new_tokens);
   if (r.query_window <= 0) fail("--query-window {} must be positive", r.query_window);
   if (r.recompress_every < 0) fail("--recompress-every {} must be ≥ 0", r.recompress_every);
+  const CompressRoute route = parse_compress_route(r.compress_route);
   // Input errors surface before the model loads: specs, prompts, config, tokenizer.
   std::vector<MethodRun> runs;
   for (const auto& m : r.methods)
@@ -233,7 +236,7 @@ EvalOutcome run_eval(const EvalRequest& r) {
                                   const auto t0 = std::chrono::steady_clock::now();
                                   if (r.recompress_every > 0) exact.catch_up(cache);
                                   compression = compress_cache(cache, window, config, run.chain, &checkpoint, backend,
-                                                               r.recompress_every > 0 ? &exact : nullptr);
+                                                               r.recompress_every > 0 ? &exact : nullptr, route);
                                   compress_seconds += seconds_since(t0);
                                 },
                                 .rehook_every = r.recompress_every,
@@ -263,6 +266,7 @@ EvalOutcome run_eval(const EvalRequest& r) {
       run.dense_bytes += forced_compression.dense_bytes;
       run.seconds += seconds_since(method_start);
       run.compress_seconds += forced_compress_seconds;
+      run.routes.insert(forced_compression.route);
       sample["methods"].push_back({{"spec", run.spec},
                                    {"tokens", tokens},
                                    {"text", text},
@@ -271,7 +275,8 @@ EvalOutcome run_eval(const EvalRequest& r) {
                                    {"kl", kl},
                                    {"bytes", forced_compression.bytes},
                                    {"compression_ratio", forced_compression.ratio()},
-                                   {"compress_seconds", forced_compress_seconds}});
+                                   {"compress_seconds", forced_compress_seconds},
+                                   {"compress_route", forced_compression.route}});
       if (!tasks.empty()) sample["methods"].back()["score"] = method_score;
       progress.advance();
     }
@@ -296,7 +301,8 @@ EvalOutcome run_eval(const EvalRequest& r) {
                        {"exact_match", run.exact / n},
                        {"kl", run.kl / n},
                        {"seconds", run.seconds},
-                       {"compress_seconds", run.compress_seconds}});
+                       {"compress_seconds", run.compress_seconds},
+                       {"compress_routes", run.routes}});
     if (scored) methods.back()["accuracy"] = run.accuracy / n;
     table += fmt::format("{:>7.2f}x {} {:>9.3f} {:>7.3f} {:>10.3g} {:>11.4f}  {}\n", ratio, accuracy_cell(run.accuracy),
                          run.agreement / n, run.exact / n, run.kl / n, run.compress_seconds / n, run.spec);
@@ -323,7 +329,7 @@ EvalOutcome run_eval(const EvalRequest& r) {
                    {"generated_tokens_cached", r.recompress_every > 0
                                                    ? fmt::format("recompressed every {} tokens", r.recompress_every)
                                                    : std::string("uncompressed")},
-                   {"recompress_every", r.recompress_every}}},
+                   {"recompress_every", r.recompress_every}, {"compress_route", r.compress_route}}},
       {"metrics", {{"agreement", "share of the baseline's greedy tokens reproduced, position by position"},
                    {"exact_match", "share of samples whose greedy output equals the baseline's"},
                    {"kl", "mean over the baseline's answer steps of KL(p_baseline || p_method), nats, teacher-forced"}}},

@@ -123,14 +123,31 @@ TEST_F(EvalJob, RecompressingGeneratedTokens) {
 // Transforms compress the whole cache before any layer is written back (per-layer chains write
 // each layer as they go): full-rank SVD and cross-layer SVD reproduce the baseline up to their
 // fp16 factors. The tiny model's KV rows are H_kv·D = 2·16 = 32 wide.
+// Both compression routes: auto keeps svd/xkv on the model's tensors wherever the prompt has at
+// least a group's columns of tokens (32 for svd, 96 for xkv:g=3), host never does.
 TEST_F(EvalJob, FullRankTransformsReproduceTheBaseline) {
-  auto r = request();
-  r.methods = {"svd:rk=32,rv=32", "xkv:g=3,rk=96,rv=96"};
-  run_eval(r);
-  const auto j = report();
-  for (const auto& m : j["methods"]) {
-    EXPECT_DOUBLE_EQ(m["agreement"].get<double>(), 1.0) << m["spec"];
-    EXPECT_LT(m["kl"].get<double>(), 1e-3) << m["spec"];
+  for (const char* route : {"auto", "host"}) {
+    SCOPED_TRACE(route);
+    auto r = request();
+    r.methods = {"svd:rk=32,rv=32", "xkv:g=3,rk=96,rv=96"};
+    r.compress_route = route;
+    fs::remove_all(r.out);
+    run_eval(r);
+    const auto j = report();
+    EXPECT_EQ(j["options"]["compress_route"], route);
+    for (const auto& m : j["methods"]) {
+      EXPECT_DOUBLE_EQ(m["agreement"].get<double>(), 1.0) << m["spec"];
+      EXPECT_LT(m["kl"].get<double>(), 1e-3) << m["spec"];
+    }
+    bool any_resident = false;
+    for (const auto& s : j["samples"])
+      for (std::size_t m = 0; m < 2; ++m) {
+        const int columns = m == 0 ? 32 : 96;
+        const bool resident = std::string(route) == "auto" && s["prompt_tokens"].get<int>() >= columns;
+        EXPECT_EQ(s["methods"][m]["compress_route"], resident ? "resident" : "host") << s["prompt_tokens"];
+        any_resident |= resident;
+      }
+    EXPECT_EQ(any_resident, std::string(route) == "auto");
   }
 }
 

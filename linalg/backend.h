@@ -198,6 +198,9 @@ class Backend {
   // done. The base version reads x through host pointers (and ignores gram_input).
   virtual SubspaceFactors resident_gram_top(const float* x, const void* gram_input, std::int64_t n, std::int64_t c,
                                             std::int64_t r, GramPrecision precision, void* stream);
+  // Whether resident_gram_top reads gram_input at this precision (else the caller may pass null
+  // and skip the conversion): the base version rounds or widens x itself and never does.
+  virtual bool resident_gram_reads_input(GramPrecision) const { return false; }
   // gemm (f32) on resident pointers, queued on `stream`: on CUDA it may return before the
   // product is done; later work on the same stream sees it.
   virtual void resident_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,

@@ -99,6 +99,10 @@ class CudaBackend final : public Backend {
   // and the eigenvalues come back; resident_gemm is one cuBLAS Sgemm queued on the caller's stream.
   SubspaceFactors resident_gram_top(const float* x, const void* gram_input, std::int64_t n, std::int64_t c,
                                     std::int64_t r, GramPrecision precision, void* stream) override;
+  // bf16 and f64 Grams multiply the caller's converted copy (no conversion kernels of our own).
+  bool resident_gram_reads_input(GramPrecision precision) const override {
+    return precision == GramPrecision::bf16 || precision == GramPrecision::f64;
+  }
   void resident_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
                      const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
                      std::int64_t ldc, void* stream) override;

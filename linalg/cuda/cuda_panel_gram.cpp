@@ -336,7 +336,7 @@ SubspaceFactors CudaBackend::resident_gram_top(const float* x, const void* gram_
     return Backend::resident_gram_top(x, gram_input, n, c, r, precision, stream);  // its error, before any read
   const std::string op =
       fmt::format("resident_gram_top (n = {}, c = {}, r = {}, {})", n, c, r, to_string(precision));
-  const bool converted = precision == GramPrecision::bf16 || precision == GramPrecision::f64;
+  const bool converted = resident_gram_reads_input(precision);
   if (converted && !gram_input) fail("linalg::cuda {}: a {} Gram needs X converted (gram_input)", op, to_string(precision));
   const void* in = converted ? gram_input : static_cast<const void*>(x);
   StreamPair s(op);
