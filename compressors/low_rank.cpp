@@ -6,8 +6,10 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <cmath>
+#include <future>
 #include <limits>
 
 #include "compressors/dense.h"
@@ -418,24 +420,36 @@ std::vector<std::unique_ptr<Compressed>> run(const CompressContext& ctx, const s
     reps.back()->set_authors_ratio(low_rank_accounting(shape, s).authors_ratio);
   }
   const std::int64_t T = shape.tokens, N = shape.width();
-  std::vector<float> x;  // one group's matrix, reused (read_group)
+  std::vector<std::pair<std::size_t, Part>> work;  // (group, part) in order
   for (std::size_t g = 0; g < plan.groups.size(); ++g)
-    for (Part part : kParts) {
-      if (!plan.compresses(part)) continue;
-      std::int64_t r_max = 0;
-      for (const auto& s : specs) r_max = std::max(r_max, s.get_int(part == Part::key ? "rk" : "rv"));
-      const auto c = N * static_cast<std::int64_t>(plan.groups[g].size());
-      double trace = 0;
-      {
-        const core::ProfileScope scope("low-rank: read group");
-        trace = read_group(ctx.cache, plan.groups[g], part, x);
-      }
-      const auto f =
-          decompose(ctx.backend, x, trace, T, c, r_max, plan, g * 2 + static_cast<std::uint64_t>(part_index(part)));
-      const core::ProfileScope scope("low-rank: store factors");
-      for (std::size_t i = 0; i < specs.size(); ++i)
-        reps[i]->add_factors(g, part, f, specs[i].get_int(part == Part::key ? "rk" : "rv"));
+    for (Part part : kParts)
+      if (plan.compresses(part)) work.emplace_back(g, part);
+  // Two group matrices, reused: while one is decomposed (on the GPU, or by the BLAS threads) the
+  // next is read into the other, so the reads, most of a GPU compression, hide behind the solves.
+  std::array<std::vector<float>, 2> x;
+  const auto read = [&](std::size_t i) {
+    const core::ProfileScope scope("low-rank: read group (ahead)");
+    return read_group(ctx.cache, plan.groups[work[i].first], work[i].second, x[i % 2]);
+  };
+  std::future<double> ahead;  // declared after x: its destructor waits for a read still in flight
+  if (!work.empty()) ahead = std::async(std::launch::async, read, 0);
+  for (std::size_t i = 0; i < work.size(); ++i) {
+    const auto [g, part] = work[i];
+    double trace = 0;
+    {
+      const core::ProfileScope scope("low-rank: wait for the read");
+      trace = ahead.get();
     }
+    if (i + 1 < work.size()) ahead = std::async(std::launch::async, read, i + 1);
+    std::int64_t r_max = 0;
+    for (const auto& s : specs) r_max = std::max(r_max, s.get_int(part == Part::key ? "rk" : "rv"));
+    const auto c = N * static_cast<std::int64_t>(plan.groups[g].size());
+    const auto f =
+        decompose(ctx.backend, x[i % 2], trace, T, c, r_max, plan, g * 2 + static_cast<std::uint64_t>(part_index(part)));
+    const core::ProfileScope scope("low-rank: store factors");
+    for (std::size_t k = 0; k < specs.size(); ++k)
+      reps[k]->add_factors(g, part, f, specs[k].get_int(part == Part::key ? "rk" : "rv"));
+  }
   for (int l = 0; l < shape.layers; ++l)
     for (Part part : kParts) {
       if (plan.group_of[static_cast<std::size_t>(l)] >= 0 && plan.compresses(part)) continue;
