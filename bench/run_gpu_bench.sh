@@ -14,7 +14,8 @@
 #                                               kvlab eval of a random model with Llama-3.1-8B's
 #                                               shapes (bench/reference/random_checkpoint.py, bf16)
 #                                               on one RULER niah_single_1 prompt of each length,
-#                                               xkv:g=4,rk=384,rv=576 in f32 and tf32, for each
+#                                               xkv:g=4,rk=384,rv=576 exact in f32 and tf32 and
+#                                               randomized (HMT, ℓ = r + 10, 2 iterations), for each
 #                                               eval --compress-route in $ROUTES (default "auto":
 #                                               on the model's tensors; "auto host" adds the host
 #                                               round trip for the ratio)
@@ -99,7 +100,8 @@ case $step in
         timed "$OUT/eval_${L}_$route.log" $RUN "$kvlab" eval --model "$model" --task ruler:niah_single_1 \
           --length "$L" --samples 1 --words "$words" --device cuda --max-new-tokens 4 --db '' \
           --out "$OUT/eval_${L}_$route" --compress-route "$route" \
-          --method xkv:g=4,rk=384,rv=576,precision=f32 --method xkv:g=4,rk=384,rv=576,precision=tf32
+          --method xkv:g=4,rk=384,rv=576,precision=f32 --method xkv:g=4,rk=384,rv=576,precision=tf32 \
+          --method xkv:g=4,rk=384,rv=576,solver=randomized,precision=f32
         tail -4 "$OUT/eval_${L}_$route.log"
       done
     done

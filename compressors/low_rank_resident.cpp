@@ -13,8 +13,9 @@ bool resident_low_rank_applies(const ChainSpec& chain, const CacheShape& shape) 
   if (chain.stages.size() != 1) return false;
   const StageSpec& spec = chain.stages[0];
   if (spec.method != "svd" && spec.method != "xkv") return false;
-  if (spec.get("solver") != "exact" || shape.tokens < 1) return false;
+  if (shape.tokens < 1) return false;
   const LowRankPlan plan = make_low_rank_plan(spec, shape.layers);
+  if (plan.randomized) return true;  // HMT whatever the shape, as factors_by_route
   for (const auto& g : plan.groups)
     if (shape.tokens < shape.width() * static_cast<std::int64_t>(g.size())) return false;
   return true;
@@ -23,15 +24,16 @@ bool resident_low_rank_applies(const ChainSpec& chain, const CacheShape& shape) 
 std::int64_t compress_low_rank_resident(const StageSpec& spec, ResidentCache& cache, linalg::Backend& backend) {
   const auto& shape = cache.shape();
   if (!resident_low_rank_applies(ChainSpec{{spec}}, shape))
-    fail("{}: the resident route takes the exact solver on caches with at least as many tokens as a group has "
-         "columns (T = {}, H·D = {})",
+    fail("{}: the resident route takes caches with at least as many tokens as a group has columns, unless the "
+         "solver is randomized (T = {}, H·D = {})",
          spec.method, shape.tokens, shape.width());
   const LowRankPlan plan = make_low_rank_plan(spec, shape.layers);
   const std::int64_t T = shape.tokens, N = shape.width();
   void* stream = cache.stream();
-  for (const auto& layers : plan.groups)
+  for (std::size_t g = 0; g < plan.groups.size(); ++g)
     for (Part part : {Part::key, Part::value}) {
       if (!plan.compresses(part)) continue;
+      const auto& layers = plan.groups[g];
       const std::int64_t c = N * static_cast<std::int64_t>(layers.size());
       const std::int64_t r = std::min({plan.rank(part), T, c});
       const float* x = nullptr;
@@ -40,7 +42,13 @@ std::int64_t compress_low_rank_resident(const StageSpec& spec, ResidentCache& ca
         x = cache.gather(layers, part);
       }
       linalg::SubspaceFactors f;
-      {
+      if (plan.randomized) {
+        const core::ProfileScope scope("low-rank resident: randomized subspace");
+        // The sketch's stream is the host route's (group, part) index, so both draw the same Ω.
+        const std::uint64_t sketch = g * 2 + (part == Part::key ? 0 : 1);
+        f = backend.resident_randomized_top(x, T, c, r, {plan.oversample, plan.iters, plan.seed, sketch, plan.f64()},
+                                            stream);
+      } else {
         const core::ProfileScope scope("low-rank resident: Gram and eigenpairs");
         const auto p = plan.gram_precision;
         const void* input = backend.resident_gram_reads_input(p) ? cache.gram_input(p) : nullptr;

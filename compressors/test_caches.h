@@ -91,6 +91,10 @@ class SignFlippingBackend final : public linalg::Backend {
                                               const RandomizedOptions& options) override {
     return flipped(cpu().randomized_subspace(x, n, c, r, options));
   }
+  linalg::SubspaceFactors resident_randomized_top(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
+                                                  const RandomizedOptions& options, void* stream) override {
+    return flipped(cpu().resident_randomized_top(x, n, c, r, options, stream));
+  }
   void set_threads(int threads) override { cpu().set_threads(threads); }
   int threads() const override { return cpu().threads(); }
 

@@ -54,7 +54,8 @@ void expect_routes_agree(const LlamaModel& model, linalg::Backend& backend, doub
   ContextCapture capture(config.num_layers, 8, false);
   const Prefill start = prefill(model, context, 130, capture.observer());
   for (const char* text : {"xkv:g=2,rk=20,rv=30", "svd:rk=12,precision=f32,part=value",
-                           "xkv:g=3,rk=10,start=1,precision=tf32", "xkv:groups=0-1,rk=8,precision=bf16,part=key"}) {
+                           "xkv:g=3,rk=10,start=1,precision=tf32", "xkv:groups=0-1,rk=8,precision=bf16,part=key",
+                           "xkv:g=2,rk=12,solver=randomized,precision=f32"}) {
     SCOPED_TRACE(text);
     const auto chain = compressors::parse_spec(text);
     KvCache resident = start.cache.clone(), host = start.cache.clone();

@@ -201,6 +201,12 @@ class Backend {
   // Whether resident_gram_top reads gram_input at this precision (else the caller may pass null
   // and skip the conversion): the base version rounds or widens x itself and never does.
   virtual bool resident_gram_reads_input(GramPrecision) const { return false; }
+  // randomized_subspace's V_r without A: v [c × r] on the host (energy and a empty; A = X·V_r is
+  // the caller's product), for resident X = n rows × c columns (row-major, ld c): the same Ω from
+  // (seed, stream) and the same finish, so it equals randomized_subspace's v. Starts after the
+  // work queued on `stream`; returns when done.
+  virtual SubspaceFactors resident_randomized_top(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
+                                                  const RandomizedOptions& options, void* stream);
   // gemm (f32) on resident pointers, queued on `stream`: on CUDA it may return before the
   // product is done; later work on the same stream sees it.
   virtual void resident_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,

@@ -46,6 +46,15 @@ std::vector<double> column_energies(const std::vector<float>& a, std::int64_t n,
 
 SubspaceFactors Backend::randomized_subspace(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
                                              const RandomizedOptions& o) {
+  SubspaceFactors out = Backend::resident_randomized_top(x, n, c, r, o, nullptr);
+  out.a.resize(static_cast<std::size_t>(n * r));
+  gemm(true, false, r, n, c, 1.f, out.v.data(), c, x, c, 0.f, out.a.data(), r);  // Aᵀ = V_rᵀ·Xᵀ
+  out.energy = column_energies(out.a, n, r);
+  return out;
+}
+
+SubspaceFactors Backend::resident_randomized_top(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
+                                                 const RandomizedOptions& o, void*) {
   if (n < 1 || c < 1 || r < 1 || r > std::min(n, c) || o.oversample < 0 || o.iters < 0)
     fail("linalg randomized_subspace: needs 1 ≤ r ≤ min(n, c), oversample ≥ 0 and iters ≥ 0 (got n = {}, c = {}, "
          "r = {}, oversample = {}, iters = {})",
@@ -66,9 +75,6 @@ SubspaceFactors Backend::randomized_subspace(const float* x, std::int64_t n, std
   SubspaceFactors out;
   out.rank = r;
   sketch_top_vectors(*this, w, c, ell, r, o.small_svd_f64, out.v);
-  out.a.resize(static_cast<std::size_t>(n * r));
-  gemm(true, false, r, n, c, 1.f, out.v.data(), c, x, c, 0.f, out.a.data(), r);  // Aᵀ = V_rᵀ·Xᵀ
-  out.energy = column_energies(out.a, n, r);
   return out;
 }
 

@@ -103,6 +103,9 @@ class CudaBackend final : public Backend {
   bool resident_gram_reads_input(GramPrecision precision) const override {
     return precision == GramPrecision::bf16 || precision == GramPrecision::f64;
   }
+  // HMT with Y and W on the device beside the caller's X; only W = (QᵀX)ᵀ (c × ℓ) comes to the host.
+  SubspaceFactors resident_randomized_top(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
+                                          const RandomizedOptions& options, void* stream) override;
   void resident_gemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
                      const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
                      std::int64_t ldc, void* stream) override;

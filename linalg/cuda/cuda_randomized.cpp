@@ -58,28 +58,17 @@ class DeviceOrthonormalizer {
   std::vector<char> host_;
 };
 
-}  // namespace
-
-SubspaceFactors CudaBackend::randomized_subspace(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
-                                                 const RandomizedOptions& o) {
-  if (n < 1 || c < 1 || r < 1 || r > std::min(n, c) || o.oversample < 0 || o.iters < 0)
-    return Backend::randomized_subspace(x, n, c, r, o);  // its error
-  const std::int64_t ell = std::min(r + o.oversample, std::min(n, c));
-  const std::string op = fmt::format("randomized_subspace (n = {}, c = {}, r = {}, ℓ = {})", n, c, r, ell);
-  // X, Y (also A), W (also Ω and V_r), and a QR workspace of about Y's size.
-  const std::size_t need = sizeof(float) * static_cast<std::size_t>(n * c + 2 * n * ell + c * ell);
-  if (need > cuda::free_device_bytes(op) / 10 * 9) return Backend::randomized_subspace(x, n, c, r, o);
-
-  StreamPair s(op);
-  DeviceMemory xd(sizeof(float) * n * c, op), yd(sizeof(float) * n * ell, op), wd(sizeof(float) * c * ell, op);
+// HMT on the device X (row-major n×c, ld c) with device scratch Y (n×ℓ) and W (c×ℓ): Ω up, the
+// subspace iteration, W = (QᵀX)ᵀ down for the small SVD on the host; V_r comes back in out.v
+// (energy and a empty).
+SubspaceFactors device_randomized_vectors(StreamPair& s, const float* X, std::int64_t n, std::int64_t c,
+                                          std::int64_t r, std::int64_t ell, const Backend::RandomizedOptions& o,
+                                          Backend& host_svd, float* Y, float* W, const std::string& op) {
   DeviceOrthonormalizer orthonormalize(s, ell, op);
   const auto omega = randomized_sketch(c, ell, o.seed, o.stream);
-  KVLAB_CUDA_CHECK(cudaMemcpyAsync(xd.as<float>(), x, xd.bytes(), cudaMemcpyHostToDevice, s.compute), op);
-  KVLAB_CUDA_CHECK(cudaMemcpyAsync(wd.as<float>(), omega.data(), sizeof(float) * omega.size(), cudaMemcpyHostToDevice,
-                                   s.compute),
+  KVLAB_CUDA_CHECK(cudaMemcpyAsync(W, omega.data(), sizeof(float) * omega.size(), cudaMemcpyHostToDevice, s.compute),
                    op);
   const float one = 1, zero = 0;
-  float *X = xd.as<float>(), *Y = yd.as<float>(), *W = wd.as<float>();
   // Row-major X is the column-major c×n matrix Xᵀ (ld c).
   auto x_times = [&](const float* b) {  // Y = X·B, B = c×ℓ
     KVLAB_CUDA_CHECK(cublasSgemm_64(s.blas, CUBLAS_OP_T, CUBLAS_OP_N, n, ell, c, &one, X, c, b, c, &zero, Y, n), op);
@@ -100,13 +89,37 @@ SubspaceFactors CudaBackend::randomized_subspace(const float* x, std::int64_t n,
   std::vector<float> w(static_cast<std::size_t>(c * ell));
   KVLAB_CUDA_CHECK(cudaMemcpyAsync(w.data(), W, sizeof(float) * w.size(), cudaMemcpyDeviceToHost, s.compute), op);
   KVLAB_CUDA_CHECK(cudaStreamSynchronize(s.compute), op);
-
   SubspaceFactors out;
   out.rank = r;
-  sketch_top_vectors(*this, w, c, ell, r, o.small_svd_f64, out.v);  // an ℓ-column SVD: host pointers are fine
+  sketch_top_vectors(host_svd, w, c, ell, r, o.small_svd_f64, out.v);  // an ℓ-column SVD: host pointers are fine
+  return out;
+}
+
+// The checks and ℓ of both entry points; false: the base version's error applies.
+bool randomized_shape_ok(std::int64_t n, std::int64_t c, std::int64_t r, const Backend::RandomizedOptions& o) {
+  return n >= 1 && c >= 1 && r >= 1 && r <= std::min(n, c) && o.oversample >= 0 && o.iters >= 0;
+}
+
+}  // namespace
+
+SubspaceFactors CudaBackend::randomized_subspace(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
+                                                 const RandomizedOptions& o) {
+  if (!randomized_shape_ok(n, c, r, o)) return Backend::randomized_subspace(x, n, c, r, o);  // its error
+  const std::int64_t ell = std::min(r + o.oversample, std::min(n, c));
+  const std::string op = fmt::format("randomized_subspace (n = {}, c = {}, r = {}, ℓ = {})", n, c, r, ell);
+  // X, Y (also A), W (also Ω and V_r), and a QR workspace of about Y's size.
+  const std::size_t need = sizeof(float) * static_cast<std::size_t>(n * c + 2 * n * ell + c * ell);
+  if (need > cuda::free_device_bytes(op) / 10 * 9) return Backend::randomized_subspace(x, n, c, r, o);
+
+  StreamPair s(op);
+  DeviceMemory xd(sizeof(float) * n * c, op), yd(sizeof(float) * n * ell, op), wd(sizeof(float) * c * ell, op);
+  KVLAB_CUDA_CHECK(cudaMemcpyAsync(xd.as<float>(), x, xd.bytes(), cudaMemcpyHostToDevice, s.compute), op);
+  float *X = xd.as<float>(), *Y = yd.as<float>(), *W = wd.as<float>();
+  SubspaceFactors out = device_randomized_vectors(s, X, n, c, r, ell, o, *this, Y, W, op);
   // A = X·V_r on the resident X (Aᵀ = V_rᵀ·Xᵀ, r×n), into Y's memory; V_r into W's.
   KVLAB_CUDA_CHECK(cudaMemcpyAsync(W, out.v.data(), sizeof(float) * out.v.size(), cudaMemcpyHostToDevice, s.compute),
                    op);
+  const float one = 1, zero = 0;
   KVLAB_CUDA_CHECK(cublasSgemm_64(s.blas, CUBLAS_OP_T, CUBLAS_OP_N, r, n, c, &one, W, c, X, c, &zero, Y, r), op);
   out.a.resize(static_cast<std::size_t>(n * r));
   KVLAB_CUDA_CHECK(cudaMemcpyAsync(out.a.data(), Y, sizeof(float) * out.a.size(), cudaMemcpyDeviceToHost, s.compute),
@@ -114,6 +127,18 @@ SubspaceFactors CudaBackend::randomized_subspace(const float* x, std::int64_t n,
   KVLAB_CUDA_CHECK(cudaStreamSynchronize(s.compute), op);
   out.energy = column_energies(out.a, n, r);
   return out;
+}
+
+// The caller's device X, no copy of it: our stream starts once the caller's has written X.
+SubspaceFactors CudaBackend::resident_randomized_top(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
+                                                     const RandomizedOptions& o, void* stream) {
+  if (!randomized_shape_ok(n, c, r, o)) return Backend::resident_randomized_top(x, n, c, r, o, stream);  // its error
+  const std::int64_t ell = std::min(r + o.oversample, std::min(n, c));
+  const std::string op = fmt::format("resident_randomized_top (n = {}, c = {}, r = {}, ℓ = {})", n, c, r, ell);
+  StreamPair s(op);
+  DeviceMemory yd(sizeof(float) * n * ell, op), wd(sizeof(float) * c * ell, op);
+  KVLAB_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)), op);  // X is written
+  return device_randomized_vectors(s, x, n, c, r, ell, o, *this, yd.as<float>(), wd.as<float>(), op);
 }
 
 }  // namespace kvlab::linalg

@@ -214,6 +214,28 @@ TEST(CudaResident, GramTopAndGemmMatchTheHostOnDevicePointers) {
     }
 }
 
+// resident_randomized_top on the caller's device X against the host route's V_r: the same Ω,
+// so the same subspace up to f32 rounding (the planted gap of the test below).
+TEST(CudaResident, RandomizedTopMatchesTheHostOnDevicePointers) {
+  KVLAB_REQUIRE_CUDA();
+  const std::int64_t n = 20000, c = 128, r = 12;
+  Eigen::VectorXd sigma(c);
+  sigma << testing::geometric_spectrum(r, 100.0, 0.5), testing::geometric_spectrum(c - r, 5.0, 1e-3);
+  using RowF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  const RowF x = testing::matrix_with_spectrum(n, c, sigma, 12).cast<float>();
+  const auto dx = on_device(x.data(), static_cast<std::size_t>(n * c));
+  const Backend::RandomizedOptions o{10, 2, 3, 5, true};
+  const SubspaceFactors cpu = cpu_backend().randomized_subspace(x.data(), n, c, r, o);
+  const SubspaceFactors gpu = cuda_backend().resident_randomized_top(dx->as<float>(), n, c, r, o, nullptr);
+  ASSERT_EQ(gpu.rank, r);
+  EXPECT_TRUE(gpu.a.empty());
+  const Eigen::MatrixXd vg = Eigen::Map<const Eigen::MatrixXf>(gpu.v.data(), c, r).cast<double>();
+  const Eigen::MatrixXd vc = Eigen::Map<const Eigen::MatrixXf>(cpu.v.data(), c, r).cast<double>();
+  const double subspace = (vg * vg.transpose() - vc * vc.transpose()).norm();
+  std::printf("resident_randomized_top: subspace %.2e\n", subspace);
+  EXPECT_LT(subspace, 1e-4);
+}
+
 // randomized_subspace with X, Y, W resident vs the host route: the same Ω, so the same subspace
 // up to f32 rounding (a planted gap after σ_r keeps it well defined), the same energies, and
 // A = X·V_r for the device's own V_r. n·c spans several MiB, ℓ = r + 10.
