@@ -192,6 +192,13 @@ class TorchResidentCache final : public compressors::ResidentCache {
   std::vector<at::Tensor> buffers_;
 };
 
+// Whether the backend computes where the cache lies: the CPU one beside host tensors, the CUDA
+// one (device 0) beside tensors on device 0.
+bool backend_beside(const linalg::Backend& backend, const at::Device& device) {
+  if (!device.is_cuda()) return backend.name() == "cpu";
+  return backend.name() == "cuda" && (!device.has_index() || device.index() == 0);
+}
+
 // Writes a rebuilt layer into the cache (pre-RoPE keys, values, the cells kept).
 void write_back(KvCache& cache, int layer, const compressors::LayerKV& kv, const compressors::CacheShape& shape) {
   const core::ProfileScope scope("compress hook: write back");
@@ -210,8 +217,7 @@ CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, 
   const core::ProfileScope scope("compress hook (whole chain)");
   if (exact && exact->length() != cache.length())
     fail("compress: the exact copy holds {} tokens, the cache {} (catch_up first)", exact->length(), cache.length());
-  if (route == CompressRoute::automatic && cache.length() > 0 &&
-      backend.name() == (cache.key(0).device().is_cuda() ? "cuda" : "cpu") &&
+  if (route == CompressRoute::automatic && cache.length() > 0 && backend_beside(backend, cache.key(0).device()) &&
       compressors::resident_low_rank_applies(chain, shape_of(cache, config))) {
     TorchResidentCache resident(cache, exact, config);
     const auto bytes = compressors::compress_low_rank_resident(chain.stages.front(), resident, backend);

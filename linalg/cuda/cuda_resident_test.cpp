@@ -112,8 +112,35 @@ TEST(CudaPanelGram, AlternatesItsPinnedBuffersAndRejectsMisuse) {
   EXPECT_THROW(gram->add(1), Error);
 }
 
+// A host array copied into device memory (the caller's resident buffer).
+template <typename T>
+std::unique_ptr<cuda::DeviceMemory> on_device(const T* host, std::size_t count) {
+  auto d = std::make_unique<cuda::DeviceMemory>(sizeof(T) * count, "test upload");
+  KVLAB_CUDA_CHECK(cudaMemcpy(d->as<void>(), host, sizeof(T) * count, cudaMemcpyHostToDevice), "test upload");
+  return d;
+}
+
+// How far a device result is from the host's: the largest eigenvalue (energy) difference
+// relative to λ₁, and ‖V·Vᵀ − V_ref·V_refᵀ‖_F (a distance between the subspaces, blind to signs
+// and to rotations within them).
+struct Agreement {
+  double energy = 0, subspace = 0;
+};
+Agreement agreement(const SubspaceFactors& got, const SubspaceFactors& want, std::int64_t c, std::int64_t r) {
+  Agreement out;
+  if (!got.energy.empty())
+    for (std::int64_t i = 0; i < r; ++i)
+      out.energy = std::max(out.energy, std::abs(got.energy[std::size_t(i)] - want.energy[std::size_t(i)]) / want.energy[0]);
+  const Eigen::MatrixXd vg = Eigen::Map<const Eigen::MatrixXf>(got.v.data(), c, r).cast<double>();
+  const Eigen::MatrixXd vw = Eigen::Map<const Eigen::MatrixXf>(want.v.data(), c, r).cast<double>();
+  out.subspace = (vg * vg.transpose() - vw * vw.transpose()).norm();
+  return out;
+}
+
 // gram_subspace with X resident on the device vs the host route, over several upload chunks
-// (n·c > 8 Mi values): energies, the subspace, and A = X·V_r for the device's own V_r.
+// (n·c > 8 Mi values): energies, the subspace, and A = X·V_r for the device's own V_r. Then
+// resident_gram_top on the caller's device X (and its bf16 / f64 Gram inputs): one product
+// instead of chunks, the same tolerances against the host.
 TEST(CudaGramSubspace, MatchesTheHostRouteInEveryPrecision) {
   KVLAB_REQUIRE_CUDA();
   const std::int64_t n = 150000, c = 64, r = 16;
@@ -125,17 +152,28 @@ TEST(CudaGramSubspace, MatchesTheHostRouteInEveryPrecision) {
   using RowF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   const RowF x = (left * sigma.asDiagonal() * right.transpose()).cast<float>();
   const Eigen::MatrixXd xd = x.cast<double>();
+  const auto count = static_cast<std::size_t>(n * c);
+  const auto dx = on_device(x.data(), count);
+  std::vector<std::uint16_t> bits(count);
+  core::f32_to_16bit(core::DType::bf16, std::span<const float>(x.data(), count), bits);
+  const auto dbf16 = on_device(bits.data(), count);
+  const std::vector<double> wide(x.data(), x.data() + count);
+  const auto df64 = on_device(wide.data(), count);
   for (auto p : {GramPrecision::f32, GramPrecision::tf32, GramPrecision::bf16, GramPrecision::f64}) {
     SCOPED_TRACE(std::string(to_string(p)));
     const SubspaceFactors cpu = cpu_backend().gram_subspace(x.data(), n, c, r, p);
     const SubspaceFactors gpu = cuda_backend().gram_subspace(x.data(), n, c, r, p);
+    const void* input = p == GramPrecision::bf16 ? dbf16->as<void>() : p == GramPrecision::f64 ? df64->as<void>() : nullptr;
+    const SubspaceFactors resident = cuda_backend().resident_gram_top(dx->as<float>(), input, n, c, r, p, nullptr);
+    EXPECT_TRUE(resident.a.empty());
+    const auto [resident_energy, resident_subspace] = agreement(resident, cpu, c, r);
+    std::printf("resident_gram_top %-4s: energy %.2e, subspace %.2e\n", std::string(to_string(p)).c_str(),
+                resident_energy, resident_subspace);
+    EXPECT_LT(resident_energy, tolerance(p) * 5);
+    EXPECT_LT(resident_subspace, p == GramPrecision::f64 ? 1e-9 : 1e-3);
     ASSERT_EQ(gpu.rank, r);
-    double energy = 0;
-    for (std::int64_t i = 0; i < r; ++i)
-      energy = std::max(energy, std::abs(gpu.energy[std::size_t(i)] - cpu.energy[std::size_t(i)]) / cpu.energy[0]);
+    const auto [energy, subspace] = agreement(gpu, cpu, c, r);
     const Eigen::MatrixXd vg = Eigen::Map<const Eigen::MatrixXf>(gpu.v.data(), c, r).cast<double>();
-    const Eigen::MatrixXd vc = Eigen::Map<const Eigen::MatrixXf>(cpu.v.data(), c, r).cast<double>();
-    const double subspace = (vg * vg.transpose() - vc * vc.transpose()).norm();
     const Eigen::MatrixXd a = Eigen::Map<const RowF>(gpu.a.data(), n, r).cast<double>();
     const double projection = (a - xd * vg).norm() / (xd * vg).norm();
     std::printf("gram_subspace %-4s: energy %.2e, subspace %.2e, A %.2e\n", std::string(to_string(p)).c_str(), energy,
@@ -146,49 +184,13 @@ TEST(CudaGramSubspace, MatchesTheHostRouteInEveryPrecision) {
   }
 }
 
-// A host array copied into device memory (the caller's resident buffer).
-template <typename T>
-std::unique_ptr<cuda::DeviceMemory> on_device(const T* host, std::size_t count) {
-  auto d = std::make_unique<cuda::DeviceMemory>(sizeof(T) * count, "test upload");
-  KVLAB_CUDA_CHECK(cudaMemcpy(d->as<void>(), host, sizeof(T) * count, cudaMemcpyHostToDevice), "test upload");
-  return d;
-}
-
-// resident_gram_top on the caller's device X (and its bf16 / f64 Gram inputs) against the host
-// route's eigenpairs: the same planted gap as above, the same tolerances; then resident_gemm on
-// device pointers against the CPU's gemm, both transposes, with β ≠ 0.
-TEST(CudaResident, GramTopAndGemmMatchTheHostOnDevicePointers) {
+// resident_gemm on device pointers against the CPU's gemm, both transposes, with β ≠ 0; a
+// bf16 or f64 resident Gram without its converted input is an error naming it.
+TEST(CudaResident, GemmMatchesTheHostOnDevicePointers) {
   KVLAB_REQUIRE_CUDA();
-  const std::int64_t n = 20000, c = 64, r = 16;
-  Eigen::VectorXd sigma(c);
-  sigma << testing::geometric_spectrum(r, 100.0, 0.5), testing::geometric_spectrum(c - r, 5.0, 0.1);
-  using RowF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  const RowF x = testing::matrix_with_spectrum(n, c, sigma, 4).cast<float>();
-  const auto count = static_cast<std::size_t>(n * c);
-  const auto dx = on_device(x.data(), count);
-  std::vector<std::uint16_t> bits(count);
-  core::f32_to_16bit(core::DType::bf16, std::span<const float>(x.data(), count), bits);
-  const auto dbf16 = on_device(bits.data(), count);
-  const std::vector<double> wide(x.data(), x.data() + count);
-  const auto df64 = on_device(wide.data(), count);
-  for (auto p : {GramPrecision::f32, GramPrecision::tf32, GramPrecision::bf16, GramPrecision::f64}) {
-    SCOPED_TRACE(std::string(to_string(p)));
-    const void* input = p == GramPrecision::bf16 ? dbf16->as<void>() : p == GramPrecision::f64 ? df64->as<void>() : nullptr;
-    const SubspaceFactors cpu = cpu_backend().gram_subspace(x.data(), n, c, r, p);
-    const SubspaceFactors gpu = cuda_backend().resident_gram_top(dx->as<float>(), input, n, c, r, p, nullptr);
-    ASSERT_EQ(gpu.rank, r);
-    EXPECT_TRUE(gpu.a.empty());
-    double energy = 0;
-    for (std::int64_t i = 0; i < r; ++i)
-      energy = std::max(energy, std::abs(gpu.energy[std::size_t(i)] - cpu.energy[std::size_t(i)]) / cpu.energy[0]);
-    const Eigen::MatrixXd vg = Eigen::Map<const Eigen::MatrixXf>(gpu.v.data(), c, r).cast<double>();
-    const Eigen::MatrixXd vc = Eigen::Map<const Eigen::MatrixXf>(cpu.v.data(), c, r).cast<double>();
-    const double subspace = (vg * vg.transpose() - vc * vc.transpose()).norm();
-    std::printf("resident_gram_top %-4s: energy %.2e, subspace %.2e\n", std::string(to_string(p)).c_str(), energy,
-                subspace);
-    EXPECT_LT(energy, tolerance(p) * 5);
-    EXPECT_LT(subspace, p == GramPrecision::f64 ? 1e-9 : 1e-3);
-  }
+  const std::int64_t n = 100, c = 8, r = 2;
+  const std::vector<float> x(static_cast<std::size_t>(n * c), 1.f);
+  const auto dx = on_device(x.data(), x.size());
   EXPECT_NE(core::error_of([&] {
               cuda_backend().resident_gram_top(dx->as<float>(), nullptr, n, c, r, GramPrecision::f64, nullptr);
             }).find("gram_input"),
@@ -214,31 +216,10 @@ TEST(CudaResident, GramTopAndGemmMatchTheHostOnDevicePointers) {
     }
 }
 
-// resident_randomized_top on the caller's device X against the host route's V_r: the same Ω,
-// so the same subspace up to f32 rounding (the planted gap of the test below).
-TEST(CudaResident, RandomizedTopMatchesTheHostOnDevicePointers) {
-  KVLAB_REQUIRE_CUDA();
-  const std::int64_t n = 20000, c = 128, r = 12;
-  Eigen::VectorXd sigma(c);
-  sigma << testing::geometric_spectrum(r, 100.0, 0.5), testing::geometric_spectrum(c - r, 5.0, 1e-3);
-  using RowF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  const RowF x = testing::matrix_with_spectrum(n, c, sigma, 12).cast<float>();
-  const auto dx = on_device(x.data(), static_cast<std::size_t>(n * c));
-  const Backend::RandomizedOptions o{10, 2, 3, 5, true};
-  const SubspaceFactors cpu = cpu_backend().randomized_subspace(x.data(), n, c, r, o);
-  const SubspaceFactors gpu = cuda_backend().resident_randomized_top(dx->as<float>(), n, c, r, o, nullptr);
-  ASSERT_EQ(gpu.rank, r);
-  EXPECT_TRUE(gpu.a.empty());
-  const Eigen::MatrixXd vg = Eigen::Map<const Eigen::MatrixXf>(gpu.v.data(), c, r).cast<double>();
-  const Eigen::MatrixXd vc = Eigen::Map<const Eigen::MatrixXf>(cpu.v.data(), c, r).cast<double>();
-  const double subspace = (vg * vg.transpose() - vc * vc.transpose()).norm();
-  std::printf("resident_randomized_top: subspace %.2e\n", subspace);
-  EXPECT_LT(subspace, 1e-4);
-}
-
 // randomized_subspace with X, Y, W resident vs the host route: the same Ω, so the same subspace
 // up to f32 rounding (a planted gap after σ_r keeps it well defined), the same energies, and
-// A = X·V_r for the device's own V_r. n·c spans several MiB, ℓ = r + 10.
+// A = X·V_r for the device's own V_r. n·c spans several MiB, ℓ = r + 10. resident_randomized_top
+// on a device copy of X runs the same device code: bit-identical V_r.
 TEST(CudaRandomizedSubspace, MatchesTheHostRoute) {
   KVLAB_REQUIRE_CUDA();
   const std::int64_t n = 20000, c = 128, r = 12;
@@ -247,17 +228,17 @@ TEST(CudaRandomizedSubspace, MatchesTheHostRoute) {
   using RowF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   const RowF x = testing::matrix_with_spectrum(n, c, sigma, 12).cast<float>();
   const Eigen::MatrixXd xd = x.cast<double>();
+  const auto dx = on_device(x.data(), static_cast<std::size_t>(n * c));
   for (bool f64 : {true, false}) {
     SCOPED_TRACE(f64 ? "f64 small SVD" : "f32 small SVD");
     const Backend::RandomizedOptions o{10, 2, 3, 5, f64};
     const SubspaceFactors cpu = cpu_backend().randomized_subspace(x.data(), n, c, r, o);
     const SubspaceFactors gpu = cuda_backend().randomized_subspace(x.data(), n, c, r, o);
+    const SubspaceFactors resident = cuda_backend().resident_randomized_top(dx->as<float>(), n, c, r, o, nullptr);
+    EXPECT_EQ(resident.v, gpu.v);
+    EXPECT_TRUE(resident.a.empty());
+    const auto [energy, subspace] = agreement(gpu, cpu, c, r);
     const Eigen::MatrixXd vg = Eigen::Map<const Eigen::MatrixXf>(gpu.v.data(), c, r).cast<double>();
-    const Eigen::MatrixXd vc = Eigen::Map<const Eigen::MatrixXf>(cpu.v.data(), c, r).cast<double>();
-    const double subspace = (vg * vg.transpose() - vc * vc.transpose()).norm();
-    double energy = 0;
-    for (std::int64_t i = 0; i < r; ++i)
-      energy = std::max(energy, std::abs(gpu.energy[std::size_t(i)] - cpu.energy[std::size_t(i)]) / cpu.energy[0]);
     const Eigen::MatrixXd a = Eigen::Map<const RowF>(gpu.a.data(), n, r).cast<double>();
     const double projection = (a - xd * vg).norm() / (xd * vg).norm();
     std::printf("randomized_subspace (%s): subspace %.2e, energy %.2e, A %.2e\n", f64 ? "f64" : "f32", subspace,
