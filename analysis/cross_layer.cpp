@@ -55,39 +55,50 @@ class CosineAccumulator {
         whole_sum_(MatrixXd::Zero(shape.layers, shape.layers)),
         whole_count_(MatrixXd::Zero(shape.layers, shape.layers)),
         head_sum_(static_cast<std::size_t>(shape.heads), MatrixXd::Zero(shape.layers, shape.layers)),
-        head_count_(static_cast<std::size_t>(shape.heads), MatrixXd::Zero(shape.layers, shape.layers)) {}
+        head_count_(static_cast<std::size_t>(shape.heads), MatrixXd::Zero(shape.layers, shape.layers)),
+        whole_nonzero_(capacity, shape.layers),
+        head_nonzero_(static_cast<std::size_t>(shape.heads), Eigen::MatrixXf(capacity, shape.layers)),
+        zero_per_layer_(static_cast<std::size_t>(shape.layers), 0) {}
 
-  // Consumes the block (normalises it in place).
-  void add(LayerBlock<float>& block, std::int64_t rows, linalg::Backend& backend) {
+  // Normalises layer l's rows of the block in place (and copies each head's segments, each
+  // normalised on its own): touches only layer l's data, so the layers of a block may be
+  // normalised side by side (for_each_layer). Then add() the block.
+  void normalize(LayerBlock<float>& block, int l, std::int64_t rows) {
     const int L = shape_.layers, H = shape_.heads, D = shape_.head_dim;
     const std::int64_t W = shape_.width(), cap = block.capacity;
-    Eigen::MatrixXf whole_nonzero(rows, L);
-    std::vector<Eigen::MatrixXf> head_nonzero(static_cast<std::size_t>(H), Eigen::MatrixXf(rows, L));
-    for (int l = 0; l < L; ++l) {
-      float* x = block.layer(l);
-      for (std::int64_t t = 0; t < rows; ++t) {
-        float* row = x + t * W;
-        double whole = 0;
-        for (int h = 0; h < H; ++h) {
-          const float* seg = row + std::int64_t{h} * D;
-          double s = 0;
-          for (int d = 0; d < D; ++d) s += double(seg[d]) * seg[d];
-          whole += s;
-          const float inv = s > 0 ? float(1 / std::sqrt(s)) : 0.f;
-          float* dst = heads_.data.data() + ((std::int64_t{h} * L + l) * cap + t) * D;
-          for (int d = 0; d < D; ++d) dst[d] = seg[d] * inv;
-          head_nonzero[static_cast<std::size_t>(h)](t, l) = s > 0 ? 1.f : 0.f;
-        }
-        const float inv = whole > 0 ? float(1 / std::sqrt(whole)) : 0.f;
-        for (std::int64_t c = 0; c < W; ++c) row[c] *= inv;
-        whole_nonzero(t, l) = whole > 0 ? 1.f : 0.f;
-        if (whole == 0) ++zero_rows_;
+    float* x = block.layer(l);
+    std::int64_t zero = 0;
+    for (std::int64_t t = 0; t < rows; ++t) {
+      float* row = x + t * W;
+      double whole = 0;
+      for (int h = 0; h < H; ++h) {
+        const float* seg = row + std::int64_t{h} * D;
+        double s = 0;
+        for (int d = 0; d < D; ++d) s += double(seg[d]) * seg[d];
+        whole += s;
+        const float inv = s > 0 ? float(1 / std::sqrt(s)) : 0.f;
+        float* dst = heads_.data.data() + ((std::int64_t{h} * L + l) * cap + t) * D;
+        for (int d = 0; d < D; ++d) dst[d] = seg[d] * inv;
+        head_nonzero_[static_cast<std::size_t>(h)](t, l) = s > 0 ? 1.f : 0.f;
       }
+      const float inv = whole > 0 ? float(1 / std::sqrt(whole)) : 0.f;
+      for (std::int64_t c = 0; c < W; ++c) row[c] *= inv;
+      whole_nonzero_(t, l) = whole > 0 ? 1.f : 0.f;
+      if (whole == 0) ++zero;
     }
-    accumulate(block.data.data(), rows * W, block.layer_stride(), whole_nonzero, whole_sum_, whole_count_, backend);
+    zero_per_layer_[static_cast<std::size_t>(l)] = zero;
+  }
+
+  // Adds the first `rows` tokens of a block whose every layer normalize() has seen.
+  void add(const LayerBlock<float>& block, std::int64_t rows, linalg::Backend& backend) {
+    const int L = shape_.layers, H = shape_.heads, D = shape_.head_dim;
+    const std::int64_t W = shape_.width(), cap = block.capacity;
+    for (auto z : zero_per_layer_) zero_rows_ += z;
+    accumulate(block.data.data(), rows * W, block.layer_stride(), whole_nonzero_.topRows(rows), whole_sum_,
+               whole_count_, backend);
     for (int h = 0; h < H; ++h)
       accumulate(heads_.data.data() + std::int64_t{h} * L * cap * D, rows * D, cap * D,
-                 head_nonzero[static_cast<std::size_t>(h)], head_sum_[static_cast<std::size_t>(h)],
+                 head_nonzero_[static_cast<std::size_t>(h)].topRows(rows), head_sum_[static_cast<std::size_t>(h)],
                  head_count_[static_cast<std::size_t>(h)], backend);
   }
 
@@ -101,7 +112,8 @@ class CosineAccumulator {
  private:
   // sums += VᵀV for the L layer vectors (each `length` long, `stride` apart); counts of
   // tokens where both layers are non-zero += NᵀN.
-  void accumulate(const float* vectors, std::int64_t length, std::int64_t stride, const Eigen::MatrixXf& nonzero,
+  void accumulate(const float* vectors, std::int64_t length, std::int64_t stride,
+                  const Eigen::Ref<const Eigen::MatrixXf>& nonzero,
                   MatrixXd& sums, MatrixXd& counts, linalg::Backend& backend) const {
     const int L = shape_.layers;
     Eigen::MatrixXf block_sum(L, L);
@@ -122,6 +134,9 @@ class CosineAccumulator {
   LayerBlock<float> heads_;
   MatrixXd whole_sum_, whole_count_;
   std::vector<MatrixXd> head_sum_, head_count_;
+  Eigen::MatrixXf whole_nonzero_;               // [capacity, L]: 1 where a token's row is non-zero
+  std::vector<Eigen::MatrixXf> head_nonzero_;   // per head, the same
+  std::vector<std::int64_t> zero_per_layer_;    // this block's all-zero rows, per layer
   std::int64_t zero_rows_ = 0;
 };
 
@@ -344,12 +359,13 @@ CrossLayerResult analyze_cross_layer(const LayerShape& shape, const RowReader& r
     CosineAccumulator cosine(shape, cap);
     std::int64_t done = 0;
     for_each_block(shape, cap, [&](std::int64_t t0, std::int64_t rows) {
-      for_each_layer(L, [&](int l) {  // read and sum each layer's rows on its thread
+      for_each_layer(L, [&](int l) {  // read, sum and normalise each layer's rows on its thread
         float* x = block.layer(l);
         read_rows(l, t0, rows, std::span<float>(x, static_cast<std::size_t>(rows * W)));
         double* mu = mean.data() + std::int64_t{l} * W;
         for (std::int64_t t = 0; t < rows; ++t)
           for (std::int64_t c = 0; c < W; ++c) mu[c] += x[t * W + c];
+        cosine.normalize(block, l, rows);
       });
       cosine.add(block, rows, backend);
       done += rows;
