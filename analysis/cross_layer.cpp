@@ -268,11 +268,12 @@ class GramAnalysis {
     std::atomic<std::int64_t> finished{0};
     std::mutex error_mutex;
     std::exception_ptr error;
-    auto work = [&] {
+    auto work = [&](int w) {
       try {
+        linalg::Backend& solver = backend_.worker(w);  // on CUDA a stream of its own per thread
         for (std::size_t k = next++; k < jobs.size(); k = next++) {
           const GroupJob& job = jobs[k];
-          result.eigen_rank[job.size_index].groups[job.group_index].spectrum = group_spectrum(mean, job);
+          result.eigen_rank[job.size_index].groups[job.group_index].spectrum = group_spectrum(mean, job, solver);
           if (options_.on_progress) options_.on_progress("eigen-rank", ++finished, std::int64_t(jobs.size()));
         }
       } catch (...) {
@@ -281,8 +282,8 @@ class GramAnalysis {
       }
     };
     std::vector<std::thread> threads;
-    for (int w = 1; w < workers; ++w) threads.emplace_back(work);
-    work();
+    for (int w = 1; w < workers; ++w) threads.emplace_back(work, w);
+    work(0);
     for (auto& t : threads) t.join();
     if (workers > 1) backend_.set_threads(blas_threads);
     if (error) std::rethrow_exception(error);
@@ -305,7 +306,8 @@ class GramAnalysis {
   }
 
   // Eigenvalues (descending, clamped at 0) of the uncentred Gram of layers [first, first+G).
-  std::vector<double> group_spectrum(const std::vector<double>& mean, const GroupJob& job) const {
+  std::vector<double> group_spectrum(const std::vector<double>& mean, const GroupJob& job,
+                                     linalg::Backend& solver) const {
     const std::int64_t W = shape_.width(), D = std::int64_t{job.size} * W;
     std::vector<T> s(static_cast<std::size_t>(D * D));
     for (int a = 0; a < job.size; ++a)
@@ -317,7 +319,7 @@ class GramAnalysis {
             s[std::size_t((a * W + row) + (b * W + col) * D)] = T(uncentred(cij, mean, i, j, row, col));
       }
     std::vector<T> w(static_cast<std::size_t>(D));
-    backend_.eigvalsh(s.data(), D, D, w.data());
+    solver.eigvalsh(s.data(), D, D, w.data());
     std::vector<double> spectrum(w.rbegin(), w.rend());
     for (double& v : spectrum) v = std::max(v, 0.0);
     return spectrum;

@@ -3,7 +3,8 @@
 # brings them back). One step per call, each meant to stay inside the tool's 10-minute limit:
 #   bench/run_gpu_bench.sh analyze [TOKENS...]  kvlab analyze --device cuda of the 32-layer bench
 #                                               dump at each length (default 16384 131072): f32
-#                                               Gram, plus bf16 and f64 at the first length
+#                                               Gram, plus bf16 and f64 at the first length, and
+#                                               f32 again with 4 eigen-rank solves in flight
 #   bench/run_gpu_bench.sh xkv [TOKENS]         xkv:g=4,rk=384 (default 131072 tokens): bench_xkv
 #                                               --device cuda vs bench/reference/xkv_ref.py --device
 #                                               cuda (torch.linalg.svd, the authors' route); the
@@ -65,6 +66,9 @@ case $step in
         timed "$OUT/analyze_T${T}_$p.log" $RUN "$BUILD/cli/kvlab" analyze "$dump" --device cuda --precision "$p" \
           --db '' --out "$OUT/analysis_T${T}_$p"
       done
+      # The eigen-rank solves 4 at a time (a stream each) against the f32 run above.
+      timed "$OUT/analyze_T${T}_f32_x4.log" $RUN "$BUILD/cli/kvlab" analyze "$dump" --device cuda --precision f32 \
+        --threads 4 --db '' --out "$OUT/analysis_T${T}_f32_x4"
     done
     ;;
   xkv)

@@ -36,7 +36,9 @@ void add_analyze(CLI::App& app, Action& action) {
       ->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_flag("--no-cka", opts->cosine_only,
                 "Only token-wise cosines (one cheap pass; skips CKA, channel cosine and eigen-rank)");
-  cmd->add_option("--threads", opts->threads, "BLAS threads (default: all cores)");
+  cmd->add_option("--threads", opts->threads,
+                  "BLAS threads (default: all cores); with --device cuda, eigen-rank solves kept in flight at once, "
+                  "each on a CUDA stream of its own (default 1)");
   cmd->add_option("--db", opts->db, "Results store the run is recorded in ('' for none)")->capture_default_str();
   cmd->add_option("--device", opts->device, "Linear algebra on cpu (OpenBLAS) or cuda (cuBLAS/cuSOLVER)")
       ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();

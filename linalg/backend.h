@@ -213,9 +213,16 @@ class Backend {
                              const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
                              std::int64_t ldc, void* stream);
 
-  // Threads the backend may use inside one call (0 = its default).
+  // Threads the backend may use inside one call (0 = its default). Callers with many
+  // independent calls (analysis' eigen-rank solves) run up to threads() of them at once, one
+  // host thread each, thread w calling worker(w) (and setting threads to 1 meanwhile).
   virtual void set_threads(int threads) = 0;
   virtual int threads() const = 0;
+  // The backend for host thread w of such a fan-out. The CPU backend is reentrant: itself.
+  virtual Backend& worker(int w) {
+    (void)w;
+    return *this;
+  }
 };
 
 // The process-wide CPU backend (OpenBLAS + LAPACKE).

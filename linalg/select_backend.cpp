@@ -55,7 +55,11 @@ Backend& backend_for(std::string_view device, int threads) {
   }
   if (device != "cuda") fail("--device '{}': expected cpu or cuda", device);
 #ifdef KVLAB_CUDA_MODULE_PATH
-  return cuda_module_backend();  // "no CUDA device: …" without a GPU
+  {
+    auto& cuda = cuda_module_backend();  // "no CUDA device: …" without a GPU
+    if (threads > 0) cuda.set_threads(threads);  // independent solves in flight (CudaBackend)
+    return cuda;
+  }
 #else
   fail("--device cuda: this kvlab was built without the CUDA backend (no CUDA toolkit found, or KVLAB_CUDA=OFF)");
 #endif

@@ -11,7 +11,7 @@
 namespace kvlab::linalg {
 
 // "cpu": OpenBLAS + LAPACKE, with `threads` BLAS threads (0 keeps the current setting);
-// "cuda": cuBLAS + cuSOLVER on device 0. Fails with one clear message for anything else, for
+// "cuda": cuBLAS + cuSOLVER on device 0, `threads` independent solves in flight (0 keeps it). Fails with one clear message for anything else, for
 // "cuda" in a build without the CUDA backend, and for "cuda" on a machine without a device.
 Backend& backend_for(std::string_view device, int threads = 0);
 

@@ -1,6 +1,7 @@
 // The cross-layer analysis on the CUDA backend vs the CPU backend (the oracle, checked against
 // independent formulas in cross_layer_test.cpp), for every Gram precision: token and head
-// cosines, CKA, channel cosine and the group spectra. Skips without a device.
+// cosines, CKA, channel cosine and the group spectra; the spectra again with three eigensolves
+// in flight. Skips without a device.
 #include <gtest/gtest.h>
 
 #include <Eigen/Dense>
@@ -59,6 +60,14 @@ TEST(CrossLayerCuda, MatchesTheCpuBackendInEveryPrecision) {
         for (std::size_t i = 0; i < a.size(); ++i) spectrum = std::max(spectrum, std::abs(a[i] - b[i]) / a[0]);
         EXPECT_EQ(cpu.eigen_rank[g].groups[k].rank.back(), gpu.eigen_rank[g].groups[k].rank.back());
       }
+    // Three eigensolves in flight (worker backends, a stream each): the same solves, so the
+    // same spectra bit for bit.
+    linalg::cuda_backend().set_threads(3);
+    const auto fanned = analyze_cross_layer(shape, read, options, linalg::cuda_backend());
+    linalg::cuda_backend().set_threads(0);
+    for (std::size_t g = 0; g < gpu.eigen_rank.size(); ++g)
+      for (std::size_t k = 0; k < gpu.eigen_rank[g].groups.size(); ++k)
+        EXPECT_EQ(fanned.eigen_rank[g].groups[k].spectrum, gpu.eigen_rank[g].groups[k].spectrum) << g << " " << k;
     std::printf("analysis %-4s: token cosine %.1e, CKA %.1e, channel cosine %.1e, spectrum %.1e\n",
                 std::string(linalg::to_string(p)).c_str(), cos, cka, channel, spectrum);
     EXPECT_LT(cos, 1e-5);

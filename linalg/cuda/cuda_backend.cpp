@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <array>
+#include <memory>
+#include <mutex>
 #include <cstdint>
 #include <string_view>
 #include <type_traits>
@@ -70,6 +72,8 @@ struct CudaBackend::Impl {
   SvdDriver svd_driver = SvdDriver::polar;
   bool svd_fell_back = false;
   int threads = 0;
+  std::mutex workers_mutex;
+  std::vector<std::unique_ptr<CudaBackend>> workers;  // worker(w) for w ≥ 1, at w − 1
 
   template <typename Status>
   void check(Status s, const char* expression) const {
@@ -558,6 +562,15 @@ void CudaBackend::orthonormalize(double* a, std::int64_t m, std::int64_t n, std:
 }
 
 void CudaBackend::set_threads(int threads) { impl_->threads = threads; }
+Backend& CudaBackend::worker(int w) {
+  if (w <= 0) return *this;
+  const std::lock_guard lock(impl_->workers_mutex);
+  auto& workers = impl_->workers;
+  if (workers.size() < static_cast<std::size_t>(w)) workers.resize(static_cast<std::size_t>(w));
+  auto& slot = workers[static_cast<std::size_t>(w - 1)];
+  if (!slot) slot = std::make_unique<CudaBackend>();
+  return *slot;
+}
 int CudaBackend::threads() const { return impl_->threads; }
 void CudaBackend::set_svd_driver(SvdDriver driver) { impl_->svd_driver = driver; }
 CudaBackend::SvdDriver CudaBackend::svd_driver() const { return impl_->svd_driver; }

@@ -110,9 +110,15 @@ class CudaBackend final : public Backend {
                      const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
                      std::int64_t ldc, void* stream) override;
 
-  // The device's parallelism is not set by a thread count: recorded and reported, never used.
+  // Not a thread count inside a call (the device has its own parallelism) but how many
+  // independent calls a fan-out keeps in flight (Backend::worker): 0 (the default) or 1 is one
+  // at a time. A cuSOLVER eigensolve leaves most of a large GPU idle in its latency-bound
+  // steps, so several side by side can fill it.
   void set_threads(int threads) override;
   int threads() const override;
+  // worker(0) is this backend; worker(w > 0) another CudaBackend on the same device, with a
+  // stream, handles and buffers of its own, created on first use and kept (thread-safe).
+  Backend& worker(int w) override;
 
   void set_svd_driver(SvdDriver driver);
   SvdDriver svd_driver() const;
