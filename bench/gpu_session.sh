@@ -13,7 +13,9 @@
 #                               eval 32k (prefill vs compression, resident and host routes)
 #     bench/gpu_session.sh 3    analyze 128k, xkv tf32 and randomized at 128k
 #     bench/gpu_session.sh 4    eval 128k (harness rebuilt if the machine went cold)
-# Each call writes $OUT/session-N.tgz; KVLAB_PROFILE=1 adds per-stage times to the logs.
+# Each call writes $OUT/session-N.tgz. KVLAB_PROFILE=1 is set: every kvlab / bench_xkv log ends
+# with per-stage times (for xkv, "low-rank: decompose (backend)" is the part to set beside
+# torch.linalg.svd's time; for eval, the hook's resident stages).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 phase=${1:-}
@@ -36,7 +38,7 @@ finish() {
   echo "logs: $RESULTS/session-$phase.tgz"
 }
 trap finish EXIT
-export KVLAB_BUILD_DIR=.prebuilt OUT=$LOGS/bench
+export KVLAB_BUILD_DIR=.prebuilt OUT=$LOGS/bench KVLAB_PROFILE=1
 scripts/build-cuda.sh unpack >"$LOGS/unpack.log" 2>&1 || { cat "$LOGS/unpack.log"; exit 1; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader >"$LOGS/gpu.txt" 2>&1
 R="scripts/build-cuda.sh run"

@@ -1,6 +1,7 @@
 #include "harness/compression_hook.h"
 
 #include <c10/core/impl/DeviceGuardImplInterface.h>
+#include <torch/cuda.h>
 
 #include "compressors/cache_source.h"
 #include "compressors/chain.h"
@@ -221,6 +222,9 @@ CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, 
       compressors::resident_low_rank_applies(chain, shape_of(cache, config))) {
     TorchResidentCache resident(cache, exact, config);
     const auto bytes = compressors::compress_low_rank_resident(chain.stages.front(), resident, backend);
+    // The last products and write-backs may still be queued: wait, so the hook's time (eval's
+    // compress_seconds) covers them and nothing runs behind the decode's back.
+    if (const auto device = cache.key(0).device(); device.is_cuda()) torch::cuda::synchronize(device.index());
     return {bytes, compressors::dense_fp16_bytes(resident.shape()), "resident"};
   }
   const KvCacheSource source(cache, exact, capture, config);
