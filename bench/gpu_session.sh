@@ -19,7 +19,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 phase=${1:-}
-[[ $phase =~ ^[1-4]$ ]] || { sed -n '2,16p' "$0"; exit 2; }
+[[ $phase =~ ^[1-4]$ ]] || { sed -n '2,18p' "$0"; exit 2; }
 LOGS=/tmp/kvlab-session-$phase
 mkdir -p "$LOGS"
 start=$(date +%s)
