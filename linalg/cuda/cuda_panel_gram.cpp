@@ -12,9 +12,11 @@
 #include <array>
 #include <cstring>
 #include <span>
+#include <type_traits>
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/parallel.h"
 #include "linalg/cuda/cuda_backend.h"
 #include "linalg/cuda/cuda_common.h"
 
@@ -78,10 +80,22 @@ void accumulate_product(cublasHandle_t blas, GramPrecision precision, bool diago
   }
 }
 
-// bf16 bits of f32 values (round to nearest even, as round_gram_inputs).
-void to_bf16(const float* src, std::uint16_t* dst, std::int64_t count) {
-  core::f32_to_16bit(core::DType::bf16, std::span<const float>(src, static_cast<std::size_t>(count)),
-                     std::span<std::uint16_t>(dst, static_cast<std::size_t>(count)));
+// dst[i] = convert(src[i]) for count values, in slices of 1 Mi values side by side
+// (core::parallel_for): a single thread copies or converts a 2 GiB group matrix into pinned
+// staging at a few GB/s, which at 128k tokens cost more than the Gram and eigensolve together.
+template <typename From, typename To>
+void parallel_convert(const From* src, To* dst, std::int64_t count) {
+  constexpr std::int64_t slice = std::int64_t{1} << 20;
+  core::parallel_for((count + slice - 1) / slice, [&](std::int64_t i) {
+    const std::int64_t begin = i * slice, n = std::min(slice, count - begin);
+    if constexpr (std::is_same_v<To, std::uint16_t>)  // bf16 bits, nearest even as round_gram_inputs
+      core::f32_to_16bit(core::DType::bf16, std::span<const From>(src + begin, static_cast<std::size_t>(n)),
+                         std::span<std::uint16_t>(dst + begin, static_cast<std::size_t>(n)));
+    else if constexpr (std::is_same_v<From, To>)
+      std::memcpy(dst + begin, src + begin, sizeof(To) * static_cast<std::size_t>(n));
+    else
+      std::copy_n(src + begin, n, dst + begin);
+  });
 }
 
 template <typename T>
@@ -136,8 +150,8 @@ class CudaPanelGram final : public PanelGram<T> {
       // staging() waited for staging_[k]'s last copy; converted_[k] went up in that same copy.
       KVLAB_CUDA_CHECK(cudaEventSynchronize(uploaded_[k].get()), op_);
       for (int p = 0; p < this->panels(); ++p)
-        to_bf16(staging_[k].template as<float>() + p * stride, converted_[k].template as<std::uint16_t>() + p * stride,
-                rows * W);
+        parallel_convert(staging_[k].template as<float>() + p * stride,
+                         converted_[k].template as<std::uint16_t>() + p * stride, rows * W);
       source = converted_[k].template as<void>();
     }
     // The device buffer is free once the products of the block it held two add()s ago ran.
@@ -262,9 +276,9 @@ SubspaceFactors resident_gram_subspace(const float* x, std::int64_t n, std::int6
   for (std::int64_t t0 = 0; t0 < n; t0 += chunk, k ^= 1) {
     const std::int64_t rows = std::min(chunk, n - t0), count = rows * c;
     KVLAB_CUDA_CHECK(cudaEventSynchronize(uploaded[k].get()), op);  // staging[k]'s last copy is done
-    std::memcpy(staging[k].as<float>(), x + t0 * c, sizeof(float) * count);
-    if (precision == GramPrecision::bf16) to_bf16(staging[k].as<float>(), converted[k].as<std::uint16_t>(), count);
-    if (precision == GramPrecision::f64) std::copy_n(staging[k].as<float>(), count, converted[k].as<double>());
+    parallel_convert(x + t0 * c, staging[k].as<float>(), count);
+    if (precision == GramPrecision::bf16) parallel_convert(x + t0 * c, converted[k].as<std::uint16_t>(), count);
+    if (precision == GramPrecision::f64) parallel_convert(x + t0 * c, converted[k].as<double>(), count);
     KVLAB_CUDA_CHECK(cudaStreamWaitEvent(s.copy, computed[k].get(), 0), op);  // converted_d[k] is free
     KVLAB_CUDA_CHECK(cudaMemcpyAsync(xd.as<float>() + t0 * c, staging[k].as<float>(), sizeof(float) * count,
                                      cudaMemcpyHostToDevice, s.copy),
