@@ -1,4 +1,4 @@
-// svd/xkv on a ResidentCache (low_rank.h): the exact Gram route of low_rank.cpp with every
+// svd/xkv on a ResidentCache (low_rank.h): low_rank.cpp's Gram and randomized routes with every
 // T-sized tensor left where the backend computes.
 #include <algorithm>
 
