@@ -83,6 +83,7 @@ void run_cell(const results::SweepCell& cell, const fs::path& out, const fs::pat
   req.max_new_tokens = int_option(cell, "max_new_tokens", req.max_new_tokens);
   req.query_window = int_option(cell, "query_window", req.query_window);
   req.recompress_every = int_option(cell, "recompress_every", req.recompress_every);
+  req.compress_route = option(cell, "compress_route", req.compress_route);
   req.depth_percent = real_option(cell, "depth");
   req.chat_template = option(cell, "chat_template", req.chat_template);
   req.device = option(cell, "device", req.device);

@@ -22,7 +22,8 @@
 //     samples: 20
 //     methods: [full, "xkv:g=4,rk=384,rv=576", "snapkv:keep=0.25"]
 //     options: {question: in-context, max_new_tokens: 0, device: cuda}   # also: query_window,
-//              recompress_every, depth (niah needle depth, percent), chat_template, model_dtype, words, essay, qa
+//              recompress_every, compress_route, depth (niah needle depth, percent), chat_template,
+//              model_dtype, words, essay, qa
 #pragma once
 
 #include <cstdint>
