@@ -13,13 +13,15 @@
 #                               eval 32k (prefill vs compression, resident and host routes)
 #     bench/gpu_session.sh 3    analyze 128k, xkv tf32 and randomized at 128k
 #     bench/gpu_session.sh 4    eval 128k (harness rebuilt if the machine went cold)
+# A session has 30 device minutes and each call starts a machine (minutes), so four full calls
+# may not fit: run 1, 2 and 4 first (parity; the hook's routes and prefill vs compression), 3 last.
 # Each call writes $OUT/session-N.tgz. KVLAB_PROFILE=1 is set: every kvlab / bench_xkv log ends
 # with per-stage times (for xkv, "low-rank: decompose (backend)" is the part to set beside
 # torch.linalg.svd's time; for eval, the hook's resident stages).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 phase=${1:-}
-[[ $phase =~ ^[1-4]$ ]] || { sed -n '2,18p' "$0"; exit 2; }
+[[ $phase =~ ^[1-4]$ ]] || { sed -n '2,20p' "$0"; exit 2; }
 LOGS=/tmp/kvlab-session-$phase
 mkdir -p "$LOGS"
 start=$(date +%s)
