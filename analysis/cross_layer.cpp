@@ -90,16 +90,16 @@ class CosineAccumulator {
   }
 
   // Adds the first `rows` tokens of a block whose every layer normalize() has seen.
-  void add(const LayerBlock<float>& block, std::int64_t rows, linalg::Backend& backend) {
+  void add(const LayerBlock<float>& block, std::int64_t rows) {
     const int L = shape_.layers, H = shape_.heads, D = shape_.head_dim;
     const std::int64_t W = shape_.width(), cap = block.capacity;
     for (auto z : zero_per_layer_) zero_rows_ += z;
     accumulate(block.data.data(), rows * W, block.layer_stride(), whole_nonzero_.topRows(rows), whole_sum_,
-               whole_count_, backend);
+               whole_count_);
     for (int h = 0; h < H; ++h)
       accumulate(heads_.data.data() + std::int64_t{h} * L * cap * D, rows * D, cap * D,
                  head_nonzero_[static_cast<std::size_t>(h)].topRows(rows), head_sum_[static_cast<std::size_t>(h)],
-                 head_count_[static_cast<std::size_t>(h)], backend);
+                 head_count_[static_cast<std::size_t>(h)]);
   }
 
   void finish(CrossLayerResult& result) const {
@@ -111,14 +111,24 @@ class CosineAccumulator {
 
  private:
   // sums += VᵀV for the L layer vectors (each `length` long, `stride` apart); counts of
-  // tokens where both layers are non-zero += NᵀN.
+  // tokens where both layers are non-zero += NᵀN. An L×L product over millions of terms reads
+  // the block once and computes little: it is split along the vectors into slices summed on one
+  // thread per core (Eigen, f32 within a slice, f64 across), on the host where the block lies;
+  // a BLAS GEMM of this shape runs on one thread, and the CUDA backend's would upload the block
+  // twice per call.
   void accumulate(const float* vectors, std::int64_t length, std::int64_t stride,
-                  const Eigen::Ref<const Eigen::MatrixXf>& nonzero,
-                  MatrixXd& sums, MatrixXd& counts, linalg::Backend& backend) const {
+                  const Eigen::Ref<const Eigen::MatrixXf>& nonzero, MatrixXd& sums, MatrixXd& counts) const {
     const int L = shape_.layers;
-    Eigen::MatrixXf block_sum(L, L);
-    backend.gemm(true, false, L, L, length, 1.f, vectors, stride, vectors, stride, 0.f, block_sum.data(), L);
-    sums += block_sum.cast<double>();
+    constexpr std::int64_t kMinSlice = std::int64_t{1} << 16;
+    const std::int64_t slices = std::clamp<std::int64_t>(length / kMinSlice, 1, std::max(1u, std::thread::hardware_concurrency()));
+    std::vector<MatrixXd> partial(static_cast<std::size_t>(slices), MatrixXd::Zero(L, L));
+    core::parallel_for(slices, [&](std::int64_t i) {
+      const std::int64_t begin = length * i / slices, end = length * (i + 1) / slices;
+      const Eigen::Map<const Eigen::MatrixXf, 0, Eigen::OuterStride<>> v(vectors + begin, end - begin, L,
+                                                                         Eigen::OuterStride<>(stride));
+      partial[static_cast<std::size_t>(i)] = (v.transpose() * v).cast<double>();
+    });
+    for (const auto& p : partial) sums += p;
     counts += (nonzero.transpose() * nonzero).cast<double>();
   }
 
@@ -369,7 +379,7 @@ CrossLayerResult analyze_cross_layer(const LayerShape& shape, const RowReader& r
           for (std::int64_t c = 0; c < W; ++c) mu[c] += x[t * W + c];
         cosine.normalize(block, l, rows);
       });
-      cosine.add(block, rows, backend);
+      cosine.add(block, rows);
       done += rows;
       if (options.on_progress) options.on_progress("means and cosines", done, shape.tokens);
     });
