@@ -93,6 +93,15 @@ TEST_F(CompressionHook, ResidentRouteRebuildsWhatTheHostRouteDoes) {
   expect_routes_agree(LlamaModel::load(dir_, RunOptions{}), linalg::cpu_backend(), 1e-6);
 }
 
+// A bf16 cache, as models run on a GPU: both routes convert to f32 and back, so X̂ agrees to f32
+// rounding before the bf16 store; an element whose two f32 values straddle a bf16 rounding
+// boundary then differs by one bf16 ulp (2⁻⁸ relative), rarely: 1e-3 normalized.
+TEST_F(CompressionHook, ResidentRouteOnABf16CacheRebuildsWhatTheHostRouteDoes) {
+  RunOptions options;
+  options.dtype = at::kBFloat16;
+  expect_routes_agree(LlamaModel::load(dir_, options), linalg::cpu_backend(), 1e-3);
+}
+
 // On a GPU the resident route hands the model's CUDA tensors to cuBLAS/cuSOLVER; the host route
 // uploads X in chunks, so its Gram is summed in another order and V_r moves by about u·κ: 1e-3
 // still catches a wrong layout or a transposed factor (errors of order 1). Skips without one.
