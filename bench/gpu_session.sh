@@ -15,13 +15,17 @@
 #     bench/gpu_session.sh 4    eval 128k (harness rebuilt if the machine went cold)
 # A session has 30 device minutes and each call starts a machine (minutes), so four full calls
 # may not fit: run 1, 2 and 4 first (parity; the hook's routes and prefill vs compression), 3 last.
+# The fair xkv-vs-torch ratio at equal shapes (32 layers, 8 × 128 KV heads, g=4, rk=384): phase
+# 1's xkv_ref.py svd_seconds (torch.linalg.svd + rebuild, each group already on the GPU) against
+# phase 4's eval compress_seconds for xkv precision=f32 (the resident route: the cache already on
+# the GPU, Gram + eigenpairs + A + rebuild + write-back), both at 128k tokens.
 # Each call writes $OUT/session-N.tgz. KVLAB_PROFILE=1 is set: every kvlab / bench_xkv log ends
 # with per-stage times (for xkv, "low-rank: decompose (backend)" is the part to set beside
 # torch.linalg.svd's time; for eval, the hook's resident stages).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 phase=${1:-}
-[[ $phase =~ ^[1-4]$ ]] || { sed -n '2,20p' "$0"; exit 2; }
+[[ $phase =~ ^[1-4]$ ]] || { sed -n '2,24p' "$0"; exit 2; }
 LOGS=/tmp/kvlab-session-$phase
 mkdir -p "$LOGS"
 start=$(date +%s)
