@@ -89,15 +89,15 @@ class LlamaModel {
 // teacher-forced: those tokens are fed instead of the argmax (eos does not stop it) and
 // step_logits are the distributions they were scored with.
 using PrefillHook = std::function<void(KvCache&, std::int64_t cached_tokens)>;
-struct GenerateOptions {
-  PrefillHook hook;
+struct GenerateOptions {  // members default-initialised, so designated initialisers may name any subset
+  PrefillHook hook = {};
   // 0: the question and generated tokens are cached exactly, as the papers do. N > 0: `hook`
   // runs again, on the whole cache, after every N generated tokens are cached (streaming
   // compression of decode tokens: KIVI's quantized blocks, continuous eviction).
   int rehook_every = 0;
-  LayerObserver prefill_observer;  // sees the context prefill's layers (a compressor's query window)
-  LayerObserver decode_observer;   // sees the question's and every decode step's layers
-  std::span<const std::int32_t> forced;
+  LayerObserver prefill_observer = {};  // sees the context prefill's layers (a compressor's query window)
+  LayerObserver decode_observer = {};   // sees the question's and every decode step's layers
+  std::span<const std::int32_t> forced = {};
 };
 struct Generation {
   std::vector<std::int32_t> tokens;  // generated ids (the eos token included when reached)
