@@ -215,9 +215,8 @@ struct Factors : linalg::SubspaceFactors {
 // zeroing than copying the layers into it (0.14 s against 0.03 s per 256 MiB, measured).
 // The layers are read into their column blocks side by side (core::parallel_for, and
 // CacheSource::read_layer_into: a dump streams token blocks, so no whole layer is held besides
-// x): a dump serialises its HDF5
-// reads, but the 16-bit conversion, the checks and the copies run side by side, and on the GPU
-// these host passes are most of a compression.
+// x): a dump serialises its HDF5 reads, but the 16-bit conversion, the checks and the copies run
+// side by side, and on the GPU these host passes are most of a compression.
 double read_group(const CacheSource& cache, const std::vector<int>& layers, Part part, std::vector<float>& x) {
   const auto& s = cache.shape();
   const std::int64_t T = s.tokens, N = s.width(), c = N * static_cast<std::int64_t>(layers.size());
@@ -445,7 +444,7 @@ std::vector<std::unique_ptr<Compressed>> run(const CompressContext& ctx, const s
     for (const auto& s : specs) r_max = std::max(r_max, s.get_int(part == Part::key ? "rk" : "rv"));
     const auto c = N * static_cast<std::int64_t>(plan.groups[g].size());
     const auto f =
-        decompose(ctx.backend, x[i % 2], trace, T, c, r_max, plan, g * 2 + static_cast<std::uint64_t>(part_index(part)));
+        decompose(ctx.backend, x[i % 2], trace, T, c, r_max, plan, sketch_stream(g, part));
     const core::ProfileScope scope("low-rank: store factors");
     for (std::size_t k = 0; k < specs.size(); ++k)
       reps[k]->add_factors(g, part, f, specs[k].get_int(part == Part::key ? "rk" : "rv"));

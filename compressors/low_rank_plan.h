@@ -30,4 +30,8 @@ struct LowRankPlan {
 
 LowRankPlan make_low_rank_plan(const StageSpec& spec, int layers);
 
+// The randomized sketch's stream for group g's keys or values: both routes (low_rank.cpp and
+// low_rank_resident.cpp) draw Ω from (seed, this), so they compress alike.
+inline std::uint64_t sketch_stream(std::size_t group, Part part) { return group * 2 + (part == Part::key ? 0 : 1); }
+
 }  // namespace kvlab::compressors

@@ -9,25 +9,33 @@
 
 namespace kvlab::compressors {
 
-bool resident_low_rank_applies(const ChainSpec& chain, const CacheShape& shape) {
-  if (chain.stages.size() != 1) return false;
-  const StageSpec& spec = chain.stages[0];
-  if (spec.method != "svd" && spec.method != "xkv") return false;
+namespace {
+
+// Whether the host route would take the Gram route for every group, or HMT (as factors_by_route).
+bool resident_route_fits(const LowRankPlan& plan, const CacheShape& shape) {
   if (shape.tokens < 1) return false;
-  const LowRankPlan plan = make_low_rank_plan(spec, shape.layers);
-  if (plan.randomized) return true;  // HMT whatever the shape, as factors_by_route
+  if (plan.randomized) return true;  // HMT whatever the shape
   for (const auto& g : plan.groups)
     if (shape.tokens < shape.width() * static_cast<std::int64_t>(g.size())) return false;
   return true;
 }
 
+}  // namespace
+
+bool resident_low_rank_applies(const ChainSpec& chain, const CacheShape& shape) {
+  if (chain.stages.size() != 1) return false;
+  const StageSpec& spec = chain.stages[0];
+  if (spec.method != "svd" && spec.method != "xkv") return false;
+  return resident_route_fits(make_low_rank_plan(spec, shape.layers), shape);
+}
+
 std::int64_t compress_low_rank_resident(const StageSpec& spec, ResidentCache& cache, linalg::Backend& backend) {
   const auto& shape = cache.shape();
-  if (!resident_low_rank_applies(ChainSpec{{spec}}, shape))
+  const LowRankPlan plan = make_low_rank_plan(spec, shape.layers);  // fails on anything but svd/xkv
+  if (!resident_route_fits(plan, shape))
     fail("{}: the resident route takes caches with at least as many tokens as a group has columns, unless the "
          "solver is randomized (T = {}, H·D = {})",
          spec.method, shape.tokens, shape.width());
-  const LowRankPlan plan = make_low_rank_plan(spec, shape.layers);
   const std::int64_t T = shape.tokens, N = shape.width();
   void* stream = cache.stream();
   for (std::size_t g = 0; g < plan.groups.size(); ++g)
@@ -44,10 +52,8 @@ std::int64_t compress_low_rank_resident(const StageSpec& spec, ResidentCache& ca
       linalg::SubspaceFactors f;
       if (plan.randomized) {
         const core::ProfileScope scope("low-rank resident: randomized subspace");
-        // The sketch's stream is the host route's (group, part) index, so both draw the same Ω.
-        const std::uint64_t sketch = g * 2 + (part == Part::key ? 0 : 1);
-        f = backend.resident_randomized_top(x, T, c, r, {plan.oversample, plan.iters, plan.seed, sketch, plan.f64()},
-                                            stream);
+        f = backend.resident_randomized_top(
+            x, T, c, r, {plan.oversample, plan.iters, plan.seed, sketch_stream(g, part), plan.f64()}, stream);
       } else {
         const core::ProfileScope scope("low-rank resident: Gram and eigenpairs");
         const auto p = plan.gram_precision;

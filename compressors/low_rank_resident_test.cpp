@@ -1,9 +1,10 @@
 // svd/xkv on a ResidentCache against the host route (make_low_rank + the chain's fp16 rounding +
 // reconstruct), on the CPU backend, where "resident" is host memory: the same factors through a
 // second code path (Gram eigenpairs without A, signs fixed on V_r before A is formed, B_l read in
-// place from V_r, layers written back one by one), its eigensolver flipping signs as cuSOLVER may. The reconstructions agree to f32 rounding
-// (tolerance 1e-6 normalized: both run the same BLAS, only leading dimensions differ), the bytes
-// exactly; what the spec leaves uncompressed is never written.
+// place from V_r, layers written back one by one), its eigensolver flipping signs as cuSOLVER
+// may. The reconstructions agree to f32 rounding (tolerance 1e-6 normalized: both run the same
+// BLAS, only leading dimensions differ), the bytes exactly; what the spec leaves uncompressed is
+// never written.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -109,8 +110,9 @@ TEST(LowRankResident, MatchesTheHostRouteLayerByLayer) {
     const auto groups = low_rank_groups(spec, shape.layers);
     std::size_t expected_writes = 0;
     for (int l = 0; l < shape.layers; ++l) {
-      const bool grouped = std::any_of(groups.begin(), groups.end(),
-                                       [&](const auto& g) { return std::find(g.begin(), g.end(), l) != g.end(); });
+      const auto group = std::find_if(groups.begin(), groups.end(),
+                                      [&](const auto& g) { return std::find(g.begin(), g.end(), l) != g.end(); });
+      const bool grouped = group != groups.end();
       const auto rebuilt = host->reconstruct(l);
       for (Part part : {Part::key, Part::value}) {
         const bool compressed = grouped && (spec.get("part") == "both" || spec.get("part") == to_string(part));
@@ -122,11 +124,8 @@ TEST(LowRankResident, MatchesTheHostRouteLayerByLayer) {
         EXPECT_LT(normalized_difference(it->second, want), 1e-6) << "layer " << l << " " << to_string(part);
         // Against the input: a truncated rank shows (random data has a flat spectrum); a full
         // rank leaves only the fp16 rounding of A and B.
-        const auto group = *std::find_if(groups.begin(), groups.end(), [&](const auto& g) {
-          return std::find(g.begin(), g.end(), l) != g.end();
-        });
         const bool truncated = spec.get_int(part == Part::key ? "rk" : "rv") <
-                               shape.width() * static_cast<std::int64_t>(group.size());
+                               shape.width() * static_cast<std::int64_t>(group->size());
         const double off = normalized_difference(it->second, cache.layer(l, part).data);
         if (truncated)
           EXPECT_GT(off, 0.02);

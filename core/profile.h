@@ -3,7 +3,9 @@
 // KVLAB_PROFILE (to anything but "0"); then every region's calls and seconds go to stderr when
 // the process exits. Regions may nest (each total is inclusive) and may run on several threads
 // at once (the totals then add the threads' times). CUDA work is counted where the host waits
-// for it: kvlab's backend calls return with their results on the host.
+// for it: most backend calls return with their results on the host, but resident_gemm (and
+// torch's copies) only queue work, which the next call that waits (resident_gram_top, the
+// hook's final synchronise) then pays for.
 #pragma once
 
 #include <chrono>
