@@ -62,13 +62,13 @@ class ExactKv {
   std::int64_t length_ = 0;
 };
 
-// Where compress_cache runs a chain.
-// (`kvlab eval --compress-route auto|host`.)
+// Where compress_cache runs a chain (`kvlab eval --compress-route auto|host`).
 enum class CompressRoute {
-  // svd or xkv alone on the Gram route (compressors::resident_low_rank_applies) stays on the
-  // cache's device when the backend computes there (the CUDA backend beside a CUDA model, the CPU
-  // one beside a CPU model): compress_low_rank_resident on the model's tensors, no host round
-  // trip. Everything else goes the host way.
+  // svd or xkv alone, randomized or on the exact solver's Gram route
+  // (compressors::resident_low_rank_applies), stays on the cache's device when the backend
+  // computes there (the CUDA backend beside a CUDA model on device 0, the CPU one beside a CPU
+  // model): compress_low_rank_resident on the model's tensors, no host round trip. Everything
+  // else goes the host way.
   automatic,
   // Each layer converted to host f32 for compressors::compress_chain, the rebuild copied back.
   host,
