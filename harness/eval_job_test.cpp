@@ -275,6 +275,14 @@ TEST_F(EvalJob, BadSpecFailsBeforeAnythingIsWritten) {
   r.question = "before";
   EXPECT_THROW(run_eval(r), Error);
   r = request();
+  r.compress_route = "device";
+  try {
+    run_eval(r);
+    ADD_FAILURE() << "an unknown compress route ran";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("expected auto"));
+  }
+  r = request();
   r.methods = {"snapkv:keep=0.5,window=32"};  // the request's query window is 8
   try {
     run_eval(r);
