@@ -70,8 +70,9 @@ void add_eval(CLI::App& app, Action& action) {
       ->capture_default_str();
   cmd->add_option("--compress-route", req->compress_route,
                   "auto: svd/xkv alone compress on the model's device, on its own tensors (the randomized solver, or "
-                  "the exact one on prompts of at least G·H_kv·D tokens); host: every layer goes through host f32, as "
-                  "all other chains do (for timing or checking the two against each other)")
+                  "the exact one on prompts of at least G·H_kv·D tokens), and an eviction method alone scores there "
+                  "and writes only its keep masks; host: every layer goes through host f32, as all other chains do "
+                  "(for timing or checking the two against each other)")
       ->check(CLI::IsMember({"auto", "host"}))
       ->capture_default_str();
   cmd->add_option("--max-new-tokens", req->max_new_tokens,

@@ -53,6 +53,11 @@ class CacheSource {
   virtual const core::Rope& rope() const = 0;
   // For error messages: "x.h5 sample s0".
   virtual std::string describe() const = 0;
+  // Eviction's window scores (eviction.h window_attention_sums: [H_q, T], rows already checked
+  // against W) computed where the layer lies, for a source that can do so without reading the
+  // layer to the host (the harness on the model's tensors). Empty by default: the host computes
+  // them from layer().
+  virtual FloatTensor resident_window_attention_sums(int /*layer*/, int /*rows*/) const { return {}; }
 
  protected:
   // Fails unless a read_layer_into row stride holds a layer's row (ld ≥ H·D).

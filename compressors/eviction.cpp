@@ -344,6 +344,13 @@ FloatTensor window_attention_sums(const CacheSource& cache, int layer, int rows,
   const auto& s = cache.shape();
   const std::int64_t T = s.tokens;
   const int H = s.kv_heads, D = s.head_dim, n_rep = s.group_size();
+  if (rows < 1 || rows > s.query_window)
+    fail("{}: layer {}: {} window queries asked for, the dump holds W = {}", cache.describe(), layer, rows, s.query_window);
+  if (auto resident = cache.resident_window_attention_sums(layer, rows); !resident.data.empty()) {
+    if (resident.shape != core::Shape{s.q_heads, T})
+      fail("{}: layer {}: window scores of the wrong shape", cache.describe(), layer);
+    return resident;
+  }
   WindowAttention attention(cache, layer, rows);
   auto key = cache.layer(layer, Part::key);
   if (key.shape != core::Shape{T, H, D}) fail("{}: layer {} keys have the wrong shape", cache.describe(), layer);

@@ -281,6 +281,45 @@ TEST(Eviction, ScoresUseRopeAtTheTruePositionsAndMatchABruteForceSoftmax) {
   EXPECT_NE(with, without);
 }
 
+// A source that scores where its layers lie (the harness on the model's tensors): here the
+// planted scores are the host's own, so every method must keep what it keeps on the host, and
+// no layer may be read (that read is the host round trip the hook exists to avoid).
+class ScoresWhereHeld final : public CacheSource {
+ public:
+  explicit ScoresWhereHeld(const CacheSource& base) : base_(base) {}
+  const CacheShape& shape() const override { return base_.shape(); }
+  FloatTensor layer(int, Part) const override { fail("a layer was read to the host"); }
+  FloatTensor queries(int layer) const override { return base_.queries(layer); }
+  const std::vector<std::int64_t>& positions() const override { return base_.positions(); }
+  const core::Rope& rope() const override { return base_.rope(); }
+  std::string describe() const override { return "scores where held"; }
+  FloatTensor resident_window_attention_sums(int layer, int rows) const override {
+    ++calls;
+    return window_attention_sums(base_, layer, rows, linalg::cpu_backend());
+  }
+  mutable int calls = 0;
+
+ private:
+  const CacheSource& base_;
+};
+
+TEST(Eviction, ASourceThatScoresWhereItsLayersLieIsNeverReadToTheHost) {
+  const auto cache = testing::random_cache(random_shape(), 11);
+  for (const auto& [def, params] : std::vector<std::pair<MethodDef, std::string>>{
+           {h2o_method(), "keep=0.3"}, {snapkv_method(), "keep=0.3,window=6,kernel=5"},
+           {pyramidkv_method(), "keep=0.3,window=6"}, {streamingllm_method(), "keep=0.3"}}) {
+    SCOPED_TRACE(def.name);
+    const ScoresWhereHeld resident(cache);
+    EXPECT_EQ(run(def, params, resident), run(def, params, cache));
+    EXPECT_EQ(resident.calls, def.name == "streamingllm" ? 0 : cache.shape().layers);
+  }
+  // The row count is checked before the source is asked.
+  const ScoresWhereHeld resident(cache);
+  EXPECT_THAT(error_of([&] { window_attention_sums(resident, 0, 13, linalg::cpu_backend()); }),
+              HasSubstr("13 window queries asked for, the dump holds W = 12"));
+  EXPECT_EQ(resident.calls, 0);
+}
+
 TEST(Eviction, BadKeysAreErrorsNamingTheKey) {
   EXPECT_THAT(error_of([] { parse_stage(snapkv_method(), "kernel=4"); }), HasSubstr("'kernel'"));
   EXPECT_THAT(error_of([] { parse_stage(snapkv_method(), "budget=16,window=16"); }), HasSubstr("'window'"));

@@ -3,12 +3,16 @@
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/cuda.h>
 
+#include <numeric>
+
 #include "compressors/cache_source.h"
 #include "compressors/chain.h"
 #include "compressors/compressed.h"
+#include "compressors/dense.h"
 #include "compressors/low_rank.h"
 #include "core/error.h"
 #include "core/profile.h"
+#include "harness/window_scores.h"
 
 namespace kvlab::harness {
 namespace {
@@ -82,11 +86,15 @@ compressors::CacheShape shape_of(const KvCache& cache, const ModelConfig& config
 
 // The model's cache as compressors read it: a layer is converted to host f32 when asked, so the
 // context never sits on the host all at once (layer-local chains then hold one layer in all).
-// Keys and values come from `exact` when given.
+// Keys and values come from `exact` when given. With `scores_where_held`, eviction's window scores
+// are computed by torch on the model's device (the resident route), else from host layers as
+// `kvlab compress` computes them on a dump.
 class KvCacheSource final : public compressors::CacheSource {
  public:
-  KvCacheSource(const KvCache& cache, const ExactKv* exact, const ContextCapture& capture, const ModelConfig& config)
-      : cache_(cache), exact_(exact), capture_(capture), shape_(shape_of(cache, config)), rope_(config.rope) {
+  KvCacheSource(const KvCache& cache, const ExactKv* exact, const ContextCapture& capture, const ModelConfig& config,
+                bool scores_where_held = false)
+      : cache_(cache), exact_(exact), capture_(capture), shape_(shape_of(cache, config)), rope_(config.rope),
+        scores_where_held_(scores_where_held) {
     for (int l = 0; l < config.num_layers; ++l)
       if (!capture.queries(l).defined()) fail("compress: layer {} has no captured queries (run the prefill observer)", l);
     shape_.query_window = static_cast<int>(capture.queries(0).size(0));
@@ -114,6 +122,12 @@ class KvCacheSource final : public compressors::CacheSource {
   const std::vector<std::int64_t>& positions() const override { return positions_; }
   const core::Rope& rope() const override { return rope_; }
   std::string describe() const override { return "the model's KV cache"; }
+  core::FloatTensor resident_window_attention_sums(int l, int rows) const override {
+    if (!scores_where_held_) return {};
+    const core::ProfileScope scope("compress hook: window scores on the device");
+    return window_attention_sums_where_held(cached(l, compressors::Part::key), capture_.queries(l), cache_.positions(),
+                                            rope_, rows);
+  }
 
  private:
   const at::Tensor& cached(int l, compressors::Part part) const { return tokens_of(cache_, exact_, l, part); }
@@ -124,6 +138,7 @@ class KvCacheSource final : public compressors::CacheSource {
   compressors::CacheShape shape_;
   std::vector<std::int64_t> positions_;
   core::Rope rope_;
+  bool scores_where_held_;
 };
 
 // The model's cache as a compressors::ResidentCache: the data stays on the cache's device (the
@@ -200,6 +215,32 @@ bool backend_beside(const linalg::Backend& backend, const at::Device& device) {
   return backend.name() == "cuda" && (!device.has_index() || device.index() == 0);
 }
 
+// One eviction stage alone: the resident route scores on the model's device and writes the keep
+// masks there, leaving every kept cell as the model computed it.
+bool eviction_alone(const compressors::ChainSpec& chain) {
+  return chain.stages.size() == 1 && compressors::method(chain.stages[0].method).kind == compressors::StageKind::eviction;
+}
+
+CompressionResult evict_in_place(KvCache& cache, const ExactKv* exact, const KvCacheSource& source,
+                                 const compressors::StageSpec& stage, linalg::Backend& backend,
+                                 const core::Checkpoint* checkpoint) {
+  const auto& shape = source.shape();
+  const auto eviction = compressors::make_eviction(stage);
+  const compressors::CompressContext ctx{source, backend, checkpoint};
+  std::int64_t kept = 0;
+  for (int l = 0; l < shape.layers; ++l) {
+    auto mask = eviction->select_layer(ctx, l);  // [T, H_kv]
+    const auto cells = std::accumulate(mask.begin(), mask.end(), std::int64_t{0});
+    kept += cells;
+    at::Tensor keep;  // undefined when every cell is held, as the host route's rebuild says
+    if (cells < shape.tokens * shape.kv_heads) keep = at::from_blob(mask.data(), {shape.tokens, shape.kv_heads}, at::kByte).t();
+    // The exact tokens when compressing again during decoding; else the cache's own (a copy onto itself: a no-op).
+    cache.replace(l, tokens_of(cache, exact, l, compressors::Part::key), tokens_of(cache, exact, l, compressors::Part::value),
+                  keep);
+  }
+  return {compressors::dense_kept_bytes(kept, shape.head_dim), compressors::dense_fp16_bytes(shape), "resident"};
+}
+
 // Writes a rebuilt layer into the cache (pre-RoPE keys, values, the cells kept).
 void write_back(KvCache& cache, int layer, const compressors::LayerKV& kv, const compressors::CacheShape& shape) {
   const core::ProfileScope scope("compress hook: write back");
@@ -226,6 +267,10 @@ CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, 
     // compress_seconds) covers them and nothing runs behind the decode's back.
     if (const auto device = cache.key(0).device(); device.is_cuda()) torch::cuda::synchronize(device.index());
     return {bytes, compressors::dense_fp16_bytes(resident.shape()), "resident"};
+  }
+  if (route == CompressRoute::automatic && cache.length() > 0 && eviction_alone(chain)) {
+    const KvCacheSource source(cache, exact, capture, config, /*scores_where_held=*/true);
+    return evict_in_place(cache, exact, source, chain.stages.front(), backend, checkpoint);
   }
   const KvCacheSource source(cache, exact, capture, config);
   const auto& shape = source.shape();

@@ -67,8 +67,9 @@ enum class CompressRoute {
   // svd or xkv alone, randomized or on the exact solver's Gram route
   // (compressors::resident_low_rank_applies), stays on the cache's device when the backend
   // computes there (the CUDA backend beside a CUDA model on device 0, the CPU one beside a CPU
-  // model): compress_low_rank_resident on the model's tensors, no host round trip. Everything
-  // else goes the host way.
+  // model): compress_low_rank_resident on the model's tensors, no host round trip. One eviction
+  // stage alone scores on the model's device (window_scores.h) and writes only the keep masks,
+  // whatever the backend. Everything else goes the host way.
   automatic,
   // Each layer converted to host f32 for compressors::compress_chain, the rebuild copied back.
   host,
@@ -77,8 +78,8 @@ enum class CompressRoute {
 // Compresses every token of `cache` with `chain` and writes the reconstruction back. The tokens
 // compressed are the cache's own, or `exact`'s when given (same length: catch_up first). Both
 // routes rebuild the compressed layers alike (to f32 rounding); layers a spec leaves
-// uncompressed keep the model's own 16-bit values on the resident route, and go through the
-// chain's fp16 store (keys post-RoPE) on the host one.
+// uncompressed, and the cells eviction keeps, keep the model's own 16-bit values on the resident
+// route, and go through the chain's fp16 store (keys post-RoPE) on the host one.
 CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, const ModelConfig& config,
                                  const compressors::ChainSpec& chain, const core::Checkpoint* checkpoint,
                                  linalg::Backend& backend, const ExactKv* exact = nullptr,

@@ -112,6 +112,60 @@ TEST_F(CompressionHook, ResidentRouteOnCudaRebuildsWhatTheHostRouteDoes) {
   expect_routes_agree(LlamaModel::load(dir_, options), linalg::backend_for("cuda"), 1e-3);
 }
 
+// Eviction alone on the resident route scores on the model's device and writes only the masks:
+// the same cells as the host route (whose scores come from host f32 layers, agreeing to 1e-5,
+// far below the gaps between the scores ranked), the same bytes, and the kept cells as the model
+// computed them, where the host route stores them at fp16 (≈ 1e-3 away). After decode steps the
+// exact copy's tokens are what is scored and written back.
+void expect_eviction_routes_agree(const LlamaModel& model) {
+  const auto& config = model.config();
+  std::mt19937 rng(4);
+  std::vector<std::int32_t> context(120);
+  for (auto& t : context) t = static_cast<std::int32_t>(rng() % 200 + 10);
+  ContextCapture capture(config.num_layers, 8, false);
+  const Prefill start = prefill(model, context, 130, capture.observer());
+  for (const char* text : {"snapkv:keep=0.4,window=4,kernel=5", "h2o:keep=0.3,agg=max", "pyramidkv:budget=40,window=4",
+                           "streamingllm:keep=0.5", "snapkv:budget=500,window=4"}) {
+    SCOPED_TRACE(text);
+    const auto chain = compressors::parse_spec(text);
+    KvCache resident = start.cache.clone(), host = start.cache.clone();
+    const auto a = compress_cache(resident, capture, config, chain, nullptr, linalg::cpu_backend());
+    const auto b = compress_cache(host, capture, config, chain, nullptr, linalg::cpu_backend(), nullptr, CompressRoute::host);
+    EXPECT_EQ(a.route, "resident");
+    EXPECT_EQ(b.route, "host");
+    EXPECT_EQ(a.bytes, b.bytes);
+    EXPECT_EQ(a.dense_bytes, b.dense_bytes);
+    // Compressing again from the exact copy: a cache an earlier compression left changed (halved
+    // here) is scored and rewritten from the exact tokens, so it ends as the first compression did.
+    ExactKv exact;
+    exact.catch_up(start.cache);
+    KvCache again = start.cache.clone();
+    for (int l = 0; l < config.num_layers; ++l) again.replace(l, again.key(l) * 0.5, again.value(l) * 0.5);
+    EXPECT_EQ(compress_cache(again, capture, config, chain, nullptr, linalg::cpu_backend(), &exact).bytes, a.bytes);
+    const bool evicts = std::string(text) != "snapkv:budget=500,window=4";  // budget ≥ T keeps every cell
+    for (int l = 0; l < config.num_layers; ++l) {
+      SCOPED_TRACE(l);
+      ASSERT_EQ(resident.keep(l).defined(), evicts);
+      ASSERT_EQ(host.keep(l).defined(), evicts);
+      if (evicts) {
+        EXPECT_TRUE(at::equal(resident.keep(l), host.keep(l)));
+        EXPECT_TRUE(at::equal(again.keep(l), resident.keep(l)));
+        EXPECT_LT(resident.keep(l).sum().item<std::int64_t>(), resident.keep(l).numel());
+      }
+      EXPECT_TRUE(at::equal(resident.key(l), start.cache.key(l)));
+      EXPECT_TRUE(at::equal(resident.value(l), start.cache.value(l)));
+      EXPECT_TRUE(at::equal(again.key(l), start.cache.key(l)));
+      EXPECT_TRUE(at::equal(again.value(l), start.cache.value(l)));
+      const auto kept = host.keep(l).defined() ? host.keep(l).unsqueeze(-1).to(at::kFloat) : at::ones({1}, at::kFloat);
+      EXPECT_LT(normalized_difference(host.value(l) * kept, start.cache.value(l) * kept), 1e-3);
+    }
+  }
+}
+
+TEST_F(CompressionHook, EvictionOnTheResidentRouteKeepsWhatTheHostRouteKeeps) {
+  expect_eviction_routes_agree(LlamaModel::load(dir_, RunOptions{}));
+}
+
 // Caches shorter than a group's columns take gesdd of X on the host route, which the resident
 // route does not replay: automatic then goes the host way, and both give the same cache.
 TEST_F(CompressionHook, ShortCachesGoTheHostWay) {
