@@ -69,11 +69,13 @@ void add_eval(CLI::App& app, Action& action) {
       ->check(CLI::Range(0, 1 << 20))
       ->capture_default_str();
   cmd->add_option("--compress-route", req->compress_route,
-                  "auto: svd/xkv alone compress on the model's device, on its own tensors (the randomized solver, or "
-                  "the exact one on prompts of at least G·H_kv·D tokens), and an eviction method alone scores there "
-                  "and writes only its keep masks; host: every layer goes through host f32, as all other chains do "
-                  "(for timing or checking the two against each other)")
-      ->check(CLI::IsMember({"auto", "host"}))
+                  "Where the hook compresses. auto: on the model's own tensors where that is faster (svd/xkv alone "
+                  "with the randomized solver, or the exact one on prompts of at least G·H_kv·D tokens; an eviction "
+                  "method alone, which scores there and writes only its keep masks; KIVI on the dense cache on a "
+                  "GPU); resident: every chain that can stays on the model's tensors, on any device; host: every "
+                  "layer goes through host f32, as all other chains do (for timing or checking the routes against "
+                  "each other)")
+      ->check(CLI::IsMember({"auto", "resident", "host"}))
       ->capture_default_str();
   cmd->add_option("--max-new-tokens", req->max_new_tokens,
                   "Greedy tokens generated per prompt (0: the task's default, else 32)")->capture_default_str();

@@ -12,6 +12,7 @@
 #include "compressors/low_rank.h"
 #include "core/error.h"
 #include "core/profile.h"
+#include "harness/kivi_on_device.h"
 #include "harness/window_scores.h"
 
 namespace kvlab::harness {
@@ -241,6 +242,22 @@ CompressionResult evict_in_place(KvCache& cache, const ExactKv* exact, const KvC
   return {compressors::dense_kept_bytes(kept, shape.head_dim), compressors::dense_fp16_bytes(shape), "resident"};
 }
 
+// KIVI on the dense cache, quantized where the cache lies (kivi_on_device.h).
+CompressionResult quantize_in_place(KvCache& cache, const ExactKv* exact, const ModelConfig& config,
+                                    const compressors::KiviParams& params) {
+  const auto shape = shape_of(cache, config);
+  std::int64_t bytes = 0;
+  for (int l = 0; l < shape.layers; ++l) {
+    const core::ProfileScope scope("compress hook: kivi on the device");
+    const auto rebuild = [&](compressors::Part part) {
+      return kivi_rebuild(tokens_of(cache, exact, l, part), part, cache.positions(), config.rope, params);
+    };
+    cache.replace(l, rebuild(compressors::Part::key), rebuild(compressors::Part::value));
+    bytes += kivi_layer_bytes(shape.tokens, shape.kv_heads, shape.head_dim, params);
+  }
+  return {bytes, compressors::dense_fp16_bytes(shape), "resident"};
+}
+
 // Writes a rebuilt layer into the cache (pre-RoPE keys, values, the cells kept).
 void write_back(KvCache& cache, int layer, const compressors::LayerKV& kv, const compressors::CacheShape& shape) {
   const core::ProfileScope scope("compress hook: write back");
@@ -259,7 +276,8 @@ CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, 
   const core::ProfileScope scope("compress hook (whole chain)");
   if (exact && exact->length() != cache.length())
     fail("compress: the exact copy holds {} tokens, the cache {} (catch_up first)", exact->length(), cache.length());
-  if (route == CompressRoute::automatic && cache.length() > 0 && backend_beside(backend, cache.key(0).device()) &&
+  const bool in_place = route != CompressRoute::host && cache.length() > 0;
+  if (in_place && backend_beside(backend, cache.key(0).device()) &&
       compressors::resident_low_rank_applies(chain, shape_of(cache, config))) {
     TorchResidentCache resident(cache, exact, config);
     const auto bytes = compressors::compress_low_rank_resident(chain.stages.front(), resident, backend);
@@ -268,7 +286,12 @@ CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, 
     if (const auto device = cache.key(0).device(); device.is_cuda()) torch::cuda::synchronize(device.index());
     return {bytes, compressors::dense_fp16_bytes(resident.shape()), "resident"};
   }
-  if (route == CompressRoute::automatic && cache.length() > 0 && eviction_alone(chain)) {
+  // Torch's elementwise passes lose to the host stage's one loop on the CPU (bench/README.md);
+  // on a GPU they save the round trip over PCIe.
+  const auto* kivi = kivi_on_dense(chain);
+  if (in_place && kivi && (route == CompressRoute::resident || cache.key(0).is_cuda()))
+    return quantize_in_place(cache, exact, config, compressors::kivi_params(*kivi));
+  if (in_place && eviction_alone(chain)) {
     const KvCacheSource source(cache, exact, capture, config, /*scores_where_held=*/true);
     return evict_in_place(cache, exact, source, chain.stages.front(), backend, checkpoint);
   }
@@ -294,7 +317,10 @@ CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, 
 CompressRoute parse_compress_route(std::string_view name) {
   if (name == "auto") return CompressRoute::automatic;
   if (name == "host") return CompressRoute::host;
-  fail("compress route '{}': expected auto (svd/xkv stay on the model's device) or host", name);
+  if (name == "resident") return CompressRoute::resident;
+  fail("compress route '{}': expected auto (what is faster where the model runs), resident (every chain that can "
+       "stays on the model's tensors) or host (every chain through host f32)",
+       name);
 }
 
 }  // namespace kvlab::harness

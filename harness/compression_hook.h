@@ -62,15 +62,23 @@ class ExactKv {
   std::int64_t length_ = 0;
 };
 
-// Where compress_cache runs a chain (`kvlab eval --compress-route auto|host`).
+// Where compress_cache runs a chain (`kvlab eval --compress-route auto|resident|host`). The
+// resident routes work on the model's own tensors where they lie, and nothing T-sized crosses
+// to the host:
+//   svd or xkv alone, randomized or on the exact solver's Gram route
+//     (compressors::resident_low_rank_applies), when the backend computes beside the cache (the
+//     CUDA backend beside a CUDA model on device 0, the CPU one beside a CPU model):
+//     compress_low_rank_resident;
+//   one eviction stage alone: torch scores the window (window_scores.h) and only the keep masks
+//     are written, whatever the backend;
+//   KIVI on the dense cache ("kivi", "full+kivi"): torch quantizes each layer (kivi_on_device.h).
+// Everything else goes the host way.
 enum class CompressRoute {
-  // svd or xkv alone, randomized or on the exact solver's Gram route
-  // (compressors::resident_low_rank_applies), stays on the cache's device when the backend
-  // computes there (the CUDA backend beside a CUDA model on device 0, the CPU one beside a CPU
-  // model): compress_low_rank_resident on the model's tensors, no host round trip. One eviction
-  // stage alone scores on the model's device (window_scores.h) and writes only the keep masks,
-  // whatever the backend. Everything else goes the host way.
+  // The resident routes where they are faster: all of them on a CUDA model; on a CPU model all
+  // but KIVI's, which the host stage's tight loop beats there.
   automatic,
+  // Every resident route that applies, on any device (to check and time them against host).
+  resident,
   // Each layer converted to host f32 for compressors::compress_chain, the rebuild copied back.
   host,
 };
@@ -84,7 +92,7 @@ CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, 
                                  const compressors::ChainSpec& chain, const core::Checkpoint* checkpoint,
                                  linalg::Backend& backend, const ExactKv* exact = nullptr,
                                  CompressRoute route = CompressRoute::automatic);
-// "auto" → automatic, "host" → host; fails naming the choices on anything else.
+// "auto" → automatic, "resident", "host"; fails naming the choices on anything else.
 CompressRoute parse_compress_route(std::string_view name);
 
 }  // namespace kvlab::harness

@@ -166,6 +166,48 @@ TEST_F(CompressionHook, EvictionOnTheResidentRouteKeepsWhatTheHostRouteKeeps) {
   expect_eviction_routes_agree(LlamaModel::load(dir_, RunOptions{}));
 }
 
+// KIVI on the dense cache on the resident route (forced: auto takes it on a GPU only): torch quantizes each layer where it lies
+// (kivi_on_device.h, checked element by element against the host stage in its own test); here
+// the whole hook, against the host route, on a model whose keys carry RoPE: the same bytes and
+// the same rebuild but for the rare value an ulp of rotation moves across a code boundary.
+TEST_F(CompressionHook, KiviOnTheResidentRouteRebuildsWhatTheHostRouteDoes) {
+  const LlamaModel model = LlamaModel::load(dir_, RunOptions{});
+  const auto& config = model.config();
+  std::vector<std::int32_t> context(150);
+  for (std::size_t i = 0; i < context.size(); ++i) context[i] = static_cast<std::int32_t>(i * 7 % 200 + 10);
+  ContextCapture capture(config.num_layers, 8, false);
+  const Prefill start = prefill(model, context, 160, capture.observer());
+  for (const char* text : {"kivi:bits=2,group=32,residual=64", "full+kivi:bits=4,group=5,residual=0"}) {
+    SCOPED_TRACE(text);
+    const auto chain = compressors::parse_spec(text);
+    KvCache resident = start.cache.clone(), host = start.cache.clone();
+    const auto a = compress_cache(resident, capture, config, chain, nullptr, linalg::cpu_backend(), nullptr,
+                                  CompressRoute::resident);
+    const auto b = compress_cache(host, capture, config, chain, nullptr, linalg::cpu_backend(), nullptr, CompressRoute::host);
+    EXPECT_EQ(a.route, "resident");
+    EXPECT_EQ(a.bytes, b.bytes);
+    EXPECT_GT(a.ratio(), 1.4);
+    KvCache automatic = start.cache.clone();  // on a CPU model, auto takes the host stage (faster there)
+    EXPECT_EQ(compress_cache(automatic, capture, config, chain, nullptr, linalg::cpu_backend()).route, "host");  // small heads: the fp16 scales and mins weigh
+    ExactKv exact;  // compressing again from the exact tokens gives the first compression again
+    exact.catch_up(start.cache);
+    KvCache again = start.cache.clone();
+    for (int l = 0; l < config.num_layers; ++l) again.replace(l, again.key(l) * 0.5, again.value(l) * 0.5);
+    compress_cache(again, capture, config, chain, nullptr, linalg::cpu_backend(), &exact, CompressRoute::resident);
+    for (int l = 0; l < config.num_layers; ++l)
+      for (bool key : {true, false}) {
+        SCOPED_TRACE(fmt::format("layer {} {}", l, key ? "key" : "value"));
+        const auto& got = key ? resident.key(l) : resident.value(l);
+        const auto& want = key ? host.key(l) : host.value(l);
+        const auto moved = ((got - want).abs() > 1e-4).sum().item<std::int64_t>();
+        EXPECT_LE(moved, got.numel() / 200);
+        EXPECT_GT(normalized_difference(got, key ? start.cache.key(l) : start.cache.value(l)), 1e-3);  // quantized
+        EXPECT_FALSE(resident.keep(l).defined());
+        EXPECT_TRUE(at::equal(key ? again.key(l) : again.value(l), got));
+      }
+  }
+}
+
 // Caches shorter than a group's columns take gesdd of X on the host route, which the resident
 // route does not replay: automatic then goes the host way, and both give the same cache.
 TEST_F(CompressionHook, ShortCachesGoTheHostWay) {

@@ -44,8 +44,9 @@ struct EvalRequest : ModelRunRequest {
   // far again (streaming compression of decode tokens, as KIVI and continuous eviction do).
   int recompress_every = 0;
   int query_window = 64;                // observation window handed to the compressors
-  // Where the hook compresses (harness/compression_hook.h): auto keeps svd/xkv on the model's
-  // device; host sends every layer through host f32 (the route of every other chain).
+  // Where the hook compresses (harness/compression_hook.h CompressRoute): auto keeps svd/xkv,
+  // eviction and (on a GPU) KIVI on the model's tensors, resident does so on any device, host
+  // sends every layer through host f32 (the route of every other chain).
   std::string compress_route = "auto";
   std::filesystem::path out;            // directory: eval.json, methods.csv, samples.csv
 };

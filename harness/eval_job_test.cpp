@@ -151,6 +151,35 @@ TEST_F(EvalJob, FullRankTransformsReproduceTheBaseline) {
   }
 }
 
+// Eviction and KIVI alone on the resident route (forced, so KIVI takes it on the CPU too) and on
+// the host route, compressing again every 2 generated tokens from the exact copy: the same bytes
+// for every sample, each route recorded, and decodes that agree to the difference the fp16
+// store of the host route makes (the KL within 5 %).
+TEST_F(EvalJob, ResidentAndHostRoutesAgreeForEvictionAndKivi) {
+  std::vector<json> reports;
+  for (const char* route : {"resident", "host"}) {
+    auto r = request();
+    r.methods = {"snapkv:keep=0.5,window=4,kernel=3", "h2o:keep=0.4", "kivi:bits=4,group=8,residual=4"};
+    r.recompress_every = 2;
+    r.compress_route = route;
+    fs::remove_all(r.out);
+    run_eval(r);
+    reports.push_back(report());
+    for (const auto& s : reports.back()["samples"])
+      for (const auto& m : s["methods"]) EXPECT_EQ(m["compress_route"], route);
+  }
+  const auto& resident = reports[0];
+  const auto& host = reports[1];
+  for (std::size_t m = 0; m < 3; ++m) {
+    SCOPED_TRACE(resident["methods"][m]["spec"].get<std::string>());
+    const double a = resident["methods"][m]["kl"].get<double>(), b = host["methods"][m]["kl"].get<double>();
+    EXPECT_GT(b, 0.0);
+    EXPECT_NEAR(a, b, 0.05 * b);
+    for (std::size_t i = 0; i < resident["samples"].size(); ++i)
+      EXPECT_EQ(resident["samples"][i]["methods"][m]["bytes"], host["samples"][i]["methods"][m]["bytes"]);
+  }
+}
+
 TEST_F(EvalJob, BaselineIsThePlainGreedyDecode) {
   auto r = request();
   r.methods = {"full"};
@@ -280,7 +309,7 @@ TEST_F(EvalJob, BadSpecFailsBeforeAnythingIsWritten) {
     run_eval(r);
     ADD_FAILURE() << "an unknown compress route ran";
   } catch (const Error& e) {
-    EXPECT_THAT(e.what(), ::testing::HasSubstr("expected auto"));
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("expected auto (what is faster where the model runs), resident"));
   }
   r = request();
   r.methods = {"snapkv:keep=0.5,window=32"};  // the request's query window is 8

@@ -4,22 +4,9 @@
 #include <limits>
 
 #include "core/error.h"
+#include "harness/torch_rope.h"
 
 namespace kvlab::harness {
-namespace {
-
-// x [n, heads, D] f32 rotated at positions [n] as core::Rope::apply does: angle = p·inv_freq in
-// f32, cos/sin in f32, rotate-half pairing (dimension j with j + D/2).
-at::Tensor rotate(const at::Tensor& x, const at::Tensor& positions, const at::Tensor& inv_freq) {
-  if (!inv_freq.defined()) return x;
-  const std::int64_t half = inv_freq.size(0);
-  const at::Tensor angles = at::outer(positions.to(at::kFloat), inv_freq).unsqueeze(1);  // [n, 1, D/2]
-  const at::Tensor cos = angles.cos(), sin = angles.sin();
-  const at::Tensor a = x.narrow(-1, 0, half), b = x.narrow(-1, half, half);
-  return at::cat({a * cos - b * sin, b * cos + a * sin}, -1);
-}
-
-}  // namespace
 
 core::FloatTensor window_attention_sums_where_held(const at::Tensor& keys, const at::Tensor& queries,
                                                    const at::Tensor& positions, const core::Rope& rope, int rows) {
@@ -31,14 +18,9 @@ core::FloatTensor window_attention_sums_where_held(const at::Tensor& keys, const
   const std::int64_t n_rep = Hq / H, M = rows * n_rep;
   const auto on_device = at::TensorOptions().device(keys.device());
   const at::Tensor pos = positions.to(keys.device(), at::kLong);
-  at::Tensor inv_freq;
-  if (!rope.is_identity() && static_cast<std::int64_t>(rope.inv_freq().size()) * 2 != D)
-    fail("window scores: RoPE has {} frequencies for head_dim {}", rope.inv_freq().size(), D);
-  if (!rope.is_identity())
-    inv_freq = at::tensor(at::ArrayRef<float>(rope.inv_freq()), on_device.dtype(at::kFloat));
   const at::Tensor query_pos = pos.narrow(0, T - rows, rows);
   // [rows, H_q, D] → [H_kv, rows·n_rep, D]: row m = w·n_rep + r is query head g·n_rep + r.
-  const at::Tensor q = rotate(queries.narrow(0, W - rows, rows).to(on_device.dtype(at::kFloat)), query_pos, inv_freq)
+  const at::Tensor q = rope_rotate(queries.narrow(0, W - rows, rows).to(on_device.dtype(at::kFloat)), query_pos, rope)
                            .view({rows, H, n_rep, D})
                            .permute({1, 0, 2, 3})
                            .reshape({H, M, D});
@@ -48,7 +30,7 @@ core::FloatTensor window_attention_sums_where_held(const at::Tensor& keys, const
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   at::Tensor out = at::empty({H, n_rep, T}, on_device.dtype(at::kDouble));
   for (std::int64_t g = 0; g < H; ++g) {
-    const at::Tensor k = rotate(keys[g].to(at::kFloat).unsqueeze(1), pos, inv_freq).squeeze(1);  // [T, D]
+    const at::Tensor k = rope_rotate(keys[g].to(at::kFloat).unsqueeze(1), pos, rope).squeeze(1);  // [T, D]
     const at::Tensor logits = at::matmul(q[g], k.t()).mul_(scale).to(at::kDouble)                  // [M, T]
                                   .masked_fill_(hidden, -std::numeric_limits<double>::infinity());
     // A query sees at least its own token (positions ascend), so no row is all −inf.

@@ -86,7 +86,7 @@ TEST(WindowScores, BadShapesAreErrors) {
   EXPECT_THAT(core::error_of([&] {
                 window_attention_sums_where_held(c.keys, c.queries, c.positions, core::Rope::standard(8, 10000.0), 2);
               }),
-              ::testing::HasSubstr("4 frequencies for head_dim 16"));
+              ::testing::HasSubstr("RoPE: 4 frequencies for head_dim 16"));
 }
 
 }  // namespace

@@ -1,0 +1,139 @@
+// kivi_rebuild (torch, on the model's tensors) against the compressors' host stage run as the
+// chain runs it: each head's [T, D] part stored at fp16 (StoredTensor + round_fp16_storage),
+// kivi_quantize_tensor, keys rotated with core::Rope before and after. Without RoPE both sides
+// do the same f32 operations on the same fp16 values, so they agree to one f32 rounding of the
+// dequantized value (1e-6 of a group's range); with RoPE the two rotations may differ by an ulp,
+// which can move a value across an fp16 or a code boundary: a few elements, each by at most one
+// quantization step, so the test counts them.
+#include "harness/kivi_on_device.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include <fmt/format.h>
+
+#include "compressors/compressed.h"
+#include "core/error_of.h"
+
+namespace kvlab::harness {
+namespace {
+
+using compressors::KiviParams;
+using compressors::Part;
+
+constexpr std::int64_t H = 2, T = 70, D = 12;
+
+// [H, T, D] f32: N(0,1) scaled per channel, one constant channel (scale 0 groups), an outlier.
+at::Tensor random_layer(std::uint64_t seed) {
+  at::Tensor x = at::empty({H, T, D}, at::kFloat);
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal;
+  auto* v = x.data_ptr<float>();
+  for (std::int64_t i = 0; i < x.numel(); ++i) v[i] = normal(rng) * static_cast<float>(1 + i % D);
+  x.select(2, 3).fill_(0.75f);
+  x[1][5][7] = 40.0f;
+  return x;
+}
+
+// The host chain's rebuild of x [H, T, D] (see the file comment): [H, T, D] f32.
+at::Tensor host_rebuild(const at::Tensor& x, Part part, const std::vector<std::int64_t>& positions,
+                        const core::Rope& rope, const KiviParams& p) {
+  const bool key = part == Part::key;
+  at::Tensor rows = x.transpose(0, 1).contiguous();  // [T, H, D]
+  std::span<float> all(rows.data_ptr<float>(), static_cast<std::size_t>(rows.numel()));
+  if (key) rope.apply(all, T, H, positions);
+  at::Tensor out = rows.clone();
+  for (std::int64_t h = 0; h < H; ++h) {
+    const at::Tensor head = rows.select(1, h).contiguous();  // [T, D]
+    auto t = compressors::StoredTensor::fp16(fmt::format("head{}", h), {T, D},
+                                             std::vector<float>(head.data_ptr<float>(), head.data_ptr<float>() + T * D),
+                                             key ? compressors::QuantLayout::per_channel : compressors::QuantLayout::per_token,
+                                             true);
+    compressors::round_fp16_storage({&t});
+    compressors::kivi_quantize_tensor(t, p);
+    out.select(1, h).copy_(at::from_blob(t.values.data(), {T, D}, at::kFloat));
+  }
+  if (key) rope.apply(std::span<float>(out.data_ptr<float>(), static_cast<std::size_t>(out.numel())), T, H, positions, true);
+  return out.transpose(0, 1);
+}
+
+std::vector<KiviParams> params() {
+  // Dividing and non-dividing groups, residual windows that split the tokens or cover them all.
+  return {{2, 32, 16}, {4, 5, 0}, {2, 7, 32}, {8, 32, 128}, {4, 70, 0}};
+}
+
+TEST(KiviOnDevice, RebuildsWhatTheHostChainStores) {
+  const at::Tensor x = random_layer(1);
+  std::vector<std::int64_t> positions(T);
+  for (std::int64_t t = 0; t < T; ++t) positions[t] = 2 * t + 1;
+  const at::Tensor pos = at::tensor(at::ArrayRef<std::int64_t>(positions), at::kLong);
+  for (const auto& p : params())
+    for (const Part part : {Part::key, Part::value}) {
+      SCOPED_TRACE(fmt::format("bits {} group {} residual {} {}", p.bits, p.group, p.residual, to_string(part)));
+      const auto want = host_rebuild(x, part, positions, core::Rope::identity(), p);
+      const auto got = kivi_rebuild(x, part, pos, core::Rope::identity(), p);
+      ASSERT_EQ(got.sizes(), want.sizes());
+      EXPECT_LE((got - want).abs().max().item<float>(), 1e-6f * (x.abs().max().item<float>() * 2));
+      EXPECT_GT((got - x).abs().max().item<float>(), p.bits == 8 ? 0.0f : 1e-2f);  // it did quantize
+    }
+}
+
+TEST(KiviOnDevice, WithRopeAtMostAFewValuesMoveByOneStep) {
+  const at::Tensor x = random_layer(2);
+  std::vector<std::int64_t> positions(T);
+  for (std::int64_t t = 0; t < T; ++t) positions[t] = 1000 + 3 * t;
+  const at::Tensor pos = at::tensor(at::ArrayRef<std::int64_t>(positions), at::kLong);
+  const auto rope = core::Rope::standard(D, 10000.0);
+  for (const auto& p : params()) {
+    SCOPED_TRACE(fmt::format("bits {} group {} residual {}", p.bits, p.group, p.residual));
+    const auto want = host_rebuild(x, Part::key, positions, rope, p);
+    const auto got = kivi_rebuild(x, Part::key, pos, rope, p);
+    const auto diff = (got - want).abs();
+    const auto moved = (diff > 1e-4f).sum().item<std::int64_t>();
+    EXPECT_LE(moved, x.numel() / 200);  // none moved on this machine
+    EXPECT_LT(diff.max().item<float>(), (x.max() - x.min()).item<float>());  // a step is below a group's range
+    EXPECT_LT(((got - want).norm() / want.norm()).item<double>(), 0.05);
+  }
+}
+
+TEST(KiviOnDevice, OnCudaRebuildsWhatTheCpuDoes) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  const at::Tensor x = random_layer(3);
+  const at::Tensor pos = at::arange(T, at::kLong);
+  const auto rope = core::Rope::standard(D, 10000.0);
+  for (const auto& p : params())
+    for (const Part part : {Part::key, Part::value}) {
+      const auto cpu = kivi_rebuild(x, part, pos, rope, p);
+      const auto cuda = kivi_rebuild(x.cuda(), part, pos.cuda(), rope, p).cpu();
+      EXPECT_LE((cuda - cpu).abs().gt(1e-4).sum().item<std::int64_t>(), x.numel() / 200);
+    }
+}
+
+TEST(KiviOnDevice, NonFiniteValuesAndFp16OverflowAreErrors) {
+  at::Tensor x = random_layer(4);
+  const at::Tensor pos = at::arange(T, at::kLong);
+  x[0][3][2] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_THAT(core::error_of([&] { kivi_rebuild(x, Part::value, pos, core::Rope::identity(), {2, 32, 0}); }),
+              ::testing::HasSubstr("non-finite"));
+  x[0][3][2] = 1e6f;  // beyond fp16's 65504
+  EXPECT_THAT(core::error_of([&] { kivi_rebuild(x, Part::value, pos, core::Rope::identity(), {2, 32, 0}); }),
+              ::testing::HasSubstr("fp16 range"));
+}
+
+TEST(KiviOnDevice, BytesAreTheHostStagesPerHeadTensors) {
+  for (const auto& p : params()) {
+    std::int64_t want = 0;
+    for (std::int64_t h = 0; h < H; ++h)
+      for (const auto layout : {compressors::QuantLayout::per_channel, compressors::QuantLayout::per_token}) {
+        auto t = compressors::StoredTensor::fp16("t", {T, D}, std::vector<float>(T * D, 1.0f), layout, true);
+        compressors::kivi_quantize_tensor(t, p);
+        want += t.bytes;
+      }
+    EXPECT_EQ(kivi_layer_bytes(T, H, D, p), want);
+  }
+}
+
+}  // namespace
+}  // namespace kvlab::harness

@@ -1,0 +1,19 @@
+#include "harness/torch_rope.h"
+
+#include "core/error.h"
+
+namespace kvlab::harness {
+
+at::Tensor rope_rotate(const at::Tensor& x, const at::Tensor& positions, const core::Rope& rope, bool inverse) {
+  if (rope.is_identity()) return x;
+  const std::int64_t half = static_cast<std::int64_t>(rope.inv_freq().size());
+  if (2 * half != x.size(-1)) fail("RoPE: {} frequencies for head_dim {}", half, x.size(-1));
+  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(x.device());
+  const at::Tensor inv_freq = at::tensor(at::ArrayRef<float>(rope.inv_freq()), f32);
+  const at::Tensor angles = at::outer(positions.to(f32), inv_freq).unsqueeze(1);  // [n, 1, D/2]
+  const at::Tensor cos = angles.cos(), sin = inverse ? -angles.sin() : angles.sin();
+  const at::Tensor a = x.narrow(-1, 0, half), b = x.narrow(-1, half, half);
+  return at::cat({a * cos - b * sin, b * cos + a * sin}, -1);
+}
+
+}  // namespace kvlab::harness
