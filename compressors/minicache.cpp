@@ -141,15 +141,9 @@ class MiniCacheCompressed final : public Compressed {
   MiniCacheCompressed(const CompressContext& ctx, const Options& opt)
       : shape_(ctx.cache.shape()), rope_(ctx.cache.rope()), positions_(ctx.cache.positions()), opt_(opt) {
     const int L = shape_.layers;
-    const std::string where = fmt::format("minicache on {}", ctx.cache.describe());
-    if (opt.start >= L)
-      fail("{}: key 'start' = {} is beyond the last layer {} (L = {})", where, opt.start, L - 1, L);
-    if (opt.end >= L) fail("{}: key 'end' = {} is beyond the last layer {} (L = {})", where, opt.end, L - 1, L);
+    pairs_ = minicache_pairs(opt.start, opt.end, L, fmt::format("minicache on {}", ctx.cache.describe()));
     start_ = opt.start >= 0 ? static_cast<int>(opt.start) : L / 2;
     end_ = opt.end >= 0 ? static_cast<int>(opt.end) : L - 1;
-    if (opt.start >= 0 && start_ + 1 > end_)
-      fail("{}: key 'start' = {} leaves no layer pair within [{}, {}]", where, opt.start, start_, end_);
-    for (int a = start_; a + 1 <= end_; a += 2) pairs_.push_back(a);
 
     pair_of_.assign(static_cast<std::size_t>(L), -1);
     for (std::size_t k = 0; k < pairs_.size(); ++k) pair_of_[pairs_[k]] = pair_of_[pairs_[k] + 1] = static_cast<int>(k);
@@ -378,6 +372,19 @@ SlerpRow slerp_rows(std::span<const float> x1, std::span<const float> x2, double
   out.norm2 = a.norm2;
   out.degenerate = a.degenerate;
   return out;
+}
+
+std::vector<int> minicache_pairs(std::int64_t start, std::int64_t end, int layers, std::string_view where) {
+  const int L = layers;
+  if (start >= L) fail("{}: key 'start' = {} is beyond the last layer {} (L = {})", where, start, L - 1, L);
+  if (end >= L) fail("{}: key 'end' = {} is beyond the last layer {} (L = {})", where, end, L - 1, L);
+  const int first = start >= 0 ? static_cast<int>(start) : L / 2;
+  const int last = end >= 0 ? static_cast<int>(end) : L - 1;
+  if (start >= 0 && first + 1 > last)
+    fail("{}: key 'start' = {} leaves no layer pair within [{}, {}]", where, start, first, last);
+  std::vector<int> pairs;
+  for (int a = first; a + 1 <= last; a += 2) pairs.push_back(a);
+  return pairs;
 }
 
 std::unique_ptr<TransformStage> make_minicache(const StageSpec& spec) {

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "compressors/compressor.h"
@@ -40,5 +41,17 @@ struct SlerpRow {
 // x1: [D] row of the earlier layer, x2: [D] row of the later layer; t ∈ [0, 1] weights x2
 // (t = 0 gives x1's direction, t = 1 gives x2's).
 SlerpRow slerp_rows(std::span<const float> x1, std::span<const float> x2, double t);
+
+// The first layer of every pair merged in an L-layer cache: (start, start+1), (start+2, start+3),
+// … within [start, end], with start = -1 meaning L/2 and end = -1 meaning L−1 (the spec's keys
+// as written). Fails naming the key when either lies beyond the last layer or start leaves no
+// pair; `where` names the cache in messages.
+std::vector<int> minicache_pairs(std::int64_t start, std::int64_t end, int layers, std::string_view where);
+
+// Bytes one merged (pair, part) stores: each of `merged` rows a D-value fp16 direction and two
+// fp16 magnitudes, each of `retained` rows both layers' D fp16 values and an int32 token index.
+inline std::int64_t minicache_pair_bytes(std::int64_t merged, std::int64_t retained, int head_dim) {
+  return merged * (2 * head_dim + 4) + retained * (4 * head_dim + 4);
+}
 
 }  // namespace kvlab::compressors

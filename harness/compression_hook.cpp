@@ -10,9 +10,11 @@
 #include "compressors/compressed.h"
 #include "compressors/dense.h"
 #include "compressors/low_rank.h"
+#include "compressors/minicache.h"
 #include "core/error.h"
 #include "core/profile.h"
 #include "harness/kivi_on_device.h"
+#include "harness/minicache_on_device.h"
 #include "harness/window_scores.h"
 
 namespace kvlab::harness {
@@ -258,6 +260,43 @@ CompressionResult quantize_in_place(KvCache& cache, const ExactKv* exact, const 
   return {bytes, compressors::dense_fp16_bytes(shape), "resident"};
 }
 
+// MiniCache alone, merged where the cache lies (minicache_on_device.h), a pair at a time (its
+// f32 rebuilds are the largest temporaries). Layers and parts it leaves unmerged keep the
+// model's values (the exact ones when compressing again).
+CompressionResult merge_in_place(KvCache& cache, const ExactKv* exact, const ModelConfig& config,
+                                 const compressors::StageSpec& stage) {
+  using compressors::Part;
+  const auto shape = shape_of(cache, config);
+  const auto pairs = compressors::minicache_pairs(stage.get_int("start"), stage.get_int("end"), shape.layers,
+                                                  "minicache on the model's KV cache");
+  const std::string& part = stage.get("part");
+  const std::int64_t layer_bytes = shape.tokens * shape.width() * 2;  // one part of a layer at fp16
+  std::int64_t bytes = 2 * shape.layers * layer_bytes;
+  std::vector<bool> paired(static_cast<std::size_t>(shape.layers), false);
+  for (const int a : pairs) {
+    at::Tensor rebuilt[2][2];  // [layer a, a + 1][key, value]: undefined = unmerged
+    for (const Part p : {Part::key, Part::value}) {
+      if (part != "both" && part != compressors::to_string(p)) continue;
+      const core::ProfileScope scope("compress hook: minicache on the device");
+      auto merged = minicache_merge_pair(tokens_of(cache, exact, a, p), tokens_of(cache, exact, a + 1, p), stage);
+      rebuilt[0][p == Part::key ? 0 : 1] = std::move(merged.first);
+      rebuilt[1][p == Part::key ? 0 : 1] = std::move(merged.second);
+      bytes += compressors::minicache_pair_bytes(merged.merged, merged.retained, shape.head_dim) - 2 * layer_bytes;
+    }
+    for (int i = 0; i < 2; ++i) {
+      const int l = a + i;
+      const auto& key = rebuilt[i][0].defined() ? rebuilt[i][0] : tokens_of(cache, exact, l, Part::key);
+      const auto& value = rebuilt[i][1].defined() ? rebuilt[i][1] : tokens_of(cache, exact, l, Part::value);
+      cache.replace(l, key, value);
+      paired[static_cast<std::size_t>(l)] = true;
+    }
+  }
+  for (int l = 0; l < shape.layers; ++l)  // a copy onto itself unless compressing again from `exact`
+    if (!paired[static_cast<std::size_t>(l)])
+      cache.replace(l, tokens_of(cache, exact, l, Part::key), tokens_of(cache, exact, l, Part::value));
+  return {bytes, compressors::dense_fp16_bytes(shape), "resident"};
+}
+
 // Writes a rebuilt layer into the cache (pre-RoPE keys, values, the cells kept).
 void write_back(KvCache& cache, int layer, const compressors::LayerKV& kv, const compressors::CacheShape& shape) {
   const core::ProfileScope scope("compress hook: write back");
@@ -286,11 +325,13 @@ CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, 
     if (const auto device = cache.key(0).device(); device.is_cuda()) torch::cuda::synchronize(device.index());
     return {bytes, compressors::dense_fp16_bytes(resident.shape()), "resident"};
   }
-  // Torch's elementwise passes lose to the host stage's one loop on the CPU (bench/README.md);
-  // on a GPU they save the round trip over PCIe.
-  const auto* kivi = kivi_on_dense(chain);
-  if (in_place && kivi && (route == CompressRoute::resident || cache.key(0).is_cuda()))
+  // KIVI and MiniCache in torch make many elementwise passes, which lose to the host stage's one
+  // loop on the CPU (bench/README.md); on a GPU they save the round trip over PCIe.
+  const bool elementwise = in_place && (route == CompressRoute::resident || cache.key(0).is_cuda());
+  if (const auto* kivi = kivi_on_dense(chain); elementwise && kivi)
     return quantize_in_place(cache, exact, config, compressors::kivi_params(*kivi));
+  if (const auto* minicache = minicache_alone(chain); elementwise && minicache)
+    return merge_in_place(cache, exact, config, *minicache);
   if (in_place && eviction_alone(chain)) {
     const KvCacheSource source(cache, exact, capture, config, /*scores_where_held=*/true);
     return evict_in_place(cache, exact, source, chain.stages.front(), backend, checkpoint);

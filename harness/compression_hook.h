@@ -71,11 +71,12 @@ class ExactKv {
 //     compress_low_rank_resident;
 //   one eviction stage alone: torch scores the window (window_scores.h) and only the keep masks
 //     are written, whatever the backend;
-//   KIVI on the dense cache ("kivi", "full+kivi"): torch quantizes each layer (kivi_on_device.h).
+//   KIVI on the dense cache ("kivi", "full+kivi"): torch quantizes each layer (kivi_on_device.h);
+//   MiniCache alone: torch merges each layer pair (minicache_on_device.h).
 // Everything else goes the host way.
 enum class CompressRoute {
   // The resident routes where they are faster: all of them on a CUDA model; on a CPU model all
-  // but KIVI's, which the host stage's tight loop beats there.
+  // but KIVI's and MiniCache's, whose host loops beat torch's elementwise passes there.
   automatic,
   // Every resident route that applies, on any device (to check and time them against host).
   resident,

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "compressors/low_rank.h"
+#include "compressors/minicache.h"
 #include "compressors/spec.h"
 #include "harness/compression_hook.h"
 #include "harness/tiny_model.h"
@@ -205,6 +206,58 @@ TEST_F(CompressionHook, KiviOnTheResidentRouteRebuildsWhatTheHostRouteDoes) {
         EXPECT_FALSE(resident.keep(l).defined());
         EXPECT_TRUE(at::equal(key ? again.key(l) : again.value(l), got));
       }
+  }
+}
+
+// MiniCache alone on the resident route (forced: auto takes it on a GPU only): torch merges each pair where the cache lies
+// (minicache_on_device.h, checked row by row against the host stage in its own test); here the
+// whole hook against the host route: the same bytes, merged pairs within the f32 rounding of
+// e·‖x‖ or of an fp16 value (1e-5 normalized), layers outside the pairs untouched, and
+// compressing again from the exact copy gives the same cache.
+TEST_F(CompressionHook, MinicacheOnTheResidentRouteRebuildsWhatTheHostRouteDoes) {
+  const LlamaModel model = LlamaModel::load(dir_, RunOptions{});
+  const auto& config = model.config();
+  std::vector<std::int32_t> context(100);
+  for (std::size_t i = 0; i < context.size(); ++i) context[i] = static_cast<std::int32_t>(i * 11 % 200 + 10);
+  ContextCapture capture(config.num_layers, 8, false);
+  const Prefill start = prefill(model, context, 110, capture.observer());
+  for (const char* text : {"minicache", "minicache:start=0,gamma=0.2,scope=head,part=value", "minicache:start=1,end=2,part=key"}) {
+    SCOPED_TRACE(text);
+    const auto chain = compressors::parse_spec(text);
+    KvCache resident = start.cache.clone(), host = start.cache.clone();
+    const auto a = compress_cache(resident, capture, config, chain, nullptr, linalg::cpu_backend(), nullptr,
+                                  CompressRoute::resident);
+    const auto b = compress_cache(host, capture, config, chain, nullptr, linalg::cpu_backend(), nullptr, CompressRoute::host);
+    EXPECT_EQ(a.route, "resident");
+    EXPECT_EQ(a.bytes, b.bytes);
+    KvCache automatic = start.cache.clone();  // on a CPU model, auto takes the host stage (faster there)
+    EXPECT_EQ(compress_cache(automatic, capture, config, chain, nullptr, linalg::cpu_backend()).route, "host");
+    ExactKv exact;
+    exact.catch_up(start.cache);
+    KvCache again = start.cache.clone();
+    for (int l = 0; l < config.num_layers; ++l) again.replace(l, again.key(l) * 0.5, again.value(l) * 0.5);
+    compress_cache(again, capture, config, chain, nullptr, linalg::cpu_backend(), &exact, CompressRoute::resident);
+    const auto& spec = chain.stages[0];
+    const auto pairs = compressors::minicache_pairs(spec.get_int("start"), spec.get_int("end"), config.num_layers, "test");
+    int merged_parts = 0;
+    for (int l = 0; l < config.num_layers; ++l)
+      for (bool key : {true, false}) {
+        SCOPED_TRACE(fmt::format("layer {} {}", l, key ? "key" : "value"));
+        const auto& got = key ? resident.key(l) : resident.value(l);
+        const auto& exact_values = key ? start.cache.key(l) : start.cache.value(l);
+        EXPECT_TRUE(at::equal(key ? again.key(l) : again.value(l), got));
+        bool in_pair = false;
+        for (int p : pairs) in_pair |= l == p || l == p + 1;
+        const auto& part = spec.get("part");
+        if (in_pair && (part == "both" || part == (key ? "key" : "value"))) {
+          ++merged_parts;
+          EXPECT_LT(normalized_difference(got, key ? host.key(l) : host.value(l)), 1e-5);
+          EXPECT_GT(normalized_difference(got, exact_values), 1e-3);  // merged rows lost their own direction
+        } else {
+          EXPECT_TRUE(at::equal(got, exact_values));
+        }
+      }
+    EXPECT_GT(merged_parts, 0);
   }
 }
 
