@@ -1,7 +1,10 @@
-// svd/xkv on a ResidentCache (low_rank.h): low_rank.cpp's Gram and randomized routes with every
-// T-sized tensor left where the backend computes.
+// svd/xkv (and KIVI after them) on a ResidentCache (low_rank.h): low_rank.cpp's Gram and
+// randomized routes with every T-sized tensor left where the backend computes.
 #include <algorithm>
+#include <optional>
+#include <utility>
 
+#include "compressors/kivi.h"
 #include "compressors/low_rank.h"
 #include "compressors/low_rank_plan.h"
 #include "core/error.h"
@@ -20,16 +23,45 @@ bool resident_route_fits(const LowRankPlan& plan, const CacheShape& shape) {
   return true;
 }
 
+// The chain's low-rank stage and, when one follows it, its KIVI parameters; null stage when the
+// chain is anything else.
+std::pair<const StageSpec*, std::optional<KiviParams>> low_rank_then_kivi(const ChainSpec& chain) {
+  const auto& s = chain.stages;
+  if (s.empty() || s.size() > 2 || (s[0].method != "svd" && s[0].method != "xkv")) return {nullptr, std::nullopt};
+  if (s.size() == 1) return {&s[0], std::nullopt};
+  if (s[1].method != "kivi") return {nullptr, std::nullopt};
+  return {&s[0], kivi_params(s[1])};
+}
+
+// What the chain stores with KIVI after the low-rank stage (kivi_bytes of every stored tensor).
+std::int64_t kivi_stored_bytes(const LowRankPlan& plan, const CacheShape& shape, const KiviParams& p) {
+  const std::int64_t T = shape.tokens, N = shape.width();
+  std::int64_t bytes = 0;
+  for (int l = 0; l < shape.layers; ++l)
+    for (Part part : {Part::key, Part::value})
+      if (plan.group_of[static_cast<std::size_t>(l)] < 0 || !plan.compresses(part))
+        bytes += kivi_bytes(part == Part::key ? QuantLayout::per_channel : QuantLayout::per_token, T, N, true, p);
+  for (const auto& g : plan.groups)
+    for (Part part : {Part::key, Part::value}) {
+      if (!plan.compresses(part)) continue;
+      const auto r = std::min({plan.rank(part), T, N * static_cast<std::int64_t>(g.size())});
+      bytes += kivi_bytes(QuantLayout::per_token, T, r, true, p) +
+               static_cast<std::int64_t>(g.size()) * kivi_bytes(QuantLayout::per_token, r, N, false, p);
+    }
+  return bytes;
+}
+
 }  // namespace
 
 bool resident_low_rank_applies(const ChainSpec& chain, const CacheShape& shape) {
-  if (chain.stages.size() != 1) return false;
-  const StageSpec& spec = chain.stages[0];
-  if (spec.method != "svd" && spec.method != "xkv") return false;
-  return resident_route_fits(make_low_rank_plan(spec, shape.layers), shape);
+  const auto [spec, kivi] = low_rank_then_kivi(chain);
+  return spec && resident_route_fits(make_low_rank_plan(*spec, shape.layers), shape);
 }
 
-std::int64_t compress_low_rank_resident(const StageSpec& spec, ResidentCache& cache, linalg::Backend& backend) {
+std::int64_t compress_low_rank_resident(const ChainSpec& chain, ResidentCache& cache, linalg::Backend& backend) {
+  const auto [found, kivi] = low_rank_then_kivi(chain);
+  if (!found) fail("{}: the resident route takes one svd or xkv stage, optionally followed by kivi", chain.to_string());
+  const StageSpec& spec = *found;
   const auto& shape = cache.shape();
   const LowRankPlan plan = make_low_rank_plan(spec, shape.layers);  // fails on anything but svd/xkv
   if (!resident_route_fits(plan, shape))
@@ -72,6 +104,11 @@ std::int64_t compress_low_rank_resident(const StageSpec& spec, ResidentCache& ca
       backend.resident_gemm(true, false, r, T, c, 1.f, v, c, x, c, 0.f, a, r, stream);
       cache.round_to_fp16(a, T * r);
       cache.round_to_fp16(v, c * r);  // B_l = layer l's rows of V_r, stored at fp16
+      if (kivi) {
+        cache.kivi_quantize(a, T, r, r, QuantLayout::per_token, /*token_rows=*/true, *kivi);
+        for (std::size_t i = 0; i < layers.size(); ++i)  // B_l [r, N] row-major = V_r's rows i·N…, row stride c
+          cache.kivi_quantize(v + static_cast<std::int64_t>(i) * N, r, N, c, QuantLayout::per_token, false, *kivi);
+      }
       for (std::size_t i = 0; i < layers.size(); ++i) {
         // X̂_lᵀ (N×T) = B_lᵀ·Aᵀ, with B_lᵀ = V_r's rows i·N … (i+1)·N − 1 (column-major, ld c).
         backend.resident_gemm(false, false, N, T, r, 1.f, v + static_cast<std::int64_t>(i) * N, c, a, r, 0.f, rows, N,
@@ -79,7 +116,14 @@ std::int64_t compress_low_rank_resident(const StageSpec& spec, ResidentCache& ca
         cache.write(layers[i], part, rows);
       }
     }
-  return low_rank_accounting(shape, spec).stored_bytes;
+  if (!kivi) return low_rank_accounting(shape, spec).stored_bytes;
+  for (int l = 0; l < shape.layers; ++l)
+    for (Part part : {Part::key, Part::value})
+      if (plan.group_of[static_cast<std::size_t>(l)] < 0 || !plan.compresses(part)) {
+        const core::ProfileScope scope("low-rank resident: kivi of the uncompressed layers");
+        cache.kivi_uncompressed(l, part, *kivi);
+      }
+  return kivi_stored_bytes(plan, shape, *kivi);
 }
 
 }  // namespace kvlab::compressors

@@ -1,7 +1,7 @@
 // A KV cache whose layers live where the backend computes ("resident", linalg/backend.h): the
 // model's CUDA tensors for the CUDA backend, host memory for the CPU one. Compressors that can run
-// there end to end (svd and xkv: compress_low_rank_resident) read and rewrite the cache through
-// it, so nothing crosses to the host but the small factors. The implementation owns the memory
+// there end to end (svd and xkv, alone or followed by KIVI: compress_low_rank_resident) read and
+// rewrite the cache through it, so nothing crosses to the host but the small factors. The implementation owns the memory
 // and the cache's layout and dtype; the compressor only sees f32 rows and backend calls.
 //
 // Every pointer returned is resident and stays valid until the next call of the same function
@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "compressors/cache_source.h"
+#include "compressors/compressed.h"
+#include "compressors/kivi.h"
 #include "linalg/backend.h"
 
 namespace kvlab::compressors {
@@ -39,6 +41,15 @@ class ResidentCache {
   // Replaces a layer's keys (pre-RoPE) or values with `rows`, [T, H·D] f32 resident (converted to
   // the cache's dtype); the other part stays as it is.
   virtual void write(int layer, Part part, const float* rows) = 0;
+  // KIVI (kivi.h) on `rows` × `cols` resident f32 values, row-major with row stride `ld`, in place:
+  // quantize∘dequantize exactly as kivi_quantize_tensor does a StoredTensor of this shape, layout
+  // and token_rows (the values already at fp16).
+  virtual void kivi_quantize(float* values, std::int64_t rows, std::int64_t cols, std::int64_t ld, QuantLayout layout,
+                             bool token_rows, const KiviParams& params) = 0;
+  // Replaces a layer part the chain leaves uncompressed with what the chain stores of it when
+  // KIVI follows: store_uncompressed (fp16 [T, H·D], keys post-RoPE), kivi_quantize_tensor,
+  // rebuild_uncompressed.
+  virtual void kivi_uncompressed(int layer, Part part, const KiviParams& params) = 0;
 };
 
 }  // namespace kvlab::compressors

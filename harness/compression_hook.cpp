@@ -150,7 +150,7 @@ class KvCacheSource final : public compressors::CacheSource {
 class TorchResidentCache final : public compressors::ResidentCache {
  public:
   TorchResidentCache(KvCache& cache, const ExactKv* exact, const ModelConfig& config)
-      : cache_(cache), exact_(exact), shape_(shape_of(cache, config)),
+      : cache_(cache), exact_(exact), shape_(shape_of(cache, config)), rope_(config.rope),
         on_device_(at::TensorOptions().dtype(at::kFloat).device(cache.key(0).device())) {
     const auto device = cache.key(0).device();
     if (device.is_cuda()) {
@@ -199,6 +199,17 @@ class TorchResidentCache final : public compressors::ResidentCache {
     const bool key = part == compressors::Part::key;
     cache_.replace(layer, key ? rebuilt : cache_.key(layer), key ? cache_.value(layer) : rebuilt);
   }
+  void kivi_quantize(float* values, std::int64_t rows, std::int64_t cols, std::int64_t ld,
+                     compressors::QuantLayout layout, bool token_rows, const compressors::KiviParams& params) override {
+    kivi_quantize_matrix(at::from_blob(values, {rows, cols}, {ld, 1}, on_device_), layout, token_rows, params);
+  }
+  void kivi_uncompressed(int layer, compressors::Part part, const compressors::KiviParams& params) override {
+    const core::ProfileScope scope("compress hook: kivi of an uncompressed layer");
+    const at::Tensor rebuilt = kivi_rebuild(tokens_of(cache_, exact_, layer, part), part, cache_.positions(), rope_,
+                                            params, DenseStore::per_layer);
+    const bool key = part == compressors::Part::key;
+    cache_.replace(layer, key ? rebuilt : cache_.key(layer), key ? cache_.value(layer) : rebuilt);
+  }
 
  private:
   at::Tensor view(float* data, at::IntArrayRef sizes) const { return at::from_blob(data, sizes, on_device_); }
@@ -206,6 +217,7 @@ class TorchResidentCache final : public compressors::ResidentCache {
   KvCache& cache_;
   const ExactKv* exact_;
   compressors::CacheShape shape_;
+  core::Rope rope_;
   at::TensorOptions on_device_;
   at::Tensor x_, converted_;
   std::vector<at::Tensor> buffers_;
@@ -319,7 +331,7 @@ CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, 
   if (in_place && backend_beside(backend, cache.key(0).device()) &&
       compressors::resident_low_rank_applies(chain, shape_of(cache, config))) {
     TorchResidentCache resident(cache, exact, config);
-    const auto bytes = compressors::compress_low_rank_resident(chain.stages.front(), resident, backend);
+    const auto bytes = compressors::compress_low_rank_resident(chain, resident, backend);
     // The last products and write-backs may still be queued: wait, so the hook's time (eval's
     // compress_seconds) covers them and nothing runs behind the decode's back.
     if (const auto device = cache.key(0).device(); device.is_cuda()) torch::cuda::synchronize(device.index());

@@ -65,7 +65,7 @@ class ExactKv {
 // Where compress_cache runs a chain (`kvlab eval --compress-route auto|resident|host`). The
 // resident routes work on the model's own tensors where they lie, and nothing T-sized crosses
 // to the host:
-//   svd or xkv alone, randomized or on the exact solver's Gram route
+//   svd or xkv, alone or followed by kivi, randomized or on the exact solver's Gram route
 //     (compressors::resident_low_rank_applies), when the backend computes beside the cache (the
 //     CUDA backend beside a CUDA model on device 0, the CPU one beside a CPU model):
 //     compress_low_rank_resident;

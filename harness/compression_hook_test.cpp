@@ -261,6 +261,37 @@ TEST_F(CompressionHook, MinicacheOnTheResidentRouteRebuildsWhatTheHostRouteDoes)
   }
 }
 
+// svd/xkv followed by KIVI on the resident route: KIVI quantizes A and each B_l where they lie,
+// and the layers the spec leaves uncompressed as the chain stores them (post-RoPE keys, whole
+// [T, H·D] rows). Against the host route: the same bytes, and the same rebuild but for the rare
+// value that the f32 rounding of A moves across a code boundary (counted).
+TEST_F(CompressionHook, LowRankThenKiviOnTheResidentRouteRebuildsWhatTheHostRouteDoes) {
+  const LlamaModel model = LlamaModel::load(dir_, RunOptions{});
+  const auto& config = model.config();
+  std::vector<std::int32_t> context(120);
+  for (std::size_t i = 0; i < context.size(); ++i) context[i] = static_cast<std::int32_t>(i * 13 % 200 + 10);
+  ContextCapture capture(config.num_layers, 8, false);
+  const Prefill start = prefill(model, context, 130, capture.observer());
+  for (const char* text : {"xkv:g=2,rk=12+kivi:bits=4", "xkv:g=2,rk=8,start=2,precision=f32+kivi:bits=2,group=5,residual=16"}) {
+    SCOPED_TRACE(text);
+    const auto chain = compressors::parse_spec(text);
+    KvCache resident = start.cache.clone(), host = start.cache.clone();
+    const auto a = compress_cache(resident, capture, config, chain, nullptr, linalg::cpu_backend());
+    const auto b = compress_cache(host, capture, config, chain, nullptr, linalg::cpu_backend(), nullptr, CompressRoute::host);
+    EXPECT_EQ(a.route, "resident");
+    EXPECT_EQ(a.bytes, b.bytes);
+    for (int l = 0; l < config.num_layers; ++l)
+      for (bool key : {true, false}) {
+        SCOPED_TRACE(fmt::format("layer {} {}", l, key ? "key" : "value"));
+        const auto& got = key ? resident.key(l) : resident.value(l);
+        const auto& want = key ? host.key(l) : host.value(l);
+        EXPECT_LE(((got - want).abs() > 1e-4 * (want.abs() + 1)).sum().item<std::int64_t>(), got.numel() / 200);
+        EXPECT_LT(normalized_difference(got, want), 1e-2);
+        EXPECT_GT(normalized_difference(got, key ? start.cache.key(l) : start.cache.value(l)), 1e-3);  // every layer changed
+      }
+  }
+}
+
 // Caches shorter than a group's columns take gesdd of X on the host route, which the resident
 // route does not replay: automatic then goes the host way, and both give the same cache.
 TEST_F(CompressionHook, ShortCachesGoTheHostWay) {

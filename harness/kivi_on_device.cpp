@@ -48,19 +48,32 @@ const compressors::StageSpec* kivi_on_dense(const compressors::ChainSpec& chain)
   return nullptr;
 }
 
+void kivi_quantize_matrix(at::Tensor x, compressors::QuantLayout layout, bool token_rows,
+                          const compressors::KiviParams& p) {
+  if (layout == compressors::QuantLayout::none) return;
+  const std::int64_t nq = compressors::kivi_quantized_rows(layout, x.size(0), token_rows, p);
+  if (!at::isfinite(x.narrow(0, 0, nq)).all().item<bool>()) fail("kivi: non-finite values to quantize");
+  // Per channel: groups of rows of one column; per token: groups of columns of one row.
+  fake_quantize_along(x.narrow(0, 0, nq), layout == compressors::QuantLayout::per_channel ? 0 : 1, p.group, p.bits);
+}
+
 at::Tensor kivi_rebuild(const at::Tensor& x, compressors::Part part, const at::Tensor& positions, const core::Rope& rope,
-                        const compressors::KiviParams& p) {
+                        const compressors::KiviParams& p, DenseStore store) {
   const bool key = part == compressors::Part::key;
-  const std::int64_t T = x.size(1);
+  const std::int64_t H = x.size(0), T = x.size(1), D = x.size(2);
   if (!at::isfinite(x).all().item<bool>()) fail("kivi: the cache holds non-finite values");
   // Token-major [T, H, D] as the host stores it; keys post-RoPE, all at fp16.
   at::Tensor rows = x.transpose(0, 1).to(at::kFloat);
   if (key) rows = rope_rotate(rows, positions, rope);
   rows = round_to_fp16(rows).contiguous();
-  const auto layout = key ? compressors::QuantLayout::per_channel : compressors::QuantLayout::per_token;
-  const std::int64_t nq = compressors::kivi_quantized_rows(layout, T, /*token_rows=*/true, p);
-  // Per channel: groups of tokens of one (head, channel); per token: groups of one head's channels.
-  fake_quantize_along(rows.narrow(0, 0, nq), key ? 0 : 2, p.group, p.bits);
+  if (key) {  // per channel: a column of [T, H·D] whatever the store
+    kivi_quantize_matrix(rows.view({T, H * D}), compressors::QuantLayout::per_channel, true, p);
+  } else if (store == DenseStore::per_layer) {
+    kivi_quantize_matrix(rows.view({T, H * D}), compressors::QuantLayout::per_token, true, p);
+  } else {  // each head's [T, D] on its own: the quantized rows are the first nq tokens of every head
+    const std::int64_t nq = compressors::kivi_quantized_rows(compressors::QuantLayout::per_token, T, true, p);
+    fake_quantize_along(rows.narrow(0, 0, nq).view({nq * H, D}), 1, p.group, p.bits);
+  }
   if (key) rows = rope_rotate(rows, positions, rope, /*inverse=*/true);
   return rows.transpose(0, 1);
 }

@@ -37,24 +37,28 @@ at::Tensor random_layer(std::uint64_t seed) {
   return x;
 }
 
-// The host chain's rebuild of x [H, T, D] (see the file comment): [H, T, D] f32.
+// The host chain's rebuild of x [H, T, D] (see the file comment): [H, T, D] f32. Per head as
+// dense_representation stores the cache, or per layer ([T, H·D]) as store_uncompressed does.
 at::Tensor host_rebuild(const at::Tensor& x, Part part, const std::vector<std::int64_t>& positions,
-                        const core::Rope& rope, const KiviParams& p) {
+                        const core::Rope& rope, const KiviParams& p, DenseStore store = DenseStore::per_head) {
   const bool key = part == Part::key;
   at::Tensor rows = x.transpose(0, 1).contiguous();  // [T, H, D]
   std::span<float> all(rows.data_ptr<float>(), static_cast<std::size_t>(rows.numel()));
   if (key) rope.apply(all, T, H, positions);
   at::Tensor out = rows.clone();
-  for (std::int64_t h = 0; h < H; ++h) {
-    const at::Tensor head = rows.select(1, h).contiguous();  // [T, D]
-    auto t = compressors::StoredTensor::fp16(fmt::format("head{}", h), {T, D},
-                                             std::vector<float>(head.data_ptr<float>(), head.data_ptr<float>() + T * D),
-                                             key ? compressors::QuantLayout::per_channel : compressors::QuantLayout::per_token,
-                                             true);
+  const auto layout = key ? compressors::QuantLayout::per_channel : compressors::QuantLayout::per_token;
+  const auto quantize = [&](const at::Tensor& block, at::Tensor dst) {  // block [T, c] contiguous
+    auto t = compressors::StoredTensor::fp16("block", {T, block.size(1)},
+                                             std::vector<float>(block.data_ptr<float>(), block.data_ptr<float>() + block.numel()),
+                                             layout, true);
     compressors::round_fp16_storage({&t});
     compressors::kivi_quantize_tensor(t, p);
-    out.select(1, h).copy_(at::from_blob(t.values.data(), {T, D}, at::kFloat));
-  }
+    dst.copy_(at::from_blob(t.values.data(), {T, block.size(1)}, at::kFloat));
+  };
+  if (store == DenseStore::per_layer)
+    quantize(rows.view({T, H * D}), out.view({T, H * D}));
+  else
+    for (std::int64_t h = 0; h < H; ++h) quantize(rows.select(1, h).contiguous(), out.select(1, h));
   if (key) rope.apply(std::span<float>(out.data_ptr<float>(), static_cast<std::size_t>(out.numel())), T, H, positions, true);
   return out.transpose(0, 1);
 }
@@ -70,14 +74,24 @@ TEST(KiviOnDevice, RebuildsWhatTheHostChainStores) {
   for (std::int64_t t = 0; t < T; ++t) positions[t] = 2 * t + 1;
   const at::Tensor pos = at::tensor(at::ArrayRef<std::int64_t>(positions), at::kLong);
   for (const auto& p : params())
-    for (const Part part : {Part::key, Part::value}) {
-      SCOPED_TRACE(fmt::format("bits {} group {} residual {} {}", p.bits, p.group, p.residual, to_string(part)));
-      const auto want = host_rebuild(x, part, positions, core::Rope::identity(), p);
-      const auto got = kivi_rebuild(x, part, pos, core::Rope::identity(), p);
-      ASSERT_EQ(got.sizes(), want.sizes());
-      EXPECT_LE((got - want).abs().max().item<float>(), 1e-6f * (x.abs().max().item<float>() * 2));
-      EXPECT_GT((got - x).abs().max().item<float>(), p.bits == 8 ? 0.0f : 1e-2f);  // it did quantize
-    }
+    for (const Part part : {Part::key, Part::value})
+      for (const DenseStore store : {DenseStore::per_head, DenseStore::per_layer}) {
+        SCOPED_TRACE(fmt::format("bits {} group {} residual {} {} {}", p.bits, p.group, p.residual, to_string(part),
+                                 store == DenseStore::per_head ? "per head" : "per layer"));
+        const auto want = host_rebuild(x, part, positions, core::Rope::identity(), p, store);
+        const auto got = kivi_rebuild(x, part, pos, core::Rope::identity(), p, store);
+        ASSERT_EQ(got.sizes(), want.sizes());
+        EXPECT_LE((got - want).abs().max().item<float>(), 1e-6f * (x.abs().max().item<float>() * 2));
+        EXPECT_GT((got - x).abs().max().item<float>(), p.bits == 8 ? 0.0f : 1e-2f);  // it did quantize
+      }
+  // Per-token groups of 5 channels cross the heads' 12-channel rows only when stored per layer.
+  const KiviParams crossing{2, 5, 0};
+  EXPECT_GT((kivi_rebuild(x, Part::value, pos, core::Rope::identity(), crossing, DenseStore::per_layer) -
+             kivi_rebuild(x, Part::value, pos, core::Rope::identity(), crossing, DenseStore::per_head))
+                .abs()
+                .max()
+                .item<float>(),
+            1e-2f);
 }
 
 TEST(KiviOnDevice, WithRopeAtMostAFewValuesMoveByOneStep) {
