@@ -13,8 +13,9 @@
 #                               eval 32k (prefill vs compression, resident and host routes)
 #     bench/gpu_session.sh 3    analyze 128k, xkv tf32 and randomized at 128k
 #     bench/gpu_session.sh 4    eval 128k (harness rebuilt if the machine went cold)
+#     bench/gpu_session.sh 5    eval 32k of snapkv, kivi, minicache and xkv+kivi, resident vs host
 # A session has 30 device minutes and each call starts a machine (minutes), so four full calls
-# may not fit: run 1, 2 and 4 first (parity; the hook's routes and prefill vs compression), 3 last.
+# may not fit: run 1, 2 and 4 first (parity; the hook's routes and prefill vs compression), then 5, 3.
 # The fair xkv-vs-torch ratio at equal shapes (32 layers, 8 × 128 KV heads, g=4, rk=384): phase
 # 1's xkv_ref.py svd_seconds (torch.linalg.svd + rebuild, each group already on the GPU) against
 # phase 4's eval compress_seconds for xkv precision=f32 (the resident route: the cache already on
@@ -25,7 +26,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 phase=${1:-}
-[[ $phase =~ ^[1-4]$ ]] || { sed -n '2,24p' "$0"; exit 2; }
+[[ $phase =~ ^[1-5]$ ]] || { sed -n '2,25p' "$0"; exit 2; }
 LOGS=/tmp/kvlab-session-$phase
 mkdir -p "$LOGS"
 start=$(date +%s)
@@ -68,7 +69,7 @@ case $phase in
     step transformers_parity 280 env KVLAB_BUILD_DIR=/tmp/build-cuda $R /tmp/build-cuda/harness/model/harness_model_tests \
       --gtest_filter='*LogitsMatch*'
     step hook_routes 320 env KVLAB_BUILD_DIR=/tmp/build-cuda $R /tmp/build-cuda/harness/harness_jobs_tests \
-      --gtest_filter='CompressionHook*'
+      --gtest_filter='CompressionHook*:WindowScores*:KiviOnDevice*:MinicacheOnDevice*'
     evaluate 32768 580 "auto host"
     ;;
   3)
@@ -78,5 +79,11 @@ case $phase in
   4)
     harness 200
     evaluate 131072 580
+    ;;
+  5)
+    harness 200
+    step eval_32768_others 580 env HARNESS_BUILD=/tmp/build-cuda WORDS=.prebuilt/words ROUTES="resident host" \
+      EVAL_METHODS="snapkv:keep=0.25 kivi:bits=2 minicache xkv:g=4,rk=384,rv=576+kivi:bits=4" \
+      bench/run_gpu_bench.sh eval 32768
     ;;
 esac

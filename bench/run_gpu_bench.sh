@@ -19,7 +19,8 @@
 #                                               randomized (HMT, ℓ = r + 10, 2 iterations), for each
 #                                               eval --compress-route in $ROUTES (default "auto":
 #                                               on the model's tensors; "auto host" adds the host
-#                                               round trip for the ratio)
+#                                               round trip for the ratio); $EVAL_METHODS (space-
+#                                               separated specs) replaces the three xkv methods
 # Dumps and the checkpoint are made on first use in $DUMPS (default /tmp/kvlab-gpu-bench; the
 # 128k dump is 16 GiB of f16, about 90 s on 16 cores; the checkpoint 14 GiB, about 25 s: a warm
 # machine keeps them between calls). Build first, or build here and carry (scripts/build-cuda.sh):
@@ -99,13 +100,14 @@ case $step in
         --vocab 8192 --out "$DUMPS/tokenizer" >"$OUT/tokenizer.log"
       timed "$OUT/checkpoint.log" python3 bench/reference/random_checkpoint.py "$DUMPS/tokenizer" "$model"
     fi
+    methods=()
+    for m in ${EVAL_METHODS:-xkv:g=4,rk=384,rv=576,precision=f32 xkv:g=4,rk=384,rv=576,precision=tf32 \
+      xkv:g=4,rk=384,rv=576,solver=randomized,precision=f32}; do methods+=(--method "$m"); done
     for L in "${lengths[@]}"; do
       for route in ${ROUTES:-auto}; do
         timed "$OUT/eval_${L}_$route.log" $RUN "$kvlab" eval --model "$model" --task ruler:niah_single_1 \
           --length "$L" --samples 1 --words "$words" --device cuda --max-new-tokens 4 --db '' \
-          --out "$OUT/eval_${L}_$route" --compress-route "$route" \
-          --method xkv:g=4,rk=384,rv=576,precision=f32 --method xkv:g=4,rk=384,rv=576,precision=tf32 \
-          --method xkv:g=4,rk=384,rv=576,solver=randomized,precision=f32
+          --out "$OUT/eval_${L}_$route" --compress-route "$route" "${methods[@]}"
         tail -4 "$OUT/eval_${L}_$route.log"
       done
     done
