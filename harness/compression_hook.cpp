@@ -147,10 +147,11 @@ class KvCacheSource final : public compressors::CacheSource {
 // The model's cache as a compressors::ResidentCache: the data stays on the cache's device (the
 // CUDA backend's memory, or the host beside the CPU backend); torch gathers, converts and writes
 // it there, on torch's current stream, which the harness never changes from the default one.
+// It compresses the cache's own tokens (compress_cache restores the exact ones first).
 class TorchResidentCache final : public compressors::ResidentCache {
  public:
-  TorchResidentCache(KvCache& cache, const ExactKv* exact, const ModelConfig& config)
-      : cache_(cache), exact_(exact), shape_(shape_of(cache, config)), rope_(config.rope),
+  TorchResidentCache(KvCache& cache, const ModelConfig& config)
+      : cache_(cache), shape_(shape_of(cache, config)), rope_(config.rope),
         on_device_(at::TensorOptions().dtype(at::kFloat).device(cache.key(0).device())) {
     const auto device = cache.key(0).device();
     if (device.is_cuda()) {
@@ -170,7 +171,7 @@ class TorchResidentCache final : public compressors::ResidentCache {
     for (std::size_t i = 0; i < layers.size(); ++i)  // [H_kv, T, D] → column block i of [T, c]
       x_.narrow(1, static_cast<std::int64_t>(i) * N, N)
           .view({shape_.tokens, shape_.kv_heads, shape_.head_dim})
-          .copy_(tokens_of(cache_, exact_, layers[i], part).transpose(0, 1));
+          .copy_(tokens_of(cache_, nullptr, layers[i], part).transpose(0, 1));
     return x_.data_ptr<float>();
   }
   const void* gram_input(linalg::GramPrecision precision) override {
@@ -205,7 +206,7 @@ class TorchResidentCache final : public compressors::ResidentCache {
   }
   void kivi_uncompressed(int layer, compressors::Part part, const compressors::KiviParams& params) override {
     const core::ProfileScope scope("compress hook: kivi of an uncompressed layer");
-    const at::Tensor rebuilt = kivi_rebuild(tokens_of(cache_, exact_, layer, part), part, cache_.positions(), rope_,
+    const at::Tensor rebuilt = kivi_rebuild(tokens_of(cache_, nullptr, layer, part), part, cache_.positions(), rope_,
                                             params, DenseStore::per_layer);
     const bool key = part == compressors::Part::key;
     cache_.replace(layer, key ? rebuilt : cache_.key(layer), key ? cache_.value(layer) : rebuilt);
@@ -215,7 +216,6 @@ class TorchResidentCache final : public compressors::ResidentCache {
   at::Tensor view(float* data, at::IntArrayRef sizes) const { return at::from_blob(data, sizes, on_device_); }
 
   KvCache& cache_;
-  const ExactKv* exact_;
   compressors::CacheShape shape_;
   core::Rope rope_;
   at::TensorOptions on_device_;
@@ -236,9 +236,10 @@ bool eviction_alone(const compressors::ChainSpec& chain) {
   return chain.stages.size() == 1 && compressors::method(chain.stages[0].method).kind == compressors::StageKind::eviction;
 }
 
-CompressionResult evict_in_place(KvCache& cache, const ExactKv* exact, const KvCacheSource& source,
+CompressionResult evict_in_place(KvCache& cache, const ContextCapture& capture, const ModelConfig& config,
                                  const compressors::StageSpec& stage, linalg::Backend& backend,
                                  const core::Checkpoint* checkpoint) {
+  const KvCacheSource source(cache, nullptr, capture, config, /*scores_where_held=*/true);
   const auto& shape = source.shape();
   const auto eviction = compressors::make_eviction(stage);
   const compressors::CompressContext ctx{source, backend, checkpoint};
@@ -249,22 +250,20 @@ CompressionResult evict_in_place(KvCache& cache, const ExactKv* exact, const KvC
     kept += cells;
     at::Tensor keep;  // undefined when every cell is held, as the host route's rebuild says
     if (cells < shape.tokens * shape.kv_heads) keep = at::from_blob(mask.data(), {shape.tokens, shape.kv_heads}, at::kByte).t();
-    // The exact tokens when compressing again during decoding; else the cache's own (a copy onto itself: a no-op).
-    cache.replace(l, tokens_of(cache, exact, l, compressors::Part::key), tokens_of(cache, exact, l, compressors::Part::value),
-                  keep);
+    cache.replace(l, cache.key(l), cache.value(l), keep);  // the tokens: copies onto themselves (no-ops)
   }
   return {compressors::dense_kept_bytes(kept, shape.head_dim), compressors::dense_fp16_bytes(shape), "resident"};
 }
 
 // KIVI on the dense cache, quantized where the cache lies (kivi_on_device.h).
-CompressionResult quantize_in_place(KvCache& cache, const ExactKv* exact, const ModelConfig& config,
+CompressionResult quantize_in_place(KvCache& cache, const ModelConfig& config,
                                     const compressors::KiviParams& params) {
   const auto shape = shape_of(cache, config);
   std::int64_t bytes = 0;
   for (int l = 0; l < shape.layers; ++l) {
     const core::ProfileScope scope("compress hook: kivi on the device");
     const auto rebuild = [&](compressors::Part part) {
-      return kivi_rebuild(tokens_of(cache, exact, l, part), part, cache.positions(), config.rope, params);
+      return kivi_rebuild(tokens_of(cache, nullptr, l, part), part, cache.positions(), config.rope, params);
     };
     cache.replace(l, rebuild(compressors::Part::key), rebuild(compressors::Part::value));
     bytes += kivi_layer_bytes(shape.tokens, shape.kv_heads, shape.head_dim, params);
@@ -274,9 +273,8 @@ CompressionResult quantize_in_place(KvCache& cache, const ExactKv* exact, const 
 
 // MiniCache alone, merged where the cache lies (minicache_on_device.h), a pair at a time (its
 // f32 rebuilds are the largest temporaries). Layers and parts it leaves unmerged keep the
-// model's values (the exact ones when compressing again).
-CompressionResult merge_in_place(KvCache& cache, const ExactKv* exact, const ModelConfig& config,
-                                 const compressors::StageSpec& stage) {
+// model's values.
+CompressionResult merge_in_place(KvCache& cache, const ModelConfig& config, const compressors::StageSpec& stage) {
   using compressors::Part;
   const auto shape = shape_of(cache, config);
   const auto pairs = compressors::minicache_pairs(stage.get_int("start"), stage.get_int("end"), shape.layers,
@@ -284,28 +282,22 @@ CompressionResult merge_in_place(KvCache& cache, const ExactKv* exact, const Mod
   const std::string& part = stage.get("part");
   const std::int64_t layer_bytes = shape.tokens * shape.width() * 2;  // one part of a layer at fp16
   std::int64_t bytes = 2 * shape.layers * layer_bytes;
-  std::vector<bool> paired(static_cast<std::size_t>(shape.layers), false);
   for (const int a : pairs) {
     at::Tensor rebuilt[2][2];  // [layer a, a + 1][key, value]: undefined = unmerged
     for (const Part p : {Part::key, Part::value}) {
       if (part != "both" && part != compressors::to_string(p)) continue;
       const core::ProfileScope scope("compress hook: minicache on the device");
-      auto merged = minicache_merge_pair(tokens_of(cache, exact, a, p), tokens_of(cache, exact, a + 1, p), stage);
+      auto merged = minicache_merge_pair(tokens_of(cache, nullptr, a, p), tokens_of(cache, nullptr, a + 1, p), stage);
       rebuilt[0][p == Part::key ? 0 : 1] = std::move(merged.first);
       rebuilt[1][p == Part::key ? 0 : 1] = std::move(merged.second);
       bytes += compressors::minicache_pair_bytes(merged.merged, merged.retained, shape.head_dim) - 2 * layer_bytes;
     }
     for (int i = 0; i < 2; ++i) {
       const int l = a + i;
-      const auto& key = rebuilt[i][0].defined() ? rebuilt[i][0] : tokens_of(cache, exact, l, Part::key);
-      const auto& value = rebuilt[i][1].defined() ? rebuilt[i][1] : tokens_of(cache, exact, l, Part::value);
-      cache.replace(l, key, value);
-      paired[static_cast<std::size_t>(l)] = true;
+      cache.replace(l, rebuilt[i][0].defined() ? rebuilt[i][0] : cache.key(l),
+                    rebuilt[i][1].defined() ? rebuilt[i][1] : cache.value(l));
     }
   }
-  for (int l = 0; l < shape.layers; ++l)  // a copy onto itself unless compressing again from `exact`
-    if (!paired[static_cast<std::size_t>(l)])
-      cache.replace(l, tokens_of(cache, exact, l, Part::key), tokens_of(cache, exact, l, Part::value));
   return {bytes, compressors::dense_fp16_bytes(shape), "resident"};
 }
 
@@ -319,6 +311,24 @@ void write_back(KvCache& cache, int layer, const compressors::LayerKV& kv, const
   cache.replace(layer, view_of(kv.key).transpose(0, 1), view_of(kv.value).transpose(0, 1), keep);
 }
 
+enum class Resident { none, low_rank, kivi, minicache, eviction };
+
+// Which resident route compress_cache takes (compression_hook.h CompressRoute), if any.
+Resident resident_route(const KvCache& cache, const ModelConfig& config, const compressors::ChainSpec& chain,
+                        const linalg::Backend& backend, CompressRoute route) {
+  if (route == CompressRoute::host || cache.length() == 0) return Resident::none;
+  if (backend_beside(backend, cache.key(0).device()) &&
+      compressors::resident_low_rank_applies(chain, shape_of(cache, config)))
+    return Resident::low_rank;
+  // KIVI and MiniCache in torch make many elementwise passes, which lose to the host stage's one
+  // loop on the CPU (bench/README.md); on a GPU they save the round trip over PCIe.
+  const bool elementwise = route == CompressRoute::resident || cache.key(0).is_cuda();
+  if (elementwise && kivi_on_dense(chain)) return Resident::kivi;
+  if (elementwise && minicache_alone(chain)) return Resident::minicache;
+  if (eviction_alone(chain)) return Resident::eviction;
+  return Resident::none;
+}
+
 }  // namespace
 
 CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, const ModelConfig& config,
@@ -327,26 +337,31 @@ CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, 
   const core::ProfileScope scope("compress hook (whole chain)");
   if (exact && exact->length() != cache.length())
     fail("compress: the exact copy holds {} tokens, the cache {} (catch_up first)", exact->length(), cache.length());
-  const bool in_place = route != CompressRoute::host && cache.length() > 0;
-  if (in_place && backend_beside(backend, cache.key(0).device()) &&
-      compressors::resident_low_rank_applies(chain, shape_of(cache, config))) {
-    TorchResidentCache resident(cache, exact, config);
-    const auto bytes = compressors::compress_low_rank_resident(chain, resident, backend);
+  if (const auto resident = resident_route(cache, config, chain, backend, route); resident != Resident::none) {
+    // Compressing again during decoding: from the exact tokens, which the cache takes back first.
+    if (exact)
+      for (int l = 0; l < cache.num_layers(); ++l) cache.replace(l, exact->key(l), exact->value(l));
+    CompressionResult result;
+    switch (resident) {
+      case Resident::low_rank: {
+        TorchResidentCache on_device(cache, config);
+        result = {compressors::compress_low_rank_resident(chain, on_device, backend),
+                  compressors::dense_fp16_bytes(on_device.shape()), "resident"};
+        break;
+      }
+      case Resident::kivi:
+        result = quantize_in_place(cache, config, compressors::kivi_params(*kivi_on_dense(chain)));
+        break;
+      case Resident::minicache: result = merge_in_place(cache, config, *minicache_alone(chain)); break;
+      case Resident::eviction:
+        result = evict_in_place(cache, capture, config, chain.stages.front(), backend, checkpoint);
+        break;
+      case Resident::none: break;
+    }
     // The last products and write-backs may still be queued: wait, so the hook's time (eval's
     // compress_seconds) covers them and nothing runs behind the decode's back.
     if (const auto device = cache.key(0).device(); device.is_cuda()) torch::cuda::synchronize(device.index());
-    return {bytes, compressors::dense_fp16_bytes(resident.shape()), "resident"};
-  }
-  // KIVI and MiniCache in torch make many elementwise passes, which lose to the host stage's one
-  // loop on the CPU (bench/README.md); on a GPU they save the round trip over PCIe.
-  const bool elementwise = in_place && (route == CompressRoute::resident || cache.key(0).is_cuda());
-  if (const auto* kivi = kivi_on_dense(chain); elementwise && kivi)
-    return quantize_in_place(cache, exact, config, compressors::kivi_params(*kivi));
-  if (const auto* minicache = minicache_alone(chain); elementwise && minicache)
-    return merge_in_place(cache, exact, config, *minicache);
-  if (in_place && eviction_alone(chain)) {
-    const KvCacheSource source(cache, exact, capture, config, /*scores_where_held=*/true);
-    return evict_in_place(cache, exact, source, chain.stages.front(), backend, checkpoint);
+    return result;
   }
   const KvCacheSource source(cache, exact, capture, config);
   const auto& shape = source.shape();

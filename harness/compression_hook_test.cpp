@@ -44,28 +44,60 @@ class CompressionHook : public ::testing::Test {
   fs::path dir_;
 };
 
+// A prefill of `n` pseudo-random tokens (seeded) with the last 8 queries captured.
+struct Prefilled {
+  ContextCapture capture;
+  Prefill start;
+};
+Prefilled prefill_tokens(const LlamaModel& model, int n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::vector<std::int32_t> context(static_cast<std::size_t>(n));
+  for (auto& t : context) t = static_cast<std::int32_t>(rng() % 200 + 10);
+  ContextCapture capture(model.config().num_layers, 8, false);
+  Prefill start = prefill(model, context, n + 10, capture.observer());
+  return {std::move(capture), std::move(start)};  // the observer (bound to `capture`) is done
+}
+
+// One spec compressed from the same prefill on the resident route (`resident_route`: automatic
+// or forced) and on the host route, and compressed again on the resident one from the exact
+// copy after an earlier compression left the cache changed (halved here): that must end as the
+// first compression did.
+struct BothRoutes {
+  KvCache resident, host, again;
+  CompressionResult on_resident, on_host, on_again;
+};
+BothRoutes compress_both_ways(const Prefilled& p, const ModelConfig& config, const compressors::ChainSpec& chain,
+                              CompressRoute resident_route = CompressRoute::automatic,
+                              linalg::Backend& backend = linalg::cpu_backend()) {
+  BothRoutes r{p.start.cache.clone(), p.start.cache.clone(), p.start.cache.clone(), {}, {}, {}};
+  r.on_resident = compress_cache(r.resident, p.capture, config, chain, nullptr, backend, nullptr, resident_route);
+  r.on_host = compress_cache(r.host, p.capture, config, chain, nullptr, backend, nullptr, CompressRoute::host);
+  ExactKv exact;
+  exact.catch_up(p.start.cache);
+  for (int l = 0; l < config.num_layers; ++l) r.again.replace(l, r.again.key(l) * 0.5, r.again.value(l) * 0.5);
+  r.on_again = compress_cache(r.again, p.capture, config, chain, nullptr, backend, &exact, resident_route);
+  EXPECT_EQ(r.on_resident.route, "resident");
+  EXPECT_EQ(r.on_host.route, "host");
+  EXPECT_EQ(r.on_resident.bytes, r.on_host.bytes);
+  EXPECT_EQ(r.on_resident.dense_bytes, r.on_host.dense_bytes);
+  EXPECT_EQ(r.on_again.bytes, r.on_resident.bytes);
+  return r;
+}
+
+const at::Tensor& part_of(const KvCache& cache, int layer, bool key) { return key ? cache.key(layer) : cache.value(layer); }
+
 // Compresses one prefill both ways with each spec and compares layer by layer; `tolerance`
 // bounds the normalized difference of what both routes compress.
 void expect_routes_agree(const LlamaModel& model, linalg::Backend& backend, double tolerance) {
   const auto& config = model.config();
   ASSERT_EQ(config.num_kv_heads * config.head_dim, 32);  // H·D: a 3-layer group has 96 columns
-  std::mt19937 rng(3);
-  std::vector<std::int32_t> context(120);
-  for (auto& t : context) t = static_cast<std::int32_t>(rng() % 200 + 10);
-  ContextCapture capture(config.num_layers, 8, false);
-  const Prefill start = prefill(model, context, 130, capture.observer());
+  const Prefilled p = prefill_tokens(model, 120, 3);
   for (const char* text : {"xkv:g=2,rk=20,rv=30", "svd:rk=12,precision=f32,part=value",
                            "xkv:g=3,rk=10,start=1,precision=tf32", "xkv:groups=0-1,rk=8,precision=bf16,part=key",
                            "xkv:g=2,rk=12,solver=randomized,precision=f32"}) {
     SCOPED_TRACE(text);
     const auto chain = compressors::parse_spec(text);
-    KvCache resident = start.cache.clone(), host = start.cache.clone();
-    const auto a = compress_cache(resident, capture, config, chain, nullptr, backend);
-    const auto b = compress_cache(host, capture, config, chain, nullptr, backend, nullptr, CompressRoute::host);
-    EXPECT_EQ(a.route, "resident");
-    EXPECT_EQ(b.route, "host");
-    EXPECT_EQ(a.bytes, b.bytes);
-    EXPECT_EQ(a.dense_bytes, b.dense_bytes);
+    const auto r = compress_both_ways(p, config, chain, CompressRoute::automatic, backend);
     const auto groups = compressors::low_rank_groups(chain.stages[0], config.num_layers);
     const auto& part = chain.stages[0].get("part");
     for (int l = 0; l < config.num_layers; ++l) {
@@ -73,13 +105,14 @@ void expect_routes_agree(const LlamaModel& model, linalg::Backend& backend, doub
       for (const auto& g : groups) grouped |= std::find(g.begin(), g.end(), l) != g.end();
       for (bool key : {true, false}) {
         SCOPED_TRACE(fmt::format("layer {} {}", l, key ? "key" : "value"));
-        const auto& got = key ? resident.key(l) : resident.value(l);
-        const auto& want = key ? host.key(l) : host.value(l);
-        const auto& exact = key ? start.cache.key(l) : start.cache.value(l);
+        const auto& got = part_of(r.resident, l, key);
+        const auto& want = part_of(r.host, l, key);
+        const auto& exact = part_of(p.start.cache, l, key);
+        EXPECT_LT(normalized_difference(part_of(r.again, l, key), got), tolerance);
         if (grouped && (part == "both" || part == (key ? "key" : "value"))) {
           EXPECT_LT(normalized_difference(got, want), tolerance);
           EXPECT_GT(normalized_difference(got, exact), 1e-2);  // ranks well below the columns
-          EXPECT_TRUE(resident.rotation_stale(l));             // the model re-rotates the new keys
+          EXPECT_TRUE(r.resident.rotation_stale(l));           // the model re-rotates the new keys
         } else {
           EXPECT_TRUE(at::equal(got, exact));
           EXPECT_LT(normalized_difference(want, exact), 1e-3);  // the host route's fp16 store
@@ -120,45 +153,27 @@ TEST_F(CompressionHook, ResidentRouteOnCudaRebuildsWhatTheHostRouteDoes) {
 // exact copy's tokens are what is scored and written back.
 void expect_eviction_routes_agree(const LlamaModel& model) {
   const auto& config = model.config();
-  std::mt19937 rng(4);
-  std::vector<std::int32_t> context(120);
-  for (auto& t : context) t = static_cast<std::int32_t>(rng() % 200 + 10);
-  ContextCapture capture(config.num_layers, 8, false);
-  const Prefill start = prefill(model, context, 130, capture.observer());
+  const Prefilled p = prefill_tokens(model, 120, 4);
   for (const char* text : {"snapkv:keep=0.4,window=4,kernel=5", "h2o:keep=0.3,agg=max", "pyramidkv:budget=40,window=4",
                            "streamingllm:keep=0.5", "snapkv:budget=500,window=4"}) {
     SCOPED_TRACE(text);
-    const auto chain = compressors::parse_spec(text);
-    KvCache resident = start.cache.clone(), host = start.cache.clone();
-    const auto a = compress_cache(resident, capture, config, chain, nullptr, linalg::cpu_backend());
-    const auto b = compress_cache(host, capture, config, chain, nullptr, linalg::cpu_backend(), nullptr, CompressRoute::host);
-    EXPECT_EQ(a.route, "resident");
-    EXPECT_EQ(b.route, "host");
-    EXPECT_EQ(a.bytes, b.bytes);
-    EXPECT_EQ(a.dense_bytes, b.dense_bytes);
-    // Compressing again from the exact copy: a cache an earlier compression left changed (halved
-    // here) is scored and rewritten from the exact tokens, so it ends as the first compression did.
-    ExactKv exact;
-    exact.catch_up(start.cache);
-    KvCache again = start.cache.clone();
-    for (int l = 0; l < config.num_layers; ++l) again.replace(l, again.key(l) * 0.5, again.value(l) * 0.5);
-    EXPECT_EQ(compress_cache(again, capture, config, chain, nullptr, linalg::cpu_backend(), &exact).bytes, a.bytes);
+    const auto r = compress_both_ways(p, config, compressors::parse_spec(text));
     const bool evicts = std::string(text) != "snapkv:budget=500,window=4";  // budget ≥ T keeps every cell
     for (int l = 0; l < config.num_layers; ++l) {
       SCOPED_TRACE(l);
-      ASSERT_EQ(resident.keep(l).defined(), evicts);
-      ASSERT_EQ(host.keep(l).defined(), evicts);
+      ASSERT_EQ(r.resident.keep(l).defined(), evicts);
+      ASSERT_EQ(r.host.keep(l).defined(), evicts);
       if (evicts) {
-        EXPECT_TRUE(at::equal(resident.keep(l), host.keep(l)));
-        EXPECT_TRUE(at::equal(again.keep(l), resident.keep(l)));
-        EXPECT_LT(resident.keep(l).sum().item<std::int64_t>(), resident.keep(l).numel());
+        EXPECT_TRUE(at::equal(r.resident.keep(l), r.host.keep(l)));
+        EXPECT_TRUE(at::equal(r.again.keep(l), r.resident.keep(l)));
+        EXPECT_LT(r.resident.keep(l).sum().item<std::int64_t>(), r.resident.keep(l).numel());
       }
-      EXPECT_TRUE(at::equal(resident.key(l), start.cache.key(l)));
-      EXPECT_TRUE(at::equal(resident.value(l), start.cache.value(l)));
-      EXPECT_TRUE(at::equal(again.key(l), start.cache.key(l)));
-      EXPECT_TRUE(at::equal(again.value(l), start.cache.value(l)));
-      const auto kept = host.keep(l).defined() ? host.keep(l).unsqueeze(-1).to(at::kFloat) : at::ones({1}, at::kFloat);
-      EXPECT_LT(normalized_difference(host.value(l) * kept, start.cache.value(l) * kept), 1e-3);
+      for (bool key : {true, false}) {
+        EXPECT_TRUE(at::equal(part_of(r.resident, l, key), part_of(p.start.cache, l, key)));
+        EXPECT_TRUE(at::equal(part_of(r.again, l, key), part_of(p.start.cache, l, key)));
+      }
+      const auto kept = r.host.keep(l).defined() ? r.host.keep(l).unsqueeze(-1).to(at::kFloat) : at::ones({1}, at::kFloat);
+      EXPECT_LT(normalized_difference(r.host.value(l) * kept, p.start.cache.value(l) * kept), 1e-3);
     }
   }
 }
@@ -167,94 +182,67 @@ TEST_F(CompressionHook, EvictionOnTheResidentRouteKeepsWhatTheHostRouteKeeps) {
   expect_eviction_routes_agree(LlamaModel::load(dir_, RunOptions{}));
 }
 
-// KIVI on the dense cache on the resident route (forced: auto takes it on a GPU only): torch quantizes each layer where it lies
-// (kivi_on_device.h, checked element by element against the host stage in its own test); here
+// KIVI on the dense cache on the resident route (forced: auto takes it on a GPU only): torch
+// quantizes each layer where it lies (kivi_on_device.h, checked element by element against the host stage in its own test); here
 // the whole hook, against the host route, on a model whose keys carry RoPE: the same bytes and
 // the same rebuild but for the rare value an ulp of rotation moves across a code boundary.
 TEST_F(CompressionHook, KiviOnTheResidentRouteRebuildsWhatTheHostRouteDoes) {
   const LlamaModel model = LlamaModel::load(dir_, RunOptions{});
   const auto& config = model.config();
-  std::vector<std::int32_t> context(150);
-  for (std::size_t i = 0; i < context.size(); ++i) context[i] = static_cast<std::int32_t>(i * 7 % 200 + 10);
-  ContextCapture capture(config.num_layers, 8, false);
-  const Prefill start = prefill(model, context, 160, capture.observer());
+  const Prefilled p = prefill_tokens(model, 150, 7);
   for (const char* text : {"kivi:bits=2,group=32,residual=64", "full+kivi:bits=4,group=5,residual=0"}) {
     SCOPED_TRACE(text);
     const auto chain = compressors::parse_spec(text);
-    KvCache resident = start.cache.clone(), host = start.cache.clone();
-    const auto a = compress_cache(resident, capture, config, chain, nullptr, linalg::cpu_backend(), nullptr,
-                                  CompressRoute::resident);
-    const auto b = compress_cache(host, capture, config, chain, nullptr, linalg::cpu_backend(), nullptr, CompressRoute::host);
-    EXPECT_EQ(a.route, "resident");
-    EXPECT_EQ(a.bytes, b.bytes);
-    EXPECT_GT(a.ratio(), 1.4);
-    KvCache automatic = start.cache.clone();  // on a CPU model, auto takes the host stage (faster there)
-    EXPECT_EQ(compress_cache(automatic, capture, config, chain, nullptr, linalg::cpu_backend()).route, "host");  // small heads: the fp16 scales and mins weigh
-    ExactKv exact;  // compressing again from the exact tokens gives the first compression again
-    exact.catch_up(start.cache);
-    KvCache again = start.cache.clone();
-    for (int l = 0; l < config.num_layers; ++l) again.replace(l, again.key(l) * 0.5, again.value(l) * 0.5);
-    compress_cache(again, capture, config, chain, nullptr, linalg::cpu_backend(), &exact, CompressRoute::resident);
+    const auto r = compress_both_ways(p, config, chain, CompressRoute::resident);
+    EXPECT_GT(r.on_resident.ratio(), 1.4);  // small heads: the fp16 scales and mins weigh
+    KvCache automatic = p.start.cache.clone();  // on a CPU model, auto takes the host stage (faster there)
+    EXPECT_EQ(compress_cache(automatic, p.capture, config, chain, nullptr, linalg::cpu_backend()).route, "host");
     for (int l = 0; l < config.num_layers; ++l)
       for (bool key : {true, false}) {
         SCOPED_TRACE(fmt::format("layer {} {}", l, key ? "key" : "value"));
-        const auto& got = key ? resident.key(l) : resident.value(l);
-        const auto& want = key ? host.key(l) : host.value(l);
-        const auto moved = ((got - want).abs() > 1e-4).sum().item<std::int64_t>();
+        const auto& got = part_of(r.resident, l, key);
+        const auto moved = ((got - part_of(r.host, l, key)).abs() > 1e-4).sum().item<std::int64_t>();
         EXPECT_LE(moved, got.numel() / 200);
-        EXPECT_GT(normalized_difference(got, key ? start.cache.key(l) : start.cache.value(l)), 1e-3);  // quantized
-        EXPECT_FALSE(resident.keep(l).defined());
-        EXPECT_TRUE(at::equal(key ? again.key(l) : again.value(l), got));
+        EXPECT_GT(normalized_difference(got, part_of(p.start.cache, l, key)), 1e-3);  // quantized
+        EXPECT_FALSE(r.resident.keep(l).defined());
+        EXPECT_TRUE(at::equal(part_of(r.again, l, key), got));
       }
   }
 }
 
-// MiniCache alone on the resident route (forced: auto takes it on a GPU only): torch merges each pair where the cache lies
-// (minicache_on_device.h, checked row by row against the host stage in its own test); here the
+// MiniCache alone on the resident route (forced: auto takes it on a GPU only): torch merges each
+// pair where the cache lies (minicache_on_device.h, checked row by row against the host stage in its own test); here the
 // whole hook against the host route: the same bytes, merged pairs within the f32 rounding of
 // e·‖x‖ or of an fp16 value (1e-5 normalized), layers outside the pairs untouched, and
 // compressing again from the exact copy gives the same cache.
 TEST_F(CompressionHook, MinicacheOnTheResidentRouteRebuildsWhatTheHostRouteDoes) {
   const LlamaModel model = LlamaModel::load(dir_, RunOptions{});
   const auto& config = model.config();
-  std::vector<std::int32_t> context(100);
-  for (std::size_t i = 0; i < context.size(); ++i) context[i] = static_cast<std::int32_t>(i * 11 % 200 + 10);
-  ContextCapture capture(config.num_layers, 8, false);
-  const Prefill start = prefill(model, context, 110, capture.observer());
+  const Prefilled p = prefill_tokens(model, 100, 11);
   for (const char* text : {"minicache", "minicache:start=0,gamma=0.2,scope=head,part=value", "minicache:start=1,end=2,part=key"}) {
     SCOPED_TRACE(text);
     const auto chain = compressors::parse_spec(text);
-    KvCache resident = start.cache.clone(), host = start.cache.clone();
-    const auto a = compress_cache(resident, capture, config, chain, nullptr, linalg::cpu_backend(), nullptr,
-                                  CompressRoute::resident);
-    const auto b = compress_cache(host, capture, config, chain, nullptr, linalg::cpu_backend(), nullptr, CompressRoute::host);
-    EXPECT_EQ(a.route, "resident");
-    EXPECT_EQ(a.bytes, b.bytes);
-    KvCache automatic = start.cache.clone();  // on a CPU model, auto takes the host stage (faster there)
-    EXPECT_EQ(compress_cache(automatic, capture, config, chain, nullptr, linalg::cpu_backend()).route, "host");
-    ExactKv exact;
-    exact.catch_up(start.cache);
-    KvCache again = start.cache.clone();
-    for (int l = 0; l < config.num_layers; ++l) again.replace(l, again.key(l) * 0.5, again.value(l) * 0.5);
-    compress_cache(again, capture, config, chain, nullptr, linalg::cpu_backend(), &exact, CompressRoute::resident);
+    const auto r = compress_both_ways(p, config, chain, CompressRoute::resident);
+    KvCache automatic = p.start.cache.clone();  // on a CPU model, auto takes the host stage (faster there)
+    EXPECT_EQ(compress_cache(automatic, p.capture, config, chain, nullptr, linalg::cpu_backend()).route, "host");
     const auto& spec = chain.stages[0];
     const auto pairs = compressors::minicache_pairs(spec.get_int("start"), spec.get_int("end"), config.num_layers, "test");
     int merged_parts = 0;
     for (int l = 0; l < config.num_layers; ++l)
       for (bool key : {true, false}) {
         SCOPED_TRACE(fmt::format("layer {} {}", l, key ? "key" : "value"));
-        const auto& got = key ? resident.key(l) : resident.value(l);
-        const auto& exact_values = key ? start.cache.key(l) : start.cache.value(l);
-        EXPECT_TRUE(at::equal(key ? again.key(l) : again.value(l), got));
+        const auto& got = part_of(r.resident, l, key);
+        const auto& exact = part_of(p.start.cache, l, key);
+        EXPECT_TRUE(at::equal(part_of(r.again, l, key), got));
         bool in_pair = false;
-        for (int p : pairs) in_pair |= l == p || l == p + 1;
+        for (int a : pairs) in_pair |= l == a || l == a + 1;
         const auto& part = spec.get("part");
         if (in_pair && (part == "both" || part == (key ? "key" : "value"))) {
           ++merged_parts;
-          EXPECT_LT(normalized_difference(got, key ? host.key(l) : host.value(l)), 1e-5);
-          EXPECT_GT(normalized_difference(got, exact_values), 1e-3);  // merged rows lost their own direction
+          EXPECT_LT(normalized_difference(got, part_of(r.host, l, key)), 1e-5);
+          EXPECT_GT(normalized_difference(got, exact), 1e-3);  // merged rows lost their own direction
         } else {
-          EXPECT_TRUE(at::equal(got, exact_values));
+          EXPECT_TRUE(at::equal(got, exact));
         }
       }
     EXPECT_GT(merged_parts, 0);
@@ -268,26 +256,19 @@ TEST_F(CompressionHook, MinicacheOnTheResidentRouteRebuildsWhatTheHostRouteDoes)
 TEST_F(CompressionHook, LowRankThenKiviOnTheResidentRouteRebuildsWhatTheHostRouteDoes) {
   const LlamaModel model = LlamaModel::load(dir_, RunOptions{});
   const auto& config = model.config();
-  std::vector<std::int32_t> context(120);
-  for (std::size_t i = 0; i < context.size(); ++i) context[i] = static_cast<std::int32_t>(i * 13 % 200 + 10);
-  ContextCapture capture(config.num_layers, 8, false);
-  const Prefill start = prefill(model, context, 130, capture.observer());
+  const Prefilled p = prefill_tokens(model, 120, 13);
   for (const char* text : {"xkv:g=2,rk=12+kivi:bits=4", "xkv:g=2,rk=8,start=2,precision=f32+kivi:bits=2,group=5,residual=16"}) {
     SCOPED_TRACE(text);
-    const auto chain = compressors::parse_spec(text);
-    KvCache resident = start.cache.clone(), host = start.cache.clone();
-    const auto a = compress_cache(resident, capture, config, chain, nullptr, linalg::cpu_backend());
-    const auto b = compress_cache(host, capture, config, chain, nullptr, linalg::cpu_backend(), nullptr, CompressRoute::host);
-    EXPECT_EQ(a.route, "resident");
-    EXPECT_EQ(a.bytes, b.bytes);
+    const auto r = compress_both_ways(p, config, compressors::parse_spec(text));
     for (int l = 0; l < config.num_layers; ++l)
       for (bool key : {true, false}) {
         SCOPED_TRACE(fmt::format("layer {} {}", l, key ? "key" : "value"));
-        const auto& got = key ? resident.key(l) : resident.value(l);
-        const auto& want = key ? host.key(l) : host.value(l);
+        const auto& got = part_of(r.resident, l, key);
+        const auto& want = part_of(r.host, l, key);
         EXPECT_LE(((got - want).abs() > 1e-4 * (want.abs() + 1)).sum().item<std::int64_t>(), got.numel() / 200);
         EXPECT_LT(normalized_difference(got, want), 1e-2);
-        EXPECT_GT(normalized_difference(got, key ? start.cache.key(l) : start.cache.value(l)), 1e-3);  // every layer changed
+        EXPECT_GT(normalized_difference(got, part_of(p.start.cache, l, key)), 1e-3);  // every layer changed
+        EXPECT_LT(normalized_difference(part_of(r.again, l, key), got), 1e-6);
       }
   }
 }
@@ -297,13 +278,11 @@ TEST_F(CompressionHook, LowRankThenKiviOnTheResidentRouteRebuildsWhatTheHostRout
 TEST_F(CompressionHook, ShortCachesGoTheHostWay) {
   const LlamaModel model = LlamaModel::load(dir_, RunOptions{});
   const auto& config = model.config();
-  std::vector<std::int32_t> context(40, 17);  // 40 tokens < 2·32 columns
-  ContextCapture capture(config.num_layers, 8, false);
-  const Prefill start = prefill(model, context, 50, capture.observer());
+  const Prefilled p = prefill_tokens(model, 40, 17);  // 40 tokens < 2·32 columns
   const auto chain = compressors::parse_spec("xkv:g=2,rk=8");
-  KvCache a = start.cache.clone(), b = start.cache.clone();
-  EXPECT_EQ(compress_cache(a, capture, config, chain, nullptr, linalg::cpu_backend()).route, "host");
-  compress_cache(b, capture, config, chain, nullptr, linalg::cpu_backend(), nullptr, CompressRoute::host);
+  KvCache a = p.start.cache.clone(), b = p.start.cache.clone();
+  EXPECT_EQ(compress_cache(a, p.capture, config, chain, nullptr, linalg::cpu_backend()).route, "host");
+  compress_cache(b, p.capture, config, chain, nullptr, linalg::cpu_backend(), nullptr, CompressRoute::host);
   for (int l = 0; l < config.num_layers; ++l) {
     EXPECT_TRUE(at::equal(a.key(l), b.key(l)));
     EXPECT_TRUE(at::equal(a.value(l), b.value(l)));
