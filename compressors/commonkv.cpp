@@ -189,8 +189,8 @@ class CommonKV final : public TransformStage {
     const CacheShape& shape = cache.shape();
     const int L = shape.layers, G = g_;
     const std::int64_t T = shape.tokens, N = shape.width();
-    if (G > L) fail("commonkv: key 'g' = {} exceeds the {} layers of {}", G, L, cache.describe());
-    const int num_groups = L / G;  // leftover layers are never grouped (as the code's merge)
+    const auto group_layers = commonkv_groups(G, L, cache.describe());
+    const int num_groups = static_cast<int>(group_layers.size());  // leftover layers are never grouped (as the code's merge)
 
     auto out = std::make_unique<CommonKVCompressed>();
     out->shape = shape;
@@ -204,60 +204,31 @@ class CommonKV final : public TransformStage {
     std::vector<double> similarity(static_cast<std::size_t>(num_groups * T));
     for (int gi = 0; gi < num_groups; ++gi) {
       Group group;
-      for (int i = 0; i < G; ++i) group.layers.push_back(gi * G + i);
-      // Stacked weights, column-major m × d_model (the layout LAPACK wants), in f32 as the authors.
-      // Row block b (k of each layer, then v of each layer) holds one [N, d_model] weight.
-      std::vector<float> a;
-      const std::int64_t m = 2 * G * N;
-      std::int64_t block = 0;
-      for (const char* proj : {"k_proj", "v_proj"})
-        for (int l : group.layers) {
-          const auto name = fmt::format("model.layers.{}.self_attn.{}.weight", l, proj);
-          if (d_model == 0 && ckpt.has(name) && ckpt.shape(name).size() == 2) d_model = ckpt.shape(name)[1];
-          const auto w = load_weight(ckpt, name, {N, d_model}, "[H_kv·D, d_model] of the dumped cache");
-          a.resize(static_cast<std::size_t>(m * d_model));
-          for (std::int64_t i = 0; i < N; ++i)
-            for (std::int64_t j = 0; j < d_model; ++j) a[j * m + block * N + i] = w.data[i * d_model + j];
-          ++block;
-        }
-      const std::int64_t k = std::min(m, d_model);
-      std::vector<float> sigma(static_cast<std::size_t>(k)), u(static_cast<std::size_t>(m * k)),
-          vt(static_cast<std::size_t>(k * d_model));
-      ctx.backend.svd_thin(a.data(), m, d_model, m, sigma.data(), u.data(), m, vt.data(), k);
-      a = {};
-      const std::int64_t r = std::min<std::int64_t>(rank_ == 0 ? N : rank_, k);
+      group.layers = group_layers[gi];
+      auto f = commonkv_factors(ckpt, group.layers, N, rank_, ctx.backend);
+      d_model = f.d_model;
+      const std::int64_t r = f.rank;
       group.rank = r;
-      // P = diag(√S_r)·V_rᵀ [r, d_model]; U_r·diag(√S_r) split into D_K,l / D_V,l [N, r].
-      std::vector<float> p(static_cast<std::size_t>(r * d_model));
-      for (std::int64_t j = 0; j < r; ++j)
-        for (std::int64_t c = 0; c < d_model; ++c)
-          p[j * d_model + c] = static_cast<float>(std::sqrt(sigma[j]) * vt[j + c * k]);
       group.p_slot = out->add(
-          StoredTensor::fp16(fmt::format("group{}/P", gi), {r, d_model}, std::move(p), QuantLayout::per_token, false),
+          StoredTensor::fp16(fmt::format("group{}/P", gi), {r, d_model}, std::move(f.p), QuantLayout::per_token, false),
           Kind::factor);
       for (int i = 0; i < G; ++i) {
         const int l = group.layers[i];
         auto& slots = out->layers[l];
         slots.group = gi;
         for (int part = 0; part < 2; ++part) {
-          const std::int64_t row0 = (part * G + i) * N;
-          std::vector<float> d(static_cast<std::size_t>(N * r));
-          for (std::int64_t row = 0; row < N; ++row)
-            for (std::int64_t j = 0; j < r; ++j)
-              d[row * r + j] = static_cast<float>(u[(row0 + row) + j * m] * std::sqrt(sigma[j]));
-          const auto slot = out->add(StoredTensor::fp16(fmt::format("layer{}/D_{}", l, part ? "value" : "key"), {N, r},
-                                                        std::move(d), QuantLayout::per_token, false),
-                                     Kind::factor);
-          (part ? slots.d_value : slots.d_key) = slot;
-          const auto bias = fmt::format("model.layers.{}.self_attn.{}.bias", l, part ? "v_proj" : "k_proj");
-          if (ckpt.has(bias)) {
-            auto b = load_weight(ckpt, bias, {N}, "[H_kv·D]");
-            // Biases are weights too: counted with the factors, never quantized.
+          auto& d = part ? f.d_value[i] : f.d_key[i];
+          (part ? slots.d_value : slots.d_key) = out->add(
+              StoredTensor::fp16(fmt::format("layer{}/D_{}", l, part ? "value" : "key"), {N, r}, std::move(d),
+                                 QuantLayout::per_token, false),
+              Kind::factor);
+          auto& b = part ? f.value_bias[i] : f.key_bias[i];
+          // Biases are weights too: counted with the factors, never quantized.
+          if (!b.empty())
             (part ? slots.value_bias : slots.key_bias) =
                 out->add(StoredTensor::fp16(fmt::format("layer{}/{}_bias", l, part ? "value" : "key"), {1, N},
-                                            std::move(b.data), QuantLayout::none, false),
+                                            std::move(b), QuantLayout::none, false),
                          Kind::factor);
-          }
         }
       }
       const auto& pw = out->tensors[group.p_slot].values;
@@ -276,21 +247,8 @@ class CommonKV final : public TransformStage {
       out->groups.push_back(std::move(group));
     }
 
-    // The global no-merge budget: the int(keep·N) least similar (group, token) pairs of all groups
-    // stay unmerged (ties: earlier group/token first), plus sinks and the recent window.
-    const auto pairs = static_cast<std::int64_t>(similarity.size());
-    const auto budget = std::min(pairs, static_cast<std::int64_t>(keep_ * static_cast<double>(pairs)));
-    out->budget = budget;
-    std::vector<std::int64_t> order(static_cast<std::size_t>(pairs));
-    std::iota(order.begin(), order.end(), std::int64_t{0});
-    std::sort(order.begin(), order.end(), [&](std::int64_t x, std::int64_t y) {
-      return std::pair(similarity[x], x) < std::pair(similarity[y], y);
-    });
-    for (auto& group : out->groups) group.merged.assign(static_cast<std::size_t>(T), 1);
-    for (std::int64_t i = 0; i < budget; ++i) out->groups[order[i] / T].merged[order[i] % T] = 0;
-    for (auto& group : out->groups)
-      for (std::int64_t t = 0; t < T; ++t)
-        if (t < sinks_ || t >= T - recent_) group.merged[t] = 0;
+    auto merged = commonkv_merged(similarity, num_groups, T, keep_, sinks_, recent_, &out->budget);
+    for (int gi = 0; gi < num_groups; ++gi) out->groups[gi].merged = std::move(merged[gi]);
 
     // Pass 2, per group: every layer's latents; unmerged rows per layer, merged rows once per group.
     for (int gi = 0; gi < num_groups; ++gi) {
@@ -354,6 +312,89 @@ class CommonKV final : public TransformStage {
 };
 
 }  // namespace
+
+std::vector<std::vector<int>> commonkv_groups(std::int64_t g, int layers, std::string_view where) {
+  if (g < 1 || g > layers) fail("commonkv: key 'g' = {} exceeds the {} layers of {}", g, layers, where);
+  std::vector<std::vector<int>> groups(static_cast<std::size_t>(layers / g));
+  for (std::size_t i = 0; i < groups.size(); ++i)
+    for (std::int64_t j = 0; j < g; ++j) groups[i].push_back(static_cast<int>(static_cast<std::int64_t>(i) * g + j));
+  return groups;
+}
+
+std::int64_t commonkv_group_bytes(std::int64_t g, std::int64_t tokens, std::int64_t merged, std::int64_t rank,
+                                  std::int64_t d_model, std::int64_t width, bool biases) {
+  const std::int64_t r = rank, N = width;
+  return 2 * r * (g * (tokens - merged) + merged) + 4 * merged + 2 * r * d_model + 2 * 2 * g * N * r +
+         (biases ? 2 * 2 * N * g : 0);
+}
+
+CommonKvFactors commonkv_factors(const core::Checkpoint& ckpt, const std::vector<int>& layers, std::int64_t width,
+                                 std::int64_t rank, linalg::Backend& backend) {
+  const auto G = static_cast<std::int64_t>(layers.size());
+  const std::int64_t N = width, m = 2 * G * N;
+  CommonKvFactors f;
+  // Stacked weights, column-major m × d_model (the layout LAPACK wants), in f32 as the authors.
+  // Row block b (k of each layer, then v of each layer) holds one [N, d_model] weight.
+  std::vector<float> a;
+  std::int64_t block = 0;
+  for (const char* proj : {"k_proj", "v_proj"})
+    for (int l : layers) {
+      const auto name = fmt::format("model.layers.{}.self_attn.{}.weight", l, proj);
+      if (f.d_model == 0 && ckpt.has(name) && ckpt.shape(name).size() == 2) f.d_model = ckpt.shape(name)[1];
+      const auto w = load_weight(ckpt, name, {N, f.d_model}, "[H_kv·D, d_model] of the dumped cache");
+      a.resize(static_cast<std::size_t>(m * f.d_model));
+      for (std::int64_t i = 0; i < N; ++i)
+        for (std::int64_t j = 0; j < f.d_model; ++j) a[j * m + block * N + i] = w.data[i * f.d_model + j];
+      ++block;
+    }
+  const std::int64_t d_model = f.d_model, k = std::min(m, d_model);
+  std::vector<float> sigma(static_cast<std::size_t>(k)), u(static_cast<std::size_t>(m * k)),
+      vt(static_cast<std::size_t>(k * d_model));
+  backend.svd_thin(a.data(), m, d_model, m, sigma.data(), u.data(), m, vt.data(), k);
+  const std::int64_t r = std::min<std::int64_t>(rank == 0 ? N : rank, k);
+  f.rank = r;
+  // P = diag(√S_r)·V_rᵀ [r, d_model]; U_r·diag(√S_r) split into D_K,l / D_V,l [N, r].
+  f.p.resize(static_cast<std::size_t>(r * d_model));
+  for (std::int64_t j = 0; j < r; ++j)
+    for (std::int64_t c = 0; c < d_model; ++c)
+      f.p[j * d_model + c] = static_cast<float>(std::sqrt(sigma[j]) * vt[j + c * k]);
+  for (std::int64_t i = 0; i < G; ++i)
+    for (int part = 0; part < 2; ++part) {
+      const std::int64_t row0 = (part * G + i) * N;
+      std::vector<float> d(static_cast<std::size_t>(N * r));
+      for (std::int64_t row = 0; row < N; ++row)
+        for (std::int64_t j = 0; j < r; ++j) d[row * r + j] = static_cast<float>(u[(row0 + row) + j * m] * std::sqrt(sigma[j]));
+      (part ? f.d_value : f.d_key).push_back(std::move(d));
+      const auto bias = fmt::format("model.layers.{}.self_attn.{}.bias", layers[i], part ? "v_proj" : "k_proj");
+      (part ? f.value_bias : f.key_bias).push_back(ckpt.has(bias) ? load_weight(ckpt, bias, {N}, "[H_kv·D]").data
+                                                                   : std::vector<float>{});
+    }
+  return f;
+}
+
+std::vector<std::vector<std::uint8_t>> commonkv_merged(const std::vector<double>& similarity, int groups,
+                                                       std::int64_t tokens, double keep, std::int64_t sinks,
+                                                       std::int64_t recent, std::int64_t* budget) {
+  const std::int64_t T = tokens;
+  const auto pairs = static_cast<std::int64_t>(similarity.size());
+  if (pairs != groups * T) fail("commonkv: {} similarities for {} groups of {} tokens", pairs, groups, T);
+  // The global no-merge budget: the int(keep·pairs) least similar (group, token) pairs of all
+  // groups stay unmerged (ties: earlier group/token first), plus sinks and the recent window.
+  const auto b = std::min(pairs, static_cast<std::int64_t>(keep * static_cast<double>(pairs)));
+  if (budget) *budget = b;
+  std::vector<std::int64_t> order(static_cast<std::size_t>(pairs));
+  std::iota(order.begin(), order.end(), std::int64_t{0});
+  std::sort(order.begin(), order.end(), [&](std::int64_t x, std::int64_t y) {
+    return std::pair(similarity[x], x) < std::pair(similarity[y], y);
+  });
+  std::vector<std::vector<std::uint8_t>> merged(static_cast<std::size_t>(groups),
+                                                std::vector<std::uint8_t>(static_cast<std::size_t>(T), 1));
+  for (std::int64_t i = 0; i < b; ++i) merged[order[i] / T][order[i] % T] = 0;
+  for (auto& group : merged)
+    for (std::int64_t t = 0; t < T; ++t)
+      if (t < sinks || t >= T - recent) group[t] = 0;
+  return merged;
+}
 
 std::unique_ptr<TransformStage> make_commonkv(const StageSpec& spec) { return std::make_unique<CommonKV>(spec); }
 

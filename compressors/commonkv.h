@@ -20,11 +20,48 @@
 // leftover layers "layer{l}/head{h}/key" (post-RoPE) / ".../value" [T, D].
 #pragma once
 
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
 #include "compressors/compressor.h"
 
 namespace kvlab::compressors {
 
 MethodDef commonkv_method();
 std::unique_ptr<TransformStage> make_commonkv(const StageSpec& spec);
+
+// The pieces of the method, shared with the harness's run on the model's tensors.
+
+// The groups of g adjacent layers (0..g−1, g..2g−1, …) of an L-layer cache; the L mod g
+// leftover layers belong to none. Fails when g > L (`where` names the cache).
+std::vector<std::vector<int>> commonkv_groups(std::int64_t g, int layers, std::string_view where);
+
+// One group's shared factors from the checkpoint's W_k/W_v (the thin SVD of the stacked weights
+// above), at f32 as computed (the chain stores them at fp16). Rank: `rank`, 0 = N = H_kv·D,
+// capped at min(2·g·N, d_model). Fails naming a missing or misshapen tensor.
+struct CommonKvFactors {
+  std::int64_t rank = 0;                                 // r
+  std::int64_t d_model = 0;
+  std::vector<float> p;                                  // P [r, d_model] row-major
+  std::vector<std::vector<float>> d_key, d_value;        // per layer of the group: [N, r] row-major
+  std::vector<std::vector<float>> key_bias, value_bias;  // per layer: [N], empty without biases
+};
+CommonKvFactors commonkv_factors(const core::Checkpoint& ckpt, const std::vector<int>& layers, std::int64_t width,
+                                 std::int64_t rank, linalg::Backend& backend);
+
+// The (group, token) pairs merged, [groups][T] (1 = merged), from each pair's first/last-layer
+// latent cosine, similarity[g·T + t]: the int(keep·pairs) least similar stay unmerged (ties: the
+// earlier pair first), and so do every group's first `sinks` and last `recent` tokens. Sets
+// *budget to int(keep·pairs) when given.
+std::vector<std::vector<std::uint8_t>> commonkv_merged(const std::vector<double>& similarity, int groups,
+                                                       std::int64_t tokens, double keep, std::int64_t sinks,
+                                                       std::int64_t recent, std::int64_t* budget = nullptr);
+
+// Bytes one group of g layers stores at rank r with `merged` of its T tokens merged: latents
+// 2·r·(g·(T − merged) + merged), merged_index 4·merged, P 2·r·d_model, D_key and D_value
+// 2·2·g·N·r, and biases 2·2·N per layer when the checkpoint has them.
+std::int64_t commonkv_group_bytes(std::int64_t g, std::int64_t tokens, std::int64_t merged, std::int64_t rank,
+                                  std::int64_t d_model, std::int64_t width, bool biases);
 
 }  // namespace kvlab::compressors

@@ -13,6 +13,7 @@
 #include "compressors/minicache.h"
 #include "core/error.h"
 #include "core/profile.h"
+#include "harness/commonkv_on_device.h"
 #include "harness/kivi_on_device.h"
 #include "harness/minicache_on_device.h"
 #include "harness/window_scores.h"
@@ -311,7 +312,7 @@ void write_back(KvCache& cache, int layer, const compressors::LayerKV& kv, const
   cache.replace(layer, view_of(kv.key).transpose(0, 1), view_of(kv.value).transpose(0, 1), keep);
 }
 
-enum class Resident { none, low_rank, kivi, minicache, eviction };
+enum class Resident { none, low_rank, kivi, minicache, commonkv, eviction };
 
 // Which resident route compress_cache takes (compression_hook.h CompressRoute), if any.
 Resident resident_route(const KvCache& cache, const ModelConfig& config, const compressors::ChainSpec& chain,
@@ -320,11 +321,12 @@ Resident resident_route(const KvCache& cache, const ModelConfig& config, const c
   if (backend_beside(backend, cache.key(0).device()) &&
       compressors::resident_low_rank_applies(chain, shape_of(cache, config)))
     return Resident::low_rank;
-  // KIVI and MiniCache in torch make many elementwise passes, which lose to the host stage's one
-  // loop on the CPU (bench/README.md); on a GPU they save the round trip over PCIe.
+  // KIVI, MiniCache and CommonKV in torch lose to the host stages' loops and BLAS on the CPU
+  // (bench/README.md); on a GPU they save the round trip over PCIe.
   const bool elementwise = route == CompressRoute::resident || cache.key(0).is_cuda();
   if (elementwise && kivi_on_dense(chain)) return Resident::kivi;
   if (elementwise && minicache_alone(chain)) return Resident::minicache;
+  if (elementwise && commonkv_alone(chain)) return Resident::commonkv;
   if (eviction_alone(chain)) return Resident::eviction;
   return Resident::none;
 }
@@ -353,6 +355,13 @@ CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, 
         result = quantize_in_place(cache, config, compressors::kivi_params(*kivi_on_dense(chain)));
         break;
       case Resident::minicache: result = merge_in_place(cache, config, *minicache_alone(chain)); break;
+      case Resident::commonkv: {
+        const auto shape = shape_of(cache, config);
+        const auto attn_in = [&](int l) -> const at::Tensor& { return capture.attn_in(l); };
+        result = {commonkv_in_place(cache, shape, attn_in, *commonkv_alone(chain), checkpoint, backend),
+                  compressors::dense_fp16_bytes(shape), "resident"};
+        break;
+      }
       case Resident::eviction:
         result = evict_in_place(cache, capture, config, chain.stages.front(), backend, checkpoint);
         break;

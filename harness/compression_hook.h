@@ -72,11 +72,13 @@ class ExactKv {
 //   one eviction stage alone: torch scores the window (window_scores.h) and only the keep masks
 //     are written, whatever the backend;
 //   KIVI on the dense cache ("kivi", "full+kivi"): torch quantizes each layer (kivi_on_device.h);
-//   MiniCache alone: torch merges each layer pair (minicache_on_device.h).
-// Everything else goes the host way.
+//   MiniCache alone: torch merges each layer pair (minicache_on_device.h);
+//   CommonKV alone: torch forms the latents, merges and rebuilds (commonkv_on_device.h).
+// Everything else (longer chains) goes the host way.
 enum class CompressRoute {
-  // The resident routes where they are faster: all of them on a CUDA model; on a CPU model all
-  // but KIVI's and MiniCache's, whose host loops beat torch's elementwise passes there.
+  // The resident routes where they are faster: all of them on a CUDA model; on a CPU model
+  // svd/xkv's and eviction's, not KIVI's, MiniCache's and CommonKV's, whose host loops and BLAS
+  // beat torch's passes there (bench/README.md).
   automatic,
   // Every resident route that applies, on any device (to check and time them against host).
   resident,

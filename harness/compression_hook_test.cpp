@@ -4,6 +4,7 @@
 // independent path through the compressors. Compressed layers agree to f32 rounding (1e-6
 // normalized), the bytes exactly; what a spec leaves uncompressed the resident route does not
 // touch (bit-identical), while the host route stores it at fp16 (≈ 1e-3 away).
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -13,6 +14,8 @@
 #include <fmt/format.h>
 
 #include "compressors/low_rank.h"
+#include "core/error_of.h"
+#include "core/safetensors.h"
 #include "compressors/minicache.h"
 #include "compressors/spec.h"
 #include "harness/compression_hook.h"
@@ -247,6 +250,56 @@ TEST_F(CompressionHook, MinicacheOnTheResidentRouteRebuildsWhatTheHostRouteDoes)
       }
     EXPECT_GT(merged_parts, 0);
   }
+}
+
+// CommonKV alone on the resident route (forced: auto takes it on a GPU only): torch forms the
+// latents, cosines, merged latents and rebuilds where the cache lies, from the same weight SVD
+// and no-merge budget as the chain. Against the host route: the same bytes, grouped layers within
+// f32 rounding (1e-5 normalized; a token whose cosine ties another's across the budget's edge
+// would show as an error of order one), the leftover layer the model's own.
+TEST_F(CompressionHook, CommonkvOnTheResidentRouteRebuildsWhatTheHostRouteDoes) {
+  const LlamaModel model = LlamaModel::load(dir_, RunOptions{});
+  const core::Checkpoint checkpoint(dir_);
+  const auto& config = model.config();
+  std::mt19937 rng(19);
+  std::vector<std::int32_t> context(90);
+  for (auto& t : context) t = static_cast<std::int32_t>(rng() % 200 + 10);
+  ContextCapture capture(config.num_layers, 8, /*attn_in=*/true);
+  const Prefill start = prefill(model, context, 100, capture.observer());
+  for (const char* text : {"commonkv:g=3,rank=20,keep=0.4,sinks=2,recent=8", "commonkv:g=2,keep=0.2,sinks=0,recent=0"}) {
+    SCOPED_TRACE(text);
+    const auto chain = compressors::parse_spec(text);
+    KvCache resident = start.cache.clone(), host = start.cache.clone();
+    const auto a = compress_cache(resident, capture, config, chain, &checkpoint, linalg::cpu_backend(), nullptr,
+                                  CompressRoute::resident);
+    const auto b = compress_cache(host, capture, config, chain, &checkpoint, linalg::cpu_backend(), nullptr,
+                                  CompressRoute::host);
+    EXPECT_EQ(a.route, "resident");
+    EXPECT_EQ(a.bytes, b.bytes);
+    KvCache automatic = start.cache.clone();  // on a CPU model, auto takes the host stage
+    EXPECT_EQ(compress_cache(automatic, capture, config, chain, &checkpoint, linalg::cpu_backend()).route, "host");
+    const int grouped = config.num_layers / static_cast<int>(chain.stages[0].get_int("g")) *
+                        static_cast<int>(chain.stages[0].get_int("g"));
+    for (int l = 0; l < config.num_layers; ++l)
+      for (bool key : {true, false}) {
+        SCOPED_TRACE(fmt::format("layer {} {}", l, key ? "key" : "value"));
+        const auto& got = part_of(resident, l, key);
+        if (l < grouped) {
+          EXPECT_LT(normalized_difference(got, part_of(host, l, key)), 1e-5);
+          EXPECT_GT(normalized_difference(got, part_of(start.cache, l, key)), 1e-3);  // latents merged or truncated
+        } else {
+          EXPECT_TRUE(at::equal(got, part_of(start.cache, l, key)));
+        }
+      }
+  }
+  ContextCapture without(config.num_layers, 8, false);  // no attention inputs captured
+  const Prefill plain = prefill(model, context, 100, without.observer());
+  KvCache cache = plain.cache.clone();
+  EXPECT_THAT(core::error_of([&] {
+                compress_cache(cache, without, config, compressors::parse_spec("commonkv:g=2"), &checkpoint,
+                               linalg::cpu_backend(), nullptr, CompressRoute::resident);
+              }),
+              ::testing::HasSubstr("attn_in"));
 }
 
 // svd/xkv followed by KIVI on the resident route: KIVI quantizes A and each B_l where they lie,

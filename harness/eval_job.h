@@ -45,7 +45,7 @@ struct EvalRequest : ModelRunRequest {
   int recompress_every = 0;
   int query_window = 64;                // observation window handed to the compressors
   // Where the hook compresses (harness/compression_hook.h CompressRoute): auto keeps svd/xkv,
-  // eviction and (on a GPU) KIVI and MiniCache on the model's tensors, resident does so on any device, host
+  // eviction and (on a GPU) KIVI, MiniCache and CommonKV on the model's tensors, resident does so on any device, host
   // sends every layer through host f32 (the route of every other chain).
   std::string compress_route = "auto";
   std::filesystem::path out;            // directory: eval.json, methods.csv, samples.csv
