@@ -326,6 +326,45 @@ TEST_F(CompressionHook, LowRankThenKiviOnTheResidentRouteRebuildsWhatTheHostRout
   }
 }
 
+// Every resident route on a CUDA model (auto takes them all there) against the host route: the
+// same bytes and the same cache to 1e-3 normalized (cuBLAS sums in other orders; a rare value
+// moved across a KIVI code or an eviction rank shows far below that), and keep masks that agree
+// on 99 % of the cells. Skips without a device.
+TEST_F(CompressionHook, EveryResidentRouteOnCudaMatchesTheHostRoute) {
+  if (!at::hasCUDA() || !linalg::cuda_backend_built()) GTEST_SKIP() << "no CUDA device or no CUDA backend";
+  RunOptions options;
+  options.device = at::Device(at::kCUDA);
+  const LlamaModel model = LlamaModel::load(dir_, options);
+  const core::Checkpoint checkpoint(dir_);
+  const auto& config = model.config();
+  std::mt19937 rng(23);
+  std::vector<std::int32_t> context(120);
+  for (auto& t : context) t = static_cast<std::int32_t>(rng() % 200 + 10);
+  ContextCapture capture(config.num_layers, 8, /*attn_in=*/true);
+  const Prefill start = prefill(model, context, 130, capture.observer());
+  auto& backend = linalg::backend_for("cuda");
+  for (const char* text : {"snapkv:keep=0.4,window=4", "kivi:bits=4", "minicache:start=0", "commonkv:g=2,keep=0.5",
+                           "xkv:g=2,rk=12+kivi:bits=4"}) {
+    SCOPED_TRACE(text);
+    const auto chain = compressors::parse_spec(text);
+    KvCache resident = start.cache.clone(), host = start.cache.clone();
+    const auto a = compress_cache(resident, capture, config, chain, &checkpoint, backend);
+    const auto b = compress_cache(host, capture, config, chain, &checkpoint, backend, nullptr, CompressRoute::host);
+    EXPECT_EQ(a.route, "resident");
+    EXPECT_EQ(a.bytes, b.bytes);
+    for (int l = 0; l < config.num_layers; ++l) {
+      if (resident.keep(l).defined()) {
+        ASSERT_TRUE(host.keep(l).defined());
+        EXPECT_GE(resident.keep(l).eq(host.keep(l)).to(at::kFloat).mean().item<double>(), 0.99);
+      }
+      for (bool key : {true, false}) {
+        const auto mask = host.keep(l).defined() ? host.keep(l).unsqueeze(-1).to(at::kFloat) : at::ones({1}, at::kFloat).cuda();
+        EXPECT_LT(normalized_difference(part_of(resident, l, key) * mask, part_of(host, l, key) * mask), 1e-3);
+      }
+    }
+  }
+}
+
 // Caches shorter than a group's columns take gesdd of X on the host route, which the resident
 // route does not replay: automatic then goes the host way, and both give the same cache.
 TEST_F(CompressionHook, ShortCachesGoTheHostWay) {
