@@ -4,6 +4,7 @@
 #include <torch/cuda.h>
 
 #include <numeric>
+#include <optional>
 
 #include "compressors/cache_source.h"
 #include "compressors/chain.h"
@@ -231,29 +232,67 @@ bool backend_beside(const linalg::Backend& backend, const at::Device& device) {
   return backend.name() == "cuda" && (!device.has_index() || device.index() == 0);
 }
 
-// One eviction stage alone: the resident route scores on the model's device and writes the keep
-// masks there, leaving every kept cell as the model computed it.
-bool eviction_alone(const compressors::ChainSpec& chain) {
-  return chain.stages.size() == 1 && compressors::method(chain.stages[0].method).kind == compressors::StageKind::eviction;
+// One eviction stage, alone or followed by KIVI (a "full" stage between them changes nothing):
+// the stages, or null eviction when the chain is anything else.
+struct EvictionChain {
+  const compressors::StageSpec* eviction = nullptr;
+  const compressors::StageSpec* kivi = nullptr;
+};
+EvictionChain eviction_chain(const compressors::ChainSpec& chain) {
+  EvictionChain e;
+  for (const auto& stage : chain.stages) {
+    const auto kind = compressors::method(stage.method).kind;
+    if (kind == compressors::StageKind::eviction && !e.eviction) e.eviction = &stage;
+    else if (stage.method == "kivi" && !e.kivi) e.kivi = &stage;
+    else if (stage.method != "full") return {};
+  }
+  return e.eviction ? e : EvictionChain{};
 }
 
+// Eviction on the resident route: scores on the model's device, keep masks written there; the
+// kept cells stay as the model computed them, or, with KIVI, become what the chain stores of them
+// (each KV head's kept rows quantized as one [n, D] tensor, kivi_on_device.h).
 CompressionResult evict_in_place(KvCache& cache, const ContextCapture& capture, const ModelConfig& config,
-                                 const compressors::StageSpec& stage, linalg::Backend& backend,
+                                 const EvictionChain& stages, linalg::Backend& backend,
                                  const core::Checkpoint* checkpoint) {
   const KvCacheSource source(cache, nullptr, capture, config, /*scores_where_held=*/true);
   const auto& shape = source.shape();
-  const auto eviction = compressors::make_eviction(stage);
+  const std::int64_t T = shape.tokens;
+  const int H = shape.kv_heads, D = shape.head_dim;
+  const auto eviction = compressors::make_eviction(*stages.eviction);
   const compressors::CompressContext ctx{source, backend, checkpoint};
-  std::int64_t kept = 0;
+  std::optional<compressors::KiviParams> kivi;
+  if (stages.kivi) kivi = compressors::kivi_params(*stages.kivi);
+  std::int64_t kept = 0, bytes = 0;
   for (int l = 0; l < shape.layers; ++l) {
     auto mask = eviction->select_layer(ctx, l);  // [T, H_kv]
     const auto cells = std::accumulate(mask.begin(), mask.end(), std::int64_t{0});
     kept += cells;
+    const at::Tensor mask_t = at::from_blob(mask.data(), {T, H}, at::kByte).t();  // [H_kv, T], a view
     at::Tensor keep;  // undefined when every cell is held, as the host route's rebuild says
-    if (cells < shape.tokens * shape.kv_heads) keep = at::from_blob(mask.data(), {shape.tokens, shape.kv_heads}, at::kByte).t();
-    cache.replace(l, cache.key(l), cache.value(l), keep);  // the tokens: copies onto themselves (no-ops)
+    if (cells < T * H) keep = mask_t;
+    if (!kivi) {
+      cache.replace(l, cache.key(l), cache.value(l), keep);  // the tokens: copies onto themselves (no-ops)
+      continue;
+    }
+    const core::ProfileScope scope("compress hook: kivi of the kept cells on the device");
+    at::Tensor key = cache.key(l).to(at::kFloat, false, true), value = cache.value(l).to(at::kFloat, false, true);
+    const at::Tensor held = mask_t.to(cache.key(l).device(), at::kBool);
+    for (int h = 0; h < H; ++h) {
+      const at::Tensor rows = held[h].nonzero().squeeze(1);  // the head's kept tokens, ascending
+      const at::Tensor positions = cache.positions().index_select(0, rows);
+      for (auto [part, x] : {std::pair{compressors::Part::key, &key}, std::pair{compressors::Part::value, &value}}) {
+        const at::Tensor own = (*x)[h].index_select(0, rows).unsqueeze(0);  // [1, n, D]
+        (*x)[h].index_copy_(0, rows, kivi_rebuild(own, part, positions, config.rope, *kivi).squeeze(0));
+      }
+      const std::int64_t n = rows.size(0);
+      bytes += compressors::kivi_bytes(compressors::QuantLayout::per_channel, n, D, true, *kivi) +
+               compressors::kivi_bytes(compressors::QuantLayout::per_token, n, D, true, *kivi) + 4 * n;
+    }
+    cache.replace(l, key, value, keep);
   }
-  return {compressors::dense_kept_bytes(kept, shape.head_dim), compressors::dense_fp16_bytes(shape), "resident"};
+  if (!kivi) bytes = compressors::dense_kept_bytes(kept, shape.head_dim);
+  return {bytes, compressors::dense_fp16_bytes(shape), "resident"};
 }
 
 // KIVI on the dense cache, quantized where the cache lies (kivi_on_device.h).
@@ -327,7 +366,7 @@ Resident resident_route(const KvCache& cache, const ModelConfig& config, const c
   if (elementwise && kivi_on_dense(chain)) return Resident::kivi;
   if (elementwise && minicache_alone(chain)) return Resident::minicache;
   if (elementwise && commonkv_alone(chain)) return Resident::commonkv;
-  if (eviction_alone(chain)) return Resident::eviction;
+  if (eviction_chain(chain).eviction) return Resident::eviction;  // with KIVI too: the scoring saves most
   return Resident::none;
 }
 
@@ -363,7 +402,7 @@ CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, 
         break;
       }
       case Resident::eviction:
-        result = evict_in_place(cache, capture, config, chain.stages.front(), backend, checkpoint);
+        result = evict_in_place(cache, capture, config, eviction_chain(chain), backend, checkpoint);
         break;
       case Resident::none: break;
     }

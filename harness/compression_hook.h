@@ -69,16 +69,16 @@ class ExactKv {
 //     (compressors::resident_low_rank_applies), when the backend computes beside the cache (the
 //     CUDA backend beside a CUDA model on device 0, the CPU one beside a CPU model):
 //     compress_low_rank_resident;
-//   one eviction stage alone: torch scores the window (window_scores.h) and only the keep masks
-//     are written, whatever the backend;
+//   one eviction stage, alone or followed by kivi: torch scores the window (window_scores.h),
+//     the keep masks are written, and KIVI quantizes each head's kept rows (kivi_on_device.h);
 //   KIVI on the dense cache ("kivi", "full+kivi"): torch quantizes each layer (kivi_on_device.h);
 //   MiniCache alone: torch merges each layer pair (minicache_on_device.h);
 //   CommonKV alone: torch forms the latents, merges and rebuilds (commonkv_on_device.h).
 // Everything else (longer chains) goes the host way.
 enum class CompressRoute {
   // The resident routes where they are faster: all of them on a CUDA model; on a CPU model
-  // svd/xkv's and eviction's, not KIVI's, MiniCache's and CommonKV's, whose host loops and BLAS
-  // beat torch's passes there (bench/README.md).
+  // svd/xkv's and eviction's (with KIVI or not), not KIVI's alone, MiniCache's or CommonKV's,
+  // whose host loops and BLAS beat torch's passes there (bench/README.md).
   automatic,
   // Every resident route that applies, on any device (to check and time them against host).
   resident,

@@ -185,6 +185,34 @@ TEST_F(CompressionHook, EvictionOnTheResidentRouteKeepsWhatTheHostRouteKeeps) {
   expect_eviction_routes_agree(LlamaModel::load(dir_, RunOptions{}));
 }
 
+// Eviction followed by KIVI on the resident route (auto takes it on the CPU too): the
+// cells the host route keeps, each head's kept rows quantized where they lie as the chain stores
+// them ([n, D] per head, keys post-RoPE), the same bytes; kept values agree but for the rare one
+// an ulp moves across a code boundary (counted).
+TEST_F(CompressionHook, EvictionThenKiviOnTheResidentRouteRebuildsWhatTheHostRouteDoes) {
+  const LlamaModel model = LlamaModel::load(dir_, RunOptions{});
+  const auto& config = model.config();
+  const Prefilled p = prefill_tokens(model, 120, 29);
+  for (const char* text : {"snapkv:keep=0.5,window=4+kivi:bits=4,group=8,residual=8", "streamingllm:keep=0.3+full+kivi:bits=2,residual=0"}) {
+    SCOPED_TRACE(text);
+    const auto chain = compressors::parse_spec(text);
+    const auto r = compress_both_ways(p, config, chain);
+    for (int l = 0; l < config.num_layers; ++l) {
+      ASSERT_TRUE(r.resident.keep(l).defined());
+      EXPECT_TRUE(at::equal(r.resident.keep(l), r.host.keep(l)));
+      EXPECT_TRUE(at::equal(r.again.keep(l), r.resident.keep(l)));
+      const auto kept = r.host.keep(l).unsqueeze(-1).to(at::kFloat);
+      for (bool key : {true, false}) {
+        SCOPED_TRACE(fmt::format("layer {} {}", l, key ? "key" : "value"));
+        const auto got = part_of(r.resident, l, key) * kept, want = part_of(r.host, l, key) * kept;
+        EXPECT_LE(((got - want).abs() > 1e-4 * (want.abs() + 1)).sum().item<std::int64_t>(), got.numel() / 200);
+        EXPECT_GT(normalized_difference(got, part_of(p.start.cache, l, key) * kept), 1e-3);  // quantized
+        EXPECT_TRUE(at::equal(part_of(r.again, l, key) * kept, got));
+      }
+    }
+  }
+}
+
 // KIVI on the dense cache on the resident route (forced: auto takes it on a GPU only): torch
 // quantizes each layer where it lies (kivi_on_device.h, checked element by element against the host stage in its own test); here
 // the whole hook, against the host route, on a model whose keys carry RoPE: the same bytes and
@@ -344,7 +372,7 @@ TEST_F(CompressionHook, EveryResidentRouteOnCudaMatchesTheHostRoute) {
   const Prefill start = prefill(model, context, 130, capture.observer());
   auto& backend = linalg::backend_for("cuda");
   for (const char* text : {"snapkv:keep=0.4,window=4", "kivi:bits=4", "minicache:start=0", "commonkv:g=2,keep=0.5",
-                           "xkv:g=2,rk=12+kivi:bits=4"}) {
+                           "xkv:g=2,rk=12+kivi:bits=4", "h2o:keep=0.5+kivi:bits=4,residual=16"}) {
     SCOPED_TRACE(text);
     const auto chain = compressors::parse_spec(text);
     KvCache resident = start.cache.clone(), host = start.cache.clone();
