@@ -1,0 +1,55 @@
+// The model's KV cache as compressors read it (compressors::CacheSource), for the compression
+// hook: a layer is converted to host f32 when asked, so the context never sits on the host all
+// at once (layer-local chains then hold one layer in all).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "compressors/cache_source.h"
+#include "harness/compression_hook.h"
+
+namespace kvlab::harness {
+
+// Layer l's keys (pre-RoPE) or values as the cache holds them, [H_kv, T, D] (from `exact` when given).
+const at::Tensor& tokens_of(const KvCache& cache, const ExactKv* exact, int l, compressors::Part part);
+// The cache's shape as compressors see it (no queries or attn_in counted).
+compressors::CacheShape shape_of(const KvCache& cache, const ModelConfig& config);
+// A host f32 view of a FloatTensor's storage, its shape (valid while it lives).
+at::Tensor host_view(const core::FloatTensor& t);
+
+// Keys and values come from `exact` when given; queries and attn_in from the capture. With
+// `scores_where_held`, eviction's window scores are computed by torch on the model's device (the
+// resident route, window_scores.h), else from host layers as `kvlab compress` computes them on a
+// dump. Fails when the capture holds no queries.
+class KvCacheSource final : public compressors::CacheSource {
+ public:
+  KvCacheSource(const KvCache& cache, const ExactKv* exact, const ContextCapture& capture, const ModelConfig& config,
+                bool scores_where_held = false);
+  const compressors::CacheShape& shape() const override { return shape_; }
+  core::FloatTensor layer(int l, compressors::Part part) const override;  // [T, H_kv, D]
+  // Straight from the model's tensor into the strided rows (device, dtype and layout at once).
+  void read_layer_into(int l, compressors::Part part, float* out, std::int64_t ld) const override;
+  core::FloatTensor queries(int l) const override;
+  core::FloatTensor attn_in(int l) const override;
+  const std::vector<std::int64_t>& positions() const override { return positions_; }
+  const core::Rope& rope() const override { return rope_; }
+  std::string describe() const override { return "the model's KV cache"; }
+  core::FloatTensor resident_window_attention_sums(int l, int rows) const override;
+
+ private:
+  const at::Tensor& cached(int l, compressors::Part part) const { return tokens_of(cache_, exact_, l, part); }
+
+  const KvCache& cache_;
+  const ExactKv* exact_;
+  const ContextCapture& capture_;
+  compressors::CacheShape shape_;
+  std::vector<std::int64_t> positions_;
+  core::Rope rope_;
+  bool scores_where_held_;
+};
+
+}  // namespace kvlab::harness

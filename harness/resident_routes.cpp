@@ -1,0 +1,271 @@
+#include "harness/resident_routes.h"
+
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+#include <torch/cuda.h>
+
+#include <numeric>
+#include <optional>
+
+#include "compressors/compressed.h"
+#include "compressors/compressor.h"
+#include "compressors/dense.h"
+#include "compressors/kivi.h"
+#include "compressors/low_rank.h"
+#include "compressors/minicache.h"
+#include "compressors/resident_cache.h"
+#include "core/error.h"
+#include "core/profile.h"
+#include "harness/commonkv_on_device.h"
+#include "harness/kivi_on_device.h"
+#include "harness/kv_cache_source.h"
+#include "harness/minicache_on_device.h"
+
+namespace kvlab::harness {
+namespace {
+
+// The model's cache as a compressors::ResidentCache: the data stays on the cache's device (the
+// CUDA backend's memory, or the host beside the CPU backend); torch gathers, converts and writes
+// it there, on torch's current stream, which the harness never changes from the default one.
+// It compresses the cache's own tokens (compress_cache restores the exact ones first).
+class TorchResidentCache final : public compressors::ResidentCache {
+ public:
+  TorchResidentCache(KvCache& cache, const ModelConfig& config)
+      : cache_(cache), shape_(shape_of(cache, config)), rope_(config.rope),
+        on_device_(at::TensorOptions().dtype(at::kFloat).device(cache.key(0).device())) {
+    const auto device = cache.key(0).device();
+    if (device.is_cuda()) {
+      const auto current = c10::impl::getDeviceGuardImpl(device.type())->getStream(device);
+      if (current.id() != 0)
+        fail("compress: torch's current CUDA stream is not the default one (id {}); the resident route queues on the "
+             "default stream",
+             current.id());
+    }
+  }
+  const compressors::CacheShape& shape() const override { return shape_; }
+  void* stream() const override { return nullptr; }  // the default stream (checked above)
+  const float* gather(const std::vector<int>& layers, compressors::Part part) override {
+    const core::ProfileScope scope("compress hook: gather a group on the device");
+    const std::int64_t N = shape_.width(), c = N * static_cast<std::int64_t>(layers.size());
+    if (!x_.defined() || x_.size(1) != c) x_ = at::empty({shape_.tokens, c}, on_device_);
+    for (std::size_t i = 0; i < layers.size(); ++i)  // [H_kv, T, D] → column block i of [T, c]
+      x_.narrow(1, static_cast<std::int64_t>(i) * N, N)
+          .view({shape_.tokens, shape_.kv_heads, shape_.head_dim})
+          .copy_(tokens_of(cache_, nullptr, layers[i], part).transpose(0, 1));
+    return x_.data_ptr<float>();
+  }
+  const void* gram_input(linalg::GramPrecision precision) override {
+    if (precision == linalg::GramPrecision::bf16) return (converted_ = x_.to(at::kBFloat16)).data_ptr();
+    if (precision == linalg::GramPrecision::f64) return (converted_ = x_.to(at::kDouble)).data_ptr();
+    converted_ = at::Tensor();
+    return nullptr;
+  }
+  float* buffer(int slot, std::int64_t count) override {
+    if (buffers_.size() <= static_cast<std::size_t>(slot)) buffers_.resize(static_cast<std::size_t>(slot) + 1);
+    at::Tensor& b = buffers_[static_cast<std::size_t>(slot)];
+    if (!b.defined() || b.numel() < count) b = at::empty({count}, on_device_);
+    return b.data_ptr<float>();
+  }
+  void upload(const float* host, std::int64_t count, float* resident) override {
+    view(resident, {count}).copy_(at::from_blob(const_cast<float*>(host), {count}, at::kFloat));
+  }
+  void round_to_fp16(float* values, std::int64_t count) override {
+    const at::Tensor v = view(values, {count});
+    v.copy_(v.to(at::kHalf));  // round to nearest even, as core::f32_to_16bit
+  }
+  void write(int layer, compressors::Part part, const float* rows) override {
+    const core::ProfileScope scope("compress hook: write back on the device");
+    const at::Tensor rebuilt = view(const_cast<float*>(rows), {shape_.tokens, shape_.kv_heads, shape_.head_dim}).transpose(0, 1);
+    // replace() copies both parts; the untouched one is the cache's own tensor (a copy onto itself: a no-op).
+    const bool key = part == compressors::Part::key;
+    cache_.replace(layer, key ? rebuilt : cache_.key(layer), key ? cache_.value(layer) : rebuilt);
+  }
+  void kivi_quantize(float* values, std::int64_t rows, std::int64_t cols, std::int64_t ld,
+                     compressors::QuantLayout layout, bool token_rows, const compressors::KiviParams& params) override {
+    kivi_quantize_matrix(at::from_blob(values, {rows, cols}, {ld, 1}, on_device_), layout, token_rows, params);
+  }
+  void kivi_uncompressed(int layer, compressors::Part part, const compressors::KiviParams& params) override {
+    const core::ProfileScope scope("compress hook: kivi of an uncompressed layer");
+    const at::Tensor rebuilt = kivi_rebuild(tokens_of(cache_, nullptr, layer, part), part, cache_.positions(), rope_,
+                                            params, DenseStore::per_layer);
+    const bool key = part == compressors::Part::key;
+    cache_.replace(layer, key ? rebuilt : cache_.key(layer), key ? cache_.value(layer) : rebuilt);
+  }
+
+ private:
+  at::Tensor view(float* data, at::IntArrayRef sizes) const { return at::from_blob(data, sizes, on_device_); }
+
+  KvCache& cache_;
+  compressors::CacheShape shape_;
+  core::Rope rope_;
+  at::TensorOptions on_device_;
+  at::Tensor x_, converted_;
+  std::vector<at::Tensor> buffers_;
+};
+
+// Whether the backend computes where the cache lies: the CPU one beside host tensors, the CUDA
+// one (device 0) beside tensors on device 0.
+bool backend_beside(const linalg::Backend& backend, const at::Device& device) {
+  if (!device.is_cuda()) return backend.name() == "cpu";
+  return backend.name() == "cuda" && (!device.has_index() || device.index() == 0);
+}
+
+// One eviction stage, alone or followed by KIVI (a "full" stage between them changes nothing):
+// the stages, or null eviction when the chain is anything else.
+struct EvictionChain {
+  const compressors::StageSpec* eviction = nullptr;
+  const compressors::StageSpec* kivi = nullptr;
+};
+EvictionChain eviction_chain(const compressors::ChainSpec& chain) {
+  EvictionChain e;
+  for (const auto& stage : chain.stages) {
+    const auto kind = compressors::method(stage.method).kind;
+    if (kind == compressors::StageKind::eviction && !e.eviction) e.eviction = &stage;
+    else if (stage.method == "kivi" && !e.kivi) e.kivi = &stage;
+    else if (stage.method != "full") return {};
+  }
+  return e.eviction ? e : EvictionChain{};
+}
+
+// Eviction on the resident route: scores on the model's device, keep masks written there; the
+// kept cells stay as the model computed them, or, with KIVI, become what the chain stores of them
+// (each KV head's kept rows quantized as one [n, D] tensor, kivi_on_device.h).
+CompressionResult evict_in_place(KvCache& cache, const ContextCapture& capture, const ModelConfig& config,
+                                 const EvictionChain& stages, linalg::Backend& backend,
+                                 const core::Checkpoint* checkpoint) {
+  const KvCacheSource source(cache, nullptr, capture, config, /*scores_where_held=*/true);
+  const auto& shape = source.shape();
+  const std::int64_t T = shape.tokens;
+  const int H = shape.kv_heads, D = shape.head_dim;
+  const auto eviction = compressors::make_eviction(*stages.eviction);
+  const compressors::CompressContext ctx{source, backend, checkpoint};
+  std::optional<compressors::KiviParams> kivi;
+  if (stages.kivi) kivi = compressors::kivi_params(*stages.kivi);
+  std::int64_t kept = 0, bytes = 0;
+  for (int l = 0; l < shape.layers; ++l) {
+    auto mask = eviction->select_layer(ctx, l);  // [T, H_kv]
+    const auto cells = std::accumulate(mask.begin(), mask.end(), std::int64_t{0});
+    kept += cells;
+    const at::Tensor mask_t = at::from_blob(mask.data(), {T, H}, at::kByte).t();  // [H_kv, T], a view
+    at::Tensor keep;  // undefined when every cell is held, as the host route's rebuild says
+    if (cells < T * H) keep = mask_t;
+    if (!kivi) {
+      cache.replace(l, cache.key(l), cache.value(l), keep);  // the tokens: copies onto themselves (no-ops)
+      continue;
+    }
+    const core::ProfileScope scope("compress hook: kivi of the kept cells on the device");
+    at::Tensor key = cache.key(l).to(at::kFloat, false, true), value = cache.value(l).to(at::kFloat, false, true);
+    const at::Tensor held = mask_t.to(cache.key(l).device(), at::kBool);
+    for (int h = 0; h < H; ++h) {
+      const at::Tensor rows = held[h].nonzero().squeeze(1);  // the head's kept tokens, ascending
+      const at::Tensor positions = cache.positions().index_select(0, rows);
+      for (auto [part, x] : {std::pair{compressors::Part::key, &key}, std::pair{compressors::Part::value, &value}}) {
+        const at::Tensor own = (*x)[h].index_select(0, rows).unsqueeze(0);  // [1, n, D]
+        (*x)[h].index_copy_(0, rows, kivi_rebuild(own, part, positions, config.rope, *kivi).squeeze(0));
+      }
+      const std::int64_t n = rows.size(0);
+      bytes += compressors::kivi_bytes(compressors::QuantLayout::per_channel, n, D, true, *kivi) +
+               compressors::kivi_bytes(compressors::QuantLayout::per_token, n, D, true, *kivi) + 4 * n;
+    }
+    cache.replace(l, key, value, keep);
+  }
+  if (!kivi) bytes = compressors::dense_kept_bytes(kept, shape.head_dim);
+  return {bytes, compressors::dense_fp16_bytes(shape), "resident"};
+}
+
+// KIVI on the dense cache, quantized where the cache lies (kivi_on_device.h).
+CompressionResult quantize_in_place(KvCache& cache, const ModelConfig& config,
+                                    const compressors::KiviParams& params) {
+  const auto shape = shape_of(cache, config);
+  std::int64_t bytes = 0;
+  for (int l = 0; l < shape.layers; ++l) {
+    const core::ProfileScope scope("compress hook: kivi on the device");
+    const auto rebuild = [&](compressors::Part part) {
+      return kivi_rebuild(tokens_of(cache, nullptr, l, part), part, cache.positions(), config.rope, params);
+    };
+    cache.replace(l, rebuild(compressors::Part::key), rebuild(compressors::Part::value));
+    bytes += kivi_layer_bytes(shape.tokens, shape.kv_heads, shape.head_dim, params);
+  }
+  return {bytes, compressors::dense_fp16_bytes(shape), "resident"};
+}
+
+// MiniCache alone, merged where the cache lies (minicache_on_device.h), a pair at a time (its
+// f32 rebuilds are the largest temporaries). Layers and parts it leaves unmerged keep the
+// model's values.
+CompressionResult merge_in_place(KvCache& cache, const ModelConfig& config, const compressors::StageSpec& stage) {
+  using compressors::Part;
+  const auto shape = shape_of(cache, config);
+  const auto pairs = compressors::minicache_pairs(stage.get_int("start"), stage.get_int("end"), shape.layers,
+                                                  "minicache on the model's KV cache");
+  const std::string& part = stage.get("part");
+  const std::int64_t layer_bytes = shape.tokens * shape.width() * 2;  // one part of a layer at fp16
+  std::int64_t bytes = 2 * shape.layers * layer_bytes;
+  for (const int a : pairs) {
+    at::Tensor rebuilt[2][2];  // [layer a, a + 1][key, value]: undefined = unmerged
+    for (const Part p : {Part::key, Part::value}) {
+      if (part != "both" && part != compressors::to_string(p)) continue;
+      const core::ProfileScope scope("compress hook: minicache on the device");
+      auto merged = minicache_merge_pair(tokens_of(cache, nullptr, a, p), tokens_of(cache, nullptr, a + 1, p), stage);
+      rebuilt[0][p == Part::key ? 0 : 1] = std::move(merged.first);
+      rebuilt[1][p == Part::key ? 0 : 1] = std::move(merged.second);
+      bytes += compressors::minicache_pair_bytes(merged.merged, merged.retained, shape.head_dim) - 2 * layer_bytes;
+    }
+    for (int i = 0; i < 2; ++i) {
+      const int l = a + i;
+      cache.replace(l, rebuilt[i][0].defined() ? rebuilt[i][0] : cache.key(l),
+                    rebuilt[i][1].defined() ? rebuilt[i][1] : cache.value(l));
+    }
+  }
+  return {bytes, compressors::dense_fp16_bytes(shape), "resident"};
+}
+
+}  // namespace
+
+ResidentRoute resident_route(const KvCache& cache, const ModelConfig& config, const compressors::ChainSpec& chain,
+                        const linalg::Backend& backend, CompressRoute route) {
+  if (route == CompressRoute::host || cache.length() == 0) return ResidentRoute::none;
+  if (backend_beside(backend, cache.key(0).device()) &&
+      compressors::resident_low_rank_applies(chain, shape_of(cache, config)))
+    return ResidentRoute::low_rank;
+  // KIVI, MiniCache and CommonKV in torch lose to the host stages' loops and BLAS on the CPU
+  // (bench/README.md); on a GPU they save the round trip over PCIe.
+  const bool elementwise = route == CompressRoute::resident || cache.key(0).is_cuda();
+  if (elementwise && kivi_on_dense(chain)) return ResidentRoute::kivi;
+  if (elementwise && minicache_alone(chain)) return ResidentRoute::minicache;
+  if (elementwise && commonkv_alone(chain)) return ResidentRoute::commonkv;
+  if (eviction_chain(chain).eviction) return ResidentRoute::eviction;  // with KIVI too: the scoring saves most
+  return ResidentRoute::none;
+}
+
+
+CompressionResult compress_in_place(ResidentRoute route, KvCache& cache, const ContextCapture& capture,
+                                    const ModelConfig& config, const compressors::ChainSpec& chain,
+                                    const core::Checkpoint* checkpoint, linalg::Backend& backend) {
+  CompressionResult result;
+  switch (route) {
+    case ResidentRoute::low_rank: {
+      TorchResidentCache on_device(cache, config);
+      result = {compressors::compress_low_rank_resident(chain, on_device, backend),
+                compressors::dense_fp16_bytes(on_device.shape()), "resident"};
+      break;
+    }
+    case ResidentRoute::kivi: result = quantize_in_place(cache, config, compressors::kivi_params(*kivi_on_dense(chain))); break;
+    case ResidentRoute::minicache: result = merge_in_place(cache, config, *minicache_alone(chain)); break;
+    case ResidentRoute::commonkv: {
+      const auto shape = shape_of(cache, config);
+      const auto attn_in = [&](int l) -> const at::Tensor& { return capture.attn_in(l); };
+      result = {commonkv_in_place(cache, shape, attn_in, *commonkv_alone(chain), checkpoint, backend),
+                compressors::dense_fp16_bytes(shape), "resident"};
+      break;
+    }
+    case ResidentRoute::eviction:
+      result = evict_in_place(cache, capture, config, eviction_chain(chain), backend, checkpoint);
+      break;
+    case ResidentRoute::none: fail("compress: no resident route for {}", chain.to_string());
+  }
+  // The last products and write-backs may still be queued: wait, so the hook's time (eval's
+  // compress_seconds) covers them and nothing runs behind the decode's back.
+  if (const auto device = cache.key(0).device(); device.is_cuda()) torch::cuda::synchronize(device.index());
+  return result;
+}
+
+}  // namespace kvlab::harness
