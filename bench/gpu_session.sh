@@ -13,8 +13,8 @@
 #                               eval 32k (prefill vs compression, resident and host routes)
 #     bench/gpu_session.sh 3    analyze 128k, xkv tf32 and randomized at 128k
 #     bench/gpu_session.sh 4    eval 128k (harness rebuilt if the machine went cold)
-#     bench/gpu_session.sh 5    eval 32k of snapkv (+kivi), kivi, minicache, commonkv and xkv+kivi,
-#                               resident vs host
+#     bench/gpu_session.sh 5    eval 32k of snapkv (+kivi, +xkv), kivi, minicache, commonkv and
+#                               xkv+kivi, resident vs host
 # A session has 30 device minutes and each call starts a machine (minutes), so four full calls
 # may not fit: run 1, 2 and 4 first (parity; the hook's routes and prefill vs compression), then 5, 3.
 # The fair xkv-vs-torch ratio at equal shapes (32 layers, 8 × 128 KV heads, g=4, rk=384): phase
@@ -85,7 +85,7 @@ case $phase in
     harness 200
     step eval_32768_others 580 env HARNESS_BUILD=/tmp/build-cuda WORDS=.prebuilt/words ROUTES="resident host" \
       EVAL_METHODS="snapkv:keep=0.25 snapkv:keep=0.25+kivi:bits=2 kivi:bits=2 minicache commonkv:g=4 \
-      xkv:g=4,rk=384,rv=576+kivi:bits=4" \
+      xkv:g=4,rk=384,rv=576+kivi:bits=4 snapkv:keep=0.5+xkv:g=4,rk=384,rv=576" \
       bench/run_gpu_bench.sh eval 32768
     ;;
 esac

@@ -67,7 +67,7 @@ CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, 
     // Compressing again during decoding: from the exact tokens, which the cache takes back first.
     if (exact)
       for (int l = 0; l < cache.num_layers(); ++l) cache.replace(l, exact->key(l), exact->value(l));
-    return compress_in_place(resident, cache, capture, config, chain, checkpoint, backend);
+    if (auto result = compress_in_place(resident, cache, capture, config, chain, checkpoint, backend)) return *result;
   }
   const KvCacheSource source(cache, exact, capture, config);
   const auto& shape = source.shape();

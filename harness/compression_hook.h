@@ -71,14 +71,17 @@ class ExactKv {
 //     compress_low_rank_resident;
 //   one eviction stage, alone or followed by kivi: torch scores the window (window_scores.h),
 //     the keep masks are written, and KIVI quantizes each head's kept rows (kivi_on_device.h);
+//   one eviction stage then svd/xkv (and kivi): the low-rank stage on the kept rows, where the
+//     backend computes beside the cache and the kept rows fit its Gram route;
 //   KIVI on the dense cache ("kivi", "full+kivi"): torch quantizes each layer (kivi_on_device.h);
 //   MiniCache alone: torch merges each layer pair (minicache_on_device.h);
 //   CommonKV alone: torch forms the latents, merges and rebuilds (commonkv_on_device.h).
-// Everything else (longer chains) goes the host way.
+// Everything else (other chains) goes the host way.
 enum class CompressRoute {
   // The resident routes where they are faster: all of them on a CUDA model; on a CPU model
-  // svd/xkv's and eviction's (with KIVI or not), not KIVI's alone, MiniCache's or CommonKV's,
-  // whose host loops and BLAS beat torch's passes there (bench/README.md).
+  // svd/xkv's and eviction's (with KIVI or a low-rank stage after it), not KIVI's alone,
+  // MiniCache's or CommonKV's, whose host loops and BLAS beat torch's passes there
+  // (bench/README.md).
   automatic,
   // Every resident route that applies, on any device (to check and time them against host).
   resident,

@@ -213,6 +213,42 @@ TEST_F(CompressionHook, EvictionThenKiviOnTheResidentRouteRebuildsWhatTheHostRou
   }
 }
 
+// Eviction then svd/xkv (and kivi) on the resident route: the masks scored on the device, the
+// low-rank stage on the kept rows with dropped cells zero, as compress_chain's CompactCache. The
+// host route's masks and bytes, kept cells within f32 rounding (with kivi: but for the rare value
+// moved across a code boundary, counted); too few kept rows for the Gram route go the host way.
+TEST_F(CompressionHook, EvictionThenLowRankOnTheResidentRouteRebuildsWhatTheHostRouteDoes) {
+  const LlamaModel model = LlamaModel::load(dir_, RunOptions{});
+  const auto& config = model.config();
+  const Prefilled p = prefill_tokens(model, 120, 31);
+  for (const char* text : {"snapkv:keep=0.6,window=4+xkv:g=2,rk=8", "streamingllm:keep=0.6+xkv:g=2,rk=8,start=1,precision=f32",
+                           "h2o:keep=0.7+svd:rk=6,solver=randomized+kivi:bits=4"}) {
+    SCOPED_TRACE(text);
+    const bool kivi = std::string(text).find("kivi") != std::string::npos;
+    const auto r = compress_both_ways(p, config, compressors::parse_spec(text));
+    for (int l = 0; l < config.num_layers; ++l) {
+      ASSERT_TRUE(r.resident.keep(l).defined());
+      EXPECT_TRUE(at::equal(r.resident.keep(l), r.host.keep(l)));
+      EXPECT_TRUE(at::equal(r.again.keep(l), r.resident.keep(l)));
+      const auto kept = r.host.keep(l).unsqueeze(-1).to(at::kFloat);
+      for (bool key : {true, false}) {
+        SCOPED_TRACE(fmt::format("layer {} {}", l, key ? "key" : "value"));
+        const auto got = part_of(r.resident, l, key) * kept, want = part_of(r.host, l, key) * kept;
+        if (kivi)
+          EXPECT_LE(((got - want).abs() > 1e-4 * (want.abs() + 1)).sum().item<std::int64_t>(), got.numel() / 200);
+        else
+          EXPECT_LT(normalized_difference(got, want), l == 0 && std::string(text).find("start=1") != std::string::npos
+                                                          ? 1e-3   // layer 0 uncompressed: the host route's fp16 store
+                                                          : 1e-5);
+        EXPECT_LT(normalized_difference(part_of(r.again, l, key) * kept, got), 1e-6);
+      }
+    }
+  }
+  const auto few = compressors::parse_spec("snapkv:budget=5,window=4+xkv:g=2,rk=4");  // ≤ 40 kept rows < 2·32 columns
+  KvCache cache = p.start.cache.clone();
+  EXPECT_EQ(compress_cache(cache, p.capture, config, few, nullptr, linalg::cpu_backend()).route, "host");
+}
+
 // KIVI on the dense cache on the resident route (forced: auto takes it on a GPU only): torch
 // quantizes each layer where it lies (kivi_on_device.h, checked element by element against the host stage in its own test); here
 // the whole hook, against the host route, on a model whose keys carry RoPE: the same bytes and
@@ -372,7 +408,8 @@ TEST_F(CompressionHook, EveryResidentRouteOnCudaMatchesTheHostRoute) {
   const Prefill start = prefill(model, context, 130, capture.observer());
   auto& backend = linalg::backend_for("cuda");
   for (const char* text : {"snapkv:keep=0.4,window=4", "kivi:bits=4", "minicache:start=0", "commonkv:g=2,keep=0.5",
-                           "xkv:g=2,rk=12+kivi:bits=4", "h2o:keep=0.5+kivi:bits=4,residual=16"}) {
+                           "xkv:g=2,rk=12+kivi:bits=4", "h2o:keep=0.5+kivi:bits=4,residual=16",
+                           "snapkv:keep=0.6,window=4+xkv:g=2,rk=8+kivi:bits=4"}) {
     SCOPED_TRACE(text);
     const auto chain = compressors::parse_spec(text);
     KvCache resident = start.cache.clone(), host = start.cache.clone();

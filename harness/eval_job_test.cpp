@@ -151,8 +151,8 @@ TEST_F(EvalJob, FullRankTransformsReproduceTheBaseline) {
   }
 }
 
-// Eviction (alone and followed by KIVI), KIVI, MiniCache and CommonKV on the resident route (forced, so that all take it
-// on the CPU too) and on the host route, compressing again every 2 generated tokens from the
+// Eviction (alone, followed by KIVI or by a low-rank stage), KIVI, MiniCache and CommonKV on the
+// resident route (forced, so that all take it on the CPU too) and on the host route, compressing again every 2 generated tokens from the
 // exact copy: the same bytes for every sample, each route recorded, and decodes that agree to
 // the difference the fp16 store of the host route makes (the KL within 5 %).
 TEST_F(EvalJob, ResidentAndHostRoutesAgreeForEveryMethodAlone) {
@@ -161,7 +161,8 @@ TEST_F(EvalJob, ResidentAndHostRoutesAgreeForEveryMethodAlone) {
     auto r = request();
     r.methods = {"snapkv:keep=0.5,window=4,kernel=3", "h2o:keep=0.4", "kivi:bits=4,group=8,residual=4",
                  "minicache:start=0,gamma=0.1", "commonkv:g=2,keep=0.5,sinks=1,recent=2",
-                 "snapkv:keep=0.5,window=4,kernel=3+kivi:bits=4,group=8,residual=4"};
+                 "snapkv:keep=0.5,window=4,kernel=3+kivi:bits=4,group=8,residual=4",
+                 "streamingllm:keep=0.5+svd:rk=8,solver=randomized"};
     r.recompress_every = 2;
     r.compress_route = route;
     fs::remove_all(r.out);
@@ -172,7 +173,7 @@ TEST_F(EvalJob, ResidentAndHostRoutesAgreeForEveryMethodAlone) {
   }
   const auto& resident = reports[0];
   const auto& host = reports[1];
-  for (std::size_t m = 0; m < 6; ++m) {
+  for (std::size_t m = 0; m < 7; ++m) {
     SCOPED_TRACE(resident["methods"][m]["spec"].get<std::string>());
     const double a = resident["methods"][m]["kl"].get<double>(), b = host["methods"][m]["kl"].get<double>();
     EXPECT_GT(b, 0.0);

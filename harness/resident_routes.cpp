@@ -27,11 +27,23 @@ namespace {
 // CUDA backend's memory, or the host beside the CPU backend); torch gathers, converts and writes
 // it there, on torch's current stream, which the harness never changes from the default one.
 // It compresses the cache's own tokens (compress_cache restores the exact ones first).
+//
+// After eviction it is the kept part of the cache (chain.cpp's CompactCache): the R rows of
+// `kept.rows`, the tokens some layer's head keeps, with the cells a layer drops set to zero in
+// what it gathers; writes put the rebuilt rows back at their tokens (the dropped cells are masked,
+// KvCache::keep, so what lands there is never read).
+struct KeptRows {
+  at::Tensor rows;               // [R] int64 token indices, ascending, on the cache's device
+  at::Tensor positions;          // [R] their positions
+  std::vector<at::Tensor> held;  // per layer [R, H_kv, 1] f32: 1 where the layer keeps the cell
+};
+
 class TorchResidentCache final : public compressors::ResidentCache {
  public:
-  TorchResidentCache(KvCache& cache, const ModelConfig& config)
-      : cache_(cache), shape_(shape_of(cache, config)), rope_(config.rope),
+  TorchResidentCache(KvCache& cache, const ModelConfig& config, const KeptRows* kept = nullptr)
+      : cache_(cache), kept_(kept), shape_(shape_of(cache, config)), rope_(config.rope),
         on_device_(at::TensorOptions().dtype(at::kFloat).device(cache.key(0).device())) {
+    if (kept_) shape_.tokens = kept_->rows.size(0);
     const auto device = cache.key(0).device();
     if (device.is_cuda()) {
       const auto current = c10::impl::getDeviceGuardImpl(device.type())->getStream(device);
@@ -50,7 +62,7 @@ class TorchResidentCache final : public compressors::ResidentCache {
     for (std::size_t i = 0; i < layers.size(); ++i)  // [H_kv, T, D] → column block i of [T, c]
       x_.narrow(1, static_cast<std::int64_t>(i) * N, N)
           .view({shape_.tokens, shape_.kv_heads, shape_.head_dim})
-          .copy_(tokens_of(cache_, nullptr, layers[i], part).transpose(0, 1));
+          .copy_(rows_of(layers[i], part));
     return x_.data_ptr<float>();
   }
   const void* gram_input(linalg::GramPrecision precision) override {
@@ -74,10 +86,7 @@ class TorchResidentCache final : public compressors::ResidentCache {
   }
   void write(int layer, compressors::Part part, const float* rows) override {
     const core::ProfileScope scope("compress hook: write back on the device");
-    const at::Tensor rebuilt = view(const_cast<float*>(rows), {shape_.tokens, shape_.kv_heads, shape_.head_dim}).transpose(0, 1);
-    // replace() copies both parts; the untouched one is the cache's own tensor (a copy onto itself: a no-op).
-    const bool key = part == compressors::Part::key;
-    cache_.replace(layer, key ? rebuilt : cache_.key(layer), key ? cache_.value(layer) : rebuilt);
+    put(layer, part, view(const_cast<float*>(rows), {shape_.tokens, shape_.kv_heads, shape_.head_dim}));
   }
   void kivi_quantize(float* values, std::int64_t rows, std::int64_t cols, std::int64_t ld,
                      compressors::QuantLayout layout, bool token_rows, const compressors::KiviParams& params) override {
@@ -85,16 +94,34 @@ class TorchResidentCache final : public compressors::ResidentCache {
   }
   void kivi_uncompressed(int layer, compressors::Part part, const compressors::KiviParams& params) override {
     const core::ProfileScope scope("compress hook: kivi of an uncompressed layer");
-    const at::Tensor rebuilt = kivi_rebuild(tokens_of(cache_, nullptr, layer, part), part, cache_.positions(), rope_,
-                                            params, DenseStore::per_layer);
-    const bool key = part == compressors::Part::key;
-    cache_.replace(layer, key ? rebuilt : cache_.key(layer), key ? cache_.value(layer) : rebuilt);
+    const at::Tensor rebuilt = kivi_rebuild(rows_of(layer, part).transpose(0, 1), part,
+                                            kept_ ? kept_->positions : cache_.positions(), rope_, params,
+                                            DenseStore::per_layer);
+    put(layer, part, rebuilt.transpose(0, 1));
   }
 
  private:
   at::Tensor view(float* data, at::IntArrayRef sizes) const { return at::from_blob(data, sizes, on_device_); }
+  // Layer l's part as the compressor sees it, [T, H_kv, D] (a view), or [R, H_kv, D] (kept rows,
+  // dropped cells zero).
+  at::Tensor rows_of(int l, compressors::Part part) const {
+    const at::Tensor all = tokens_of(cache_, nullptr, l, part).transpose(0, 1);
+    return kept_ ? all.index_select(0, kept_->rows) * kept_->held[static_cast<std::size_t>(l)] : all;
+  }
+  // Replaces layer l's part with `rebuilt` ([T or R, H_kv, D] f32 resident); the other part stays.
+  void put(int l, compressors::Part part, const at::Tensor& rebuilt) {
+    at::Tensor full = rebuilt.transpose(0, 1);  // [H_kv, T, D]
+    if (kept_) {
+      full = tokens_of(cache_, nullptr, l, part).to(at::kFloat, false, /*copy=*/true);
+      full.transpose(0, 1).index_copy_(0, kept_->rows, rebuilt);
+    }
+    // replace() copies both parts; the untouched one is the cache's own tensor (a copy onto itself: a no-op).
+    const bool key = part == compressors::Part::key;
+    cache_.replace(l, key ? full : cache_.key(l), key ? cache_.value(l) : full);
+  }
 
   KvCache& cache_;
+  const KeptRows* kept_;
   compressors::CacheShape shape_;
   core::Rope rope_;
   at::TensorOptions on_device_;
@@ -172,6 +199,69 @@ CompressionResult evict_in_place(KvCache& cache, const ContextCapture& capture, 
   return {bytes, compressors::dense_fp16_bytes(shape), "resident"};
 }
 
+// An eviction method followed by svd or xkv (and kivi after them): the eviction stage and the
+// rest; null eviction when the chain is anything else.
+struct EvictionThenLowRank {
+  const compressors::StageSpec* eviction = nullptr;
+  compressors::ChainSpec low_rank;
+};
+EvictionThenLowRank eviction_then_low_rank(const compressors::ChainSpec& chain) {
+  EvictionThenLowRank e;
+  for (const auto& stage : chain.stages) {
+    if (compressors::method(stage.method).kind != compressors::StageKind::eviction) e.low_rank.stages.push_back(stage);
+    else if (e.eviction) return {};
+    else e.eviction = &stage;
+  }
+  const auto& rest = e.low_rank.stages;  // in order: parse_spec puts the transform before quantizers
+  if (!e.eviction || rest.empty() || (rest[0].method != "svd" && rest[0].method != "xkv")) return {};
+  return e;
+}
+
+// Eviction then svd/xkv on the resident route (compress_chain's EvictedTransform where the cache
+// lies): the masks scored on the device, the low-rank stage on the kept rows (KeptRows), the
+// masks written. Empty when the kept rows are too few for the resident low-rank route (the exact
+// solver needs R ≥ G·H·D): the host route then runs the chain.
+std::optional<CompressionResult> evict_then_low_rank(KvCache& cache, const ContextCapture& capture,
+                                                     const ModelConfig& config, const EvictionThenLowRank& stages,
+                                                     linalg::Backend& backend, const core::Checkpoint* checkpoint) {
+  const KvCacheSource source(cache, nullptr, capture, config, /*scores_where_held=*/true);
+  const auto& shape = source.shape();
+  const std::int64_t T = shape.tokens;
+  const int H = shape.kv_heads;
+  const auto eviction = compressors::make_eviction(*stages.eviction);
+  const compressors::CompressContext ctx{source, backend, checkpoint};
+  std::vector<std::vector<std::uint8_t>> masks;  // per layer [T, H_kv]
+  std::vector<std::int64_t> rows;
+  std::vector<std::uint8_t> any(static_cast<std::size_t>(T), 0);
+  for (int l = 0; l < shape.layers; ++l) {
+    masks.push_back(eviction->select_layer(ctx, l));
+    for (std::int64_t t = 0; t < T; ++t)
+      for (int h = 0; h < H; ++h) any[t] |= masks.back()[static_cast<std::size_t>(t * H + h)];
+  }
+  for (std::int64_t t = 0; t < T; ++t)
+    if (any[t]) rows.push_back(t);
+  auto kept_shape = shape;
+  kept_shape.tokens = static_cast<std::int64_t>(rows.size());
+  if (!compressors::resident_low_rank_applies(stages.low_rank, kept_shape)) return std::nullopt;
+  const auto device = cache.key(0).device();
+  KeptRows kept;
+  kept.rows = at::tensor(at::ArrayRef<std::int64_t>(rows), at::kLong).to(device);
+  kept.positions = cache.positions().index_select(0, kept.rows);
+  const auto mask_of = [&](int l) {  // [T, H_kv] uint8 host view
+    return at::from_blob(masks[static_cast<std::size_t>(l)].data(), {T, H}, at::kByte);
+  };
+  for (int l = 0; l < shape.layers; ++l)
+    kept.held.push_back(mask_of(l).to(device, at::kFloat).index_select(0, kept.rows).unsqueeze(-1));
+  TorchResidentCache on_device(cache, config, &kept);
+  std::int64_t bytes = compressors::compress_low_rank_resident(stages.low_rank, on_device, backend);
+  for (int l = 0; l < shape.layers; ++l) {
+    bytes += 4 * std::accumulate(masks[l].begin(), masks[l].end(), std::int64_t{0});  // int32 kept_index
+    // Every layer's mask, as the chain's rebuild gives it (all ones included); the tokens: copies onto themselves.
+    cache.replace(l, cache.key(l), cache.value(l), mask_of(l).t());
+  }
+  return CompressionResult{bytes, compressors::dense_fp16_bytes(shape), "resident"};
+}
+
 // KIVI on the dense cache, quantized where the cache lies (kivi_on_device.h).
 CompressionResult quantize_in_place(KvCache& cache, const ModelConfig& config,
                                     const compressors::KiviParams& params) {
@@ -232,20 +322,22 @@ ResidentRoute resident_route(const KvCache& cache, const ModelConfig& config, co
   if (elementwise && kivi_on_dense(chain)) return ResidentRoute::kivi;
   if (elementwise && minicache_alone(chain)) return ResidentRoute::minicache;
   if (elementwise && commonkv_alone(chain)) return ResidentRoute::commonkv;
+  if (backend_beside(backend, cache.key(0).device()) && eviction_then_low_rank(chain).eviction)
+    return ResidentRoute::eviction_low_rank;
   if (eviction_chain(chain).eviction) return ResidentRoute::eviction;  // with KIVI too: the scoring saves most
   return ResidentRoute::none;
 }
 
 
-CompressionResult compress_in_place(ResidentRoute route, KvCache& cache, const ContextCapture& capture,
-                                    const ModelConfig& config, const compressors::ChainSpec& chain,
-                                    const core::Checkpoint* checkpoint, linalg::Backend& backend) {
-  CompressionResult result;
+std::optional<CompressionResult> compress_in_place(ResidentRoute route, KvCache& cache, const ContextCapture& capture,
+                                                   const ModelConfig& config, const compressors::ChainSpec& chain,
+                                                   const core::Checkpoint* checkpoint, linalg::Backend& backend) {
+  std::optional<CompressionResult> result;
   switch (route) {
     case ResidentRoute::low_rank: {
       TorchResidentCache on_device(cache, config);
-      result = {compressors::compress_low_rank_resident(chain, on_device, backend),
-                compressors::dense_fp16_bytes(on_device.shape()), "resident"};
+      result = CompressionResult{compressors::compress_low_rank_resident(chain, on_device, backend),
+                                 compressors::dense_fp16_bytes(on_device.shape()), "resident"};
       break;
     }
     case ResidentRoute::kivi: result = quantize_in_place(cache, config, compressors::kivi_params(*kivi_on_dense(chain))); break;
@@ -253,12 +345,15 @@ CompressionResult compress_in_place(ResidentRoute route, KvCache& cache, const C
     case ResidentRoute::commonkv: {
       const auto shape = shape_of(cache, config);
       const auto attn_in = [&](int l) -> const at::Tensor& { return capture.attn_in(l); };
-      result = {commonkv_in_place(cache, shape, attn_in, *commonkv_alone(chain), checkpoint, backend),
-                compressors::dense_fp16_bytes(shape), "resident"};
+      result = CompressionResult{commonkv_in_place(cache, shape, attn_in, *commonkv_alone(chain), checkpoint, backend),
+                                 compressors::dense_fp16_bytes(shape), "resident"};
       break;
     }
     case ResidentRoute::eviction:
       result = evict_in_place(cache, capture, config, eviction_chain(chain), backend, checkpoint);
+      break;
+    case ResidentRoute::eviction_low_rank:
+      result = evict_then_low_rank(cache, capture, config, eviction_then_low_rank(chain), backend, checkpoint);
       break;
     case ResidentRoute::none: fail("compress: no resident route for {}", chain.to_string());
   }

@@ -3,6 +3,8 @@
 // crossing to the host.
 #pragma once
 
+#include <optional>
+
 #include "compressors/spec.h"
 #include "core/safetensors.h"
 #include "harness/compression_hook.h"
@@ -17,6 +19,7 @@ enum class ResidentRoute {
   minicache,  // minicache alone (minicache_on_device.h)
   commonkv,   // commonkv alone (commonkv_on_device.h)
   eviction,   // one eviction method, alone or followed by kivi (window_scores.h, kivi_on_device.h)
+  eviction_low_rank,  // one eviction method, then svd/xkv (and kivi) on the kept rows
 };
 
 // The route compress_cache takes for `chain` on `cache` under `route` (see CompressRoute).
@@ -25,9 +28,10 @@ ResidentRoute resident_route(const KvCache& cache, const ModelConfig& config, co
 
 // Runs `route` (not none) on the cache's own tokens and writes the result into it; on a CUDA
 // cache it returns once the device has finished. The capture gives eviction its queries and
-// commonkv its attention inputs.
-CompressionResult compress_in_place(ResidentRoute route, KvCache& cache, const ContextCapture& capture,
-                                    const ModelConfig& config, const compressors::ChainSpec& chain,
-                                    const core::Checkpoint* checkpoint, linalg::Backend& backend);
+// commonkv its attention inputs. Empty, with the cache untouched, when the route turns out not to
+// apply (eviction_low_rank: too few kept rows for the exact solver's Gram route).
+std::optional<CompressionResult> compress_in_place(ResidentRoute route, KvCache& cache, const ContextCapture& capture,
+                                                   const ModelConfig& config, const compressors::ChainSpec& chain,
+                                                   const core::Checkpoint* checkpoint, linalg::Backend& backend);
 
 }  // namespace kvlab::harness
