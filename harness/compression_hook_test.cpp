@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <functional>
 #include <random>
 
 #include <fmt/format.h>
@@ -88,6 +89,31 @@ BothRoutes compress_both_ways(const Prefilled& p, const ModelConfig& config, con
 }
 
 const at::Tensor& part_of(const KvCache& cache, int layer, bool key) { return key ? cache.key(layer) : cache.value(layer); }
+
+// After a chain that evicts: both routes hold the same cells in every layer, and so does the
+// cache compressed again; `compare` gets each layer part's kept cells (the others zeroed) on the
+// resident route, the host route and the prefill, and the resident route's again must equal it.
+void expect_same_cells(const BothRoutes& r, const Prefilled& p, int layers,
+                       const std::function<void(const at::Tensor& got, const at::Tensor& want, const at::Tensor& exact,
+                                                int layer)>& compare) {
+  for (int l = 0; l < layers; ++l) {
+    ASSERT_TRUE(r.resident.keep(l).defined());
+    EXPECT_TRUE(at::equal(r.resident.keep(l), r.host.keep(l)));
+    EXPECT_TRUE(at::equal(r.again.keep(l), r.resident.keep(l)));
+    const auto kept = r.host.keep(l).unsqueeze(-1).to(at::kFloat);
+    for (bool key : {true, false}) {
+      SCOPED_TRACE(fmt::format("layer {} {}", l, key ? "key" : "value"));
+      const auto got = part_of(r.resident, l, key) * kept;
+      compare(got, part_of(r.host, l, key) * kept, part_of(p.start.cache, l, key) * kept, l);
+      EXPECT_LT(normalized_difference(part_of(r.again, l, key) * kept, got), 1e-6);
+    }
+  }
+}
+
+// How many values differ by more than 1e-4 relative: a value moved across a KIVI code boundary.
+std::int64_t moved(const at::Tensor& got, const at::Tensor& want) {
+  return ((got - want).abs() > 1e-4 * (want.abs() + 1)).sum().item<std::int64_t>();
+}
 
 // Compresses one prefill both ways with each spec and compares layer by layer; `tolerance`
 // bounds the normalized difference of what both routes compress.
@@ -195,21 +221,11 @@ TEST_F(CompressionHook, EvictionThenKiviOnTheResidentRouteRebuildsWhatTheHostRou
   const Prefilled p = prefill_tokens(model, 120, 29);
   for (const char* text : {"snapkv:keep=0.5,window=4+kivi:bits=4,group=8,residual=8", "streamingllm:keep=0.3+full+kivi:bits=2,residual=0"}) {
     SCOPED_TRACE(text);
-    const auto chain = compressors::parse_spec(text);
-    const auto r = compress_both_ways(p, config, chain);
-    for (int l = 0; l < config.num_layers; ++l) {
-      ASSERT_TRUE(r.resident.keep(l).defined());
-      EXPECT_TRUE(at::equal(r.resident.keep(l), r.host.keep(l)));
-      EXPECT_TRUE(at::equal(r.again.keep(l), r.resident.keep(l)));
-      const auto kept = r.host.keep(l).unsqueeze(-1).to(at::kFloat);
-      for (bool key : {true, false}) {
-        SCOPED_TRACE(fmt::format("layer {} {}", l, key ? "key" : "value"));
-        const auto got = part_of(r.resident, l, key) * kept, want = part_of(r.host, l, key) * kept;
-        EXPECT_LE(((got - want).abs() > 1e-4 * (want.abs() + 1)).sum().item<std::int64_t>(), got.numel() / 200);
-        EXPECT_GT(normalized_difference(got, part_of(p.start.cache, l, key) * kept), 1e-3);  // quantized
-        EXPECT_TRUE(at::equal(part_of(r.again, l, key) * kept, got));
-      }
-    }
+    const auto r = compress_both_ways(p, config, compressors::parse_spec(text));
+    expect_same_cells(r, p, config.num_layers, [](const at::Tensor& got, const at::Tensor& want, const at::Tensor& exact, int) {
+      EXPECT_LE(moved(got, want), got.numel() / 200);
+      EXPECT_GT(normalized_difference(got, exact), 1e-3);  // quantized
+    });
   }
 }
 
@@ -224,25 +240,14 @@ TEST_F(CompressionHook, EvictionThenLowRankOnTheResidentRouteRebuildsWhatTheHost
   for (const char* text : {"snapkv:keep=0.6,window=4+xkv:g=2,rk=8", "streamingllm:keep=0.6+xkv:g=2,rk=8,start=1,precision=f32",
                            "h2o:keep=0.7+svd:rk=6,solver=randomized+kivi:bits=4"}) {
     SCOPED_TRACE(text);
-    const bool kivi = std::string(text).find("kivi") != std::string::npos;
+    const std::string spec = text;
     const auto r = compress_both_ways(p, config, compressors::parse_spec(text));
-    for (int l = 0; l < config.num_layers; ++l) {
-      ASSERT_TRUE(r.resident.keep(l).defined());
-      EXPECT_TRUE(at::equal(r.resident.keep(l), r.host.keep(l)));
-      EXPECT_TRUE(at::equal(r.again.keep(l), r.resident.keep(l)));
-      const auto kept = r.host.keep(l).unsqueeze(-1).to(at::kFloat);
-      for (bool key : {true, false}) {
-        SCOPED_TRACE(fmt::format("layer {} {}", l, key ? "key" : "value"));
-        const auto got = part_of(r.resident, l, key) * kept, want = part_of(r.host, l, key) * kept;
-        if (kivi)
-          EXPECT_LE(((got - want).abs() > 1e-4 * (want.abs() + 1)).sum().item<std::int64_t>(), got.numel() / 200);
-        else
-          EXPECT_LT(normalized_difference(got, want), l == 0 && std::string(text).find("start=1") != std::string::npos
-                                                          ? 1e-3   // layer 0 uncompressed: the host route's fp16 store
-                                                          : 1e-5);
-        EXPECT_LT(normalized_difference(part_of(r.again, l, key) * kept, got), 1e-6);
-      }
-    }
+    expect_same_cells(r, p, config.num_layers, [&](const at::Tensor& got, const at::Tensor& want, const at::Tensor&, int l) {
+      if (spec.find("kivi") != std::string::npos)
+        EXPECT_LE(moved(got, want), got.numel() / 200);
+      else  // layer 0, uncompressed with start=1, the host route stores at fp16
+        EXPECT_LT(normalized_difference(got, want), l == 0 && spec.find("start=1") != std::string::npos ? 1e-3 : 1e-5);
+    });
   }
   const auto few = compressors::parse_spec("snapkv:budget=5,window=4+xkv:g=2,rk=4");  // ≤ 40 kept rows < 2·32 columns
   KvCache cache = p.start.cache.clone();
@@ -268,8 +273,7 @@ TEST_F(CompressionHook, KiviOnTheResidentRouteRebuildsWhatTheHostRouteDoes) {
       for (bool key : {true, false}) {
         SCOPED_TRACE(fmt::format("layer {} {}", l, key ? "key" : "value"));
         const auto& got = part_of(r.resident, l, key);
-        const auto moved = ((got - part_of(r.host, l, key)).abs() > 1e-4).sum().item<std::int64_t>();
-        EXPECT_LE(moved, got.numel() / 200);
+        EXPECT_LE(moved(got, part_of(r.host, l, key)), got.numel() / 200);
         EXPECT_GT(normalized_difference(got, part_of(p.start.cache, l, key)), 1e-3);  // quantized
         EXPECT_FALSE(r.resident.keep(l).defined());
         EXPECT_TRUE(at::equal(part_of(r.again, l, key), got));
@@ -382,7 +386,7 @@ TEST_F(CompressionHook, LowRankThenKiviOnTheResidentRouteRebuildsWhatTheHostRout
         SCOPED_TRACE(fmt::format("layer {} {}", l, key ? "key" : "value"));
         const auto& got = part_of(r.resident, l, key);
         const auto& want = part_of(r.host, l, key);
-        EXPECT_LE(((got - want).abs() > 1e-4 * (want.abs() + 1)).sum().item<std::int64_t>(), got.numel() / 200);
+        EXPECT_LE(moved(got, want), got.numel() / 200);
         EXPECT_LT(normalized_difference(got, want), 1e-2);
         EXPECT_GT(normalized_difference(got, part_of(p.start.cache, l, key)), 1e-3);  // every layer changed
         EXPECT_LT(normalized_difference(part_of(r.again, l, key), got), 1e-6);
