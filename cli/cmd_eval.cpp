@@ -72,9 +72,10 @@ void add_eval(CLI::App& app, Action& action) {
                   "Where the hook compresses. auto: on the model's own tensors where that is faster (svd/xkv, "
                   "alone or followed by kivi, with the randomized solver or on prompts of at least G·H_kv·D tokens; "
                   "an eviction method, alone or followed by kivi or svd/xkv, which scores there and writes its keep "
-                  "masks; on a GPU also KIVI on the dense cache, MiniCache and CommonKV alone); resident: every chain that can stays on the "
-                  "model's tensors, on any device; host: every layer goes through host f32, as other chains do "
-                  "(for timing or checking the routes against each other)")
+                  "masks; on a GPU also KIVI on the dense cache, MiniCache alone, and CommonKV alone or followed by "
+                  "kivi); resident: every chain that can stays on the model's tensors, on any device; host: every "
+                  "layer goes through host f32, as other chains do (for timing or checking the routes against each "
+                  "other)")
       ->check(CLI::IsMember({"auto", "resident", "host"}))
       ->capture_default_str();
   cmd->add_option("--max-new-tokens", req->max_new_tokens,

@@ -2,9 +2,12 @@
 
 #include <fmt/format.h>
 
+#include <optional>
+
 #include "compressors/commonkv.h"
 #include "core/error.h"
 #include "core/profile.h"
+#include "harness/kivi_on_device.h"
 
 namespace kvlab::harness {
 namespace {
@@ -18,14 +21,25 @@ at::Tensor on_device(const std::vector<float>& v, std::int64_t rows, std::int64_
 
 }  // namespace
 
-const compressors::StageSpec* commonkv_alone(const compressors::ChainSpec& chain) {
-  return chain.stages.size() == 1 && chain.stages[0].method == "commonkv" ? &chain.stages[0] : nullptr;
+CommonKvChain commonkv_chain(const compressors::ChainSpec& chain) {
+  const auto& s = chain.stages;
+  if (s.empty() || s[0].method != "commonkv" || s.size() > 2 || (s.size() == 2 && s[1].method != "kivi")) return {};
+  return {&s[0], s.size() == 2 ? &s[1] : nullptr};
 }
 
-std::int64_t commonkv_in_place(KvCache& cache, const compressors::CacheShape& shape,
-                               const std::function<const at::Tensor&(int layer)>& attn_in,
-                               const compressors::StageSpec& stage, const core::Checkpoint* checkpoint,
-                               linalg::Backend& backend) {
+std::int64_t commonkv_in_place(KvCache& cache, const compressors::CacheShape& shape, const core::Rope& rope,
+                               const std::function<const at::Tensor&(int layer)>& attn_in, const CommonKvChain& chain,
+                               const core::Checkpoint* checkpoint, linalg::Backend& backend) {
+  const compressors::StageSpec& stage = *chain.commonkv;
+  std::optional<compressors::KiviParams> kivi;
+  if (chain.kivi) kivi = compressors::kivi_params(*chain.kivi);
+  // A stored [n, c] tensor as the chain keeps it: fp16, then quantized when KIVI follows (per
+  // token; `token_rows` for latents, whose last rows form KIVI's residual window).
+  const auto store = [&](at::Tensor x, bool token_rows) {
+    x = round_to_fp16(x);
+    if (kivi) kivi_quantize_matrix(x, compressors::QuantLayout::per_token, token_rows, *kivi);
+    return x;
+  };
   if (!checkpoint)
     fail("commonkv needs the model's weights (W_k, W_v of every layer): pass the model directory");
   const std::int64_t T = shape.tokens, N = shape.width();
@@ -60,13 +74,34 @@ std::int64_t commonkv_in_place(KvCache& cache, const compressors::CacheShape& sh
 
   // Pass 2, per group: every layer's latents, the merged ones averaged over the group (uniform
   // weights, summed in layer order as the chain), each layer rebuilt from its stored latents.
-  const std::int64_t leftover_layers = shape.layers - static_cast<std::int64_t>(groups.size()) * G;
-  std::int64_t bytes = leftover_layers * 2 * (T * N * 2);  // stored dense at fp16
+  std::int64_t bytes = 0;
+  for (int l = static_cast<int>(groups.size() * G); l < shape.layers; ++l) {  // leftover layers, stored dense
+    if (!kivi) {
+      bytes += 2 * (T * N * 2);  // at fp16; the resident route keeps the model's values
+      continue;
+    }
+    using compressors::Part;
+    for (const Part part : {Part::key, Part::value})
+      bytes += compressors::kivi_bytes(part == Part::key ? compressors::QuantLayout::per_channel
+                                                         : compressors::QuantLayout::per_token,
+                                       T, N, true, *kivi);
+    const auto rebuild = [&](Part part) {
+      return kivi_rebuild(part == Part::key ? cache.key(l) : cache.value(l), part, cache.positions(),
+                          rope, *kivi, DenseStore::per_layer);
+    };
+    cache.replace(l, rebuild(Part::key), rebuild(Part::value));
+  }
   for (std::size_t g = 0; g < groups.size(); ++g) {
     const core::ProfileScope scope("compress hook: commonkv latents and rebuild");
     const auto& f = factors[g];
     const at::Tensor is_merged =
         at::from_blob(const_cast<std::uint8_t*>(merged[g].data()), {T, 1}, at::kByte).to(options.device(), at::kBool);
+    // The rows each stored latent tensor holds: the merged tokens once for the group, the others per layer.
+    const at::Tensor merged_rows = is_merged.squeeze(1).nonzero().squeeze(1);
+    const at::Tensor own_rows = is_merged.squeeze(1).logical_not().nonzero().squeeze(1);
+    const auto stored_rows = [&](const at::Tensor& latent, const at::Tensor& rows) {  // [T, r] → stored at `rows`
+      return latent.index_copy(0, rows, store(latent.index_select(0, rows), /*token_rows=*/true));
+    };
     std::vector<at::Tensor> own;
     at::Tensor average = at::zeros({T, f.rank}, options);
     const float weight = 1.f / static_cast<float>(G);
@@ -74,18 +109,19 @@ std::int64_t commonkv_in_place(KvCache& cache, const compressors::CacheShape& sh
       own.push_back(latents(l, projections[g]));
       average.add_(own.back() * weight);
     }
-    const at::Tensor average16 = round_to_fp16(average);
+    const at::Tensor average_stored = stored_rows(average, merged_rows);
     for (std::size_t i = 0; i < groups[g].size(); ++i) {
-      const at::Tensor c = at::where(is_merged, average16, round_to_fp16(own[i]));
+      const at::Tensor c = at::where(is_merged, average_stored, stored_rows(own[i], own_rows));
       const auto rebuild = [&](const std::vector<float>& d, const std::vector<float>& bias) {
-        at::Tensor x = at::matmul(c, round_to_fp16(on_device(d, N, f.rank, options)).t());  // [T, N]
+        at::Tensor x = at::matmul(c, store(on_device(d, N, f.rank, options), /*token_rows=*/false).t());  // [T, N]
         if (!bias.empty()) x.add_(round_to_fp16(on_device(bias, 1, N, options)));
         return x.view({T, shape.kv_heads, shape.head_dim}).transpose(0, 1);
       };
       cache.replace(groups[g][i], rebuild(f.d_key[i], f.key_bias[i]), rebuild(f.d_value[i], f.value_bias[i]));
     }
     const std::int64_t m = std::count(merged[g].begin(), merged[g].end(), std::uint8_t{1});
-    bytes += compressors::commonkv_group_bytes(G, T, m, f.rank, f.d_model, N, !f.key_bias.front().empty());
+    bytes += compressors::commonkv_group_bytes(G, T, m, f.rank, f.d_model, N, !f.key_bias.front().empty(),
+                                               kivi ? &*kivi : nullptr);
   }
   return bytes;
 }

@@ -75,7 +75,8 @@ class ExactKv {
 //     backend computes beside the cache and the kept rows fit its Gram route;
 //   KIVI on the dense cache ("kivi", "full+kivi"): torch quantizes each layer (kivi_on_device.h);
 //   MiniCache alone: torch merges each layer pair (minicache_on_device.h);
-//   CommonKV alone: torch forms the latents, merges and rebuilds (commonkv_on_device.h).
+//   CommonKV, alone or followed by kivi: torch forms the latents, merges and rebuilds
+//     (commonkv_on_device.h).
 // Everything else (other chains) goes the host way.
 enum class CompressRoute {
   // The resident routes where they are faster: all of them on a CUDA model; on a CPU model

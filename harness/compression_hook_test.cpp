@@ -320,11 +320,12 @@ TEST_F(CompressionHook, MinicacheOnTheResidentRouteRebuildsWhatTheHostRouteDoes)
   }
 }
 
-// CommonKV alone on the resident route (forced: auto takes it on a GPU only): torch forms the
-// latents, cosines, merged latents and rebuilds where the cache lies, from the same weight SVD
-// and no-merge budget as the chain. Against the host route: the same bytes, grouped layers within
-// f32 rounding (1e-5 normalized; a token whose cosine ties another's across the budget's edge
-// would show as an error of order one), the leftover layer the model's own.
+// CommonKV, alone or followed by KIVI, on the resident route (forced: auto takes it on a GPU
+// only): torch forms the latents, cosines, merged latents and rebuilds where the cache lies, from
+// the same weight SVD and no-merge budget as the chain. Against the host route: the same bytes,
+// grouped layers within f32 rounding (1e-5 normalized; a token whose cosine ties another's across
+// the budget's edge would show as an error of order one), the leftover layer the model's own;
+// with KIVI every layer quantized but for the rare value moved across a code boundary (counted).
 TEST_F(CompressionHook, CommonkvOnTheResidentRouteRebuildsWhatTheHostRouteDoes) {
   const LlamaModel model = LlamaModel::load(dir_, RunOptions{});
   const core::Checkpoint checkpoint(dir_);
@@ -334,8 +335,10 @@ TEST_F(CompressionHook, CommonkvOnTheResidentRouteRebuildsWhatTheHostRouteDoes) 
   for (auto& t : context) t = static_cast<std::int32_t>(rng() % 200 + 10);
   ContextCapture capture(config.num_layers, 8, /*attn_in=*/true);
   const Prefill start = prefill(model, context, 100, capture.observer());
-  for (const char* text : {"commonkv:g=3,rank=20,keep=0.4,sinks=2,recent=8", "commonkv:g=2,keep=0.2,sinks=0,recent=0"}) {
+  for (const char* text : {"commonkv:g=3,rank=20,keep=0.4,sinks=2,recent=8", "commonkv:g=2,keep=0.2,sinks=0,recent=0",
+                           "commonkv:g=3,rank=20,keep=0.4+kivi:bits=4,group=8,residual=8"}) {
     SCOPED_TRACE(text);
+    const bool kivi = std::string(text).find("kivi") != std::string::npos;
     const auto chain = compressors::parse_spec(text);
     KvCache resident = start.cache.clone(), host = start.cache.clone();
     const auto a = compress_cache(resident, capture, config, chain, &checkpoint, linalg::cpu_backend(), nullptr,
@@ -352,7 +355,10 @@ TEST_F(CompressionHook, CommonkvOnTheResidentRouteRebuildsWhatTheHostRouteDoes) 
       for (bool key : {true, false}) {
         SCOPED_TRACE(fmt::format("layer {} {}", l, key ? "key" : "value"));
         const auto& got = part_of(resident, l, key);
-        if (l < grouped) {
+        if (kivi) {  // every layer quantized, the leftover one as the chain stores it dense
+          EXPECT_LE(moved(got, part_of(host, l, key)), got.numel() / 200);
+          EXPECT_GT(normalized_difference(got, part_of(start.cache, l, key)), 1e-3);
+        } else if (l < grouped) {
           EXPECT_LT(normalized_difference(got, part_of(host, l, key)), 1e-5);
           EXPECT_GT(normalized_difference(got, part_of(start.cache, l, key)), 1e-3);  // latents merged or truncated
         } else {
@@ -413,7 +419,7 @@ TEST_F(CompressionHook, EveryResidentRouteOnCudaMatchesTheHostRoute) {
   auto& backend = linalg::backend_for("cuda");
   for (const char* text : {"snapkv:keep=0.4,window=4", "kivi:bits=4", "minicache:start=0", "commonkv:g=2,keep=0.5",
                            "xkv:g=2,rk=12+kivi:bits=4", "h2o:keep=0.5+kivi:bits=4,residual=16",
-                           "snapkv:keep=0.6,window=4+xkv:g=2,rk=8+kivi:bits=4"}) {
+                           "snapkv:keep=0.6,window=4+xkv:g=2,rk=8+kivi:bits=4", "commonkv:g=3,keep=0.5+kivi:bits=4"}) {
     SCOPED_TRACE(text);
     const auto chain = compressors::parse_spec(text);
     KvCache resident = start.cache.clone(), host = start.cache.clone();

@@ -321,7 +321,7 @@ ResidentRoute resident_route(const KvCache& cache, const ModelConfig& config, co
   const bool elementwise = route == CompressRoute::resident || cache.key(0).is_cuda();
   if (elementwise && kivi_on_dense(chain)) return ResidentRoute::kivi;
   if (elementwise && minicache_alone(chain)) return ResidentRoute::minicache;
-  if (elementwise && commonkv_alone(chain)) return ResidentRoute::commonkv;
+  if (elementwise && commonkv_chain(chain).commonkv) return ResidentRoute::commonkv;
   if (backend_beside(backend, cache.key(0).device()) && eviction_then_low_rank(chain).eviction)
     return ResidentRoute::eviction_low_rank;
   if (eviction_chain(chain).eviction) return ResidentRoute::eviction;  // with KIVI too: the scoring saves most
@@ -345,8 +345,9 @@ std::optional<CompressionResult> compress_in_place(ResidentRoute route, KvCache&
     case ResidentRoute::commonkv: {
       const auto shape = shape_of(cache, config);
       const auto attn_in = [&](int l) -> const at::Tensor& { return capture.attn_in(l); };
-      result = CompressionResult{commonkv_in_place(cache, shape, attn_in, *commonkv_alone(chain), checkpoint, backend),
-                                 compressors::dense_fp16_bytes(shape), "resident"};
+      result = CompressionResult{
+          commonkv_in_place(cache, shape, config.rope, attn_in, commonkv_chain(chain), checkpoint, backend),
+          compressors::dense_fp16_bytes(shape), "resident"};
       break;
     }
     case ResidentRoute::eviction:

@@ -17,7 +17,7 @@ enum class ResidentRoute {
   low_rank,   // svd/xkv, alone or followed by kivi: compressors::compress_low_rank_resident
   kivi,       // kivi on the dense cache (kivi_on_device.h)
   minicache,  // minicache alone (minicache_on_device.h)
-  commonkv,   // commonkv alone (commonkv_on_device.h)
+  commonkv,   // commonkv, alone or followed by kivi (commonkv_on_device.h)
   eviction,   // one eviction method, alone or followed by kivi (window_scores.h, kivi_on_device.h)
   eviction_low_rank,  // one eviction method, then svd/xkv (and kivi) on the kept rows
 };
