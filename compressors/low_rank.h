@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "compressors/compressor.h"
+#include "compressors/kivi.h"
 #include "compressors/resident_cache.h"
 
 namespace kvlab::compressors {
@@ -55,6 +56,9 @@ struct LowRankAccounting {
   // and the ranks fit (r ≤ min(T, G·H·D)).
   double authors_ratio = 0;
 };
-LowRankAccounting low_rank_accounting(const CacheShape& shape, const StageSpec& spec);
+// With `kivi` (a kivi stage after svd/xkv) stored_bytes counts what KIVI packs instead: A and
+// each B_l per token (A's rows are tokens), uncompressed keys per channel and values per token.
+LowRankAccounting low_rank_accounting(const CacheShape& shape, const StageSpec& spec,
+                                      const KiviParams* kivi = nullptr);
 
 }  // namespace kvlab::compressors

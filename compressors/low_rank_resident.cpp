@@ -33,24 +33,6 @@ std::pair<const StageSpec*, std::optional<KiviParams>> low_rank_then_kivi(const 
   return {&s[0], kivi_params(s[1])};
 }
 
-// What the chain stores with KIVI after the low-rank stage (kivi_bytes of every stored tensor).
-std::int64_t kivi_stored_bytes(const LowRankPlan& plan, const CacheShape& shape, const KiviParams& p) {
-  const std::int64_t T = shape.tokens, N = shape.width();
-  std::int64_t bytes = 0;
-  for (int l = 0; l < shape.layers; ++l)
-    for (Part part : {Part::key, Part::value})
-      if (plan.group_of[static_cast<std::size_t>(l)] < 0 || !plan.compresses(part))
-        bytes += kivi_bytes(part == Part::key ? QuantLayout::per_channel : QuantLayout::per_token, T, N, true, p);
-  for (const auto& g : plan.groups)
-    for (Part part : {Part::key, Part::value}) {
-      if (!plan.compresses(part)) continue;
-      const auto r = std::min({plan.rank(part), T, N * static_cast<std::int64_t>(g.size())});
-      bytes += kivi_bytes(QuantLayout::per_token, T, r, true, p) +
-               static_cast<std::int64_t>(g.size()) * kivi_bytes(QuantLayout::per_token, r, N, false, p);
-    }
-  return bytes;
-}
-
 }  // namespace
 
 bool resident_low_rank_applies(const ChainSpec& chain, const CacheShape& shape) {
@@ -116,14 +98,14 @@ std::int64_t compress_low_rank_resident(const ChainSpec& chain, ResidentCache& c
         cache.write(layers[i], part, rows);
       }
     }
-  if (!kivi) return low_rank_accounting(shape, spec).stored_bytes;
-  for (int l = 0; l < shape.layers; ++l)
-    for (Part part : {Part::key, Part::value})
-      if (plan.group_of[static_cast<std::size_t>(l)] < 0 || !plan.compresses(part)) {
-        const core::ProfileScope scope("low-rank resident: kivi of the uncompressed layers");
-        cache.kivi_uncompressed(l, part, *kivi);
-      }
-  return kivi_stored_bytes(plan, shape, *kivi);
+  if (kivi)
+    for (int l = 0; l < shape.layers; ++l)
+      for (Part part : {Part::key, Part::value})
+        if (plan.group_of[static_cast<std::size_t>(l)] < 0 || !plan.compresses(part)) {
+          const core::ProfileScope scope("low-rank resident: kivi of the uncompressed layers");
+          cache.kivi_uncompressed(l, part, *kivi);
+        }
+  return low_rank_accounting(shape, spec, kivi ? &*kivi : nullptr).stored_bytes;
 }
 
 }  // namespace kvlab::compressors
