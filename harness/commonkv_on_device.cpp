@@ -7,12 +7,11 @@
 #include "compressors/commonkv.h"
 #include "core/error.h"
 #include "core/profile.h"
+#include "harness/fp16_store.h"
 #include "harness/kivi_on_device.h"
 
 namespace kvlab::harness {
 namespace {
-
-at::Tensor round_to_fp16(const at::Tensor& x) { return x.to(at::kHalf).to(at::kFloat); }
 
 // A host f32 vector as a [rows, cols] f32 tensor on `options`' device.
 at::Tensor on_device(const std::vector<float>& v, std::int64_t rows, std::int64_t cols, const at::TensorOptions& options) {

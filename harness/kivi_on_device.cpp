@@ -1,12 +1,11 @@
 #include "harness/kivi_on_device.h"
 
 #include "core/error.h"
+#include "harness/fp16_store.h"
 #include "harness/torch_rope.h"
 
 namespace kvlab::harness {
 namespace {
-
-at::Tensor round_to_fp16(const at::Tensor& x) { return x.to(at::kHalf).to(at::kFloat); }
 
 // Quantize∘dequantize of groups along the last dimension of x [..., g] (f32), in place.
 void fake_quantize_last_dim(at::Tensor x, int bits) {

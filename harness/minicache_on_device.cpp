@@ -3,11 +3,10 @@
 #include <limits>
 
 #include "core/error.h"
+#include "harness/fp16_store.h"
 
 namespace kvlab::harness {
 namespace {
-
-at::Tensor round_to_fp16(const at::Tensor& x) { return x.to(at::kFloat).to(at::kHalf).to(at::kFloat); }
 
 // Norms and angle of every row of one head ([T, D] double each); Ω is 0 for degenerate rows.
 struct HeadAngles {
