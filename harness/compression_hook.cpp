@@ -49,8 +49,7 @@ namespace {
 void write_back(KvCache& cache, int layer, const compressors::LayerKV& kv, const compressors::CacheShape& shape) {
   const core::ProfileScope scope("compress hook: write back");
   at::Tensor keep;
-  if (!kv.kept.empty())  // [T, H_kv] → [H_kv, T], a view: replace() copies it
-    keep = at::from_blob(const_cast<std::uint8_t*>(kv.kept.data()), {shape.tokens, shape.kv_heads}, at::kByte).t();
+  if (!kv.kept.empty()) keep = keep_view(kv.kept, shape.tokens, shape.kv_heads);
   // Views of the reconstruction: replace() copies them into the cache, converting dtype and device.
   cache.replace(layer, host_view(kv.key).transpose(0, 1), host_view(kv.value).transpose(0, 1), keep);
 }

@@ -36,6 +36,10 @@ at::Tensor host_view(const core::FloatTensor& t) {
                        at::kFloat);
 }
 
+at::Tensor keep_view(const std::vector<std::uint8_t>& cells, std::int64_t tokens, int kv_heads) {
+  return at::from_blob(const_cast<std::uint8_t*>(cells.data()), {tokens, kv_heads}, at::kByte).t();
+}
+
 KvCacheSource::KvCacheSource(const KvCache& cache, const ExactKv* exact, const ContextCapture& capture,
                              const ModelConfig& config, bool scores_where_held)
     : cache_(cache), exact_(exact), capture_(capture), shape_(shape_of(cache, config)), rope_(config.rope),
