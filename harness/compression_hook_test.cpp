@@ -48,16 +48,17 @@ class CompressionHook : public ::testing::Test {
   fs::path dir_;
 };
 
-// A prefill of `n` pseudo-random tokens (seeded) with the last 8 queries captured.
+// A prefill of `n` pseudo-random tokens (seeded) with the last 8 queries captured, and the
+// attention inputs too when asked (commonkv).
 struct Prefilled {
   ContextCapture capture;
   Prefill start;
 };
-Prefilled prefill_tokens(const LlamaModel& model, int n, unsigned seed) {
+Prefilled prefill_tokens(const LlamaModel& model, int n, unsigned seed, bool attn_in = false) {
   std::mt19937 rng(seed);
   std::vector<std::int32_t> context(static_cast<std::size_t>(n));
   for (auto& t : context) t = static_cast<std::int32_t>(rng() % 200 + 10);
-  ContextCapture capture(model.config().num_layers, 8, false);
+  ContextCapture capture(model.config().num_layers, 8, attn_in);
   Prefill start = prefill(model, context, n + 10, capture.observer());
   return {std::move(capture), std::move(start)};  // the observer (bound to `capture`) is done
 }
@@ -72,14 +73,15 @@ struct BothRoutes {
 };
 BothRoutes compress_both_ways(const Prefilled& p, const ModelConfig& config, const compressors::ChainSpec& chain,
                               CompressRoute resident_route = CompressRoute::automatic,
-                              linalg::Backend& backend = linalg::cpu_backend()) {
+                              linalg::Backend& backend = linalg::cpu_backend(),
+                              const core::Checkpoint* checkpoint = nullptr) {
   BothRoutes r{p.start.cache.clone(), p.start.cache.clone(), p.start.cache.clone(), {}, {}, {}};
-  r.on_resident = compress_cache(r.resident, p.capture, config, chain, nullptr, backend, nullptr, resident_route);
-  r.on_host = compress_cache(r.host, p.capture, config, chain, nullptr, backend, nullptr, CompressRoute::host);
+  r.on_resident = compress_cache(r.resident, p.capture, config, chain, checkpoint, backend, nullptr, resident_route);
+  r.on_host = compress_cache(r.host, p.capture, config, chain, checkpoint, backend, nullptr, CompressRoute::host);
   ExactKv exact;
   exact.catch_up(p.start.cache);
   for (int l = 0; l < config.num_layers; ++l) r.again.replace(l, r.again.key(l) * 0.5, r.again.value(l) * 0.5);
-  r.on_again = compress_cache(r.again, p.capture, config, chain, nullptr, backend, &exact, resident_route);
+  r.on_again = compress_cache(r.again, p.capture, config, chain, checkpoint, backend, &exact, resident_route);
   EXPECT_EQ(r.on_resident.route, "resident");
   EXPECT_EQ(r.on_host.route, "host");
   EXPECT_EQ(r.on_resident.bytes, r.on_host.bytes);
@@ -330,47 +332,37 @@ TEST_F(CompressionHook, CommonkvOnTheResidentRouteRebuildsWhatTheHostRouteDoes) 
   const LlamaModel model = LlamaModel::load(dir_, RunOptions{});
   const core::Checkpoint checkpoint(dir_);
   const auto& config = model.config();
-  std::mt19937 rng(19);
-  std::vector<std::int32_t> context(90);
-  for (auto& t : context) t = static_cast<std::int32_t>(rng() % 200 + 10);
-  ContextCapture capture(config.num_layers, 8, /*attn_in=*/true);
-  const Prefill start = prefill(model, context, 100, capture.observer());
+  const Prefilled p = prefill_tokens(model, 90, 19, /*attn_in=*/true);
   for (const char* text : {"commonkv:g=3,rank=20,keep=0.4,sinks=2,recent=8", "commonkv:g=2,keep=0.2,sinks=0,recent=0",
                            "commonkv:g=3,rank=20,keep=0.4+kivi:bits=4,group=8,residual=8"}) {
     SCOPED_TRACE(text);
     const bool kivi = std::string(text).find("kivi") != std::string::npos;
     const auto chain = compressors::parse_spec(text);
-    KvCache resident = start.cache.clone(), host = start.cache.clone();
-    const auto a = compress_cache(resident, capture, config, chain, &checkpoint, linalg::cpu_backend(), nullptr,
-                                  CompressRoute::resident);
-    const auto b = compress_cache(host, capture, config, chain, &checkpoint, linalg::cpu_backend(), nullptr,
-                                  CompressRoute::host);
-    EXPECT_EQ(a.route, "resident");
-    EXPECT_EQ(a.bytes, b.bytes);
-    KvCache automatic = start.cache.clone();  // on a CPU model, auto takes the host stage
-    EXPECT_EQ(compress_cache(automatic, capture, config, chain, &checkpoint, linalg::cpu_backend()).route, "host");
+    const auto r = compress_both_ways(p, config, chain, CompressRoute::resident, linalg::cpu_backend(), &checkpoint);
+    KvCache automatic = p.start.cache.clone();  // on a CPU model, auto takes the host stage
+    EXPECT_EQ(compress_cache(automatic, p.capture, config, chain, &checkpoint, linalg::cpu_backend()).route, "host");
     const int grouped = config.num_layers / static_cast<int>(chain.stages[0].get_int("g")) *
                         static_cast<int>(chain.stages[0].get_int("g"));
     for (int l = 0; l < config.num_layers; ++l)
       for (bool key : {true, false}) {
         SCOPED_TRACE(fmt::format("layer {} {}", l, key ? "key" : "value"));
-        const auto& got = part_of(resident, l, key);
+        const auto& got = part_of(r.resident, l, key);
+        EXPECT_TRUE(at::equal(part_of(r.again, l, key), got));
         if (kivi) {  // every layer quantized, the leftover one as the chain stores it dense
-          EXPECT_LE(moved(got, part_of(host, l, key)), got.numel() / 200);
-          EXPECT_GT(normalized_difference(got, part_of(start.cache, l, key)), 1e-3);
+          EXPECT_LE(moved(got, part_of(r.host, l, key)), got.numel() / 200);
+          EXPECT_GT(normalized_difference(got, part_of(p.start.cache, l, key)), 1e-3);
         } else if (l < grouped) {
-          EXPECT_LT(normalized_difference(got, part_of(host, l, key)), 1e-5);
-          EXPECT_GT(normalized_difference(got, part_of(start.cache, l, key)), 1e-3);  // latents merged or truncated
+          EXPECT_LT(normalized_difference(got, part_of(r.host, l, key)), 1e-5);
+          EXPECT_GT(normalized_difference(got, part_of(p.start.cache, l, key)), 1e-3);  // latents merged or truncated
         } else {
-          EXPECT_TRUE(at::equal(got, part_of(start.cache, l, key)));
+          EXPECT_TRUE(at::equal(got, part_of(p.start.cache, l, key)));
         }
       }
   }
-  ContextCapture without(config.num_layers, 8, false);  // no attention inputs captured
-  const Prefill plain = prefill(model, context, 100, without.observer());
-  KvCache cache = plain.cache.clone();
+  const Prefilled plain = prefill_tokens(model, 90, 19);  // no attention inputs captured
+  KvCache cache = plain.start.cache.clone();
   EXPECT_THAT(core::error_of([&] {
-                compress_cache(cache, without, config, compressors::parse_spec("commonkv:g=2"), &checkpoint,
+                compress_cache(cache, plain.capture, config, compressors::parse_spec("commonkv:g=2"), &checkpoint,
                                linalg::cpu_backend(), nullptr, CompressRoute::resident);
               }),
               ::testing::HasSubstr("attn_in"));
@@ -411,30 +403,23 @@ TEST_F(CompressionHook, EveryResidentRouteOnCudaMatchesTheHostRoute) {
   const LlamaModel model = LlamaModel::load(dir_, options);
   const core::Checkpoint checkpoint(dir_);
   const auto& config = model.config();
-  std::mt19937 rng(23);
-  std::vector<std::int32_t> context(120);
-  for (auto& t : context) t = static_cast<std::int32_t>(rng() % 200 + 10);
-  ContextCapture capture(config.num_layers, 8, /*attn_in=*/true);
-  const Prefill start = prefill(model, context, 130, capture.observer());
+  const Prefilled p = prefill_tokens(model, 120, 23, /*attn_in=*/true);
   auto& backend = linalg::backend_for("cuda");
   for (const char* text : {"snapkv:keep=0.4,window=4", "kivi:bits=4", "minicache:start=0", "commonkv:g=2,keep=0.5",
                            "xkv:g=2,rk=12+kivi:bits=4", "h2o:keep=0.5+kivi:bits=4,residual=16",
                            "snapkv:keep=0.6,window=4+xkv:g=2,rk=8+kivi:bits=4", "commonkv:g=3,keep=0.5+kivi:bits=4"}) {
     SCOPED_TRACE(text);
-    const auto chain = compressors::parse_spec(text);
-    KvCache resident = start.cache.clone(), host = start.cache.clone();
-    const auto a = compress_cache(resident, capture, config, chain, &checkpoint, backend);
-    const auto b = compress_cache(host, capture, config, chain, &checkpoint, backend, nullptr, CompressRoute::host);
-    EXPECT_EQ(a.route, "resident");
-    EXPECT_EQ(a.bytes, b.bytes);
+    const auto r = compress_both_ways(p, config, compressors::parse_spec(text), CompressRoute::automatic, backend,
+                                      &checkpoint);
     for (int l = 0; l < config.num_layers; ++l) {
-      if (resident.keep(l).defined()) {
-        ASSERT_TRUE(host.keep(l).defined());
-        EXPECT_GE(resident.keep(l).eq(host.keep(l)).to(at::kFloat).mean().item<double>(), 0.99);
+      if (r.resident.keep(l).defined()) {
+        ASSERT_TRUE(r.host.keep(l).defined());
+        EXPECT_GE(r.resident.keep(l).eq(r.host.keep(l)).to(at::kFloat).mean().item<double>(), 0.99);
       }
       for (bool key : {true, false}) {
-        const auto mask = host.keep(l).defined() ? host.keep(l).unsqueeze(-1).to(at::kFloat) : at::ones({1}, at::kFloat).cuda();
-        EXPECT_LT(normalized_difference(part_of(resident, l, key) * mask, part_of(host, l, key) * mask), 1e-3);
+        const auto mask =
+            r.host.keep(l).defined() ? r.host.keep(l).unsqueeze(-1).to(at::kFloat) : at::ones({1}, at::kFloat).cuda();
+        EXPECT_LT(normalized_difference(part_of(r.resident, l, key) * mask, part_of(r.host, l, key) * mask), 1e-3);
       }
     }
   }
