@@ -80,10 +80,7 @@ std::int64_t commonkv_in_place(KvCache& cache, const compressors::CacheShape& sh
       continue;
     }
     using compressors::Part;
-    for (const Part part : {Part::key, Part::value})
-      bytes += compressors::kivi_bytes(part == Part::key ? compressors::QuantLayout::per_channel
-                                                         : compressors::QuantLayout::per_token,
-                                       T, N, true, *kivi);
+    bytes += kivi_layer_bytes(T, 1, static_cast<int>(N), *kivi);  // the layer's [T, H·D] rows as one head's
     const auto rebuild = [&](Part part) {
       return kivi_rebuild(part == Part::key ? cache.key(l) : cache.value(l), part, cache.positions(),
                           rope, *kivi, DenseStore::per_layer);
