@@ -191,7 +191,8 @@ class CommonKV final : public TransformStage {
     const int L = shape.layers, G = g_;
     const std::int64_t T = shape.tokens, N = shape.width();
     const auto group_layers = commonkv_groups(G, L, cache.describe());
-    const int num_groups = static_cast<int>(group_layers.size());  // leftover layers are never grouped (as the code's merge)
+    // Leftover layers are never grouped (as the code's merge).
+    const int num_groups = static_cast<int>(group_layers.size());
 
     auto out = std::make_unique<CommonKVCompressed>();
     out->shape = shape;

@@ -1,8 +1,9 @@
 // A KV cache whose layers live where the backend computes ("resident", linalg/backend.h): the
 // model's CUDA tensors for the CUDA backend, host memory for the CPU one. Compressors that can run
 // there end to end (svd and xkv, alone or followed by KIVI: compress_low_rank_resident) read and
-// rewrite the cache through it, so nothing crosses to the host but the small factors. The implementation owns the memory
-// and the cache's layout and dtype; the compressor only sees f32 rows and backend calls.
+// rewrite the cache through it, so nothing crosses to the host but the small factors. The
+// implementation owns the memory and the cache's layout and dtype; the compressor only sees f32
+// rows and backend calls.
 //
 // Every pointer returned is resident and stays valid until the next call of the same function
 // (or, for buffer(), of the same slot). All work, the implementation's and the backend's, is
