@@ -59,6 +59,7 @@ check "compress records per-layer rows" test "$(grep -c '^"snapkv' c1/layers.csv
 expect_error "unknown compression method" "known: full, svd" compress a.h5 --method svdd --out c2
 expect_error "unknown spec key" "allowed:" compress a.h5 --method "xkv:gg=2" --out c2
 expect_error "chain in the wrong order" "comes after" compress a.h5 --method "kivi+svd" --out c2
+expect_error "a weight-based method without --model" "needs the model's weights" compress a.h5 --method commonkv --out c2
 check "failed compress wrote nothing" test ! -e c2
 if ! command -v nvidia-smi >/dev/null 2>&1; then  # no GPU here: --device cuda must say so, not crash
   expect_error "analyze --device cuda without a GPU" "CUDA" analyze a.h5 --device cuda --out xc
@@ -87,6 +88,7 @@ if "$KVLAB" --help 2>&1 | grep -q make-tiny-model; then
   "$KVLAB" --quiet analyze tiny.h5 --sample p1 --out tiny-analysis >/dev/null
   check "analyze reads a model dump" test -s tiny-analysis/key_cka.csv
   "$KVLAB" --quiet compress tiny.h5 --sample p2 --method "xkv:g=2,rk=8" --method "kivi:bits=4" --out tiny-compress >/dev/null
+  expect_error "commonkv on a dump without attn_in" "dump it with --attn-in" compress tiny.h5 --model tiny --method commonkv --out c3
   check "compress reads a model dump" test -s tiny-compress/methods.csv
   "$KVLAB" results show latest >show-compress.txt
   if command -v xxhsum >/dev/null; then  # the oracle: xxhsum's hash of the dump file

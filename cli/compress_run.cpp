@@ -71,6 +71,16 @@ CompressOutcome run_compress(const CompressRequest& req) {
   compressors::DumpCache cache(dump, sample);
   std::optional<core::Checkpoint> checkpoint;
   if (!req.model.empty()) checkpoint.emplace(req.model);
+  // What the methods need (their registry entries), checked before any work.
+  for (const auto& grid : grids)
+    for (const auto& stage : grid.front().stages) {
+      const auto& needs = compressors::method(stage.method).needs;
+      if (needs.checkpoint && req.model.empty())
+        fail("compress: {} needs the model's weights: give --model DIR, the checkpoint the dump came from", stage.method);
+      if (needs.attention_inputs && cache.shape().d_model == 0)
+        fail("compress: {} needs each layer's attention input, which {} does not hold: dump it with --attn-in",
+             stage.method, req.dump.string());
+    }
   auto& backend = linalg::backend_for(req.device, req.threads);
   const compressors::CompressContext ctx{cache, backend, checkpoint ? &*checkpoint : nullptr};
 

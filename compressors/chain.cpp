@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <numeric>
 
 #include "compressors/dense.h"
 #include "core/error.h"
@@ -63,13 +62,16 @@ class CompactCache final : public CacheSource {
 // A transform run on the kept tokens, plus the eviction's index bookkeeping.
 class EvictedTransform final : public Compressed {
  public:
-  EvictedTransform(const CacheShape& shape, KeepMasks masks, std::vector<std::int64_t> rows,
+  EvictedTransform(const CacheShape& shape, const KeepMasks& masks, std::vector<std::int64_t> rows,
                    std::unique_ptr<Compressed> inner, nlohmann::json eviction_notes)
-      : shape_(shape), masks_(std::move(masks)), rows_(std::move(rows)), inner_(std::move(inner)),
-        eviction_notes_(std::move(eviction_notes)) {
+      : shape_(shape), rows_(std::move(rows)), inner_(std::move(inner)), eviction_notes_(std::move(eviction_notes)) {
+    // Each layer's kept cells as int32 cell indices t·H_kv + h, ascending: what tells a rebuild
+    // which rows of the transform's factors belong to which head.
     for (int l = 0; l < shape_.layers; ++l) {
-      const auto kept = std::accumulate(masks_[l].begin(), masks_[l].end(), std::int64_t{0});
-      index_.push_back(StoredTensor::metadata(fmt::format("layer{}/kept_index", l), {kept}, kept * 4, "int32"));
+      std::vector<std::int32_t> cells;
+      for (std::size_t i = 0; i < masks[l].size(); ++i)
+        if (masks[l][i]) cells.push_back(static_cast<std::int32_t>(i));
+      index_.push_back(StoredTensor::indices(fmt::format("layer{}/kept_index", l), cells));
     }
   }
   std::vector<StoredTensor*> stored() override {
@@ -80,10 +82,13 @@ class EvictedTransform final : public Compressed {
   LayerKV reconstruct(int layer) const override {
     const auto compact = inner_->reconstruct(layer);
     const int H = shape_.kv_heads, D = shape_.head_dim;
-    LayerKV out{FloatTensor({shape_.tokens, H, D}), FloatTensor({shape_.tokens, H, D}), masks_[layer]};
+    std::vector<std::uint8_t> kept(static_cast<std::size_t>(shape_.tokens * H), 0);
+    for (const std::int32_t cell : index_.at(static_cast<std::size_t>(layer)).unpack_indices())
+      kept.at(static_cast<std::size_t>(cell)) = 1;
+    LayerKV out{FloatTensor({shape_.tokens, H, D}), FloatTensor({shape_.tokens, H, D}), std::move(kept)};
     for (std::size_t i = 0; i < rows_.size(); ++i)
       for (int h = 0; h < H; ++h) {
-        if (!masks_[layer][static_cast<std::size_t>(rows_[i] * H + h)]) continue;
+        if (!out.kept[static_cast<std::size_t>(rows_[i] * H + h)]) continue;
         const auto src = (static_cast<std::int64_t>(i) * H + h) * D, dst = (rows_[i] * H + h) * D;
         std::copy_n(compact.key.data.begin() + src, D, out.key.data.begin() + dst);
         std::copy_n(compact.value.data.begin() + src, D, out.value.data.begin() + dst);
@@ -99,8 +104,7 @@ class EvictedTransform final : public Compressed {
 
  private:
   CacheShape shape_;
-  KeepMasks masks_;
-  std::vector<std::int64_t> rows_;
+  std::vector<std::int64_t> rows_;  // the tokens any layer kept: row i of the transform is token rows_[i]
   std::unique_ptr<Compressed> inner_;
   nlohmann::json eviction_notes_;
   std::vector<StoredTensor> index_;
@@ -125,7 +129,7 @@ class WithNotes final : public Compressed {
 
 // The 16-bit store, then the quantizers.
 std::unique_ptr<Compressed> finish(std::unique_ptr<Compressed> rep, const ChainSpec& chain) {
-  round_fp16_storage(rep->stored());
+  pack_fp16_storage(rep->stored());
   for (const auto& s : chain.stages)
     if (method(s.method).kind == StageKind::quantizer) make_quantizer(s)->quantize(rep->stored());
   return rep;
@@ -150,7 +154,7 @@ std::unique_ptr<Compressed> compress_chain(const CompressContext& ctx, const Cha
     if (static_cast<std::int64_t>(m.size()) != shape.tokens * shape.kv_heads)
       fail("{}: eviction returned a mask of {} cells, not T·H = {}", ev->method, m.size(), shape.tokens * shape.kv_heads);
   nlohmann::json ev_notes = eviction->notes(shape);
-  if (!tr || tr->method == "full") {
+  if (!tr || method(tr->method).stores_cells) {
     rep = std::make_unique<WithNotes>(dense_representation(ctx.cache, &masks), nlohmann::json{{"eviction", ev_notes}});
     return finish(std::move(rep), chain);
   }
@@ -164,7 +168,7 @@ std::unique_ptr<Compressed> compress_chain(const CompressContext& ctx, const Cha
   CompactCache compact(ctx.cache, masks, rows);
   const CompressContext inner_ctx{compact, ctx.backend, ctx.checkpoint};
   auto inner = make_transform(*tr)->compress(inner_ctx);
-  rep = std::make_unique<EvictedTransform>(shape, std::move(masks), std::move(rows), std::move(inner), std::move(ev_notes));
+  rep = std::make_unique<EvictedTransform>(shape, masks, std::move(rows), std::move(inner), std::move(ev_notes));
   return finish(std::move(rep), chain);
 }
 
@@ -177,7 +181,7 @@ std::vector<std::unique_ptr<Compressed>> compress_sweep(const CompressContext& c
            method(c.stages[0].method).kind == StageKind::transform;
   });
   if (single && chains.size() > 1) {
-    if (auto sweep = transform_sweep(chains[0].stages[0].method)) {
+    if (const auto& sweep = method(chains[0].stages[0].method).sweep) {
       std::vector<StageSpec> variants;
       for (const auto& c : chains) variants.push_back(c.stages[0]);
       out = sweep(ctx, variants);
@@ -215,10 +219,8 @@ class LayerSlice final : public CacheSource {
 }  // namespace
 
 bool layer_local(const ChainSpec& chain) {
-  return !chain.stages.empty() && std::all_of(chain.stages.begin(), chain.stages.end(), [](const StageSpec& s) {
-    const auto kind = method(s.method).kind;
-    return s.method == "full" || kind == StageKind::quantizer || kind == StageKind::eviction;
-  });
+  return !chain.stages.empty() &&
+         std::all_of(chain.stages.begin(), chain.stages.end(), [](const StageSpec& s) { return method(s.method).layer_local; });
 }
 
 nlohmann::json compress_by_layer(const CompressContext& ctx, const ChainSpec& chain,

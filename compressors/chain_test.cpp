@@ -7,10 +7,15 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
 #include <numeric>
 
 #include "compressors/dense.h"
+#include "compressors/kivi.h"
 #include "compressors/score.h"
+#include "core/dtype.h"
+#include "core/error.h"
 #include "compressors/test_caches.h"
 
 namespace kvlab::compressors {
@@ -30,6 +35,73 @@ std::int64_t kept_cells(const Compressed& c, const CacheShape& s) {
     n += kv.kept.empty() ? s.tokens * s.kv_heads : std::accumulate(kv.kept.begin(), kv.kept.end(), std::int64_t{0});
   }
   return n;
+}
+
+// The registry owns a method: each entry has the factory of its kind and no other, builds its
+// stage from its defaults, and says what it needs; the chain's dispatch reads these flags.
+TEST(Registry, EveryEntryHasTheFactoryOfItsKindOnly) {
+  for (const auto& m : methods()) {
+    SCOPED_TRACE(m.name);
+    EXPECT_EQ(static_cast<bool>(m.make_eviction), m.kind == StageKind::eviction);
+    EXPECT_EQ(static_cast<bool>(m.make_transform), m.kind == StageKind::transform);
+    EXPECT_EQ(static_cast<bool>(m.make_quantizer), m.kind == StageKind::quantizer);
+    EXPECT_TRUE(!m.sweep || m.kind == StageKind::transform);
+    EXPECT_TRUE(!m.stores_cells || m.kind == StageKind::transform);
+    const auto spec = parse_spec(m.name).stages.at(0);
+    switch (m.kind) {
+      case StageKind::eviction: EXPECT_NE(make_eviction(spec), nullptr); break;
+      case StageKind::transform: EXPECT_NE(make_transform(spec), nullptr); break;
+      case StageKind::quantizer: EXPECT_NE(make_quantizer(spec), nullptr); break;
+    }
+    // Asking a method for a stage of another kind names both.
+    if (m.kind != StageKind::quantizer) {
+      EXPECT_THROW(make_quantizer(spec), Error);
+    }
+    if (m.kind != StageKind::eviction) {
+      EXPECT_THROW(make_eviction(spec), Error);
+    }
+  }
+  // What the callers rely on (eval captures attn_in for these; compress asks for --model).
+  EXPECT_TRUE(method("commonkv").needs.attention_inputs && method("commonkv").needs.checkpoint);
+  EXPECT_FALSE(method("xkv").needs.attention_inputs || method("snapkv").needs.checkpoint);
+  EXPECT_TRUE(layer_local(parse_spec("snapkv+kivi")) && layer_local(parse_spec("full")));
+  EXPECT_FALSE(layer_local(parse_spec("snapkv+svd")) || layer_local(parse_spec("minicache")));
+}
+
+// Stored forms are real: after a chain, every tensor holds its packed bytes, the chain's byte
+// count is their sum, and the values reconstruction reads are the decoding of those bytes —
+// fp16 bit patterns, int32 indices, KIVI codes (decoded by kivi_unpack, checked bit-exact in
+// kivi_test.cpp; here the quantized values must at least be grid points of the packed groups).
+TEST(Chain, EveryStoredTensorIsPackedAndItsValuesAreItsDecoding) {
+  const auto cache = testing::random_cache(shape(), 9);
+  for (const char* spec : {"full", "snapkv:keep=0.5,window=4", "xkv:g=2,rk=6,rv=8", "minicache:start=0",
+                           "streamingllm:keep=0.5+svd:rk=6,rv=8", "h2o:keep=0.5+kivi:bits=4,residual=0", "svd:rk=6,rv=8+kivi:bits=2,residual=8"}) {
+    SCOPED_TRACE(spec);
+    auto c = run(cache, spec);
+    std::int64_t sum = 0;
+    for (const auto* t : c->stored()) {
+      SCOPED_TRACE(t->name);
+      ASSERT_TRUE(t->is_packed());
+      sum += static_cast<std::int64_t>(t->packed.size());
+      if (t->format == "fp16") {
+        std::vector<std::uint16_t> bits(t->values.size());
+        ASSERT_EQ(t->packed.size(), 2 * bits.size());
+        std::memcpy(bits.data(), t->packed.data(), t->packed.size());
+        std::vector<float> decoded(bits.size());
+        core::bits16_to_f32(core::DType::f16, bits, decoded);
+        EXPECT_EQ(t->values, decoded);
+      } else if (t->format == "int32") {
+        EXPECT_TRUE(t->values.empty());
+        const auto index = t->unpack_indices();
+        EXPECT_EQ(static_cast<std::int64_t>(index.size()), t->shape.at(0));
+        EXPECT_TRUE(std::is_sorted(index.begin(), index.end()));
+      } else {
+        EXPECT_THAT(t->format, ::testing::StartsWith("kivi"));
+        EXPECT_LT(t->packed.size(), 2 * t->values.size());  // smaller than the fp16 it replaced
+      }
+    }
+    EXPECT_EQ(c->bytes(), sum);
+  }
 }
 
 TEST(Chain, QuantizedFactorsDoNotDependOnTheEigensolversSigns) {

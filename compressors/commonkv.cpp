@@ -15,7 +15,7 @@
 namespace kvlab::compressors {
 
 MethodDef commonkv_method() {
-  return {"commonkv",
+  MethodDef m{"commonkv",
           StageKind::transform,
           "CommonKV (arXiv 2508.16134): a shared latent per group of g layers from a thin SVD of the stacked "
           "W_k/W_v weights (needs --model and a dump with attn_in), then cross-layer merging of the latents whose "
@@ -45,6 +45,10 @@ MethodDef commonkv_method() {
                {"first_last"}},
           },
           {}};
+  m.make_transform = make_commonkv;
+  m.needs.attention_inputs = true;  // the latents are attn_in · P
+  m.needs.checkpoint = true;        // P comes from an SVD of the stacked W_k/W_v
+  return m;
 }
 
 namespace {
@@ -55,9 +59,9 @@ enum class Kind { latent, factor, index, dense };
 struct Group {
   std::vector<int> layers;
   std::int64_t rank = 0;
-  std::vector<std::uint8_t> merged;       // [T], 1 = the token's latent is the group's merged one
+  std::vector<std::uint8_t> merged;       // [T], 1 = the token's latent is the group's merged one (while compressing)
   std::int64_t merged_count = 0;
-  std::ptrdiff_t p_slot = -1, merged_slot = -1;
+  std::ptrdiff_t p_slot = -1, merged_slot = -1, index_slot = -1;  // index: the merged tokens, int32 ascending
 };
 
 struct LayerSlots {
@@ -105,10 +109,13 @@ class CommonKVCompressed final : public Compressed {
     const Group& g = groups[s.group];
     const std::int64_t r = g.rank;
     std::vector<float> c(static_cast<std::size_t>(T * r));
-    std::int64_t u = 0, m = 0;
+    const auto merged = tensors[g.index_slot].unpack_indices();  // the stored form says which tokens merged
+    std::int64_t u = 0;
+    std::size_t m = 0;
     for (std::int64_t t = 0; t < T; ++t) {
-      const float* src = g.merged[t] ? tensors[g.merged_slot].values.data() + (m++) * r
-                                     : tensors[s.latent].values.data() + (u++) * r;
+      const bool is_merged = m < merged.size() && merged[m] == t;
+      const float* src = is_merged ? tensors[g.merged_slot].values.data() + static_cast<std::int64_t>(m++) * r
+                                   : tensors[s.latent].values.data() + (u++) * r;
       std::copy_n(src, r, c.data() + t * r);
     }
     // x = c·Dᵀ (+ b), [T, N]. Column-major: xᵀ (N×T) = (Dᵀ)ᵀ·cᵀ with Dᵀ (r×N, ld r) and cᵀ (r×T,
@@ -129,7 +136,7 @@ class CommonKVCompressed final : public Compressed {
 
   nlohmann::json notes() const override {
     std::int64_t by_kind[4] = {0, 0, 0, 0};
-    for (std::size_t i = 0; i < tensors.size(); ++i) by_kind[static_cast<int>(kinds[i])] += tensors[i].bytes;
+    for (std::size_t i = 0; i < tensors.size(); ++i) by_kind[static_cast<int>(kinds[i])] += tensors[i].bytes();
     const std::int64_t latent = by_kind[0], factor = by_kind[1], index = by_kind[2], dense = by_kind[3];
     std::int64_t merged = 0;
     nlohmann::json per_group = nlohmann::json::array();
@@ -280,7 +287,11 @@ class CommonKV final : public TransformStage {
       group.merged_slot = out->add(StoredTensor::fp16(fmt::format("group{}/merged_latent", gi), {M, r},
                                                       std::move(merged), QuantLayout::per_token, true),
                                    Kind::latent);
-      out->add(StoredTensor::metadata(fmt::format("group{}/merged_index", gi), {M}, 4 * M, "int32"), Kind::index);
+      std::vector<std::int32_t> merged_index;
+      for (std::int64_t t = 0; t < T; ++t)
+        if (group.merged[t]) merged_index.push_back(static_cast<std::int32_t>(t));
+      group.index_slot =
+          out->add(StoredTensor::indices(fmt::format("group{}/merged_index", gi), merged_index), Kind::index);
     }
 
     // Leftover layers: dense, as the model's cache holds them.

@@ -1,11 +1,13 @@
 // What a compressor returns: the tensors it really stores (for the byte count and for a
 // chained quantizer) and the rebuild of any layer from them.
 //
-// Byte accounting is from the stored objects: every StoredTensor states the bytes its packed
-// form takes (fp16 values 2 bytes each, int32 indices 4, b-bit codes ⌈n·b/8⌉ plus their scales
-// and zero-points). A method fills the values at f32; the chain (compressors/chain.h) then rounds
-// every fp16 tensor to fp16 before any quantizer runs, so the scores include the rounding of the
-// 16-bit store and the in-memory values are exactly what the packed form gives back.
+// Stored forms are real: every StoredTensor ends up holding `packed`, the bytes it would be kept
+// as (fp16 bit patterns, int32 indices, KIVI's bit-packed codes with their fp16 scales and mins),
+// and its byte count is that buffer's size. A method fills float tensors at f32; the chain
+// (compressors/chain.h) then packs every fp16 tensor (pack_fp16_storage) before any quantizer
+// runs, and a quantizer packs what it quantizes. Each packing step replaces `values` with the
+// decoding of `packed`, so reconstruction — and every score — reads what the stored bytes give
+// back, not what the method computed.
 #pragma once
 
 #include <cstdint>
@@ -29,18 +31,25 @@ enum class QuantLayout {
 struct StoredTensor {
   std::string name;          // unique within a compressed cache, e.g. "group0/key/A", "layer3/value"
   core::Shape shape;         // logical shape, row-major: [n, c] for quantizable tensors
-  std::vector<float> values; // what reconstruction reads (empty for index/metadata tensors)
-  std::int64_t bytes = 0;    // size of the stored (packed) form, including any scales/zero-points
+  std::vector<float> values; // what reconstruction reads: decode(packed) once packed (empty for indices)
+  std::vector<std::uint8_t> packed;  // the stored form, little-endian; empty until packed
   QuantLayout layout = QuantLayout::none;
   bool token_rows = false;   // rows are tokens in order (a quantizer's full-precision residual window applies)
   std::string format = "fp16";  // "fp16", "int32", "kivi2 g32 r128", ...
 
-  // A float tensor stored in fp16: bytes = 2 per value. Values stay as computed until
-  // round_fp16_storage() (which every chain runs) rounds them.
+  // A float tensor to be stored in fp16, values as computed: pack_fp16_storage() (which every
+  // chain runs) packs it to 2 bytes a value and reads the values back from those bytes.
   static StoredTensor fp16(std::string name, core::Shape shape, std::vector<float> values, QuantLayout layout,
                            bool token_rows);
-  // Metadata counted by bytes only (e.g. int32 kept-token indices: 4 bytes each).
-  static StoredTensor metadata(std::string name, core::Shape shape, std::int64_t bytes, std::string format);
+  // Token (or row) indices stored as int32, packed at once: 4 bytes each.
+  static StoredTensor indices(std::string name, const std::vector<std::int32_t>& index);
+
+  bool is_packed() const { return !packed.empty() || (values.empty() && core::element_count(shape) == 0); }
+  // Bytes of the stored form: the size of `packed`. Fails for a tensor not packed yet, so no
+  // count can come from a form that was never built.
+  std::int64_t bytes() const;
+  // The indices of an int32 tensor, decoded from `packed`.
+  std::vector<std::int32_t> unpack_indices() const;
 };
 
 // One rebuilt layer. Keys are pre-RoPE. Cells (token, KV head) that the compressed cache no
@@ -62,12 +71,14 @@ class Compressed {
   // Method-specific figures for the report, e.g. {"authors_ratio": 8.03, "merged_fraction": 0.6}.
   virtual nlohmann::json notes() const { return nlohmann::json::object(); }
 
-  std::int64_t bytes();  // Σ stored bytes
+  std::int64_t bytes();  // Σ stored bytes: the sizes of the packed buffers
 };
 
-// Rounds the values of every tensor whose format is "fp16" to fp16 (round to nearest even;
-// beyond ±65504 they become ±inf, which the scorer reports). A no-op for data from an f16 dump.
-void round_fp16_storage(const std::vector<StoredTensor*>& tensors);
+// Packs every unpacked tensor whose format is "fp16" into fp16 bit patterns (round to nearest
+// even; beyond ±65504 they become ±inf, which the scorer reports) and sets its values to their
+// decoding. Tensors already packed are left alone, so it may run twice. Values from an f16 dump
+// come back unchanged.
+void pack_fp16_storage(const std::vector<StoredTensor*>& tensors);
 
 // Bytes of the uncompressed cache at 16 bits: 2 (K and V) · L · T · H_kv · D · 2 bytes.
 std::int64_t dense_fp16_bytes(const CacheShape& shape);

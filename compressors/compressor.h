@@ -54,12 +54,6 @@ class TransformStage {
   virtual std::unique_ptr<Compressed> compress(const CompressContext& ctx) const = 0;
 };
 
-// Compresses several variants of one transform that differ only in their ranks (a rank sweep):
-// variants[i] is the i-th spec. The default compresses each on its own; low-rank methods
-// override it to share one decomposition per group.
-using TransformSweep = std::function<std::vector<std::unique_ptr<Compressed>>(
-    const CompressContext& ctx, const std::vector<StageSpec>& variants)>;
-
 class QuantizerStage {
  public:
   virtual ~QuantizerStage() = default;
@@ -69,11 +63,10 @@ class QuantizerStage {
   virtual void quantize(const std::vector<StoredTensor*>& tensors) const = 0;
 };
 
-// Factories, one per method kind; the method table (methods()) says which applies.
+// The stage of `spec`, from its method's factory in the registry; fails when the method is not
+// of that kind.
 std::unique_ptr<EvictionStage> make_eviction(const StageSpec& spec);
 std::unique_ptr<TransformStage> make_transform(const StageSpec& spec);
 std::unique_ptr<QuantizerStage> make_quantizer(const StageSpec& spec);
-// A sweep-aware transform when the method has one, else null.
-TransformSweep transform_sweep(std::string_view method);
 
 }  // namespace kvlab::compressors

@@ -2,15 +2,21 @@
 
 #include <fmt/format.h>
 
+#include <numeric>
+
 #include "core/error.h"
 
 namespace kvlab::compressors {
 
 MethodDef full_method() {
-  return {"full", StageKind::transform,
-          "the uncompressed cache at 16 bits (the baseline; with a quantizer after it, plain KV quantization)",
-          {},
-          {}};
+  MethodDef m{"full", StageKind::transform,
+              "the uncompressed cache at 16 bits (the baseline; with a quantizer after it, plain KV quantization)",
+              {},
+              {}};
+  m.make_transform = make_full;
+  m.layer_local = true;
+  m.stores_cells = true;
+  return m;
 }
 
 namespace {
@@ -18,26 +24,25 @@ namespace {
 class Dense final : public Compressed {
  public:
   Dense(const CacheSource& cache, const KeepMasks* masks)
-      : shape_(cache.shape()), rope_(cache.rope()), positions_(cache.positions()) {
+      : shape_(cache.shape()), rope_(cache.rope()), positions_(cache.positions()), has_index_(masks != nullptr) {
     const int H = shape_.kv_heads, D = shape_.head_dim;
     const std::int64_t T = shape_.tokens;
     if (masks && static_cast<int>(masks->size()) != shape_.layers)
       fail("dense representation: {} keep masks for {} layers", masks->size(), shape_.layers);
-    index_.resize(static_cast<std::size_t>(shape_.layers) * H);
-    slot_.resize(index_.size());
+    slot_.resize(static_cast<std::size_t>(shape_.layers) * H);
     for (int l = 0; l < shape_.layers; ++l) {
       auto key = cache.layer(l, Part::key);
       rope_.apply(key.span(), T, H, positions_);  // stored as the model's cache holds keys: post-RoPE
       const auto value = cache.layer(l, Part::value);
       for (int h = 0; h < H; ++h) {
-        auto& idx = index_[static_cast<std::size_t>(l) * H + h];
+        std::vector<std::int32_t> idx;
         for (std::int64_t t = 0; t < T; ++t)
           if (!masks || (*masks)[l][static_cast<std::size_t>(t * H + h)]) idx.push_back(static_cast<std::int32_t>(t));
         const auto n = static_cast<std::int64_t>(idx.size());
         std::vector<float> k(static_cast<std::size_t>(n * D)), v(k.size());
         for (std::int64_t i = 0; i < n; ++i)
           for (int d = 0; d < D; ++d) {
-            const auto src = (idx[i] * H + h) * D + d;
+            const auto src = (std::int64_t{idx[i]} * H + h) * D + d;
             k[i * D + d] = key.data[src];
             v[i * D + d] = value.data[src];
           }
@@ -45,7 +50,7 @@ class Dense final : public Compressed {
         const auto prefix = fmt::format("layer{}/head{}/", l, h);
         tensors_.push_back(StoredTensor::fp16(prefix + "key", {n, D}, std::move(k), QuantLayout::per_channel, true));
         tensors_.push_back(StoredTensor::fp16(prefix + "value", {n, D}, std::move(v), QuantLayout::per_token, true));
-        if (masks) tensors_.push_back(StoredTensor::metadata(prefix + "index", {n}, n * 4, "int32"));
+        if (masks) tensors_.push_back(StoredTensor::indices(prefix + "index", idx));
       }
     }
   }
@@ -61,19 +66,31 @@ class Dense final : public Compressed {
     const int H = shape_.kv_heads, D = shape_.head_dim;
     const std::int64_t T = shape_.tokens;
     LayerKV out{FloatTensor({T, H, D}), FloatTensor({T, H, D}), {}};
+    // Each head's kept tokens, read back from its stored index (every token when none is stored).
+    std::vector<std::vector<std::int32_t>> index(static_cast<std::size_t>(H));
     bool all = true;
-    for (int h = 0; h < H; ++h) all = all && static_cast<std::int64_t>(index_[layer * H + h].size()) == T;
+    for (int h = 0; h < H; ++h) {
+      const auto s = slot_[static_cast<std::size_t>(layer) * H + h];
+      auto& idx = index[static_cast<std::size_t>(h)];
+      if (has_index_) {
+        idx = tensors_[s + 2].unpack_indices();
+      } else {
+        idx.resize(static_cast<std::size_t>(T));
+        std::iota(idx.begin(), idx.end(), 0);
+      }
+      all = all && static_cast<std::int64_t>(idx.size()) == T;
+    }
     if (!all) out.kept.assign(static_cast<std::size_t>(T * H), 0);
     for (int h = 0; h < H; ++h) {
-      const auto& idx = index_[static_cast<std::size_t>(layer) * H + h];
+      const auto& idx = index[static_cast<std::size_t>(h)];
       const auto s = slot_[static_cast<std::size_t>(layer) * H + h];
       const auto& k = tensors_[s].values;
       const auto& v = tensors_[s + 1].values;
       for (std::size_t i = 0; i < idx.size(); ++i) {
-        const auto dst = (idx[i] * H + h) * D;
+        const auto dst = (std::int64_t{idx[i]} * H + h) * D;
         std::copy_n(k.begin() + static_cast<std::ptrdiff_t>(i * D), D, out.key.data.begin() + dst);
         std::copy_n(v.begin() + static_cast<std::ptrdiff_t>(i * D), D, out.value.data.begin() + dst);
-        if (!all) out.kept[static_cast<std::size_t>(idx[i] * H + h)] = 1;
+        if (!all) out.kept[static_cast<std::size_t>(std::int64_t{idx[i]} * H + h)] = 1;
       }
     }
     rope_.apply(out.key.span(), T, H, positions_, /*inverse=*/true);
@@ -84,8 +101,8 @@ class Dense final : public Compressed {
   CacheShape shape_;
   core::Rope rope_;
   std::vector<std::int64_t> positions_;
-  std::vector<std::vector<std::int32_t>> index_;  // [L·H] kept tokens, ascending
-  std::vector<std::size_t> slot_;                 // [L·H] index of the head's key tensor in tensors_
+  bool has_index_ = false;         // each head's key and value are followed by its int32 token index
+  std::vector<std::size_t> slot_;  // [L·H] index of the head's key tensor in tensors_
   std::vector<StoredTensor> tensors_;
 };
 

@@ -278,8 +278,20 @@ class Eviction final : public EvictionStage {
 
 // ---- method table -----------------------------------------------------------------------------
 
+namespace {
+
+// The four methods share one stage class (Eviction reads its kind from the spec); each selects a
+// layer's cells from that layer's window alone.
+MethodDef with_eviction_stage(MethodDef m) {
+  m.make_eviction = make_eviction_method;
+  m.layer_local = true;
+  return m;
+}
+
+}  // namespace
+
 MethodDef streamingllm_method() {
-  return {"streamingllm", StageKind::eviction,
+  return with_eviction_stage({"streamingllm", StageKind::eviction,
           "StreamingLLM (methods.md §6.1): keeps the first `sinks` tokens (attention sinks) and the most recent "
           "budget − sinks; no scores. Kept keys keep their original positions (the paper's pos-shift is not modelled).",
           {keep_param(), budget_param(),
@@ -290,11 +302,11 @@ MethodDef streamingllm_method() {
             const auto budget = spec.get_int("budget");
             if (budget > 0 && spec.get_int("sinks") > budget)
               fail("spec 'streamingllm': key 'sinks' = {} exceeds budget = {}", spec.get_int("sinks"), budget);
-          }};
+          }});
 }
 
 MethodDef h2o_method() {
-  return {"h2o", StageKind::eviction,
+  return with_eviction_stage({"h2o", StageKind::eviction,
           "H2O (methods.md §6.1): keeps the most recent recent·budget tokens and the heavy hitters before them, "
           "ranked by the attention they accumulate (column sums of the softmax). The dump holds only the last W "
           "queries, so H2O's accumulation over the whole prompt is approximated by the window (exact when W = T).",
@@ -304,20 +316,20 @@ MethodDef h2o_method() {
             "the prompt = 0.5)",
             {}, 0, 1},
            agg_param()},
-          check_budget_keys};
+          check_budget_keys});
 }
 
 MethodDef snapkv_method() {
-  return {"snapkv", StageKind::eviction,
+  return with_eviction_stage({"snapkv", StageKind::eviction,
           "SnapKV as in KVCache-Factory (methods.md §6.2): attention of the last `window` prompt queries summed "
           "over the window, 1-D pooled per head, reduced per KV head (agg), top budget − window of the earlier "
           "tokens plus the window.",
           {keep_param(), budget_param(), window_param(), kernel_param(), pool_param(), agg_param()},
-          check_window_keys};
+          check_window_keys});
 }
 
 MethodDef pyramidkv_method() {
-  return {"pyramidkv", StageKind::eviction,
+  return with_eviction_stage({"pyramidkv", StageKind::eviction,
           "PyramidKV (methods.md §6.3): SnapKV scoring with per-layer budgets decreasing linearly with depth "
           "(lower layers keep more), the same total as SnapKV at this keep/budget.",
           {keep_param(), budget_param(), window_param(), kernel_param(), pool_param(), agg_param(),
@@ -325,7 +337,7 @@ MethodDef pyramidkv_method() {
             "ratio of the first layer's to the last layer's budget beyond the window is ≈ 2β − 1 (min = (C−w)/β; "
             "paper and code 20)",
             {}, 1, 1e9}},
-          check_window_keys};
+          check_window_keys});
 }
 
 std::unique_ptr<EvictionStage> make_eviction_method(const StageSpec& spec) { return std::make_unique<Eviction>(spec); }

@@ -25,6 +25,8 @@ MethodDef kivi_method() {
        "full-precision window R in tokens: keys keep the last T mod R, values the last R (paper 128; 0 = none)",
        {}, 0, 1 << 30},
   };
+  m.make_quantizer = make_kivi;
+  m.layer_local = true;
   return m;
 }
 
@@ -94,6 +96,106 @@ std::int64_t kivi_bytes(QuantLayout layout, std::int64_t n, std::int64_t c, bool
   return ceil_div(nq * c * p.bits, 8) + 4 * groups + 2 * (n - nq) * c;
 }
 
+namespace {
+
+std::uint16_t half_bits(float x) { return Eigen::numext::bit_cast<std::uint16_t>(Eigen::half(x)); }
+float half_value(std::uint16_t bits) { return static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(bits)); }
+void put_u16(std::uint8_t* at, std::uint16_t v) {
+  at[0] = static_cast<std::uint8_t>(v & 0xff);
+  at[1] = static_cast<std::uint8_t>(v >> 8);
+}
+std::uint16_t get_u16(const std::uint8_t* at) { return static_cast<std::uint16_t>(at[0] | (at[1] << 8)); }
+
+std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
+
+// Where the three parts of a packed form start (kivi.h kivi_pack).
+struct KiviLayout {
+  std::int64_t nq = 0;           // quantized rows
+  std::int64_t groups = 0;       // quantization groups
+  std::int64_t group_at = 0;     // byte offset of the groups' fp16 scale/min pairs
+  std::int64_t residual_at = 0;  // byte offset of the fp16 residual rows
+};
+
+KiviLayout packed_layout(QuantLayout layout, std::int64_t n, std::int64_t c, bool token_rows, const KiviParams& p) {
+  KiviLayout k;
+  k.nq = kivi_quantized_rows(layout, n, token_rows, p);
+  k.groups = layout == QuantLayout::per_channel ? c * ceil_div(k.nq, p.group) : k.nq * ceil_div(c, p.group);
+  k.group_at = ceil_div(k.nq * c * p.bits, 8);
+  k.residual_at = k.group_at + 4 * k.groups;
+  return k;
+}
+
+// Visits every quantization group of the quantized rows: `group(index, elements)` with the
+// group's index in the packed order and the flat indices (i·c + j) of its elements.
+template <typename Visit>
+void for_each_group(QuantLayout layout, std::int64_t nq, std::int64_t c, std::int64_t size, Visit&& group) {
+  std::vector<std::int64_t> elements;
+  if (layout == QuantLayout::per_channel) {
+    for (std::int64_t r0 = 0, block = 0; r0 < nq; r0 += size, ++block)
+      for (std::int64_t j = 0; j < c; ++j) {
+        elements.clear();
+        for (std::int64_t r = r0; r < std::min(nq, r0 + size); ++r) elements.push_back(r * c + j);
+        group(block * c + j, elements);
+      }
+  } else {
+    const std::int64_t per_row = ceil_div(c, size);
+    for (std::int64_t r = 0; r < nq; ++r)
+      for (std::int64_t j0 = 0; j0 < c; j0 += size) {
+        elements.clear();
+        for (std::int64_t j = j0; j < std::min(c, j0 + size); ++j) elements.push_back(r * c + j);
+        group(r * per_row + j0 / size, elements);
+      }
+  }
+}
+
+}  // namespace
+
+std::vector<std::uint8_t> kivi_pack(std::span<const float> x, QuantLayout layout, std::int64_t n, std::int64_t c,
+                                    bool token_rows, const KiviParams& p, std::string_view what) {
+  if (layout == QuantLayout::none) fail("{}: layout none is not quantized", what);
+  if (static_cast<std::int64_t>(x.size()) != n * c) fail("{}: {} values for shape [{}, {}]", what, x.size(), n, c);
+  const auto k = packed_layout(layout, n, c, token_rows, p);
+  for (std::int64_t i = 0; i < k.nq * c; ++i)
+    if (!std::isfinite(x[i])) fail("{}: non-finite value at row {}, column {}", what, i / c, i % c);
+  std::vector<std::uint8_t> out(static_cast<std::size_t>(k.residual_at + 2 * (n - k.nq) * c), 0);
+  const int b = p.bits;
+  for_each_group(layout, k.nq, c, p.group, [&](std::int64_t index, const std::vector<std::int64_t>& elements) {
+    float lo = x[elements[0]], hi = lo;
+    for (const auto e : elements) {
+      lo = std::min(lo, x[e]);
+      hi = std::max(hi, x[e]);
+    }
+    const KiviGroup g = kivi_group_params(lo, hi, b, what);
+    put_u16(out.data() + k.group_at + 4 * index, half_bits(g.scale));
+    put_u16(out.data() + k.group_at + 4 * index + 2, half_bits(g.min));
+    for (const auto e : elements)
+      out[static_cast<std::size_t>(e * b / 8)] |= static_cast<std::uint8_t>(kivi_code(x[e], g, b) << (e * b % 8));
+  });
+  for (std::int64_t i = k.nq * c; i < n * c; ++i) put_u16(out.data() + k.residual_at + 2 * (i - k.nq * c), half_bits(x[i]));
+  return out;
+}
+
+std::vector<float> kivi_unpack(std::span<const std::uint8_t> packed, QuantLayout layout, std::int64_t n, std::int64_t c,
+                               bool token_rows, const KiviParams& p) {
+  if (layout == QuantLayout::none) fail("kivi_unpack: layout none is not quantized");
+  const auto k = packed_layout(layout, n, c, token_rows, p);
+  const auto want = k.residual_at + 2 * (n - k.nq) * c;
+  if (static_cast<std::int64_t>(packed.size()) != want)
+    fail("kivi_unpack: {} bytes for a [{}, {}] tensor whose packed form takes {}", packed.size(), n, c, want);
+  std::vector<float> out(static_cast<std::size_t>(n * c));
+  const int b = p.bits;
+  const std::uint32_t mask = max_code(b);
+  for_each_group(layout, k.nq, c, p.group, [&](std::int64_t index, const std::vector<std::int64_t>& elements) {
+    const KiviGroup g{half_value(get_u16(packed.data() + k.group_at + 4 * index)),
+                      half_value(get_u16(packed.data() + k.group_at + 4 * index + 2))};
+    for (const auto e : elements)
+      out[static_cast<std::size_t>(e)] = kivi_dequant((packed[static_cast<std::size_t>(e * b / 8)] >> (e * b % 8)) & mask, g);
+  });
+  for (std::int64_t i = k.nq * c; i < n * c; ++i)
+    out[static_cast<std::size_t>(i)] = half_value(get_u16(packed.data() + k.residual_at + 2 * (i - k.nq * c)));
+  return out;
+}
+
 void kivi_quantize_tensor(StoredTensor& t, const KiviParams& p) {
   if (t.layout == QuantLayout::none) return;
   if (t.shape.size() != 2)
@@ -101,43 +203,9 @@ void kivi_quantize_tensor(StoredTensor& t, const KiviParams& p) {
   const std::int64_t n = t.shape[0], c = t.shape[1];
   if (static_cast<std::int64_t>(t.values.size()) != n * c)
     fail("kivi: stored tensor {} holds {} values for shape [{}, {}]", t.name, t.values.size(), n, c);
-  const std::int64_t nq = kivi_quantized_rows(t.layout, n, t.token_rows, p);
-  const int b = p.bits;
-  const std::string what = fmt::format("kivi: stored tensor {}", t.name);
-  for (std::int64_t i = 0; i < nq * c; ++i)
-    if (!std::isfinite(t.values[i])) fail("{}: non-finite value at row {}, column {}", what, i / c, i % c);
-
-  float* x = t.values.data();
-  if (t.layout == QuantLayout::per_channel) {
-    // Row blocks of G tokens; within a block every column is its own group. Sweeping whole rows
-    // keeps the token-major memory access contiguous.
-    std::vector<float> lo(static_cast<std::size_t>(c)), hi(lo.size());
-    std::vector<KiviGroup> g(lo.size());
-    for (std::int64_t r0 = 0; r0 < nq; r0 += p.group) {
-      const std::int64_t r1 = std::min(nq, r0 + p.group);
-      std::copy_n(x + r0 * c, c, lo.begin());
-      std::copy_n(x + r0 * c, c, hi.begin());
-      for (std::int64_t r = r0 + 1; r < r1; ++r)
-        for (std::int64_t j = 0; j < c; ++j) {
-          lo[j] = std::min(lo[j], x[r * c + j]);
-          hi[j] = std::max(hi[j], x[r * c + j]);
-        }
-      for (std::int64_t j = 0; j < c; ++j) g[j] = kivi_group_params(lo[j], hi[j], b, what);
-      for (std::int64_t r = r0; r < r1; ++r)
-        for (std::int64_t j = 0; j < c; ++j) x[r * c + j] = kivi_dequant(kivi_code(x[r * c + j], g[j], b), g[j]);
-    }
-  } else {
-    for (std::int64_t r = 0; r < nq; ++r)
-      for (std::int64_t j0 = 0; j0 < c; j0 += p.group) {
-        float* first = x + r * c + j0;
-        float* last = x + r * c + std::min(c, j0 + p.group);
-        const auto [lo, hi] = std::minmax_element(first, last);
-        const KiviGroup g = kivi_group_params(*lo, *hi, b, what);
-        for (float* v = first; v != last; ++v) *v = kivi_dequant(kivi_code(*v, g, b), g);
-      }
-  }
-  t.bytes = kivi_bytes(t.layout, n, c, t.token_rows, p);
-  t.format = t.token_rows ? fmt::format("kivi{} g{} r{}", b, p.group, p.residual) : fmt::format("kivi{} g{}", b, p.group);
+  t.packed = kivi_pack(t.values, t.layout, n, c, t.token_rows, p, fmt::format("kivi: stored tensor {}", t.name));
+  t.values = kivi_unpack(t.packed, t.layout, n, c, t.token_rows, p);  // what the stored bytes give back
+  t.format = t.token_rows ? fmt::format("kivi{} g{} r{}", p.bits, p.group, p.residual) : fmt::format("kivi{} g{}", p.bits, p.group);
   t.layout = QuantLayout::none;  // quantized data is not quantized again by a later stage
 }
 

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "compressors/compressor.h"
 
@@ -56,8 +57,24 @@ std::int64_t kivi_quantized_rows(QuantLayout layout, std::int64_t n, bool token_
 // + 2 per fp16 residual value. layout none: 2 per value (plain fp16).
 std::int64_t kivi_bytes(QuantLayout layout, std::int64_t n, std::int64_t c, bool token_rows, const KiviParams& p);
 
-// Quantizes one tensor in place as the stage does (values, bytes, layout = none, format).
-// A tensor whose layout is already none is left untouched.
+// The packed form of an [n, c] tensor `x` (row-major, its values already at fp16), exactly
+// kivi_bytes(layout, n, c, token_rows, p) bytes, in three parts:
+//   codes    ⌈nq·c·b/8⌉ bytes: the code of quantized element (i, j) is code number k = i·c + j,
+//            held in bits [k·b, k·b + b) counting from bit 0 of byte 0 (b divides 8, so no code
+//            straddles a byte);
+//   groups   4 bytes per group, fp16 scale then fp16 min; per_channel groups in order of
+//            (row block, column), per_token groups in order of (row, column block);
+//   residual the n − nq rows after the quantized ones, fp16, row-major.
+// `what` names the tensor in errors (non-finite values, a scale beyond fp16).
+std::vector<std::uint8_t> kivi_pack(std::span<const float> x, QuantLayout layout, std::int64_t n, std::int64_t c,
+                                    bool token_rows, const KiviParams& p, std::string_view what);
+// Decodes a packed form into its n·c values, row-major: code·scale + min for quantized elements,
+// the fp16 value for residual ones. Fails when `packed` is not the size kivi_bytes gives.
+std::vector<float> kivi_unpack(std::span<const std::uint8_t> packed, QuantLayout layout, std::int64_t n, std::int64_t c,
+                               bool token_rows, const KiviParams& p);
+
+// Quantizes one tensor as the stage does: packed = kivi_pack(values), values = kivi_unpack(packed),
+// layout = none, format. A tensor whose layout is already none is left untouched.
 void kivi_quantize_tensor(StoredTensor& tensor, const KiviParams& p);
 
 }  // namespace kvlab::compressors

@@ -14,6 +14,7 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -188,6 +189,7 @@ TEST(Kivi, GroupingFollowsLayoutOnHeteroscedasticData) {
   auto base = normal_values(n * c, 7);
   for (std::int64_t r = 0; r < n; ++r)
     for (std::int64_t j = 0; j < c; ++j) base[r * c + j] *= std::pow(4.0f, j % 5) * std::pow(4.0f, r % 4);
+  for (auto& x : base) x = fp16(x);  // the chain hands KIVI values already stored at fp16
   for (auto layout : {QuantLayout::per_channel, QuantLayout::per_token})
     for (bool token_rows : {false, true})
       for (const char* spec : {"bits=2,group=32,residual=64", "bits=4,group=16,residual=48", "bits=8,group=7,residual=10"}) {
@@ -232,7 +234,7 @@ TEST(Kivi, ByteCountsByFormula) {
     EXPECT_EQ(kivi_bytes(k.layout, k.n, k.c, k.token_rows, p), k.expected);
     auto t = StoredTensor::fp16("t", {k.n, k.c}, normal_values(k.n * k.c, 3), k.layout, k.token_rows);
     kivi_quantize_tensor(t, p);
-    EXPECT_EQ(t.bytes, k.expected);
+    EXPECT_EQ(t.bytes(), k.expected);
     EXPECT_EQ(t.layout, QuantLayout::none);
   }
 }
@@ -251,6 +253,7 @@ TEST(Kivi, DenseCacheResidualWindowsAndFormats) {
   // values the last 128; quantized rows must really change (a no-op port would pass the bound).
   const auto cache = testing::random_cache({2, 2, 4, 64, 300, 8, 0}, 21);
   auto compressed = dense_representation(cache, nullptr);
+  pack_fp16_storage(compressed->stored());  // the chain's 16-bit store comes first
   std::vector<std::vector<float>> before;
   std::vector<QuantLayout> layouts;
   for (auto* t : compressed->stored()) before.push_back(t->values), layouts.push_back(t->layout);
@@ -262,7 +265,7 @@ TEST(Kivi, DenseCacheResidualWindowsAndFormats) {
     SCOPED_TRACE(t->name);
     expect_quantized(before[i], *t, layouts[i], true, p);
     EXPECT_EQ(t->format, "kivi2 g32 r128");
-    EXPECT_EQ(t->bytes, kivi_bytes(layouts[i], 300, 64, true, p));
+    EXPECT_EQ(t->bytes(), kivi_bytes(layouts[i], 300, 64, true, p));
     const std::int64_t nq = layouts[i] == QuantLayout::per_channel ? 256 : 172;
     std::int64_t changed = 0;
     for (std::int64_t k = 0; k < nq * 64; ++k) changed += t->values[k] != before[i][k];
@@ -318,23 +321,104 @@ TEST(Kivi, ErrorDropsAsBitsGrow) {
 }
 
 TEST(Kivi, LayoutNoneTensorsAreLeftAlone) {
-  auto idx = StoredTensor::metadata("layer0/head0/index", {10}, 40, "int32");
+  auto idx = StoredTensor::indices("layer0/head0/index", {0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
   auto plain = StoredTensor::fp16("norms", {10, 4}, normal_values(40, 1), QuantLayout::none, true);
   auto key = StoredTensor::fp16("key", {64, 4}, normal_values(256, 2), QuantLayout::per_channel, true);
+  pack_fp16_storage({&idx, &plain, &key});  // the chain's 16-bit store comes first
   const auto plain_before = plain.values;
   make_kivi(parse_stage(kivi_method(), "bits=2"))->quantize({&idx, &plain, &key});
-  EXPECT_EQ(idx.bytes, 40);
+  EXPECT_EQ(idx.bytes(), 40);
   EXPECT_EQ(idx.format, "int32");
+  EXPECT_EQ(idx.unpack_indices(), (std::vector<std::int32_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
   EXPECT_EQ(plain.values, plain_before);
-  EXPECT_EQ(plain.bytes, 80);
+  EXPECT_EQ(plain.bytes(), 80);
   EXPECT_EQ(plain.format, "fp16");
   // A second quantizer leaves the already-quantized key alone.
   const auto key_once = key.values;
-  const auto key_bytes = key.bytes;
+  const auto key_bytes = key.bytes();
   make_kivi(parse_stage(kivi_method(), "bits=8,group=4"))->quantize({&key});
   EXPECT_EQ(key.values, key_once);
-  EXPECT_EQ(key.bytes, key_bytes);
+  EXPECT_EQ(key.bytes(), key_bytes);
   EXPECT_EQ(key.format, "kivi2 g32 r128");
+}
+
+// The packed bytes read field by field with the test's own reading of the layout kivi.h states
+// (codes LSB-first, then fp16 scale/min per group in the test's group order, then fp16 residual),
+// against a dequantization computed here from each group's own min and max: every code, every
+// parameter and every residual bit must match, and kivi_unpack must give back exactly that.
+TEST(Kivi, PackedFormDecodesBitExactlyToAnIndependentDequantization) {
+  const auto half_bits = [](float x) { return Eigen::numext::bit_cast<std::uint16_t>(Eigen::half(x)); };
+  const auto half_of = [](const std::uint8_t* at) {
+    return static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(static_cast<std::uint16_t>(at[0] | at[1] << 8)));
+  };
+  struct Case {
+    QuantLayout layout;
+    std::int64_t n, c;
+    bool token_rows;
+    const char* spec;
+  };
+  const Case cases[] = {
+      {QuantLayout::per_channel, 300, 24, true, "bits=2,group=32,residual=128"},
+      {QuantLayout::per_token, 300, 40, true, "bits=2,group=32,residual=128"},
+      {QuantLayout::per_channel, 101, 3, false, "bits=2,group=32"},
+      {QuantLayout::per_token, 37, 70, false, "bits=4,group=16"},
+      {QuantLayout::per_channel, 64, 9, true, "bits=8,group=5,residual=0"},
+      {QuantLayout::per_token, 50, 8, true, "bits=4,group=3,residual=128"},  // all rows residual
+  };
+  for (const auto& k : cases) {
+    SCOPED_TRACE(::testing::Message() << k.spec << " n=" << k.n << " c=" << k.c);
+    const auto p = params(k.spec);
+    auto x = normal_values(k.n * k.c, 17, 0.5f, 3.0f);
+    for (auto& v : x) v = fp16(v);  // as the chain hands them over: already at fp16
+    x[5] = x[6];                     // a tie inside a group
+    const auto packed = kivi_pack(x, k.layout, k.n, k.c, k.token_rows, p, "t");
+    ASSERT_EQ(static_cast<std::int64_t>(packed.size()), kivi_bytes(k.layout, k.n, k.c, k.token_rows, p));
+
+    const auto g = kivi_groups(k.layout, k.n, k.c, k.token_rows, p.group, p.residual);
+    const std::int64_t nq = g.quantized_rows, Q = (1 << p.bits) - 1;
+    const std::int64_t group_at = (nq * k.c * p.bits + 7) / 8;
+    // The groups in the packed order: kivi_groups lists per_channel column by column, the packed
+    // form row block by row block.
+    std::vector<std::size_t> order(g.groups.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    if (k.layout == QuantLayout::per_channel) {
+      const std::size_t blocks = order.size() / static_cast<std::size_t>(k.c);
+      for (std::size_t i = 0; i < order.size(); ++i) order[i] = (i % k.c) * blocks + i / k.c;
+    }
+    std::vector<float> expected(x.size());
+    for (std::size_t gi = 0; gi < order.size(); ++gi) {
+      const auto& idx = g.groups[order[gi]];
+      double lo = 1e300, hi = -1e300;
+      for (auto e : idx) lo = std::min(lo, double{x[e]}), hi = std::max(hi, double{x[e]});
+      const float scale = fp16((hi - lo) / Q), min = fp16(lo);
+      EXPECT_EQ(half_of(packed.data() + group_at + 4 * gi), scale) << "group " << gi;
+      EXPECT_EQ(half_of(packed.data() + group_at + 4 * gi + 2), min) << "group " << gi;
+      for (auto e : idx) {
+        const std::int64_t code =
+            scale == 0 ? 0 : std::clamp<std::int64_t>(std::llrint(std::clamp((x[e] - min) / scale, 0.0f, float(Q))), 0, Q);
+        const std::int64_t bit = e * p.bits;
+        ASSERT_EQ((packed[bit / 8] >> (bit % 8)) & Q, code) << "element " << e;
+        expected[e] = static_cast<float>(code) * scale + min;
+      }
+    }
+    const std::int64_t residual_at = group_at + 4 * static_cast<std::int64_t>(order.size());
+    for (std::int64_t i = nq * k.c; i < k.n * k.c; ++i) {
+      const std::uint8_t* at = packed.data() + residual_at + 2 * (i - nq * k.c);
+      ASSERT_EQ(static_cast<std::uint16_t>(at[0] | at[1] << 8), half_bits(x[i])) << "residual element " << i;
+      expected[i] = x[i];
+    }
+    const auto back = kivi_unpack(packed, k.layout, k.n, k.c, k.token_rows, p);
+    ASSERT_EQ(back.size(), expected.size());
+    EXPECT_EQ(std::memcmp(back.data(), expected.data(), back.size() * sizeof(float)), 0);
+    // The stage stores exactly this: its packed bytes, and values read back from them.
+    auto t = StoredTensor::fp16("t", {k.n, k.c}, x, k.layout, k.token_rows);
+    kivi_quantize_tensor(t, p);
+    EXPECT_EQ(t.packed, packed);
+    EXPECT_EQ(t.values, expected);
+  }
+  // A buffer of the wrong size is refused, not read past.
+  const auto p = params("bits=2,group=32");
+  EXPECT_THROW(kivi_unpack(std::vector<std::uint8_t>(3), QuantLayout::per_token, 4, 8, false, p), Error);
 }
 
 TEST(Kivi, MalformedTensorsFailNamingThem) {

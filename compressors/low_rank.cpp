@@ -116,6 +116,8 @@ MethodDef svd_method() {
               "keys, K and V separately; stores A = X·V_r [T, r] and B = V_rᵀ [r, H·D] at fp16",
               shared_params("96", "later xKV scripts: 96; v1: 128"),
               resolve_low_rank};
+  m.make_transform = make_low_rank;
+  m.sweep = compress_low_rank_sweep;
   return m;
 }
 
@@ -136,6 +138,8 @@ MethodDef xkv_method() {
               "R^{T×(G·H·D)}, pre-RoPE keys, K and V separately; stores a shared A [T, r] per group and B_l [r, H·D] "
               "per layer at fp16; ranks are per group",
               std::move(params), resolve_low_rank};
+  m.make_transform = make_low_rank;
+  m.sweep = compress_low_rank_sweep;
   return m;
 }
 

@@ -70,7 +70,7 @@ class HostResidentCache final : public ResidentCache {
   }
   void kivi_uncompressed(int layer, Part part, const KiviParams& params) override {
     auto t = store_uncompressed(source_, layer, part);
-    round_fp16_storage({&t});
+    pack_fp16_storage({&t});
     kivi_quantize_tensor(t, params);
     write(layer, part, rebuild_uncompressed(t, part, shape(), source_.rope(), source_.positions()).data.data());
   }
@@ -128,7 +128,7 @@ TEST(LowRankResident, MatchesTheHostRouteLayerByLayer) {
     ASSERT_TRUE(resident_low_rank_applies(chain, shape));
     const CompressContext ctx{cache, linalg::cpu_backend()};
     auto host = make_low_rank(spec)->compress(ctx);
-    round_fp16_storage(host->stored());  // the chain's finish()
+    pack_fp16_storage(host->stored());  // the chain's finish()
     if (kivi) make_kivi(chain.stages[1])->quantize(host->stored());
 
     // The resident route's eigensolver returns flipped signs and reads the converted Gram

@@ -124,7 +124,7 @@ TEST(LowRank, XkvWithGroupSizeOneIsSvd) {
   auto a = make_low_rank(xkv("g=1,rk=7,rv=9"))->compress(ctx_of(cache));
   auto b = make_low_rank(svd("rk=7,rv=9"))->compress(ctx_of(cache));
   ASSERT_EQ(a->stored().size(), b->stored().size());
-  EXPECT_EQ(a->bytes(), b->bytes());
+  EXPECT_EQ(testing::stored_bytes(*a), testing::stored_bytes(*b));
   for (int l = 0; l < shape.layers; ++l) {
     EXPECT_EQ(a->reconstruct(l).key.data, b->reconstruct(l).key.data) << l;
     EXPECT_EQ(a->reconstruct(l).value.data, b->reconstruct(l).value.data) << l;
@@ -277,8 +277,8 @@ TEST(LowRank, SweepEqualsOneByOneAndReadsEachLayerOnce) {
   ASSERT_EQ(swept.size(), variants.size());
   for (std::size_t i = 0; i < variants.size(); ++i) {
     auto alone = make_low_rank(variants[i])->compress(ctx_of(base));
-    EXPECT_EQ(swept[i]->bytes(), alone->bytes()) << variants[i].to_string();
-    EXPECT_EQ(swept[i]->bytes(), low_rank_accounting(base.shape(), variants[i]).stored_bytes);
+    EXPECT_EQ(testing::stored_bytes(*swept[i]), testing::stored_bytes(*alone)) << variants[i].to_string();
+    EXPECT_EQ(testing::stored_bytes(*swept[i]), low_rank_accounting(base.shape(), variants[i]).stored_bytes);
     for (int l = 0; l < cfg.layers; ++l) {
       const auto s = swept[i]->reconstruct(l), o = alone->reconstruct(l);
       for (std::size_t j = 0; j < s.key.data.size(); ++j) {
@@ -303,7 +303,7 @@ TEST(LowRank, SweepEqualsOneByOneAndReadsEachLayerOnce) {
   const std::vector<StageSpec> mixed{xkv("g=2,rk=4"), xkv("g=3,rk=4")};
   const auto m = compress_low_rank_sweep(ctx_of(base), mixed);
   EXPECT_EQ(m[1]->notes()["groups"][0]["layers"].size(), 3u);
-  EXPECT_EQ(m[0]->bytes(), low_rank_accounting(base.shape(), mixed[0]).stored_bytes);
+  EXPECT_EQ(testing::stored_bytes(*m[0]), low_rank_accounting(base.shape(), mixed[0]).stored_bytes);
 }
 
 std::set<std::string> names(Compressed& rep) {
@@ -331,7 +331,9 @@ TEST(LowRank, CustomGroupsAndStartEnd) {
     const bool dense_key = !is_a && !is_b && t->name.ends_with("/key");
     EXPECT_EQ(t->layout, dense_key ? QuantLayout::per_channel : QuantLayout::per_token) << t->name;
     EXPECT_EQ(t->token_rows, !is_b) << t->name;
-    EXPECT_EQ(t->bytes, 2 * static_cast<std::int64_t>(t->values.size())) << t->name;
+    StoredTensor stored = *t;
+    pack_fp16_storage({&stored});
+    EXPECT_EQ(stored.bytes(), 2 * static_cast<std::int64_t>(t->values.size())) << t->name;
   }
   for (int l : {3, 4, 7}) {
     EXPECT_EQ(rep->reconstruct(l).key.data, cache.layer(l, Part::key).data) << l;
@@ -339,7 +341,7 @@ TEST(LowRank, CustomGroupsAndStartEnd) {
   }
   const MatrixXd x = group_matrix(cache, {0, 1, 2}, Part::value);
   EXPECT_NEAR((x - rebuilt_group(*rep, shape, {0, 1, 2}, Part::value)).norm(), gesdd_tail(x, 10), 1e-5 * x.norm());
-  EXPECT_EQ(rep->bytes(), low_rank_accounting(shape, xkv("groups=0-2/5-6,rk=6,rv=10")).stored_bytes);
+  EXPECT_EQ(testing::stored_bytes(*rep), low_rank_accounting(shape, xkv("groups=0-2/5-6,rk=6,rv=10")).stored_bytes);
 
   // start/end: groups [2,3,4], [5] (cut at end); layers 0, 1, 6, 7 uncompressed.
   const auto se = xkv("g=3,start=2,end=5,rk=4");
@@ -348,10 +350,10 @@ TEST(LowRank, CustomGroupsAndStartEnd) {
   EXPECT_EQ(rs->notes()["uncompressed_layers"], nlohmann::json({0, 1, 6, 7}));
   EXPECT_EQ(rs->reconstruct(6).key.data, cache.layer(6, Part::key).data);
   EXPECT_NE(rs->reconstruct(5).key.data, cache.layer(5, Part::key).data);
-  EXPECT_EQ(rs->bytes(), low_rank_accounting(shape, se).stored_bytes);
+  EXPECT_EQ(testing::stored_bytes(*rs), low_rank_accounting(shape, se).stored_bytes);
   // Hand count, 2 bytes a value: keys rank 4, values rank 6 (1.5·4), A [120, r] + B [r, columns]
   // for group0 (48 columns) and group1 (16), plus 4 dense layers · 2 parts · 120·16.
-  EXPECT_EQ(rs->bytes(), 2 * ((120 * 4 + 4 * 48) + (120 * 4 + 4 * 16) + (120 * 6 + 6 * 48) + (120 * 6 + 6 * 16) +
+  EXPECT_EQ(testing::stored_bytes(*rs), 2 * ((120 * 4 + 4 * 48) + (120 * 4 + 4 * 16) + (120 * 6 + 6 * 48) + (120 * 6 + 6 * 16) +
                               4 * 2 * 120 * 16));
 }
 
@@ -365,7 +367,7 @@ TEST(LowRank, PartKeyOnlyKeepsValuesExact) {
     EXPECT_NE(rep->reconstruct(l).key.data, cache.layer(l, Part::key).data);
   }
   EXPECT_FALSE(rep->notes()["groups"][0].contains("value"));
-  EXPECT_EQ(rep->bytes(), low_rank_accounting(shape, xkv("g=2,rk=5,part=key")).stored_bytes);
+  EXPECT_EQ(testing::stored_bytes(*rep), low_rank_accounting(shape, xkv("g=2,rk=5,part=key")).stored_bytes);
 }
 
 // Reconstruction reads only the stored values (a chained quantizer edits them in place):

@@ -41,6 +41,7 @@ MethodDef minicache_method() {
       fail("spec 'minicache': key 'end' = {} leaves no layer pair after start = {} (needs end >= start + 1)", end,
            start);
   };
+  m.make_transform = make_minicache;
   return m;
 }
 
@@ -129,11 +130,10 @@ struct Options {
 
 // One (pair, part, KV head) block: rows of the head's T tokens, merged or retained.
 struct Block {
-  std::vector<std::int32_t> retained;  // token indices kept unmerged, ascending
   int direction = -1;   // slot of [m, D] merged directions (−1 when m = 0)
   int magnitudes = -1;  // slot of [2, m] magnitudes: row 0 the earlier layer, row 1 the later
   int original1 = -1, original2 = -1;  // slots of the retained rows [r, D] of each layer (−1 when r = 0)
-  int index = -1;       // slot of the int32 indices [r] (metadata)
+  int index = -1;       // slot of the int32 token indices [r] kept unmerged, ascending (−1 when r = 0)
 };
 
 class MiniCacheCompressed final : public Compressed {
@@ -191,12 +191,13 @@ class MiniCacheCompressed final : public Compressed {
           mag = tensors_[b.magnitudes].values.data() + which * m;
         }
         const float* orig = nullptr;
-        if (!b.retained.empty()) orig = tensors_[which == 0 ? b.original1 : b.original2].values.data();
+        const auto retained = b.index >= 0 ? tensors_[b.index].unpack_indices() : std::vector<std::int32_t>{};
+        if (!retained.empty()) orig = tensors_[which == 0 ? b.original1 : b.original2].values.data();
         std::size_t j = 0;
         std::int64_t i = 0;
         for (std::int64_t t = 0; t < T; ++t) {
           float* row = dst.data.data() + (t * H + h) * D;
-          if (j < b.retained.size() && b.retained[j] == t) {
+          if (j < retained.size() && retained[j] == t) {
             std::copy_n(orig + static_cast<std::int64_t>(j) * D, D, row);
             ++j;
           } else {
@@ -296,6 +297,7 @@ class MiniCacheCompressed final : public Compressed {
       auto& b = block(k, p, h);
       const double th = thr[opt_.scope_head ? h : 0];
       std::vector<float> dir, mag1, mag2, orig1, orig2;
+      std::vector<std::int32_t> retained;  // token indices kept unmerged, ascending
       for (std::int64_t t = 0; t < T; ++t) {
         const auto r = t * H + h;
         const auto& g = ang[r];
@@ -304,7 +306,7 @@ class MiniCacheCompressed final : public Compressed {
         // Zero rows are always merged: e·0 restores them exactly and costs no retained storage.
         const bool keep = !g.degenerate && (opt_.retain_above ? g.omega > th : g.omega <= th);
         if (keep) {
-          b.retained.push_back(static_cast<std::int32_t>(t));
+          retained.push_back(static_cast<std::int32_t>(t));
           orig1.insert(orig1.end(), r1, r1 + D);
           orig2.insert(orig2.end(), r2, r2 + D);
         } else {
@@ -315,7 +317,7 @@ class MiniCacheCompressed final : public Compressed {
         }
       }
       const auto m = static_cast<std::int64_t>(mag1.size());
-      const auto n_ret = static_cast<std::int64_t>(b.retained.size());
+      const auto n_ret = static_cast<std::int64_t>(retained.size());
       merged_total += m;
       const std::string head = fmt::format("{}/head{}/", prefix, h);
       if (m > 0) {
@@ -327,7 +329,7 @@ class MiniCacheCompressed final : public Compressed {
         b.original1 = add(StoredTensor::fp16(fmt::format("{}retained{}", head, a), {n_ret, D}, std::move(orig1), quant, true));
         b.original2 =
             add(StoredTensor::fp16(fmt::format("{}retained{}", head, a + 1), {n_ret, D}, std::move(orig2), quant, true));
-        b.index = add(StoredTensor::metadata(head + "retained_index", {n_ret}, n_ret * 4, "int32"));
+        b.index = add(StoredTensor::indices(head + "retained_index", retained));
       }
     }
     merged_fraction_[static_cast<std::size_t>(k) * 2 + p] = rows > 0 ? static_cast<double>(merged_total) / rows : 0.0;

@@ -302,12 +302,12 @@ TEST(MiniCache, BytesByFormula) {
   };
   EXPECT_EQ(minicache_pair_bytes(T * H - 7, 7, D), merged(7));  // what the harness's resident route counts
   // start=2: pairs (2,3), (4,5); layers 0 and 1 dense.
-  EXPECT_EQ(run(cache, "start=2,gamma=0,scope=head")->bytes(), 4 * dense + 4 * merged(H));
-  EXPECT_EQ(run(cache, "start=2,gamma=0")->bytes(), 4 * dense + 4 * merged(1));
+  EXPECT_EQ(testing::stored_bytes(*run(cache, "start=2,gamma=0,scope=head")), 4 * dense + 4 * merged(H));
+  EXPECT_EQ(testing::stored_bytes(*run(cache, "start=2,gamma=0")), 4 * dense + 4 * merged(1));
   // part=key: the pairs' values are dense too.
-  EXPECT_EQ(run(cache, "start=2,gamma=0,part=key")->bytes(), 8 * dense + 2 * merged(1));
+  EXPECT_EQ(testing::stored_bytes(*run(cache, "start=2,gamma=0,part=key")), 8 * dense + 2 * merged(1));
   // Everything retained: more than dense (two originals, indices).
-  EXPECT_EQ(run(cache, "start=0,gamma=1")->bytes(), 6 * merged(T * H));
+  EXPECT_EQ(testing::stored_bytes(*run(cache, "start=0,gamma=1")), 6 * merged(T * H));
   const auto notes = run(cache, "start=2")->notes();
   EXPECT_DOUBLE_EQ(notes["authors_ratio"].get<double>(), 6.0 / 4.0);
   EXPECT_EQ(notes["pairs"].get<int>(), 2);

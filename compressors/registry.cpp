@@ -1,45 +1,57 @@
-// The method table and the stage factories: the one place that knows every method.
-#include "compressors/commonkv.h"
+// The method table: the one place that lists every method. Each method's own file defines
+// `MethodDef <name>_method()` — its keys, factory, sweep and needs (compressors/spec.h); adding
+// a method is that file, its test and one line here.
 #include "compressors/compressor.h"
-#include "compressors/dense.h"
-#include "compressors/eviction.h"
-#include "compressors/kivi.h"
-#include "compressors/low_rank.h"
-#include "compressors/minicache.h"
 #include "core/error.h"
+
+// Every method, in the order `kvlab compress --help` lists them.
+#define KVLAB_METHODS(X) \
+  X(full)                \
+  X(svd)                 \
+  X(xkv)                 \
+  X(minicache)           \
+  X(commonkv)            \
+  X(kivi)                \
+  X(streamingllm)        \
+  X(h2o)                 \
+  X(snapkv)              \
+  X(pyramidkv)
 
 namespace kvlab::compressors {
 
+#define KVLAB_DECLARE_METHOD(name) MethodDef name##_method();
+KVLAB_METHODS(KVLAB_DECLARE_METHOD)
+#undef KVLAB_DECLARE_METHOD
+
 const std::vector<MethodDef>& methods() {
-  static const std::vector<MethodDef> table = {
-      full_method(),         svd_method(),    xkv_method(),   minicache_method(), commonkv_method(),
-      kivi_method(),         streamingllm_method(), h2o_method(), snapkv_method(),  pyramidkv_method(),
-  };
+#define KVLAB_METHOD_ENTRY(name) name##_method(),
+  static const std::vector<MethodDef> table = {KVLAB_METHODS(KVLAB_METHOD_ENTRY)};
+#undef KVLAB_METHOD_ENTRY
   return table;
 }
 
+namespace {
+
+const MethodDef& of_kind(const StageSpec& spec, StageKind kind) {
+  const auto& def = method(spec.method);
+  if (def.kind != kind) fail("'{}' is not {} method (it is a {} method)", spec.method,
+                             kind == StageKind::eviction ? "an eviction" : kind == StageKind::transform ? "a transform" : "a quantizer",
+                             to_string(def.kind));
+  return def;
+}
+
+}  // namespace
+
 std::unique_ptr<EvictionStage> make_eviction(const StageSpec& spec) {
-  if (method(spec.method).kind != StageKind::eviction) fail("'{}' is not an eviction method", spec.method);
-  return make_eviction_method(spec);
+  return of_kind(spec, StageKind::eviction).make_eviction(spec);
 }
 
 std::unique_ptr<TransformStage> make_transform(const StageSpec& spec) {
-  const auto& name = spec.method;
-  if (name == "full") return make_full(spec);
-  if (name == "svd" || name == "xkv") return make_low_rank(spec);
-  if (name == "minicache") return make_minicache(spec);
-  if (name == "commonkv") return make_commonkv(spec);
-  fail("'{}' is not a transform method", name);
+  return of_kind(spec, StageKind::transform).make_transform(spec);
 }
 
 std::unique_ptr<QuantizerStage> make_quantizer(const StageSpec& spec) {
-  if (spec.method == "kivi") return make_kivi(spec);
-  fail("'{}' is not a quantizer", spec.method);
-}
-
-TransformSweep transform_sweep(std::string_view method) {
-  if (method == "svd" || method == "xkv") return compress_low_rank_sweep;
-  return {};
+  return of_kind(spec, StageKind::quantizer).make_quantizer(spec);
 }
 
 }  // namespace kvlab::compressors

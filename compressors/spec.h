@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -41,7 +42,22 @@ struct ParamDef {
 };
 
 struct StageSpec;
+class EvictionStage;   // compressors/compressor.h
+class TransformStage;
+class QuantizerStage;
+class Compressed;      // compressors/compressed.h
+struct CompressContext;
 
+// What a method needs beyond the KV cache and its query window; callers check it up front (and
+// eval captures attention inputs only when a method asks for them).
+struct MethodNeeds {
+  bool attention_inputs = false;  // each layer's normalized attention input [T, d_model] (dump --attn-in)
+  bool checkpoint = false;        // the model's weights (compress --model DIR; eval has them)
+  bool live_model = false;        // runs the model itself while compressing
+};
+
+// A method, as the registry (compressors/registry.cpp) holds it: everything kvlab knows about it
+// lives here, so no code outside the method's own file dispatches on its name.
 struct MethodDef {
   std::string name;  // "xkv"
   StageKind kind = StageKind::transform;
@@ -50,6 +66,19 @@ struct MethodDef {
   // Optional: fills derived defaults and checks cross-key constraints after parsing
   // (`given` lists the keys the user wrote). Throws kvlab::Error naming the key.
   std::function<void(StageSpec& spec, const std::vector<std::string>& given)> resolve;
+  // The stage's factory: the one that matches `kind` is set.
+  std::function<std::unique_ptr<EvictionStage>(const StageSpec&)> make_eviction{};
+  std::function<std::unique_ptr<TransformStage>(const StageSpec&)> make_transform{};
+  std::function<std::unique_ptr<QuantizerStage>(const StageSpec&)> make_quantizer{};
+  // Optional, transforms only: compresses variants of one spec that differ in keys that sweep
+  // (svd/xkv ranks), sharing work between them — variants[i] gives result i.
+  std::function<std::vector<std::unique_ptr<Compressed>>(const CompressContext&, const std::vector<StageSpec>&)> sweep{};
+  MethodNeeds needs{};
+  // Compresses each layer from that layer alone (eviction, quantizers, full), so a chain of such
+  // stages can be compressed and scored one layer at a time (compressors/chain.h).
+  bool layer_local = false;
+  // Stores the (kept) cells of the cache themselves at 16 bits: the `full` baseline.
+  bool stores_cells = false;
 };
 
 struct StageSpec {

@@ -54,6 +54,11 @@ InMemoryCache random_cache(const CacheShape& shape, std::uint64_t seed, bool wit
                        with_rope ? core::Rope::standard(shape.head_dim, 10000.0) : core::Rope::identity());
 }
 
+std::int64_t stored_bytes(Compressed& compressed) {
+  pack_fp16_storage(compressed.stored());
+  return compressed.bytes();
+}
+
 void brute_attention(const CacheSource& c, int layer, const FloatTensor& key, const FloatTensor& value,
                      const std::vector<std::uint8_t>& kept, int w, int h, std::vector<double>& p, std::vector<double>& o) {
   const auto& s = c.shape();

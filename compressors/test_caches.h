@@ -5,6 +5,7 @@
 #include <string>
 
 #include "compressors/cache_source.h"
+#include "compressors/compressed.h"
 #include "core/error_of.h"
 #include "linalg/backend.h"
 #include "datasets/synth_kv.h"
@@ -18,6 +19,10 @@ InMemoryCache synthetic_cache(const datasets::SynthConfig& config, int sample = 
 // A cache of i.i.d. N(0,1) keys, values and queries (no structure), with a real RoPE
 // (θ = 10000) and positions 0..T−1: a worst case for every method.
 InMemoryCache random_cache(const CacheShape& shape, std::uint64_t seed, bool with_rope = true);
+
+// The bytes of a transform's stored form: packs its fp16 tensors first, as the chain does (the
+// values become their fp16 decoding), then sums the packed sizes.
+std::int64_t stored_bytes(Compressed& compressed);
 
 // Brute-force attention of window row w, query head h over keys/values [T, H_kv, D] (pre-RoPE),
 // rotating each row on its own, causal by position, cells outside `kept` (empty: all) excluded;

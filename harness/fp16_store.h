@@ -1,4 +1,4 @@
-// The chain's fp16 store (compressors/compressed.h round_fp16_storage) on torch tensors, for the
+// The chain's fp16 store (compressors/compressed.h pack_fp16_storage) on torch tensors, for the
 // resident routes' rebuilds: x as the host holds it (f32, so a double goes to f32 first, as the
 // host's static_cast does) rounded to fp16, nearest even, and given back as f32.
 #pragma once

@@ -1,5 +1,5 @@
 // kivi_rebuild (torch, on the model's tensors) against the compressors' host stage run as the
-// chain runs it: each head's [T, D] part stored at fp16 (StoredTensor + round_fp16_storage),
+// chain runs it: each head's [T, D] part stored at fp16 (StoredTensor + pack_fp16_storage),
 // kivi_quantize_tensor, keys rotated with core::Rope before and after. Without RoPE both sides
 // do the same f32 operations on the same fp16 values, so they agree to one f32 rounding of the
 // dequantized value (1e-6 of a group's range); with RoPE the two rotations may differ by an ulp,
@@ -51,7 +51,7 @@ at::Tensor host_rebuild(const at::Tensor& x, Part part, const std::vector<std::i
     auto t = compressors::StoredTensor::fp16("block", {T, block.size(1)},
                                              std::vector<float>(block.data_ptr<float>(), block.data_ptr<float>() + block.numel()),
                                              layout, true);
-    compressors::round_fp16_storage({&t});
+    compressors::pack_fp16_storage({&t});
     compressors::kivi_quantize_tensor(t, p);
     dst.copy_(at::from_blob(t.values.data(), {T, block.size(1)}, at::kFloat));
   };
@@ -143,7 +143,7 @@ TEST(KiviOnDevice, BytesAreTheHostStagesPerHeadTensors) {
       for (const auto layout : {compressors::QuantLayout::per_channel, compressors::QuantLayout::per_token}) {
         auto t = compressors::StoredTensor::fp16("t", {T, D}, std::vector<float>(T * D, 1.0f), layout, true);
         compressors::kivi_quantize_tensor(t, p);
-        want += t.bytes;
+        want += t.bytes();
       }
     EXPECT_EQ(kivi_layer_bytes(T, H, D, p), want);
   }
