@@ -18,6 +18,7 @@
 #include "core/progress.h"
 #include "core/version.h"
 #include "harness/compression_hook.h"
+#include "harness/eval_metrics.h"
 #include "harness/prompts.h"
 #include "harness/run_setup.h"
 #include "harness/tokenizer/chat_template.h"
@@ -38,22 +39,6 @@ std::string token_hash(const std::vector<std::int32_t>& tokens) {
   for (std::int32_t t : tokens)
     for (int b = 0; b < 4; ++b) h = (h ^ ((static_cast<std::uint32_t>(t) >> (8 * b)) & 0xff)) * 1099511628211ull;
   return fmt::format("fnv1a64:{:016x}", h);
-}
-
-// Mean over steps of KL(p_base ‖ p_method), nats; both [n, V] logits.
-double mean_kl(const at::Tensor& base_logits, const at::Tensor& method_logits) {
-  if (base_logits.size(0) == 0) return 0.0;
-  const at::Tensor lp = at::log_softmax(base_logits.to(at::kDouble), -1);
-  const at::Tensor lq = at::log_softmax(method_logits.to(at::kDouble), -1);
-  return (lp.exp() * (lp - lq)).sum(-1).mean().item<double>();
-}
-
-// Position-wise share of the baseline's tokens the method reproduced (missing ones count as wrong).
-double agreement(const std::vector<std::int32_t>& base, const std::vector<std::int32_t>& method) {
-  if (base.empty()) return 1.0;
-  std::size_t same = 0;
-  for (std::size_t i = 0; i < base.size() && i < method.size(); ++i) same += base[i] == method[i];
-  return static_cast<double>(same) / static_cast<double>(base.size());
 }
 
 bool needs_attn_in(const compressors::ChainSpec& chain) {
