@@ -8,6 +8,7 @@
 
 #include "core/atomic_file.h"
 #include "core/content_hash.h"
+#include "core/fnv1a.h"
 #include "core/version.h"
 #include "harness/run_setup.h"
 
@@ -183,9 +184,13 @@ json task_record(const EvalRequest& r, const EvalPlan& plan, double baseline_acc
 }  // namespace
 
 std::string prompt_hash(const std::vector<std::int32_t>& tokens) {
-  std::uint64_t h = 1469598103934665603ull;
-  for (std::int32_t t : tokens)
-    for (int b = 0; b < 4; ++b) h = (h ^ ((static_cast<std::uint32_t>(t) >> (8 * b)) & 0xff)) * 1099511628211ull;
+  std::uint64_t h = core::kFnv1a64Offset;
+  for (const std::int32_t t : tokens) {
+    const auto u = static_cast<std::uint32_t>(t);
+    const char bytes[4] = {static_cast<char>(u), static_cast<char>(u >> 8), static_cast<char>(u >> 16),
+                           static_cast<char>(u >> 24)};
+    h = core::fnv1a64_update(h, std::string_view(bytes, 4));
+  }
   return fmt::format("fnv1a64:{:016x}", h);
 }
 

@@ -15,7 +15,8 @@
 
 namespace kvlab::harness {
 
-// FNV-1a over the token ids: identifies the exact prompt a prediction came from.
+// "fnv1a64:" and 16 hex digits: FNV-1a 64 (core/fnv1a.h) over each token id's 4 little-endian
+// bytes, in order. Identifies the exact prompt a prediction came from.
 std::string prompt_hash(const std::vector<std::int32_t>& tokens);
 
 // Writes the three files under request.out (eval.json last: its presence means complete) and
