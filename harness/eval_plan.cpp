@@ -1,5 +1,7 @@
 #include "harness/eval_plan.h"
 
+#include <algorithm>
+
 #include "datasets/jieba.h"
 #include "datasets/longbench.h"
 #include "datasets/ruler.h"
@@ -88,10 +90,12 @@ void plan_prompts(const EvalRequest& r, EvalPlan& plan) {
 
 }  // namespace
 
+// Whether a chain reads attention inputs (its methods' registry entries say so): the prefill
+// captures them only then.
 bool needs_attn_in(const compressors::ChainSpec& chain) {
-  for (const auto& s : chain.stages)
-    if (s.method == "commonkv") return true;
-  return false;
+  return std::any_of(chain.stages.begin(), chain.stages.end(), [](const compressors::StageSpec& s) {
+    return compressors::method(s.method).needs.attention_inputs;
+  });
 }
 
 double EvalPlan::score(std::size_t i, const std::string& text) const {
