@@ -125,26 +125,18 @@ KiviLayout packed_layout(QuantLayout layout, std::int64_t n, std::int64_t c, boo
   return k;
 }
 
-// Visits every quantization group of the quantized rows: `group(index, elements)` with the
-// group's index in the packed order and the flat indices (i·c + j) of its elements.
+// Visits every quantization group of the quantized rows: `group(index, first, count, stride)`
+// with the group's index in the packed order; its elements are the flat indices (i·c + j)
+// first + k·stride, k < count.
 template <typename Visit>
 void for_each_group(QuantLayout layout, std::int64_t nq, std::int64_t c, std::int64_t size, Visit&& group) {
-  std::vector<std::int64_t> elements;
   if (layout == QuantLayout::per_channel) {
     for (std::int64_t r0 = 0, block = 0; r0 < nq; r0 += size, ++block)
-      for (std::int64_t j = 0; j < c; ++j) {
-        elements.clear();
-        for (std::int64_t r = r0; r < std::min(nq, r0 + size); ++r) elements.push_back(r * c + j);
-        group(block * c + j, elements);
-      }
+      for (std::int64_t j = 0; j < c; ++j) group(block * c + j, r0 * c + j, std::min(nq, r0 + size) - r0, c);
   } else {
     const std::int64_t per_row = ceil_div(c, size);
     for (std::int64_t r = 0; r < nq; ++r)
-      for (std::int64_t j0 = 0; j0 < c; j0 += size) {
-        elements.clear();
-        for (std::int64_t j = j0; j < std::min(c, j0 + size); ++j) elements.push_back(r * c + j);
-        group(r * per_row + j0 / size, elements);
-      }
+      for (std::int64_t j0 = 0; j0 < c; j0 += size) group(r * per_row + j0 / size, r * c + j0, std::min(c, j0 + size) - j0, 1);
   }
 }
 
@@ -159,41 +151,41 @@ std::vector<std::uint8_t> kivi_pack(std::span<const float> x, QuantLayout layout
     if (!std::isfinite(x[i])) fail("{}: non-finite value at row {}, column {}", what, i / c, i % c);
   std::vector<std::uint8_t> out(static_cast<std::size_t>(k.residual_at + 2 * (n - k.nq) * c), 0);
   const int b = p.bits;
-  for_each_group(layout, k.nq, c, p.group, [&](std::int64_t index, const std::vector<std::int64_t>& elements) {
-    float lo = x[elements[0]], hi = lo;
-    for (const auto e : elements) {
+  for_each_group(layout, k.nq, c, p.group, [&](std::int64_t index, std::int64_t first, std::int64_t count, std::int64_t stride) {
+    const std::int64_t last = first + count * stride;
+    float lo = x[first], hi = lo;
+    for (std::int64_t e = first; e < last; e += stride) {
       lo = std::min(lo, x[e]);
       hi = std::max(hi, x[e]);
     }
     const KiviGroup g = kivi_group_params(lo, hi, b, what);
     put_u16(out.data() + k.group_at + 4 * index, half_bits(g.scale));
     put_u16(out.data() + k.group_at + 4 * index + 2, half_bits(g.min));
-    for (const auto e : elements)
+    for (std::int64_t e = first; e < last; e += stride)
       out[static_cast<std::size_t>(e * b / 8)] |= static_cast<std::uint8_t>(kivi_code(x[e], g, b) << (e * b % 8));
   });
   for (std::int64_t i = k.nq * c; i < n * c; ++i) put_u16(out.data() + k.residual_at + 2 * (i - k.nq * c), half_bits(x[i]));
   return out;
 }
 
-std::vector<float> kivi_unpack(std::span<const std::uint8_t> packed, QuantLayout layout, std::int64_t n, std::int64_t c,
-                               bool token_rows, const KiviParams& p) {
+void kivi_unpack(std::span<const std::uint8_t> packed, QuantLayout layout, std::int64_t n, std::int64_t c,
+                 bool token_rows, const KiviParams& p, std::span<float> out) {
   if (layout == QuantLayout::none) fail("kivi_unpack: layout none is not quantized");
   const auto k = packed_layout(layout, n, c, token_rows, p);
   const auto want = k.residual_at + 2 * (n - k.nq) * c;
   if (static_cast<std::int64_t>(packed.size()) != want)
     fail("kivi_unpack: {} bytes for a [{}, {}] tensor whose packed form takes {}", packed.size(), n, c, want);
-  std::vector<float> out(static_cast<std::size_t>(n * c));
+  if (static_cast<std::int64_t>(out.size()) != n * c) fail("kivi_unpack: {} values out for [{}, {}]", out.size(), n, c);
   const int b = p.bits;
   const std::uint32_t mask = max_code(b);
-  for_each_group(layout, k.nq, c, p.group, [&](std::int64_t index, const std::vector<std::int64_t>& elements) {
+  for_each_group(layout, k.nq, c, p.group, [&](std::int64_t index, std::int64_t first, std::int64_t count, std::int64_t stride) {
     const KiviGroup g{half_value(get_u16(packed.data() + k.group_at + 4 * index)),
                       half_value(get_u16(packed.data() + k.group_at + 4 * index + 2))};
-    for (const auto e : elements)
+    for (std::int64_t e = first; e < first + count * stride; e += stride)
       out[static_cast<std::size_t>(e)] = kivi_dequant((packed[static_cast<std::size_t>(e * b / 8)] >> (e * b % 8)) & mask, g);
   });
   for (std::int64_t i = k.nq * c; i < n * c; ++i)
     out[static_cast<std::size_t>(i)] = half_value(get_u16(packed.data() + k.residual_at + 2 * (i - k.nq * c)));
-  return out;
 }
 
 void kivi_quantize_tensor(StoredTensor& t, const KiviParams& p) {
@@ -204,7 +196,7 @@ void kivi_quantize_tensor(StoredTensor& t, const KiviParams& p) {
   if (static_cast<std::int64_t>(t.values.size()) != n * c)
     fail("kivi: stored tensor {} holds {} values for shape [{}, {}]", t.name, t.values.size(), n, c);
   t.packed = kivi_pack(t.values, t.layout, n, c, t.token_rows, p, fmt::format("kivi: stored tensor {}", t.name));
-  t.values = kivi_unpack(t.packed, t.layout, n, c, t.token_rows, p);  // what the stored bytes give back
+  kivi_unpack(t.packed, t.layout, n, c, t.token_rows, p, t.values);  // the values are what the bytes give back
   t.format = t.token_rows ? fmt::format("kivi{} g{} r{}", p.bits, p.group, p.residual) : fmt::format("kivi{} g{}", p.bits, p.group);
   t.layout = QuantLayout::none;  // quantized data is not quantized again by a later stage
 }

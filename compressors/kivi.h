@@ -68,10 +68,10 @@ std::int64_t kivi_bytes(QuantLayout layout, std::int64_t n, std::int64_t c, bool
 // `what` names the tensor in errors (non-finite values, a scale beyond fp16).
 std::vector<std::uint8_t> kivi_pack(std::span<const float> x, QuantLayout layout, std::int64_t n, std::int64_t c,
                                     bool token_rows, const KiviParams& p, std::string_view what);
-// Decodes a packed form into its n·c values, row-major: code·scale + min for quantized elements,
-// the fp16 value for residual ones. Fails when `packed` is not the size kivi_bytes gives.
-std::vector<float> kivi_unpack(std::span<const std::uint8_t> packed, QuantLayout layout, std::int64_t n, std::int64_t c,
-                               bool token_rows, const KiviParams& p);
+// Decodes a packed form into `out`, its n·c values, row-major: code·scale + min for quantized
+// elements, the fp16 value for residual ones. Fails when `packed` is not the size kivi_bytes gives.
+void kivi_unpack(std::span<const std::uint8_t> packed, QuantLayout layout, std::int64_t n, std::int64_t c,
+                 bool token_rows, const KiviParams& p, std::span<float> out);
 
 // Quantizes one tensor as the stage does: packed = kivi_pack(values), values = kivi_unpack(packed),
 // layout = none, format. A tensor whose layout is already none is left untouched.

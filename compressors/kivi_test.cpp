@@ -407,7 +407,8 @@ TEST(Kivi, PackedFormDecodesBitExactlyToAnIndependentDequantization) {
       ASSERT_EQ(static_cast<std::uint16_t>(at[0] | at[1] << 8), half_bits(x[i])) << "residual element " << i;
       expected[i] = x[i];
     }
-    const auto back = kivi_unpack(packed, k.layout, k.n, k.c, k.token_rows, p);
+    std::vector<float> back(expected.size(), NAN);
+    kivi_unpack(packed, k.layout, k.n, k.c, k.token_rows, p, back);
     ASSERT_EQ(back.size(), expected.size());
     EXPECT_EQ(std::memcmp(back.data(), expected.data(), back.size() * sizeof(float)), 0);
     // The stage stores exactly this: its packed bytes, and values read back from them.
@@ -418,7 +419,8 @@ TEST(Kivi, PackedFormDecodesBitExactlyToAnIndependentDequantization) {
   }
   // A buffer of the wrong size is refused, not read past.
   const auto p = params("bits=2,group=32");
-  EXPECT_THROW(kivi_unpack(std::vector<std::uint8_t>(3), QuantLayout::per_token, 4, 8, false, p), Error);
+  std::vector<float> out(32);
+  EXPECT_THROW(kivi_unpack(std::vector<std::uint8_t>(3), QuantLayout::per_token, 4, 8, false, p, out), Error);
 }
 
 TEST(Kivi, MalformedTensorsFailNamingThem) {
