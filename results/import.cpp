@@ -5,6 +5,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/fnv1a.h"
 #include "core/read_file.h"
 
 namespace kvlab::results {
@@ -252,10 +253,11 @@ std::vector<Imported> import_path(Store& store, const std::filesystem::path& pat
 }
 
 std::string content_uuid(std::string_view bytes) {
-  constexpr std::uint64_t kPrime = 1099511628211ULL;
-  std::uint64_t a = 14695981039346656037ULL, b = a ^ 0x9E3779B97F4A7C15ULL;
-  for (unsigned char c : bytes) a = (a ^ c) * kPrime;
-  for (auto it = bytes.rbegin(); it != bytes.rend(); ++it) b = (b ^ static_cast<unsigned char>(*it)) * kPrime;
+  const std::uint64_t a = core::fnv1a64(bytes);
+  // The second half: FNV-1a of the reversed bytes from another basis, so the two halves are
+  // independent hashes (stored uuids depend on this exact basis).
+  const std::string reversed(bytes.rbegin(), bytes.rend());
+  const std::uint64_t b = core::fnv1a64_update(core::kFnv1a64Offset ^ 0x9E3779B97F4A7C15ULL, reversed);
   return fmt::format("{:08x}-{:04x}-{:04x}-{:04x}-{:012x}", a >> 32, (a >> 16) & 0xFFFF, a & 0xFFFF, b >> 48,
                      b & 0xFFFFFFFFFFFFULL);
 }
