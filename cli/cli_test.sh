@@ -37,6 +37,18 @@ if command -v gnuplot >/dev/null 2>&1; then
   expect_error "plot of a missing matrix" "no matrix" plot heatmap --db kvlab-demo/kvlab-results.sqlite --run 1 --matrix nope --out figs/x.pdf
 fi
 check "demo left no temporary files" test -z "$(find kvlab-demo -name '*.tmp-*')"
+# The metrics table (results/metrics.h) knows every metric the demo recorded (compress, analyze
+# and, with the model runner, eval runs), at each scope it recorded it.
+if command -v sqlite3 >/dev/null 2>&1; then
+  sqlite3 -separator ' ' kvlab-demo/kvlab-results.sqlite "SELECT DISTINCT name, scope FROM metrics" >recorded.txt
+  check "the demo recorded metrics" test -s recorded.txt
+  while read -r name scope; do
+    "$KVLAB" --quiet results metrics "$name" 2>&1 | tail -1 | awk '{print $4}' | tr , '\n' | grep -qx "$scope" \
+      || echo "$name at $scope"
+  done <recorded.txt >unlisted.txt
+  check "the metrics table lists every metric the demo recorded, at its scope" test ! -s unlisted.txt
+fi
+expect_error "metrics of a name the table lacks" "not in the metrics table: nope" results metrics key_error nope
 
 "$KVLAB" --quiet synth --layers 4 --kv-heads 2 --q-heads 4 --head-dim 16 --tokens 300 --query-window 8 --seed 3 --out a.h5 >/dev/null
 check "synth exits 0" test $? = 0

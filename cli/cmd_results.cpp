@@ -1,9 +1,10 @@
-// kvlab results (ls, show, export, ruler, baseline, merge, import), kvlab compare and kvlab check:
+// kvlab results (ls, show, export, ruler, baseline, merge, import, metrics), kvlab compare and kvlab check:
 // the results store and the regression gate (results/). Thin: parse, call results::, print.
 // compare and check exit 1 when a metric got worse beyond tolerance (DESIGN.md exit codes).
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -19,6 +20,7 @@
 #include "results/compare.h"
 #include "results/import.h"
 #include "results/merge.h"
+#include "results/metrics.h"
 #include "results/ruler_summary.h"
 #include "results/snapshot.h"
 #include "results/store.h"
@@ -40,6 +42,31 @@ void add_db_option(CLI::App* cmd, std::string& db) {
 std::optional<results::RunKind> kind_filter(const std::string& kind) {
   if (kind.empty()) return std::nullopt;
   return results::parse_run_kind(kind);
+}
+
+// The metrics table (results/metrics.h), or the entries of `names` (each once); names it lacks
+// are an error naming them, so a script can check a store's names against the table.
+void list_metrics(const std::vector<std::string>& names) {
+  std::vector<const results::MetricInfo*> rows;
+  std::vector<std::string> unknown;
+  if (names.empty())
+    for (const auto& info : results::metric_table()) rows.push_back(&info);
+  for (const auto& name : names) {
+    const auto* info = results::find_metric(name);
+    if (!info) unknown.push_back(name);
+    else if (std::find(rows.begin(), rows.end(), info) == rows.end()) rows.push_back(info);
+  }
+  if (!unknown.empty())
+    fail("not in the metrics table: {} (compare and check judge such names by their suffix: results/metrics.h)",
+         fmt::join(unknown, ", "));
+  fmt::print("{:<30} {:<10} {:<7} {:<16} {}\n", "metric", "unit", "better", "rows", "label");
+  for (const auto* info : rows) {
+    std::string at;
+    for (const auto scope : {results::Scope::run, results::Scope::layer, results::Scope::sample})
+      if (info->recorded_at(scope)) at += (at.empty() ? "" : ",") + std::string(results::to_string(scope));
+    fmt::print("{:<30} {:<10} {:<7} {:<16} {}\n", info->name, results::to_string(info->unit),
+               results::to_string(info->direction), at, info->label);
+  }
 }
 
 // "attn_kl=0.05" → {"attn_kl": 0.05}.
@@ -370,6 +397,14 @@ void add_results(CLI::App& app, Action& action) {
     add_db_option(bl, *db);
     bl->add_option("--out", *out, "Baseline file (JSON, sorted keys: commit it and review its diffs)")->required();
     bl->callback([db, run, out, &action] { action = [db, run, out] { write_baseline_file(*db, *run, *out); }; });
+  }
+  {
+    auto names = std::make_shared<std::vector<std::string>>();
+    auto* me = cmd->add_subcommand("metrics", "The metrics kvlab records: unit, which way is better, where, what");
+    me->footer("With names (a family like eigen_rank_fraction_g4_e0.9 matches its pattern): only those, and exit 2\n"
+               "naming any the table lacks. The table: results/metrics.h.");
+    me->add_option("names", *names, "Metric names (default: every one)");
+    me->callback([names, &action] { action = [names] { list_metrics(*names); }; });
   }
   {
     auto sources = std::make_shared<std::vector<std::string>>();

@@ -127,7 +127,7 @@ void run_sweep(const SweepArgs& a) {
   results::Store store(db);
   std::vector<const results::SweepCell*> todo;
   for (const auto& c : cells)
-    if (!store.find_uuid(c.id)) todo.push_back(&c);
+    if (!results::find_cell_run(store, c)) todo.push_back(&c);
   fmt::print("sweep '{}': {} cells, shard {}/{} holds {}, {} already done, {} to run; results in {}\n", plan.name,
              plan.cells.size(), index, count, cells.size(), cells.size() - todo.size(), todo.size(), db.string());
   const auto start = std::chrono::steady_clock::now();

@@ -2,10 +2,13 @@
 
 #include "cli/commands.h"
 #include "results/import.h"
+#include "results/metrics.h"
 #include "results/store.h"
 
 namespace kvlab::cli {
 namespace {
+
+namespace n = results::metric_name;
 
 // The report's own provenance plus what only the live run knows: a fresh uuid, the time, host,
 // the command line and the device.
@@ -51,35 +54,36 @@ std::int64_t record_eval(const std::filesystem::path& db, const nlohmann::json& 
   info = live(std::move(info), results::RunKind::eval, report["model"]["device"].get<std::string>(), uuid);
   results::Store store(db);
   const std::string task = report["options"]["prompts"].get<std::string>();
+  // eval.json's keys are the metric names, except a sample's "score" (accuracy), "exact"
+  // (exact_match) and "kl" (answer_kl: KL of the answer, apart from compress's attention KL).
   return store.write_run(info, [&](results::RunWriter& w) {
     for (const auto& m : report["methods"])
-      for (const char* name : {"agreement", "exact_match", "compression_ratio", "bytes", "seconds", "compress_seconds"})
+      for (const char* name : {n::agreement, n::exact_match, n::compression_ratio, n::bytes, n::seconds, n::compress_seconds})
         w.add_metric(m["spec"].get<std::string>(), name, m[name].get<double>());
     if (report.contains("timing") && !report["samples"].empty())  // per prompt, shared by every method
-      w.add_metric("baseline", "prefill_seconds",
-                   report["timing"]["prefill_seconds"].get<double>() / static_cast<double>(report["samples"].size()));
+      w.add_metric("baseline", n::prefill_seconds,
+                   report["timing"][n::prefill_seconds].get<double>() / static_cast<double>(report["samples"].size()));
     if (report.contains("task") && report["task"].is_object()) {  // task accuracy, the baseline's too
-      w.add_metric("baseline", "accuracy", report["task"]["baseline_accuracy"].get<double>());
-      for (const auto& m : report["methods"]) w.add_metric(m["spec"].get<std::string>(), "accuracy", m["accuracy"].get<double>());
+      w.add_metric("baseline", n::accuracy, report["task"]["baseline_accuracy"].get<double>());
+      for (const auto& m : report["methods"]) w.add_metric(m["spec"].get<std::string>(), n::accuracy, m[n::accuracy].get<double>());
       for (const auto& s : report["samples"]) {
         const auto id = s["id"].get<std::string>();
-        w.add_sample_metric("baseline", task, id, "accuracy", s["baseline"]["score"].get<double>());
+        w.add_sample_metric("baseline", task, id, n::accuracy, s["baseline"]["score"].get<double>());
         for (const auto& m : s["methods"])
-          w.add_sample_metric(m["spec"].get<std::string>(), task, id, "accuracy", m["score"].get<double>());
+          w.add_sample_metric(m["spec"].get<std::string>(), task, id, n::accuracy, m["score"].get<double>());
       }
     }
-    // "answer_kl": the store's direction table reads the _kl suffix as lower-is-better.
-    for (const auto& m : report["methods"]) w.add_metric(m["spec"].get<std::string>(), "answer_kl", m["kl"].get<double>());
+    for (const auto& m : report["methods"]) w.add_metric(m["spec"].get<std::string>(), n::answer_kl, m["kl"].get<double>());
     // What a sample is, for depth × length figures: method "" (the sample itself, not a method).
     for (const auto& s : report["samples"])
-      for (const char* name : {"needle_depth", "target_tokens"})
+      for (const char* name : {n::needle_depth, n::target_tokens})
         if (s.contains(name)) w.add_sample_metric("", task, s["id"].get<std::string>(), name, s[name].get<double>());
     for (const auto& s : report["samples"])
       for (const auto& m : s["methods"]) {
         const auto spec = m["spec"].get<std::string>(), id = s["id"].get<std::string>();
-        w.add_sample_metric(spec, task, id, "agreement", m["agreement"].get<double>());
-        w.add_sample_metric(spec, task, id, "exact_match", m["exact"].get<bool>() ? 1.0 : 0.0);
-        w.add_sample_metric(spec, task, id, "answer_kl", m["kl"].get<double>());
+        w.add_sample_metric(spec, task, id, n::agreement, m[n::agreement].get<double>());
+        w.add_sample_metric(spec, task, id, n::exact_match, m["exact"].get<bool>() ? 1.0 : 0.0);
+        w.add_sample_metric(spec, task, id, n::answer_kl, m["kl"].get<double>());
       }
   });
 }

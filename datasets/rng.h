@@ -16,6 +16,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/fnv1a.h"
+
 namespace kvlab::datasets::detail {
 
 inline std::uint64_t splitmix64(std::uint64_t x) {
@@ -26,14 +28,7 @@ inline std::uint64_t splitmix64(std::uint64_t x) {
 }
 
 // FNV-1a: a stable 64-bit id for a name (task names seed their streams).
-inline std::uint64_t name_hash(std::string_view name) {
-  std::uint64_t h = 0xCBF29CE484222325ULL;
-  for (const char c : name) {
-    h ^= static_cast<unsigned char>(c);
-    h *= 0x100000001B3ULL;
-  }
-  return h;
-}
+constexpr std::uint64_t name_hash(std::string_view name) { return core::fnv1a64(name); }
 
 class Rng {
  public:

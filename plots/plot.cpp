@@ -12,7 +12,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
-#include "results/direction.h"
+#include "results/metrics.h"
 
 namespace kvlab::plots {
 namespace {
@@ -20,6 +20,7 @@ namespace {
 namespace fs = std::filesystem;
 using results::Metric;
 using results::Scope;
+namespace metric_name = results::metric_name;
 
 // One plotted line: a name and its points, in x order.
 struct Series {
@@ -103,6 +104,14 @@ double run_metric(const std::vector<Metric>& metrics, const std::string& method,
   return NAN;
 }
 
+// Errors and KL divergences span orders of magnitude: a log axis. A name the metrics table lacks
+// gets one when it says error or KL.
+bool log_axis(const std::string& metric) {
+  using results::Unit;
+  if (const auto* info = results::find_metric(metric)) return info->unit == Unit::relative || info->unit == Unit::nats;
+  return metric.find("kl") != std::string::npos || metric.find("error") != std::string::npos;
+}
+
 // error-vs-ratio and accuracy-vs-ratio: a point per method, lines per family.
 std::string ratio_figure(const results::Store& store, const PlotRequest& r, results::RunKind kind,
                          const std::string& default_metric, std::string& dat, const std::string& dat_name) {
@@ -113,8 +122,8 @@ std::string ratio_figure(const results::Store& store, const PlotRequest& r, resu
     const auto metrics = store.metrics(run.id);
     if (kind == results::RunKind::eval && r.metric.empty()) {  // accuracy when the run has a task
       bool any = false;
-      for (const auto& m : metrics) any |= m.name == "accuracy";
-      if (!any) metric = "agreement";
+      for (const auto& m : metrics) any |= m.name == metric_name::accuracy;
+      if (!any) metric = metric_name::agreement;
     }
     std::set<std::string> methods;
     for (const auto& m : metrics)
@@ -126,7 +135,7 @@ std::string ratio_figure(const results::Store& store, const PlotRequest& r, resu
         if (has_y) baseline = y;
         continue;
       }
-      const double x = run_metric(metrics, method, "compression_ratio", &has_x);
+      const double x = run_metric(metrics, method, metric_name::compression_ratio, &has_x);
       if (has_x && has_y) families[family(method)].points.emplace_back(x, y);
     }
   }
@@ -145,7 +154,9 @@ std::string ratio_figure(const results::Store& store, const PlotRequest& r, resu
     std::reverse(frontier.points.begin(), frontier.points.end());
     families["~frontier"] = frontier;  // sorts last: drawn over the families
   }
-  if (families.empty()) fail("plot {}: no method of run(s) {} has both compression_ratio and '{}'", r.kind, fmt::join(r.runs, ", "), metric);
+  if (families.empty())
+    fail("plot {}: no method of run(s) {} has both {} and '{}'", r.kind, fmt::join(r.runs, ", "), metric_name::compression_ratio,
+         metric);
   std::vector<Series> series;
   for (auto& [name, s] : families) {
     if (name != "~frontier") s.name = name;
@@ -153,9 +164,9 @@ std::string ratio_figure(const results::Store& store, const PlotRequest& r, resu
     series.push_back(s);
   }
   // noenhanced: metric names hold underscores, which enhanced text would read as subscripts.
-  std::string s = fmt::format("set xlabel 'compression ratio (16-bit dense / stored bytes)'\nset ylabel {} noenhanced\n",
-                              gp_string(metric));
-  if (metric.find("kl") != std::string::npos || metric.find("error") != std::string::npos) s += "set logscale y\n";
+  std::string s = fmt::format("set xlabel '{}'\nset ylabel {} noenhanced\n",
+                              results::metric_label(metric_name::compression_ratio), gp_string(metric));
+  if (log_axis(metric)) s += "set logscale y\n";
   if (baseline) s += fmt::format("set arrow from graph 0, first {0} to graph 1, first {0} nohead dt 2 lc rgb '#555555'\n"
                                  "set label 'uncompressed' at graph 0.02, first {0} offset 0,0.6 font ',8'\n", *baseline);
   return s + series_plot(series, dat_name, dat);
@@ -165,7 +176,7 @@ std::string ratio_figure(const results::Store& store, const PlotRequest& r, resu
 // pattern so that it prints in greyscale), or a line per method with `style` lines.
 std::string layer_figure(const results::Store& store, const PlotRequest& r, std::string& dat, const std::string& dat_name) {
   const auto run = runs_of(store, r, results::RunKind::compress).front();
-  const std::string metric = r.metric.empty() ? "key_error" : r.metric;
+  const std::string metric = r.metric.empty() ? metric_name::key_error : r.metric;
   const std::string style = r.style.empty() ? "bars" : r.style;
   if (style != "bars" && style != "lines") fail("plot layer-error: --style '{}': expected bars or lines", style);
   std::map<std::string, Series> by_method;
@@ -301,7 +312,7 @@ std::string spectra_figure(const results::Store& store, const PlotRequest& r, st
 // Needle depth × length: the sample-level `needle_depth` (percent) and `target_tokens` that eval
 // runs record for generated tasks (method ""), against `metric` of the chosen method.
 std::string needle_figure(const results::Store& store, const PlotRequest& r, std::string& dat, const std::string& dat_name) {
-  const std::string metric = r.metric.empty() ? "accuracy" : r.metric;
+  const std::string metric = r.metric.empty() ? metric_name::accuracy : r.metric;
   struct Cell {
     double sum = 0;
     int n = 0;
@@ -316,8 +327,8 @@ std::string needle_figure(const results::Store& store, const PlotRequest& r, std
     std::map<std::string, std::map<std::pair<std::string, std::string>, double>> values;  // method → sample →
     for (const auto& m : store.metrics(run.id, {.scope = Scope::sample, .method = {}, .name = {}})) {
       const std::pair<std::string, std::string> id{m.task, m.sample};
-      if (m.method.empty() && m.name == "needle_depth") depth[id] = m.value;
-      else if (m.method.empty() && m.name == "target_tokens") length[id] = m.value;
+      if (m.method.empty() && m.name == metric_name::needle_depth) depth[id] = m.value;
+      else if (m.method.empty() && m.name == metric_name::target_tokens) length[id] = m.value;
       else if (!m.method.empty() && m.name == metric) values[m.method][id] = m.value;
     }
     for (const auto& [name, samples] : values)
@@ -374,13 +385,15 @@ std::string needle_figure(const results::Store& store, const PlotRequest& r, std
   std::string xtics, ytics;
   for (const auto& [l, i] : col_of) xtics += fmt::format("{}'{:g}' {}", xtics.empty() ? "" : ", ", l, i);
   for (std::size_t i = 0; i < row_labels.size(); ++i) ytics += fmt::format("{}'{}' {}", i ? ", " : "", row_labels[i], i);
-  const bool unit = metric == "accuracy" || metric == "agreement" || metric == "exact_match";
+  const auto* info = results::find_metric(metric);
+  const bool fraction = info && info->unit == results::Unit::fraction;  // cell means lie in [0, 1]
   // Depth 0 % at the top, as needle-in-a-haystack figures draw it; cubehelix reads in greyscale.
   return fmt::format(
-      "set xlabel 'context length (tokens)'\nset ylabel 'needle depth (%)'\nset xtics ({})\nset ytics ({})\n"
+      "set xlabel '{}'\nset ylabel '{}'\nset xtics ({})\nset ytics ({})\n"
       "set xrange [-0.5:{}]\nset yrange [{}:-0.5]\nset palette cubehelix\nset cblabel {} noenhanced\n{}unset grid\n"
       "set title {} noenhanced\nplot {} matrix with image notitle\n",
-      xtics, ytics, lengths.size() - 0.5, row_labels.size() - 0.5, gp_string(metric), unit ? "set cbrange [0:1]\n" : "",
+      results::metric_label(metric_name::target_tokens), results::metric_label(metric_name::needle_depth), xtics, ytics,
+      lengths.size() - 0.5, row_labels.size() - 0.5, gp_string(metric), fraction ? "set cbrange [0:1]\n" : "",
       gp_string(r.title.empty() ? method : r.title), gp_string(dat_name));
 }
 
@@ -396,8 +409,9 @@ std::string plot(const results::Store& store, const PlotRequest& r) {
   const fs::path gp = fs::path(out).replace_extension(".gp"), dat = fs::path(out).replace_extension(".dat");
   std::string data, body;
   if (r.kind == "error-vs-ratio" || r.kind == "pareto")
-    body = ratio_figure(store, r, results::RunKind::compress, "attn_kl", data, dat.filename());
-  else if (r.kind == "accuracy-vs-ratio") body = ratio_figure(store, r, results::RunKind::eval, "accuracy", data, dat.filename());
+    body = ratio_figure(store, r, results::RunKind::compress, metric_name::attn_kl, data, dat.filename());
+  else if (r.kind == "accuracy-vs-ratio")
+    body = ratio_figure(store, r, results::RunKind::eval, metric_name::accuracy, data, dat.filename());
   else if (r.kind == "layer-error") body = layer_figure(store, r, data, dat.filename());
   else if (r.kind == "heatmap") body = heatmap_figure(store, r, data, dat.filename());
   else if (r.kind == "eigen-rank") body = eigen_figure(store, r, data, dat.filename());

@@ -18,6 +18,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 std::string read(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -39,6 +40,7 @@ class Plots : public ::testing::Test {
         const auto m = fmt::format("svd:rk={}", rk);
         w.add_metric(m, "compression_ratio", 64.0 / rk);
         w.add_metric(m, "attn_kl", 1.0 / rk);
+        w.add_metric(m, "head_error", 0.5 / rk);  // a name the metrics table lacks
         for (int l = 0; l < 4; ++l) w.add_layer_metric(m, l, "key_error", 0.1 * l + 1.0 / rk);
       }
       w.add_metric("snapkv:keep=0.5+kivi:bits=4", "compression_ratio", 7.5);
@@ -70,6 +72,7 @@ class Plots : public ::testing::Test {
         w.add_sample_metric("", "ruler:niah_single_1", id, "target_tokens", length);
         w.add_sample_metric("baseline", "ruler:niah_single_1", id, "accuracy", 1);
         w.add_sample_metric("snapkv:keep=0.5", "ruler:niah_single_1", id, "accuracy", accuracy);
+        w.add_sample_metric("snapkv:keep=0.5", "ruler:niah_single_1", id, "answer_kl", 0.1);
       }
     });
     // Run 5: 13 distinct random depths (0, 5, …, 60) → 10 % bins; accuracy 1 below 30 %.
@@ -184,6 +187,28 @@ TEST_F(Plots, NeedleCellsAverageTheSamplesAtEachDepthAndLength) {
   r = request("needle", "4", "x.pdf");
   r.method = "nope";
   EXPECT_THAT(core::error_of([&] { plot(*store_, r); }), HasSubstr("no method 'nope' in run(s) 4 (they have: baseline, snapkv:keep=0.5)"));
+}
+
+// Axes from the metrics table (results/metrics.h): errors and KL on a log axis, ratios and
+// fractions not, a name the table lacks on one when it says error or KL; a fraction's colours
+// span [0, 1].
+TEST_F(Plots, AxesFollowTheMetricsTable) {
+  const auto script = [&](const std::string& kind, const std::string& run, const std::string& metric) {
+    auto r = request(kind, run, "axes.svg");
+    r.metric = metric;
+    plot(*store_, r);
+    return read(dir_ / "axes.gp");
+  };
+  const auto kl = script("error-vs-ratio", "1", "");  // attn_kl, in nats
+  EXPECT_THAT(kl, HasSubstr("set logscale y\n"));
+  EXPECT_THAT(kl, HasSubstr("set xlabel 'compression ratio (16-bit dense / stored bytes)'\n"));
+  EXPECT_THAT(script("error-vs-ratio", "1", "compression_ratio"), Not(HasSubstr("logscale")));
+  EXPECT_THAT(script("error-vs-ratio", "1", "head_error"), HasSubstr("set logscale y\n"));
+  EXPECT_THAT(script("accuracy-vs-ratio", "2", ""), Not(HasSubstr("logscale")));
+  const auto needle = script("needle", "4", "");  // accuracy
+  EXPECT_THAT(needle, HasSubstr("set cbrange [0:1]\n"));
+  EXPECT_THAT(needle, HasSubstr("set xlabel 'context length (tokens)'\nset ylabel 'needle depth (%)'\n"));
+  EXPECT_THAT(script("needle", "4", "answer_kl"), Not(HasSubstr("cbrange")));
 }
 
 TEST_F(Plots, ErrorsNameWhatIsMissing) {

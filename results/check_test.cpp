@@ -9,7 +9,6 @@
 
 #include "core/error.h"
 #include "results/compare.h"
-#include "results/direction.h"
 #include "results/snapshot.h"
 #include "results/test_support.h"
 
@@ -200,20 +199,6 @@ TEST(Check, ABaselineFileRoundTripsAndIsStable) {
   EXPECT_EQ(c.count(Verdict::within), 3u);  // key_error (point), accuracy of the run and of task niah (paired)
   EXPECT_TRUE(only(c, "accuracy", "niah").paired);
   EXPECT_THAT([&] { read_baseline(dir / "missing.json"); }, ::testing::ThrowsMessage<Error>(HasSubstr("missing.json")));
-}
-
-TEST(Direction, OneTableDecidesWhichWayIsBetter) {
-  EXPECT_EQ(metric_direction("key_error"), Direction::lower_better);
-  EXPECT_EQ(metric_direction("attn_kl"), Direction::lower_better);
-  EXPECT_EQ(metric_direction("bytes"), Direction::lower_better);
-  EXPECT_EQ(metric_direction("compression_ratio"), Direction::higher_better);
-  EXPECT_EQ(metric_direction("accuracy"), Direction::higher_better);
-  EXPECT_EQ(metric_direction("niah_accuracy"), Direction::higher_better);
-  EXPECT_EQ(metric_direction("agreement"), Direction::higher_better);
-  EXPECT_EQ(metric_direction("head_error"), Direction::lower_better);
-  EXPECT_EQ(metric_direction("score_seconds"), Direction::none);  // timings never gate
-  EXPECT_EQ(metric_direction("min_kept_sigma_ratio"), Direction::none);
-  EXPECT_EQ(metric_direction("cka_adjacent"), Direction::none);
 }
 
 }  // namespace

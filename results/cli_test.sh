@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end checks of `kvlab results|compare|check` on the report fixtures: import is
 # idempotent, export writes booktabs LaTeX, check exits 0 on an unchanged run, 1 on a planted
-# regression (from a baseline run or a baseline file) and 2 on errors, merge is idempotent,
-# `results ruler` explains its numbers and (with the model runner) tabulates RULER evals.
+# regression (from a baseline run or a baseline file) and 2 on errors, merge is idempotent, a
+# sweep store from before the cell ids were versioned resumes, `results ruler` explains its
+# numbers and (with the model runner) tabulates RULER evals.
 # Usage: cli_test.sh KVLAB
 set -uo pipefail
 FIXTURES=$(cd "$(dirname "$0")/testdata" && pwd)
@@ -75,6 +76,18 @@ first=$(tail -1 out)
 run results merge kvlab-results.sqlite shard.sqlite --out all.sqlite
 check "merging again adds nothing" test "$(tail -1 out)" = "$first"
 check "merge dedups the shared run" grep -q "all.sqlite: 4 runs" out
+
+# A sweep store written before the cell ids were versioned (testdata/legacy-sweep, by kvlab
+# b94864a) resumes with every cell done: nothing reruns (its dump and model are not even
+# there), nothing is recorded twice.
+mkdir legacy-sweep
+cp "$FIXTURES/legacy-sweep/sweep.yaml" "$FIXTURES/legacy-sweep/legacy.sqlite" legacy-sweep/
+(cd legacy-sweep && "$KVLAB" --quiet sweep run sweep.yaml >"$WORK/out" 2>"$WORK/err")
+rc=$?
+check "resuming a legacy sweep exits 0 (got $rc)" test "$rc" = 0
+check "a legacy sweep's cells are all done" grep -q "4 already done, 0 to run" out
+run results ls --db legacy-sweep/legacy.sqlite
+check "resuming a legacy sweep recorded no run" test "$(grep -c -E '^ +[0-9]+ ' out)" = 4
 
 # RULER tables: the help teaches the numbers; a store without RULER eval runs is an error.
 run results ruler --help

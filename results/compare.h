@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "results/bootstrap.h"
-#include "results/direction.h"
+#include "results/metrics.h"
 #include "results/snapshot.h"
 
 namespace kvlab::results {

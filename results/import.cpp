@@ -5,13 +5,16 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/fnv1a.h"
 #include "core/read_file.h"
+#include "results/metrics.h"
 
 namespace kvlab::results {
 
 namespace {
 
 using json = nlohmann::json;
+namespace n = metric_name;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 
@@ -135,17 +138,18 @@ void add_compress_report(RunWriter& writer, const json& report, const std::strin
     // The same canonical spec given twice (typed two ways) scores identically: keep the first.
     if (!seen.insert(spec).second) continue;
     try {
-      for (const char* key : {"key_error", "value_error", "attn_output_error", "attn_kl", "kept_fraction", "bytes",
-                              "dense_fp16_bytes", "compression_ratio"})
+      // compress.json's keys are the metric names.
+      for (const char* key : {n::key_error, n::value_error, n::attn_output_error, n::attn_kl, n::kept_fraction, n::bytes,
+                              n::dense_fp16_bytes, n::compression_ratio})
         writer.add_metric(spec, key, number(m, key));
-      if (m.contains("notes")) writer.add_metric(spec, "authors_ratio", number(m["notes"], "authors_ratio"));
+      if (m.contains("notes")) writer.add_metric(spec, n::authors_ratio, number(m["notes"], n::authors_ratio));
       if (m.contains("seconds")) {
-        writer.add_metric(spec, "compress_seconds", number(m["seconds"], "compress"));
-        writer.add_metric(spec, "score_seconds", number(m["seconds"], "score"));
+        writer.add_metric(spec, n::compress_seconds, number(m["seconds"], "compress"));
+        writer.add_metric(spec, n::score_seconds, number(m["seconds"], "score"));
       }
       const json& layers = m.contains("layers") ? m["layers"] : json::array();
       for (std::size_t l = 0; l < layers.size(); ++l)
-        for (const char* key : {"key_error", "value_error", "attn_output_error", "attn_kl", "kept_fraction"})
+        for (const char* key : {n::key_error, n::value_error, n::attn_output_error, n::attn_kl, n::kept_fraction})
           writer.add_layer_metric(spec, static_cast<int>(l), key, number(layers[l], key));
     } catch (const Error& e) {
       fail("{}: method '{}': {}", origin, spec, e.what());
@@ -202,9 +206,9 @@ void add_analysis_report(RunWriter& writer, const json& report, const std::strin
         }
         add_spectra(writer, kind, g, entry.value("groups", json::array()), where);
       }
-      writer.add_metric(kind, "min_kept_sigma_ratio", number(r, "min_kept_sigma_ratio"));
-      writer.add_metric(kind, "zero_rows", number(r, "zero_rows"));
-      writer.add_metric(kind, "analysis_seconds", number(r, "seconds"));
+      writer.add_metric(kind, n::min_kept_sigma_ratio, number(r, n::min_kept_sigma_ratio));
+      writer.add_metric(kind, n::zero_rows, number(r, n::zero_rows));
+      writer.add_metric(kind, n::analysis_seconds, number(r, "seconds"));
     } catch (const json::exception& e) {
       fail("{}: {}", where, e.what());
     } catch (const Error& e) {
@@ -252,10 +256,11 @@ std::vector<Imported> import_path(Store& store, const std::filesystem::path& pat
 }
 
 std::string content_uuid(std::string_view bytes) {
-  constexpr std::uint64_t kPrime = 1099511628211ULL;
-  std::uint64_t a = 14695981039346656037ULL, b = a ^ 0x9E3779B97F4A7C15ULL;
-  for (unsigned char c : bytes) a = (a ^ c) * kPrime;
-  for (auto it = bytes.rbegin(); it != bytes.rend(); ++it) b = (b ^ static_cast<unsigned char>(*it)) * kPrime;
+  const std::uint64_t a = core::fnv1a64(bytes);
+  // The second half: FNV-1a of the reversed bytes from another basis, so the two halves are
+  // independent hashes (stored uuids depend on this exact basis).
+  const std::string reversed(bytes.rbegin(), bytes.rend());
+  const std::uint64_t b = core::fnv1a64_update(core::kFnv1a64Offset ^ 0x9E3779B97F4A7C15ULL, reversed);
   return fmt::format("{:08x}-{:04x}-{:04x}-{:04x}-{:012x}", a >> 32, (a >> 16) & 0xFFFF, a & 0xFFFF, b >> 48,
                      b & 0xFFFFFFFFFFFFULL);
 }

@@ -52,8 +52,9 @@ struct Imported {
 // analysis.json. Throws naming the path when it is neither.
 std::vector<Imported> import_path(Store& store, const std::filesystem::path& path);
 
-// A uuid-shaped 128-bit content hash (two FNV-1a-64 passes with different bases). Stable
-// across machines and builds: it identifies imported runs.
+// A uuid-shaped 128-bit content hash (two FNV-1a-64 passes, core/fnv1a.h: the bytes from the
+// usual basis, the reversed bytes from another). Stable across machines and builds: it
+// identifies imported runs (results/stable_ids_test.cpp pins it).
 std::string content_uuid(std::string_view bytes);
 
 }  // namespace kvlab::results

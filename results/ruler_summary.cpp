@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "results/metrics.h"
 
 namespace kvlab::results {
 
@@ -117,7 +118,7 @@ RulerSummary summarize_ruler(const Store& store, const std::vector<Run>& runs, c
     const json& task = run.provenance["task"];
     const std::string name = task["name"].get<std::string>().substr(kPrefix.size());
     const std::int64_t length = task_length(run);
-    const auto rows = store.metrics(run.id, MetricFilter{Scope::run, {}, "accuracy"});
+    const auto rows = store.metrics(run.id, MetricFilter{Scope::run, {}, metric_name::accuracy});
     if (rows.empty()) {
       summary.skipped.push_back({run.id, "no whole-run accuracy rows"});
       continue;

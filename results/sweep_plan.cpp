@@ -6,6 +6,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/fnv1a.h"
 #include "core/read_file.h"
 
 namespace kvlab::results {
@@ -53,15 +54,29 @@ std::string path_value(const std::string& v, const fs::path& base) {
   return p.is_absolute() || base.empty() ? p.string() : (base / p).lexically_normal().string();
 }
 
-// FNV-1a 64 over a canonical text of the cell: stable across runs, machines and kvlab builds.
-std::string cell_id(const SweepCell& c) {
+// What defines a cell, as text: the kind, then "\x1f" key=value per axis, "\x1e" spec per method
+// and "\x1d" key=value per option (maps in key order).
+std::string canonical_text(const SweepCell& c) {
   std::string text = c.kind;
   for (const auto& [k, v] : c.axes) text += "\x1f" + k + "=" + v;
   for (const auto& m : c.methods) text += "\x1e" + m;
   for (const auto& [k, v] : c.options) text += "\x1d" + k + "=" + v;
-  std::uint64_t h = 1469598103934665603ull;
-  for (unsigned char ch : text) h = (h ^ ch) * 1099511628211ull;
-  return fmt::format("c{:016x}", h);
+  return text;
+}
+
+// Ids are FNV-1a 64 (core/fnv1a.h) of the canonical text: stable across runs, machines and
+// builds. Builds up to b94864a hashed it from a mistyped offset basis (the reference's with its
+// last digit dropped) into "c" + 16 hex digits. Stores hold those ids, so each cell keeps its
+// legacy id too and find_cell_run accepts either: recognising them costs one more lookup per
+// cell, whereas migrating a store on open would rewrite uuids other shards and merges refer to,
+// and part them from the cell folders (<out>/<id>/) named after them. The "c2-" prefix keeps
+// old and new apart: a legacy id is "c" and 16 hex digits, never a dash.
+constexpr std::uint64_t kLegacyOffset = 1469598103934665603ULL;
+
+void set_ids(SweepCell& c) {
+  const std::string text = canonical_text(c);
+  c.id = fmt::format("c2-{:016x}", core::fnv1a64(text));
+  c.legacy_id = fmt::format("c{:016x}", core::fnv1a64_update(kLegacyOffset, text));
 }
 
 }  // namespace
@@ -91,8 +106,8 @@ SweepPlan parse_sweep(const std::string& yaml_text, const std::string& source, c
     for (const auto& d : dumps)
       for (const auto& s : samples)
         for (const auto& m : methods) {
-          SweepCell cell{"compress", {{"dump", path_value(d, base)}, {"sample", s}, {"method", m}}, {m}, options, ""};
-          cell.id = cell_id(cell);
+          SweepCell cell{"compress", {{"dump", path_value(d, base)}, {"sample", s}, {"method", m}}, {m}, options, "", ""};
+          set_ids(cell);
           plan.cells.push_back(std::move(cell));
         }
   }
@@ -113,9 +128,9 @@ SweepPlan parse_sweep(const std::string& yaml_text, const std::string& source, c
     for (const auto& model : models)
       for (const auto& task : tasks)
         for (const auto& length : lengths) {
-          SweepCell cell{"eval", {{"model", path_value(model, base)}, {"task", task}}, methods, options, ""};
+          SweepCell cell{"eval", {{"model", path_value(model, base)}, {"task", task}}, methods, options, "", ""};
           if (task.rfind("prompts:", 0) != 0) cell.axes["length"] = length;  // prompts files are not sized
-          cell.id = cell_id(cell);
+          set_ids(cell);
           const bool duplicate = std::any_of(plan.cells.begin(), plan.cells.end(), [&](const auto& c) { return c.id == cell.id; });
           if (!duplicate) plan.cells.push_back(std::move(cell));
         }
@@ -126,6 +141,11 @@ SweepPlan parse_sweep(const std::string& yaml_text, const std::string& source, c
 
 SweepPlan load_sweep(const fs::path& file) {
   return parse_sweep(core::read_file(file, "sweep file"), file.string(), file.parent_path());
+}
+
+std::optional<Run> find_cell_run(const Store& store, const SweepCell& cell) {
+  if (auto run = store.find_uuid(cell.id)) return run;
+  return store.find_uuid(cell.legacy_id);
 }
 
 std::vector<SweepCell> shard_cells(const SweepPlan& plan, int index, int count) {

@@ -3,7 +3,8 @@
 // decomposition) or one `kvlab eval` run (a model × a task or prompts file × a length, with every
 // method and the baseline). A cell's identity is a hash of everything that defines it, recorded
 // as the run's uuid, so a finished cell is found in the store and skipped on resume, and a cell
-// that crashed (no run recorded: runs are written in one transaction) is redone.
+// that crashed (no run recorded: runs are written in one transaction) is redone. Stores written
+// before the ids were versioned ("c" + 16 hex digits) resume too: see find_cell_run.
 //
 //   name: xkv-ablation
 //   out: sweeps/xkv                 # cell outputs: <out>/<cell id>/; default: the YAML's stem
@@ -29,8 +30,11 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "results/store.h"
 
 namespace kvlab::results {
 
@@ -39,7 +43,8 @@ struct SweepCell {
   std::map<std::string, std::string> axes;    // named axis values: dump/sample/method or model/task/length
   std::vector<std::string> methods;           // the compressor specs the run takes
   std::map<std::string, std::string> options; // the section's options (device, question, ...)
-  std::string id;                             // hash of kind, axes, methods, options: "c" + 16 hex digits
+  std::string id;                             // FNV-1a 64 of kind, axes, methods, options: "c2-" + 16 hex
+  std::string legacy_id;                      // its id up to b94864a: "c" + 16 hex (read, never written)
 };
 
 struct SweepPlan {
@@ -53,6 +58,10 @@ struct SweepPlan {
 // Unknown keys are errors listing the allowed ones.
 SweepPlan parse_sweep(const std::string& yaml_text, const std::string& source, const std::filesystem::path& base);
 SweepPlan load_sweep(const std::filesystem::path& file);
+
+// The run that recorded `cell` in `store`, under its id or its legacy id (a store written before
+// ids were true FNV-1a, see sweep_plan.cpp); nullopt: the cell is still to run.
+std::optional<Run> find_cell_run(const Store& store, const SweepCell& cell);
 
 // The cells of shard `index` of `count`: cell k belongs to shard k mod count, so shards
 // partition the grid exactly and a cell's shard never depends on which others finished.

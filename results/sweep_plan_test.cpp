@@ -8,6 +8,8 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/read_file.h"
+#include "results/test_support.h"
 
 namespace kvlab::results {
 namespace {
@@ -58,17 +60,57 @@ TEST(SweepPlan, LongBenchFilesAreTasksSizedByLength) {
 
 TEST(SweepPlan, CellIdsAreStableAndDistinct) {
   const auto a = parse_sweep(kSweep, "s.yaml", "/base"), b = parse_sweep(kSweep, "s.yaml", "/base");
-  std::set<std::string> ids;
+  std::set<std::string> ids, legacy;
   for (std::size_t i = 0; i < a.cells.size(); ++i) {
     EXPECT_EQ(a.cells[i].id, b.cells[i].id);
-    EXPECT_EQ(a.cells[i].id.size(), 17u);
+    EXPECT_EQ(a.cells[i].legacy_id, b.cells[i].legacy_id);
+    EXPECT_EQ(a.cells[i].id.size(), 19u);
+    EXPECT_TRUE(a.cells[i].id.starts_with("c2-"));
+    EXPECT_EQ(a.cells[i].legacy_id.size(), 17u);
     ids.insert(a.cells[i].id);
+    legacy.insert(a.cells[i].legacy_id);
   }
   EXPECT_EQ(ids.size(), a.cells.size());
+  EXPECT_EQ(legacy.size(), a.cells.size());
   // An option is part of the identity: a different question mode is a different cell.
   std::string other = kSweep;
   other.replace(other.find("after-compression"), 17, "in-context");
   EXPECT_NE(parse_sweep(other, "s.yaml", "/base").cells[6].id, a.cells[6].id);
+}
+
+// A store written by kvlab b94864a (ids from the mistyped basis; testdata/README.md says how)
+// resumes with every cell done: each cell finds its own run under its legacy id, and no two
+// cells find the same run. results/cli_test.sh resumes it through `kvlab sweep run`.
+TEST(SweepPlan, AStoreWithLegacyIdsResumesWithEveryCellDone) {
+  testing::TempDir dir;
+  std::filesystem::copy_file(testing::fixture("legacy-sweep/legacy.sqlite"), dir / "legacy.sqlite");
+  const Store store(dir / "legacy.sqlite", /*must_exist=*/true);
+  // As `kvlab sweep run sweep.yaml` in the store's folder reads it: relative paths stay relative.
+  const auto plan = parse_sweep(core::read_file(testing::fixture("legacy-sweep/sweep.yaml"), "sweep"), "sweep.yaml", "");
+  ASSERT_EQ(plan.cells.size(), 4u);  // 2 compress methods; 1 model × (a RULER task at one length + a prompts file)
+  ASSERT_EQ(store.runs().size(), plan.cells.size());
+  std::set<RunId> found;
+  for (const auto& cell : plan.cells) {
+    EXPECT_FALSE(store.find_uuid(cell.id)) << cell.id;  // found through the legacy id only
+    const auto run = find_cell_run(store, cell);
+    ASSERT_TRUE(run) << cell.legacy_id;
+    EXPECT_EQ(run->uuid, cell.legacy_id);
+    EXPECT_EQ(to_string(run->kind), cell.kind);
+    found.insert(run->id);
+  }
+  EXPECT_EQ(found.size(), plan.cells.size());
+}
+
+// A cell recorded under its new id is found by it; a cell in neither form is still to run.
+TEST(SweepPlan, FindsCellsUnderTheirNewIdAndMissesAbsentOnes) {
+  testing::TempDir dir;
+  Store store(dir / "r.sqlite");
+  const auto plan = parse_sweep("compress: {dumps: [a.h5], methods: [svd, kivi]}", "s.yaml", "");
+  RunInfo info = current_run_info(RunKind::compress, "test");
+  info.uuid = plan.cells[0].id;
+  store.write_run(info, [](RunWriter&) {});
+  EXPECT_EQ(find_cell_run(store, plan.cells[0])->uuid, plan.cells[0].id);
+  EXPECT_FALSE(find_cell_run(store, plan.cells[1]));
 }
 
 TEST(SweepPlan, ShardsPartitionTheGridExactly) {

@@ -1,7 +1,6 @@
 #include "results/table.h"
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <map>
 #include <set>
@@ -9,21 +8,17 @@
 #include <fmt/ranges.h>
 
 #include "core/error.h"
-#include "results/direction.h"
+#include "results/metrics.h"
 
 namespace kvlab::results {
 
 namespace {
 
-// The columns papers print, in the order they print them.
-constexpr std::array<std::string_view, 10> kPreferred{
-    "key_error",         "value_error", "attn_output_error", "attn_kl", "compression_ratio",
-    "authors_ratio",     "bytes",       "kept_fraction",     "accuracy", "agreement"};
-
+// The columns papers print (the table's paper columns, in its order), then the rest.
 std::vector<std::string> default_columns(const std::set<std::string>& present) {
   std::vector<std::string> out;
-  for (auto name : kPreferred)
-    if (present.contains(std::string(name))) out.emplace_back(name);
+  for (const auto& info : metric_table())
+    if (info.paper_column && present.contains(std::string(info.name))) out.emplace_back(info.name);
   for (const auto& name : present)
     if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(name);
   return out;
@@ -75,10 +70,7 @@ std::string render_json(const Table& t) {
     runs.push_back({{"id", r.id}, {"uuid", r.uuid}, {"kind", to_string(r.kind)}, {"created", r.created},
                     {"revision", r.revision}, {"command_line", r.command_line}, {"model", r.model}, {"dump", r.dump}});
   nlohmann::json directions = nlohmann::json::object();
-  for (const auto& m : t.metrics) {
-    const auto d = metric_direction(m);
-    directions[m] = d == Direction::lower_better ? "lower" : d == Direction::higher_better ? "higher" : "none";
-  }
+  for (const auto& m : t.metrics) directions[m] = std::string(to_string(metric_direction(m)));
   nlohmann::json rows = nlohmann::json::array();
   for (const auto& row : t.rows) {
     nlohmann::json values = nlohmann::json::object();

@@ -1,6 +1,6 @@
 // Method × metric tables of one or more runs (whole-run metrics), and their rendering as
 // CSV, JSON, Markdown and LaTeX (booktabs). Markdown and LaTeX print the best value of each
-// column in bold, the best judged by the metric's direction (results/direction.h); columns
+// column in bold, the best judged by the metric's direction (results/metrics.h); columns
 // without a direction have no bold.
 #pragma once
 
