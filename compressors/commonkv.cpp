@@ -256,8 +256,8 @@ class CommonKV final : public TransformStage {
       out->groups.push_back(std::move(group));
     }
 
-    auto merged = commonkv_merged(similarity, num_groups, T, keep_, sinks_, recent_, &out->budget);
-    for (int gi = 0; gi < num_groups; ++gi) out->groups[gi].merged = std::move(merged[gi]);
+    auto merged_tokens = commonkv_merged(similarity, num_groups, T, keep_, sinks_, recent_, &out->budget);
+    for (int gi = 0; gi < num_groups; ++gi) out->groups[gi].merged = std::move(merged_tokens[gi]);
 
     // Pass 2, per group: every layer's latents; unmerged rows per layer, merged rows once per group.
     for (int gi = 0; gi < num_groups; ++gi) {

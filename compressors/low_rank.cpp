@@ -235,7 +235,7 @@ double read_group(const CacheSource& cache, const std::vector<int>& layers, Part
       for (std::int64_t n = 0; n < N; ++n) sum += double(block[t * c + n]) * double(block[t * c + n]);
   });
   double trace = 0;
-  for (double s : squares) trace += s;
+  for (double square : squares) trace += square;
   return trace;
 }
 

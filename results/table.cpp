@@ -156,9 +156,9 @@ std::string render_latex(const Table& t) {
                     "% $\\downarrow$ lower is better, $\\uparrow$ higher is better. Needs \\usepackage{booktabs}.\n";
   out += fmt::format("\\begin{{tabular}}{{{}}}\n\\toprule\n", spec);
   auto line = [](const std::vector<std::string>& cells) {
-    std::string out;
-    for (std::size_t i = 0; i < cells.size(); ++i) out += (i ? " & " : "") + cells[i];
-    return out + " \\\\\n";
+    std::string row;
+    for (std::size_t i = 0; i < cells.size(); ++i) row += (i ? " & " : "") + cells[i];
+    return row + " \\\\\n";
   };
   out += line(s.header) + "\\midrule\n";
   for (const auto& row : s.cells) out += line(row);
