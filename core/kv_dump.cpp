@@ -64,7 +64,7 @@ class Hid {
  public:
   using Closer = herr_t (*)(hid_t);
   Hid() = default;
-  Hid(hid_t id, Closer close) : id_(id), close_(close) {}
+  Hid(hid_t id, Closer closer) : id_(id), close_(closer) {}
   Hid(Hid&& other) noexcept : id_(std::exchange(other.id_, H5I_INVALID_HID)), close_(other.close_) {}
   Hid& operator=(Hid&& other) noexcept {
     if (this != &other) {
@@ -751,15 +751,15 @@ OpenDataset DumpReader::Impl::open_dataset(const std::string& id, int layer, KvK
     fail("{}: sample {}: layer {} out of range [0, {})", name, id, layer, info.num_layers);
   if (kind == KvKind::attn_in && !sample.has_attn_in) fail("{}: sample {} has no attn_in", name, id);
   OpenDataset d;
-  const std::string path = dataset_path(id, layer, kind);
-  d.where = name + ": " + path;
+  const std::string dataset = dataset_path(id, layer, kind);
+  d.where = name + ": " + dataset;
   d.kind = kind;
   d.shape = layer_shape(info, sample.tokens, sample.window, kind);
   d.token_offset = kind == KvKind::query ? sample.tokens - sample.window : 0;
   // H5Lexists fails on a path whose parent is missing, so test each level.
-  for (const std::string& level : {fmt::format("/samples/{}/layers", id), fmt::format("/samples/{}/layers/{}", id, layer), path})
-    if (!link_exists(file, level)) fail("{}: missing dataset {}", name, path);
-  d.dataset = own(H5Dopen2(file, path.c_str(), no_chunk_cache()), H5Dclose, "{}: cannot open the dataset", d.where);
+  for (const std::string& level : {fmt::format("/samples/{}/layers", id), fmt::format("/samples/{}/layers/{}", id, layer), dataset})
+    if (!link_exists(file, level)) fail("{}: missing dataset {}", name, dataset);
+  d.dataset = own(H5Dopen2(file, dataset.c_str(), no_chunk_cache()), H5Dclose, "{}: cannot open the dataset", d.where);
   d.file_space = own(H5Dget_space(d.dataset), H5Sclose, "{}: cannot get the dataspace", d.where);
   const int rank = H5Sget_simple_extent_ndims(d.file_space);
   std::vector<hsize_t> extent(static_cast<std::size_t>(std::max(rank, 0)));

@@ -225,7 +225,7 @@ TEST_P(KvDumpRoundTrip, ValuesAreStoredAtTheDumpPrecision) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllDTypes, KvDumpRoundTrip, ::testing::Values(DType::f32, DType::f16, DType::bf16),
-                         [](const auto& info) { return std::string(to_string(info.param)); });
+                         [](const auto& param_info) { return std::string(to_string(param_info.param)); });
 
 // Big enough for several chunks (2 MiB = 1024 rows of 8 × 128 halves) and several read slabs.
 TEST_F(KvDumpTest, ReadRowsOfATokenRangeEqualsTheLayerSlice) {
@@ -605,7 +605,7 @@ TEST_P(KvDumpNonFinite, ReaderNamesTokenAndHead) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllDTypes, KvDumpNonFinite, ::testing::Values(DType::f32, DType::f16, DType::bf16),
-                         [](const auto& info) { return std::string(to_string(info.param)); });
+                         [](const auto& param_info) { return std::string(to_string(param_info.param)); });
 
 TEST_F(KvDumpTest, TruncatedFileIsAClearError) {
   const fs::path path = file("dump.h5");
@@ -694,7 +694,7 @@ TEST_P(H5pyInterop, PlainH5pyReadsTheDump) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllDTypes, H5pyInterop, ::testing::Values(DType::f32, DType::f16, DType::bf16),
-                         [](const auto& info) { return std::string(to_string(info.param)); });
+                         [](const auto& param_info) { return std::string(to_string(param_info.param)); });
 
 }  // namespace
 }  // namespace kvlab::core

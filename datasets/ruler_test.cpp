@@ -147,8 +147,8 @@ std::vector<Case> every_task() {
   return out;
 }
 
-INSTANTIATE_TEST_SUITE_P(All, RulerEveryTask, ::testing::ValuesIn(every_task()), [](const auto& info) {
-  return std::string(ruler_task_spec(info.param.task).name) + "_" + std::to_string(info.param.length);
+INSTANTIATE_TEST_SUITE_P(All, RulerEveryTask, ::testing::ValuesIn(every_task()), [](const auto& param_info) {
+  return std::string(ruler_task_spec(param_info.param.task).name) + "_" + std::to_string(param_info.param.length);
 });
 
 // ---- task by task ----

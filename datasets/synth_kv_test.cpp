@@ -5,7 +5,6 @@
 
 #include <Eigen/Dense>
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -472,17 +471,6 @@ TEST_F(SynthDumpTest, FileRoundTrip) {
       }
     }
   }
-}
-
-// The bench-size dump (32 layers, 8 KV heads, head dim 128, 16384 tokens, f16, about 2 GiB).
-// Run by hand: datasets_tests --gtest_also_run_disabled_tests --gtest_filter='*BenchSize*'
-TEST_F(SynthDumpTest, DISABLED_BenchSizeTiming) {
-  const SynthConfig c;  // the defaults are the bench size
-  const auto start = std::chrono::steady_clock::now();
-  write_synthetic_dump(c, dir_ / "bench.h5");
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("bench-size synthetic dump: %.1f s, %.2f GiB\n", seconds,
-              static_cast<double>(std::filesystem::file_size(dir_ / "bench.h5")) / (1 << 30));
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
-// Helpers shared by the tokenizer tests: a scratch folder, seeded random UTF-8 text and the
-// training corpus of the tiny tokenizers.
+// Helpers shared by the tokenizer tests and bench/bench_tokenizer.cpp: a scratch folder, seeded
+// random UTF-8 text and the training corpus of the tiny tokenizers.
 #pragma once
 
 #include <stdlib.h>
@@ -75,6 +75,16 @@ inline std::string project_corpus() {
          "键值缓存随上下文长度增长。注意力机制。\n"
          "Numbers: 3.14159, 2025, 1234567890; emoji 🙂 🚀.\n";
   return out.str();
+}
+
+// The first `bytes` bytes of the project corpus repeated, cut back to an ASCII byte so that no
+// character is split (the result is valid UTF-8, as the trainer requires).
+inline std::string project_corpus_prefix(std::size_t bytes) {
+  std::string corpus = project_corpus();
+  while (corpus.size() < bytes) corpus += corpus;
+  corpus.resize(bytes);
+  while (static_cast<unsigned char>(corpus.back()) >= 0x80) corpus.pop_back();
+  return corpus;
 }
 
 }  // namespace kvlab::harness::testing

@@ -1,10 +1,11 @@
 // Tokenizers trained by write_tiny_tokenizer, loaded back through load_tokenizer: decode∘encode
-// is the identity on random UTF-8 (the NFC form for Qwen2), training is deterministic and fast,
-// and long texts encode in well under a second.
+// is the identity on random UTF-8 (the NFC form for Qwen2) and on a long text, and training is
+// deterministic. How fast long texts encode and training runs is measured by
+// bench/bench_tokenizer.cpp, not asserted here: a wall-clock bound fails under the sanitizers and
+// on a loaded machine.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <chrono>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -86,16 +87,21 @@ TEST_P(TinyTokenizer, SpecialTokensInTheTextMapToTheirIds) {
   EXPECT_EQ(tok->decode(ids, true), "abcdef");
 }
 
-TEST_P(TinyTokenizer, LongTextEncodesWellUnderASecond) {
-  const auto tok = load_tokenizer(folder(GetParam()));
-  const std::string corpus = testing::project_corpus();
-  std::string text;
-  while (text.size() < 400'000) text += corpus;
-  const auto start = std::chrono::steady_clock::now();
+TEST_P(TinyTokenizer, LongTextRoundTrips) {
+  // The text BM_Encode times at 400000 bytes. Its repeated words come from the BPE model's
+  // per-word cache after their first merge; they must decode as the merged ones do.
+  const std::string family = GetParam();
+  const auto tok = load_tokenizer(folder(family));
+  const std::string text = testing::project_corpus_prefix(400'000);
   const Ids ids = tok->encode(text, false);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_GT(ids.size(), 100'000u);
-  EXPECT_LT(seconds, 1.0) << ids.size() << " tokens";
+  std::string expected = family == "qwen2" ? to_nfc(text) : text;
+  // The corpus quotes sentencepiece's space stand-in U+2581, which decodes as a space
+  // (sentencepiece_tokenizer.h).
+  if (family == "mistral") {
+    for (std::size_t at; (at = expected.find("\u2581")) != std::string::npos;) expected.replace(at, 3, 1, ' ');
+  }
+  EXPECT_EQ(tok->decode(ids), expected);
 }
 
 TEST_P(TinyTokenizer, ConcurrentEncodesAgree) {
@@ -150,17 +156,11 @@ TEST(TinyTokenizerFiles, QwenNormalizesToNfcLlamaDoesNot) {
   EXPECT_EQ(l->decode(l->encode(decomposed, false)), decomposed);
 }
 
-TEST(TinyTokenizerFiles, TrainingIsDeterministicAndFast) {
+TEST(TinyTokenizerFiles, TrainingIsDeterministic) {
   TempDir a, b;
-  std::string corpus = testing::project_corpus();
-  while (corpus.size() < 50'000) corpus += corpus;
-  corpus.resize(50'000);
-  while ((static_cast<unsigned char>(corpus.back()) & 0xC0) == 0x80 || static_cast<unsigned char>(corpus.back()) >= 0xC0) corpus.pop_back();
+  const std::string corpus = testing::project_corpus_prefix(50'000);  // what BM_Train times
   for (const std::string family : {"llama", "qwen2", "mistral"}) {
-    const auto start = std::chrono::steady_clock::now();
     write_tiny_tokenizer(a.path() / family, family, corpus, 512, 3);
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    EXPECT_LT(seconds, 1.0) << family;
     write_tiny_tokenizer(b.path() / family, family, corpus, 512, 3);
     const std::string file = family == "mistral" ? "tokenizer.model" : "tokenizer.json";
     EXPECT_EQ(read(a.path() / family / file), read(b.path() / family / file)) << family;
