@@ -10,7 +10,7 @@
 //     group spectrum    = eig of the uncentred diagonal block [U_ij]_{i,j∈group}
 //   where U_ij = C_ij + n·μ_iμ_jᵀ is the uncentred cross-product. Subtracting the exact mean
 //   before the product avoids the catastrophic cancellation of C = U − nμμᵀ in f32
-//   (reference/perf.md §4, "Centring").
+//   (docs/performance.md §4, "Centring").
 // Memory: the upper block triangle of the Gram (L(L+1)/2 blocks of (H·D)², 2.1 GiB in f32 for
 // 32 layers × 1024 columns) plus one token block of all layers; never the whole dump. The Gram
 // is a linalg::PanelGram of the backend: on CUDA its blocks live on the device (copied to the

@@ -1,6 +1,6 @@
 // kvlab results (ls, show, export, ruler, baseline, merge, import, metrics), kvlab compare and kvlab check:
 // the results store and the regression gate (results/). Thin: parse, call results::, print.
-// compare and check exit 1 when a metric got worse beyond tolerance (DESIGN.md exit codes).
+// compare and check exit 1 when a metric got worse beyond tolerance (docs/design.md §7, exit codes).
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -260,7 +260,7 @@ void compare_runs(const std::string& db, const std::string& a, const std::string
     fmt::print("{}", results::format_comparison(comparison, /*all_rows=*/true));
     regressed = comparison.regressed();
   }
-  if (regressed) set_exit_code(1);  // ran fine, regression found (DESIGN.md)
+  if (regressed) set_exit_code(1);  // ran fine, regression found (docs/design.md §7)
 }
 
 struct CheckRequest {
@@ -300,7 +300,7 @@ void check_run(const CheckRequest& req) {
     regressed = comparison.regressed();
     fmt::print("{}\n", regressed ? "check: REGRESSION (exit 1)" : "check: ok");
   }
-  if (regressed) set_exit_code(1);  // ran fine, regression found (DESIGN.md)
+  if (regressed) set_exit_code(1);  // ran fine, regression found (docs/design.md §7)
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// kvlab: one binary, subcommands that mirror the pipeline (DESIGN.md).
+// kvlab: one binary, subcommands that mirror the pipeline (docs/design.md §1).
 // Exit codes: 0 success, 1 "ran fine, regression found" (compare/check), 2 any error.
 #include <fmt/format.h>
 

@@ -1,4 +1,4 @@
-// commonkv: cross-layer weight sharing and cosine-based latent merging (reference/methods.md §3).
+// commonkv: cross-layer weight sharing and cosine-based latent merging (docs/methods/commonkv.md).
 //
 // Per group of g adjacent layers (layers 0..g−1, g..2g−1, …; the L mod g leftover layers are
 // stored dense), the stacked projection weights W = [W_k^{l1};…;W_k^{lg};W_v^{l1};…;W_v^{lg}]

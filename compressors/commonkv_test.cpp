@@ -2,7 +2,7 @@
 // random attn_in, and dumped keys/values = attn_in·Wᵀ + b, exactly as the model computes them.
 // Oracles are independent of the method's code path: the weights themselves (full rank is
 // lossless), an Eigen JacobiSVD of the stacked weights (rank truncation, similarities), the
-// spec's counting rule, and the byte formula of reference/methods.md §3.7.
+// spec's counting rule, and the byte formula of docs/methods/commonkv.md §5.
 // Tolerance: 1e-4 relative Frobenius (f32 latents and gemms on O(1) data; observed ~1e-6).
 #include "compressors/commonkv.h"
 
@@ -318,7 +318,7 @@ TEST_F(CommonKVTest, IdenticalLayersMergeLosslessly) {
   EXPECT_EQ(merged->notes()["latent_bytes"].get<std::int64_t>(), 2 * (2 * 8 * 64));
 }
 
-// Σ stored bytes by the formula of methods.md §3.7 plus what the formula leaves out:
+// Σ stored bytes by the formula of docs/methods/commonkv.md §5 plus what the formula leaves out:
 // latents 2·r·(G·U_g + M_g), int32 indices 4·M_g, factors 2·(r·d_model + 2·G·N·r), biases
 // 2·2·N per grouped layer, leftover layers 2·2·T·N.
 TEST_F(CommonKVTest, BytesByFormula) {

@@ -292,7 +292,7 @@ MethodDef with_eviction_stage(MethodDef m) {
 
 MethodDef streamingllm_method() {
   return with_eviction_stage({"streamingllm", StageKind::eviction,
-          "StreamingLLM (methods.md §6.1): keeps the first `sinks` tokens (attention sinks) and the most recent "
+          "StreamingLLM (docs/methods/eviction.md §4): keeps the first `sinks` tokens (attention sinks) and the most recent "
           "budget − sinks; no scores. Kept keys keep their original positions (the paper's pos-shift is not modelled).",
           {keep_param(), budget_param(),
            {"sinks", ParamType::integer, "4", "initial tokens always kept (paper start_size 4; kvpress n_sink 4)", {}, 0,
@@ -307,7 +307,7 @@ MethodDef streamingllm_method() {
 
 MethodDef h2o_method() {
   return with_eviction_stage({"h2o", StageKind::eviction,
-          "H2O (methods.md §6.1): keeps the most recent recent·budget tokens and the heavy hitters before them, "
+          "H2O (docs/methods/eviction.md §5): keeps the most recent recent·budget tokens and the heavy hitters before them, "
           "ranked by the attention they accumulate (column sums of the softmax). The dump holds only the last W "
           "queries, so H2O's accumulation over the whole prompt is approximated by the window (exact when W = T).",
           {keep_param(), budget_param(),
@@ -321,7 +321,7 @@ MethodDef h2o_method() {
 
 MethodDef snapkv_method() {
   return with_eviction_stage({"snapkv", StageKind::eviction,
-          "SnapKV as in KVCache-Factory (methods.md §6.2): attention of the last `window` prompt queries summed "
+          "SnapKV as in KVCache-Factory (docs/methods/eviction.md §6): attention of the last `window` prompt queries summed "
           "over the window, 1-D pooled per head, reduced per KV head (agg), top budget − window of the earlier "
           "tokens plus the window.",
           {keep_param(), budget_param(), window_param(), kernel_param(), pool_param(), agg_param()},
@@ -330,7 +330,7 @@ MethodDef snapkv_method() {
 
 MethodDef pyramidkv_method() {
   return with_eviction_stage({"pyramidkv", StageKind::eviction,
-          "PyramidKV (methods.md §6.3): SnapKV scoring with per-layer budgets decreasing linearly with depth "
+          "PyramidKV (docs/methods/eviction.md §7): SnapKV scoring with per-layer budgets decreasing linearly with depth "
           "(lower layers keep more), the same total as SnapKV at this keep/budget.",
           {keep_param(), budget_param(), window_param(), kernel_param(), pool_param(), agg_param(),
            {"beta", ParamType::real, "20",

@@ -1,4 +1,4 @@
-// Token eviction: streamingllm, h2o, snapkv, pyramidkv (reference/methods.md §6).
+// Token eviction: streamingllm, h2o, snapkv, pyramidkv (docs/methods/eviction.md).
 //
 // Every method keeps, per layer and KV head, exactly `budget` of the T prompt tokens (budget
 // clamped to T; budget ≥ T keeps everything, as KVCache-Factory does when the prompt is shorter
@@ -6,10 +6,10 @@
 // round(keep·T) (at least 1). Sinks, recent and observation windows count inside the budget.
 //
 // Attention scores come from the dumped query window: queries rotated at positions[T−W+w], keys at
-// positions[t] (the eviction methods see post-RoPE keys, methods.md §0.2), softmax(q·k/√D) with the
+// positions[t] (the eviction methods see post-RoPE keys, docs/methods/README.md §2), softmax(q·k/√D) with the
 // causal mask (a query at position p sees keys at positions ≤ p), in double. Scores are per query
 // head, reduced to KV heads (query head h reads KV head h / (H_q/H_kv)) by `agg` = mean | max | sum
-// (methods.md §6.4.1), so selection is per KV head and the cache keeps H_kv heads (not KVCache-
+// (docs/methods/eviction.md §3), so selection is per KV head and the cache keeps H_kv heads (not KVCache-
 // Factory's repeat_kv layout, which selects per query head and stores H_q). One layer at a time.
 #pragma once
 
@@ -41,7 +41,7 @@ FloatTensor window_attention_sums(const CacheSource& cache, int layer, int rows,
 // (count_include_pad = true, torch's default, which SnapKV's code uses). Output has n values.
 std::vector<float> pool_scores(const std::vector<float>& scores, int kernel, bool max_pool);
 
-// PyramidKV's per-layer budgets (methods.md §6.3), window included: with C the per-layer SnapKV
+// PyramidKV's per-layer budgets (docs/methods/eviction.md §7), window included: with C the per-layer SnapKV
 // budget (already clamped to T), w the window, β = beta, min = (C−w)/β, max = 2(C−w) − min, and
 // max capped at T−w (then min = 2(C−w) − max, as KVCache-Factory does), layer l keeps
 // w + max − l·(max − min)/(L − 1). The real values are rounded by largest remainder so that the

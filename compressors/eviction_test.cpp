@@ -137,7 +137,7 @@ TEST(Eviction, PyramidBudgetsFollowTheLinearScheduleAndSumToTheSnapKVTotal) {
     const auto b = pyramid_budgets(c.C, c.w, c.T, c.L, c.beta);
     ASSERT_EQ(b.size(), static_cast<std::size_t>(c.L));
     EXPECT_EQ(std::accumulate(b.begin(), b.end(), std::int64_t{0}), c.L * c.C);
-    // The closed form of methods.md §6.3, including KVCache-Factory's cap of max at T − w.
+    // The closed form of docs/methods/eviction.md §7, including KVCache-Factory's cap of max at T − w.
     const double extra = static_cast<double>(c.C - c.w);
     double lo = extra / c.beta, hi = 2 * extra - lo;
     if (hi > static_cast<double>(c.T - c.w)) {

@@ -82,7 +82,7 @@ KiviGroup kivi_fake_quantize(std::span<float> group, int bits) {
 std::int64_t kivi_quantized_rows(QuantLayout layout, std::int64_t n, bool token_rows, const KiviParams& p) {
   if (layout == QuantLayout::none) return 0;
   if (!token_rows || p.residual == 0) return n;
-  // KIVI prefill (methods.md §5.1): keys quantize whole R-blocks, values all but the last R tokens.
+  // KIVI prefill (docs/methods/kivi.md §2): keys quantize whole R-blocks, values all but the last R tokens.
   if (layout == QuantLayout::per_channel) return n - n % p.residual;
   return std::max<std::int64_t>(0, n - p.residual);
 }

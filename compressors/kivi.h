@@ -1,4 +1,4 @@
-// kivi: asymmetric min-max quantization of stored tensors (reference/methods.md §5.1).
+// kivi: asymmetric min-max quantization of stored tensors (docs/methods/kivi.md).
 //
 // Spec keys: bits (2|4|8, default 2), group (elements per quantization group, default 32),
 // residual (KIVI's full-precision window R in tokens, default 128; 0 = none). The stage quantizes

@@ -1,6 +1,6 @@
 // kivi against oracles written here: the error bound of min-max quantization derived from each
 // group's own min and max, byte counts spelled out by hand from the packing rule, KIVI's
-// prefill residual rules (methods.md §5.1) as row ranges, and fp16 values from Eigen::half.
+// prefill residual rules (docs/methods/kivi.md §2) as row ranges, and fp16 values from Eigen::half.
 //
 // Error bound used throughout (derivation): with s = (max − min)/Q, Q = 2^b − 1, the stored
 // s_h = fp16(s) and m_h = fp16(min) each carry a relative rounding of at most 2^-11. An unclamped
@@ -240,7 +240,7 @@ TEST(Kivi, ByteCountsByFormula) {
 }
 
 TEST(Kivi, Kivi2Group32IsFiveAndAThirdTimesOnTheQuantizedPart) {
-  // 16 bits / (2 + 32·16/32 bits per element) = 16/3 (methods.md §5.1, inferred effective bits).
+  // 16 bits / (2 + 32·16/32 bits per element) = 16/3 (docs/methods/kivi.md §5, effective bits).
   const auto p = params("bits=2,group=32");
   for (auto layout : {QuantLayout::per_channel, QuantLayout::per_token}) {
     const double ratio = 2.0 * 256 * 128 / static_cast<double>(kivi_bytes(layout, 256, 128, false, p));

@@ -1,6 +1,6 @@
 // svd and xkv: truncated SVD of one layer (svd) or of a contiguous group of layers (xkv),
-// reference/methods.md §1–2, by the Gram + symmetric eigensolver route (reference/perf.md §4)
-// or HMT randomized subspace iteration (perf.md §5).
+// docs/methods/svd-xkv.md, by the Gram + symmetric eigensolver route (docs/performance.md §4)
+// or HMT randomized subspace iteration (docs/performance.md §5).
 #include "compressors/low_rank.h"
 
 #include <fmt/format.h>
@@ -45,7 +45,7 @@ std::vector<ParamDef> shared_params(const std::string& rk_default, const std::st
       {"iters", ParamType::integer, "2", "randomized: power iterations q, re-orthonormalised after every product", {}, 0,
        100},
       {"precision", ParamType::choice, "f64",
-       "of the Gram and eigensolve (randomized: of the small SVD); f32 loses σ below ~1e-3·σ₁ (perf.md §4); "
+       "of the Gram and eigensolve (randomized: of the small SVD); f32 loses σ below ~1e-3·σ₁ (docs/performance.md §4); "
        "tf32/bf16: the exact route's Gram from inputs rounded as tensor cores round them (f32 sums, emulated on "
        "the CPU), everything else f32",
        {"f32", "f64", "tf32", "bf16"}},
@@ -112,7 +112,7 @@ void resolve_low_rank(StageSpec& spec, const std::vector<std::string>& given) {
 
 MethodDef svd_method() {
   MethodDef m{"svd", StageKind::transform,
-              "single-layer SVD (methods.md §2): per layer X_l ∈ R^{T×(H·D)}, all KV heads concatenated, pre-RoPE "
+              "single-layer SVD (docs/methods/svd-xkv.md): per layer X_l ∈ R^{T×(H·D)}, all KV heads concatenated, pre-RoPE "
               "keys, K and V separately; stores A = X·V_r [T, r] and B = V_rᵀ [r, H·D] at fp16",
               shared_params("96", "later xKV scripts: 96; v1: 128"),
               resolve_low_rank};
@@ -134,7 +134,7 @@ MethodDef xkv_method() {
                  {"groups", ParamType::text, "",
                   "custom groups '0-3/4-7/8-15' (each layer at most once; overrides g, start, end)", {}}});
   MethodDef m{"xkv", StageKind::transform,
-              "cross-layer SVD (xKV, methods.md §1): contiguous groups of G layers, X_g = [X_l … X_{l+G−1}] ∈ "
+              "cross-layer SVD (xKV, docs/methods/svd-xkv.md): contiguous groups of G layers, X_g = [X_l … X_{l+G−1}] ∈ "
               "R^{T×(G·H·D)}, pre-RoPE keys, K and V separately; stores a shared A [T, r] per group and B_l [r, H·D] "
               "per layer at fp16; ranks are per group",
               std::move(params), resolve_low_rank};

@@ -1,4 +1,4 @@
-// svd (single-layer SVD) and xkv (cross-layer SVD), reference/methods.md §1–2.
+// svd (single-layer SVD) and xkv (cross-layer SVD), docs/methods/svd-xkv.md.
 //
 // A group of G contiguous layers is one matrix X_g = [X_l … X_{l+G−1}] ∈ R^{T×(G·H·D)} (columns
 // layer-major, then head, then channel; keys pre-RoPE), K and V separately. Stored: the shared
@@ -50,7 +50,7 @@ struct LowRankAccounting {
   // rank r = min(rank, T, G·H·D), plus 2·T·H·D per uncompressed (layer, part).
   std::int64_t stored_bytes = 0;
   double stored_ratio = 0;   // dense_fp16_bytes(shape) / stored_bytes
-  // methods.md §1.5 (scripts/calc_kv_comp_rate.py with --no-scale-rank: ranks are group ranks):
+  // docs/methods/svd-xkv.md §6 (scripts/calc_kv_comp_rate.py with --no-scale-rank: ranks are group ranks):
   // 2·L·H·T·D / (Σ_groups T·(r_k + r_v) + Σ_grouped layers H·D·(r_k + r_v) + T·H·D per
   // uncompressed (layer, part)), with the nominal ranks. Equals stored_ratio when G divides L
   // and the ranks fit (r ≤ min(T, G·H·D)).

@@ -1,6 +1,6 @@
 // Oracles: matrices with planted spectra (the Eckart–Young tail is known by construction),
 // LAPACK's gesdd of the same matrix in f64 (a different algorithm from the Gram route),
-// hand-computed byte counts, and the authors' published ratios (methods.md §1.5).
+// hand-computed byte counts, and the authors' published ratios (docs/methods/svd-xkv.md §6).
 #include <gtest/gtest.h>
 
 #include <Eigen/Dense>
@@ -161,7 +161,7 @@ TEST(LowRank, FullRankIsLossless) {
 }
 
 // A spectrum falling to 1e-6: the f32 Gram cannot see σ below ~√u_f32·σ₁ ≈ 2.4e-4·σ₁, so its
-// basis for the tail is noise; the f64 Gram is optimal (perf.md §4). Measured ratios to the
+// basis for the tail is noise; the f64 Gram is optimal (docs/performance.md §4). Measured ratios to the
 // optimum: f64 1.0000, f32 1.97 (thresholds leave wide margin on both sides).
 TEST(LowRank, DoublePrecisionBeatsSinglePrecisionOnIllConditionedSpectrum) {
   const int T = 2000, H = 4, D = 16, N = H * D, r = 40;
@@ -212,7 +212,7 @@ TEST(LowRank, TensorCorePrecisionsStayNearTheOptimumAndSayTheirRoute) {
   EXPECT_LT(d_bf16, 0.05);
 }
 
-// HMT with p = 10, q = 2 on a fast-decaying spectrum is within 2 % of Eckart–Young (perf.md §5:
+// HMT with p = 10, q = 2 on a fast-decaying spectrum is within 2 % of Eckart–Young (docs/performance.md §5:
 // HMT's bound shrinks like (σ_{r+p}/σ_r)^(2q+1)); deterministic for a seed, different across seeds.
 TEST(LowRank, RandomizedIsNearOptimalAndDeterministic) {
   const int T = 1500, H = 8, D = 16, N = H * D, r = 10;
@@ -428,7 +428,7 @@ TEST(LowRank, DerivedValueRankAndCanonicalRoundTrip) {
   EXPECT_EQ(xkv(xkv("").to_string().substr(4)).to_string(), xkv("").to_string());  // empty groups round-trips
 }
 
-// methods.md §1.5: Llama-3.1-8B shapes, T = 65536, group ranks (no scaling by G). When G divides
+// docs/methods/svd-xkv.md §6: Llama-3.1-8B shapes, T = 65536, group ranks (no scaling by G). When G divides
 // L the stored-bytes ratio is the same number.
 TEST(LowRank, AuthorsRatioMatchesPublishedNumbers) {
   const CacheShape llama{32, 8, 32, 128, 65536, 0, 0};
@@ -443,7 +443,7 @@ TEST(LowRank, AuthorsRatioMatchesPublishedNumbers) {
     EXPECT_NEAR(acc.stored_ratio, acc.authors_ratio, 1e-12 * acc.authors_ratio) << "G=" << row.g;
   }
   EXPECT_NEAR(std::round(low_rank_accounting(llama, svd("")).authors_ratio * 100) / 100, 8.40, 1e-9);
-  // The closed form 2·H·T·D / ((T/G + H·D)·(r_k + r_v)) for G = 4 (derived in methods.md §1.5).
+  // The closed form 2·H·T·D / ((T/G + H·D)·(r_k + r_v)) for G = 4 (docs/methods/svd-xkv.md §6).
   EXPECT_NEAR(low_rank_accounting(llama, xkv("")).authors_ratio, 2.0 * 1024 * 65536 / ((65536 / 4 + 1024) * 960.0), 1e-12);
   // G not dividing L: ceil(L/G) groups; the last (layer 32-… of 30) is short, the ratio differs.
   const CacheShape thirty{30, 8, 32, 128, 65536, 0, 0};

@@ -19,7 +19,7 @@ MethodDef minicache_method() {
   m.help =
       "MiniCache: SLERP-merge adjacent layer pairs (start, start+1), … of [start, end] per (token, KV head) row, "
       "keys pre-RoPE; store one direction and both magnitudes per merged row, the original rows of both layers "
-      "for rows on the retained side of min Ω + γ·(max Ω − min Ω) (reference/methods.md §1.9, §4)";
+      "for rows on the retained side of min Ω + γ·(max Ω − min Ω) (docs/methods/minicache.md §2–3)";
   m.params = {
       {"t", ParamType::real, "0.6", "SLERP weight of the later layer of a pair (paper 0.6; xKV's code 0.5)", {}, 0.0, 1.0},
       {"gamma", ParamType::real, "0.05", "retention threshold as a fraction of the pair's Ω range (paper and xKV 0.05)",
@@ -222,7 +222,7 @@ class MiniCacheCompressed final : public Compressed {
     n["gamma"] = opt_.gamma;
     n["layers"] = nlohmann::json::array({start_, end_});
     n["pairs"] = merged_pairs;
-    // xKV's count (reference/methods.md §1.5): L/(L − merged pairs), ignoring magnitudes,
+    // xKV's count (docs/methods/minicache.md §6): L/(L − merged pairs), ignoring magnitudes,
     // retained rows and indices; the measured ratio comes from the stored bytes.
     n["authors_ratio"] = L - merged_pairs > 0 ? static_cast<double>(L) / (L - merged_pairs) : 0.0;
     n["authors_ratio_formula"] = "L / (L - merged pairs) (xKV), counts K and V merged whatever 'part' is";

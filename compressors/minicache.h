@@ -1,4 +1,4 @@
-// minicache: SLERP merging of adjacent layer pairs (reference/methods.md §1.9, §4).
+// minicache: SLERP merging of adjacent layer pairs (docs/methods/minicache.md).
 //
 // Pairs (start, start+1), (start+2, start+3), … inside [start, end] (default L/2 … L−1, the
 // paper's "from the middle layer"). For every (token, KV head) row of length D of a pair, keys
@@ -13,7 +13,7 @@
 //   start   first layer of the first pair; -1 = L/2
 //   end     last layer a pair may use; -1 = L−1
 //   retain  below = keep rows with Ω ≤ threshold (xKV / CommonKV code); above = keep Ω > threshold
-//           (the abstract's "keep highly distinct pairs unmerged"); §4.3
+//           (the abstract's "keep highly distinct pairs unmerged"); docs/methods/minicache.md §2
 //   scope   global = threshold min/max over all heads and tokens of the pair (xKV); head = per KV head
 //   part    both | key | value: which part is merged (the other is stored dense)
 #pragma once
@@ -29,7 +29,7 @@ namespace kvlab::compressors {
 MethodDef minicache_method();
 std::unique_ptr<TransformStage> make_minicache(const StageSpec& spec);
 
-// The SLERP merge of one row pair (reference/methods.md §4.2 step 3, §1.9 steps 1–5).
+// The SLERP merge of one row pair (docs/methods/minicache.md §1–3).
 struct SlerpRow {
   std::vector<float> direction;  // [D] the merged unit direction e (all zero when both rows are zero)
   double omega = 0;              // angle between x1 and x2, radians in [0, π]; 0 when degenerate

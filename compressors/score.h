@@ -1,4 +1,4 @@
-// Scoring a compressed cache against the original (DESIGN.md "Scores"):
+// Scoring a compressed cache against the original (docs/design.md §5, "Scores"):
 //   key/value error   ‖X − X̂‖_F / ‖X‖_F per layer, over the cells the compressed cache holds
 //                     (so eviction is judged on what it kept; what it dropped shows in attention);
 //   attention output  ‖O − Ô‖_F / ‖O‖_F over the dumped query window, all query heads, where

@@ -606,7 +606,7 @@ struct OpenDataset {
 
 // Dataset access without a chunk cache. Chunks are uncompressed and rows full width, so any
 // row range is one contiguous run per chunk, which HDF5 then reads straight into our buffer.
-// A cache (perf.md suggests 64 MiB for compressed data) only adds a copy and keeps up to its
+// A cache (docs/performance.md §7: 64 MiB for compressed data) only adds a copy and keeps up to its
 // size per open dataset: measured on 8 layers x 16k tokens x 8 x 128, layer-interleaved
 // 1024..2048-row reads ran 2-9x slower with 64 MiB and the process grew by 0.5-1 GiB.
 Hid no_chunk_cache() {

@@ -1,6 +1,6 @@
 // The KV dump: one HDF5 file per (model, dataset) holding per-layer KV tensors.
 //
-// Layout (DESIGN.md, "The KV dump"):
+// Layout (docs/dump-format.md §1–§5):
 //   /                                  attributes: format_version, model_id, model_config (JSON text),
 //                                      tokenizer, chat_template, kvlab_version, git_revision, created_utc,
 //                                      num_layers, num_kv_heads, num_q_heads, head_dim, d_model,

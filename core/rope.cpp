@@ -69,7 +69,7 @@ Rope Rope::from_config(std::string_view config_json, int head_dim) {
     return r;
   }
   if (type == "llama3") {
-    // transformers' _compute_llama3_parameters (reference/models.md §2.3).
+    // transformers' _compute_llama3_parameters (docs/models.md §2.3).
     const double low = number(scaling, "low_freq_factor", NAN), high = number(scaling, "high_freq_factor", NAN);
     const double old_ctx = number(scaling, "original_max_position_embeddings", NAN);
     if (std::isnan(low) || std::isnan(high) || std::isnan(old_ctx))

@@ -1,4 +1,4 @@
-// Rotary position embedding as the Llama family applies it (reference/models.md §2): HF
+// Rotary position embedding as the Llama family applies it (docs/models.md §2): HF
 // "rotate_half" pairing (dimension j pairs with j + D/2), angles p·inv_freq[j] in fp32, with
 // the default, linear and llama3 frequency rules. Dumps hold pre-RoPE keys and queries; the
 // scorer and the eviction methods rotate them at the true positions, low-rank methods

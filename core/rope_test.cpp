@@ -1,4 +1,4 @@
-// RoPE against closed forms: the llama3 band split of reference/models.md §2.3, the rotation
+// RoPE against closed forms: the llama3 band split of docs/models.md §2.3, the rotation
 // as a norm-preserving map whose inverse undoes it, and the defining property that a rotated
 // query·key product depends only on the position difference.
 #include "core/rope.h"

@@ -27,7 +27,7 @@ namespace {
 
 constexpr std::uint64_t kMaxHeaderSize = 100'000'000;  // safetensors' MAX_HEADER_SIZE
 
-// Bits per element of every dtype string the format defines (reference/models.md §3.4).
+// Bits per element of every dtype string the format defines (docs/models.md §3.4).
 int dtype_bits(std::string_view dtype) {
   static const std::map<std::string, int, std::less<>> bits = {
       {"BOOL", 8},     {"U8", 8},          {"I8", 8},          {"F8_E5M2", 8},     {"F8_E4M3", 8},

@@ -1,4 +1,4 @@
-// safetensors checkpoints without libtorch (reference/models.md §3): a read-only, memory-mapped
+// safetensors checkpoints without libtorch (docs/models.md §3): a read-only, memory-mapped
 // view of a model's weights, and a small writer for tests and `kvlab make-tiny-model`.
 //
 // Every header is validated when the checkpoint opens (8-byte little-endian size ≤ 100,000,000,
@@ -39,7 +39,7 @@ class Checkpoint {
   bool has(std::string_view name) const;
   // The tensor's shape as the header states it, e.g. [H_kv·D, d_model] for k_proj.weight.
   const Shape& shape(std::string_view name) const;
-  // The safetensors dtype string: "F32", "F16", "BF16", "I64", ... (reference/models.md §3.4).
+  // The safetensors dtype string: "F32", "F16", "BF16", "I64", ... (docs/models.md §3.4).
   const std::string& dtype(std::string_view name) const;
   // The tensor converted to f32; F32, F16 and BF16 only (other dtypes: kvlab::Error naming it).
   FloatTensor tensor(std::string_view name) const;

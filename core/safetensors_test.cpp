@@ -71,7 +71,7 @@ std::string f32_bytes(const std::vector<float>& v) {
 
 // Round trip in each dtype: values come back exactly as the dtype's rounding gives them
 // (f32: bit-exact); shapes, dtype strings, names and metadata are preserved, including a 0-rank
-// and an empty tensor (reference/models.md §6).
+// and an empty tensor (docs/models.md §3.2).
 TEST_F(Safetensors, RoundTripEachDtype) {
   std::map<std::string, TensorToWrite> tensors;
   tensors["a.f32"] = {{3, 5}, random_values(15, 1), DType::f32};
@@ -82,7 +82,7 @@ TEST_F(Safetensors, RoundTripEachDtype) {
   const auto path = dir_ / "model.safetensors";
   write_safetensors(path, tensors, {{"format", "pt"}, {"note", "tiny"}});
 
-  // Header padded to a multiple of 8 with spaces (the writer rule, §3.3).
+  // Header padded to a multiple of 8 with spaces (the writer rule, docs/models.md §3.3).
   std::ifstream in(path, std::ios::binary);
   std::uint64_t n = 0;
   in.read(reinterpret_cast<char*>(&n), 8);

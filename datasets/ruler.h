@@ -1,6 +1,6 @@
 // RULER-style task generators (NVIDIA/RULER's 13 synthetic tasks, re-implemented in C++, seeded).
 //
-// What follows RULER (see ../shared/reference/tasks.md §1): templates and answer prefixes verbatim,
+// What follows RULER (see docs/tasks.md §1): templates and answer prefixes verbatim,
 // the niah singular rewrite, needle sentences, key/value types (7-digit numbers, "{word}-{word}",
 // version-4 UUIDs), the noise haystack, essay insertion at RULER's 40 depths, vt chains with the
 // one-shot example, cwe's repeat counts and one-shot example (both switch below 4096 tokens), fwe's

@@ -1,6 +1,6 @@
 // `kvlab dump` as a library call: load the model and tokenizer, tokenize the prompts, stream
 // every sample's layers into one dump written atomically. This header does not include
-// libtorch, so the CLI compiles without it (DESIGN.md: libtorch stays inside harness/).
+// libtorch, so the CLI compiles without it (docs/design.md §2: libtorch stays inside harness/).
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-// A Llama-family model's config.json, read with transformers' leniency (reference/models.md
+// A Llama-family model's config.json, read with transformers' leniency (docs/models.md
 // §1.2): head_dim absent → hidden_size / num_attention_heads; num_key_value_heads absent → MHA;
 // eos_token_id an int or a list; torch_dtype or dtype; rope parameters in rope_scaling (key
 // "rope_type" or "type") or transformers-v5 rope_parameters (core::Rope reads those). The three

@@ -1,4 +1,4 @@
-// config.json leniency (reference/models.md §1.2): each rule against a config written the way
+// config.json leniency (docs/models.md §1.2): each rule against a config written the way
 // the real checkpoints (or transformers v5) write it; every malformed field an error naming it.
 #include "harness/model_config.h"
 
@@ -18,7 +18,7 @@ namespace {
 using nlohmann::json;
 using ::testing::HasSubstr;
 
-// Llama-3.1-8B's config.json (reference/models.md §1.1), without head_dim as older saves have it.
+// Llama-3.1-8B's config.json (docs/models.md §1.1), without head_dim as older saves have it.
 json llama31() {
   return json::parse(R"({
     "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
@@ -48,7 +48,7 @@ TEST(ModelConfig, Llama31ComputesHeadDimAndReadsLlama3Rope) {
   EXPECT_FALSE(c.qkv_bias);
   EXPECT_FALSE(c.sliding_window);
   EXPECT_EQ(c.torch_dtype, "bfloat16");
-  // The llama3 rule divides the lowest frequency by 8: inv[63] ≈ 3.0689e-7 (models.md §2.3).
+  // The llama3 rule divides the lowest frequency by 8: inv[63] ≈ 3.0689e-7 (docs/models.md §2.3).
   ASSERT_EQ(c.rope.inv_freq().size(), 64u);
   EXPECT_NEAR(c.rope.inv_freq()[63], 3.0689e-7, 1e-10);
 }

@@ -35,7 +35,7 @@ struct TinyModelOptions {
 // The config.json text for `options` with `vocab_size` embedding rows.
 std::string tiny_model_config_json(const TinyModelOptions& options, int vocab_size);
 
-// Seeded random weights with HF names and shapes (reference/models.md §1.4) for `config`:
+// Seeded random weights with HF names and shapes (docs/models.md §1.4) for `config`:
 // projections ~ N(0, 1/fan_in), embeddings ~ N(0, 1), norms 1 + N(0, 0.1²), Qwen2 biases
 // N(0, 0.1²). Same options and config → same bytes.
 std::map<std::string, core::TensorToWrite> tiny_weights(const ModelConfig& config, const TinyModelOptions& options);

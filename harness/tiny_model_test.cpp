@@ -61,7 +61,7 @@ TEST_P(TinyModel, FolderLoadsLikeARealCheckpoint) {
   const std::string text = "kvlab dumps the KV cache of a model.";
   EXPECT_EQ(tokenizer->decode(tokenizer->encode(text, false)), text);
 
-  // Every tensor a Llama-family loader asks for, with the shape models.md §1.4 gives.
+  // Every tensor a Llama-family loader asks for, with the shape docs/models.md §1.4 gives.
   core::Checkpoint ckpt(dir);
   const std::int64_t d = c.hidden_size, q = std::int64_t{c.num_heads} * c.head_dim,
                      kv = std::int64_t{c.num_kv_heads} * c.head_dim;

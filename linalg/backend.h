@@ -8,7 +8,7 @@
 // (LAPACK's order): the top r are the last r.
 //
 // Precision: forming a Gram squares the condition number; singular values below √u·σ₁ of
-// the Gram's precision are noise (u = 6e-8 in f32, 1e-16 in f64; reference/perf.md §4). Use
+// the Gram's precision are noise (u = 6e-8 in f32, 1e-16 in f64; docs/performance.md §4). Use
 // the f64 overloads where the kept tail is small (σ_r/σ₁ ≲ 1e-3).
 #pragma once
 
@@ -21,7 +21,7 @@
 
 namespace kvlab::linalg {
 
-// The arithmetic of a Gram C = XᵀX accumulated from f32 data (reference/perf.md §1, §4):
+// The arithmetic of a Gram C = XᵀX accumulated from f32 data (docs/performance.md §1, §4):
 //   f32   FP32 products and sums (SIMT on the GPU): entries good to ≈ u₃₂·(|X|ᵀ|X|)_ij
 //   tf32  inputs rounded to TF32 (10-bit mantissa), products summed in f32: tensor cores,
 //         ≈ 7× the FP32 rate on Hopper; entries good to ≈ 2·2⁻¹¹·(|X|ᵀ|X|)_ij
@@ -152,7 +152,7 @@ class Backend {
 
   // Orthonormal basis of the range of A (m×n column-major, m ≥ n, overwritten): A ← Q of the
   // Householder QR A = QR (?geqrf + ?orgqr). Unlike CholQR its orthogonality does not degrade
-  // with κ(A) (reference/perf.md §5), which the randomized SVD's re-orthonormalisation needs.
+  // with κ(A) (docs/performance.md §5), which the randomized SVD's re-orthonormalisation needs.
   virtual void orthonormalize(float* a, std::int64_t m, std::int64_t n, std::int64_t lda) = 0;
   virtual void orthonormalize(double* a, std::int64_t m, std::int64_t n, std::int64_t lda) = 0;
 
@@ -171,7 +171,7 @@ class Backend {
   virtual SubspaceFactors gram_subspace(const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
                                      GramPrecision precision);
 
-  // HMT Alg. 4.4 (reference/perf.md §5) for the top-r right singular subspace of X = n rows × c
+  // HMT Alg. 4.4 (docs/performance.md §5) for the top-r right singular subspace of X = n rows × c
   // columns (row-major, ld c): a Gaussian Ω [c × ℓ], ℓ = min(r + oversample, n, c), drawn from
   // (seed, stream) by randomized_sketch(); Y = X·Ω, then `iters` rounds of Xᵀ·Q and X·Q, each
   // Householder-orthonormalised; V_r = the top r right singular vectors of QᵀX (an ℓ × c SVD,

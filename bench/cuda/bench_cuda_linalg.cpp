@@ -1,4 +1,4 @@
-// GPU vs CPU timings of the Backend ops at kvlab's shapes (reference/perf.md §11 items 1–2):
+// GPU vs CPU timings of the Backend ops at kvlab's shapes (docs/performance.md §9 items 1–2):
 // Gram (syrk) at n × D, Xsyevd values-only and with vectors, Xsyevdx top 25 %, each against
 // the CPU backend on the same host at a fixed thread count. Plain main(), no Google Benchmark,
 // so it builds on a GPU machine with only the carried .debs (scripts/build-cuda.sh).
@@ -87,7 +87,7 @@ struct Case {
   std::string op, shape, precision;
   GpuResult gpu{};
   double cpu_ms = -1;           // < 0: not measured
-  double cpu_estimate_s = 0;    // from reference/perf.md's 2-core rates: orders the CPU runs
+  double cpu_estimate_s = 0;    // from docs/performance.md §3's 2-core rates: orders the CPU runs
   std::function<void()> prepare, run_cpu;
 };
 
@@ -123,7 +123,7 @@ struct Suite {
     auto& x = store.emplace_back(static_cast<std::size_t>(n * d));
     fill_uniform(x, static_cast<std::uint64_t>(n + d));
     auto& c = store.emplace_back(static_cast<std::size_t>(d * d));
-    // ssyrk ≈ 165, dsyrk ≈ 80 GFLOP/s on 2 cores (perf.md §3.1), n·d² flops.
+    // ssyrk ≈ 165, dsyrk ≈ 80 GFLOP/s on 2 cores (docs/performance.md §3), n·d² flops.
     Case k = make_case("gram (syrk)", std::to_string(n) + " × " + std::to_string(d), precision,
                        double(n) * double(d) * double(d) / (f32 ? 165e9 : 80e9));
     const T* xp = x.data();
@@ -159,7 +159,7 @@ struct Suite {
     auto prepare = [sp, s0p, bytes] { std::memcpy(sp, s0p, bytes); };
     const std::string shape = std::to_string(d) + " × " + std::to_string(d);
 
-    // perf.md §3.3 at 4096 (2 threads), scaled by d³.
+    // docs/performance.md §3 at 4096 (2 threads), scaled by d³.
     const double cube = std::pow(double(d) / 4096.0, 3);
     Case values = make_case("Xsyevd values only", shape, precision, (f32 ? 1.8 : 4.0) * cube);
     values.gpu = time_gpu(gpu, o.reps, prepare, [&gpu, sp, wp, d] { gpu.eigvalsh(sp, d, d, wp); });

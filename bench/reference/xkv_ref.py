@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """What the xKV authors' code does (abdelfattah-lab/xKV `fake_svd` + `grouped_layer_merging`,
-reference/methods.md §1.2), on a kvlab dump: the baseline `bench_xkv` is measured against.
+docs/methods/svd-xkv.md §2), on a kvlab dump: the baseline `bench_xkv` is measured against.
 
 Per kind (key, value) and per group of G consecutive layers [start, end]:
   X = [X_l ... X_{l+G-1}] in R^{T x (G*H*D)}  (layer-major, then head, then channel; keys pre-RoPE,
@@ -72,7 +72,7 @@ def main():
             sync()
             t1 = time.perf_counter()
             u, s, vh = torch.linalg.svd(x, full_matrices=False)
-            r = min(rank, s.shape[0])  # slicing silently returns fewer when T < r (methods.md §1.2)
+            r = min(rank, s.shape[0])  # slicing silently returns fewer when T < r (docs/methods/svd-xkv.md §2)
             x_hat = u[:, :r] @ torch.diag(s[:r]) @ vh[:r, :]
             # The error itself in f64: an fp32 norm over T·G·H·D terms is off by ~1e-4 relative.
             sync()

@@ -1,5 +1,5 @@
 // The Llama-family decoder (Llama-3.x, Qwen2/2.5, Mistral) in libtorch, with HF's numerics
-// (reference/models.md §1.3): RMSNorm in fp32, RoPE cos/sin in fp32 with rotate-half pairing,
+// (docs/models.md §1.3): RMSNorm in fp32, RoPE cos/sin in fp32 with rotate-half pairing,
 // softmax in fp32, q/k/v biases for Qwen2, GQA by repeat-interleave (query head h reads KV head
 // h / n_rep), Mistral v0.1's sliding window. CPU or CUDA; f32, bf16 or f16.
 #pragma once
@@ -41,7 +41,7 @@ using LayerObserver = std::function<void(const LayerTap&)>;
 class LlamaModel {
  public:
   // Copies every weight to options.device/dtype (nothing points into the mapping afterwards).
-  // Checks that each tensor models.md §1.4 names exists with its shape — an error names the
+  // Checks that each tensor docs/models.md §1.4 names exists with its shape — an error names the
   // tensor and the checkpoint — accepts F32/F16/BF16 storage, ignores *.rotary_emb.inv_freq
   // buffers, and ties lm_head to embed_tokens when the config says so.
   LlamaModel(ModelConfig config, const core::Checkpoint& weights, RunOptions options);

@@ -85,7 +85,7 @@ using Weights = std::map<std::string, core::TensorToWrite>;
 using CellFilter = std::function<bool(int layer, int kv_head, int key, int query)>;
 
 // The oracle: the decoder in plain loops over doubles, straight from the weights as written (no
-// libtorch on its path), RoPE by core::Rope::apply, the masks as models.md §1.3 states them: query
+// libtorch on its path), RoPE by core::Rope::apply, the masks as docs/models.md §1.3 states them: query
 // i (position i) sees key j when j ≤ i, j > i − window (when the config has one) and
 // filter(l, h / n_rep, j, i), query head h reading KV head h / n_rep. Returns logits [S][V].
 // With f32-stored weights the f32 model differs from it by rounding only (~1e-6 relative).

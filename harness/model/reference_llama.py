@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Independent reference for kvlab's decoder: HF LlamaForCausalLM / Qwen2ForCausalLM /
-MistralForCausalLM eager numerics (reference/models.md §1.3), written the way transformers
+MistralForCausalLM eager numerics (docs/models.md §1.3), written the way transformers
 writes them (rotate_half, repeat_kv by expand+reshape, additive causal mask, softmax in fp32),
 in PyTorch, reading config.json and model.safetensors with nothing but json and numpy.
 

@@ -1,4 +1,4 @@
-// Added / special tokens (reference/models.md §4.6): split out of the raw text before any
+// Added / special tokens (docs/tokenizers.md §6): split out of the raw text before any
 // normalization or pre-tokenization, matched literally, leftmost first and at one position the
 // longest (HF's aho-corasick LeftmostLongest). Behaviour of the flags:
 //  - lstrip / rstrip: the match also swallows the whitespace on its left / right (that

@@ -1,4 +1,4 @@
-// The BPE model of a byte-level tokenizer.json (reference/models.md §4.4): words arrive already
+// The BPE model of a byte-level tokenizer.json (docs/tokenizers.md §4): words arrive already
 // in the byte-level alphabet; each starts as one symbol per character and the adjacent pair with
 // the lowest merge rank (index in `merges`) is merged until none applies — ties go to the
 // leftmost pair. With ignore_merges (Llama-3) a word that is itself in the vocab is emitted

@@ -1,4 +1,4 @@
-// Byte-level BPE on a hand-built vocabulary with hand-worked ids (reference/models.md §4.3–4.6):
+// Byte-level BPE on a hand-built vocabulary with hand-worked ids (docs/tokenizers.md §3–6):
 // merge ranks and leftmost ties, both merges formats, ignore_merges, added tokens split first,
 // the post-processor's BOS and the ByteLevel decoder.
 #include <gmock/gmock.h>

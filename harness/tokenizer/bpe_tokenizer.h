@@ -1,4 +1,4 @@
-// The byte-level BPE pipeline of a HF tokenizer.json (reference/models.md §4.1): added tokens
+// The byte-level BPE pipeline of a HF tokenizer.json (docs/tokenizers.md §1): added tokens
 // split out first → NFC (when the normalizer asks for it) → pre-tokenizer → byte → unicode map
 // → BPE → post-processor ids around the result. Decoding maps vocab strings back to bytes (the
 // ByteLevel decoder) and writes added tokens as their literal content.

@@ -1,4 +1,4 @@
-// GPT-2's bytes_to_unicode (reference/models.md §4.3): every byte gets a printable code point so
+// GPT-2's bytes_to_unicode (docs/tokenizers.md §3): every byte gets a printable code point so
 // that vocab strings and merges never contain raw spaces or control bytes. Bytes '!'–'~',
 // '¡'–'¬', '®'–'ÿ' map to themselves; the other 68, in increasing order, to U+0100 + n
 // (space → U+0120 'Ġ', '\n' → U+010A 'Ċ').

@@ -7,7 +7,7 @@
 namespace kvlab::harness {
 namespace {
 
-// Literal strings of reference/models.md §4.7.
+// Literal strings of docs/tokenizers.md §7.
 constexpr std::string_view kLlama3Head =
     "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
     "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n";

@@ -1,8 +1,8 @@
 // Chat templates as literal strings for one user turn with the generation prompt
-// (reference/models.md §4.7), rendered so that the context and the question stay apart: peers
+// (docs/tokenizers.md §7), rendered so that the context and the question stay apart: peers
 // tokenize the two separately, and the context/question token boundary must be exact.
 //
-// Double BOS (models.md §4.8): the rendered text of every template except `none` already
+// Double BOS (docs/tokenizers.md §8): the rendered text of every template except `none` already
 // contains the BOS literal (<|begin_of_text|>, <s>), and added/special tokens in the text are
 // always matched, so it must be encoded with add_special = false — encode_chat does that. kvlab
 // decides this way for every run (one BOS); RULER's HF wrapper, which encodes such prompts with

@@ -1,5 +1,5 @@
-// Chat templates against the literal strings of reference/models.md §4.7, the double-BOS rule of
-// §4.8, and detect_chat_template on tokenizer_config.json files written the way checkpoints do.
+// Chat templates against the literal strings of docs/tokenizers.md §7, the double-BOS rule of
+// §8, and detect_chat_template on tokenizer_config.json files written the way checkpoints do.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 

@@ -14,7 +14,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir
   const bool has_sp = std::filesystem::exists(sp_file);
   if (has_json && has_sp) {
     // Mistral repos ship both; their tokenizer.json is a sentencepiece conversion (Metaspace,
-    // byte_fallback), not byte-level, and tokenizer.model is the reference (models.md §4.9).
+    // byte_fallback), not byte-level, and tokenizer.model is the reference (docs/tokenizers.md §9).
     const std::string text = core::read_file(json_file, "tokenizer file");
     if (!tokenizer_json_is_byte_level(text)) return load_sentencepiece(sp_file);
     return parse_tokenizer_json(text, json_file.string());

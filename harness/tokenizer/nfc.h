@@ -1,5 +1,5 @@
 // Unicode NFC (canonical composition), the normalizer of Qwen2's tokenizer.json
-// (reference/models.md §4.1), via ICU's Normalizer2.
+// (docs/tokenizers.md §1), via ICU's Normalizer2.
 #pragma once
 
 #include <string>

@@ -1,4 +1,4 @@
-// The pre-tokenizer of a byte-level BPE tokenizer.json (reference/models.md §4.1–4.2): Split
+// The pre-tokenizer of a byte-level BPE tokenizer.json (docs/tokenizers.md §1–2): Split
 // steps (a regex with one of HF's five delimiter behaviours) followed by ByteLevel (optionally
 // with the GPT-2 regex and a prefix space). It works on raw UTF-8; the byte → unicode mapping
 // itself happens afterwards, per piece (byte_level.h), so ByteLevel must be the last step.
@@ -12,7 +12,7 @@
 
 namespace kvlab::harness {
 
-// Verbatim from the checkpoints' tokenizer.json (reference/models.md §4.2).
+// Verbatim from the checkpoints' tokenizer.json (docs/tokenizers.md §2).
 inline constexpr std::string_view kLlama3Regex =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 inline constexpr std::string_view kQwen2Regex =

@@ -1,4 +1,4 @@
-// The pre-tokenizer regexes of reference/models.md §4.2 run through PCRE2, against pieces
+// The pre-tokenizer regexes of docs/tokenizers.md §2 run through PCRE2, against pieces
 // worked out by hand from the regex alternatives.
 #include <gtest/gtest.h>
 
@@ -32,7 +32,7 @@ TEST(PreTokenizer, QwenSplitsDigitsOneByOneLlamaInThrees) {
 }
 
 TEST(PreTokenizer, RemovedInvertEqualsIsolated) {
-  // llama.cpp's Llama-3-derived files write the split as Removed + invert (models.md §4.1).
+  // llama.cpp's Llama-3-derived files write the split as Removed + invert (docs/tokenizers.md §2).
   const std::string text = "Hello  world!! 2024年の\r\n  test's   ";
   EXPECT_EQ(split_with(kLlama3Regex, SplitBehavior::removed, true).split(text), split_with(kLlama3Regex).split(text));
 }

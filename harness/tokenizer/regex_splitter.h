@@ -1,5 +1,5 @@
-// A pre-tokenizer regex as HF tokenizer.json stores it, run through PCRE2 (reference/models.md
-// §4.2): compiled with PCRE2_UTF | PCRE2_UCP so \p{L}, \p{N}, \s and (?i:...) are Unicode-aware,
+// A pre-tokenizer regex as HF tokenizer.json stores it, run through PCRE2 (docs/tokenizers.md
+// §2): compiled with PCRE2_UTF | PCRE2_UCP so \p{L}, \p{N}, \s and (?i:...) are Unicode-aware,
 // and lookahead (?!\S) works — neither std::regex nor RE2 can run these patterns. JIT-compiled
 // when the library supports it. Known difference from HF's Oniguruma: PCRE2's \s (UCP) is the
 // Unicode Z category plus \t\n\v\f\r, HF's is White_Space (they differ on U+0085, U+180E).

@@ -1,4 +1,4 @@
-// SentencePiece (Mistral layout, models.md §4.7/§4.9) against the raw sentencepiece processor
+// SentencePiece (Mistral layout, docs/tokenizers.md §7/§9) against the raw sentencepiece processor
 // (spm::Processor: sentencepiece's own Encode on the model as stored, through the dlopen'ed
 // module) as the oracle: control pieces in the text are split out first, only the text start
 // gets the dummy prefix, and the v3 chat layout equals mistral-common's

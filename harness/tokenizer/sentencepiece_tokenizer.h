@@ -1,4 +1,4 @@
-// SentencePiece tokenizer.model (Mistral; reference/models.md §4.9) through Debian's
+// SentencePiece tokenizer.model (Mistral; docs/tokenizers.md §9) through Debian's
 // libsentencepiece, reached only through spm::Library, a dlopen'ed module (its bundled protobuf
 // clashes with libtorch's; sentencepiece_library.h). Control and unknown pieces that appear
 // literally in the text ("<s>", and "[INST]" / "[/INST]" where they are control pieces, as in

@@ -142,7 +142,7 @@ TinyTokenizerInfo write_mistral(const std::filesystem::path& dir, std::string_vi
                                 std::uint64_t seed) {
   const spm::Library& sentencepiece = spm::library();
   sentencepiece.set_random_seed(static_cast<unsigned int>(seed));
-  // Mistral's tokenizer.model settings (models.md §4.9): BPE, byte_fallback, identity
+  // Mistral's tokenizer.model settings (docs/tokenizers.md §9): BPE, byte_fallback, identity
   // normalization, dummy prefix, no whitespace collapsing, digits split.
   const std::unordered_map<std::string, std::string> args = {
       {"model_type", "bpe"},

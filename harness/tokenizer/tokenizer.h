@@ -1,4 +1,4 @@
-// The tokenizer interface of the harness (reference/models.md §4): byte-level BPE from a HF
+// The tokenizer interface of the harness (docs/tokenizers.md): byte-level BPE from a HF
 // tokenizer.json (Llama-3, Qwen2/2.5) or SentencePiece from tokenizer.model (Mistral). Ids are
 // token ids of the checkpoint's vocabulary; text is UTF-8 (encode rejects invalid UTF-8 with a
 // kvlab::Error naming the byte offset). Implementations are immutable after loading and safe to
@@ -22,7 +22,7 @@ class Tokenizer {
   // add_special: add what the tokenizer's post-processor adds (Llama-3: BOS <|begin_of_text|>;
   // Qwen2: nothing; Mistral sentencepiece: <s>). Added/special tokens appearing literally in
   // `text` are always matched first (HF default), so a prompt that already contains the BOS
-  // literal must be encoded with add_special = false (double-BOS pitfall, models.md §4.8).
+  // literal must be encoded with add_special = false (double-BOS pitfall, docs/tokenizers.md §8).
   virtual std::vector<std::int32_t> encode(std::string_view text, bool add_special = true) const = 0;
   // Encodes text that continues an earlier encoded piece (the question after the context):
   // never adds special tokens, and for sentencepiece does not insert the dummy-prefix "▁" a text
@@ -43,7 +43,7 @@ class Tokenizer {
 
 // Loads dir/tokenizer.json (byte-level BPE) when present, else dir/tokenizer.model
 // (sentencepiece). One exception: when both exist and tokenizer.json is not byte-level (Mistral
-// repos ship a Metaspace conversion beside tokenizer.model, the reference of models.md §4.9),
+// repos ship a Metaspace conversion beside tokenizer.model, the reference of docs/tokenizers.md §9),
 // tokenizer.model is used. Error naming the folder when neither exists; a malformed file is an
 // error naming the file and what is wrong (never silently skipped for the other file).
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir);

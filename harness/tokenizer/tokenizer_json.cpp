@@ -239,7 +239,7 @@ void read_post_processor(const Reader& r, const json& p, const std::string& path
                          std::vector<std::int32_t>& suffix) {
   if (p.is_null()) return;
   const std::string type = r.type(p, path);
-  if (type == "ByteLevel") return;  // adjusts offsets only; never changes ids (models.md §4.1)
+  if (type == "ByteLevel") return;  // adjusts offsets only; never changes ids (docs/tokenizers.md §1)
   if (type == "TemplateProcessing") {
     read_template(r, p, path, prefix, suffix);
   } else if (type == "Sequence") {

@@ -1,4 +1,4 @@
-// Reads a HF tokenizer.json holding a byte-level BPE (reference/models.md §4.1–4.6): model BPE
+// Reads a HF tokenizer.json holding a byte-level BPE (docs/tokenizers.md §1–6): model BPE
 // with merges as "a b" strings or ["a", "b"] pairs and optional ignore_merges; normalizer null,
 // NFC or a Sequence of NFC; pre_tokenizer Split / ByteLevel / a Sequence of them (ByteLevel
 // last); post_processor null, ByteLevel, TemplateProcessing or a Sequence of them; decoder

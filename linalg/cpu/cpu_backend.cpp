@@ -1,6 +1,6 @@
 // CPU backend: BLAS-3 through OpenBLAS's CBLAS, eigen/SVD through LAPACKE (?syevd, ?syevr,
 // ?gesdd called directly: Eigen's EIGEN_USE_LAPACKE would route to the slow ?syev/?gesvd,
-// reference/perf.md §10).
+// docs/performance.md §8).
 #include <cblas.h>
 #include <lapacke.h>
 

@@ -120,7 +120,7 @@ TEST(CpuSvd, ThinSvdReconstructsAndMeetsEckartYoung) {
 }
 
 // Forming a Gram squares the condition number: on a spectrum falling to 1e-8 the f64 route
-// recovers every σ, while the f32 Gram loses the tail (reference/perf.md §4). This is why the
+// recovers every σ, while the f32 Gram loses the tail (docs/performance.md §4). This is why the
 // backend offers both precisions and the analysis defaults matter.
 TEST(CpuGram, IllConditionedNeedsDoublePrecision) {
   const int n = 2000, c = 64;

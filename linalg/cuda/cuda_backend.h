@@ -7,7 +7,7 @@
 // Every Backend entry point takes HOST pointers, like the CPU backend: a call copies its inputs
 // to the device, runs the library routine on one stream, copies the results back and waits.
 // Device buffers are kept between calls and only ever grow (a stream of equal-sized calls
-// allocates once); `release_memory()` hands them back. Routines (reference/perf.md §1, §6):
+// allocates once); `release_memory()` hands them back. Routines (docs/performance.md §1, §6):
 //   gram            cublas{S,D}syrk (upper), full-precision FP32/FP64 (no TF32)
 //   gemm            cublas{S,D}gemm
 //   eigvalsh, eigh  cusolverDnXsyevd (divide and conquer)

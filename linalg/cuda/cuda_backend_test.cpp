@@ -310,7 +310,7 @@ TYPED_TEST(CudaParity, OrthonormalizeMatchesCpuAndStaysOrthonormalWhenIllConditi
   EXPECT_THROW(cuda_backend().orthonormalize(q.data(), n - 1, n, m), Error);  // m < n
 }
 
-// The f64 Gram resolves σ down to 1e-6·σ₁ (reference/perf.md §4) on the GPU as on the CPU;
+// The f64 Gram resolves σ down to 1e-6·σ₁ (docs/performance.md §4) on the GPU as on the CPU;
 // the oracle is the planted spectrum, not the CPU.
 TEST(CudaGram, IllConditionedDoubleGramRecoversPlantedSpectrum) {
   KVLAB_REQUIRE_CUDA();
