@@ -87,15 +87,6 @@ std::int64_t kivi_quantized_rows(QuantLayout layout, std::int64_t n, bool token_
   return std::max<std::int64_t>(0, n - p.residual);
 }
 
-std::int64_t kivi_bytes(QuantLayout layout, std::int64_t n, std::int64_t c, bool token_rows, const KiviParams& p) {
-  if (layout == QuantLayout::none) return 2 * n * c;
-  const std::int64_t nq = kivi_quantized_rows(layout, n, token_rows, p);
-  const auto ceil_div = [](std::int64_t a, std::int64_t b) { return (a + b - 1) / b; };
-  const std::int64_t groups =
-      layout == QuantLayout::per_channel ? c * ceil_div(nq, p.group) : nq * ceil_div(c, p.group);
-  return ceil_div(nq * c * p.bits, 8) + 4 * groups + 2 * (n - nq) * c;
-}
-
 namespace {
 
 std::uint16_t half_bits(float x) { return Eigen::numext::bit_cast<std::uint16_t>(Eigen::half(x)); }
@@ -114,6 +105,7 @@ struct KiviLayout {
   std::int64_t groups = 0;       // quantization groups
   std::int64_t group_at = 0;     // byte offset of the groups' fp16 scale/min pairs
   std::int64_t residual_at = 0;  // byte offset of the fp16 residual rows
+  std::int64_t total = 0;        // bytes of the whole packed form
 };
 
 KiviLayout packed_layout(QuantLayout layout, std::int64_t n, std::int64_t c, bool token_rows, const KiviParams& p) {
@@ -122,6 +114,7 @@ KiviLayout packed_layout(QuantLayout layout, std::int64_t n, std::int64_t c, boo
   k.groups = layout == QuantLayout::per_channel ? c * ceil_div(k.nq, p.group) : k.nq * ceil_div(c, p.group);
   k.group_at = ceil_div(k.nq * c * p.bits, 8);
   k.residual_at = k.group_at + 4 * k.groups;
+  k.total = k.residual_at + 2 * (n - k.nq) * c;
   return k;
 }
 
@@ -142,6 +135,10 @@ void for_each_group(QuantLayout layout, std::int64_t nq, std::int64_t c, std::in
 
 }  // namespace
 
+std::int64_t kivi_bytes(QuantLayout layout, std::int64_t n, std::int64_t c, bool token_rows, const KiviParams& p) {
+  return layout == QuantLayout::none ? 2 * n * c : packed_layout(layout, n, c, token_rows, p).total;
+}
+
 std::vector<std::uint8_t> kivi_pack(std::span<const float> x, QuantLayout layout, std::int64_t n, std::int64_t c,
                                     bool token_rows, const KiviParams& p, std::string_view what) {
   if (layout == QuantLayout::none) fail("{}: layout none is not quantized", what);
@@ -149,7 +146,7 @@ std::vector<std::uint8_t> kivi_pack(std::span<const float> x, QuantLayout layout
   const auto k = packed_layout(layout, n, c, token_rows, p);
   for (std::int64_t i = 0; i < k.nq * c; ++i)
     if (!std::isfinite(x[i])) fail("{}: non-finite value at row {}, column {}", what, i / c, i % c);
-  std::vector<std::uint8_t> out(static_cast<std::size_t>(k.residual_at + 2 * (n - k.nq) * c), 0);
+  std::vector<std::uint8_t> out(static_cast<std::size_t>(k.total), 0);
   const int b = p.bits;
   for_each_group(layout, k.nq, c, p.group, [&](std::int64_t index, std::int64_t first, std::int64_t count, std::int64_t stride) {
     const std::int64_t last = first + count * stride;
@@ -172,9 +169,8 @@ void kivi_unpack(std::span<const std::uint8_t> packed, QuantLayout layout, std::
                  bool token_rows, const KiviParams& p, std::span<float> out) {
   if (layout == QuantLayout::none) fail("kivi_unpack: layout none is not quantized");
   const auto k = packed_layout(layout, n, c, token_rows, p);
-  const auto want = k.residual_at + 2 * (n - k.nq) * c;
-  if (static_cast<std::int64_t>(packed.size()) != want)
-    fail("kivi_unpack: {} bytes for a [{}, {}] tensor whose packed form takes {}", packed.size(), n, c, want);
+  if (static_cast<std::int64_t>(packed.size()) != k.total)
+    fail("kivi_unpack: {} bytes for a [{}, {}] tensor whose packed form takes {}", packed.size(), n, c, k.total);
   if (static_cast<std::int64_t>(out.size()) != n * c) fail("kivi_unpack: {} values out for [{}, {}]", out.size(), n, c);
   const int b = p.bits;
   const std::uint32_t mask = max_code(b);
