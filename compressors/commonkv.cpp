@@ -8,7 +8,6 @@
 #include <numeric>
 
 #include "compressors/dense.h"
-#include "compressors/kivi.h"
 #include "core/error.h"
 #include "core/safetensors.h"
 
@@ -332,17 +331,6 @@ std::vector<std::vector<int>> commonkv_groups(std::int64_t g, int layers, std::s
   for (std::size_t i = 0; i < groups.size(); ++i)
     for (std::int64_t j = 0; j < g; ++j) groups[i].push_back(static_cast<int>(static_cast<std::int64_t>(i) * g + j));
   return groups;
-}
-
-std::int64_t commonkv_group_bytes(std::int64_t g, std::int64_t tokens, std::int64_t merged, std::int64_t rank,
-                                  std::int64_t d_model, std::int64_t width, bool biases, const KiviParams* kivi) {
-  const std::int64_t r = rank, N = width;
-  // An [n, c] tensor of this layout at fp16, or as KIVI packs it.
-  const auto stored = [&](std::int64_t n, std::int64_t c, bool token_rows) {
-    return kivi ? kivi_bytes(QuantLayout::per_token, n, c, token_rows, *kivi) : 2 * n * c;
-  };
-  return g * stored(tokens - merged, r, true) + stored(merged, r, true) + 4 * merged + stored(r, d_model, false) +
-         2 * g * stored(N, r, false) + (biases ? 2 * 2 * N * g : 0);
 }
 
 CommonKvFactors commonkv_factors(const core::Checkpoint& ckpt, const std::vector<int>& layers, std::int64_t width,

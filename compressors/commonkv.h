@@ -25,7 +25,6 @@
 #include <vector>
 
 #include "compressors/compressor.h"
-#include "compressors/kivi.h"
 
 namespace kvlab::compressors {
 
@@ -58,14 +57,5 @@ CommonKvFactors commonkv_factors(const core::Checkpoint& ckpt, const std::vector
 std::vector<std::vector<std::uint8_t>> commonkv_merged(const std::vector<double>& similarity, int groups,
                                                        std::int64_t tokens, double keep, std::int64_t sinks,
                                                        std::int64_t recent, std::int64_t* budget = nullptr);
-
-// Bytes one group of g layers stores at rank r with `merged` of its T tokens merged: latents
-// 2·r·(g·(T − merged) + merged), merged_index 4·merged, P 2·r·d_model, D_key and D_value
-// 2·2·g·N·r, and biases 2·2·N per layer when the checkpoint has them. With `kivi` (a kivi stage
-// after commonkv) the latents, P and D are counted as KIVI packs them (per token; the latents'
-// rows are tokens), the biases stay fp16.
-std::int64_t commonkv_group_bytes(std::int64_t g, std::int64_t tokens, std::int64_t merged, std::int64_t rank,
-                                  std::int64_t d_model, std::int64_t width, bool biases,
-                                  const KiviParams* kivi = nullptr);
 
 }  // namespace kvlab::compressors

@@ -99,17 +99,11 @@ std::uint16_t get_u16(const std::uint8_t* at) { return static_cast<std::uint16_t
 
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
 
-// Where the three parts of a packed form start (kivi.h kivi_pack).
-struct KiviLayout {
-  std::int64_t nq = 0;           // quantized rows
-  std::int64_t groups = 0;       // quantization groups
-  std::int64_t group_at = 0;     // byte offset of the groups' fp16 scale/min pairs
-  std::int64_t residual_at = 0;  // byte offset of the fp16 residual rows
-  std::int64_t total = 0;        // bytes of the whole packed form
-};
+}  // namespace
 
-KiviLayout packed_layout(QuantLayout layout, std::int64_t n, std::int64_t c, bool token_rows, const KiviParams& p) {
-  KiviLayout k;
+KiviPackedLayout kivi_packed_layout(QuantLayout layout, std::int64_t n, std::int64_t c, bool token_rows,
+                                    const KiviParams& p) {
+  KiviPackedLayout k;
   k.nq = kivi_quantized_rows(layout, n, token_rows, p);
   k.groups = layout == QuantLayout::per_channel ? c * ceil_div(k.nq, p.group) : k.nq * ceil_div(c, p.group);
   k.group_at = ceil_div(k.nq * c * p.bits, 8);
@@ -117,6 +111,8 @@ KiviLayout packed_layout(QuantLayout layout, std::int64_t n, std::int64_t c, boo
   k.total = k.residual_at + 2 * (n - k.nq) * c;
   return k;
 }
+
+namespace {
 
 // Visits every quantization group of the quantized rows: `group(index, first, count, stride)`
 // with the group's index in the packed order; its elements are the flat indices (i·c + j)
@@ -136,14 +132,14 @@ void for_each_group(QuantLayout layout, std::int64_t nq, std::int64_t c, std::in
 }  // namespace
 
 std::int64_t kivi_bytes(QuantLayout layout, std::int64_t n, std::int64_t c, bool token_rows, const KiviParams& p) {
-  return layout == QuantLayout::none ? 2 * n * c : packed_layout(layout, n, c, token_rows, p).total;
+  return layout == QuantLayout::none ? 2 * n * c : kivi_packed_layout(layout, n, c, token_rows, p).total;
 }
 
 std::vector<std::uint8_t> kivi_pack(std::span<const float> x, QuantLayout layout, std::int64_t n, std::int64_t c,
                                     bool token_rows, const KiviParams& p, std::string_view what) {
   if (layout == QuantLayout::none) fail("{}: layout none is not quantized", what);
   if (static_cast<std::int64_t>(x.size()) != n * c) fail("{}: {} values for shape [{}, {}]", what, x.size(), n, c);
-  const auto k = packed_layout(layout, n, c, token_rows, p);
+  const auto k = kivi_packed_layout(layout, n, c, token_rows, p);
   for (std::int64_t i = 0; i < k.nq * c; ++i)
     if (!std::isfinite(x[i])) fail("{}: non-finite value at row {}, column {}", what, i / c, i % c);
   std::vector<std::uint8_t> out(static_cast<std::size_t>(k.total), 0);
@@ -168,7 +164,7 @@ std::vector<std::uint8_t> kivi_pack(std::span<const float> x, QuantLayout layout
 void kivi_unpack(std::span<const std::uint8_t> packed, QuantLayout layout, std::int64_t n, std::int64_t c,
                  bool token_rows, const KiviParams& p, std::span<float> out) {
   if (layout == QuantLayout::none) fail("kivi_unpack: layout none is not quantized");
-  const auto k = packed_layout(layout, n, c, token_rows, p);
+  const auto k = kivi_packed_layout(layout, n, c, token_rows, p);
   if (static_cast<std::int64_t>(packed.size()) != k.total)
     fail("kivi_unpack: {} bytes for a [{}, {}] tensor whose packed form takes {}", packed.size(), n, c, k.total);
   if (static_cast<std::int64_t>(out.size()) != n * c) fail("kivi_unpack: {} values out for [{}, {}]", out.size(), n, c);

@@ -52,9 +52,19 @@ KiviGroup kivi_fake_quantize(std::span<float> group, int bits);
 
 // Rows of an [n, ·] tensor that are quantized; the remaining n − rows form the fp16 residual.
 std::int64_t kivi_quantized_rows(QuantLayout layout, std::int64_t n, bool token_rows, const KiviParams& p);
-// Bytes of the packed form of an [n, c] tensor with this layout (shape only): ⌈codes·b/8⌉ for the
-// codes of the whole quantized part (bit-packed contiguously), + 4 per group (fp16 scale and min),
-// + 2 per fp16 residual value. layout none: 2 per value (plain fp16).
+// Where the three parts of the packed form of an [n, c] tensor start (kivi_pack), from its shape
+// alone: ⌈codes·b/8⌉ bytes of codes for the whole quantized part (bit-packed contiguously), 4 per
+// group (fp16 scale and min), 2 per fp16 residual value. The host and device packers share it.
+struct KiviPackedLayout {
+  std::int64_t nq = 0;           // quantized rows (kivi_quantized_rows)
+  std::int64_t groups = 0;       // quantization groups
+  std::int64_t group_at = 0;     // byte offset of the groups' fp16 scale/min pairs
+  std::int64_t residual_at = 0;  // byte offset of the fp16 residual rows
+  std::int64_t total = 0;        // bytes of the whole packed form
+};
+KiviPackedLayout kivi_packed_layout(QuantLayout layout, std::int64_t n, std::int64_t c, bool token_rows,
+                                    const KiviParams& p);
+// Bytes of the packed form (kivi_packed_layout's total); layout none: 2 per value (plain fp16).
 std::int64_t kivi_bytes(QuantLayout layout, std::int64_t n, std::int64_t c, bool token_rows, const KiviParams& p);
 
 // The packed form of an [n, c] tensor `x` (row-major, its values already at fp16), exactly

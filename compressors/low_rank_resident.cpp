@@ -52,6 +52,7 @@ std::int64_t compress_low_rank_resident(const ChainSpec& chain, ResidentCache& c
          spec.method, shape.tokens, shape.width());
   const std::int64_t T = shape.tokens, N = shape.width();
   void* stream = cache.stream();
+  std::int64_t bytes = 0;  // what the chain stores: the packed forms' sizes, or 2 per fp16 value
   for (std::size_t g = 0; g < plan.groups.size(); ++g)
     for (Part part : {Part::key, Part::value}) {
       if (!plan.compresses(part)) continue;
@@ -87,9 +88,11 @@ std::int64_t compress_low_rank_resident(const ChainSpec& chain, ResidentCache& c
       cache.round_to_fp16(a, T * r);
       cache.round_to_fp16(v, c * r);  // B_l = layer l's rows of V_r, stored at fp16
       if (kivi) {
-        cache.kivi_quantize(a, T, r, r, QuantLayout::per_token, /*token_rows=*/true, *kivi);
+        bytes += cache.kivi_quantize(a, T, r, r, QuantLayout::per_token, /*token_rows=*/true, *kivi);
         for (std::size_t i = 0; i < layers.size(); ++i)  // B_l [r, N] row-major = V_r's rows i·N…, row stride c
-          cache.kivi_quantize(v + static_cast<std::int64_t>(i) * N, r, N, c, QuantLayout::per_token, false, *kivi);
+          bytes += cache.kivi_quantize(v + static_cast<std::int64_t>(i) * N, r, N, c, QuantLayout::per_token, false, *kivi);
+      } else {
+        bytes += 2 * (T * r + c * r);
       }
       for (std::size_t i = 0; i < layers.size(); ++i) {
         // X̂_lᵀ (N×T) = B_lᵀ·Aᵀ, with B_lᵀ = V_r's rows i·N … (i+1)·N − 1 (column-major, ld c).
@@ -98,14 +101,14 @@ std::int64_t compress_low_rank_resident(const ChainSpec& chain, ResidentCache& c
         cache.write(layers[i], part, rows);
       }
     }
-  if (kivi)
-    for (int l = 0; l < shape.layers; ++l)
-      for (Part part : {Part::key, Part::value})
-        if (plan.group_of[static_cast<std::size_t>(l)] < 0 || !plan.compresses(part)) {
-          const core::ProfileScope scope("low-rank resident: kivi of the uncompressed layers");
-          cache.kivi_uncompressed(l, part, *kivi);
-        }
-  return low_rank_accounting(shape, spec, kivi ? &*kivi : nullptr).stored_bytes;
+  // The layer parts the spec leaves alone: KIVI's packed form of them, or the model's values at fp16.
+  for (int l = 0; l < shape.layers; ++l)
+    for (Part part : {Part::key, Part::value})
+      if (plan.group_of[static_cast<std::size_t>(l)] < 0 || !plan.compresses(part)) {
+        const core::ProfileScope scope("low-rank resident: kivi of the uncompressed layers");
+        bytes += kivi ? cache.kivi_uncompressed(l, part, *kivi) : 2 * T * N;
+      }
+  return bytes;
 }
 
 }  // namespace kvlab::compressors

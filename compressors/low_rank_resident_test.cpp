@@ -59,20 +59,22 @@ class HostResidentCache final : public ResidentCache {
     auto& out = written[{layer, part}];
     out.assign(rows, rows + shape().tokens * shape().width());
   }
-  void kivi_quantize(float* values, std::int64_t rows, std::int64_t cols, std::int64_t ld, QuantLayout layout,
-                     bool token_rows, const KiviParams& params) override {
+  std::int64_t kivi_quantize(float* values, std::int64_t rows, std::int64_t cols, std::int64_t ld, QuantLayout layout,
+                             bool token_rows, const KiviParams& params) override {
     std::vector<float> packed(static_cast<std::size_t>(rows * cols));
     for (std::int64_t i = 0; i < rows; ++i) std::copy_n(values + i * ld, cols, packed.begin() + i * cols);
     auto t = StoredTensor::fp16("resident", {rows, cols}, std::move(packed), layout, token_rows);
     kivi_quantize_tensor(t, params);
     for (std::int64_t i = 0; i < rows; ++i) std::copy_n(t.values.begin() + i * cols, cols, values + i * ld);
     ++kivi_calls;
+    return t.bytes();
   }
-  void kivi_uncompressed(int layer, Part part, const KiviParams& params) override {
+  std::int64_t kivi_uncompressed(int layer, Part part, const KiviParams& params) override {
     auto t = store_uncompressed(source_, layer, part);
     pack_fp16_storage({&t});
     kivi_quantize_tensor(t, params);
     write(layer, part, rebuild_uncompressed(t, part, shape(), source_.rope(), source_.positions()).data.data());
+    return t.bytes();
   }
   int kivi_calls = 0;
 

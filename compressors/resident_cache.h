@@ -43,14 +43,14 @@ class ResidentCache {
   // the cache's dtype); the other part stays as it is.
   virtual void write(int layer, Part part, const float* rows) = 0;
   // KIVI (kivi.h) on `rows` × `cols` resident f32 values, row-major with row stride `ld`, in place:
-  // quantize∘dequantize exactly as kivi_quantize_tensor does a StoredTensor of this shape, layout
-  // and token_rows (the values already at fp16).
-  virtual void kivi_quantize(float* values, std::int64_t rows, std::int64_t cols, std::int64_t ld, QuantLayout layout,
-                             bool token_rows, const KiviParams& params) = 0;
+  // packed as kivi_pack packs a StoredTensor of this shape, layout and token_rows (the values
+  // already at fp16), and replaced by the decoding of that packed form. Returns its bytes.
+  virtual std::int64_t kivi_quantize(float* values, std::int64_t rows, std::int64_t cols, std::int64_t ld,
+                                     QuantLayout layout, bool token_rows, const KiviParams& params) = 0;
   // Replaces a layer part the chain leaves uncompressed with what the chain stores of it when
   // KIVI follows: store_uncompressed (fp16 [T, H·D], keys post-RoPE), kivi_quantize_tensor,
-  // rebuild_uncompressed.
-  virtual void kivi_uncompressed(int layer, Part part, const KiviParams& params) = 0;
+  // rebuild_uncompressed. Returns the packed form's bytes.
+  virtual std::int64_t kivi_uncompressed(int layer, Part part, const KiviParams& params) = 0;
 };
 
 }  // namespace kvlab::compressors

@@ -33,10 +33,12 @@ std::int64_t commonkv_in_place(KvCache& cache, const compressors::CacheShape& sh
   std::optional<compressors::KiviParams> kivi;
   if (chain.kivi) kivi = compressors::kivi_params(*chain.kivi);
   // A stored [n, c] tensor as the chain keeps it: fp16, then quantized when KIVI follows (per
-  // token; `token_rows` for latents, whose last rows form KIVI's residual window).
+  // token; `token_rows` for latents, whose last rows form KIVI's residual window). `bytes` adds
+  // what it takes: its packed form, or 2 per fp16 value.
+  std::int64_t bytes = 0;
   const auto store = [&](at::Tensor x, bool token_rows) {
     x = round_to_fp16(x);
-    if (kivi) kivi_quantize_matrix(x, compressors::QuantLayout::per_token, token_rows, *kivi);
+    bytes += kivi ? kivi_store_on_device(x, compressors::QuantLayout::per_token, token_rows, *kivi) : 2 * x.numel();
     return x;
   };
   if (!checkpoint)
@@ -73,19 +75,20 @@ std::int64_t commonkv_in_place(KvCache& cache, const compressors::CacheShape& sh
 
   // Pass 2, per group: every layer's latents, the merged ones averaged over the group (uniform
   // weights, summed in layer order as the chain), each layer rebuilt from its stored latents.
-  std::int64_t bytes = 0;
   for (int l = static_cast<int>(groups.size() * G); l < shape.layers; ++l) {  // leftover layers, stored dense
     if (!kivi) {
       bytes += 2 * (T * N * 2);  // at fp16; the resident route keeps the model's values
       continue;
     }
     using compressors::Part;
-    bytes += kivi_layer_bytes(T, 1, static_cast<int>(N), *kivi);  // the layer's [T, H·D] rows as one head's
     const auto rebuild = [&](Part part) {
-      return kivi_rebuild(part == Part::key ? cache.key(l) : cache.value(l), part, cache.positions(),
-                          rope, *kivi, DenseStore::per_layer);
+      auto stored = kivi_rebuild(part == Part::key ? cache.key(l) : cache.value(l), part, cache.positions(), rope,
+                                 *kivi, DenseStore::per_layer);
+      bytes += stored.bytes;
+      return stored.rows;
     };
-    cache.replace(l, rebuild(Part::key), rebuild(Part::value));
+    const at::Tensor key = rebuild(Part::key);
+    cache.replace(l, key, rebuild(Part::value));
   }
   for (std::size_t g = 0; g < groups.size(); ++g) {
     const core::ProfileScope scope("compress hook: commonkv latents and rebuild");
@@ -95,6 +98,10 @@ std::int64_t commonkv_in_place(KvCache& cache, const compressors::CacheShape& sh
     // The rows each stored latent tensor holds: the merged tokens once for the group, the others per layer.
     const at::Tensor merged_rows = is_merged.squeeze(1).nonzero().squeeze(1);
     const at::Tensor own_rows = is_merged.squeeze(1).logical_not().nonzero().squeeze(1);
+    bytes += 4 * merged_rows.numel();  // the merged tokens' int32 index
+    // P as the chain stores it, for the decode's new tokens; the prefill's latents use the exact
+    // P, as the chain's do.
+    store(projections[g].clone(), /*token_rows=*/false);
     const auto stored_rows = [&](const at::Tensor& latent, const at::Tensor& rows) {  // [T, r] → stored at `rows`
       return latent.index_copy(0, rows, store(latent.index_select(0, rows), /*token_rows=*/true));
     };
@@ -110,14 +117,11 @@ std::int64_t commonkv_in_place(KvCache& cache, const compressors::CacheShape& sh
       const at::Tensor c = at::where(is_merged, average_stored, stored_rows(own[i], own_rows));
       const auto rebuild = [&](const std::vector<float>& d, const std::vector<float>& bias) {
         at::Tensor x = at::matmul(c, store(on_device(d, N, f.rank, options), /*token_rows=*/false).t());  // [T, N]
-        if (!bias.empty()) x.add_(round_to_fp16(on_device(bias, 1, N, options)));
+        if (!bias.empty()) x.add_(round_to_fp16(on_device(bias, 1, N, options))), bytes += 2 * N;  // fp16, never KIVI
         return x.view({T, shape.kv_heads, shape.head_dim}).transpose(0, 1);
       };
       cache.replace(groups[g][i], rebuild(f.d_key[i], f.key_bias[i]), rebuild(f.d_value[i], f.value_bias[i]));
     }
-    const std::int64_t m = std::count(merged[g].begin(), merged[g].end(), std::uint8_t{1});
-    bytes += compressors::commonkv_group_bytes(G, T, m, f.rank, f.d_model, N, !f.key_bias.front().empty(),
-                                               kivi ? &*kivi : nullptr);
   }
   return bytes;
 }

@@ -3,12 +3,12 @@
 // rebuild c·Dᵀ + b are computed there and written into the cache, so no layer's K/V crosses to
 // the host. The pieces that are small or host-side already stay shared with the chain: the weight
 // SVD (commonkv_factors, from the checkpoint), the global no-merge budget over the [groups·T]
-// cosines (commonkv_merged), the byte count (commonkv_group_bytes). The attention inputs h are
+// cosines (commonkv_merged). The bytes are those of what it stores there. The attention inputs h are
 // the capture's (host f32, ContextCapture with attn_in), uploaded a layer at a time. Precisions
 // as the chain: f32 latents and products, cosines in double, every stored tensor (latents, D, b)
 // rounded to fp16 before the rebuild. Leftover layers (L mod g) keep the model's values. With a
 // kivi stage after commonkv, the latents, D and the leftover layers become what KIVI stores of
-// them (kivi_on_device.h), P and the biases only count.
+// them (kivi_on_device.h); P is stored (KIVI'd too) only to be counted; the biases stay fp16.
 #pragma once
 
 #include <ATen/ATen.h>

@@ -1,12 +1,12 @@
-// KIVI on the dense cache (the chain "kivi" or "full+kivi", compressors/kivi.h) run by torch on
-// the model's own tensors, CPU or CUDA, so nothing T-sized crosses to the host: the host route's
-// store rebuilt where the cache lies. Per layer and KV head, as the host chain stores them:
-//   keys   rotated (core::Rope, f32), rounded to fp16, the first T − T mod R tokens quantized per
-//          channel in blocks of `group` tokens, the rest kept at fp16, then rotated back;
-//   values rounded to fp16, the first max(0, T − R) tokens quantized per token in groups of
-//          `group` channels of the head's D, the rest kept at fp16.
-// Each group: fp16 min and scale = fp16((max − min) / (2^b − 1)), codes clamp(round((x − min) /
-// scale)) rounded half to even, values code·scale + min (kivi_group_params, kivi_code).
+// KIVI (compressors/kivi.h) where the model's tensors lie, CPU or CUDA: the same packed form
+// kivi_pack makes on the host, byte for byte, made by torch on the tensor's device, and the
+// values decoded from it, so nothing T-sized crosses to the host. The packed layout (codes
+// LSB-first, fp16 scale/min per group, fp16 residual rows) is docs/methods/kivi.md §5.
+//
+// On the dense cache the host chain stores, per layer and KV head:
+//   keys   rotated (core::Rope, f32), rounded to fp16, [T, D] per channel, then rotated back;
+//   values rounded to fp16, [T, D] per token;
+// or, for a layer a transform leaves alone (store_uncompressed), the layer's [T, H·D] rows.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -22,27 +22,33 @@ namespace kvlab::harness {
 // The KIVI stage when `chain` is KIVI on the dense cache and nothing else, else null.
 const compressors::StageSpec* kivi_on_dense(const compressors::ChainSpec& chain);
 
-// How the chain stores a layer part it leaves dense, which decides KIVI's per-token groups (the
-// per-channel ones are the same either way).
+// The packed form of x [n, c] (f32, any strides, values already at fp16) on x's device: uint8
+// [compressors::kivi_bytes(layout, n, c, token_rows, p)], the bytes compressors::kivi_pack
+// gives. Fails on non-finite values to quantize or a group beyond fp16, as kivi_pack does.
+at::Tensor kivi_pack_on_device(const at::Tensor& x, compressors::QuantLayout layout, bool token_rows,
+                               const compressors::KiviParams& p);
+// Decodes a packed form (uint8, on any device) into [n, c] f32 on its device, as kivi_unpack.
+at::Tensor kivi_unpack_on_device(const at::Tensor& packed, compressors::QuantLayout layout, std::int64_t n,
+                                 std::int64_t c, bool token_rows, const compressors::KiviParams& p);
+// Stores x [n, c] (a view, values at fp16) as KIVI does a StoredTensor of this layout and
+// token_rows: x becomes the decoding of its packed form. Returns the packed form's bytes.
+std::int64_t kivi_store_on_device(at::Tensor x, compressors::QuantLayout layout, bool token_rows,
+                                  const compressors::KiviParams& p);
+
+// How the chain stores a layer part it leaves dense (see the file comment).
 enum class DenseStore {
   per_head,   // dense_representation: each KV head's [T, D] (kivi, full+kivi)
   per_layer,  // store_uncompressed: the layer's [T, H·D] rows (layers a transform leaves alone)
 };
 
-// The rebuild of one layer part: x [H_kv, T, D] (pre-RoPE keys or values, any float dtype and
-// device), positions [T] int64 on x's device. Returns f32 [H_kv, T, D] on x's device (keys
-// pre-RoPE again). Fails on non-finite values or a group whose range exceeds fp16, as the host
-// stage does.
-at::Tensor kivi_rebuild(const at::Tensor& x, compressors::Part part, const at::Tensor& positions, const core::Rope& rope,
+// One layer part as the chain stores it with KIVI, and its bytes.
+struct KiviStored {
+  at::Tensor rows;         // f32 [H_kv, T, D] on x's device: the decoding (keys pre-RoPE again)
+  std::int64_t bytes = 0;  // the packed forms' sizes
+};
+// x [H_kv, T, D] (pre-RoPE keys or values, any float dtype and device), positions [T] int64 on
+// x's device. Fails on non-finite values or a group whose range exceeds fp16.
+KiviStored kivi_rebuild(const at::Tensor& x, compressors::Part part, const at::Tensor& positions, const core::Rope& rope,
                         const compressors::KiviParams& p, DenseStore store = DenseStore::per_head);
-
-// KIVI on an [n, c] f32 matrix (a view, any strides, values already at fp16), in place:
-// quantize∘dequantize as kivi_quantize_tensor does a StoredTensor of this layout and token_rows.
-void kivi_quantize_matrix(at::Tensor x, compressors::QuantLayout layout, bool token_rows,
-                          const compressors::KiviParams& p);
-
-// Bytes the host chain stores for one layer (both parts, every head): compressors::kivi_bytes
-// of each head's [T, D] key (per channel) and value (per token) tensors.
-std::int64_t kivi_layer_bytes(std::int64_t tokens, int kv_heads, int head_dim, const compressors::KiviParams& p);
 
 }  // namespace kvlab::harness

@@ -10,7 +10,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <random>
+#include <span>
 
 #include <fmt/format.h>
 
@@ -37,15 +39,17 @@ at::Tensor random_layer(std::uint64_t seed) {
   return x;
 }
 
-// The host chain's rebuild of x [H, T, D] (see the file comment): [H, T, D] f32. Per head as
-// dense_representation stores the cache, or per layer ([T, H·D]) as store_uncompressed does.
-at::Tensor host_rebuild(const at::Tensor& x, Part part, const std::vector<std::int64_t>& positions,
+// The host chain's rebuild of x [H, T, D] (see the file comment): [H, T, D] f32 and the stored
+// tensors' bytes. Per head as dense_representation stores the cache, or per layer ([T, H·D]) as
+// store_uncompressed does.
+KiviStored host_rebuild(const at::Tensor& x, Part part, const std::vector<std::int64_t>& positions,
                         const core::Rope& rope, const KiviParams& p, DenseStore store = DenseStore::per_head) {
   const bool key = part == Part::key;
   at::Tensor rows = x.transpose(0, 1).contiguous();  // [T, H, D]
   std::span<float> all(rows.data_ptr<float>(), static_cast<std::size_t>(rows.numel()));
   if (key) rope.apply(all, T, H, positions);
   at::Tensor out = rows.clone();
+  std::int64_t bytes = 0;
   const auto layout = key ? compressors::QuantLayout::per_channel : compressors::QuantLayout::per_token;
   const auto quantize = [&](const at::Tensor& block, at::Tensor dst) {  // block [T, c] contiguous
     auto t = compressors::StoredTensor::fp16("block", {T, block.size(1)},
@@ -54,13 +58,14 @@ at::Tensor host_rebuild(const at::Tensor& x, Part part, const std::vector<std::i
     compressors::pack_fp16_storage({&t});
     compressors::kivi_quantize_tensor(t, p);
     dst.copy_(at::from_blob(t.values.data(), {T, block.size(1)}, at::kFloat));
+    bytes += t.bytes();
   };
   if (store == DenseStore::per_layer)
     quantize(rows.view({T, H * D}), out.view({T, H * D}));
   else
     for (std::int64_t h = 0; h < H; ++h) quantize(rows.select(1, h).contiguous(), out.select(1, h));
   if (key) rope.apply(std::span<float>(out.data_ptr<float>(), static_cast<std::size_t>(out.numel())), T, H, positions, true);
-  return out.transpose(0, 1);
+  return {out.transpose(0, 1), bytes};
 }
 
 std::vector<KiviParams> params() {
@@ -80,14 +85,15 @@ TEST(KiviOnDevice, RebuildsWhatTheHostChainStores) {
                                  store == DenseStore::per_head ? "per head" : "per layer"));
         const auto want = host_rebuild(x, part, positions, core::Rope::identity(), p, store);
         const auto got = kivi_rebuild(x, part, pos, core::Rope::identity(), p, store);
-        ASSERT_EQ(got.sizes(), want.sizes());
-        EXPECT_LE((got - want).abs().max().item<float>(), 1e-6f * (x.abs().max().item<float>() * 2));
-        EXPECT_GT((got - x).abs().max().item<float>(), p.bits == 8 ? 0.0f : 1e-2f);  // it did quantize
+        ASSERT_EQ(got.rows.sizes(), want.rows.sizes());
+        EXPECT_LE((got.rows - want.rows).abs().max().item<float>(), 1e-6f * (x.abs().max().item<float>() * 2));
+        EXPECT_GT((got.rows - x).abs().max().item<float>(), p.bits == 8 ? 0.0f : 1e-2f);  // it did quantize
+        EXPECT_EQ(got.bytes, want.bytes);
       }
   // Per-token groups of 5 channels cross the heads' 12-channel rows only when stored per layer.
   const KiviParams crossing{2, 5, 0};
-  EXPECT_GT((kivi_rebuild(x, Part::value, pos, core::Rope::identity(), crossing, DenseStore::per_layer) -
-             kivi_rebuild(x, Part::value, pos, core::Rope::identity(), crossing, DenseStore::per_head))
+  EXPECT_GT((kivi_rebuild(x, Part::value, pos, core::Rope::identity(), crossing, DenseStore::per_layer).rows -
+             kivi_rebuild(x, Part::value, pos, core::Rope::identity(), crossing, DenseStore::per_head).rows)
                 .abs()
                 .max()
                 .item<float>(),
@@ -102,8 +108,8 @@ TEST(KiviOnDevice, WithRopeAtMostAFewValuesMoveByOneStep) {
   const auto rope = core::Rope::standard(D, 10000.0);
   for (const auto& p : params()) {
     SCOPED_TRACE(fmt::format("bits {} group {} residual {}", p.bits, p.group, p.residual));
-    const auto want = host_rebuild(x, Part::key, positions, rope, p);
-    const auto got = kivi_rebuild(x, Part::key, pos, rope, p);
+    const auto want = host_rebuild(x, Part::key, positions, rope, p).rows;
+    const auto got = kivi_rebuild(x, Part::key, pos, rope, p).rows;
     const auto diff = (got - want).abs();
     const auto moved = (diff > 1e-4f).sum().item<std::int64_t>();
     EXPECT_LE(moved, x.numel() / 200);  // none moved on this machine
@@ -119,8 +125,8 @@ TEST(KiviOnDevice, OnCudaRebuildsWhatTheCpuDoes) {
   const auto rope = core::Rope::standard(D, 10000.0);
   for (const auto& p : params())
     for (const Part part : {Part::key, Part::value}) {
-      const auto cpu = kivi_rebuild(x, part, pos, rope, p);
-      const auto cuda = kivi_rebuild(x.cuda(), part, pos.cuda(), rope, p).cpu();
+      const auto cpu = kivi_rebuild(x, part, pos, rope, p).rows;
+      const auto cuda = kivi_rebuild(x.cuda(), part, pos.cuda(), rope, p).rows.cpu();
       EXPECT_LE((cuda - cpu).abs().gt(1e-4).sum().item<std::int64_t>(), x.numel() / 200);
     }
 }
@@ -131,22 +137,84 @@ TEST(KiviOnDevice, NonFiniteValuesAndFp16OverflowAreErrors) {
   x[0][3][2] = std::numeric_limits<float>::quiet_NaN();
   EXPECT_THAT(core::error_of([&] { kivi_rebuild(x, Part::value, pos, core::Rope::identity(), {2, 32, 0}); }),
               ::testing::HasSubstr("non-finite"));
-  x[0][3][2] = 1e6f;  // beyond fp16's 65504
+  x[0][3][2] = 1e6f;  // beyond fp16's 65504: infinite once stored at fp16, as on the host
   EXPECT_THAT(core::error_of([&] { kivi_rebuild(x, Part::value, pos, core::Rope::identity(), {2, 32, 0}); }),
+              ::testing::HasSubstr("beyond fp16"));
+  // A group of f32 values whose min is beyond fp16 (a caller that skipped the fp16 store).
+  const at::Tensor wide = at::full({4, 4}, -1e6f);
+  EXPECT_THAT(core::error_of([&] { kivi_pack_on_device(wide, compressors::QuantLayout::per_token, false, {2, 4, 0}); }),
               ::testing::HasSubstr("fp16 range"));
 }
 
-TEST(KiviOnDevice, BytesAreTheHostStagesPerHeadTensors) {
-  for (const auto& p : params()) {
-    std::int64_t want = 0;
-    for (std::int64_t h = 0; h < H; ++h)
-      for (const auto layout : {compressors::QuantLayout::per_channel, compressors::QuantLayout::per_token}) {
-        auto t = compressors::StoredTensor::fp16("t", {T, D}, std::vector<float>(T * D, 1.0f), layout, true);
-        compressors::kivi_quantize_tensor(t, p);
-        want += t.bytes();
-      }
-    EXPECT_EQ(kivi_layer_bytes(T, H, D, p), want);
-  }
+// The packed form, byte for byte against compressors::kivi_pack: every layout, residual rule and
+// group that divides or does not, on strided views, with a constant column (scale 0), an outlier,
+// and code counts that end inside a byte. The decoding against compressors::kivi_unpack of the
+// same bytes: both compute code·scale + min in f32, the host's possibly fused into one rounding
+// (-march=native contracts it), so they agree to one rounding of the product.
+struct PackCase {
+  std::int64_t n, c;
+};
+std::vector<PackCase> pack_cases() { return {{70, 12}, {33, 7}, {5, 3}, {1, 9}, {129, 20}}; }
+
+// [n, c] f32 at fp16, a column view of a wider tensor (row stride c + 3).
+at::Tensor random_matrix(const PackCase& k, std::uint64_t seed) {
+  at::Tensor wide = at::empty({k.n, k.c + 3}, at::kFloat);
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal;
+  auto* v = wide.data_ptr<float>();
+  for (std::int64_t i = 0; i < wide.numel(); ++i) v[i] = normal(rng) * static_cast<float>(1 + i % 5);
+  at::Tensor x = wide.narrow(1, 2, k.c);
+  x.select(1, k.c / 2).fill_(-0.375f);
+  x[k.n / 2][0] = 300.0f;
+  x.copy_(x.to(at::kHalf).to(at::kFloat));
+  return x;
+}
+
+void expect_packed_as_on_the_host(const at::Device& device) {
+  using compressors::QuantLayout;
+  for (const auto& k : pack_cases())
+    for (const auto& p : params())
+      for (const auto layout : {QuantLayout::per_channel, QuantLayout::per_token})
+        for (const bool token_rows : {true, false}) {
+          SCOPED_TRACE(fmt::format("[{}, {}] bits {} group {} residual {} {} token_rows {}", k.n, k.c, p.bits, p.group,
+                                   p.residual, layout == QuantLayout::per_channel ? "per channel" : "per token", token_rows));
+          const at::Tensor x = random_matrix(k, 7 * k.n + k.c);
+          const at::Tensor host_x = x.contiguous();
+          const std::span<const float> values(host_x.data_ptr<float>(), static_cast<std::size_t>(host_x.numel()));
+          const auto want = compressors::kivi_pack(values, layout, k.n, k.c, token_rows, p, "test");
+          const at::Tensor got = kivi_pack_on_device(x.to(device), layout, token_rows, p).cpu();
+          ASSERT_EQ(got.numel(), static_cast<std::int64_t>(want.size()));
+          ASSERT_EQ(got.numel(), compressors::kivi_bytes(layout, k.n, k.c, token_rows, p));
+          EXPECT_TRUE(at::equal(got, at::from_blob(const_cast<std::uint8_t*>(want.data()), {got.numel()}, at::kByte)));
+
+          std::vector<float> host_decoded(values.size());
+          compressors::kivi_unpack(want, layout, k.n, k.c, token_rows, p, host_decoded);
+          const at::Tensor decoded = kivi_unpack_on_device(got.to(device), layout, k.n, k.c, token_rows, p).cpu();
+          const at::Tensor expected = at::from_blob(host_decoded.data(), {k.n, k.c}, at::kFloat);
+          const float one_rounding = std::ldexp(1.0f, -23) * host_x.abs().max().item<float>() * 2;
+          EXPECT_LE((decoded - expected).abs().max().item<float>(), one_rounding);
+
+          at::Tensor stored = x.to(device).clone();
+          EXPECT_EQ(kivi_store_on_device(stored, layout, token_rows, p), got.numel());
+          EXPECT_TRUE(at::equal(stored.cpu(), decoded));
+        }
+}
+
+TEST(KiviOnDevice, PackedFormIsTheHostPackedFormByteForByte) { expect_packed_as_on_the_host(at::kCPU); }
+
+TEST(KiviOnDevice, OnCudaThePackedFormIsTheHostPackedForm) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  expect_packed_as_on_the_host(at::kCUDA);
+}
+
+TEST(KiviOnDevice, APackedFormOfAnotherSizeIsAnError) {
+  const compressors::KiviParams p{2, 4, 0};
+  const at::Tensor packed = kivi_pack_on_device(random_matrix({8, 4}, 1), compressors::QuantLayout::per_token, true, p);
+  EXPECT_THAT(core::error_of([&] {
+                kivi_unpack_on_device(packed.narrow(0, 0, packed.numel() - 1), compressors::QuantLayout::per_token, 8, 4,
+                                      true, p);
+              }),
+              ::testing::HasSubstr("packed form takes"));
 }
 
 }  // namespace

@@ -89,16 +89,17 @@ class TorchResidentCache final : public compressors::ResidentCache {
     const core::ProfileScope scope("compress hook: write back on the device");
     put(layer, part, view(const_cast<float*>(rows), {shape_.tokens, shape_.kv_heads, shape_.head_dim}));
   }
-  void kivi_quantize(float* values, std::int64_t rows, std::int64_t cols, std::int64_t ld,
-                     compressors::QuantLayout layout, bool token_rows, const compressors::KiviParams& params) override {
-    kivi_quantize_matrix(at::from_blob(values, {rows, cols}, {ld, 1}, on_device_), layout, token_rows, params);
+  std::int64_t kivi_quantize(float* values, std::int64_t rows, std::int64_t cols, std::int64_t ld,
+                             compressors::QuantLayout layout, bool token_rows,
+                             const compressors::KiviParams& params) override {
+    return kivi_store_on_device(at::from_blob(values, {rows, cols}, {ld, 1}, on_device_), layout, token_rows, params);
   }
-  void kivi_uncompressed(int layer, compressors::Part part, const compressors::KiviParams& params) override {
+  std::int64_t kivi_uncompressed(int layer, compressors::Part part, const compressors::KiviParams& params) override {
     const core::ProfileScope scope("compress hook: kivi of an uncompressed layer");
-    const at::Tensor rebuilt = kivi_rebuild(rows_of(layer, part).transpose(0, 1), part,
-                                            kept_ ? kept_->positions : cache_.positions(), rope_, params,
-                                            DenseStore::per_layer);
-    put(layer, part, rebuilt.transpose(0, 1));
+    const auto stored = kivi_rebuild(rows_of(layer, part).transpose(0, 1), part,
+                                     kept_ ? kept_->positions : cache_.positions(), rope_, params, DenseStore::per_layer);
+    put(layer, part, stored.rows.transpose(0, 1));
+    return stored.bytes;
   }
 
  private:
@@ -194,9 +195,11 @@ std::int64_t evict_in_place(KvCache& cache, const compressors::KeepMasks& masks,
       const at::Tensor positions = cache.positions().index_select(0, rows);
       for (auto [part, x] : {std::pair{compressors::Part::key, &key}, std::pair{compressors::Part::value, &value}}) {
         const at::Tensor own = (*x)[h].index_select(0, rows).unsqueeze(0);  // [1, n, D]
-        (*x)[h].index_copy_(0, rows, kivi_rebuild(own, part, positions, config.rope, *kivi).squeeze(0));
+        const auto stored = kivi_rebuild(own, part, positions, config.rope, *kivi);
+        (*x)[h].index_copy_(0, rows, stored.rows.squeeze(0));
+        bytes += stored.bytes;
       }
-      bytes += kivi_layer_bytes(rows.size(0), 1, D, *kivi) + 4 * rows.size(0);  // + the int32 token index
+      bytes += 4 * rows.size(0);  // the int32 token index
     }
     cache.replace(l, key, value, keep);
   }
@@ -241,15 +244,16 @@ std::optional<std::int64_t> evict_then_low_rank(KvCache& cache, const compressor
 
 // KIVI on the dense cache, quantized where the cache lies (kivi_on_device.h).
 std::int64_t quantize_in_place(KvCache& cache, const ModelConfig& config, const compressors::KiviParams& params) {
-  const auto shape = shape_of(cache, config);
   std::int64_t bytes = 0;
-  for (int l = 0; l < shape.layers; ++l) {
+  for (int l = 0; l < shape_of(cache, config).layers; ++l) {
     const core::ProfileScope scope("compress hook: kivi on the device");
     const auto rebuild = [&](compressors::Part part) {
-      return kivi_rebuild(tokens_of(cache, nullptr, l, part), part, cache.positions(), config.rope, params);
+      auto stored = kivi_rebuild(tokens_of(cache, nullptr, l, part), part, cache.positions(), config.rope, params);
+      bytes += stored.bytes;
+      return stored.rows;
     };
-    cache.replace(l, rebuild(compressors::Part::key), rebuild(compressors::Part::value));
-    bytes += kivi_layer_bytes(shape.tokens, shape.kv_heads, shape.head_dim, params);
+    const at::Tensor key = rebuild(compressors::Part::key);
+    cache.replace(l, key, rebuild(compressors::Part::value));
   }
   return bytes;
 }
