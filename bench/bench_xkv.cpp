@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "compressors/cache_source.h"
-#include "compressors/low_rank.h"
+#include "compressors/methods/low_rank.h"
 #include "core/error.h"
 #include "core/kv_dump.h"
 #include "linalg/backend.h"

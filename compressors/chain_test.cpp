@@ -12,7 +12,7 @@
 #include <numeric>
 
 #include "compressors/dense.h"
-#include "compressors/kivi.h"
+#include "compressors/methods/kivi.h"
 #include "compressors/score.h"
 #include "core/dtype.h"
 #include "core/error.h"

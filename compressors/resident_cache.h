@@ -15,7 +15,7 @@
 
 #include "compressors/cache_source.h"
 #include "compressors/compressed.h"
-#include "compressors/kivi.h"
+#include "compressors/methods/kivi.h"
 #include "linalg/backend.h"
 
 namespace kvlab::compressors {

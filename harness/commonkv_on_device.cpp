@@ -4,7 +4,7 @@
 
 #include <optional>
 
-#include "compressors/commonkv.h"
+#include "compressors/methods/commonkv.h"
 #include "core/error.h"
 #include "core/profile.h"
 #include "harness/fp16_store.h"

@@ -1,4 +1,4 @@
-// CommonKV (compressors/commonkv.h), alone or followed by kivi, run by torch where the model's cache lies, CPU or CUDA:
+// CommonKV (compressors/methods/commonkv.h), alone or followed by kivi, run by torch where the model's cache lies, CPU or CUDA:
 // the latents c = h·Pᵀ, their first/last-layer cosines, the merged latents and each layer's
 // rebuild c·Dᵀ + b are computed there and written into the cache, so no layer's K/V crosses to
 // the host. The pieces that are small or host-side already stay shared with the chain: the weight

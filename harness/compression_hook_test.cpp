@@ -14,10 +14,10 @@
 
 #include <fmt/format.h>
 
-#include "compressors/low_rank.h"
+#include "compressors/methods/low_rank.h"
 #include "core/error_of.h"
 #include "core/safetensors.h"
-#include "compressors/minicache.h"
+#include "compressors/methods/minicache.h"
 #include "compressors/spec.h"
 #include "harness/compression_hook.h"
 #include "harness/tiny_model.h"

@@ -1,4 +1,4 @@
-// KIVI (compressors/kivi.h) where the model's tensors lie, CPU or CUDA: the same packed form
+// KIVI (compressors/methods/kivi.h) where the model's tensors lie, CPU or CUDA: the same packed form
 // kivi_pack makes on the host, byte for byte, made by torch on the tensor's device, and the
 // values decoded from it, so nothing T-sized crosses to the host. The packed layout (codes
 // LSB-first, fp16 scale/min per group, fp16 residual rows) is docs/methods/kivi.md §5.
@@ -13,7 +13,7 @@
 
 #include <cstdint>
 
-#include "compressors/kivi.h"
+#include "compressors/methods/kivi.h"
 #include "compressors/spec.h"
 #include "core/rope.h"
 

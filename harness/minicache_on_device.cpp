@@ -25,7 +25,7 @@ HeadAngles head_angles(const at::Tensor& a, const at::Tensor& b) {
   return r;
 }
 
-// The merged unit directions [T, D] (double) of one head's rows, with compressors/minicache.cpp's
+// The merged unit directions [T, D] (double) of one head's rows, with compressors/methods/minicache.cpp's
 // fallbacks: Ω ≈ 0 or π interpolates the unit directions linearly, antipodal rows at a vanishing
 // mix take the end t leans to, a zero row takes the other row's direction (two zero rows: 0).
 at::Tensor merge_directions(const at::Tensor& a, const at::Tensor& b, const HeadAngles& g, double t) {

@@ -1,4 +1,4 @@
-// MiniCache alone (compressors/minicache.h) run by torch on the model's own tensors, CPU or CUDA,
+// MiniCache alone (compressors/methods/minicache.h) run by torch on the model's own tensors, CPU or CUDA,
 // so nothing T-sized crosses to the host: the rebuild of each merged (pair, part) computed where
 // the cache lies, in the host stage's precisions. Per (token, KV head) row pair x1, x2 (pre-RoPE):
 // norms and Ω = 2·atan2(‖u1 − u2‖, ‖u1 + u2‖) in double; the threshold min Ω + γ·(max Ω − min Ω)

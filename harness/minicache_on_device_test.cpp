@@ -15,7 +15,7 @@
 #include <fmt/format.h>
 
 #include "compressors/chain.h"
-#include "compressors/minicache.h"
+#include "compressors/methods/minicache.h"
 #include "linalg/backend.h"
 
 namespace kvlab::harness {

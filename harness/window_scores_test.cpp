@@ -11,7 +11,7 @@
 
 #include <random>
 
-#include "compressors/eviction.h"
+#include "compressors/methods/eviction.h"
 #include "core/error_of.h"
 #include "linalg/backend.h"
 

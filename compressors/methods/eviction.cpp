@@ -1,4 +1,4 @@
-#include "compressors/eviction.h"
+#include "compressors/methods/eviction.h"
 
 #include <algorithm>
 #include <cmath>

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "compressors/compressor.h"
-#include "compressors/kivi.h"
+#include "compressors/methods/kivi.h"
 #include "compressors/resident_cache.h"
 
 namespace kvlab::compressors {

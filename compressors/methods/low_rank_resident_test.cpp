@@ -12,8 +12,8 @@
 
 #include "compressors/compressed.h"
 #include "compressors/dense.h"
-#include "compressors/kivi.h"
-#include "compressors/low_rank.h"
+#include "compressors/methods/kivi.h"
+#include "compressors/methods/low_rank.h"
 #include "compressors/test_caches.h"
 #include "core/dtype.h"
 

@@ -1,4 +1,4 @@
-#include "compressors/commonkv.h"
+#include "compressors/methods/commonkv.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>

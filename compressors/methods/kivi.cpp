@@ -1,4 +1,4 @@
-#include "compressors/kivi.h"
+#include "compressors/methods/kivi.h"
 
 #include <Eigen/Core>
 #include <fmt/format.h>

@@ -2,7 +2,7 @@
 // generator's planted attention targets, PyramidKV's closed-form schedule, hand-built caches whose
 // attention is known by construction (pooling, GQA aggregation), and a brute-force softmax with
 // RoPE rotated row by row in this file.
-#include "compressors/eviction.h"
+#include "compressors/methods/eviction.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

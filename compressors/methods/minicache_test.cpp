@@ -3,7 +3,7 @@
 // double, byte counts from the storage formula, bitwise equality for rows that must be stored
 // verbatim. Tolerances: 1e-6 relative for quantities that pass through one float rounding of a
 // unit direction (D ≤ 16), 1e-5 absolute for keys through a RoPE round trip.
-#include "compressors/minicache.h"
+#include "compressors/methods/minicache.h"
 
 #include <gtest/gtest.h>
 

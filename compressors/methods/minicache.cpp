@@ -1,4 +1,4 @@
-#include "compressors/minicache.h"
+#include "compressors/methods/minicache.h"
 
 #include <fmt/format.h>
 

@@ -4,9 +4,9 @@
 #include <optional>
 #include <utility>
 
-#include "compressors/kivi.h"
-#include "compressors/low_rank.h"
-#include "compressors/low_rank_plan.h"
+#include "compressors/methods/kivi.h"
+#include "compressors/methods/low_rank.h"
+#include "compressors/methods/low_rank_plan.h"
 #include "core/error.h"
 #include "core/profile.h"
 

@@ -4,7 +4,7 @@
 // lossless), an Eigen JacobiSVD of the stacked weights (rank truncation, similarities), the
 // spec's counting rule, and the byte formula of docs/methods/commonkv.md §5.
 // Tolerance: 1e-4 relative Frobenius (f32 latents and gemms on O(1) data; observed ~1e-6).
-#include "compressors/commonkv.h"
+#include "compressors/methods/commonkv.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

@@ -1,7 +1,7 @@
 // svd and xkv: truncated SVD of one layer (svd) or of a contiguous group of layers (xkv),
 // docs/methods/svd-xkv.md, by the Gram + symmetric eigensolver route (docs/performance.md §4)
 // or HMT randomized subspace iteration (docs/performance.md §5).
-#include "compressors/low_rank.h"
+#include "compressors/methods/low_rank.h"
 
 #include <fmt/format.h>
 
@@ -13,8 +13,8 @@
 #include <limits>
 
 #include "compressors/dense.h"
-#include "compressors/kivi.h"
-#include "compressors/low_rank_plan.h"
+#include "compressors/methods/kivi.h"
+#include "compressors/methods/low_rank_plan.h"
 #include "core/error.h"
 #include "core/parallel.h"
 #include "core/profile.h"

@@ -8,7 +8,7 @@
 #include <mutex>
 #include <set>
 
-#include "compressors/low_rank.h"
+#include "compressors/methods/low_rank.h"
 #include "compressors/test_caches.h"
 #include "core/error.h"
 #include "linalg/test_matrices.h"

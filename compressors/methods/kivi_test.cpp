@@ -8,7 +8,7 @@
 // Q·|s − s_h| + |min − m_h| ≤ (max − min)·2^-11 + |min|·2^-11; one clamped at 0 by |min − m_h|.
 // Float arithmetic adds a few ulps of the operands. Hence
 //   |x − x̂| ≤ s/2·(1 + 2^-10) + (max − min + |min|)·2^-11 + 2^-21·(|min| + |max|).
-#include "compressors/kivi.h"
+#include "compressors/methods/kivi.h"
 
 #include <gtest/gtest.h>
 
