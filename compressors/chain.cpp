@@ -10,6 +10,19 @@
 
 namespace kvlab::compressors {
 
+ChainStages stages_of(const ChainSpec& chain) {
+  ChainStages by_kind;
+  for (const auto& stage : chain.stages) {
+    const auto kind = method(stage.method).kind;
+    const StageSpec*& slot = kind == StageKind::eviction    ? by_kind.eviction
+                             : kind == StageKind::transform ? by_kind.transform
+                                                            : by_kind.quantizer;
+    by_kind.repeats = by_kind.repeats || slot;
+    slot = &stage;
+  }
+  return by_kind;
+}
+
 namespace {
 
 const StageSpec* find_stage(const ChainSpec& chain, StageKind kind) {

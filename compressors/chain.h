@@ -17,6 +17,16 @@
 
 namespace kvlab::compressors {
 
+// A chain's stages by kind, in parse_spec's order (eviction, transform, quantizer); null where it
+// has none. `repeats`: a kind occurs twice (two evictions, or two quantizers).
+struct ChainStages {
+  const StageSpec* eviction = nullptr;
+  const StageSpec* transform = nullptr;
+  const StageSpec* quantizer = nullptr;
+  bool repeats = false;
+};
+ChainStages stages_of(const ChainSpec& chain);
+
 std::unique_ptr<Compressed> compress_chain(const CompressContext& ctx, const ChainSpec& chain);
 
 // The chains of one expanded sweep, in order. Where they are one transform stage that differs

@@ -39,6 +39,18 @@ std::int64_t kept_cells(const Compressed& c, const CacheShape& s) {
 
 // The registry owns a method: each entry has the factory of its kind and no other, builds its
 // stage from its defaults, and says what it needs; the chain's dispatch reads these flags.
+TEST(Registry, StagesOfAChainAreFoundByKind) {
+  const auto chain = parse_spec("snapkv+xkv:g=2+kivi");
+  const auto s = stages_of(chain);
+  EXPECT_EQ(s.eviction, &chain.stages[0]);
+  EXPECT_EQ(s.transform, &chain.stages[1]);
+  EXPECT_EQ(s.quantizer, &chain.stages[2]);
+  EXPECT_FALSE(s.repeats);
+  const auto bare = stages_of(parse_spec("kivi"));
+  EXPECT_TRUE(!bare.eviction && !bare.transform && bare.quantizer && !bare.repeats);
+  EXPECT_TRUE(stages_of(parse_spec("kivi+kivi:bits=4")).repeats);
+}
+
 TEST(Registry, EveryEntryHasTheFactoryOfItsKindOnly) {
   for (const auto& m : methods()) {
     SCOPED_TRACE(m.name);
@@ -47,6 +59,12 @@ TEST(Registry, EveryEntryHasTheFactoryOfItsKindOnly) {
     EXPECT_EQ(static_cast<bool>(m.make_quantizer), m.kind == StageKind::quantizer);
     EXPECT_TRUE(!m.sweep || m.kind == StageKind::transform);
     EXPECT_TRUE(!m.stores_cells || m.kind == StageKind::transform);
+    // A device path is one of the stage's own kind: eviction is scored there, quantizers pack there.
+    const auto kind_of_path = [](DevicePath d) {
+      return d == DevicePath::scores ? StageKind::eviction : d == DevicePath::kivi ? StageKind::quantizer : StageKind::transform;
+    };
+    EXPECT_TRUE(m.device == DevicePath::none || kind_of_path(m.device) == m.kind);
+    EXPECT_EQ(m.device == DevicePath::cells, m.stores_cells);
     const auto spec = parse_spec(m.name).stages.at(0);
     switch (m.kind) {
       case StageKind::eviction: EXPECT_NE(make_eviction(spec), nullptr); break;

@@ -16,6 +16,7 @@ MethodDef full_method() {
   m.make_transform = make_full;
   m.layer_local = true;
   m.stores_cells = true;
+  m.device = DevicePath::cells;
   return m;
 }
 

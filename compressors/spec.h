@@ -56,6 +56,20 @@ struct MethodNeeds {
   bool live_model = false;        // runs the model itself while compressing
 };
 
+// How a method runs where the model's cache lies (the compression hook's resident route,
+// harness/resident_routes.cpp), when it can: the device implementation its stage uses. The
+// chains the resident route takes are an optional eviction stage (`scores`), an optional
+// transform and an optional quantizer, each with a device path (harness/compression_hook.h).
+enum class DevicePath {
+  none,       // the host route only
+  scores,     // eviction scored through the cache source where the cache lies (harness/window_scores.h)
+  cells,      // the (kept) cells stored as they are (full)
+  low_rank,   // svd/xkv factors (compressors/low_rank_resident.cpp)
+  minicache,  // SLERP merge of layer pairs, alone in its chain (harness/minicache_on_device.h)
+  commonkv,   // cross-layer latents, with no eviction before it (harness/commonkv_on_device.h)
+  kivi,       // KIVI's packed form of what the stages before it store (harness/kivi_on_device.h)
+};
+
 // A method, as the registry (compressors/registry.cpp) holds it: everything kvlab knows about it
 // lives here, so no code outside the method's own file dispatches on its name.
 struct MethodDef {
@@ -79,6 +93,7 @@ struct MethodDef {
   bool layer_local = false;
   // Stores the (kept) cells of the cache themselves at 16 bits: the `full` baseline.
   bool stores_cells = false;
+  DevicePath device = DevicePath::none;
 };
 
 struct StageSpec {

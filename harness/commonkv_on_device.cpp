@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "compressors/methods/commonkv.h"
+#include "compressors/chain.h"
 #include "core/error.h"
 #include "core/profile.h"
 #include "harness/fp16_store.h"
@@ -21,9 +22,11 @@ at::Tensor on_device(const std::vector<float>& v, std::int64_t rows, std::int64_
 }  // namespace
 
 CommonKvChain commonkv_chain(const compressors::ChainSpec& chain) {
-  const auto& s = chain.stages;
-  if (s.empty() || s[0].method != "commonkv" || s.size() > 2 || (s.size() == 2 && s[1].method != "kivi")) return {};
-  return {&s[0], s.size() == 2 ? &s[1] : nullptr};
+  using compressors::DevicePath, compressors::method;
+  const auto s = compressors::stages_of(chain);
+  if (s.eviction || s.repeats || !s.transform || method(s.transform->method).device != DevicePath::commonkv) return {};
+  if (s.quantizer && method(s.quantizer->method).device != DevicePath::kivi) return {};
+  return {s.transform, s.quantizer};
 }
 
 std::int64_t commonkv_in_place(KvCache& cache, const compressors::CacheShape& shape, const core::Rope& rope,

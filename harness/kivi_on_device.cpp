@@ -1,5 +1,6 @@
 #include "harness/kivi_on_device.h"
 
+#include "compressors/chain.h"
 #include "core/error.h"
 #include "harness/fp16_store.h"
 #include "harness/torch_rope.h"
@@ -54,10 +55,10 @@ at::Tensor code_places(int bits, const at::Device& device) {
 }  // namespace
 
 const compressors::StageSpec* kivi_on_dense(const compressors::ChainSpec& chain) {
-  const auto& s = chain.stages;
-  if (s.size() == 1 && s[0].method == "kivi") return &s[0];
-  if (s.size() == 2 && s[0].method == "full" && s[1].method == "kivi") return &s[1];
-  return nullptr;
+  using compressors::DevicePath, compressors::method;
+  const auto s = compressors::stages_of(chain);
+  if (s.eviction || s.repeats || !s.quantizer || method(s.quantizer->method).device != DevicePath::kivi) return nullptr;
+  return !s.transform || method(s.transform->method).device == DevicePath::cells ? s.quantizer : nullptr;
 }
 
 at::Tensor kivi_pack_on_device(const at::Tensor& x, QuantLayout layout, bool token_rows, const compressors::KiviParams& p) {

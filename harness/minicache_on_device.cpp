@@ -2,6 +2,7 @@
 
 #include <limits>
 
+#include "compressors/chain.h"
 #include "core/error.h"
 #include "harness/fp16_store.h"
 
@@ -44,7 +45,8 @@ at::Tensor merge_directions(const at::Tensor& a, const at::Tensor& b, const Head
 }  // namespace
 
 const compressors::StageSpec* minicache_alone(const compressors::ChainSpec& chain) {
-  return chain.stages.size() == 1 && chain.stages[0].method == "minicache" ? &chain.stages[0] : nullptr;
+  const auto& s = chain.stages;
+  return s.size() == 1 && compressors::method(s[0].method).device == compressors::DevicePath::minicache ? &s[0] : nullptr;
 }
 
 MergedPair minicache_merge_pair(const at::Tensor& x1, const at::Tensor& x2, const compressors::StageSpec& spec) {

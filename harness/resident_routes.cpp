@@ -14,6 +14,7 @@
 #include "compressors/methods/low_rank.h"
 #include "compressors/methods/minicache.h"
 #include "compressors/resident_cache.h"
+#include "compressors/chain.h"
 #include "core/error.h"
 #include "core/profile.h"
 #include "harness/commonkv_on_device.h"
@@ -138,24 +139,28 @@ bool backend_beside(const linalg::Backend& backend, const at::Device& device) {
   return backend.name() == "cuda" && (!device.has_index() || device.index() == 0);
 }
 
-// A chain's one eviction stage and the stages after it; null eviction when it has none or two.
+// A chain's one eviction stage, when it is scored where the cache lies, and the stages after
+// it; null eviction otherwise.
 struct EvictionSplit {
   const compressors::StageSpec* eviction = nullptr;
   compressors::ChainSpec rest;  // in order: parse_spec puts the transform before quantizers
 };
 EvictionSplit split_eviction(const compressors::ChainSpec& chain) {
-  EvictionSplit e;
-  for (const auto& stage : chain.stages) {
-    if (compressors::method(stage.method).kind != compressors::StageKind::eviction) e.rest.stages.push_back(stage);
-    else if (e.eviction) return {};
-    else e.eviction = &stage;
-  }
+  using compressors::DevicePath, compressors::method;
+  const auto s = compressors::stages_of(chain);
+  if (!s.eviction || s.repeats || method(s.eviction->method).device != DevicePath::scores) return {};
+  EvictionSplit e{s.eviction, {}};
+  for (const auto* stage : {s.transform, s.quantizer})
+    if (stage) e.rest.stages.push_back(*stage);
   return e;
 }
 
-// Whether the stages after eviction store the kept cells dense: none, "full", or KIVI on them.
+// Whether the stages after eviction store the kept cells dense: none, the cells as they are, or
+// KIVI on them.
 bool dense_after_eviction(const compressors::ChainSpec& rest) {
-  return rest.stages.empty() || (rest.stages.size() == 1 && rest.stages[0].method == "full") || kivi_on_dense(rest);
+  const auto s = compressors::stages_of(rest);
+  if (!s.quantizer) return !s.transform || compressors::method(s.transform->method).device == compressors::DevicePath::cells;
+  return kivi_on_dense(rest);
 }
 
 // Every layer's keep mask [T, H_kv], scored on the model's device.

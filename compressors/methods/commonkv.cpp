@@ -47,6 +47,7 @@ MethodDef commonkv_method() {
   m.make_transform = make_commonkv;
   m.needs.attention_inputs = true;  // the latents are attn_in · P
   m.needs.checkpoint = true;        // P comes from an SVD of the stacked W_k/W_v
+  m.device = DevicePath::commonkv;
   return m;
 }
 

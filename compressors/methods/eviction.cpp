@@ -285,6 +285,7 @@ namespace {
 MethodDef with_eviction_stage(MethodDef m) {
   m.make_eviction = make_eviction_method;
   m.layer_local = true;
+  m.device = DevicePath::scores;  // every score here comes from the cache source (KvCacheSource scores on the device)
   return m;
 }
 

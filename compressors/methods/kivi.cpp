@@ -27,6 +27,7 @@ MethodDef kivi_method() {
   };
   m.make_quantizer = make_kivi;
   m.layer_local = true;
+  m.device = DevicePath::kivi;
   return m;
 }
 

@@ -118,6 +118,7 @@ MethodDef svd_method() {
               resolve_low_rank};
   m.make_transform = make_low_rank;
   m.sweep = compress_low_rank_sweep;
+  m.device = DevicePath::low_rank;
   return m;
 }
 
@@ -140,6 +141,7 @@ MethodDef xkv_method() {
               std::move(params), resolve_low_rank};
   m.make_transform = make_low_rank;
   m.sweep = compress_low_rank_sweep;
+  m.device = DevicePath::low_rank;
   return m;
 }
 

@@ -42,6 +42,7 @@ MethodDef minicache_method() {
            start);
   };
   m.make_transform = make_minicache;
+  m.device = DevicePath::minicache;
   return m;
 }
 

@@ -4,6 +4,7 @@
 #include <optional>
 #include <utility>
 
+#include "compressors/chain.h"
 #include "compressors/methods/kivi.h"
 #include "compressors/methods/low_rank.h"
 #include "compressors/methods/low_rank_plan.h"
@@ -26,11 +27,12 @@ bool resident_route_fits(const LowRankPlan& plan, const CacheShape& shape) {
 // The chain's low-rank stage and, when one follows it, its KIVI parameters; null stage when the
 // chain is anything else.
 std::pair<const StageSpec*, std::optional<KiviParams>> low_rank_then_kivi(const ChainSpec& chain) {
-  const auto& s = chain.stages;
-  if (s.empty() || s.size() > 2 || (s[0].method != "svd" && s[0].method != "xkv")) return {nullptr, std::nullopt};
-  if (s.size() == 1) return {&s[0], std::nullopt};
-  if (s[1].method != "kivi") return {nullptr, std::nullopt};
-  return {&s[0], kivi_params(s[1])};
+  const auto s = stages_of(chain);
+  if (s.eviction || s.repeats || !s.transform || method(s.transform->method).device != DevicePath::low_rank)
+    return {nullptr, std::nullopt};
+  if (!s.quantizer) return {s.transform, std::nullopt};
+  if (method(s.quantizer->method).device != DevicePath::kivi) return {nullptr, std::nullopt};
+  return {s.transform, kivi_params(*s.quantizer)};
 }
 
 }  // namespace
