@@ -39,7 +39,7 @@ std::pair<const StageSpec*, std::optional<KiviParams>> low_rank_then_kivi(const 
 
 bool resident_low_rank_applies(const ChainSpec& chain, const CacheShape& shape) {
   const auto [spec, kivi] = low_rank_then_kivi(chain);
-  return spec && resident_route_fits(make_low_rank_plan(*spec, shape.layers), shape);
+  return spec && resident_route_fits(make_low_rank_plan(*spec, shape), shape);
 }
 
 std::int64_t compress_low_rank_resident(const ChainSpec& chain, ResidentCache& cache, linalg::Backend& backend) {
@@ -47,7 +47,7 @@ std::int64_t compress_low_rank_resident(const ChainSpec& chain, ResidentCache& c
   if (!found) fail("{}: the resident route takes one svd or xkv stage, optionally followed by kivi", chain.to_string());
   const StageSpec& spec = *found;
   const auto& shape = cache.shape();
-  const LowRankPlan plan = make_low_rank_plan(spec, shape.layers);  // fails on anything but svd/xkv
+  const LowRankPlan plan = make_low_rank_plan(spec, shape);  // fails on anything but svd/xkv
   if (!resident_route_fits(plan, shape))
     fail("{}: the resident route takes caches with at least as many tokens as a group has columns, unless the "
          "solver is randomized (T = {}, H·D = {})",

@@ -138,6 +138,8 @@ std::vector<std::string> sweep_values(const MethodDef& m, const ParamDef& p, con
       !parse_double(std::string_view(text).substr(colon + 1), step))
     fail("spec '{}': range '{}' for key '{}' is not A..B:STEP with numbers", m.name, text, p.key);
   if (!(step > 0) || b < a) fail("spec '{}': range '{}' for key '{}' needs A ≤ B and STEP > 0", m.name, text, p.key);
+  if (p.type == ParamType::integer && (a != std::round(a) || b != std::round(b) || step != std::round(step)))
+    fail("spec '{}': key '{}' takes integers, but range '{}' has a bound or step that is not one", m.name, p.key, text);
   std::vector<std::string> out;
   const auto count = static_cast<std::int64_t>(std::floor((b - a) / step * (1 + 1e-12))) + 1;
   if (count > 10000) fail("spec '{}': range '{}' for key '{}' has {} values (at most 10000)", m.name, text, p.key, count);

@@ -90,6 +90,11 @@ TEST(Spec, SweepsExpandToTheGridLastKeyFastest) {
   EXPECT_THAT(error_of([&] { expand_sweep("alpha:a=4..1:1", t); }), HasSubstr("A ≤ B"));
   EXPECT_THAT(error_of([&] { expand_sweep("alpha:mode=x..y:1", t); }), HasSubstr("cannot take a range"));
   EXPECT_THAT(error_of([&] { expand_sweep("alpha:a=[1,0]", t); }), HasSubstr("outside [1, 1000]"));
+  // An integer key's range must hold integers: 1..3:1.5 would round 1.5 to 2 behind the user's back.
+  EXPECT_THAT(error_of([&] { expand_sweep("alpha:a=1..3:1.5", t); }), HasSubstr("takes integers"));
+  EXPECT_THAT(error_of([&] { expand_sweep("alpha:a=1.5..3:1", t); }), HasSubstr("takes integers"));
+  EXPECT_THAT(error_of([&] { expand_sweep("alpha:a=[1.5]", t); }), HasSubstr("integer"));
+  EXPECT_EQ(expand_sweep("alpha:b=0.25..0.75:0.25", t).size(), 3u);  // a real key's range may be fractional
 }
 
 TEST(Spec, FormatRealIsShortestRoundTrip) {

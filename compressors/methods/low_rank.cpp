@@ -145,11 +145,11 @@ MethodDef xkv_method() {
   return m;
 }
 
-LowRankPlan make_low_rank_plan(const StageSpec& spec, int layers) {
+LowRankPlan make_low_rank_plan(const StageSpec& spec, const CacheShape& shape) {
   LowRankPlan p;
   p.method = spec.method;
-  p.groups = low_rank_groups(spec, layers);
-  p.group_of.assign(static_cast<std::size_t>(layers), -1);
+  p.groups = low_rank_groups(spec, shape.layers);
+  p.group_of.assign(static_cast<std::size_t>(shape.layers), -1);
   for (std::size_t g = 0; g < p.groups.size(); ++g)
     for (int l : p.groups[g]) p.group_of[static_cast<std::size_t>(l)] = static_cast<int>(g);
   const auto& part = spec.get("part");
@@ -162,6 +162,14 @@ LowRankPlan make_low_rank_plan(const StageSpec& spec, int layers) {
   p.iters = spec.get_int("iters");
   p.gram_precision = linalg::parse_gram_precision(spec.get("precision"));
   p.seed = static_cast<std::uint64_t>(spec.get_int("seed"));
+  std::size_t widest = 0;  // layers in the largest group (a short last group clamps its rank)
+  for (const auto& g : p.groups) widest = std::max(widest, g.size());
+  const std::int64_t columns = static_cast<std::int64_t>(widest) * shape.width();
+  for (const Part part : kParts)
+    if (p.compresses(part) && p.rank(part) > columns)
+      fail("spec '{}': key '{}' = {} exceeds the {} columns of a group of {} layer(s) × {} KV heads × {} head dims, "
+           "the highest rank it has",
+           spec.method, part == Part::key ? "rk" : "rv", p.rank(part), columns, widest, shape.kv_heads, shape.head_dim);
   return p;
 }
 
@@ -419,10 +427,10 @@ class LowRankCompressed final : public Compressed {
 // the largest rank, sliced for every pair. Reads each (layer, part) once, one group at a time.
 std::vector<std::unique_ptr<Compressed>> run(const CompressContext& ctx, const std::vector<StageSpec>& specs) {
   const auto& shape = ctx.cache.shape();
-  const LowRankPlan plan = make_low_rank_plan(specs.at(0), shape.layers);
+  const LowRankPlan plan = make_low_rank_plan(specs.at(0), shape);
   std::vector<std::unique_ptr<LowRankCompressed>> reps;
   for (const auto& s : specs) {
-    reps.push_back(std::make_unique<LowRankCompressed>(ctx.cache, make_low_rank_plan(s, shape.layers), ctx.backend));
+    reps.push_back(std::make_unique<LowRankCompressed>(ctx.cache, make_low_rank_plan(s, shape), ctx.backend));
     reps.back()->set_authors_ratio(low_rank_accounting(shape, s).authors_ratio);
   }
   const std::int64_t T = shape.tokens, N = shape.width();
@@ -507,7 +515,7 @@ std::vector<std::unique_ptr<Compressed>> compress_low_rank_sweep(const CompressC
 }
 
 LowRankAccounting low_rank_accounting(const CacheShape& shape, const StageSpec& spec, const KiviParams* kivi) {
-  const LowRankPlan plan = make_low_rank_plan(spec, shape.layers);
+  const LowRankPlan plan = make_low_rank_plan(spec, shape);
   const std::int64_t T = shape.tokens, N = shape.width();
   // An [n, c] stored tensor at fp16, or as KIVI packs it with this layout.
   const auto stored = [&](QuantLayout layout, std::int64_t n, std::int64_t c, bool token_rows) {

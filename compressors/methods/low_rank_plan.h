@@ -28,7 +28,11 @@ struct LowRankPlan {
   std::int64_t rank(Part p) const { return p == Part::key ? rk : rv; }
 };
 
-LowRankPlan make_low_rank_plan(const StageSpec& spec, int layers);
+// The plan of `spec` on a cache of this shape. Fails naming the key when a rank exceeds the
+// columns of the largest group (G·H·D: no X_g has a higher rank); a shorter last group, and a
+// cache with fewer tokens than the rank (short prompts, few kept rows after eviction), clamp it
+// where the factors are made (notes: effective_rank).
+LowRankPlan make_low_rank_plan(const StageSpec& spec, const CacheShape& shape);
 
 // The randomized sketch's stream for group g's keys or values: both routes (low_rank.cpp and
 // low_rank_resident.cpp) draw Ω from (seed, this), so they compress alike.

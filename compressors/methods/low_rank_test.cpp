@@ -413,6 +413,13 @@ TEST(LowRank, BadSpecsNameTheKey) {
   expect_error([&] { make_low_rank(xkv("end=4"))->compress(ctx_of(cache)); }, "'end'");
   expect_error([&] { make_low_rank(xkv("start=4"))->compress(ctx_of(cache)); }, "'start'");
   expect_error([&] { low_rank_accounting(shape, xkv("groups=7")); }, "'groups'");
+  // A rank beyond a group's columns (G·H·D = 2·16 here) is no rank X_g has: an error, not a clamp.
+  expect_error([&] { make_low_rank(xkv("g=2,rk=33"))->compress(ctx_of(cache)); }, "'rk' = 33 exceeds the 32 columns");
+  expect_error([&] { make_low_rank(svd("rk=8,rv=17"))->compress(ctx_of(cache)); }, "'rv' = 17 exceeds the 16 columns");
+  expect_error([&] { low_rank_accounting(shape, svd("rk=1000000")); }, "'rk'");
+  EXPECT_NO_THROW(make_low_rank(xkv("g=2,rk=32,part=key"))->compress(ctx_of(cache)));  // full rank, values left alone
+  EXPECT_NO_THROW(make_low_rank(svd("rk=8,rv=1000,part=key"))->compress(ctx_of(cache)));  // rv unused
+  EXPECT_NO_THROW(make_low_rank(xkv("g=3,rk=40,rv=40"))->compress(ctx_of(cache)));  // 48 columns; the last group of 1 clamps
 }
 
 TEST(LowRank, DerivedValueRankAndCanonicalRoundTrip) {
