@@ -1,5 +1,7 @@
-// svd/xkv (and KIVI after them) on a ResidentCache (low_rank.h): low_rank.cpp's Gram and
-// randomized routes with every T-sized tensor left where the backend computes.
+// svd/xkv (and KIVI after them) on a ResidentCache: methods/low_rank.cpp's Gram and randomized
+// routes with every T-sized tensor left where the backend computes.
+#include "compressors/low_rank_resident.h"
+
 #include <algorithm>
 #include <optional>
 #include <utility>

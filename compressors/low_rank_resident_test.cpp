@@ -13,6 +13,7 @@
 #include "compressors/compressed.h"
 #include "compressors/dense.h"
 #include "compressors/methods/kivi.h"
+#include "compressors/low_rank_resident.h"
 #include "compressors/methods/low_rank.h"
 #include "compressors/test_caches.h"
 #include "core/dtype.h"

@@ -11,6 +11,7 @@
 #include "compressors/compressor.h"
 #include "compressors/dense.h"
 #include "compressors/methods/kivi.h"
+#include "compressors/low_rank_resident.h"
 #include "compressors/methods/low_rank.h"
 #include "compressors/methods/minicache.h"
 #include "compressors/resident_cache.h"

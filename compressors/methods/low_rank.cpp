@@ -13,7 +13,6 @@
 #include <limits>
 
 #include "compressors/dense.h"
-#include "compressors/methods/kivi.h"
 #include "compressors/methods/low_rank_plan.h"
 #include "core/error.h"
 #include "core/parallel.h"
@@ -514,19 +513,15 @@ std::vector<std::unique_ptr<Compressed>> compress_low_rank_sweep(const CompressC
   return out;
 }
 
-LowRankAccounting low_rank_accounting(const CacheShape& shape, const StageSpec& spec, const KiviParams* kivi) {
+LowRankAccounting low_rank_accounting(const CacheShape& shape, const StageSpec& spec) {
   const LowRankPlan plan = make_low_rank_plan(spec, shape);
   const std::int64_t T = shape.tokens, N = shape.width();
-  // An [n, c] stored tensor at fp16, or as KIVI packs it with this layout.
-  const auto stored = [&](QuantLayout layout, std::int64_t n, std::int64_t c, bool token_rows) {
-    return kivi ? kivi_bytes(layout, n, c, token_rows, *kivi) : 2 * n * c;
-  };
   LowRankAccounting acc;
   double authors_elements = 0;
   for (int l = 0; l < shape.layers; ++l)
     for (Part part : kParts)
       if (plan.group_of[static_cast<std::size_t>(l)] < 0 || !plan.compresses(part)) {
-        acc.stored_bytes += stored(part == Part::key ? QuantLayout::per_channel : QuantLayout::per_token, T, N, true);
+        acc.stored_bytes += 2 * T * N;  // the layer part at fp16
         authors_elements += static_cast<double>(T * N);
       }
   for (const auto& g : plan.groups) {
@@ -534,9 +529,7 @@ LowRankAccounting low_rank_accounting(const CacheShape& shape, const StageSpec& 
     for (Part part : kParts) {
       if (!plan.compresses(part)) continue;
       const auto r = std::min({plan.rank(part), T, c});
-      // A [T, r] and each layer's B_l [r, N]: 2·(T·r + r·c) at fp16.
-      acc.stored_bytes += stored(QuantLayout::per_token, T, r, true) +
-                          static_cast<std::int64_t>(g.size()) * stored(QuantLayout::per_token, r, N, false);
+      acc.stored_bytes += 2 * (T * r + r * c);  // A [T, r] and each layer's B_l [r, N] at fp16
       authors_elements += static_cast<double>(T + c) * static_cast<double>(plan.rank(part));
     }
   }

@@ -10,8 +10,6 @@
 #include <vector>
 
 #include "compressors/compressor.h"
-#include "compressors/methods/kivi.h"
-#include "compressors/resident_cache.h"
 
 namespace kvlab::compressors {
 
@@ -27,23 +25,6 @@ std::vector<std::unique_ptr<Compressed>> compress_low_rank_sweep(const CompressC
 // when a layer is out of range.
 std::vector<std::vector<int>> low_rank_groups(const StageSpec& spec, int layers);
 
-// svd/xkv, alone or followed by KIVI, where the backend computes, on a ResidentCache (the
-// harness's CUDA tensors, with the CUDA backend). Per group and part: X gathered there; V_r found
-// there (the Gram and its top-r eigenpairs, Backend::resident_gram_top, or HMT with the host
-// route's sketch, resident_randomized_top), only V_r coming to the host for its canonical signs;
-// A = X·V_r; A and V_r rounded to fp16 as the chain stores them, then quantized as KIVI stores A
-// and each B_l (ResidentCache::kivi_quantize); each layer's X̂_l = A·B_l written back into the
-// cache. The same reconstruction as compress_chain's, without a host round trip of the cache.
-// Layers or parts the spec leaves uncompressed keep the cache's own values without KIVI
-// (compress_chain's fp16 store of them is not replayed), and become KIVI's rebuild of them with it
-// (ResidentCache::kivi_uncompressed). Returns the bytes the chain would store. Fails unless
-// resident_low_rank_applies.
-std::int64_t compress_low_rank_resident(const ChainSpec& chain, ResidentCache& cache, linalg::Backend& backend);
-// Whether the chain is one svd or xkv stage, alone or followed by one kivi stage, that
-// compress_low_rank_resident runs as compress_chain would: the randomized solver, or the exact
-// one on the Gram route (T ≥ every group's G·H·D columns; shorter caches take gesdd of X).
-bool resident_low_rank_applies(const ChainSpec& chain, const CacheShape& shape);
-
 // Byte accounting from shapes alone (no data), for planning and the authors' ratio.
 struct LowRankAccounting {
   // Σ fp16 bytes stored: 2·(T·r + r·G·H·D) per group and compressed part, with the effective
@@ -56,9 +37,6 @@ struct LowRankAccounting {
   // and the ranks fit (r ≤ min(T, G·H·D)).
   double authors_ratio = 0;
 };
-// With `kivi` (a kivi stage after svd/xkv) stored_bytes counts what KIVI packs instead: A and
-// each B_l per token (A's rows are tokens), uncompressed keys per channel and values per token.
-LowRankAccounting low_rank_accounting(const CacheShape& shape, const StageSpec& spec,
-                                      const KiviParams* kivi = nullptr);
+LowRankAccounting low_rank_accounting(const CacheShape& shape, const StageSpec& spec);
 
 }  // namespace kvlab::compressors
