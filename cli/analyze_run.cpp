@@ -7,6 +7,7 @@
 
 #include "analysis/dump_analysis.h"
 #include "cli/commands.h"
+#include "cli/output_dir.h"
 #include "cli/record_run.h"
 #include "core/content_hash.h"
 #include "core/error.h"
@@ -17,12 +18,9 @@
 namespace kvlab::cli {
 
 AnalyzeOutcome run_analyze(const AnalyzeRequest& request) {
+  check_dump_path(request.dump);
   core::DumpReader dump(request.dump);
-  const auto ids = dump.sample_ids();
-  if (ids.empty()) fail("{} holds no samples", request.dump.string());
-  const std::string sample = request.sample.empty() ? ids.front() : request.sample;
-  if (std::find(ids.begin(), ids.end(), sample) == ids.end())
-    fail("{} has no sample '{}' (it has {} samples, e.g. '{}')", request.dump.string(), sample, ids.size(), ids.front());
+  const std::string sample = choose_sample(dump, request.sample);
 
   analysis::AnalysisOptions options;
   options.group_sizes = parse_group_sizes(request.groups, dump.info().num_layers, request.groups_given);
@@ -31,6 +29,8 @@ AnalyzeOutcome run_analyze(const AnalyzeRequest& request) {
   options.precision = linalg::parse_gram_precision(request.precision);
   options.cka = !request.cosine_only;
   auto& backend = linalg::backend_for(request.device, request.threads);
+  OutputDir out(request.out.empty() ? std::filesystem::path(request.dump.string() + ".analysis") : request.out,
+                request.force);
 
   std::vector<core::KvKind> kinds;
   if (request.kind != "value") kinds.push_back(core::KvKind::key);
@@ -57,7 +57,6 @@ AnalyzeOutcome run_analyze(const AnalyzeRequest& request) {
                        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()});
   }
 
-  std::filesystem::path out = request.out.empty() ? std::filesystem::path(request.dump.string() + ".analysis") : request.out;
   nlohmann::json context{{"dump", request.dump.string()},
                          {"dump_hash", core::file_hash(request.dump)},
                          {"model_hash", dump.info().model_hash},
@@ -72,8 +71,9 @@ AnalyzeOutcome run_analyze(const AnalyzeRequest& request) {
                          {"command_line", command_line()},
                          {"kvlab_version", kVersion},
                          {"git_revision", kGitRevision}};
-  const auto run = record_analysis(request.db, analysis::write_report(out, context, reports), out / "analysis.json",
-                                   request.device);
+  const auto doc = analysis::write_report(out.staging(), context, reports);
+  out.commit();
+  const auto run = record_analysis(request.db, doc, out.path() / "analysis.json", request.device);
 
   std::string summary = fmt::format("dump {} sample {} ({})\n", request.dump.string(), sample, dump.info().model_id);
   summary += analysis::summary_table(reports);
@@ -83,8 +83,8 @@ AnalyzeOutcome run_analyze(const AnalyzeRequest& request) {
           "warning: {} eigen-rank keeps components down to σ_r/σ₁ = {:.1e}, below {} Gram accuracy; rerun with "
           "--precision f64\n",
           core::to_string(r.kind), r.result.min_kept_sigma_ratio, linalg::to_string(options.precision));
-  summary += fmt::format("wrote {}/analysis.json and CSV tables\n", out.string());
-  return {out, summary, run};
+  summary += fmt::format("wrote {}/analysis.json and CSV tables\n", out.path().string());
+  return {out.path(), summary, run};
 }
 
 }  // namespace kvlab::cli

@@ -23,6 +23,7 @@ struct AnalyzeRequest {
   std::string device = "cpu";  // linalg backend: cpu | cuda
   std::filesystem::path db = "kvlab-results.sqlite";  // results store ("" records nothing)
   std::filesystem::path out;  // empty: "<dump>.analysis"
+  bool force = false;         // replace `out` when it already holds files (else an error)
 };
 
 struct AnalyzeOutcome {

@@ -10,6 +10,7 @@ expect_error() {  # expect_error NAME PATTERN ARGS... : exit 2, one stderr line 
   local rc=$?
   check "$name exits 2 (got $rc)" test "$rc" = 2
   check "$name names the problem" grep -q -- "$pattern" "$WORK/err"
+  check "$name is one line, a user error" bash -c "test \$(wc -l <'$WORK/err') = 1 && ! grep -q 'internal error' '$WORK/err'"
 }
 
 "$KVLAB" --quiet demo >demo.txt 2>demo.err
@@ -77,6 +78,29 @@ if ! command -v nvidia-smi >/dev/null 2>&1; then  # no GPU here: --device cuda m
   expect_error "analyze --device cuda without a GPU" "CUDA" analyze a.h5 --device cuda --out xc
   expect_error "compress --device cuda without a GPU" "CUDA" compress a.h5 --method svd --device cuda --out xc
 fi
+# Output directories are written whole: a reused --out is refused, or with --force replaced, so no
+# file of an earlier run survives (a --kind key run into a --kind both directory kept 7 value_*.csv).
+"$KVLAB" --quiet analyze a.h5 --kind both --out reuse >/dev/null
+expect_error "analyze into a directory holding files" "pass --force" analyze a.h5 --kind key --out reuse
+check "a refused analyze left the directory as it was" test "$(ls reuse | grep -c '^value_')" = 7
+"$KVLAB" --quiet analyze a.h5 --kind key --out reuse --force >/dev/null
+check "analyze --force replaces the directory whole" bash -c "test -s reuse/key_cka.csv && test \$(ls reuse | grep -c '^value_') = 0"
+"$KVLAB" --quiet compress a.h5 --method "svd:rk=4" --out reuse --force >/dev/null
+check "compress --force leaves only its own files" test "$(ls reuse | sort | tr '\n' ' ')" = "compress.json layers.csv methods.csv "
+mkdir empty-out
+"$KVLAB" --quiet compress a.h5 --method "svd:rk=4" --out empty-out/ >/dev/null
+check "an empty directory is written into" test -s empty-out/methods.csv
+check "no staging folder is left behind" test -z "$(find . -name '*.tmp-*')"
+# Plain user errors: one line naming the input, never "internal error".
+touch afile
+expect_error "compress --out under a file" "afile" compress a.h5 --method svd --out afile/x
+expect_error "analyze --out onto a file" "afile: exists and is not a directory" analyze a.h5 --out afile
+expect_error "a directory given as a dump" "is a directory, not a KV dump" analyze reuse --out x
+expect_error "a directory given to compress" "is a directory, not a KV dump" compress reuse --method svd --out x
+expect_error "an unknown command" "unknown command 'foo'" foo
+expect_error "an unknown sweep command" "unknown command 'foo'" sweep foo
+expect_error "a non-positive option" "must be positive (got 0)" analyze a.h5 --token-block 0 --out x
+check "the option error is short (no range to DBL_MAX)" test "$(wc -c <err)" -lt 120
 printf 'not hdf5' >bad.h5
 expect_error "not an HDF5 file" "bad.h5" analyze bad.h5 --out x
 check "failed runs wrote no report" test ! -e x
@@ -147,6 +171,39 @@ if "$KVLAB" --help 2>&1 | grep -q make-tiny-model; then
   "$KVLAB" sweep slurm sweep.yaml --shards 2 --out job.sbatch >/dev/null
   check "sweep slurm writes a job array" grep -q "#SBATCH --array=0-1" job.sbatch
   expect_error "sweep with an unknown key" "unknown key" sweep run <(printf 'compres: {}\n')
+  # A bad cell does not stop the sweep: the good cells run, the failure is recorded and the
+  # sweep exits 2 at the end; a rerun retries only the failed cells. Entries listed twice are
+  # one cell. --dry-run checks specs, inputs and options without writing anything.
+  printf '%s\n' 'name: bad' 'compress:' '  dumps: [a.h5, missing.h5, a.h5]' '  methods: [nope, "svd:rk=4", "svd:rk=4"]' \
+    'eval:' '  models: [tiny]' '  prompts: [prompts.jsonl]' '  methods: [full]' '  options: {max_new_tokens: 2, query_window: 4}' >bad.yaml
+  "$KVLAB" --quiet sweep run bad.yaml --dry-run >dry.txt 2>dry.err
+  check "sweep --dry-run of bad cells exits 2 (got $?)" test $? = 2
+  check "sweep --dry-run names the unknown method" grep -q "unknown compression method 'nope'" dry.err
+  check "sweep --dry-run names the missing dump" grep -q "missing.h5" dry.err
+  check "sweep --dry-run counts 3 bad cells of 5 (duplicates dropped)" grep -q "3 of 5 cell(s) would fail" dry.err
+  check "sweep --dry-run wrote nothing" test ! -e bad
+  "$KVLAB" --quiet sweep run bad.yaml >bad1.txt 2>bad1.err
+  check "a sweep with bad cells exits 2 at the end (got $?)" test $? = 2
+  check "the good cells after a bad one ran" test "$("$KVLAB" results ls --db bad/results.sqlite | tail -n +2 | wc -l)" = 2
+  check "each failure is recorded beside the cells" test "$(ls bad/*.failed.txt | wc -l)" = 3
+  check "the summary error is the last stderr line" bash -c "tail -1 bad1.err | grep -q '3 of 5 cell(s) failed'"
+  "$KVLAB" --quiet sweep run bad.yaml >bad2.txt 2>/dev/null
+  check "a rerun retries only the failed cells" grep -q "2 already done, 3 to run" bad2.txt
+  expect_error "sweep --dry-run of an option typo" "unknown key 'max_new_token'" sweep run --dry-run \
+    <(printf '%s\n' 'eval: {models: [tiny], prompts: [prompts.jsonl], methods: [full], options: {max_new_token: 2}}')
+  expect_error "sweep with a list where a name belongs" "name: expected a single value" sweep run \
+    <(printf '%s\n' 'name: [a]' 'compress: {dumps: [a.h5], methods: [svd]}')
+  # config.json values the model cannot run: named, not a crash or "internal error".
+  cp -r tiny tiny-bad
+  sed -i 's/"model_type": *"qwen2"/"model_type": 7/' tiny-bad/config.json
+  expect_error "a config with a numeric model_type" "'model_type' must be a string" dump --model tiny-bad --prompts prompts.jsonl --out y.h5
+  sed -i 's/"model_type": *7/"model_type": "qwen2"/; s/"num_attention_heads": *[0-9]*/"num_attention_heads": 1099511627776/' tiny-bad/config.json
+  expect_error "a config integer past int's range" "'num_attention_heads' = 1099511627776 is outside" eval --model tiny-bad --prompts prompts.jsonl --method full --out y
+  sed -i 's/"num_attention_heads": *[0-9]*/"num_attention_heads": 4/; s/"hidden_act": *"silu"/"hidden_act": "quick_gelu"/' tiny-bad/config.json
+  expect_error "a config with an activation kvlab lacks" "hidden_act 'quick_gelu' is not supported" dump --model tiny-bad --prompts prompts.jsonl --out y.h5
+  expect_error "make-tiny-model onto a file" "afile: exists and is not a directory" make-tiny-model --out afile
+  expect_error "eval into a directory holding files" "pass --force" eval --model tiny --prompts prompts.jsonl --method full --out tiny-eval
+  expect_error "eval --samples 0" "must be positive (got 0)" eval --model tiny --task ruler:vt --samples 0 --method full --out y
   expect_error "dump of a folder without a model" "config.json" dump --model nowhere --prompts prompts.jsonl --out y.h5
   expect_error "dump with two prompt sources" "excludes" dump --model tiny --prompts prompts.jsonl --text prompts.jsonl --out y.h5
   printf '{"context": "a"}\n{broken\n' >bad.jsonl

@@ -33,7 +33,7 @@ void add_analyze(CLI::App& app, Action& action) {
                   "rounded as GPU tensor cores round them (f32 sums; the CPU emulates them, to study the effect)")
       ->check(CLI::IsMember({"f32", "tf32", "bf16", "f64"}))->capture_default_str();
   cmd->add_option("--token-block", opts->token_block, "Tokens streamed per block (memory: L·H·D·block·4 bytes)")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(positive())->capture_default_str();
   cmd->add_flag("--no-cka", opts->cosine_only,
                 "Only token-wise cosines (one cheap pass; skips CKA, channel cosine and eigen-rank)");
   cmd->add_option("--threads", opts->threads,
@@ -42,7 +42,10 @@ void add_analyze(CLI::App& app, Action& action) {
   cmd->add_option("--db", opts->db, "Results store the run is recorded in ('' for none)")->capture_default_str();
   cmd->add_option("--device", opts->device, "Linear algebra on cpu (OpenBLAS) or cuda (cuBLAS/cuSOLVER)")
       ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
-  cmd->add_option("--out", opts->out, "Output directory (default: <dump>.analysis next to the dump)");
+  cmd->add_option("--out", opts->out,
+                  "Output directory (default: <dump>.analysis next to the dump); written whole, it must not hold "
+                  "files unless --force");
+  cmd->add_flag("--force", opts->force, "Replace the output directory when it already holds files (from an earlier run)");
   cmd->callback([opts, groups, &action] {
     opts->groups_given = groups->count() > 0;
     action = [opts] { fmt::print("{}", run_analyze(*opts).summary); };

@@ -30,7 +30,10 @@ void add_compress(CLI::App& app, Action& action) {
   cmd->add_option("--db", req->db, "Results store the run is recorded in ('' for none)")->capture_default_str();
   cmd->add_option("--device", req->device, "Linear algebra on cpu (OpenBLAS) or cuda (cuBLAS/cuSOLVER)")
       ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
-  cmd->add_option("--out", req->out, "Output directory (default: <dump>.compress next to the dump)");
+  cmd->add_option("--out", req->out,
+                  "Output directory (default: <dump>.compress next to the dump); written whole, it must not hold "
+                  "files unless --force");
+  cmd->add_flag("--force", req->force, "Replace the output directory when it already holds files (from an earlier run)");
   cmd->callback([req, &action] {
     action = [req] {
       const auto outcome = run_compress(*req);

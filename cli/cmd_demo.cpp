@@ -18,7 +18,7 @@
 #include "datasets/synth_kv.h"
 #ifdef KVLAB_HAVE_HARNESS
 #include "harness/dump_job.h"
-#include "harness/eval_job.h"
+#include "cli/eval_run.h"
 #include "harness/tiny_model.h"
 #endif
 
@@ -122,6 +122,7 @@ void add_demo(CLI::App& app, Action& action) {
       request.db = db;
       request.dump = dump;
       request.out = *dir / "analysis";
+      request.force = true;  // the demo's own folders: a second demo replaces the first one's
       fmt::print("2/{} cross-layer analysis (keys and values) → {}\n\n", steps, request.out.string());
       const auto analysis = run_analyze(request);
       runs.analysis = analysis.run;
@@ -132,6 +133,7 @@ void add_demo(CLI::App& app, Action& action) {
       compress.db = db;
       compress.dump = dump;
       compress.out = *dir / "compress";
+      compress.force = true;
       compress.methods = {"svd:rk=32,rv=48",         "xkv:g=4,rk=112,rv=168",       "minicache",
                           "kivi:bits=2,group=32",    "streamingllm:keep=0.2",       "snapkv:keep=0.2",
                           "snapkv:keep=0.5+kivi:bits=4"};
@@ -165,6 +167,7 @@ void add_demo(CLI::App& app, Action& action) {
       model_compress.db = db;
       model_compress.dump = dump_request.out;
       model_compress.out = *dir / "tiny-llama-compress";
+      model_compress.force = true;
       model_compress.methods = {"svd:rk=16,rv=16", "xkv:g=4,rk=48,rv=48", "kivi:bits=2,group=32", "snapkv:keep=0.25,window=16"};
       fmt::print("{}", run_compress(model_compress).summary);
       // And decoding from those compressed caches: how far each method moves the model's output.
@@ -178,7 +181,7 @@ void add_demo(CLI::App& app, Action& action) {
       eval.max_new_tokens = 16;
       eval.out = *dir / "tiny-llama-eval";
       fmt::print("\n  decoding from the compressed caches (greedy, vs the uncompressed baseline) → {}\n", eval.out.string());
-      const auto outcome = harness::run_eval(eval);
+      const auto outcome = run_eval_into(eval, true);
       fmt::print("{}", outcome.summary);
       runs.eval = record_eval(db, outcome.report);
 #endif

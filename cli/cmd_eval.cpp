@@ -4,9 +4,9 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/eval_run.h"
 #include "cli/model_run_options.h"
 #include "cli/record_run.h"
-#include "harness/eval_job.h"
 
 namespace kvlab::cli {
 
@@ -49,7 +49,7 @@ void add_eval(CLI::App& app, Action& action) {
   task->excludes(longbench);
   cmd->add_option("--length", req->length, "Task prompt length in the model's tokens (template included)")
       ->capture_default_str();
-  cmd->add_option("--samples", req->samples, "Task samples")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--samples", req->samples, "Task samples")->check(positive())->capture_default_str();
   cmd->add_option("--seed", req->seed, "Task generator seed (same seed, same prompts)")->capture_default_str();
   cmd->add_option("--depth", req->depth_percent,
                   "niah tasks: put the needles at this depth, in percent of the haystack (default: RULER's random "
@@ -81,13 +81,16 @@ void add_eval(CLI::App& app, Action& action) {
   cmd->add_option("--max-new-tokens", req->max_new_tokens,
                   "Greedy tokens generated per prompt (0: the task's default, else 32)")->capture_default_str();
   cmd->add_option("--query-window", req->query_window, "Observation window (last W prompt tokens) given to compressors")
-      ->check(CLI::PositiveNumber)->capture_default_str();
-  cmd->add_option("--out", req->out, "Output directory")->required();
+      ->check(positive())->capture_default_str();
+  cmd->add_option("--out", req->out, "Output directory (written whole: it must not hold files, unless --force)")
+      ->required();
+  auto force = std::make_shared<bool>(false);
+  cmd->add_flag("--force", *force, "Replace --out when it already holds files (from an earlier run)");
   auto db = std::make_shared<std::filesystem::path>("kvlab-results.sqlite");
   cmd->add_option("--db", *db, "Results store the run is recorded in ('' for none)")->capture_default_str();
-  cmd->callback([req, db, &action] {
-    action = [req, db] {
-      const auto outcome = harness::run_eval(*req);
+  cmd->callback([req, db, force, &action] {
+    action = [req, db, force] {
+      const auto outcome = run_eval_into(*req, *force);
       fmt::print("{}", outcome.summary);
       record_eval(*db, outcome.report);
     };

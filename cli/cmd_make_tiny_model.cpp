@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "cli/output_dir.h"
 #include "harness/tiny_model.h"
 
 namespace kvlab::cli {
@@ -23,13 +24,13 @@ void add_make_tiny_model(CLI::App& app, Action& action) {
       "Example: kvlab make-tiny-model --arch qwen2 --layers 8 --layer-similarity 0.8 --out tiny-qwen");
   cmd->add_option("--arch", o->arch, "Family: llama (llama3 RoPE), qwen2 (q/k/v bias, NFC), mistral (sentencepiece)")
       ->check(CLI::IsMember({"llama", "qwen2", "mistral"}))->capture_default_str();
-  cmd->add_option("--layers", o->layers, "Decoder layers")->check(CLI::PositiveNumber)->capture_default_str();
-  cmd->add_option("--hidden", o->hidden, "Model width d_model")->check(CLI::PositiveNumber)->capture_default_str();
-  cmd->add_option("--heads", o->heads, "Query heads H_q")->check(CLI::PositiveNumber)->capture_default_str();
-  cmd->add_option("--kv-heads", o->kv_heads, "Key/value heads H_kv (divides --heads: GQA)")->check(CLI::PositiveNumber)
+  cmd->add_option("--layers", o->layers, "Decoder layers")->check(positive())->capture_default_str();
+  cmd->add_option("--hidden", o->hidden, "Model width d_model")->check(positive())->capture_default_str();
+  cmd->add_option("--heads", o->heads, "Query heads H_q")->check(positive())->capture_default_str();
+  cmd->add_option("--kv-heads", o->kv_heads, "Key/value heads H_kv (divides --heads: GQA)")->check(positive())
       ->capture_default_str();
   cmd->add_option("--head-dim", o->head_dim, "Head dimension D (0: hidden / heads)")->capture_default_str();
-  cmd->add_option("--intermediate", o->intermediate, "MLP width")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--intermediate", o->intermediate, "MLP width")->check(positive())->capture_default_str();
   cmd->add_option("--vocab", o->vocab, "Tokenizer vocabulary size to train")->check(CLI::Range(300, 100000))
       ->capture_default_str();
   cmd->add_option("--layer-similarity", o->layer_similarity,
@@ -38,10 +39,11 @@ void add_make_tiny_model(CLI::App& app, Action& action) {
   cmd->add_option("--dtype", o->dtype, "Storage dtype of model.safetensors")
       ->check(CLI::IsMember({"bfloat16", "float16", "float32"}))->capture_default_str();
   cmd->add_option("--max-position", o->max_position_embeddings, "max_position_embeddings")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(positive())->capture_default_str();
   cmd->add_option("--out", *out, "Output folder (created; kvlab's files in it replaced)")->required();
   cmd->callback([=, &action] {
     action = [=] {
+      create_output_directory(*out, "--out");  // kvlab's files in it are replaced, others kept
       const auto config = harness::write_tiny_model(*out, *o);
       fmt::print("wrote {}: {}\n", out->string(), config.describe());
     };

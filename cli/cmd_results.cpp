@@ -113,7 +113,7 @@ void add_gate_options(CLI::App* cmd, GateOptions& g) {
       ->capture_default_str();
   cmd->add_option("--tolerance-for", g.tolerance_for, "Per-metric tolerance METRIC=VALUE (repeatable)");
   cmd->add_option("--seed", g.seed, "Seed of the paired bootstrap over samples")->capture_default_str();
-  cmd->add_option("--resamples", g.resamples, "Bootstrap resamples")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--resamples", g.resamples, "Bootstrap resamples")->check(positive())->capture_default_str();
 }
 
 

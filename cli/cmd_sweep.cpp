@@ -1,20 +1,24 @@
 // kvlab sweep: run a grid of compress / eval runs from a YAML file, resumably and in shards.
 #include <fmt/format.h>
 
+#include <fmt/ranges.h>
+
 #include <chrono>
+#include <limits>
 #include <cstdlib>
 #include <memory>
 #include <optional>
 
 #include "cli/commands.h"
 #include "cli/compress_run.h"
+#include "cli/output_dir.h"
 #include "cli/record_run.h"
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "results/store.h"
 #include "results/sweep_plan.h"
 #ifdef KVLAB_HAVE_HARNESS
-#include "harness/eval_job.h"
+#include "cli/eval_run.h"
 #endif
 
 namespace kvlab::cli {
@@ -27,24 +31,33 @@ std::string option(const results::SweepCell& cell, const std::string& key, const
   return it == cell.options.end() ? fallback : it->second;
 }
 
+// An integer option or axis value, all of it ("12x" is an error, not 12).
+int integer(const std::string& key, const std::string& text) {
+  try {
+    std::size_t used = 0;
+    const long long value = std::stoll(text, &used);
+    if (used == text.size() && value >= std::numeric_limits<int>::min() && value <= std::numeric_limits<int>::max())
+      return static_cast<int>(value);
+  } catch (const std::exception&) {
+  }
+  fail("{} = '{}' is not an integer", key, text);
+}
+
 int int_option(const results::SweepCell& cell, const std::string& key, int fallback) {
   const auto text = option(cell, key, "");
-  if (text.empty()) return fallback;
-  try {
-    return std::stoi(text);
-  } catch (const std::exception&) {
-    fail("sweep cell {}: option {} = '{}' is not an integer", cell.id, key, text);
-  }
+  return text.empty() ? fallback : integer(key, text);
 }
 
 std::optional<double> real_option(const results::SweepCell& cell, const std::string& key) {
   const auto text = option(cell, key, "");
   if (text.empty()) return std::nullopt;
   try {
-    return std::stod(text);
+    std::size_t used = 0;
+    const double value = std::stod(text, &used);
+    if (used == text.size()) return value;
   } catch (const std::exception&) {
-    fail("sweep cell {}: option {} = '{}' is not a number", cell.id, key, text);
   }
+  fail("option {} = '{}' is not a number", key, text);
 }
 
 std::string describe(const results::SweepCell& cell) {
@@ -55,28 +68,29 @@ std::string describe(const results::SweepCell& cell) {
   return s;
 }
 
-void run_cell(const results::SweepCell& cell, const fs::path& out, const fs::path& db) {
-  if (cell.kind == "compress") {
-    CompressRequest req;
-    req.dump = cell.axes.at("dump");
-    req.sample = cell.axes.at("sample");
-    req.methods = cell.methods;
-    req.device = option(cell, "device", "cpu");
-    req.threads = int_option(cell, "threads", 0);
-    req.model = option(cell, "model", "");
-    req.out = out;
-    req.db.clear();  // recorded below under the cell's id
-    record_compress(db, run_compress(req).report, out / "compress.json", req.device, cell.id);
-    return;
-  }
+CompressRequest compress_request(const results::SweepCell& cell, const fs::path& out) {
+  CompressRequest req;
+  req.dump = cell.axes.at("dump");
+  req.sample = cell.axes.at("sample");
+  req.methods = cell.methods;
+  req.device = option(cell, "device", "cpu");
+  req.threads = int_option(cell, "threads", 0);
+  req.model = option(cell, "model", "");
+  req.out = out;
+  req.force = true;  // a cell not in the store runs again; files of an earlier try are stale
+  req.db.clear();    // recorded by run_cell under the cell's id
+  return req;
+}
+
 #ifdef KVLAB_HAVE_HARNESS
+harness::EvalRequest eval_request(const results::SweepCell& cell, const fs::path& out) {
   harness::EvalRequest req;
   req.model = cell.axes.at("model");
   const auto& task = cell.axes.at("task");
   if (task.rfind("prompts:", 0) == 0) req.prompts = task.substr(8);
   else if (task.rfind("longbench:", 0) == 0) req.longbench = task.substr(10);
   else req.task = task;
-  if (cell.axes.count("length")) req.length = std::stoll(cell.axes.at("length"));
+  if (cell.axes.count("length")) req.length = integer("length", cell.axes.at("length"));
   req.samples = int_option(cell, "samples", req.samples);
   req.methods = cell.methods;
   req.question = option(cell, "question", req.question);
@@ -92,13 +106,34 @@ void run_cell(const results::SweepCell& cell, const fs::path& out, const fs::pat
   req.essay = option(cell, "essay", "");
   req.qa = option(cell, "qa", "");
   req.out = out;
-  record_eval(db, harness::run_eval(req).report, cell.id);
+  return req;
+}
+#endif
+
+// Runs the cell into `out` and records it in `db` under its id; dry_run: only the checks the
+// run would make before computing (specs, inputs, options), writing nothing.
+void run_cell(const results::SweepCell& cell, const fs::path& out, const fs::path& db, bool dry_run) {
+  if (cell.kind == "compress") {
+    const auto req = compress_request(cell, out);
+    if (dry_run) return check_compress(req);
+    record_compress(db, run_compress(req).report, out / "compress.json", req.device, cell.id);
+    return;
+  }
+#ifdef KVLAB_HAVE_HARNESS
+  const auto req = eval_request(cell, out);
+  if (dry_run) return check_eval(req);
+  record_eval(db, run_eval_into(req, true).report, cell.id);
 #else
   (void)out;
   (void)db;
-  fail("sweep cell {}: eval cells need the harness (this kvlab was built with KVLAB_HARNESS=OFF)", cell.id);
+  (void)dry_run;
+  fail("eval cells need the harness (this kvlab was built with KVLAB_HARNESS=OFF)");
 #endif
 }
+
+// A failed cell's error, beside where its folder would be (<out>/<id>.failed.txt), so a long
+// sweep's failures outlive the terminal; removed once the cell succeeds.
+fs::path failure_file(const fs::path& out, const results::SweepCell& cell) { return out / (cell.id + ".failed.txt"); }
 
 // --shard, else SLURM's array variables, else the whole grid.
 std::pair<int, int> shard_of(const std::string& flag) {
@@ -122,16 +157,26 @@ void run_sweep(const SweepArgs& a) {
   const auto [index, count] = shard_of(a.shard);
   const auto cells = results::shard_cells(plan, index, count);
   const fs::path db = a.db.empty() ? plan.db : a.db;
-  fs::create_directories(plan.out);
-  if (!db.parent_path().empty()) fs::create_directories(db.parent_path());
-  results::Store store(db);
+  std::error_code ec;
+  // A dry run creates nothing: without a store yet, every cell is still to run.
+  std::optional<results::Store> store;
+  if (!a.dry_run) {
+    create_output_directory(plan.out, "sweep out");
+    if (!db.parent_path().empty()) create_output_directory(db.parent_path(), "sweep db folder");
+    store.emplace(db);
+  } else {
+    if (fs::exists(plan.out, ec) && !fs::is_directory(plan.out, ec))
+      fail("sweep out {}: exists and is not a directory", plan.out.string());
+    if (fs::exists(db, ec)) store.emplace(db, true);
+  }
   std::vector<const results::SweepCell*> todo;
   for (const auto& c : cells)
-    if (!results::find_cell_run(store, c)) todo.push_back(&c);
+    if (!store || !results::find_cell_run(*store, c)) todo.push_back(&c);
   fmt::print("sweep '{}': {} cells, shard {}/{} holds {}, {} already done, {} to run; results in {}\n", plan.name,
              plan.cells.size(), index, count, cells.size(), cells.size() - todo.size(), todo.size(), db.string());
   const auto start = std::chrono::steady_clock::now();
   int ran = 0;
+  std::vector<std::string> failed;
   for (std::size_t k = 0; k < todo.size(); ++k) {
     if (a.max_cells > 0 && ran >= a.max_cells) {
       fmt::print("stopping after {} cell(s) (--max-cells); run again to resume\n", ran);
@@ -140,12 +185,32 @@ void run_sweep(const SweepArgs& a) {
     const auto& cell = *todo[k];
     fmt::print("[{}/{}] {} {}\n", k + 1, todo.size(), cell.id, describe(cell));
     std::fflush(stdout);
-    if (a.dry_run) continue;
-    run_cell(cell, plan.out / cell.id, db);
     ++ran;
+    // One cell's error (a missing dump, a typo in a spec) must not stop the cells after it, nor
+    // every rerun at the same cell: it is reported and recorded, and the sweep goes on.
+    try {
+      run_cell(cell, plan.out / cell.id, db, a.dry_run);
+    } catch (const std::exception& e) {
+      const std::string message = dynamic_cast<const Error*>(&e) ? e.what() : fmt::format("internal error: {}", e.what());
+      fmt::print("      FAILED: {}\n", message);
+      fmt::print(stderr, "kvlab: sweep cell {} failed: {}\n", cell.id, message);
+      if (!a.dry_run) core::write_file_atomic(failure_file(plan.out, cell), describe(cell) + "\n" + message + "\n");
+      failed.push_back(cell.id);
+      continue;
+    }
+    if (a.dry_run) continue;
+    fs::remove(failure_file(plan.out, cell), ec);
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     fmt::print("      done; {:.1f} s so far, about {:.0f} s to go\n", elapsed, elapsed / ran * (todo.size() - k - 1));
   }
+  std::fflush(stdout);
+  if (failed.empty()) {
+    if (a.dry_run) fmt::print("dry run: every cell's specs, inputs and options check out\n");
+    return;
+  }
+  if (a.dry_run) fail("sweep '{}': {} of {} cell(s) would fail: {}", plan.name, failed.size(), ran, fmt::join(failed, ", "));
+  fail("sweep '{}': {} of {} cell(s) failed: {} (errors in {}/<cell>.failed.txt; run again to retry them)", plan.name,
+       failed.size(), ran, fmt::join(failed, ", "), plan.out.string());
 }
 
 }  // namespace
@@ -175,7 +240,8 @@ void add_sweep(CLI::App& app, Action& action) {
   run->add_option("--shard", args->shard, "Run shard i/N (0 ≤ i < N); default: SLURM_ARRAY_TASK_ID/COUNT, else all");
   run->add_option("--db", args->db, "Results store (default: the file's db, or <out>/results.sqlite)");
   run->add_option("--max-cells", args->max_cells, "Stop after N cells (resume later)");
-  run->add_flag("--dry-run", args->dry_run, "List the cells that would run");
+  run->add_flag("--dry-run", args->dry_run,
+                "List the cells that would run and check each one's specs, inputs and options (writes nothing)");
   run->callback([args, &action] { action = [args] { run_sweep(*args); }; });
 
   auto file = std::make_shared<fs::path>();
@@ -184,7 +250,7 @@ void add_sweep(CLI::App& app, Action& action) {
   auto sbatch = std::make_shared<std::vector<std::string>>();
   auto* slurm = cmd->add_subcommand("slurm", "Write an sbatch job-array script, one shard per array task");
   slurm->add_option("file", *file, "Sweep YAML")->required();
-  slurm->add_option("--shards", *shards, "Array tasks")->check(CLI::PositiveNumber)->capture_default_str();
+  slurm->add_option("--shards", *shards, "Array tasks")->check(positive())->capture_default_str();
   slurm->add_option("--sbatch", *sbatch, "Extra #SBATCH options KEY=VALUE (repeat), e.g. --sbatch time=04:00:00");
   slurm->add_option("--out", *out, "Script to write")->required();
   slurm->callback([=, &action] {

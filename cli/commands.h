@@ -3,11 +3,16 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <vector>
 
 #include "linalg/backend.h"
+
+namespace kvlab::core {
+class DumpReader;
+}
 
 namespace kvlab::cli {
 
@@ -36,6 +41,15 @@ int exit_code();
 // The command line as typed, for provenance.
 const std::string& command_line();
 void set_command_line(int argc, char** argv);
+
+// CLI::PositiveNumber with a readable message: "--samples: must be positive (got 0)" rather than
+// a range ending in DBL_MAX written out in 309 digits.
+const CLI::Validator& positive();
+
+// Fails naming `dump` when it is a directory (HDF5 would say "no such file").
+void check_dump_path(const std::filesystem::path& dump);
+// `requested`, or the dump's first sample when empty; fails naming the dump when it lacks it.
+std::string choose_sample(const core::DumpReader& dump, const std::string& requested);
 
 // Parses "1,2,4" / "0.9,0.95" lists (CLI11 splits on ',', this validates ranges).
 std::vector<int> parse_group_sizes(const std::vector<int>& values, int layers, bool user_given);

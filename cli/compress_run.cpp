@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "cli/commands.h"
+#include "cli/output_dir.h"
 #include "compressors/chain.h"
 #include "compressors/score.h"
 #include "core/atomic_file.h"
@@ -56,31 +57,50 @@ std::string summary_table(const std::vector<Row>& rows) {
   return out;
 }
 
-}  // namespace
-
-CompressOutcome run_compress(const CompressRequest& req) {
-  if (req.methods.empty()) fail("compress: give at least one --method SPEC (see kvlab compress --help)");
-  // Parse every spec before any work: a typo fails in milliseconds, not after an hour.
-  std::vector<std::vector<compressors::ChainSpec>> grids;
-  for (const auto& m : req.methods) grids.push_back(compressors::expand_sweep(m));
-
-  core::DumpReader dump(req.dump);
-  const auto ids = dump.sample_ids();
-  if (ids.empty()) fail("{}: the dump has no samples", req.dump.string());
-  const std::string sample = req.sample.empty() ? ids.front() : req.sample;
-  compressors::DumpCache cache(dump, sample);
+// What a compress run reads, opened and checked before any work: a typo in a spec, a missing
+// sample or a method the dump cannot feed fails in milliseconds, not after an hour.
+struct CompressInputs {
+  std::vector<std::vector<compressors::ChainSpec>> grids;  // per --method, its sweep expanded
+  std::unique_ptr<core::DumpReader> dump;
+  std::string sample;
+  std::unique_ptr<compressors::DumpCache> cache;  // streams from `dump`
   std::optional<core::Checkpoint> checkpoint;
-  if (!req.model.empty()) checkpoint.emplace(req.model);
-  // What the methods need (their registry entries), checked before any work.
-  for (const auto& grid : grids)
+};
+
+CompressInputs open_inputs(const CompressRequest& req) {
+  if (req.methods.empty()) fail("compress: give at least one --method SPEC (see kvlab compress --help)");
+  CompressInputs in;
+  for (const auto& m : req.methods) in.grids.push_back(compressors::expand_sweep(m));
+  check_dump_path(req.dump);
+  in.dump = std::make_unique<core::DumpReader>(req.dump);
+  in.sample = choose_sample(*in.dump, req.sample);
+  in.cache = std::make_unique<compressors::DumpCache>(*in.dump, in.sample);
+  if (!req.model.empty()) in.checkpoint.emplace(req.model);
+  // What the methods need (their registry entries).
+  for (const auto& grid : in.grids)
     for (const auto& stage : grid.front().stages) {
       const auto& needs = compressors::method(stage.method).needs;
       if (needs.checkpoint && req.model.empty())
         fail("compress: {} needs the model's weights: give --model DIR, the checkpoint the dump came from", stage.method);
-      if (needs.attention_inputs && cache.shape().d_model == 0)
+      if (needs.attention_inputs && in.cache->shape().d_model == 0)
         fail("compress: {} needs each layer's attention input, which {} does not hold: dump it with --attn-in",
              stage.method, req.dump.string());
     }
+  return in;
+}
+
+}  // namespace
+
+void check_compress(const CompressRequest& request) { open_inputs(request); }
+
+CompressOutcome run_compress(const CompressRequest& req) {
+  CompressInputs in = open_inputs(req);
+  const auto& grids = in.grids;
+  const auto& dump = *in.dump;
+  const auto& sample = in.sample;
+  auto& cache = *in.cache;
+  auto& checkpoint = in.checkpoint;
+  OutputDir out(req.out.empty() ? std::filesystem::path(req.dump.string() + ".compress") : req.out, req.force);
   auto& backend = linalg::backend_for(req.device, req.threads);
   const compressors::CompressContext ctx{cache, backend, checkpoint ? &*checkpoint : nullptr};
 
@@ -114,8 +134,6 @@ CompressOutcome run_compress(const CompressRequest& req) {
     }
   }
 
-  const auto out = req.out.empty() ? std::filesystem::path(req.dump.string() + ".compress") : req.out;
-  std::filesystem::create_directories(out);
   const auto& s = cache.shape();
   nlohmann::json doc = {
       {"input", {{"dump", req.dump.string()}, {"dump_hash", core::file_hash(req.dump)}, {"sample", sample},
@@ -150,11 +168,12 @@ CompressOutcome run_compress(const CompressRequest& req) {
     }
     doc["methods"].push_back(std::move(j));
   }
-  core::write_file_atomic(out / "compress.json", doc.dump(1) + "\n");
-  core::write_file_atomic(out / "methods.csv", methods_csv);
-  core::write_file_atomic(out / "layers.csv", layers_csv);
-  const auto run = record_compress(req.db, doc, out / "compress.json", req.device);
-  return {out, summary_table(rows), std::move(doc), run};
+  core::write_file_atomic(out.staging() / "compress.json", doc.dump(1) + "\n");
+  core::write_file_atomic(out.staging() / "methods.csv", methods_csv);
+  core::write_file_atomic(out.staging() / "layers.csv", layers_csv);
+  out.commit();
+  const auto run = record_compress(req.db, doc, out.path() / "compress.json", req.device);
+  return {out.path(), summary_table(rows), std::move(doc), run};
 }
 
 }  // namespace kvlab::cli

@@ -19,6 +19,7 @@ struct CompressRequest {
   std::string device = "cpu";  // linalg backend: cpu | cuda
   std::filesystem::path db = "kvlab-results.sqlite";  // results store ("" records nothing)
   std::filesystem::path out;  // empty: "<dump>.compress"
+  bool force = false;         // replace `out` when it already holds files (else an error)
 };
 
 struct CompressOutcome {
@@ -29,5 +30,8 @@ struct CompressOutcome {
 };
 
 CompressOutcome run_compress(const CompressRequest& request);
+// Everything run_compress checks before it computes (specs, dump, sample, checkpoint, what the
+// methods need), for `sweep run --dry-run`.
+void check_compress(const CompressRequest& request);
 
 }  // namespace kvlab::cli

@@ -3,11 +3,47 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <string>
 
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "core/version.h"
+
+namespace {
+
+// The command the user reached ("kvlab sweep run"): the chain of parsed subcommands.
+const CLI::App* deepest_command(const CLI::App& app, std::string& name) {
+  name = "kvlab";
+  const CLI::App* at = &app;
+  for (auto subs = at->get_subcommands(); !subs.empty(); subs = at->get_subcommands()) {
+    at = subs.front();
+    name += " " + at->get_name();
+  }
+  return at;
+}
+
+// A parse error as every other kvlab error: one line on stderr, exit code 2. A word where a
+// command belongs is named as an unknown command (CLI11 would say "A subcommand is required").
+int parse_error(const CLI::App& app, const CLI::ParseError& e) {
+  std::string name;
+  const CLI::App* command = deepest_command(app, name);
+  std::string message = e.what();
+  const auto extras = app.remaining(true);
+  if (command->get_require_subcommand_min() > 0 && command->get_subcommands().empty() && !extras.empty()) {
+    std::string known;
+    for (const auto* sub : command->get_subcommands({}))
+      known += (known.empty() ? "" : ", ") + sub->get_name();
+    message = fmt::format("unknown command '{}' (`{}` takes one of: {})", extras.front(), name, known);
+  }
+  for (auto& c : message)
+    if (c == '\n') c = ' ';
+  fmt::print(stderr, "kvlab: error: {} (see `{} --help`)\n", message, name);
+  return 2;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   kvlab::cli::set_command_line(argc, argv);
@@ -43,13 +79,17 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    app.exit(e);
-    return 2;
+    return parse_error(app, e);
   }
   kvlab::core::set_quiet(quiet);
   try {
     action();
   } catch (const kvlab::Error& e) {
+    fmt::print(stderr, "kvlab: error: {}\n", e.what());
+    return 2;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // A path the user gave that the system refuses (a file where a folder belongs, no permission):
+    // the message names the path. Commands check the paths they know of first, with clearer words.
     fmt::print(stderr, "kvlab: error: {}\n", e.what());
     return 2;
   } catch (const std::exception& e) {

@@ -3,6 +3,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <utility>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -14,18 +17,39 @@ namespace {
 
 using nlohmann::json;
 
-int required_int(const json& j, const char* key, std::string_view source) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) fail("{}: '{}' is missing", source, key);
-  if (!it->is_number_integer() || it->get<long long>() <= 0) fail("{}: '{}' must be a positive integer", source, key);
-  return it->get<int>();
+// Every integer field is an `int` here (and in the tensor shapes built from it): a value outside
+// int's range would wrap (2**40 → 0, then a division by zero), so it is refused by name. Large
+// positive JSON integers parse as unsigned, negative ones as signed; both are compared unwrapped.
+int to_int(const json& v, const char* key, std::string_view source) {
+  if (!v.is_number_integer()) fail("{}: '{}' must be an integer", source, key);
+  const bool fits = v.is_number_unsigned()
+                        ? v.get<std::uint64_t>() <= static_cast<std::uint64_t>(std::numeric_limits<int>::max())
+                        : v.get<std::int64_t>() >= std::numeric_limits<int>::min() &&
+                              v.get<std::int64_t>() <= std::numeric_limits<int>::max();
+  if (!fits)
+    fail("{}: '{}' = {} is outside the range of a 32-bit integer ({}..{})", source, key, v.dump(),
+         std::numeric_limits<int>::min(), std::numeric_limits<int>::max());
+  return v.get<int>();
 }
 
 std::optional<int> optional_int(const json& j, const char* key, std::string_view source) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return std::nullopt;
-  if (!it->is_number_integer()) fail("{}: '{}' must be an integer", source, key);
-  return it->get<int>();
+  return to_int(*it, key, source);
+}
+
+int required_int(const json& j, const char* key, std::string_view source) {
+  const auto value = optional_int(j, key, source);
+  if (!value) fail("{}: '{}' is missing", source, key);
+  if (*value <= 0) fail("{}: '{}' must be a positive integer (it is {})", source, key, *value);
+  return *value;
+}
+
+std::string optional_string(const json& j, const char* key, std::string_view source) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return {};
+  if (!it->is_string()) fail("{}: '{}' must be a string (it is {})", source, key, it->dump());
+  return it->get<std::string>();
 }
 
 bool flag(const json& j, const char* key, bool fallback, std::string_view source) {
@@ -39,24 +63,42 @@ bool flag(const json& j, const char* key, bool fallback, std::string_view source
 std::vector<int> token_list(const json& j, const char* key, std::string_view source) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return {};
-  if (it->is_number_integer()) return {it->get<int>()};
+  if (!it->is_array()) return {to_int(*it, key, source)};
   std::vector<int> out;
-  if (it->is_array())
-    for (const auto& v : *it) {
-      if (!v.is_number_integer()) fail("{}: '{}' must be an integer or a list of integers", source, key);
-      out.push_back(v.get<int>());
-    }
-  else
-    fail("{}: '{}' must be an integer or a list of integers", source, key);
+  for (const auto& v : *it) out.push_back(to_int(v, key, source));
   return out;
+}
+
+// transformers' ACT2FN names kvlab computes; an activation's first name is its canonical one.
+constexpr std::pair<std::string_view, Activation> kActivations[] = {
+    {"silu", Activation::silu},           {"swish", Activation::silu},
+    {"gelu", Activation::gelu},           {"gelu_pytorch_tanh", Activation::gelu_tanh},
+    {"gelu_new", Activation::gelu_tanh},  {"relu", Activation::relu}};
+
+// hidden_act: absent means silu (LlamaConfig's, Qwen2Config's and MistralConfig's default).
+Activation activation(const json& j, std::string_view source) {
+  const std::string name = optional_string(j, "hidden_act", source);
+  if (name.empty()) return Activation::silu;
+  std::string accepted;
+  for (const auto& [known, act] : kActivations) {
+    if (known == name) return act;
+    accepted += fmt::format("{}{}", accepted.empty() ? "" : ", ", known);
+  }
+  fail("{}: hidden_act '{}' is not supported (accepted: {})", source, name, accepted);
 }
 
 }  // namespace
 
+std::string_view to_string(Activation a) {
+  for (const auto& [name, act] : kActivations)
+    if (act == a) return name;
+  return "?";
+}
+
 std::string ModelConfig::describe() const {
-  return fmt::format("{} {} layers d={} I={} H_q={} H_kv={} D={} vocab={} rope {}{}{}", model_type, num_layers,
+  return fmt::format("{} {} layers d={} I={} H_q={} H_kv={} D={} vocab={} rope {}{}{}{}", model_type, num_layers,
                      hidden_size, intermediate_size, num_heads, num_kv_heads, head_dim, vocab_size, rope.describe(),
-                     qkv_bias ? " qkv-bias" : "",
+                     qkv_bias ? " qkv-bias" : "", hidden_act == Activation::silu ? "" : " act=" + std::string(to_string(hidden_act)),
                      sliding_window ? fmt::format(" window={}", *sliding_window) : std::string());
 }
 
@@ -66,7 +108,7 @@ ModelConfig parse_model_config(std::string_view json_text, std::string_view sour
 
   ModelConfig c;
   c.json = std::string(json_text);
-  c.model_type = j.value("model_type", std::string());
+  c.model_type = optional_string(j, "model_type", source);
   if (c.model_type != "llama" && c.model_type != "qwen2" && c.model_type != "mistral")
     fail("{}: model_type '{}' is not supported (llama, qwen2, mistral)", source, c.model_type);
   c.vocab_size = required_int(j, "vocab_size", source);
@@ -88,6 +130,7 @@ ModelConfig parse_model_config(std::string_view json_text, std::string_view sour
     if (!it->is_number() || !(it->get<double>() > 0)) fail("{}: 'rms_norm_eps' must be a positive number", source);
     c.rms_norm_eps = it->get<double>();
   }
+  c.hidden_act = activation(j, source);
   const bool attention_bias = flag(j, "attention_bias", false, source);
   c.qkv_bias = c.model_type == "qwen2" || attention_bias;  // Qwen2's model code hard-codes q/k/v bias
   c.o_bias = c.model_type != "qwen2" && attention_bias;
@@ -104,7 +147,8 @@ ModelConfig parse_model_config(std::string_view json_text, std::string_view sour
   c.max_position_embeddings = optional_int(j, "max_position_embeddings", source).value_or(0);
   c.bos_token_id = optional_int(j, "bos_token_id", source);
   c.eos_token_ids = token_list(j, "eos_token_id", source);
-  c.torch_dtype = j.value("torch_dtype", j.value("dtype", std::string()));
+  c.torch_dtype = optional_string(j, "torch_dtype", source);
+  if (c.torch_dtype.empty()) c.torch_dtype = optional_string(j, "dtype", source);
   try {
     c.rope = core::Rope::from_config(json_text, c.head_dim);
   } catch (const Error& e) {

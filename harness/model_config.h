@@ -16,6 +16,18 @@
 
 namespace kvlab::harness {
 
+// The MLP's activation (hidden_act): the names of transformers' ACT2FN that kvlab computes.
+// silu (alias swish) is what every Llama, Qwen2 and Mistral checkpoint uses; the others exist for
+// configs that set them (transformers' model code applies whatever ACT2FN[hidden_act] gives).
+enum class Activation {
+  silu,       // x·σ(x)                                   "silu", "swish"
+  gelu,       // x·Φ(x), Φ by erf                         "gelu"
+  gelu_tanh,  // ½x(1 + tanh(√(2/π)(x + 0.044715x³)))     "gelu_new", "gelu_pytorch_tanh"
+  relu,       // max(x, 0)                                "relu"
+};
+
+std::string_view to_string(Activation a);  // its transformers name ("silu", "gelu", "gelu_pytorch_tanh", "relu")
+
 struct ModelConfig {
   std::string model_type;             // "llama" | "qwen2" | "mistral"
   int vocab_size = 0;                 // embedding rows (may exceed the tokenizer's size: padding)
@@ -26,6 +38,7 @@ struct ModelConfig {
   int num_kv_heads = 0;               // key/value heads H_kv (divides H_q: GQA group n_rep = H_q / H_kv)
   int head_dim = 0;                   // D
   double rms_norm_eps = 1e-6;
+  Activation hidden_act = Activation::silu;  // the MLP's act(gate(x)) ⊙ up(x)
   bool qkv_bias = false;              // q/k/v projections carry a bias (Qwen2 always; attention_bias elsewhere)
   bool o_bias = false;                // o_proj bias (attention_bias on llama; never on Qwen2)
   bool mlp_bias = false;              // gate/up/down biases (llama's mlp_bias)
@@ -43,7 +56,8 @@ struct ModelConfig {
 };
 
 // Parses config.json text; `source` names it in errors. Every missing or inconsistent field is
-// a kvlab::Error naming the field (heads not dividing, head_dim odd, unknown model_type, ...).
+// a kvlab::Error naming the field (heads not dividing, head_dim odd, unknown model_type or
+// hidden_act, an integer outside its field's range, a field of the wrong JSON type, ...).
 ModelConfig parse_model_config(std::string_view json_text, std::string_view source = "config.json");
 // Reads `dir`/config.json (or `dir` itself when it is a file) and merges generation_config.json's
 // eos_token_id when present (Llama-3.1 and Qwen2.5 list their stop tokens there).

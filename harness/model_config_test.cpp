@@ -131,6 +131,62 @@ TEST(ModelConfig, ErrorsNameTheField) {
   }(), HasSubstr("x/config.json"));
 }
 
+TEST(ModelConfig, EveryIntegerIsCheckedAgainstIntsRangeByName) {
+  // 2**40 passed a 64-bit positivity check, then wrapped to 0 as an int (a division by zero, or
+  // "head_dim 0"); 2**31 is the first value past int's maximum, -2**31 - 1 the first below its minimum.
+  const long long two40 = 1LL << 40, past_max = 1LL << 31, past_min = -(1LL << 31) - 1;
+  for (const char* key : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                          "num_key_value_heads", "head_dim", "max_position_embeddings", "bos_token_id",
+                          "eos_token_id", "sliding_window"}) {
+    for (long long bad : {two40, past_max, past_min}) {
+      json j = llama31();
+      j["model_type"] = "mistral";  // reads sliding_window
+      j[key] = bad;
+      EXPECT_THAT(error_of(j), HasSubstr(fmt::format("'{}' = {} is outside the range", key, bad))) << key;
+    }
+  }
+  json j = llama31();
+  j["eos_token_id"] = json::array({128001, two40});
+  EXPECT_THAT(error_of(j), HasSubstr("'eos_token_id' = 1099511627776 is outside"));
+  j = llama31();
+  j.erase("num_key_value_heads");
+  j["num_attention_heads"] = 2147483647;  // in range: checked by the divisibility rule instead
+  EXPECT_THAT(error_of(j), HasSubstr("not divisible by num_attention_heads 2147483647"));
+}
+
+TEST(ModelConfig, FieldsOfTheWrongJsonTypeAreNamed) {
+  json j = llama31();
+  j["model_type"] = 7;
+  EXPECT_THAT(error_of(j), HasSubstr("'model_type' must be a string"));
+  j = llama31();
+  j["torch_dtype"] = 16;
+  EXPECT_THAT(error_of(j), HasSubstr("'torch_dtype' must be a string"));
+  j = llama31();
+  j["hidden_act"] = json::array({"silu"});
+  EXPECT_THAT(error_of(j), HasSubstr("'hidden_act' must be a string"));
+  j = llama31();
+  j["num_attention_heads"] = 32.5;
+  EXPECT_THAT(error_of(j), HasSubstr("'num_attention_heads' must be an integer"));
+}
+
+TEST(ModelConfig, HiddenActNamesTransformersActivationsAndRefusesOthers) {
+  json j = llama31();
+  EXPECT_EQ(parse_model_config(j.dump()).hidden_act, Activation::silu);  // absent: LlamaConfig's default
+  const std::pair<const char*, Activation> known[] = {
+      {"silu", Activation::silu}, {"swish", Activation::silu}, {"gelu", Activation::gelu},
+      {"gelu_new", Activation::gelu_tanh}, {"gelu_pytorch_tanh", Activation::gelu_tanh}, {"relu", Activation::relu}};
+  for (const auto& [name, act] : known) {
+    j["hidden_act"] = name;
+    EXPECT_EQ(parse_model_config(j.dump()).hidden_act, act) << name;
+  }
+  j["hidden_act"] = "gelu";
+  EXPECT_THAT(parse_model_config(j.dump()).describe(), HasSubstr("act=gelu"));
+  j["hidden_act"] = "quick_gelu";
+  const auto message = error_of(j);
+  EXPECT_THAT(message, HasSubstr("hidden_act 'quick_gelu' is not supported"));
+  EXPECT_THAT(message, HasSubstr("gelu_pytorch_tanh"));
+}
+
 TEST(ModelConfig, LoadMergesGenerationConfigStopTokens) {
   const auto dir = std::filesystem::temp_directory_path() / fmt::format("kvlab_cfg_{}", ::getpid());
   std::filesystem::create_directories(dir);

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <set>
 
 #include "core/error.h"
@@ -14,10 +15,17 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// A scalar's text; a list or mapping where a value belongs is an error naming `where` (yaml-cpp's
+// own "bad conversion" names neither the key nor the file).
+std::string scalar(const YAML::Node& node, const std::string& where) {
+  if (!node.IsScalar()) fail("{}: expected a single value, not a {}", where, node.IsSequence() ? "list" : "mapping");
+  return node.as<std::string>();
+}
+
 void check_keys(const YAML::Node& node, const std::set<std::string>& allowed, const std::string& where) {
   if (!node.IsMap()) fail("{}: expected a mapping", where);
   for (const auto& kv : node) {
-    const auto key = kv.first.as<std::string>();
+    const auto key = scalar(kv.first, where + " (a key)");
     if (!allowed.count(key)) {
       std::string list;
       for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
@@ -31,23 +39,29 @@ std::vector<std::string> strings(const YAML::Node& node, const std::string& wher
   if (!node) return out;
   if (node.IsScalar()) return {node.as<std::string>()};
   if (!node.IsSequence()) fail("{}: expected a list", where);
-  for (const auto& v : node) {
-    if (!v.IsScalar()) fail("{}: expected a list of values", where);
-    out.push_back(v.as<std::string>());
+  for (const auto& v : node) out.push_back(scalar(v, where + " (an entry)"));
+  return out;
+}
+
+// A section's options: each key one of `allowed` (a typo would otherwise be ignored silently).
+std::map<std::string, std::string> options_of(const YAML::Node& node, const std::set<std::string>& allowed,
+                                              const std::string& where) {
+  std::map<std::string, std::string> out;
+  if (!node) return out;
+  check_keys(node, allowed, where);
+  for (const auto& kv : node) {
+    const auto key = kv.first.as<std::string>();
+    out[key] = scalar(kv.second, where + "." + key);
   }
   return out;
 }
 
-std::map<std::string, std::string> options_of(const YAML::Node& node, const std::string& where) {
-  std::map<std::string, std::string> out;
-  if (!node) return out;
-  if (!node.IsMap()) fail("{}: expected a mapping", where);
-  for (const auto& kv : node) {
-    if (!kv.second.IsScalar()) fail("{}.{}: expected a value", where, kv.first.as<std::string>());
-    out[kv.first.as<std::string>()] = kv.second.as<std::string>();
-  }
-  return out;
-}
+// The options a section's cells read (cli/cmd_sweep.cpp); samples is eval's own key, kept there.
+const std::set<std::string> kCompressOptions = {"device", "model", "threads"};
+const std::set<std::string> kEvalOptions = {"chat_template", "compress_route", "depth", "device", "essay",
+                                            "max_new_tokens", "model_dtype", "qa", "query_window", "question",
+                                            "recompress_every", "samples", "words"};
+
 
 std::string path_value(const std::string& v, const fs::path& base) {
   const fs::path p(v);
@@ -79,6 +93,14 @@ void set_ids(SweepCell& c) {
   c.legacy_id = fmt::format("c{:016x}", core::fnv1a64_update(kLegacyOffset, text));
 }
 
+// Cells in file order, each once: a dump, method or model listed twice is one cell (its id is
+// the same, and a second run under that id would collide with the first in the store).
+void add_cell(SweepPlan& plan, SweepCell cell) {
+  set_ids(cell);
+  const bool duplicate = std::any_of(plan.cells.begin(), plan.cells.end(), [&](const auto& c) { return c.id == cell.id; });
+  if (!duplicate) plan.cells.push_back(std::move(cell));
+}
+
 }  // namespace
 
 SweepPlan parse_sweep(const std::string& yaml_text, const std::string& source, const fs::path& base) {
@@ -90,9 +112,9 @@ SweepPlan parse_sweep(const std::string& yaml_text, const std::string& source, c
   }
   check_keys(root, {"name", "out", "db", "compress", "eval"}, source);
   SweepPlan plan;
-  plan.name = root["name"] ? root["name"].as<std::string>() : fs::path(source).stem().string();
-  plan.out = root["out"] ? fs::path(path_value(root["out"].as<std::string>(), base)) : base / plan.name;
-  plan.db = root["db"] ? fs::path(path_value(root["db"].as<std::string>(), base)) : plan.out / "results.sqlite";
+  plan.name = root["name"] ? scalar(root["name"], source + ": name") : fs::path(source).stem().string();
+  plan.out = root["out"] ? fs::path(path_value(scalar(root["out"], source + ": out"), base)) : base / plan.name;
+  plan.db = root["db"] ? fs::path(path_value(scalar(root["db"], source + ": db"), base)) : plan.out / "results.sqlite";
 
   if (const auto c = root["compress"]) {
     const std::string where = source + ": compress";
@@ -102,14 +124,11 @@ SweepPlan parse_sweep(const std::string& yaml_text, const std::string& source, c
     auto samples = strings(c["samples"], where + ".samples");
     if (dumps.empty() || methods.empty()) fail("{}: needs dumps and methods", where);
     if (samples.empty()) samples.push_back("");  // the dump's first sample
-    const auto options = options_of(c["options"], where + ".options");
+    const auto options = options_of(c["options"], kCompressOptions, where + ".options");
     for (const auto& d : dumps)
       for (const auto& s : samples)
-        for (const auto& m : methods) {
-          SweepCell cell{"compress", {{"dump", path_value(d, base)}, {"sample", s}, {"method", m}}, {m}, options, "", ""};
-          set_ids(cell);
-          plan.cells.push_back(std::move(cell));
-        }
+        for (const auto& m : methods)
+          add_cell(plan, {"compress", {{"dump", path_value(d, base)}, {"sample", s}, {"method", m}}, {m}, options, "", ""});
   }
   if (const auto e = root["eval"]) {
     const std::string where = source + ": eval";
@@ -123,16 +142,14 @@ SweepPlan parse_sweep(const std::string& yaml_text, const std::string& source, c
     if (models.empty() || methods.empty() || tasks.empty())
       fail("{}: needs models, methods and tasks, prompts or longbench files", where);
     if (lengths.empty()) lengths.push_back("4096");
-    auto options = options_of(e["options"], where + ".options");
-    if (e["samples"]) options["samples"] = e["samples"].as<std::string>();
+    auto options = options_of(e["options"], kEvalOptions, where + ".options");
+    if (e["samples"]) options["samples"] = scalar(e["samples"], where + ".samples");
     for (const auto& model : models)
       for (const auto& task : tasks)
         for (const auto& length : lengths) {
           SweepCell cell{"eval", {{"model", path_value(model, base)}, {"task", task}}, methods, options, "", ""};
           if (task.rfind("prompts:", 0) != 0) cell.axes["length"] = length;  // prompts files are not sized
-          set_ids(cell);
-          const bool duplicate = std::any_of(plan.cells.begin(), plan.cells.end(), [&](const auto& c) { return c.id == cell.id; });
-          if (!duplicate) plan.cells.push_back(std::move(cell));
+          add_cell(plan, std::move(cell));
         }
   }
   if (plan.cells.empty()) fail("{}: no compress or eval section, nothing to run", source);

@@ -13,7 +13,7 @@
 //     dumps: [llama-16k.h5]
 //     samples: [s0]                 # optional; default: each dump's first sample
 //     methods: ["svd:rk=64..256:64", "xkv:g=[2,4],rk=64..256:64"]
-//     options: {device: cpu}
+//     options: {device: cpu}         # also: threads, model (checkpoint, for commonkv)
 //   eval:
 //     models: [Llama-3.1-8B-Instruct]
 //     tasks: [ruler:niah_single_1, ruler:vt]   # and/or
@@ -24,7 +24,10 @@
 //     methods: [full, "xkv:g=4,rk=384,rv=576", "snapkv:keep=0.25"]
 //     options: {question: in-context, max_new_tokens: 0, device: cuda}   # also: query_window,
 //              recompress_every, compress_route, depth (niah needle depth, percent), chat_template,
-//              model_dtype, words, essay, qa
+//              model_dtype, words, essay, qa, samples
+//
+// Unknown keys, options included, are errors; so is a list or mapping where a value belongs. An
+// entry listed twice (a dump, a method, a model) gives one cell, not two cells with one id.
 #pragma once
 
 #include <cstdint>

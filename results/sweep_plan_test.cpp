@@ -142,6 +142,31 @@ TEST(SweepPlan, ErrorsNameTheKey) {
   EXPECT_THAT(error_of("compress: {dumps: [a.h5]}"), HasSubstr("needs dumps and methods"));
   EXPECT_THAT(error_of("name: x"), HasSubstr("nothing to run"));
   EXPECT_THAT(error_of("compress: [1, 2"), HasSubstr("not valid YAML"));
+  // A list or mapping where one value belongs: named, not yaml-cpp's bare "bad conversion".
+  EXPECT_THAT(error_of("name: [a]\ncompress: {dumps: [a.h5], methods: [svd]}"), HasSubstr("s.yaml: name: expected a single value"));
+  EXPECT_THAT(error_of("eval: {models: [m], tasks: [ruler:vt], methods: [full], samples: {a: 1}}"),
+              HasSubstr("eval.samples: expected a single value"));
+  EXPECT_THAT(error_of("compress: {dumps: [[a.h5]], methods: [svd]}"), HasSubstr("compress.dumps (an entry)"));
+  EXPECT_THAT(error_of("{? [a] : 1}"), HasSubstr("(a key)"));
+  // An option no cell reads is a typo, not something to ignore.
+  EXPECT_THAT(error_of("eval: {models: [m], tasks: [ruler:vt], methods: [full], options: {max_new_token: 4}}"),
+              HasSubstr("unknown key 'max_new_token'"));
+  EXPECT_THAT(error_of("compress: {dumps: [a.h5], methods: [svd], options: {question: in-context}}"),
+              HasSubstr("unknown key 'question'"));
+}
+
+TEST(SweepPlan, EntriesListedTwiceAreOneCell) {
+  // Two cells with one id: the first run recorded the id twice (an error), a rerun found it done.
+  const auto plan = parse_sweep(
+      "compress: {dumps: [a.h5, a.h5], samples: [s0, s0], methods: [svd, kivi, svd]}\n"
+      "eval: {models: [m, m], tasks: [ruler:vt, ruler:vt], lengths: [512, 512], methods: [full]}",
+      "s.yaml", "/base");
+  std::set<std::string> ids;
+  for (const auto& c : plan.cells) ids.insert(c.id);
+  EXPECT_EQ(ids.size(), plan.cells.size());
+  ASSERT_EQ(plan.cells.size(), 2u + 1u);  // a.h5 × s0 × {svd, kivi}; m × vt × 512
+  EXPECT_EQ(plan.cells[0].axes.at("method"), "svd");
+  EXPECT_EQ(plan.cells[1].axes.at("method"), "kivi");
 }
 
 TEST(SweepPlan, SlurmScriptRunsOneShardPerArrayTask) {

@@ -111,7 +111,7 @@ std::int64_t LlamaModel::chunk_tokens(std::int64_t keys) const {
   if (options_.max_chunk_tokens > 0) return options_.max_chunk_tokens;
   const double e = static_cast<double>(at::elementSize(options_.dtype));
   // Attention, per query token: H_q × keys scores in the activation dtype, their fp32 copy and
-  // fp32 probabilities, the probabilities cast back. MLP: gate, up, silu and product [I] each.
+  // fp32 probabilities, the probabilities cast back. MLP: gate, up, activation and product [I] each.
   const double per_token = (2 * e + 8) * config_.num_heads * static_cast<double>(keys) + 4 * e * config_.intermediate_size;
   if (options_.device.is_cpu()) {
     // On the CPU every temporary above glibc's mmap threshold (32 MiB at most) is a fresh
@@ -163,12 +163,24 @@ at::Tensor LlamaModel::attention(const at::Tensor& q, const at::Tensor& keys, co
   return outputs.size() == 1 ? outputs[0] : at::cat(outputs, 0);
 }
 
+// hidden_act as transformers' ACT2FN computes it: nn.SiLU, nn.GELU() (erf), nn.GELU("tanh")
+// (gelu_pytorch_tanh; gelu_new is the same formula written out), nn.ReLU.
+at::Tensor LlamaModel::activate(const at::Tensor& x) const {
+  switch (config_.hidden_act) {
+    case Activation::silu: return at::silu(x);
+    case Activation::gelu: return at::gelu(x, "none");
+    case Activation::gelu_tanh: return at::gelu(x, "tanh");
+    case Activation::relu: return at::relu(x);
+  }
+  fail("unknown activation");  // unreachable: the switch covers the enum
+}
+
 at::Tensor LlamaModel::mlp(const Layer& layer, const at::Tensor& h) const {
   std::vector<at::Tensor> outputs;
   const std::int64_t S = h.size(0), chunk = chunk_tokens(0);
   for (std::int64_t s0 = 0; s0 < S; s0 += chunk) {
     const at::Tensor x = rms_norm(h.narrow(0, s0, std::min(chunk, S - s0)), layer.post_norm, config_.rms_norm_eps);
-    const at::Tensor act = at::silu(linear(x, layer.gate, layer.gate_bias)) * linear(x, layer.up, layer.up_bias);
+    const at::Tensor act = activate(linear(x, layer.gate, layer.gate_bias)) * linear(x, layer.up, layer.up_bias);
     outputs.push_back(linear(act, layer.down, layer.down_bias));
   }
   return outputs.size() == 1 ? outputs[0] : at::cat(outputs, 0);

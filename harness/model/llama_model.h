@@ -73,6 +73,7 @@ class LlamaModel {
   static at::Tensor apply_rope(const at::Tensor& x, const RopeTables& tables);
   at::Tensor attention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
                        const at::Tensor& q_positions, const at::Tensor& k_positions, const at::Tensor& keep) const;
+  at::Tensor activate(const at::Tensor& x) const;  // config_.hidden_act
   at::Tensor mlp(const Layer& layer, const at::Tensor& h) const;
   std::int64_t chunk_tokens(std::int64_t keys) const;
 

@@ -80,6 +80,18 @@ double max_diff(const at::Tensor& a, const at::Tensor& b) { return (a - b).abs()
 
 using Weights = std::map<std::string, core::TensorToWrite>;
 
+// transformers' activations by name, in doubles, from their definitions (ACT2FN: nn.SiLU,
+// nn.GELU, NewGELUActivation / nn.GELU("tanh"), nn.ReLU), not from libtorch's kernels.
+double activation_oracle(const std::string& name, double x) {
+  if (name == "silu" || name == "swish") return x / (1 + std::exp(-x));
+  if (name == "gelu") return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh")
+    return 0.5 * x * (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
+  if (name == "relu") return std::max(x, 0.0);
+  ADD_FAILURE() << "no oracle for " << name;
+  return NAN;
+}
+
 // Which cells attention may read beyond the causal and window rules: (layer, KV head, key
 // index, query index) → visible. Mirrors KvCache's keep mask, which is per KV head.
 using CellFilter = std::function<bool(int layer, int kv_head, int key, int query)>;
@@ -87,10 +99,12 @@ using CellFilter = std::function<bool(int layer, int kv_head, int key, int query
 // The oracle: the decoder in plain loops over doubles, straight from the weights as written (no
 // libtorch on its path), RoPE by core::Rope::apply, the masks as docs/models.md §1.3 states them: query
 // i (position i) sees key j when j ≤ i, j > i − window (when the config has one) and
-// filter(l, h / n_rep, j, i), query head h reading KV head h / n_rep. Returns logits [S][V].
+// filter(l, h / n_rep, j, i), query head h reading KV head h / n_rep, the MLP's activation
+// `hidden_act` by activation_oracle. Returns logits [S][V].
 // With f32-stored weights the f32 model differs from it by rounding only (~1e-6 relative).
 std::vector<std::vector<double>> oracle_logits(const ModelConfig& c, const Weights& w,
-                                               const std::vector<std::int64_t>& tokens, const CellFilter& filter = {}) {
+                                               const std::vector<std::int64_t>& tokens, const CellFilter& filter = {},
+                                               const std::string& hidden_act = "silu") {
   using Vec = std::vector<double>;
   const int S = static_cast<int>(tokens.size()), d = c.hidden_size, H = c.num_heads, Hkv = c.num_kv_heads,
             D = c.head_dim, I = c.intermediate_size, rep = H / Hkv;
@@ -163,7 +177,7 @@ std::vector<std::vector<double>> oracle_logits(const ModelConfig& c, const Weigh
       const Vec x = norm(h[t], p + "post_attention_layernorm.weight");
       Vec act = linear(x, p + "mlp.gate_proj", I, c.mlp_bias);
       const Vec up = linear(x, p + "mlp.up_proj", I, c.mlp_bias);
-      for (int e = 0; e < I; ++e) act[e] = act[e] / (1 + std::exp(-act[e])) * up[e];
+      for (int e = 0; e < I; ++e) act[e] = activation_oracle(hidden_act, act[e]) * up[e];
       const Vec down = linear(act, p + "mlp.down_proj", d, c.mlp_bias);
       for (int e = 0; e < d; ++e) h[t][e] += down[e];
     }
@@ -220,6 +234,31 @@ TEST(LlamaModel, FullForwardMatchesAPlainLoopOracle) {
     const auto tokens = random_ids(11, 13);
     const auto ours = dir.load().forward(ids(tokens), nullptr, {}, true);
     EXPECT_LT(max_diff(ours, oracle_logits(mc, w, tokens)), 1e-4) << k.arch;
+  }
+}
+
+TEST(LlamaModel, EachHiddenActMatchesItsFormula) {
+  // hidden_act changes the MLP, hence the residual stream every later layer's K/V and the logits
+  // are computed from. f32 against double differs by ~1e-6 here (2 layers, logits O(1)); the
+  // oracle's gelu by erf and its tanh approximation must give logits ten tolerances apart, so
+  // the comparison tells the variants apart, not only gelu from silu.
+  constexpr double kTolerance = 1e-5;
+  const auto o = small("llama");
+  const auto tokens = random_ids(11, 17);
+  json config = config_json(o);
+  const ModelConfig base = parse_model_config(config.dump());
+  const auto w = tiny_weights(base, o);
+  const auto erf_gelu = oracle_logits(base, w, tokens, {}, "gelu");
+  const auto tanh_gelu = oracle_logits(base, w, tokens, {}, "gelu_pytorch_tanh");
+  double apart = 0;
+  for (std::size_t t = 0; t < erf_gelu.size(); ++t)
+    for (std::size_t v = 0; v < erf_gelu[t].size(); ++v) apart = std::max(apart, std::abs(erf_gelu[t][v] - tanh_gelu[t][v]));
+  ASSERT_GT(apart, 10 * kTolerance) << "the gelu variants are too alike on this model to tell apart";
+  for (const char* act : {"silu", "swish", "gelu", "gelu_new", "gelu_pytorch_tanh", "relu"}) {
+    config["hidden_act"] = act;
+    const ModelDir dir(std::string("act_") + act, config, w);
+    const auto ours = dir.load().forward(ids(tokens), nullptr, {}, true);
+    EXPECT_LT(max_diff(ours, oracle_logits(base, w, tokens, {}, act)), kTolerance) << act;
   }
 }
 
