@@ -11,6 +11,7 @@
 #include "analysis/energy_rank.h"
 #include "core/error.h"
 #include "core/parallel.h"
+#include "core/stopwatch.h"
 
 namespace kvlab::analysis {
 namespace {
@@ -150,9 +151,7 @@ class CosineAccumulator {
   std::int64_t zero_rows_ = 0;
 };
 
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
+using core::seconds_since;
 
 template <typename T>
 double frobenius2(const T* m, std::int64_t n) {

@@ -25,15 +25,14 @@
 #include "core/kv_dump.h"
 #include "linalg/backend.h"
 #include "linalg/select_backend.h"
+#include "core/stopwatch.h"
 
 using namespace kvlab;
 using namespace kvlab::compressors;
 
 namespace {
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
+using kvlab::core::seconds_since;
 
 // Per group and part, ‖X − X̂‖_F / ‖X‖_F over the group's layers (what xkv_ref.py reports).
 nlohmann::json group_errors(const CacheSource& cache, const Compressed& rep, const std::vector<std::vector<int>>& groups) {

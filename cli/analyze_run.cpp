@@ -14,6 +14,7 @@
 #include "core/progress.h"
 #include "core/version.h"
 #include "linalg/select_backend.h"
+#include "core/stopwatch.h"
 
 namespace kvlab::cli {
 
@@ -54,7 +55,7 @@ AnalyzeOutcome run_analyze(const AnalyzeRequest& request) {
     auto result = analysis::analyze_dump(dump, sample, kind, options, backend);
     bar.reset();
     reports.push_back({kind, std::move(result),
-                       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()});
+                       core::seconds_since(start)});
   }
 
   nlohmann::json context{{"dump", request.dump.string()},

@@ -19,6 +19,7 @@
 #include "results/sweep_plan.h"
 #ifdef KVLAB_HAVE_HARNESS
 #include "cli/eval_run.h"
+#include "core/stopwatch.h"
 #endif
 
 namespace kvlab::cli {
@@ -200,7 +201,7 @@ void run_sweep(const SweepArgs& a) {
     }
     if (a.dry_run) continue;
     fs::remove(failure_file(plan.out, cell), ec);
-    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double elapsed = core::seconds_since(start);
     fmt::print("      done; {:.1f} s so far, about {:.0f} s to go\n", elapsed, elapsed / ran * (todo.size() - k - 1));
   }
   std::fflush(stdout);

@@ -23,13 +23,14 @@
 #include "core/progress.h"
 #include "core/safetensors.h"
 #include "core/version.h"
+#include "core/stopwatch.h"
 
 namespace kvlab::cli {
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+using core::seconds_since;
 
 std::string csv_number(const nlohmann::json& v) {
   if (v.is_null()) return "";

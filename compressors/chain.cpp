@@ -7,6 +7,7 @@
 
 #include "compressors/dense.h"
 #include "core/error.h"
+#include "core/stopwatch.h"
 
 namespace kvlab::compressors {
 
@@ -256,7 +257,7 @@ nlohmann::json compress_by_layer(const CompressContext& ctx, const ChainSpec& ch
     } else {
       compressed = compress_chain({slice, ctx.backend, ctx.checkpoint}, chain);
     }
-    compressing += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    compressing += core::seconds_since(t0);
     if (l == 0) notes = compressed->notes();
     use(l, slice, *compressed);
   }

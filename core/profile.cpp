@@ -10,6 +10,8 @@
 #include <map>
 #include <mutex>
 
+#include "core/stopwatch.h"
+
 namespace kvlab::core {
 namespace {
 
@@ -81,7 +83,7 @@ ProfileScope::ProfileScope(const char* region) : region_(profiling() ? region : 
 
 ProfileScope::~ProfileScope() {
   if (!region_) return;
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const double seconds = seconds_since(start_);
   auto& r = registry();
   const std::lock_guard lock(r.mutex);
   auto& entry = r.entries.try_emplace(region_, ProfileEntry{region_, 0, 0}).first->second;

@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <fmt/format.h>
 
+#include "core/stopwatch.h"
+
 namespace kvlab::core {
 
 namespace {
@@ -35,7 +37,7 @@ void Progress::advance(std::int64_t units) {
 }
 
 void Progress::draw(bool final) {
-  double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  double elapsed = seconds_since(start_);
   double fraction = total_ > 0 ? static_cast<double>(done_) / static_cast<double>(total_) : 1.0;
   if (fraction > 1.0) fraction = 1.0;
   constexpr int kWidth = 30;

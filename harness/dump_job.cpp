@@ -11,6 +11,7 @@
 #include "harness/run_setup.h"
 #include "harness/tokenizer/chat_template.h"
 #include "harness/tokenizer/tokenizer.h"
+#include "core/stopwatch.h"
 
 namespace kvlab::harness {
 
@@ -43,7 +44,7 @@ std::string run_dump(const DumpRequest& r) {
   const RunOptions options = choose_run_options(r, config);
   const auto load_start = std::chrono::steady_clock::now();
   const LlamaModel model(config, core::Checkpoint(r.model), options);
-  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
+  const double load_s = core::seconds_since(load_start);
   const std::string id = model_id(r.model, config);
   report += fmt::format("model {} ({}) on {} in {}, loaded in {:.1f} s\ntokenizer: {}\nchat template: {}\n", id,
                         config.describe(), options.device.str(), c10::toString(options.dtype), load_s,
@@ -57,13 +58,13 @@ std::string run_dump(const DumpRequest& r) {
   for (const auto& s : samples) {
     const auto t0 = std::chrono::steady_clock::now();
     const int window = dump_sample(model, s, r.query_window, r.attn_in, writer);
-    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double secs = core::seconds_since(t0);
     total_tokens += static_cast<std::int64_t>(s.tokens.size());
     report += fmt::format("{}: {} tokens ({} context), W={}, {:.2f} s ({:.0f} tokens/s)\n", s.id, s.tokens.size(),
                           s.context_end, window, secs, s.tokens.size() / std::max(secs, 1e-9));
   }
   writer.commit();
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double secs = core::seconds_since(start);
   report += fmt::format("wrote {}: {} sample(s), {} tokens, {} layers, {:.1f} s\n", r.out.string(), samples.size(),
                         total_tokens, config.num_layers, secs);
   return report;

@@ -4,13 +4,12 @@
 #include <span>
 
 #include "harness/eval_metrics.h"
+#include "core/stopwatch.h"
 
 namespace kvlab::harness {
 namespace {
 
-double seconds_since(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-}
+using core::seconds_since;
 
 // What every method of one prompt decodes from.
 struct SampleStart {
