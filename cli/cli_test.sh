@@ -101,6 +101,8 @@ expect_error "an unknown command" "unknown command 'foo'" foo
 expect_error "an unknown sweep command" "unknown command 'foo'" sweep foo
 expect_error "a non-positive option" "must be positive (got 0)" analyze a.h5 --token-block 0 --out x
 check "the option error is short (no range to DBL_MAX)" test "$(wc -c <err)" -lt 120
+expect_error "synth --layers 0" "must be positive (got 0)" synth --layers 0 --out x.h5
+check "synth's option error is short too" test "$(wc -c <err)" -lt 120
 printf 'not hdf5' >bad.h5
 expect_error "not an HDF5 file" "bad.h5" analyze bad.h5 --out x
 check "failed runs wrote no report" test ! -e x

@@ -32,7 +32,7 @@ void add_dump(CLI::App& app, Action& action) {
   prompts->excludes(text);
   cmd->add_option("--question", req->question, "Question asked after --text's context");
   cmd->add_option("--query-window", req->query_window, "Queries kept for the last W tokens")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(positive())->capture_default_str();
   cmd->add_flag("--attn-in", req->attn_in, "Also dump the normalized attention input (for weight-based methods)");
   cmd->add_option("--dtype", req->dtype, "Storage type in the dump: f16, bf16 or f32")
       ->check(CLI::IsMember({"f16", "bf16", "f32"}))->capture_default_str();

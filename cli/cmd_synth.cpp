@@ -10,14 +10,14 @@ namespace kvlab::cli {
 namespace {
 
 void add_synth_options(CLI::App& cmd, datasets::SynthConfig& c, std::string& dtype) {
-  cmd.add_option("--layers", c.layers, "Layers L")->check(CLI::PositiveNumber)->capture_default_str();
-  cmd.add_option("--kv-heads", c.kv_heads, "KV heads H_kv")->check(CLI::PositiveNumber)->capture_default_str();
-  cmd.add_option("--q-heads", c.q_heads, "Query heads H_q (a multiple of H_kv: GQA)")->check(CLI::PositiveNumber)
+  cmd.add_option("--layers", c.layers, "Layers L")->check(positive())->capture_default_str();
+  cmd.add_option("--kv-heads", c.kv_heads, "KV heads H_kv")->check(positive())->capture_default_str();
+  cmd.add_option("--q-heads", c.q_heads, "Query heads H_q (a multiple of H_kv: GQA)")->check(positive())
       ->capture_default_str();
-  cmd.add_option("--head-dim", c.head_dim, "Head dimension D")->check(CLI::PositiveNumber)->capture_default_str();
-  cmd.add_option("--tokens", c.tokens, "Tokens T per sample")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd.add_option("--head-dim", c.head_dim, "Head dimension D")->check(positive())->capture_default_str();
+  cmd.add_option("--tokens", c.tokens, "Tokens T per sample")->check(positive())->capture_default_str();
   cmd.add_option("--query-window", c.query_window, "Queries stored for the last W tokens")->capture_default_str();
-  cmd.add_option("--samples", c.samples, "Samples (s0, s1, ...)")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd.add_option("--samples", c.samples, "Samples (s0, s1, ...)")->check(positive())->capture_default_str();
   cmd.add_option("--key-rank", c.key_rank, "Planted rank of each key layer's signal (0: H·D/4)")->capture_default_str();
   cmd.add_option("--value-rank", c.value_rank, "Planted rank of each value layer's signal (0: H·D/2)")
       ->capture_default_str();
