@@ -1,4 +1,4 @@
-// Per-block XXH3-64 checksums of a dataset's stored bytes (docs/dump-format.md §6).
+// Per-block XXH3-64 checksums of a dataset's stored bytes (docs/dump-format.md §10).
 //
 // HDF5 checksums its own metadata in the 1.10 file format, but never the raw data, and a
 // chunk it cannot find reads as fill values (zeros) without an error. So a dump stores, for each
