@@ -1,11 +1,15 @@
 #include "core/kv_dump.h"
 
+#include <fcntl.h>
 #include <hdf5.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <bit>
+#include <cerrno>
 #include <climits>
+#include <cstring>
 #include <ctime>
 #include <fmt/chrono.h>
 #include <fmt/format.h>
@@ -14,7 +18,9 @@
 #include <numeric>
 #include <utility>
 
+#include "core/block_checksum.h"
 #include "core/error.h"
+#include "core/temp_file_cleanup.h"
 #include "core/version.h"
 
 namespace kvlab::core {
@@ -28,6 +34,9 @@ std::string_view to_string(KvKind kind) {
   }
   return "?";
 }
+
+// Stored bytes are little-endian and are hashed, written and read as the native ones.
+static_assert(std::endian::native == std::endian::little, "kvlab dumps assume a little-endian host");
 
 namespace {
 
@@ -56,6 +65,8 @@ std::string hdf5_reason() {
              return 0;
            },
            &reason);
+  // Some reasons span lines (a failed write starts with "time = <ctime>\n"); errors are one line.
+  std::replace(reason.begin(), reason.end(), '\n', ' ');
   return reason.empty() ? "HDF5 error" : reason;
 }
 
@@ -117,10 +128,12 @@ bool is_f16_type(hid_t type) {
          exp_pos == 10 && exp_size == 5 && mant_pos == 0 && mant_size == 10 && H5Tget_ebias(type) == 15;
 }
 
-Hid make_utf8_string_type() {
+// `size` bytes, or H5T_VARIABLE (read only: format version 1 files).
+Hid make_utf8_string_type(std::size_t size) {
   Hid type = own(H5Tcopy(H5T_C_S1), H5Tclose, "cannot create a string type");
-  check(H5Tset_size(type, H5T_VARIABLE), "cannot make a variable-length string type");
+  check(H5Tset_size(type, size), "cannot set the string size");
   check(H5Tset_cset(type, H5T_CSET_UTF8), "cannot make a UTF-8 string type");
+  if (size != H5T_VARIABLE) check(H5Tset_strpad(type, H5T_STR_NULLPAD), "cannot set the string padding");
   return type;
 }
 
@@ -134,14 +147,17 @@ Hid simple_space(const Shape& dims) {
 bool link_exists(hid_t parent, const std::string& name) { return H5Lexists(parent, name.c_str(), H5P_DEFAULT) > 0; }
 
 // `where` names the object in messages: "<file>: <object path>".
+// Fixed-length (NUL-padded, at least 1 byte): the text sits in the attribute message itself, in
+// the checksummed object header. Variable-length strings live in the global heap, which no HDF5
+// format checksums and whose corrupted object sizes crash libhdf5 (and h5py) on read.
 void write_string_attribute(hid_t object, const char* name, std::string_view value, const std::string& where) {
-  const Hid type = make_utf8_string_type();
+  const Hid type = make_utf8_string_type(std::max<std::size_t>(value.size(), 1));
   const Hid space = scalar_space();
   const Hid attr = own(H5Acreate2(object, name, type, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose,
                        "{}: cannot create attribute {}", where, name);
-  const std::string text(value);  // NUL-terminated copy
-  const char* data = text.c_str();
-  check(H5Awrite(attr, type, &data), "{}: cannot write attribute {}", where, name);
+  std::string text(value);
+  text.resize(std::max<std::size_t>(text.size(), 1), '\0');
+  check(H5Awrite(attr, type, text.data()), "{}: cannot write attribute {}", where, name);
 }
 
 void write_int_attribute(hid_t object, const char* name, std::int64_t value, const std::string& where) {
@@ -163,13 +179,25 @@ std::optional<Hid> open_scalar_attribute(hid_t object, const char* name, H5T_cla
   return attr;
 }
 
-// Reads a variable- or fixed-length string attribute (h5py writes either).
-std::optional<std::string> read_string_attribute(hid_t object, const char* name, const std::string& where) {
+// Longest fixed-length string attribute read: far above any config.json, far below what a
+// corrupted size field could ask for.
+constexpr std::size_t kMaxStringBytes = std::size_t{64} << 20;
+
+// Whether a reader follows variable-length strings into the global heap: only for format version
+// 1 files, which have nothing else (version 2 rejects them before reading anything).
+enum class VarStrings { reject, read };
+
+// Reads a fixed-length or (version 1 only) variable-length string attribute.
+std::optional<std::string> read_string_attribute(hid_t object, const char* name, VarStrings var_strings,
+                                                 const std::string& where) {
   const auto attr = open_scalar_attribute(object, name, H5T_STRING, where);
   if (!attr) return std::nullopt;
   const Hid file_type = own(H5Aget_type(*attr), H5Tclose, "{}: attribute {}", where, name);
   if (H5Tis_variable_str(file_type) > 0) {
-    Hid memory_type = make_utf8_string_type();
+    if (var_strings == VarStrings::reject)
+      fail("{}: attribute {} is a variable-length string; format version {} stores fixed-length ones (corrupt file?)",
+           where, name, kDumpFormatVersion);
+    Hid memory_type = make_utf8_string_type(H5T_VARIABLE);
     check(H5Tset_cset(memory_type, H5Tget_cset(file_type)), "{}: attribute {}", where, name);
     char* data = nullptr;
     check(H5Aread(*attr, memory_type, &data), "{}: cannot read attribute {}", where, name);
@@ -177,6 +205,8 @@ std::optional<std::string> read_string_attribute(hid_t object, const char* name,
     H5free_memory(data);
     return value;
   }
+  if (H5Tget_size(file_type) > kMaxStringBytes)
+    fail("{}: attribute {} claims {} bytes (corrupt file?)", where, name, H5Tget_size(file_type));
   std::string value(H5Tget_size(file_type), '\0');
   check(H5Aread(*attr, file_type, value.data()), "{}: cannot read attribute {}", where, name);
   value.resize(std::min(value.size(), value.find('\0')));
@@ -198,6 +228,49 @@ std::int64_t require_int_attribute(hid_t object, const char* name, std::int64_t 
   if (!value) fail("{}: missing attribute {}", where, name);
   if (*value < min || *value > max) fail("{}: attribute {} = {} is out of range [{}, {}]", where, name, *value, min, max);
   return *value;
+}
+
+// Block checksums of a dataset (core/block_checksum.h) as two attributes: xxh3_block_rows (int64,
+// R) and xxh3_64 (uint64 [ceil(rows / R)]).
+constexpr const char* kChecksumAttribute = "xxh3_64";
+constexpr const char* kChecksumRowsAttribute = "xxh3_block_rows";
+
+void write_checksums(hid_t dataset, const BlockChecksums& sums, const std::string& where) {
+  write_int_attribute(dataset, kChecksumRowsAttribute, sums.block_rows, where);
+  const hsize_t n = sums.hashes.size();
+  const Hid space = own(H5Screate_simple(1, &n, nullptr), H5Sclose, "{}: cannot create a dataspace", where);
+  const Hid attr = own(H5Acreate2(dataset, kChecksumAttribute, H5T_STD_U64LE, space, H5P_DEFAULT, H5P_DEFAULT),
+                       H5Aclose, "{}: cannot create attribute {}", where, kChecksumAttribute);
+  if (n > 0)
+    check(H5Awrite(attr, H5T_NATIVE_UINT64, sums.hashes.data()), "{}: cannot write attribute {}", where,
+          kChecksumAttribute);
+}
+
+// The checksums of a dataset of `rows` rows; absent ones are an error when `required` (format
+// version 2), else an empty BlockChecksums (version 1: reads are not verified). Shapes are
+// checked before anything is allocated.
+BlockChecksums read_checksums(hid_t dataset, std::int64_t rows, bool required, const std::string& where) {
+  if (H5Aexists(dataset, kChecksumAttribute) <= 0) {
+    if (required) fail("{}: no checksum (attribute {}; corrupt file?)", where, kChecksumAttribute);
+    return {};
+  }
+  BlockChecksums sums;
+  sums.block_rows =
+      require_int_attribute(dataset, kChecksumRowsAttribute, 1, std::max<std::int64_t>(rows, 1), where);
+  const Hid attr = own(H5Aopen(dataset, kChecksumAttribute, H5P_DEFAULT), H5Aclose, "{}: cannot open attribute {}",
+                       where, kChecksumAttribute);
+  const Hid type = own(H5Aget_type(attr), H5Tclose, "{}: attribute {}", where, kChecksumAttribute);
+  const Hid space = own(H5Aget_space(attr), H5Sclose, "{}: attribute {}", where, kChecksumAttribute);
+  const std::int64_t expected = BlockChecksums::count(rows, sums.block_rows);
+  if (H5Tget_class(type) != H5T_INTEGER || H5Tget_size(type) != 8 || H5Sget_simple_extent_ndims(space) != 1 ||
+      H5Sget_simple_extent_npoints(space) != expected)
+    fail("{}: attribute {} is not {} uint64 values (one per {} rows)", where, kChecksumAttribute, expected,
+         sums.block_rows);
+  sums.hashes.resize(static_cast<std::size_t>(expected));
+  if (expected > 0)
+    check(H5Aread(attr, H5T_NATIVE_UINT64, sums.hashes.data()), "{}: cannot read attribute {}", where,
+          kChecksumAttribute);
+  return sums;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -336,14 +409,16 @@ struct DumpWriter::Impl {
   std::vector<bool> layer_written;
   bool committed = false;
   std::vector<std::uint16_t> bits;  // one chunk of converted 16-bit values
+  TempFileCleanup cleanup;          // removes `tmp` on SIGINT/SIGTERM/SIGHUP (declared after `tmp`)
 
   Impl(const std::filesystem::path& p, DumpInfo i)
-      : path(p), tmp(p.string() + ".tmp-" + std::to_string(::getpid())), name(p.string()), info(std::move(i)) {}
+      : path(p), tmp(p.string() + ".tmp-" + std::to_string(::getpid())), name(p.string()), info(std::move(i)),
+        cleanup(tmp) {}
   // Here rather than in ~DumpWriter so that a constructor that throws also removes the file.
   ~Impl() {
     if (committed) return;
     layers_group.close();
-    file.close();
+    abandon_file();
     std::error_code ignored;
     std::filesystem::remove(tmp, ignored);
   }
@@ -355,6 +430,8 @@ struct DumpWriter::Impl {
   }
 
   void create_file();
+  void abandon_file();
+  void reserve_file_blocks();
   void write_root_attributes();
   void validate_sample(const SampleMeta& meta) const;
   void write_sample_header(const SampleMeta& meta);
@@ -370,11 +447,50 @@ void DumpWriter::Impl::create_file() {
   // SEMI: closing the file fails if a handle is still open, instead of silently keeping the
   // file open (and unflushed) past the rename.
   check(H5Pset_fclose_degree(fapl, H5F_CLOSE_SEMI), "{}: cannot set the close degree", name);
+  // The 1.10 file format: superblock, object headers and chunk indexes carry checksums, so a
+  // corrupted metadata byte is an error, not a missing chunk read as zeros. Pinned to 1.10 at
+  // both ends so that a newer libhdf5 writes files that 1.10 (and any h5py since 2018) still reads.
+  check(H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110), "{}: cannot set the file format", name);
   file = own(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose, "{}: cannot create {}", name,
              tmp.string());
   if (info.dtype == DType::f32) element_type = own(H5Tcopy(H5T_IEEE_F32LE), H5Tclose, "{}: float32 type", name);
   else if (info.dtype == DType::f16) element_type = make_f16_type();
   else element_type = own(H5Tcopy(H5T_STD_U16LE), H5Tclose, "{}: uint16 type", name);
+}
+
+// Closes a file that is being thrown away without letting it touch the disk again. HDF5 1.10
+// flushes on close; when that flush fails (disk full), H5Fclose fails but leaves a freed file
+// behind its id, and the library's exit handler then crashes on it (SIGSEGV after the error
+// message). So the descriptor under the file is first swapped for an anonymous in-memory file:
+// the final flush writes there, always succeeds, and the memory is gone with the close.
+// The metadata HDF5 still holds in its cache is written by the final close, into file space
+// allocated long before (holes until then). If that write fails, 1.10.8 can neither close the file
+// nor flush it again ("slist already enabled"), and crashes at exit. So the blocks of the whole
+// file are reserved first: a full disk fails here, while the file can still be abandoned cleanly.
+// Filesystems without fallocate go on unreserved.
+void DumpWriter::Impl::reserve_file_blocks() {
+  hsize_t size = 0;
+  void* handle = nullptr;
+  const Hid fapl(H5Fget_access_plist(file), H5Pclose);
+  if (H5Fget_filesize(file, &size) < 0 || fapl.get() < 0 || H5Fget_vfd_handle(file, fapl, &handle) < 0 || !handle)
+    return;
+  if (::fallocate(*static_cast<int*>(handle), 0, 0, static_cast<off_t>(size)) != 0 && errno != EOPNOTSUPP &&
+      errno != ENOSYS && errno != EINVAL)
+    fail("{}: cannot write {} ({}; disk full?)", name, tmp.string(), std::strerror(errno));
+}
+
+void DumpWriter::Impl::abandon_file() {
+  if (file.get() < 0) return;
+  void* handle = nullptr;
+  const Hid fapl(H5Fget_access_plist(file), H5Pclose);
+  if (fapl.get() >= 0 && H5Fget_vfd_handle(file, fapl, &handle) >= 0 && handle != nullptr) {
+    const int sink = ::memfd_create("kvlab-abandoned-dump", MFD_CLOEXEC);
+    if (sink >= 0) {
+      ::dup2(sink, *static_cast<int*>(handle));
+      ::close(sink);
+    }
+  }
+  file.close();
 }
 
 void DumpWriter::Impl::write_root_attributes() {
@@ -434,6 +550,10 @@ void DumpWriter::Impl::write_sample_header(const SampleMeta& meta) {
                             H5Dclose, "{}/{}: cannot create", where, dataset_name);
     if (n > 0) check(H5Dwrite(dataset, memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data), "{}/{}: cannot write", where,
                      dataset_name);
+    // One block: these are read whole. Native = stored bytes on a little-endian host.
+    BlockChecksums sums{std::max<std::int64_t>(static_cast<std::int64_t>(n), 1), {}};
+    if (n > 0) sums.hashes.push_back(block_hash(std::span(static_cast<const std::byte*>(data), n * H5Tget_size(file_type))));
+    write_checksums(dataset, sums, fmt::format("{}/{}", where, dataset_name));
   };
   write_1d("tokens", H5T_STD_I32LE, H5T_NATIVE_INT32, meta.tokens.size(), meta.tokens.data());
   write_1d("positions", H5T_STD_I64LE, H5T_NATIVE_INT64, positions.size(), positions.data());
@@ -485,12 +605,15 @@ void DumpWriter::Impl::write_tensor(hid_t group, int layer, KvKind kind, std::sp
                           H5Dclose, "{}: cannot create", where);
   if (info.dtype == DType::bf16) write_string_attribute(dataset, "dtype", "bfloat16", where);
 
+  // Checksum blocks are the chunks: a token range is verified by the chunks it reads anyway.
+  BlockChecksums sums{block_rows, {}};
   const std::int64_t width = row_width(shape);
   for (std::int64_t t0 = 0; t0 < shape[0]; t0 += block_rows) {
     const std::int64_t rows = std::min(block_rows, shape[0] - t0);
     const auto block = values.subspan(static_cast<std::size_t>(t0 * width), static_cast<std::size_t>(rows * width));
     if (const auto bad = first_nonfinite(block)) fail_nonfinite(where, kind, shape, t0, *bad, block[*bad], false);
     if (info.dtype == DType::f32) {
+      sums.hashes.push_back(block_hash(std::as_bytes(block)));  // native f32 = stored F32LE
       write_rows(dataset, space, shape, t0, rows, block.data(), H5T_NATIVE_FLOAT, where);
       continue;
     }
@@ -498,8 +621,10 @@ void DumpWriter::Impl::write_tensor(hid_t group, int layer, KvKind kind, std::sp
     f32_to_16bit(info.dtype, block, bits);
     if (const auto bad = first_nonfinite(std::span<const std::uint16_t>(bits), info.dtype))
       fail_nonfinite(where, kind, shape, t0, *bad, block[*bad], true);
+    sums.hashes.push_back(block_hash(std::as_bytes(std::span<const std::uint16_t>(bits))));
     write_rows(dataset, space, shape, t0, rows, bits.data(), element_type, where);
   }
+  write_checksums(dataset, sums, where);
 }
 
 DumpWriter::DumpWriter(const std::filesystem::path& path, DumpInfo info)
@@ -569,6 +694,7 @@ void DumpWriter::commit() {
   Impl& w = *impl_;
   w.require_open();
   if (w.sample) fail("{}: commit() while sample {} is not ended", w.name, w.sample->id);
+  w.reserve_file_blocks();
   check(w.file.close(), "{}: cannot close {} (disk full?)", w.name, w.tmp.string());
   std::error_code ec;
   std::filesystem::rename(w.tmp, w.path, ec);
@@ -602,7 +728,21 @@ struct OpenDataset {
   Hid file_space;  // its dataspace; each read selects its rows in it
   Hid file_type;
   hid_t memory_type = H5I_INVALID_HID;  // native float, or the 16-bit file type itself: no conversion
+  BlockChecksums sums;                  // empty for format version 1 files: reads are not verified
 };
+
+// Whether `shape` of `element_bytes` elements fits in a file of `file_bytes` bytes, without
+// overflow: a dump's data is stored uncompressed, so a bigger shape is a corrupt header, and
+// is rejected before anything is sized from it.
+bool fits_in_file(const Shape& shape, std::size_t element_bytes, std::uintmax_t file_bytes) {
+  std::uintmax_t bytes = element_bytes;
+  for (const std::int64_t dim : shape) {
+    if (dim < 0) return false;
+    if (dim != 0 && bytes > file_bytes / static_cast<std::uintmax_t>(dim)) return false;
+    bytes *= static_cast<std::uintmax_t>(dim);
+  }
+  return bytes <= file_bytes;
+}
 
 // Dataset access without a chunk cache. Chunks are uncompressed and rows full width, so any
 // row range is one contiguous run per chunk, which HDF5 then reads straight into our buffer.
@@ -616,7 +756,8 @@ Hid no_chunk_cache() {
   return dapl;
 }
 
-// Conversion scratch of the calling thread: one slab of 16-bit values before they become f32.
+// Read scratch of the calling thread: one slab or checksum block as stored, before it becomes f32
+// (uint16_t elements: aligned for the 16-bit types, viewed as bytes for hashing and copying).
 thread_local std::vector<std::uint16_t> t_bits;
 
 }  // namespace
@@ -625,6 +766,8 @@ struct DumpReader::Impl {
   std::filesystem::path path;
   std::string name;
   DumpInfo info;
+  std::int64_t version = 0;       // format_version: 1 (no checksums, variable-length strings) or 2
+  std::uintmax_t file_bytes = 0;  // the file's size: the bound on any shape it declares
   Hid file;
   std::mutex mutex;  // guards the caches and every HDF5 call below
   std::map<std::string, SampleDims> sample_dims;
@@ -644,9 +787,12 @@ struct DumpReader::Impl {
   std::shared_ptr<const OpenDataset> dataset(const std::string& id, int layer, KvKind kind);
   OpenDataset open_dataset(const std::string& id, int layer, KvKind kind);
   void check_dtype(OpenDataset& d) const;
-  void read_slab(const OpenDataset& d, std::int64_t t0, std::int64_t rows, std::span<float> out);
+  VarStrings var_strings() const { return version == 1 ? VarStrings::read : VarStrings::reject; }
+  void read_piece(const OpenDataset& d, std::int64_t first, std::int64_t rows, std::optional<std::int64_t> block,
+                  std::int64_t want_first, std::span<float> out);
   template <typename T>
-  std::vector<T> read_1d(hid_t group, const char* dataset_name, hid_t memory_type, const std::string& where) const;
+  std::vector<T> read_1d(hid_t group, const char* dataset_name, hid_t memory_type, std::int64_t tokens,
+                         bool may_be_empty, const std::string& where) const;
 };
 
 void DumpReader::Impl::open_file() {
@@ -655,28 +801,31 @@ void DumpReader::Impl::open_file() {
   const htri_t is_hdf5 = H5Fis_hdf5(name.c_str());
   if (is_hdf5 == 0) fail("{}: not an HDF5 file (so not a kvlab dump)", name);
   if (is_hdf5 < 0) fail("{}: cannot read the file ({})", name, hdf5_reason());
+  file_bytes = std::filesystem::file_size(path, ec);
   file = own(H5Fopen(name.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose,
              "{}: cannot open the HDF5 file (truncated or corrupt?)", name);
 }
 
 void DumpReader::Impl::read_root_attributes() {
   const std::string where = name + ": /";
-  const auto version = read_int_attribute(file, "format_version", where);
-  if (!version) fail("{}: not a kvlab dump (no format_version attribute on /)", name);
-  if (*version != kDumpFormatVersion)
-    fail("{}: format_version {} is not supported (this kvlab reads version {})", name, *version, kDumpFormatVersion);
+  const auto stored_version = read_int_attribute(file, "format_version", where);
+  if (!stored_version) fail("{}: not a kvlab dump (no format_version attribute on /)", name);
+  if (*stored_version < 1 || *stored_version > kDumpFormatVersion)
+    fail("{}: format_version {} is not supported (this kvlab reads versions 1 to {})", name, *stored_version,
+         kDumpFormatVersion);
+  version = *stored_version;
   const std::pair<const char*, std::string*> strings[] = {
       {"model_id", &info.model_id},           {"model_hash", &info.model_hash},
       {"model_config", &info.model_config},
       {"tokenizer", &info.tokenizer},         {"chat_template", &info.chat_template},
       {"kvlab_version", &info.kvlab_version}, {"git_revision", &info.git_revision},
       {"created_utc", &info.created_utc}};
-  for (const auto& [key, text] : strings) *text = read_string_attribute(file, key, where).value_or("");
+  for (const auto& [key, text] : strings) *text = read_string_attribute(file, key, var_strings(), where).value_or("");
   const std::pair<const char*, int*> ints[] = {{"num_layers", &info.num_layers},   {"num_kv_heads", &info.num_kv_heads},
                                                {"num_q_heads", &info.num_q_heads}, {"head_dim", &info.head_dim}};
   for (const auto& [key, value] : ints) *value = static_cast<int>(require_int_attribute(file, key, 1, INT_MAX, where));
   info.d_model = static_cast<int>(require_int_attribute(file, "d_model", 0, INT_MAX, where));
-  const auto dtype = read_string_attribute(file, "dtype", where);
+  const auto dtype = read_string_attribute(file, "dtype", var_strings(), where);
   if (!dtype) fail("{}: missing attribute dtype", where);
   try {
     info.dtype = parse_dtype(*dtype);
@@ -694,7 +843,8 @@ Hid DumpReader::Impl::open_sample(const std::string& id) const {
 
 SampleDims DumpReader::Impl::read_sample_dims(hid_t group, const std::string& where) const {
   SampleDims d;
-  d.tokens = require_int_attribute(group, "num_tokens", 1, INT64_MAX, where);
+  // Every token has an int64 position in the file: a bigger count is a corrupt attribute.
+  d.tokens = require_int_attribute(group, "num_tokens", 1, static_cast<std::int64_t>(file_bytes / 8), where);
   d.window = require_int_attribute(group, "query_window", 0, d.tokens, where);
   d.has_attn_in = require_int_attribute(group, "has_attn_in", 0, 1, where) == 1;
   if (d.has_attn_in && info.d_model < 1) fail("{}: has attn_in but the dump's d_model is {}", where, info.d_model);
@@ -709,18 +859,30 @@ const SampleDims& DumpReader::Impl::dims(const std::string& id) {
 }
 
 template <typename T>
-std::vector<T> DumpReader::Impl::read_1d(hid_t group, const char* dataset_name, hid_t memory_type,
-                                         const std::string& where) const {
+// A per-token 1-D dataset: its length (`tokens`, or 0 when `may_be_empty`) is checked before
+// anything is allocated or read.
+std::vector<T> DumpReader::Impl::read_1d(hid_t group, const char* dataset_name, hid_t memory_type, std::int64_t tokens,
+                                         bool may_be_empty, const std::string& where) const {
   if (!link_exists(group, dataset_name)) fail("{}/{}: missing dataset", where, dataset_name);
   const Hid dataset = own(H5Dopen2(group, dataset_name, H5P_DEFAULT), H5Dclose, "{}/{}: cannot open", where, dataset_name);
   const Hid space = own(H5Dget_space(dataset), H5Sclose, "{}/{}", where, dataset_name);
   hsize_t n = 0;
   if (H5Sget_simple_extent_ndims(space) != 1) fail("{}/{}: expected a 1-D dataset", where, dataset_name);
   H5Sget_simple_extent_dims(space, &n, nullptr);
+  const std::string object = fmt::format("{}/{}", where, dataset_name);
+  const auto rows = static_cast<std::int64_t>(n);
+  if (rows != tokens && !(may_be_empty && rows == 0)) fail("{}: {} values but num_tokens = {}", object, n, tokens);
+  const BlockChecksums sums = read_checksums(dataset, rows, version >= 2, object);
   std::vector<T> values(n);
   if (n > 0)
     check(H5Dread(dataset, memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()),
-          "{}/{}: cannot read (truncated or corrupt file?)", where, dataset_name);
+          "{}: cannot read (truncated or corrupt file?)", object);
+  const auto bytes = std::as_bytes(std::span<const T>(values));
+  for (std::int64_t b = 0; b < std::ssize(sums.hashes); ++b) {
+    const std::int64_t first = b * sums.block_rows, count = std::min(sums.block_rows, rows - first);
+    verify_block(sums, b, bytes.subspan(static_cast<std::size_t>(first) * sizeof(T), static_cast<std::size_t>(count) * sizeof(T)),
+                 first, count, object);
+  }
   return values;
 }
 
@@ -733,7 +895,7 @@ void DumpReader::Impl::check_dtype(OpenDataset& d) const {
   else if (is_f16_type(d.file_type)) found = DType::f16;
   else if (type_class == H5T_INTEGER && size == 2 && H5Tget_sign(d.file_type) == H5T_SGN_NONE &&
            H5Tget_order(d.file_type) == H5T_ORDER_LE &&
-           read_string_attribute(d.dataset, "dtype", d.where).value_or("") == "bfloat16")
+           read_string_attribute(d.dataset, "dtype", var_strings(), d.where).value_or("") == "bfloat16")
     found = DType::bf16;
   if (found != info.dtype) {
     const std::string what = found ? std::string(stored_name(*found))
@@ -766,7 +928,11 @@ OpenDataset DumpReader::Impl::open_dataset(const std::string& id, int layer, KvK
   H5Sget_simple_extent_dims(d.file_space, extent.data(), nullptr);
   const Shape found(extent.begin(), extent.end());
   if (found != d.shape) fail("{}: wrong shape {} expected {}", d.where, shape_string(found), shape_string(d.shape));
+  if (!fits_in_file(d.shape, dtype_bytes(info.dtype), file_bytes))
+    fail("{}: shape {} of {} does not fit in the file's {} bytes (corrupt file?)", d.where, shape_string(d.shape),
+         stored_name(info.dtype), file_bytes);
   check_dtype(d);
+  d.sums = read_checksums(d.dataset, d.shape[0], version >= 2, d.where);
   return d;
 }
 
@@ -780,27 +946,42 @@ std::shared_ptr<const OpenDataset> DumpReader::Impl::dataset(const std::string& 
   return slot;
 }
 
-// Reads rows [t0, t0 + rows) into `out` as f32. Only the HDF5 part holds the lock; the
-// finiteness check and the 16-bit conversion run in the caller's thread.
-void DumpReader::Impl::read_slab(const OpenDataset& d, std::int64_t t0, std::int64_t rows, std::span<float> out) {
+// Reads stored rows [first, first + rows) of `d`, verifies them against checksum block `block`
+// (when given: then they are exactly that block), and writes rows [want_first, want_first +
+// out rows) of them to `out` as f32. Only the HDF5 read holds the lock; hashing, the finiteness
+// check and the 16-bit conversion run in the caller's thread.
+void DumpReader::Impl::read_piece(const OpenDataset& d, std::int64_t first, std::int64_t rows,
+                                  std::optional<std::int64_t> block, std::int64_t want_first, std::span<float> out) {
   const DType dtype = info.dtype;
-  if (dtype != DType::f32) t_bits.resize(out.size());
-  void* buffer = dtype == DType::f32 ? static_cast<void*>(out.data()) : static_cast<void*>(t_bits.data());
+  const std::int64_t width = row_width(d.shape);
+  const std::size_t element_bytes = dtype_bytes(dtype);
+  const auto stored_bytes = static_cast<std::size_t>(rows * width) * element_bytes;
+  // f32 rows wanted whole are read straight into `out`; everything else goes through scratch.
+  const bool direct = dtype == DType::f32 && want_first == first && out.size() == static_cast<std::size_t>(rows * width);
+  if (!direct) t_bits.resize((stored_bytes + 1) / 2);
+  void* buffer = direct ? static_cast<void*>(out.data()) : static_cast<void*>(t_bits.data());
   {
     const std::lock_guard lock(mutex);
-    const Hid memory_space = select_rows(d.file_space, d.shape, t0, rows, d.where);
+    const Hid memory_space = select_rows(d.file_space, d.shape, first, rows, d.where);
     check(H5Dread(d.dataset, d.memory_type, memory_space, d.file_space, H5P_DEFAULT, buffer),
-          "{}: cannot read rows [{}, {}) (truncated or corrupt file?)", d.where, t0, t0 + rows);
+          "{}: cannot read rows [{}, {}) (truncated or corrupt file?)", d.where, first, first + rows);
   }
+  const std::span<const std::byte> stored(static_cast<const std::byte*>(buffer), stored_bytes);
+  if (block) verify_block(d.sums, *block, stored, first, rows, d.where);
+  const auto wanted = stored.subspan(static_cast<std::size_t>((want_first - first) * width) * element_bytes,
+                                     out.size() * element_bytes);
   if (dtype == DType::f32) {
+    if (!direct) std::memcpy(out.data(), wanted.data(), wanted.size());
     if (const auto bad = first_nonfinite(std::span<const float>(out)))
-      fail("{}: non-finite value {} at {}", d.where, out[*bad], element_location(d.kind, d.shape, d.token_offset, t0, *bad));
+      fail("{}: non-finite value {} at {}", d.where, out[*bad],
+           element_location(d.kind, d.shape, d.token_offset, want_first, *bad));
     return;
   }
-  const std::span<const std::uint16_t> bits(t_bits.data(), out.size());
+  const std::span<const std::uint16_t> bits(
+      t_bits.data() + static_cast<std::size_t>((want_first - first) * width), out.size());
   if (const auto bad = first_nonfinite(bits, dtype))
     fail("{}: non-finite value {} at {}", d.where, bits_value(dtype, bits[*bad]),
-         element_location(d.kind, d.shape, d.token_offset, t0, *bad));
+         element_location(d.kind, d.shape, d.token_offset, want_first, *bad));
   bits16_to_f32(dtype, bits, out);
 }
 
@@ -835,7 +1016,7 @@ std::vector<std::string> DumpReader::sample_ids() const {
 SampleMeta DumpReader::sample(const std::string& id) const {
   silence_hdf5_errors();
   const std::lock_guard lock(impl_->mutex);
-  const Impl& r = *impl_;
+  Impl& r = *impl_;
   const Hid group = r.open_sample(id);
   const std::string where = r.name + ": " + sample_path(id);
   const SampleDims d = r.read_sample_dims(group, where);
@@ -845,12 +1026,14 @@ SampleMeta DumpReader::sample(const std::string& id) const {
   meta.query_window = static_cast<int>(d.window);
   meta.has_attn_in = d.has_attn_in;
   meta.context_end = require_int_attribute(group, "context_end", 0, d.tokens, where);
-  meta.tokens = r.read_1d<std::int32_t>(group, "tokens", H5T_NATIVE_INT32, where);
-  meta.positions = r.read_1d<std::int64_t>(group, "positions", H5T_NATIVE_INT64, where);
-  if (!meta.tokens.empty() && static_cast<std::int64_t>(meta.tokens.size()) != d.tokens)
-    fail("{}/tokens: {} tokens but num_tokens = {}", where, meta.tokens.size(), d.tokens);
-  if (static_cast<std::int64_t>(meta.positions.size()) != d.tokens)
-    fail("{}/positions: {} positions but num_tokens = {}", where, meta.positions.size(), d.tokens);
+  meta.tokens = r.read_1d<std::int32_t>(group, "tokens", H5T_NATIVE_INT32, d.tokens, true, where);
+  meta.positions = r.read_1d<std::int64_t>(group, "positions", H5T_NATIVE_INT64, d.tokens, false, where);
+  // Every layer tensor's shape, type and checksums against the attributes before a caller sizes
+  // buffers from them (L × T × H·D from the root's head_dim and this num_tokens): a corrupt
+  // header is an error here, not a multi-GB allocation. They stay open for the reads to come.
+  for (int layer = 0; layer < r.info.num_layers; ++layer)
+    for (const KvKind kind : {KvKind::key, KvKind::value, KvKind::query, KvKind::attn_in})
+      if (kind != KvKind::attn_in || d.has_attn_in) r.dataset(id, layer, kind);
   return meta;
 }
 
@@ -866,10 +1049,24 @@ void DumpReader::read_rows(const std::string& sample_id, int layer, KvKind kind,
     fail("{}: rows [{}, {}) outside [0, {})", d->where, t0, t0 + n, d->shape[0]);
   if (static_cast<std::int64_t>(out.size()) != n * width)
     fail("{}: output holds {} values, {} rows need {}", d->where, out.size(), n, n * width);
-  const std::int64_t slab_rows = std::max<std::int64_t>(1, kSlabBytes / (width * 2));
-  for (std::int64_t r0 = 0; r0 < n; r0 += slab_rows) {
-    const std::int64_t rows = std::min(slab_rows, n - r0);
-    impl_->read_slab(*d, t0 + r0, rows, out.subspan(static_cast<std::size_t>(r0 * width), static_cast<std::size_t>(rows * width)));
+  const auto rows_of = [&](std::int64_t first, std::int64_t rows) {
+    return out.subspan(static_cast<std::size_t>((first - t0) * width), static_cast<std::size_t>(rows * width));
+  };
+  if (!d->sums.present()) {  // format version 1: slabs of at most kSlabBytes, not verified
+    const std::int64_t slab_rows = std::max<std::int64_t>(1, kSlabBytes / (width * 2));
+    for (std::int64_t r0 = t0; r0 < t0 + n; r0 += slab_rows) {
+      const std::int64_t rows = std::min(slab_rows, t0 + n - r0);
+      impl_->read_piece(*d, r0, rows, std::nullopt, r0, rows_of(r0, rows));
+    }
+    return;
+  }
+  // Whole checksum blocks (the chunks), each verified; a range that starts or ends inside a block
+  // reads that block whole, which costs at most two extra partial chunks per call.
+  const std::int64_t block_rows = d->sums.block_rows;
+  for (std::int64_t b = t0 / block_rows; b * block_rows < t0 + n; ++b) {
+    const std::int64_t first = b * block_rows, rows = std::min(block_rows, d->shape[0] - first);
+    const std::int64_t lo = std::max(t0, first), hi = std::min(t0 + n, first + rows);
+    impl_->read_piece(*d, first, rows, b, lo, rows_of(lo, hi - lo));
   }
 }
 

@@ -32,7 +32,7 @@
 
 namespace kvlab::core {
 
-inline constexpr int kDumpFormatVersion = 1;
+inline constexpr int kDumpFormatVersion = 2;  // the reader also reads version 1
 
 // Which per-layer tensor.
 enum class KvKind { key, value, query, attn_in };

@@ -3,7 +3,13 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <hdf5.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <csignal>
+#include <iterator>
 
 #include <algorithm>
 #include <atomic>
@@ -19,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/block_checksum.h"
 #include "core/error.h"
 #include "core/error_of.h"
 #include "core/version.h"
@@ -150,9 +157,38 @@ void edit_with_hdf5(const fs::path& path, const std::function<void(hid_t)>& edit
   ASSERT_GE(H5Fclose(file), 0);
 }
 
+// Recomputes a dataset's block checksums from its stored bytes, as another tool that writes the
+// format would: the file is then consistent, whatever its values.
+void restamp_checksums(hid_t d) {
+  const hid_t type = H5Dget_type(d);
+  const hid_t space = H5Dget_space(d);
+  std::vector<hsize_t> dims(static_cast<std::size_t>(H5Sget_simple_extent_ndims(space)));
+  H5Sget_simple_extent_dims(space, dims.data(), nullptr);
+  const auto rows = static_cast<std::int64_t>(dims[0]);
+  const std::size_t row_bytes = H5Tget_size(type) * static_cast<std::size_t>(H5Sget_simple_extent_npoints(space)) /
+                                std::max<std::size_t>(dims[0], 1);
+  std::vector<std::byte> bytes(row_bytes * dims[0]);
+  ASSERT_GE(H5Dread(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, bytes.data()), 0);
+  std::int64_t block_rows = 0;
+  const hid_t rows_attr = H5Aopen(d, "xxh3_block_rows", H5P_DEFAULT);
+  ASSERT_GE(H5Aread(rows_attr, H5T_NATIVE_INT64, &block_rows), 0);
+  H5Aclose(rows_attr);
+  std::vector<std::uint64_t> hashes;
+  for (std::int64_t r0 = 0; r0 < rows; r0 += block_rows)
+    hashes.push_back(block_hash(std::span(bytes).subspan(static_cast<std::size_t>(r0) * row_bytes,
+                                                         static_cast<std::size_t>(std::min(block_rows, rows - r0)) * row_bytes)));
+  const hid_t attr = H5Aopen(d, "xxh3_64", H5P_DEFAULT);
+  EXPECT_GE(H5Awrite(attr, H5T_NATIVE_UINT64, hashes.data()), 0);
+  H5Aclose(attr);
+  H5Sclose(space);
+  H5Tclose(type);
+}
+
 // Overwrites one element of a dataset with raw bits (its own type as the memory type, so
-// HDF5 stores the bits unchanged; little-endian host).
-void poke_bits(const fs::path& path, const std::string& dataset, std::vector<hsize_t> index, std::uint32_t bits) {
+// HDF5 stores the bits unchanged; little-endian host). With `restamp` its checksums are
+// recomputed (a consistent file with odd values), without it the change is silent corruption.
+void poke_bits(const fs::path& path, const std::string& dataset, std::vector<hsize_t> index, std::uint32_t bits,
+               bool restamp = true) {
   edit_with_hdf5(path, [&](hid_t file) {
     const hid_t d = H5Dopen2(file, dataset.c_str(), H5P_DEFAULT);
     const hid_t type = H5Dget_type(d);
@@ -162,6 +198,7 @@ void poke_bits(const fs::path& path, const std::string& dataset, std::vector<hsi
     const hsize_t n = 1;
     const hid_t memory = H5Screate_simple(1, &n, nullptr);
     EXPECT_GE(H5Dwrite(d, type, memory, space, H5P_DEFAULT, &bits), 0);
+    if (restamp) restamp_checksums(d);
     H5Sclose(memory);
     H5Sclose(space);
     H5Tclose(type);
@@ -576,7 +613,7 @@ TEST_F(KvDumpTest, UnknownFormatVersionNamesBothVersions) {
   set_format_version(path, 99);
   const std::string message = error_of([&] { DumpReader reader(path); });
   EXPECT_THAT(message, HasSubstr(path.string()));
-  EXPECT_THAT(message, HasSubstr("format_version 99 is not supported (this kvlab reads version 1)"));
+  EXPECT_THAT(message, HasSubstr("format_version 99 is not supported (this kvlab reads versions 1 to 2)"));
 }
 
 class KvDumpNonFinite : public KvDumpTest, public ::testing::WithParamInterface<DType> {};
@@ -653,6 +690,343 @@ TEST_F(KvDumpTest, Hdf5ErrorsArePrintedInNoThread) {
     EXPECT_THROW(reader.sample("missing"), Error);
   }).join();
   EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Integrity: corrupt files, full disks, interrupted writers (issue 19)
+
+std::string read_bytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void write_bytes(const fs::path& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// Runs `body` in a forked child and returns its wait status: a crash in libhdf5 then fails one
+// test instead of ending the test binary. The child leaves through exit(), so HDF5's exit
+// handlers run as they do at the end of a kvlab command.
+int status_of_child(const std::function<int()>& body) {
+  std::fflush(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) std::exit(body());
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return status;
+}
+
+bool exited_with(int status, int code) { return WIFEXITED(status) && WEXITSTATUS(status) == code; }
+
+std::string describe(int status) {
+  return WIFSIGNALED(status) ? fmt::format("killed by signal {}", WTERMSIG(status))
+                             : fmt::format("exit code {}", WEXITSTATUS(status));
+}
+
+// Child outcomes of reading a whole dump.
+constexpr int kSameData = 0, kKvlabError = 2, kOtherData = 3;
+
+// Everything a dump holds, read through DumpReader and compared with what write_dump wrote.
+int read_everything(const fs::path& path, const DumpInfo& info, const std::vector<SampleMeta>& samples) {
+  try {
+    const DumpReader reader(path);
+    if (reader.info().model_id != info.model_id || reader.info().model_config != info.model_config ||
+        reader.info().head_dim != info.head_dim || reader.info().num_layers != info.num_layers)
+      return kOtherData;
+    for (const SampleMeta& meta : samples) {
+      const SampleMeta read = reader.sample(meta.id);
+      if (read.tokens != meta.tokens || read.positions != meta.positions || read.context_end != meta.context_end)
+        return kOtherData;
+      for (int l = 0; l < info.num_layers; ++l) {
+        const LayerData d = make_layer(info, meta, l);
+        if (reader.read_layer(meta.id, l, KvKind::key).data != stored(info.dtype, d.key) ||
+            reader.read_layer(meta.id, l, KvKind::value).data != stored(info.dtype, d.value) ||
+            reader.read_layer(meta.id, l, KvKind::query).data != stored(info.dtype, d.query))
+          return kOtherData;
+      }
+    }
+    return kSameData;
+  } catch (const Error&) {
+    return kKvlabError;
+  }
+}
+
+// Item 1: string attributes live in the checksummed object headers, never in the global heap
+// (which HDF5 does not checksum, and where a bad object size crashed libhdf5 and h5py).
+TEST_F(KvDumpTest, StringAttributesStayOutOfTheUncheckedGlobalHeap) {
+  const fs::path path = file("dump.h5");
+  DumpInfo info = make_info(DType::f16, 1);
+  info.model_id = "org/unique-model-id-for-this-test";
+  const std::vector<SampleMeta> samples = {make_meta("s", 4, 1)};
+  write_dump(path, info, samples);
+  const std::string bytes = read_bytes(path);
+  EXPECT_EQ(bytes.find("GCOL"), std::string::npos) << "the file has a global heap collection";
+  // The bytes just before the text: the size field of its global heap object when strings were
+  // variable-length (the reported crash), now part of the checksummed attribute message.
+  const std::size_t at = bytes.find(info.model_id);
+  ASSERT_NE(at, std::string::npos);
+  ASSERT_GE(at, 8u);
+  for (const std::size_t offset : {std::size_t{1}, std::size_t{4}, std::size_t{8}}) {
+    std::string corrupt = bytes;
+    corrupt[at - offset] = static_cast<char>(corrupt[at - offset] ^ 0x40);
+    const fs::path bad = file(fmt::format("bad{}.h5", offset));
+    write_bytes(bad, corrupt);
+    const int status = status_of_child([&] { return read_everything(bad, info, samples); });
+    EXPECT_TRUE(exited_with(status, kKvlabError)) << "byte " << offset << " before model_id: " << describe(status);
+  }
+}
+
+// A version 2 file with a variable-length string is refused before the heap is followed.
+TEST_F(KvDumpTest, Version2RefusesVariableLengthStrings) {
+  const fs::path path = file("dump.h5");
+  write_dump(path, make_info(DType::f16, 1), {make_meta("s", 4, 1)});
+  edit_with_hdf5(path, [](hid_t f) {
+    ASSERT_GE(H5Adelete(f, "tokenizer"), 0);
+    const hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, H5T_VARIABLE);
+    const hid_t space = H5Screate(H5S_SCALAR);
+    const hid_t attr = H5Acreate2(f, "tokenizer", type, space, H5P_DEFAULT, H5P_DEFAULT);
+    const char* text = "variable";
+    EXPECT_GE(H5Awrite(attr, type, &text), 0);
+    H5Aclose(attr);
+    H5Sclose(space);
+    H5Tclose(type);
+  });
+  EXPECT_THAT(error_of([&] { DumpReader reader(path); }),
+              HasSubstr(": /: attribute tokenizer is a variable-length string; format version 2"));
+}
+
+// A config.json too big for an object header message (64 KiB) still round-trips: the 1.10
+// format moves large attributes to dense (fractal heap, checksummed) storage.
+TEST_F(KvDumpTest, LargeModelConfigRoundTrips) {
+  const fs::path path = file("dump.h5");
+  DumpInfo info = make_info(DType::f16, 1);
+  info.model_config = "{\"pad\": \"" + std::string(200000, 'x') + "\"}";
+  write_dump(path, info, {make_meta("s", 4, 1)});
+  EXPECT_EQ(DumpReader(path).info().model_config, info.model_config);
+}
+
+// Item 4: one changed byte anywhere in the file is an error or changes nothing: never different
+// numbers, never a crash. Each in a child process: every byte of the first 48 after the signature
+// of the superblock, each chunk index and heap (a byte changed in a version 1 chunk index made a
+// layer read as zeros) and every 53rd byte elsewhere (object headers, raw data).
+bool near_signature(const std::string& bytes, std::size_t i) {
+  for (const char* signature : {"\x89HDF", "FAHD", "FADB", "EAHD", "EAIB", "EADB", "BTHD", "BTIN", "BTLF", "TREE",
+                                "HEAP", "SNOD", "GCOL"}) {
+    const std::size_t at = bytes.rfind(signature, i);
+    if (at != std::string::npos && i - at < 48) return true;
+  }
+  return false;
+}
+
+TEST_F(KvDumpTest, EveryChangedByteIsAnErrorOrHarmless) {
+  const fs::path path = file("dump.h5");
+  const DumpInfo info = make_info(DType::f16, 2, 2, 4, 8);
+  const std::vector<SampleMeta> samples = {make_meta("s0", 6, 2)};
+  write_dump(path, info, samples);
+  const std::string bytes = read_bytes(path);
+  ASSERT_EQ(read_everything(path, info, samples), kSameData);
+  const fs::path bad = file("bad.h5");
+  std::vector<std::string> wrong;
+  std::size_t tried = 0;
+  for (std::size_t i = 0; i < bytes.size(); ++i) {
+    if (i % 53 != 0 && !near_signature(bytes, i)) continue;
+    ++tried;
+    std::string corrupt = bytes;
+    corrupt[i] = static_cast<char>(corrupt[i] ^ 0x5A);
+    write_bytes(bad, corrupt);
+    const int status = status_of_child([&] { return read_everything(bad, info, samples); });
+    if (!exited_with(status, kSameData) && !exited_with(status, kKvlabError))
+      wrong.push_back(fmt::format("byte {}: {}", i, exited_with(status, kOtherData) ? "other data" : describe(status)));
+  }
+  EXPECT_TRUE(wrong.empty()) << wrong.size() << " of " << tried << " bytes, e.g. " << wrong.front();
+  std::printf("changed %zu of %zu bytes, one at a time\n", tried, bytes.size());
+}
+
+// Item 4: values changed behind the checksums (here through HDF5 itself, so every HDF5
+// structure stays valid) are an error naming the dataset and the rows, for whole-layer and
+// token-range reads; blocks that were not touched still read.
+TEST_F(KvDumpTest, ChangedValuesAreAChecksumErrorNamingTheDataset) {
+  const fs::path path = file("dump.h5");
+  const DumpInfo info = make_info(DType::bf16, 2, 2, 4, 64);
+  const SampleMeta meta = make_meta("s0", 20000, 4);  // 256-byte rows: 8192-row blocks
+  write_dump(path, info, {meta});
+  poke_bits(path, "/samples/s0/layers/1/key", {9000, 1, 3}, 0x3F80u, /*restamp=*/false);  // 1.0
+  const DumpReader reader(path);
+  const std::string message = error_of([&] { reader.read_layer("s0", 1, KvKind::key); });
+  EXPECT_THAT(message, HasSubstr(path.string() + ": /samples/s0/layers/1/key: checksum mismatch in rows [8192, 16384)"));
+  std::vector<float> rows(static_cast<std::size_t>(10 * info.kv_row_width()));
+  EXPECT_THAT(error_of([&] { reader.read_rows("s0", 1, KvKind::key, 8995, 10, rows); }), HasSubstr("checksum mismatch"));
+  reader.read_rows("s0", 1, KvKind::key, 100, 10, rows);
+  const std::vector<float> expected = stored(DType::bf16, make_layer(info, meta, 1).key);
+  EXPECT_TRUE(std::equal(rows.begin(), rows.end(), expected.begin() + 100 * info.kv_row_width()));
+  EXPECT_NO_THROW(reader.read_layer("s0", 0, KvKind::key));
+}
+
+// Item 5: shapes and attributes are checked against each other before a caller sizes anything
+// from them: a root head_dim (or a sample's num_tokens) that disagrees with the datasets is
+// an error from sample(), which the analysis calls before it allocates L × T × H·D.
+TEST_F(KvDumpTest, HeaderDisagreeingWithTheDatasetsIsAnErrorBeforeAnyRead) {
+  const fs::path path = file("dump.h5");
+  write_dump(path, make_info(DType::f16, 2, 2, 4, 8), {make_meta("s0", 6, 2)});
+  // Delete and re-create: HDF5 1.10 cannot rewrite an attribute in place in dense storage.
+  const auto set_int = [&](const char* object, const char* name, std::int64_t value) {
+    edit_with_hdf5(path, [&](hid_t f) {
+      ASSERT_GE(H5Adelete_by_name(f, object, name, H5P_DEFAULT), 0) << object << " " << name;
+      const hid_t space = H5Screate(H5S_SCALAR);
+      const hid_t attr = H5Acreate_by_name(f, object, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+      EXPECT_GE(H5Awrite(attr, H5T_NATIVE_INT64, &value), 0) << object << " " << name;
+      H5Aclose(attr);
+      H5Sclose(space);
+    });
+  };
+  set_int("/", "head_dim", 1 << 28);
+  {
+    const DumpReader reader(path);  // the root alone is consistent
+    EXPECT_THAT(error_of([&] { reader.sample("s0"); }),
+                HasSubstr("/samples/s0/layers/0/key: wrong shape [6, 2, 8] expected [6, 2, 268435456]"));
+  }
+  set_int("/", "head_dim", 8);
+  set_int("/samples/s0", "num_tokens", std::int64_t{1} << 40);
+  EXPECT_THAT(error_of([&] { DumpReader(path).sample("s0"); }), HasSubstr("attribute num_tokens = 1099511627776 is out of range"));
+}
+
+// Item 3: a full disk is an error, and the process then exits normally (it crashed in HDF5's
+// exit handlers); no temporary file stays. A real full disk: a small tmpfs mounted in the
+// child's own mount namespace (as root, or in a user namespace where the kernel allows it).
+// Sizes from 64 KiB to just under the whole dump hit every stage: the root, the layers, the
+// final flush.
+TEST_F(KvDumpTest, FullDiskIsAnErrorAndTheProcessExitsCleanly) {
+  const DumpInfo info = make_info(DType::f16, 4, 8, 8, 64);
+  const std::vector<SampleMeta> samples = {make_meta("s0", 2000, 8), make_meta("s1", 2000, 8)};
+  const fs::path full = file("full.h5");
+  write_dump(full, info, samples);
+  const std::uintmax_t size = fs::file_size(full);
+  constexpr int kNoMount = 77, kNoError = 1, kTwoLines = 4, kTempLeft = 5;
+  for (const std::uintmax_t limit : {std::uintmax_t{65536}, size / 8, size / 2, size - 65536, size - 4096}) {
+    const fs::path disk = file("disk");
+    fs::create_directories(disk);
+    const int status = status_of_child([&] {
+      const uid_t uid = ::getuid();
+      if (::unshare(CLONE_NEWNS) != 0) {
+        if (::unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) return kNoMount;
+        std::ofstream("/proc/self/setgroups") << "deny";
+        std::ofstream("/proc/self/uid_map") << fmt::format("0 {} 1", uid);
+      }
+      ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr);
+      if (::mount("tmpfs", disk.c_str(), "tmpfs", 0, fmt::format("size={}", limit).c_str()) != 0) return kNoMount;
+      try {
+        write_dump(disk / "dump.h5", info, samples);
+        return kNoError;
+      } catch (const Error& e) {
+        if (!files_in(disk).empty()) return kTempLeft;
+        return std::string(e.what()).find('\n') == std::string::npos ? 0 : kTwoLines;  // errors are one line
+      }
+    });
+    if (exited_with(status, kNoMount)) GTEST_SKIP() << "cannot mount a tmpfs here (no root, no user namespaces)";
+    EXPECT_TRUE(exited_with(status, 0)) << "disk of " << limit << " bytes for a dump of " << size << ": "
+                                        << describe(status);
+  }
+}
+
+// Item 6: SIGTERM and SIGINT while a dump is being written remove its temporary file; the
+// process still ends by the signal (exit status of the signal, as a shell or scheduler expects).
+TEST_F(KvDumpTest, SignalsRemoveTheTemporaryFile) {
+  const DumpInfo info = make_info(DType::f16, 2);
+  for (const int sig : {SIGTERM, SIGINT}) {
+    const fs::path path = file(fmt::format("dump-{}.h5", sig));
+    const int status = status_of_child([&] {
+      DumpWriter writer(path, info);
+      write_sample(writer, info, make_meta("s0", 50, 2));
+      if (files_in(dir_).size() != 1) return 5;  // the temporary file exists before the signal
+      ::raise(sig);
+      return 6;  // not reached
+    });
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == sig) << describe(status);
+    EXPECT_TRUE(files_in(dir_).empty()) << fmt::format("{}", fmt::join(files_in(dir_), " "));
+  }
+}
+
+// Format version 1 files (variable-length strings, no checksums, the 1.8-compatible HDF5
+// format) still read. Built here with the raw HDF5 API exactly as the version 1 writer did.
+void write_version1_dump(const fs::path& path, const DumpInfo& info, const SampleMeta& meta) {
+  const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  const hid_t scalar = H5Screate(H5S_SCALAR);
+  const auto put_int = [&](hid_t object, const char* name, std::int64_t value) {
+    const hid_t a = H5Acreate2(object, name, H5T_STD_I64LE, scalar, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_INT64, &value);
+    H5Aclose(a);
+  };
+  const hid_t vlen = H5Tcopy(H5T_C_S1);
+  H5Tset_size(vlen, H5T_VARIABLE);
+  H5Tset_cset(vlen, H5T_CSET_UTF8);
+  const auto put_string = [&](const char* name, const std::string& value) {
+    const hid_t a = H5Acreate2(f, name, vlen, scalar, H5P_DEFAULT, H5P_DEFAULT);
+    const char* text = value.c_str();
+    H5Awrite(a, vlen, &text);
+    H5Aclose(a);
+  };
+  put_int(f, "format_version", 1);
+  put_string("model_id", info.model_id);
+  put_string("model_config", info.model_config);
+  put_string("dtype", "float32");
+  put_int(f, "num_layers", info.num_layers);
+  put_int(f, "num_kv_heads", info.num_kv_heads);
+  put_int(f, "num_q_heads", info.num_q_heads);
+  put_int(f, "head_dim", info.head_dim);
+  put_int(f, "d_model", 0);
+  H5Gclose(H5Gcreate2(f, "/samples", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+  const hid_t sample = H5Gcreate2(f, ("/samples/" + meta.id).c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  put_int(sample, "num_tokens", meta.num_tokens);
+  put_int(sample, "context_end", meta.context_end);
+  put_int(sample, "query_window", meta.query_window);
+  put_int(sample, "has_attn_in", 0);
+  const auto put_data = [&](hid_t parent, const char* name, std::vector<hsize_t> dims, hid_t file_type, hid_t memory_type,
+                            const void* data) {
+    const hid_t space = H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr);
+    const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    if (dims.size() > 1) {
+      std::vector<hsize_t> chunk = dims;
+      chunk[0] = std::max<hsize_t>(1, dims[0] / 2);
+      H5Pset_chunk(dcpl, static_cast<int>(chunk.size()), chunk.data());
+    }
+    const hid_t d = H5Dcreate2(parent, name, file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    H5Dwrite(d, memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+    H5Dclose(d);
+    H5Pclose(dcpl);
+    H5Sclose(space);
+  };
+  const auto T = static_cast<hsize_t>(meta.num_tokens), W = static_cast<hsize_t>(meta.query_window);
+  put_data(sample, "tokens", {T}, H5T_STD_I32LE, H5T_NATIVE_INT32, meta.tokens.data());
+  put_data(sample, "positions", {T}, H5T_STD_I64LE, H5T_NATIVE_INT64, meta.positions.data());
+  const hid_t layers = H5Gcreate2(sample, "layers", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  for (int l = 0; l < info.num_layers; ++l) {
+    const hid_t group = H5Gcreate2(layers, std::to_string(l).c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    const LayerData d = make_layer(info, meta, l);
+    const auto H = static_cast<hsize_t>(info.num_kv_heads), Q = static_cast<hsize_t>(info.num_q_heads),
+               D = static_cast<hsize_t>(info.head_dim);
+    put_data(group, "key", {T, H, D}, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, d.key.data());
+    put_data(group, "value", {T, H, D}, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, d.value.data());
+    put_data(group, "query", {W, Q, D}, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, d.query.data());
+    H5Gclose(group);
+  }
+  H5Gclose(layers);
+  H5Gclose(sample);
+  H5Tclose(vlen);
+  H5Sclose(scalar);
+  H5Fclose(f);
+}
+
+TEST_F(KvDumpTest, Version1DumpsStillRead) {
+  const fs::path path = file("v1.h5");
+  const DumpInfo info = make_info(DType::f32, 3, 2, 4, 8);
+  const SampleMeta meta = make_meta("s0", 30, 4);
+  write_version1_dump(path, info, meta);
+  EXPECT_EQ(read_everything(path, info, {meta}), kSameData);
+  std::vector<float> rows(static_cast<std::size_t>(7 * info.kv_row_width()));
+  DumpReader(path).read_rows("s0", 2, KvKind::value, 11, 7, rows);
+  const std::vector<float> value = make_layer(info, meta, 2).value;
+  EXPECT_TRUE(std::equal(rows.begin(), rows.end(), value.begin() + 11 * info.kv_row_width()));
 }
 
 // ---------------------------------------------------------------------------------------------
