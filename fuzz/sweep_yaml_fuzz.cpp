@@ -44,7 +44,8 @@ bool known_open_bug(const std::string& text) {
   if (has_bad_key(r)) return true;
   for (const char* key : {"name", "out", "db"})
     if (r[key] && !r[key].IsScalar()) return true;
-  if (r["eval"].IsMap() && r["eval"]["samples"] && !r["eval"]["samples"].IsScalar()) return true;
+  const YAML::Node eval = r["eval"];  // a missing key gives an invalid node: test it before use
+  if (eval && eval.IsMap() && eval["samples"] && !eval["samples"].IsScalar()) return true;
   return false;
 }
 
