@@ -97,6 +97,17 @@ TEST(Spec, SweepsExpandToTheGridLastKeyFastest) {
   EXPECT_EQ(expand_sweep("alpha:b=0.25..0.75:0.25", t).size(), 3u);  // a real key's range may be fractional
 }
 
+// Found by fuzz/spec_fuzz (fuzz/crashes/spec/): a range whose value count exceeds every integer
+// (or is infinite) is the "at most 10000" error, not an undefined double → integer conversion.
+TEST(Spec, HugeRangesAreRejectedBeforeCountingThem) {
+  const auto t = test_table();
+  EXPECT_THAT(error_of([&] { expand_sweep("alpha:a=1..1001:0.1", t); }), HasSubstr("at most 10000"));
+  EXPECT_THAT(error_of([&] { expand_sweep("alpha:b=0..1e300:1e-300", t); }), HasSubstr("at most 10000"));
+  EXPECT_THAT(error_of([&] { expand_sweep("alpha:b=-1e308..1e308:1", t); }), HasSubstr("at most 10000"));
+  EXPECT_THAT(error_of([&] { expand_sweep("svd:rk=27..2255222222222222222222222222222222222222222222222222222222222222222222222222:.3"); }),
+              HasSubstr("at most 10000"));
+}
+
 TEST(Spec, FormatRealIsShortestRoundTrip) {
   EXPECT_EQ(format_real(0.1), "0.1");
   EXPECT_EQ(format_real(2.0), "2");

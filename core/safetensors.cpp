@@ -285,10 +285,12 @@ FloatTensor Checkpoint::tensor(std::string_view name) const {
   const unsigned char* src = e.file->data + e.file->buffer_start + e.begin;
   const auto n = out.data.size();
   if (e.dtype == "F32") {
-    std::memcpy(out.data.data(), src, n * 4);  // memcpy: the data need not be 4-byte aligned
+    // memcpy: the data need not be 4-byte aligned. Not for an empty tensor, whose data() may be
+    // null: memcpy from or to null is undefined even for 0 bytes (UBSan, core_tests under ASan).
+    if (n) std::memcpy(out.data.data(), src, n * 4);
   } else if (e.dtype == "F16" || e.dtype == "BF16") {
     std::vector<std::uint16_t> bits(n);
-    std::memcpy(bits.data(), src, n * 2);
+    if (n) std::memcpy(bits.data(), src, n * 2);
     bits16_to_f32(e.dtype == "F16" ? DType::f16 : DType::bf16, bits, out.data);
   } else {
     fail("{}: tensor '{}' has dtype {}; only F32, F16 and BF16 convert to f32", e.file->path.string(), name, e.dtype);

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <future>
 #include <limits>
+#include <map>
 
 #include "compressors/dense.h"
 #include "compressors/methods/low_rank_plan.h"
@@ -52,11 +53,15 @@ std::vector<ParamDef> shared_params(const std::string& rk_default, const std::st
   };
 }
 
+// The largest layer index a group may name: far above any model's layer count, and a bound on
+// the work a mistyped spec costs ("0-75555555" would otherwise build 75 million layers).
+constexpr int kMaxGroupLayer = 65535;
+
 // "0-3/4-7/8" → {{0,1,2,3},{4,5,6,7},{8}}; checks syntax and overlap (the layer count is not
 // known here).
 std::vector<std::vector<int>> parse_groups(const std::string& method, const std::string& text) {
   std::vector<std::vector<int>> groups;
-  std::vector<std::pair<int, std::size_t>> owner;  // layer → group index
+  std::map<int, std::size_t> owner;  // layer → group index
   std::size_t pos = 0;
   while (pos <= text.size()) {
     const auto slash = std::min(text.find('/', pos), text.size());
@@ -70,6 +75,8 @@ std::vector<std::vector<int>> parse_groups(const std::string& method, const std:
     const auto num = [&](std::string_view s, int& out) {
       auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
       if (s.empty() || ec != std::errc() || p != s.data() + s.size() || out < 0) bad();
+      if (out > kMaxGroupLayer)
+        fail("spec '{}': key 'groups': layer {} is above {} (no model has that many layers)", method, out, kMaxGroupLayer);
     };
     if (dash == std::string::npos) {
       num(item, a);
@@ -81,9 +88,8 @@ std::vector<std::vector<int>> parse_groups(const std::string& method, const std:
     if (b < a) fail("spec '{}': key 'groups': range '{}' ends before it starts", method, item);
     std::vector<int> g;
     for (int l = a; l <= b; ++l) {
-      for (const auto& [layer, gi] : owner)
-        if (layer == l) fail("spec '{}': key 'groups': layer {} is in two groups (group {} and group {})", method, l, gi, groups.size());
-      owner.emplace_back(l, groups.size());
+      if (const auto [it, added] = owner.emplace(l, groups.size()); !added)
+        fail("spec '{}': key 'groups': layer {} is in two groups (group {} and group {})", method, l, it->second, groups.size());
       g.push_back(l);
     }
     groups.push_back(std::move(g));

@@ -405,6 +405,11 @@ TEST(LowRank, BadSpecsNameTheKey) {
   expect_error([] { xkv("groups=0-3/3"); }, "layer 3 is in two groups");
   expect_error([] { xkv("groups=0-x"); }, "'groups'");
   expect_error([] { xkv("groups=4-2"); }, "'groups'");
+  // Found by fuzz/spec_fuzz (fuzz/crashes/spec/): huge layer ranges are refused up front rather
+  // than enumerated (this one took minutes), and INT_MAX cannot overflow the layer loop.
+  expect_error([] { xkv("g=4,rk=314,start=0,end=-1,groups=0-75555555"); }, "layer 75555555 is above 65535");
+  expect_error([] { xkv("groups=2147483647"); }, "is above 65535");
+  EXPECT_EQ(low_rank_groups(xkv("groups=65535"), 65536), (std::vector<std::vector<int>>{{65535}}));
   expect_error([] { xkv("start=3,end=1"); }, "'end'");
   expect_error([] { xkv("solver=lanczos"); }, "'solver'");
   const CacheShape shape{4, 2, 2, 8, 32, 0, 0};

@@ -17,8 +17,21 @@ const Library& library() {
   const char* env = std::getenv("KVLAB_SENTENCEPIECE_MODULE");
   const std::string path = env && *env ? env : KVLAB_SENTENCEPIECE_MODULE_PATH;
   // RTLD_LOCAL keeps sentencepiece's protobuf out of the global scope; RTLD_DEEPBIND makes the
-  // module and libsentencepiece bind to their own copies first.
-  void* handle = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+  // module and libsentencepiece bind to their own copies first. AddressSanitizer aborts on any
+  // RTLD_DEEPBIND dlopen (google/sanitizers#611), so sanitizer builds go without it: the suites
+  // they run (scripts/asan_tests.sh) do not link libtorch, whose protobuf it keeps apart.
+#if defined(__SANITIZE_ADDRESS__)
+  constexpr int kDeepBind = 0;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  constexpr int kDeepBind = 0;
+#else
+  constexpr int kDeepBind = RTLD_DEEPBIND;
+#endif
+#else
+  constexpr int kDeepBind = RTLD_DEEPBIND;
+#endif
+  void* handle = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | kDeepBind);
   if (!handle)
     fail("cannot load kvlab's sentencepiece module {} ({}); rebuild kvlab or set KVLAB_SENTENCEPIECE_MODULE", path,
          ::dlerror());
