@@ -138,14 +138,14 @@ std::vector<std::string> sweep_values(const MethodDef& m, const ParamDef& p, con
       !parse_double(std::string_view(text).substr(colon + 1), step))
     fail("spec '{}': range '{}' for key '{}' is not A..B:STEP with numbers", m.name, text, p.key);
   if (!(step > 0) || b < a) fail("spec '{}': range '{}' for key '{}' needs A ≤ B and STEP > 0", m.name, text, p.key);
-  if (p.type == ParamType::integer && (a != std::round(a) || b != std::round(b) || step != std::round(step)))
-    fail("spec '{}': key '{}' takes integers, but range '{}' has a bound or step that is not one", m.name, p.key, text);
   std::vector<std::string> out;
   // Counted in double and checked before the conversion: (b − a) / step may exceed any integer
   // (or overflow to infinity), and converting such a double to an integer is undefined.
   const double steps = std::floor((b - a) / step * (1 + 1e-12));
   if (!(steps < 10000)) fail("spec '{}': range '{}' for key '{}' has {} values (at most 10000)", m.name, text, p.key, steps + 1);
   const auto count = static_cast<std::int64_t>(steps) + 1;
+  if (p.type == ParamType::integer && (a != std::round(a) || b != std::round(b) || step != std::round(step)))
+    fail("spec '{}': key '{}' takes integers, but range '{}' has a bound or step that is not one", m.name, p.key, text);
   for (std::int64_t i = 0; i < count; ++i) {
     const double v = a + static_cast<double>(i) * step;
     out.push_back(p.type == ParamType::integer ? std::to_string(std::llround(v)) : format_real(v));
