@@ -74,12 +74,24 @@ run_target() {
     # New inputs go to the first folder: a fresh scratch one, so the seeds stay as committed
     # and every CI run starts from the same state.
     corpus="$BUILD/corpus/$t"; rm -rf "$corpus" && mkdir -p "$corpus"
-    args+=(-seed=1 -runs="${FUZZ_RUNS:-${CI_RUNS[$t]}}")
+    # -reload=0: no re-reading of the corpus folder on a timer. With the fixed seed and address
+    # space layout (NO_ASLR below; comparison operands feed the mutator), runs repeat exactly.
+    args+=(-seed=1 -runs="${FUZZ_RUNS:-${CI_RUNS[$t]}}" -reload=0)
   fi
-  "$bin" "${args[@]}" "$corpus" "$seeds" >"$LOGS/$t.log" 2>&1
+  $NO_ASLR "$bin" "${args[@]}" "$corpus" "$seeds" >"$LOGS/$t.log" 2>&1
 }
+# Without address-space randomization where the system allows it (setarch -R; a container's
+# seccomp profile may not), so that a CI run repeats exactly; otherwise runs may differ slightly.
+NO_ASLR=""
+if [[ -z "${FUZZ_SECONDS:-}" ]]; then
+  if setarch "$(uname -m)" -R true 2>/dev/null; then
+    NO_ASLR="setarch $(uname -m) -R"
+  else
+    echo "fuzz: note: cannot turn off address-space randomization (setarch -R); runs may not repeat exactly"
+  fi
+fi
 export -f run_target
-export BUILD LOGS FUZZ_SECONDS FUZZ_RUNS
+export BUILD LOGS FUZZ_SECONDS FUZZ_RUNS NO_ASLR
 export CI_RUNS_DECL="$(declare -p CI_RUNS MAX_LEN)"
 
 start=$SECONDS
