@@ -24,6 +24,8 @@ ChainStages stages_of(const ChainSpec& chain) {
   return by_kind;
 }
 
+DevicePath device_of(const StageSpec* stage) { return stage ? method(stage->method).device : DevicePath::none; }
+
 namespace {
 
 const StageSpec* find_stage(const ChainSpec& chain, StageKind kind) {

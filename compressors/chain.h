@@ -26,6 +26,8 @@ struct ChainStages {
   bool repeats = false;
 };
 ChainStages stages_of(const ChainSpec& chain);
+// The device path of a chain's stage (MethodDef::device); none for a stage the chain lacks (null).
+DevicePath device_of(const StageSpec* stage);
 
 std::unique_ptr<Compressed> compress_chain(const CompressContext& ctx, const ChainSpec& chain);
 

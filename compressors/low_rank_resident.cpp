@@ -30,10 +30,9 @@ bool resident_route_fits(const LowRankPlan& plan, const CacheShape& shape) {
 // chain is anything else.
 std::pair<const StageSpec*, std::optional<KiviParams>> low_rank_then_kivi(const ChainSpec& chain) {
   const auto s = stages_of(chain);
-  if (s.eviction || s.repeats || !s.transform || method(s.transform->method).device != DevicePath::low_rank)
-    return {nullptr, std::nullopt};
+  if (s.eviction || s.repeats || device_of(s.transform) != DevicePath::low_rank) return {nullptr, std::nullopt};
   if (!s.quantizer) return {s.transform, std::nullopt};
-  if (method(s.quantizer->method).device != DevicePath::kivi) return {nullptr, std::nullopt};
+  if (device_of(s.quantizer) != DevicePath::kivi) return {nullptr, std::nullopt};
   return {s.transform, kivi_params(*s.quantizer)};
 }
 

@@ -22,10 +22,10 @@ at::Tensor on_device(const std::vector<float>& v, std::int64_t rows, std::int64_
 }  // namespace
 
 CommonKvChain commonkv_chain(const compressors::ChainSpec& chain) {
-  using compressors::DevicePath, compressors::method;
+  using compressors::DevicePath, compressors::device_of;
   const auto s = compressors::stages_of(chain);
-  if (s.eviction || s.repeats || !s.transform || method(s.transform->method).device != DevicePath::commonkv) return {};
-  if (s.quantizer && method(s.quantizer->method).device != DevicePath::kivi) return {};
+  if (s.eviction || s.repeats || device_of(s.transform) != DevicePath::commonkv) return {};
+  if (s.quantizer && device_of(s.quantizer) != DevicePath::kivi) return {};
   return {s.transform, s.quantizer};
 }
 
@@ -120,7 +120,10 @@ std::int64_t commonkv_in_place(KvCache& cache, const compressors::CacheShape& sh
       const at::Tensor c = at::where(is_merged, average_stored, stored_rows(own[i], own_rows));
       const auto rebuild = [&](const std::vector<float>& d, const std::vector<float>& bias) {
         at::Tensor x = at::matmul(c, store(on_device(d, N, f.rank, options), /*token_rows=*/false).t());  // [T, N]
-        if (!bias.empty()) x.add_(round_to_fp16(on_device(bias, 1, N, options))), bytes += 2 * N;  // fp16, never KIVI
+        if (!bias.empty()) {
+          x.add_(round_to_fp16(on_device(bias, 1, N, options)));
+          bytes += 2 * N;  // fp16, never KIVI
+        }
         return x.view({T, shape.kv_heads, shape.head_dim}).transpose(0, 1);
       };
       cache.replace(groups[g][i], rebuild(f.d_key[i], f.key_bias[i]), rebuild(f.d_value[i], f.value_bias[i]));

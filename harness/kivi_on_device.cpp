@@ -21,14 +21,18 @@ struct Runs {
   Runs(const at::Tensor& q, QuantLayout layout, std::int64_t group_size)
       : m(layout == QuantLayout::per_channel ? q.t() : q), group(group_size), full(m.size(1) / group * group) {}
   std::int64_t count() const { return (m.size(1) + group - 1) / group; }
-  // reduce(run values [a, k, len], dim −1) per run: [a, runs].
-  template <typename Reduce>
-  at::Tensor per_run(Reduce&& reduce) const {
+  // Each run's min and max, [a, runs] each (one pass: per channel, m's reshape copies).
+  std::pair<at::Tensor, at::Tensor> range() const {
     const std::int64_t a = m.size(0), L = m.size(1);
-    std::vector<at::Tensor> parts;
-    if (full > 0) parts.push_back(reduce(m.narrow(1, 0, full).reshape({a, full / group, group})));
-    if (L > full) parts.push_back(reduce(m.narrow(1, full, L - full).reshape({a, 1, L - full})));
-    return at::cat(parts, 1);
+    std::vector<at::Tensor> lo, hi;
+    const auto add = [&](const at::Tensor& runs) {  // [a, k, len]
+      auto [run_lo, run_hi] = runs.aminmax(-1);
+      lo.push_back(run_lo);
+      hi.push_back(run_hi);
+    };
+    if (full > 0) add(m.narrow(1, 0, full).reshape({a, full / group, group}));
+    if (L > full) add(m.narrow(1, full, L - full).reshape({a, 1, L - full}));
+    return {at::cat(lo, 1), at::cat(hi, 1)};
   }
   // [a, runs] → kivi_pack's group order, [groups]; and back.
   at::Tensor packed_order(const at::Tensor& r, QuantLayout layout) const {
@@ -49,16 +53,16 @@ at::Tensor fp16_bytes(const at::Tensor& x) { return x.to(at::kHalf).contiguous()
 
 // Powers 2^(b·k), k < 8/b: the place of each of a byte's codes, lowest bits first.
 at::Tensor code_places(int bits, const at::Device& device) {
-  return at::pow(2, at::arange(0, 8, bits, at::TensorOptions().dtype(at::kInt).device(device))).to(at::kInt);
+  return at::pow(2, at::arange(0, 8, bits, at::TensorOptions().dtype(at::kInt).device(device)));
 }
 
 }  // namespace
 
 const compressors::StageSpec* kivi_on_dense(const compressors::ChainSpec& chain) {
-  using compressors::DevicePath, compressors::method;
+  using compressors::DevicePath, compressors::device_of;
   const auto s = compressors::stages_of(chain);
-  if (s.eviction || s.repeats || !s.quantizer || method(s.quantizer->method).device != DevicePath::kivi) return nullptr;
-  return !s.transform || method(s.transform->method).device == DevicePath::cells ? s.quantizer : nullptr;
+  if (s.eviction || s.repeats || device_of(s.quantizer) != DevicePath::kivi) return nullptr;
+  return !s.transform || device_of(s.transform) == DevicePath::cells ? s.quantizer : nullptr;
 }
 
 at::Tensor kivi_pack_on_device(const at::Tensor& x, QuantLayout layout, bool token_rows, const compressors::KiviParams& p) {
@@ -71,8 +75,7 @@ at::Tensor kivi_pack_on_device(const at::Tensor& x, QuantLayout layout, bool tok
   if (k.nq > 0) {
     if (!at::isfinite(q).all().item<bool>()) fail("kivi: non-finite values to quantize (values beyond fp16's ±65504 are infinite once stored at fp16)");
     const Runs runs(q, layout, p.group);
-    const at::Tensor lo = runs.per_run([](const at::Tensor& v) { return v.amin(-1); });
-    const at::Tensor hi = runs.per_run([](const at::Tensor& v) { return v.amax(-1); });
+    const auto [lo, hi] = runs.range();
     const double max_code = static_cast<double>((1 << p.bits) - 1);
     const at::Tensor min = round_to_fp16(lo);
     // The range in double, as the host: hi − lo of two large floats of opposite sign must not round.

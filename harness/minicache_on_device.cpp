@@ -46,7 +46,7 @@ at::Tensor merge_directions(const at::Tensor& a, const at::Tensor& b, const Head
 
 const compressors::StageSpec* minicache_alone(const compressors::ChainSpec& chain) {
   const auto& s = chain.stages;
-  return s.size() == 1 && compressors::method(s[0].method).device == compressors::DevicePath::minicache ? &s[0] : nullptr;
+  return s.size() == 1 && compressors::device_of(&s[0]) == compressors::DevicePath::minicache ? &s[0] : nullptr;
 }
 
 MergedPair minicache_merge_pair(const at::Tensor& x1, const at::Tensor& x2, const compressors::StageSpec& spec) {

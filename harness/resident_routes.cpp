@@ -147,9 +147,9 @@ struct EvictionSplit {
   compressors::ChainSpec rest;  // in order: parse_spec puts the transform before quantizers
 };
 EvictionSplit split_eviction(const compressors::ChainSpec& chain) {
-  using compressors::DevicePath, compressors::method;
+  using compressors::DevicePath, compressors::device_of;
   const auto s = compressors::stages_of(chain);
-  if (!s.eviction || s.repeats || method(s.eviction->method).device != DevicePath::scores) return {};
+  if (s.repeats || device_of(s.eviction) != DevicePath::scores) return {};
   EvictionSplit e{s.eviction, {}};
   for (const auto* stage : {s.transform, s.quantizer})
     if (stage) e.rest.stages.push_back(*stage);
@@ -160,7 +160,7 @@ EvictionSplit split_eviction(const compressors::ChainSpec& chain) {
 // KIVI on them.
 bool dense_after_eviction(const compressors::ChainSpec& rest) {
   const auto s = compressors::stages_of(rest);
-  if (!s.quantizer) return !s.transform || compressors::method(s.transform->method).device == compressors::DevicePath::cells;
+  if (!s.quantizer) return !s.transform || compressors::device_of(s.transform) == compressors::DevicePath::cells;
   return kivi_on_dense(rest);
 }
 
