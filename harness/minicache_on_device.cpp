@@ -1,83 +1,64 @@
 #include "harness/minicache_on_device.h"
 
-#include <limits>
-
 #include "compressors/chain.h"
+#include "compressors/methods/minicache_kernel.h"
 #include "core/error.h"
-#include "harness/fp16_store.h"
+#include "harness/torch_ops.h"
 
 namespace kvlab::harness {
-namespace {
-
-// Norms and angle of every row of one head ([T, D] double each); Ω is 0 for degenerate rows.
-struct HeadAngles {
-  at::Tensor norm1, norm2, omega, degenerate;  // [T]
-};
-
-HeadAngles head_angles(const at::Tensor& a, const at::Tensor& b) {
-  HeadAngles r;
-  r.norm1 = a.square().sum(-1).sqrt();
-  r.norm2 = b.square().sum(-1).sqrt();
-  r.degenerate = (r.norm1 == 0).logical_or_(r.norm2 == 0);
-  const at::Tensor u1 = a / r.norm1.unsqueeze(-1), u2 = b / r.norm2.unsqueeze(-1);
-  // atan2 of the half-chords keeps full precision near 0 and π, where arccos(u1·u2) would not.
-  const at::Tensor omega = 2 * at::atan2((u1 - u2).square().sum(-1).sqrt(), (u1 + u2).square().sum(-1).sqrt());
-  r.omega = at::where(r.degenerate, at::zeros_like(omega), omega);
-  return r;
-}
-
-// The merged unit directions [T, D] (double) of one head's rows, with compressors/methods/minicache.cpp's
-// fallbacks: Ω ≈ 0 or π interpolates the unit directions linearly, antipodal rows at a vanishing
-// mix take the end t leans to, a zero row takes the other row's direction (two zero rows: 0).
-at::Tensor merge_directions(const at::Tensor& a, const at::Tensor& b, const HeadAngles& g, double t) {
-  const at::Tensor n1 = g.norm1.unsqueeze(-1), n2 = g.norm2.unsqueeze(-1);
-  const at::Tensor u1 = a / n1, u2 = b / n2;
-  const at::Tensor s = g.omega.sin(), small = (s < 1e-7).unsqueeze(-1);
-  const at::Tensor w1 = at::where(small, at::full_like(n1, 1 - t), ((1 - t) * g.omega).sin().unsqueeze(-1) / s.unsqueeze(-1));
-  const at::Tensor w2 = at::where(small, at::full_like(n1, t), (t * g.omega).sin().unsqueeze(-1) / s.unsqueeze(-1));
-  const at::Tensor mix = w1 * u1 + w2 * u2;
-  const at::Tensor norm = mix.square().sum(-1, /*keepdim=*/true).sqrt();
-  at::Tensor e = at::where(norm < 1e-12, t >= 0.5 ? u2 : u1, mix / norm);
-  const at::Tensor zero_only = at::where(n1 > 0, u1, at::where(n2 > 0, u2, at::zeros_like(u1)));
-  return at::where(g.degenerate.unsqueeze(-1), zero_only, e);
-}
-
-}  // namespace
 
 const compressors::StageSpec* minicache_alone(const compressors::ChainSpec& chain) {
   const auto& s = chain.stages;
   return s.size() == 1 && compressors::device_of(&s[0]) == compressors::DevicePath::minicache ? &s[0] : nullptr;
 }
 
-MergedPair minicache_merge_pair(const at::Tensor& x1, const at::Tensor& x2, const compressors::StageSpec& spec) {
+std::int64_t MinicacheHeadStored::bytes() const {
+  std::int64_t n = 0;
+  for (const auto* t : {&direction, &magnitudes, &retained1, &retained2, &index}) n += t->numel() * t->element_size();
+  return n;
+}
+
+std::vector<MinicacheHeadStored> minicache_store_pair(const at::Tensor& x1, const at::Tensor& x2,
+                                                      const compressors::StageSpec& spec) {
+  using compressors::MinicacheAngles;
   if (!x1.sizes().equals(x2.sizes()) || x1.dim() != 3) fail("minicache: a layer pair of different shapes");
   const double t = spec.get_real("t"), gamma = spec.get_real("gamma");
   const bool above = spec.get("retain") == "above", per_head = spec.get("scope") == "head";
+  const auto head = [&](const at::Tensor& x, std::int64_t h) { return x[h].to(at::kDouble); };
   const std::int64_t H = x1.size(0);
-  // Pass 1: every row's angle, for the thresholds (one head at a time bounds the double copies).
-  std::vector<HeadAngles> angles;
-  for (std::int64_t h = 0; h < H; ++h) angles.push_back(head_angles(x1[h].to(at::kDouble), x2[h].to(at::kDouble)));
-  std::vector<at::Tensor> omega, valid;
-  for (const auto& g : angles) omega.push_back(g.omega), valid.push_back(g.degenerate.logical_not());
-  const at::Tensor all = at::stack(omega), ok = at::stack(valid);  // [H, T]
-  const double inf = std::numeric_limits<double>::infinity();
-  const at::Tensor lo = at::where(ok, all, at::full_like(all, inf)), hi = at::where(ok, all, at::full_like(all, -inf));
-  at::Tensor low = per_head ? lo.amin(1, true) : lo.min(), high = per_head ? hi.amax(1, true) : hi.max();
-  // No valid row in a scope group: threshold 0 (nothing retains, every row is a zero row anyway).
-  const at::Tensor threshold = at::where(low.isfinite(), low + gamma * (high - low), at::zeros_like(low));
-  const at::Tensor keep = ok.logical_and(above ? all > threshold : all <= threshold);  // [H, T]
-  // Pass 2: rebuild each head's rows.
-  MergedPair out{at::empty(x1.sizes(), x1.options().dtype(at::kFloat)), at::empty(x1.sizes(), x1.options().dtype(at::kFloat))};
-  for (std::int64_t h = 0; h < H; ++h) {
-    const at::Tensor a = x1[h].to(at::kDouble), b = x2[h].to(at::kDouble);
-    const at::Tensor e = round_to_fp16(merge_directions(a, b, angles[h], t));
-    const at::Tensor retained = keep[h].unsqueeze(-1);
-    out.first[h].copy_(at::where(retained, round_to_fp16(x1[h]), e * round_to_fp16(angles[h].norm1).unsqueeze(-1)));
-    out.second[h].copy_(at::where(retained, round_to_fp16(x2[h]), e * round_to_fp16(angles[h].norm2).unsqueeze(-1)));
+  std::vector<MinicacheAngles<TorchOps>> angles;  // pass 1, one head at a time (bounds the double copies)
+  for (std::int64_t h = 0; h < H; ++h) angles.push_back(compressors::minicache_angles<TorchOps>(head(x1, h), head(x2, h)));
+  std::vector<at::Tensor> threshold;
+  std::vector<const MinicacheAngles<TorchOps>*> all;
+  for (const auto& g : angles) {
+    if (per_head) threshold.push_back(compressors::minicache_threshold<TorchOps>({&g}, gamma));
+    all.push_back(&g);
   }
-  out.retained = keep.sum().item<std::int64_t>();
-  out.merged = keep.numel() - out.retained;
+  if (!per_head) threshold.push_back(compressors::minicache_threshold<TorchOps>(all, gamma));
+  std::vector<MinicacheHeadStored> out;
+  for (std::int64_t h = 0; h < H; ++h) {
+    const auto& g = angles[static_cast<std::size_t>(h)];
+    const at::Tensor keep = compressors::minicache_retained(g, threshold[per_head ? h : 0], above), merged = ~keep;
+    const at::Tensor e = compressors::minicache_directions(head(x1, h), head(x2, h), g, t);
+    const auto fp16 = [](const at::Tensor& x) { return x.to(at::kFloat).to(at::kHalf); };  // as the host's f32 then fp16
+    out.push_back({fp16(e.index({merged})), fp16(at::stack({g.norm1.index({merged}), g.norm2.index({merged})})),
+                   fp16(x1[h].index({keep})), fp16(x2[h].index({keep})), keep.nonzero().squeeze(1).to(at::kInt)});
+  }
   return out;
+}
+
+at::Tensor minicache_rebuild(const std::vector<MinicacheHeadStored>& heads, int which, std::int64_t tokens) {
+  std::vector<at::Tensor> rows;
+  for (const auto& s : heads) {
+    const at::Tensor index = s.index.to(at::kLong);
+    const auto options = s.direction.options().dtype(at::kFloat);
+    at::Tensor out = at::empty({tokens, s.direction.size(1)}, options);
+    out.index_copy_(0, index, (which == 0 ? s.retained1 : s.retained2).to(at::kFloat));
+    const at::Tensor merged = at::ones({tokens}, options.dtype(at::kBool)).index_fill_(0, index, false);
+    out.index_put_({merged}, s.direction.to(at::kFloat) * s.magnitudes[which].to(at::kFloat).unsqueeze(-1));
+    rows.push_back(out);
+  }
+  return at::stack(rows);
 }
 
 }  // namespace kvlab::harness

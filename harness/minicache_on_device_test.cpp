@@ -1,15 +1,16 @@
-// minicache_merge_pair (torch, on the model's tensors) against the compressors' host stage on the
-// same layer pair (compress_chain of "minicache:start=0,…" on a two-layer in-memory cache, then
-// reconstruct): rows crafted to reach every branch of the host code (zero rows, identical and
-// antipodal rows, Ω ≈ 0, random rows on both sides of the threshold), each retain and scope.
-// Both compute the angles and directions in double and round the stored values to fp16, so the
-// rebuilds agree to an f32 rounding of e·‖x‖ (1e-6 relative); a row whose Ω sits within double
-// rounding of the threshold could flip sides, so the retained counts must match exactly and any
-// element differing is counted.
+// minicache_store_pair (the host stage's kernel run through torch, on the model's tensors)
+// against the compressors' host stage on the same layer pair (compress_chain of
+// "minicache:start=0,…" on a two-layer in-memory cache): rows crafted to reach every branch of
+// the kernel (zero rows, identical and antipodal rows, Ω ≈ 0, random rows on both sides of the
+// threshold), each retain and scope. The stored forms must be the same bytes, tensor by tensor,
+// and the rebuilds decoded from them the same floats. (torch sums a row's squares in another
+// order than the host, so a double may differ in its last bit; on these rows no fp16 value or
+// side of the threshold moves.)
 #include "harness/minicache_on_device.h"
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <random>
 
 #include <fmt/format.h>
@@ -47,7 +48,14 @@ at::Tensor torch_layer(const core::FloatTensor& x) {
   return at::from_blob(const_cast<float*>(x.data.data()), {T, H, D}, at::kFloat).transpose(0, 1).contiguous();
 }
 
-TEST(MinicacheOnDevice, RebuildsWhatTheHostStageDoes) {
+// The bytes of a tensor as stored (little-endian, like StoredTensor::packed).
+std::vector<std::uint8_t> bytes_of(const at::Tensor& t) {
+  const at::Tensor c = t.contiguous().cpu();
+  const auto* p = static_cast<const std::uint8_t*>(c.data_ptr());
+  return {p, p + c.nbytes()};
+}
+
+TEST(MinicacheOnDevice, StoresWhatTheHostStageStores) {
   const auto [a, b] = crafted_pair();
   const compressors::CacheShape shape{2, H, H, D, T, 0, 0};
   const compressors::InMemoryCache cache(shape, {a, b}, {a, b}, {core::FloatTensor({0, H, D}), core::FloatTensor({0, H, D})});
@@ -58,31 +66,42 @@ TEST(MinicacheOnDevice, RebuildsWhatTheHostStageDoes) {
     SCOPED_TRACE(text);
     const auto chain = compressors::parse_spec(text);
     const auto host = compressors::compress_chain({cache, linalg::cpu_backend(), nullptr}, chain);
-    const auto got = minicache_merge_pair(x1, x2, chain.stages[0]);
-    EXPECT_EQ(got.merged + got.retained, H * T);
-    const double merged_fraction = host->notes()["merged_fraction"].get<double>();
-    EXPECT_EQ(got.merged, static_cast<std::int64_t>(std::llround(merged_fraction * H * T)));
-    // The values are stored dense (part=key): the pair's bytes are the total less them.
-    EXPECT_EQ(compressors::minicache_pair_bytes(got.merged, got.retained, D), host->bytes() - 2 * T * H * D * 2);
-    for (int l = 0; l < 2; ++l) {
-      const auto want = torch_layer(host->reconstruct(l).key);
-      const auto& mine = l == 0 ? got.first : got.second;
-      const auto diff = (mine - want).abs();
-      EXPECT_EQ((diff > 1e-6 * (want.abs() + 1)).sum().item<std::int64_t>(), 0) << "max " << diff.max().item<float>();
+    std::map<std::string, std::vector<std::uint8_t>> want;
+    for (const auto* t : host->stored()) want[t->name] = t->packed;
+    const auto got = minicache_store_pair(x1, x2, chain.stages[0]);
+    ASSERT_EQ(got.size(), static_cast<std::size_t>(H));
+    std::int64_t bytes = 2 * T * H * D * 2;  // the values, stored dense (part=key)
+    for (std::int64_t h = 0; h < H; ++h) {
+      const auto& s = got[static_cast<std::size_t>(h)];
+      const std::string head = fmt::format("pair0-1/key/head{}/", h);
+      for (const auto& [name, tensor] : {std::pair{"direction", &s.direction}, {"magnitudes", &s.magnitudes},
+                                         {"retained0", &s.retained1}, {"retained1", &s.retained2},
+                                         {"retained_index", &s.index}}) {
+        SCOPED_TRACE(head + name);
+        // The host stores no tensor for an empty part (no merged or no retained rows).
+        EXPECT_EQ(bytes_of(*tensor), want.count(head + name) ? want[head + name] : std::vector<std::uint8_t>{});
+      }
+      bytes += s.bytes();
     }
+    EXPECT_EQ(bytes, host->bytes());
+    for (int l = 0; l < 2; ++l)
+      EXPECT_TRUE(at::equal(minicache_rebuild(got, l, T), torch_layer(host->reconstruct(l).key))) << "layer " << l;
   }
 }
 
-TEST(MinicacheOnDevice, OnCudaRebuildsWhatTheCpuDoes) {
+TEST(MinicacheOnDevice, OnCudaStoresWhatTheCpuStores) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device";
   const auto [a, b] = crafted_pair();
   const at::Tensor x1 = torch_layer(a), x2 = torch_layer(b);
   const auto spec = compressors::parse_spec("minicache:start=0,end=1,gamma=0.3").stages[0];
-  const auto cpu = minicache_merge_pair(x1, x2, spec);
-  const auto cuda = minicache_merge_pair(x1.cuda(), x2.cuda(), spec);
-  EXPECT_EQ(cuda.retained, cpu.retained);
-  EXPECT_LT((cuda.first.cpu() - cpu.first).abs().max().item<float>(), 1e-5);
-  EXPECT_LT((cuda.second.cpu() - cpu.second).abs().max().item<float>(), 1e-5);
+  const auto cpu = minicache_store_pair(x1, x2, spec);
+  const auto cuda = minicache_store_pair(x1.cuda(), x2.cuda(), spec);
+  for (std::size_t h = 0; h < cpu.size(); ++h) {
+    EXPECT_EQ(bytes_of(cuda[h].direction), bytes_of(cpu[h].direction));
+    EXPECT_EQ(bytes_of(cuda[h].magnitudes), bytes_of(cpu[h].magnitudes));
+    EXPECT_EQ(bytes_of(cuda[h].index), bytes_of(cpu[h].index));
+  }
+  EXPECT_TRUE(at::equal(minicache_rebuild(cuda, 1, T).cpu(), minicache_rebuild(cpu, 1, T)));
 }
 
 }  // namespace

@@ -265,8 +265,8 @@ std::int64_t quantize_in_place(KvCache& cache, const ModelConfig& config, const 
 }
 
 // MiniCache alone, merged where the cache lies (minicache_on_device.h), a pair at a time (its
-// f32 rebuilds are the largest temporaries). Layers and parts it leaves unmerged keep the
-// model's values.
+// double temporaries are the largest). Layers and parts it leaves unmerged keep the model's
+// values, at fp16 in the count (as the host stage stores them).
 std::int64_t merge_in_place(KvCache& cache, const ModelConfig& config, const compressors::StageSpec& stage) {
   using compressors::Part;
   const auto shape = shape_of(cache, config);
@@ -280,10 +280,10 @@ std::int64_t merge_in_place(KvCache& cache, const ModelConfig& config, const com
     for (const Part p : {Part::key, Part::value}) {
       if (part != "both" && part != compressors::to_string(p)) continue;
       const core::ProfileScope scope("compress hook: minicache on the device");
-      auto merged = minicache_merge_pair(tokens_of(cache, nullptr, a, p), tokens_of(cache, nullptr, a + 1, p), stage);
-      rebuilt[0][p == Part::key ? 0 : 1] = std::move(merged.first);
-      rebuilt[1][p == Part::key ? 0 : 1] = std::move(merged.second);
-      bytes += compressors::minicache_pair_bytes(merged.merged, merged.retained, shape.head_dim) - 2 * layer_bytes;
+      const auto stored = minicache_store_pair(tokens_of(cache, nullptr, a, p), tokens_of(cache, nullptr, a + 1, p), stage);
+      bytes -= 2 * layer_bytes;
+      for (const auto& head : stored) bytes += head.bytes();
+      for (int i = 0; i < 2; ++i) rebuilt[i][p == Part::key ? 0 : 1] = minicache_rebuild(stored, i, shape.tokens);
     }
     for (int i = 0; i < 2; ++i) {
       const int l = a + i;

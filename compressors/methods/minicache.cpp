@@ -8,6 +8,8 @@
 #include <limits>
 
 #include "compressors/dense.h"
+#include "compressors/host_ops.h"
+#include "compressors/methods/minicache_kernel.h"
 #include "core/error.h"
 
 namespace kvlab::compressors {
@@ -50,74 +52,37 @@ namespace {
 
 constexpr std::array<Part, 2> kParts{Part::key, Part::value};
 
-// Norms and angle of one row pair; the direction is computed separately (only merged rows need it).
-struct RowAngle {
-  double norm1 = 0, norm2 = 0, omega = 0;
-  bool degenerate = false;
-};
+// The host runs the kernel (minicache_kernel.h) on blocks of a head's rows, so that its [n, D]
+// double temporaries stay in cache (whole heads of 16k tokens ran 4× slower).
+constexpr std::int64_t kBlockRows = 64;
 
-RowAngle row_angle(const float* x1, const float* x2, int D) {
-  RowAngle r;
-  double s1 = 0, s2 = 0;
-  for (int d = 0; d < D; ++d) {
-    s1 += double{x1[d]} * x1[d];
-    s2 += double{x2[d]} * x2[d];
-  }
-  r.norm1 = std::sqrt(s1);
-  r.norm2 = std::sqrt(s2);
-  if (r.norm1 == 0 || r.norm2 == 0) {
-    r.degenerate = true;  // xKV divides by the norm here and gets NaN
-    return r;
-  }
-  // Ω = 2·atan2(‖u1 − u2‖, ‖u1 + u2‖) is the same angle as arccos(u1·u2) (xKV, the paper) but keeps
-  // full precision near 0 and π, where arccos loses half the digits; identical rows give Ω = 0
-  // exactly.
-  double diff = 0, sum = 0;
-  for (int d = 0; d < D; ++d) {
-    const double u1 = x1[d] / r.norm1, u2 = x2[d] / r.norm2;
-    diff += (u1 - u2) * (u1 - u2);
-    sum += (u1 + u2) * (u1 + u2);
-  }
-  r.omega = 2.0 * std::atan2(std::sqrt(diff), std::sqrt(sum));
-  return r;
+// Rows [t0, t0 + n) of KV head h of a layer part [T, H, D], in double: [n, D].
+HostOps::Tensor head_rows(const FloatTensor& x, int h, std::int64_t t0, std::int64_t n) {
+  const std::int64_t H = x.shape[1], D = x.shape[2];
+  HostOps::Tensor out(n, D);
+  for (std::int64_t t = 0; t < n; ++t)
+    for (std::int64_t d = 0; d < D; ++d) out(t, d) = x.data[static_cast<std::size_t>(((t0 + t) * H + h) * D + d)];
+  return out;
 }
 
-// Writes the merged unit direction e [D] of a row pair whose angle is `a`.
-void merge_direction(const float* x1, const float* x2, int D, double t, const RowAngle& a, float* e) {
-  if (a.degenerate) {
-    // One or both rows are zero: the direction of the other restores both (the zero row as
-    // e·0 = 0 exactly); two zero rows give e = 0.
-    const float* src = a.norm1 > 0 ? x1 : (a.norm2 > 0 ? x2 : nullptr);
-    const double n = a.norm1 > 0 ? a.norm1 : a.norm2;
-    for (int d = 0; d < D; ++d) e[d] = src ? static_cast<float>(src[d] / n) : 0.0f;
-    return;
+// The angles of rows [t0, t0 + n) of `g`.
+MinicacheAngles<HostOps> angle_rows(const MinicacheAngles<HostOps>& g, std::int64_t t0, std::int64_t n) {
+  return {g.norm1.middleRows(t0, n), g.norm2.middleRows(t0, n), g.omega.middleRows(t0, n), g.valid.segment(t0, n)};
+}
+
+// The angles of every row of KV head h of a layer pair.
+MinicacheAngles<HostOps> head_angles(const FloatTensor& x1, const FloatTensor& x2, int h) {
+  const std::int64_t T = x1.shape[0];
+  MinicacheAngles<HostOps> g{HostOps::Tensor(T, 1), HostOps::Tensor(T, 1), HostOps::Tensor(T, 1), HostOps::Mask(T)};
+  for (std::int64_t t0 = 0; t0 < T; t0 += kBlockRows) {
+    const auto n = std::min(kBlockRows, T - t0);
+    const auto part = minicache_angles<HostOps>(head_rows(x1, h, t0, n), head_rows(x2, h, t0, n));
+    g.norm1.middleRows(t0, n) = part.norm1;
+    g.norm2.middleRows(t0, n) = part.norm2;
+    g.omega.middleRows(t0, n) = part.omega;
+    g.valid.segment(t0, n) = part.valid;
   }
-  const double s = std::sin(a.omega);
-  double w1 = 0, w2 = 0;
-  if (s >= 1e-7) {
-    w1 = std::sin((1 - t) * a.omega) / s;
-    w2 = std::sin(t * a.omega) / s;
-  } else {
-    // Ω ≈ 0 (or ≈ π): SLERP's 0/0. xKV falls back to (1−t)·x1 + t·x2 on the raw rows and then
-    // multiplies by the norm again (a magnitude bug: the row comes back scaled by ‖x‖); we
-    // interpolate the unit directions instead and normalise below, which is SLERP's limit.
-    w1 = 1 - t;
-    w2 = t;
-  }
-  const auto mix = [&](int d) { return w1 * (x1[d] / a.norm1) + w2 * (x2[d] / a.norm2); };
-  double norm = 0;
-  for (int d = 0; d < D; ++d) norm += mix(d) * mix(d);
-  norm = std::sqrt(norm);
-  if (norm < 1e-12) {
-    // Antipodal rows at t = 0.5: every direction orthogonal to both is a SLERP midpoint; take
-    // the end t leans to (the later layer at t = 0.5) instead of dividing by zero.
-    const bool second = t >= 0.5;
-    for (int d = 0; d < D; ++d) e[d] = static_cast<float>(second ? x2[d] / a.norm2 : x1[d] / a.norm1);
-    return;
-  }
-  // SLERP of unit vectors is a unit vector; dividing by the computed norm only removes rounding,
-  // so e·‖x‖ gives back the row's norm to float precision.
-  for (int d = 0; d < D; ++d) e[d] = static_cast<float>(mix(d) / norm);
+  return g;
 }
 
 struct Options {
@@ -269,26 +234,20 @@ class MiniCacheCompressed final : public Compressed {
     const auto x1 = cache.layer(a, kParts[p]);
     const auto x2 = cache.layer(a + 1, kParts[p]);
 
-    // Pass 1: angles, and the threshold min Ω + γ·(max Ω − min Ω) per scope group (degenerate
-    // rows excluded: their Ω is undefined).
-    std::vector<RowAngle> ang(static_cast<std::size_t>(rows));
-    for (std::int64_t r = 0; r < rows; ++r) ang[r] = row_angle(x1.data.data() + r * D, x2.data.data() + r * D, D);
-    const int groups = opt_.scope_head ? H : 1;
-    std::vector<double> lo(groups, std::numeric_limits<double>::infinity());
-    std::vector<double> hi(groups, -std::numeric_limits<double>::infinity());
-    for (std::int64_t r = 0; r < rows; ++r) {
-      if (ang[r].degenerate) continue;
-      const int g = opt_.scope_head ? static_cast<int>(r % H) : 0;
-      lo[g] = std::min(lo[g], ang[r].omega);
-      hi[g] = std::max(hi[g], ang[r].omega);
+    // Pass 1: angles, and the threshold of each scope group (minicache_kernel.h).
+    std::vector<MinicacheAngles<HostOps>> ang;
+    for (int h = 0; h < H; ++h) ang.push_back(head_angles(x1, x2, h));
+    std::vector<HostOps::Tensor> thr;
+    if (opt_.scope_head) {
+      for (const auto& g : ang) thr.push_back(minicache_threshold<HostOps>({&g}, opt_.gamma));
+    } else {
+      std::vector<const MinicacheAngles<HostOps>*> all;
+      for (const auto& g : ang) all.push_back(&g);
+      thr.push_back(minicache_threshold<HostOps>(all, opt_.gamma));
     }
-    std::vector<double> thr(groups);
     auto& thr_note = thresholds_[static_cast<std::size_t>(k) * 2 + p];
     thr_note = nlohmann::json::array();
-    for (int g = 0; g < groups; ++g) {
-      thr[g] = std::isfinite(lo[g]) ? lo[g] + opt_.gamma * (hi[g] - lo[g]) : 0.0;
-      thr_note.push_back(thr[g]);
-    }
+    for (const auto& th : thr) thr_note.push_back(th(0, 0));
 
     // Pass 2: per head, merged rows → direction + magnitudes, retained rows → both originals.
     const std::string prefix = fmt::format("pair{}-{}/{}", a, a + 1, to_string(kParts[p]));
@@ -296,25 +255,26 @@ class MiniCacheCompressed final : public Compressed {
     std::int64_t merged_total = 0;
     for (int h = 0; h < H; ++h) {
       auto& b = block(k, p, h);
-      const double th = thr[opt_.scope_head ? h : 0];
+      const auto& g = ang[static_cast<std::size_t>(h)];
+      const auto keep = minicache_retained(g, thr[opt_.scope_head ? h : 0], opt_.retain_above);
       std::vector<float> dir, mag1, mag2, orig1, orig2;
       std::vector<std::int32_t> retained;  // token indices kept unmerged, ascending
-      for (std::int64_t t = 0; t < T; ++t) {
+      HostOps::Tensor e;  // the directions of the rows of the block at t0
+      for (std::int64_t t = 0, t0 = 0; t < T; ++t) {
+        if (t % kBlockRows == 0) {
+          t0 = t;
+          const auto n = std::min(kBlockRows, T - t0);
+          e = minicache_directions(head_rows(x1, h, t0, n), head_rows(x2, h, t0, n), angle_rows(g, t0, n), opt_.t);
+        }
         const auto r = t * H + h;
-        const auto& g = ang[r];
-        const float* r1 = x1.data.data() + r * D;
-        const float* r2 = x2.data.data() + r * D;
-        // Zero rows are always merged: e·0 restores them exactly and costs no retained storage.
-        const bool keep = !g.degenerate && (opt_.retain_above ? g.omega > th : g.omega <= th);
-        if (keep) {
+        if (keep(t)) {
           retained.push_back(static_cast<std::int32_t>(t));
-          orig1.insert(orig1.end(), r1, r1 + D);
-          orig2.insert(orig2.end(), r2, r2 + D);
+          orig1.insert(orig1.end(), x1.data.data() + r * D, x1.data.data() + (r + 1) * D);
+          orig2.insert(orig2.end(), x2.data.data() + r * D, x2.data.data() + (r + 1) * D);
         } else {
-          dir.resize(dir.size() + D);
-          merge_direction(r1, r2, D, opt_.t, g, dir.data() + dir.size() - D);
-          mag1.push_back(static_cast<float>(g.norm1));
-          mag2.push_back(static_cast<float>(g.norm2));
+          for (int d = 0; d < D; ++d) dir.push_back(static_cast<float>(e(t - t0, d)));
+          mag1.push_back(static_cast<float>(g.norm1(t, 0)));
+          mag2.push_back(static_cast<float>(g.norm2(t, 0)));
         }
       }
       const auto m = static_cast<std::int64_t>(mag1.size());
@@ -365,15 +325,18 @@ class MiniCache final : public TransformStage {
 
 SlerpRow slerp_rows(std::span<const float> x1, std::span<const float> x2, double t) {
   if (x1.size() != x2.size()) fail("minicache slerp: rows of {} and {} values", x1.size(), x2.size());
-  const int D = static_cast<int>(x1.size());
-  const auto a = row_angle(x1.data(), x2.data(), D);
+  const auto row = [](std::span<const float> x) {
+    return HostOps::Tensor(Eigen::Map<const Eigen::ArrayXf>(x.data(), static_cast<Eigen::Index>(x.size())).cast<double>().transpose());
+  };
+  const HostOps::Tensor a = row(x1), b = row(x2);
+  const auto g = minicache_angles<HostOps>(a, b);
+  const HostOps::Tensor e = minicache_directions(a, b, g, t);
   SlerpRow out;
-  out.direction.resize(x1.size());
-  merge_direction(x1.data(), x2.data(), D, t, a, out.direction.data());
-  out.omega = a.omega;
-  out.norm1 = a.norm1;
-  out.norm2 = a.norm2;
-  out.degenerate = a.degenerate;
+  for (Eigen::Index d = 0; d < e.cols(); ++d) out.direction.push_back(static_cast<float>(e(0, d)));
+  out.omega = g.omega(0, 0);
+  out.norm1 = g.norm1(0, 0);
+  out.norm2 = g.norm2(0, 0);
+  out.degenerate = !g.valid(0);
   return out;
 }
 

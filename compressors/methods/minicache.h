@@ -48,10 +48,4 @@ SlerpRow slerp_rows(std::span<const float> x1, std::span<const float> x2, double
 // pair; `where` names the cache in messages.
 std::vector<int> minicache_pairs(std::int64_t start, std::int64_t end, int layers, std::string_view where);
 
-// Bytes one merged (pair, part) stores: each of `merged` rows a D-value fp16 direction and two
-// fp16 magnitudes, each of `retained` rows both layers' D fp16 values and an int32 token index.
-inline std::int64_t minicache_pair_bytes(std::int64_t merged, std::int64_t retained, int head_dim) {
-  return merged * (2 * head_dim + 4) + retained * (4 * head_dim + 4);
-}
-
 }  // namespace kvlab::compressors

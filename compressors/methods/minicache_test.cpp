@@ -300,7 +300,6 @@ TEST(MiniCache, BytesByFormula) {
     const auto M = T * H - R;
     return 2 * D * M + 4 * M + 4 * R * D + 4 * R;
   };
-  EXPECT_EQ(minicache_pair_bytes(T * H - 7, 7, D), merged(7));  // what the harness's resident route counts
   // start=2: pairs (2,3), (4,5); layers 0 and 1 dense.
   EXPECT_EQ(testing::stored_bytes(*run(cache, "start=2,gamma=0,scope=head")), 4 * dense + 4 * merged(H));
   EXPECT_EQ(testing::stored_bytes(*run(cache, "start=2,gamma=0")), 4 * dense + 4 * merged(1));
