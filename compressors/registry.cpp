@@ -15,7 +15,8 @@
   X(streamingllm)        \
   X(h2o)                 \
   X(snapkv)              \
-  X(pyramidkv)
+  X(pyramidkv)           \
+  X(knorm)
 
 namespace kvlab::compressors {
 
