@@ -16,7 +16,8 @@
   X(h2o)                 \
   X(snapkv)              \
   X(pyramidkv)           \
-  X(knorm)
+  X(knorm)               \
+  X(keydiff)
 
 namespace kvlab::compressors {
 
