@@ -15,7 +15,9 @@
   X(streamingllm)        \
   X(h2o)                 \
   X(snapkv)              \
-  X(pyramidkv)
+  X(pyramidkv)           \
+  X(knorm)               \
+  X(keydiff)
 
 namespace kvlab::compressors {
 

@@ -16,17 +16,6 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 
 // ---- spec -------------------------------------------------------------------------------------
 
-ParamDef keep_param() {
-  return {"keep", ParamType::real, "0.25",
-          "fraction of the T prompt tokens kept per layer and KV head, sinks/windows included; used when budget=0",
-          {}, 0, 1};
-}
-ParamDef budget_param() {
-  return {"budget", ParamType::integer, "0",
-          "tokens kept per layer and KV head (KVCache-Factory's max_capacity_prompt; papers use 128..4096), "
-          "clamped to T; > 0 overrides keep, 0: use keep",
-          {}, 0, 1e15};
-}
 ParamDef agg_param() {
   return {"agg", ParamType::choice, "mean",
           "reduction of the GQA group's query-head scores to their KV head: mean (kvpress), max or sum "
@@ -49,14 +38,8 @@ ParamDef pool_param() {
   return {"pool", ParamType::choice, "max", "pooling: max (paper LongBench) or avg (code init default)", {"max", "avg"}};
 }
 
-// Checks shared by every method: keep > 0. (budget > 0 overrides keep; writing both is not an
-// error, because the canonical form prints every key and must parse back.)
-void check_budget_keys(const StageSpec& spec, const std::vector<std::string>&) {
-  if (!(spec.get_real("keep") > 0)) fail("spec '{}': key 'keep' = {} must be > 0", spec.method, spec.get("keep"));
-}
-
 void check_window_keys(const StageSpec& spec, const std::vector<std::string>& given) {
-  check_budget_keys(spec, given);
+  check_eviction_budget(spec, given);
   if (spec.get_int("kernel") % 2 == 0)
     fail("spec '{}': key 'kernel' = {} must be odd (the pooled scores stay centred on their token)", spec.method,
          spec.get_int("kernel"));
@@ -83,24 +66,6 @@ std::vector<double> aggregate(const std::vector<std::vector<float>>& rows, Agg a
   if (agg == Agg::mean)
     for (auto& x : out) x /= static_cast<double>(rows.size());
   return out;
-}
-
-// Marks the k best tokens of [0, n) in column g of mask [T, H]: highest `primary`, ties to the
-// highest `secondary`, then to the lower index (torch.topk leaves the order of ties unspecified;
-// with max pooling a spike ties with its neighbours, and the raw score keeps the spike itself).
-void keep_top(const std::vector<double>& primary, const std::vector<double>& secondary, std::int64_t n, std::int64_t k,
-              int H, int g, std::vector<std::uint8_t>& mask) {
-  k = std::clamp<std::int64_t>(k, 0, n);
-  std::vector<std::int64_t> idx(static_cast<std::size_t>(n));
-  std::iota(idx.begin(), idx.end(), std::int64_t{0});
-  const auto better = [&](std::int64_t a, std::int64_t b) {
-    const auto ua = static_cast<std::size_t>(a), ub = static_cast<std::size_t>(b);
-    if (primary[ua] != primary[ub]) return primary[ua] > primary[ub];
-    if (secondary[ua] != secondary[ub]) return secondary[ua] > secondary[ub];
-    return a < b;
-  };
-  if (k < n) std::nth_element(idx.begin(), idx.begin() + k, idx.end(), better);
-  for (std::int64_t i = 0; i < k; ++i) mask[static_cast<std::size_t>(idx[static_cast<std::size_t>(i)] * H + g)] = 1;
 }
 
 void keep_range(std::int64_t begin, std::int64_t end, int H, int g, std::vector<std::uint8_t>& mask) {
@@ -242,7 +207,7 @@ class Eviction final : public EvictionStage {
       keep_range(n, T, s.kv_heads, g, mask);
       if (heavy == 0) continue;
       const auto score = aggregate(group_rows(sums, s, g, n), agg_);
-      keep_top(score, score, n, heavy, s.kv_heads, g, mask);
+      keep_top_scores(score, score, n, heavy, s.kv_heads, g, mask);
     }
   }
 
@@ -259,7 +224,7 @@ class Eviction final : public EvictionStage {
       // Pool per query head, then reduce (kvpress's order; it matters for max pooling with mean/sum).
       for (auto& row : rows) row = pool_scores(row, kernel_, max_pool_);
       const auto pooled = aggregate(rows, agg_);
-      keep_top(pooled, raw, n, b - window_, s.kv_heads, g, mask);
+      keep_top_scores(pooled, raw, n, b - window_, s.kv_heads, g, mask);
       keep_range(n, T, s.kv_heads, g, mask);
     }
   }
@@ -295,11 +260,11 @@ MethodDef streamingllm_method() {
   return with_eviction_stage({"streamingllm", StageKind::eviction,
           "StreamingLLM (docs/methods/eviction.md §4): keeps the first `sinks` tokens (attention sinks) and the most recent "
           "budget − sinks; no scores. Kept keys keep their original positions (the paper's pos-shift is not modelled).",
-          {keep_param(), budget_param(),
+          {eviction_keep_param(), eviction_budget_param(),
            {"sinks", ParamType::integer, "4", "initial tokens always kept (paper start_size 4; kvpress n_sink 4)", {}, 0,
             1e9}},
           [](StageSpec& spec, const std::vector<std::string>& given) {
-            check_budget_keys(spec, given);
+            check_eviction_budget(spec, given);
             const auto budget = spec.get_int("budget");
             if (budget > 0 && spec.get_int("sinks") > budget)
               fail("spec 'streamingllm': key 'sinks' = {} exceeds budget = {}", spec.get_int("sinks"), budget);
@@ -311,13 +276,13 @@ MethodDef h2o_method() {
           "H2O (docs/methods/eviction.md §5): keeps the most recent recent·budget tokens and the heavy hitters before them, "
           "ranked by the attention they accumulate (column sums of the softmax). The dump holds only the last W "
           "queries, so H2O's accumulation over the whole prompt is approximated by the window (exact when W = T).",
-          {keep_param(), budget_param(),
+          {eviction_keep_param(), eviction_budget_param(),
            {"recent", ParamType::real, "0.5",
             "fraction of the budget given to the recent window, the rest to heavy hitters (H2O README 0.1 + 0.1 of "
             "the prompt = 0.5)",
             {}, 0, 1},
            agg_param()},
-          check_budget_keys});
+          check_eviction_budget});
 }
 
 MethodDef snapkv_method() {
@@ -325,7 +290,7 @@ MethodDef snapkv_method() {
           "SnapKV as in KVCache-Factory (docs/methods/eviction.md §6): attention of the last `window` prompt queries summed "
           "over the window, 1-D pooled per head, reduced per KV head (agg), top budget − window of the earlier "
           "tokens plus the window.",
-          {keep_param(), budget_param(), window_param(), kernel_param(), pool_param(), agg_param()},
+          {eviction_keep_param(), eviction_budget_param(), window_param(), kernel_param(), pool_param(), agg_param()},
           check_window_keys});
 }
 
@@ -333,7 +298,7 @@ MethodDef pyramidkv_method() {
   return with_eviction_stage({"pyramidkv", StageKind::eviction,
           "PyramidKV (docs/methods/eviction.md §7): SnapKV scoring with per-layer budgets decreasing linearly with depth "
           "(lower layers keep more), the same total as SnapKV at this keep/budget.",
-          {keep_param(), budget_param(), window_param(), kernel_param(), pool_param(), agg_param(),
+          {eviction_keep_param(), eviction_budget_param(), window_param(), kernel_param(), pool_param(), agg_param(),
            {"beta", ParamType::real, "20",
             "ratio of the first layer's to the last layer's budget beyond the window is ≈ 2β − 1 (min = (C−w)/β; "
             "paper and code 20)",
@@ -344,6 +309,40 @@ MethodDef pyramidkv_method() {
 std::unique_ptr<EvictionStage> make_eviction_method(const StageSpec& spec) { return std::make_unique<Eviction>(spec); }
 
 // ---- free functions ---------------------------------------------------------------------------
+
+ParamDef eviction_keep_param() {
+  return {"keep", ParamType::real, "0.25",
+          "fraction of the T prompt tokens kept per layer and KV head, sinks/windows included; used when budget=0",
+          {}, 0, 1};
+}
+
+ParamDef eviction_budget_param() {
+  return {"budget", ParamType::integer, "0",
+          "tokens kept per layer and KV head (KVCache-Factory's max_capacity_prompt; papers use 128..4096), "
+          "clamped to T; > 0 overrides keep, 0: use keep",
+          {}, 0, 1e15};
+}
+
+// Checks shared by every method: keep > 0. (budget > 0 overrides keep; writing both is not an
+// error, because the canonical form prints every key and must parse back.)
+void check_eviction_budget(const StageSpec& spec, const std::vector<std::string>&) {
+  if (!(spec.get_real("keep") > 0)) fail("spec '{}': key 'keep' = {} must be > 0", spec.method, spec.get("keep"));
+}
+
+void keep_top_scores(const std::vector<double>& primary, const std::vector<double>& secondary, std::int64_t n,
+                     std::int64_t k, int H, int g, std::vector<std::uint8_t>& mask) {
+  k = std::clamp<std::int64_t>(k, 0, n);
+  std::vector<std::int64_t> idx(static_cast<std::size_t>(n));
+  std::iota(idx.begin(), idx.end(), std::int64_t{0});
+  const auto better = [&](std::int64_t a, std::int64_t b) {
+    const auto ua = static_cast<std::size_t>(a), ub = static_cast<std::size_t>(b);
+    if (primary[ua] != primary[ub]) return primary[ua] > primary[ub];
+    if (secondary[ua] != secondary[ub]) return secondary[ua] > secondary[ub];
+    return a < b;
+  };
+  if (k < n) std::nth_element(idx.begin(), idx.begin() + k, idx.end(), better);
+  for (std::int64_t i = 0; i < k; ++i) mask[static_cast<std::size_t>(idx[static_cast<std::size_t>(i)] * H + g)] = 1;
+}
 
 std::int64_t eviction_budget(const StageSpec& spec, std::int64_t tokens) {
   if (tokens <= 0) return 0;

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "compressors/compressor.h"
@@ -29,6 +30,20 @@ std::unique_ptr<EvictionStage> make_eviction_method(const StageSpec& spec);
 // Tokens kept per (layer, KV head) for T prompt tokens: budget > 0 ? min(budget, T) :
 // clamp(round(keep·T), 1, T). For every method's `keep`/`budget` keys.
 std::int64_t eviction_budget(const StageSpec& spec, std::int64_t tokens);
+
+// The `keep` and `budget` keys every eviction method declares (same names, defaults and help, so
+// sweeps and chains read them alike), and the check they share (keep > 0; usable as a
+// MethodDef::resolve). Eviction methods in other files (knorm.cpp, keydiff.cpp) use them too.
+ParamDef eviction_keep_param();
+ParamDef eviction_budget_param();
+void check_eviction_budget(const StageSpec& spec, const std::vector<std::string>& given);
+
+// Marks the k best tokens of [0, n) in column g of mask [T, H] (k clamped to [0, n]): highest
+// `primary`, ties to the highest `secondary`, then to the lower index (torch.topk leaves the
+// order of ties unspecified; with SnapKV's max pooling a spike ties with its neighbours, and the
+// raw score as `secondary` keeps the spike itself). Methods with one score pass it twice.
+void keep_top_scores(const std::vector<double>& primary, const std::vector<double>& secondary, std::int64_t n,
+                     std::int64_t k, int H, int g, std::vector<std::uint8_t>& mask);
 
 // Attention each key receives from the last `rows` dumped queries of `layer` (1 ≤ rows ≤ W):
 // [H_q, T], entry (h, t) = Σ_w softmax_t(q_{w,h}·k_t/√D) with RoPE at the true positions and the
