@@ -17,7 +17,8 @@
   X(snapkv)              \
   X(pyramidkv)           \
   X(knorm)               \
-  X(keydiff)
+  X(keydiff)             \
+  X(tova)
 
 namespace kvlab::compressors {
 
