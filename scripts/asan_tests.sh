@@ -26,6 +26,9 @@ SUITES=(
   compressors/compress_kivi_tests
   compressors/compress_low_rank_tests
   compressors/compress_minicache_tests
+  compressors/compress_knorm_tests
+  compressors/compress_keydiff_tests
+  compressors/compress_tova_tests
   datasets/datasets_tests
   datasets/tasks_tests
   results/results_tests
