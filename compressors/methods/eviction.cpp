@@ -34,6 +34,12 @@ ParamDef kernel_param() {
           "1: no pooling",
           {}, 1, 1e6};
 }
+ParamDef order_param() {
+  return {"order", ParamType::choice, "reduce_then_pool",
+          "GQA order: reduce the group's query-head scores to the KV head, then pool (KVCache-Factory's kv_head path) "
+          "or pool each query head, then reduce (kvpress's; the same ranking for avg pooling with mean or sum)",
+          {"reduce_then_pool", "pool_then_reduce"}};
+}
 ParamDef pool_param() {
   return {"pool", ParamType::choice, "max", "pooling: max (paper LongBench) or avg (code init default)", {"max", "avg"}};
 }
@@ -94,7 +100,11 @@ class Eviction final : public EvictionStage {
       kernel_ = static_cast<int>(spec.get_int("kernel"));
       max_pool_ = spec.get("pool") == "max";
     }
-    if (kind_ == Kind::pyramidkv) beta_ = spec.get_real("beta");
+    if (kind_ == Kind::snapkv || kind_ == Kind::pyramidkv) pool_first_ = spec.get("order") == "pool_then_reduce";
+    if (kind_ == Kind::pyramidkv) {
+      beta_ = spec.get_real("beta");
+      conserved_ = spec.get("schedule") == "conserved";
+    }
   }
 
   std::vector<std::uint8_t> select_layer(const CompressContext& ctx, int l) const override {
@@ -150,10 +160,14 @@ class Eviction final : public EvictionStage {
         n["window"] = window_;
         n["kernel"] = kernel_;
         n["pool"] = max_pool_ ? "max" : "avg";
+        n["order"] = spec_.get("order");
         break;
     }
     if (kind_ != Kind::streamingllm) n["agg"] = spec_.get("agg");
-    if (kind_ == Kind::pyramidkv) n["beta"] = beta_;
+    if (kind_ == Kind::pyramidkv) {
+      n["beta"] = beta_;
+      n["schedule"] = spec_.get("schedule");
+    }
     return n;
   }
 
@@ -177,7 +191,9 @@ class Eviction final : public EvictionStage {
       if (kind_ == Kind::h2o && b - recent_tokens(b) > 0 && s.query_window < 1)
         fail("{}: the cache holds no queries (W = 0) to score heavy hitters; set recent=1 or dump queries", spec_.method);
     }
-    if (kind_ == Kind::pyramidkv) return pyramid_budgets(b, window_, T, s.layers, beta_);
+    if (kind_ == Kind::pyramidkv)
+      return conserved_ ? pyramid_budgets(b, window_, T, s.layers, beta_)
+                        : pyramid_budgets_authors(b, window_, T, s.layers, beta_);
     return std::vector<std::int64_t>(static_cast<std::size_t>(s.layers), b);
   }
 
@@ -212,8 +228,8 @@ class Eviction final : public EvictionStage {
   }
 
   // SnapKV (KVCache-Factory SnapKVCluster.update_kv): attention of the last `window` queries summed
-  // over the window for the keys before it, pooled per query head, reduced to the KV head, top
-  // (b − window) of those keys, plus the window itself.
+  // over the window for the keys before it, reduced to the KV head and pooled (`order`: either
+  // way round), top (b − window) of those keys, plus the window itself.
   void select_snap(const CompressContext& ctx, int l, std::int64_t b, std::vector<std::uint8_t>& mask) const {
     const auto& s = ctx.cache.shape();
     const std::int64_t T = s.tokens, n = T - window_;
@@ -221,9 +237,14 @@ class Eviction final : public EvictionStage {
     for (int g = 0; g < s.kv_heads; ++g) {
       auto rows = group_rows(sums, s, g, n);
       const auto raw = aggregate(rows, agg_);
-      // Pool per query head, then reduce (kvpress's order; it matters for max pooling with mean/sum).
-      for (auto& row : rows) row = pool_scores(row, kernel_, max_pool_);
-      const auto pooled = aggregate(rows, agg_);
+      std::vector<double> pooled;
+      if (pool_first_) {  // kvpress: pool each query head, then reduce
+        for (auto& row : rows) row = pool_scores(row, kernel_, max_pool_);
+        pooled = aggregate(rows, agg_);
+      } else {  // KVCache-Factory's kv_head path: reduce, then pool (in f32, as its scores are)
+        const auto p = pool_scores(std::vector<float>(raw.begin(), raw.end()), kernel_, max_pool_);
+        pooled.assign(p.begin(), p.end());
+      }
       keep_top_scores(pooled, raw, n, b - window_, s.kv_heads, g, mask);
       keep_range(n, T, s.kv_heads, g, mask);
     }
@@ -236,7 +257,9 @@ class Eviction final : public EvictionStage {
   Agg agg_ = Agg::mean;
   int window_ = 0, kernel_ = 1;
   bool max_pool_ = true;
+  bool pool_first_ = false;
   double beta_ = 20;
+  bool conserved_ = false;
 };
 
 }  // namespace
@@ -288,21 +311,27 @@ MethodDef h2o_method() {
 MethodDef snapkv_method() {
   return with_eviction_stage({"snapkv", StageKind::eviction,
           "SnapKV as in KVCache-Factory (docs/methods/eviction.md §6): attention of the last `window` prompt queries summed "
-          "over the window, 1-D pooled per head, reduced per KV head (agg), top budget − window of the earlier "
+          "over the window, reduced per KV head (agg) and 1-D pooled (order), top budget − window of the earlier "
           "tokens plus the window.",
-          {eviction_keep_param(), eviction_budget_param(), window_param(), kernel_param(), pool_param(), agg_param()},
+          {eviction_keep_param(), eviction_budget_param(), window_param(), kernel_param(), pool_param(), agg_param(),
+           order_param()},
           check_window_keys});
 }
 
 MethodDef pyramidkv_method() {
   return with_eviction_stage({"pyramidkv", StageKind::eviction,
           "PyramidKV (docs/methods/eviction.md §7): SnapKV scoring with per-layer budgets decreasing linearly with depth "
-          "(lower layers keep more), the same total as SnapKV at this keep/budget.",
+          "(lower layers keep more), about SnapKV's total at this keep/budget.",
           {eviction_keep_param(), eviction_budget_param(), window_param(), kernel_param(), pool_param(), agg_param(),
+           order_param(),
            {"beta", ParamType::real, "20",
             "ratio of the first layer's to the last layer's budget beyond the window is ≈ 2β − 1 (min = (C−w)/β; "
             "paper and code 20)",
-            {}, 1, 1e9}},
+            {}, 1, 1e9},
+           {"schedule", ParamType::choice, "authors",
+            "per-layer budgets: authors = KVCache-Factory's integers (floored steps; every layer C while T < 2(C−w)); "
+            "conserved = the real schedule rounded so the layers sum to SnapKV's L·C",
+            {"authors", "conserved"}}},
           check_window_keys});
 }
 
@@ -401,6 +430,27 @@ std::vector<float> pool_scores(const std::vector<float>& scores, int kernel, boo
       out[static_cast<std::size_t>(t)] = static_cast<float>(sum / kernel);
     }
   }
+  return out;
+}
+
+std::vector<std::int64_t> pyramid_budgets_authors(std::int64_t budget, int window, std::int64_t tokens, int layers,
+                                                  double beta) {
+  if (layers < 1) return {};
+  const std::int64_t C = std::min(budget, tokens);
+  std::vector<std::int64_t> out(static_cast<std::size_t>(layers), C);
+  if (C >= tokens) return out;  // q_len < max_capacity_prompt: nothing evicted
+  if (window >= C) fail("pyramidkv: key 'window' = {} must be < the budget of {} tokens", window, C);
+  if (!(beta >= 1)) fail("pyramidkv: key 'beta' = {} must be ≥ 1", beta);
+  const std::int64_t extra = C - window;
+  if (tokens < 2 * extra) return out;  // the code's middle branch: top C − w on every layer
+  auto lo = static_cast<std::int64_t>(std::floor(static_cast<double>(extra) / beta));
+  std::int64_t hi = 2 * extra - lo;
+  if (hi >= tokens - window) {
+    hi = tokens - window;
+    lo = 2 * extra - hi;
+  }
+  const std::int64_t steps = layers > 1 ? (hi - lo) / (layers - 1) : 0;  // the code divides by L − 1 (L = 1: by 0)
+  for (int l = 0; l < layers; ++l) out[static_cast<std::size_t>(l)] = hi - l * steps + window;
   return out;
 }
 

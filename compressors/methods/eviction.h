@@ -61,6 +61,15 @@ std::vector<float> pool_scores(const std::vector<float>& scores, int kernel, boo
 // max capped at T−w (then min = 2(C−w) − max, as KVCache-Factory does), layer l keeps
 // w + max − l·(max − min)/(L − 1). The real values are rounded by largest remainder so that the
 // layers sum exactly to L·C, the SnapKV total. [L] token counts. C ≥ T gives T everywhere.
+// (`schedule=conserved`.)
 std::vector<std::int64_t> pyramid_budgets(std::int64_t budget, int window, std::int64_t tokens, int layers, double beta);
+// PyramidKV's per-layer budgets as KVCache-Factory's PyramidKVCluster.update_kv computes them
+// (pyramidkv/pyramidkv_utils.py; docs/methods/eviction.md §7), window included: with C, w, β as
+// above, all T when C ≥ T; C on every layer when T < 2(C − w); else min = ⌊(C − w)/β⌋,
+// max = 2(C − w) − min, capped (when max ≥ T − w) at T − w with min = 2(C − w) − max, steps =
+// ⌊(max − min)/(L − 1)⌋ and layer l keeps w + max − l·steps. The floored steps leave the layers'
+// sum at or above L·C. [L] token counts. The default schedule (`schedule=authors`).
+std::vector<std::int64_t> pyramid_budgets_authors(std::int64_t budget, int window, std::int64_t tokens, int layers,
+                                                  double beta);
 
 }  // namespace kvlab::compressors

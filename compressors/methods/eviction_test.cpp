@@ -67,16 +67,23 @@ TEST(Eviction, EveryMethodKeepsExactlyTheBudgetAndItsProtectedTokens) {
           EXPECT_TRUE(kept(masks, l, t, g, s.kv_heads)) << c.params << " t=" << t;
       }
   }
-  // PyramidKV: each layer keeps its own budget, always the window, and the layers sum to SnapKV's total.
-  const auto spec = parse_stage(pyramidkv_method(), "keep=0.5,window=8");
-  const auto budgets = pyramid_budgets(eviction_budget(spec, T), 8, T, s.layers, 20);
-  const auto masks = run(pyramidkv_method(), "keep=0.5,window=8", cache);
-  for (int l = 0; l < s.layers; ++l)
-    for (int g = 0; g < s.kv_heads; ++g) {
-      EXPECT_EQ(count(masks, l, g, s), budgets[l]);
-      for (std::int64_t t = T - 8; t < T; ++t) EXPECT_TRUE(kept(masks, l, t, g, s.kv_heads));
+  // PyramidKV: each layer keeps its own budget and always the window; the conserved schedule sums to
+  // SnapKV's total.
+  for (const char* params : {"keep=0.2,window=8", "keep=0.2,window=8,schedule=conserved", "keep=0.5,window=8"}) {
+    const auto spec = parse_stage(pyramidkv_method(), params);
+    const auto b = eviction_budget(spec, T);
+    const auto budgets = spec.get("schedule") == "conserved" ? pyramid_budgets(b, 8, T, s.layers, 20)
+                                                               : pyramid_budgets_authors(b, 8, T, s.layers, 20);
+    const auto masks = run(pyramidkv_method(), params, cache);
+    for (int l = 0; l < s.layers; ++l)
+      for (int g = 0; g < s.kv_heads; ++g) {
+        EXPECT_EQ(count(masks, l, g, s), budgets[l]) << params;
+        for (std::int64_t t = T - 8; t < T; ++t) EXPECT_TRUE(kept(masks, l, t, g, s.kv_heads));
+      }
+    if (spec.get("schedule") == "conserved") {
+      EXPECT_EQ(std::accumulate(budgets.begin(), budgets.end(), std::int64_t{0}), s.layers * b);
     }
-  EXPECT_EQ(std::accumulate(budgets.begin(), budgets.end(), std::int64_t{0}), s.layers * 48);
+  }
   // A budget ≥ T keeps everything.
   for (const auto* p : {"budget=500", "keep=1"})
     for (const auto& m : run(snapkv_method(), p, cache)) EXPECT_EQ(std::accumulate(m.begin(), m.end(), 0), T * s.kv_heads);
@@ -156,10 +163,110 @@ TEST(Eviction, PyramidBudgetsFollowTheLinearScheduleAndSumToTheSnapKVTotal) {
   EXPECT_EQ(pyramid_budgets(2000, 8, 1000, 4, 20), std::vector<std::int64_t>(4, 1000));  // C ≥ T: all kept
   // notes() reports the per-layer budgets.
   const CacheShape shape{4, 1, 1, 8, 1000, 32, 0};
-  const auto n = make_eviction_method(parse_stage(pyramidkv_method(), "budget=128,window=8"))->notes(shape);
+  const auto n = make_eviction_method(parse_stage(pyramidkv_method(), "budget=128,window=8,schedule=conserved"))->notes(shape);
   EXPECT_EQ(n.at("budget_per_layer").get<std::vector<std::int64_t>>(), pyramid_budgets(128, 8, 1000, 4, 20));
+  const auto na = make_eviction_method(parse_stage(pyramidkv_method(), "budget=128,window=8"))->notes(shape);
+  EXPECT_EQ(na.at("budget_per_layer").get<std::vector<std::int64_t>>(), pyramid_budgets_authors(128, 8, 1000, 4, 20));
   const auto sn = make_eviction_method(parse_stage(snapkv_method(), "budget=128,window=8"))->notes(shape);
   EXPECT_EQ(sn.at("budget_per_layer").get<std::vector<std::int64_t>>(), std::vector<std::int64_t>(4, 128));
+}
+
+// Brute force: Σ_w of the softmax over visible keys, each row rotated alone (testing::brute_attention).
+std::vector<double> brute_sums(const CacheSource& c, int layer, int rows, int h) {
+  const auto key = c.layer(layer, Part::key), value = c.layer(layer, Part::value);
+  std::vector<double> out(c.shape().tokens, 0.0), p, o;
+  for (int w = c.shape().query_window - rows; w < c.shape().query_window; ++w) {
+    testing::brute_attention(c, layer, key, value, {}, w, h, p, o);
+    for (std::size_t t = 0; t < out.size(); ++t) out[t] += p[t];
+  }
+  return out;
+}
+
+// KVCache-Factory's PyramidKVCluster.update_kv budgets, worked by hand from its integer code
+// (C = max_capacity_prompt, w = window_size; min_num, max_num, steps; the layer keeps
+// max_num − l·steps tokens before the window, plus the window).
+TEST(Eviction, PyramidBudgetsOfTheAuthorsCodeWorkedByHand) {
+  // Issue 21's example: keep=0.6 (C = 307), w = 16, T = 512 < 2(C − w) = 582: C on every layer.
+  EXPECT_EQ(pyramid_budgets_authors(307, 16, 512, 4, 20), std::vector<std::int64_t>(4, 307));
+  // C = 128, w = 8, T = 1000, L = 4: min = 120 // 20 = 6, max = 234, steps = 228 // 3 = 76.
+  EXPECT_EQ(pyramid_budgets_authors(128, 8, 1000, 4, 20), (std::vector<std::int64_t>{242, 166, 90, 14}));
+  // C = 100, w = 8, L = 4: min = 92 // 20 = 4, max = 180, steps = 176 // 3 = 58 (floored): the
+  // layers sum to 404 > L·C = 400 (the code does not conserve the total).
+  const auto drift = pyramid_budgets_authors(100, 8, 1000, 4, 20);
+  EXPECT_EQ(drift, (std::vector<std::int64_t>{188, 130, 72, 14}));
+  EXPECT_EQ(std::accumulate(drift.begin(), drift.end(), std::int64_t{0}), 404);
+  // T = 186 ≥ 2(C − w) = 184 but max = 180 ≥ T − w = 178: max = 178, min = 184 − 178 = 6,
+  // steps = 172 // 3 = 57.
+  EXPECT_EQ(pyramid_budgets_authors(100, 8, 186, 4, 20), (std::vector<std::int64_t>{186, 129, 72, 15}));
+  // A real β floors: min = ⌊92 / 3.5⌋ = 26, max = 158, steps = 132 // 3 = 44.
+  EXPECT_EQ(pyramid_budgets_authors(100, 8, 1000, 4, 3.5), (std::vector<std::int64_t>{166, 122, 78, 34}));
+  // C ≥ T keeps everything; one layer keeps max (the code would divide by L − 1 = 0).
+  EXPECT_EQ(pyramid_budgets_authors(2000, 8, 1000, 4, 20), std::vector<std::int64_t>(4, 1000));
+  EXPECT_EQ(pyramid_budgets_authors(128, 8, 1000, 1, 20), (std::vector<std::int64_t>{242}));
+  // kvlab's conserved schedule at issue 21's example: the pyramid at once.
+  EXPECT_EQ(pyramid_budgets(307, 16, 512, 4, 20), (std::vector<std::int64_t>{512, 375, 239, 102}));
+}
+
+// SnapKV's scoring on a GQA cache against a transcription of KVCache-Factory's kv_head path
+// (pyramidkv_utils.py: window attention summed over the window's queries, group-reduced to the KV
+// head, then 1-D max-pooled, top (b − w) plus the window), and of kvpress's order (pool each
+// query head, then reduce). Attention by brute force (brute_sums, f32 sums as kvlab stores them);
+// ties by the unpooled score, then the earlier token (keep_top_scores).
+std::set<std::int64_t> snap_oracle(const CacheSource& c, int l, int g, int window, int kernel, bool reduce_first,
+                                   std::int64_t b) {
+  const auto& s = c.shape();
+  const std::int64_t T = s.tokens, n = T - window;
+  const int n_rep = s.group_size();
+  const auto max_pool = [&](const std::vector<double>& x) {  // torch max_pool1d, padding kernel/2, stride 1
+    std::vector<double> out(x.size());
+    for (std::int64_t t = 0; t < n; ++t) {
+      double m = -1e300;
+      for (std::int64_t i = std::max<std::int64_t>(0, t - kernel / 2); i <= std::min(n - 1, t + kernel / 2); ++i) m = std::max(m, x[i]);
+      out[t] = m;
+    }
+    return out;
+  };
+  std::vector<double> raw(n, 0.0), pooled(n, 0.0);
+  for (int r = 0; r < n_rep; ++r) {
+    const auto sums = brute_sums(c, l, window, g * n_rep + r);
+    std::vector<double> row(n);
+    for (std::int64_t t = 0; t < n; ++t) row[t] = static_cast<float>(sums[t]);
+    const auto p = max_pool(row);
+    for (std::int64_t t = 0; t < n; ++t) raw[t] += row[t], pooled[t] += p[t];
+  }
+  for (std::int64_t t = 0; t < n; ++t) raw[t] /= n_rep, pooled[t] /= n_rep;  // the group's mean
+  if (reduce_first) {
+    std::vector<double> mean(n);
+    for (std::int64_t t = 0; t < n; ++t) mean[t] = static_cast<float>(raw[t]);
+    pooled = max_pool(mean);
+  }
+  std::vector<std::int64_t> order(n);
+  std::iota(order.begin(), order.end(), std::int64_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t z) {
+    return pooled[a] != pooled[z] ? pooled[a] > pooled[z] : raw[a] > raw[z];
+  });
+  std::set<std::int64_t> out(order.begin(), order.begin() + (b - window));
+  for (std::int64_t t = n; t < T; ++t) out.insert(t);
+  return out;
+}
+
+TEST(Eviction, SnapKVsGqaOrderIsTheAuthorsOrderAsAKey) {
+  const auto cache = testing::random_cache({2, 2, 8, 16, 96, 12, 0}, 11);  // four query heads per KV head
+  const auto& s = cache.shape();
+  std::int64_t disagree = 0;
+  for (const bool reduce_first : {true, false}) {
+    const std::string params = std::string("budget=30,window=8,kernel=7") + (reduce_first ? "" : ",order=pool_then_reduce");
+    const auto masks = run(snapkv_method(), params, cache);
+    for (int l = 0; l < s.layers; ++l)
+      for (int g = 0; g < s.kv_heads; ++g) {
+        std::set<std::int64_t> got;
+        for (std::int64_t t = 0; t < s.tokens; ++t)
+          if (kept(masks, l, t, g, s.kv_heads)) got.insert(t);
+        EXPECT_EQ(got, snap_oracle(cache, l, g, 8, 7, reduce_first, 30)) << params << " layer " << l << " head " << g;
+        disagree += got != snap_oracle(cache, l, g, 8, 7, !reduce_first, 30);
+      }
+  }
+  EXPECT_GT(disagree, 0);  // the two orders really select differently here (max pooling, mean)
 }
 
 // One layer, identity RoPE, one-hot keys: key t = e_{dir[t]}·1 (or 0), so a query's logits are
@@ -234,17 +341,6 @@ TEST(Eviction, GqaAggregationMeanAndMaxDisagreeWhereTheyShould) {
   // H2O (all W = 1 queries, recent = the last token only) agrees.
   EXPECT_EQ(pick(h2o_method(), "budget=2,recent=0.5,agg=mean"), std::vector<std::int64_t>{8});
   EXPECT_EQ(pick(h2o_method(), "budget=2,recent=0.5,agg=max"), std::vector<std::int64_t>{3});
-}
-
-// Brute force: Σ_w of the softmax over visible keys, each row rotated alone (testing::brute_attention).
-std::vector<double> brute_sums(const CacheSource& c, int layer, int rows, int h) {
-  const auto key = c.layer(layer, Part::key), value = c.layer(layer, Part::value);
-  std::vector<double> out(c.shape().tokens, 0.0), p, o;
-  for (int w = c.shape().query_window - rows; w < c.shape().query_window; ++w) {
-    testing::brute_attention(c, layer, key, value, {}, w, h, p, o);
-    for (std::size_t t = 0; t < out.size(); ++t) out[t] += p[t];
-  }
-  return out;
 }
 
 TEST(Eviction, ScoresUseRopeAtTheTruePositionsAndMatchABruteForceSoftmax) {
@@ -325,6 +421,8 @@ TEST(Eviction, BadKeysAreErrorsNamingTheKey) {
   EXPECT_THAT(error_of([] { parse_stage(snapkv_method(), "budget=16,window=16"); }), HasSubstr("'window'"));
   EXPECT_THAT(error_of([] { parse_stage(snapkv_method(), "keep=0"); }), HasSubstr("'keep'"));
   EXPECT_THAT(error_of([] { parse_stage(snapkv_method(), "pool=min"); }), HasSubstr("'pool'"));
+  EXPECT_THAT(error_of([] { parse_stage(snapkv_method(), "order=pool"); }), HasSubstr("'order'"));
+  EXPECT_THAT(error_of([] { parse_stage(pyramidkv_method(), "schedule=flat"); }), HasSubstr("'schedule'"));
   EXPECT_THAT(error_of([] { parse_stage(h2o_method(), "agg=median"); }), HasSubstr("'agg'"));
   EXPECT_THAT(error_of([] { parse_stage(h2o_method(), "recent=1.5"); }), HasSubstr("'recent'"));
   EXPECT_THAT(error_of([] { parse_stage(h2o_method(), "window=8"); }), HasSubstr("unknown key 'window'"));
