@@ -18,7 +18,8 @@
   X(pyramidkv)           \
   X(knorm)               \
   X(keydiff)             \
-  X(tova)
+  X(tova)                \
+  X(random)
 
 namespace kvlab::compressors {
 

@@ -187,7 +187,7 @@ void expect_eviction_routes_agree(const LlamaModel& model) {
   const Prefilled p = prefill_tokens(model, 120, 4);
   for (const char* text : {"snapkv:keep=0.4,window=4,kernel=5", "h2o:keep=0.3,agg=max", "pyramidkv:budget=40,window=4",
                            "streamingllm:keep=0.5", "snapkv:budget=500,window=4", "knorm:keep=0.4",
-                           "keydiff:keep=0.4", "tova:keep=0.4", "tova:keep=0.4,last=kept"}) {
+                           "keydiff:keep=0.4", "tova:keep=0.4", "tova:keep=0.4,last=kept", "random:keep=0.4,seed=3"}) {
     SCOPED_TRACE(text);
     const auto r = compress_both_ways(p, config, compressors::parse_spec(text));
     const bool evicts = std::string(text) != "snapkv:budget=500,window=4";  // budget ≥ T keeps every cell

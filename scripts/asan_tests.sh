@@ -29,6 +29,7 @@ SUITES=(
   compressors/compress_knorm_tests
   compressors/compress_keydiff_tests
   compressors/compress_tova_tests
+  compressors/compress_random_tests
   datasets/datasets_tests
   datasets/tasks_tests
   results/results_tests
