@@ -1,9 +1,14 @@
 #include "compressors/test_caches.h"
 
+#include <gtest/gtest.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <numeric>
 #include <random>
 
+#include "compressors/chain.h"
 #include "core/dtype.h"
 #include "core/error.h"
 
@@ -109,6 +114,67 @@ linalg::SubspaceFactors SignFlippingBackend::resident_gram_top(const float* x, c
     ++gram_inputs_checked;
   }
   return flipped(cpu().resident_gram_top(x, nullptr, n, c, r, precision, stream));
+}
+
+std::set<std::int64_t> kept_tokens(const KeepMasks& masks, int layer, int g, const CacheShape& shape) {
+  std::set<std::int64_t> out;
+  for (std::int64_t t = 0; t < shape.tokens; ++t)
+    if (masks[static_cast<std::size_t>(layer)][static_cast<std::size_t>(t * shape.kv_heads + g)]) out.insert(t);
+  return out;
+}
+
+std::vector<double> post_rope_keys(const CacheSource& c, int layer) {
+  const auto& s = c.shape();
+  const auto key = c.layer(layer, Part::key);
+  std::vector<double> out(key.data.begin(), key.data.end());
+  const auto& inv_freq = c.rope().inv_freq();
+  const auto half = inv_freq.size();
+  for (std::int64_t t = 0; t < s.tokens; ++t)
+    for (int g = 0; g < s.kv_heads; ++g) {
+      double* x = out.data() + (t * s.kv_heads + g) * s.head_dim;
+      for (std::size_t j = 0; j < half; ++j) {
+        const double angle = static_cast<double>(c.positions()[static_cast<std::size_t>(t)]) * inv_freq[j];
+        const double a = x[j], b = x[j + half];
+        x[j] = a * std::cos(angle) - b * std::sin(angle);
+        x[j + half] = b * std::cos(angle) + a * std::sin(angle);
+      }
+    }
+  return out;
+}
+
+std::set<std::int64_t> top_n(const std::vector<double>& score, std::int64_t n) {
+  std::vector<std::int64_t> order(score.size());
+  std::iota(order.begin(), order.end(), std::int64_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) {
+    return score[static_cast<std::size_t>(a)] > score[static_cast<std::size_t>(b)];
+  });
+  return {order.begin(), order.begin() + n};
+}
+
+FloatTensor KeysOnly::layer(int layer, Part part) const {
+  if (part != Part::key) fail("values were read");
+  return base_.layer(layer, part);
+}
+FloatTensor KeysOnly::queries(int) const { fail("queries were read"); }
+FloatTensor KeysOnly::resident_window_attention_sums(int, int) const { fail("window scores were asked for"); }
+
+Score expect_eviction_chains_with_kivi(const std::string& eviction_spec, const CacheSource& cache) {
+  const CompressContext ctx{cache, linalg::cpu_backend(), nullptr};
+  const auto chain = parse_spec(eviction_spec + "+kivi:bits=4,group=8,residual=0");
+  EXPECT_TRUE(layer_local(chain));
+  const auto c = compress_chain(ctx, chain);
+  const auto masks = make_eviction(chain.stages[0])->select(ctx);
+  for (int l = 0; l < cache.shape().layers; ++l)
+    EXPECT_EQ(c->reconstruct(l).kept, masks[static_cast<std::size_t>(l)]) << eviction_spec << " layer " << l;
+  const auto whole = score(cache, *c, linalg::cpu_backend());
+  EXPECT_GT(whole.bytes, 0);
+  nlohmann::json notes;
+  const auto by_layer = compress_and_score_by_layer(ctx, chain, {}, nullptr, &notes);
+  EXPECT_EQ(notes, c->notes());
+  EXPECT_EQ(by_layer.bytes, whole.bytes);
+  EXPECT_EQ(by_layer.key_error, whole.key_error);
+  EXPECT_EQ(by_layer.attn_kl, whole.attn_kl);
+  return whole;
 }
 
 }  // namespace kvlab::compressors::testing

@@ -2,10 +2,13 @@
 #pragma once
 
 #include <functional>
+#include <set>
 #include <string>
 
 #include "compressors/cache_source.h"
 #include "compressors/compressed.h"
+#include "compressors/compressor.h"
+#include "compressors/score.h"
 #include "core/error_of.h"
 #include "linalg/backend.h"
 #include "datasets/synth_kv.h"
@@ -30,6 +33,39 @@ std::int64_t stored_bytes(Compressed& compressed);
 void brute_attention(const CacheSource& c, int layer, const FloatTensor& key, const FloatTensor& value,
                      const std::vector<std::uint8_t>& kept, int w, int h, std::vector<double>& p,
                      std::vector<double>& o);
+
+// The tokens KV head g of layer `layer` keeps in `masks`.
+std::set<std::int64_t> kept_tokens(const KeepMasks& masks, int layer, int g, const CacheShape& shape);
+
+// Layer `layer`'s keys [T, H, D] after RoPE, in double: HF's rotate_half (dimension j pairs with
+// j + R/2 over the first R = 2·|inv_freq| dimensions), angle p·inv_freq[j], each row on its own.
+std::vector<double> post_rope_keys(const CacheSource& c, int layer);
+
+// The indices of the n highest scores, ties to the earlier index (torch.topk leaves their order
+// unspecified; kvlab's keep_top_scores takes the earlier).
+std::set<std::int64_t> top_n(const std::vector<double>& score, std::int64_t n);
+
+// A source that fails on anything but keys: what the resident route (DevicePath::scores) relies
+// on when a method reads only a layer's keys.
+class KeysOnly final : public CacheSource {
+ public:
+  explicit KeysOnly(const CacheSource& base) : base_(base) {}
+  const CacheShape& shape() const override { return base_.shape(); }
+  FloatTensor layer(int layer, Part part) const override;
+  FloatTensor queries(int layer) const override;
+  const std::vector<std::int64_t>& positions() const override { return base_.positions(); }
+  const core::Rope& rope() const override { return base_.rope(); }
+  std::string describe() const override { return "keys only"; }
+  FloatTensor resident_window_attention_sums(int layer, int rows) const override;
+
+ private:
+  const CacheSource& base_;
+};
+
+// An eviction spec ("knorm:keep=0.5") chained with KIVI (4 bits, groups of 8, no residual) on
+// `cache`: checks that the chain keeps the stage's own masks and that scoring it one layer at a
+// time gives the whole cache's figures and notes. Returns the whole cache's Score.
+Score expect_eviction_chains_with_kivi(const std::string& eviction_spec, const CacheSource& cache);
 
 // The CPU backend, but every subspace comes back with every other component negated (v and A):
 // what a different eigensolver (cuSOLVER on the GPU) may return for the same matrix. With

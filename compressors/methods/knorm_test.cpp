@@ -21,38 +21,13 @@ namespace {
 
 using ::testing::HasSubstr;
 using testing::error_of;
+using testing::kept_tokens;
+using testing::post_rope_keys;
+using testing::top_n;
+
 
 KeepMasks run(std::string_view params, const CacheSource& cache) {
   return make_eviction(parse_stage(method("knorm"), params))->select({cache, linalg::cpu_backend()});
-}
-
-// The kept tokens of layer l, KV head g.
-std::set<std::int64_t> kept_set(const KeepMasks& m, int l, int g, const CacheShape& s) {
-  std::set<std::int64_t> out;
-  for (std::int64_t t = 0; t < s.tokens; ++t)
-    if (m[static_cast<std::size_t>(l)][static_cast<std::size_t>(t * s.kv_heads + g)]) out.insert(t);
-  return out;
-}
-
-// Layer l's keys [T, H, D] after RoPE, in double: HF's rotate_half (dimension j pairs with
-// j + R/2 over the first R = 2·|inv_freq| dimensions), angle p·inv_freq[j], each row on its own.
-std::vector<double> post_rope_keys(const CacheSource& c, int l) {
-  const auto& s = c.shape();
-  const auto key = c.layer(l, Part::key);
-  std::vector<double> out(key.data.begin(), key.data.end());
-  const auto& inv_freq = c.rope().inv_freq();
-  const auto half = inv_freq.size();
-  for (std::int64_t t = 0; t < s.tokens; ++t)
-    for (int g = 0; g < s.kv_heads; ++g) {
-      double* x = out.data() + (t * s.kv_heads + g) * s.head_dim;
-      for (std::size_t j = 0; j < half; ++j) {
-        const double angle = static_cast<double>(c.positions()[static_cast<std::size_t>(t)]) * inv_freq[j];
-        const double a = x[j], b = x[j + half];
-        x[j] = a * std::cos(angle) - b * std::sin(angle);
-        x[j + half] = b * std::cos(angle) + a * std::sin(angle);
-      }
-    }
-  return out;
 }
 
 // KnormPress + ScorerPress, transcribed: score = −‖k‖ of the cached (post-RoPE) key, the top n
@@ -66,12 +41,7 @@ std::set<std::int64_t> knorm_oracle(const CacheSource& c, int l, int g, std::int
     for (int d = 0; d < s.head_dim; ++d) sq += std::pow(k[static_cast<std::size_t>((t * s.kv_heads + g) * s.head_dim + d)], 2);
     score[static_cast<std::size_t>(t)] = -std::sqrt(sq);
   }
-  std::vector<std::int64_t> order(static_cast<std::size_t>(s.tokens));
-  std::iota(order.begin(), order.end(), std::int64_t{0});
-  std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) {
-    return score[static_cast<std::size_t>(a)] > score[static_cast<std::size_t>(b)];
-  });
-  return {order.begin(), order.begin() + n};
+  return top_n(score, n);
 }
 
 // L, H_kv, H_q, D, T, W: GQA (two query heads per KV head), a real RoPE (θ = 10000).
@@ -87,7 +57,7 @@ TEST(Knorm, KeepsWhatATranscriptionOfKnormPressKeeps) {
       ASSERT_EQ(masks.size(), static_cast<std::size_t>(s.layers));
       for (int l = 0; l < s.layers; ++l)
         for (int g = 0; g < s.kv_heads; ++g)
-          EXPECT_EQ(kept_set(masks, l, g, s), knorm_oracle(cache, l, g, n))
+          EXPECT_EQ(kept_tokens(masks, l, g, s), knorm_oracle(cache, l, g, n))
               << "seed " << seed << " " << params << " layer " << l << " head " << g;
     }
   }
@@ -121,12 +91,12 @@ TEST(Knorm, KeepsTheLowestNormsAndBreaksTiesToTheEarlierToken) {
   // Norms 2, 1, 2, 2, 5, 0 (exact in f32 and double).
   const auto cache = hand_cache({{2, 0}, {0, 1}, {0, -2}, {-2, 0}, {3, 4}, {0, 0}});
   const auto& s = cache.shape();
-  EXPECT_EQ(kept_set(run("budget=1", cache), 0, 0, s), (std::set<std::int64_t>{5}));  // the zero key
-  EXPECT_EQ(kept_set(run("budget=2", cache), 0, 0, s), (std::set<std::int64_t>{1, 5}));
+  EXPECT_EQ(kept_tokens(run("budget=1", cache), 0, 0, s), (std::set<std::int64_t>{5}));  // the zero key
+  EXPECT_EQ(kept_tokens(run("budget=2", cache), 0, 0, s), (std::set<std::int64_t>{1, 5}));
   // Three tokens tie at norm 2 for two places: the earlier ones win.
-  EXPECT_EQ(kept_set(run("budget=3", cache), 0, 0, s), (std::set<std::int64_t>{0, 1, 5}));
-  EXPECT_EQ(kept_set(run("budget=4", cache), 0, 0, s), (std::set<std::int64_t>{0, 1, 2, 5}));
-  EXPECT_EQ(kept_set(run("budget=5", cache), 0, 0, s), (std::set<std::int64_t>{0, 1, 2, 3, 5}));
+  EXPECT_EQ(kept_tokens(run("budget=3", cache), 0, 0, s), (std::set<std::int64_t>{0, 1, 5}));
+  EXPECT_EQ(kept_tokens(run("budget=4", cache), 0, 0, s), (std::set<std::int64_t>{0, 1, 2, 5}));
+  EXPECT_EQ(kept_tokens(run("budget=5", cache), 0, 0, s), (std::set<std::int64_t>{0, 1, 2, 3, 5}));
 }
 
 TEST(Knorm, BudgetEdgeCasesNeverEmptyTheCache) {
@@ -134,21 +104,21 @@ TEST(Knorm, BudgetEdgeCasesNeverEmptyTheCache) {
   const auto& s = cache.shape();
   const auto all = std::set<std::int64_t>{0, 1, 2, 3, 4};
   // A budget ≥ T keeps everything.
-  for (const auto* p : {"budget=5", "budget=1000", "keep=1"}) EXPECT_EQ(kept_set(run(p, cache), 0, 0, s), all) << p;
+  for (const auto* p : {"budget=5", "budget=1000", "keep=1"}) EXPECT_EQ(kept_tokens(run(p, cache), 0, 0, s), all) << p;
   // keep·T is rounded half away from zero (round(2.5) = 3; kvpress's int(T·(1 − ratio)) would keep 2).
-  EXPECT_EQ(kept_set(run("keep=0.5", cache), 0, 0, s).size(), 3u);
-  EXPECT_EQ(kept_set(run("keep=0.1", cache), 0, 0, s).size(), 1u);  // round(0.5) = 1
+  EXPECT_EQ(kept_tokens(run("keep=0.5", cache), 0, 0, s).size(), 3u);
+  EXPECT_EQ(kept_tokens(run("keep=0.1", cache), 0, 0, s).size(), 1u);  // round(0.5) = 1
   // round(0.25) = 0 would keep nothing: at least one token is kept per head.
-  EXPECT_EQ(kept_set(run("keep=0.05", cache), 0, 0, s), (std::set<std::int64_t>{1}));
+  EXPECT_EQ(kept_tokens(run("keep=0.05", cache), 0, 0, s), (std::set<std::int64_t>{1}));
   // budget > 0 overrides keep.
-  EXPECT_EQ(kept_set(run("keep=0.05,budget=2", cache), 0, 0, s).size(), 2u);
+  EXPECT_EQ(kept_tokens(run("keep=0.05,budget=2", cache), 0, 0, s).size(), 2u);
   // keep = 0 is not a budget: an error naming the key, never an empty cache.
   EXPECT_THAT(error_of([] { parse_stage(method("knorm"), "keep=0"); }), HasSubstr("'keep'"));
   // Every head of every layer keeps the same count on the random fixture.
   const auto random = testing::random_cache(fixture_shape(), 4);
   const auto masks = run("keep=0.3", random);  // round(12.0) = 12
   for (int l = 0; l < random.shape().layers; ++l)
-    for (int g = 0; g < random.shape().kv_heads; ++g) EXPECT_EQ(kept_set(masks, l, g, random.shape()).size(), 12u);
+    for (int g = 0; g < random.shape().kv_heads; ++g) EXPECT_EQ(kept_tokens(masks, l, g, random.shape()).size(), 12u);
 }
 
 TEST(Knorm, RegistryEntryPrintsEveryKeyAndNamesBadKeys) {
@@ -170,53 +140,17 @@ TEST(Knorm, RegistryEntryPrintsEveryKeyAndNamesBadKeys) {
   EXPECT_THAT(error_of([] { parse_spec("knorm:budget=half"); }), HasSubstr("'budget'"));
 }
 
-// A source that fails on anything but keys: what the resident route (DevicePath::scores) relies
-// on to copy only a layer's keys to the host.
-class KeysOnly final : public CacheSource {
- public:
-  explicit KeysOnly(const CacheSource& base) : base_(base) {}
-  const CacheShape& shape() const override { return base_.shape(); }
-  FloatTensor layer(int layer, Part part) const override {
-    if (part != Part::key) fail("values were read");
-    return base_.layer(layer, part);
-  }
-  FloatTensor queries(int) const override { fail("queries were read"); }
-  const std::vector<std::int64_t>& positions() const override { return base_.positions(); }
-  const core::Rope& rope() const override { return base_.rope(); }
-  std::string describe() const override { return "keys only"; }
-  FloatTensor resident_window_attention_sums(int, int) const override { fail("window scores were asked for"); }
-
- private:
-  const CacheSource& base_;
-};
-
 TEST(Knorm, ReadsOnlyTheKeys) {
   const auto cache = testing::random_cache(fixture_shape(), 6);
-  const KeysOnly keys_only(cache);
+  const testing::KeysOnly keys_only(cache);
   EXPECT_EQ(run("keep=0.3", keys_only), run("keep=0.3", cache));
 }
 
 TEST(Knorm, ChainsWithKiviAndScoresTheSameOneLayerAtATime) {
   const auto cache = testing::random_cache(fixture_shape(), 8);
-  const auto& s = cache.shape();
-  const CompressContext ctx{cache, linalg::cpu_backend(), nullptr};
-  const auto chain = parse_spec("knorm:keep=0.5+kivi:bits=4,group=8,residual=0");
-  ASSERT_TRUE(layer_local(chain));
-  const auto c = compress_chain(ctx, chain);
-  const auto masks = run("keep=0.5", cache);
-  for (int l = 0; l < s.layers; ++l) EXPECT_EQ(c->reconstruct(l).kept, masks[static_cast<std::size_t>(l)]) << l;
-  const auto whole = score(cache, *c, linalg::cpu_backend());
+  const auto whole = testing::expect_eviction_chains_with_kivi("knorm:keep=0.5", cache);
   EXPECT_DOUBLE_EQ(whole.kept_fraction, 0.5);
-  // KIVI at 4 bits on half the cells stores less than the kept half at fp16.
-  EXPECT_GT(whole.bytes, 0);
-  EXPECT_LT(whole.bytes, whole.dense_bytes / 2);
-  EXPECT_EQ(c->notes().at("eviction").at("budget_per_layer"), std::vector<std::int64_t>(3, 20));
-  nlohmann::json notes;
-  const auto by_layer = compress_and_score_by_layer(ctx, chain, {}, nullptr, &notes);
-  EXPECT_EQ(notes, c->notes());
-  EXPECT_EQ(by_layer.bytes, whole.bytes);
-  EXPECT_EQ(by_layer.key_error, whole.key_error);
-  EXPECT_EQ(by_layer.attn_kl, whole.attn_kl);
+  EXPECT_LT(whole.bytes, whole.dense_bytes / 2);  // KIVI at 4 bits on half the cells
 }
 
 }  // namespace

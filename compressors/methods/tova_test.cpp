@@ -21,16 +21,11 @@ namespace {
 
 using ::testing::HasSubstr;
 using testing::error_of;
+using testing::kept_tokens;
+using testing::top_n;
 
 KeepMasks run(std::string_view params, const CacheSource& cache) {
   return make_eviction(parse_stage(method("tova"), params))->select({cache, linalg::cpu_backend()});
-}
-
-std::set<std::int64_t> kept_set(const KeepMasks& m, int l, int g, const CacheShape& s) {
-  std::set<std::int64_t> out;
-  for (std::int64_t t = 0; t < s.tokens; ++t)
-    if (m[static_cast<std::size_t>(l)][static_cast<std::size_t>(t * s.kv_heads + g)]) out.insert(t);
-  return out;
 }
 
 // TOVACache.reduce, transcribed: mean over heads of the last query's attention, topk(n). With
@@ -45,12 +40,7 @@ std::set<std::int64_t> tova_oracle(const CacheSource& c, int l, std::int64_t n, 
   }
   for (double& x : score) x /= s.q_heads;
   if (pin_last) score.back() = *std::max_element(score.begin(), score.end() - 1);
-  std::vector<std::int64_t> order(static_cast<std::size_t>(s.tokens));
-  std::iota(order.begin(), order.end(), std::int64_t{0});
-  std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t b) {
-    return score[static_cast<std::size_t>(a)] > score[static_cast<std::size_t>(b)];
-  });
-  return {order.begin(), order.begin() + n};
+  return top_n(score, n);
 }
 
 // L, H_kv, H_q, D, T, W: GQA (two query heads per KV head), a real RoPE (θ = 10000).
@@ -68,7 +58,7 @@ TEST(Tova, KeepsWhatATranscriptionOfTheAuthorsCacheKeeps) {
         for (int l = 0; l < s.layers; ++l) {
           const auto want = tova_oracle(cache, l, n, pin);
           for (int g = 0; g < s.kv_heads; ++g)  // one token set for every KV head
-            EXPECT_EQ(kept_set(masks, l, g, s), want) << "seed " << seed << " " << params << " pin " << pin << " layer " << l;
+            EXPECT_EQ(kept_tokens(masks, l, g, s), want) << "seed " << seed << " " << params << " pin " << pin << " layer " << l;
         }
       }
     }
@@ -90,22 +80,22 @@ TEST(Tova, KeepsTheMostAttendedTokensTiesToTheEarlierAndTheLastByChoice) {
   // Scores rank 3 > {1, 2} (tied) > 0 > 4 (the last token, low).
   const auto cache = hand_cache({0, 1, 1, 2, -1});
   const auto& s = cache.shape();
-  EXPECT_EQ(kept_set(run("budget=1", cache), 0, 0, s), (std::set<std::int64_t>{3}));
-  EXPECT_EQ(kept_set(run("budget=2", cache), 0, 0, s), (std::set<std::int64_t>{1, 3}));  // the earlier of the tie
-  EXPECT_EQ(kept_set(run("budget=4", cache), 0, 0, s), (std::set<std::int64_t>{0, 1, 2, 3}));
+  EXPECT_EQ(kept_tokens(run("budget=1", cache), 0, 0, s), (std::set<std::int64_t>{3}));
+  EXPECT_EQ(kept_tokens(run("budget=2", cache), 0, 0, s), (std::set<std::int64_t>{1, 3}));  // the earlier of the tie
+  EXPECT_EQ(kept_tokens(run("budget=4", cache), 0, 0, s), (std::set<std::int64_t>{0, 1, 2, 3}));
   // kvpress: the last token gets the top score, tied with token 3; ties go to the earlier token, so
   // one slot keeps token 3 and two keep both.
-  EXPECT_EQ(kept_set(run("budget=1,last=kept", cache), 0, 0, s), (std::set<std::int64_t>{3}));
-  EXPECT_EQ(kept_set(run("budget=2,last=kept", cache), 0, 0, s), (std::set<std::int64_t>{3, 4}));
+  EXPECT_EQ(kept_tokens(run("budget=1,last=kept", cache), 0, 0, s), (std::set<std::int64_t>{3}));
+  EXPECT_EQ(kept_tokens(run("budget=2,last=kept", cache), 0, 0, s), (std::set<std::int64_t>{3, 4}));
 }
 
 TEST(Tova, BudgetRulesAndTheQueryWindowItNeeds) {
   const auto cache = hand_cache({0, 1, 1, 2, -1});  // T = 5
   const auto& s = cache.shape();
   for (const auto* p : {"budget=5", "budget=1000", "keep=1"})
-    EXPECT_EQ(kept_set(run(p, cache), 0, 0, s), (std::set<std::int64_t>{0, 1, 2, 3, 4})) << p;
-  EXPECT_EQ(kept_set(run("keep=0.5", cache), 0, 0, s).size(), 3u);          // round(2.5) = 3
-  EXPECT_EQ(kept_set(run("keep=0.05", cache), 0, 0, s).size(), 1u);         // at least one token
+    EXPECT_EQ(kept_tokens(run(p, cache), 0, 0, s), (std::set<std::int64_t>{0, 1, 2, 3, 4})) << p;
+  EXPECT_EQ(kept_tokens(run("keep=0.5", cache), 0, 0, s).size(), 3u);          // round(2.5) = 3
+  EXPECT_EQ(kept_tokens(run("keep=0.05", cache), 0, 0, s).size(), 1u);         // at least one token
   EXPECT_THAT(error_of([] { parse_stage(method("tova"), "keep=0"); }), HasSubstr("'keep'"));
   // No queries in the cache: an error naming what is missing, not an empty selection.
   const CacheShape no_window{1, 1, 1, 2, 5, 0, 0};
@@ -127,18 +117,8 @@ TEST(Tova, RegistryEntryPrintsEveryKeyAndNamesBadKeys) {
 }
 
 TEST(Tova, ChainsWithKiviAndScoresTheSameOneLayerAtATime) {
-  const auto cache = testing::random_cache(fixture_shape(), 8);
-  const CompressContext ctx{cache, linalg::cpu_backend(), nullptr};
-  const auto chain = parse_spec("tova:keep=0.5+kivi:bits=4,group=8,residual=0");
-  ASSERT_TRUE(layer_local(chain));
-  const auto c = compress_chain(ctx, chain);
-  const auto masks = run("keep=0.5", cache);
-  for (int l = 0; l < cache.shape().layers; ++l) EXPECT_EQ(c->reconstruct(l).kept, masks[static_cast<std::size_t>(l)]) << l;
-  const auto whole = score(cache, *c, linalg::cpu_backend());
+  const auto whole = testing::expect_eviction_chains_with_kivi("tova:keep=0.5", testing::random_cache(fixture_shape(), 8));
   EXPECT_DOUBLE_EQ(whole.kept_fraction, 0.5);
-  const auto by_layer = compress_and_score_by_layer(ctx, chain, {}, nullptr, nullptr);
-  EXPECT_EQ(by_layer.bytes, whole.bytes);
-  EXPECT_EQ(by_layer.attn_kl, whole.attn_kl);
 }
 
 }  // namespace
