@@ -91,9 +91,31 @@ mkdir empty-out
 "$KVLAB" --quiet compress a.h5 --method "svd:rk=4" --out empty-out/ >/dev/null
 check "an empty directory is written into" test -s empty-out/methods.csv
 check "no staging folder is left behind" test -z "$(find . -name '*.tmp-*')"
+# A kill at any moment leaves the previous directory or the new one whole, never a mix and never
+# nothing (OutputDir commits with one atomic exchange). The kills land at several points of a
+# run; whatever point each hits, methods.csv and compress.json must describe the same methods.
+"$KVLAB" --quiet compress a.h5 --method "svd:rk=4" --out killed >/dev/null
+whole_dir() {
+  python3 - "$1" <<'PY'
+import csv, json, sys
+d = sys.argv[1]
+methods = json.load(open(f"{d}/compress.json"))["methods"]
+rows = list(csv.DictReader(open(f"{d}/methods.csv")))
+sys.exit(0 if len(methods) == len(rows) >= 1 else 1)
+PY
+}
+for delay in 0 0.05 0.1 0.2 0.4 0.8 1.6; do
+  "$KVLAB" --quiet compress a.h5 --method "svd:rk=4" --method "kivi" --out killed --force >/dev/null 2>&1 &
+  pid=$!
+  sleep "$delay"
+  kill -9 "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  check "a kill after ${delay} s leaves killed/ whole" whole_dir killed
+done
+rm -rf killed killed.tmp-*
 # Plain user errors: one line naming the input, never "internal error".
 touch afile
-expect_error "compress --out under a file" "afile" compress a.h5 --method svd --out afile/x
+expect_error "compress --out under a file" "afile" compress a.h5 --method svd:rk=4 --out afile/x
 expect_error "analyze --out onto a file" "afile: exists and is not a directory" analyze a.h5 --out afile
 expect_error "a directory given as a dump" "is a directory, not a KV dump" analyze reuse --out x
 expect_error "a directory given to compress" "is a directory, not a KV dump" compress reuse --method svd --out x

@@ -5,6 +5,9 @@
 
 #include <filesystem>
 #include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
 #include <nlohmann/json.hpp>
 
 #include "cli/analyze_run.h"
@@ -56,8 +59,19 @@ constexpr bool kHarness = false;
 // The runs the figures draw: the synthetic dump's analysis and compress runs, and the tiny
 // model's eval run (0 without the harness).
 struct DemoRuns {
-  std::int64_t analysis = 0, compress = 0, eval = 0;
+  std::int64_t analysis = 0, compress = 0, eval = 0, eviction = 0, eviction_eval = 0;
 };
+
+// Every selection method at four ratios (the eviction comparison), with `window_keys` for the
+// methods that score with an observation window.
+std::vector<std::string> eviction_sweep(const std::string& window_keys) {
+  std::vector<std::string> out;
+  for (const char* name : {"streamingllm", "h2o", "snapkv", "pyramidkv", "knorm", "keydiff", "tova", "random"}) {
+    const bool windowed = std::string_view(name) == "snapkv" || std::string_view(name) == "pyramidkv";
+    out.push_back(fmt::format("{}:keep=[0.1,0.2,0.35,0.5]{}", name, windowed ? window_keys : ""));
+  }
+  return out;
+}
 
 void write_figures(const std::filesystem::path& dir, const std::filesystem::path& db, const DemoRuns& runs) {
   const results::Store store(db, true);
@@ -72,8 +86,14 @@ void write_figures(const std::filesystem::path& dir, const std::filesystem::path
       {"eigen-rank", runs.analysis, "eigen_rank.png", "Rank needed for 90/95/99 % of the energy vs group size (xKV, Fig. 2)."},
       {"spectra", runs.analysis, "spectra.png", "Energy kept vs rank fraction: grouping layers concentrates the energy."},
       {"error-vs-ratio", runs.compress, "kl_vs_ratio.png", "Attention KL vs compression ratio, one line per method family."}};
+  if (runs.eviction)
+    figures.push_back({"error-vs-ratio", runs.eviction, "eviction_kl_vs_ratio.png",
+                       "Attention KL vs compression ratio of every selection method at keep 0.1, 0.2, 0.35, 0.5 (synthetic dump, 8 layers × 1024 tokens)."});
   if (runs.eval) figures.push_back({"accuracy-vs-ratio", runs.eval, "agreement_vs_ratio.png",
                                     "Agreement of greedy decoding with the uncompressed baseline on the tiny Llama."});
+  if (runs.eviction_eval)
+    figures.push_back({"accuracy-vs-ratio", runs.eviction_eval, "eviction_agreement_vs_ratio.png",
+                       "Agreement with the uncompressed baseline of every selection method at four ratios (tiny Llama)."});
   std::string report = "# kvlab demo\n\nFigures from the runs in `kvlab-results.sqlite` (`kvlab plot`; each has its gnuplot "
                        "script and data beside it).\n\n";
   try {
@@ -141,6 +161,19 @@ void add_demo(CLI::App& app, Action& action) {
       const auto scored = run_compress(compress);
       runs.compress = scored.run;
       fmt::print("{}", scored.summary);
+      // The eviction comparison: 32 specs, so on a smaller dump of the same structure (8 layers ×
+      // 1024 tokens) to keep the demo quick.
+      auto small = config;
+      small.layers = 8;
+      small.tokens = 1024;
+      CompressRequest eviction = compress;
+      eviction.dump = *dir / "synthetic-small.h5";
+      datasets::write_synthetic_dump(small, eviction.dump);
+      eviction.out = *dir / "eviction";
+      eviction.methods = eviction_sweep("");
+      fmt::print("\n  every selection method at four ratios on a smaller dump ({} layers × {} tokens) → {}\n", small.layers,
+                 small.tokens, eviction.out.string());
+      runs.eviction = run_compress(eviction).run;
 #ifdef KVLAB_HAVE_HARNESS
       // The same pipeline from a model: a tiny random Llama checkpoint (adjacent layers made
       // alike), its KV cache dumped by the libtorch harness, then scored like any dump.
@@ -184,6 +217,11 @@ void add_demo(CLI::App& app, Action& action) {
       const auto outcome = run_eval_into(eval, true);
       fmt::print("{}", outcome.summary);
       runs.eval = record_eval(db, outcome.report);
+      harness::EvalRequest eviction_eval = eval;
+      eviction_eval.methods = eviction_sweep(",window=4");
+      eviction_eval.out = *dir / "tiny-llama-eviction";
+      fmt::print("\n  every selection method at four ratios, decoding → {}\n", eviction_eval.out.string());
+      runs.eviction_eval = record_eval(db, run_eval_into(eviction_eval, true).report);
 #endif
       write_figures(*dir, db, runs);
       fmt::print("\nEvery run above is recorded in {0}: try `kvlab results ls --db {0}`,\n"

@@ -704,13 +704,21 @@ void write_bytes(const fs::path& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
+// A child still running after this long is hung (a corrupt heap once made libhdf5 loop forever
+// in H5HG_read): SIGALRM ends it and the test reports the hang. Reading these dumps takes
+// milliseconds, so the watchdog is far from any real run, sanitizers included.
+constexpr unsigned kChildWatchdogSeconds = 120;
+
 // Runs `body` in a forked child and returns its wait status: a crash in libhdf5 then fails one
 // test instead of ending the test binary. The child leaves through exit(), so HDF5's exit
 // handlers run as they do at the end of a kvlab command.
 int status_of_child(const std::function<int()>& body) {
   std::fflush(nullptr);
   const pid_t pid = ::fork();
-  if (pid == 0) std::exit(body());
+  if (pid == 0) {
+    ::alarm(kChildWatchdogSeconds);
+    std::exit(body());
+  }
   int status = 0;
   ::waitpid(pid, &status, 0);
   return status;
@@ -719,6 +727,7 @@ int status_of_child(const std::function<int()>& body) {
 bool exited_with(int status, int code) { return WIFEXITED(status) && WEXITSTATUS(status) == code; }
 
 std::string describe(int status) {
+  if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM) return fmt::format("hung (still running after {} s)", kChildWatchdogSeconds);
   return WIFSIGNALED(status) ? fmt::format("killed by signal {}", WTERMSIG(status))
                              : fmt::format("exit code {}", WEXITSTATUS(status));
 }
