@@ -21,7 +21,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// The OpenBLAS core /proc/cpuinfo says this CPU runs (the rule of docs/performance.md §8).
+// The OpenBLAS core /proc/cpuinfo says this CPU runs (the rule of docs/performance.md §3, "Which OpenBLAS kernels run").
 std::string expected_best_core() {
   std::ifstream in("/proc/cpuinfo");
   std::string line;

@@ -1,9 +1,9 @@
 // Which OpenBLAS kernels ("core") this process runs, and the start-up check that picks better
-// ones when OpenBLAS misjudges the CPU (docs/performance.md §8, "BLAS core").
+// ones when OpenBLAS misjudges the CPU (docs/performance.md §3, "Which OpenBLAS kernels run").
 //
 // A DYNAMIC_ARCH OpenBLAS (Debian's) picks its kernels from the CPU's family/model at load time.
-// 0.3.21 does not know newer CPUs and falls back to older kernels: AVX2 ("Haswell") on an AVX-512
-// AMD EPYC, SSE3 ("Prescott") on some AVX-512 Xeons — sgemm at a third to a half of the rate.
+// 0.3.21 does not know every newer CPU and can fall back to older kernels (SSE3 "Prescott" has been
+// seen on AVX-512 Xeons); Haswell kernels on an AVX-512 EPYC run sgemm at about half the rate.
 // OpenBLAS reads OPENBLAS_CORETYPE once, when it is loaded, so the only fix from inside is to run
 // the program again with that variable set: restart_with_best_blas_core() does that at the top of
 // main(). The rest of this header is pure functions, tested in blas_core_test.cpp.
