@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "core/version.h"
+#include "linalg/cpu/blas_core.h"
 #include "linalg/select_backend.h"
 #include "core/stopwatch.h"
 
@@ -68,6 +69,7 @@ AnalyzeOutcome run_analyze(const AnalyzeRequest& request) {
                          {"precision", request.precision},
                          {"token_block", options.token_block},
                          {"blas_threads", backend.threads()},
+                         {"blas", linalg::blas::summary()},
                          {"device", request.device},
                          {"command_line", command_line()},
                          {"kvlab_version", kVersion},

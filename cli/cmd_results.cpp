@@ -156,6 +156,8 @@ void show_run(const std::string& db, const std::string& ref) {
   field("command", run.command_line);
   field("host", run.host);
   field("device", run.device);
+  if (run.provenance.contains("blas") && run.provenance["blas"].is_string())
+    field("blas", run.provenance["blas"].get<std::string>());
   field("model", run.model + (run.model_hash.empty() ? "" : " #" + run.model_hash));
   field("dump", run.dump + (run.dump_hash.empty() ? "" : " #" + run.dump_hash));
   if (!run.seeds.empty()) field("seeds", fmt::format("{}", fmt::join(run.seeds, ", ")));

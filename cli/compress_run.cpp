@@ -19,6 +19,7 @@
 #include "core/atomic_file.h"
 #include "core/content_hash.h"
 #include "core/error.h"
+#include "linalg/cpu/blas_core.h"
 #include "linalg/select_backend.h"
 #include "core/progress.h"
 #include "core/safetensors.h"
@@ -140,7 +141,7 @@ CompressOutcome run_compress(const CompressRequest& req) {
       {"input", {{"dump", req.dump.string()}, {"dump_hash", core::file_hash(req.dump)}, {"sample", sample},
                  {"model", req.model.string()}, {"model_id", dump.info().model_id}, {"model_hash", req.model.empty() ? dump.info().model_hash : core::checkpoint_hash(req.model)},
                  {"command_line", command_line()}, {"kvlab_version", kVersion}, {"git_revision", kGitRevision},
-                 {"device", req.device}}},
+                 {"device", req.device}, {"blas", linalg::blas::summary()}}},
       {"shape", {{"layers", s.layers}, {"kv_heads", s.kv_heads}, {"q_heads", s.q_heads}, {"head_dim", s.head_dim},
                  {"tokens", s.tokens}, {"query_window", s.query_window}}},
       {"rope", cache.rope().describe()},

@@ -5,11 +5,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <string>
+#include <string_view>
 
 #include "cli/commands.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "core/version.h"
+#include "linalg/cpu/blas_core.h"
 
 namespace {
 
@@ -46,6 +48,12 @@ int parse_error(const CLI::App& app, const CLI::ParseError& e) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Before any work: run the BLAS kernels this CPU supports when OpenBLAS fell back to older
+  // ones (restarts the program; linalg/cpu/blas_core.h). --quiet also silences its notice.
+  bool quiet_flag = false;
+  for (int i = 1; i < argc; ++i)
+    if (std::string_view(argv[i]) == "-q" || std::string_view(argv[i]) == "--quiet") quiet_flag = true;
+  kvlab::linalg::blas::restart_with_best_core(argv, quiet_flag);
   kvlab::cli::set_command_line(argc, argv);
   CLI::App app{fmt::format(
       "kvlab {} ({}): measure and compress the KV caches of LLMs.\n\n"
@@ -54,7 +62,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   bool quiet = false;
   app.add_flag("-q,--quiet", quiet, "No progress bars (they are also off when stderr is not a terminal)");
-  app.set_version_flag("--version", fmt::format("kvlab {} ({})", kvlab::kVersion, kvlab::kGitRevision));
+  app.set_version_flag("--version", fmt::format("kvlab {} ({})\nBLAS: {}", kvlab::kVersion, kvlab::kGitRevision,
+                                                kvlab::linalg::blas::summary()));
   kvlab::cli::Action action;
   kvlab::cli::add_demo(app, action);
 #ifdef KVLAB_HAVE_HARNESS

@@ -1,6 +1,7 @@
 #include "cli/record_run.h"
 
 #include "cli/commands.h"
+#include "linalg/cpu/blas_core.h"
 #include "results/import.h"
 #include "results/metrics.h"
 #include "results/store.h"
@@ -11,7 +12,7 @@ namespace {
 namespace n = results::metric_name;
 
 // The report's own provenance plus what only the live run knows: a fresh uuid, the time, host,
-// the command line and the device.
+// the command line, the device and the BLAS library, core and threads.
 results::RunInfo live(results::RunInfo info, results::RunKind kind, const std::string& device, const std::string& uuid) {
   const auto now = results::current_run_info(kind, command_line());
   info.kind = kind;
@@ -22,6 +23,7 @@ results::RunInfo live(results::RunInfo info, results::RunKind kind, const std::s
   if (info.kvlab_version.empty()) info.kvlab_version = now.kvlab_version;
   if (info.revision.empty()) info.revision = now.revision;
   info.device = device;
+  info.provenance["blas"] = linalg::blas::summary();
   return info;
 }
 

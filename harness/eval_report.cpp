@@ -11,6 +11,7 @@
 #include "core/fnv1a.h"
 #include "core/version.h"
 #include "harness/run_setup.h"
+#include "linalg/cpu/blas_core.h"
 
 namespace kvlab::harness {
 namespace {
@@ -105,7 +106,7 @@ std::string samples_csv(const EvalPlan& plan, const std::vector<SampleDecode>& s
 // tokenizer, the options and what the metrics mean.
 json run_record(const EvalRequest& r, const EvalPlan& plan, const RunOptions& options) {
   return {
-      {"kvlab", {{"version", kVersion}, {"git_revision", kGitRevision}}},
+      {"kvlab", {{"version", kVersion}, {"git_revision", kGitRevision}, {"blas", linalg::blas::summary()}}},
       {"model", {{"id", model_id(r.model, plan.config)}, {"path", r.model.string()}, {"hash", core::checkpoint_hash(r.model)},
                  {"config", json::parse(plan.config.json)},
                  {"device", options.device.str()}, {"dtype", c10::toString(options.dtype)}}},
