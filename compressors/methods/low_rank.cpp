@@ -157,9 +157,9 @@ LowRankPlan make_low_rank_plan(const StageSpec& spec, const CacheShape& shape) {
   p.group_of.assign(static_cast<std::size_t>(shape.layers), -1);
   for (std::size_t g = 0; g < p.groups.size(); ++g)
     for (int l : p.groups[g]) p.group_of[static_cast<std::size_t>(l)] = static_cast<int>(g);
-  const auto& part = spec.get("part");
-  p.compress_key = part != "value";
-  p.compress_value = part != "key";
+  const auto& parts = spec.get("part");
+  p.compress_key = parts != "value";
+  p.compress_value = parts != "key";
   p.rk = spec.get_int("rk");
   p.rv = spec.get_int("rv");
   p.randomized = spec.get("solver") == "randomized";
