@@ -72,6 +72,8 @@ fi
 # Leaks count as failures (LeakSanitizer is on by default with ASan on Linux); UBSan aborts.
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1:${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}"
+# libhdf5's own leaks on its error paths (scripts/lsan_suppressions.txt says which).
+export LSAN_OPTIONS="suppressions=$PWD/scripts/lsan_suppressions.txt:${LSAN_OPTIONS:-}"
 LOGS="$BUILD/asan-logs"
 mkdir -p "$LOGS"
 run_suite() {

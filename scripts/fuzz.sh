@@ -58,7 +58,7 @@ fi
 
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:symbolize=1:${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}"
-export LSAN_OPTIONS="suppressions=$PWD/fuzz/lsan_suppressions.txt:${LSAN_OPTIONS:-}"
+export LSAN_OPTIONS="suppressions=$PWD/scripts/lsan_suppressions.txt:${LSAN_OPTIONS:-}"
 LOGS="$BUILD/logs"
 mkdir -p "$LOGS"
 
