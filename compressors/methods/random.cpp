@@ -32,12 +32,10 @@ class Random final : public EvictionStage {
     // One stream per layer (or one for all): the seed and the layer through seed_seq's mixing.
     std::seed_seq seq{seed_ & 0xffffffffu, seed_ >> 32, static_cast<std::uint64_t>(same_ ? 0 : l + 1)};
     std::mt19937_64 rng(seq);
-    std::vector<double> score(static_cast<std::size_t>(T * H));  // [H, T], head by head as kvpress's [H_kv, T]
-    for (auto& x : score) x = static_cast<double>(rng() >> 11) * 0x1.0p-53;
-    std::vector<double> head(static_cast<std::size_t>(T));
+    std::vector<double> score(static_cast<std::size_t>(T));  // head by head, as kvpress's [H_kv, T]
     for (int g = 0; g < H; ++g) {
-      std::copy_n(score.begin() + static_cast<std::ptrdiff_t>(g * T), T, head.begin());
-      keep_top_scores(head, head, T, b, H, g, mask);
+      for (auto& x : score) x = static_cast<double>(rng() >> 11) * 0x1.0p-53;
+      keep_top_scores(score, score, T, b, H, g, mask);
     }
     return mask;
   }
