@@ -80,9 +80,9 @@ void keep_range(std::int64_t begin, std::int64_t end, int H, int g, std::vector<
 
 // ---- the stage --------------------------------------------------------------------------------
 
-class Eviction final : public EvictionStage {
+class Eviction final : public BudgetedEviction {
  public:
-  explicit Eviction(const StageSpec& spec) : spec_(spec) {
+  explicit Eviction(const StageSpec& spec) : BudgetedEviction(spec) {
     const auto& m = spec.method;
     kind_ = m == "streamingllm" ? Kind::streamingllm
             : m == "h2o"        ? Kind::h2o
@@ -107,20 +107,13 @@ class Eviction final : public EvictionStage {
     }
   }
 
-  std::vector<std::uint8_t> select_layer(const CompressContext& ctx, int l) const override {
+  void select_cells(const CompressContext& ctx, int l, std::int64_t b, std::vector<std::uint8_t>& mask) const override {
     const auto& cache = ctx.cache;
     const auto& s = cache.shape();
     const std::int64_t T = s.tokens;
     const int H = s.kv_heads;
     if (static_cast<std::int64_t>(cache.positions().size()) != T)
       fail("{}: {} has {} positions for {} tokens", spec_.method, cache.describe(), cache.positions().size(), T);
-    if (l < 0 || l >= s.layers) fail("{}: layer {} is outside 0..{}", spec_.method, l, s.layers - 1);
-    std::vector<std::uint8_t> mask(static_cast<std::size_t>(T * H), 0);
-    const auto b = layer_budgets(s)[static_cast<std::size_t>(l)];
-    if (b >= T) {
-      std::fill(mask.begin(), mask.end(), 1);
-      return mask;
-    }
     switch (kind_) {
       case Kind::streamingllm:
         for (int g = 0; g < H; ++g) {
@@ -132,12 +125,10 @@ class Eviction final : public EvictionStage {
       case Kind::snapkv:
       case Kind::pyramidkv: select_snap(ctx, l, b, mask); break;
     }
-    return mask;
   }
 
-  nlohmann::json notes(const CacheShape& s) const override {
+  void add_notes(const CacheShape& s, nlohmann::json& n) const override {
     const auto budgets = layer_budgets(s);
-    nlohmann::json n{{"tokens", s.tokens}, {"budget_per_layer", budgets}};
     const auto b = budgets.empty() ? std::int64_t{0} : budgets[0];
     switch (kind_) {
       case Kind::streamingllm:
@@ -168,13 +159,12 @@ class Eviction final : public EvictionStage {
       n["beta"] = beta_;
       n["schedule"] = spec_.get("schedule");
     }
-    return n;
   }
 
  private:
   // Tokens kept per KV head in each layer (all layers alike except PyramidKV). Checks the keys
   // that depend on the cache (window vs W and budget, sinks vs budget), naming them.
-  std::vector<std::int64_t> layer_budgets(const CacheShape& s) const {
+  std::vector<std::int64_t> layer_budgets(const CacheShape& s) const override {
     const std::int64_t T = s.tokens;
     const auto b = eviction_budget(spec_, T);
     if (b < T) {
@@ -250,7 +240,6 @@ class Eviction final : public EvictionStage {
     }
   }
 
-  StageSpec spec_;
   Kind kind_ = Kind::snapkv;
   std::int64_t sinks_ = 0;
   double recent_ = 0.5;
@@ -270,12 +259,7 @@ namespace {
 
 // The four methods share one stage class (Eviction reads its kind from the spec); each selects a
 // layer's cells from that layer's window alone.
-MethodDef with_eviction_stage(MethodDef m) {
-  m.make_eviction = make_eviction_method;
-  m.layer_local = true;
-  m.device = DevicePath::scores;  // every score here comes from the cache source (KvCacheSource scores on the device)
-  return m;
-}
+MethodDef with_eviction_stage(MethodDef m) { return eviction_method<Eviction>(std::move(m)); }
 
 }  // namespace
 
@@ -336,6 +320,27 @@ MethodDef pyramidkv_method() {
 }
 
 std::unique_ptr<EvictionStage> make_eviction_method(const StageSpec& spec) { return std::make_unique<Eviction>(spec); }
+
+// ---- the shared frame -------------------------------------------------------------------------
+
+std::vector<std::uint8_t> BudgetedEviction::select_layer(const CompressContext& ctx, int l) const {
+  const auto& s = ctx.cache.shape();
+  if (l < 0 || l >= s.layers) fail("{}: layer {} is outside 0..{}", spec_.method, l, s.layers - 1);
+  const auto b = layer_budgets(s)[static_cast<std::size_t>(l)];
+  std::vector<std::uint8_t> mask(static_cast<std::size_t>(s.tokens * s.kv_heads), static_cast<std::uint8_t>(b >= s.tokens));
+  if (b < s.tokens) select_cells(ctx, l, b, mask);
+  return mask;
+}
+
+nlohmann::json BudgetedEviction::notes(const CacheShape& s) const {
+  nlohmann::json n{{"tokens", s.tokens}, {"budget_per_layer", layer_budgets(s)}};
+  add_notes(s, n);
+  return n;
+}
+
+std::vector<std::int64_t> BudgetedEviction::layer_budgets(const CacheShape& s) const {
+  return std::vector<std::int64_t>(static_cast<std::size_t>(s.layers), eviction_budget(spec_, s.tokens));
+}
 
 // ---- free functions ---------------------------------------------------------------------------
 

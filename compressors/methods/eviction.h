@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,42 @@ std::unique_ptr<EvictionStage> make_eviction_method(const StageSpec& spec);
 // Tokens kept per (layer, KV head) for T prompt tokens: budget > 0 ? min(budget, T) :
 // clamp(round(keep·T), 1, T). For every method's `keep`/`budget` keys.
 std::int64_t eviction_budget(const StageSpec& spec, std::int64_t tokens);
+
+// The frame every eviction method's stage shares: select_layer checks the layer (naming the
+// method), takes its budget from layer_budgets and keeps every cell when that is ≥ T, else marks
+// the cells select_cells keeps; notes() reports "tokens" and "budget_per_layer" and what
+// add_notes adds. A method implements select_cells (and add_notes, and layer_budgets when its
+// layers differ, as PyramidKV's do).
+class BudgetedEviction : public EvictionStage {
+ public:
+  explicit BudgetedEviction(const StageSpec& spec) : spec_(spec) {}
+  std::vector<std::uint8_t> select_layer(const CompressContext& ctx, int layer) const final;
+  nlohmann::json notes(const CacheShape& s) const final;
+
+ protected:
+  // Tokens kept per KV head in each layer: eviction_budget(spec_, T) on every layer by default.
+  virtual std::vector<std::int64_t> layer_budgets(const CacheShape& s) const;
+  // Marks in `mask` [T, H_kv] (all 0 on entry) the cells layer `layer` keeps with `budget` < T
+  // tokens per KV head.
+  virtual void select_cells(const CompressContext& ctx, int layer, std::int64_t budget,
+                            std::vector<std::uint8_t>& mask) const = 0;
+  // The method's own entries of notes().
+  virtual void add_notes(const CacheShape&, nlohmann::json&) const {}
+
+  StageSpec spec_;
+};
+
+// An eviction method's registry entry completed: its stage `Stage` built from the spec,
+// layer-local, scored through the cache source where the cache lies (DevicePath::scores: every
+// eviction method here reads the cache only through CacheSource, which KvCacheSource serves on
+// the device).
+template <class Stage>
+MethodDef eviction_method(MethodDef m) {
+  m.make_eviction = [](const StageSpec& spec) -> std::unique_ptr<EvictionStage> { return std::make_unique<Stage>(spec); };
+  m.layer_local = true;
+  m.device = DevicePath::scores;
+  return m;
+}
 
 // The `keep` and `budget` keys every eviction method declares (same names, defaults and help, so
 // sweeps and chains read them alike), and the check they share (keep > 0; usable as a

@@ -31,19 +31,15 @@ namespace {
 constexpr double kNormalizeEps = 1e-12;  // torch.nn.functional.normalize's default eps
 constexpr double kCosineEps = 1e-8;      // torch.nn.functional.cosine_similarity's default eps
 
-class KeyDiff final : public EvictionStage {
+class KeyDiff final : public BudgetedEviction {
  public:
-  explicit KeyDiff(const StageSpec& spec) : spec_(spec) {}
+  explicit KeyDiff(const StageSpec& spec) : BudgetedEviction(spec) {}
 
-  std::vector<std::uint8_t> select_layer(const CompressContext& ctx, int l) const override {
+  void select_cells(const CompressContext& ctx, int l, std::int64_t b, std::vector<std::uint8_t>& mask) const override {
     const auto& cache = ctx.cache;
     const auto& s = cache.shape();
     const std::int64_t T = s.tokens;
     const int H = s.kv_heads, D = s.head_dim;
-    if (l < 0 || l >= s.layers) fail("keydiff: layer {} is outside 0..{}", l, s.layers - 1);
-    const auto b = eviction_budget(spec_, T);
-    std::vector<std::uint8_t> mask(static_cast<std::size_t>(T * H), static_cast<std::uint8_t>(b >= T));
-    if (b >= T) return mask;
     if (static_cast<std::int64_t>(cache.positions().size()) != T)
       fail("keydiff: {} has {} positions for {} tokens", cache.describe(), cache.positions().size(), T);
     auto key = cache.layer(l, Part::key);
@@ -77,33 +73,23 @@ class KeyDiff final : public EvictionStage {
       }
       keep_top_scores(score, score, T, b, H, g, mask);
     }
-    return mask;
   }
 
-  nlohmann::json notes(const CacheShape& s) const override {
-    return {{"tokens", s.tokens},
-            {"budget_per_layer", std::vector<std::int64_t>(static_cast<std::size_t>(s.layers), eviction_budget(spec_, s.tokens))},
-            {"score", "-cos(k, mean of normalised post-RoPE keys) per KV head over the whole prompt (no blocks)"}};
+  void add_notes(const CacheShape&, nlohmann::json& n) const override {
+    n["score"] = "-cos(k, mean of normalised post-RoPE keys) per KV head over the whole prompt (no blocks)";
   }
-
- private:
-  StageSpec spec_;
 };
 
 }  // namespace
 
 MethodDef keydiff_method() {
-  MethodDef m{"keydiff", StageKind::eviction,
+  return eviction_method<KeyDiff>({"keydiff", StageKind::eviction,
               "KeyDiff (docs/methods/key-scorers.md §4; kvpress KeyDiffPress, arXiv 2504.15364): keeps, per layer and KV "
               "head, the budget tokens whose post-RoPE keys have the lowest cosine similarity to the mean normalised key "
               "of the head; no queries. The anchor is over the whole prompt (the paper's block-wise prefill, kvpress "
               "BlockPress, is not modelled).",
               {eviction_keep_param(), eviction_budget_param()},
-              check_eviction_budget};
-  m.make_eviction = [](const StageSpec& spec) -> std::unique_ptr<EvictionStage> { return std::make_unique<KeyDiff>(spec); };
-  m.layer_local = true;
-  m.device = DevicePath::scores;  // scored from the keys through the cache source, where the cache lies (see above)
-  return m;
+              check_eviction_budget});
 }
 
 }  // namespace kvlab::compressors

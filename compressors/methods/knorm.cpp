@@ -23,18 +23,14 @@
 namespace kvlab::compressors {
 namespace {
 
-class Knorm final : public EvictionStage {
+class Knorm final : public BudgetedEviction {
  public:
-  explicit Knorm(const StageSpec& spec) : spec_(spec) {}
+  explicit Knorm(const StageSpec& spec) : BudgetedEviction(spec) {}
 
-  std::vector<std::uint8_t> select_layer(const CompressContext& ctx, int l) const override {
+  void select_cells(const CompressContext& ctx, int l, std::int64_t b, std::vector<std::uint8_t>& mask) const override {
     const auto& s = ctx.cache.shape();
     const std::int64_t T = s.tokens;
     const int H = s.kv_heads, D = s.head_dim;
-    if (l < 0 || l >= s.layers) fail("knorm: layer {} is outside 0..{}", l, s.layers - 1);
-    const auto b = eviction_budget(spec_, T);
-    std::vector<std::uint8_t> mask(static_cast<std::size_t>(T * H), static_cast<std::uint8_t>(b >= T));
-    if (b >= T) return mask;
     const auto key = ctx.cache.layer(l, Part::key);
     if (key.shape != core::Shape{T, H, D}) fail("knorm: {}: layer {} keys have the wrong shape", ctx.cache.describe(), l);
     std::vector<double> score(static_cast<std::size_t>(T));
@@ -47,32 +43,22 @@ class Knorm final : public EvictionStage {
       }
       keep_top_scores(score, score, T, b, H, g, mask);
     }
-    return mask;
   }
 
-  nlohmann::json notes(const CacheShape& s) const override {
-    return {{"tokens", s.tokens},
-            {"budget_per_layer", std::vector<std::int64_t>(static_cast<std::size_t>(s.layers), eviction_budget(spec_, s.tokens))},
-            {"score", "-||k||_2 per KV head (lowest key norms kept)"}};
+  void add_notes(const CacheShape&, nlohmann::json& n) const override {
+    n["score"] = "-||k||_2 per KV head (lowest key norms kept)";
   }
-
- private:
-  StageSpec spec_;
 };
 
 }  // namespace
 
 MethodDef knorm_method() {
-  MethodDef m{"knorm", StageKind::eviction,
+  return eviction_method<Knorm>({"knorm", StageKind::eviction,
               "K-norm (docs/methods/key-scorers.md §3; kvpress KnormPress, arXiv 2406.11430): keeps, per layer and KV "
               "head, the budget tokens whose keys have the lowest L2 norm; no queries, sinks or windows. Every layer is "
               "compressed (the authors' l2compress can skip layers, e.g. 0 and 1; kvpress does not).",
               {eviction_keep_param(), eviction_budget_param()},
-              check_eviction_budget};
-  m.make_eviction = [](const StageSpec& spec) -> std::unique_ptr<EvictionStage> { return std::make_unique<Knorm>(spec); };
-  m.layer_local = true;
-  m.device = DevicePath::scores;  // scored from the keys through the cache source, where the cache lies (see above)
-  return m;
+              check_eviction_budget});
 }
 
 }  // namespace kvlab::compressors

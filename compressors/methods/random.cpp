@@ -16,19 +16,15 @@
 namespace kvlab::compressors {
 namespace {
 
-class Random final : public EvictionStage {
+class Random final : public BudgetedEviction {
  public:
   explicit Random(const StageSpec& spec)
-      : spec_(spec), seed_(static_cast<std::uint64_t>(spec.get_int("seed"))), same_(spec.get("layers") == "same") {}
+      : BudgetedEviction(spec), seed_(static_cast<std::uint64_t>(spec.get_int("seed"))), same_(spec.get("layers") == "same") {}
 
-  std::vector<std::uint8_t> select_layer(const CompressContext& ctx, int l) const override {
+  void select_cells(const CompressContext& ctx, int l, std::int64_t b, std::vector<std::uint8_t>& mask) const override {
     const auto& s = ctx.cache.shape();
     const std::int64_t T = s.tokens;
     const int H = s.kv_heads;
-    if (l < 0 || l >= s.layers) fail("random: layer {} is outside 0..{}", l, s.layers - 1);
-    const auto b = eviction_budget(spec_, T);
-    std::vector<std::uint8_t> mask(static_cast<std::size_t>(T * H), static_cast<std::uint8_t>(b >= T));
-    if (b >= T) return mask;
     // One stream per layer (or one for all): the seed and the layer through seed_seq's mixing.
     std::seed_seq seq{seed_ & 0xffffffffu, seed_ >> 32, static_cast<std::uint64_t>(same_ ? 0 : l + 1)};
     std::mt19937_64 rng(seq);
@@ -37,18 +33,14 @@ class Random final : public EvictionStage {
       for (auto& x : score) x = static_cast<double>(rng() >> 11) * 0x1.0p-53;
       keep_top_scores(score, score, T, b, H, g, mask);
     }
-    return mask;
   }
 
-  nlohmann::json notes(const CacheShape& s) const override {
-    return {{"tokens", s.tokens},
-            {"budget_per_layer", std::vector<std::int64_t>(static_cast<std::size_t>(s.layers), eviction_budget(spec_, s.tokens))},
-            {"seed", seed_},
-            {"layers", spec_.get("layers")}};
+  void add_notes(const CacheShape&, nlohmann::json& n) const override {
+    n["seed"] = seed_;
+    n["layers"] = spec_.get("layers");
   }
 
  private:
-  StageSpec spec_;
   std::uint64_t seed_;
   bool same_;
 };
@@ -56,7 +48,7 @@ class Random final : public EvictionStage {
 }  // namespace
 
 MethodDef random_method() {
-  MethodDef m{"random", StageKind::eviction,
+  return eviction_method<Random>({"random", StageKind::eviction,
               "random (docs/methods/random.md; kvpress RandomPress): keeps, per layer and KV head, a seeded uniformly "
               "random set of budget tokens; the floor every selection method should clear.",
               {eviction_keep_param(), eviction_budget_param(),
@@ -65,11 +57,7 @@ MethodDef random_method() {
                 "independent: each layer draws its own tokens; same: every layer the same (kvpress's seeded generator, "
                 "re-seeded per layer)",
                 {"independent", "same"}}},
-              check_eviction_budget};
-  m.make_eviction = [](const StageSpec& spec) -> std::unique_ptr<EvictionStage> { return std::make_unique<Random>(spec); };
-  m.layer_local = true;
-  m.device = DevicePath::scores;  // reads nothing of the cache: the masks are all it writes
-  return m;
+              check_eviction_budget});
 }
 
 }  // namespace kvlab::compressors

@@ -22,17 +22,13 @@
 namespace kvlab::compressors {
 namespace {
 
-class Tova final : public EvictionStage {
+class Tova final : public BudgetedEviction {
  public:
-  explicit Tova(const StageSpec& spec) : spec_(spec), pin_last_(spec.get("last") == "kept") {}
+  explicit Tova(const StageSpec& spec) : BudgetedEviction(spec), pin_last_(spec.get("last") == "kept") {}
 
-  std::vector<std::uint8_t> select_layer(const CompressContext& ctx, int l) const override {
+  void select_cells(const CompressContext& ctx, int l, std::int64_t b, std::vector<std::uint8_t>& mask) const override {
     const auto& s = ctx.cache.shape();
     const std::int64_t T = s.tokens;
-    if (l < 0 || l >= s.layers) fail("tova: layer {} is outside 0..{}", l, s.layers - 1);
-    const auto b = eviction_budget(spec_, T);
-    std::vector<std::uint8_t> mask(static_cast<std::size_t>(T * s.kv_heads), static_cast<std::uint8_t>(b >= T));
-    if (b >= T) return mask;
     if (s.query_window < 1) fail("tova: {} holds no queries (W = 0): TOVA scores with the last token's query", ctx.cache.describe());
     const auto last_row = window_attention_sums(ctx.cache, l, 1, ctx.backend);  // [H_q, T]
     std::vector<double> score(static_cast<std::size_t>(T), 0.0);
@@ -41,25 +37,21 @@ class Tova final : public EvictionStage {
     for (double& x : score) x /= s.q_heads;  // torch.mean over the heads
     if (pin_last_) score.back() = *std::max_element(score.begin(), score.end() - 1);  // T ≥ 2 here
     for (int g = 0; g < s.kv_heads; ++g) keep_top_scores(score, score, T, b, s.kv_heads, g, mask);
-    return mask;
   }
 
-  nlohmann::json notes(const CacheShape& s) const override {
-    return {{"tokens", s.tokens},
-            {"budget_per_layer", std::vector<std::int64_t>(static_cast<std::size_t>(s.layers), eviction_budget(spec_, s.tokens))},
-            {"score", "the last query's attention, mean over all query heads; one token set for every KV head"},
-            {"last", spec_.get("last")}};
+  void add_notes(const CacheShape&, nlohmann::json& n) const override {
+    n["score"] = "the last query's attention, mean over all query heads; one token set for every KV head";
+    n["last"] = spec_.get("last");
   }
 
  private:
-  StageSpec spec_;
   bool pin_last_;
 };
 
 }  // namespace
 
 MethodDef tova_method() {
-  MethodDef m{"tova", StageKind::eviction,
+  return eviction_method<Tova>({"tova", StageKind::eviction,
               "TOVA (docs/methods/tova.md; arXiv 2401.06104, schwartz-lab-NLP/TOVA tova_cache.py): keeps, per layer, the "
               "budget tokens with the highest attention from the last prompt token, averaged over all query heads; the "
               "same tokens in every KV head. Needs the dump's query window (W >= 1).",
@@ -68,11 +60,7 @@ MethodDef tova_method() {
                 "the last token: scored by its own attention like the others (authors' TOVACache) or always kept "
                 "(kvpress TOVAPress pads it with the maximum score)",
                 {"scored", "kept"}}},
-              check_eviction_budget};
-  m.make_eviction = [](const StageSpec& spec) -> std::unique_ptr<EvictionStage> { return std::make_unique<Tova>(spec); };
-  m.layer_local = true;
-  m.device = DevicePath::scores;  // the window scores are computed where the cache lies
-  return m;
+              check_eviction_budget});
 }
 
 }  // namespace kvlab::compressors
