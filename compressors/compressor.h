@@ -31,6 +31,12 @@ struct CompressContext {
 // Per layer, the cells kept: L masks of [T, H_kv] (1 = kept).
 using KeepMasks = std::vector<std::vector<std::uint8_t>>;
 
+// One layer's token scores per KV head (EvictionStage::score_layer).
+struct HeadScores {
+  std::vector<double> primary;    // [H_kv, T]: higher is kept first; +inf: kept whatever the budget (a window)
+  std::vector<double> secondary;  // [H_kv, T]: breaks ties of primary (then the earlier token); empty: primary's
+};
+
 class EvictionStage {
  public:
   virtual ~EvictionStage() = default;
@@ -44,6 +50,12 @@ class EvictionStage {
     for (int l = 0; l < ctx.cache.shape().layers; ++l) masks.push_back(select_layer(ctx, l));
     return masks;
   }
+  // The scores a method that ranks each KV head's tokens by one score (knorm, keydiff, tova,
+  // random, snapkv) gives layer `layer` when `budget` (< T) tokens per KV head are kept: its
+  // select_layer keeps each head's top `budget` of them. Stages that share a layer's budget
+  // across its heads themselves (adakv) allocate on them. Empty for methods that select
+  // otherwise (streamingllm, h2o, pyramidkv).
+  virtual HeadScores score_layer(const CompressContext&, int /*layer*/, std::int64_t /*budget*/) const { return {}; }
   // Method-specific figures for the report (budget per layer, ...).
   virtual nlohmann::json notes(const CacheShape&) const { return nlohmann::json::object(); }
 };

@@ -123,8 +123,17 @@ class Eviction final : public BudgetedEviction {
         break;
       case Kind::h2o: select_h2o(ctx, l, b, mask); break;
       case Kind::snapkv:
-      case Kind::pyramidkv: select_snap(ctx, l, b, mask); break;
+      case Kind::pyramidkv: keep_top_per_head(snap_scores(ctx, l), T, H, b, mask); break;
     }
+  }
+
+  // SnapKV's scores (snap_scores) for a stage that allocates `budget` per KV head itself (adakv),
+  // with the window checks snapkv makes against its own budget. PyramidKV's budgets are its
+  // method, so it gives none.
+  HeadScores score_layer(const CompressContext& ctx, int l, std::int64_t budget) const override {
+    if (kind_ != Kind::snapkv) return {};
+    check_window(ctx.cache.shape(), budget);
+    return snap_scores(ctx, l);
   }
 
   void add_notes(const CacheShape& s, nlohmann::json& n) const override {
@@ -170,14 +179,7 @@ class Eviction final : public BudgetedEviction {
     if (b < T) {
       if (kind_ == Kind::streamingllm && sinks_ > b)
         fail("{}: key 'sinks' = {} exceeds the budget of {} tokens (keep/budget) for T = {}", spec_.method, sinks_, b, T);
-      if (kind_ == Kind::snapkv || kind_ == Kind::pyramidkv) {
-        if (window_ > s.query_window)
-          fail("{}: key 'window' = {} exceeds the {} queries the dump holds (its query window W)", spec_.method, window_,
-               s.query_window);
-        if (window_ >= b)
-          fail("{}: key 'window' = {} must be < the budget of {} tokens (keep/budget) for T = {}", spec_.method, window_,
-               b, T);
-      }
+      if (kind_ == Kind::snapkv || kind_ == Kind::pyramidkv) check_window(s, b);
       if (kind_ == Kind::h2o && b - recent_tokens(b) > 0 && s.query_window < 1)
         fail("{}: the cache holds no queries (W = 0) to score heavy hitters; set recent=1 or dump queries", spec_.method);
     }
@@ -185,6 +187,16 @@ class Eviction final : public BudgetedEviction {
       return conserved_ ? pyramid_budgets(b, window_, T, s.layers, beta_)
                         : pyramid_budgets_authors(b, window_, T, s.layers, beta_);
     return std::vector<std::int64_t>(static_cast<std::size_t>(s.layers), b);
+  }
+
+  // The window fits the dump's query window and the budget b (< T) of its layer.
+  void check_window(const CacheShape& s, std::int64_t b) const {
+    if (window_ > s.query_window)
+      fail("{}: key 'window' = {} exceeds the {} queries the dump holds (its query window W)", spec_.method, window_,
+           s.query_window);
+    if (window_ >= b)
+      fail("{}: key 'window' = {} must be < the budget of {} tokens (keep/budget) for T = {}", spec_.method, window_, b,
+           s.tokens);
   }
 
   std::int64_t recent_tokens(std::int64_t budget) const {
@@ -219,11 +231,14 @@ class Eviction final : public BudgetedEviction {
 
   // SnapKV (KVCache-Factory SnapKVCluster.update_kv): attention of the last `window` queries summed
   // over the window for the keys before it, reduced to the KV head and pooled (`order`: either
-  // way round), top (b − window) of those keys, plus the window itself.
-  void select_snap(const CompressContext& ctx, int l, std::int64_t b, std::vector<std::uint8_t>& mask) const {
+  // way round), the raw reduced score breaking ties; the window itself scores +inf, so a head's
+  // top b are the window and the top (b − window) of the keys before it. [H_kv, T].
+  HeadScores snap_scores(const CompressContext& ctx, int l) const {
     const auto& s = ctx.cache.shape();
     const std::int64_t T = s.tokens, n = T - window_;
     const auto sums = window_attention_sums(ctx.cache, l, window_, ctx.backend);
+    HeadScores out{std::vector<double>(static_cast<std::size_t>(s.kv_heads * T), kInf),
+                   std::vector<double>(static_cast<std::size_t>(s.kv_heads * T), kInf)};
     for (int g = 0; g < s.kv_heads; ++g) {
       auto rows = group_rows(sums, s, g, n);
       const auto raw = aggregate(rows, agg_);
@@ -235,9 +250,10 @@ class Eviction final : public BudgetedEviction {
         const auto p = pool_scores(std::vector<float>(raw.begin(), raw.end()), kernel_, max_pool_);
         pooled.assign(p.begin(), p.end());
       }
-      keep_top_scores(pooled, raw, n, b - window_, s.kv_heads, g, mask);
-      keep_range(n, T, s.kv_heads, g, mask);
+      std::copy(pooled.begin(), pooled.end(), out.primary.begin() + g * T);
+      std::copy(raw.begin(), raw.end(), out.secondary.begin() + g * T);
     }
+    return out;
   }
 
   Kind kind_ = Kind::snapkv;
@@ -338,6 +354,14 @@ nlohmann::json BudgetedEviction::notes(const CacheShape& s) const {
   return n;
 }
 
+void BudgetedEviction::select_cells(const CompressContext& ctx, int l, std::int64_t b, std::vector<std::uint8_t>& mask) const {
+  const auto& s = ctx.cache.shape();
+  const auto scores = score_layer(ctx, l, b);
+  if (scores.primary.size() != static_cast<std::size_t>(s.kv_heads * s.tokens))
+    fail("{}: layer {}: no per-head scores to select by", spec_.method, l);
+  keep_top_per_head(scores, s.tokens, s.kv_heads, b, mask);
+}
+
 std::vector<std::int64_t> BudgetedEviction::layer_budgets(const CacheShape& s) const {
   return std::vector<std::int64_t>(static_cast<std::size_t>(s.layers), eviction_budget(spec_, s.tokens));
 }
@@ -361,6 +385,16 @@ ParamDef eviction_budget_param() {
 // error, because the canonical form prints every key and must parse back.)
 void check_eviction_budget(const StageSpec& spec, const std::vector<std::string>&) {
   if (!(spec.get_real("keep") > 0)) fail("spec '{}': key 'keep' = {} must be > 0", spec.method, spec.get("keep"));
+}
+
+void keep_top_per_head(const HeadScores& scores, std::int64_t T, int H, std::int64_t k, std::vector<std::uint8_t>& mask) {
+  const auto& second = scores.secondary.empty() ? scores.primary : scores.secondary;
+  for (int g = 0; g < H; ++g) {
+    const auto row = static_cast<std::ptrdiff_t>(g * T);
+    const std::vector<double> p(scores.primary.begin() + row, scores.primary.begin() + row + T),
+        q(second.begin() + row, second.begin() + row + T);
+    keep_top_scores(p, q, T, k, H, g, mask);
+  }
 }
 
 void keep_top_scores(const std::vector<double>& primary, const std::vector<double>& secondary, std::int64_t n,

@@ -35,8 +35,9 @@ std::int64_t eviction_budget(const StageSpec& spec, std::int64_t tokens);
 // The frame every eviction method's stage shares: select_layer checks the layer (naming the
 // method), takes its budget from layer_budgets and keeps every cell when that is ≥ T, else marks
 // the cells select_cells keeps; notes() reports "tokens" and "budget_per_layer" and what
-// add_notes adds. A method implements select_cells (and add_notes, and layer_budgets when its
-// layers differ, as PyramidKV's do).
+// add_notes adds. A method that ranks tokens by one score per KV head implements score_layer
+// (select_cells then keeps each head's top budget of them); others override select_cells (and
+// layer_budgets when their layers differ, as PyramidKV's do).
 class BudgetedEviction : public EvictionStage {
  public:
   explicit BudgetedEviction(const StageSpec& spec) : spec_(spec) {}
@@ -47,9 +48,9 @@ class BudgetedEviction : public EvictionStage {
   // Tokens kept per KV head in each layer: eviction_budget(spec_, T) on every layer by default.
   virtual std::vector<std::int64_t> layer_budgets(const CacheShape& s) const;
   // Marks in `mask` [T, H_kv] (all 0 on entry) the cells layer `layer` keeps with `budget` < T
-  // tokens per KV head.
+  // tokens per KV head: by default each head's top `budget` of score_layer (keep_top_per_head).
   virtual void select_cells(const CompressContext& ctx, int layer, std::int64_t budget,
-                            std::vector<std::uint8_t>& mask) const = 0;
+                            std::vector<std::uint8_t>& mask) const;
   // The method's own entries of notes().
   virtual void add_notes(const CacheShape&, nlohmann::json&) const {}
 
@@ -81,6 +82,9 @@ void check_eviction_budget(const StageSpec& spec, const std::vector<std::string>
 // raw score as `secondary` keeps the spike itself). Methods with one score pass it twice.
 void keep_top_scores(const std::vector<double>& primary, const std::vector<double>& secondary, std::int64_t n,
                      std::int64_t k, int H, int g, std::vector<std::uint8_t>& mask);
+
+// keep_top_scores on each KV head g of `scores` ([H, T] rows, all T tokens), k per head, into mask [T, H].
+void keep_top_per_head(const HeadScores& scores, std::int64_t T, int H, std::int64_t k, std::vector<std::uint8_t>& mask);
 
 // Attention each key receives from the last `rows` dumped queries of `layer` (1 ≤ rows ≤ W):
 // [H_q, T], entry (h, t) = Σ_w softmax_t(q_{w,h}·k_t/√D) with RoPE at the true positions and the

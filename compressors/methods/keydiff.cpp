@@ -35,7 +35,7 @@ class KeyDiff final : public BudgetedEviction {
  public:
   explicit KeyDiff(const StageSpec& spec) : BudgetedEviction(spec) {}
 
-  void select_cells(const CompressContext& ctx, int l, std::int64_t b, std::vector<std::uint8_t>& mask) const override {
+  HeadScores score_layer(const CompressContext& ctx, int l, std::int64_t) const override {
     const auto& cache = ctx.cache;
     const auto& s = cache.shape();
     const std::int64_t T = s.tokens;
@@ -45,9 +45,10 @@ class KeyDiff final : public BudgetedEviction {
     auto key = cache.layer(l, Part::key);
     if (key.shape != core::Shape{T, H, D}) fail("keydiff: {}: layer {} keys have the wrong shape", cache.describe(), l);
     const auto key_rot = rotate_keys(cache, std::move(key));
-    std::vector<double> norm(static_cast<std::size_t>(T)), anchor(static_cast<std::size_t>(D)),
-        score(static_cast<std::size_t>(T));
+    std::vector<double> norm(static_cast<std::size_t>(T)), anchor(static_cast<std::size_t>(D));
+    HeadScores out{std::vector<double>(static_cast<std::size_t>(H * T)), {}};
     for (int g = 0; g < H; ++g) {
+      double* score = out.primary.data() + g * T;
       const auto row = [&](std::int64_t t) { return key_rot.data.data() + (t * H + g) * D; };
       std::fill(anchor.begin(), anchor.end(), 0.0);
       for (std::int64_t t = 0; t < T; ++t) {
@@ -69,10 +70,10 @@ class KeyDiff final : public BudgetedEviction {
         const float* k = row(t);
         double dot = 0;
         for (int d = 0; d < D; ++d) dot += k[d] * anchor[static_cast<std::size_t>(d)];
-        score[static_cast<std::size_t>(t)] = -dot / (std::max(norm[static_cast<std::size_t>(t)], kCosineEps) * anchor_norm);
+        score[t] = -dot / (std::max(norm[static_cast<std::size_t>(t)], kCosineEps) * anchor_norm);
       }
-      keep_top_scores(score, score, T, b, H, g, mask);
     }
+    return out;
   }
 
   void add_notes(const CacheShape&, nlohmann::json& n) const override {

@@ -27,22 +27,23 @@ class Knorm final : public BudgetedEviction {
  public:
   explicit Knorm(const StageSpec& spec) : BudgetedEviction(spec) {}
 
-  void select_cells(const CompressContext& ctx, int l, std::int64_t b, std::vector<std::uint8_t>& mask) const override {
+  HeadScores score_layer(const CompressContext& ctx, int l, std::int64_t) const override {
     const auto& s = ctx.cache.shape();
     const std::int64_t T = s.tokens;
     const int H = s.kv_heads, D = s.head_dim;
     const auto key = ctx.cache.layer(l, Part::key);
     if (key.shape != core::Shape{T, H, D}) fail("knorm: {}: layer {} keys have the wrong shape", ctx.cache.describe(), l);
-    std::vector<double> score(static_cast<std::size_t>(T));
+    HeadScores out{std::vector<double>(static_cast<std::size_t>(H * T)), {}};
     for (int g = 0; g < H; ++g) {
+      double* score = out.primary.data() + g * T;
       for (std::int64_t t = 0; t < T; ++t) {
         const float* k = key.data.data() + (t * H + g) * D;
         double sq = 0;
         for (int d = 0; d < D; ++d) sq += double{k[d]} * k[d];
-        score[static_cast<std::size_t>(t)] = -std::sqrt(sq);  // KnormPress: −keys.norm(dim=−1)
+        score[t] = -std::sqrt(sq);  // KnormPress: −keys.norm(dim=−1)
       }
-      keep_top_scores(score, score, T, b, H, g, mask);
     }
+    return out;
   }
 
   void add_notes(const CacheShape&, nlohmann::json& n) const override {

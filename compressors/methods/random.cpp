@@ -21,18 +21,16 @@ class Random final : public BudgetedEviction {
   explicit Random(const StageSpec& spec)
       : BudgetedEviction(spec), seed_(static_cast<std::uint64_t>(spec.get_int("seed"))), same_(spec.get("layers") == "same") {}
 
-  void select_cells(const CompressContext& ctx, int l, std::int64_t b, std::vector<std::uint8_t>& mask) const override {
+  HeadScores score_layer(const CompressContext& ctx, int l, std::int64_t) const override {
     const auto& s = ctx.cache.shape();
     const std::int64_t T = s.tokens;
     const int H = s.kv_heads;
     // One stream per layer (or one for all): the seed and the layer through seed_seq's mixing.
     std::seed_seq seq{seed_ & 0xffffffffu, seed_ >> 32, static_cast<std::uint64_t>(same_ ? 0 : l + 1)};
     std::mt19937_64 rng(seq);
-    std::vector<double> score(static_cast<std::size_t>(T));  // head by head, as kvpress's [H_kv, T]
-    for (int g = 0; g < H; ++g) {
-      for (auto& x : score) x = static_cast<double>(rng() >> 11) * 0x1.0p-53;
-      keep_top_scores(score, score, T, b, H, g, mask);
-    }
+    HeadScores out{std::vector<double>(static_cast<std::size_t>(H * T)), {}};  // head by head, as kvpress's [H_kv, T]
+    for (auto& x : out.primary) x = static_cast<double>(rng() >> 11) * 0x1.0p-53;
+    return out;
   }
 
   void add_notes(const CacheShape&, nlohmann::json& n) const override {

@@ -26,7 +26,7 @@ class Tova final : public BudgetedEviction {
  public:
   explicit Tova(const StageSpec& spec) : BudgetedEviction(spec), pin_last_(spec.get("last") == "kept") {}
 
-  void select_cells(const CompressContext& ctx, int l, std::int64_t b, std::vector<std::uint8_t>& mask) const override {
+  HeadScores score_layer(const CompressContext& ctx, int l, std::int64_t) const override {
     const auto& s = ctx.cache.shape();
     const std::int64_t T = s.tokens;
     if (s.query_window < 1) fail("tova: {} holds no queries (W = 0): TOVA scores with the last token's query", ctx.cache.describe());
@@ -36,7 +36,9 @@ class Tova final : public BudgetedEviction {
       for (std::int64_t t = 0; t < T; ++t) score[static_cast<std::size_t>(t)] += last_row.data[static_cast<std::size_t>(h * T + t)];
     for (double& x : score) x /= s.q_heads;  // torch.mean over the heads
     if (pin_last_) score.back() = *std::max_element(score.begin(), score.end() - 1);  // T ≥ 2 here
-    for (int g = 0; g < s.kv_heads; ++g) keep_top_scores(score, score, T, b, s.kv_heads, g, mask);
+    HeadScores out;  // the same scores in every KV head
+    for (int g = 0; g < s.kv_heads; ++g) out.primary.insert(out.primary.end(), score.begin(), score.end());
+    return out;
   }
 
   void add_notes(const CacheShape&, nlohmann::json& n) const override {
