@@ -19,7 +19,8 @@
   X(knorm)               \
   X(keydiff)             \
   X(tova)                \
-  X(random)
+  X(random)              \
+  X(adakv)
 
 namespace kvlab::compressors {
 

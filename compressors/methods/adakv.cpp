@@ -1,0 +1,104 @@
+// adakv: adaptive budget allocation across the KV heads of a layer, around another method's
+// scores (docs/methods/adakv.md). Feng, Lv, Cao, Xie, Zhou, "Ada-KV: Optimizing KV Cache
+// Eviction by Adaptive Budget Allocation for Efficient LLM Inference", arXiv 2407.11550; kvlab
+// follows kvpress's AdaKVPress (NVIDIA/kvpress kvpress/presses/adakv_press.py), which the
+// authors list as a community implementation of theirs (FFY0/AdaKV README):
+//
+//   n_kept = the per-head budget b                    (kvpress: int(T·(1 − compression_ratio)))
+//   n_safe = ⌊alpha·b⌋                                (int(n_kept · alpha_safeguard))
+//   each head's top n_safe scores are raised above every other score (scatter_ of finfo.max),
+//   then the layer keeps its H·b highest scores over all heads at once (kvpress prunes the
+//   H·(T − b) lowest of the flattened [H, T] scores).
+//
+// So a layer keeps exactly H·b cells, every head at least n_safe; heads whose scores are spread
+// out take the budget the concentrated ones leave. The scores are the wrapped method's
+// (`scorer`, with that method's default keys), from EvictionStage::score_layer; a scorer's
+// windows (snapkv) come as +inf scores and are kept in every head. Ties go to the secondary
+// score, then the lower head, then the earlier token (torch.topk leaves them unspecified).
+//
+// The authors' own code (FFY0/AdaKV adaptive_snapkv/monkeypatch/snapkv_utils.py,
+// AdaptiveSnapKVCluster) allocates differently: head h's count of the global top H·(b − w) is
+// rounded as round(c_h·(1 − alpha) + ⌊alpha·(b − w)⌋), which need not sum to H·(b − w);
+// docs/methods/adakv.md §3 lists the differences.
+//
+// Device path `scores`: the scorers all score through the cache source, so on the resident route
+// (harness/resident_routes.cpp) the scores are computed where the cache lies, as the scorer's are.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "compressors/methods/eviction.h"
+#include "core/error.h"
+
+namespace kvlab::compressors {
+namespace {
+
+class AdaKV final : public BudgetedEviction {
+ public:
+  explicit AdaKV(const StageSpec& spec)
+      : BudgetedEviction(spec),
+        scorer_spec_(parse_stage(method(spec.get("scorer")), "")),
+        scorer_(make_eviction(scorer_spec_)),
+        alpha_(spec.get_real("alpha")) {}
+
+  void select_cells(const CompressContext& ctx, int l, std::int64_t b, std::vector<std::uint8_t>& mask) const override {
+    const auto& s = ctx.cache.shape();
+    const std::int64_t T = s.tokens;
+    const int H = s.kv_heads;
+    auto scores = scorer_->score_layer(ctx, l, b);
+    if (scores.primary.size() != static_cast<std::size_t>(H * T))
+      fail("adakv: scorer '{}' gives no per-head scores for layer {}", scorer_spec_.method, l);
+    if (scores.secondary.empty()) scores.secondary = scores.primary;
+    // The safeguard: every head's top ⌊alpha·b⌋ ranks above all else.
+    std::vector<std::uint8_t> safe(static_cast<std::size_t>(T * H), 0);
+    keep_top_per_head(scores, T, H, static_cast<std::int64_t>(std::floor(alpha_ * static_cast<double>(b))), safe);
+    // The layer's H·b best cells over all heads, flat index g·T + t as kvpress's reshape.
+    const auto cell = [&](std::int64_t i) { return static_cast<std::size_t>((i % T) * H + i / T); };
+    const auto better = [&](std::int64_t x, std::int64_t y) {
+      const auto ux = static_cast<std::size_t>(x), uy = static_cast<std::size_t>(y);
+      if (safe[cell(x)] != safe[cell(y)]) return safe[cell(x)] > safe[cell(y)];
+      if (scores.primary[ux] != scores.primary[uy]) return scores.primary[ux] > scores.primary[uy];
+      if (scores.secondary[ux] != scores.secondary[uy]) return scores.secondary[ux] > scores.secondary[uy];
+      return x < y;
+    };
+    std::vector<std::int64_t> idx(static_cast<std::size_t>(H * T));
+    std::iota(idx.begin(), idx.end(), std::int64_t{0});
+    const auto k = static_cast<std::int64_t>(H) * b;
+    std::nth_element(idx.begin(), idx.begin() + k, idx.end(), better);
+    for (std::int64_t i = 0; i < k; ++i) mask[cell(idx[static_cast<std::size_t>(i)])] = 1;
+  }
+
+  void add_notes(const CacheShape&, nlohmann::json& n) const override {
+    n["scorer"] = scorer_spec_.to_string();
+    n["alpha"] = alpha_;
+    n["allocation"] =
+        "budget_per_layer is the mean per KV head: each layer keeps H_kv·budget cells, the top floor(alpha·budget) of "
+        "every head, then the best of the scorer's scores over all heads (kvpress AdaKVPress)";
+  }
+
+ private:
+  StageSpec scorer_spec_;
+  std::unique_ptr<EvictionStage> scorer_;
+  double alpha_;
+};
+
+}  // namespace
+
+MethodDef adakv_method() {
+  return eviction_method<AdaKV>({"adakv", StageKind::eviction,
+              "Ada-KV (docs/methods/adakv.md; arXiv 2407.11550, kvpress AdaKVPress): each layer keeps H_kv·budget cells "
+              "chosen over all its KV heads at once by the scorer's scores, every head at least floor(alpha·budget); "
+              "the scorer runs with its default keys.",
+              {eviction_keep_param(), eviction_budget_param(),
+               {"scorer", ParamType::choice, "snapkv",
+                "the method whose per-head scores are allocated (Ada-SnapKV is the paper's; kvpress wraps any "
+                "ScorerPress), run with its default keys",
+                {"snapkv", "knorm", "keydiff", "tova", "random"}},
+               {"alpha", ParamType::real, "0.2",
+                "safeguard: every head keeps at least floor(alpha·budget) of its best tokens (kvpress alpha_safeguard "
+                "0.20; the authors' floor_alpha has no default, their runall.sh 0.5); 1: the scorer's own per-head top-k",
+                {}, 0, 1}},
+              check_eviction_budget});
+}
+
+}  // namespace kvlab::compressors
