@@ -1,0 +1,120 @@
+// CommonKV (compressors/methods/commonkv.h) written once for every device: `Ops` is
+// compressors/host_ops.h's HostOps in the host stage (commonkv.cpp) and the harness's TorchOps on
+// the model's tensors (harness/torch_ops.h, harness/commonkv_on_device.cpp). Latents are f32
+// [T, r] (Ops::Tensor32), as the chain computes them. The caller forms them (c = h·Pᵀ) with its
+// own GEMM, the one product whose last bits differ between devices; the rest is the same
+// elementwise arithmetic and row selection, so equal latents give equal stored values.
+#pragma once
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "compressors/methods/commonkv.h"
+#include "core/error.h"
+
+namespace kvlab::compressors {
+
+// How the chain stores a tensor: latents at fp16, per token, their last rows a quantizer's
+// residual window; factors (P, D) at fp16, per token; biases at fp16, never quantized; the merged
+// tokens' index as int32.
+enum class CommonkvRole { latent, factor, bias, index };
+
+template <class Ops>
+struct CommonkvStored {
+  std::string name;  // as commonkv.h lists them
+  CommonkvRole role;
+  typename Ops::Tensor32 values;    // [n, c] f32 as computed (stored at fp16); empty for the index
+  std::vector<std::int32_t> index;  // group{g}/merged_index: the merged tokens, ascending
+};
+
+// The stage (its StageSpec) on the grouped layers of g adjacent ones (0…g−1, g…2g−1, …; the
+// L mod g leftover layers are the caller's): the stored form, handed to `store` in the order
+// below. `latents(layer, p)` forms c = h·Pᵀ [T, r] from the exact P (and checks attn_in);
+// `upload(values, rows, cols)` puts a host f32 [rows, cols] where the latents are. Returns the
+// no-merge budget, int(keep·pairs). Fails when g > L (`where` names the cache).
+template <class Ops, class Latents, class Upload, class Store>
+std::int64_t commonkv_stage(const StageSpec& spec, const core::Checkpoint& ckpt, const CacheShape& shape,
+                            std::string_view where, linalg::Backend& backend, const Latents& latents,
+                            const Upload& upload, const Store& store) {
+  using T32 = typename Ops::Tensor32;
+  const std::int64_t T = shape.tokens, N = shape.width(), g = spec.get_int("g");
+  if (g > shape.layers) fail("commonkv: key 'g' = {} exceeds the {} layers of {}", g, shape.layers, where);
+  std::vector<std::vector<int>> groups(static_cast<std::size_t>(shape.layers / g), std::vector<int>(g));
+  for (std::size_t i = 0; i < groups.size(); ++i) std::iota(groups[i].begin(), groups[i].end(), static_cast<int>(i * g));
+  std::vector<T32> projections;  // P [r, d_model] per group
+  // Pass 1: per group its factors, and each token's cosine of the first and last layer's latents
+  // in double, Σ x·y / max(√(Σx²·Σy²), 1e-8) (torch's eps, as the authors' F.cosine_similarity).
+  std::vector<double> similarity(groups.size() * static_cast<std::size_t>(T)), dot(T), first_sq(T), last_sq(T);
+  for (std::size_t i = 0; i < groups.size(); ++i) {
+    const auto f = commonkv_factors(ckpt, groups[i], N, spec.get_int("rank"), backend);
+    projections.push_back(upload(f.p, f.rank, f.d_model));
+    store({fmt::format("group{}/P", i), CommonkvRole::factor, projections[i], {}});
+    for (std::size_t j = 0; j < groups[i].size(); ++j)
+      for (const bool value : {false, true}) {
+        const char* part = value ? "value" : "key";
+        store({fmt::format("layer{}/D_{}", groups[i][j], part), CommonkvRole::factor,
+               upload((value ? f.d_value : f.d_key)[j], N, f.rank), {}});
+        if (const auto& b = (value ? f.value_bias : f.key_bias)[j]; !b.empty())
+          store({fmt::format("layer{}/{}_bias", groups[i][j], part), CommonkvRole::bias, upload(b, 1, N), {}});
+      }
+    const T32 first = latents(groups[i].front(), projections[i]);  // first: a misshapen attn_in fails in order
+    const T32 last = latents(groups[i].back(), projections[i]);
+    Ops::copy_out(Ops::row_dot(first, last), dot.data());
+    Ops::copy_out(Ops::row_dot(first, first), first_sq.data());
+    Ops::copy_out(Ops::row_dot(last, last), last_sq.data());
+    for (std::int64_t t = 0; t < T; ++t)
+      similarity[i * T + t] = dot[t] / std::max(std::sqrt(first_sq[t] * last_sq[t]), 1e-8);
+  }
+  // The global no-merge budget: the int(keep·pairs) least similar (group, token) pairs of all
+  // groups stay unmerged (ties: the earlier pair first), and so do every group's first `sinks`
+  // and last `recent` tokens.
+  const auto pairs = static_cast<std::int64_t>(similarity.size());
+  const auto budget = std::min(pairs, static_cast<std::int64_t>(spec.get_real("keep") * static_cast<double>(pairs)));
+  std::vector<std::int64_t> order(static_cast<std::size_t>(pairs));
+  std::iota(order.begin(), order.end(), std::int64_t{0});
+  std::sort(order.begin(), order.end(), [&](std::int64_t x, std::int64_t y) {
+    return std::pair(similarity[x], x) < std::pair(similarity[y], y);
+  });
+  std::vector<std::vector<std::uint8_t>> merged(groups.size(), std::vector<std::uint8_t>(T, 1));
+  for (std::int64_t i = 0; i < budget; ++i) merged[order[i] / T][order[i] % T] = 0;
+  for (auto& flags : merged)
+    for (std::int64_t t = 0; t < T; ++t) flags[t] &= t >= spec.get_int("sinks") && t < T - spec.get_int("recent");
+  // Pass 2, per group: each layer's latent (its unmerged rows), the merged latent Σ_j c_j/g
+  // (weights=uniform; summed in layer order from zeros), the merged index.
+  const float weight = 1.f / static_cast<float>(g);
+  for (std::size_t i = 0; i < groups.size(); ++i) {
+    const auto is_merged = Ops::mask(merged[i], projections[i]);
+    T32 sum;
+    for (const int l : groups[i]) {
+      const T32 c = latents(l, projections[i]), mine = Ops::rows(c, is_merged, true);
+      sum = Ops::axpy(l == groups[i].front() ? Ops::zeros_like(mine) : sum, mine, weight);
+      store({fmt::format("layer{}/latent", l), CommonkvRole::latent, Ops::rows(c, is_merged, false), {}});
+    }
+    store({fmt::format("group{}/merged_latent", i), CommonkvRole::latent, std::move(sum), {}});
+    std::vector<std::int32_t> index;
+    for (std::int64_t t = 0; t < T; ++t)
+      if (merged[i][t]) index.push_back(static_cast<std::int32_t>(t));
+    store({fmt::format("group{}/merged_index", i), CommonkvRole::index, {}, std::move(index)});
+  }
+  return budget;
+}
+
+// A grouped layer rebuilt from its stored form: the latents [T, r] (the group's merged rows where
+// is_merged, the layer's own elsewhere, each in token order), then c·Dᵀ (+ b) [T, N] with D
+// [N, r] and b [1, N] (null without biases).
+template <class Ops>
+typename Ops::Tensor32 commonkv_rebuild(const typename Ops::Tensor32& own, const typename Ops::Tensor32& merged,
+                                        const typename Ops::Mask& is_merged, const typename Ops::Tensor32& d,
+                                        const typename Ops::Tensor32* bias) {
+  typename Ops::Tensor32 x = Ops::matmul_t(Ops::interleave_rows(is_merged, merged, own), d);
+  return bias ? Ops::add_row(x, *bias) : x;
+}
+
+}  // namespace kvlab::compressors
