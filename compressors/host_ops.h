@@ -96,12 +96,10 @@ struct HostOps {
   }
   // The rows r of x where m[r] == want, in order.
   static Tensor32 rows(const Tensor32& x, const Mask& m, bool want) {
-    Eigen::Index n = 0;
-    for (Eigen::Index r = 0; r < m.rows(); ++r) n += m(r) == want;
-    Tensor32 out(n, x.cols());
-    for (Eigen::Index r = 0, o = 0; r < x.rows(); ++r)
-      if (m(r) == want) out.row(o++) = x.row(r);
-    return out;
+    std::vector<Eigen::Index> keep;
+    for (Eigen::Index r = 0; r < m.rows(); ++r)
+      if (m(r) == want) keep.push_back(r);
+    return x(keep, Eigen::all);
   }
   // y + w·x, elementwise in f32 (a plain loop: the compiler fuses it as it did the stage's).
   static Tensor32 axpy(Tensor32 y, const Tensor32& x, float w) {
@@ -130,10 +128,7 @@ struct HostOps {
     return Eigen::Map<const Eigen::Array<std::uint8_t, Eigen::Dynamic, 1>>(flags.data(), flags.size()) != 0;
   }
   // x + b on every row, b [1, c].
-  static Tensor32 add_row(Tensor32 x, const Tensor32& b) {
-    x.rowwise() += b.row(0);
-    return x;
-  }
+  static Tensor32 add_row(const Tensor32& x, const Tensor32& b) { return x.rowwise() + b.row(0); }
 };
 
 }  // namespace kvlab::compressors

@@ -67,16 +67,13 @@ std::int64_t commonkv_in_place(KvCache& cache, const compressors::CacheShape& sh
       return;
     }
     // A group's last tensor: rebuild its layers from the stored tensors.
-    const at::Tensor index = at::from_blob(s.index.data(), {static_cast<std::int64_t>(s.index.size())}, at::kInt);
-    const at::Tensor is_merged = at::zeros({T}, at::TensorOptions(at::kBool).device(device))
-                                     .index_fill_(0, index.to(device, at::kLong), true);
-    const at::Tensor& merged = stored.at(fmt::format("group{}/merged_latent", group));
+    const auto get = [&](const std::string& name) {
+      const auto it = stored.find(name);
+      return it == stored.end() ? std::nullopt : std::optional(it->second);
+    };
     for (int l = static_cast<int>(group * G); l < (group + 1) * G; ++l) {
       const auto rebuild = [&](const char* part) {
-        const auto b = stored.find(fmt::format("layer{}/{}_bias", l, part));
-        return compressors::commonkv_rebuild<TorchOps>(stored.at(fmt::format("layer{}/latent", l)), merged, is_merged,
-                                                       stored.at(fmt::format("layer{}/D_{}", l, part)),
-                                                       b == stored.end() ? nullptr : &b->second)
+        return compressors::commonkv_rebuild<TorchOps>(l, static_cast<int>(G), part, T, s.index, get)
             .view({T, shape.kv_heads, shape.head_dim})
             .transpose(0, 1);
       };

@@ -56,9 +56,7 @@ struct TorchOps {
   // y + w·x (one multiply-add per element, which torch, like GCC on the host, may fuse).
   static Tensor32 axpy(const Tensor32& y, const Tensor32& x, float w) { return at::add(y, x, w); }
   static Tensor32 interleave_rows(const Mask& m, const Tensor32& a, const Tensor32& b) {
-    at::Tensor out = at::empty({m.size(0), a.size(0) ? a.size(1) : b.size(1)}, a.options());
-    out.index_put_({m}, a);
-    return out.index_put_({m.logical_not()}, b);
+    return at::empty({m.size(0), a.size(0) ? a.size(1) : b.size(1)}, a.options()).index_put_({m}, a).index_put_({~m}, b);
   }
   static Tensor32 matmul_t(const Tensor32& x, const Tensor32& y) { return at::matmul(x, y.t()); }
   static Tensor32 add_row(const Tensor32& x, const Tensor32& b) { return x + b; }
@@ -66,8 +64,7 @@ struct TorchOps {
     std::copy_n(v.to(at::kCPU, at::kDouble).contiguous().data_ptr<double>(), v.numel(), out);
   }
   static Mask mask(const std::vector<std::uint8_t>& flags, const Tensor32& like) {
-    const auto n = static_cast<std::int64_t>(flags.size());
-    return at::from_blob(const_cast<std::uint8_t*>(flags.data()), {n}, at::kByte).to(like.device(), at::kBool);
+    return at::tensor(flags, at::kByte).to(like.device(), at::kBool);
   }
 };
 

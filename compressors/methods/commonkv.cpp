@@ -7,6 +7,7 @@
 #include <cmath>
 #include <map>
 #include <numeric>
+#include <optional>
 
 #include "compressors/dense.h"
 #include "compressors/host_ops.h"
@@ -56,9 +57,9 @@ MethodDef commonkv_method() {
 
 namespace {
 
-// A stored [n, c] tensor's values as a matrix.
-HostOps::Tensor32 matrix(const StoredTensor& t) {
-  return Eigen::Map<const HostOps::Tensor32>(t.values.data(), t.shape[0], t.shape[1]);
+// Row-major f32 values as a [rows, cols] matrix.
+HostOps::Tensor32 matrix(const std::vector<float>& v, std::int64_t rows, std::int64_t cols) {
+  return Eigen::Map<const HostOps::Tensor32>(v.data(), rows, cols);
 }
 
 // What each stored tensor is, for the byte breakdown in notes().
@@ -73,15 +74,13 @@ class CommonKVCompressed final : public Compressed {
   std::vector<StoredTensor> tensors;
   std::vector<Kind> kinds;
   std::map<std::string, std::size_t> slots;  // every tensor's slot, by name
-  std::vector<std::ptrdiff_t> dense;  // per leftover layer: its key's slot (the value's is the next)
   std::int64_t budget = 0;   // int(keep·N): pairs left unmerged by similarity
   std::int64_t requested_rank = 0;
 
-  std::ptrdiff_t add(StoredTensor t, Kind kind) {
+  void add(StoredTensor t, Kind kind) {
     slots[t.name] = tensors.size();
     tensors.push_back(std::move(t));
     kinds.push_back(kind);
-    return static_cast<std::ptrdiff_t>(tensors.size()) - 1;
   }
   void add(CommonkvStored<HostOps>&& s) {
     const auto& v = s.values;
@@ -108,23 +107,18 @@ class CommonKVCompressed final : public Compressed {
     if (layer < 0 || layer >= shape.layers) fail("commonkv: layer {} outside [0, {})", layer, shape.layers);
     const std::int64_t T = shape.tokens;
     LayerKV out{FloatTensor({T, shape.kv_heads, shape.head_dim}), FloatTensor({T, shape.kv_heads, shape.head_dim}), {}};
-    if (layer >= groups * g) {
-      const std::ptrdiff_t slot = dense[layer - groups * g];
-      out.key = rebuild_uncompressed(tensors[slot], Part::key, shape, rope, positions);
-      out.value = rebuild_uncompressed(tensors[slot + 1], Part::value, shape, rope, positions);
-      return out;
-    }
-    // The layer rebuilt from the stored tensors alone (a quantizer may have changed them).
-    HostOps::Mask is_merged = HostOps::Mask::Constant(T, false);  // the stored form says which tokens merged
-    for (const std::int32_t t : find(fmt::format("group{}/merged_index", layer / g))->unpack_indices()) is_merged(t) = true;
-    const auto own = matrix(*find(fmt::format("layer{}/latent", layer)));
-    const auto merged = matrix(*find(fmt::format("group{}/merged_latent", layer / g)));
-    for (auto [part, dst] : {std::pair{"key", &out.key}, {"value", &out.value}}) {
-      const StoredTensor* b = find(fmt::format("layer{}/{}_bias", layer, part));
-      const HostOps::Tensor32 bias = b ? matrix(*b) : HostOps::Tensor32();
-      const HostOps::Tensor32 x = commonkv_rebuild<HostOps>(own, merged, is_merged,
-                                                            matrix(*find(fmt::format("layer{}/D_{}", layer, part))),
-                                                            b ? &bias : nullptr);
+    for (auto [part, dst] : {std::pair{Part::key, &out.key}, {Part::value, &out.value}}) {
+      if (layer >= groups * g) {  // leftover: stored dense
+        *dst = rebuild_uncompressed(*find(fmt::format("layer{}/{}", layer, to_string(part))), part, shape, rope, positions);
+        continue;
+      }
+      // From the stored tensors alone (a quantizer may have changed them).
+      const auto get = [&](const std::string& name) {
+        const StoredTensor* t = find(name);
+        return t ? std::optional(matrix(t->values, t->shape[0], t->shape[1])) : std::nullopt;
+      };
+      const auto index = find(fmt::format("group{}/merged_index", layer / g))->unpack_indices();
+      const HostOps::Tensor32 x = commonkv_rebuild<HostOps>(layer, g, to_string(part), T, index, get);
       std::copy_n(x.data(), x.size(), dst->data.data());
     }
     return out;
@@ -203,18 +197,13 @@ class CommonKV final : public TransformStage {
              "k_proj)", cache.describe(), layer, fmt::join(h.shape, ", "), T, d_model);
       return HostOps::matmul_t(Eigen::Map<const HostOps::Tensor32>(h.data.data(), T, d_model), p, ctx.backend);
     };
-    const auto upload = [](const std::vector<float>& v, std::int64_t rows, std::int64_t cols) {
-      return HostOps::Tensor32(Eigen::Map<const HostOps::Tensor32>(v.data(), rows, cols));
-    };
     out->budget = commonkv_stage<HostOps>(spec_, *ctx.checkpoint, out->shape, cache.describe(), ctx.backend, latents,
-                                          upload, [&](CommonkvStored<HostOps>&& s) { out->add(std::move(s)); });
+                                          matrix, [&](CommonkvStored<HostOps>&& s) { out->add(std::move(s)); });
     out->g = static_cast<int>(spec_.get_int("g"));
     out->groups = out->shape.layers / out->g;
     // Leftover layers (never grouped, as the code's merge): dense, as the model's cache holds them.
-    for (int l = out->groups * out->g; l < out->shape.layers; ++l) {
-      out->dense.push_back(out->add(store_uncompressed(cache, l, Part::key), Kind::dense));
-      out->add(store_uncompressed(cache, l, Part::value), Kind::dense);
-    }
+    for (int l = out->groups * out->g; l < out->shape.layers; ++l)
+      for (const Part part : {Part::key, Part::value}) out->add(store_uncompressed(cache, l, part), Kind::dense);
     return out;
   }
 

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <numeric>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -106,14 +107,19 @@ std::int64_t commonkv_stage(const StageSpec& spec, const core::Checkpoint& ckpt,
   return budget;
 }
 
-// A grouped layer rebuilt from its stored form: the latents [T, r] (the group's merged rows where
-// is_merged, the layer's own elsewhere, each in token order), then c·Dᵀ (+ b) [T, N] with D
-// [N, r] and b [1, N] (null without biases).
-template <class Ops>
-typename Ops::Tensor32 commonkv_rebuild(const typename Ops::Tensor32& own, const typename Ops::Tensor32& merged,
-                                        const typename Ops::Mask& is_merged, const typename Ops::Tensor32& d,
-                                        const typename Ops::Tensor32* bias) {
-  typename Ops::Tensor32 x = Ops::matmul_t(Ops::interleave_rows(is_merged, merged, own), d);
+// Grouped layer `layer`'s keys (pre-RoPE; part "key") or values ("value") [T, N] rebuilt from its
+// stored form: c·Dᵀ (+ b), the latents c [T, r] being the group's merged rows at the tokens of
+// `merged_index` and the layer's own rows elsewhere, each in token order. get(name) gives a
+// stored tensor's values, std::nullopt for a bias the checkpoint lacks.
+template <class Ops, class Get>
+typename Ops::Tensor32 commonkv_rebuild(int layer, int g, std::string_view part, std::int64_t T,
+                                        const std::vector<std::int32_t>& merged_index, const Get& get) {
+  std::vector<std::uint8_t> flags(static_cast<std::size_t>(T), 0);
+  for (const std::int32_t t : merged_index) flags[t] = 1;
+  const auto own = *get(fmt::format("layer{}/latent", layer)), merged = *get(fmt::format("group{}/merged_latent", layer / g));
+  const auto x = Ops::matmul_t(Ops::interleave_rows(Ops::mask(flags, own), merged, own),
+                               *get(fmt::format("layer{}/D_{}", layer, part)));
+  const auto bias = get(fmt::format("layer{}/{}_bias", layer, part));
   return bias ? Ops::add_row(x, *bias) : x;
 }
 
