@@ -12,7 +12,6 @@
 
 #include <Eigen/Core>
 
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -86,12 +85,9 @@ struct HostOps {
   using Tensor32 = Eigen::Array<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   // [n]: Σ_d a·b of every row pair, in double, summed in index order.
   static Tensor row_dot(const Tensor32& a, const Tensor32& b) {
-    Tensor out(a.rows(), 1);
-    for (Eigen::Index r = 0; r < a.rows(); ++r) {
-      double s = 0;
-      for (Eigen::Index d = 0; d < a.cols(); ++d) s += static_cast<double>(a(r, d)) * b(r, d);
-      out(r, 0) = s;
-    }
+    Tensor out = Tensor::Zero(a.rows(), 1);
+    for (Eigen::Index r = 0; r < a.rows(); ++r)
+      for (Eigen::Index d = 0; d < a.cols(); ++d) out(r, 0) += static_cast<double>(a(r, d)) * b(r, d);
     return out;
   }
   // The rows r of x where m[r] == want, in order.
@@ -122,8 +118,8 @@ struct HostOps {
     return out;
   }
   static Tensor32 zeros_like(const Tensor32& x) { return Tensor32::Zero(x.rows(), x.cols()); }
-  // [n] v into out[0..n); a mask [n] from flags (nonzero: true), the second argument only says where.
-  static void copy_out(const Tensor& v, double* out) { std::copy_n(v.data(), v.rows(), out); }
+  // A vector [n] in a host vector; a mask [n] from flags (nonzero: true), made where `like` is.
+  static std::vector<double> host(const Tensor& v) { return {v.data(), v.data() + v.rows()}; }
   static Mask mask(const std::vector<std::uint8_t>& flags, const Tensor32&) {
     return Eigen::Map<const Eigen::Array<std::uint8_t, Eigen::Dynamic, 1>>(flags.data(), flags.size()) != 0;
   }

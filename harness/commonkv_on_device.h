@@ -1,14 +1,10 @@
 // CommonKV (compressors/methods/commonkv.h), alone or followed by kivi, run by torch where the
 // model's cache lies, CPU or CUDA: the host stage's kernel (compressors/methods/commonkv_kernel.h)
-// through TorchOps (torch_ops.h) makes the stage's stored form there, tensor for tensor, and each
-// layer is rebuilt from it, so no layer's K/V crosses to the host. The weight SVD and the global
-// no-merge budget over the [groups·T] cosines are the host's own (the kernel calls them). The
-// latents c = h·Pᵀ are torch's product, summed in another order than the host's BLAS: a stored
-// latent may sit one fp16 step from the host's (commonkv_on_device_test.cpp). The attention
-// inputs h are the capture's (host f32, ContextCapture with attn_in), uploaded a layer at a time.
-// Leftover layers (L mod g) keep the model's values. With a kivi stage after commonkv, the
-// latents, P, D and the leftover layers become what KIVI stores of them (kivi_on_device.h); the
-// biases stay fp16.
+// through TorchOps makes the stage's stored form there, tensor for tensor, and each layer is
+// rebuilt from it, so no layer's K/V crosses to the host. Only the latents c = h·Pᵀ are torch's
+// own product (h: the capture's attn_in, uploaded a layer at a time). Leftover layers (L mod g)
+// keep the model's values. With kivi after commonkv, the latents, P, D and the leftover layers
+// become what KIVI stores of them (kivi_on_device.h); the biases stay fp16.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -16,12 +12,9 @@
 #include <cstdint>
 #include <functional>
 
-#include "compressors/cache_source.h"
 #include "compressors/methods/commonkv_kernel.h"
-#include "core/safetensors.h"
 #include "harness/model/kv_cache.h"
 #include "harness/torch_ops.h"
-#include "linalg/backend.h"
 
 namespace kvlab::harness {
 

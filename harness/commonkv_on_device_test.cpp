@@ -25,6 +25,7 @@
 
 #include "compressors/chain.h"
 #include "compressors/methods/commonkv.h"
+#include "core/safetensors.h"
 
 namespace kvlab::harness {
 namespace {

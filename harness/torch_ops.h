@@ -8,7 +8,6 @@
 
 #include <ATen/ATen.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <vector>
@@ -60,8 +59,9 @@ struct TorchOps {
   }
   static Tensor32 matmul_t(const Tensor32& x, const Tensor32& y) { return at::matmul(x, y.t()); }
   static Tensor32 add_row(const Tensor32& x, const Tensor32& b) { return x + b; }
-  static void copy_out(const Tensor& v, double* out) {
-    std::copy_n(v.to(at::kCPU, at::kDouble).contiguous().data_ptr<double>(), v.numel(), out);
+  static std::vector<double> host(const Tensor& v) {
+    const at::Tensor c = v.to(at::kCPU, at::kDouble).contiguous();
+    return {c.data_ptr<double>(), c.data_ptr<double>() + c.numel()};
   }
   static Mask mask(const std::vector<std::uint8_t>& flags, const Tensor32& like) {
     return at::tensor(flags, at::kByte).to(like.device(), at::kBool);

@@ -13,8 +13,6 @@
 #include <cstdint>
 #include <numeric>
 #include <string>
-#include <string_view>
-#include <utility>
 #include <vector>
 
 #include "compressors/methods/commonkv.h"
@@ -52,7 +50,7 @@ std::int64_t commonkv_stage(const StageSpec& spec, const core::Checkpoint& ckpt,
   std::vector<T32> projections;  // P [r, d_model] per group
   // Pass 1: per group its factors, and each token's cosine of the first and last layer's latents
   // in double, Σ x·y / max(√(Σx²·Σy²), 1e-8) (torch's eps, as the authors' F.cosine_similarity).
-  std::vector<double> similarity(groups.size() * static_cast<std::size_t>(T)), dot(T), first_sq(T), last_sq(T);
+  std::vector<double> similarity(groups.size() * static_cast<std::size_t>(T));
   for (std::size_t i = 0; i < groups.size(); ++i) {
     const auto f = commonkv_factors(ckpt, groups[i], N, spec.get_int("rank"), backend);
     projections.push_back(upload(f.p, f.rank, f.d_model));
@@ -67,9 +65,8 @@ std::int64_t commonkv_stage(const StageSpec& spec, const core::Checkpoint& ckpt,
       }
     const T32 first = latents(groups[i].front(), projections[i]);  // first: a misshapen attn_in fails in order
     const T32 last = latents(groups[i].back(), projections[i]);
-    Ops::copy_out(Ops::row_dot(first, last), dot.data());
-    Ops::copy_out(Ops::row_dot(first, first), first_sq.data());
-    Ops::copy_out(Ops::row_dot(last, last), last_sq.data());
+    const auto dot = Ops::host(Ops::row_dot(first, last)), first_sq = Ops::host(Ops::row_dot(first, first)),
+               last_sq = Ops::host(Ops::row_dot(last, last));
     for (std::int64_t t = 0; t < T; ++t)
       similarity[i * T + t] = dot[t] / std::max(std::sqrt(first_sq[t] * last_sq[t]), 1e-8);
   }
