@@ -22,8 +22,6 @@ CommonKvChain commonkv_chain(const compressors::ChainSpec& chain) {
 void commonkv_store(const compressors::CacheShape& shape, const std::function<const at::Tensor&(int layer)>& attn_in,
                     const compressors::StageSpec& stage, const core::Checkpoint* checkpoint, linalg::Backend& backend,
                     const at::Device& device, const std::function<void(CommonKvStored&&)>& store) {
-  if (!checkpoint)
-    fail("commonkv needs the model's weights (W_k, W_v of every layer): pass the model directory");
   const auto latents = [&](int layer, const at::Tensor& p) {  // c = h·Pᵀ, [T, r] f32
     const at::Tensor& h = attn_in(layer);
     if (!h.defined() || h.dim() != 2 || h.size(0) != shape.tokens || h.size(1) != p.size(1))
@@ -32,9 +30,9 @@ void commonkv_store(const compressors::CacheShape& shape, const std::function<co
     return TorchOps::matmul_t(h.to(device, at::kFloat), p);
   };
   const auto upload = [&](const std::vector<float>& v, std::int64_t rows, std::int64_t cols) {
-    return at::from_blob(const_cast<float*>(v.data()), {rows, cols}, at::kFloat).to(device, at::kFloat, false, true);
+    return at::tensor(v).view({rows, cols}).to(device);  // a copy (at::tensor), then on the device
   };
-  compressors::commonkv_stage<TorchOps>(stage, *checkpoint, shape, "the model's KV cache",
+  compressors::commonkv_stage<TorchOps>(stage, checkpoint, shape, "the model's KV cache",
                                         backend, latents, upload, [&](CommonKvStored&& s) {
                                           if (s.values.defined()) s.values = round_to_fp16(s.values);  // as stored
                                           store(std::move(s));
@@ -44,28 +42,25 @@ void commonkv_store(const compressors::CacheShape& shape, const std::function<co
 std::int64_t commonkv_in_place(KvCache& cache, const compressors::CacheShape& shape, const core::Rope& rope,
                                const std::function<const at::Tensor&(int layer)>& attn_in, const CommonKvChain& chain,
                                const core::Checkpoint* checkpoint, linalg::Backend& backend) {
-  using compressors::CommonkvRole;
+  using compressors::CommonkvRole, compressors::QuantLayout;
   const core::ProfileScope scope("compress hook: commonkv on the device");
   std::optional<compressors::KiviParams> kivi;
   if (chain.kivi) kivi = compressors::kivi_params(*chain.kivi);
   const std::int64_t T = shape.tokens, N = shape.width(), G = chain.commonkv->get_int("g");
-  const at::Device device = cache.key(0).device();
   std::int64_t bytes = 0;
   std::map<std::string, at::Tensor> stored;  // every factor, and the current group's latents
   int group = 0;
-  commonkv_store(shape, attn_in, *chain.commonkv, checkpoint, backend, device, [&](CommonKvStored&& s) {
+  commonkv_store(shape, attn_in, *chain.commonkv, checkpoint, backend, cache.key(0).device(), [&](CommonKvStored&& s) {
     // What the chain keeps of it: the int32 index; the biases at fp16; the rest at fp16, or
     // quantized in place when KIVI follows (per token; the latents' last rows are its residual window).
-    if (s.role == CommonkvRole::index)
-      bytes += 4 * static_cast<std::int64_t>(s.index.size());
-    else if (s.role == CommonkvRole::bias || !kivi)
-      bytes += 2 * s.values.numel();
-    else
-      bytes += kivi_store_on_device(s.values, compressors::QuantLayout::per_token, s.role == CommonkvRole::latent, *kivi);
     if (s.role != CommonkvRole::index) {
+      bytes += kivi && s.role != CommonkvRole::bias
+                   ? kivi_store_on_device(s.values, QuantLayout::per_token, s.role == CommonkvRole::latent, *kivi)
+                   : 2 * s.values.numel();
       stored[s.name] = s.values;
       return;
     }
+    bytes += 4 * static_cast<std::int64_t>(s.index.size());
     // A group's last tensor: rebuild its layers from the stored tensors.
     const auto get = [&](const std::string& name) {
       const auto it = stored.find(name);
@@ -83,12 +78,9 @@ std::int64_t commonkv_in_place(KvCache& cache, const compressors::CacheShape& sh
     }
     ++group;
   });
-  // Leftover layers (L mod g), stored dense.
-  for (int l = static_cast<int>(shape.layers / G * G); l < shape.layers; ++l) {
-    if (!kivi) {
-      bytes += 2 * (T * N * 2);  // at fp16; the resident route keeps the model's values
-      continue;
-    }
+  // Leftover layers (L mod g), stored dense: at fp16 (the route keeps the model's values) or as KIVI stores them.
+  if (!kivi) bytes += shape.layers % G * 2 * (T * N * 2);
+  for (int l = static_cast<int>(shape.layers / G * G); kivi && l < shape.layers; ++l) {
     using compressors::Part;
     const auto rebuild = [&](Part part) {
       auto dense = kivi_rebuild(part == Part::key ? cache.key(l) : cache.value(l), part, cache.positions(), rope,

@@ -64,7 +64,7 @@ struct TorchOps {
     return {c.data_ptr<double>(), c.data_ptr<double>() + c.numel()};
   }
   static Mask mask(const std::vector<std::uint8_t>& flags, const Tensor32& like) {
-    return at::tensor(flags, at::kByte).to(like.device(), at::kBool);
+    return at::tensor(flags).to(like.device(), at::kBool);
   }
 };
 

@@ -137,10 +137,8 @@ class CommonKVCompressed final : public Compressed {
       merged += m;
       std::vector<int> layers(static_cast<std::size_t>(g));
       std::iota(layers.begin(), layers.end(), gi * g);
-      per_group.push_back({{"layers", layers},
-                           {"rank", find(fmt::format("group{}/P", gi))->shape[0]},
-                           {"merged_tokens", m},
-                           {"unmerged_tokens", shape.tokens - m}});
+      per_group.push_back({{"layers", layers}, {"rank", find(fmt::format("group{}/P", gi))->shape[0]},
+                           {"merged_tokens", m}, {"unmerged_tokens", shape.tokens - m}});
     }
     const std::int64_t pairs = std::int64_t{groups} * shape.tokens;
     const std::int64_t without_factors = latent + index + dense;
@@ -179,9 +177,6 @@ class CommonKV final : public TransformStage {
   explicit CommonKV(const StageSpec& spec) : spec_(spec) {}
 
   std::unique_ptr<Compressed> compress(const CompressContext& ctx) const override {
-    if (!ctx.checkpoint)
-      fail("commonkv needs the model's weights (W_k, W_v of every layer): pass the model directory "
-           "(kvlab compress --model DIR)");
     const auto& cache = ctx.cache;
     auto out = std::make_unique<CommonKVCompressed>();
     out->shape = cache.shape();
@@ -195,9 +190,9 @@ class CommonKV final : public TransformStage {
       if (h.shape != core::Shape{T, d_model})
         fail("commonkv: {}: attn_in of layer {} has shape [{}], expected [{}, {}] (d_model of the checkpoint's "
              "k_proj)", cache.describe(), layer, fmt::join(h.shape, ", "), T, d_model);
-      return HostOps::matmul_t(Eigen::Map<const HostOps::Tensor32>(h.data.data(), T, d_model), p, ctx.backend);
+      return HostOps::matmul_t(matrix(h.data, T, d_model), p, ctx.backend);
     };
-    out->budget = commonkv_stage<HostOps>(spec_, *ctx.checkpoint, out->shape, cache.describe(), ctx.backend, latents,
+    out->budget = commonkv_stage<HostOps>(spec_, ctx.checkpoint, out->shape, cache.describe(), ctx.backend, latents,
                                           matrix, [&](CommonkvStored<HostOps>&& s) { out->add(std::move(s)); });
     out->g = static_cast<int>(spec_.get_int("g"));
     out->groups = out->shape.layers / out->g;

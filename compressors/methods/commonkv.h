@@ -17,7 +17,8 @@
 // order), "group{g}/merged_latent" [M_g, r], "group{g}/merged_index" int32 [M_g], the factors
 // "group{g}/P" [r, d_model], "layer{l}/D_key" and "layer{l}/D_value" [H_kv·D, r], biases
 // "layer{l}/key_bias" / "layer{l}/value_bias" [1, H_kv·D] when the checkpoint has them, and for
-// leftover layers "layer{l}/head{h}/key" (post-RoPE) / ".../value" [T, D].
+// leftover layers "layer{l}/key" (post-RoPE) / "layer{l}/value" [T, H_kv·D]. The stage is
+// written once for every device: commonkv_kernel.h.
 #pragma once
 
 #include <cstdint>
@@ -30,8 +31,6 @@ namespace kvlab::compressors {
 
 MethodDef commonkv_method();
 std::unique_ptr<TransformStage> make_commonkv(const StageSpec& spec);
-
-// The weight SVD, called by the stage written once for every device (commonkv_kernel.h).
 
 // One group's shared factors from the checkpoint's W_k/W_v (the thin SVD of the stacked weights
 // above), at f32 as computed (the chain stores them at fp16). Rank: `rank`, 0 = N = H_kv·D,

@@ -1,9 +1,8 @@
-// CommonKV (compressors/methods/commonkv.h) written once for every device: `Ops` is
-// compressors/host_ops.h's HostOps in the host stage (commonkv.cpp) and the harness's TorchOps on
-// the model's tensors (harness/torch_ops.h, harness/commonkv_on_device.cpp). Latents are f32
-// [T, r] (Ops::Tensor32), as the chain computes them. The caller forms them (c = h·Pᵀ) with its
-// own GEMM, the one product whose last bits differ between devices; the rest is the same
-// elementwise arithmetic and row selection, so equal latents give equal stored values.
+// CommonKV (compressors/methods/commonkv.h) written once for every device: `Ops` is HostOps
+// (compressors/host_ops.h) in the host stage and TorchOps (harness/torch_ops.h) on the model's
+// tensors. Latents are f32 [T, r] (Ops::Tensor32), as the chain computes them, formed by the
+// caller's own GEMM (c = h·Pᵀ): the one product whose last bits differ between devices. The rest
+// is the same elementwise arithmetic and row selection, so equal latents give equal stored values.
 #pragma once
 
 #include <fmt/format.h>
@@ -37,12 +36,14 @@ struct CommonkvStored {
 // L mod g leftover layers are the caller's): the stored form, handed to `store` in the order
 // below. `latents(layer, p)` forms c = h·Pᵀ [T, r] from the exact P (and checks attn_in);
 // `upload(values, rows, cols)` puts a host f32 [rows, cols] where the latents are. Returns the
-// no-merge budget, int(keep·pairs). Fails when g > L (`where` names the cache).
+// no-merge budget, int(keep·pairs). Fails without a checkpoint or when g > L (`where` names the
+// cache).
 template <class Ops, class Latents, class Upload, class Store>
-std::int64_t commonkv_stage(const StageSpec& spec, const core::Checkpoint& ckpt, const CacheShape& shape,
+std::int64_t commonkv_stage(const StageSpec& spec, const core::Checkpoint* ckpt, const CacheShape& shape,
                             std::string_view where, linalg::Backend& backend, const Latents& latents,
                             const Upload& upload, const Store& store) {
   using T32 = typename Ops::Tensor32;
+  if (!ckpt) fail("commonkv needs the model's weights (W_k, W_v of every layer): pass the model directory (--model DIR)");
   const std::int64_t T = shape.tokens, N = shape.width(), g = spec.get_int("g");
   if (g > shape.layers) fail("commonkv: key 'g' = {} exceeds the {} layers of {}", g, shape.layers, where);
   std::vector<std::vector<int>> groups(static_cast<std::size_t>(shape.layers / g), std::vector<int>(g));
@@ -52,7 +53,7 @@ std::int64_t commonkv_stage(const StageSpec& spec, const core::Checkpoint& ckpt,
   // in double, Σ x·y / max(√(Σx²·Σy²), 1e-8) (torch's eps, as the authors' F.cosine_similarity).
   std::vector<double> similarity(groups.size() * static_cast<std::size_t>(T));
   for (std::size_t i = 0; i < groups.size(); ++i) {
-    const auto f = commonkv_factors(ckpt, groups[i], N, spec.get_int("rank"), backend);
+    const auto f = commonkv_factors(*ckpt, groups[i], N, spec.get_int("rank"), backend);
     projections.push_back(upload(f.p, f.rank, f.d_model));
     store({fmt::format("group{}/P", i), CommonkvRole::factor, projections[i], {}});
     for (std::size_t j = 0; j < groups[i].size(); ++j)
