@@ -19,9 +19,8 @@
 
 namespace kvlab::compressors {
 
-// How the chain stores a tensor: latents at fp16, per token, their last rows a quantizer's
-// residual window; factors (P, D) at fp16, per token; biases at fp16, never quantized; the merged
-// tokens' index as int32.
+// How the chain stores a tensor: latents fp16, per token (their last rows a quantizer's residual
+// window); factors (P, D) fp16, per token; biases fp16, never quantized; the merged index int32.
 enum class CommonkvRole { latent, factor, bias, index };
 
 template <class Ops>
@@ -32,19 +31,19 @@ struct CommonkvStored {
   std::vector<std::int32_t> index;  // group{g}/merged_index: the merged tokens, ascending
 };
 
-// The stage (its StageSpec) on the grouped layers of g adjacent ones (0…g−1, g…2g−1, …; the
-// L mod g leftover layers are the caller's): the stored form, handed to `store` in the order
-// below. `latents(layer, p)` forms c = h·Pᵀ [T, r] from the exact P (and checks attn_in);
-// `upload(values, rows, cols)` puts a host f32 [rows, cols] where the latents are. Returns the
-// no-merge budget, int(keep·pairs). Fails without a checkpoint or when g > L (`where` names the
-// cache).
+// The stage (its StageSpec) on the groups of g adjacent layers (0…g−1, g…2g−1, …; the L mod g
+// leftover layers are the caller's): the stored form, handed to `store` in the order below.
+// `latents(layer, p)` forms c = h·Pᵀ [T, r] from the exact P (and checks attn_in); `upload(values,
+// rows, cols)` puts a host f32 [rows, cols] where the latents are. Returns the no-merge budget,
+// int(keep·pairs). Fails without a checkpoint or when g > L (`where` names the cache).
 template <class Ops, class Latents, class Upload, class Store>
 std::int64_t commonkv_stage(const StageSpec& spec, const core::Checkpoint* ckpt, const CacheShape& shape,
                             std::string_view where, linalg::Backend& backend, const Latents& latents,
                             const Upload& upload, const Store& store) {
   using T32 = typename Ops::Tensor32;
-  if (!ckpt) fail("commonkv needs the model's weights (W_k, W_v of every layer): pass the model directory (--model DIR)");
+  if (!ckpt) fail("commonkv needs the model's weights (W_k, W_v of every layer): pass the model directory (--model)");
   const std::int64_t T = shape.tokens, N = shape.width(), g = spec.get_int("g");
+  const std::int64_t sinks = spec.get_int("sinks"), recent = spec.get_int("recent");
   if (g > shape.layers) fail("commonkv: key 'g' = {} exceeds the {} layers of {}", g, shape.layers, where);
   std::vector<std::vector<int>> groups(static_cast<std::size_t>(shape.layers / g), std::vector<int>(g));
   for (std::size_t i = 0; i < groups.size(); ++i) std::iota(groups[i].begin(), groups[i].end(), static_cast<int>(i * g));
@@ -71,9 +70,8 @@ std::int64_t commonkv_stage(const StageSpec& spec, const core::Checkpoint* ckpt,
     for (std::int64_t t = 0; t < T; ++t)
       similarity[i * T + t] = dot[t] / std::max(std::sqrt(first_sq[t] * last_sq[t]), 1e-8);
   }
-  // The global no-merge budget: the int(keep·pairs) least similar (group, token) pairs of all
-  // groups stay unmerged (ties: the earlier pair first), and so do every group's first `sinks`
-  // and last `recent` tokens.
+  // The global no-merge budget: the int(keep·pairs) least similar (group, token) pairs stay unmerged
+  // (ties: the earlier pair first), and so do every group's first `sinks` and last `recent` tokens.
   const auto pairs = static_cast<std::int64_t>(similarity.size());
   const auto budget = std::min(pairs, static_cast<std::int64_t>(spec.get_real("keep") * static_cast<double>(pairs)));
   std::vector<std::int64_t> order(static_cast<std::size_t>(pairs));
@@ -84,7 +82,7 @@ std::int64_t commonkv_stage(const StageSpec& spec, const core::Checkpoint* ckpt,
   std::vector<std::vector<std::uint8_t>> merged(groups.size(), std::vector<std::uint8_t>(T, 1));
   for (std::int64_t i = 0; i < budget; ++i) merged[order[i] / T][order[i] % T] = 0;
   for (auto& flags : merged)
-    for (std::int64_t t = 0; t < T; ++t) flags[t] &= t >= spec.get_int("sinks") && t < T - spec.get_int("recent");
+    for (std::int64_t t = 0; t < T; ++t) flags[t] &= t >= sinks && t < T - recent;
   // Pass 2, per group: each layer's latent (its unmerged rows), the merged latent Σ_j c_j/g
   // (weights=uniform; summed in layer order from zeros), the merged index.
   const float weight = 1.f / static_cast<float>(g);
@@ -114,7 +112,8 @@ typename Ops::Tensor32 commonkv_rebuild(int layer, int g, std::string_view part,
                                         const std::vector<std::int32_t>& merged_index, const Get& get) {
   std::vector<std::uint8_t> flags(static_cast<std::size_t>(T), 0);
   for (const std::int32_t t : merged_index) flags[t] = 1;
-  const auto own = *get(fmt::format("layer{}/latent", layer)), merged = *get(fmt::format("group{}/merged_latent", layer / g));
+  const auto own = *get(fmt::format("layer{}/latent", layer));
+  const auto merged = *get(fmt::format("group{}/merged_latent", layer / g));
   const auto x = Ops::matmul_t(Ops::interleave_rows(Ops::mask(flags, own), merged, own),
                                *get(fmt::format("layer{}/D_{}", layer, part)));
   const auto bias = get(fmt::format("layer{}/{}_bias", layer, part));
