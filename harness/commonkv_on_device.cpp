@@ -44,8 +44,7 @@ std::int64_t commonkv_in_place(KvCache& cache, const compressors::CacheShape& sh
                                const core::Checkpoint* checkpoint, linalg::Backend& backend) {
   using compressors::CommonkvRole, compressors::QuantLayout;
   const core::ProfileScope scope("compress hook: commonkv on the device");
-  std::optional<compressors::KiviParams> kivi;
-  if (chain.kivi) kivi = compressors::kivi_params(*chain.kivi);
+  const auto kivi = chain.kivi ? std::optional(compressors::kivi_params(*chain.kivi)) : std::nullopt;
   const std::int64_t T = shape.tokens, N = shape.width(), G = chain.commonkv->get_int("g");
   std::int64_t bytes = 0;
   std::map<std::string, at::Tensor> stored;  // every factor, and the current group's latents

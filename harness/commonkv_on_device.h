@@ -25,11 +25,9 @@ struct CommonKvChain {
 };
 CommonKvChain commonkv_chain(const compressors::ChainSpec& chain);
 
-// The stored form of `commonkv` (its StageSpec) for the grouped layers, on `device`, handed to
-// `store` in the host stage's order (compressors::commonkv_stage), values f32 at fp16 as the
-// host's StoredTensor::values hold them. attn_in(l) is layer l's normalized attention input
-// [T, d_model] (any device and float dtype). Fails as the stage does (no checkpoint, g > L, a
-// misshapen weight or attn_in).
+// The stored form of `commonkv` (its StageSpec) for the grouped layers, made on `device` and handed
+// to `store` as compressors::commonkv_stage does, values f32 at fp16 (the host's StoredTensor::values).
+// attn_in(l): layer l's normalized attention input [T, d_model], any device and float dtype.
 using CommonKvStored = compressors::CommonkvStored<TorchOps>;
 void commonkv_store(const compressors::CacheShape& shape, const std::function<const at::Tensor&(int layer)>& attn_in,
                     const compressors::StageSpec& commonkv, const core::Checkpoint* checkpoint,
