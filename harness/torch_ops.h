@@ -8,7 +8,9 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdint>
 #include <limits>
+#include <vector>
 
 namespace kvlab::harness {
 
@@ -43,6 +45,26 @@ struct TorchOps {
   static Tensor max(const Tensor& a, const Tensor& b) { return at::maximum(a, b); }
   static Tensor lerp_finite(const Tensor& lo, const Tensor& hi, double f, double otherwise) {
     return at::where(lo.isfinite(), lo + f * (hi - lo), otherwise);
+  }
+
+  // CommonKV (compressors/methods/commonkv_kernel.h): f32 matrices [n, c]. Row selection is exact;
+  // torch's GEMM and double sums run in other orders than the host's BLAS and loops (last bits).
+  using Tensor32 = at::Tensor;
+  static Tensor row_dot(const Tensor32& a, const Tensor32& b) { return (a.to(at::kDouble) * b.to(at::kDouble)).sum(-1); }
+  static Tensor32 rows(const Tensor32& x, const Mask& m, bool want) { return x.index({want ? m : m.logical_not()}); }
+  // y + w·x (one multiply-add per element, which torch, like GCC on the host, may fuse).
+  static Tensor32 axpy(const Tensor32& y, const Tensor32& x, float w) { return at::add(y, x, w); }
+  static Tensor32 interleave_rows(const Mask& m, const Tensor32& a, const Tensor32& b) {
+    return at::empty({m.size(0), a.size(0) ? a.size(1) : b.size(1)}, a.options()).index_put_({m}, a).index_put_({~m}, b);
+  }
+  static Tensor32 matmul_t(const Tensor32& x, const Tensor32& y) { return at::matmul(x, y.t()); }
+  static Tensor32 add_row(const Tensor32& x, const Tensor32& b) { return x + b; }
+  static std::vector<double> host(const Tensor& v) {
+    const at::Tensor c = v.to(at::kCPU, at::kDouble).contiguous();
+    return {c.data_ptr<double>(), c.data_ptr<double>() + c.numel()};
+  }
+  static Mask mask(const std::vector<std::uint8_t>& flags, const Tensor32& like) {
+    return at::tensor(flags).to(like.device(), at::kBool);
   }
 };
 

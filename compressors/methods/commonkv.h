@@ -17,7 +17,8 @@
 // order), "group{g}/merged_latent" [M_g, r], "group{g}/merged_index" int32 [M_g], the factors
 // "group{g}/P" [r, d_model], "layer{l}/D_key" and "layer{l}/D_value" [H_kv·D, r], biases
 // "layer{l}/key_bias" / "layer{l}/value_bias" [1, H_kv·D] when the checkpoint has them, and for
-// leftover layers "layer{l}/head{h}/key" (post-RoPE) / ".../value" [T, D].
+// leftover layers "layer{l}/key" (post-RoPE) / "layer{l}/value" [T, H_kv·D]. The stage is
+// written once for every device: commonkv_kernel.h.
 #pragma once
 
 #include <cstdint>
@@ -31,12 +32,6 @@ namespace kvlab::compressors {
 MethodDef commonkv_method();
 std::unique_ptr<TransformStage> make_commonkv(const StageSpec& spec);
 
-// The pieces of the method, shared with the harness's run on the model's tensors.
-
-// The groups of g adjacent layers (0..g−1, g..2g−1, …) of an L-layer cache; the L mod g
-// leftover layers belong to none. Fails when g > L (`where` names the cache).
-std::vector<std::vector<int>> commonkv_groups(std::int64_t g, int layers, std::string_view where);
-
 // One group's shared factors from the checkpoint's W_k/W_v (the thin SVD of the stacked weights
 // above), at f32 as computed (the chain stores them at fp16). Rank: `rank`, 0 = N = H_kv·D,
 // capped at min(2·g·N, d_model). Fails naming a missing or misshapen tensor.
@@ -49,13 +44,4 @@ struct CommonKvFactors {
 };
 CommonKvFactors commonkv_factors(const core::Checkpoint& ckpt, const std::vector<int>& layers, std::int64_t width,
                                  std::int64_t rank, linalg::Backend& backend);
-
-// The (group, token) pairs merged, [groups][T] (1 = merged), from each pair's first/last-layer
-// latent cosine, similarity[g·T + t]: the int(keep·pairs) least similar stay unmerged (ties: the
-// earlier pair first), and so do every group's first `sinks` and last `recent` tokens. Sets
-// *budget to int(keep·pairs) when given.
-std::vector<std::vector<std::uint8_t>> commonkv_merged(const std::vector<double>& similarity, int groups,
-                                                       std::int64_t tokens, double keep, std::int64_t sinks,
-                                                       std::int64_t recent, std::int64_t* budget = nullptr);
-
 }  // namespace kvlab::compressors
