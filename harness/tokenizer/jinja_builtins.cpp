@@ -4,8 +4,14 @@
 #include "harness/tokenizer/jinja_builtins.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <ctime>
+
+#include <unicode/locid.h>
+#include <unicode/uchar.h>
+#include <unicode/unistr.h>
+#include <unicode/utf8.h>
 
 #include "core/error.h"
 
@@ -16,21 +22,60 @@ constexpr std::int64_t kMaxRange = 100000;  // jinja2.sandbox.MAX_RANGE
 
 [[noreturn]] void error(int line, const std::string& what) { fail("jinja template line {}: {}", line, what); }
 
-std::string ascii_upper(std::string s) {
-  for (char& c : s) {
-    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 32);
+// Python's str.upper()/lower() use Unicode's full case mappings, as ICU's root locale does.
+std::string icu_case(const std::string& s, bool upper) {
+  bool ascii = std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
+  if (ascii) {
+    std::string out = s;
+    for (char& c : out) {
+      if (upper && c >= 'a' && c <= 'z') c = static_cast<char>(c - 32);
+      if (!upper && c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+    }
+    return out;
   }
-  return s;
-}
-std::string ascii_lower(std::string s) {
-  for (char& c : s) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+  icu::UnicodeString u = icu::UnicodeString::fromUTF8(icu::StringPiece(s.data(), static_cast<std::int32_t>(s.size())));
+  if (upper) {
+    u.toUpper(icu::Locale::getRoot());
+  } else {
+    u.toLower(icu::Locale::getRoot());
   }
-  return s;
+  std::string out;
+  u.toUTF8String(out);
+  return out;
 }
+std::string ascii_upper(const std::string& s) { return icu_case(s, true); }
+std::string ascii_lower(const std::string& s) { return icu_case(s, false); }
+bool is_cased_letter(std::string_view cp) {
+  UChar32 c = 0;
+  std::int32_t i = 0;
+  U8_NEXT(cp.data(), i, static_cast<std::int32_t>(cp.size()), c);
+  return c >= 0 && (u_isUUppercase(c) || u_isULowercase(c) || u_istitle(c));
+}
+std::string title_case(std::string_view cp) {
+  UChar32 c = 0;
+  std::int32_t i = 0;
+  U8_NEXT(cp.data(), i, static_cast<std::int32_t>(cp.size()), c);
+  if (c < 0) return std::string(cp);
+  icu::UnicodeString u(u_totitle(c));
+  std::string out;
+  u.toUTF8String(out);
+  return out;
+}
+// str.capitalize(): the first character in title case, the rest lower case.
 std::string capitalize(const std::string& s) {
-  std::string out = ascii_lower(s);
-  if (!out.empty() && out[0] >= 'a' && out[0] <= 'z') out[0] = static_cast<char>(out[0] - 32);
+  auto cps = code_points(s);
+  if (cps.empty()) return s;
+  return title_case(cps[0]) + ascii_lower(s.substr(cps[0].size()));
+}
+// str.title(): title case after every character that is not a cased letter.
+std::string py_title(const std::string& s) {
+  std::string out;
+  bool prev_cased = false;
+  for (auto cp : code_points(s)) {
+    bool cased = is_cased_letter(cp);
+    out += cased ? (prev_cased ? ascii_lower(std::string(cp)) : title_case(cp)) : std::string(cp);
+    prev_cased = cased;
+  }
   return out;
 }
 
@@ -53,7 +98,8 @@ std::optional<std::string> opt_string(const Value* v, int line, std::string_view
   return need_string(v, line, what);
 }
 
-std::string py_replace(const std::string& s, const std::string& old, const std::string& repl, std::int64_t count) {
+std::string py_replace(const std::string& s, const std::string& old, const std::string& repl, std::int64_t count,
+                       std::size_t limit, int line) {
   if (count < 0) count = INT64_MAX;
   std::string out;
   if (old.empty()) {
@@ -62,6 +108,7 @@ std::string py_replace(const std::string& s, const std::string& old, const std::
     for (auto cp : cps) {
       if (n++ < count) out += repl;
       out += cp;
+      if (out.size() > limit) error(line, "replace: string too long");
     }
     if (n < count) out += repl;
     return out;
@@ -73,6 +120,7 @@ std::string py_replace(const std::string& s, const std::string& old, const std::
     if (f == std::string::npos) break;
     out.append(s, pos, f - pos);
     out += repl;
+    if (out.size() > limit) error(line, "replace: string too long");
     pos = f + old.size();
     ++n;
   }
@@ -132,8 +180,9 @@ Value attribute_of(const Json& item, const std::string& attr) {
       if (it == cur->end()) return Value::undefined(part);
       cur = &*it;
     } else if (cur->is_array() && !part.empty() && std::all_of(part.begin(), part.end(), ::isdigit)) {
-      std::size_t k = std::stoul(part);
-      if (k >= cur->size()) return Value::undefined(part);
+      std::size_t k = 0;
+      auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), k);
+      if (ec != std::errc() || end != part.data() + part.size() || k >= cur->size()) return Value::undefined(part);
       cur = &(*cur)[k];
     } else {
       return Value::undefined(part);
@@ -188,6 +237,7 @@ double round_half_even_digits(double v, std::int64_t precision, const std::strin
   if (method == "ceil") return std::ceil(v * m) / m;
   if (method == "floor") return std::floor(v * m) / m;
   // jinja2's "common": round(value, precision), Python's round-half-even on the decimal value.
+  if (precision > 17 || !std::isfinite(v)) return v;
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.*f", static_cast<int>(std::max<std::int64_t>(precision, 0)), v);
   return std::stod(buf);
@@ -220,7 +270,18 @@ Json iteration_items(const Value& v, int line) {
   return out;
 }
 
+Value apply_filter_eager(std::string_view name, const Value& v, const Args& a, int line, const JinjaLimits& limits);
+
 Value apply_filter(std::string_view name, const Value& v, const Args& a, int line, const JinjaLimits& limits) {
+  Value r = apply_filter_eager(name, v, a, line, limits);
+  if (name == "map" || name == "select" || name == "reject" || name == "selectattr" || name == "rejectattr" ||
+      name == "unique" || name == "items" || (name == "reverse" && !(v.is_json() && v.json.is_string()))) {
+    r.lazy = true;
+  }
+  return r;
+}
+
+Value apply_filter_eager(std::string_view name, const Value& v, const Args& a, int line, const JinjaLimits& limits) {
   auto str = [&] { return to_str(v); };
   if (name == "trim") return Value::of(py_strip(str(), true, true, opt_string(a.get(0, "chars"), line, "trim")));
   if (name == "tojson") {
@@ -233,7 +294,9 @@ Value apply_filter(std::string_view name, const Value& v, const Args& a, int lin
       if (ind->json.is_string()) {
         indent = ind->json.get<std::string>();
       } else {
-        indent = std::string(static_cast<std::size_t>(std::max<std::int64_t>(0, need_int(ind, line, "tojson"))), ' ');
+        std::int64_t width = need_int(ind, line, "tojson");
+        if (width > 4096) error(line, "tojson: indent beyond 4096");
+        indent = std::string(static_cast<std::size_t>(std::max<std::int64_t>(0, width)), ' ');
       }
     }
     if (a.get(2, "separators") && !(a.get(2, "separators")->is_json() && a.get(2, "separators")->json.is_null())) {
@@ -257,7 +320,7 @@ Value apply_filter(std::string_view name, const Value& v, const Args& a, int lin
     for (auto cp : code_points(s)) {
       bool sep = is_py_space(cp) || cp == "-" || cp == "(" || cp == "{" || cp == "[" || cp == "<";
       std::string c(cp);
-      out += sep ? c : start ? ascii_upper(c) : ascii_lower(c);
+      out += sep ? c : start ? title_case(cp) : ascii_lower(c);
       start = sep;
     }
     return Value::of(out);
@@ -266,7 +329,8 @@ Value apply_filter(std::string_view name, const Value& v, const Args& a, int lin
     const Value* cnt = a.get(2, "count");
     return Value::of(py_replace(str(), need_string(a.get(0, "old"), line, "replace"),
                                 need_string(a.get(1, "new"), line, "replace"),
-                                cnt && !(cnt->is_json() && cnt->json.is_null()) ? need_int(cnt, line, "replace") : -1));
+                                cnt && !(cnt->is_json() && cnt->json.is_null()) ? need_int(cnt, line, "replace") : -1,
+                                limits.max_output_bytes, line));
   }
   if (name == "join") {
     std::string sep = a.get(0, "d") ? to_str(*a.get(0, "d")) : "";
@@ -431,24 +495,44 @@ Value apply_filter(std::string_view name, const Value& v, const Args& a, int lin
     if (!is_number(j)) error(line, "round: expects a number");
     const Value* p = a.get(0, "precision");
     const Value* m = a.get(1, "method");
+    if ((j.is_number_integer() || j.is_boolean()) && (!m || (m->is_json() && m->json == "common"))) {
+      return Value::of(j.is_boolean() ? Json(j.get<bool>() ? 1 : 0) : j);  // round(int, n) is that int
+    }
     return Value::of(round_half_even_digits(as_double(j), p ? need_int(p, line, "round") : 0,
                                             m ? need_string(m, line, "round") : "common"));
   }
   if (name == "indent") {
     const Value* w = a.get(0, "width");
-    std::string ind = w && w->is_json() && w->json.is_string() ? w->json.get<std::string>()
-                                                                : std::string(w ? need_int(w, line, "indent") : 4, ' ');
+    std::string ind;
+    if (w && w->is_json() && w->json.is_string()) {
+      ind = w->json.get<std::string>();
+    } else {
+      std::int64_t width = w ? need_int(w, line, "indent") : 4;
+      if (width > 4096) error(line, "indent: width beyond 4096");
+      ind = std::string(static_cast<std::size_t>(std::max<std::int64_t>(width, 0)), ' ');
+    }
+    const std::string text = str();
+    if (ind.size() * static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n') + 1) > limits.max_output_bytes) {
+      error(line, "indent: string too long");
+    }
     const Value* first = a.get(1, "first");
     const Value* blank = a.get(2, "blank");
-    return Value::of(indent_text(str(), ind, first && truthy(*first), blank && truthy(*blank)));
+    return Value::of(indent_text(text, ind, first && truthy(*first), blank && truthy(*blank)));
   }
   if (name == "min" || name == "max") {
     Json items = iteration_items(v, line);
     if (items.empty()) return Value::undefined(std::string(name));
+    // jinja2 compares strings case-insensitively unless case_sensitive=true.
+    const Value* cs = a.get(0, "case_sensitive");
+    auto attr = opt_string(a.get(1, "attribute"), line, name);
+    auto key = [&](const Json& x) {
+      Json k = attr ? (attribute_of(x, *attr).is_json() ? attribute_of(x, *attr).json : Json()) : x;
+      return !(cs && truthy(*cs)) && k.is_string() ? Json(ascii_lower(k.get<std::string>())) : k;
+    };
     Json best = items[0];
     try {
       for (auto& x : items) {
-        if (name == "min" ? py_less(x, best) : py_less(best, x)) best = x;
+        if (name == "min" ? py_less(key(x), key(best)) : py_less(key(best), key(x))) best = x;
       }
     } catch (const std::invalid_argument&) {
       error(line, fmt::format("{}: values that cannot be compared", name));
@@ -471,7 +555,15 @@ Value apply_filter(std::string_view name, const Value& v, const Args& a, int lin
     return Value::of(total);
   }
   if (name == "wordcount") {
-    return Value::of(static_cast<std::int64_t>(py_split(str(), std::nullopt, -1, line).size()));
+    std::int64_t words = 0;
+    bool in_word = false;
+    for (auto cp : code_points(str())) {
+      unsigned char c = static_cast<unsigned char>(cp[0]);
+      bool w = cp.size() > 1 || std::isalnum(c) || c == '_';
+      words += w && !in_word;
+      in_word = w;
+    }
+    return Value::of(words);
   }
   error(line, fmt::format("no filter named '{}'", name));
 }
@@ -529,7 +621,15 @@ bool apply_test(std::string_view name, const Value& v, const Args& a, int line) 
     return j && std::any_of(items.begin(), items.end(), [&](const Json& x) { return py_equal(x, *j); });
   }
   if (name == "odd" || name == "even" || name == "divisibleby") {
-    if (!j || !(j->is_number_integer() || j->is_boolean())) error(line, fmt::format("test '{}' expects an integer", name));
+    if (!j || !is_number(*j)) error(line, fmt::format("test '{}' expects a number", name));
+    if (j->is_number_float()) {  // Python's value % 2 == 1 on a float
+      double x = j->get<double>();
+      double m = std::fmod(x, 2.0);
+      if (m < 0) m += 2.0;
+      if (name == "odd") return m == 1.0;
+      if (name == "even") return m == 0.0;
+      error(line, "divisibleby expects an integer");
+    }
     std::int64_t x = j->is_boolean() ? j->get<bool>() : j->get<std::int64_t>();
     if (name == "odd") return x % 2 != 0;
     if (name == "even") return x % 2 == 0;
@@ -539,7 +639,9 @@ bool apply_test(std::string_view name, const Value& v, const Args& a, int line) 
   }
   if (name == "lower" || name == "upper") {
     std::string s = to_str(v);
-    return name == "lower" ? ascii_lower(s) == s : ascii_upper(s) == s;
+    auto cps = code_points(s);
+    bool cased = std::any_of(cps.begin(), cps.end(), is_cased_letter);
+    return cased && (name == "lower" ? ascii_lower(s) == s : ascii_upper(s) == s);
   }
   error(line, fmt::format("no test named '{}'", name));
 }
@@ -589,11 +691,11 @@ Value call_method(const Json& self, std::string_view name, const Args& a, int li
     if (name == "upper") return Value::of(ascii_upper(s));
     if (name == "lower") return Value::of(ascii_lower(s));
     if (name == "capitalize") return Value::of(capitalize(s));
-    if (name == "title") return apply_filter("title", Value::of(s), {}, line, limits);
+    if (name == "title") return Value::of(py_title(s));
     if (name == "replace") {
       const Value* cnt = a.get(2, "count");
       return Value::of(py_replace(s, need_string(a.get(0, "old"), line, "replace"), need_string(a.get(1, "new"), line, "replace"),
-                                  cnt ? need_int(cnt, line, "replace") : -1));
+                                  cnt ? need_int(cnt, line, "replace") : -1, limits.max_output_bytes, line));
     }
     if (name == "removeprefix" || name == "removesuffix") {
       std::string x = need_string(a.get(0, "x"), line, name);
@@ -661,7 +763,7 @@ Value call_method(const Json& self, std::string_view name, const Args& a, int li
       return Value::of(name == "islower" || name == "isupper" ? cased : true);
     }
   } else if (self.is_object()) {
-    if (name == "items") return apply_filter("items", Value::of(self), {}, line, limits);
+    if (name == "items") return apply_filter_eager("items", Value::of(self), {}, line, limits);
     if (name == "keys") return Value::of(iteration_items(Value::of(self), line));
     if (name == "values") {
       Json out = Json::array();

@@ -3,6 +3,7 @@
 #include "harness/tokenizer/jinja_parser.h"
 
 #include <charconv>
+#include <cstdlib>
 #include <initializer_list>
 #include <string>
 
@@ -444,7 +445,7 @@ class Parser {
     }
     if (t.type == Tok::floating) {
       auto e = make(Expr::Kind::literal, line);
-      e->value = std::stod(t.value);
+      e->value = std::strtod(t.value.c_str(), nullptr);  // 1e999 is inf, as in Python
       next();
       return e;
     }
@@ -499,7 +500,10 @@ class Parser {
         if (cur().type == Tok::integer) {
           auto s = make(Expr::Kind::subscript, line);
           auto idx = make(Expr::Kind::literal, line);
-          idx->value = std::stoll(cur().value);
+          std::int64_t v = 0;
+          auto [end, ec] = std::from_chars(cur().value.data(), cur().value.data() + cur().value.size(), v);
+          if (ec != std::errc() || end != cur().value.data() + cur().value.size()) error("integer literal out of range");
+          idx->value = v;
           next();
           s->args.push_back(std::move(e));
           s->args.push_back(std::move(idx));

@@ -237,8 +237,23 @@ class Renderer {
     return apply_filter(e.name, in, eval_args(e, 1), e.line, limits_);
   }
 
+  // Lists and dicts built by the template nest at most kMaxValueDepth deep, so that printing,
+  // comparing and copying them (all recursive) cannot exhaust the stack.
+  static constexpr int kMaxValueDepth = 512;
+  static bool deeper_than(const Json& j, int limit) {
+    if (!j.is_structured()) return false;
+    if (limit <= 0) return true;
+    for (const auto& x : j) {
+      if (deeper_than(x, limit - 1)) return true;
+    }
+    return false;
+  }
+
   static Json to_json_item(const Value& v, int line) {
-    if (v.is_json()) return v.json;
+    if (v.is_json()) {
+      if (deeper_than(v.json, kMaxValueDepth - 1)) error(line, fmt::format("lists or dicts nested deeper than {}", kMaxValueDepth));
+      return v.json;
+    }
     if (v.is_undefined()) return Json();
     error(line, fmt::format("a {} cannot be stored in a list or dict", type_name(v)));
   }
@@ -356,6 +371,7 @@ class Renderer {
       return Value::of(std::move(s));
     }
     if (op == "+" && x.is_array() && y.is_array()) {
+      if (x.size() + y.size() > limits_.max_output_bytes / 16) error(line, "list too long");
       Json out = x;
       for (auto& v : y) out.push_back(v);
       return Value::of(out);
@@ -367,7 +383,9 @@ class Renderer {
         std::int64_t c = cnt.is_boolean() ? cnt.get<bool>() : cnt.get<std::int64_t>();
         if (c <= 0) return Value::of(seq.is_string() ? Json("") : Json::array());
         std::size_t unit = seq.is_string() ? seq.get_ref<const std::string&>().size() : seq.size();
-        if (unit != 0 && static_cast<std::uint64_t>(c) > limits_.max_output_bytes / unit) error(line, "repetition too long");
+        if (unit != 0 && static_cast<std::uint64_t>(c) > limits_.max_output_bytes / (seq.is_string() ? 1 : 16) / unit) {
+          error(line, "repetition too long");
+        }
         if (seq.is_string()) {
           std::string s;
           for (std::int64_t k = 0; k < c; ++k) s += seq.get_ref<const std::string&>();

@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <map>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -178,6 +179,17 @@ std::vector<Case> construct_cases() {
   add("multiline_tags", "{%\n  if x\n%}a{%\nendif\n%}\n{{\n  x\n  ~ 'b'\n}}\n{%- set y = [\n  1,\n  2,\n] %}{{ y }}", R"({"x": "v"})");
   add("block_strings_with_delimiters",
       R"J({{ "}}" }}{{ '%}' }}{% set s = '{{ not a tag }}' %}{{ s }}{{ "{%" ~ "#}" }})J");
+  add("unicode_case",
+      "{{ s | upper }}|{{ s | lower }}|{{ s | title }}|{{ s | capitalize }}|{{ s.upper() }}|{{ s.title() }}|{{ 'a,b-c d'.title() }}|"
+      "{{ 'ß' | upper }}|{{ 'ÉCOLE' is upper }}|{{ '123' is lower }}|{{ ['b', 'A', 'C'] | max }}|{{ ['b', 'A', 'C'] | min }}|"
+      "{{ ['b', 'A', 'C'] | max(case_sensitive=true) }}",
+      R"({"s": "éCOLE über ÅNGSTRÖM-ça"})");
+  add("generator_filters_truthiness",
+      "{% if [] | select %}A{% endif %}{% if [] | map('upper') %}B{% endif %}{% if [] | reverse %}C{% endif %}"
+      "{% if {} | items %}D{% endif %}{% if {}.items() %}E{% endif %}{{ not ([] | selectattr('x')) }}|"
+      "{{ msgs | selectattr('role', 'equalto', 'system') | list | length }}|{{ 'a.b, c' | wordcount }}|{{ 7 | round(1) }}|"
+      "{{ 2.5 is odd }}{{ 3.0 is odd }}{{ -4.0 is even }}",
+      R"({"msgs": [{"role": "user"}]})");
   add("realistic_indentation",
       "<root>\n  {% for m in messages %}\n    {% if m.role == 'user' %}\n      <u>{{ m.content }}</u>\n    {% else %}\n"
       "      <a>{{ m.content }}</a>\n    {% endif %}\n  {% endfor %}\n</root>\n",
@@ -401,6 +413,40 @@ TEST(JinjaErrors, HostileTemplatesStopCleanly) {
   EXPECT_NE(error_of("{{ 'x' * 10000000000 }}").find("too long"), std::string::npos);
   EXPECT_NE(error_of("{{ 1 // 0 }}").find("division"), std::string::npos);
   EXPECT_NE(error_of("{{ 9223372036854775807 + 1 }}").find("overflow"), std::string::npos);
+}
+
+// Random soups of template fragments: render_jinja may refuse them, but only with kvlab::Error
+// (no other exception, no crash, no hang).
+TEST(JinjaErrors, RandomFragmentSoupsOnlyThrowKvlabErrors) {
+  static const std::vector<std::string> fragments = {
+      "{{", "}}", "{%", "%}", "{#", "#}", "{%-", "-%}", "{{-", "-}}", " if ", " elif ", " else ", " endif ", " for ", " in ",
+      " endfor ", " set ", " macro ", " endmacro ", " break ", " continue ", " not ", " and ", " or ", " is ", " defined ",
+      " none ", "x", "ns", "m", "messages", "loop", "loop.index", "=", "==", "!=", "<", "+", "-", "*", "/", "//", "%", "**", "~",
+      "(", ")", "[", "]", "{", "}", ",", ":", ".", "|", "'s'", "\"q\"", "'", "1", "0", "-1", "2.5", "99999999999999999999",
+      "namespace(", "range(", "raise_exception(", "x.y", "ns.v", "[::-1]", "[1:]", "[-1]", ".items()", ".strip()",
+      ".split(", "| trim", "| length", "| tojson", "| join(", "| map(attribute='a')", "| selectattr(", "| list", "| first",
+      "| default(", "| indent(", "| replace(", "| sort", "\n", " ", "  ", "text", "\t", "é", "{% set ns.v = ", "{% set x = ",
+      "{% for m in messages %}", "{% endfor %}", "{% if x %}", "{% endif %}", "{{ m.content }}", "{{ x }}", "True", "None"};
+  std::mt19937_64 rng(22);
+  JinjaLimits limits;
+  limits.max_steps = 20000;
+  limits.max_output_bytes = 1 << 20;
+  const Json ctx = Json::parse(R"({"messages": [{"role": "user", "content": " hi "}, {"role": "assistant", "content": "yo"}],
+                                  "x": [1, {"a": "b"}], "m": {"a": 1}})");
+  int rendered = 0;
+  for (int n = 0; n < 20000; ++n) {
+    std::string source;
+    const int len = 1 + static_cast<int>(rng() % 24);
+    for (int k = 0; k < len; ++k) source += fragments[rng() % fragments.size()];
+    try {
+      render_jinja(source, ctx, limits);
+      ++rendered;
+    } catch (const Error&) {
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "not a kvlab::Error (" << e.what() << ") for: " << source;
+    }
+  }
+  EXPECT_GT(rendered, 100);
 }
 
 TEST(JinjaRender, ContextKeepsInsertionOrder) {

@@ -31,6 +31,7 @@ bool truthy(const Value& v) {
     case Value::Kind::json: break;
     default: return true;
   }
+  if (v.lazy) return true;
   const Json& j = v.json;
   if (j.is_null()) return false;
   if (j.is_boolean()) return j.get<bool>();
@@ -153,7 +154,7 @@ std::string py_str(const Json& j) {
 std::string to_str(const Value& v) {
   switch (v.kind) {
     case Value::Kind::undefined: return "";
-    case Value::Kind::json: return py_str(v.json);
+    case Value::Kind::json: return v.lazy ? "<generator object>" : py_str(v.json);
     case Value::Kind::ns: {
       std::string out = "<Namespace {";
       for (const auto& [k, x] : *v.ns) {

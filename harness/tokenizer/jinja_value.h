@@ -25,6 +25,9 @@ struct Value {
   std::shared_ptr<std::map<std::string, Value>> ns;  // ns: its attributes, shared by every copy
   std::string name;          // undefined: the missing name; method, function: its name
   const Node* macro = nullptr;
+  // json: a list that jinja2 would hold as a generator (map, select, unique, reverse, items):
+  // always truthy and printed as "<generator object>"; iterating, list and join see the list.
+  bool lazy = false;
 
   static Value undefined(std::string missing = {}) {
     Value v;
