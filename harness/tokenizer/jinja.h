@@ -2,7 +2,7 @@
 // (or chat_template.jinja), with the semantics transformers' apply_chat_template gives them:
 // an ImmutableSandboxedEnvironment with trim_blocks, lstrip_blocks and the loopcontrols
 // extension, plus its globals raise_exception and strftime_now and its tojson filter
-// (json.dumps with ensure_ascii = false). docs/tokenizers.md §9 lists the subset; anything
+// (json.dumps with ensure_ascii = false). docs/tokenizers.md §10 lists the subset; anything
 // outside it (extends, include, import, call blocks, do, ...) is a kvlab::Error naming the line.
 //
 // Sandbox-minded: no file or environment access, and limits on steps, nesting, macro

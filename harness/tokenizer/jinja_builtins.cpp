@@ -1,4 +1,4 @@
-// jinja2 3.1's filters.py and tests.py, for the subset docs/tokenizers.md §9 lists, plus the
+// jinja2 3.1's filters.py and tests.py, for the subset docs/tokenizers.md §10 lists, plus the
 // methods of str and dict that ImmutableSandboxedEnvironment lets a template call (list and
 // dict methods that modify are refused, as the sandbox refuses them).
 #include "harness/tokenizer/jinja_builtins.h"
