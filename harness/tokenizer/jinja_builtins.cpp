@@ -203,13 +203,15 @@ std::string indent_text(const std::string& s0, const std::string& ind, bool firs
     pos = e + ((s[e] == '\r' && e + 1 < s.size() && s[e + 1] == '\n') ? 2 : 1);
   }
   std::string rv;
-  if (blank) {
-    for (std::size_t k = 0; k < lines.size(); ++k) rv += (k ? "\n" + ind : "") + lines[k];
-  } else {
-    rv = lines.empty() ? "" : lines[0];
-    for (std::size_t k = 1; k < lines.size(); ++k) rv += "\n" + (lines[k].empty() ? "" : ind + lines[k]);
+  for (std::size_t k = 0; k < lines.size(); ++k) {
+    if (k > 0) {
+      rv += '\n';
+      if (blank || !lines[k].empty()) rv += ind;
+    }
+    rv += lines[k];
   }
-  return first ? ind + rv : rv;
+  if (first) rv.insert(0, ind);
+  return rv;
 }
 
 Json sort_items(Json items, bool reverse, bool case_sensitive, const std::optional<std::string>& attribute, int line) {

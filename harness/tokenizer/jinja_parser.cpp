@@ -581,7 +581,10 @@ class Parser {
         auto t = make(Expr::Kind::test, line);
         t->negated = skip_name("not");
         t->name = expect_name();
-        while (skip_op(".")) t->name += "." + expect_name();
+        while (skip_op(".")) {
+          t->name += '.';
+          t->name += expect_name();
+        }
         t->args.push_back(std::move(e));
         if (is_op("(")) {
           parse_call_args(*t);
@@ -615,7 +618,10 @@ class Parser {
   ExprPtr parse_one_filter(ExprPtr e, int line) {
     auto f = make(Expr::Kind::filter, line);
     f->name = expect_name();
-    while (skip_op(".")) f->name += "." + expect_name();
+    while (skip_op(".")) {
+      f->name += '.';
+      f->name += expect_name();
+    }
     f->args.push_back(std::move(e));
     if (is_op("(")) parse_call_args(*f);
     return f;

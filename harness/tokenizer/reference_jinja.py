@@ -67,10 +67,13 @@ def main():
     with open(sys.argv[1], encoding="utf-8") as f:
         cases = json.load(f)
     env = environment()
+    compiled = {}  # many cases share a template; compiling is the slow part
     results = []
     for case in cases:
         try:
-            output = env.from_string(case["template"]).render(**case["context"])
+            if case["template"] not in compiled:
+                compiled[case["template"]] = env.from_string(case["template"])
+            output = compiled[case["template"]].render(**case["context"])
             results.append({"name": case["name"], "ok": True, "output": output})
         except jinja2.exceptions.TemplateError as e:
             results.append({"name": case["name"], "ok": False, "error": f"{type(e).__name__}: {e}"})
