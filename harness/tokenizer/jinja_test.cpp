@@ -221,6 +221,9 @@ std::vector<Case> chat_cases() {
       {"tool_round", R"([{"role": "user", "content": "Weather in Paris?"},
                          {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
                          {"role": "tool", "content": "{\"temp\": 21}"}])"},
+      {"tool_round_str", R"([{"role": "user", "content": "Weather in Paris?"},
+                             {"role": "assistant", "content": null, "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+                             {"role": "tool", "content": "21 C"}, {"role": "assistant", "content": "It is 21 C."}])"},
   };
   struct Family {
     std::string file;
@@ -239,6 +242,10 @@ std::vector<Case> chat_cases() {
        {R"({})", R"({"tools": TOOLS})"}},
       {"gemma.jinja", {"sys_user", "user_only", "no_system_multi", "bad_alternation"}, {R"({})"}},
       {"gemma3.jinja", {"sys_user", "user_only", "multi_turn", "no_system_multi", "bad_alternation"}, {R"({})"}},
+      {"llama32.jinja", {"sys_user", "user_only", "multi_turn"}, {R"({})", R"({"tools": TOOLS})"}},
+      {"deepseek_r1.jinja", {"sys_user", "user_only", "thinking_history", "tool_round_str"}, {R"({})"}},
+      {"phi3.jinja", {"sys_user", "multi_turn", "no_system_multi"}, {R"({})"}},
+      {"hermes_tools.jinja", {"sys_user", "multi_turn", "tool_round"}, {R"({"tools": TOOLS})"}},
   };
   std::vector<Case> cases;
   const std::string dir = std::string(KVLAB_SOURCE_DIR) + "/harness/tokenizer/jinja_testdata/";
@@ -279,8 +286,9 @@ struct SplitSpec {
 std::vector<SplitSpec> split_specs() {
   std::vector<SplitSpec> specs;
   const std::vector<std::pair<std::string, std::string>> files = {
-      {"llama31.jinja", "<|begin_of_text|>"}, {"qwen25.jinja", ""}, {"qwen3.jinja", ""}, {"mistral_v02.jinja", "<s>"},
-      {"mistral_v03.jinja", "<s>"}, {"gemma.jinja", "<bos>"}, {"gemma3.jinja", "<bos>"}};
+      {"llama31.jinja", "<|begin_of_text|>"}, {"llama32.jinja", "<|begin_of_text|>"}, {"qwen25.jinja", ""}, {"qwen3.jinja", ""}, {"mistral_v02.jinja", "<s>"},
+      {"mistral_v03.jinja", "<s>"}, {"gemma.jinja", "<bos>"}, {"gemma3.jinja", "<bos>"},
+      {"deepseek_r1.jinja", "<｜begin▁of▁sentence｜>"}, {"phi3.jinja", ""}};
   for (const auto& [file, bos] : files) {
     for (const std::string system : {"", "Answer briefly."}) {
       for (const char* kw : {"{}", R"({"enable_thinking": false})"}) {
