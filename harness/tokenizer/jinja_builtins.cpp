@@ -304,7 +304,11 @@ Value apply_filter_eager(std::string_view name, const Value& v, const Args& a, i
     if (a.get(2, "separators") && !(a.get(2, "separators")->is_json() && a.get(2, "separators")->json.is_null())) {
       error(line, "tojson: separators are not supported");
     }
-    return Value::of(dumps(v.json, indent, sk && truthy(*sk), ea && truthy(*ea)));
+    try {
+      return Value::of(dumps(v.json, indent, sk && truthy(*sk), ea && truthy(*ea)));
+    } catch (const Error& e) {
+      error(line, e.what());
+    }
   }
   if (name == "length" || name == "count") {
     if (v.is_undefined()) return Value::of(0);
@@ -482,7 +486,7 @@ Value apply_filter_eager(std::string_view name, const Value& v, const Args& a, i
     for (auto& x : iteration_items(v, line)) {
       Value r = attr ? attribute_of(x, *attr) : apply_filter(filter, Value::of(x), fargs, line, limits);
       if (r.is_undefined() && def) r = *def;
-      out.push_back(r.is_json() ? r.json : Json());
+      out.push_back(r.is_json() ? r.json : Value::undefined_in_container());
     }
     return Value::of(out);
   }
@@ -551,7 +555,10 @@ Value apply_filter_eager(std::string_view name, const Value& v, const Args& a, i
       if (total.is_number_float() || item.json.is_number_float()) {
         total = as_double(total) + as_double(item.json);
       } else {
-        total = static_cast<std::int64_t>(as_double(total)) + static_cast<std::int64_t>(as_double(item.json));
+        auto as_int = [](const Json& j) { return j.is_boolean() ? std::int64_t{j.get<bool>()} : j.get<std::int64_t>(); };
+        std::int64_t r = 0;
+        if (__builtin_add_overflow(as_int(total), as_int(item.json), &r)) error(line, "sum: integer overflow");
+        total = r;
       }
     }
     return Value::of(total);
@@ -559,7 +566,8 @@ Value apply_filter_eager(std::string_view name, const Value& v, const Args& a, i
   if (name == "wordcount") {
     std::int64_t words = 0;
     bool in_word = false;
-    for (auto cp : code_points(str())) {
+    const std::string text = str();
+    for (auto cp : code_points(text)) {
       unsigned char c = static_cast<unsigned char>(cp[0]);
       bool w = cp.size() > 1 || std::isalnum(c) || c == '_';
       words += w && !in_word;

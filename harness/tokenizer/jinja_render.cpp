@@ -254,7 +254,7 @@ class Renderer {
       if (deeper_than(v.json, kMaxValueDepth - 1)) error(line, fmt::format("lists or dicts nested deeper than {}", kMaxValueDepth));
       return v.json;
     }
-    if (v.is_undefined()) return Json();
+    if (v.is_undefined()) return Value::undefined_in_container();
     error(line, fmt::format("a {} cannot be stored in a list or dict", type_name(v)));
   }
 

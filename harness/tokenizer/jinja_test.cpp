@@ -192,6 +192,11 @@ std::vector<Case> construct_cases() {
       "{{ msgs | selectattr('role', 'equalto', 'system') | list | length }}|{{ 'a.b, c' | wordcount }}|{{ 7 | round(1) }}|"
       "{{ 2.5 is odd }}{{ 3.0 is odd }}{{ -4.0 is even }}",
       R"({"msgs": [{"role": "user"}]})");
+  add("undefined_in_lists",
+      "{% for r in msgs | map(attribute='name') %}[{{ r }}|{{ r is defined }}]{% endfor %}{{ [nope, 1] }}|{{ [nope][0] is defined }}|"
+      "{{ msgs | map(attribute='name') | join(',') }}|{{ msgs | map(attribute='name') | list | length }}|{{ {'k': nope} }}",
+      R"({"msgs": [{"role": "user"}, {"role": "assistant", "name": "bot"}]})");
+  add("undefined_in_list_tojson_raises", "{{ [nope] | tojson }}");
   add("realistic_indentation",
       "<root>\n  {% for m in messages %}\n    {% if m.role == 'user' %}\n      <u>{{ m.content }}</u>\n    {% else %}\n"
       "      <a>{{ m.content }}</a>\n    {% endif %}\n  {% endfor %}\n</root>\n",

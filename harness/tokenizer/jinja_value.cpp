@@ -8,6 +8,8 @@
 
 #include <fmt/format.h>
 
+#include "core/error.h"
+
 namespace kvlab::harness::jinja {
 
 bool is_number(const Json& j) { return j.is_number() || j.is_boolean(); }
@@ -128,6 +130,7 @@ static std::string number_str(const Json& j) {
 }
 
 std::string py_repr(const Json& j) {
+  if (j.is_discarded()) return "Undefined";
   if (j.is_null()) return "None";
   if (j.is_string()) return repr_string(j.get_ref<const std::string&>());
   if (is_number(j)) return number_str(j);
@@ -148,6 +151,7 @@ std::string py_repr(const Json& j) {
 
 std::string py_str(const Json& j) {
   if (j.is_string()) return j.get<std::string>();
+  if (j.is_discarded()) return "";  // str(Undefined)
   return py_repr(j);
 }
 
@@ -251,6 +255,7 @@ static void dump_string(std::string& out, const std::string& s, bool ensure_asci
 
 static void dump(std::string& out, const Json& j, const std::optional<std::string>& indent, bool sort_keys,
                  bool ensure_ascii, int level) {
+  if (j.is_discarded()) throw Error("Object of type Undefined is not JSON serializable");
   if (j.is_null()) {
     out += "null";
   } else if (j.is_boolean()) {

@@ -34,12 +34,16 @@ struct Value {
     v.name = std::move(missing);
     return v;
   }
+  // A discarded JSON value stands for an Undefined kept in a list or dict (map(attribute=) of a
+  // missing attribute, [undefined_name]); it comes back out as Undefined.
   static Value of(Json j) {
     Value v;
+    if (j.is_discarded()) return v;
     v.kind = Kind::json;
     v.json = std::move(j);
     return v;
   }
+  static Json undefined_in_container() { return Json(Json::value_t::discarded); }
   bool is_undefined() const { return kind == Kind::undefined; }
   bool is_json() const { return kind == Kind::json; }
 };
