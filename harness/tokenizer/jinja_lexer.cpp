@@ -141,9 +141,9 @@ class Lexer {
       emit_text(text, text_line);
       advance_to(tag + 2 + ((sign == '-' || sign == '+') ? 1 : 0));
       if (kind == '#') {
-        comment(tag);
+        comment();
       } else {
-        tag_body(kind == '%', tag);
+        tag_body(kind == '%');
       }
     }
     tokens_.push_back({Tok::eof, "", line_});
@@ -177,19 +177,17 @@ class Lexer {
     }
   }
 
-  void comment(std::size_t open) {
+  void comment() {
     int line = line_;
     std::size_t body = pos_;
     std::size_t end = src_.find("#}", body);
     if (end == std::string::npos) fail("jinja template line {}: unterminated comment", line);
     char sign = end > body ? src_[end - 1] : '\0';
-    (void)open;
     advance_to(end + 2);
     after_end(sign == '-' || sign == '+' ? sign : '\0');
   }
 
-  void tag_body(bool block, std::size_t open) {
-    (void)open;
+  void tag_body(bool block) {
     int open_line = line_;
     tokens_.push_back({block ? Tok::block_begin : Tok::var_begin, "", line_});
     const char close = block ? '%' : '}';
@@ -203,15 +201,11 @@ class Lexer {
       auto at = [&](std::string_view s) { return src_.compare(pos_, s.size(), s) == 0; };
       // End of tag first, as jinja2's rules try it before the operators, but only outside
       // brackets ("{{ {'a': {}} }}" is one dict).
-      if (depth == 0 && (c == '-' || (block && c == '+')) && pos_ + 2 < src_.size() + 0 && src_[pos_ + 1] == close &&
+      if (depth == 0 && (c == '-' || (block && c == '+')) && pos_ + 2 < src_.size() && src_[pos_ + 1] == close &&
           src_[pos_ + 2] == '}') {
         tokens_.push_back({block ? Tok::block_end : Tok::var_end, "", line_});
         advance_to(pos_ + 3);
-        if (c == '-') {
-          after_end('-');
-        } else {
-          after_end('+');
-        }
+        if (block || c == '-') after_end(c);
         return;
       }
       if (depth == 0 && c == close && pos_ + 1 < src_.size() && src_[pos_ + 1] == '}') {
