@@ -1,0 +1,44 @@
+// The checkpoint's own chat template, read and rendered for one user turn the way
+// transformers' apply_chat_template renders it, split into the context part and the question
+// part that kvlab tokenizes separately (chat_template.h). Not yet behind --chat-template.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+namespace kvlab::harness {
+
+struct CheckpointChatTemplate {
+  std::string source;     // the Jinja text
+  std::string origin;     // the file it came from, for error messages
+  std::string bos_token;  // tokenizer_config.json's bos_token / eos_token ("" when absent),
+  std::string eos_token;  // which apply_chat_template passes to every template
+};
+
+// model_dir/tokenizer_config.json's "chat_template" (a string, or a list of {name, template}:
+// the "default" entry, else the first), else chat_template.jinja, else chat_template.json
+// beside it. nullopt when there is none (a base model). Malformed files are a kvlab::Error.
+std::optional<CheckpointChatTemplate> load_checkpoint_chat_template(const std::filesystem::path& model_dir);
+
+struct JinjaChatParts {
+  std::string context_part;   // everything before the question: template head + context
+  std::string question_part;  // the question + template tail (end of turn, generation prompt)
+};
+
+// Renders messages = [{system, system_prompt} if not empty, {user, context + question}] with
+// add_generation_prompt = true, bos_token, eos_token and the template kwargs in `kwargs` (e.g.
+// {"enable_thinking": false}), and cuts it where the context ends: the user content is
+// rendered as context + marker + question, so filters such as `| trim` act on the whole
+// content as transformers applies them, and the marker's position is the cut. Checks that the
+// two parts joined equal the rendering without the marker; kvlab::Error when they do not (a
+// template that inspects the content), when the marker is not found exactly once, or when the
+// template raises (e.g. Gemma refusing a system turn).
+JinjaChatParts render_checkpoint_chat(const CheckpointChatTemplate& chat, std::string_view context,
+                                      std::string_view question, std::string_view system_prompt = {},
+                                      const nlohmann::ordered_json& kwargs = nlohmann::ordered_json::object());
+
+}  // namespace kvlab::harness
