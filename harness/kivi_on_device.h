@@ -1,7 +1,6 @@
-// KIVI (compressors/methods/kivi.h) where the model's tensors lie, CPU or CUDA: the same packed form
-// kivi_pack makes on the host, byte for byte, made by torch on the tensor's device, and the
-// values decoded from it, so nothing T-sized crosses to the host. The packed layout (codes
-// LSB-first, fp16 scale/min per group, fp16 residual rows) is docs/methods/kivi.md §5.
+// KIVI (compressors/methods/kivi.h) where the model's tensors lie, CPU or CUDA: kivi_kernel.h's
+// pack and unpack run on them through torch (harness/torch_ops.h), so the packed form is
+// kivi_pack's, byte for byte, and nothing T-sized crosses to the host.
 //
 // On the dense cache the host chain stores, per layer and KV head:
 //   keys   rotated (core::Rope, f32), rounded to fp16, [T, D] per channel, then rotated back;
