@@ -95,10 +95,10 @@ struct HostQuantOps {
   static Index size(std::span<const std::uint8_t> b) { return static_cast<Index>(b.size()); }
   static Bytes bytes(const FloatView&, Index size) { return Bytes(static_cast<std::size_t>(size)); }
   static FloatView middle_rows(const FloatView& x, Index r0, Index rows) { return x.middleRows(r0, rows); }
-  template <class D> static void set_rows(Eigen::Map<Floats>& out, Index r0, const Eigen::ArrayBase<D>& rows) { out.middleRows(r0, rows.rows()) = rows; }
+  static void set_rows(Eigen::Map<Floats>& out, Index r0, const auto& rows) { out.middleRows(r0, rows.rows()) = rows; }
   // 8·gr rows (whole bytes of codes), ~8192 values: temporaries stay in cache and below malloc's mmap threshold.
   static Index rows_per_pass(Index, Index c, Index gr) { return 8 * gr * std::max<Index>(1, 1024 / (gr * c)); }
-  static bool all_finite(const FloatView& x) { return (x - x).sum() == 0; }  // x − x is NaN unless x is finite; sum() vectorises, all() does not
+  static bool all_finite(const FloatView& x) { return (x - x).sum() == 0; }  // x − x: NaN unless finite; all() would not vectorise
 
   // Each block's min and max by std::min / std::max in row-major order (of 0 and −0 the first stays, as ever).
   static std::pair<Floats, Floats> block_minmax(const FloatView& x, Index gr, Index gc) {
@@ -120,36 +120,37 @@ struct HostQuantOps {
     return out;
   }
 
-  // Elementwise, lazily (a code is one pass over its block); round_to_fp16 takes f32 or double.
-  template <class D> static auto to_double(const Eigen::ArrayBase<D>& x) { return x.template cast<double>(); }
-  template <class D> static Floats round_to_fp16(const Eigen::ArrayBase<D>& x) { return x.unaryExpr([](auto v) { return float(Eigen::half(float(v))); }); }
+  // Elementwise on Eigen expressions, lazily (a code is one pass over its block); round_to_fp16 takes f32 or double.
+  static auto to_double(const auto& x) { return x.template cast<double>(); }
+  static Floats round_to_fp16(const auto& x) { return x.unaryExpr([](auto v) { return float(Eigen::half(float(v))); }); }
   // Codes: x clamped to [0, hi], rounded half to even; 0 where the scale s is 0 (a constant group).
-  template <class D> static Floats codes(const Eigen::ArrayBase<D>& x, const Floats& s, int hi) { return (s == 0.0f).select(0.0f, x.max(0.0f).min(float(hi)).rint()); }
+  static Floats codes(const auto& x, const Floats& s, int hi) { return (s == 0.0f).select(0.0f, x.max(0.0f).min(float(hi)).rint()); }
 
   // Codes row-major, code e at bits [e·bits, e·bits + bits) of the bytes from `offset`; and back.
   static void pack_codes(Bytes& out, Index offset, const Floats& codes, int bits) {
     for (Index b = 0, per = 8 / bits; b * per < codes.size(); ++b) {  // a byte at a time: no read-modify-write per code
       std::uint32_t v = 0;
-      for (Index k = 0, e = b * per; k < per && e < codes.size(); ++k, ++e) v |= static_cast<std::uint32_t>(codes.data()[e]) << (k * bits);
+      for (Index k = 0, e = b * per; k < per && e < codes.size(); ++k, ++e) v |= std::uint32_t(codes.data()[e]) << (k * bits);
       out[offset + b] = static_cast<std::uint8_t>(v);
     }
   }
   static Floats unpack_codes(std::span<const std::uint8_t> b, Index offset, int bits, Index rows, Index c) {
     Floats out(rows, c);
-    for (Index e = 0; e < out.size(); ++e) out.data()[e] = static_cast<float>((b[offset + e * bits / 8] >> (e * bits % 8)) & ((1u << bits) - 1));
+    for (Index e = 0; e < out.size(); ++e) out.data()[e] = float((b[offset + e * bits / 8] >> (e * bits % 8)) & ((1u << bits) - 1));
     return out;
   }
   // x's values at fp16, little-endian, row-major at `offset`, `offset` + 2·step, …; and back.
   static void put_fp16(Bytes& out, Index offset, const FloatView& x, Index step) {
-    for (Index e = 0, at = offset; e < x.size(); ++e, at += 2 * step) {
-      const auto h = Eigen::numext::bit_cast<std::uint16_t>(Eigen::half(x.reshaped<Eigen::RowMajor>()(e)));
-      out[at] = static_cast<std::uint8_t>(h & 0xff), out[at + 1] = static_cast<std::uint8_t>(h >> 8);
-    }
+    for (Index i = 0, at = offset; i < x.rows(); ++i)
+      for (Index j = 0; j < x.cols(); ++j, at += 2 * step) {
+        const auto h = Eigen::numext::bit_cast<std::uint16_t>(Eigen::half(x(i, j)));
+        out[at] = static_cast<std::uint8_t>(h & 0xff), out[at + 1] = static_cast<std::uint8_t>(h >> 8);
+      }
   }
   static Floats from_fp16(std::span<const std::uint8_t> b, Index offset, Index rows, Index c, Index step) {
     Floats out(rows, c);
-    for (Index e = 0; e < out.size(); ++e)
-      out.data()[e] = static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(static_cast<std::uint16_t>(b[offset + 2 * step * e] | (b[offset + 2 * step * e + 1] << 8))));
+    for (Index e = 0, at = offset; e < out.size(); ++e, at += 2 * step)
+      out.data()[e] = float(Eigen::numext::bit_cast<Eigen::half>(std::uint16_t(b[at] | b[at + 1] << 8)));
     return out;
   }
 };

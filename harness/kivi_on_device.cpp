@@ -25,7 +25,8 @@ at::Tensor kivi_pack_on_device(const at::Tensor& x, QuantLayout layout, bool tok
 at::Tensor kivi_unpack_on_device(const at::Tensor& packed, QuantLayout layout, std::int64_t n, std::int64_t c,
                                  bool token_rows, const compressors::KiviParams& p) {
   if (packed.dim() != 1 || packed.scalar_type() != at::kByte) fail("kivi: a packed form is 1-D uint8, not {}-D", packed.dim());
-  return compressors::kivi_unpack_kernel<TorchQuantOps>(packed, n, c, layout, token_rows, p, at::empty({n, c}, packed.options().dtype(at::kFloat)));
+  at::Tensor out = at::empty({n, c}, packed.options().dtype(at::kFloat));
+  return compressors::kivi_unpack_kernel<TorchQuantOps>(packed, n, c, layout, token_rows, p, out);
 }
 
 std::int64_t kivi_store_on_device(at::Tensor x, QuantLayout layout, bool token_rows, const compressors::KiviParams& p) {

@@ -22,8 +22,7 @@ namespace kvlab::harness {
 const compressors::StageSpec* kivi_on_dense(const compressors::ChainSpec& chain);
 
 // The packed form of x [n, c] (f32, any strides, values already at fp16) on x's device: uint8
-// [compressors::kivi_bytes(layout, n, c, token_rows, p)], the bytes compressors::kivi_pack
-// gives. Fails on non-finite values to quantize or a group beyond fp16, as kivi_pack does.
+// [compressors::kivi_bytes(…)], compressors::kivi_pack's bytes; fails where kivi_pack fails.
 at::Tensor kivi_pack_on_device(const at::Tensor& x, compressors::QuantLayout layout, bool token_rows,
                                const compressors::KiviParams& p);
 // Decodes a packed form (uint8, on any device) into [n, c] f32 on its device, as kivi_unpack.

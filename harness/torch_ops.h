@@ -89,7 +89,8 @@ struct TorchQuantOps {
     return codes.reshape({-1}).narrow(0, 0, rows * c).view({rows, c});
   }
   static void put_fp16(Tensor& out, std::int64_t offset, const Tensor& x, std::int64_t step) {
-    out.as_strided({x.numel(), 2}, {2 * step, 1}, out.storage_offset() + offset).copy_(x.to(at::kHalf).contiguous().view(at::kByte).view({x.numel(), 2}));
+    const Tensor bytes = x.to(at::kHalf).contiguous().view(at::kByte).view({x.numel(), 2});
+    out.as_strided({x.numel(), 2}, {2 * step, 1}, out.storage_offset() + offset).copy_(bytes);
   }
   static Tensor from_fp16(const Tensor& b, std::int64_t offset, std::int64_t rows, std::int64_t c, std::int64_t step) {
     const Tensor pairs = b.as_strided({rows * c, 2}, {2 * step, 1}, b.storage_offset() + offset);

@@ -38,8 +38,7 @@ struct KiviGroup {
   float min = 0;    // fp16(min)
 };
 
-// Quantize∘dequantize of one group [n] in place (kivi_pack and kivi_unpack of it as a [1, n]
-// tensor); returns its stored parameters.
+// Quantize∘dequantize of one group [n] in place (kivi_pack, kivi_unpack of [1, n]); returns its stored parameters.
 KiviGroup kivi_fake_quantize(std::span<float> group, int bits);
 
 // Rows of an [n, ·] tensor that are quantized; the remaining n − rows form the fp16 residual.
