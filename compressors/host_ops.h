@@ -104,7 +104,9 @@ struct HostQuantOps {
   static std::pair<Floats, Floats> block_minmax(const FloatView& x, Index gr, Index gc) {
     Floats lo((x.rows() + gr - 1) / gr, (x.cols() + gc - 1) / gc), hi(lo.rows(), lo.cols());
     for (Index i = 0; i < x.rows(); ++i)
-      for (Index j = 0, b = 0; j < x.cols(); j += gc, ++b) {
+      if (gc == 1 && i % gr) lo.row(i / gr) = (x.row(i) < lo.row(i / gr)).select(x.row(i), lo.row(i / gr)),
+                             hi.row(i / gr) = (hi.row(i / gr) < x.row(i)).select(x.row(i), hi.row(i / gr));  // a row at once, as std::min / max
+      else for (Index j = 0, b = 0; j < x.cols(); j += gc, ++b) {
         float l = i % gr ? lo(i / gr, b) : x(i, j), h = i % gr ? hi(i / gr, b) : x(i, j);
         for (Index e = j; e < std::min(x.cols(), j + gc); ++e) l = std::min(l, x(i, e)), h = std::max(h, x(i, e));
         lo(i / gr, b) = l, hi(i / gr, b) = h;
@@ -136,7 +138,7 @@ struct HostQuantOps {
   }
   static Floats unpack_codes(std::span<const std::uint8_t> b, Index offset, int bits, Index rows, Index c) {
     Floats out(rows, c);
-    for (Index e = 0; e < out.size(); ++e) out.data()[e] = float((b[offset + e * bits / 8] >> (e * bits % 8)) & ((1u << bits) - 1));
+    for (std::size_t e = 0, at = 8 * offset; e < std::size_t(out.size()); ++e, at += bits) out.data()[e] = float(b[at / 8] >> at % 8 & ((1u << bits) - 1));
     return out;
   }
   // x's values at fp16, little-endian, row-major at `offset`, `offset` + 2·step, …; and back.
