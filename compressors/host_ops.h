@@ -96,7 +96,7 @@ struct HostQuantOps {
   static Bytes bytes(const FloatView&, Index size) { return Bytes(static_cast<std::size_t>(size)); }
   static FloatView middle_rows(const FloatView& x, Index r0, Index rows) { return x.middleRows(r0, rows); }
   static void set_rows(Eigen::Map<Floats>& out, Index r0, const auto& rows) { out.middleRows(r0, rows.rows()) = rows; }
-  // 8·gr rows (whole bytes of codes), ~8192 values: temporaries stay in cache and below malloc's mmap threshold.
+  // Multiples of 8·gr rows (whole bytes of codes), ~8192 values or 8 row blocks: temporaries stay in cache, in the heap.
   static Index rows_per_pass(Index, Index c, Index gr) { return 8 * gr * std::max<Index>(1, 1024 / (gr * c)); }
   static bool all_finite(const FloatView& x) { return (x - x).sum() == 0; }  // x − x: NaN unless finite; all() would not vectorise
 
