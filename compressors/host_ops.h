@@ -12,9 +12,12 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <span>
+#include <utility>
 #include <vector>
 
 #include "linalg/backend.h"
@@ -125,6 +128,81 @@ struct HostOps {
   }
   // x + b on every row, b [1, c].
   static Tensor32 add_row(const Tensor32& x, const Tensor32& b) { return x.rowwise() + b.row(0); }
+};
+
+// The operations of KIVI's kernel (compressors/methods/kivi_kernel.h) in host memory: f32 matrices
+// [rows, c] (Eigen, row-major; a FloatView reads one in place, a Map writes one) and byte buffers.
+// Per-group quantities are [⌈rows/gr⌉, ⌈c/gc⌉], one value per gr × gc block. Arithmetic is IEEE
+// f32 as kivi_pack's scalar loops were, so the packed bytes and the decoded values are theirs.
+struct HostQuantOps {
+  using Floats = Eigen::Array<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using FloatView = Eigen::Ref<const Floats>;
+  using Bytes = std::vector<std::uint8_t>;
+  using Index = Eigen::Index;
+
+  static Index size(std::span<const std::uint8_t> b) { return static_cast<Index>(b.size()); }
+  static Bytes bytes(const FloatView&, Index size) { return Bytes(static_cast<std::size_t>(size)); }
+  static FloatView middle_rows(const FloatView& x, Index r0, Index rows) { return x.middleRows(r0, rows); }
+  static void set_rows(Eigen::Map<Floats>& out, Index r0, const auto& rows) { out.middleRows(r0, rows.rows()) = rows; }
+  // Multiples of 8·gr rows (whole bytes of codes), ~8192 values or 8 row blocks: temporaries stay in cache, in the heap.
+  static Index rows_per_pass(Index, Index c, Index gr) { return 8 * gr * std::max<Index>(1, 1024 / (gr * c)); }
+  static bool all_finite(const FloatView& x) { return (x - x).sum() == 0; }  // x − x: NaN unless finite; all() would not vectorise
+
+  // Each block's min and max by std::min / std::max in row-major order (of 0 and −0 the first stays, as ever).
+  static std::pair<Floats, Floats> block_minmax(const FloatView& x, Index gr, Index gc) {
+    Floats lo((x.rows() + gr - 1) / gr, (x.cols() + gc - 1) / gc), hi(lo.rows(), lo.cols());
+    for (Index i = 0; i < x.rows(); ++i)
+      if (gc == 1 && i % gr) lo.row(i / gr) = (x.row(i) < lo.row(i / gr)).select(x.row(i), lo.row(i / gr)),
+                             hi.row(i / gr) = (hi.row(i / gr) < x.row(i)).select(x.row(i), hi.row(i / gr));  // a row at once, as std::min / max
+      else for (Index j = 0, b = 0; j < x.cols(); j += gc, ++b) {
+        float l = i % gr ? lo(i / gr, b) : x(i, j), h = i % gr ? hi(i / gr, b) : x(i, j);
+        for (Index e = j; e < std::min(x.cols(), j + gc); ++e) l = std::min(l, x(i, e)), h = std::max(h, x(i, e));
+        lo(i / gr, b) = l, hi(i / gr, b) = h;
+      }
+    return {lo, hi};
+  }
+  // [rows, c]: element (i, j) is p(i / gr, j / gc).
+  static Floats spread(const Floats& p, Index gr, Index gc, Index rows, Index c) {
+    Floats out(rows, c);
+    for (Index i = 0; i < rows; ++i)
+      if (gc == 1) out.row(i) = p.row(i / gr);
+      else for (Index j = 0; j < c; j += gc) out.row(i).segment(j, std::min(gc, c - j)).setConstant(p(i / gr, j / gc));
+    return out;
+  }
+
+  // Elementwise on Eigen expressions, lazily (a code is one pass over its block); round_to_fp16 takes f32 or double.
+  static auto to_double(const auto& x) { return x.template cast<double>(); }
+  static Floats round_to_fp16(const auto& x) { return x.unaryExpr([](auto v) { return float(Eigen::half(float(v))); }); }
+  // Codes: x clamped to [0, hi], rounded half to even; 0 where the scale s is 0 (a constant group).
+  static Floats codes(const auto& x, const Floats& s, int hi) { return (s == 0.0f).select(0.0f, x.max(0.0f).min(float(hi)).rint()); }
+
+  // Codes row-major, code e at bits [e·bits, e·bits + bits) of the bytes from `offset`; and back.
+  static void pack_codes(Bytes& out, Index offset, const Floats& codes, int bits) {
+    for (Index b = 0, per = 8 / bits; b * per < codes.size(); ++b) {  // a byte at a time: no read-modify-write per code
+      std::uint32_t v = 0;
+      for (Index k = 0, e = b * per; k < per && e < codes.size(); ++k, ++e) v |= std::uint32_t(codes.data()[e]) << (k * bits);
+      out[offset + b] = static_cast<std::uint8_t>(v);
+    }
+  }
+  static Floats unpack_codes(std::span<const std::uint8_t> b, Index offset, int bits, Index rows, Index c) {
+    Floats out(rows, c);
+    for (std::size_t e = 0, at = 8 * offset; e < std::size_t(out.size()); ++e, at += bits) out.data()[e] = float(b[at / 8] >> at % 8 & ((1u << bits) - 1));
+    return out;
+  }
+  // x's values at fp16, little-endian, row-major at `offset`, `offset` + 2·step, …; and back.
+  static void put_fp16(Bytes& out, Index offset, const FloatView& x, Index step) {
+    for (Index i = 0, at = offset; i < x.rows(); ++i)
+      for (Index j = 0; j < x.cols(); ++j, at += 2 * step) {
+        const auto h = Eigen::numext::bit_cast<std::uint16_t>(Eigen::half(x(i, j)));
+        out[at] = static_cast<std::uint8_t>(h & 0xff), out[at + 1] = static_cast<std::uint8_t>(h >> 8);
+      }
+  }
+  static Floats from_fp16(std::span<const std::uint8_t> b, Index offset, Index rows, Index c, Index step) {
+    Floats out(rows, c);
+    for (Index e = 0, at = offset; e < out.size(); ++e, at += 2 * step)
+      out.data()[e] = float(Eigen::numext::bit_cast<Eigen::half>(std::uint16_t(b[at] | b[at + 1] << 8)));
+    return out;
+  }
 };
 
 }  // namespace kvlab::compressors

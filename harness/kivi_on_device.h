@@ -1,7 +1,6 @@
-// KIVI (compressors/methods/kivi.h) where the model's tensors lie, CPU or CUDA: the same packed form
-// kivi_pack makes on the host, byte for byte, made by torch on the tensor's device, and the
-// values decoded from it, so nothing T-sized crosses to the host. The packed layout (codes
-// LSB-first, fp16 scale/min per group, fp16 residual rows) is docs/methods/kivi.md §5.
+// KIVI (compressors/methods/kivi.h) where the model's tensors lie, CPU or CUDA: kivi_kernel.h's
+// pack and unpack run on them through torch (harness/torch_ops.h), so the packed form is
+// kivi_pack's, byte for byte, and nothing T-sized crosses to the host.
 //
 // On the dense cache the host chain stores, per layer and KV head:
 //   keys   rotated (core::Rope, f32), rounded to fp16, [T, D] per channel, then rotated back;
@@ -23,8 +22,7 @@ namespace kvlab::harness {
 const compressors::StageSpec* kivi_on_dense(const compressors::ChainSpec& chain);
 
 // The packed form of x [n, c] (f32, any strides, values already at fp16) on x's device: uint8
-// [compressors::kivi_bytes(layout, n, c, token_rows, p)], the bytes compressors::kivi_pack
-// gives. Fails on non-finite values to quantize or a group beyond fp16, as kivi_pack does.
+// [compressors::kivi_bytes(…)], compressors::kivi_pack's bytes; fails where kivi_pack fails.
 at::Tensor kivi_pack_on_device(const at::Tensor& x, compressors::QuantLayout layout, bool token_rows,
                                const compressors::KiviParams& p);
 // Decodes a packed form (uint8, on any device) into [n, c] f32 on its device, as kivi_unpack.

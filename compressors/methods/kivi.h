@@ -38,23 +38,13 @@ struct KiviGroup {
   float min = 0;    // fp16(min)
 };
 
-// Parameters of a group whose values span [lo, hi]. Fails when lo or hi is not finite or the
-// scale overflows fp16 (`what` names the tensor in the message).
-KiviGroup kivi_group_params(float lo, float hi, int bits, std::string_view what = "kivi group");
-// The b-bit code of x: clamp(round((x − min) / scale), 0, 2^b − 1), round half to even (torch.round);
-// 0 when scale == 0.
-std::uint32_t kivi_code(float x, const KiviGroup& g, int bits);
-// Dequantized value of a code: q·scale + min.
-inline float kivi_dequant(std::uint32_t q, const KiviGroup& g) { return static_cast<float>(q) * g.scale + g.min; }
-
-// Quantize∘dequantize of one group [n] in place; returns its stored parameters.
+// Quantize∘dequantize of one group [n] in place (kivi_pack, kivi_unpack of [1, n]); returns its stored parameters.
 KiviGroup kivi_fake_quantize(std::span<float> group, int bits);
 
 // Rows of an [n, ·] tensor that are quantized; the remaining n − rows form the fp16 residual.
 std::int64_t kivi_quantized_rows(QuantLayout layout, std::int64_t n, bool token_rows, const KiviParams& p);
-// Where the three parts of the packed form of an [n, c] tensor start (kivi_pack), from its shape
-// alone: ⌈codes·b/8⌉ bytes of codes for the whole quantized part (bit-packed contiguously), 4 per
-// group (fp16 scale and min), 2 per fp16 residual value. The host and device packers share it.
+// Where the three parts of kivi_pack's packed form of an [n, c] tensor start, from its shape alone
+// (kivi_kernel.h packs at these offsets on every device).
 struct KiviPackedLayout {
   std::int64_t nq = 0;           // quantized rows (kivi_quantized_rows)
   std::int64_t groups = 0;       // quantization groups
@@ -68,13 +58,11 @@ KiviPackedLayout kivi_packed_layout(QuantLayout layout, std::int64_t n, std::int
 std::int64_t kivi_bytes(QuantLayout layout, std::int64_t n, std::int64_t c, bool token_rows, const KiviParams& p);
 
 // The packed form of an [n, c] tensor `x` (row-major, its values already at fp16), exactly
-// kivi_bytes(layout, n, c, token_rows, p) bytes, in three parts:
-//   codes    ⌈nq·c·b/8⌉ bytes: the code of quantized element (i, j) is code number k = i·c + j,
-//            held in bits [k·b, k·b + b) counting from bit 0 of byte 0 (b divides 8, so no code
-//            straddles a byte);
-//   groups   4 bytes per group, fp16 scale then fp16 min; per_channel groups in order of
-//            (row block, column), per_token groups in order of (row, column block);
-//   residual the n − nq rows after the quantized ones, fp16, row-major.
+// kivi_bytes(layout, n, c, token_rows, p) bytes (docs/methods/kivi.md §5): ⌈nq·c·b/8⌉ bytes of
+// codes, code k = i·c + j of quantized element (i, j) in bits [k·b, k·b + b) from bit 0 of byte 0;
+// 4 bytes per group, fp16 scale then fp16 min, per_channel groups in order of (row block, column),
+// per_token groups of (row, column block); the n − nq residual rows, fp16, row-major. Code of x:
+// clamp((x − min) / scale, 0, 2^b − 1) rounded half to even, 0 where scale is 0 (kivi_kernel.h).
 // `what` names the tensor in errors (non-finite values, a scale beyond fp16).
 std::vector<std::uint8_t> kivi_pack(std::span<const float> x, QuantLayout layout, std::int64_t n, std::int64_t c,
                                     bool token_rows, const KiviParams& p, std::string_view what);
