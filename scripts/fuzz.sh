@@ -21,6 +21,7 @@ cd "$(dirname "$0")/.."
 # two targets at a time (docs/fuzzing.md §4), so that all of them take under 5 minutes in CI.
 declare -A CI_RUNS=(
   [generation_config_fuzz]=14000
+  [jinja_fuzz]=100000
   [kv_dump_fuzz]=15000
   [longbench_fuzz]=26000
   [model_config_fuzz]=110000
@@ -33,7 +34,7 @@ declare -A CI_RUNS=(
   [tokenizer_json_fuzz]=55000
 )
 # Largest input each target tries (bytes); seeds are smaller.
-declare -A MAX_LEN=([kv_dump_fuzz]=16384 [tokenizer_json_fuzz]=16384 [tokenizer_config_fuzz]=8192)
+declare -A MAX_LEN=([jinja_fuzz]=8192 [kv_dump_fuzz]=16384 [tokenizer_json_fuzz]=16384 [tokenizer_config_fuzz]=8192)
 
 BUILD=build-fuzz
 if [[ $# -gt 0 ]]; then TARGETS=("$@"); else TARGETS=($(printf '%s\n' "${!CI_RUNS[@]}" | sort)); fi
