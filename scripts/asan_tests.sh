@@ -30,11 +30,13 @@ SUITES=(
   compressors/compress_keydiff_tests
   compressors/compress_tova_tests
   compressors/compress_random_tests
+  compressors/compress_adakv_tests
   datasets/datasets_tests
   datasets/tasks_tests
   results/results_tests
   harness/harness_config_tests
   harness/tokenizer/tokenizer_tests
+  harness/tokenizer/jinja_tests
   harness/harness_inputs_tests
 )
 if [[ $# -gt 0 ]]; then
