@@ -6,8 +6,9 @@ void add_model_run_options(CLI::App& cmd, harness::ModelRunRequest& r) {
   cmd.add_option("--model", r.model, "Model folder: config.json, *.safetensors, tokenizer.json or tokenizer.model")
       ->required();
   cmd.add_option("--chat-template", r.chat_template,
-                 "auto (from tokenizer_config.json; none for base models), none, llama3, qwen2, mistral-v0.2, "
-                 "mistral-v0.3")
+                 "auto (a literal layout picked by tokenizer_config.json's template; none for base models), own (the "
+                 "checkpoint's own Jinja chat template, rendered as transformers' apply_chat_template does), none, "
+                 "llama3, qwen2, mistral-v0.2, mistral-v0.3")
       ->capture_default_str();
   cmd.add_option("--max-tokens", r.max_tokens, "Cut each prompt's context to fit this many tokens (0: no limit)")
       ->capture_default_str();

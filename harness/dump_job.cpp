@@ -27,7 +27,7 @@ std::string run_dump(const DumpRequest& r) {
   if (r.limit > 0 && static_cast<std::size_t>(r.limit) < prompts.size()) prompts.resize(r.limit);
   const ModelConfig config = load_model_config(r.model);
   const auto tokenizer = load_tokenizer(r.model);
-  const ChatTemplate chat = choose_chat_template(r, config);
+  const ChatFormat chat = choose_chat_template(r, config);
   const Truncation truncation = parse_truncation(r.truncate);
   std::vector<SampleToDump> samples;
   std::string report;
@@ -48,9 +48,9 @@ std::string run_dump(const DumpRequest& r) {
   const std::string id = model_id(r.model, config);
   report += fmt::format("model {} ({}) on {} in {}, loaded in {:.1f} s\ntokenizer: {}\nchat template: {}\n", id,
                         config.describe(), options.device.str(), c10::toString(options.dtype), load_s,
-                        tokenizer->describe(), to_string(chat));
+                        tokenizer->describe(), to_string(chat.layout));
 
-  auto info = dump_info_for(model, id, tokenizer->describe(), std::string(to_string(chat)), core::parse_dtype(r.dtype), r.attn_in);
+  auto info = dump_info_for(model, id, tokenizer->describe(), std::string(to_string(chat.layout)), core::parse_dtype(r.dtype), r.attn_in);
   info.model_hash = core::checkpoint_hash(r.model);  // the dump names the exact weights it came from
   core::DumpWriter writer(r.out, info);
   std::int64_t total_tokens = 0;

@@ -13,7 +13,7 @@ namespace {
 
 // The prompts of a generated task, sized with the model's own tokenizer (as RULER does): the
 // chat template's tokens and one token per part boundary are reserved.
-std::vector<datasets::TaskSample> task_samples(const EvalRequest& r, const Tokenizer& tokenizer, ChatTemplate chat) {
+std::vector<datasets::TaskSample> task_samples(const EvalRequest& r, const Tokenizer& tokenizer, const ChatFormat& chat) {
   const auto ref = datasets::parse_task_ref(r.task);
   if (ref.suite != datasets::TaskRef::Suite::ruler)
     fail("--task {}: only ruler:* tasks are generated; LongBench files go through --longbench FILE.jsonl",

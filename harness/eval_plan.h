@@ -31,7 +31,7 @@ struct EvalPlan {
   datasets::ScoreOptions scoring;
   ModelConfig config;
   std::unique_ptr<Tokenizer> tokenizer;
-  ChatTemplate chat = ChatTemplate::none;
+  ChatFormat chat;
   std::vector<Prompt> prompts;               // at most --limit of them
   std::vector<datasets::TaskSample> tasks;   // --task / --longbench: tasks[i] became prompts[i]; else empty
   std::vector<TokenizedPrompt> tokenized;    // parallel to prompts

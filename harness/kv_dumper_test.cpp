@@ -15,6 +15,7 @@
 #include "core/kv_dump.h"
 #include "harness/dump_job.h"
 #include "harness/tiny_model.h"
+#include "harness/tokenizer/chat_template.h"
 
 namespace kvlab::harness {
 namespace {
@@ -157,6 +158,24 @@ TEST_P(DumpJob, MaxTokensAndTextInput) {
   EXPECT_EQ(meta.num_tokens, 24);
   EXPECT_FALSE(meta.has_attn_in);
   EXPECT_EQ(dump.info().chat_template, "none");
+}
+
+// --chat-template own: each sample holds the tokens of the checkpoint's own template (every tiny
+// family ships one, tiny_tokenizer.cpp), rendered and cut as chat_template.h says.
+TEST_P(DumpJob, OwnChatTemplateIsTheCheckpointsJinja) {
+  auto r = request();
+  r.chat_template = "own";
+  run_dump(r);
+  core::DumpReader dump(r.out);
+  EXPECT_EQ(dump.info().chat_template, "own");
+  const auto tokenizer = load_tokenizer(r.model);
+  const ChatFormat own = own_chat_template(r.model);
+  const ChatParts parts = render_chat(own, "kvlab dumps the KV cache of every layer to HDF5.", "What is dumped?");
+  std::int64_t context_end = 0;
+  const auto ids = encode_chat(*tokenizer, own, parts, &context_end);
+  const auto meta = dump.sample("a");
+  EXPECT_EQ(meta.num_tokens, static_cast<std::int64_t>(ids.size()));
+  EXPECT_EQ(meta.context_end, context_end);
 }
 
 INSTANTIATE_TEST_SUITE_P(Archs, DumpJob, ::testing::Values("llama", "qwen2", "mistral"));

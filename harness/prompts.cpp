@@ -80,7 +80,7 @@ Truncation parse_truncation(std::string_view name) {
   fail("--truncate '{}': expected end or middle", name);
 }
 
-TokenizedPrompt tokenize_prompt(const Tokenizer& tokenizer, ChatTemplate chat_template, const Prompt& prompt,
+TokenizedPrompt tokenize_prompt(const Tokenizer& tokenizer, const ChatFormat& chat_template, const Prompt& prompt,
                                 std::int64_t max_tokens, Truncation truncation) {
   TokenizedPrompt out;
   out.tokens = encode_chat(tokenizer, chat_template, render_chat(chat_template, prompt.context, prompt.question, prompt.system),

@@ -43,7 +43,7 @@ struct TokenizedPrompt {
 // Renders `prompt` with `chat_template` and tokenizes context and question parts separately
 // (encode_chat: exactly one BOS). When the result exceeds max_tokens (> 0), context tokens are
 // dropped per `truncation`; the question part is never cut (an error when it alone does not fit).
-TokenizedPrompt tokenize_prompt(const Tokenizer& tokenizer, ChatTemplate chat_template, const Prompt& prompt,
+TokenizedPrompt tokenize_prompt(const Tokenizer& tokenizer, const ChatFormat& chat_template, const Prompt& prompt,
                                 std::int64_t max_tokens, Truncation truncation);
 
 }  // namespace kvlab::harness

@@ -26,7 +26,8 @@ RunOptions choose_run_options(const ModelRunRequest& request, const ModelConfig&
   return o;
 }
 
-ChatTemplate choose_chat_template(const ModelRunRequest& request, const ModelConfig& config) {
+ChatFormat choose_chat_template(const ModelRunRequest& request, const ModelConfig& config) {
+  if (request.chat_template == "own") return own_chat_template(request.model);
   return request.chat_template == "auto" ? detect_chat_template(request.model, config.model_type)
                                          : parse_chat_template(request.chat_template);
 }

@@ -18,7 +18,7 @@ namespace kvlab::harness {
 RunOptions choose_run_options(const ModelRunRequest& request, const ModelConfig& config);
 
 // The request's chat template; "auto" reads it from the model folder (none for base models).
-ChatTemplate choose_chat_template(const ModelRunRequest& request, const ModelConfig& config);
+ChatFormat choose_chat_template(const ModelRunRequest& request, const ModelConfig& config);
 
 // config.json's _name_or_path when set, else the folder's name.
 std::string model_id(const std::filesystem::path& dir, const ModelConfig& config);

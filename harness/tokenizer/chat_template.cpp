@@ -39,13 +39,28 @@ std::string_view to_string(ChatTemplate t) {
     case ChatTemplate::qwen2: return "qwen2";
     case ChatTemplate::mistral_v1: return "mistral-v0.2";
     case ChatTemplate::mistral_v3: return "mistral-v0.3";
+    case ChatTemplate::own: return "own";
   }
   return "?";
 }
 
-ChatParts render_chat(ChatTemplate t, std::string_view context, std::string_view question,
+ChatFormat own_chat_template(const std::filesystem::path& model_dir) {
+  auto own = load_checkpoint_chat_template(model_dir);
+  if (!own)
+    fail("--chat-template own: {} ships no chat template (tokenizer_config.json's chat_template, chat_template.jinja "
+         "or chat_template.json); a base model takes --chat-template none",
+         model_dir.string());
+  return ChatFormat(std::move(*own));
+}
+
+ChatParts render_chat(const ChatFormat& format, std::string_view context, std::string_view question,
                       std::string_view system_prompt) {
-  switch (t) {
+  switch (format.layout) {
+    case ChatTemplate::own: {
+      if (!format.own) fail("render_chat: the checkpoint's own template was not loaded");
+      auto parts = render_checkpoint_chat(*format.own, context, question, system_prompt);
+      return {std::move(parts.context_part), std::move(parts.question_part)};
+    }
     case ChatTemplate::none:
       return {with_system(system_prompt, context), std::string(question)};
     case ChatTemplate::llama3:
@@ -60,12 +75,14 @@ ChatParts render_chat(ChatTemplate t, std::string_view context, std::string_view
     case ChatTemplate::mistral_v3:
       return {fmt::format("<s>[INST] {}", with_system(system_prompt, context)), fmt::format("{}[/INST]", question)};
   }
-  fail("render_chat: invalid template value {}", static_cast<int>(t));
+  fail("render_chat: invalid template value {}", static_cast<int>(format.layout));
 }
 
-std::vector<std::int32_t> encode_chat(const Tokenizer& tokenizer, ChatTemplate t, const ChatParts& parts,
+std::vector<std::int32_t> encode_chat(const Tokenizer& tokenizer, const ChatFormat& t, const ChatParts& parts,
                                       std::int64_t* context_end) {
-  std::vector<std::int32_t> ids = tokenizer.encode(parts.context_part, /*add_special=*/t == ChatTemplate::none);
+  // A rendered template carries its BOS (transformers' apply_chat_template encodes it with
+  // add_special_tokens = False too).
+  std::vector<std::int32_t> ids = tokenizer.encode(parts.context_part, /*add_special=*/t.layout == ChatTemplate::none);
   if (context_end) *context_end = static_cast<std::int64_t>(ids.size());
   const std::vector<std::int32_t> question = tokenizer.encode_continuation(parts.question_part);
   ids.insert(ids.end(), question.begin(), question.end());

@@ -11,10 +11,12 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "harness/tokenizer/jinja_chat.h"
 #include "harness/tokenizer/tokenizer.h"
 
 namespace kvlab::harness {
@@ -25,12 +27,27 @@ enum class ChatTemplate {
   qwen2,       // Qwen2/2.5-Instruct, default system prompt when none is given
   mistral_v1,  // Mistral v0.1/v0.2-Instruct: "<s> [INST] ... [/INST]", [INST] as plain text
   mistral_v3,  // Mistral v0.3-Instruct: "<s>[INST] ...[/INST]", [INST]/[/INST] control tokens
+  own,         // the checkpoint's own Jinja template (jinja_chat.h), rendered as transformers does
 };
 
+// What renders a prompt: one of the literal layouts above, or (layout == own) the checkpoint's
+// template, loaded once. A ChatTemplate converts to it, so the literal layouts need no template.
+struct ChatFormat {
+  ChatTemplate layout = ChatTemplate::none;
+  std::shared_ptr<const CheckpointChatTemplate> own;  // set iff layout == own
+
+  ChatFormat(ChatTemplate t = ChatTemplate::none) : layout(t) {}  // NOLINT: implicit on purpose
+  explicit ChatFormat(CheckpointChatTemplate t)
+      : layout(ChatTemplate::own), own(std::make_shared<const CheckpointChatTemplate>(std::move(t))) {}
+};
+// The checkpoint's own template (--chat-template own); a kvlab::Error when model_dir ships none.
+ChatFormat own_chat_template(const std::filesystem::path& model_dir);
+
 // Accepts "none", "llama3", "qwen2", "mistral-v0.2" or "mistral-v1" (→ mistral_v1),
-// "mistral-v0.3" or "mistral-v3" (→ mistral_v3); anything else is a kvlab::Error listing them.
+// "mistral-v0.3" or "mistral-v3" (→ mistral_v3); anything else (also "own", which needs the
+// checkpoint: own_chat_template) is a kvlab::Error listing them.
 ChatTemplate parse_chat_template(std::string_view name);
-// The canonical name: "none", "llama3", "qwen2", "mistral-v0.2", "mistral-v0.3".
+// The canonical name: "none", "llama3", "qwen2", "mistral-v0.2", "mistral-v0.3", "own".
 std::string_view to_string(ChatTemplate t);
 
 // For "--chat-template auto": reads model_dir/tokenizer_config.json's "chat_template" (absent, a
@@ -51,8 +68,11 @@ struct ChatParts {
 // also trims it; callers wanting that trim first). system_prompt: Llama-3.1 puts it after the
 // knowledge-cutoff lines of its system block; Qwen2 uses it instead of its default; Mistral
 // prepends it to the user content followed by "\n\n" (mistral-common's single-turn layout,
-// unverified); `none` puts it before the context followed by "\n\n".
-ChatParts render_chat(ChatTemplate t, std::string_view context, std::string_view question,
+// unverified); `none` puts it before the context followed by "\n\n". `own` renders the
+// checkpoint's template as transformers would (system turn, user turn, generation prompt) and
+// cuts it at the context's end (render_checkpoint_chat; `| trim` and the like act on the whole
+// user content, as in transformers).
+ChatParts render_chat(const ChatFormat& t, std::string_view context, std::string_view question,
                       std::string_view system_prompt = {});
 
 // The ids of context_part followed by question_part, encoded separately so that
@@ -60,7 +80,7 @@ ChatParts render_chat(ChatTemplate t, std::string_view context, std::string_view
 // encoded with add_special = false (they carry their BOS literal); `none` gets add_special =
 // true on the context part only. The question part is encoded as a continuation
 // (Tokenizer::encode_continuation: no BOS, no sentencepiece dummy prefix).
-std::vector<std::int32_t> encode_chat(const Tokenizer& tokenizer, ChatTemplate t, const ChatParts& parts,
+std::vector<std::int32_t> encode_chat(const Tokenizer& tokenizer, const ChatFormat& t, const ChatParts& parts,
                                       std::int64_t* context_end);
 
 }  // namespace kvlab::harness

@@ -110,6 +110,40 @@ TEST_F(ChatEncoding, NoneAddsTheBosOnceOnTheContext) {
 // A folder with tokenizer_config.json = `config`.
 void write_config(const TempDir& dir, const json& config) { dir.write("tokenizer_config.json", config.dump()); }
 
+// --chat-template own: the tiny llama family's template (tiny_tokenizer.cpp: BOS, a header per
+// turn, the content `| trim`med, the generation prompt; its `{%- endif %}` strips the prompt's
+// trailing blank line, as jinja2 does), rendered by hand below. The trim acts on
+// the whole user content (leading spaces of the context, the question's trailing newline), as
+// transformers applies it, and the cut falls where the context ends.
+TEST_F(ChatEncoding, OwnTemplateRendersTheCheckpointsJinjaAndCutsAtTheContext) {
+  const auto format = own_chat_template(dir_->path() / "llama");
+  ASSERT_EQ(format.layout, ChatTemplate::own);
+  EXPECT_EQ(to_string(format.layout), "own");
+  const ChatParts parts = render_chat(format, "  The cache grows.\n\n", "What grows?\n");
+  EXPECT_EQ(parts.context_part, "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nThe cache grows.\n\n");
+  EXPECT_EQ(parts.question_part, "What grows?<|eot_id|><|start_header_id|>assistant<|end_header_id|>");
+  // One BOS (the template's), and the boundary is the context part's own ids.
+  const auto tok = load_tokenizer(dir_->path() / "llama");
+  std::int64_t context_end = -1;
+  const auto ids = encode_chat(*tok, format, parts, &context_end);
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), *tok->bos_id()), 1);
+  EXPECT_EQ(context_end, static_cast<std::int64_t>(tok->encode(parts.context_part, false).size()));
+  EXPECT_EQ(tok->decode(ids), joined(parts));
+}
+
+TEST(ChatTemplate, OwnNeedsATemplateAndIsNotANamedLayout) {
+  TempDir dir;
+  write_config(dir, {{"bos_token", "<s>"}});
+  try {
+    own_chat_template(dir.path());
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("ships no chat template"));
+  }
+  EXPECT_THROW(parse_chat_template("own"), Error);  // it needs the checkpoint: own_chat_template
+  EXPECT_THROW(render_chat(ChatTemplate::own, "c", "q"), Error);  // no template loaded
+}
+
 TEST(DetectChatTemplate, FromTokenizerConfigFiles) {
   TempDir dir;
   EXPECT_EQ(detect_chat_template(dir.path(), "llama"), ChatTemplate::none);  // no config at all

@@ -1,6 +1,6 @@
 // The checkpoint's own chat template, read and rendered for one user turn the way
 // transformers' apply_chat_template renders it, split into the context part and the question
-// part that kvlab tokenizes separately (chat_template.h). Not yet behind --chat-template.
+// part that kvlab tokenizes separately (chat_template.h: --chat-template own).
 #pragma once
 
 #include <filesystem>
