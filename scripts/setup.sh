@@ -16,6 +16,7 @@ PACKAGES=(
   python3-numpy python3-h5py python3-torch        # h5py interoperability test, the bench and model references
   wamerican                                       # word lists of the RULER-style task generators
   python3-jieba                                   # jieba's dictionary and HMM tables, for LongBench's Chinese metrics
+  python3-jinja2                                  # the oracle of the chat-template interpreter's tests
   libxxhash-dev xxhash                            # content hashes in run provenance (xxhsum: the tests' oracle)
   gnuplot-nox                                     # kvlab plot
 )
