@@ -58,8 +58,7 @@ ChatParts render_chat(const ChatFormat& format, std::string_view context, std::s
   switch (format.layout) {
     case ChatTemplate::own: {
       if (!format.own) fail("render_chat: the checkpoint's own template was not loaded");
-      auto parts = render_checkpoint_chat(*format.own, context, question, system_prompt);
-      return {std::move(parts.context_part), std::move(parts.question_part)};
+      return render_checkpoint_chat(*format.own, context, question, system_prompt);
     }
     case ChatTemplate::none:
       return {with_system(system_prompt, context), std::string(question)};

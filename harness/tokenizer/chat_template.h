@@ -59,10 +59,8 @@ std::string_view to_string(ChatTemplate t);
 // model). A template with none of the markers is an error naming the file and model_type.
 ChatTemplate detect_chat_template(const std::filesystem::path& model_dir, std::string_view model_type);
 
-struct ChatParts {
-  std::string context_part;   // template head (BOS, system block, user header) + context
-  std::string question_part;  // question + template tail (end of turn, generation prompt)
-};
+// ChatParts (context part, question part) is declared in jinja_chat.h, which renders the
+// checkpoint's own template into it.
 
 // The user turn's content is context + question, inserted verbatim (HF's Llama-3.1 template
 // also trims it; callers wanting that trim first). system_prompt: Llama-3.1 puts it after the

@@ -74,7 +74,7 @@ std::optional<CheckpointChatTemplate> load_checkpoint_chat_template(const std::f
   return out;
 }
 
-JinjaChatParts render_checkpoint_chat(const CheckpointChatTemplate& chat, std::string_view context,
+ChatParts render_checkpoint_chat(const CheckpointChatTemplate& chat, std::string_view context,
                                       std::string_view question, std::string_view system_prompt,
                                       const nlohmann::ordered_json& kwargs) {
   // A marker no text of ours contains: private-use code points around a fixed tag.
@@ -106,7 +106,7 @@ JinjaChatParts render_checkpoint_chat(const CheckpointChatTemplate& chat, std::s
   const std::size_t n = count_of(marked, marker);
   if (n != 1) fail("{}: chat template: the user content appears {} times in the rendering, expected once", chat.origin, n);
   const std::size_t cut = marked.find(marker);
-  JinjaChatParts parts{marked.substr(0, cut), marked.substr(cut + marker.size())};
+  ChatParts parts{marked.substr(0, cut), marked.substr(cut + marker.size())};
   const std::string plain = render(std::string(context) + std::string(question));
   if (parts.context_part + parts.question_part != plain) {
     fail("{}: chat template: rendering context and question apart changes the text (the template inspects the "

@@ -24,9 +24,11 @@ struct CheckpointChatTemplate {
 // beside it. nullopt when there is none (a base model). Malformed files are a kvlab::Error.
 std::optional<CheckpointChatTemplate> load_checkpoint_chat_template(const std::filesystem::path& model_dir);
 
-struct JinjaChatParts {
-  std::string context_part;   // everything before the question: template head + context
-  std::string question_part;  // the question + template tail (end of turn, generation prompt)
+// A rendered prompt cut where the context ends; chat_template.h's render_chat gives it for every
+// template, this file's render_checkpoint_chat for the checkpoint's own.
+struct ChatParts {
+  std::string context_part;   // template head (BOS, system block, user header) + context
+  std::string question_part;  // question + template tail (end of turn, generation prompt)
 };
 
 // Renders messages = [{system, system_prompt} if not empty, {user, context + question}] with
@@ -37,7 +39,7 @@ struct JinjaChatParts {
 // two parts joined equal the rendering without the marker; kvlab::Error when they do not (a
 // template that inspects the content), when the marker is not found exactly once, or when the
 // template raises (e.g. Gemma refusing a system turn).
-JinjaChatParts render_checkpoint_chat(const CheckpointChatTemplate& chat, std::string_view context,
+ChatParts render_checkpoint_chat(const CheckpointChatTemplate& chat, std::string_view context,
                                       std::string_view question, std::string_view system_prompt = {},
                                       const nlohmann::ordered_json& kwargs = nlohmann::ordered_json::object());
 

@@ -418,7 +418,7 @@ TEST(JinjaChat, SplitPartsJoinToJinja2sRendering) {
       EXPECT_THROW(render_checkpoint_chat(chat, kSplitContext, kSplitQuestion, s.system, s.kwargs), Error) << s.name;
       continue;
     }
-    JinjaChatParts parts = render_checkpoint_chat(chat, kSplitContext, kSplitQuestion, s.system, s.kwargs);
+    ChatParts parts = render_checkpoint_chat(chat, kSplitContext, kSplitQuestion, s.system, s.kwargs);
     EXPECT_EQ(parts.context_part + parts.question_part, want["output"].get<std::string>()) << s.name;
     // The cut is where the context ends: the question part starts with the question.
     EXPECT_TRUE(parts.question_part.starts_with("Question: what does the fox jump over?")) << s.name << ": " << parts.question_part;
