@@ -14,9 +14,6 @@ std::unique_ptr<TransformStage> make_full(const StageSpec& spec);
 // tensors ("layer3/head1/key" per_channel, ".../value" per_token), plus int32 token indices of
 // the kept cells when `masks` is given. Reconstruction un-rotates the keys.
 std::unique_ptr<Compressed> dense_representation(const CacheSource& cache, const KeepMasks* masks);
-// Its bytes after eviction, from the cells kept alone (kept (token, KV head) cells summed over
-// layers): each stores D fp16 keys, D fp16 values and an int32 token index.
-inline std::int64_t dense_kept_bytes(std::int64_t kept_cells, int head_dim) { return kept_cells * (4 * head_dim + 4); }
 
 // One layer part that a method leaves uncompressed (layers outside xkv's range, minicache's pairs,
 // commonkv's groups), stored as the model's cache holds it: fp16 [T, H·D] named

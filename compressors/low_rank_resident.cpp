@@ -88,14 +88,14 @@ std::int64_t compress_low_rank_resident(const ChainSpec& chain, ResidentCache& c
       cache.upload(f.v.data(), c * r, v);
       // A = X·V_r: Aᵀ (r×T, the column-major view of row-major A) = V_rᵀ·Xᵀ.
       backend.resident_gemm(true, false, r, T, c, 1.f, v, c, x, c, 0.f, a, r, stream);
-      cache.round_to_fp16(a, T * r);
-      cache.round_to_fp16(v, c * r);  // B_l = layer l's rows of V_r, stored at fp16
+      // A, and every B_l (layer l's rows of V_r), at fp16; then, with KIVI, their packed forms instead.
+      const std::int64_t fp16_bytes = cache.store_fp16(a, T * r) + cache.store_fp16(v, c * r);
       if (kivi) {
         bytes += cache.kivi_quantize(a, T, r, r, QuantLayout::per_token, /*token_rows=*/true, *kivi);
         for (std::size_t i = 0; i < layers.size(); ++i)  // B_l [r, N] row-major = V_r's rows i·N…, row stride c
           bytes += cache.kivi_quantize(v + static_cast<std::int64_t>(i) * N, r, N, c, QuantLayout::per_token, false, *kivi);
       } else {
-        bytes += 2 * (T * r + c * r);
+        bytes += fp16_bytes;
       }
       for (std::size_t i = 0; i < layers.size(); ++i) {
         // X̂_lᵀ (N×T) = B_lᵀ·Aᵀ, with B_lᵀ = V_r's rows i·N … (i+1)·N − 1 (column-major, ld c).
@@ -109,7 +109,7 @@ std::int64_t compress_low_rank_resident(const ChainSpec& chain, ResidentCache& c
     for (Part part : {Part::key, Part::value})
       if (plan.group_of[static_cast<std::size_t>(l)] < 0 || !plan.compresses(part)) {
         const core::ProfileScope scope("low-rank resident: kivi of the uncompressed layers");
-        bytes += kivi ? cache.kivi_uncompressed(l, part, *kivi) : 2 * T * N;
+        bytes += cache.store_uncompressed(l, part, kivi ? &*kivi : nullptr);
       }
   return bytes;
 }

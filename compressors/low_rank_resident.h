@@ -20,7 +20,7 @@ namespace kvlab::compressors {
 // cache. The same reconstruction as compress_chain's, without a host round trip of the cache.
 // Layers or parts the spec leaves uncompressed keep the cache's own values without KIVI
 // (compress_chain's fp16 store of them is not replayed), and become KIVI's rebuild of them with it
-// (ResidentCache::kivi_uncompressed). Returns the bytes the chain would store. Fails unless
+// (ResidentCache::store_uncompressed). Returns the bytes the chain would store. Fails unless
 // resident_low_rank_applies.
 std::int64_t compress_low_rank_resident(const ChainSpec& chain, ResidentCache& cache, linalg::Backend& backend);
 // Whether the chain is one svd or xkv stage, alone or followed by one kivi stage, that

@@ -50,11 +50,12 @@ class HostResidentCache final : public ResidentCache {
     return b.data();
   }
   void upload(const float* host, std::int64_t count, float* resident) override { std::copy_n(host, count, resident); }
-  void round_to_fp16(float* values, std::int64_t count) override {
+  std::int64_t store_fp16(float* values, std::int64_t count) override {
     std::vector<std::uint16_t> bits(static_cast<std::size_t>(count));
     const std::span<float> v(values, static_cast<std::size_t>(count));
     core::f32_to_16bit(core::DType::f16, v, bits);
     core::bits16_to_f32(core::DType::f16, bits, v);
+    return static_cast<std::int64_t>(bits.size() * sizeof(std::uint16_t));
   }
   void write(int layer, Part part, const float* rows) override {
     auto& out = written[{layer, part}];
@@ -70,10 +71,11 @@ class HostResidentCache final : public ResidentCache {
     ++kivi_calls;
     return t.bytes();
   }
-  std::int64_t kivi_uncompressed(int layer, Part part, const KiviParams& params) override {
-    auto t = store_uncompressed(source_, layer, part);
+  std::int64_t store_uncompressed(int layer, Part part, const KiviParams* kivi) override {
+    auto t = compressors::store_uncompressed(source_, layer, part);
     pack_fp16_storage({&t});
-    kivi_quantize_tensor(t, params);
+    if (!kivi) return t.bytes();  // the cache keeps its values
+    kivi_quantize_tensor(t, *kivi);
     write(layer, part, rebuild_uncompressed(t, part, shape(), source_.rope(), source_.positions()).data.data());
     return t.bytes();
   }

@@ -37,8 +37,9 @@ class ResidentCache {
   virtual float* buffer(int slot, std::int64_t count) = 0;
   // Copies `count` host values into resident memory.
   virtual void upload(const float* host, std::int64_t count, float* resident) = 0;
-  // Rounds `count` resident values to fp16 in place (nearest even), as a chain stores fp16 tensors.
-  virtual void round_to_fp16(float* values, std::int64_t count) = 0;
+  // Stores `count` resident values at fp16 (nearest even), as a chain stores an fp16 tensor: the
+  // values become their fp16 rounding. Returns the bytes of the fp16 buffer made.
+  virtual std::int64_t store_fp16(float* values, std::int64_t count) = 0;
   // Replaces a layer's keys (pre-RoPE) or values with `rows`, [T, H·D] f32 resident (converted to
   // the cache's dtype); the other part stays as it is.
   virtual void write(int layer, Part part, const float* rows) = 0;
@@ -47,10 +48,12 @@ class ResidentCache {
   // already at fp16), and replaced by the decoding of that packed form. Returns its bytes.
   virtual std::int64_t kivi_quantize(float* values, std::int64_t rows, std::int64_t cols, std::int64_t ld,
                                      QuantLayout layout, bool token_rows, const KiviParams& params) = 0;
-  // Replaces a layer part the chain leaves uncompressed with what the chain stores of it when
-  // KIVI follows: store_uncompressed (fp16 [T, H·D], keys post-RoPE), kivi_quantize_tensor,
-  // rebuild_uncompressed. Returns the packed form's bytes.
-  virtual std::int64_t kivi_uncompressed(int layer, Part part, const KiviParams& params) = 0;
+  // Stores a layer part the chain leaves uncompressed as the chain does (compressors/dense.h
+  // store_uncompressed: fp16 [T, H·D], keys post-RoPE) and returns the stored buffer's bytes.
+  // Without `kivi` the cache keeps the model's values (the fp16 rounding is not replayed); with it
+  // the part becomes KIVI's rebuild of its packed form (kivi_quantize_tensor, rebuild_uncompressed)
+  // and the bytes are the packed form's.
+  virtual std::int64_t store_uncompressed(int layer, Part part, const KiviParams* kivi) = 0;
 };
 
 }  // namespace kvlab::compressors

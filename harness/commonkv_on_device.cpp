@@ -45,7 +45,7 @@ std::int64_t commonkv_in_place(KvCache& cache, const compressors::CacheShape& sh
   using compressors::CommonkvRole, compressors::QuantLayout;
   const core::ProfileScope scope("compress hook: commonkv on the device");
   const auto kivi = chain.kivi ? std::optional(compressors::kivi_params(*chain.kivi)) : std::nullopt;
-  const std::int64_t T = shape.tokens, N = shape.width(), G = chain.commonkv->get_int("g");
+  const std::int64_t T = shape.tokens, G = chain.commonkv->get_int("g");
   std::int64_t bytes = 0;
   std::map<std::string, at::Tensor> stored;  // every factor, and the current group's latents
   int group = 0;
@@ -55,11 +55,11 @@ std::int64_t commonkv_in_place(KvCache& cache, const compressors::CacheShape& sh
     if (s.role != CommonkvRole::index) {
       bytes += kivi && s.role != CommonkvRole::bias
                    ? kivi_store_on_device(s.values, QuantLayout::per_token, s.role == CommonkvRole::latent, *kivi)
-                   : 2 * s.values.numel();
+                   : stored_bytes(fp16_buffer(s.values));
       stored[s.name] = s.values;
       return;
     }
-    bytes += 4 * static_cast<std::int64_t>(s.index.size());
+    bytes += stored_bytes(at::tensor(s.index));  // int32
     // A group's last tensor: rebuild its layers from the stored tensors.
     const auto get = [&](const std::string& name) {
       const auto it = stored.find(name);
@@ -77,10 +77,14 @@ std::int64_t commonkv_in_place(KvCache& cache, const compressors::CacheShape& sh
     }
     ++group;
   });
-  // Leftover layers (L mod g), stored dense: at fp16 (the route keeps the model's values) or as KIVI stores them.
-  if (!kivi) bytes += shape.layers % G * 2 * (T * N * 2);
-  for (int l = static_cast<int>(shape.layers / G * G); kivi && l < shape.layers; ++l) {
+  // Leftover layers (L mod g), stored dense: at fp16 (the route keeps the model's values; keys
+  // post-RoPE in the chain's store, the same size) or as KIVI stores them.
+  for (int l = static_cast<int>(shape.layers / G * G); l < shape.layers; ++l) {
     using compressors::Part;
+    if (!kivi) {
+      bytes += stored_bytes(fp16_buffer(cache.key(l))) + stored_bytes(fp16_buffer(cache.value(l)));
+      continue;
+    }
     const auto rebuild = [&](Part part) {
       auto dense = kivi_rebuild(part == Part::key ? cache.key(l) : cache.value(l), part, cache.positions(), rope,
                                 *kivi, DenseStore::per_layer);

@@ -3,6 +3,7 @@
 #include "compressors/chain.h"
 #include "compressors/methods/kivi_kernel.h"
 #include "core/error.h"
+#include "harness/fp16_store.h"
 #include "harness/torch_ops.h"
 #include "harness/torch_rope.h"
 
@@ -32,7 +33,7 @@ at::Tensor kivi_unpack_on_device(const at::Tensor& packed, QuantLayout layout, s
 std::int64_t kivi_store_on_device(at::Tensor x, QuantLayout layout, bool token_rows, const compressors::KiviParams& p) {
   const at::Tensor packed = kivi_pack_on_device(x, layout, token_rows, p);
   compressors::kivi_unpack_kernel<TorchQuantOps>(packed, x.size(0), x.size(1), layout, token_rows, p, x);  // x becomes the decoding
-  return packed.numel();
+  return stored_bytes(packed);
 }
 
 KiviStored kivi_rebuild(const at::Tensor& x, compressors::Part part, const at::Tensor& positions, const core::Rope& rope,

@@ -3,6 +3,7 @@
 #include "compressors/chain.h"
 #include "compressors/methods/minicache_kernel.h"
 #include "core/error.h"
+#include "harness/fp16_store.h"
 #include "harness/torch_ops.h"
 
 namespace kvlab::harness {
@@ -14,7 +15,7 @@ const compressors::StageSpec* minicache_alone(const compressors::ChainSpec& chai
 
 std::int64_t MinicacheHeadStored::bytes() const {
   std::int64_t n = 0;
-  for (const auto* t : {&direction, &magnitudes, &retained1, &retained2, &index}) n += t->numel() * t->element_size();
+  for (const auto* t : {&direction, &magnitudes, &retained1, &retained2, &index}) n += stored_bytes(*t);
   return n;
 }
 

@@ -4,12 +4,12 @@
 #include <torch/cuda.h>
 
 #include <algorithm>
+#include <array>
 #include <numeric>
 #include <optional>
 
 #include "compressors/compressed.h"
 #include "compressors/compressor.h"
-#include "compressors/dense.h"
 #include "compressors/methods/kivi.h"
 #include "compressors/low_rank_resident.h"
 #include "compressors/methods/low_rank.h"
@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "core/profile.h"
 #include "harness/commonkv_on_device.h"
+#include "harness/fp16_store.h"
 #include "harness/kivi_on_device.h"
 #include "harness/kv_cache_source.h"
 #include "harness/minicache_on_device.h"
@@ -83,9 +84,10 @@ class TorchResidentCache final : public compressors::ResidentCache {
   void upload(const float* host, std::int64_t count, float* resident) override {
     view(resident, {count}).copy_(at::from_blob(const_cast<float*>(host), {count}, at::kFloat));
   }
-  void round_to_fp16(float* values, std::int64_t count) override {
-    const at::Tensor v = view(values, {count});
-    v.copy_(v.to(at::kHalf));  // round to nearest even, as core::f32_to_16bit
+  std::int64_t store_fp16(float* values, std::int64_t count) override {
+    const at::Tensor v = view(values, {count}), stored = fp16_buffer(v);  // nearest even, as core::f32_to_16bit
+    v.copy_(stored);
+    return stored_bytes(stored);
   }
   void write(int layer, compressors::Part part, const float* rows) override {
     const core::ProfileScope scope("compress hook: write back on the device");
@@ -96,10 +98,13 @@ class TorchResidentCache final : public compressors::ResidentCache {
                              const compressors::KiviParams& params) override {
     return kivi_store_on_device(at::from_blob(values, {rows, cols}, {ld, 1}, on_device_), layout, token_rows, params);
   }
-  std::int64_t kivi_uncompressed(int layer, compressors::Part part, const compressors::KiviParams& params) override {
+  std::int64_t store_uncompressed(int layer, compressors::Part part, const compressors::KiviParams* kivi) override {
+    // Without KIVI the cache keeps the model's values; the fp16 buffer is what the chain stores
+    // (its keys post-RoPE: a rotation, the same size).
+    if (!kivi) return stored_bytes(fp16_buffer(rows_of(layer, part)));
     const core::ProfileScope scope("compress hook: kivi of an uncompressed layer");
     const auto stored = kivi_rebuild(rows_of(layer, part).transpose(0, 1), part,
-                                     kept_ ? kept_->positions : cache_.positions(), rope_, params, DenseStore::per_layer);
+                                     kept_ ? kept_->positions : cache_.positions(), rope_, *kivi, DenseStore::per_layer);
     put(layer, part, stored.rows.transpose(0, 1));
     return stored.bytes;
   }
@@ -172,6 +177,10 @@ compressors::KeepMasks masks_on_device(const KvCache& cache, const ContextCaptur
   return compressors::make_eviction(eviction)->select({source, backend, checkpoint});
 }
 
+// The int32 token of every cell `held` [H_kv, T] (bool) keeps, head by head: the eviction's
+// stored index (kept_index), where the cache lies.
+at::Tensor kept_tokens(const at::Tensor& held) { return held.nonzero().select(1, 1).to(at::kInt); }
+
 // Eviction on the resident route: the keep masks written where the cache lies; the kept cells
 // stay as the model computed them, or, with `kivi`, become what the chain stores of them (each
 // KV head's kept rows quantized as one [n, D] tensor, kivi_on_device.h). Returns the bytes.
@@ -179,17 +188,21 @@ std::int64_t evict_in_place(KvCache& cache, const compressors::KeepMasks& masks,
                             const compressors::StageSpec* kivi_stage) {
   const auto shape = shape_of(cache, config);
   const std::int64_t T = shape.tokens;
-  const int H = shape.kv_heads, D = shape.head_dim;
+  const int H = shape.kv_heads;
   std::optional<compressors::KiviParams> kivi;
   if (kivi_stage) kivi = compressors::kivi_params(*kivi_stage);
-  std::int64_t kept = 0, bytes = 0;
+  std::int64_t bytes = 0;
   for (int l = 0; l < shape.layers; ++l) {
     const auto& mask = masks[static_cast<std::size_t>(l)];
     const auto cells = std::accumulate(mask.begin(), mask.end(), std::int64_t{0});
-    kept += cells;
     at::Tensor keep;  // undefined when every cell is held, as the host route's rebuild says
     if (cells < T * H) keep = keep_view(mask, T, H);
     if (!kivi) {
+      // What the chain stores (compressors/dense.h dense_representation): the kept cells' keys
+      // (post-RoPE there: a rotation, the same size) and values at fp16, and their int32 tokens.
+      const at::Tensor held = keep_view(mask, T, H).to(cache.key(l).device(), at::kBool);  // [H_kv, T]
+      bytes += stored_bytes(fp16_buffer(cache.key(l).index({held}))) +
+               stored_bytes(fp16_buffer(cache.value(l).index({held}))) + stored_bytes(kept_tokens(held));
       cache.replace(l, cache.key(l), cache.value(l), keep);  // the tokens: copies onto themselves (no-ops)
       continue;
     }
@@ -205,11 +218,11 @@ std::int64_t evict_in_place(KvCache& cache, const compressors::KeepMasks& masks,
         (*x)[h].index_copy_(0, rows, stored.rows.squeeze(0));
         bytes += stored.bytes;
       }
-      bytes += 4 * rows.size(0);  // the int32 token index
+      bytes += stored_bytes(rows.to(at::kInt));  // the int32 token index
     }
     cache.replace(l, key, value, keep);
   }
-  return kivi ? bytes : compressors::dense_kept_bytes(kept, D);
+  return bytes;
 }
 
 // Eviction then svd/xkv (and kivi) on the resident route (compress_chain's EvictedTransform where
@@ -241,7 +254,7 @@ std::optional<std::int64_t> evict_then_low_rank(KvCache& cache, const compressor
   std::int64_t bytes = compressors::compress_low_rank_resident(low_rank, on_device, backend);
   for (int l = 0; l < shape.layers; ++l) {
     const auto& mask = masks[static_cast<std::size_t>(l)];
-    bytes += 4 * std::accumulate(mask.begin(), mask.end(), std::int64_t{0});  // int32 kept_index
+    bytes += stored_bytes(kept_tokens(keep_view(mask, T, H).to(device, at::kBool)));  // the int32 kept_index
     // Every layer's mask, as the chain's rebuild gives it (all ones included); the tokens: copies onto themselves.
     cache.replace(l, cache.key(l), cache.value(l), keep_view(mask, T, H));
   }
@@ -273,17 +286,19 @@ std::int64_t merge_in_place(KvCache& cache, const ModelConfig& config, const com
   const auto pairs = compressors::minicache_pairs(stage.get_int("start"), stage.get_int("end"), shape.layers,
                                                   "minicache on the model's KV cache");
   const std::string& part = stage.get("part");
-  const std::int64_t layer_bytes = shape.tokens * shape.width() * 2;  // one part of a layer at fp16
-  std::int64_t bytes = 2 * shape.layers * layer_bytes;
+  std::vector<std::array<bool, 2>> merged(static_cast<std::size_t>(shape.layers), {false, false});  // [layer][key, value]
+  std::int64_t bytes = 0;
   for (const int a : pairs) {
     at::Tensor rebuilt[2][2];  // [layer a, a + 1][key, value]: undefined = unmerged
     for (const Part p : {Part::key, Part::value}) {
       if (part != "both" && part != compressors::to_string(p)) continue;
       const core::ProfileScope scope("compress hook: minicache on the device");
       const auto stored = minicache_store_pair(tokens_of(cache, nullptr, a, p), tokens_of(cache, nullptr, a + 1, p), stage);
-      bytes -= 2 * layer_bytes;
       for (const auto& head : stored) bytes += head.bytes();
-      for (int i = 0; i < 2; ++i) rebuilt[i][p == Part::key ? 0 : 1] = minicache_rebuild(stored, i, shape.tokens);
+      for (int i = 0; i < 2; ++i) {
+        rebuilt[i][p == Part::key ? 0 : 1] = minicache_rebuild(stored, i, shape.tokens);
+        merged[static_cast<std::size_t>(a + i)][p == Part::key ? 0 : 1] = true;
+      }
     }
     for (int i = 0; i < 2; ++i) {
       const int l = a + i;
@@ -291,6 +306,11 @@ std::int64_t merge_in_place(KvCache& cache, const ModelConfig& config, const com
                     rebuilt[i][1].defined() ? rebuilt[i][1] : cache.value(l));
     }
   }
+  // The rest as the chain stores it (store_uncompressed): at fp16 (keys post-RoPE there, the same size).
+  for (int l = 0; l < shape.layers; ++l)
+    for (const Part p : {Part::key, Part::value})
+      if (!merged[static_cast<std::size_t>(l)][p == Part::key ? 0 : 1])
+        bytes += stored_bytes(fp16_buffer(tokens_of(cache, nullptr, l, p)));
   return bytes;
 }
 
