@@ -47,6 +47,7 @@ std::int64_t compress_low_rank_resident(const ChainSpec& chain, ResidentCache& c
   const auto [found, kivi] = low_rank_then_kivi(chain);
   if (!found) fail("{}: the resident route takes one svd or xkv stage, optionally followed by kivi", chain.to_string());
   const StageSpec& spec = *found;
+  const KiviParams* quantizer = kivi ? &*kivi : nullptr;  // the quantizer after the stage, if any
   const auto& shape = cache.shape();
   const LowRankPlan plan = make_low_rank_plan(spec, shape);  // fails on anything but svd/xkv
   if (!resident_route_fits(plan, shape))
@@ -88,15 +89,12 @@ std::int64_t compress_low_rank_resident(const ChainSpec& chain, ResidentCache& c
       cache.upload(f.v.data(), c * r, v);
       // A = X·V_r: Aᵀ (r×T, the column-major view of row-major A) = V_rᵀ·Xᵀ.
       backend.resident_gemm(true, false, r, T, c, 1.f, v, c, x, c, 0.f, a, r, stream);
-      // A, and every B_l (layer l's rows of V_r), at fp16; then, with KIVI, their packed forms instead.
-      const std::int64_t fp16_bytes = cache.store_fp16(a, T * r) + cache.store_fp16(v, c * r);
-      if (kivi) {
-        bytes += cache.kivi_quantize(a, T, r, r, QuantLayout::per_token, /*token_rows=*/true, *kivi);
-        for (std::size_t i = 0; i < layers.size(); ++i)  // B_l [r, N] row-major = V_r's rows i·N…, row stride c
-          bytes += cache.kivi_quantize(v + static_cast<std::int64_t>(i) * N, r, N, c, QuantLayout::per_token, false, *kivi);
-      } else {
-        bytes += fp16_bytes;
-      }
+      // A and every B_l (layer l's rows of V_r: [r, N] row-major from column i·N, row stride c),
+      // at fp16 and, with KIVI, packed; the buffers become what is stored.
+      bytes += cache.store(low_rank_a_name(g, part), a, T, r, r, QuantLayout::per_token, /*token_rows=*/true, quantizer);
+      for (std::size_t i = 0; i < layers.size(); ++i)
+        bytes += cache.store(low_rank_b_name(layers[i], part), v + static_cast<std::int64_t>(i) * N, r, N, c,
+                             QuantLayout::per_token, /*token_rows=*/false, quantizer);
       for (std::size_t i = 0; i < layers.size(); ++i) {
         // X̂_lᵀ (N×T) = B_lᵀ·Aᵀ, with B_lᵀ = V_r's rows i·N … (i+1)·N − 1 (column-major, ld c).
         backend.resident_gemm(false, false, N, T, r, 1.f, v + static_cast<std::int64_t>(i) * N, c, a, r, 0.f, rows, N,
@@ -109,7 +107,7 @@ std::int64_t compress_low_rank_resident(const ChainSpec& chain, ResidentCache& c
     for (Part part : {Part::key, Part::value})
       if (plan.group_of[static_cast<std::size_t>(l)] < 0 || !plan.compresses(part)) {
         const core::ProfileScope scope("low-rank resident: kivi of the uncompressed layers");
-        bytes += cache.store_uncompressed(l, part, kivi ? &*kivi : nullptr);
+        bytes += cache.store_uncompressed(l, part, quantizer);
       }
   return bytes;
 }

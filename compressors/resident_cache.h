@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "compressors/cache_source.h"
@@ -37,17 +38,15 @@ class ResidentCache {
   virtual float* buffer(int slot, std::int64_t count) = 0;
   // Copies `count` host values into resident memory.
   virtual void upload(const float* host, std::int64_t count, float* resident) = 0;
-  // Stores `count` resident values at fp16 (nearest even), as a chain stores an fp16 tensor: the
-  // values become their fp16 rounding. Returns the bytes of the fp16 buffer made.
-  virtual std::int64_t store_fp16(float* values, std::int64_t count) = 0;
+  // Stores `rows` × `cols` resident f32 values (row-major, row stride `ld`) as the chain stores
+  // the tensor `name` of this layout and token_rows (low_rank.h names them): at fp16, nearest
+  // even (pack_fp16_storage), then, with `kivi`, packed as kivi_pack packs a StoredTensor of this
+  // shape. The values become the decoding of what is stored; returns the stored buffer's bytes.
+  virtual std::int64_t store(const std::string& name, float* values, std::int64_t rows, std::int64_t cols,
+                             std::int64_t ld, QuantLayout layout, bool token_rows, const KiviParams* kivi) = 0;
   // Replaces a layer's keys (pre-RoPE) or values with `rows`, [T, H·D] f32 resident (converted to
   // the cache's dtype); the other part stays as it is.
   virtual void write(int layer, Part part, const float* rows) = 0;
-  // KIVI (kivi.h) on `rows` × `cols` resident f32 values, row-major with row stride `ld`, in place:
-  // packed as kivi_pack packs a StoredTensor of this shape, layout and token_rows (the values
-  // already at fp16), and replaced by the decoding of that packed form. Returns its bytes.
-  virtual std::int64_t kivi_quantize(float* values, std::int64_t rows, std::int64_t cols, std::int64_t ld,
-                                     QuantLayout layout, bool token_rows, const KiviParams& params) = 0;
   // Stores a layer part the chain leaves uncompressed as the chain does (compressors/dense.h
   // store_uncompressed: fp16 [T, H·D], keys post-RoPE) and returns the stored buffer's bytes.
   // Without `kivi` the cache keeps the model's values (the fp16 rounding is not replayed); with it

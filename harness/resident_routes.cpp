@@ -84,19 +84,15 @@ class TorchResidentCache final : public compressors::ResidentCache {
   void upload(const float* host, std::int64_t count, float* resident) override {
     view(resident, {count}).copy_(at::from_blob(const_cast<float*>(host), {count}, at::kFloat));
   }
-  std::int64_t store_fp16(float* values, std::int64_t count) override {
-    const at::Tensor v = view(values, {count}), stored = fp16_buffer(v);  // nearest even, as core::f32_to_16bit
-    v.copy_(stored);
-    return stored_bytes(stored);
+  std::int64_t store(const std::string&, float* values, std::int64_t rows, std::int64_t cols, std::int64_t ld,
+                     compressors::QuantLayout layout, bool token_rows, const compressors::KiviParams* kivi) override {
+    const at::Tensor x = at::from_blob(values, {rows, cols}, {ld, 1}, on_device_), stored = fp16_buffer(x);
+    x.copy_(stored);  // nearest even, as core::f32_to_16bit
+    return kivi ? kivi_store_on_device(x, layout, token_rows, *kivi) : stored_bytes(stored);
   }
   void write(int layer, compressors::Part part, const float* rows) override {
     const core::ProfileScope scope("compress hook: write back on the device");
     put(layer, part, view(const_cast<float*>(rows), {shape_.tokens, shape_.kv_heads, shape_.head_dim}));
-  }
-  std::int64_t kivi_quantize(float* values, std::int64_t rows, std::int64_t cols, std::int64_t ld,
-                             compressors::QuantLayout layout, bool token_rows,
-                             const compressors::KiviParams& params) override {
-    return kivi_store_on_device(at::from_blob(values, {rows, cols}, {ld, 1}, on_device_), layout, token_rows, params);
   }
   std::int64_t store_uncompressed(int layer, compressors::Part part, const compressors::KiviParams* kivi) override {
     // Without KIVI the cache keeps the model's values; the fp16 buffer is what the chain stores

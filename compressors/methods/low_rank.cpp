@@ -333,7 +333,7 @@ class LowRankCompressed final : public Compressed {
     std::vector<float> a(static_cast<std::size_t>(T * r));
     for (std::int64_t t = 0; t < T; ++t) std::copy_n(f.a.begin() + t * f.rank, r, a.begin() + t * r);
     a_slot_[g * 2 + p] = tensors_.size();
-    tensors_.push_back(StoredTensor::fp16(fmt::format("group{}/{}/A", g, to_string(part)), {T, r}, std::move(a),
+    tensors_.push_back(StoredTensor::fp16(low_rank_a_name(g, part), {T, r}, std::move(a),
                                           QuantLayout::per_token, true));
     for (std::size_t i = 0; i < plan_.groups[g].size(); ++i) {
       const int l = plan_.groups[g][i];
@@ -341,7 +341,7 @@ class LowRankCompressed final : public Compressed {
       for (std::int64_t j = 0; j < r; ++j)
         std::copy_n(f.v.begin() + j * c + static_cast<std::int64_t>(i) * N, N, b.begin() + j * N);
       b_slot_[static_cast<std::size_t>(l) * 2 + p] = tensors_.size();
-      tensors_.push_back(StoredTensor::fp16(fmt::format("layer{}/{}/B", l, to_string(part)), {r, N}, std::move(b),
+      tensors_.push_back(StoredTensor::fp16(low_rank_b_name(l, part), {r, N}, std::move(b),
                                             QuantLayout::per_token, false));
     }
     group_notes_[g][std::string(to_string(part))] = {{"rank", asked},
@@ -518,6 +518,9 @@ std::vector<std::unique_ptr<Compressed>> compress_low_rank_sweep(const CompressC
   for (const auto& v : variants) out.push_back(make_low_rank(v)->compress(ctx));
   return out;
 }
+
+std::string low_rank_a_name(std::size_t group, Part part) { return fmt::format("group{}/{}/A", group, to_string(part)); }
+std::string low_rank_b_name(int layer, Part part) { return fmt::format("layer{}/{}/B", layer, to_string(part)); }
 
 LowRankAccounting low_rank_accounting(const CacheShape& shape, const StageSpec& spec) {
   const LowRankPlan plan = make_low_rank_plan(spec, shape);

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "compressors/compressor.h"
@@ -24,6 +25,11 @@ std::vector<std::unique_ptr<Compressed>> compress_low_rank_sweep(const CompressC
 // contiguous layer lists, each layer in at most one. Fails naming the key (groups, start, end)
 // when a layer is out of range.
 std::vector<std::vector<int>> low_rank_groups(const StageSpec& spec, int layers);
+
+// The names of the stored factors, the same on every device (the resident route's too,
+// compressors/low_rank_resident.h): group g's shared A [T, r] and layer l's B_l [r, H·D] of a part.
+std::string low_rank_a_name(std::size_t group, Part part);
+std::string low_rank_b_name(int layer, Part part);
 
 // Byte accounting from shapes alone (no data), for planning and the authors' ratio.
 struct LowRankAccounting {
