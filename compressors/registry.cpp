@@ -20,7 +20,8 @@
   X(keydiff)             \
   X(tova)                \
   X(random)              \
-  X(adakv)
+  X(adakv)               \
+  X(chunkkv)
 
 namespace kvlab::compressors {
 
