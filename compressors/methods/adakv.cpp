@@ -37,18 +37,14 @@ class AdaKV final : public BudgetedEviction {
  public:
   explicit AdaKV(const StageSpec& spec)
       : BudgetedEviction(spec),
-        scorer_spec_(parse_stage(method(spec.get("scorer")), "")),
-        scorer_(make_eviction(scorer_spec_)),
+        scorer_(spec),
         alpha_(spec.get_real("alpha")) {}
 
   void select_cells(const CompressContext& ctx, int l, std::int64_t b, std::vector<std::uint8_t>& mask) const override {
     const auto& s = ctx.cache.shape();
     const std::int64_t T = s.tokens;
     const int H = s.kv_heads;
-    auto scores = scorer_->score_layer(ctx, l, b);
-    if (scores.primary.size() != static_cast<std::size_t>(H * T))
-      fail("adakv: scorer '{}' gives no per-head scores for layer {}", scorer_spec_.method, l);
-    if (scores.secondary.empty()) scores.secondary = scores.primary;
+    const auto scores = scorer_.scores(ctx, l, b);
     // The safeguard: every head's top ⌊alpha·b⌋ ranks above all else.
     std::vector<std::uint8_t> safe(static_cast<std::size_t>(T * H), 0);
     keep_top_per_head(scores, T, H, static_cast<std::int64_t>(std::floor(alpha_ * static_cast<double>(b))), safe);
@@ -69,7 +65,7 @@ class AdaKV final : public BudgetedEviction {
   }
 
   void add_notes(const CacheShape&, nlohmann::json& n) const override {
-    n["scorer"] = scorer_spec_.to_string();
+    n["scorer"] = scorer_.spec().to_string();
     n["alpha"] = alpha_;
     n["allocation"] =
         "budget_per_layer is the mean per KV head: each layer keeps H_kv·budget cells, the top floor(alpha·budget) of "
@@ -77,8 +73,7 @@ class AdaKV final : public BudgetedEviction {
   }
 
  private:
-  StageSpec scorer_spec_;
-  std::unique_ptr<EvictionStage> scorer_;
+  WrappedScorer scorer_;
   double alpha_;
 };
 
@@ -90,10 +85,8 @@ MethodDef adakv_method() {
               "chosen over all its KV heads at once by the scorer's scores, every head at least floor(alpha·budget); "
               "the scorer runs with its default keys.",
               {eviction_keep_param(), eviction_budget_param(),
-               {"scorer", ParamType::choice, "snapkv",
-                "the method whose per-head scores are allocated (Ada-SnapKV is the paper's; kvpress wraps any "
-                "ScorerPress), run with its default keys",
-                {"snapkv", "knorm", "keydiff", "tova", "random"}},
+               eviction_scorer_param("the method whose per-head scores are allocated (Ada-SnapKV is the paper's; "
+                                     "kvpress wraps any ScorerPress), run with its default keys"),
                {"alpha", ParamType::real, "0.2",
                 "safeguard: every head keeps at least floor(alpha·budget) of its best tokens (kvpress alpha_safeguard "
                 "0.20; the authors' floor_alpha has no default, their runall.sh 0.5); 1: the scorer's own per-head top-k",

@@ -38,17 +38,14 @@ class ChunkKV final : public BudgetedEviction {
  public:
   explicit ChunkKV(const StageSpec& spec)
       : BudgetedEviction(spec),
-        scorer_spec_(parse_stage(method(spec.get("scorer")), "")),
-        scorer_(make_eviction(scorer_spec_)),
+        scorer_(spec),
         chunk_(spec.get_int("chunk")) {}
 
   void select_cells(const CompressContext& ctx, int l, std::int64_t b, std::vector<std::uint8_t>& mask) const override {
     const auto& s = ctx.cache.shape();
     const std::int64_t T = s.tokens;
     const int H = s.kv_heads;
-    const auto scores = scorer_->score_layer(ctx, l, b);
-    if (scores.primary.size() != static_cast<std::size_t>(H * T))
-      fail("chunkkv: scorer '{}' gives no per-head scores for layer {}", scorer_spec_.method, l);
+    const auto scores = scorer_.scores(ctx, l, b);
     if (T < chunk_) {  // no complete chunk: the scorer's own selection
       keep_top_per_head(scores, T, H, b, mask);
       return;
@@ -86,7 +83,7 @@ class ChunkKV final : public BudgetedEviction {
   void add_notes(const CacheShape& s, nlohmann::json& n) const override {
     const auto budgets = layer_budgets(s);
     const auto b = budgets.empty() ? std::int64_t{0} : budgets[0];
-    n["scorer"] = scorer_spec_.to_string();
+    n["scorer"] = scorer_.spec().to_string();
     n["chunk"] = chunk_;
     n["chunks"] = s.tokens < chunk_ ? 0 : (s.tokens + chunk_ - 1) / chunk_;
     n["chunks_kept"] = s.tokens < chunk_ ? 0 : b >= s.tokens ? (s.tokens + chunk_ - 1) / chunk_ : chunks_kept(s.tokens, b);
@@ -105,8 +102,7 @@ class ChunkKV final : public BudgetedEviction {
     return std::clamp<std::int64_t>(n_chunks * b / T, 1, n_chunks);
   }
 
-  StageSpec scorer_spec_;
-  std::unique_ptr<EvictionStage> scorer_;
+  WrappedScorer scorer_;
   std::int64_t chunk_;
 };
 
@@ -120,10 +116,8 @@ MethodDef chunkkv_method() {
               "not divide T), so a head keeps about the budget (more than budget − 2·chunk, fewer than budget + chunk); the scorer "
               "runs with its default keys.",
               {eviction_keep_param(), eviction_budget_param(),
-               {"scorer", ParamType::choice, "snapkv",
-                "the method whose per-head scores rank the chunks (kvpress wraps any ScorerPress; no default there), "
-                "run with its default keys",
-                {"snapkv", "knorm", "keydiff", "tova", "random"}},
+               eviction_scorer_param("the method whose per-head scores rank the chunks (kvpress wraps any "
+                                     "ScorerPress; no default there), run with its default keys"),
                {"chunk", ParamType::integer, "20",
                 "tokens per chunk (kvpress chunk_length 20); T < chunk: the scorer's own per-head selection", {}, 1, 1e9}},
               check_eviction_budget});

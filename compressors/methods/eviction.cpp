@@ -381,6 +381,22 @@ ParamDef eviction_budget_param() {
           {}, 0, 1e15};
 }
 
+ParamDef eviction_scorer_param(const std::string& help) {
+  return {"scorer", ParamType::choice, "snapkv", help, {"snapkv", "knorm", "keydiff", "tova", "random"}};
+}
+
+WrappedScorer::WrappedScorer(const StageSpec& wrapper)
+    : wrapper_(wrapper.method), spec_(parse_stage(method(wrapper.get("scorer")), "")), stage_(make_eviction(spec_)) {}
+
+HeadScores WrappedScorer::scores(const CompressContext& ctx, int layer, std::int64_t budget) const {
+  const auto& s = ctx.cache.shape();
+  auto scores = stage_->score_layer(ctx, layer, budget);
+  if (scores.primary.size() != static_cast<std::size_t>(s.kv_heads * s.tokens))
+    fail("{}: scorer '{}' gives no per-head scores for layer {}", wrapper_, spec_.method, layer);
+  if (scores.secondary.empty()) scores.secondary = scores.primary;
+  return scores;
+}
+
 // Checks shared by every method: keep > 0. (budget > 0 overrides keep; writing both is not an
 // error, because the canonical form prints every key and must parse back.)
 void check_eviction_budget(const StageSpec& spec, const std::vector<std::string>&) {

@@ -76,6 +76,23 @@ ParamDef eviction_keep_param();
 ParamDef eviction_budget_param();
 void check_eviction_budget(const StageSpec& spec, const std::vector<std::string>& given);
 
+// The method a wrapper (adakv, chunkkv) ranks cells by: its `scorer` key names one of the methods
+// whose EvictionStage::score_layer gives per-KV-head scores, run with that method's default keys.
+ParamDef eviction_scorer_param(const std::string& help);
+class WrappedScorer {
+ public:
+  explicit WrappedScorer(const StageSpec& wrapper);
+  // Layer `layer`'s scores for a per-head budget `budget`, [H_kv, T], secondary filled (primary's
+  // when the scorer has none); fails, naming the wrapper, when the scorer gives none.
+  HeadScores scores(const CompressContext& ctx, int layer, std::int64_t budget) const;
+  const StageSpec& spec() const { return spec_; }
+
+ private:
+  std::string wrapper_;
+  StageSpec spec_;
+  std::unique_ptr<EvictionStage> stage_;
+};
+
 // Marks the k best tokens of [0, n) in column g of mask [T, H] (k clamped to [0, n]): highest
 // `primary`, ties to the highest `secondary`, then to the lower index (torch.topk leaves the
 // order of ties unspecified; with SnapKV's max pooling a spike ties with its neighbours, and the
