@@ -31,6 +31,7 @@ SUITES=(
   compressors/compress_tova_tests
   compressors/compress_random_tests
   compressors/compress_adakv_tests
+  compressors/compress_expected_attention_tests
   datasets/datasets_tests
   datasets/tasks_tests
   results/results_tests
