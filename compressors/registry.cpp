@@ -19,6 +19,7 @@
   X(knorm)               \
   X(keydiff)             \
   X(tova)                \
+  X(expected_attention)  \
   X(random)              \
   X(adakv)               \
   X(chunkkv)

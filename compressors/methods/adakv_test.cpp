@@ -91,7 +91,7 @@ TEST(AdaKV, KeepsWhatATranscriptionOfAdaKVPressKeeps) {
 TEST(AdaKV, AlphaOneIsTheScorersOwnPerHeadTopK) {
   // Every head's top b is the safeguard: nothing is left to allocate.
   const auto cache = testing::random_cache(fixture_shape(), 4);
-  for (const char* scorer : {"knorm", "keydiff", "random", "tova"})
+  for (const char* scorer : {"knorm", "keydiff", "random", "tova", "expected_attention"})
     for (const char* budget : {"keep=0.25", "budget=3", "keep=0.6"})
       EXPECT_EQ(run(fmt::format("adakv:scorer={},{},alpha=1", scorer, budget), cache), run(fmt::format("{}:{}", scorer, budget), cache))
           << scorer << " " << budget;

@@ -119,7 +119,7 @@ TEST(ChunkKV, KeepsWhatATranscriptionOfChunkKVPressKeepsWithKeyScorers) {
   // for every length but 1 and 73).
   for (const CacheShape shape : {CacheShape{2, 4, 4, 8, 60, 4, 0}, CacheShape{2, 2, 8, 8, 73, 4, 0}})
     for (std::uint64_t seed : {1u, 2u})
-      for (const char* scorer : {"knorm", "keydiff", "tova", "random"})
+      for (const char* scorer : {"knorm", "keydiff", "tova", "random", "expected_attention"})
         for (const std::int64_t chunk : {1, 7, 10, 20, 100})
           for (const std::int64_t b : {1, 5, 17, 30, 59}) {
             const auto cache = testing::random_cache(shape, seed);

@@ -382,7 +382,7 @@ ParamDef eviction_budget_param() {
 }
 
 ParamDef eviction_scorer_param(const std::string& help) {
-  return {"scorer", ParamType::choice, "snapkv", help, {"snapkv", "knorm", "keydiff", "tova", "random"}};
+  return {"scorer", ParamType::choice, "snapkv", help, {"snapkv", "knorm", "keydiff", "tova", "expected_attention", "random"}};
 }
 
 WrappedScorer::WrappedScorer(const StageSpec& wrapper)
