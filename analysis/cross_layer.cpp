@@ -163,7 +163,40 @@ double frobenius2(const T* m, std::int64_t n) {
 struct GroupJob {
   std::size_t size_index, group_index;
   int first_layer, size;
+  GramSide side;
+  std::int64_t order;  // of the matrix eigen-solved: G·H·D (column) or T (token)
 };
+
+GramSide choose_side(const LayerShape& shape, const AnalysisOptions& options, int group_size) {
+  switch (options.gram_side) {
+    case GramSideChoice::column: return GramSide::column;
+    case GramSideChoice::token: return GramSide::token;
+    case GramSideChoice::automatic: break;
+  }
+  return shape.tokens < std::int64_t{group_size} * shape.width() ? GramSide::token : GramSide::column;
+}
+
+// Layers [0, P) that token-side groups cover: the groups of one size tile a prefix of the layers.
+int token_side_layers(const LayerShape& shape, const AnalysisOptions& options) {
+  int prefix = 0;
+  for (int g : options.group_sizes)
+    if (g >= 1 && choose_side(shape, options, g) == GramSide::token) prefix = std::max(prefix, shape.layers / g * g);
+  return prefix;
+}
+
+// dst[c·ld + t] = T(src[t·width + c]) for t < rows, c < width: a layer's token-major rows into
+// its channel-major copy, in square tiles so that reads and writes both stay within a few
+// cache lines.
+template <typename T>
+void transpose_rows(const float* src, std::int64_t rows, std::int64_t width, T* dst, std::int64_t ld) {
+  constexpr std::int64_t kTile = 32;
+  for (std::int64_t t0 = 0; t0 < rows; t0 += kTile)
+    for (std::int64_t c0 = 0; c0 < width; c0 += kTile) {
+      const std::int64_t t1 = std::min(rows, t0 + kTile), c1 = std::min(width, c0 + kTile);
+      for (std::int64_t c = c0; c < c1; ++c)
+        for (std::int64_t t = t0; t < t1; ++t) dst[c * ld + t] = T(src[t * width + c]);
+    }
+}
 
 template <typename T>
 class GramAnalysis {
@@ -173,7 +206,9 @@ class GramAnalysis {
         options_(options),
         backend_(backend),
         gram_(linalg::make_panel_gram<T>(backend, shape.layers, shape.width(),
-                                         std::min(options.token_block, shape.tokens), options.precision)) {}
+                                         std::min(options.token_block, shape.tokens), options.precision)),
+        kept_layers_(token_side_layers(shape, options)),
+        kept_(static_cast<std::size_t>(std::int64_t{kept_layers_} * shape.width() * shape.tokens)) {}
 
   void run(const RowReader& read_rows, const std::vector<double>& mean_f64, CrossLayerResult& result) {
     const int L = shape_.layers;
@@ -197,6 +232,8 @@ class GramAnalysis {
           read_rows(l, t0, rows, std::span<float>(raw.layer(l), static_cast<std::size_t>(rows * W)));
           src = raw.layer(l);
         }
+        // The token side's copy of the raw rows, before they are centred in place.
+        if (l < kept_layers_) transpose_rows(src, rows, W, kept_layer(l) + t0, shape_.tokens);
         const T* mu = mean.data() + std::int64_t{l} * W;
         for (std::int64_t t = 0; t < rows; ++t)
           for (std::int64_t c = 0; c < W; ++c) dst[t * W + c] = T(src[t * W + c]) - mu[c];
@@ -206,6 +243,9 @@ class GramAnalysis {
       if (options_.on_progress) options_.on_progress("cross-products", done, shape_.tokens);
     });
     gram_->finish();
+    // The token Gram's inputs as the precision has the column Gram's (tf32, bf16: rounded to
+    // nearest even; the products then run in f32 as PanelGram's host emulation does).
+    if constexpr (in_place) linalg::round_gram_inputs(options_.precision, std::span<float>(kept_));
     result.timings.cross_products = seconds_since(start);
     const double columns = double(L) * double(W);
     result.cross_product_flops = double(shape_.tokens) * columns * columns;
@@ -262,13 +302,21 @@ class GramAnalysis {
       if (G < 1) fail("group size {} must be at least 1", G);
       GroupSizeRank entry;
       entry.group_size = G;
+      const GramSide side = choose_side(shape_, options_, G);
+      const std::int64_t order = side == GramSide::token ? shape_.tokens : std::int64_t{G} * shape_.width();
       for (int first = 0; first + G <= shape_.layers; first += G) {
-        jobs.push_back({s, entry.groups.size(), first, G});
-        entry.groups.push_back(GroupRank{first, G, {}, {}, {}});
+        jobs.push_back({s, entry.groups.size(), first, G, side, order});
+        GroupRank group;
+        group.first_layer = first;
+        group.size = G;
+        group.side = side;
+        group.gram_order = order;
+        entry.groups.push_back(std::move(group));
       }
       result.eigen_rank.push_back(std::move(entry));
     }
-    std::sort(jobs.begin(), jobs.end(), [](const GroupJob& a, const GroupJob& b) { return a.size > b.size; });
+    // Largest solves first (their cost grows as order³), so the small ones fill in at the end.
+    std::stable_sort(jobs.begin(), jobs.end(), [](const GroupJob& a, const GroupJob& b) { return a.order > b.order; });
 
     const int workers = std::max(1, std::min<int>(backend_.threads(), static_cast<int>(jobs.size())));
     const int blas_threads = backend_.threads();
@@ -314,9 +362,11 @@ class GramAnalysis {
     }
   }
 
-  // Eigenvalues (descending, clamped at 0) of the uncentred Gram of layers [first, first+G).
+  // Eigenvalues (descending, clamped at 0) of the uncentred Gram of layers [first, first+G):
+  // G·H·D of them on either side (the token side's beyond T are zeros).
   std::vector<double> group_spectrum(const std::vector<double>& mean, const GroupJob& job,
                                      linalg::Backend& solver) const {
+    if (job.side == GramSide::token) return token_spectrum(job, solver);
     const std::int64_t W = shape_.width(), D = std::int64_t{job.size} * W;
     std::vector<T> s(static_cast<std::size_t>(D * D));
     for (int a = 0; a < job.size; ++a)
@@ -334,10 +384,32 @@ class GramAnalysis {
     return spectrum;
   }
 
+  // The same spectrum from the T×T token Gram K = Σ_l X_l X_lᵀ = Z_g Z_gᵀ of the kept raw rows:
+  // the group's layers lie one after another channel-major, so Z_gᵀ is a row-major
+  // G·H·D × T matrix and K one backend SYRK (gram) of it.
+  std::vector<double> token_spectrum(const GroupJob& job, linalg::Backend& solver) const {
+    const std::int64_t n = shape_.tokens, columns = std::int64_t{job.size} * shape_.width();
+    if (job.first_layer + job.size > kept_layers_)
+      fail("analysis: layers {}..{} were not kept for the token Gram", job.first_layer, job.first_layer + job.size - 1);
+    std::vector<T> k(static_cast<std::size_t>(n * n));
+    solver.gram(kept_layer(job.first_layer), columns, n, n, T(1), T(0), k.data(), n);
+    std::vector<T> w(static_cast<std::size_t>(n));
+    solver.eigvalsh(k.data(), n, n, w.data());
+    std::vector<double> spectrum(static_cast<std::size_t>(columns), 0.0);
+    for (std::int64_t i = 0; i < std::min(n, columns); ++i)
+      spectrum[static_cast<std::size_t>(i)] = std::max(double(w[static_cast<std::size_t>(n - 1 - i)]), 0.0);
+    return spectrum;
+  }
+
+  T* kept_layer(int l) { return kept_.data() + std::int64_t{l} * shape_.width() * shape_.tokens; }
+  const T* kept_layer(int l) const { return kept_.data() + std::int64_t{l} * shape_.width() * shape_.tokens; }
+
   LayerShape shape_;
   const AnalysisOptions& options_;
   linalg::Backend& backend_;
   std::unique_ptr<linalg::PanelGram<T>> gram_;  // the upper block triangle of Z̃ᵀZ̃, Z = [X_1 … X_L]
+  int kept_layers_;                             // P: layers [0, P) are kept for token-side groups
+  std::vector<T> kept_;                         // their raw rows, layer l's channel c at (l·H·D + c)·T
 };
 
 void validate(const LayerShape& shape, const AnalysisOptions& options) {
@@ -352,6 +424,8 @@ void validate(const LayerShape& shape, const AnalysisOptions& options) {
 }
 
 }  // namespace
+
+std::string_view to_string(GramSide side) { return side == GramSide::token ? "token" : "column"; }
 
 CrossLayerResult analyze_cross_layer(const LayerShape& shape, const RowReader& read_rows,
                                      const AnalysisOptions& options, linalg::Backend& backend) {

@@ -15,6 +15,19 @@
 // 32 layers × 1024 columns) plus one token block of all layers; never the whole dump. The Gram
 // is a linalg::PanelGram of the backend: on CUDA its blocks live on the device (copied to the
 // host once, at the end) and token blocks go up through two pinned buffers.
+//
+// Group spectra on the smaller side. The group matrix Z_g = [X_l … X_{l+G−1}] is T × G·H·D and
+// the spectrum is that of the uncentred Z_gᵀZ_g (raw rows: the mean is added back, nothing is
+// normalised). When T < G·H·D it is eigen-solved as the T×T token Gram Z_gZ_gᵀ = Σ_l X_lX_lᵀ
+// instead, which has the same non-zero eigenvalues; the G·H·D − T others are exact zeros and
+// pad the spectrum to its usual length (the CSV tables keep their shape). The token Gram needs
+// every token pair, so pass 2 keeps a copy of the raw rows of the layers that token-side groups
+// cover (always layers [0, P): the groups of one size tile a prefix), channel-major in the Gram
+// precision: P·T·H·D values. Since T < G·H·D ≤ L·H·D there, that is at most 2L/(L+1) times
+// the Gram triangle above (0.9× it at 8 layers × 4096 tokens × 1024 columns); no T×T matrix
+// lives across the pass: each is formed (one SYRK) by the eigen-rank worker that solves it,
+// so at most one per worker, each smaller than the (G·H·D)² matrix the column side would
+// hold there. The dump is still read twice in all. GramSideChoice::column turns the copy off.
 #pragma once
 
 #include <Eigen/Core>
@@ -22,6 +35,7 @@
 #include <functional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "linalg/backend.h"
@@ -42,12 +56,21 @@ struct LayerShape {
 // f32, tf32, bf16 or f64 (linalg/backend.h states what each keeps).
 using GramPrecision = linalg::GramPrecision;
 
+// Which Gram a group's spectrum came from: the (G·H·D)² column Gram (a diagonal block of
+// pass 2's products) or the T×T token Gram of the kept rows (see above).
+enum class GramSide { column, token };
+std::string_view to_string(GramSide side);  // "column" | "token"
+// automatic: the smaller side, token when T < G·H·D (a tie stays on the column side, which
+// needs no copy); column / token force one side for every group (tests, memory).
+enum class GramSideChoice { automatic, column, token };
+
 struct AnalysisOptions {
   std::vector<int> group_sizes{1, 2, 4, 8};       // G: contiguous, non-overlapping groups (xKV's stride)
   std::vector<double> energies{0.9, 0.95, 0.99};  // energy levels for the eigen-rank curves
   std::int64_t token_block = 2048;                // tokens per streamed block
   GramPrecision precision = GramPrecision::f32;   // of the cross-products and the eigensolves
   bool cka = true;                                // the L×L Gram pass (CKA, channel cosine, eigen-rank)
+  GramSideChoice gram_side = GramSideChoice::automatic;  // of the group spectra
   std::function<void(const std::string& stage, std::int64_t done, std::int64_t total)> on_progress;
 };
 
@@ -58,6 +81,8 @@ struct GroupRank {
   std::vector<double> spectrum;       // eigenvalues of the group Gram (= σ²), descending, ≥ 0
   std::vector<std::int64_t> rank;     // per energy level: components kept
   std::vector<double> rank_fraction;  // rank / (G·H·D)
+  GramSide side = GramSide::column;   // the Gram that was eigen-solved
+  std::int64_t gram_order = 0;        // its order: G·H·D (column) or T (token); spectrum[k ≥ it] are padding zeros
 };
 
 struct GroupSizeRank {

@@ -125,10 +125,14 @@ nlohmann::json to_json(const CrossLayerResult& r) {
     e["groups"] = nlohmann::json::array();
     for (const auto& g : entry.groups)
       e["groups"].push_back({{"first_layer", g.first_layer}, {"rank", g.rank}, {"rank_fraction", g.rank_fraction},
+                             {"gram_side", std::string(to_string(g.side))}, {"gram_order", g.gram_order},
                              {"spectrum", g.spectrum}});
     ranks.push_back(std::move(e));
   }
   j["eigen_rank"] = std::move(ranks);
+  j["eigen_rank_note"] =
+      "gram_side: the Gram eigen-solved per group, column (G*H*D square) or token (T x T, chosen when T < G*H*D; "
+      "same non-zero eigenvalues); spectrum entries from gram_order on are zero padding";
   return j;
 }
 

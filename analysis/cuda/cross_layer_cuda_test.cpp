@@ -18,10 +18,13 @@ using RowMatrixXf = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::
 
 double max_abs_diff(const Eigen::MatrixXd& a, const Eigen::MatrixXd& b) { return (a - b).cwiseAbs().maxCoeff(); }
 
-TEST(CrossLayerCuda, MatchesTheCpuBackendInEveryPrecision) {
+// 3000 tokens: every group on the column side; 300: G = 3 (384 columns) on the token side.
+class CrossLayerCuda : public ::testing::TestWithParam<std::int64_t> {};
+
+TEST_P(CrossLayerCuda, MatchesTheCpuBackendInEveryPrecision) {
   if (!linalg::cuda_available()) GTEST_SKIP() << "no CUDA device (" << linalg::cuda_unavailable_reason() << ")";
   // 6 layers that share a drifting low-rank signal plus noise, so CKA and cosines are neither 0 nor 1.
-  const LayerShape shape{6, 4, 32, 3000};
+  const LayerShape shape{6, 4, 32, GetParam()};
   const std::int64_t W = shape.width();
   std::mt19937_64 rng(11);
   std::normal_distribution<float> normal;
@@ -40,7 +43,7 @@ TEST(CrossLayerCuda, MatchesTheCpuBackendInEveryPrecision) {
     SCOPED_TRACE(std::string(linalg::to_string(p)));
     AnalysisOptions options;
     options.group_sizes = {1, 2, 3};
-    options.token_block = 700;  // 5 blocks, the last one short: both pinned buffers reused
+    options.token_block = shape.tokens * 7 / 30;  // 5 blocks, the last one short: both pinned buffers reused
     options.precision = p;
     const auto cpu = analyze_cross_layer(shape, read, options, linalg::cpu_backend());
     const auto gpu = analyze_cross_layer(shape, read, options, linalg::cuda_backend());
@@ -57,6 +60,9 @@ TEST(CrossLayerCuda, MatchesTheCpuBackendInEveryPrecision) {
         const auto& a = cpu.eigen_rank[g].groups[k].spectrum;
         const auto& b = gpu.eigen_rank[g].groups[k].spectrum;
         ASSERT_EQ(a.size(), b.size());
+        EXPECT_EQ(cpu.eigen_rank[g].groups[k].side, gpu.eigen_rank[g].groups[k].side);
+        EXPECT_EQ(gpu.eigen_rank[g].groups[k].side,
+                  shape.tokens < cpu.eigen_rank[g].group_size * W ? GramSide::token : GramSide::column);
         for (std::size_t i = 0; i < a.size(); ++i) spectrum = std::max(spectrum, std::abs(a[i] - b[i]) / a[0]);
         EXPECT_EQ(cpu.eigen_rank[g].groups[k].rank.back(), gpu.eigen_rank[g].groups[k].rank.back());
       }
@@ -68,14 +74,17 @@ TEST(CrossLayerCuda, MatchesTheCpuBackendInEveryPrecision) {
     for (std::size_t g = 0; g < gpu.eigen_rank.size(); ++g)
       for (std::size_t k = 0; k < gpu.eigen_rank[g].groups.size(); ++k)
         EXPECT_EQ(fanned.eigen_rank[g].groups[k].spectrum, gpu.eigen_rank[g].groups[k].spectrum) << g << " " << k;
-    std::printf("analysis %-4s: token cosine %.1e, CKA %.1e, channel cosine %.1e, spectrum %.1e\n",
-                std::string(linalg::to_string(p)).c_str(), cos, cka, channel, spectrum);
+    std::printf("analysis T=%-4lld %-4s: token cosine %.1e, CKA %.1e, channel cosine %.1e, spectrum %.1e\n",
+                static_cast<long long>(shape.tokens), std::string(linalg::to_string(p)).c_str(), cos, cka, channel,
+                spectrum);
     EXPECT_LT(cos, 1e-5);
     EXPECT_LT(cka, cka_tol);
     EXPECT_LT(channel, cka_tol);
     EXPECT_LT(spectrum, cka_tol);
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Tokens, CrossLayerCuda, ::testing::Values(std::int64_t{3000}, std::int64_t{300}));
 
 }  // namespace
 }  // namespace kvlab::analysis
