@@ -2,6 +2,8 @@
 // Exit codes: 0 success, 1 "ran fine, regression found" (compare/check), 2 any error.
 #include <fmt/format.h>
 
+#include <malloc.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -54,6 +56,12 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i)
     if (std::string_view(argv[i]) == "-q" || std::string_view(argv[i]) == "--quiet") quiet_flag = true;
   kvlab::linalg::blas::restart_with_best_core(argv, quiet_flag);
+  // Layers are read, rebuilt and scored one after another in buffers of MiBs: keep freed memory
+  // for the next layer instead of handing it back to the kernel and faulting fresh zeroed pages
+  // in every time (glibc's largest heap-allocation threshold, 32 MiB on 64-bit; trimming above
+  // 1 GiB of free heap; docs/performance.md §10).
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   kvlab::cli::set_command_line(argc, argv);
   CLI::App app{fmt::format(
       "kvlab {} ({}): measure and compress the KV caches of LLMs.\n\n"

@@ -12,30 +12,36 @@ namespace {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 }
 
-WindowAttention::WindowAttention(const CacheSource& cache, int layer, std::int64_t rows)
-    : cache_(cache), shape_(cache.shape()), rows_(rows) {
+WindowAttention::WindowAttention(const CacheSource& cache, int layer, std::int64_t rows) : rows_(rows) {
+  load(cache, layer);
+}
+
+void WindowAttention::load(const CacheSource& cache, int layer) {
+  cache_ = &cache;
+  shape_ = cache.shape();
   const std::int64_t W = shape_.query_window;
-  if (rows < 1 || rows > W)
-    fail("{}: layer {}: {} window queries asked for, the dump holds W = {}", cache.describe(), layer, rows, W);
+  if (rows_ < 1 || rows_ > W)
+    fail("{}: layer {}: {} window queries asked for, the dump holds W = {}", cache.describe(), layer, rows_, W);
   const auto all = cache.queries(layer);
   const core::Shape expected{W, shape_.q_heads, shape_.head_dim};
   if (all.shape != expected) fail("{}: layer {} queries have the wrong shape", cache.describe(), layer);
-  queries_ = FloatTensor({rows, shape_.q_heads, shape_.head_dim});
+  queries_ = FloatTensor({rows_, shape_.q_heads, shape_.head_dim});
   std::copy(all.data.end() - static_cast<std::ptrdiff_t>(queries_.data.size()), all.data.end(), queries_.data.begin());
   const auto& pos = cache.positions();
-  query_pos_.assign(pos.end() - rows, pos.end());
-  cache.rope().apply(queries_.span(), rows, shape_.q_heads, query_pos_);
+  query_pos_.assign(pos.end() - rows_, pos.end());
+  cache.rope().apply(queries_.span(), rows_, shape_.q_heads, query_pos_);
 }
 
 void WindowAttention::head(int g, const FloatTensor& key_rot, const std::vector<std::uint8_t>& kept,
                            linalg::Backend& backend, const FloatTensor* value) {
   const std::int64_t T = shape_.tokens, M = row_count();
   const int H = shape_.kv_heads, Hq = shape_.q_heads, D = shape_.head_dim, n_rep = shape_.group_size();
-  const auto& pos = cache_.positions();
+  const auto& pos = cache_->positions();
   k_.resize(static_cast<std::size_t>(T * D));
   q_.resize(static_cast<std::size_t>(M * D));
   probs_.resize(static_cast<std::size_t>(M * T));
   logp_.resize(probs_.size());
+  shifted_exp_.resize(static_cast<std::size_t>(T));
   for (std::int64_t t = 0; t < T; ++t) std::copy_n(key_rot.data.begin() + (t * H + g) * D, D, k_.begin() + t * D);
   for (std::int64_t w = 0; w < rows_; ++w)  // row m = w·n_rep + r: query head g·n_rep + r
     std::copy_n(queries_.data.begin() + (w * Hq + g * n_rep) * D, n_rep * D, q_.begin() + w * n_rep * D);
@@ -57,12 +63,14 @@ void WindowAttention::head(int g, const FloatTensor& key_rot, const std::vector<
       std::fill(row, row + T, 0.0f);
       continue;
     }
+    // One exp a cell (it was most of the scorer's arithmetic): e_t = exp(l_t − max), then
+    // p_t = e_t / Σe and log p_t = l_t − (max + log Σe).
     double sum = 0;
-    for (std::int64_t t = 0; t < T; ++t) sum += lp[t] == -kInf ? 0.0 : std::exp(lp[t] - mx);
+    for (std::int64_t t = 0; t < T; ++t) sum += shifted_exp_[static_cast<std::size_t>(t)] = std::exp(lp[t] - mx);
     const double lse = mx + std::log(sum);
     for (std::int64_t t = 0; t < T; ++t) {
       lp[t] -= lse;
-      row[t] = static_cast<float>(std::exp(lp[t]));
+      row[t] = static_cast<float>(shifted_exp_[static_cast<std::size_t>(t)] / sum);
     }
   }
   if (!value) return;

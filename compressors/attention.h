@@ -16,6 +16,9 @@ class WindowAttention {
  public:
   // The last `rows` (1 ≤ rows ≤ W) window queries of `layer`, rotated.
   WindowAttention(const CacheSource& cache, int layer, std::int64_t rows);
+  // The same for another layer (of another cache of the same shape: a layer slice), keeping the
+  // scratch buffers, which are MiBs at long contexts.
+  void load(const CacheSource& cache, int layer);
 
   // Attention of KV head g's query heads over `key_rot` [T, H_kv, D] (already rotated, e.g. by
   // rotate_keys) with the cells of `kept` [T, H_kv] (empty: all) held. Afterwards probs() and
@@ -31,13 +34,13 @@ class WindowAttention {
   const std::vector<float>& output() const { return out_; }
 
  private:
-  const CacheSource& cache_;
+  const CacheSource* cache_ = nullptr;
   CacheShape shape_;
   std::int64_t rows_;
   FloatTensor queries_;                 // [rows, H_q, D] rotated
   std::vector<std::int64_t> query_pos_;  // [rows]
   std::vector<float> k_, v_, q_, probs_, out_;
-  std::vector<double> logp_;
+  std::vector<double> logp_, shifted_exp_;
 };
 
 // Keys [T, H_kv, D] rotated at the cache's positions (a copy).

@@ -275,12 +275,12 @@ Score compress_and_score_by_layer(const CompressContext& ctx, const ChainSpec& c
   const auto& s = ctx.cache.shape();
   std::vector<LayerScore> layers;
   std::int64_t bytes = 0;
+  LayerScorer scorer(ctx.backend);  // its scratch serves every layer
   auto n = compress_by_layer(
       ctx, chain,
       [&](int l, const CacheSource& slice, Compressed& compressed) {
-        const auto one = score(slice, compressed, ctx.backend);
-        layers.push_back(one.layers.front());
-        bytes += one.bytes;
+        layers.push_back(scorer.score(slice, 0, compressed.reconstruct(0)));
+        bytes += compressed.bytes();
         if (on_layer) on_layer(l + 1, s.layers);
       },
       compress_seconds);

@@ -1,10 +1,12 @@
 #include "compressors/score.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 
 #include "compressors/attention.h"
+#include "core/parallel.h"
 #include "core/error.h"
 
 namespace kvlab::compressors {
@@ -46,71 +48,114 @@ void window_attention(const CacheSource& cache, int layer, const FloatTensor& ke
   }
 }
 
-Score score(const CacheSource& cache, Compressed& compressed, linalg::Backend& backend,
-            const std::function<void(int, int)>& on_layer) {
+// A thread's two attentions (the exact cache and the rebuilt one), kept from layer to layer.
+struct LayerScorer::Worker {
+  WindowAttention exact, approx;
+};
+
+LayerScorer::LayerScorer(linalg::Backend& backend) : backend_(backend) {}
+LayerScorer::~LayerScorer() = default;
+
+LayerScore LayerScorer::score(const CacheSource& cache, int layer, LayerKV rec) {
   const auto& s = cache.shape();
   const std::int64_t T = s.tokens, W = s.query_window;
   const int H = s.kv_heads, D = s.head_dim;
+  const core::Shape kv{T, H, D};
+  for (auto* t : {&key_, &value_, &key_rot_})
+    if (t->shape != kv) *t = FloatTensor(kv);
+  cache.read_layer_into(layer, Part::key, key_.data.data(), std::int64_t{H} * D);
+  cache.read_layer_into(layer, Part::value, value_.data.data(), std::int64_t{H} * D);
+  check_layer_kv(rec, s, layer);
+  LayerScore ls;
+  std::int64_t held = 0;
+  for (std::int64_t t = 0; t < T; ++t)
+    for (int h = 0; h < H; ++h) {
+      if (!rec.holds(t, h, H)) continue;
+      ++held;
+      for (int d = 0; d < D; ++d) {
+        const auto i = static_cast<std::size_t>((t * H + h) * D + d);
+        const double dk = double{key_.data[i]} - rec.key.data[i], dv = double{value_.data[i]} - rec.value.data[i];
+        ls.key_err2 += dk * dk;
+        ls.key_norm2 += double{key_.data[i]} * key_.data[i];
+        ls.value_err2 += dv * dv;
+        ls.value_norm2 += double{value_.data[i]} * value_.data[i];
+      }
+    }
+  ls.kept_fraction = T > 0 ? static_cast<double>(held) / static_cast<double>(T * H) : 1.0;
+  ls.key_error = ratio_or_nan(ls.key_err2, ls.key_norm2);
+  ls.value_error = ratio_or_nan(ls.value_err2, ls.value_norm2);
+  ls.held_cells = held;
+  if (W == 0) {
+    ls.attn_kl = ls.attn_output_error = std::nan("");
+    return ls;
+  }
+  key_rot_.data = key_.data;  // a copy into the kept buffer
+  cache.rope().apply(key_rot_.span(), T, H, cache.positions());
+  cache.rope().apply(rec.key.span(), T, H, cache.positions());
+  // Per KV head: Σ over its rows of KL, and the output's squared error and norm.
+  std::vector<double> kl(static_cast<std::size_t>(H)), err2(kl.size()), norm2(kl.size());
+  const int workers = std::max(1, std::min(backend_.threads(), H));
+  for (int w = 0; w < workers; ++w) {  // the queries read here, one at a time (a dump's reads are serial)
+    if (w < static_cast<int>(workers_.size())) {
+      workers_[static_cast<std::size_t>(w)]->exact.load(cache, layer);
+      workers_[static_cast<std::size_t>(w)]->approx.load(cache, layer);
+    } else {
+      workers_.push_back(std::make_unique<Worker>(Worker{{cache, layer, W}, {cache, layer, W}}));
+    }
+  }
+  const int blas_threads = backend_.threads();
+  if (workers > 1) backend_.set_threads(1);
+  std::atomic<int> next{0};
+  core::parallel_for(workers, [&](std::int64_t w) {
+    linalg::Backend& gemm = backend_.worker(static_cast<int>(w));
+    Worker& own = *workers_[static_cast<std::size_t>(w)];
+    const std::int64_t M = own.exact.row_count();
+    for (int g = next++; g < H; g = next++) {
+      own.exact.head(g, key_rot_, {}, gemm, &value_);
+      own.approx.head(g, rec.key, rec.kept, gemm, &rec.value);
+      const auto u = static_cast<std::size_t>(g);
+      for (std::int64_t i = 0; i < M * D; ++i) {
+        const double e = double{own.exact.output()[i]} - own.approx.output()[i];
+        err2[u] += e * e;
+        norm2[u] += double{own.exact.output()[i]} * own.exact.output()[i];
+      }
+      for (std::int64_t m = 0; m < M; ++m) {
+        const double* p = own.exact.log_probs().data() + m * T;
+        const double* q = own.approx.log_probs().data() + m * T;
+        double sum = 0;
+        bool any = false;
+        for (std::int64_t t = 0; t < T; ++t) {
+          if (q[t] == -kInf) continue;
+          any = true;
+          sum += std::exp(q[t]) * (q[t] - p[t]);
+        }
+        kl[u] += any ? std::max(sum, 0.0) : kInf;  // KL ≥ 0; tiny negatives are rounding
+      }
+    }
+  });
+  if (workers > 1) backend_.set_threads(blas_threads);
+  double layer_kl = 0;
+  for (int g = 0; g < H; ++g) {  // in head order, whatever thread computed them
+    const auto u = static_cast<std::size_t>(g);
+    layer_kl += kl[u];
+    ls.out_err2 += err2[u];
+    ls.out_norm2 += norm2[u];
+  }
+  const std::int64_t rows = W * s.group_size();
+  ls.attn_kl = layer_kl / static_cast<double>(rows * H);
+  ls.attn_output_error = ratio_or_nan(ls.out_err2, ls.out_norm2);
+  ls.kl_sum = layer_kl;
+  ls.kl_count = rows * H;
+  return ls;
+}
+
+Score score(const CacheSource& cache, Compressed& compressed, linalg::Backend& backend,
+            const std::function<void(int, int)>& on_layer) {
+  const auto& s = cache.shape();
+  LayerScorer scorer(backend);
   std::vector<LayerScore> layers;
   for (int l = 0; l < s.layers; ++l) {
-    const auto key = cache.layer(l, Part::key);
-    const auto value = cache.layer(l, Part::value);
-    auto rec = compressed.reconstruct(l);
-    check_layer_kv(rec, s, l);
-    LayerScore ls;
-    std::int64_t held = 0;
-    for (std::int64_t t = 0; t < T; ++t)
-      for (int h = 0; h < H; ++h) {
-        if (!rec.holds(t, h, H)) continue;
-        ++held;
-        for (int d = 0; d < D; ++d) {
-          const auto i = static_cast<std::size_t>((t * H + h) * D + d);
-          const double dk = double{key.data[i]} - rec.key.data[i], dv = double{value.data[i]} - rec.value.data[i];
-          ls.key_err2 += dk * dk;
-          ls.key_norm2 += double{key.data[i]} * key.data[i];
-          ls.value_err2 += dv * dv;
-          ls.value_norm2 += double{value.data[i]} * value.data[i];
-        }
-      }
-    ls.kept_fraction = T > 0 ? static_cast<double>(held) / static_cast<double>(T * H) : 1.0;
-    ls.key_error = ratio_or_nan(ls.key_err2, ls.key_norm2);
-    ls.value_error = ratio_or_nan(ls.value_err2, ls.value_norm2);
-
-    if (W > 0) {
-      WindowAttention exact(cache, l, W), approx(cache, l, W);
-      const auto key_rot = rotate_keys(cache, key), rec_key_rot = rotate_keys(cache, std::move(rec.key));
-      double layer_kl = 0;
-      const std::int64_t M = exact.row_count();
-      for (int g = 0; g < H; ++g) {
-        exact.head(g, key_rot, {}, backend, &value);
-        approx.head(g, rec_key_rot, rec.kept, backend, &rec.value);
-        for (std::int64_t i = 0; i < M * D; ++i) {
-          const double e = double{exact.output()[i]} - approx.output()[i];
-          ls.out_err2 += e * e;
-          ls.out_norm2 += double{exact.output()[i]} * exact.output()[i];
-        }
-        for (std::int64_t m = 0; m < M; ++m) {
-          const double* p = exact.log_probs().data() + m * T;
-          const double* q = approx.log_probs().data() + m * T;
-          double kl = 0;
-          bool any = false;
-          for (std::int64_t t = 0; t < T; ++t) {
-            if (q[t] == -kInf) continue;
-            any = true;
-            kl += std::exp(q[t]) * (q[t] - p[t]);
-          }
-          layer_kl += any ? std::max(kl, 0.0) : kInf;  // KL ≥ 0; tiny negatives are rounding
-        }
-      }
-      ls.attn_kl = layer_kl / static_cast<double>(M * H);
-      ls.attn_output_error = ratio_or_nan(ls.out_err2, ls.out_norm2);
-      ls.kl_sum = layer_kl;
-      ls.kl_count = M * H;
-    } else {
-      ls.attn_kl = ls.attn_output_error = std::nan("");
-    }
-    ls.held_cells = held;
-    layers.push_back(ls);
+    layers.push_back(scorer.score(cache, l, compressed.reconstruct(l)));
     if (on_layer) on_layer(l + 1, s.layers);
   }
   return summarize(s, std::move(layers), compressed.bytes());

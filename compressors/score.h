@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -46,6 +47,26 @@ struct Score {
 // `on_layer(done, total)` reports progress.
 Score score(const CacheSource& cache, Compressed& compressed, linalg::Backend& backend,
             const std::function<void(int, int)>& on_layer = {});
+
+// Scores one layer at a time, keeping its scratch (a layer's keys, values and attention
+// probabilities, MiBs each) from layer to layer: fresh ones cost a third of the scoring time in
+// page faults (docs/performance.md §10). The attention's KV heads run side by side on the
+// backend's threads (each BLAS call single-threaded meanwhile: one threading layer); every sum is
+// taken in head order, so the scores do not depend on the thread count.
+class LayerScorer {
+ public:
+  explicit LayerScorer(linalg::Backend& backend);
+  ~LayerScorer();
+  // Layer `layer` of `cache` against `rebuilt`, its compressed cache's reconstruction (taken:
+  // its keys are rotated in place).
+  LayerScore score(const CacheSource& cache, int layer, LayerKV rebuilt);
+
+ private:
+  struct Worker;
+  linalg::Backend& backend_;
+  FloatTensor key_, value_, key_rot_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+};
 
 // The overall figures of a cache of `shape` from its layers' scores and the bytes stored.
 Score summarize(const CacheShape& shape, std::vector<LayerScore> layers, std::int64_t bytes);
