@@ -12,12 +12,11 @@ namespace {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 }
 
-WindowAttention::WindowAttention(const CacheSource& cache, int layer, std::int64_t rows) : rows_(rows) {
-  load(cache, layer);
-}
+WindowAttention::WindowAttention(const CacheSource& cache, int layer, std::int64_t rows) { load(cache, layer, rows); }
 
-void WindowAttention::load(const CacheSource& cache, int layer) {
+void WindowAttention::load(const CacheSource& cache, int layer, std::int64_t rows) {
   cache_ = &cache;
+  rows_ = rows;
   shape_ = cache.shape();
   const std::int64_t W = shape_.query_window;
   if (rows_ < 1 || rows_ > W)

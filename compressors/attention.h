@@ -16,9 +16,9 @@ class WindowAttention {
  public:
   // The last `rows` (1 ≤ rows ≤ W) window queries of `layer`, rotated.
   WindowAttention(const CacheSource& cache, int layer, std::int64_t rows);
-  // The same for another layer (of another cache of the same shape: a layer slice), keeping the
-  // scratch buffers, which are MiBs at long contexts.
-  void load(const CacheSource& cache, int layer);
+  // The same for another layer, of this or another cache (a layer slice), keeping the scratch
+  // buffers, which are MiBs at long contexts.
+  void load(const CacheSource& cache, int layer, std::int64_t rows);
 
   // Attention of KV head g's query heads over `key_rot` [T, H_kv, D] (already rotated, e.g. by
   // rotate_keys) with the cells of `kept` [T, H_kv] (empty: all) held. Afterwards probs() and

@@ -97,8 +97,8 @@ LayerScore LayerScorer::score(const CacheSource& cache, int layer, LayerKV rec) 
   const int workers = std::max(1, std::min(backend_.threads(), H));
   for (int w = 0; w < workers; ++w) {  // the queries read here, one at a time (a dump's reads are serial)
     if (w < static_cast<int>(workers_.size())) {
-      workers_[static_cast<std::size_t>(w)]->exact.load(cache, layer);
-      workers_[static_cast<std::size_t>(w)]->approx.load(cache, layer);
+      workers_[static_cast<std::size_t>(w)]->exact.load(cache, layer, W);
+      workers_[static_cast<std::size_t>(w)]->approx.load(cache, layer, W);
     } else {
       workers_.push_back(std::make_unique<Worker>(Worker{{cache, layer, W}, {cache, layer, W}}));
     }

@@ -106,6 +106,43 @@ TEST(Score, Fp16StorageScoresItsRoundingAtRatioOne) {
   EXPECT_DOUBLE_EQ(sc.kept_fraction, 1.0);
 }
 
+TEST(Score, TheThreadCountLeavesEveryScoreUnchanged) {
+  // KV heads are scored side by side, one per thread, and summed in head order afterwards: the
+  // same bits with 1, 2 or 3 threads (a sum taken as threads finish would differ in the last bits).
+  const auto cache = testing::random_cache({3, 5, 10, 8, 50, 7, 0}, 9);
+  auto full = dense_representation(cache, nullptr);
+  pack_fp16_storage(full->stored());
+  auto& cpu = linalg::cpu_backend();
+  const int threads = cpu.threads();
+  std::vector<Score> scores;
+  for (int t : {1, 2, 3}) {
+    cpu.set_threads(t);
+    scores.push_back(score(cache, *full, cpu));
+  }
+  cpu.set_threads(threads);
+  EXPECT_EQ(cpu.threads(), threads);  // restored after each score
+  for (std::size_t i = 1; i < scores.size(); ++i)
+    for (int l = 0; l < cache.shape().layers; ++l) {
+      EXPECT_EQ(scores[i].layers[l].attn_kl, scores[0].layers[l].attn_kl) << i << " " << l;
+      EXPECT_EQ(scores[i].layers[l].attn_output_error, scores[0].layers[l].attn_output_error) << i << " " << l;
+    }
+}
+
+TEST(Score, ALayerScorerReusedOnAnotherShapeScoresAsAFreshOne) {
+  // Its scratch (sized by the first cache) must not leak into the next: a longer and a shorter cache.
+  auto& cpu = linalg::cpu_backend();
+  LayerScorer reused(cpu);
+  for (const CacheShape shape : {CacheShape{1, 2, 4, 8, 60, 6, 0}, CacheShape{1, 2, 4, 8, 30, 4, 0}}) {
+    const auto cache = testing::random_cache(shape, 3);
+    MaskedExact masked(cache, std::vector<std::uint8_t>(shape.tokens * shape.kv_heads, 1));
+    const auto again = reused.score(cache, 0, masked.reconstruct(0));
+    const auto fresh = LayerScorer(cpu).score(cache, 0, masked.reconstruct(0));
+    EXPECT_EQ(again.attn_kl, fresh.attn_kl);
+    EXPECT_EQ(again.attn_output_error, fresh.attn_output_error);
+    EXPECT_EQ(again.key_error, fresh.key_error);
+  }
+}
+
 TEST(Score, NoQueryWindowLeavesAttentionMetricsUndefined) {
   auto shape = small_shape();
   shape.query_window = 0;
