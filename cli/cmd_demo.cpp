@@ -66,7 +66,7 @@ struct DemoRuns {
 // methods that score with an observation window.
 std::vector<std::string> eviction_sweep(const std::string& window_keys) {
   std::vector<std::string> out;
-  for (const char* name : {"streamingllm", "h2o", "snapkv", "pyramidkv", "knorm", "keydiff", "tova", "random"}) {
+  for (const char* name : {"streamingllm", "h2o", "snapkv", "pyramidkv", "knorm", "keydiff", "tova", "expected_attention", "random"}) {
     const bool windowed = std::string_view(name) == "snapkv" || std::string_view(name) == "pyramidkv";
     out.push_back(fmt::format("{}:keep=[0.1,0.2,0.35,0.5]{}", name, windowed ? window_keys : ""));
   }
@@ -161,7 +161,7 @@ void add_demo(CLI::App& app, Action& action) {
       const auto scored = run_compress(compress);
       runs.compress = scored.run;
       fmt::print("{}", scored.summary);
-      // The eviction comparison: 32 specs, so on a smaller dump of the same structure (8 layers ×
+      // The eviction comparison: 36 specs, so on a smaller dump of the same structure (8 layers ×
       // 1024 tokens) to keep the demo quick.
       auto small = config;
       small.layers = 8;
