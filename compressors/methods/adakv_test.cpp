@@ -109,6 +109,14 @@ TEST(AdaKV, AlphaOneIsTheScorersOwnPerHeadTopK) {
   }
 }
 
+TEST(AdaKV, AScorersErrorSaysItRanWithItsDefaultKeys) {
+  // snapkv's default window of 32 does not fit a budget of 10: the user never named that key.
+  const auto wide = testing::random_cache({1, 2, 4, 8, 96, 32, 0}, 5);
+  const auto message = error_of([&] { run("adakv:scorer=snapkv,budget=10", wide); });
+  EXPECT_THAT(message, HasSubstr("adakv: its scorer snapkv (run with its default keys"));
+  EXPECT_THAT(message, HasSubstr("'window' = 32"));
+}
+
 // One layer, H KV heads, D = 2, identity RoPE: knorm scores −‖k‖ exactly, so the keys set them.
 InMemoryCache norm_cache(int H, const std::vector<std::vector<float>>& norms) {
   const auto T = static_cast<std::int64_t>(norms[0].size());

@@ -390,7 +390,12 @@ WrappedScorer::WrappedScorer(const StageSpec& wrapper)
 
 HeadScores WrappedScorer::scores(const CompressContext& ctx, int layer, std::int64_t budget) const {
   const auto& s = ctx.cache.shape();
-  auto scores = stage_->score_layer(ctx, layer, budget);
+  HeadScores scores;
+  try {
+    scores = stage_->score_layer(ctx, layer, budget);
+  } catch (const std::exception& e) {  // the user never named the scorer's keys: say whose they are
+    fail("{}: its scorer {} (run with its default keys, {}): {}", wrapper_, spec_.method, spec_.to_string(), e.what());
+  }
   if (scores.primary.size() != static_cast<std::size_t>(s.kv_heads * s.tokens))
     fail("{}: scorer '{}' gives no per-head scores for layer {}", wrapper_, spec_.method, layer);
   if (scores.secondary.empty()) scores.secondary = scores.primary;
