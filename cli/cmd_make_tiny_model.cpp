@@ -17,13 +17,15 @@ void add_make_tiny_model(CLI::App& app, Action& action) {
                                  "Write a tiny Hugging Face-style checkpoint (random weights, trained tokenizer)");
   cmd->footer(
       "The folder holds config.json, generation_config.json, model.safetensors and the family's\n"
-      "tokenizer files (llama, qwen2: a byte-level BPE tokenizer.json; mistral: a sentencepiece\n"
+      "tokenizer files (llama, qwen2, qwen3: a byte-level BPE tokenizer.json; mistral: a sentencepiece\n"
       "tokenizer.model), so `kvlab dump` loads it exactly as a downloaded checkpoint. Weights are\n"
       "seeded (same options, same bytes); --layer-similarity > 0 makes adjacent layers alike, so the\n"
       "cross-layer structure xKV exploits appears in the dumped caches.\n\n"
       "Example: kvlab make-tiny-model --arch qwen2 --layers 8 --layer-similarity 0.8 --out tiny-qwen");
-  cmd->add_option("--arch", o->arch, "Family: llama (llama3 RoPE), qwen2 (q/k/v bias, NFC), mistral (sentencepiece)")
-      ->check(CLI::IsMember({"llama", "qwen2", "mistral"}))->capture_default_str();
+  cmd->add_option("--arch", o->arch,
+                  "Family: llama (llama3 RoPE), qwen2 (q/k/v bias, NFC), mistral (sentencepiece), "
+                  "qwen3 (q/k norm, head_dim 2·hidden/heads, tied embeddings)")
+      ->check(CLI::IsMember({"llama", "qwen2", "mistral", "qwen3"}))->capture_default_str();
   cmd->add_option("--layers", o->layers, "Decoder layers")->check(positive())->capture_default_str();
   cmd->add_option("--hidden", o->hidden, "Model width d_model")->check(positive())->capture_default_str();
   cmd->add_option("--heads", o->heads, "Query heads H_q")->check(positive())->capture_default_str();

@@ -503,6 +503,10 @@ void DumpWriter::Impl::write_root_attributes() {
       {"kvlab_version", &info.kvlab_version}, {"git_revision", &info.git_revision},
       {"created_utc", &info.created_utc}};
   for (const auto& [key, text] : strings) write_string_attribute(file, key, *text, where);
+  // Optional: absent unless the model normalises keys/queries before RoPE (Qwen3), so other
+  // families' files are unchanged.
+  if (!info.key_norm.empty()) write_string_attribute(file, "key_norm", info.key_norm, where);
+  if (!info.query_norm.empty()) write_string_attribute(file, "query_norm", info.query_norm, where);
   const std::pair<const char*, int> ints[] = {{"num_layers", info.num_layers},     {"num_kv_heads", info.num_kv_heads},
                                               {"num_q_heads", info.num_q_heads},   {"head_dim", info.head_dim},
                                               {"d_model", info.d_model}};
@@ -821,6 +825,8 @@ void DumpReader::Impl::read_root_attributes() {
       {"kvlab_version", &info.kvlab_version}, {"git_revision", &info.git_revision},
       {"created_utc", &info.created_utc}};
   for (const auto& [key, text] : strings) *text = read_string_attribute(file, key, var_strings(), where).value_or("");
+  info.key_norm = read_string_attribute(file, "key_norm", var_strings(), where).value_or("");
+  info.query_norm = read_string_attribute(file, "query_norm", var_strings(), where).value_or("");
   const std::pair<const char*, int*> ints[] = {{"num_layers", &info.num_layers},   {"num_kv_heads", &info.num_kv_heads},
                                                {"num_q_heads", &info.num_q_heads}, {"head_dim", &info.head_dim}};
   for (const auto& [key, value] : ints) *value = static_cast<int>(require_int_attribute(file, key, 1, INT_MAX, where));

@@ -4,7 +4,8 @@
 //   /                                  attributes: format_version, model_id, model_config (JSON text),
 //                                      tokenizer, chat_template, kvlab_version, git_revision, created_utc,
 //                                      num_layers, num_kv_heads, num_q_heads, head_dim, d_model,
-//                                      dtype ("float32" | "float16" | "bfloat16")
+//                                      dtype ("float32" | "float16" | "bfloat16"),
+//                                      key_norm, query_norm (only when set: Qwen3's k_norm/q_norm)
 //   /samples/<id>/                     attributes: num_tokens, context_end, query_window, has_attn_in (0/1)
 //   /samples/<id>/tokens               int32 [T], or [0] when the sample has no token ids
 //   /samples/<id>/positions            int64 [T]
@@ -34,6 +35,10 @@ namespace kvlab::core {
 
 inline constexpr int kDumpFormatVersion = 2;  // the reader also reads version 1
 
+// DumpInfo::key_norm / query_norm of a model with Qwen3's q_norm/k_norm (docs/dump-format.md §2).
+inline constexpr const char* kKeyNormBeforeRope = "k_norm before RoPE";
+inline constexpr const char* kQueryNormBeforeRope = "q_norm before RoPE";
+
 // Which per-layer tensor.
 enum class KvKind { key, value, query, attn_in };
 std::string_view to_string(KvKind kind);  // "key" | "value" | "query" | "attn_in"
@@ -54,6 +59,12 @@ struct DumpInfo {
   std::string kvlab_version;  // filled by the writer when empty
   std::string git_revision;   // filled by the writer when empty
   std::string created_utc;    // filled by the writer when empty (ISO 8601)
+  // What the stored keys / queries are beyond the projection, when more than that: Qwen3 dumps
+  // hold k_norm(k_proj(x)) and q_norm(q_proj(x)), per-head RMSNorms applied before RoPE
+  // (kKeyNormBeforeRope, kQueryNormBeforeRope). "" = the plain projection (+ bias); the root
+  // attribute is written only when set, and a file without it reads as "".
+  std::string key_norm;
+  std::string query_norm;
 
   std::int64_t kv_row_width() const { return std::int64_t{num_kv_heads} * head_dim; }  // H_kv·D
   std::int64_t q_row_width() const { return std::int64_t{num_q_heads} * head_dim; }    // H_q·D

@@ -375,6 +375,16 @@ TEST_F(KvDumpTest, ProvenanceRoundTripsAndIsFilledWhenEmpty) {
   EXPECT_EQ(read.kvlab_version, "9.9.9");
   EXPECT_EQ(read.git_revision, "deadbeef");
   EXPECT_EQ(read.created_utc, "2024-01-02T03:04:05Z");
+  EXPECT_EQ(read.key_norm, "");  // not set: no attribute, read back as ""
+  EXPECT_EQ(read.query_norm, "");
+
+  // Qwen3's: the keys and queries are after k_norm / q_norm (and before RoPE).
+  info.key_norm = kKeyNormBeforeRope;
+  info.query_norm = kQueryNormBeforeRope;
+  const fs::path normed = file("normed.h5");
+  write_dump(normed, info, {make_meta("s", 4, 1)});
+  EXPECT_EQ(DumpReader(normed).info().key_norm, "k_norm before RoPE");
+  EXPECT_EQ(DumpReader(normed).info().query_norm, "q_norm before RoPE");
 
   const fs::path filled = file("filled.h5");
   write_dump(filled, make_info(DType::f16, 1), {make_meta("s", 4, 1)});

@@ -33,6 +33,10 @@ core::DumpInfo dump_info_for(const LlamaModel& model, std::string model_id, std:
   info.model_config = c.json;
   info.tokenizer = std::move(tokenizer);
   info.chat_template = std::move(chat_template);
+  if (c.qk_norm) {  // Qwen3: the taps are after q_norm / k_norm (and before RoPE)
+    info.key_norm = core::kKeyNormBeforeRope;
+    info.query_norm = core::kQueryNormBeforeRope;
+  }
   return info;
 }
 

@@ -2,7 +2,8 @@
 // libtorch model: layer 0's attention input recomputed on the CPU from the checkpoint
 // (RMSNorm of the embedding rows, in double), and at every layer the dumped keys, values and
 // queries equal the dumped attention input times the checkpoint's k/v/q weights (+ bias) —
-// so what the dump calls pre-RoPE keys is exactly k_proj(x) + b_k.
+// so what the dump calls pre-RoPE keys is exactly k_proj(x) + b_k (Qwen3: k_norm of it, RMSNorm
+// over each head's D channels, and the root attributes key_norm / query_norm say so).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -65,6 +66,17 @@ std::vector<double> project(const core::FloatTensor& x, const core::FloatTensor&
   return y;
 }
 
+// Qwen3's q_norm / k_norm on y [T, heads·D]: RMSNorm over each head's D channels, in double.
+void head_norm(std::vector<double>& y, const core::FloatTensor& weight, double eps) {
+  const auto D = static_cast<std::size_t>(weight.shape[0]);
+  for (std::size_t h0 = 0; h0 < y.size(); h0 += D) {
+    double ms = 0;
+    for (std::size_t e = 0; e < D; ++e) ms += y[h0 + e] * y[h0 + e] / D;
+    const double r = 1 / std::sqrt(ms + eps);
+    for (std::size_t e = 0; e < D; ++e) y[h0 + e] *= r * weight.data[e];
+  }
+}
+
 double max_abs_diff(const std::vector<double>& a, const std::vector<float>& b) {
   double m = 0;
   for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]));
@@ -83,6 +95,8 @@ TEST_P(DumpJob, DumpedTensorsAreTheCheckpointsProjections) {
   EXPECT_EQ(info.model_config, config.json);
   EXPECT_EQ(info.model_id, "model");
   EXPECT_THAT(info.chat_template, ::testing::AnyOf("llama3", "qwen2", "mistral-v0.3"));
+  EXPECT_EQ(info.key_norm, config.qk_norm ? "k_norm before RoPE" : "");
+  EXPECT_EQ(info.query_norm, config.qk_norm ? "q_norm before RoPE" : "");
   ASSERT_EQ(dump.sample_ids(), (std::vector<std::string>{"a", "b"}));
 
   core::Checkpoint ckpt(dir_ / "model");
@@ -114,9 +128,13 @@ TEST_P(DumpJob, DumpedTensorsAreTheCheckpointsProjections) {
         return config.qkv_bias ? std::optional(ckpt.tensor(p + n + "_proj.bias")) : std::nullopt;
       };
       const auto bk = bias("k"), bv = bias("v"), bq = bias("q");
-      const auto k = project(x, ckpt.tensor(p + "k_proj.weight"), bk ? &*bk : nullptr);
+      auto k = project(x, ckpt.tensor(p + "k_proj.weight"), bk ? &*bk : nullptr);
       const auto v = project(x, ckpt.tensor(p + "v_proj.weight"), bv ? &*bv : nullptr);
-      const auto q = project(x, ckpt.tensor(p + "q_proj.weight"), bq ? &*bq : nullptr);
+      auto q = project(x, ckpt.tensor(p + "q_proj.weight"), bq ? &*bq : nullptr);
+      if (config.qk_norm) {
+        head_norm(k, ckpt.tensor(p + "k_norm.weight"), config.rms_norm_eps);
+        head_norm(q, ckpt.tensor(p + "q_norm.weight"), config.rms_norm_eps);
+      }
       EXPECT_LT(max_abs_diff(k, dump.read_layer(id, l, core::KvKind::key).data), 1e-4) << id << " layer " << l;
       EXPECT_LT(max_abs_diff(v, dump.read_layer(id, l, core::KvKind::value).data), 1e-4) << id << " layer " << l;
       // The query window is the last W rows.
@@ -178,7 +196,7 @@ TEST_P(DumpJob, OwnChatTemplateIsTheCheckpointsJinja) {
   EXPECT_EQ(meta.context_end, context_end);
 }
 
-INSTANTIATE_TEST_SUITE_P(Archs, DumpJob, ::testing::Values("llama", "qwen2", "mistral"));
+INSTANTIATE_TEST_SUITE_P(Archs, DumpJob, ::testing::Values("llama", "qwen2", "mistral", "qwen3"));
 
 }  // namespace
 }  // namespace kvlab::harness

@@ -96,9 +96,9 @@ std::string_view to_string(Activation a) {
 }
 
 std::string ModelConfig::describe() const {
-  return fmt::format("{} {} layers d={} I={} H_q={} H_kv={} D={} vocab={} rope {}{}{}{}", model_type, num_layers,
+  return fmt::format("{} {} layers d={} I={} H_q={} H_kv={} D={} vocab={} rope {}{}{}{}{}", model_type, num_layers,
                      hidden_size, intermediate_size, num_heads, num_kv_heads, head_dim, vocab_size, rope.describe(),
-                     qkv_bias ? " qkv-bias" : "", hidden_act == Activation::silu ? "" : " act=" + std::string(to_string(hidden_act)),
+                     qkv_bias ? " qkv-bias" : "", qk_norm ? " qk-norm" : "", hidden_act == Activation::silu ? "" : " act=" + std::string(to_string(hidden_act)),
                      sliding_window ? fmt::format(" window={}", *sliding_window) : std::string());
 }
 
@@ -109,18 +109,26 @@ ModelConfig parse_model_config(std::string_view json_text, std::string_view sour
   ModelConfig c;
   c.json = std::string(json_text);
   c.model_type = optional_string(j, "model_type", source);
-  if (c.model_type != "llama" && c.model_type != "qwen2" && c.model_type != "mistral")
-    fail("{}: model_type '{}' is not supported (llama, qwen2, mistral)", source, c.model_type);
+  if (c.model_type != "llama" && c.model_type != "qwen2" && c.model_type != "mistral" && c.model_type != "qwen3")
+    fail("{}: model_type '{}' is not supported (llama, qwen2, mistral, qwen3)", source, c.model_type);
+  const bool qwen3 = c.model_type == "qwen3";
   c.vocab_size = required_int(j, "vocab_size", source);
   c.hidden_size = required_int(j, "hidden_size", source);
   c.intermediate_size = required_int(j, "intermediate_size", source);
   c.num_layers = required_int(j, "num_hidden_layers", source);
   c.num_heads = required_int(j, "num_attention_heads", source);
-  c.num_kv_heads = optional_int(j, "num_key_value_heads", source).value_or(c.num_heads);
+  // Absent num_key_value_heads: MHA for llama/qwen2/mistral; Qwen3Config's default is the
+  // constant 32 (Qwen3-8B's value), not num_attention_heads (configuration_qwen3.py).
+  const auto kv_heads = optional_int(j, "num_key_value_heads", source);
+  c.num_kv_heads = kv_heads.value_or(qwen3 ? 32 : c.num_heads);
   if (c.num_kv_heads <= 0 || c.num_heads % c.num_kv_heads)
-    fail("{}: num_key_value_heads {} must divide num_attention_heads {}", source, c.num_kv_heads, c.num_heads);
+    fail("{}: num_key_value_heads {}{} must divide num_attention_heads {}", source, c.num_kv_heads,
+         kv_heads ? "" : " (absent: Qwen3Config's default)", c.num_heads);
   // An explicit head_dim wins (Mistral-Nemo-style configs have head_dim·heads ≠ hidden_size).
-  c.head_dim = optional_int(j, "head_dim", source).value_or(0);
+  // Absent: hidden_size / num_attention_heads, except on qwen3, whose Qwen3Config defaults it to
+  // the constant 128 (configuration_qwen3.py; Qwen3-0.6B has 16 heads of 128 on d_model 1024).
+  const auto head_dim = optional_int(j, "head_dim", source);
+  c.head_dim = head_dim.value_or(qwen3 ? 128 : 0);
   if (c.head_dim == 0) {
     if (c.hidden_size % c.num_heads) fail("{}: hidden_size {} is not divisible by num_attention_heads {} and head_dim is absent", source, c.hidden_size, c.num_heads);
     c.head_dim = c.hidden_size / c.num_heads;
@@ -134,15 +142,21 @@ ModelConfig parse_model_config(std::string_view json_text, std::string_view sour
   const bool attention_bias = flag(j, "attention_bias", false, source);
   c.qkv_bias = c.model_type == "qwen2" || attention_bias;  // Qwen2's model code hard-codes q/k/v bias
   c.o_bias = c.model_type != "qwen2" && attention_bias;
-  c.mlp_bias = flag(j, "mlp_bias", false, source);
+  c.mlp_bias = flag(j, "mlp_bias", false, source) && !qwen3;  // Qwen3MLP: bias=False, whatever the config says
   c.tie_word_embeddings = flag(j, "tie_word_embeddings", false, source);
-  // Sliding window: Mistral applies it whenever set (v0.1: 4096); Qwen2 only with
-  // use_sliding_window: true, and then only on layers ≥ max_window_layers, which kvlab does not
-  // model, so it refuses rather than run the wrong attention.
+  c.qk_norm = qwen3;  // Qwen3Attention's q_norm / k_norm (no config key: always there)
+  // Sliding window: Mistral applies it whenever set (v0.1: 4096); Qwen2 and Qwen3 only with
+  // use_sliding_window: true, and then only on layers ≥ max_window_layers (their configs'
+  // layer_types), which kvlab does not model, so it refuses rather than run the wrong attention.
+  // With use_sliding_window false (the default, and every released checkpoint) transformers
+  // drops sliding_window and every layer attends to the full causal prefix.
   const auto window = optional_int(j, "sliding_window", source);
   if (c.model_type == "mistral" && window) c.sliding_window = window;
-  if (c.model_type == "qwen2" && flag(j, "use_sliding_window", false, source))
-    fail("{}: use_sliding_window: true (per-layer windows) is not supported", source);
+  if ((c.model_type == "qwen2" || qwen3) && flag(j, "use_sliding_window", false, source))
+    fail("{}: use_sliding_window: true is not supported for {}: transformers then applies sliding_window only to "
+         "layers >= max_window_layers, and per-layer sliding-window attention is a separate item kvlab does not "
+         "implement yet (released {} checkpoints set use_sliding_window: false)",
+         source, c.model_type, c.model_type == "qwen2" ? "Qwen2/Qwen2.5" : "Qwen3");
   if (c.sliding_window && *c.sliding_window <= 0) fail("{}: sliding_window {} must be positive", source, *c.sliding_window);
   c.max_position_embeddings = optional_int(j, "max_position_embeddings", source).value_or(0);
   c.bos_token_id = optional_int(j, "bos_token_id", source);

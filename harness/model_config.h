@@ -3,7 +3,7 @@
 // eos_token_id an int or a list; torch_dtype or dtype; rope parameters in rope_scaling (key
 // "rope_type" or "type") or transformers-v5 rope_parameters (core::Rope reads those). The three
 // target families differ only in the flags below: Qwen2's q/k/v biases, Mistral v0.1's sliding
-// window, tied embeddings on the small Qwen2.5 models.
+// window, tied embeddings on the small Qwen2.5 and Qwen3 models, Qwen3's per-head q/k RMSNorm.
 #pragma once
 
 #include <filesystem>
@@ -29,7 +29,7 @@ enum class Activation {
 std::string_view to_string(Activation a);  // its transformers name ("silu", "gelu", "gelu_pytorch_tanh", "relu")
 
 struct ModelConfig {
-  std::string model_type;             // "llama" | "qwen2" | "mistral"
+  std::string model_type;             // "llama" | "qwen2" | "mistral" | "qwen3"
   int vocab_size = 0;                 // embedding rows (may exceed the tokenizer's size: padding)
   int hidden_size = 0;                // d_model
   int intermediate_size = 0;          // MLP width I
@@ -43,6 +43,7 @@ struct ModelConfig {
   bool o_bias = false;                // o_proj bias (attention_bias on llama; never on Qwen2)
   bool mlp_bias = false;              // gate/up/down biases (llama's mlp_bias)
   bool tie_word_embeddings = false;   // lm_head reuses embed_tokens (lm_head.weight absent)
+  bool qk_norm = false;               // RMSNorm over D of each q and k head before RoPE (Qwen3's q_norm/k_norm)
   std::optional<int> sliding_window;  // attend to at most this many most recent keys (Mistral v0.1), else full
   int max_position_embeddings = 0;
   std::optional<int> bos_token_id;

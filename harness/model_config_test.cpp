@@ -4,8 +4,10 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <fmt/format.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -91,6 +93,94 @@ TEST(ModelConfig, Qwen2HasQkvBiasButNoOutputBiasAndIgnoresAnUnusedWindow) {
   EXPECT_FALSE(c.sliding_window);
   j["use_sliding_window"] = true;
   EXPECT_THAT(error_of(j), HasSubstr("use_sliding_window"));
+}
+
+// Qwen3-0.6B's config.json as published (transformers 4.51 save): explicit head_dim 128 ≠
+// 1024 / 16, tied embeddings, a sliding_window key that use_sliding_window: false switches off.
+json qwen3_06b() {
+  return json::parse(R"({
+    "architectures": ["Qwen3ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+    "bos_token_id": 151643, "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu",
+    "hidden_size": 1024, "initializer_range": 0.02, "intermediate_size": 3072,
+    "max_position_embeddings": 40960, "max_window_layers": 28, "model_type": "qwen3",
+    "num_attention_heads": 16, "num_hidden_layers": 28, "num_key_value_heads": 8,
+    "rms_norm_eps": 1e-06, "rope_scaling": null, "rope_theta": 1000000, "sliding_window": null,
+    "tie_word_embeddings": true, "torch_dtype": "bfloat16", "transformers_version": "4.51.0",
+    "use_cache": true, "use_sliding_window": false, "vocab_size": 151936})");
+}
+
+TEST(ModelConfig, Qwen3HasQkNormExplicitHeadDimTiedEmbeddingsAndNoBias) {
+  const auto c = parse_model_config(qwen3_06b().dump());
+  EXPECT_EQ(c.model_type, "qwen3");
+  EXPECT_TRUE(c.qk_norm);
+  EXPECT_EQ(c.head_dim, 128);
+  EXPECT_NE(c.head_dim, c.hidden_size / c.num_heads);
+  EXPECT_EQ(c.n_rep(), 2);
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_FALSE(c.qkv_bias);
+  EXPECT_FALSE(c.o_bias);
+  EXPECT_FALSE(c.mlp_bias);
+  EXPECT_FALSE(c.sliding_window);
+  EXPECT_DOUBLE_EQ(c.rms_norm_eps, 1e-6);
+  EXPECT_EQ(c.eos_token_ids, (std::vector<int>{151645}));
+  ASSERT_EQ(c.rope.inv_freq().size(), 64u);
+  EXPECT_NEAR(c.rope.inv_freq()[1], std::pow(1e6, -2.0 / 128), 1e-7);  // θ = 10⁶ over D = 128, stored as f32
+  EXPECT_THAT(c.describe(), HasSubstr("qk-norm"));
+  // Other families have no q/k norm.
+  EXPECT_FALSE(parse_model_config(llama31().dump()).qk_norm);
+  // attention_bias: true biases q, k, v and o (Qwen3Attention passes it to all four).
+  json biased = qwen3_06b();
+  biased["attention_bias"] = true;
+  const auto b = parse_model_config(biased.dump());
+  EXPECT_TRUE(b.qkv_bias);
+  EXPECT_TRUE(b.o_bias);
+  biased["mlp_bias"] = true;  // not a Qwen3 key: Qwen3MLP never has a bias
+  EXPECT_FALSE(parse_model_config(biased.dump()).mlp_bias);
+  // A window value is ignored while use_sliding_window is false.
+  json windowed = qwen3_06b();
+  windowed["sliding_window"] = 4096;
+  EXPECT_FALSE(parse_model_config(windowed.dump()).sliding_window);
+}
+
+TEST(ModelConfig, Qwen3DefaultsAreQwen3ConfigsNotTheLlamaRules) {
+  // configuration_qwen3.py: head_dim defaults to 128 and num_key_value_heads to 32, constants,
+  // not hidden_size / num_attention_heads and num_attention_heads.
+  json j = qwen3_06b();
+  j.erase("head_dim");
+  j["num_attention_heads"] = 64;
+  j.erase("num_key_value_heads");
+  const auto c = parse_model_config(j.dump());
+  EXPECT_EQ(c.head_dim, 128);
+  EXPECT_EQ(c.num_kv_heads, 32);
+  j["num_attention_heads"] = 16;
+  EXPECT_THAT(error_of(j), HasSubstr("num_key_value_heads 32 (absent: Qwen3Config's default) must divide "
+                                     "num_attention_heads 16"));
+}
+
+TEST(ModelConfig, Qwen3ErrorsNameTheMissingKeyAndRefuseSlidingWindows) {
+  for (const char* key : {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                          "num_attention_heads"}) {
+    json j = qwen3_06b();
+    j.erase(key);
+    EXPECT_THAT(error_of(j), HasSubstr(fmt::format("'{}' is missing", key))) << key;
+  }
+  json j = qwen3_06b();
+  j.erase("model_type");
+  EXPECT_THAT(error_of(j), HasSubstr("model_type '' is not supported (llama, qwen2, mistral, qwen3)"));
+  j = qwen3_06b();
+  j["model_type"] = "qwen3_moe";
+  EXPECT_THAT(error_of(j), HasSubstr("model_type 'qwen3_moe' is not supported"));
+  j = qwen3_06b();
+  j["head_dim"] = 127;
+  EXPECT_THAT(error_of(j), HasSubstr("head_dim 127 must be positive and even"));
+  j = qwen3_06b();
+  j["use_sliding_window"] = true;
+  j["sliding_window"] = 4096;
+  const auto error = error_of(j);
+  EXPECT_THAT(error, HasSubstr("use_sliding_window: true is not supported for qwen3"));
+  EXPECT_THAT(error, HasSubstr("separate item"));
+  j["use_sliding_window"] = "yes";
+  EXPECT_THAT(error_of(j), HasSubstr("'use_sliding_window' must be true or false"));
 }
 
 TEST(ModelConfig, MistralV01KeepsItsSlidingWindowAndMhaWhenKvHeadsAbsent) {

@@ -17,8 +17,8 @@ namespace {
 using nlohmann::json;
 
 void check_options(const TinyModelOptions& o) {
-  if (o.arch != "llama" && o.arch != "qwen2" && o.arch != "mistral")
-    fail("make-tiny-model: --arch '{}' is not one of llama, qwen2, mistral", o.arch);
+  if (o.arch != "llama" && o.arch != "qwen2" && o.arch != "mistral" && o.arch != "qwen3")
+    fail("make-tiny-model: --arch '{}' is not one of llama, qwen2, mistral, qwen3", o.arch);
   if (o.layers <= 0 || o.hidden <= 0 || o.heads <= 0 || o.kv_heads <= 0 || o.intermediate <= 0)
     fail("make-tiny-model: layers, hidden, heads, kv-heads and intermediate must be positive");
   if (o.heads % o.kv_heads) fail("make-tiny-model: --kv-heads {} must divide --heads {}", o.kv_heads, o.heads);
@@ -71,6 +71,9 @@ std::string tiny_model_config_json(const TinyModelOptions& o, int vocab_size) {
   c["num_attention_heads"] = o.heads;
   c["num_key_value_heads"] = o.kv_heads;
   if (o.head_dim) c["head_dim"] = o.head_dim;
+  // Qwen3 configs always write head_dim, and on the released models it is not hidden / heads
+  // (Qwen3-0.6B: 128 on 1024 / 16): the tiny qwen3 mirrors that with 2 · hidden / heads.
+  if (o.arch == "qwen3" && !o.head_dim) c["head_dim"] = 2 * (o.hidden / o.heads);
   c["hidden_act"] = "silu";
   c["max_position_embeddings"] = o.max_position_embeddings;
   c["tie_word_embeddings"] = false;
@@ -95,6 +98,18 @@ std::string tiny_model_config_json(const TinyModelOptions& o, int vocab_size) {
     c["rms_norm_eps"] = 1e-6;
     c["rope_theta"] = 1000000.0;
     c["rope_scaling"] = nullptr;
+    c["sliding_window"] = nullptr;
+    c["use_sliding_window"] = false;
+    c["max_window_layers"] = o.layers;
+  } else if (o.arch == "qwen3") {
+    // Qwen3-0.6B's layout: no biases, q_norm/k_norm, tied embeddings, the window switched off.
+    c["architectures"] = {"Qwen3ForCausalLM"};
+    c["model_type"] = "qwen3";
+    c["rms_norm_eps"] = 1e-6;
+    c["rope_theta"] = 1000000.0;
+    c["rope_scaling"] = nullptr;
+    c["attention_bias"] = false;
+    c["tie_word_embeddings"] = true;
     c["sliding_window"] = nullptr;
     c["use_sliding_window"] = false;
     c["max_window_layers"] = o.layers;
@@ -138,6 +153,9 @@ std::map<std::string, core::TensorToWrite> tiny_weights(const ModelConfig& confi
     if (config.qkv_bias)
       for (const auto& [name, rows] : {std::pair{"q", dq}, std::pair{"k", dkv}, std::pair{"v", dkv}})
         specs.push_back({fmt::format("self_attn.{}_proj.bias", name), {rows}, 0, 0.1});
+    if (config.qk_norm)  // Qwen3's per-head RMSNorm weights, around 1 like the other norms
+      for (const char* name : {"self_attn.q_norm.weight", "self_attn.k_norm.weight"})
+        specs.push_back({name, {config.head_dim}, 1, 0.1});
     for (const auto& spec : specs) {
       auto t = draw.normal(spec.shape, spec.mean, spec.stddev);
       if (l > 0 && s > 0) blend(t, previous.at(spec.name), s, spec.mean);
@@ -153,10 +171,13 @@ std::map<std::string, core::TensorToWrite> tiny_weights(const ModelConfig& confi
 ModelConfig write_tiny_model(const std::filesystem::path& dir, const TinyModelOptions& o) {
   check_options(o);
   std::filesystem::create_directories(dir);
-  const auto tok = write_tiny_tokenizer(dir, o.arch, tiny_corpus(), o.vocab, o.seed);
-  // Qwen2 checkpoints pad the embedding to a multiple of 64 rows beyond the tokenizer (151665 →
-  // 152064); the tiny qwen2 does the same so that case is exercised.
-  const int rows = o.arch == "qwen2" ? (tok.vocab_size + 63) / 64 * 64 : tok.vocab_size;
+  // Qwen3 ships Qwen2's tokenizer (Qwen2TokenizerFast: the same regex, NFC and byte-level BPE),
+  // so the tiny qwen3 gets the tiny qwen2 tokenizer (and its chat template).
+  const bool qwen = o.arch == "qwen2" || o.arch == "qwen3";
+  const auto tok = write_tiny_tokenizer(dir, qwen ? "qwen2" : o.arch, tiny_corpus(), o.vocab, o.seed);
+  // Qwen2 and Qwen3 checkpoints pad the embedding to a multiple of 64 rows beyond the tokenizer
+  // (Qwen2.5: 151665 → 152064; Qwen3: 151669 → 151936); the tiny ones do the same.
+  const int rows = qwen ? (tok.vocab_size + 63) / 64 * 64 : tok.vocab_size;
   auto config_json = json::parse(tiny_model_config_json(o, rows));
   if (tok.bos_id) config_json["bos_token_id"] = *tok.bos_id;
   config_json["eos_token_id"] = tok.eos_ids.size() == 1 ? json(tok.eos_ids[0]) : json(tok.eos_ids);

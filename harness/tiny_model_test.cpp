@@ -19,6 +19,7 @@ namespace kvlab::harness {
 namespace {
 
 namespace fs = std::filesystem;
+using nlohmann::json;
 
 fs::path temp_dir(const char* name) {
   auto dir = fs::temp_directory_path() / fmt::format("kvlab_tiny_{}_{}", name, ::getpid());
@@ -50,8 +51,13 @@ TEST_P(TinyModel, FolderLoadsLikeARealCheckpoint) {
   const ModelConfig c = load_model_config(dir);
   EXPECT_EQ(c.model_type, o.arch);
   EXPECT_EQ(c.num_layers, 2);
-  EXPECT_EQ(c.head_dim, o.hidden / o.heads);
+  const bool qwen3 = o.arch == "qwen3";
+  // qwen3: an explicit head_dim that is not hidden / heads, tied embeddings, q/k norms.
+  EXPECT_EQ(c.head_dim, (qwen3 ? 2 : 1) * o.hidden / o.heads);
   EXPECT_EQ(c.qkv_bias, o.arch == "qwen2");
+  EXPECT_EQ(c.qk_norm, qwen3);
+  EXPECT_EQ(c.tie_word_embeddings, qwen3);
+  if (qwen3) EXPECT_EQ(json::parse(c.json).at("head_dim"), 2 * o.hidden / o.heads);
   EXPECT_EQ(c.vocab_size, written.vocab_size);
   EXPECT_FALSE(c.eos_token_ids.empty());
 
@@ -66,7 +72,8 @@ TEST_P(TinyModel, FolderLoadsLikeARealCheckpoint) {
   const std::int64_t d = c.hidden_size, q = std::int64_t{c.num_heads} * c.head_dim,
                      kv = std::int64_t{c.num_kv_heads} * c.head_dim;
   EXPECT_EQ(ckpt.shape("model.embed_tokens.weight"), (core::Shape{c.vocab_size, d}));
-  EXPECT_EQ(ckpt.shape("lm_head.weight"), (core::Shape{c.vocab_size, d}));
+  EXPECT_EQ(ckpt.has("lm_head.weight"), !c.tie_word_embeddings);
+  if (!c.tie_word_embeddings) EXPECT_EQ(ckpt.shape("lm_head.weight"), (core::Shape{c.vocab_size, d}));
   EXPECT_EQ(ckpt.shape("model.norm.weight"), (core::Shape{d}));
   for (int l = 0; l < c.num_layers; ++l) {
     const auto p = fmt::format("model.layers.{}.", l);
@@ -77,12 +84,49 @@ TEST_P(TinyModel, FolderLoadsLikeARealCheckpoint) {
     EXPECT_EQ(ckpt.shape(p + "mlp.gate_proj.weight"), (core::Shape{c.intermediate_size, d}));
     EXPECT_EQ(ckpt.shape(p + "mlp.down_proj.weight"), (core::Shape{d, c.intermediate_size}));
     EXPECT_EQ(ckpt.has(p + "self_attn.k_proj.bias"), c.qkv_bias);
+    EXPECT_EQ(ckpt.has(p + "self_attn.q_norm.weight"), c.qk_norm);
+    EXPECT_EQ(ckpt.has(p + "self_attn.k_norm.weight"), c.qk_norm);
+    if (c.qk_norm) {
+      EXPECT_EQ(ckpt.shape(p + "self_attn.q_norm.weight"), (core::Shape{c.head_dim}));
+      EXPECT_EQ(ckpt.shape(p + "self_attn.k_norm.weight"), (core::Shape{c.head_dim}));
+    }
     EXPECT_EQ(ckpt.dtype(p + "mlp.up_proj.weight"), "BF16");
   }
   fs::remove_all(dir);
 }
 
-INSTANTIATE_TEST_SUITE_P(Archs, TinyModel, ::testing::Values("llama", "qwen2", "mistral"));
+INSTANTIATE_TEST_SUITE_P(Archs, TinyModel, ::testing::Values("llama", "qwen2", "mistral", "qwen3"));
+
+TEST(TinyWeights, Qwen3NormWeightsAreRandomAroundOneAndOtherFamiliesKeepTheirBytes) {
+  // q_norm/k_norm [D] ~ 1 + N(0, 0.1²), drawn after a layer's other tensors: layer 0's other
+  // tensors are those of a llama with the same head_dim (the draws for existing families are
+  // unchanged by the qwen3 additions).
+  TinyModelOptions o;
+  o.arch = "qwen3";
+  o.dtype = "float32";
+  const auto qwen3 = parse_model_config(tiny_model_config_json(o, 300));
+  ASSERT_TRUE(qwen3.qk_norm);
+  ASSERT_EQ(qwen3.head_dim, 2 * o.hidden / o.heads);
+  const auto w = tiny_weights(qwen3, o);
+  EXPECT_EQ(w.count("lm_head.weight"), 0u) << "tied";
+  for (int l = 0; l < qwen3.num_layers; ++l)
+    for (const char* name : {"q_norm", "k_norm"}) {
+      const auto& t = w.at(fmt::format("model.layers.{}.self_attn.{}.weight", l, name));
+      ASSERT_EQ(t.shape, (core::Shape{qwen3.head_dim}));
+      double mean = 0, var = 0;
+      for (float v : t.data) mean += v;
+      mean /= t.data.size();
+      for (float v : t.data) var += (v - mean) * (v - mean);
+      EXPECT_NEAR(mean, 1.0, 0.1) << name;  // 32 draws of N(1, 0.1²): mean within 5.6 σ
+      EXPECT_GT(std::sqrt(var / t.data.size()), 0.03) << name << " is random, not all ones";
+    }
+  TinyModelOptions llama = o;
+  llama.arch = "llama";
+  llama.head_dim = qwen3.head_dim;
+  const auto lw = tiny_weights(parse_model_config(tiny_model_config_json(llama, 300)), llama);
+  EXPECT_EQ(w.at("model.layers.0.self_attn.k_proj.weight").data, lw.at("model.layers.0.self_attn.k_proj.weight").data);
+  EXPECT_EQ(w.at("model.layers.0.mlp.down_proj.weight").data, lw.at("model.layers.0.mlp.down_proj.weight").data);
+}
 
 TEST(TinyWeights, SameSeedSameBytesOtherSeedOtherBytes) {
   TinyModelOptions o;

@@ -43,7 +43,8 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b)
   return b.defined() ? at::addmm(b, x, w.t()) : at::matmul(x, w.t());
 }
 
-// HF's RMSNorm: fp32 statistics, cast back to the activation dtype, then times the weight.
+// HF's RMSNorm over the last axis: fp32 statistics, cast back to the activation dtype, then times
+// the weight (LlamaRMSNorm, Qwen3RMSNorm). Qwen3's q_norm/k_norm are this over D of [S, H, D].
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   const at::Tensor x32 = x.to(at::kFloat);
   return weight * (x32 * at::rsqrt(x32.pow(2).mean(-1, true) + eps)).to(x.scalar_type());
@@ -71,6 +72,8 @@ LlamaModel::LlamaModel(ModelConfig config, const core::Checkpoint& ckpt, RunOpti
     layer.k_bias = optional_load(ckpt, c.qkv_bias, p + "self_attn.k_proj.bias", {kv}, options_);
     layer.v_bias = optional_load(ckpt, c.qkv_bias, p + "self_attn.v_proj.bias", {kv}, options_);
     layer.o_bias = optional_load(ckpt, c.o_bias, p + "self_attn.o_proj.bias", {d}, options_);
+    layer.q_norm = optional_load(ckpt, c.qk_norm, p + "self_attn.q_norm.weight", {c.head_dim}, options_);
+    layer.k_norm = optional_load(ckpt, c.qk_norm, p + "self_attn.k_norm.weight", {c.head_dim}, options_);
     layer.post_norm = load_weight(ckpt, p + "post_attention_layernorm.weight", {d}, options_);
     layer.gate = load_weight(ckpt, p + "mlp.gate_proj.weight", {inter, d}, options_);
     layer.up = load_weight(ckpt, p + "mlp.up_proj.weight", {inter, d}, options_);
@@ -204,8 +207,12 @@ at::Tensor LlamaModel::forward(const at::Tensor& ids_in, KvCache* cache, const L
   for (int l = 0; l < c.num_layers; ++l) {
     const Layer& layer = layers_[l];
     const at::Tensor x = rms_norm(h, layer.input_norm, c.rms_norm_eps);
-    const at::Tensor q = linear(x, layer.q, layer.q_bias).view({S, c.num_heads, c.head_dim});
-    const at::Tensor k = linear(x, layer.k, layer.k_bias).view({S, c.num_kv_heads, c.head_dim});
+    at::Tensor q = linear(x, layer.q, layer.q_bias).view({S, c.num_heads, c.head_dim});
+    at::Tensor k = linear(x, layer.k, layer.k_bias).view({S, c.num_kv_heads, c.head_dim});
+    if (c.qk_norm) {  // Qwen3Attention: q_norm/k_norm per head, after the reshape, before RoPE
+      q = rms_norm(q, layer.q_norm, c.rms_norm_eps);
+      k = rms_norm(k, layer.k_norm, c.rms_norm_eps);
+    }
     const at::Tensor v = linear(x, layer.v, layer.v_bias).view({S, c.num_kv_heads, c.head_dim});
     if (observer) observer(LayerTap{l, x, q, k, v, positions});
     const at::Tensor k_rot = apply_rope(k, rope);

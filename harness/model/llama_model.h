@@ -1,7 +1,8 @@
-// The Llama-family decoder (Llama-3.x, Qwen2/2.5, Mistral) in libtorch, with HF's numerics
+// The Llama-family decoder (Llama-3.x, Qwen2/2.5, Mistral, Qwen3) in libtorch, with HF's numerics
 // (docs/models.md §1.3): RMSNorm in fp32, RoPE cos/sin in fp32 with rotate-half pairing,
-// softmax in fp32, q/k/v biases for Qwen2, GQA by repeat-interleave (query head h reads KV head
-// h / n_rep), Mistral v0.1's sliding window. CPU or CUDA; f32, bf16 or f16.
+// softmax in fp32, q/k/v biases for Qwen2, Qwen3's per-head q_norm/k_norm before RoPE, GQA by
+// repeat-interleave (query head h reads KV head h / n_rep), Mistral v0.1's sliding window. CPU or
+// CUDA; f32, bf16 or f16.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -31,8 +32,8 @@ struct RunOptions {
 struct LayerTap {
   int layer;
   const at::Tensor& attn_in;    // [S, d_model] the normalized attention input (input_layernorm output)
-  const at::Tensor& query;      // [S, H_q, D] pre-RoPE
-  const at::Tensor& key;        // [S, H_kv, D] pre-RoPE: k_proj(x) + b_k
+  const at::Tensor& query;      // [S, H_q, D] pre-RoPE: q_proj(x) + b_q (Qwen3: q_norm of it)
+  const at::Tensor& key;        // [S, H_kv, D] pre-RoPE: k_proj(x) + b_k (Qwen3: k_norm of it)
   const at::Tensor& value;      // [S, H_kv, D]
   const at::Tensor& positions;  // [S] int64
 };
@@ -43,7 +44,8 @@ class LlamaModel {
   // Copies every weight to options.device/dtype (nothing points into the mapping afterwards).
   // Checks that each tensor docs/models.md §1.4 names exists with its shape — an error names the
   // tensor and the checkpoint — accepts F32/F16/BF16 storage, ignores *.rotary_emb.inv_freq
-  // buffers, and ties lm_head to embed_tokens when the config says so.
+  // buffers, ties lm_head to embed_tokens when the config says so, and loads q_norm/k_norm [D]
+  // when the config has them (Qwen3).
   LlamaModel(ModelConfig config, const core::Checkpoint& weights, RunOptions options);
   static LlamaModel load(const std::filesystem::path& dir, RunOptions options);  // config.json + safetensors
 
@@ -60,8 +62,8 @@ class LlamaModel {
   // RoPE of x [S, H, D] at `positions` [S] (the rotation attention applies), in x's dtype.
   at::Tensor rotate(const at::Tensor& x, const at::Tensor& positions) const;
 
-  struct Layer {  // one decoder layer's weights; undefined biases are absent
-    at::Tensor input_norm, q, q_bias, k, k_bias, v, v_bias, o, o_bias;
+  struct Layer {  // one decoder layer's weights; undefined biases (and q/k norms) are absent
+    at::Tensor input_norm, q, q_bias, k, k_bias, v, v_bias, o, o_bias, q_norm, k_norm;
     at::Tensor post_norm, gate, gate_bias, up, up_bias, down, down_bias;
   };
 

@@ -4,10 +4,12 @@ MistralForCausalLM eager numerics (docs/models.md §1.3), written the way transf
 writes them (rotate_half, repeat_kv by expand+reshape, additive causal mask, softmax in fp32),
 in PyTorch, reading config.json and model.safetensors with nothing but json and numpy.
 
-  reference_llama.py MODEL_DIR IDS OUT.f32      IDS = "1,2,3"; OUT gets logits [S, V] as raw f32
+  reference_llama.py MODEL_DIR IDS OUT.f32 [KV.f32]     IDS = "1,2,3"; OUT gets logits [S, V] as raw f32
 
+KV, when given, gets each layer's keys before RoPE (k_proj(x) + b_k) and values: for l in
+layers, keys [S, H_kv, D] then values [S, H_kv, D], raw f32.
 Supports the configs kvlab's tiny models use: default / llama3 RoPE, q/k/v bias (qwen2),
-tie_word_embeddings, sliding_window (mistral)."""
+tie_word_embeddings, sliding_window (mistral). Qwen3 (q_norm/k_norm) is reference_qwen3.py."""
 import json
 import math
 import struct
@@ -71,7 +73,10 @@ def rms_norm(x, w, eps):
 
 def main():
     model_dir, ids_text, out_path = sys.argv[1:4]
+    kv_path = sys.argv[4] if len(sys.argv) > 4 else None
     config = json.load(open(f"{model_dir}/config.json"))
+    if config["model_type"] not in ("llama", "qwen2", "mistral"):
+        raise SystemExit(f"reference_llama.py: model_type {config['model_type']} (qwen3: reference_qwen3.py)")
     w = load_safetensors(f"{model_dir}/model.safetensors")
     ids = torch.tensor([int(t) for t in ids_text.split(",")])
     hidden, heads = config["hidden_size"], config["num_attention_heads"]
@@ -93,6 +98,7 @@ def main():
     mask = torch.zeros(S, S).masked_fill(~allowed, float("-inf"))
 
     h = w["model.embed_tokens.weight"][ids]
+    kv = []
     for l in range(config["num_hidden_layers"]):
         p = f"model.layers.{l}."
         x = rms_norm(h, w[p + "input_layernorm.weight"], eps)
@@ -101,6 +107,7 @@ def main():
         q = lin("self_attn.q_proj", qkv_bias).view(S, heads, head_dim).transpose(0, 1)
         k = lin("self_attn.k_proj", qkv_bias).view(S, kv_heads, head_dim).transpose(0, 1)
         v = lin("self_attn.v_proj", qkv_bias).view(S, kv_heads, head_dim).transpose(0, 1)
+        kv += [k.transpose(0, 1), v.transpose(0, 1)]  # [S, H_kv, D] before RoPE
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         rep = heads // kv_heads  # repeat_kv: [Hkv, S, D] -> [Hkv, rep, S, D] -> [H, S, D]
@@ -117,6 +124,8 @@ def main():
     head = w.get("lm_head.weight", w["model.embed_tokens.weight"])
     logits = torch.nn.functional.linear(rms_norm(h, w["model.norm.weight"], eps), head)
     logits.detach().numpy().astype(np.float32).tofile(out_path)
+    if kv_path:
+        np.concatenate([t.contiguous().numpy().ravel() for t in kv]).astype(np.float32).tofile(kv_path)
 
 
 if __name__ == "__main__":
