@@ -57,7 +57,9 @@ TEST_P(TinyModel, FolderLoadsLikeARealCheckpoint) {
   EXPECT_EQ(c.qkv_bias, o.arch == "qwen2");
   EXPECT_EQ(c.qk_norm, qwen3);
   EXPECT_EQ(c.tie_word_embeddings, qwen3);
-  if (qwen3) EXPECT_EQ(json::parse(c.json).at("head_dim"), 2 * o.hidden / o.heads);
+  if (qwen3) {
+    EXPECT_EQ(json::parse(c.json).at("head_dim"), 2 * o.hidden / o.heads);
+  }
   EXPECT_EQ(c.vocab_size, written.vocab_size);
   EXPECT_FALSE(c.eos_token_ids.empty());
 
@@ -73,7 +75,9 @@ TEST_P(TinyModel, FolderLoadsLikeARealCheckpoint) {
                      kv = std::int64_t{c.num_kv_heads} * c.head_dim;
   EXPECT_EQ(ckpt.shape("model.embed_tokens.weight"), (core::Shape{c.vocab_size, d}));
   EXPECT_EQ(ckpt.has("lm_head.weight"), !c.tie_word_embeddings);
-  if (!c.tie_word_embeddings) EXPECT_EQ(ckpt.shape("lm_head.weight"), (core::Shape{c.vocab_size, d}));
+  if (!c.tie_word_embeddings) {
+    EXPECT_EQ(ckpt.shape("lm_head.weight"), (core::Shape{c.vocab_size, d}));
+  }
   EXPECT_EQ(ckpt.shape("model.norm.weight"), (core::Shape{d}));
   for (int l = 0; l < c.num_layers; ++l) {
     const auto p = fmt::format("model.layers.{}.", l);
