@@ -162,6 +162,25 @@ TEST(SpmJson, NormalizedAddedTokensMatchTheirNormalizedForm) {
   EXPECT_EQ(tok->encode("ab</s>", false), (Ids{12, 0}));  // no "▁" before it: "</s>" is text, four unknown characters fused
 }
 
+TEST(SpmJson, GemmaLayoutAndOtherNormalizers) {
+  // GemmaConverter: normalizer Replace(" " → "▁") only (no dummy prefix), pre-tokenizer
+  // Split(" ", merged_with_previous) — a no-op once the spaces are gone — and no Strip decoder.
+  json j = legacy_file();
+  j["normalizer"] = {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", SP}};
+  j["pre_tokenizer"] = {{"type", "Split"}, {"pattern", {{"String", " "}}}, {"behavior", "MergedWithPrevious"}, {"invert", false}};
+  j["decoder"]["decoders"].erase(3);
+  const auto tok = load(j);
+  EXPECT_EQ(tok->encode("ab c", false), (Ids{11, 6, 9}));
+  EXPECT_EQ(tok->encode(" ab", false), (Ids{12}));
+  EXPECT_EQ(tok->decode(tok->encode(" ab c", false)), " ab c");
+  EXPECT_THAT(tok->describe(), HasSubstr("normalizer Replace, pre-tokenizer none"));
+  // NFKC and NFC as normalizer steps.
+  EXPECT_EQ(spm_normalize({{SpmNormalizerStep::Kind::nfkc, "", ""}}, "\xEF\xAC\x81"), "fi");  // U+FB01 ﬁ
+  EXPECT_EQ(spm_normalize({{SpmNormalizerStep::Kind::nfc, "", ""}}, "e\xCC\x81"), "\xC3\xA9");
+  j["normalizer"] = {{"type", "Sequence"}, {"normalizers", {{{"type", "NFKC"}}, j["normalizer"]}}};
+  EXPECT_EQ(load(j)->encode("\xEF\xBC\xA1", false), load(j)->encode("A", false));  // fullwidth Ａ → A
+}
+
 std::string error_of(const json& j) {
   try {
     load(j);
