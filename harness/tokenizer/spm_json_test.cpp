@@ -121,7 +121,12 @@ TEST(SpmJson, LegacyRuleAfterALiteralSpecialToken) {
   EXPECT_EQ(first->encode(" ab", false), (Ids{12}));
   EXPECT_EQ(legacy->encode(" ab", false), (Ids{6, 12}));
   EXPECT_EQ(first->encode_continuation("ab"), (Ids{11}));
-  EXPECT_EQ(legacy->encode_continuation("ab"), (Ids{12}));
+  // A continuation's start is mid-text: no Prepend either; after a special token inside it, the
+  // legacy rule again.
+  EXPECT_EQ(legacy->encode_continuation("ab"), (Ids{11}));
+  EXPECT_EQ(legacy->encode_continuation(" ab"), (Ids{12}));
+  EXPECT_EQ(legacy->encode_continuation("ab<s>ab"), (Ids{11, 1, 12}));
+  EXPECT_EQ(first->encode_continuation("ab<s>ab"), (Ids{11, 1, 11}));
 }
 
 TEST(SpmJson, DecoderChainRoundTrips) {

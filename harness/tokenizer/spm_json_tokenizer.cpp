@@ -170,6 +170,9 @@ SpmJsonTokenizer::SpmJsonTokenizer(SpmJsonTokenizerParts parts) : p_(std::move(p
   raw_matcher_ = AddedTokenMatcher(std::move(raw));
   normalized_matcher_ = AddedTokenMatcher(std::move(normalized));
   all_added_ = p_.added_tokens;
+  for (const SpmNormalizerStep& step : p_.normalizer) {
+    if (step.kind != SpmNormalizerStep::Kind::prepend) no_prepend_.push_back(step);
+  }
   added_index_.assign(static_cast<std::size_t>(vocab_size_), -1);
   for (std::size_t i = 0; i < all_added_.size(); ++i) {
     added_index_[all_added_[i].id] = static_cast<std::int32_t>(i);
@@ -234,8 +237,11 @@ std::vector<std::int32_t> SpmJsonTokenizer::encode_impl(std::string_view text, b
       continue;
     }
     // Each segment is normalized on its own: with a Prepend normalizer every segment, also the
-    // one after a literal "<s>", starts with "▁" (the legacy rule, docs/tokenizers.md §11).
-    const std::string normalized = spm_normalize(p_.normalizer, text.substr(seg.begin, seg.end - seg.begin));
+    // one after a literal "<s>", starts with "▁" (the legacy rule, docs/tokenizers.md §11). The
+    // start of a continuation is the middle of a text: no Prepend there.
+    const std::string_view raw = text.substr(seg.begin, seg.end - seg.begin);
+    const bool continued = !at_start && seg.begin == 0;
+    const std::string normalized = spm_normalize(continued ? no_prepend_ : p_.normalizer, raw);
     encode_plain(normalized, at_start && seg.begin == 0, ids);
   }
   if (add_special) ids.insert(ids.end(), p_.suffix.begin(), p_.suffix.end());
@@ -295,7 +301,8 @@ std::string SpmJsonTokenizer::describe() const {
   std::string normalizer;
   for (const SpmNormalizerStep& s : p_.normalizer) {
     static constexpr const char* kNames[] = {"Prepend", "Replace", "NFC", "NFKC"};
-    normalizer += (normalizer.empty() ? "" : "+") + std::string(kNames[static_cast<int>(s.kind)]);
+    if (!normalizer.empty()) normalizer += '+';
+    normalizer += kNames[static_cast<int>(s.kind)];
   }
   std::string out = fmt::format("{} sentencepiece-style BPE, {} tokens, normalizer {}, pre-tokenizer ", p_.source, vocab_size_,
                                 normalizer.empty() ? "none" : normalizer);

@@ -70,9 +70,10 @@ class SpmJsonTokenizer final : public Tokenizer {
   explicit SpmJsonTokenizer(SpmJsonTokenizerParts parts);
 
   std::vector<std::int32_t> encode(std::string_view text, bool add_special = true) const override;
-  // A continuation is not a text start: Metaspace "first" does not prepend (as for a segment after
-  // an added token). With "always" or a Prepend normalizer (Llama-2 legacy) the text gets its "▁"
-  // as HF gives it to every segment, so this equals encode(text, false) there.
+  // A continuation is the middle of a text: its start gets no "▁" — no Prepend normalizer step
+  // and no Metaspace "first" prepend — so context + question encode as the concatenation would
+  // (docs/tokenizers.md §8). Segments after a literal special token inside it follow the usual
+  // rules (legacy Prepend: "▁"). Metaspace "always" still prepends, as HF does on every piece.
   std::vector<std::int32_t> encode_continuation(std::string_view text) const override;
   std::string decode(std::span<const std::int32_t> ids, bool skip_special = false) const override;
   int vocab_size() const override { return vocab_size_; }
@@ -94,6 +95,7 @@ class SpmJsonTokenizer final : public Tokenizer {
   SpmJsonTokenizerParts p_;
   AddedTokenMatcher raw_matcher_;         // normalized: false
   AddedTokenMatcher normalized_matcher_;  // normalized: true, content normalized
+  std::vector<SpmNormalizerStep> no_prepend_;  // the normalizer without Prepend steps (continuations)
   std::vector<AddedToken> all_added_;
   Vocab added_ids_;
   std::vector<std::int32_t> added_index_;  // id → index into all_added_, -1 if not added

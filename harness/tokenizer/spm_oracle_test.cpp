@@ -116,6 +116,7 @@ TEST(SpmOracle, LegacyJsonEqualsSentencePiece) {
       // kvlab's tokenizer.model path also gives; and HF's decoder chain returns the text.
       EXPECT_EQ(got, c["sp"].get<Ids>()) << text;
       EXPECT_EQ(model->encode(text, false), got) << text;
+      EXPECT_EQ(tok->encode_continuation(text), model->encode_continuation(text)) << text;  // no dummy prefix
       EXPECT_EQ(tok->decode(got), text);
       ++round_trips;
     }
