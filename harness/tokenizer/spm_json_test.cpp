@@ -178,7 +178,7 @@ TEST(SpmJson, GemmaLayoutAndOtherNormalizers) {
   EXPECT_EQ(tok->encode("ab c", false), (Ids{11, 6, 9}));
   EXPECT_EQ(tok->encode(" ab", false), (Ids{12}));
   EXPECT_EQ(tok->decode(tok->encode(" ab c", false)), " ab c");
-  EXPECT_THAT(tok->describe(), HasSubstr("normalizer Replace, pre-tokenizer none"));
+  EXPECT_THAT(tok->describe(), HasSubstr("normalizer Replace, pre-tokenizer Split,"));
   // NFKC and NFC as normalizer steps.
   EXPECT_EQ(spm_normalize({{SpmNormalizerStep::Kind::nfkc, "", ""}}, "\xEF\xAC\x81"), "fi");  // U+FB01 ﬁ
   EXPECT_EQ(spm_normalize({{SpmNormalizerStep::Kind::nfc, "", ""}}, "e\xCC\x81"), "\xC3\xA9");

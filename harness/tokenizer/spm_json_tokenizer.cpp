@@ -306,11 +306,12 @@ std::string SpmJsonTokenizer::describe() const {
   }
   std::string out = fmt::format("{} sentencepiece-style BPE, {} tokens, normalizer {}, pre-tokenizer ", p_.source, vocab_size_,
                                 normalizer.empty() ? "none" : normalizer);
+  if (p_.has_splits) out += p_.metaspace ? "Split+" : "Split";
   if (p_.metaspace) {
     static constexpr const char* kSchemes[] = {"always", "first", "never"};
     out += fmt::format("Metaspace({}{})", kSchemes[static_cast<int>(p_.metaspace->prepend_scheme)],
                        p_.metaspace->split ? ", split" : "");
-  } else {
+  } else if (!p_.has_splits) {
     out += "none";
   }
   if (p_.model->byte_fallback()) out += ", byte_fallback";

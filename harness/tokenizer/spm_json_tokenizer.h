@@ -53,6 +53,7 @@ struct SpmJsonTokenizerParts {
   std::vector<AddedToken> added_tokens;
   std::vector<SpmNormalizerStep> normalizer;
   PreTokenizer splits;                       // Split steps of the pre-tokenizer (Gemma), before Metaspace
+  bool has_splits = false;                   // whether `splits` has any step (describe())
   std::optional<MetaspaceConfig> metaspace;  // the last pre-tokenizer step; neither: the normalized text is one word
   std::vector<SpmDecoderStep> decoder;       // empty: tokens joined with " " (HF's rule without a decoder)
   bool has_decoder = false;

@@ -353,6 +353,7 @@ void read_spm_pre_tokenizer(const Reader& r, const json& p, const std::string& p
     out.metaspace = read_metaspace(r, p, path);
   } else if (type == "Split") {
     read_pre_tokenizer(r, p, path, out.splits);
+    out.has_splits = true;
   } else {
     r.bad(path + ".type", fmt::format("pre-tokenizer {:?} is not supported in a SentencePiece-style file (only Metaspace, Split, Sequence)", type));
   }
