@@ -17,6 +17,7 @@ PACKAGES=(
   wamerican                                       # word lists of the RULER-style task generators
   python3-jieba                                   # jieba's dictionary and HMM tables, for LongBench's Chinese metrics
   python3-jinja2                                  # the oracle of the chat-template interpreter's tests
+  python3-sentencepiece                           # the oracle of the SentencePiece-style tokenizer.json tests
   libxxhash-dev xxhash                            # content hashes in run provenance (xxhsum: the tests' oracle)
   gnuplot-nox                                     # kvlab plot
 )

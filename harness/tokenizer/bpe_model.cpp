@@ -1,5 +1,8 @@
 #include "harness/tokenizer/bpe_model.h"
 
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <queue>
 
 #include "core/error.h"
@@ -15,8 +18,8 @@ std::uint64_t pair_key(std::int32_t a, std::int32_t b) {
 }  // namespace
 
 BpeModel::BpeModel(Vocab vocab, const std::vector<std::pair<std::string, std::string>>& merges, bool ignore_merges,
-                   std::optional<std::int32_t> unk, std::string_view source)
-    : vocab_(std::move(vocab)), ignore_merges_(ignore_merges), unk_(unk) {
+                   std::optional<std::int32_t> unk, std::string_view source, bool byte_fallback, bool fuse_unk)
+    : vocab_(std::move(vocab)), ignore_merges_(ignore_merges), unk_(unk), byte_fallback_(byte_fallback), fuse_unk_(fuse_unk) {
   std::int32_t max_id = -1;
   for (const auto& [token, id] : vocab_) {
     if (id < 0) fail("{}: model.vocab entry {:?} has negative id {}", source, token, id);
@@ -28,6 +31,12 @@ BpeModel::BpeModel(Vocab vocab, const std::vector<std::pair<std::string, std::st
     if (present_[id]) fail("{}: model.vocab id {} is used by both {:?} and {:?}", source, id, id_to_token_[id], token);
     id_to_token_[id] = token;
     present_[id] = true;
+  }
+  if (byte_fallback_) {
+    byte_ids_.assign(256, -1);
+    for (int b = 0; b < 256; ++b) {
+      if (const auto i = id(fmt::format("<0x{:02X}>", b))) byte_ids_[b] = *i;
+    }
   }
   merges_.reserve(merges.size());
   for (std::size_t rank = 0; rank < merges.size(); ++rank) {
@@ -62,21 +71,29 @@ std::vector<std::int32_t> BpeModel::merge_word(std::string_view word) const {
   };
   std::vector<Symbol> symbols;
   symbols.reserve(word.size());
-  for (std::size_t i = 0; i < word.size();) {
-    const std::size_t start = i;
-    next_code_point(word, i);
-    const auto sid = id(word.substr(start, i - start));
-    std::int32_t symbol_id;
-    if (sid) {
-      symbol_id = *sid;
-    } else if (unk_) {
-      symbol_id = *unk_;
-    } else {
-      continue;  // HF drops a character with no id when there is no unk token
-    }
+  const auto add = [&](std::int32_t symbol_id) {
     const int n = static_cast<int>(symbols.size());
     symbols.push_back({symbol_id, n - 1, -1, true});
     if (n > 0) symbols[n - 1].next = n;
+  };
+  bool previous_unk = false;  // the last symbol is an unk from an unknown character (fuse_unk)
+  for (std::size_t i = 0; i < word.size();) {
+    const std::size_t start = i;
+    next_code_point(word, i);
+    const std::string_view ch = word.substr(start, i - start);
+    if (const auto sid = id(ch)) {
+      add(*sid);
+      previous_unk = false;
+      continue;
+    }
+    if (byte_fallback_ && std::all_of(ch.begin(), ch.end(), [&](char c) { return byte_ids_[static_cast<unsigned char>(c)] >= 0; })) {
+      for (const char c : ch) add(byte_ids_[static_cast<unsigned char>(c)]);
+      previous_unk = false;
+      continue;
+    }
+    if (!unk_) continue;  // HF drops a character with no id when there is no unk token
+    if (!(fuse_unk_ && previous_unk)) add(*unk_);
+    previous_unk = true;
   }
 
   // Candidate merges ordered by (rank, left position): the lowest rank first, ties leftmost.
@@ -134,6 +151,7 @@ void BpeModel::encode_word(std::string_view word, std::vector<std::int32_t>& out
   }
   std::vector<std::int32_t> ids = merge_word(word);
   out.insert(out.end(), ids.begin(), ids.end());
+  if (word.size() > kCacheMaxWord) return;
   std::lock_guard lock(cache_mutex_);
   if (cache_.size() < kCacheCapacity) cache_.emplace(std::string(word), std::move(ids));
 }

@@ -30,8 +30,12 @@ class BpeModel {
   // vocab is a kvlab::Error naming the merge and its rank; so is a negative or duplicate id.
   // unk: emitted for a character missing from the vocab; without it such a character is
   // dropped, as HF does (byte-level vocabularies contain all 256 byte characters).
+  // byte_fallback (SentencePiece-converted files): a character missing from the vocab becomes
+  // its UTF-8 bytes as "<0xXX>" tokens when all of them are in the vocab, else unk.
+  // fuse_unk: consecutive unknown characters give one unk. Both as huggingface/tokenizers
+  // tokenizers/src/models/bpe/model.rs (merge_word).
   BpeModel(Vocab vocab, const std::vector<std::pair<std::string, std::string>>& merges, bool ignore_merges,
-           std::optional<std::int32_t> unk, std::string_view source);
+           std::optional<std::int32_t> unk, std::string_view source, bool byte_fallback = false, bool fuse_unk = false);
   BpeModel(const BpeModel&) = delete;
   BpeModel& operator=(const BpeModel&) = delete;
 
@@ -45,6 +49,8 @@ class BpeModel {
   std::size_t size() const { return vocab_.size(); }
   std::size_t merge_count() const { return merges_.size(); }
   bool ignore_merges() const { return ignore_merges_; }
+  bool byte_fallback() const { return byte_fallback_; }
+  bool fuse_unk() const { return fuse_unk_; }
 
  private:
   std::vector<std::int32_t> merge_word(std::string_view word) const;
@@ -59,8 +65,12 @@ class BpeModel {
   std::unordered_map<std::uint64_t, Merge> merges_;  // key: (left id << 32) | right id
   bool ignore_merges_;
   std::optional<std::int32_t> unk_;
+  bool byte_fallback_ = false;
+  bool fuse_unk_ = false;
+  std::vector<std::int32_t> byte_ids_;  // "<0xXX>" ids by byte value, -1 where absent (byte_fallback)
 
   static constexpr std::size_t kCacheCapacity = 200'000;  // words; beyond it results are not cached
+  static constexpr std::size_t kCacheMaxWord = 256;       // bytes; longer words (whole SentencePiece texts) are not cached
   mutable std::mutex cache_mutex_;
   mutable std::unordered_map<std::string, std::vector<std::int32_t>, StringHash, std::equal_to<>> cache_;
 };

@@ -19,7 +19,9 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir
     if (!tokenizer_json_is_byte_level(text)) return load_sentencepiece(sp_file);
     return parse_tokenizer_json(text, json_file.string());
   }
-  if (has_json) return load_tokenizer_json(json_file);
+  // Alone, a SentencePiece-style tokenizer.json (Metaspace / Prepend, byte_fallback) is read by
+  // kvlab's own pipeline (spm_json_tokenizer.h, docs/tokenizers.md §11).
+  if (has_json) return parse_any_tokenizer_json(core::read_file(json_file, "tokenizer file"), json_file.string());
   if (has_sp) return load_sentencepiece(sp_file);
   fail("{}: no tokenizer.json or tokenizer.model in this folder", model_dir.string());
 }

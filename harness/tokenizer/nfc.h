@@ -11,4 +11,7 @@ namespace kvlab::harness {
 // quick check without rebuilding it.
 std::string to_nfc(std::string_view text);
 
+// NFKC form (compatibility composition), for the NFKC normalizer of tokenizer.json.
+std::string to_nfkc(std::string_view text);
+
 }  // namespace kvlab::harness

@@ -115,7 +115,7 @@ TEST_F(SentencePiece, JsonBesideAModelThatIsNotByteLevelDefersToIt) {
   dir.write("tokenizer.model", *model_);
   dir.write("tokenizer.json", R"({"model": {"type": "BPE", "vocab": {}, "merges": []},
                                   "pre_tokenizer": {"type": "Metaspace", "replacement": "▁"}})");
-  EXPECT_THAT(load_tokenizer(dir.path())->describe(), HasSubstr("sentencepiece"));
+  EXPECT_THAT(load_tokenizer(dir.path())->describe(), HasSubstr("tokenizer.model sentencepiece BPE"));
 }
 
 TEST_F(SentencePiece, MalformedModelNamesTheFile) {

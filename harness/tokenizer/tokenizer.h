@@ -41,7 +41,8 @@ class Tokenizer {
   virtual std::string describe() const = 0;
 };
 
-// Loads dir/tokenizer.json (byte-level BPE) when present, else dir/tokenizer.model
+// Loads dir/tokenizer.json when present — byte-level BPE, or SentencePiece-style (Metaspace /
+// Prepend normalizer, byte_fallback; docs/tokenizers.md §11) — else dir/tokenizer.model
 // (sentencepiece). One exception: when both exist and tokenizer.json is not byte-level (Mistral
 // repos ship a Metaspace conversion beside tokenizer.model, the reference of docs/tokenizers.md §9),
 // tokenizer.model is used. Error naming the folder when neither exists; a malformed file is an

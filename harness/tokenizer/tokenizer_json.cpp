@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/parse_json.h"
 #include "core/read_file.h"
+#include "harness/tokenizer/utf8.h"
 
 namespace kvlab::harness {
 namespace {
@@ -78,11 +79,11 @@ std::unique_ptr<BpeModel> read_model(const Reader& r, const json& root) {
   if (!model.is_object()) r.bad("model", "expected an object");
   // Files saved by old tokenizers versions may omit the type; vocab + merges identify a BPE.
   const std::string type = model.contains("type") ? r.type(model, "model") : "BPE";
-  if (type != "BPE") r.bad("model.type", fmt::format("{:?} is not supported (only byte-level \"BPE\")", type));
+  if (type != "BPE") r.bad("model.type", fmt::format("{:?} is not supported (only \"BPE\")", type));
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     const auto f = model.find(key);
     if (f != model.end() && !f->is_null() && !(f->is_string() && f->get<std::string>().empty())) {
-      r.bad(fmt::format("model.{}", key), "not supported by the byte-level BPE");
+      r.bad(fmt::format("model.{}", key), "not supported (only SentencePiece-style and byte-level BPE)");
     }
   }
   if (const auto d = model.find("dropout"); d != model.end() && !d->is_null() && !(d->is_number() && d->get<double>() == 0)) {
@@ -102,8 +103,11 @@ std::unique_ptr<BpeModel> read_model(const Reader& r, const json& root) {
     if (f == vocab.end()) r.bad("model.unk_token", fmt::format("{:?} is not in the vocab", name));
     unk = f->second;
   }
+  // byte_fallback / fuse_unk: SentencePiece conversions set both (huggingface/tokenizers
+  // tokenizers/src/models/bpe/model.rs); a byte-level vocabulary never needs them.
   return std::make_unique<BpeModel>(std::move(vocab), read_merges(r, model), r.flag(model, "ignore_merges", false, "model"),
-                                    unk, r.source);
+                                    unk, r.source, r.flag(model, "byte_fallback", false, "model"),
+                                    r.flag(model, "fuse_unk", false, "model"));
 }
 
 std::vector<AddedToken> read_added_tokens(const Reader& r, const json& root) {
@@ -264,6 +268,181 @@ void check_decoder(const Reader& r, const json& d, const std::string& path) {
   r.bad(path + ".type", fmt::format("decoder {:?} is not supported (only ByteLevel)", type));
 }
 
+// ---- SentencePiece-style files (spm_json_tokenizer.h, docs/tokenizers.md §11) ----
+
+// One code point, as HF's `char` fields (Metaspace replacement, Strip content) require.
+std::string one_char(const Reader& r, const json& v, const std::string& path) {
+  const std::string s = r.string(v, path);
+  if (s.empty() || first_invalid_utf8(s)) r.bad(path, "expected one character");
+  std::size_t i = 0;
+  next_code_point(s, i);
+  if (i != s.size()) r.bad(path, fmt::format("expected one character, got {:?}", s));
+  return s;
+}
+
+// A Replace pattern: {"String": s} only. A {"Regex": ...} pattern is refused.
+std::string literal_pattern(const Reader& r, const json& step, const std::string& path) {
+  const json& pattern = r.field(step, "pattern", path);
+  if (pattern.is_object() && pattern.contains("String")) {
+    std::string s = r.string(pattern["String"], path + ".pattern.String");
+    if (s.empty()) r.bad(path + ".pattern.String", "empty");
+    return s;
+  }
+  if (pattern.is_object() && pattern.contains("Regex")) r.bad(path + ".pattern", "a Regex pattern is not supported (only {\"String\": ...})");
+  r.bad(path + ".pattern", "expected {\"String\": ...}");
+}
+
+void read_spm_normalizer(const Reader& r, const json& n, const std::string& path, std::vector<SpmNormalizerStep>& out) {
+  if (n.is_null()) return;
+  const std::string type = r.type(n, path);
+  if (type == "Sequence") {
+    const json& list = r.field(n, "normalizers", path);
+    if (!list.is_array()) r.bad(path + ".normalizers", "expected a list");
+    for (std::size_t i = 0; i < list.size(); ++i) read_spm_normalizer(r, list[i], fmt::format("{}.normalizers[{}]", path, i), out);
+  } else if (type == "Prepend") {
+    out.push_back({SpmNormalizerStep::Kind::prepend, "", r.string(r.field(n, "prepend", path), path + ".prepend")});
+  } else if (type == "Replace") {
+    out.push_back({SpmNormalizerStep::Kind::replace, literal_pattern(r, n, path), r.string(r.field(n, "content", path), path + ".content")});
+  } else if (type == "NFC") {
+    out.push_back({SpmNormalizerStep::Kind::nfc, "", ""});
+  } else if (type == "NFKC") {
+    out.push_back({SpmNormalizerStep::Kind::nfkc, "", ""});
+  } else {
+    r.bad(path + ".type", fmt::format("normalizer {:?} is not supported (only Prepend, Replace, NFC, NFKC, Sequence)", type));
+  }
+}
+
+// Metaspace's fields as pre_tokenizers/metaspace.rs reads them: prepend_scheme defaults to
+// "always"; the legacy add_prefix_space: false means "never" (HF refuses it beside another
+// declared scheme); split defaults to true.
+MetaspaceConfig read_metaspace(const Reader& r, const json& p, const std::string& path) {
+  MetaspaceConfig m;
+  m.replacement = one_char(r, r.field(p, "replacement", path), path + ".replacement");
+  const auto scheme = p.find("prepend_scheme");
+  if (scheme != p.end() && !scheme->is_null()) {
+    const std::string s = r.string(*scheme, path + ".prepend_scheme");
+    if (s == "always") {
+      m.prepend_scheme = PrependScheme::always;
+    } else if (s == "first") {
+      m.prepend_scheme = PrependScheme::first;
+    } else if (s == "never") {
+      m.prepend_scheme = PrependScheme::never;
+    } else {
+      r.bad(path + ".prepend_scheme", fmt::format("unknown prepend_scheme {:?} (always, first, never)", s));
+    }
+  }
+  if (!r.flag(p, "add_prefix_space", true, path)) {
+    if (scheme != p.end() && !scheme->is_null() && m.prepend_scheme != PrependScheme::never) {
+      r.bad(path + ".add_prefix_space", "false does not match the declared prepend_scheme");
+    }
+    m.prepend_scheme = PrependScheme::never;
+  }
+  m.split = r.flag(p, "split", true, path);
+  return m;
+}
+
+void read_spm_pre_tokenizer(const Reader& r, const json& p, const std::string& path, SpmJsonTokenizerParts& out) {
+  if (p.is_null()) return;
+  const std::string type = r.type(p, path);
+  if (out.metaspace) r.bad(path, "a step after Metaspace is not supported (Metaspace must come last)");
+  if (type == "Sequence") {
+    const json& list = r.field(p, "pretokenizers", path);
+    if (!list.is_array()) r.bad(path + ".pretokenizers", "expected a list");
+    for (std::size_t i = 0; i < list.size(); ++i) read_spm_pre_tokenizer(r, list[i], fmt::format("{}.pretokenizers[{}]", path, i), out);
+  } else if (type == "Metaspace") {
+    out.metaspace = read_metaspace(r, p, path);
+  } else if (type == "Split") {
+    read_pre_tokenizer(r, p, path, out.splits);
+    out.has_splits = true;
+  } else {
+    r.bad(path + ".type", fmt::format("pre-tokenizer {:?} is not supported in a SentencePiece-style file (only Metaspace, Split, Sequence)", type));
+  }
+}
+
+void read_spm_decoder(const Reader& r, const json& d, const std::string& path, std::vector<SpmDecoderStep>& out) {
+  const std::string type = r.type(d, path);
+  SpmDecoderStep step;
+  if (type == "Sequence") {
+    const json& list = r.field(d, "decoders", path);
+    if (!list.is_array()) r.bad(path + ".decoders", "expected a list");
+    for (std::size_t i = 0; i < list.size(); ++i) read_spm_decoder(r, list[i], fmt::format("{}.decoders[{}]", path, i), out);
+    return;
+  } else if (type == "Replace") {
+    step.kind = SpmDecoderStep::Kind::replace;
+    step.pattern = literal_pattern(r, d, path);
+    step.content = r.string(r.field(d, "content", path), path + ".content");
+  } else if (type == "ByteFallback") {
+    step.kind = SpmDecoderStep::Kind::byte_fallback;
+  } else if (type == "Fuse") {
+    step.kind = SpmDecoderStep::Kind::fuse;
+  } else if (type == "Strip") {
+    step.kind = SpmDecoderStep::Kind::strip;
+    step.content = one_char(r, r.field(d, "content", path), path + ".content");
+    for (auto [key, target] : {std::pair{"start", &step.start}, std::pair{"stop", &step.stop}}) {
+      const json& v = r.field(d, key, path);
+      if (!v.is_number_unsigned()) r.bad(fmt::format("{}.{}", path, key), "expected a non-negative integer");
+      *target = v.get<std::size_t>();
+    }
+  } else if (type == "Metaspace") {
+    step.kind = SpmDecoderStep::Kind::metaspace;
+    step.metaspace = read_metaspace(r, d, path);
+  } else {
+    r.bad(path + ".type",
+          fmt::format("decoder {:?} is not supported in a SentencePiece-style file (only Replace, ByteFallback, Fuse, Strip, Metaspace, Sequence)", type));
+  }
+  out.push_back(std::move(step));
+}
+
+// Whether any "type" inside `v` (objects and lists, recursively) is one of `types`.
+bool mentions_type(const json& v, std::initializer_list<std::string_view> types) {
+  if (v.is_object()) {
+    if (const auto t = v.find("type"); t != v.end() && t->is_string()) {
+      for (const std::string_view x : types) {
+        if (t->get<std::string>() == x) return true;
+      }
+    }
+    for (const auto& [key, item] : v.items()) {
+      if (mentions_type(item, types)) return true;
+    }
+  } else if (v.is_array()) {
+    for (const json& item : v) {
+      if (mentions_type(item, types)) return true;
+    }
+  }
+  return false;
+}
+
+bool is_spm_style(const json& root) {
+  if (mentions_type(root.value("pre_tokenizer", json()), {"ByteLevel"})) return false;
+  if (mentions_type(root.value("decoder", json()), {"ByteLevel"})) return false;
+  const json model = root.value("model", json());
+  if (model.is_object() && model.value("byte_fallback", json()) == true) return true;
+  return mentions_type(root.value("normalizer", json()), {"Prepend", "Replace"}) ||
+         mentions_type(root.value("pre_tokenizer", json()), {"Metaspace"}) ||
+         mentions_type(root.value("decoder", json()), {"Metaspace", "ByteFallback", "Fuse", "Strip", "Replace"});
+}
+
+std::unique_ptr<SpmJsonTokenizer> parse_spm_root(const Reader& r, const json& root) {
+  SpmJsonTokenizerParts parts;
+  parts.source = std::filesystem::path(r.source).filename().string();
+  parts.model = read_model(r, root);
+  parts.added_tokens = read_added_tokens(r, root);
+  read_spm_normalizer(r, root.value("normalizer", json()), "normalizer", parts.normalizer);
+  read_spm_pre_tokenizer(r, root.value("pre_tokenizer", json()), "pre_tokenizer", parts);
+  read_post_processor(r, root.value("post_processor", json()), "post_processor", parts.prefix, parts.suffix);
+  std::int32_t max_id = parts.model->max_id();
+  for (const AddedToken& t : parts.added_tokens) max_id = std::max(max_id, t.id);
+  for (const auto* ids : {&parts.prefix, &parts.suffix}) {
+    for (const std::int32_t id : *ids) {
+      if (id > max_id) r.bad("post_processor", fmt::format("special token id {} is beyond the vocabulary (largest id {})", id, max_id));
+    }
+  }
+  const json decoder = root.value("decoder", json());
+  parts.has_decoder = !decoder.is_null();
+  if (parts.has_decoder) read_spm_decoder(r, decoder, "decoder", parts.decoder);
+  return std::make_unique<SpmJsonTokenizer>(std::move(parts));
+}
+
 }  // namespace
 
 std::unique_ptr<BpeTokenizer> parse_tokenizer_json(std::string_view json_text, std::string_view source) {
@@ -311,6 +490,24 @@ bool mentions_byte_level(const json& step) {
 
 std::unique_ptr<BpeTokenizer> load_tokenizer_json(const std::filesystem::path& file) {
   return parse_tokenizer_json(core::read_file(file, "tokenizer file"), file.string());
+}
+
+std::unique_ptr<SpmJsonTokenizer> parse_spm_tokenizer_json(std::string_view json_text, std::string_view source) {
+  const Reader r{std::string(source)};
+  const json root = core::parse_json(json_text, source);
+  if (!root.is_object()) fail("{}: expected a JSON object at the top level", source);
+  return parse_spm_root(r, root);
+}
+
+std::unique_ptr<Tokenizer> parse_any_tokenizer_json(std::string_view json_text, std::string_view source) {
+  const json root = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  if (!root.is_discarded() && root.is_object() && is_spm_style(root)) return parse_spm_root(Reader{std::string(source)}, root);
+  return parse_tokenizer_json(json_text, source);
+}
+
+bool tokenizer_json_is_spm_style(std::string_view json_text) {
+  const json root = json::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  return !root.is_discarded() && root.is_object() && is_spm_style(root);
 }
 
 bool tokenizer_json_is_byte_level(std::string_view json_text) {
