@@ -207,15 +207,16 @@ Rope Rope::from_config(std::string_view config_json, int head_dim, int pow_block
     const float low_f = static_cast<float>(low), span = static_cast<float>(high - low);
     for (auto& x : r.inv_freq_) {
       const float inv = x;
-      const float wavelen = mul(1.0f / inv, two_pi);                           // 2 * math.pi / inv_freq
-      const float llama = wavelen > low_wavelen ? inv / f : inv;               // torch.where(wavelen > low, inv / factor, inv)
+      const float wavelen = mul(1.0f / inv, two_pi);  // 2 * math.pi / inv_freq
+      // torch.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
+      const float llama = wavelen > low_wavelen ? inv / f : inv;
       const bool medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
       if (!medium) {
         x = llama;
         continue;
       }
-      const float smooth = (mul(1.0f / wavelen, old_f) - low_f) / span;        // (old / wavelen − low) / (high − low)
-      x = mul(1.0f - smooth, llama) / f + mul(smooth, llama);                 // (1 − s) · inv / factor + s · inv
+      const float smooth = (mul(1.0f / wavelen, old_f) - low_f) / span;  // (old / wavelen − low) / (high − low)
+      x = mul(1.0f - smooth, llama) / f + mul(smooth, llama);           // (1 − s) · inv / factor + s · inv
     }
     r.description_ = fmt::format("llama3 θ={} factor={} low={} high={} original_max={}", theta, factor, low, high, old_ctx);
     return r;

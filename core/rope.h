@@ -1,9 +1,9 @@
 // Rotary position embedding as the Llama family applies it (docs/models.md §2): HF
 // "rotate_half" pairing (dimension j pairs with j + D/2), angles p·inv_freq[j] in fp32, with
 // the default, linear and llama3 frequency rules, each evaluated bit for bit as transformers'
-// float32 torch code evaluates it on the CPU (docs/models.md §2.1). Dumps hold pre-RoPE keys and queries; the
-// scorer and the eviction methods rotate them at the true positions, low-rank methods
-// reconstruct pre-RoPE keys and leave rotation to attention.
+// float32 torch code evaluates it on the CPU (docs/models.md §2.1). Dumps hold pre-RoPE keys
+// and queries; the scorer and the eviction methods rotate them at the true positions, low-rank
+// methods reconstruct pre-RoPE keys and leave rotation to attention.
 #pragma once
 
 #include <cstdint>

@@ -202,8 +202,9 @@ struct TorchTables {
 };
 
 TorchTables torch_tables(const std::string& capability, const std::string& cases) {
-  const std::string command = fmt::format("ATEN_CPU_CAPABILITY={} /usr/bin/python3 '{}/core/rope_test.py' '{}' 2>/dev/null",
-                                          capability, KVLAB_SOURCE_DIR, cases);
+  const std::string command =
+      fmt::format("ATEN_CPU_CAPABILITY={} /usr/bin/python3 '{}/core/rope_test.py' '{}' 2>/dev/null", capability,
+                  KVLAB_SOURCE_DIR, cases);
   std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(command.c_str(), "r"), pclose);
   std::string out;
   char buffer[4096];
@@ -234,9 +235,10 @@ TEST(Rope, InverseFrequenciesMatchTorchBitForBit) {
       cases.push_back({fmt::format(R"({{"rope_theta": {}}})", theta), d});
   for (int d : {32, 64, 96, 128})
     for (const char* factor : {"2.0", "4.0", "1.5", "8.0"})
-      cases.push_back({fmt::format(R"({{"rope_theta": 10000.0, "rope_scaling": {{"type": "linear", "factor": {}}}}})", factor), d});
-  constexpr const char* llama3 = R"({{"rope_theta": {}, "rope_scaling": {{"rope_type": "llama3", "factor": {}, "low_freq_factor": {},
-      "high_freq_factor": {}, "original_max_position_embeddings": {}}}}})";
+      cases.push_back(
+          {fmt::format(R"({{"rope_theta": 10000.0, "rope_scaling": {{"type": "linear", "factor": {}}}}})", factor), d});
+  constexpr const char* llama3 = R"({{"rope_theta": {}, "rope_scaling": {{"rope_type": "llama3", "factor": {},
+      "low_freq_factor": {}, "high_freq_factor": {}, "original_max_position_embeddings": {}}}}})";
   for (int d : {64, 96, 128}) {
     cases.push_back({fmt::format(fmt::runtime(llama3), "500000.0", "8.0", "1.0", "4.0", 8192), d});   // Llama 3.1
     cases.push_back({fmt::format(fmt::runtime(llama3), "500000.0", "32.0", "1.0", "4.0", 8192), d});  // Llama 3.2
@@ -244,7 +246,8 @@ TEST(Rope, InverseFrequenciesMatchTorchBitForBit) {
     cases.push_back({fmt::format(fmt::runtime(llama3), "1000000.0", "16.0", "1.5", "3.5", 3000), d});
   }
   std::string json = "[";
-  for (const auto& c : cases) json += fmt::format(R"({}{{"config": {}, "head_dim": {}}})", json.size() > 1 ? ", " : "", c.config, c.head_dim);
+  for (const auto& c : cases)
+    json += fmt::format(R"({}{{"config": {}, "head_dim": {}}})", json.size() > 1 ? ", " : "", c.config, c.head_dim);
   json += "]";
   int compared = 0, off_old_recipe = 0;
   for (const char* capability : {"default", "avx2", "avx512"}) {
