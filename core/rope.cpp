@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <nlohmann/json.hpp>
 #include <numbers>
 
@@ -13,16 +15,136 @@ namespace kvlab::core {
 
 Rope Rope::identity() { return Rope{}; }
 
-Rope Rope::standard(int head_dim, double base) {
+namespace {
+
+// Every product below is rounded to f32 on its own, as the separate vector instructions of Sleef
+// and torch's separate tensor kernels round it: kvlab builds with -march=native, where GCC's
+// default -ffp-contract=fast would otherwise fuse a product and a following sum into one fma.
+// Fused steps are written as explicit std::fma, exactly where Sleef's FMA builds fuse.
+float mul(float a, float b) {
+  volatile float p = a * b;
+  return p;
+}
+
+// Sleef 3.5.1–3.9 (the version torch bundles in third_party/sleef; the arithmetic of these
+// functions is unchanged over that range), src/libm/sleefsimdsp.c: xpowf, logkf, expkf, and the
+// double-float helpers of src/libm/df.h (src/common/df.h from 3.6) in their ENABLE_FMA_SP form,
+// which the AVX2 and AVX-512 builds use. One lane, restricted to x > 0 normal and finite y.
+struct F2 {
+  float x, y;
+};
+
+F2 df_add2(float x, float y) {  // dfadd2_vf2_vf_vf
+  const float s = x + y, v = s - x;
+  return {s, (x - (s - v)) + (y - v)};
+}
+F2 df_add2(F2 x, float y) {  // dfadd2_vf2_vf2_vf
+  const float s = x.x + y, v = s - x.x;
+  const float t = (x.x - (s - v)) + (y - v);
+  return {s, t + x.y};
+}
+F2 df_add2(F2 x, F2 y) {  // dfadd2_vf2_vf2_vf2
+  const float s = x.x + y.x, v = s - x.x;
+  const float t = (x.x - (s - v)) + (y.x - v);
+  return {s, t + (x.y + y.y)};
+}
+F2 df_add(F2 x, F2 y) {  // dfadd_vf2_vf2_vf2 (|x| ≥ |y|)
+  const float s = x.x + y.x;
+  return {s, (((x.x - s) + y.x) + x.y) + y.y};
+}
+F2 df_add(float x, F2 y) {  // dfadd_vf2_vf_vf2
+  const float s = x + y.x;
+  return {s, ((x - s) + y.x) + y.y};
+}
+F2 df_normalize(F2 t) {  // dfnormalize_vf2_vf2
+  const float s = t.x + t.y;
+  return {s, (t.x - s) + t.y};
+}
+F2 df_scale(F2 d, float s) { return {mul(d.x, s), mul(d.y, s)}; }  // dfscale_vf2_vf2_vf
+F2 df_div(F2 n, F2 d) {                                             // dfdiv_vf2_vf2_vf2 (FMA)
+  const float t = 1.0f / d.x, s = mul(n.x, t);
+  const float u = std::fma(t, n.x, -s);
+  const float v = std::fma(-d.y, t, std::fma(-d.x, t, 1.0f));
+  return {s, std::fma(s, v, std::fma(n.y, t, u))};
+}
+F2 df_squ(F2 x) {  // dfsqu_vf2_vf2 (FMA)
+  const float s = mul(x.x, x.x);
+  return {s, std::fma(x.x + x.x, x.y, std::fma(x.x, x.x, -s))};
+}
+F2 df_mul(F2 x, F2 y) {  // dfmul_vf2_vf2_vf2 (FMA)
+  const float s = mul(x.x, y.x);
+  return {s, std::fma(x.x, y.y, std::fma(x.y, y.x, std::fma(x.x, y.x, -s)))};
+}
+F2 df_mul(F2 x, float y) {  // dfmul_vf2_vf2_vf (FMA)
+  const float s = mul(x.x, y);
+  return {s, std::fma(x.y, y, std::fma(x.x, y, -s))};
+}
+
+F2 logkf(float d) {  // log(d) as a double-float, d normal and positive
+  // vilogb2k_vi2_vf(d · (1/0.75f)): the biased exponent field; m = d·2^−e ∈ [0.75, 1.5).
+  const float scaled = mul(d, 1.0f / 0.75f);
+  const int e = static_cast<int>((std::bit_cast<std::uint32_t>(scaled) >> 23) & 0xff) - 0x7f;
+  const float m = std::ldexp(d, -e);
+  const F2 x = df_div(df_add2(-1.0f, m), df_add2(1.0f, m));
+  const F2 x2 = df_squ(x);
+  float t = 0.240320354700088500976562f;
+  t = std::fma(t, x2.x, 0.285112679004669189453125f);
+  t = std::fma(t, x2.x, 0.400007992982864379882812f);
+  const F2 c{0.66666662693023681640625f, 3.69183861259614332084311e-09f};
+  F2 s = df_mul(F2{0.69314718246459960938f, -1.904654323148236017e-09f}, static_cast<float>(e));
+  s = df_add(s, df_scale(x, 2.0f));
+  s = df_add(s, df_mul(df_mul(x2, x), df_add2(df_mul(x2, t), c)));
+  return s;
+}
+
+float expkf(F2 d) {
+  constexpr float kRecLn2 = 1.442695040888963407359924681001892137426645954152985934135449406931f;  // R_LN2f
+  constexpr float kLn2Hi = 0.693145751953125f, kLn2Lo = 1.428606765330187045e-06f;              // L2Uf, L2Lf
+  const float u0 = mul(d.x + d.y, kRecLn2);
+  const int q = static_cast<int>(std::nearbyint(u0));  // vrint_vi2_vf: round half to even
+  F2 s = df_add2(d, mul(static_cast<float>(q), -kLn2Hi));
+  s = df_add2(s, mul(static_cast<float>(q), -kLn2Lo));
+  s = df_normalize(s);
+  float u = 0.00136324646882712841033936f;
+  u = std::fma(u, s.x, 0.00836596917361021041870117f);
+  u = std::fma(u, s.x, 0.0416710823774337768554688f);
+  u = std::fma(u, s.x, 0.166665524244308471679688f);
+  u = std::fma(u, s.x, 0.499999850988388061523438f);
+  F2 t = df_add(s, df_mul(df_squ(s), u));
+  t = df_add(1.0f, t);
+  const float r = std::ldexp(t.x + t.y, q);
+  return d.x < -104.0f ? 0.0f : r;
+}
+
+}  // namespace
+
+float sleef_powf_u10(float x, float y) {
+  if (y == 0.0f || x == 1.0f) return 1.0f;
+  return expkf(df_mul(logkf(x), y));  // xpowf for x > 0: expkf(dfmul(logkf(|x|), y))
+}
+
+std::vector<float> torch_default_inv_freq(int head_dim, double base, int pow_block) {
   if (head_dim <= 0 || head_dim % 2) fail("RoPE: head_dim {} must be positive and even", head_dim);
   if (!(base > 1)) fail("RoPE: rope_theta {} must be > 1", base);
-  Rope r;
-  r.head_dim_ = head_dim;
+  if (pow_block < 0) fail("RoPE: pow block {} must be ≥ 0", pow_block);
   const int half = head_dim / 2;
-  r.inv_freq_.resize(half);
-  // HF computes base ** (arange(0, dim, 2) / dim) in float32 from an int64 arange.
-  for (int i = 0; i < half; ++i)
-    r.inv_freq_[i] = static_cast<float>(1.0 / std::pow(base, static_cast<double>(2 * i) / head_dim));
+  // `base ** t`, base a Python float: torch wraps it as a scalar and casts it to the tensor's f32.
+  const float b = static_cast<float>(base);
+  const int vector_end = pow_block > 0 ? half / pow_block * pow_block : 0;
+  std::vector<float> inv(half);
+  for (int i = 0; i < half; ++i) {
+    // arange(0, dim, 2) as int64 → f32 (exact), / dim: one correctly rounded f32 division.
+    const float t = static_cast<float>(2 * i) / static_cast<float>(head_dim);
+    const float p = i < vector_end ? sleef_powf_u10(b, t) : std::pow(b, t);  // std::pow(float, float) = powf
+    inv[i] = 1.0f / p;  // `1.0 / x` is x.reciprocal() * 1.0 (torch/_tensor.py __rdiv__)
+  }
+  return inv;
+}
+
+Rope Rope::standard(int head_dim, double base, int pow_block) {
+  Rope r;
+  r.inv_freq_ = torch_default_inv_freq(head_dim, base, pow_block);
+  r.head_dim_ = head_dim;
   r.description_ = fmt::format("default θ={}", base);
   return r;
 }
@@ -38,7 +160,7 @@ double number(const nlohmann::json& j, const char* key, double fallback) {
 
 }  // namespace
 
-Rope Rope::from_config(std::string_view config_json, int head_dim) {
+Rope Rope::from_config(std::string_view config_json, int head_dim, int pow_block) {
   const nlohmann::json config = parse_json(config_json, "RoPE config");
   if (!config.is_object()) fail("RoPE config: not a JSON object");
   if (config.value("rope_type", std::string()) == "none") return identity();
@@ -56,15 +178,19 @@ Rope Rope::from_config(std::string_view config_json, int head_dim) {
   const int rotary_dim = static_cast<int>(head_dim * partial);
   if (rotary_dim != head_dim) fail("RoPE config: partial_rotary_factor {} is not supported (need 1.0)", partial);
 
-  Rope r = standard(head_dim, theta);
+  Rope r = standard(head_dim, theta, pow_block);
   std::string type = "default";
   if (scaling.contains("rope_type")) type = scaling["rope_type"].get<std::string>();
   else if (scaling.contains("type")) type = scaling["type"].get<std::string>();
   if (type == "default") return r;
   const double factor = number(scaling, "factor", 1.0);
   if (!(factor > 0)) fail("RoPE config: rope_scaling.factor {} must be > 0", factor);
+  // transformers' tensor arithmetic on the f32 table: each Python-float operand is cast to f32
+  // (torch's wrapped-scalar promotion), each op rounds once, `a / tensor` is
+  // tensor.reciprocal() * a.
+  const float f = static_cast<float>(factor);
   if (type == "linear") {
-    for (auto& f : r.inv_freq_) f = static_cast<float>(f / factor);
+    for (auto& x : r.inv_freq_) x = x / f;  // inv_freq /= factor
     r.description_ = fmt::format("linear θ={} factor={}", theta, factor);
     return r;
   }
@@ -75,16 +201,22 @@ Rope Rope::from_config(std::string_view config_json, int head_dim) {
     if (std::isnan(low) || std::isnan(high) || std::isnan(old_ctx))
       fail("RoPE config: llama3 scaling needs low_freq_factor, high_freq_factor and original_max_position_embeddings");
     if (!(high > low)) fail("RoPE config: llama3 high_freq_factor {} must exceed low_freq_factor {}", high, low);
-    const double low_wavelen = old_ctx / low, high_wavelen = old_ctx / high;
-    for (auto& f : r.inv_freq_) {
-      const double inv = f, wavelen = 2 * std::numbers::pi / inv;
-      if (wavelen < high_wavelen) continue;
-      if (wavelen > low_wavelen) {
-        f = static_cast<float>(inv / factor);
-      } else {
-        const double smooth = (old_ctx / wavelen - low) / (high - low);
-        f = static_cast<float>((1 - smooth) * inv / factor + smooth * inv);
+    // Python-side doubles, then cast to f32 where they meet the tensor.
+    const float low_wavelen = static_cast<float>(old_ctx / low), high_wavelen = static_cast<float>(old_ctx / high);
+    const float two_pi = static_cast<float>(2 * std::numbers::pi), old_f = static_cast<float>(old_ctx);
+    const float low_f = static_cast<float>(low), span = static_cast<float>(high - low);
+    for (auto& x : r.inv_freq_) {
+      const float inv = x;
+      const float wavelen = mul(1.0f / inv, two_pi);  // 2 * math.pi / inv_freq
+      // torch.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
+      const float llama = wavelen > low_wavelen ? inv / f : inv;
+      const bool medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+      if (!medium) {
+        x = llama;
+        continue;
       }
+      const float smooth = (mul(1.0f / wavelen, old_f) - low_f) / span;  // (old / wavelen − low) / (high − low)
+      x = mul(1.0f - smooth, llama) / f + mul(smooth, llama);           // (1 − s) · inv / factor + s · inv
     }
     r.description_ = fmt::format("llama3 θ={} factor={} low={} high={} original_max={}", theta, factor, low, high, old_ctx);
     return r;

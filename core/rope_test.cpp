@@ -1,13 +1,24 @@
 // RoPE against closed forms: the llama3 band split of docs/models.md §2.3, the rotation
 // as a norm-preserving map whose inverse undoes it, and the defining property that a rotated
-// query·key product depends only on the position difference.
+// query·key product depends only on the position difference. The inverse frequencies against
+// torch itself (rope_test.py under /usr/bin/python3, skipped without python3-torch), against
+// bit patterns torch produced, and against the float32 recipe restated step by step.
 #include "core/rope.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
 #include <numbers>
 #include <random>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include "core/error.h"
 
@@ -83,6 +94,191 @@ TEST(Rope, RotationPreservesNormsInvertsAndDependsOnPositionDifference) {
   EXPECT_NEAR(e[8], std::sin(1.0), 1e-6);
   rope.apply(x, 1, 1, pos, /*inverse=*/true);
   for (int i = 0; i < 16; ++i) EXPECT_NEAR(x[i], q[i], 1e-4);
+}
+
+std::uint32_t bits(float x) { return std::bit_cast<std::uint32_t>(x); }
+float from_bits(std::uint32_t b) { return std::bit_cast<float>(b); }
+
+// A product rounded to f32 on its own (no fma contraction under -march=native), as torch's
+// separate tensor kernels round it.
+float product(float a, float b) {
+  volatile float p = a * b;
+  return p;
+}
+
+// torch's float32 default table restated: t = f32(2i) / f32(D), p = f32(θ) ** t (Sleef's lane
+// function on the leading floor(n/B)·B entries, powf on the rest), inv = 1 / p.
+std::vector<float> default_table(int d, double theta, int block) {
+  const int half = d / 2, vector_end = block > 0 ? half / block * block : 0;
+  std::vector<float> out;
+  for (int i = 0; i < half; ++i) {
+    const float t = static_cast<float>(2 * i) / static_cast<float>(d);
+    const float base = static_cast<float>(theta);
+    const float p = i < vector_end ? sleef_powf_u10(base, t) : powf(base, t);
+    out.push_back(1.0f / p);
+  }
+  return out;
+}
+
+TEST(Rope, DefaultTableIsTheFloat32RecipeStepByStep) {
+  for (int block : {0, 16, 32})
+    for (int d : {2, 8, 16, 24, 32, 40, 48, 64, 80, 96, 128, 160, 256})
+      for (double theta : {10000.0, 500000.0, 1e6, 5e6, 12345.678, 1e8}) {
+        const auto want = default_table(d, theta, block);
+        const auto got = Rope::standard(d, theta, block).inv_freq();
+        ASSERT_EQ(got.size(), want.size());
+        for (std::size_t i = 0; i < want.size(); ++i)
+          ASSERT_EQ(bits(got[i]), bits(want[i])) << "D=" << d << " θ=" << theta << " block " << block << " i=" << i;
+      }
+  EXPECT_EQ(Rope::standard(128, 1e6).inv_freq(), default_table(128, 1e6, kTorchPowBlock));
+}
+
+// Bit patterns torch 1.13 produced (AVX2 path: Sleef_powf8_u10) where Sleef's powf is one ulp
+// below the correctly rounded powf: the pow itself and the resulting inv_freq entry.
+TEST(Rope, SleefPowMatchesTorchWhereItIsNotCorrectlyRounded) {
+  struct Golden {
+    int d;
+    double theta;
+    int i;
+    std::uint32_t pow, correctly_rounded, inv;
+  };
+  for (const Golden& g : {Golden{128, 1e6, 37, 0x4537eba2, 0x4537eba3, 0x39b229fb},
+                          Golden{48, 10000.0, 10, 0x4239a9dd, 0x4239a9de, 0x3cb07dc7},
+                          Golden{128, 5e6, 19, 0x42c2e383, 0x42c2e384, 0x3c282311}}) {
+    const float t = static_cast<float>(2 * g.i) / static_cast<float>(g.d), base = static_cast<float>(g.theta);
+    EXPECT_EQ(bits(sleef_powf_u10(base, t)), g.pow) << g.d << " " << g.theta << " " << g.i;
+    EXPECT_EQ(bits(powf(base, t)), g.correctly_rounded) << "glibc's powf is correctly rounded";
+    EXPECT_EQ(bits(torch_default_inv_freq(g.d, g.theta, 16)[g.i]), g.inv);
+    EXPECT_EQ(bits(torch_default_inv_freq(g.d, g.theta, 0)[g.i]), bits(1.0f / from_bits(g.correctly_rounded)));
+  }
+}
+
+TEST(Rope, SleefPowIsWithinOneUlpOfCorrectlyRoundedPow) {
+  // Sleef's documented bound for powf_u10 (1.0 ulp), over the RoPE domain: bases 2 … 1e9,
+  // exponents in [0, 1).
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<double> log_base(std::log(2.0), std::log(1e9));
+  std::uniform_real_distribution<float> exponent(0.0f, 1.0f);
+  int differ = 0;
+  for (int k = 0; k < 200000; ++k) {
+    const float x = static_cast<float>(std::exp(log_base(rng))), y = exponent(rng);
+    const float got = sleef_powf_u10(x, y), exact = powf(x, y);
+    const auto gap = static_cast<std::int64_t>(bits(got)) - static_cast<std::int64_t>(bits(exact));
+    ASSERT_LE(std::abs(gap), 1) << x << " ** " << y;
+    differ += gap != 0;
+  }
+  EXPECT_GT(differ, 0);                // not merely powf: Sleef differs somewhere…
+  EXPECT_LT(differ, 200000 / 20);      // …but rarely
+  EXPECT_EQ(sleef_powf_u10(10000.0f, 0.0f), 1.0f);
+  EXPECT_EQ(sleef_powf_u10(10000.0f, 0.5f), 100.0f);
+}
+
+TEST(Rope, LinearAndLlama3AreTheFloat32TensorOpsStepByStep) {
+  const auto base = Rope::standard(128, 500000.0).inv_freq();
+  const auto linear = Rope::from_config(R"({"head_dim": 128, "rope_theta": 500000.0,
+      "rope_scaling": {"rope_type": "linear", "factor": 3.0}})", 0).inv_freq();
+  for (std::size_t i = 0; i < base.size(); ++i) EXPECT_EQ(bits(linear[i]), bits(base[i] / 3.0f)) << i;
+  // _compute_llama3_parameters with every Python float cast to f32 where it meets the tensor.
+  const auto llama = Rope::from_config(kLlama31, 0).inv_freq();
+  const float factor = 8, low = 1, high = 4, old = 8192, two_pi = static_cast<float>(2 * std::numbers::pi);
+  int medium = 0;
+  for (std::size_t i = 0; i < base.size(); ++i) {
+    const float wavelen = product(1.0f / base[i], two_pi);
+    const float scaled = wavelen > old / low ? base[i] / factor : base[i];
+    const float smooth = (product(1.0f / wavelen, old) - low) / (high - low);
+    const float smoothed = product(1.0f - smooth, scaled) / factor + product(smooth, scaled);
+    const bool is_medium = !(wavelen < old / high) && !(wavelen > old / low);
+    medium += is_medium;
+    EXPECT_EQ(bits(llama[i]), bits(is_medium ? smoothed : scaled)) << i;
+  }
+  EXPECT_EQ(medium, 6);
+}
+
+// Runs rope_test.py on `cases` (a JSON list) with ATEN_CPU_CAPABILITY=capability; returns torch's
+// reported capability and one row of f32 values per case.
+struct TorchTables {
+  std::string capability;
+  std::vector<std::vector<float>> rows;
+};
+
+TorchTables torch_tables(const std::string& capability, const std::string& cases) {
+  const std::string command =
+      fmt::format("ATEN_CPU_CAPABILITY={} /usr/bin/python3 '{}/core/rope_test.py' '{}' 2>/dev/null", capability,
+                  KVLAB_SOURCE_DIR, cases);
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(command.c_str(), "r"), pclose);
+  std::string out;
+  char buffer[4096];
+  while (pipe && std::fgets(buffer, sizeof buffer, pipe.get())) out += buffer;
+  std::istringstream lines(out);
+  TorchTables t;
+  std::getline(lines, t.capability);
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream words(line);
+    std::vector<float> row;
+    for (std::string w; words >> w;) row.push_back(from_bits(static_cast<std::uint32_t>(std::stoul(w, nullptr, 16))));
+    t.rows.push_back(std::move(row));
+  }
+  return t;
+}
+
+TEST(Rope, InverseFrequenciesMatchTorchBitForBit) {
+  if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "/usr/bin/python3 has no torch (Debian: python3-torch)";
+  struct Case {
+    std::string config;
+    int head_dim;
+  };
+  std::vector<Case> cases;
+  for (int d : {2, 8, 16, 24, 32, 40, 48, 64, 80, 96, 128, 160, 256})
+    for (const char* theta : {"10000.0", "500000.0", "1000000.0", "5000000.0", "20000.0", "30000.0", "75000.0",
+                              "12345.678", "100000000.0"})
+      cases.push_back({fmt::format(R"({{"rope_theta": {}}})", theta), d});
+  for (int d : {32, 64, 96, 128})
+    for (const char* factor : {"2.0", "4.0", "1.5", "8.0"})
+      cases.push_back(
+          {fmt::format(R"({{"rope_theta": 10000.0, "rope_scaling": {{"type": "linear", "factor": {}}}}})", factor), d});
+  constexpr const char* llama3 = R"({{"rope_theta": {}, "rope_scaling": {{"rope_type": "llama3", "factor": {},
+      "low_freq_factor": {}, "high_freq_factor": {}, "original_max_position_embeddings": {}}}}})";
+  for (int d : {64, 96, 128}) {
+    cases.push_back({fmt::format(fmt::runtime(llama3), "500000.0", "8.0", "1.0", "4.0", 8192), d});   // Llama 3.1
+    cases.push_back({fmt::format(fmt::runtime(llama3), "500000.0", "32.0", "1.0", "4.0", 8192), d});  // Llama 3.2
+    cases.push_back({fmt::format(fmt::runtime(llama3), "10000.0", "4.0", "2.0", "8.0", 4096), d});
+    cases.push_back({fmt::format(fmt::runtime(llama3), "1000000.0", "16.0", "1.5", "3.5", 3000), d});
+  }
+  std::string json = "[";
+  for (const auto& c : cases)
+    json += fmt::format(R"({}{{"config": {}, "head_dim": {}}})", json.size() > 1 ? ", " : "", c.config, c.head_dim);
+  json += "]";
+  int compared = 0, off_old_recipe = 0;
+  for (const char* capability : {"default", "avx2", "avx512"}) {
+    const TorchTables t = torch_tables(capability, json);
+    ASSERT_EQ(t.rows.size(), cases.size()) << "rope_test.py under ATEN_CPU_CAPABILITY=" << capability;
+    // What torch ran (an unsupported request falls back): DEFAULT, AVX2 or AVX512 on x86.
+    int block = -1;
+    if (t.capability == "DEFAULT") block = 0;
+    if (t.capability == "AVX2") block = 16;
+    if (t.capability == "AVX512") block = 32;
+    if (block < 0) {
+      ADD_FAILURE() << "torch reports CPU capability '" << t.capability << "': no known pow layout";
+      continue;
+    }
+    for (std::size_t k = 0; k < cases.size(); ++k) {
+      const auto ours = Rope::from_config(cases[k].config, cases[k].head_dim, block).inv_freq();
+      ASSERT_EQ(ours.size(), t.rows[k].size()) << cases[k].config;
+      for (std::size_t i = 0; i < ours.size(); ++i) {
+        EXPECT_EQ(bits(ours[i]), bits(t.rows[k][i]))
+            << t.capability << " D=" << cases[k].head_dim << " " << cases[k].config << " i=" << i;
+        ++compared;
+      }
+      if (k < 13 * 9) {  // default rule: how often the old double-precision recipe was off
+        const double theta = std::stod(cases[k].config.substr(cases[k].config.find(':') + 1));
+        for (std::size_t i = 0; i < ours.size(); ++i)
+          off_old_recipe += static_cast<float>(1.0 / std::pow(theta, 2.0 * i / cases[k].head_dim)) != t.rows[k][i];
+      }
+    }
+  }
+  EXPECT_GT(compared, 10000);
+  EXPECT_GT(off_old_recipe, 0) << "the grid should include entries the double recipe rounds differently";
 }
 
 }  // namespace
