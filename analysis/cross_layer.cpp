@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/parallel.h"
 #include "core/stopwatch.h"
+#include "linalg/fan_out.h"
 
 namespace kvlab::analysis {
 namespace {
@@ -319,8 +320,7 @@ class GramAnalysis {
     std::stable_sort(jobs.begin(), jobs.end(), [](const GroupJob& a, const GroupJob& b) { return a.order > b.order; });
 
     const int workers = std::max(1, std::min<int>(backend_.threads(), static_cast<int>(jobs.size())));
-    const int blas_threads = backend_.threads();
-    if (workers > 1) backend_.set_threads(1);
+    const linalg::OneThreadPerCall fan_out(backend_, workers);
     std::atomic<std::size_t> next{0};
     std::atomic<std::int64_t> finished{0};
     std::mutex error_mutex;
@@ -342,7 +342,6 @@ class GramAnalysis {
     for (int w = 1; w < workers; ++w) threads.emplace_back(work, w);
     work(0);
     for (auto& t : threads) t.join();
-    if (workers > 1) backend_.set_threads(blas_threads);
     if (error) std::rethrow_exception(error);
 
     for (auto& entry : result.eigen_rank) {

@@ -7,6 +7,7 @@
 
 #include "compressors/attention.h"
 #include "core/parallel.h"
+#include "linalg/fan_out.h"
 #include "core/error.h"
 
 namespace kvlab::compressors {
@@ -103,9 +104,8 @@ LayerScore LayerScorer::score(const CacheSource& cache, int layer, LayerKV rec) 
       workers_.push_back(std::make_unique<Worker>(Worker{{cache, layer, W}, {cache, layer, W}}));
     }
   }
-  const int blas_threads = backend_.threads();
-  if (workers > 1) backend_.set_threads(1);
   std::atomic<int> next{0};
+  const linalg::OneThreadPerCall fan_out(backend_, workers);
   core::parallel_for(workers, [&](std::int64_t w) {
     linalg::Backend& gemm = backend_.worker(static_cast<int>(w));
     Worker& own = *workers_[static_cast<std::size_t>(w)];
@@ -133,7 +133,6 @@ LayerScore LayerScorer::score(const CacheSource& cache, int layer, LayerKV rec) 
       }
     }
   });
-  if (workers > 1) backend_.set_threads(blas_threads);
   double layer_kl = 0;
   for (int g = 0; g < H; ++g) {  // in head order, whatever thread computed them
     const auto u = static_cast<std::size_t>(g);

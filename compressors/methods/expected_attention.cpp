@@ -140,7 +140,7 @@ class ExpectedAttention final : public BudgetedEviction {
     HeadScores out{std::vector<double>(static_cast<std::size_t>(H * T), 0.0), {}};
     const double inv_sqrt_d = 1.0 / std::sqrt(static_cast<double>(D)), inv_2d = 1.0 / (2.0 * D);
     const std::int64_t rd = static_cast<std::int64_t>(n_rep) * D;
-    std::vector<double> z(static_cast<std::size_t>(n_rep * n)), kd, y;
+    std::vector<double> z(static_cast<std::size_t>(n_rep * n)), e(static_cast<std::size_t>(n)), kd, y;
     double top = -std::numeric_limits<double>::infinity();
     for (int g = 0; g < H; ++g) {
       const auto k_row = [&](std::int64_t t) { return key.data.data() + (t * H + g) * D; };
@@ -178,8 +178,8 @@ class ExpectedAttention final : public BudgetedEviction {
         const double* zr = z.data() + static_cast<std::size_t>(r) * n;
         const double zmax = *std::max_element(zr, zr + n);
         double sum = 0;
-        for (std::int64_t i = 0; i < n; ++i) sum += std::exp(zr[i] - zmax);
-        for (std::int64_t i = 0; i < n; ++i) score[sinks_ + i] += std::exp(zr[i] - zmax) / sum;
+        for (std::int64_t i = 0; i < n; ++i) sum += e[static_cast<std::size_t>(i)] = std::exp(zr[i] - zmax);
+        for (std::int64_t i = 0; i < n; ++i) score[sinks_ + i] += e[static_cast<std::size_t>(i)] / sum;
       }
       for (std::int64_t t = sinks_; t < T; ++t) {
         score[t] /= n_rep;
