@@ -9,22 +9,8 @@
 
 namespace kvlab::harness {
 
-BpeTokenizer::BpeTokenizer(BpeTokenizerParts parts) : p_(std::move(parts)), matcher_(p_.added_tokens) {
-  std::int32_t max_id = p_.model->max_id();
-  for (const AddedToken& t : matcher_.tokens()) max_id = std::max(max_id, t.id);
-  vocab_size_ = max_id + 1;
-  added_index_.assign(static_cast<std::size_t>(vocab_size_), -1);
-  for (std::size_t i = 0; i < matcher_.tokens().size(); ++i) {
-    const AddedToken& t = matcher_.tokens()[i];
-    added_index_[t.id] = static_cast<std::int32_t>(i);
-    added_ids_.emplace(t.content, t.id);
-  }
-}
-
-const AddedToken* BpeTokenizer::added(std::int32_t id) const {
-  if (id < 0 || id >= vocab_size_ || added_index_[id] < 0) return nullptr;
-  return &matcher_.tokens()[added_index_[id]];
-}
+BpeTokenizer::BpeTokenizer(BpeTokenizerParts parts)
+    : p_(std::move(parts)), matcher_(p_.added_tokens), added_(p_.added_tokens, p_.model->max_id()) {}
 
 std::vector<std::string> BpeTokenizer::pre_tokenize(std::string_view text) const {
   return p_.pre_tokenizer.split(p_.nfc ? to_nfc(text) : std::string(text));
@@ -53,8 +39,8 @@ std::string BpeTokenizer::decode(std::span<const std::int32_t> ids, bool skip_sp
   // tokens must be reassembled before it is judged (HF's ByteLevel decoder does the same).
   std::string bytes;
   for (const std::int32_t id : ids) {
-    if (id < 0 || id >= vocab_size_) fail("decode: token id {} is outside the vocabulary [0, {})", id, vocab_size_);
-    if (const AddedToken* t = added(id)) {
+    if (id < 0 || id >= vocab_size()) fail("decode: token id {} is outside the vocabulary [0, {})", id, vocab_size());
+    if (const AddedToken* t = added_.by_id(id)) {
       if (!(skip_special && t->special)) bytes += t->content;
       continue;
     }
@@ -70,19 +56,19 @@ std::string BpeTokenizer::decode(std::span<const std::int32_t> ids, bool skip_sp
 }
 
 std::optional<std::int32_t> BpeTokenizer::token_id(std::string_view token) const {
-  if (const auto it = added_ids_.find(token); it != added_ids_.end()) return it->second;
+  if (const auto id = added_.by_content(token)) return id;
   return p_.model->id(token);
 }
 
 std::string BpeTokenizer::token(std::int32_t id) const {
-  if (id < 0 || id >= vocab_size_) fail("token id {} is outside the vocabulary [0, {})", id, vocab_size_);
-  if (const AddedToken* t = added(id)) return t->content;
+  if (id < 0 || id >= vocab_size()) fail("token id {} is outside the vocabulary [0, {})", id, vocab_size());
+  if (const AddedToken* t = added_.by_id(id)) return t->content;
   const std::string* tok = p_.model->token(id);
   return tok ? *tok : std::string();
 }
 
 bool BpeTokenizer::is_special(std::int32_t id) const {
-  const AddedToken* t = added(id);
+  const AddedToken* t = added_.by_id(id);
   return t && t->special;
 }
 
@@ -92,7 +78,7 @@ std::optional<std::int32_t> BpeTokenizer::bos_id() const {
 }
 
 std::string BpeTokenizer::describe() const {
-  std::string out = fmt::format("{} byte-level BPE, {} tokens, pre-tokenizer {}", p_.source, vocab_size_,
+  std::string out = fmt::format("{} byte-level BPE, {} tokens, pre-tokenizer {}", p_.source, vocab_size(),
                                 p_.pre_tokenizer.describe());
   if (p_.nfc) out += ", NFC";
   if (p_.model->ignore_merges()) out += ", ignore_merges";

@@ -6,6 +6,7 @@
 
 #include <memory>
 
+#include "harness/tokenizer/added_token_index.h"
 #include "harness/tokenizer/added_tokens.h"
 #include "harness/tokenizer/bpe_model.h"
 #include "harness/tokenizer/pre_tokenizer.h"
@@ -29,7 +30,7 @@ class BpeTokenizer final : public Tokenizer {
 
   std::vector<std::int32_t> encode(std::string_view text, bool add_special = true) const override;
   std::string decode(std::span<const std::int32_t> ids, bool skip_special = false) const override;
-  int vocab_size() const override { return vocab_size_; }
+  int vocab_size() const override { return added_.vocab_size(); }
   std::optional<std::int32_t> token_id(std::string_view token) const override;
   std::string token(std::int32_t id) const override;
   bool is_special(std::int32_t id) const override;
@@ -40,13 +41,9 @@ class BpeTokenizer final : public Tokenizer {
   std::vector<std::string> pre_tokenize(std::string_view text) const;
 
  private:
-  const AddedToken* added(std::int32_t id) const;
-
   BpeTokenizerParts p_;
   AddedTokenMatcher matcher_;
-  Vocab added_ids_;                          // content → id
-  std::vector<std::int32_t> added_index_;    // id → index into matcher_.tokens(), -1 if not added
-  int vocab_size_ = 0;
+  AddedTokenIndex added_;  // and the vocabulary size
 };
 
 }  // namespace kvlab::harness

@@ -154,7 +154,6 @@ SpmJsonTokenizer::SpmJsonTokenizer(SpmJsonTokenizerParts parts) : p_(std::move(p
   std::vector<AddedToken> raw, normalized;
   std::int32_t max_id = p_.model->max_id();
   for (const AddedToken& t : p_.added_tokens) {
-    max_id = std::max(max_id, t.id);
     if (t.normalized) {
       // Matched against the normalized text as its own normalized form (added_vocabulary.rs).
       AddedToken n = t;
@@ -166,23 +165,12 @@ SpmJsonTokenizer::SpmJsonTokenizer(SpmJsonTokenizerParts parts) : p_(std::move(p
   }
   for (const std::int32_t id : p_.prefix) max_id = std::max(max_id, id);
   for (const std::int32_t id : p_.suffix) max_id = std::max(max_id, id);
-  vocab_size_ = max_id + 1;
+  added_ = AddedTokenIndex(p_.added_tokens, max_id);
   raw_matcher_ = AddedTokenMatcher(std::move(raw));
   normalized_matcher_ = AddedTokenMatcher(std::move(normalized));
-  all_added_ = p_.added_tokens;
   for (const SpmNormalizerStep& step : p_.normalizer) {
     if (step.kind != SpmNormalizerStep::Kind::prepend) no_prepend_.push_back(step);
   }
-  added_index_.assign(static_cast<std::size_t>(vocab_size_), -1);
-  for (std::size_t i = 0; i < all_added_.size(); ++i) {
-    added_index_[all_added_[i].id] = static_cast<std::int32_t>(i);
-    added_ids_.emplace(all_added_[i].content, all_added_[i].id);
-  }
-}
-
-const AddedToken* SpmJsonTokenizer::added(std::int32_t id) const {
-  if (id < 0 || id >= vocab_size_ || added_index_[id] < 0) return nullptr;
-  return &all_added_[added_index_[id]];
 }
 
 std::vector<std::string> SpmJsonTokenizer::pre_tokenize(std::string_view normalized, bool at_start) const {
@@ -260,8 +248,8 @@ std::string SpmJsonTokenizer::decode(std::span<const std::int32_t> ids, bool ski
   std::vector<std::string> tokens;
   tokens.reserve(ids.size());
   for (const std::int32_t id : ids) {
-    if (id < 0 || id >= vocab_size_) fail("decode: token id {} is outside the vocabulary [0, {})", id, vocab_size_);
-    if (const AddedToken* t = added(id)) {
+    if (id < 0 || id >= vocab_size()) fail("decode: token id {} is outside the vocabulary [0, {})", id, vocab_size());
+    if (const AddedToken* t = added_.by_id(id)) {
       if (!(skip_special && t->special)) tokens.push_back(t->content);
       continue;
     }
@@ -276,19 +264,19 @@ std::string SpmJsonTokenizer::decode(std::span<const std::int32_t> ids, bool ski
 }
 
 std::optional<std::int32_t> SpmJsonTokenizer::token_id(std::string_view token) const {
-  if (const auto it = added_ids_.find(token); it != added_ids_.end()) return it->second;
+  if (const auto id = added_.by_content(token)) return id;
   return p_.model->id(token);
 }
 
 std::string SpmJsonTokenizer::token(std::int32_t id) const {
-  if (id < 0 || id >= vocab_size_) fail("token id {} is outside the vocabulary [0, {})", id, vocab_size_);
-  if (const AddedToken* t = added(id)) return t->content;
+  if (id < 0 || id >= vocab_size()) fail("token id {} is outside the vocabulary [0, {})", id, vocab_size());
+  if (const AddedToken* t = added_.by_id(id)) return t->content;
   const std::string* tok = p_.model->token(id);
   return tok ? *tok : std::string();
 }
 
 bool SpmJsonTokenizer::is_special(std::int32_t id) const {
-  const AddedToken* t = added(id);
+  const AddedToken* t = added_.by_id(id);
   return t && t->special;
 }
 
@@ -304,7 +292,7 @@ std::string SpmJsonTokenizer::describe() const {
     if (!normalizer.empty()) normalizer += '+';
     normalizer += kNames[static_cast<int>(s.kind)];
   }
-  std::string out = fmt::format("{} sentencepiece-style BPE, {} tokens, normalizer {}, pre-tokenizer ", p_.source, vocab_size_,
+  std::string out = fmt::format("{} sentencepiece-style BPE, {} tokens, normalizer {}, pre-tokenizer ", p_.source, vocab_size(),
                                 normalizer.empty() ? "none" : normalizer);
   if (p_.has_splits) out += p_.metaspace ? "Split+" : "Split";
   if (p_.metaspace) {

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "harness/tokenizer/added_token_index.h"
 #include "harness/tokenizer/added_tokens.h"
 #include "harness/tokenizer/bpe_model.h"
 #include "harness/tokenizer/pre_tokenizer.h"
@@ -77,7 +78,7 @@ class SpmJsonTokenizer final : public Tokenizer {
   // rules (legacy Prepend: "▁"). Metaspace "always" still prepends, as HF does on every piece.
   std::vector<std::int32_t> encode_continuation(std::string_view text) const override;
   std::string decode(std::span<const std::int32_t> ids, bool skip_special = false) const override;
-  int vocab_size() const override { return vocab_size_; }
+  int vocab_size() const override { return added_.vocab_size(); }
   std::optional<std::int32_t> token_id(std::string_view token) const override;
   std::string token(std::int32_t id) const override;
   bool is_special(std::int32_t id) const override;
@@ -91,16 +92,12 @@ class SpmJsonTokenizer final : public Tokenizer {
  private:
   std::vector<std::int32_t> encode_impl(std::string_view text, bool add_special, bool at_start) const;
   void encode_plain(std::string_view normalized, bool at_start, std::vector<std::int32_t>& ids) const;
-  const AddedToken* added(std::int32_t id) const;
 
   SpmJsonTokenizerParts p_;
   AddedTokenMatcher raw_matcher_;         // normalized: false
   AddedTokenMatcher normalized_matcher_;  // normalized: true, content normalized
   std::vector<SpmNormalizerStep> no_prepend_;  // the normalizer without Prepend steps (continuations)
-  std::vector<AddedToken> all_added_;
-  Vocab added_ids_;
-  std::vector<std::int32_t> added_index_;  // id → index into all_added_, -1 if not added
-  int vocab_size_ = 0;
+  AddedTokenIndex added_;  // and the vocabulary size
 };
 
 }  // namespace kvlab::harness
