@@ -25,7 +25,7 @@ namespace kvlab::compressors {
 std::int64_t compress_low_rank_resident(const ChainSpec& chain, ResidentCache& cache, linalg::Backend& backend);
 // Whether the chain is one svd or xkv stage, alone or followed by one kivi stage, that
 // compress_low_rank_resident runs as compress_chain would: the randomized solver, or the exact
-// one on the Gram route (T ≥ every group's G·H·D columns; shorter caches take gesdd of X).
+// one on the Gram route (T ≥ every group's G·H·D columns; shorter caches take the host route's token Gram).
 bool resident_low_rank_applies(const ChainSpec& chain, const CacheShape& shape);
 
 }  // namespace kvlab::compressors

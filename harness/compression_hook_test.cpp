@@ -426,7 +426,7 @@ TEST_F(CompressionHook, EveryResidentRouteOnCudaMatchesTheHostRoute) {
   }
 }
 
-// Caches shorter than a group's columns take gesdd of X on the host route, which the resident
+// Caches shorter than a group's columns take the token Gram on the host route, which the resident
 // route does not replay: automatic then goes the host way, and both give the same cache.
 TEST_F(CompressionHook, ShortCachesGoTheHostWay) {
   const LlamaModel model = LlamaModel::load(dir_, RunOptions{});

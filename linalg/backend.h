@@ -243,6 +243,14 @@ void take_top_eigenpairs(const std::vector<R>& values, const std::vector<R>& vec
   }
 }
 
+// gram_subspace's factors from the other side, for X with fewer rows than columns (n ≤ c, row-major,
+// ld c): K = X·Xᵀ (n×n) in f64 or f32 (`f64`), its top r eigenpairs (λ_j = σ_j², U_r), V_r =
+// Xᵀ·U_r·Σ_r⁻¹ Householder-orthonormalised (a zero σ_j's column completed to an orthonormal
+// basis, its energy 0), A = X·V_r in f32. Needs 1 ≤ r ≤ n ≤ c. Built from the backend's gram,
+// eigh_top, gemm and orthonormalize on host pointers.
+SubspaceFactors token_gram_subspace(Backend& backend, const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
+                                    bool f64);
+
 // Pieces of randomized_subspace that every backend shares (so their results agree):
 // Ω [c × ℓ] column-major, N(0, 1) from a mt19937_64 seeded by (seed, stream);
 std::vector<float> randomized_sketch(std::int64_t c, std::int64_t ell, std::uint64_t seed, std::uint64_t stream);

@@ -38,7 +38,8 @@ std::vector<ParamDef> shared_params(const std::string& rk_default, const std::st
       {"part", ParamType::choice, "both", "what to compress (xKV's merge_key/merge_value); the other part stays fp16",
        {"both", "key", "value"}},
       {"solver", ParamType::choice, "exact",
-       "exact: Gram XᵀX + top-r eigenpairs (gesdd of X when T < columns), as the authors' exact SVD; randomized: "
+       "exact: Gram XᵀX + top-r eigenpairs (the T×T token Gram X·Xᵀ when T < columns), as the authors' exact SVD; "
+       "randomized: "
        "HMT subspace iteration",
        {"exact", "randomized"}},
       {"oversample", ParamType::integer, "10", "randomized: extra sketch columns p (HMT)", {}, 0, 1e6},
@@ -216,7 +217,7 @@ namespace {
 // quantizer sees the factors, so every backend must hand over the same ones).
 struct Factors : linalg::SubspaceFactors {
   double trace = 0;            // ‖X‖²_F, in f64 from the data
-  std::string route;           // "gram-f64", "gesdd-f32", "randomized-f32", ...
+  std::string route;           // "gram-f64", "token-gram-f32", "randomized-f32", ...
 
   // Relative Frobenius error of the rank-r truncation, √((‖X‖² − Σ_{i<r} energy_i)/‖X‖²):
   // Eckart–Young for the exact route; exact for the stored V_r on the randomized route, since
@@ -254,24 +255,6 @@ double read_group(const CacheSource& cache, const std::vector<int>& layers, Part
   return trace;
 }
 
-template <typename T>
-std::vector<T> convert(const float* src, std::size_t n) {
-  return std::vector<T>(src, src + n);
-}
-
-// Thin SVD of X (T < columns, where the c×c Gram would be larger than X): X row-major is the
-// column-major Xᵀ = U·S·Wᵀ, so X's right singular vectors are U's columns, already descending.
-template <typename R>
-void gesdd_route(linalg::Backend& be, const float* x, std::int64_t T, std::int64_t c, std::int64_t r, Factors& f) {
-  const std::int64_t k = std::min(T, c);
-  auto xt = convert<R>(x, static_cast<std::size_t>(T * c));
-  std::vector<R> sigma(static_cast<std::size_t>(k)), u(static_cast<std::size_t>(c * k)), wt(static_cast<std::size_t>(k * k));
-  be.svd_thin(xt.data(), c, T, c, sigma.data(), u.data(), c, wt.data(), k);
-  f.v.assign(u.begin(), u.begin() + c * r);
-  f.energy.resize(static_cast<std::size_t>(r));
-  for (std::int64_t j = 0; j < r; ++j) f.energy[static_cast<std::size_t>(j)] = double(sigma[j]) * double(sigma[j]);
-}
-
 // The factors by the plan's route, signs as the backend left them.
 Factors factors_by_route(linalg::Backend& be, const std::vector<float>& x, std::int64_t T, std::int64_t c,
                          std::int64_t rank, const LowRankPlan& plan, std::uint64_t stream) {
@@ -293,11 +276,9 @@ Factors factors_by_route(linalg::Backend& be, const std::vector<float>& x, std::
     f.route = "gram-" + std::string(linalg::to_string(plan.gram_precision));
     return f;
   }
-  f.route = "gesdd-" + prec;
-  plan.f64() ? gesdd_route<double>(be, x.data(), T, c, r, f) : gesdd_route<float>(be, x.data(), T, c, r, f);
-  // A = X·V_r: Aᵀ (r×T, the column-major view of row-major A [T, r]) = V_rᵀ·Xᵀ.
-  f.a.resize(static_cast<std::size_t>(T * r));
-  be.gemm(true, false, r, T, c, 1.f, f.v.data(), c, x.data(), c, 0.f, f.a.data(), r);
+  // Fewer tokens than columns: the T×T token Gram (its eigensolve (T/c)³ of the column one's).
+  static_cast<linalg::SubspaceFactors&>(f) = linalg::token_gram_subspace(be, x.data(), T, c, r, plan.f64());
+  f.route = "token-gram-" + prec;
   return f;
 }
 

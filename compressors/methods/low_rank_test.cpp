@@ -91,7 +91,7 @@ CompressContext ctx_of(const CacheSource& cache) { return CompressContext{cache,
 
 // Eckart–Young: the rank-r error equals the planted tail √Σ_{i>r} σ_i², the reconstruction
 // equals gesdd's truncation of the same matrix, and notes() predicts the error from the
-// eigenvalues. Both routes: the Gram (T = 600 ≥ 64 columns) and gesdd of X (T = 40 < 64).
+// eigenvalues. Both routes: the column Gram (T = 600 ≥ 64 columns) and the token Gram (T = 40 < 64).
 // Tolerances: σ_r/σ₁ ≈ 0.1 here, so even the f32 Gram resolves σ_r to ~1e-5 relative; the data,
 // A and B are f32, so ~1e-6 relative to ‖X‖ is the floor.
 TEST(LowRank, TruncationErrorIsTheEigenTailAndMatchesGesdd) {
@@ -112,7 +112,7 @@ TEST(LowRank, TruncationErrorIsTheEigenTailAndMatchesGesdd) {
       EXPECT_LT((xhat - gesdd_truncation(xf, r)).norm(), 1e-5 * xf.norm());
       const double predicted = rep->notes()["groups"][0]["key"]["predicted_rel_error"];
       EXPECT_NEAR(predicted, tail / xf.norm(), 1e-4 * tail / xf.norm());
-      EXPECT_EQ(rep->notes()["groups"][0]["key"]["route"], std::string(T >= N ? "gram-" : "gesdd-") + prec);
+      EXPECT_EQ(rep->notes()["groups"][0]["key"]["route"], std::string(T >= N ? "gram-" : "token-gram-") + prec);
     }
   }
 }
@@ -132,7 +132,7 @@ TEST(LowRank, XkvWithGroupSizeOneIsSvd) {
   EXPECT_DOUBLE_EQ(a->notes()["authors_ratio"].get<double>(), b->notes()["authors_ratio"].get<double>());
 }
 
-// Full rank keeps everything: through the Gram route (T ≥ columns) and through gesdd when
+// Full rank keeps everything: through the column Gram (T ≥ columns) and the token Gram when
 // T < columns, where the effective rank is min(r, T, columns) and is recorded.
 TEST(LowRank, FullRankIsLossless) {
   const CacheShape tall{4, 2, 2, 16, 300, 0, 0};   // group of 2: 64 columns, T = 300
@@ -149,7 +149,7 @@ TEST(LowRank, FullRankIsLossless) {
       const auto notes = rep->notes();
       const auto& g = notes["groups"][1]["value"];
       EXPECT_EQ(g["effective_rank"].get<int>(), std::min<int>(64, shape.tokens));
-      EXPECT_EQ(g["route"].get<std::string>(), std::string(shape.tokens >= 64 ? "gram-" : "gesdd-") + prec);
+      EXPECT_EQ(g["route"].get<std::string>(), std::string(shape.tokens >= 64 ? "gram-" : "token-gram-") + prec);
       EXPECT_LT(g["predicted_rel_error"].get<double>(), 1e-3);  // f32 Gram: √(u·cond-ish) floor
       // A is [T, r_eff]: what is stored follows the effective rank.
       for (auto* t : rep->stored())

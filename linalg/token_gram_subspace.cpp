@@ -1,0 +1,62 @@
+// The token-side Gram route of linalg/backend.h token_gram_subspace: when X has fewer rows than
+// columns (n < c) the n×n Gram K = X·Xᵀ has the same non-zero spectrum as the c×c XᵀX, at
+// (n/c)² of the eigensolve and n/c of the product. V_r follows from K's eigenvectors U_r:
+// X = U·Σ·Vᵀ gives V_r = Xᵀ·U_r·Σ_r⁻¹.
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+#include "linalg/backend.h"
+
+namespace kvlab::linalg {
+namespace {
+
+template <typename R>
+void token_eigenpairs(Backend& backend, const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
+                      SubspaceFactors& out) {
+  // Y = Xᵀ, row-major [c, n] in R: backend.gram(Y) = YᵀY = X·Xᵀ, one ?syrk.
+  std::vector<R> xt(static_cast<std::size_t>(c * n));
+  for (std::int64_t t = 0; t < n; ++t)
+    for (std::int64_t j = 0; j < c; ++j) xt[static_cast<std::size_t>(j * n + t)] = R(x[t * c + j]);
+  std::vector<R> k(static_cast<std::size_t>(n * n));
+  backend.gram(xt.data(), c, n, n, R(1), R(0), k.data(), n);
+  std::vector<R> w(static_cast<std::size_t>(r)), u(static_cast<std::size_t>(n * r));
+  backend.eigh_top(k.data(), n, n, r, w.data(), u.data(), n);  // ascending: column r − 1 is the largest
+  // U_r·Σ_r⁻¹ in descending order; a zero eigenvalue leaves its column zero (its direction is
+  // not in X's row space), and the orthonormalisation below completes it.
+  std::vector<R> scaled(static_cast<std::size_t>(n * r), R(0));
+  out.energy.assign(static_cast<std::size_t>(r), 0.0);
+  for (std::int64_t j = 0; j < r; ++j) {
+    const R lambda = w[static_cast<std::size_t>(r - 1 - j)];
+    if (!(lambda > R(0))) continue;
+    out.energy[static_cast<std::size_t>(j)] = double(lambda);
+    const R inv_sigma = R(1) / std::sqrt(lambda);
+    for (std::int64_t t = 0; t < n; ++t)
+      scaled[static_cast<std::size_t>(j * n + t)] = u[static_cast<std::size_t>((r - 1 - j) * n + t)] * inv_sigma;
+  }
+  // V_r [c × r] = Xᵀ·(U_r·Σ_r⁻¹): Xᵀ is xt's column-major view [n × c] transposed.
+  std::vector<R> v(static_cast<std::size_t>(c * r));
+  backend.gemm(true, false, c, r, n, R(1), xt.data(), n, scaled.data(), n, R(0), v.data(), c);
+  // Householder QR restores the orthonormality the division by small σ_j loses (the error of
+  // u_j grows by σ₁²/σ_j²) and fills zero columns; the orthonormal columns come back as ±
+  // themselves (canonicalize_signs fixes the sign).
+  backend.orthonormalize(v.data(), c, r, c);
+  out.v.assign(v.begin(), v.end());
+}
+
+}  // namespace
+
+SubspaceFactors token_gram_subspace(Backend& backend, const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
+                                    bool f64) {
+  if (n < 1 || c < n || r < 1 || r > n)
+    fail("linalg token_gram_subspace: needs 1 ≤ r ≤ n ≤ c (got n = {}, c = {}, r = {})", n, c, r);
+  SubspaceFactors out;
+  out.rank = r;
+  f64 ? token_eigenpairs<double>(backend, x, n, c, r, out) : token_eigenpairs<float>(backend, x, n, c, r, out);
+  // A = X·V_r in f32 as every route forms it: Aᵀ (r×n, the column-major view of row-major A) = V_rᵀ·Xᵀ.
+  out.a.resize(static_cast<std::size_t>(n * r));
+  backend.gemm(true, false, r, n, c, 1.f, out.v.data(), c, x, c, 0.f, out.a.data(), r);
+  return out;
+}
+
+}  // namespace kvlab::linalg
