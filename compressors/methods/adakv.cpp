@@ -21,6 +21,9 @@
 // rounded as round(c_h·(1 − alpha) + ⌊alpha·(b − w)⌋), which need not sum to H·(b − w);
 // docs/methods/adakv.md §3 lists the differences.
 //
+// The allocation is keep_top_adaptive (compressors/methods/eviction.h), which criticalkv's
+// allocation=adaptive shares.
+//
 // Device path `scores`: the scorers all score through the cache source, so on the resident route
 // (harness/resident_routes.cpp) the scores are computed where the cache lies, as the scorer's are.
 #include "compressors/methods/eviction.h"
