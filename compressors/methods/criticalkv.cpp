@@ -2,9 +2,9 @@
 // much each value moves the attention output once projected by W_o (docs/methods/criticalkv.md).
 // Feng, Lv, Cao, Xie, Zhou, "Identify Critical KV Cache in LLM Inference from an Output
 // Perturbation Perspective", arXiv 2502.03805; kvlab follows kvpress's CriticalKVPress and
-// CriticalAdaKVPress (NVIDIA/kvpress kvpress/presses/criticalkv_press.py, the authors' own code:
-// "Start of CriticalKV code"). For one layer, with the scorer's scores s[g, t] ([H_kv, T]) and
-// the per-head budget b < T:
+// CriticalAdaKVPress (NVIDIA/kvpress kvpress/presses/criticalkv_press.py; no separate authors'
+// repository was found, and that file marks CriticalAdaKVPress's two stages "Start of CriticalKV
+// code"). For one layer, with the scorer's scores s[g, t] ([H_kv, T]) and the per-head budget b < T:
 //
 //   n[g, t]   = (1/n_rep) Σ_{r<n_rep} ‖v[t, g, :] · W_o[:, h·D:(h+1)·D]ᵀ‖₁,  h = g·n_rep + r
 //               (kvpress vwl1norm: o_proj.weight [d_model, H_q·D] split per query head; repeat_kv
