@@ -22,7 +22,8 @@
   X(expected_attention)  \
   X(random)              \
   X(adakv)               \
-  X(chunkkv)
+  X(chunkkv)             \
+  X(criticalkv)
 
 namespace kvlab::compressors {
 

@@ -32,6 +32,7 @@ SUITES=(
   compressors/compress_random_tests
   compressors/compress_adakv_tests
   compressors/compress_chunkkv_tests
+  compressors/compress_criticalkv_tests
   compressors/compress_expected_attention_tests
   datasets/datasets_tests
   datasets/tasks_tests

@@ -21,12 +21,11 @@
 // rounded as round(c_h·(1 − alpha) + ⌊alpha·(b − w)⌋), which need not sum to H·(b − w);
 // docs/methods/adakv.md §3 lists the differences.
 //
+// The allocation is keep_top_adaptive (compressors/methods/eviction.h), which criticalkv's
+// allocation=adaptive shares.
+//
 // Device path `scores`: the scorers all score through the cache source, so on the resident route
 // (harness/resident_routes.cpp) the scores are computed where the cache lies, as the scorer's are.
-#include <algorithm>
-#include <cmath>
-#include <numeric>
-
 #include "compressors/methods/eviction.h"
 #include "core/error.h"
 
@@ -42,26 +41,7 @@ class AdaKV final : public BudgetedEviction {
 
   void select_cells(const CompressContext& ctx, int l, std::int64_t b, std::vector<std::uint8_t>& mask) const override {
     const auto& s = ctx.cache.shape();
-    const std::int64_t T = s.tokens;
-    const int H = s.kv_heads;
-    const auto scores = scorer_.scores(ctx, l, b);
-    // The safeguard: every head's top ⌊alpha·b⌋ ranks above all else.
-    std::vector<std::uint8_t> safe(static_cast<std::size_t>(T * H), 0);
-    keep_top_per_head(scores, T, H, static_cast<std::int64_t>(std::floor(alpha_ * static_cast<double>(b))), safe);
-    // The layer's H·b best cells over all heads, flat index g·T + t as kvpress's reshape.
-    const auto cell = [&](std::int64_t i) { return static_cast<std::size_t>((i % T) * H + i / T); };
-    const auto better = [&](std::int64_t x, std::int64_t y) {
-      const auto ux = static_cast<std::size_t>(x), uy = static_cast<std::size_t>(y);
-      if (safe[cell(x)] != safe[cell(y)]) return safe[cell(x)] > safe[cell(y)];
-      if (scores.primary[ux] != scores.primary[uy]) return scores.primary[ux] > scores.primary[uy];
-      if (scores.secondary[ux] != scores.secondary[uy]) return scores.secondary[ux] > scores.secondary[uy];
-      return x < y;
-    };
-    std::vector<std::int64_t> idx(static_cast<std::size_t>(H * T));
-    std::iota(idx.begin(), idx.end(), std::int64_t{0});
-    const auto k = static_cast<std::int64_t>(H) * b;
-    std::nth_element(idx.begin(), idx.begin() + k, idx.end(), better);
-    for (std::int64_t i = 0; i < k; ++i) mask[cell(idx[static_cast<std::size_t>(i)])] = 1;
+    keep_top_adaptive(scorer_.scores(ctx, l, b), s.tokens, s.kv_heads, b, alpha_, mask);
   }
 
   void add_notes(const CacheShape&, nlohmann::json& n) const override {

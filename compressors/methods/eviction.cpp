@@ -385,8 +385,17 @@ ParamDef eviction_scorer_param(const std::string& help) {
   return {"scorer", ParamType::choice, "snapkv", help, {"snapkv", "knorm", "keydiff", "tova", "expected_attention", "random"}};
 }
 
-WrappedScorer::WrappedScorer(const StageSpec& wrapper)
-    : wrapper_(wrapper.method), spec_(parse_stage(method(wrapper.get("scorer")), "")), stage_(make_eviction(spec_)) {}
+namespace {
+std::string_view fixed_keys(const std::map<std::string, std::string, std::less<>>& fixed, std::string_view scorer) {
+  const auto it = fixed.find(scorer);
+  return it == fixed.end() ? std::string_view{} : std::string_view{it->second};
+}
+}  // namespace
+
+WrappedScorer::WrappedScorer(const StageSpec& wrapper, const std::map<std::string, std::string, std::less<>>& fixed)
+    : wrapper_(wrapper.method),
+      spec_(parse_stage(method(wrapper.get("scorer")), fixed_keys(fixed, wrapper.get("scorer")))),
+      stage_(make_eviction(spec_)) {}
 
 HeadScores WrappedScorer::scores(const CompressContext& ctx, int layer, std::int64_t budget) const {
   const auto& s = ctx.cache.shape();
@@ -406,6 +415,28 @@ HeadScores WrappedScorer::scores(const CompressContext& ctx, int layer, std::int
 // error, because the canonical form prints every key and must parse back.)
 void check_eviction_budget(const StageSpec& spec, const std::vector<std::string>&) {
   if (!(spec.get_real("keep") > 0)) fail("spec '{}': key 'keep' = {} must be > 0", spec.method, spec.get("keep"));
+}
+
+void keep_top_adaptive(const HeadScores& scores, std::int64_t T, int H, std::int64_t b, double alpha,
+                       std::vector<std::uint8_t>& mask) {
+  // The safeguard: every head's top ⌊alpha·b⌋ ranks above all else.
+  std::vector<std::uint8_t> safe(static_cast<std::size_t>(T * H), 0);
+  keep_top_per_head(scores, T, H, static_cast<std::int64_t>(std::floor(alpha * static_cast<double>(b))), safe);
+  const auto& second = scores.secondary.empty() ? scores.primary : scores.secondary;
+  // The layer's H·b best cells over all heads, flat index g·T + t as kvpress's reshape.
+  const auto cell = [&](std::int64_t i) { return static_cast<std::size_t>((i % T) * H + i / T); };
+  const auto better = [&](std::int64_t x, std::int64_t y) {
+    const auto ux = static_cast<std::size_t>(x), uy = static_cast<std::size_t>(y);
+    if (safe[cell(x)] != safe[cell(y)]) return safe[cell(x)] > safe[cell(y)];
+    if (scores.primary[ux] != scores.primary[uy]) return scores.primary[ux] > scores.primary[uy];
+    if (second[ux] != second[uy]) return second[ux] > second[uy];
+    return x < y;
+  };
+  std::vector<std::int64_t> idx(static_cast<std::size_t>(H * T));
+  std::iota(idx.begin(), idx.end(), std::int64_t{0});
+  const auto k = std::clamp<std::int64_t>(static_cast<std::int64_t>(H) * b, 0, static_cast<std::int64_t>(H) * T);
+  if (k < static_cast<std::int64_t>(idx.size())) std::nth_element(idx.begin(), idx.begin() + k, idx.end(), better);
+  for (std::int64_t i = 0; i < k; ++i) mask[cell(idx[static_cast<std::size_t>(i)])] = 1;
 }
 
 void keep_top_per_head(const HeadScores& scores, std::int64_t T, int H, std::int64_t k, std::vector<std::uint8_t>& mask) {

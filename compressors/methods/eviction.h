@@ -14,6 +14,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -76,12 +78,14 @@ ParamDef eviction_keep_param();
 ParamDef eviction_budget_param();
 void check_eviction_budget(const StageSpec& spec, const std::vector<std::string>& given);
 
-// The method a wrapper (adakv, chunkkv) ranks cells by: its `scorer` key names one of the methods
-// whose EvictionStage::score_layer gives per-KV-head scores, run with that method's default keys.
+// The method a wrapper (adakv, chunkkv, criticalkv) ranks cells by: its `scorer` key names one of
+// the methods whose EvictionStage::score_layer gives per-KV-head scores, run with that method's
+// default keys, except the keys `fixed` sets for it (scorer name → params text, as criticalkv
+// runs expected_attention with vnorm=off, as kvpress's evaluation registry does).
 ParamDef eviction_scorer_param(const std::string& help);
 class WrappedScorer {
  public:
-  explicit WrappedScorer(const StageSpec& wrapper);
+  explicit WrappedScorer(const StageSpec& wrapper, const std::map<std::string, std::string, std::less<>>& fixed = {});
   // Layer `layer`'s scores for a per-head budget `budget`, [H_kv, T], secondary filled (primary's
   // when the scorer has none); fails, naming the wrapper, when the scorer gives none.
   HeadScores scores(const CompressContext& ctx, int layer, std::int64_t budget) const;
@@ -102,6 +106,15 @@ void keep_top_scores(const std::vector<double>& primary, const std::vector<doubl
 
 // keep_top_scores on each KV head g of `scores` ([H, T] rows, all T tokens), k per head, into mask [T, H].
 void keep_top_per_head(const HeadScores& scores, std::int64_t T, int H, std::int64_t k, std::vector<std::uint8_t>& mask);
+
+// Ada-KV's allocation as kvpress's AdaKVPress makes it (docs/methods/adakv.md §3): each KV head's
+// top ⌊alpha·b⌋ cells of `scores` ([H, T] rows) rank above all others, then the layer's H·b best
+// cells over all heads at once are marked in mask [T, H] (all 0 on entry; exactly H·b marked,
+// b < T). Ties: primary, then secondary, then the lower flat index g·T + t (lower head, then
+// earlier token). adakv keeps these cells; criticalkv (allocation=adaptive) takes each head's
+// count of them as that head's budget.
+void keep_top_adaptive(const HeadScores& scores, std::int64_t T, int H, std::int64_t b, double alpha,
+                       std::vector<std::uint8_t>& mask);
 
 // Attention each key receives from the last `rows` dumped queries of `layer` (1 ≤ rows ≤ W):
 // [H_q, T], entry (h, t) = Σ_w softmax_t(q_{w,h}·k_t/√D) with RoPE at the true positions and the
