@@ -111,8 +111,7 @@ MoeConfig parse_moe(const json& j, const ModelConfig& c, std::string_view source
     if (m.num_experts <= 0) fail("{}: num_local_experts {} must be positive", source, m.num_experts);
     m.top_k = int_or(j, "num_experts_per_tok", 2, source);
     m.expert_intermediate_size = c.intermediate_size;
-    m.normalize_top_k = true;
-    m.sparse_layer.assign(c.num_layers, true);
+    m.normalize_top_k = true;  // every layer sparse: step 1, no dense layer
   } else {
     m.num_experts = int_or(j, "num_experts", 128, source);
     if (m.num_experts < 0) fail("{}: num_experts {} must be ≥ 0 (0: every layer dense)", source, m.num_experts);
@@ -121,29 +120,41 @@ MoeConfig parse_moe(const json& j, const ModelConfig& c, std::string_view source
     if (m.expert_intermediate_size <= 0)
       fail("{}: moe_intermediate_size {} must be positive", source, m.expert_intermediate_size);
     m.normalize_top_k = flag(j, "norm_topk_prob", false, source);
-    const int step = int_or(j, "decoder_sparse_step", 1, source);
-    if (step <= 0) fail("{}: decoder_sparse_step {} must be ≥ 1 (layer l is sparse when (l + 1) % step == 0)", source, step);
-    std::vector<bool> dense_only(c.num_layers, false);
+    m.decoder_sparse_step = int_or(j, "decoder_sparse_step", 1, source);
+    if (m.decoder_sparse_step <= 0)
+      fail("{}: decoder_sparse_step {} must be ≥ 1 (layer l is sparse when (l + 1) % step == 0)", source,
+           m.decoder_sparse_step);
     if (auto it = j.find("mlp_only_layers"); it != j.end() && !it->is_null()) {
       if (!it->is_array()) fail("{}: 'mlp_only_layers' must be a list of layer indices", source);
       for (const auto& v : *it) {
         const int l = to_int(v, "mlp_only_layers", source);
         if (l < 0 || l >= c.num_layers)
           fail("{}: mlp_only_layers entry {} is outside the layers 0..{}", source, l, c.num_layers - 1);
-        dense_only[l] = true;
+        m.mlp_only_layers.push_back(l);
       }
+      std::sort(m.mlp_only_layers.begin(), m.mlp_only_layers.end());
+      m.mlp_only_layers.erase(std::unique(m.mlp_only_layers.begin(), m.mlp_only_layers.end()), m.mlp_only_layers.end());
     }
-    for (int l = 0; l < c.num_layers; ++l)
-      m.sparse_layer.push_back(!dense_only[l] && m.num_experts > 0 && (l + 1) % step == 0);
   }
-  const bool any_sparse = std::find(m.sparse_layer.begin(), m.sparse_layer.end(), true) != m.sparse_layer.end();
-  if (any_sparse && (m.top_k <= 0 || m.top_k > m.num_experts))
+  if (m.count_sparse(c.num_layers) > 0 && (m.top_k <= 0 || m.top_k > m.num_experts))
     fail("{}: num_experts_per_tok {} must be in 1..{} ({} {})", source, m.top_k, m.num_experts,
          mixtral ? "num_local_experts" : "num_experts", m.num_experts);
   return m;
 }
 
 }  // namespace
+
+bool MoeConfig::sparse(int layer) const {
+  return num_experts > 0 && (layer + 1) % decoder_sparse_step == 0 &&
+         !std::binary_search(mlp_only_layers.begin(), mlp_only_layers.end(), layer);
+}
+
+int MoeConfig::count_sparse(int num_layers) const {
+  if (num_experts <= 0) return 0;
+  int n = num_layers / decoder_sparse_step;  // l + 1 a multiple of the step, l < num_layers
+  for (int l : mlp_only_layers) n -= l < num_layers && (l + 1) % decoder_sparse_step == 0;
+  return n;
+}
 
 std::string ModelConfig::moe_tensor_name(MoeTensor tensor, int expert) const {
   const bool mixtral = model_type == "mixtral";
@@ -164,7 +175,7 @@ std::string_view to_string(Activation a) {
 std::string ModelConfig::describe() const {
   std::string experts;
   if (moe) {
-    const auto sparse = std::count(moe->sparse_layer.begin(), moe->sparse_layer.end(), true);
+    const int sparse = moe->count_sparse(num_layers);
     experts = fmt::format(" moe E={} top-{} I_e={}{} sparse-layers={}/{}", moe->num_experts, moe->top_k,
                           moe->expert_intermediate_size, moe->normalize_top_k ? " renormalised" : "", sparse, num_layers);
   }

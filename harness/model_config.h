@@ -46,7 +46,13 @@ struct MoeConfig {
   int top_k = 0;                       // experts per token, 1 ≤ top_k ≤ E (num_experts_per_tok)
   int expert_intermediate_size = 0;    // I_e (Mixtral intermediate_size, Qwen3-MoE moe_intermediate_size)
   bool normalize_top_k = true;         // Mixtral always; Qwen3-MoE: norm_topk_prob
-  std::vector<bool> sparse_layer;      // [num_layers]: MoE block (true) or the dense MLP of intermediate_size
+  int decoder_sparse_step = 1;         // Qwen3-MoE: layer l may be sparse when (l + 1) % step == 0; Mixtral: 1
+  std::vector<int> mlp_only_layers;    // Qwen3-MoE: layers kept dense (sorted, distinct); Mixtral: none
+
+  // Qwen3MoeDecoderLayer's rule (Mixtral: every layer): a MoE block, else the dense MLP of
+  // intermediate_size. Computed, not stored, so a huge num_hidden_layers costs nothing.
+  bool sparse(int layer) const;
+  int count_sparse(int num_layers) const;  // how many of layers 0..num_layers-1 are sparse
 };
 
 struct ModelConfig {
@@ -75,7 +81,7 @@ struct ModelConfig {
   std::string json;                   // config.json as read, for provenance
 
   int n_rep() const { return num_heads / num_kv_heads; }
-  bool sparse_layer(int layer) const { return moe && moe->sparse_layer.at(layer); }
+  bool sparse_layer(int layer) const { return moe && moe->sparse(layer); }
   // The HF name of a sparse layer's tensor after "model.layers.{layer}." (`expert` ignored for
   // the router): "block_sparse_moe.experts.3.w1.weight" (Mixtral), "mlp.experts.3.gate_proj.weight".
   std::string moe_tensor_name(MoeTensor tensor, int expert) const;

@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -44,6 +45,14 @@ json qwen3_30b_a3b() {
     "use_sliding_window": false, "vocab_size": 151936})");
 }
 
+// Which layers are sparse, as a list (MoeConfig computes it per layer).
+std::vector<bool> sparse_pattern(const ModelConfig& c) {
+  std::vector<bool> out;
+  for (int l = 0; l < c.num_layers; ++l) out.push_back(c.sparse_layer(l));
+  EXPECT_EQ(c.moe->count_sparse(c.num_layers), std::count(out.begin(), out.end(), true));
+  return out;
+}
+
 std::string error_of(const json& j) {
   try {
     parse_model_config(j.dump());
@@ -60,7 +69,7 @@ TEST(MoeConfig, Mixtral8x7bIsMistralsAttentionWithEightExpertsTopTwoRenormalised
   EXPECT_EQ(c.moe->top_k, 2);
   EXPECT_EQ(c.moe->expert_intermediate_size, 14336);  // each expert is intermediate_size wide
   EXPECT_TRUE(c.moe->normalize_top_k);
-  EXPECT_EQ(c.moe->sparse_layer, std::vector<bool>(32, true));
+  EXPECT_EQ(sparse_pattern(c), std::vector<bool>(32, true));
   EXPECT_EQ(c.head_dim, 128);
   EXPECT_EQ(c.n_rep(), 4);
   EXPECT_FALSE(c.qk_norm);
@@ -111,7 +120,7 @@ TEST(MoeConfig, Qwen3_30bA3bIsQwen3sAttentionWith128ExpertsTopEight) {
   EXPECT_EQ(c.moe->top_k, 8);
   EXPECT_EQ(c.moe->expert_intermediate_size, 768);
   EXPECT_TRUE(c.moe->normalize_top_k);
-  EXPECT_EQ(c.moe->sparse_layer, std::vector<bool>(48, true));
+  EXPECT_EQ(sparse_pattern(c), std::vector<bool>(48, true));
   EXPECT_TRUE(c.qk_norm);
   EXPECT_EQ(c.head_dim, 128);
   EXPECT_EQ(c.n_rep(), 8);
@@ -137,7 +146,7 @@ TEST(MoeConfig, Qwen3MoeDefaultsAreQwen3MoeConfigsNotQwen3s) {
   EXPECT_EQ(c.moe->top_k, 8);
   EXPECT_EQ(c.moe->expert_intermediate_size, 768);
   EXPECT_FALSE(c.moe->normalize_top_k);
-  EXPECT_EQ(c.moe->sparse_layer, std::vector<bool>(48, true));
+  EXPECT_EQ(sparse_pattern(c), std::vector<bool>(48, true));
   EXPECT_EQ(c.num_kv_heads, 4);
   EXPECT_EQ(c.head_dim, 2048 / 32);
   EXPECT_THAT(c.describe(), Not(HasSubstr("renormalised")));
@@ -155,17 +164,27 @@ TEST(MoeConfig, Qwen3MoeSparseLayersFollowMlpOnlyLayersAndDecoderSparseStep) {
   j["decoder_sparse_step"] = 2;
   j["mlp_only_layers"] = {3, 0};
   auto c = parse_model_config(j.dump());
-  EXPECT_EQ(c.moe->sparse_layer, (std::vector<bool>{false, true, false, false, false, true}));
+  EXPECT_EQ(sparse_pattern(c), (std::vector<bool>{false, true, false, false, false, true}));
   EXPECT_TRUE(c.sparse_layer(1));
   EXPECT_FALSE(c.sparse_layer(3));
   EXPECT_THAT(c.describe(), HasSubstr("sparse-layers=2/6"));
   j["num_experts"] = 0;  // no experts: every layer dense, top-k not checked
   c = parse_model_config(j.dump());
-  EXPECT_EQ(c.moe->sparse_layer, std::vector<bool>(6, false));
+  EXPECT_EQ(sparse_pattern(c), std::vector<bool>(6, false));
+  // The rule is computed, not stored: 2³¹ − 1 layers parse at once (a fuzzed config must not
+  // allocate per layer); every second one is sparse.
+  json huge = j;
+  huge["num_hidden_layers"] = 2147483647;
+  huge["num_experts"] = 16;
+  huge["mlp_only_layers"] = {1, 2};
+  const auto h = parse_model_config(huge.dump());
+  EXPECT_EQ(h.moe->count_sparse(h.num_layers), 2147483647 / 2 - 1);
+  EXPECT_TRUE(h.sparse_layer(2147483645));
+  EXPECT_FALSE(h.sparse_layer(1));
   j["mlp_only_layers"] = nullptr;  // null is the default []
   j["num_experts"] = 16;
   j["decoder_sparse_step"] = 1;
-  EXPECT_EQ(parse_model_config(j.dump()).moe->sparse_layer, std::vector<bool>(6, true));
+  EXPECT_EQ(sparse_pattern(parse_model_config(j.dump())), std::vector<bool>(6, true));
 }
 
 TEST(MoeConfig, BadKeysAreNamedWithTheirRange) {

@@ -69,7 +69,7 @@ TEST_P(TinyModel, FolderLoadsLikeARealCheckpoint) {
     EXPECT_EQ(c.moe->top_k, o.experts_per_token);
     EXPECT_EQ(c.moe->expert_intermediate_size, qwen3_moe ? o.moe_intermediate : o.intermediate);
     EXPECT_TRUE(c.moe->normalize_top_k);
-    EXPECT_EQ(c.moe->sparse_layer, std::vector<bool>(2, true));
+    EXPECT_TRUE(c.sparse_layer(0) && c.sparse_layer(1));
   }
   EXPECT_EQ(c.vocab_size, written.vocab_size);
   EXPECT_FALSE(c.eos_token_ids.empty());
@@ -135,7 +135,7 @@ TEST(TinyWeights, MoeLayersDrawExpertsWhereDenseLayersDrawTheirMlpAndOtherFamili
   auto config = json::parse(tiny_model_config_json(o, 300));
   config["mlp_only_layers"] = {0};
   const auto mc = parse_model_config(config.dump());
-  ASSERT_EQ(mc.moe->sparse_layer, (std::vector<bool>{false, true}));
+  ASSERT_TRUE(!mc.sparse_layer(0) && mc.sparse_layer(1));
   const auto w = tiny_weights(mc, o);
   EXPECT_EQ(w.at("model.layers.0.mlp.gate_proj.weight").shape, (core::Shape{o.intermediate, o.hidden}));
   EXPECT_EQ(w.count("model.layers.1.mlp.gate_proj.weight"), 0u);
