@@ -87,7 +87,84 @@ Activation activation(const json& j, std::string_view source) {
   fail("{}: hidden_act '{}' is not supported (accepted: {})", source, name, accepted);
 }
 
+// An integer with the family's default when the key is absent or null.
+int int_or(const json& j, const char* key, int fallback, std::string_view source) {
+  return optional_int(j, key, source).value_or(fallback);
+}
+
+// The sparse MoE block's keys (docs/models.md §7.2). Mixtral: MixtralConfig (num_local_experts
+// 8 — or v5's alias num_experts —, num_experts_per_tok 2, experts of intermediate_size, the top-k
+// weights always renormalised: MixtralSparseMoeBlock has no switch), every layer sparse.
+// Qwen3-MoE: Qwen3MoeConfig (num_experts 128, num_experts_per_tok 8, moe_intermediate_size 768,
+// norm_topk_prob false, decoder_sparse_step 1, mlp_only_layers []); layer l is sparse when
+// l ∉ mlp_only_layers, num_experts > 0 and (l + 1) % decoder_sparse_step == 0
+// (Qwen3MoeDecoderLayer), else it has Qwen3MoeMLP of intermediate_size.
+MoeConfig parse_moe(const json& j, const ModelConfig& c, std::string_view source) {
+  MoeConfig m;
+  const bool mixtral = c.model_type == "mixtral";
+  if (mixtral) {
+    const auto local = optional_int(j, "num_local_experts", source), alias = optional_int(j, "num_experts", source);
+    if (local && alias && *local != *alias)
+      fail("{}: num_local_experts {} and num_experts {} disagree (MixtralConfig maps num_experts to num_local_experts)",
+           source, *local, *alias);
+    m.num_experts = local ? *local : alias.value_or(8);
+    if (m.num_experts <= 0) fail("{}: num_local_experts {} must be positive", source, m.num_experts);
+    m.top_k = int_or(j, "num_experts_per_tok", 2, source);
+    m.expert_intermediate_size = c.intermediate_size;
+    m.normalize_top_k = true;  // every layer sparse: step 1, no dense layer
+  } else {
+    m.num_experts = int_or(j, "num_experts", 128, source);
+    if (m.num_experts < 0) fail("{}: num_experts {} must be ≥ 0 (0: every layer dense)", source, m.num_experts);
+    m.top_k = int_or(j, "num_experts_per_tok", 8, source);
+    m.expert_intermediate_size = int_or(j, "moe_intermediate_size", 768, source);
+    if (m.expert_intermediate_size <= 0)
+      fail("{}: moe_intermediate_size {} must be positive", source, m.expert_intermediate_size);
+    m.normalize_top_k = flag(j, "norm_topk_prob", false, source);
+    m.decoder_sparse_step = int_or(j, "decoder_sparse_step", 1, source);
+    if (m.decoder_sparse_step <= 0)
+      fail("{}: decoder_sparse_step {} must be ≥ 1 (layer l is sparse when (l + 1) % step == 0)", source,
+           m.decoder_sparse_step);
+    if (auto it = j.find("mlp_only_layers"); it != j.end() && !it->is_null()) {
+      if (!it->is_array()) fail("{}: 'mlp_only_layers' must be a list of layer indices", source);
+      for (const auto& v : *it) {
+        const int l = to_int(v, "mlp_only_layers", source);
+        if (l < 0 || l >= c.num_layers)
+          fail("{}: mlp_only_layers entry {} is outside the layers 0..{}", source, l, c.num_layers - 1);
+        m.mlp_only_layers.push_back(l);
+      }
+      std::sort(m.mlp_only_layers.begin(), m.mlp_only_layers.end());
+      m.mlp_only_layers.erase(std::unique(m.mlp_only_layers.begin(), m.mlp_only_layers.end()), m.mlp_only_layers.end());
+    }
+  }
+  if (m.count_sparse(c.num_layers) > 0 && (m.top_k <= 0 || m.top_k > m.num_experts))
+    fail("{}: num_experts_per_tok {} must be in 1..{} ({} {})", source, m.top_k, m.num_experts,
+         mixtral ? "num_local_experts" : "num_experts", m.num_experts);
+  return m;
+}
+
 }  // namespace
+
+bool MoeConfig::sparse(int layer) const {
+  return num_experts > 0 && (layer + 1) % decoder_sparse_step == 0 &&
+         !std::binary_search(mlp_only_layers.begin(), mlp_only_layers.end(), layer);
+}
+
+int MoeConfig::count_sparse(int num_layers) const {
+  if (num_experts <= 0) return 0;
+  int n = num_layers / decoder_sparse_step;  // l + 1 a multiple of the step, l < num_layers
+  for (int l : mlp_only_layers) n -= l < num_layers && (l + 1) % decoder_sparse_step == 0;
+  return n;
+}
+
+std::string ModelConfig::moe_tensor_name(MoeTensor tensor, int expert) const {
+  const bool mixtral = model_type == "mixtral";
+  const char* block = mixtral ? "block_sparse_moe" : "mlp";
+  if (tensor == MoeTensor::router) return fmt::format("{}.gate.weight", block);
+  const char* name = tensor == MoeTensor::gate ? (mixtral ? "w1" : "gate_proj")
+                     : tensor == MoeTensor::up ? (mixtral ? "w3" : "up_proj")
+                                               : (mixtral ? "w2" : "down_proj");
+  return fmt::format("{}.experts.{}.{}.weight", block, expert, name);
+}
 
 std::string_view to_string(Activation a) {
   for (const auto& [name, act] : kActivations)
@@ -96,10 +173,16 @@ std::string_view to_string(Activation a) {
 }
 
 std::string ModelConfig::describe() const {
-  return fmt::format("{} {} layers d={} I={} H_q={} H_kv={} D={} vocab={} rope {}{}{}{}{}", model_type, num_layers,
+  std::string experts;
+  if (moe) {
+    const int sparse = moe->count_sparse(num_layers);
+    experts = fmt::format(" moe E={} top-{} I_e={}{} sparse-layers={}/{}", moe->num_experts, moe->top_k,
+                          moe->expert_intermediate_size, moe->normalize_top_k ? " renormalised" : "", sparse, num_layers);
+  }
+  return fmt::format("{} {} layers d={} I={} H_q={} H_kv={} D={} vocab={} rope {}{}{}{}{}{}", model_type, num_layers,
                      hidden_size, intermediate_size, num_heads, num_kv_heads, head_dim, vocab_size, rope.describe(),
                      qkv_bias ? " qkv-bias" : "", qk_norm ? " qk-norm" : "", hidden_act == Activation::silu ? "" : " act=" + std::string(to_string(hidden_act)),
-                     sliding_window ? fmt::format(" window={}", *sliding_window) : std::string());
+                     sliding_window ? fmt::format(" window={}", *sliding_window) : std::string(), experts);
 }
 
 ModelConfig parse_model_config(std::string_view json_text, std::string_view source) {
@@ -109,21 +192,27 @@ ModelConfig parse_model_config(std::string_view json_text, std::string_view sour
   ModelConfig c;
   c.json = std::string(json_text);
   c.model_type = optional_string(j, "model_type", source);
-  if (c.model_type != "llama" && c.model_type != "qwen2" && c.model_type != "mistral" && c.model_type != "qwen3")
-    fail("{}: model_type '{}' is not supported (llama, qwen2, mistral, qwen3)", source, c.model_type);
-  const bool qwen3 = c.model_type == "qwen3";
+  if (c.model_type != "llama" && c.model_type != "qwen2" && c.model_type != "mistral" && c.model_type != "qwen3" &&
+      c.model_type != "mixtral" && c.model_type != "qwen3_moe")
+    fail("{}: model_type '{}' is not supported (llama, qwen2, mistral, qwen3, mixtral, qwen3_moe)", source, c.model_type);
+  const bool qwen3 = c.model_type == "qwen3", mixtral = c.model_type == "mixtral", qwen3_moe = c.model_type == "qwen3_moe";
   c.vocab_size = required_int(j, "vocab_size", source);
   c.hidden_size = required_int(j, "hidden_size", source);
   c.intermediate_size = required_int(j, "intermediate_size", source);
   c.num_layers = required_int(j, "num_hidden_layers", source);
   c.num_heads = required_int(j, "num_attention_heads", source);
   // Absent num_key_value_heads: MHA for llama/qwen2/mistral; Qwen3Config's default is the
-  // constant 32 (Qwen3-8B's value), not num_attention_heads (configuration_qwen3.py).
+  // constant 32 (Qwen3-8B's value), not num_attention_heads (configuration_qwen3.py);
+  // MixtralConfig's 8 (null there means MHA); Qwen3MoeConfig's 4.
   const auto kv_heads = optional_int(j, "num_key_value_heads", source);
-  c.num_kv_heads = kv_heads.value_or(qwen3 ? 32 : c.num_heads);
+  const bool kv_heads_null = j.contains("num_key_value_heads") && j.at("num_key_value_heads").is_null();
+  const char* kv_default_owner = qwen3 ? "Qwen3Config" : mixtral ? "MixtralConfig" : "Qwen3MoeConfig";
+  if (qwen3_moe && kv_heads_null) fail("{}: 'num_key_value_heads' is null; Qwen3MoeConfig needs an integer", source);
+  c.num_kv_heads = kv_heads.value_or(qwen3 ? 32 : mixtral && !kv_heads_null ? 8 : qwen3_moe ? 4 : c.num_heads);
+  const bool family_default = !kv_heads && !kv_heads_null && (qwen3 || mixtral || qwen3_moe);
   if (c.num_kv_heads <= 0 || c.num_heads % c.num_kv_heads)
     fail("{}: num_key_value_heads {}{} must divide num_attention_heads {}", source, c.num_kv_heads,
-         kv_heads ? "" : " (absent: Qwen3Config's default)", c.num_heads);
+         family_default ? fmt::format(" (absent: {}'s default)", kv_default_owner) : std::string(), c.num_heads);
   // An explicit head_dim wins (Mistral-Nemo-style configs have head_dim·heads ≠ hidden_size).
   // Absent: hidden_size / num_attention_heads, except on qwen3, whose Qwen3Config defaults it to
   // the constant 128 (configuration_qwen3.py; Qwen3-0.6B has 16 heads of 128 on d_model 1024).
@@ -134,37 +223,57 @@ ModelConfig parse_model_config(std::string_view json_text, std::string_view sour
     c.head_dim = c.hidden_size / c.num_heads;
   }
   if (c.head_dim <= 0 || c.head_dim % 2) fail("{}: head_dim {} must be positive and even (RoPE pairs)", source, c.head_dim);
+  if (mixtral) c.rms_norm_eps = 1e-5;  // MixtralConfig's default (the others: 1e-6)
   if (auto it = j.find("rms_norm_eps"); it != j.end() && !it->is_null()) {
     if (!it->is_number() || !(it->get<double>() > 0)) fail("{}: 'rms_norm_eps' must be a positive number", source);
     c.rms_norm_eps = it->get<double>();
   }
   c.hidden_act = activation(j, source);
-  const bool attention_bias = flag(j, "attention_bias", false, source);
+  // MixtralAttention hard-codes bias=False on q/k/v/o (MixtralConfig has no attention_bias).
+  const bool attention_bias = flag(j, "attention_bias", false, source) && !mixtral;
   c.qkv_bias = c.model_type == "qwen2" || attention_bias;  // Qwen2's model code hard-codes q/k/v bias
   c.o_bias = c.model_type != "qwen2" && attention_bias;
-  c.mlp_bias = flag(j, "mlp_bias", false, source) && !qwen3;  // Qwen3MLP: bias=False, whatever the config says
+  // Qwen3MLP, Qwen3MoeMLP and Mixtral's experts: bias=False, whatever the config says.
+  c.mlp_bias = flag(j, "mlp_bias", false, source) && !qwen3 && !qwen3_moe && !mixtral;
   c.tie_word_embeddings = flag(j, "tie_word_embeddings", false, source);
-  c.qk_norm = qwen3;  // Qwen3Attention's q_norm / k_norm (no config key: always there)
+  c.qk_norm = qwen3 || qwen3_moe;  // Qwen3(Moe)Attention's q_norm / k_norm (no config key: always there)
   // Sliding window: Mistral applies it whenever set (v0.1: 4096); Qwen2 and Qwen3 only with
   // use_sliding_window: true, and then only on layers ≥ max_window_layers (their configs'
   // layer_types), which kvlab does not model, so it refuses rather than run the wrong attention.
   // With use_sliding_window false (the default, and every released checkpoint) transformers
   // drops sliding_window and every layer attends to the full causal prefix.
+  // Mixtral is Mistral's attention: MixtralModel masks every layer with sliding_window when it is
+  // set (create_sliding_window_causal_mask), as MistralModel does, so kvlab applies it the same way.
+  // Qwen3-MoE: Qwen3MoeConfig keeps sliding_window only under use_sliding_window, and transformers
+  // releases disagree on which layers then slide (max_window_layers in 4.5x, all in v5): refused.
   const auto window = optional_int(j, "sliding_window", source);
-  if (c.model_type == "mistral" && window) c.sliding_window = window;
-  if ((c.model_type == "qwen2" || qwen3) && flag(j, "use_sliding_window", false, source))
+  if ((c.model_type == "mistral" || mixtral) && window) c.sliding_window = window;
+  if ((c.model_type == "qwen2" || qwen3 || qwen3_moe) && flag(j, "use_sliding_window", false, source))
     fail("{}: use_sliding_window: true is not supported for {}: transformers then applies sliding_window only to "
-         "layers >= max_window_layers, and per-layer sliding-window attention is a separate item kvlab does not "
-         "implement yet (released {} checkpoints set use_sliding_window: false)",
-         source, c.model_type, c.model_type == "qwen2" ? "Qwen2/Qwen2.5" : "Qwen3");
+         "some layers (>= max_window_layers), and per-layer sliding-window attention is a separate item kvlab does "
+         "not implement yet (released {} checkpoints set use_sliding_window: false)",
+         source, c.model_type, c.model_type == "qwen2" ? "Qwen2/Qwen2.5" : qwen3 ? "Qwen3" : "Qwen3-MoE");
   if (c.sliding_window && *c.sliding_window <= 0) fail("{}: sliding_window {} must be positive", source, *c.sliding_window);
   c.max_position_embeddings = optional_int(j, "max_position_embeddings", source).value_or(0);
   c.bos_token_id = optional_int(j, "bos_token_id", source);
   c.eos_token_ids = token_list(j, "eos_token_id", source);
   c.torch_dtype = optional_string(j, "torch_dtype", source);
   if (c.torch_dtype.empty()) c.torch_dtype = optional_string(j, "dtype", source);
+  if (mixtral || qwen3_moe) c.moe = parse_moe(j, c, source);
+  // MixtralConfig's rope_theta default is 10⁶ (default_theta), not RoPE's usual 10⁴.
+  std::string rope_text(json_text);
+  const bool theta_given = (j.contains("rope_theta") && !j.at("rope_theta").is_null()) ||
+                           (j.contains("rope_parameters") && j.at("rope_parameters").is_object() &&
+                            j.at("rope_parameters").contains("rope_theta")) ||
+                           (j.contains("rope_scaling") && j.at("rope_scaling").is_object() &&
+                            j.at("rope_scaling").contains("rope_theta"));
+  if (mixtral && !theta_given) {
+    json with_theta = j;
+    with_theta["rope_theta"] = 1000000.0;
+    rope_text = with_theta.dump();
+  }
   try {
-    c.rope = core::Rope::from_config(json_text, c.head_dim);
+    c.rope = core::Rope::from_config(rope_text, c.head_dim);
   } catch (const Error& e) {
     fail("{}: {}", source, e.what());
   }

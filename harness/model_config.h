@@ -1,9 +1,10 @@
 // A Llama-family model's config.json, read with transformers' leniency (docs/models.md
 // §1.2): head_dim absent → hidden_size / num_attention_heads; num_key_value_heads absent → MHA;
 // eos_token_id an int or a list; torch_dtype or dtype; rope parameters in rope_scaling (key
-// "rope_type" or "type") or transformers-v5 rope_parameters (core::Rope reads those). The three
-// target families differ only in the flags below: Qwen2's q/k/v biases, Mistral v0.1's sliding
-// window, tied embeddings on the small Qwen2.5 and Qwen3 models, Qwen3's per-head q/k RMSNorm.
+// "rope_type" or "type") or transformers-v5 rope_parameters (core::Rope reads those). The
+// families differ only in the flags below: Qwen2's q/k/v biases, Mistral v0.1's sliding window,
+// tied embeddings on the small Qwen2.5 and Qwen3 models, Qwen3's per-head q/k RMSNorm, and the
+// sparse mixture-of-experts MLP of Mixtral and Qwen3-MoE (`moe`, docs/models.md §7).
 #pragma once
 
 #include <filesystem>
@@ -28,8 +29,34 @@ enum class Activation {
 
 std::string_view to_string(Activation a);  // its transformers name ("silu", "gelu", "gelu_pytorch_tanh", "relu")
 
+// One stored tensor of a sparse MoE block (docs/models.md §7.4).
+enum class MoeTensor {
+  router,  // [E, d_model]: Mixtral block_sparse_moe.gate, Qwen3-MoE mlp.gate
+  gate,    // [I_e, d_model]: Mixtral experts.e.w1, Qwen3-MoE experts.e.gate_proj
+  up,      // [I_e, d_model]: Mixtral experts.e.w3, Qwen3-MoE experts.e.up_proj
+  down,    // [d_model, I_e]: Mixtral experts.e.w2, Qwen3-MoE experts.e.down_proj
+};
+
+// The sparse MoE MLP (Mixtral's MixtralSparseMoeBlock, Qwen3-MoE's Qwen3MoeSparseMoeBlock):
+// router logits → softmax in f32 over all E experts → the top_k largest → (renormalised to sum
+// 1 when normalize_top_k) → cast to the activation dtype → Σ weight · expert(x), each expert
+// act(gate(x)) ⊙ up(x) → down, no biases.
+struct MoeConfig {
+  int num_experts = 0;                 // E (Mixtral num_local_experts, Qwen3-MoE num_experts)
+  int top_k = 0;                       // experts per token, 1 ≤ top_k ≤ E (num_experts_per_tok)
+  int expert_intermediate_size = 0;    // I_e (Mixtral intermediate_size, Qwen3-MoE moe_intermediate_size)
+  bool normalize_top_k = true;         // Mixtral always; Qwen3-MoE: norm_topk_prob
+  int decoder_sparse_step = 1;         // Qwen3-MoE: layer l may be sparse when (l + 1) % step == 0; Mixtral: 1
+  std::vector<int> mlp_only_layers;    // Qwen3-MoE: layers kept dense (sorted, distinct); Mixtral: none
+
+  // Qwen3MoeDecoderLayer's rule (Mixtral: every layer): a MoE block, else the dense MLP of
+  // intermediate_size. Computed, not stored, so a huge num_hidden_layers costs nothing.
+  bool sparse(int layer) const;
+  int count_sparse(int num_layers) const;  // how many of layers 0..num_layers-1 are sparse
+};
+
 struct ModelConfig {
-  std::string model_type;             // "llama" | "qwen2" | "mistral" | "qwen3"
+  std::string model_type;             // "llama" | "qwen2" | "mistral" | "qwen3" | "mixtral" | "qwen3_moe"
   int vocab_size = 0;                 // embedding rows (may exceed the tokenizer's size: padding)
   int hidden_size = 0;                // d_model
   int intermediate_size = 0;          // MLP width I
@@ -44,7 +71,8 @@ struct ModelConfig {
   bool mlp_bias = false;              // gate/up/down biases (llama's mlp_bias)
   bool tie_word_embeddings = false;   // lm_head reuses embed_tokens (lm_head.weight absent)
   bool qk_norm = false;               // RMSNorm over D of each q and k head before RoPE (Qwen3's q_norm/k_norm)
-  std::optional<int> sliding_window;  // attend to at most this many most recent keys (Mistral v0.1), else full
+  std::optional<int> sliding_window;  // attend to at most this many most recent keys (Mistral v0.1, Mixtral), else full
+  std::optional<MoeConfig> moe;       // Mixtral and Qwen3-MoE; absent on dense families
   int max_position_embeddings = 0;
   std::optional<int> bos_token_id;
   std::vector<int> eos_token_ids;     // generation stops on any of these
@@ -53,6 +81,10 @@ struct ModelConfig {
   std::string json;                   // config.json as read, for provenance
 
   int n_rep() const { return num_heads / num_kv_heads; }
+  bool sparse_layer(int layer) const { return moe && moe->sparse(layer); }
+  // The HF name of a sparse layer's tensor after "model.layers.{layer}." (`expert` ignored for
+  // the router): "block_sparse_moe.experts.3.w1.weight" (Mixtral), "mlp.experts.3.gate_proj.weight".
+  std::string moe_tensor_name(MoeTensor tensor, int expert) const;
   std::string describe() const;  // one line: "llama 4 layers d=256 H_q=8 H_kv=2 D=32 rope llama3 ..."
 };
 

@@ -17,8 +17,12 @@ namespace {
 using nlohmann::json;
 
 void check_options(const TinyModelOptions& o) {
-  if (o.arch != "llama" && o.arch != "qwen2" && o.arch != "mistral" && o.arch != "qwen3")
-    fail("make-tiny-model: --arch '{}' is not one of llama, qwen2, mistral, qwen3", o.arch);
+  if (o.arch != "llama" && o.arch != "qwen2" && o.arch != "mistral" && o.arch != "qwen3" && o.arch != "mixtral" &&
+      o.arch != "qwen3_moe")
+    fail("make-tiny-model: --arch '{}' is not one of llama, qwen2, mistral, qwen3, mixtral, qwen3_moe", o.arch);
+  if (o.experts <= 0 || o.experts_per_token <= 0 || o.experts_per_token > o.experts || o.moe_intermediate <= 0)
+    fail("make-tiny-model: --experts {} and --moe-intermediate {} must be positive and --experts-per-token {} in 1..{}",
+         o.experts, o.moe_intermediate, o.experts_per_token, o.experts);
   if (o.layers <= 0 || o.hidden <= 0 || o.heads <= 0 || o.kv_heads <= 0 || o.intermediate <= 0)
     fail("make-tiny-model: layers, hidden, heads, kv-heads and intermediate must be positive");
   if (o.heads % o.kv_heads) fail("make-tiny-model: --kv-heads {} must divide --heads {}", o.kv_heads, o.heads);
@@ -73,7 +77,8 @@ std::string tiny_model_config_json(const TinyModelOptions& o, int vocab_size) {
   if (o.head_dim) c["head_dim"] = o.head_dim;
   // Qwen3 configs always write head_dim, and on the released models it is not hidden / heads
   // (Qwen3-0.6B: 128 on 1024 / 16): the tiny qwen3 mirrors that with 2 · hidden / heads.
-  if (o.arch == "qwen3" && !o.head_dim) c["head_dim"] = 2 * (o.hidden / o.heads);
+  // Qwen3-30B-A3B likewise (128 on 2048 / 32).
+  if ((o.arch == "qwen3" || o.arch == "qwen3_moe") && !o.head_dim) c["head_dim"] = 2 * (o.hidden / o.heads);
   c["hidden_act"] = "silu";
   c["max_position_embeddings"] = o.max_position_embeddings;
   c["tie_word_embeddings"] = false;
@@ -113,6 +118,37 @@ std::string tiny_model_config_json(const TinyModelOptions& o, int vocab_size) {
     c["sliding_window"] = nullptr;
     c["use_sliding_window"] = false;
     c["max_window_layers"] = o.layers;
+  } else if (o.arch == "qwen3_moe") {
+    // Qwen3-30B-A3B's layout: Qwen3's attention, every layer sparse, renormalised top-k, untied.
+    c["architectures"] = {"Qwen3MoeForCausalLM"};
+    c["model_type"] = "qwen3_moe";
+    c["rms_norm_eps"] = 1e-6;
+    c["rope_theta"] = 1000000.0;
+    c["rope_scaling"] = nullptr;
+    c["attention_bias"] = false;
+    c["sliding_window"] = nullptr;
+    c["use_sliding_window"] = false;
+    c["max_window_layers"] = o.layers;
+    c["num_experts"] = o.experts;
+    c["num_experts_per_tok"] = o.experts_per_token;
+    c["moe_intermediate_size"] = o.moe_intermediate;
+    c["norm_topk_prob"] = true;
+    c["decoder_sparse_step"] = 1;
+    c["mlp_only_layers"] = json::array();
+    c["router_aux_loss_coef"] = 0.001;
+    c["output_router_logits"] = false;
+  } else if (o.arch == "mixtral") {
+    // Mixtral-8x7B's layout: Mistral's attention without a window, every layer sparse.
+    c["architectures"] = {"MixtralForCausalLM"};
+    c["model_type"] = "mixtral";
+    c["rms_norm_eps"] = 1e-5;
+    c["rope_theta"] = 1000000.0;
+    c["sliding_window"] = nullptr;
+    c["num_local_experts"] = o.experts;
+    c["num_experts_per_tok"] = o.experts_per_token;
+    c["router_jitter_noise"] = 0.0;
+    c["router_aux_loss_coef"] = 0.02;
+    c["output_router_logits"] = false;
   } else {
     c["architectures"] = {"MistralForCausalLM"};
     c["model_type"] = "mistral";
@@ -146,10 +182,20 @@ std::map<std::string, core::TensorToWrite> tiny_weights(const ModelConfig& confi
         {"self_attn.v_proj.weight", {dkv, d}, 0, 1 / std::sqrt(double(d))},
         {"self_attn.o_proj.weight", {d, dq}, 0, 1 / std::sqrt(double(dq))},
         {"post_attention_layernorm.weight", {d}, 1, 0.1},
-        {"mlp.gate_proj.weight", {inter, d}, 0, 1 / std::sqrt(double(d))},
-        {"mlp.up_proj.weight", {inter, d}, 0, 1 / std::sqrt(double(d))},
-        {"mlp.down_proj.weight", {d, inter}, 0, 1 / std::sqrt(double(inter))},
     };
+    if (config.sparse_layer(l)) {  // the router, then each expert's gate, up, down
+      const std::int64_t experts = config.moe->num_experts, ie = config.moe->expert_intermediate_size;
+      specs.push_back({config.moe_tensor_name(MoeTensor::router, 0), {experts, d}, 0, 1 / std::sqrt(double(d))});
+      for (int e = 0; e < experts; ++e) {
+        specs.push_back({config.moe_tensor_name(MoeTensor::gate, e), {ie, d}, 0, 1 / std::sqrt(double(d))});
+        specs.push_back({config.moe_tensor_name(MoeTensor::up, e), {ie, d}, 0, 1 / std::sqrt(double(d))});
+        specs.push_back({config.moe_tensor_name(MoeTensor::down, e), {d, ie}, 0, 1 / std::sqrt(double(ie))});
+      }
+    } else {
+      specs.push_back({"mlp.gate_proj.weight", {inter, d}, 0, 1 / std::sqrt(double(d))});
+      specs.push_back({"mlp.up_proj.weight", {inter, d}, 0, 1 / std::sqrt(double(d))});
+      specs.push_back({"mlp.down_proj.weight", {d, inter}, 0, 1 / std::sqrt(double(inter))});
+    }
     if (config.qkv_bias)
       for (const auto& [name, rows] : {std::pair{"q", dq}, std::pair{"k", dkv}, std::pair{"v", dkv}})
         specs.push_back({fmt::format("self_attn.{}_proj.bias", name), {rows}, 0, 0.1});
@@ -158,7 +204,8 @@ std::map<std::string, core::TensorToWrite> tiny_weights(const ModelConfig& confi
         specs.push_back({name, {config.head_dim}, 1, 0.1});
     for (const auto& spec : specs) {
       auto t = draw.normal(spec.shape, spec.mean, spec.stddev);
-      if (l > 0 && s > 0) blend(t, previous.at(spec.name), s, spec.mean);
+      // A tensor the previous layer lacks (a sparse layer after a dense one) is drawn fresh.
+      if (l > 0 && s > 0 && previous.count(spec.name)) blend(t, previous.at(spec.name), s, spec.mean);
       previous[spec.name] = t;
       w[fmt::format("model.layers.{}.{}", l, spec.name)] = std::move(t);
     }
@@ -173,8 +220,10 @@ ModelConfig write_tiny_model(const std::filesystem::path& dir, const TinyModelOp
   std::filesystem::create_directories(dir);
   // Qwen3 ships Qwen2's tokenizer (Qwen2TokenizerFast: the same regex, NFC and byte-level BPE),
   // so the tiny qwen3 gets the tiny qwen2 tokenizer (and its chat template).
-  const bool qwen = o.arch == "qwen2" || o.arch == "qwen3";
-  const auto tok = write_tiny_tokenizer(dir, qwen ? "qwen2" : o.arch, tiny_corpus(), o.vocab, o.seed);
+  // Qwen3-MoE ships the same tokenizer; Mixtral ships Mistral's sentencepiece one.
+  const bool qwen = o.arch == "qwen2" || o.arch == "qwen3" || o.arch == "qwen3_moe";
+  const std::string family = qwen ? "qwen2" : o.arch == "mixtral" ? "mistral" : o.arch;
+  const auto tok = write_tiny_tokenizer(dir, family, tiny_corpus(), o.vocab, o.seed);
   // Qwen2 and Qwen3 checkpoints pad the embedding to a multiple of 64 rows beyond the tokenizer
   // (Qwen2.5: 151665 → 152064; Qwen3: 151669 → 151936); the tiny ones do the same.
   const int rows = qwen ? (tok.vocab_size + 63) / 64 * 64 : tok.vocab_size;

@@ -18,12 +18,17 @@ struct TinyModelOptions {
   std::string arch = "llama";   // llama (llama3 RoPE, BPE tokenizer.json) | qwen2 (q/k/v bias, NFC BPE)
                                 // | mistral (sentencepiece tokenizer.model) | qwen3 (q_norm/k_norm,
                                 // head_dim 2·hidden/heads unless given, tied embeddings, qwen2's tokenizer)
+                                // | mixtral (mistral + sparse MoE, mistral's tokenizer) | qwen3_moe
+                                // (qwen3's attention, untied, sparse MoE with norm_topk_prob, qwen2's tokenizer)
   int layers = 4;
   int hidden = 64;              // d_model
   int heads = 4;                // H_q
   int kv_heads = 2;             // H_kv (divides heads)
   int head_dim = 0;             // D; 0 → hidden / heads (qwen3: 2 · hidden / heads, written to config.json)
-  int intermediate = 128;       // MLP width
+  int intermediate = 128;       // MLP width (mixtral: each expert's; qwen3_moe: the dense layers')
+  int experts = 4;              // mixtral, qwen3_moe: experts per sparse layer E
+  int experts_per_token = 2;    // mixtral, qwen3_moe: top-k (1..experts)
+  int moe_intermediate = 64;    // qwen3_moe: moe_intermediate_size (each expert's width)
   int vocab = 512;              // tokenizer vocabulary target (byte-level BPE: ≥ 256 + specials)
   // Cross-layer structure: layer l's weights = s·(layer l−1's) + √(1−s²)·(fresh draw), so at
   // s > 0 adjacent layers' K/V correlate as in real models (xKV Fig. 2); 0 = independent.
@@ -38,7 +43,9 @@ std::string tiny_model_config_json(const TinyModelOptions& options, int vocab_si
 
 // Seeded random weights with HF names and shapes (docs/models.md §1.4) for `config`:
 // projections ~ N(0, 1/fan_in), embeddings ~ N(0, 1), norms (Qwen3's q_norm/k_norm [D] too)
-// 1 + N(0, 0.1²), Qwen2 biases N(0, 0.1²). Same options and config → same bytes.
+// 1 + N(0, 0.1²), Qwen2 biases N(0, 0.1²). Sparse layers (config.sparse_layer) draw the router
+// [E, d] ~ N(0, 1/d) and each expert's gate/up/down (fan-in rule) where a dense layer draws its
+// MLP. Same options and config → same bytes.
 std::map<std::string, core::TensorToWrite> tiny_weights(const ModelConfig& config, const TinyModelOptions& options);
 
 // Writes the whole folder (created if missing; existing kvlab files replaced atomically) and

@@ -51,14 +51,25 @@ TEST_P(TinyModel, FolderLoadsLikeARealCheckpoint) {
   const ModelConfig c = load_model_config(dir);
   EXPECT_EQ(c.model_type, o.arch);
   EXPECT_EQ(c.num_layers, 2);
-  const bool qwen3 = o.arch == "qwen3";
-  // qwen3: an explicit head_dim that is not hidden / heads, tied embeddings, q/k norms.
-  EXPECT_EQ(c.head_dim, (qwen3 ? 2 : 1) * o.hidden / o.heads);
+  const bool qwen3 = o.arch == "qwen3", qwen3_moe = o.arch == "qwen3_moe", moe = qwen3_moe || o.arch == "mixtral";
+  // qwen3 and qwen3_moe: an explicit head_dim that is not hidden / heads and q/k norms; qwen3's
+  // embeddings tied.
+  EXPECT_EQ(c.head_dim, (qwen3 || qwen3_moe ? 2 : 1) * o.hidden / o.heads);
   EXPECT_EQ(c.qkv_bias, o.arch == "qwen2");
-  EXPECT_EQ(c.qk_norm, qwen3);
+  EXPECT_EQ(c.qk_norm, qwen3 || qwen3_moe);
   EXPECT_EQ(c.tie_word_embeddings, qwen3);
-  if (qwen3) {
+  if (qwen3 || qwen3_moe) {
     EXPECT_EQ(json::parse(c.json).at("head_dim"), 2 * o.hidden / o.heads);
+  }
+  // mixtral, qwen3_moe: every layer sparse with --experts, --experts-per-token; Qwen3-30B-A3B
+  // renormalises its top-k (norm_topk_prob true), Mixtral always does.
+  ASSERT_EQ(c.moe.has_value(), moe);
+  if (moe) {
+    EXPECT_EQ(c.moe->num_experts, o.experts);
+    EXPECT_EQ(c.moe->top_k, o.experts_per_token);
+    EXPECT_EQ(c.moe->expert_intermediate_size, qwen3_moe ? o.moe_intermediate : o.intermediate);
+    EXPECT_TRUE(c.moe->normalize_top_k);
+    EXPECT_TRUE(c.sparse_layer(0) && c.sparse_layer(1));
   }
   EXPECT_EQ(c.vocab_size, written.vocab_size);
   EXPECT_FALSE(c.eos_token_ids.empty());
@@ -85,6 +96,18 @@ TEST_P(TinyModel, FolderLoadsLikeARealCheckpoint) {
     EXPECT_EQ(ckpt.shape(p + "self_attn.k_proj.weight"), (core::Shape{kv, d}));
     EXPECT_EQ(ckpt.shape(p + "self_attn.v_proj.weight"), (core::Shape{kv, d}));
     EXPECT_EQ(ckpt.shape(p + "self_attn.o_proj.weight"), (core::Shape{d, q}));
+    if (c.sparse_layer(l)) {  // the router and each expert, by the family's names (docs/models.md §7.4)
+      const std::int64_t ie = c.moe->expert_intermediate_size;
+      EXPECT_EQ(ckpt.shape(p + c.moe_tensor_name(MoeTensor::router, 0)), (core::Shape{c.moe->num_experts, d}));
+      for (int e = 0; e < c.moe->num_experts; ++e) {
+        EXPECT_EQ(ckpt.shape(p + c.moe_tensor_name(MoeTensor::gate, e)), (core::Shape{ie, d}));
+        EXPECT_EQ(ckpt.shape(p + c.moe_tensor_name(MoeTensor::up, e)), (core::Shape{ie, d}));
+        EXPECT_EQ(ckpt.shape(p + c.moe_tensor_name(MoeTensor::down, e)), (core::Shape{d, ie}));
+        EXPECT_EQ(ckpt.dtype(p + c.moe_tensor_name(MoeTensor::up, e)), "BF16");
+      }
+      EXPECT_FALSE(ckpt.has(p + "mlp.gate_proj.weight"));
+      continue;
+    }
     EXPECT_EQ(ckpt.shape(p + "mlp.gate_proj.weight"), (core::Shape{c.intermediate_size, d}));
     EXPECT_EQ(ckpt.shape(p + "mlp.down_proj.weight"), (core::Shape{d, c.intermediate_size}));
     EXPECT_EQ(ckpt.has(p + "self_attn.k_proj.bias"), c.qkv_bias);
@@ -99,7 +122,35 @@ TEST_P(TinyModel, FolderLoadsLikeARealCheckpoint) {
   fs::remove_all(dir);
 }
 
-INSTANTIATE_TEST_SUITE_P(Archs, TinyModel, ::testing::Values("llama", "qwen2", "mistral", "qwen3"));
+INSTANTIATE_TEST_SUITE_P(Archs, TinyModel, ::testing::Values("llama", "qwen2", "mistral", "qwen3", "mixtral", "qwen3_moe"));
+
+TEST(TinyWeights, MoeLayersDrawExpertsWhereDenseLayersDrawTheirMlpAndOtherFamiliesKeepTheirBytes) {
+  // A qwen3_moe whose layer 0 is dense (mlp_only_layers [0]) and layer 1 sparse: layer 0 has the
+  // dense MLP, layer 1 the router and 4 experts; attention tensors are drawn as on a qwen3 of
+  // the same shape (layer 0's tensors are byte-identical: the MoE additions change no draw before them).
+  TinyModelOptions o;
+  o.arch = "qwen3_moe";
+  o.layers = 2;
+  o.dtype = "float32";
+  auto config = json::parse(tiny_model_config_json(o, 300));
+  config["mlp_only_layers"] = {0};
+  const auto mc = parse_model_config(config.dump());
+  ASSERT_TRUE(!mc.sparse_layer(0) && mc.sparse_layer(1));
+  const auto w = tiny_weights(mc, o);
+  EXPECT_EQ(w.at("model.layers.0.mlp.gate_proj.weight").shape, (core::Shape{o.intermediate, o.hidden}));
+  EXPECT_EQ(w.count("model.layers.1.mlp.gate_proj.weight"), 0u);
+  EXPECT_EQ(w.at("model.layers.1.mlp.gate.weight").shape, (core::Shape{o.experts, o.hidden}));
+  EXPECT_EQ(w.at("model.layers.1.mlp.experts.3.down_proj.weight").shape, (core::Shape{o.hidden, o.moe_intermediate}));
+  EXPECT_NE(w.at("model.layers.1.mlp.experts.0.up_proj.weight").data, w.at("model.layers.1.mlp.experts.1.up_proj.weight").data);
+  TinyModelOptions dense = o;
+  dense.arch = "qwen3";
+  auto dense_config = json::parse(tiny_model_config_json(dense, 300));
+  dense_config["tie_word_embeddings"] = false;
+  const auto dw = tiny_weights(parse_model_config(dense_config.dump()), dense);
+  for (const char* name : {"model.layers.0.self_attn.q_proj.weight", "model.layers.0.mlp.down_proj.weight",
+                           "model.layers.0.self_attn.k_norm.weight", "model.layers.1.self_attn.k_proj.weight"})
+    EXPECT_EQ(w.at(name).data, dw.at(name).data) << name;
+}
 
 TEST(TinyWeights, Qwen3NormWeightsAreRandomAroundOneAndOtherFamiliesKeepTheirBytes) {
   // q_norm/k_norm [D] ~ 1 + N(0, 0.1²), drawn after a layer's other tensors: layer 0's other

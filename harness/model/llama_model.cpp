@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "harness/model/activation.h"
 
 namespace kvlab::harness {
 namespace {
@@ -75,6 +76,20 @@ LlamaModel::LlamaModel(ModelConfig config, const core::Checkpoint& ckpt, RunOpti
     layer.q_norm = optional_load(ckpt, c.qk_norm, p + "self_attn.q_norm.weight", {c.head_dim}, options_);
     layer.k_norm = optional_load(ckpt, c.qk_norm, p + "self_attn.k_norm.weight", {c.head_dim}, options_);
     layer.post_norm = load_weight(ckpt, p + "post_attention_layernorm.weight", {d}, options_);
+    if (c.sparse_layer(l)) {
+      const std::int64_t experts = c.moe->num_experts, ie = c.moe->expert_intermediate_size;
+      const auto tensor = [&](MoeTensor t, int e, std::vector<std::int64_t> shape) {
+        return load_weight(ckpt, p + c.moe_tensor_name(t, e), std::move(shape), options_);
+      };
+      std::vector<MoeExpert> all;
+      for (int e = 0; e < experts; ++e)
+        all.push_back({tensor(MoeTensor::gate, e, {ie, d}), tensor(MoeTensor::up, e, {ie, d}),
+                       tensor(MoeTensor::down, e, {d, ie})});
+      layer.moe = std::make_shared<const MoeMlp>(tensor(MoeTensor::router, 0, {experts, d}), std::move(all),
+                                                 c.moe->top_k, c.moe->normalize_top_k, c.hidden_act);
+      layers_.push_back(std::move(layer));
+      continue;
+    }
     layer.gate = load_weight(ckpt, p + "mlp.gate_proj.weight", {inter, d}, options_);
     layer.up = load_weight(ckpt, p + "mlp.up_proj.weight", {inter, d}, options_);
     layer.down = load_weight(ckpt, p + "mlp.down_proj.weight", {d, inter}, options_);
@@ -166,24 +181,17 @@ at::Tensor LlamaModel::attention(const at::Tensor& q, const at::Tensor& keys, co
   return outputs.size() == 1 ? outputs[0] : at::cat(outputs, 0);
 }
 
-// hidden_act as transformers' ACT2FN computes it: nn.SiLU, nn.GELU() (erf), nn.GELU("tanh")
-// (gelu_pytorch_tanh; gelu_new is the same formula written out), nn.ReLU.
-at::Tensor LlamaModel::activate(const at::Tensor& x) const {
-  switch (config_.hidden_act) {
-    case Activation::silu: return at::silu(x);
-    case Activation::gelu: return at::gelu(x, "none");
-    case Activation::gelu_tanh: return at::gelu(x, "tanh");
-    case Activation::relu: return at::relu(x);
-  }
-  fail("unknown activation");  // unreachable: the switch covers the enum
-}
-
 at::Tensor LlamaModel::mlp(const Layer& layer, const at::Tensor& h) const {
   std::vector<at::Tensor> outputs;
   const std::int64_t S = h.size(0), chunk = chunk_tokens(0);
   for (std::int64_t s0 = 0; s0 < S; s0 += chunk) {
     const at::Tensor x = rms_norm(h.narrow(0, s0, std::min(chunk, S - s0)), layer.post_norm, config_.rms_norm_eps);
-    const at::Tensor act = activate(linear(x, layer.gate, layer.gate_bias)) * linear(x, layer.up, layer.up_bias);
+    if (layer.moe) {  // Mixtral / Qwen3-MoE sparse layer: routed experts instead of the dense MLP
+      outputs.push_back(layer.moe->forward(x));
+      continue;
+    }
+    const at::Tensor act =
+        activate(linear(x, layer.gate, layer.gate_bias), config_.hidden_act) * linear(x, layer.up, layer.up_bias);
     outputs.push_back(linear(act, layer.down, layer.down_bias));
   }
   return outputs.size() == 1 ? outputs[0] : at::cat(outputs, 0);

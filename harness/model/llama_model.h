@@ -1,8 +1,9 @@
-// The Llama-family decoder (Llama-3.x, Qwen2/2.5, Mistral, Qwen3) in libtorch, with HF's numerics
-// (docs/models.md §1.3): RMSNorm in fp32, RoPE cos/sin in fp32 with rotate-half pairing,
-// softmax in fp32, q/k/v biases for Qwen2, Qwen3's per-head q_norm/k_norm before RoPE, GQA by
-// repeat-interleave (query head h reads KV head h / n_rep), Mistral v0.1's sliding window. CPU or
-// CUDA; f32, bf16 or f16.
+// The Llama-family decoder (Llama-3.x, Qwen2/2.5, Mistral, Qwen3, Mixtral, Qwen3-MoE) in libtorch,
+// with HF's numerics (docs/models.md §1.3): RMSNorm in fp32, RoPE cos/sin in fp32 with rotate-half
+// pairing, softmax in fp32, q/k/v biases for Qwen2, Qwen3's per-head q_norm/k_norm before RoPE, GQA
+// by repeat-interleave (query head h reads KV head h / n_rep), Mistral v0.1's sliding window, and
+// on Mixtral / Qwen3-MoE a sparse MoE MLP (moe_mlp.h) in the layers the config makes sparse. CPU
+// or CUDA; f32, bf16 or f16.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -10,11 +11,13 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <span>
 #include <vector>
 
 #include "core/safetensors.h"
 #include "harness/model/kv_cache.h"
+#include "harness/model/moe_mlp.h"
 #include "harness/model_config.h"
 
 namespace kvlab::harness {
@@ -44,8 +47,9 @@ class LlamaModel {
   // Copies every weight to options.device/dtype (nothing points into the mapping afterwards).
   // Checks that each tensor docs/models.md §1.4 names exists with its shape — an error names the
   // tensor and the checkpoint — accepts F32/F16/BF16 storage, ignores *.rotary_emb.inv_freq
-  // buffers, ties lm_head to embed_tokens when the config says so, and loads q_norm/k_norm [D]
-  // when the config has them (Qwen3).
+  // buffers, ties lm_head to embed_tokens when the config says so, loads q_norm/k_norm [D]
+  // when the config has them (Qwen3, Qwen3-MoE) and, in sparse layers, the router and every
+  // expert instead of the dense MLP (Mixtral, Qwen3-MoE: docs/models.md §7.4).
   LlamaModel(ModelConfig config, const core::Checkpoint& weights, RunOptions options);
   static LlamaModel load(const std::filesystem::path& dir, RunOptions options);  // config.json + safetensors
 
@@ -64,7 +68,8 @@ class LlamaModel {
 
   struct Layer {  // one decoder layer's weights; undefined biases (and q/k norms) are absent
     at::Tensor input_norm, q, q_bias, k, k_bias, v, v_bias, o, o_bias, q_norm, k_norm;
-    at::Tensor post_norm, gate, gate_bias, up, up_bias, down, down_bias;
+    at::Tensor post_norm, gate, gate_bias, up, up_bias, down, down_bias;  // the dense MLP (undefined when sparse)
+    std::shared_ptr<const MoeMlp> moe;  // the sparse MoE MLP of a sparse layer, else null
   };
 
  private:
@@ -75,7 +80,6 @@ class LlamaModel {
   static at::Tensor apply_rope(const at::Tensor& x, const RopeTables& tables);
   at::Tensor attention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
                        const at::Tensor& q_positions, const at::Tensor& k_positions, const at::Tensor& keep) const;
-  at::Tensor activate(const at::Tensor& x) const;  // config_.hidden_act
   at::Tensor mlp(const Layer& layer, const at::Tensor& h) const;
   std::int64_t chunk_tokens(std::int64_t keys) const;
 

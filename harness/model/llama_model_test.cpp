@@ -16,6 +16,7 @@
 #include <iostream>
 #include <limits>
 #include <numeric>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -97,16 +98,26 @@ double activation_oracle(const std::string& name, double x) {
 // index, query index) → visible. Mirrors KvCache's keep mask, which is per KV head.
 using CellFilter = std::function<bool(int layer, int kv_head, int key, int query)>;
 
+// What the oracle's routers did (sparse layers only): the smallest gap between the k-th and the
+// (k+1)-th routing probability of any token — f32 and double pick the same experts when it is
+// far above f32's rounding (~1e-7) — and every expert that was some token's first choice.
+struct RoutingStats {
+  double min_margin = std::numeric_limits<double>::infinity();
+  std::set<int> first_choices;
+};
+
 // The oracle: the decoder in plain loops over doubles, straight from the weights as written (no
 // libtorch on its path), Qwen3's q_norm/k_norm as RMSNorm over each head's D channels between
 // the projection and RoPE, RoPE by core::Rope::apply, the masks as docs/models.md §1.3 states them: query
 // i (position i) sees key j when j ≤ i, j > i − window (when the config has one) and
 // filter(l, h / n_rep, j, i), query head h reading KV head h / n_rep, the MLP's activation
-// `hidden_act` by activation_oracle. Returns logits [S][V].
+// `hidden_act` by activation_oracle. Sparse layers (Mixtral, Qwen3-MoE; docs/models.md §7.3) as
+// the MoE is defined: p = softmax(router · x) over all experts, the k largest, weights p_e
+// (divided by their sum when normalize_top_k), output Σ weight · expert_e(x). Returns logits [S][V].
 // With f32-stored weights the f32 model differs from it by rounding only (~1e-6 relative).
 std::vector<std::vector<double>> oracle_logits(const ModelConfig& c, const Weights& w,
                                                const std::vector<std::int64_t>& tokens, const CellFilter& filter = {},
-                                               const std::string& hidden_act = "silu") {
+                                               const std::string& hidden_act = "silu", RoutingStats* routing = nullptr) {
   using Vec = std::vector<double>;
   const int S = static_cast<int>(tokens.size()), d = c.hidden_size, H = c.num_heads, Hkv = c.num_kv_heads,
             D = c.head_dim, I = c.intermediate_size, rep = H / Hkv;
@@ -187,12 +198,47 @@ std::vector<std::vector<double>> oracle_logits(const ModelConfig& c, const Weigh
       const Vec o = linear(attn, p + "self_attn.o_proj", d, c.o_bias);
       for (int e = 0; e < d; ++e) h[i][e] += o[e];  // q, k, v of every token are already computed
     }
-    for (int t = 0; t < S; ++t) {
+    // An MLP act(gate(x)) ⊙ up(x) → down of width `width` whose projections are named gate/up/down.
+    const auto mlp = [&](const Vec& x, const std::string& gate, const std::string& up_name, const std::string& down_name,
+                         int width, bool bias) {
+      Vec act = linear(x, gate, width, bias);
+      const Vec up = linear(x, up_name, width, bias);
+      for (int e = 0; e < width; ++e) act[e] = activation_oracle(hidden_act, act[e]) * up[e];
+      return linear(act, down_name, d, bias);
+    };
+    const auto moe_name = [&](MoeTensor t, int e) {  // "model.layers.l.<tensor>" without ".weight"
+      const std::string name = c.moe_tensor_name(t, e);
+      return p + name.substr(0, name.size() - std::string(".weight").size());
+    };
+    for (int t = 0; c.sparse_layer(l) && t < S; ++t) {
+      const MoeConfig& m = *c.moe;
       const Vec x = norm(h[t], p + "post_attention_layernorm.weight");
-      Vec act = linear(x, p + "mlp.gate_proj", I, c.mlp_bias);
-      const Vec up = linear(x, p + "mlp.up_proj", I, c.mlp_bias);
-      for (int e = 0; e < I; ++e) act[e] = activation_oracle(hidden_act, act[e]) * up[e];
-      const Vec down = linear(act, p + "mlp.down_proj", d, c.mlp_bias);
+      Vec prob = linear(x, moe_name(MoeTensor::router, 0), m.num_experts, false);
+      const double top = *std::max_element(prob.begin(), prob.end());
+      double total = 0;
+      for (double& pe : prob) total += (pe = std::exp(pe - top));
+      for (double& pe : prob) pe /= total;
+      std::vector<int> order(m.num_experts);
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return prob[a] > prob[b]; });
+      double chosen = 0;
+      for (int i = 0; i < m.top_k; ++i) chosen += prob[order[i]];
+      if (routing) {
+        if (m.top_k < m.num_experts)
+          routing->min_margin = std::min(routing->min_margin, prob[order[m.top_k - 1]] - prob[order[m.top_k]]);
+        routing->first_choices.insert(order[0]);
+      }
+      for (int i = 0; i < m.top_k; ++i) {
+        const int e = order[i];
+        const double weight = m.normalize_top_k ? prob[e] / chosen : prob[e];
+        const Vec y = mlp(x, moe_name(MoeTensor::gate, e), moe_name(MoeTensor::up, e), moe_name(MoeTensor::down, e),
+                          m.expert_intermediate_size, false);
+        for (int j = 0; j < d; ++j) h[t][j] += weight * y[j];
+      }
+    }
+    for (int t = 0; !c.sparse_layer(l) && t < S; ++t) {
+      const Vec x = norm(h[t], p + "post_attention_layernorm.weight");
+      const Vec down = mlp(x, p + "mlp.gate_proj", p + "mlp.up_proj", p + "mlp.down_proj", I, c.mlp_bias);
       for (int e = 0; e < d; ++e) h[t][e] += down[e];
     }
   }
@@ -253,6 +299,123 @@ TEST(LlamaModel, FullForwardMatchesAPlainLoopOracle) {
     const auto tokens = random_ids(11, 13);
     const auto ours = dir.load().forward(ids(tokens), nullptr, {}, true);
     EXPECT_LT(max_diff(ours, oracle_logits(mc, w, tokens)), 1e-4) << k.arch;
+  }
+}
+
+// A sparse-MoE variant: the tiny model of `arch` with config.json edits.
+struct MoeCase {
+  std::string name, arch;
+  std::function<void(json&)> edit = {};
+  int layers = 2;
+};
+
+std::vector<MoeCase> moe_cases() {
+  return {
+      {"mixtral", "mixtral"},
+      // Mistral-style window 3, head_dim 6 ≠ hidden / heads, top-1 (the renormalised weight is 1).
+      {"mixtral_window_top1", "mixtral", [](json& j) {
+         j["sliding_window"] = 3;
+         j["head_dim"] = 6;
+         j["num_experts_per_tok"] = 1;
+       }},
+      {"qwen3_moe", "qwen3_moe"},  // norm_topk_prob true, every layer sparse (Qwen3-30B-A3B)
+      // norm_topk_prob false; 4 layers, decoder_sparse_step 2 → layers 1 and 3 sparse, 3 listed
+      // in mlp_only_layers → only layer 1 sparse; the dense layers use intermediate_size.
+      {"qwen3_moe_mixed_unnormalised", "qwen3_moe", [](json& j) {
+         j["norm_topk_prob"] = false;
+         j["decoder_sparse_step"] = 2;
+         j["mlp_only_layers"] = {3};
+       }, 4},
+      // Every expert for every token (top-k = E) with hidden_act gelu: a dense softmax mixture.
+      {"qwen3_moe_all_experts_gelu", "qwen3_moe", [](json& j) {
+         j["num_experts_per_tok"] = 4;
+         j["hidden_act"] = "gelu";
+       }},
+  };
+}
+
+struct MoeModel {
+  TinyModelOptions options;
+  json config;
+  ModelConfig parsed;
+  Weights weights;
+};
+
+MoeModel moe_model(const MoeCase& k, const std::string& dtype = "float32") {
+  MoeModel m;
+  m.options = small(k.arch);
+  m.options.layers = k.layers;
+  m.options.dtype = dtype;
+  m.config = config_json(m.options);
+  if (k.edit) k.edit(m.config);
+  m.parsed = parse_model_config(m.config.dump());
+  m.weights = tiny_weights(m.parsed, m.options);
+  return m;
+}
+
+TEST(LlamaModel, MoeForwardMatchesAPlainLoopOracle) {
+  // Mixtral and Qwen3-MoE, each knob of §7: f32 against the double oracle, 1e-4 on logits
+  // O(1–10) as for the dense families. The routing must be well-conditioned (the k-th and
+  // (k+1)-th probabilities > 1e-4 apart, 1000× f32's rounding of probabilities O(0.1–1)) so
+  // both sides pick the same experts, and varied (several experts are some token's first choice).
+  for (const auto& k : moe_cases()) {
+    const auto m = moe_model(k);
+    ASSERT_TRUE(m.parsed.moe) << k.name;
+    const ModelDir dir("moe_oracle_" + k.name, m.config, m.weights);
+    const auto tokens = random_ids(13, 31);
+    RoutingStats routing;
+    const auto oracle = oracle_logits(m.parsed, m.weights, tokens, {}, m.config.value("hidden_act", "silu"), &routing);
+    EXPECT_GT(routing.min_margin, 1e-4) << k.name << ": routing too close to a tie to compare";
+    EXPECT_GE(routing.first_choices.size(), 2u) << k.name << ": every token routed alike";
+    const auto ours = dir.load().forward(ids(tokens), nullptr, {}, true);
+    EXPECT_LT(max_diff(ours, oracle), 1e-4) << k.name;
+  }
+}
+
+TEST(LlamaModel, MoeRenormalisationAndSparseLayersChangeTheOutput) {
+  // The knobs are live: flipping norm_topk_prob, or making a dense layer sparse, moves the logits
+  // by far more than the 1e-4 the oracle comparison allows.
+  const auto base = moe_model(moe_cases()[3]);  // qwen3_moe_mixed_unnormalised
+  const auto tokens = random_ids(9, 32);
+  const auto logits = [&](const json& config) {
+    const ModelDir dir("moe_knob", config, tiny_weights(parse_model_config(config.dump()), base.options));
+    return dir.load().forward(ids(tokens), nullptr, {}, true);
+  };
+  const auto reference = logits(base.config);
+  json normalised = base.config;
+  normalised["norm_topk_prob"] = true;
+  EXPECT_GT(max_diff(reference, logits(normalised)), 1e-2);
+  // The same weights with layer 3 sparse: the loader then wants layer 3's experts.
+  json more_sparse = base.config;
+  more_sparse["mlp_only_layers"] = json::array();
+  EXPECT_THROW(ModelDir("moe_knob_missing", more_sparse, base.weights).load(), Error);
+}
+
+TEST(LlamaModel, MoeIncrementalDecodeEqualsFullRecompute) {
+  // Prefill 5 tokens into the cache (in query chunks of 2: the MLP/MoE runs per chunk), then one
+  // token at a time: every step's logits equal the full forward's row, and the cache holds the
+  // full forward's pre-RoPE keys and values. Same f32 arithmetic in another grouping: 1e-4.
+  for (const auto& k : moe_cases()) {
+    const auto m = moe_model(k);
+    const ModelDir dir("moe_decode_" + k.name, m.config, m.weights);
+    const auto tokens = random_ids(12, 33);
+    std::vector<at::Tensor> keys, values;
+    const auto model = dir.load();
+    const auto full = model.forward(ids(tokens), nullptr, [&](const LayerTap& tap) {
+      keys.push_back(tap.key.clone());
+      values.push_back(tap.value.clone());
+    }, true);
+    RunOptions chunked;
+    chunked.max_chunk_tokens = 2;
+    const auto stepper = dir.load(chunked);
+    KvCache cache(k.layers);
+    std::vector<at::Tensor> steps = {stepper.forward(ids({tokens.begin(), tokens.begin() + 5}), &cache, {}, true)};
+    for (std::size_t t = 5; t < tokens.size(); ++t) steps.push_back(stepper.forward(ids({tokens[t]}), &cache));
+    EXPECT_LT(max_diff(at::cat(steps, 0), full), 1e-4) << k.name;
+    for (int l = 0; l < k.layers; ++l) {
+      EXPECT_LT(max_diff(cache.key(l).transpose(0, 1), keys[l]), 1e-5) << k.name << " layer " << l;
+      EXPECT_LT(max_diff(cache.value(l).transpose(0, 1), values[l]), 1e-5) << k.name << " layer " << l;
+    }
   }
 }
 
@@ -703,7 +866,7 @@ void expect_model_matches(const std::string& python, const std::function<std::st
     auto o = small(arch);
     o.dtype = "bfloat16";
     json config = config_json(o);
-    if (arch == "mistral") config["sliding_window"] = 5;  // v0.1-style window
+    if (arch == "mistral" || arch == "mixtral") config["sliding_window"] = 5;  // v0.1-style window
     const ModelConfig mc = parse_model_config(config.dump());
     const ModelDir dir("ref_" + arch, config, weights_for(config, o));
     const auto tokens = random_ids(13, 20);
@@ -722,7 +885,10 @@ void expect_model_matches(const std::string& python, const std::function<std::st
   }
 }
 
-std::string own_reference(const std::string& arch) { return arch == "qwen3" ? "reference_qwen3.py" : "reference_llama.py"; }
+std::string own_reference(const std::string& arch) {
+  if (arch == "mixtral" || arch == "qwen3_moe") return "reference_moe.py";
+  return arch == "qwen3" ? "reference_qwen3.py" : "reference_llama.py";
+}
 
 bool system_python_has_torch() {
   return std::system("/usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1") == 0;
@@ -730,50 +896,83 @@ bool system_python_has_torch() {
 
 TEST(LlamaModel, LogitsMatchThePythonReference) {
   if (!system_python_has_torch()) GTEST_SKIP() << "/usr/bin/python3 has no torch (Debian: python3-torch)";
-  expect_model_matches("/usr/bin/python3", own_reference, {"llama", "qwen2", "mistral", "qwen3"});
+  expect_model_matches("/usr/bin/python3", own_reference, {"llama", "qwen2", "mistral", "qwen3", "mixtral", "qwen3_moe"});
 }
 
-TEST(LlamaModel, Qwen3CachedDecodeMatchesThePythonReferencesCachedDecode) {
-  // reference_qwen3.py with PREFILL 5: the first 5 tokens in one forward, the other 8 one at a
-  // time from a cache of rotated keys (transformers' DynamicCache); kvlab the same way from its
-  // cache of pre-RoPE (k_norm'd) keys. Both must equal the single forward of the other side.
+TEST(LlamaModel, MoeVariantsMatchThePythonReference) {
+  // reference_moe.py (MixtralSparseMoeBlock / Qwen3MoeSparseMoeBlock transcribed, with the
+  // one-hot expert loop and index_add_) on every MoE case, bf16-stored weights computed in f32 on
+  // both sides: 1e-4 on logits, 1e-5 on K and V, as for the dense families.
   if (!system_python_has_torch()) GTEST_SKIP() << "/usr/bin/python3 has no torch (Debian: python3-torch)";
-  auto o = small("qwen3");
-  o.dtype = "bfloat16";
-  const json config = config_json(o);
-  const ModelConfig mc = parse_model_config(config.dump());
-  const ModelDir dir("ref_qwen3_decode", config, weights_for(config, o));
-  const auto tokens = random_ids(13, 21);
-  const auto cached = run_reference("/usr/bin/python3", "reference_qwen3.py", dir, o, mc, tokens, 5);
-  const auto full = run_reference("/usr/bin/python3", "reference_qwen3.py", dir, o, mc, tokens);
-  ASSERT_TRUE(cached.logits.defined() && full.logits.defined());
-  EXPECT_LT(max_diff(cached.logits, full.logits), 1e-5) << "the reference's own cached decode";
-  const auto model = dir.load();
-  KvCache cache(o.layers);
-  std::vector<at::Tensor> steps = {model.forward(ids({tokens.begin(), tokens.begin() + 5}), &cache, {}, true)};
-  for (std::size_t t = 5; t < tokens.size(); ++t) steps.push_back(model.forward(ids({tokens[t]}), &cache));
-  const auto ours = at::cat(steps, 0);
-  EXPECT_LT(max_diff(ours, cached.logits), 1e-4);
-  EXPECT_LT(max_diff(ours, full.logits), 1e-4);
-  for (int l = 0; l < o.layers; ++l) {
-    EXPECT_LT(max_diff(cache.key(l).transpose(0, 1), cached.keys[l]), 1e-5) << "layer " << l;
-    EXPECT_LT(max_diff(cache.value(l).transpose(0, 1), cached.values[l]), 1e-5) << "layer " << l;
+  for (const auto& k : moe_cases()) {
+    const auto m = moe_model(k, "bfloat16");
+    const ModelDir dir("ref_moe_" + k.name, m.config, m.weights);
+    const auto tokens = random_ids(13, 34);
+    const auto ref = run_reference("/usr/bin/python3", "reference_moe.py", dir, m.options, m.parsed, tokens);
+    if (!ref.logits.defined()) continue;
+    std::vector<at::Tensor> keys, values;
+    const auto ours = dir.load().forward(ids(tokens), nullptr, [&](const LayerTap& tap) {
+      keys.push_back(tap.key.clone());
+      values.push_back(tap.value.clone());
+    }, true);
+    EXPECT_LT(max_diff(ours, ref.logits), 1e-4) << k.name;
+    for (int l = 0; l < k.layers; ++l) {
+      EXPECT_LT(max_diff(keys[l], ref.keys[l]), 1e-5) << k.name << " layer " << l << " pre-RoPE keys";
+      EXPECT_LT(max_diff(values[l], ref.values[l]), 1e-5) << k.name << " layer " << l << " values";
+    }
+  }
+}
+
+TEST(LlamaModel, CachedDecodeMatchesThePythonReferencesCachedDecode) {
+  // reference_qwen3.py / reference_moe.py with PREFILL 5: the first 5 tokens in one forward, the
+  // other 8 one at a time from a cache of rotated keys (transformers' DynamicCache); kvlab the
+  // same way from its cache of pre-RoPE keys (k_norm'd on qwen3 and qwen3_moe). Both must equal
+  // the single forward of the other side. Mixtral with a 4-token window, so the window slides
+  // over the cache during the decode.
+  if (!system_python_has_torch()) GTEST_SKIP() << "/usr/bin/python3 has no torch (Debian: python3-torch)";
+  for (const std::string arch : {"qwen3", "mixtral", "qwen3_moe"}) {
+    auto o = small(arch);
+    o.dtype = "bfloat16";
+    json config = config_json(o);
+    if (arch == "mixtral") config["sliding_window"] = 4;
+    const ModelConfig mc = parse_model_config(config.dump());
+    const ModelDir dir("ref_decode_" + arch, config, weights_for(config, o));
+    const auto tokens = random_ids(13, 21);
+    const auto cached = run_reference("/usr/bin/python3", own_reference(arch), dir, o, mc, tokens, 5);
+    const auto full = run_reference("/usr/bin/python3", own_reference(arch), dir, o, mc, tokens);
+    ASSERT_TRUE(cached.logits.defined() && full.logits.defined()) << arch;
+    EXPECT_LT(max_diff(cached.logits, full.logits), 1e-5) << arch << ": the reference's own cached decode";
+    const auto model = dir.load();
+    KvCache cache(o.layers);
+    std::vector<at::Tensor> steps = {model.forward(ids({tokens.begin(), tokens.begin() + 5}), &cache, {}, true)};
+    for (std::size_t t = 5; t < tokens.size(); ++t) steps.push_back(model.forward(ids({tokens[t]}), &cache));
+    const auto ours = at::cat(steps, 0);
+    EXPECT_LT(max_diff(ours, cached.logits), 1e-4) << arch;
+    EXPECT_LT(max_diff(ours, full.logits), 1e-4) << arch;
+    for (int l = 0; l < o.layers; ++l) {
+      EXPECT_LT(max_diff(cache.key(l).transpose(0, 1), cached.keys[l]), 1e-5) << arch << " layer " << l;
+      EXPECT_LT(max_diff(cache.value(l).transpose(0, 1), cached.values[l]), 1e-5) << arch << " layer " << l;
+    }
   }
 }
 
 // Transformers itself (issue 8's HF parity): $KVLAB_PYTHON, else the python3 on PATH (the GPU
-// image's has transformers 5.x). Skips where it has no transformers; qwen3 needs transformers ≥
-// 4.51 (transformers.models.qwen3) and is left out, with a note, where it is older.
+// image's has transformers 5.x). Skips where it has no transformers; qwen3 and qwen3_moe need
+// transformers ≥ 4.51 and are left out, with a note, where it is older (mixtral likewise).
 TEST(LlamaModel, LogitsMatchTransformers) {
   const char* env = std::getenv("KVLAB_PYTHON");
   const std::string python = env && *env ? env : "python3";
   if (std::system((python + " -c 'import torch, numpy, transformers' >/dev/null 2>&1").c_str()) != 0)
     GTEST_SKIP() << python << " has no transformers (set KVLAB_PYTHON to one that has)";
   std::vector<std::string> archs = {"llama", "qwen2", "mistral"};
-  if (std::system((python + " -c 'import transformers.models.qwen3.modeling_qwen3' >/dev/null 2>&1").c_str()) == 0)
-    archs.push_back("qwen3");
-  else
-    std::cout << "[   NOTE   ] " << python << "'s transformers has no qwen3 (needs >= 4.51): qwen3 not compared\n";
+  for (const std::string arch : {"qwen3", "mixtral", "qwen3_moe"}) {
+    if (std::system(fmt::format("{} -c 'import transformers.models.{}.modeling_{}' >/dev/null 2>&1", python, arch, arch)
+                        .c_str()) == 0)
+      archs.push_back(arch);
+    else
+      std::cout << "[   NOTE   ] " << python << "'s transformers has no " << arch << " (qwen3, qwen3_moe need >= 4.51): "
+                << arch << " not compared\n";
+  }
   expect_model_matches(python, [](const std::string&) { return std::string("transformers_reference.py"); }, archs);
 }
 
@@ -796,6 +995,25 @@ TEST(LlamaModel, LoadErrorsNameTheTensor) {
   } catch (const Error& e) {
     EXPECT_THAT(e.what(), HasSubstr("model.layers.0.self_attn.k_proj.weight' has shape [8, 64]"));
   }
+  // Sparse layers: the router and each expert's tensors by their family's names.
+  const auto expect_load_error = [](const MoeModel& m, const std::string& name, const std::string& message) {
+    auto without = m.weights;
+    without.erase(name);
+    try {
+      ModelDir("moe_missing", m.config, without).load();
+      ADD_FAILURE() << "loaded without " << name;
+    } catch (const Error& e) {
+      EXPECT_THAT(e.what(), HasSubstr(message));
+    }
+  };
+  const auto cases = moe_cases();
+  expect_load_error(moe_model(cases[0]), "model.layers.1.block_sparse_moe.experts.2.w3.weight",
+                    "model.layers.1.block_sparse_moe.experts.2.w3.weight' is missing");
+  expect_load_error(moe_model(cases[2]), "model.layers.0.mlp.experts.3.down_proj.weight",
+                    "model.layers.0.mlp.experts.3.down_proj.weight' is missing");
+  expect_load_error(moe_model(cases[3]), "model.layers.2.mlp.gate_proj.weight",  // a dense layer of the mix
+                    "model.layers.2.mlp.gate_proj.weight' is missing");
+  expect_load_error(moe_model(cases[2]), "model.layers.1.mlp.gate.weight", "model.layers.1.mlp.gate.weight' is missing");
 }
 
 }  // namespace
