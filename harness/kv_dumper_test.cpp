@@ -196,7 +196,7 @@ TEST_P(DumpJob, OwnChatTemplateIsTheCheckpointsJinja) {
   EXPECT_EQ(meta.context_end, context_end);
 }
 
-INSTANTIATE_TEST_SUITE_P(Archs, DumpJob, ::testing::Values("llama", "qwen2", "mistral", "qwen3"));
+INSTANTIATE_TEST_SUITE_P(Archs, DumpJob, ::testing::Values("llama", "qwen2", "mistral", "qwen3", "mixtral", "qwen3_moe"));
 
 }  // namespace
 }  // namespace kvlab::harness
