@@ -135,6 +135,7 @@ void add_tokenize(CLI::App& app, Action& action) {
       "prompt at once, and the token holding the question's first byte starts the question.\n\n"
       "--decode reads token ids instead (\"1 2 3\", \"1,2,3\" or \"[1, 2, 3]\") and prints their text, cleaned up\n"
       "when tokenizer_config.json sets clean_up_tokenization_spaces.\n\n"
+      "A text that starts with '-' goes after `--`.\n\n"
       "Examples:\n"
       "  kvlab tokenize --model Qwen3-8B --question ' What is it?' 'A long document.'\n"
       "  kvlab tokenize --model Qwen3-8B --chat-template-kwargs '{\"enable_thinking\": false}' --file doc.txt --json\n"
