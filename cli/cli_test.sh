@@ -3,7 +3,8 @@
 # produce the documented outputs; bad input is one line on stderr with exit code 2 and
 # leaves nothing behind.
 set -uo pipefail
-source "$(dirname "$0")/test_lib.sh"
+SCRIPT_DIR=$(realpath "$(dirname "$0")")  # before test_lib.sh changes into its scratch folder
+source "$SCRIPT_DIR/test_lib.sh"
 expect_error() {  # expect_error NAME PATTERN ARGS... : exit 2, one stderr line matching PATTERN
   local name=$1 pattern=$2; shift 2
   "$KVLAB" --quiet "$@" >"$WORK/out" 2>"$WORK/err"
@@ -144,7 +145,89 @@ if "$KVLAB" --help 2>&1 | grep -q make-tiny-model; then
   "$KVLAB" --quiet dump --model tiny --prompts prompts.jsonl --query-window 4 --out tiny.h5 >dump.txt
   check "dump exits 0" test $? = 0
   check "dump reports both samples" grep -q "2 sample(s)" dump.txt
-  check "dump detected the qwen2 chat template" grep -q "chat template: qwen2" dump.txt
+  # kvlab tokenize and --chat-template auto on the tiny checkpoint, which ships a Jinja template.
+  # Oracles: jinja2 rendering the template as apply_chat_template calls it (reference_jinja.py's
+  # environment: python3-jinja2 set up as transformers sets it up), the tokens' texts joining to
+  # the rendered prompt, and decoding the ids giving it back.
+  check "dump renders the checkpoint's own template (auto)" grep -q "chat template: own" dump.txt
+  cat >tok_check.py <<'PY'
+import json, sys
+mode, ref_dir, model, tok_file = sys.argv[1:5]
+tok = json.load(open(tok_file))
+if mode == "render":  # rendered == jinja2's rendering; argv[5]: content, argv[6]: kwargs
+    sys.path.insert(0, ref_dir)
+    from reference_jinja import environment
+    config = json.load(open(f"{model}/tokenizer_config.json"))
+    ctx = {"messages": [{"role": "user", "content": sys.argv[5]}], "tools": None, "documents": None,
+           "add_generation_prompt": True, "bos_token": config.get("bos_token") or "", "eos_token": config.get("eos_token") or ""}
+    ctx.update(json.loads(sys.argv[6]))
+    want = environment().from_string(config["chat_template"]).render(**ctx)
+    ok = tok["rendered"] == want
+    if not ok: print(repr(tok["rendered"]), "!=", repr(want))
+elif mode == "cover":  # spans are contiguous and the texts join to the rendered prompt
+    t = tok["tokens"]
+    ok = "".join(x["text"] for x in t) == tok["rendered"] and all(a["end"] == b["begin"] for a, b in zip(t, t[1:]))
+elif mode == "apart":  # apart: the context tokens end exactly at the context part's end
+    t, n = tok["tokens"], tok["context_end"]
+    ok = t[n - 1]["end"] == tok["context_bytes"] == t[n]["begin"]
+elif mode == "whole":  # whole: the first question token holds the question's first byte, straddling here
+    t, n, b = tok["tokens"], tok["context_end"], tok["context_bytes"]
+    ok = t[n]["begin"] < b < t[n]["end"]
+elif mode == "ids":
+    print(" ".join(str(x["id"]) for x in tok["tokens"])); ok = True
+sys.exit(0 if ok else 1)
+PY
+  ref_dir=$(dirname "$(realpath "$SCRIPT_DIR/../harness/tokenizer/reference_jinja.py")")
+  "$KVLAB" tokenize --model tiny --question " What is dumped?" "kvlab dumps the KV cache." --json >tok.json
+  check "tokenize exits 0" test $? = 0
+  if /usr/bin/python3 -c "import jinja2" 2>/dev/null; then
+    check "tokenize: the rendered prompt is jinja2's" /usr/bin/python3 tok_check.py render "$ref_dir" tiny tok.json \
+      "kvlab dumps the KV cache. What is dumped?" "{}"
+  fi
+  check "tokenize: the tokens' byte ranges cover the rendered prompt" /usr/bin/python3 tok_check.py cover "$ref_dir" tiny tok.json
+  check "tokenize: the context ends where the context part does" /usr/bin/python3 tok_check.py apart "$ref_dir" tiny tok.json
+  "$KVLAB" tokenize --model tiny --decode "$(/usr/bin/python3 tok_check.py ids "$ref_dir" tiny tok.json)" >decoded.txt
+  check "tokenize --decode of the ids gives the rendered prompt back" \
+    /usr/bin/python3 -c "import json,sys; sys.exit(open('decoded.txt').read() != json.load(open('tok.json'))['rendered'] + '\n')"
+  "$KVLAB" tokenize --model tiny --question " What is dumped?" "kvlab dumps the KV cache." >tok.txt
+  check "tokenize prints the boundary a dump records" grep -q "a dump's context_end is" tok.txt
+  check "tokenize --help teaches with examples" bash -c "\"$KVLAB\" tokenize --help | grep -q -- '--decode'"
+  # A word across the boundary: apart gives " th" + "e", whole one token that straddles it.
+  for mode in apart whole; do
+    "$KVLAB" tokenize --model tiny --tokenize $mode --question "e cache is dumped." "kvlab dumps th" --json >tok-$mode.json
+  done
+  check "--tokenize apart ends the context at the boundary" /usr/bin/python3 tok_check.py apart "$ref_dir" tiny tok-apart.json
+  check "--tokenize whole puts the straddling token in the question" /usr/bin/python3 tok_check.py whole "$ref_dir" tiny tok-whole.json
+  # Template kwargs: a copy of the checkpoint whose template branches on enable_thinking.
+  cp -r tiny tiny-kw
+  /usr/bin/python3 - tiny-kw/tokenizer_config.json <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["chat_template"] = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+                      "{% if add_generation_prompt %}<|im_start|>assistant\n"
+                      "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}")
+json.dump(c, open(sys.argv[1], "w"))
+PY
+  "$KVLAB" tokenize --model tiny-kw --chat-template-kwargs '{"enable_thinking": false}' "Some context." --json >tok-kw.json
+  check "--chat-template-kwargs reaches the template" grep -q '<think>' tok-kw.json
+  if /usr/bin/python3 -c "import jinja2" 2>/dev/null; then
+    check "--chat-template-kwargs: the rendering is jinja2's with the kwarg" \
+      /usr/bin/python3 tok_check.py render "$ref_dir" tiny-kw tok-kw.json "Some context." '{"enable_thinking": false}'
+  fi
+  "$KVLAB" --quiet dump --model tiny-kw --chat-template-kwargs '{"enable_thinking": false}' --prompts prompts.jsonl \
+    --query-window 4 --out kw.h5 >dump-kw.txt
+  check "dump records the template kwargs with the template" grep -q 'chat template: own {"enable_thinking":false}' dump-kw.txt
+  expect_error "template kwargs that are not an object" "expected a JSON object" tokenize --model tiny-kw --chat-template-kwargs '[1]' x
+  expect_error "template kwargs that are not JSON" "not valid JSON" dump --model tiny-kw --chat-template-kwargs '{enable' --prompts prompts.jsonl --out y.h5
+  expect_error "template kwargs with a literal layout" "nothing reads the kwargs" tokenize --model tiny-kw --chat-template qwen2 --chat-template-kwargs '{"a": 1}' x
+  # A base model (no template): auto is none, own an error.
+  cp -r tiny tiny-base
+  /usr/bin/python3 -c "import json,sys; c=json.load(open(sys.argv[1])); del c['chat_template']; json.dump(c, open(sys.argv[1],'w'))" tiny-base/tokenizer_config.json
+  "$KVLAB" tokenize --model tiny-base "Plain text." >tok-base.txt
+  check "auto on a base model is none" grep -q "chat template: none" tok-base.txt
+  expect_error "own on a base model" "ships no chat template" tokenize --model tiny-base --chat-template own x
+  expect_error "tokenize without a text" "exactly one of TEXT and --file" tokenize --model tiny
+  expect_error "tokenize --decode of words" "expected token ids" tokenize --model tiny --decode "one two"
   "$KVLAB" --quiet analyze tiny.h5 --sample p1 --out tiny-analysis >/dev/null
   check "analyze reads a model dump" test -s tiny-analysis/key_cka.csv
   "$KVLAB" --quiet compress tiny.h5 --sample p2 --method "xkv:g=2,rk=8" --method "kivi:bits=4" --out tiny-compress >/dev/null

@@ -26,6 +26,7 @@ void add_compress(CLI::App& app, Action& action);
 void add_dump(CLI::App& app, Action& action);
 void add_eval(CLI::App& app, Action& action);
 void add_make_tiny_model(CLI::App& app, Action& action);
+void add_tokenize(CLI::App& app, Action& action);
 
 void add_results(CLI::App& app, Action& action);
 void add_compare(CLI::App& app, Action& action);

@@ -78,6 +78,7 @@ int main(int argc, char** argv) {
   kvlab::cli::add_make_tiny_model(app, action);
   kvlab::cli::add_dump(app, action);
   kvlab::cli::add_eval(app, action);
+  kvlab::cli::add_tokenize(app, action);
 #endif
   kvlab::cli::add_synth(app, action);
   kvlab::cli::add_analyze(app, action);

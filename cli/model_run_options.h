@@ -8,8 +8,12 @@
 
 namespace kvlab::cli {
 
-// --model (required), --chat-template, --max-tokens, --truncate, --device, --model-dtype,
-// --limit, --threads.
+// --model (required), --chat-template, --chat-template-kwargs, --max-tokens, --truncate,
+// --tokenize, --device, --model-dtype, --limit, --threads.
 void add_model_run_options(CLI::App& cmd, harness::ModelRunRequest& request);
+// --chat-template and --chat-template-kwargs alone (also `kvlab tokenize`).
+void add_chat_template_options(CLI::App& cmd, harness::ModelRunRequest& request);
+// --tokenize alone (also `kvlab tokenize`).
+void add_tokenize_option(CLI::App& cmd, harness::ModelRunRequest& request);
 
 }  // namespace kvlab::cli

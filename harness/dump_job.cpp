@@ -27,12 +27,13 @@ std::string run_dump(const DumpRequest& r) {
   if (r.limit > 0 && static_cast<std::size_t>(r.limit) < prompts.size()) prompts.resize(r.limit);
   const ModelConfig config = load_model_config(r.model);
   const auto tokenizer = load_tokenizer(r.model);
-  const ChatFormat chat = choose_chat_template(r, config);
+  const ChatFormat chat = choose_chat_template(r);
   const Truncation truncation = parse_truncation(r.truncate);
+  const Tokenization tokenization = parse_tokenization(r.tokenize);
   std::vector<SampleToDump> samples;
   std::string report;
   for (const auto& p : prompts) {
-    auto t = tokenize_prompt(*tokenizer, chat, p, r.max_tokens, truncation);
+    auto t = tokenize_prompt(*tokenizer, chat, p, r.max_tokens, truncation, tokenization);
     for (auto id : t.tokens)
       if (id < 0 || id >= config.vocab_size)
         fail("sample '{}': token id {} is outside the model's {} embedding rows (tokenizer and model disagree)", p.id,
@@ -41,6 +42,9 @@ std::string run_dump(const DumpRequest& r) {
     samples.push_back({p.id, std::move(t.tokens), t.context_end});
   }
 
+  // The dump's chat_template attribute: the template, its kwargs, and how the prompt was tokenized
+  // when not the default (apart).
+  const std::string template_used = describe(chat) + (tokenization == Tokenization::whole ? ", tokenized whole" : "");
   const RunOptions options = choose_run_options(r, config);
   const auto load_start = std::chrono::steady_clock::now();
   const LlamaModel model(config, core::Checkpoint(r.model), options);
@@ -48,9 +52,9 @@ std::string run_dump(const DumpRequest& r) {
   const std::string id = model_id(r.model, config);
   report += fmt::format("model {} ({}) on {} in {}, loaded in {:.1f} s\ntokenizer: {}\nchat template: {}\n", id,
                         config.describe(), options.device.str(), c10::toString(options.dtype), load_s,
-                        tokenizer->describe(), to_string(chat.layout));
+                        tokenizer->describe(), template_used);
 
-  auto info = dump_info_for(model, id, tokenizer->describe(), std::string(to_string(chat.layout)), core::parse_dtype(r.dtype), r.attn_in);
+  auto info = dump_info_for(model, id, tokenizer->describe(), template_used, core::parse_dtype(r.dtype), r.attn_in);
   info.model_hash = core::checkpoint_hash(r.model);  // the dump names the exact weights it came from
   core::DumpWriter writer(r.out, info);
   std::int64_t total_tokens = 0;

@@ -84,8 +84,9 @@ void plan_prompts(const EvalRequest& r, EvalPlan& plan) {
   }
   if (r.limit > 0 && static_cast<std::size_t>(r.limit) < plan.prompts.size()) plan.prompts.resize(r.limit);
   const Truncation truncation = parse_truncation(r.truncate);
+  const Tokenization tokenization = parse_tokenization(r.tokenize);
   for (const auto& p : plan.prompts)
-    plan.tokenized.push_back(tokenize_prompt(*plan.tokenizer, plan.chat, p, r.max_tokens, truncation));
+    plan.tokenized.push_back(tokenize_prompt(*plan.tokenizer, plan.chat, p, r.max_tokens, truncation, tokenization));
 }
 
 }  // namespace
@@ -118,7 +119,7 @@ EvalPlan plan_eval(const EvalRequest& r) {
   for (const auto& m : plan.methods) plan.capture_attn_in |= needs_attn_in(m.chain);
   plan.config = load_model_config(r.model);
   plan.tokenizer = load_tokenizer(r.model);
-  plan.chat = choose_chat_template(r, plan.config);
+  plan.chat = choose_chat_template(r);
   plan_prompts(r, plan);
   plan.max_new_tokens = r.max_new_tokens > 0 ? r.max_new_tokens
                         : plan.tasks.empty() ? 32

@@ -111,9 +111,9 @@ json run_record(const EvalRequest& r, const EvalPlan& plan, const RunOptions& op
                  {"config", json::parse(plan.config.json)},
                  {"device", options.device.str()}, {"dtype", c10::toString(options.dtype)}}},
       {"tokenizer", plan.tokenizer->describe()},
-      {"chat_template", std::string(to_string(plan.chat.layout))},
+      {"chat_template", describe(plan.chat)},
       {"options", {{"prompts", !r.task.empty() ? r.task : !r.longbench.empty() ? r.longbench.string() : r.prompts.string()}, {"question", r.question}, {"max_new_tokens", plan.max_new_tokens},
-                   {"query_window", r.query_window}, {"max_tokens", r.max_tokens}, {"truncate", r.truncate},
+                   {"query_window", r.query_window}, {"max_tokens", r.max_tokens}, {"truncate", r.truncate}, {"tokenize", r.tokenize},
                    {"generated_tokens_cached", r.recompress_every > 0
                                                    ? fmt::format("recompressed every {} tokens", r.recompress_every)
                                                    : std::string("uncompressed")},

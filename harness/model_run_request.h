@@ -12,6 +12,8 @@ namespace kvlab::harness {
 struct ModelRunRequest {
   std::filesystem::path model;         // HF model folder
   std::string chat_template = "auto";  // auto | own | none | llama3 | qwen2 | mistral-v0.2 | mistral-v0.3
+  std::string chat_template_kwargs;    // JSON object of template variables ("" = none), e.g. {"enable_thinking": false}
+  std::string tokenize = "apart";      // apart (context and question separately, as kvpress) | whole
   std::int64_t max_tokens = 0;         // context budget per prompt (0: no limit)
   std::string truncate = "end";        // end | middle: which context tokens go
   std::string device = "auto";         // auto | cpu | cuda

@@ -80,11 +80,20 @@ Truncation parse_truncation(std::string_view name) {
   fail("--truncate '{}': expected end or middle", name);
 }
 
+Tokenization parse_tokenization(std::string_view name) {
+  if (name == "apart") return Tokenization::apart;
+  if (name == "whole") return Tokenization::whole;
+  fail("--tokenize '{}': expected apart or whole", name);
+}
+
 TokenizedPrompt tokenize_prompt(const Tokenizer& tokenizer, const ChatFormat& chat_template, const Prompt& prompt,
-                                std::int64_t max_tokens, Truncation truncation) {
+                                std::int64_t max_tokens, Truncation truncation, Tokenization tokenization) {
   TokenizedPrompt out;
-  out.tokens = encode_chat(tokenizer, chat_template, render_chat(chat_template, prompt.context, prompt.question, prompt.system),
-                           &out.context_end);
+  const ChatParts parts = render_chat(chat_template, prompt.context, prompt.question, prompt.system);
+  out.tokens = tokenization == Tokenization::whole ? encode_chat_whole(tokenizer, chat_template, parts, &out.context_end)
+                                                   : encode_chat(tokenizer, chat_template, parts, &out.context_end);
+  out.rendered = parts.context_part + parts.question_part;
+  out.context_bytes = parts.context_part.size();
   if (!prompt.answer_prefix.empty()) {  // continues the generation prompt: no BOS, no leading-space marker
     const auto prefix = tokenizer.encode_continuation(prompt.answer_prefix);
     out.tokens.insert(out.tokens.end(), prefix.begin(), prefix.end());

@@ -122,6 +122,44 @@ TEST_F(Prompts, AnswerPrefixContinuesTheQuestionPart) {
   EXPECT_EQ(with.context_end, without.context_end);
 }
 
+// --tokenize whole vs apart where a word spans the boundary: the context ends in "th" and the
+// question starts with "e", so apart gives " th" + "e" and whole one " the" that straddles it.
+// Oracle for the whole boundary: decode of growing prefixes (the text is ASCII, so decoded
+// lengths are byte offsets), a second algorithm to token_offsets.
+TEST_F(Prompts, WholeTokenizationFindsTheBoundaryTokenByOffsets) {
+  write_tiny_tokenizer(dir_, "llama", tiny_corpus(), 400, 0);
+  const auto tokenizer = load_tokenizer(dir_);
+  const Prompt p{.id = "s0", .context = "The cache of every layer is dumped as the prefill runs, one at a time, th",
+                 .question = "e question comes last."};
+  for (auto t : {ChatTemplate::none, ChatTemplate::llama3}) {
+    const auto apart = tokenize_prompt(*tokenizer, t, p, 0, Truncation::end, Tokenization::apart);
+    const auto whole = tokenize_prompt(*tokenizer, t, p, 0, Truncation::end, Tokenization::whole);
+    ASSERT_EQ(apart.rendered, whole.rendered);
+    EXPECT_EQ(apart.context_bytes, whole.context_bytes);
+    EXPECT_EQ(whole.tokens, tokenizer->encode(whole.rendered, /*add_special=*/t == ChatTemplate::none));
+    EXPECT_NE(apart.tokens, whole.tokens) << "the case must be one where they differ";
+    // The template's own BOS is text; `none` gets the tokenizer's, which the text lacks.
+    const bool skip = t == ChatTemplate::none;
+    std::int64_t holder = 0;  // the first token whose decoded prefix reaches past the context part
+    while (tokenizer->decode(std::vector<std::int32_t>(whole.tokens.begin(), whole.tokens.begin() + holder + 1), skip).size() <=
+           whole.context_bytes)
+      ++holder;
+    EXPECT_EQ(whole.context_end, holder);
+    EXPECT_EQ(tokenizer->token_bytes(whole.tokens[holder]), " the");  // it straddles: " th" | "e"
+    // apart: the context tokens decode to exactly the context part.
+    EXPECT_EQ(tokenizer->decode(std::vector<std::int32_t>(apart.tokens.begin(), apart.tokens.begin() + apart.context_end), skip),
+              apart.rendered.substr(0, apart.context_bytes));
+    // Up to the straddling token both modes agree; apart spells its context share " th" with
+    // context tokens of its own.
+    ASSERT_GT(apart.context_end, whole.context_end);
+    EXPECT_TRUE(std::equal(whole.tokens.begin(), whole.tokens.begin() + whole.context_end, apart.tokens.begin()));
+    EXPECT_EQ(tokenizer->decode(std::vector<std::int32_t>(apart.tokens.begin() + whole.context_end,
+                                                          apart.tokens.begin() + apart.context_end)),
+              " th");
+  }
+  EXPECT_THROW(parse_tokenization("joint"), Error);
+}
+
 TEST_F(Prompts, TextFileIsOneContext) {
   const auto p = prompt_from_text(write("essay.txt", "line one\nline two\n"), "Summarize.");
   EXPECT_EQ(p.id, "s0");

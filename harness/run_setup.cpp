@@ -26,10 +26,8 @@ RunOptions choose_run_options(const ModelRunRequest& request, const ModelConfig&
   return o;
 }
 
-ChatFormat choose_chat_template(const ModelRunRequest& request, const ModelConfig& config) {
-  if (request.chat_template == "own") return own_chat_template(request.model);
-  return request.chat_template == "auto" ? detect_chat_template(request.model, config.model_type)
-                                         : parse_chat_template(request.chat_template);
+ChatFormat choose_chat_template(const ModelRunRequest& request) {
+  return choose_chat_format(request.model, request.chat_template, parse_template_kwargs(request.chat_template_kwargs));
 }
 
 std::string model_id(const std::filesystem::path& dir, const ModelConfig& config) {

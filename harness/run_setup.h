@@ -17,8 +17,9 @@ namespace kvlab::harness {
 // dumps). Sets libtorch's CPU threads when the request names a count.
 RunOptions choose_run_options(const ModelRunRequest& request, const ModelConfig& config);
 
-// The request's chat template; "auto" reads it from the model folder (none for base models).
-ChatFormat choose_chat_template(const ModelRunRequest& request, const ModelConfig& config);
+// The request's chat template and template kwargs (choose_chat_format: "auto" is the checkpoint's
+// own template, none for base models).
+ChatFormat choose_chat_template(const ModelRunRequest& request);
 
 // config.json's _name_or_path when set, else the folder's name.
 std::string model_id(const std::filesystem::path& dir, const ModelConfig& config);

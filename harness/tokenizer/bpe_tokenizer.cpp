@@ -67,6 +67,13 @@ std::string BpeTokenizer::token(std::int32_t id) const {
   return tok ? *tok : std::string();
 }
 
+std::string BpeTokenizer::token_bytes(std::int32_t id) const {
+  const std::string tok = token(id);  // checks the range; an added token's content
+  if (added_.by_id(id)) return tok;
+  auto raw = byte_level_decode(tok);
+  return raw ? *raw : tok;  // as decode: a token outside the byte-level alphabet is its own UTF-8
+}
+
 bool BpeTokenizer::is_special(std::int32_t id) const {
   const AddedToken* t = added_.by_id(id);
   return t && t->special;

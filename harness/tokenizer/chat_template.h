@@ -31,33 +31,40 @@ enum class ChatTemplate {
 };
 
 // What renders a prompt: one of the literal layouts above, or (layout == own) the checkpoint's
-// template, loaded once. A ChatTemplate converts to it, so the literal layouts need no template.
+// template, loaded once, with the template kwargs it is rendered with. A ChatTemplate converts
+// to it, so the literal layouts need no template.
 struct ChatFormat {
   ChatTemplate layout = ChatTemplate::none;
   std::shared_ptr<const CheckpointChatTemplate> own;  // set iff layout == own
+  // Extra template variables (--chat-template-kwargs, e.g. {"enable_thinking": false}); only a
+  // Jinja template (layout == own) takes them. A JSON object.
+  nlohmann::ordered_json kwargs = nlohmann::ordered_json::object();
 
   ChatFormat(ChatTemplate t = ChatTemplate::none) : layout(t) {}  // NOLINT: implicit on purpose
   explicit ChatFormat(CheckpointChatTemplate t)
       : layout(ChatTemplate::own), own(std::make_shared<const CheckpointChatTemplate>(std::move(t))) {}
 };
-// The checkpoint's own template (--chat-template own); a kvlab::Error when model_dir ships none.
-ChatFormat own_chat_template(const std::filesystem::path& model_dir);
-
 // Accepts "none", "llama3", "qwen2", "mistral-v0.2" or "mistral-v1" (→ mistral_v1),
-// "mistral-v0.3" or "mistral-v3" (→ mistral_v3); anything else (also "own", which needs the
-// checkpoint: own_chat_template) is a kvlab::Error listing them.
+// "mistral-v0.3" or "mistral-v3" (→ mistral_v3); anything else (also "own" and "auto", which
+// need the checkpoint: choose_chat_format) is a kvlab::Error listing them.
 ChatTemplate parse_chat_template(std::string_view name);
 // The canonical name: "none", "llama3", "qwen2", "mistral-v0.2", "mistral-v0.3", "own".
 std::string_view to_string(ChatTemplate t);
 
-// For "--chat-template auto": reads model_dir/tokenizer_config.json's "chat_template" (absent, a
-// string, or a list of {name, template} — the "default" entry, else the first), falling back
-// to chat_template.jinja / chat_template.json beside it as newer transformers save them. Its
-// markers decide: "<|start_header_id|>" → llama3, "<|im_start|>" → qwen2, "[INST]" → mistral,
-// v3 when the tokenizer has "[INST]" as one added/control token (tokenizer_config.json's
-// added_tokens_decoder, else the loaded tokenizer), else v1. No chat template → none (a base
-// model). A template with none of the markers is an error naming the file and model_type.
-ChatTemplate detect_chat_template(const std::filesystem::path& model_dir, std::string_view model_type);
+// The --chat-template rule. "auto": the checkpoint's own template when it ships one
+// (load_checkpoint_chat_template: tokenizer_config.json's "chat_template", the "default" entry of
+// a list of named templates, else chat_template.jinja / chat_template.json), rendered as
+// transformers' apply_chat_template renders it; none when it ships none (a base model: the
+// literal layouts are never guessed). "own": the same, but an error when there is none. Any other
+// name: parse_chat_template's literal layout, for checkpoints that ship no template. `kwargs`
+// (a JSON object, check_template_kwargs) go to a Jinja template; with a literal layout or none
+// they are an error, since nothing would read them.
+ChatFormat choose_chat_format(const std::filesystem::path& model_dir, std::string_view name,
+                              const nlohmann::ordered_json& kwargs = nlohmann::ordered_json::object());
+
+// The provenance string of dumps and eval.json: "own", "none", "llama3", ... followed by the
+// template kwargs as compact JSON when there are any (`own {"enable_thinking":false}`).
+std::string describe(const ChatFormat& format);
 
 // ChatParts (context part, question part) is declared in jinja_chat.h, which renders the
 // checkpoint's own template into it.
@@ -80,5 +87,10 @@ ChatParts render_chat(const ChatFormat& t, std::string_view context, std::string
 // (Tokenizer::encode_continuation: no BOS, no sentencepiece dummy prefix).
 std::vector<std::int32_t> encode_chat(const Tokenizer& tokenizer, const ChatFormat& t, const ChatParts& parts,
                                       std::int64_t* context_end);
+// The joined parts encoded at once (--tokenize whole), with the same special-token rule;
+// *context_end is the index of the token that holds the question part's first byte (found by
+// token_offsets), so a token that straddles the boundary counts as question.
+std::vector<std::int32_t> encode_chat_whole(const Tokenizer& tokenizer, const ChatFormat& t, const ChatParts& parts,
+                                            std::int64_t* context_end);
 
 }  // namespace kvlab::harness

@@ -1,5 +1,6 @@
 // Chat templates against the literal strings of docs/tokenizers.md §7, the double-BOS rule of
-// §8, and detect_chat_template on tokenizer_config.json files written the way checkpoints do.
+// §8, and the --chat-template rule (choose_chat_format) on tokenizer_config.json files written the
+// way checkpoints do.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -116,7 +117,7 @@ void write_config(const TempDir& dir, const json& config) { dir.write("tokenizer
 // the whole user content (leading spaces of the context, the question's trailing newline), as
 // transformers applies it, and the cut falls where the context ends.
 TEST_F(ChatEncoding, OwnTemplateRendersTheCheckpointsJinjaAndCutsAtTheContext) {
-  const auto format = own_chat_template(dir_->path() / "llama");
+  const auto format = choose_chat_format(dir_->path() / "llama", "own");
   ASSERT_EQ(format.layout, ChatTemplate::own);
   EXPECT_EQ(to_string(format.layout), "own");
   const ChatParts parts = render_chat(format, "  The cache grows.\n\n", "What grows?\n");
@@ -135,56 +136,62 @@ TEST(ChatTemplate, OwnNeedsATemplateAndIsNotANamedLayout) {
   TempDir dir;
   write_config(dir, {{"bos_token", "<s>"}});
   try {
-    own_chat_template(dir.path());
+    choose_chat_format(dir.path(), "own");
     FAIL() << "no error";
   } catch (const Error& e) {
     EXPECT_THAT(e.what(), HasSubstr("ships no chat template"));
   }
-  EXPECT_THROW(parse_chat_template("own"), Error);  // it needs the checkpoint: own_chat_template
+  EXPECT_THROW(parse_chat_template("own"), Error);  // it needs the checkpoint: choose_chat_format
   EXPECT_THROW(render_chat(ChatTemplate::own, "c", "q"), Error);  // no template loaded
 }
 
-TEST(DetectChatTemplate, FromTokenizerConfigFiles) {
+// --chat-template auto is the checkpoint's own template (the "default" of a list of named
+// templates, else chat_template.jinja), none for a base model; own is the same but refuses a
+// base model; the literal layouts only by name.
+TEST(ChooseChatFormat, AutoIsTheCheckpointsOwnTemplate) {
   TempDir dir;
-  EXPECT_EQ(detect_chat_template(dir.path(), "llama"), ChatTemplate::none);  // no config at all
+  EXPECT_EQ(choose_chat_format(dir.path(), "auto").layout, ChatTemplate::none);  // no config at all
   write_config(dir, {{"bos_token", "<|begin_of_text|>"}});
-  EXPECT_EQ(detect_chat_template(dir.path(), "llama"), ChatTemplate::none);  // a base model
-  write_config(dir, {{"chat_template", "{{ bos_token }}<|start_header_id|>{{ m['role'] }}<|end_header_id|>"}});
-  EXPECT_EQ(detect_chat_template(dir.path(), "llama"), ChatTemplate::llama3);
-  write_config(dir, {{"chat_template", json::array({json{{"name", "tool_use"}, {"template", "[INST] tools"}},
-                                                    json{{"name", "default"}, {"template", "<|im_start|>{{ x }}"}}})}});
-  EXPECT_EQ(detect_chat_template(dir.path(), "qwen2"), ChatTemplate::qwen2);
-  // Mistral: v3 when "[INST]" is one added token, v1 when it is plain text.
-  const json inst = {{"content", "[INST]"}, {"special", true}};
-  write_config(dir, {{"chat_template", "{{ bos_token }}[INST] {{ c }} [/INST]"},
-                     {"added_tokens_decoder", {{"1", {{"content", "<s>"}}}, {"3", inst}}}});
-  EXPECT_EQ(detect_chat_template(dir.path(), "mistral"), ChatTemplate::mistral_v3);
-  write_config(dir, {{"chat_template", "{{ bos_token }}[INST] {{ c }} [/INST]"},
-                     {"added_tokens_decoder", {{"1", {{"content", "<s>"}}}}}});
-  EXPECT_EQ(detect_chat_template(dir.path(), "mistral"), ChatTemplate::mistral_v1);
-}
-
-TEST(DetectChatTemplate, MistralWithoutAddedTokensAsksTheTokenizer) {
-  TempDir dir;
-  write_tiny_tokenizer(dir.path(), "mistral", testing::project_corpus(), 600, 0);
-  write_config(dir, {{"chat_template", "[INST] {{ c }}[/INST]"}});
-  EXPECT_EQ(detect_chat_template(dir.path(), "mistral"), ChatTemplate::mistral_v3);  // [INST] is a control piece
-}
-
-TEST(DetectChatTemplate, JinjaFileAndErrors) {
-  TempDir dir;
-  dir.write("chat_template.jinja", "<|im_start|>{{ m }}<|im_end|>");
-  EXPECT_EQ(detect_chat_template(dir.path(), "qwen2"), ChatTemplate::qwen2);
-  write_config(dir, {{"chat_template", "{{ messages }}"}});
+  EXPECT_EQ(choose_chat_format(dir.path(), "auto").layout, ChatTemplate::none);  // a base model
   try {
-    detect_chat_template(dir.path(), "gemma");
-    FAIL() << "no error";
+    choose_chat_format(dir.path(), "own");
+    ADD_FAILURE() << "own on a base model: no error";
   } catch (const Error& e) {
-    EXPECT_THAT(e.what(), HasSubstr("tokenizer_config.json"));
-    EXPECT_THAT(e.what(), HasSubstr("\"gemma\""));
+    EXPECT_THAT(e.what(), HasSubstr("ships no chat template"));
   }
+  EXPECT_EQ(choose_chat_format(dir.path(), "llama3").layout, ChatTemplate::llama3);  // named layouts stay
+  write_config(dir, {{"bos_token", "<s>"},
+                     {"chat_template", json::array({json{{"name", "tool_use"}, {"template", "T{{ messages }}"}},
+                                                    json{{"name", "default"}, {"template", "D{{ bos_token }}"
+                                                                                          "{{ messages[0].content }}"}}})}});
+  for (const char* name : {"auto", "own"}) {
+    const ChatFormat f = choose_chat_format(dir.path(), name);
+    ASSERT_EQ(f.layout, ChatTemplate::own) << name;
+    EXPECT_EQ(joined(render_chat(f, "CTX ", "Q?")), "D<s>CTX Q?") << name;
+    EXPECT_EQ(describe(f), "own");
+  }
+  write_config(dir, {{"bos_token", "<s>"}});
+  dir.write("chat_template.jinja", "J{{ messages[0].content }}");
+  EXPECT_EQ(joined(render_chat(choose_chat_format(dir.path(), "auto"), "C", "Q")), "JCQ");
   dir.write("tokenizer_config.json", "{not json");
-  EXPECT_THROW(detect_chat_template(dir.path(), "llama"), Error);
+  EXPECT_THROW(choose_chat_format(dir.path(), "auto"), Error);
+}
+
+TEST(ChooseChatFormat, KwargsGoToTheTemplateAndIntoItsDescription) {
+  TempDir dir;
+  write_config(dir, {{"chat_template", "{% if enable_thinking is false %}/no_think {% endif %}{{ messages[0].content }}"}});
+  const nlohmann::ordered_json off = nlohmann::ordered_json::parse(R"({"enable_thinking": false})");
+  const ChatFormat f = choose_chat_format(dir.path(), "auto", off);
+  EXPECT_EQ(joined(render_chat(f, "C", "Q")), "/no_think CQ");
+  EXPECT_EQ(joined(render_chat(choose_chat_format(dir.path(), "auto"), "C", "Q")), "CQ");
+  EXPECT_EQ(describe(f), R"(own {"enable_thinking":false})");
+  // A literal layout has no template to read them.
+  try {
+    choose_chat_format(dir.path(), "qwen2", off);
+    ADD_FAILURE() << "kwargs with a literal layout: no error";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("--chat-template-kwargs"));
+  }
 }
 
 }  // namespace

@@ -74,9 +74,30 @@ std::optional<CheckpointChatTemplate> load_checkpoint_chat_template(const std::f
   return out;
 }
 
+nlohmann::ordered_json parse_template_kwargs(std::string_view json_text) {
+  if (json_text.find_first_not_of(" \t\r\n") == std::string_view::npos) return ordered::object();
+  ordered kwargs = ordered::parse(json_text, nullptr, /*allow_exceptions=*/false);
+  if (kwargs.is_discarded())
+    fail("--chat-template-kwargs: not valid JSON; expected an object such as '{{\"enable_thinking\": false}}'");
+  check_template_kwargs(kwargs);
+  return kwargs;
+}
+
+void check_template_kwargs(const nlohmann::ordered_json& kwargs) {
+  if (!kwargs.is_object())
+    fail("--chat-template-kwargs: expected a JSON object such as '{{\"enable_thinking\": false}}', got a JSON {}",
+         kwargs.type_name());
+  for (const char* reserved : {"messages", "tools", "documents", "add_generation_prompt", "continue_final_message"})
+    if (kwargs.contains(reserved))
+      fail("--chat-template-kwargs: '{}' is set by kvlab itself (as apply_chat_template sets it); allowed: any other "
+           "name",
+           reserved);
+}
+
 ChatParts render_checkpoint_chat(const CheckpointChatTemplate& chat, std::string_view context,
                                       std::string_view question, std::string_view system_prompt,
                                       const nlohmann::ordered_json& kwargs) {
+  check_template_kwargs(kwargs);
   // A marker no text of ours contains: private-use code points around a fixed tag.
   std::string marker;
   for (int k = 0; marker.empty() || context.find(marker) != std::string_view::npos ||
@@ -89,13 +110,13 @@ ChatParts render_checkpoint_chat(const CheckpointChatTemplate& chat, std::string
     if (!system_prompt.empty()) messages.push_back({{"role", "system"}, {"content", std::string(system_prompt)}});
     messages.push_back({{"role", "user"}, {"content", content}});
     ordered ctx = ordered::object();
-    if (kwargs.is_object()) {
-      for (auto it = kwargs.begin(); it != kwargs.end(); ++it) ctx[it.key()] = it.value();
-    }
     ctx["messages"] = messages;
+    ctx["tools"] = nullptr;
+    ctx["documents"] = nullptr;
     ctx["add_generation_prompt"] = true;
     ctx["bos_token"] = chat.bos_token;
     ctx["eos_token"] = chat.eos_token;
+    for (auto it = kwargs.begin(); it != kwargs.end(); ++it) ctx[it.key()] = it.value();  // kwargs win over the tokens
     try {
       return render_jinja(chat.source, ctx);
     } catch (const Error& e) {

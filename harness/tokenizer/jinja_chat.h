@@ -31,9 +31,21 @@ struct ChatParts {
   std::string question_part;  // question + template tail (end of turn, generation prompt)
 };
 
-// Renders messages = [{system, system_prompt} if not empty, {user, context + question}] with
-// add_generation_prompt = true, bos_token, eos_token and the template kwargs in `kwargs` (e.g.
-// {"enable_thinking": false}), and cuts it where the context ends: the user content is
+// Template kwargs (--chat-template-kwargs): a JSON object such as {"enable_thinking": false}, text
+// "" meaning none. Anything else is a kvlab::Error naming the option, with an example.
+nlohmann::ordered_json parse_template_kwargs(std::string_view json_text);
+// A kvlab::Error unless `kwargs` is a JSON object without the names apply_chat_template sets
+// itself (messages, tools, documents, add_generation_prompt, continue_final_message: passing one
+// of them to transformers is a TypeError, "got multiple values for keyword argument").
+void check_template_kwargs(const nlohmann::ordered_json& kwargs);
+
+// Renders the template with the variables transformers' apply_chat_template passes
+// (tokenization_utils_base.py: template_kwargs = {**special_tokens_map, **kwargs}, then
+// chat_template_utils.py render_jinja_template: render(messages=, tools=, documents=,
+// add_generation_prompt=, **template_kwargs)): messages = [{system, system_prompt} if not empty,
+// {user, context + question}], tools = documents = None, add_generation_prompt = true, bos_token
+// and eos_token, and `kwargs` on top (they may replace bos_token / eos_token, as in transformers),
+// and cuts it where the context ends: the user content is
 // rendered as context + marker + question, so filters such as `| trim` act on the whole
 // content as transformers applies them, and the marker's position is the cut. Checks that the
 // two parts joined equal the rendering without the marker; kvlab::Error when they do not (a

@@ -305,6 +305,12 @@ std::vector<SplitSpec> split_specs() {
       }
     }
   }
+  // Template kwargs (--chat-template-kwargs) on a template that branches on them; the last one
+  // replaces bos_token, as kwargs replace the special tokens in transformers.
+  for (const char* kw : {"{}", R"({"enable_thinking": false})", R"({"enable_thinking": true, "style": ["terse", 2]})",
+                         R"({"bos_token": "<B>", "enable_thinking": false})"}) {
+    specs.push_back({"split_kwargs_branch_" + std::to_string(specs.size()), "kwargs_branch.jinja", "", Json::parse(kw), "<s>"});
+  }
   return specs;
 }
 
@@ -318,11 +324,11 @@ std::vector<Case> split_cases() {
     Json messages = Json::array();
     if (!s.system.empty()) messages.push_back({{"role", "system"}, {"content", s.system}});
     messages.push_back({{"role", "user"}, {"content", std::string(kSplitContext) + kSplitQuestion}});
-    Json ctx = s.kwargs;
-    ctx["messages"] = messages;
-    ctx["add_generation_prompt"] = true;
-    ctx["bos_token"] = s.bos;
-    ctx["eos_token"] = "</s>";
+    // transformers: render(messages=, tools=None, documents=None, add_generation_prompt=,
+    // **{**special_tokens_map, **kwargs}) (tokenization_utils_base.py apply_chat_template).
+    Json ctx = {{"messages", messages}, {"tools", nullptr}, {"documents", nullptr}, {"add_generation_prompt", true},
+                {"bos_token", s.bos}, {"eos_token", "</s>"}};
+    for (const auto& [key, value] : s.kwargs.items()) ctx[key] = value;
     cases.push_back({s.name, testdata(s.file), ctx});
   }
   return cases;
@@ -425,7 +431,33 @@ TEST(JinjaChat, SplitPartsJoinToJinja2sRendering) {
     EXPECT_NE(parts.context_part.find("the lazy dog."), std::string::npos) << s.name;
     ++split;
   }
-  EXPECT_GE(split, 12);
+  EXPECT_GE(split, 16);
+}
+
+TEST(JinjaChat, TemplateKwargsChangeTheRendering) {
+  // The oracle cases above compare against jinja2; this checks they are not vacuous: the kwarg
+  // reaches the template and replaces bos_token.
+  CheckpointChatTemplate chat{testdata("kwargs_branch.jinja"), "kwargs_branch.jinja", "<s>", "</s>"};
+  const auto joined = [&](const char* kw) {
+    const ChatParts p = render_checkpoint_chat(chat, "ctx ", "q", "", Json::parse(kw));
+    return p.context_part + p.question_part;
+  };
+  EXPECT_EQ(joined("{}").find("<think>"), std::string::npos);
+  EXPECT_NE(joined(R"({"enable_thinking": false})").find("<think>\n\n</think>"), std::string::npos);
+  EXPECT_TRUE(joined(R"({"bos_token": "<B>"})").starts_with("<B>[no tools]"));
+}
+
+TEST(JinjaChat, TemplateKwargsAreAJsonObjectWithoutReservedNames) {
+  EXPECT_TRUE(parse_template_kwargs("").empty());
+  EXPECT_EQ(parse_template_kwargs(R"({"enable_thinking": false})")["enable_thinking"], false);
+  for (const char* bad : {"[1]", "false", "{not json", R"({"messages": []})", R"({"add_generation_prompt": false})"}) {
+    try {
+      parse_template_kwargs(bad);
+      ADD_FAILURE() << bad << ": no error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("--chat-template-kwargs"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(JinjaChat, GemmaRefusesASystemTurn) {

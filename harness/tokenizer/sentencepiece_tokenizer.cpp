@@ -1,8 +1,8 @@
 #include "harness/tokenizer/sentencepiece_tokenizer.h"
 
-
 #include "core/error.h"
 #include "core/read_file.h"
+#include "harness/tokenizer/token_offsets.h"
 #include "harness/tokenizer/utf8.h"
 
 namespace kvlab::harness {
@@ -104,6 +104,13 @@ std::optional<std::int32_t> SentencePieceTokenizer::token_id(std::string_view to
   const int id = start_->piece_to_id(token);
   if (id < 0 || (start_->is_unknown(id) && start_->id_to_piece(id) != token)) return std::nullopt;
   return id;
+}
+
+std::string SentencePieceTokenizer::token_bytes(std::int32_t id) const {
+  check_id(id);
+  const std::string piece = start_->id_to_piece(id);
+  if (is_special(id)) return piece;  // decode writes a control or unknown piece as its text
+  return metaspace_piece_bytes(piece, kSpace, start_->is_byte(id));
 }
 
 std::string SentencePieceTokenizer::token(std::int32_t id) const {

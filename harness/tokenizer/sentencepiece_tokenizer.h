@@ -39,6 +39,7 @@ class SentencePieceTokenizer final : public Tokenizer {
   std::optional<std::int32_t> token_id(std::string_view token) const override;
   std::string token(std::int32_t id) const override;
   bool is_special(std::int32_t id) const override;
+  std::string token_bytes(std::int32_t id) const override;
   std::optional<std::int32_t> bos_id() const override;
   std::string describe() const override;
 

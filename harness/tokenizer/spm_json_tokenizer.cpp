@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "harness/tokenizer/nfc.h"
+#include "harness/tokenizer/token_offsets.h"
 #include "harness/tokenizer/utf8.h"
 
 namespace kvlab::harness {
@@ -273,6 +274,13 @@ std::string SpmJsonTokenizer::token(std::int32_t id) const {
   if (const AddedToken* t = added_.by_id(id)) return t->content;
   const std::string* tok = p_.model->token(id);
   return tok ? *tok : std::string();
+}
+
+std::string SpmJsonTokenizer::token_bytes(std::int32_t id) const {
+  const std::string tok = token(id);  // checks the range; an added token's content
+  if (added_.by_id(id)) return tok;
+  return metaspace_piece_bytes(tok, p_.metaspace ? p_.metaspace->replacement : std::string(kMetaspaceMarker),
+                               p_.model->byte_fallback());
 }
 
 bool SpmJsonTokenizer::is_special(std::int32_t id) const {

@@ -10,7 +10,7 @@
 //  - mistral: sentencepiece BPE with byte_fallback (tokenizer.model) in the v0.3 layout:
 //             <unk> 0, <s> 1, </s> 2, control [INST] 3, [/INST] 4.
 // Each also gets a tokenizer_config.json with bos/eos, added_tokens_decoder and a
-// "chat_template" carrying the family's markers (detect_chat_template finds it). Files are
+// "chat_template" carrying the family's markers (--chat-template auto renders it). Files are
 // written atomically; the output depends only on (family, corpus, vocab_size).
 #pragma once
 
@@ -27,7 +27,7 @@ struct TinyTokenizerInfo {
   int vocab_size = 0;             // largest id + 1 (≤ the requested size when the corpus runs out of pairs)
   std::optional<int> bos_id;      // what encode(add_special = true) prepends
   std::vector<int> eos_ids;       // generation stop tokens
-  std::string chat_template_name; // parse_chat_template name: "llama3", "qwen2", "mistral-v0.3"
+  std::string chat_template_name; // the literal layout its template resembles: "llama3", "qwen2", "mistral-v0.3"
 };
 
 // family: "llama" | "qwen2" | "mistral". vocab_size: the total, specials included (llama ≥ 261,

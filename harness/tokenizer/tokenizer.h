@@ -36,6 +36,11 @@ class Tokenizer {
   virtual std::optional<std::int32_t> token_id(std::string_view token) const = 0;  // exact vocab or added-token lookup
   virtual std::string token(std::int32_t id) const = 0;  // the vocabulary string ("" for an unused id; error outside the range)
   virtual bool is_special(std::int32_t id) const = 0;    // what decode(skip_special = true) drops
+  // The bytes `id` stands for in the text it was encoded from, before decode's UTF-8 repair and
+  // clean-up: byte-level BPE's byte-decoded vocabulary string (possibly part of a character),
+  // a sentencepiece piece with its space marker "▁" as ' ' and <0xNN> as that byte, an added
+  // token's content. token_offsets.h aligns these with the text. Error outside the range.
+  virtual std::string token_bytes(std::int32_t id) const = 0;
   virtual std::optional<std::int32_t> bos_id() const = 0;  // what add_special prepends, if anything
   // Provenance line, e.g. "tokenizer.json byte-level BPE, 128256 tokens, pre-tokenizer llama3, ignore_merges".
   virtual std::string describe() const = 0;
@@ -46,7 +51,9 @@ class Tokenizer {
 // (sentencepiece). One exception: when both exist and tokenizer.json is not byte-level (Mistral
 // repos ship a Metaspace conversion beside tokenizer.model, the reference of docs/tokenizers.md §9),
 // tokenizer.model is used. Error naming the folder when neither exists; a malformed file is an
-// error naming the file and what is wrong (never silently skipped for the other file).
+// error naming the file and what is wrong (never silently skipped for the other file). When
+// tokenizer_config.json sets clean_up_tokenization_spaces, decode applies transformers' clean-up
+// (clean_up_decoding.h).
 std::unique_ptr<Tokenizer> load_tokenizer(const std::filesystem::path& model_dir);
 
 }  // namespace kvlab::harness
