@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "compressors/cache_source.h"
+#include "compressors/compressed.h"
 #include "compressors/methods/low_rank.h"
 #include "core/error.h"
 #include "core/kv_dump.h"
@@ -114,8 +115,9 @@ int run(int argc, char** argv) {
     const double secs = seconds_since(t0);
     const auto groups = low_rank_groups(spec, shape.layers);
     t0 = std::chrono::steady_clock::now();
-    const auto errors = group_errors(cache, *rep, groups);
+    const auto errors = group_errors(cache, *rep, groups);  // the f32 factors, as torch's route keeps them
     const double error_secs = seconds_since(t0);
+    pack_fp16_storage(rep->stored());  // what the chain stores: the bytes are the packed buffers'
     nlohmann::json run = {{"spec", spec.to_string()}, {"seconds", secs}, {"errors", errors},
                           {"authors_ratio", rep->notes()["authors_ratio"]},
                           {"stored_ratio", double(dense_fp16_bytes(shape)) / double(rep->bytes())}};

@@ -6,22 +6,36 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/profile.h"
 #include "linalg/backend.h"
 
 namespace kvlab::linalg {
 namespace {
+
+// out [c, n] row-major = the transpose of x [n, c] row-major, widened to R; in 64 × 64 tiles, so
+// both sides stay in cache (a plain double loop strides one of them by a whole row: 10× slower).
+template <typename R>
+void transpose(const float* x, std::int64_t n, std::int64_t c, R* out) {
+  constexpr std::int64_t kTile = 64;
+  for (std::int64_t t0 = 0; t0 < n; t0 += kTile)
+    for (std::int64_t j0 = 0; j0 < c; j0 += kTile)
+      for (std::int64_t j = j0; j < std::min(j0 + kTile, c); ++j)
+        for (std::int64_t t = t0; t < std::min(t0 + kTile, n); ++t) out[j * n + t] = R(x[t * c + j]);
+}
 
 template <typename R>
 void token_eigenpairs(Backend& backend, const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
                       SubspaceFactors& out) {
   // Y = Xᵀ, row-major [c, n] in R: backend.gram(Y) = YᵀY = X·Xᵀ, one ?syrk.
   std::vector<R> xt(static_cast<std::size_t>(c * n));
-  for (std::int64_t t = 0; t < n; ++t)
-    for (std::int64_t j = 0; j < c; ++j) xt[static_cast<std::size_t>(j * n + t)] = R(x[t * c + j]);
+  transpose(x, n, c, xt.data());
   std::vector<R> k(static_cast<std::size_t>(n * n));
   backend.gram(xt.data(), c, n, n, R(1), R(0), k.data(), n);
   std::vector<R> w(static_cast<std::size_t>(r)), u(static_cast<std::size_t>(n * r));
-  backend.eigh_top(k.data(), n, n, r, w.data(), u.data(), n);  // ascending: column r − 1 is the largest
+  {
+    const core::ProfileScope scope("linalg: token Gram eigenpairs");  // half of the route's time (bench/README.md)
+    backend.eigh_top(k.data(), n, n, r, w.data(), u.data(), n);  // ascending: column r − 1 is the largest
+  }
   // U_r·Σ_r⁻¹ in descending order; a zero eigenvalue leaves its column zero (its direction is
   // not in X's row space), and the orthonormalisation below completes it.
   std::vector<R> scaled(static_cast<std::size_t>(n * r), R(0));
