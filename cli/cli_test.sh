@@ -266,13 +266,16 @@ PY
   # A sweep interrupted after one cell and resumed runs every cell exactly once.
   printf '%s\n' 'name: sw' 'compress:' '  dumps: [a.h5]' '  methods: ["svd:rk=[4,8]", "kivi:bits=4"]' 'eval:' \
     '  models: [tiny]' '  prompts: [prompts.jsonl]' '  methods: [full, "snapkv:keep=0.5,window=4"]' \
-    '  options: {max_new_tokens: 4, query_window: 4, compress_route: host}' >sweep.yaml
+    '  options: {max_new_tokens: 4, query_window: 4, compress_route: host, tokenize: whole,' \
+    '            chat_template_kwargs: '"'"'{"enable_thinking": false}'"'"'}' >sweep.yaml
   "$KVLAB" --quiet sweep run sweep.yaml --max-cells 1 >sweep1.txt
   check "sweep stops after --max-cells" grep -q "stopping after 1 cell" sweep1.txt
   "$KVLAB" --quiet sweep run sweep.yaml >sweep2.txt
   check "resumed sweep runs only the missing cells" grep -q "1 already done, 2 to run" sweep2.txt
   check "sweep recorded each cell once" test "$("$KVLAB" results ls --db sw/results.sqlite | tail -n +2 | wc -l)" = 3
   check "sweep passes eval options through" bash -c "grep -q '\"compress_route\": \"host\"' sw/*/eval.json"
+  check "sweep passes the tokenization through" bash -c "grep -q '\"tokenize\": \"whole\"' sw/*/eval.json"
+  check "sweep passes the template kwargs through" bash -c "grep -q 'enable_thinking' sw/*/eval.json"
   "$KVLAB" --quiet sweep run sweep.yaml >sweep3.txt
   check "a finished sweep has nothing to run" grep -q "3 already done, 0 to run" sweep3.txt
   "$KVLAB" sweep slurm sweep.yaml --shards 2 --out job.sbatch >/dev/null

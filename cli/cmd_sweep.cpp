@@ -101,6 +101,8 @@ harness::EvalRequest eval_request(const results::SweepCell& cell, const fs::path
   req.compress_route = option(cell, "compress_route", req.compress_route);
   req.depth_percent = real_option(cell, "depth");
   req.chat_template = option(cell, "chat_template", req.chat_template);
+  req.chat_template_kwargs = option(cell, "chat_template_kwargs", req.chat_template_kwargs);
+  req.tokenize = option(cell, "tokenize", req.tokenize);
   req.device = option(cell, "device", req.device);
   req.model_dtype = option(cell, "model_dtype", req.model_dtype);
   req.words = option(cell, "words", "");

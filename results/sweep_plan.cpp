@@ -58,9 +58,10 @@ std::map<std::string, std::string> options_of(const YAML::Node& node, const std:
 
 // The options a section's cells read (cli/cmd_sweep.cpp); samples is eval's own key, kept there.
 const std::set<std::string> kCompressOptions = {"device", "model", "threads"};
-const std::set<std::string> kEvalOptions = {"chat_template", "compress_route", "depth", "device", "essay",
-                                            "max_new_tokens", "model_dtype", "qa", "query_window", "question",
-                                            "recompress_every", "samples", "words"};
+const std::set<std::string> kEvalOptions = {"chat_template", "chat_template_kwargs", "compress_route", "depth",
+                                            "device", "essay", "max_new_tokens", "model_dtype", "qa",
+                                            "query_window", "question", "recompress_every", "samples",
+                                            "tokenize", "words"};
 
 
 std::string path_value(const std::string& v, const fs::path& base) {

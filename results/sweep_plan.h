@@ -24,7 +24,8 @@
 //     methods: [full, "xkv:g=4,rk=384,rv=576", "snapkv:keep=0.25"]
 //     options: {question: in-context, max_new_tokens: 0, device: cuda}   # also: query_window,
 //              recompress_every, compress_route, depth (niah needle depth, percent), chat_template,
-//              model_dtype, words, essay, qa, samples
+//              chat_template_kwargs (a JSON object as a string: '{"enable_thinking": false}'),
+//              tokenize (apart | whole), model_dtype, words, essay, qa, samples
 //
 // Unknown keys, options included, are errors; so is a list or mapping where a value belongs. An
 // entry listed twice (a dump, a method, a model) gives one cell, not two cells with one id.

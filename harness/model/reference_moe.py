@@ -16,18 +16,17 @@ safetensors reader) are reference_qwen3.py's and reference_llama.py's. No kvlab 
 The arguments and outputs are reference_qwen3.py's: OUT gets the logits [S, V] as raw f32; KV each
 layer's pre-RoPE keys [S, H_kv, D] then values [S, H_kv, D]; PREFILL = N runs the first N tokens
 as one forward and the others one at a time from a cache of rotated keys (DynamicCache)."""
-import json
 import os
 import sys
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reference_llama import inv_freq, load_safetensors  # noqa: E402
+import reference_qwen3  # noqa: E402
+from reference_llama import inv_freq  # noqa: E402
 from reference_qwen3 import (ACT2FN, Qwen3Attention, Qwen3MLP, Qwen3RMSNorm,  # noqa: E402
                              apply_rotary_pos_emb, eager_attention_forward, linear)
 
@@ -197,33 +196,5 @@ class MoeForCausalLM(nn.Module):
         return linear(self.norm(hidden_states), self.lm_head)[0]
 
 
-def main():
-    model_dir, ids_text, out_path = sys.argv[1:4]
-    kv_path = sys.argv[4] if len(sys.argv) > 4 else None
-    config = json.load(open(f"{model_dir}/config.json"))
-    model = MoeForCausalLM(config, load_safetensors(f"{model_dir}/model.safetensors"))
-    ids = [int(t) for t in ids_text.split(",")]
-    prefill = int(sys.argv[5]) if len(sys.argv) > 5 else len(ids)
-    assert 0 < prefill <= len(ids)
-    L = len(model.layers)
-    taps = [[] for _ in range(L)]
-    with torch.no_grad():
-        if prefill == len(ids):
-            logits = model(torch.tensor([ids]), [None] * L, 0, taps)
-        else:
-            caches = [[] for _ in range(L)]
-            steps = [model(torch.tensor([ids[:prefill]]), caches, 0, taps)]
-            for t in range(prefill, len(ids)):
-                steps.append(model(torch.tensor([ids[t:t + 1]]), caches, t, taps))
-            logits = torch.cat(steps, 0)
-    logits.float().numpy().astype(np.float32).tofile(out_path)
-    if kv_path:
-        parts = []
-        for tap in taps:
-            parts.append(torch.cat([k for k, _ in tap], 0))
-            parts.append(torch.cat([v for _, v in tap], 0))
-        np.concatenate([p.float().contiguous().numpy().ravel() for p in parts]).astype(np.float32).tofile(kv_path)
-
-
 if __name__ == "__main__":
-    main()
+    reference_qwen3.main(MoeForCausalLM)

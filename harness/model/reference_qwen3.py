@@ -16,7 +16,6 @@ and its values: for l in layers, keys [S, H_kv, D] then values [S, H_kv, D], raw
 cache of rotated keys, as transformers' DynamicCache does; the logits and KV rows are those of
 every token in order, so they must equal the single forward's."""
 import json
-import math
 import os
 import sys
 
@@ -173,11 +172,12 @@ class Qwen3ForCausalLM(nn.Module):
         return linear(self.norm(hidden_states), self.lm_head)[0]
 
 
-def main():
+def main(model_class=None):
+    """The command line above, for this family or another one's model class (reference_moe.py)."""
     model_dir, ids_text, out_path = sys.argv[1:4]
     kv_path = sys.argv[4] if len(sys.argv) > 4 else None
     config = json.load(open(f"{model_dir}/config.json"))
-    model = Qwen3ForCausalLM(config, load_safetensors(f"{model_dir}/model.safetensors"))
+    model = (model_class or Qwen3ForCausalLM)(config, load_safetensors(f"{model_dir}/model.safetensors"))
     ids = [int(t) for t in ids_text.split(",")]
     prefill = int(sys.argv[5]) if len(sys.argv) > 5 else len(ids)
     assert 0 < prefill <= len(ids)
