@@ -200,8 +200,9 @@ MethodDef duoattention_method() {
        "fraction follows from sparsity and sink + recent (kvpress DuoAttentionPress also refuses a compression ratio). "
        "Estimating a pattern from the model is not implemented.",
        {{"pattern", ParamType::text, "",
-         "path of the authors' full_attention_heads.tsv (one row per layer, one value per KV head; required; the path "
-         "may not contain , + : = [ ] so copy the authors' lr=... directories' file elsewhere)",
+         "path of the authors' full_attention_heads.tsv (one row per layer, one value per KV head); required: no "
+         "default and no estimate from the model yet (shown as auto: empty); the path may not contain , + : = [ ], so "
+         "copy the file out of the authors' lr=... directories",
          {}},
         {"sparsity", ParamType::real, "0.5",
          "fraction of (layer, KV head) pairs made streaming: the lowest pattern values (authors' README and LongBench "

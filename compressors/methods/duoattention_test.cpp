@@ -57,13 +57,14 @@ KeepMasks run(const std::string& params, const CacheSource& cache) {
   return make_eviction(parse_stage(method("duoattention"), params))->select({cache, linalg::cpu_backend()});
 }
 
-// np.quantile(a, q) with the default linear method, transcribed from numpy's _quantile:
-// virtual index n·q + (1 − q) − 1 (alpha = beta = 1), floor/next clipped to [0, n−1], then _lerp:
-// a + (b − a)·t, computed from b when t ≥ 0.5.
+// np.quantile(a, q) with the default linear method, transcribed from numpy 1.24's
+// numpy/lib/function_base.py (_QuantileMethods["linear"], _quantile, _lerp): virtual index
+// (n − 1)·q, floor and floor + 1 clipped to [0, n − 1], then a + (b − a)·t, computed from b as
+// b − (b − a)·(1 − t) when t ≥ 0.5.
 double np_quantile(std::vector<double> a, double q) {
   std::sort(a.begin(), a.end());
   const auto n = static_cast<double>(a.size());
-  const double idx = n * q + (1 + q * (1 - 1 - 1)) - 1;
+  const double idx = (n - 1) * q;
   const double prev = std::floor(idx);
   const auto lo = static_cast<std::size_t>(std::clamp(prev, 0.0, n - 1));
   const auto hi = static_cast<std::size_t>(std::clamp(prev + 1, 0.0, n - 1));
