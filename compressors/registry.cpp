@@ -23,7 +23,8 @@
   X(random)              \
   X(adakv)               \
   X(chunkkv)             \
-  X(criticalkv)
+  X(criticalkv)          \
+  X(duoattention)
 
 namespace kvlab::compressors {
 
