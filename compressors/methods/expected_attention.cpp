@@ -25,8 +25,10 @@
 // the future angles formed in f32 as HF's rotary embedding does (position · inv_freq), their cos
 // and sin, the averages, the statistics, scores and softmax in double. kvpress casts cos/sin to the
 // model dtype (bf16) before averaging and computes in that dtype; kvlab keeps double throughout.
-// The quadratic form k_tᵀ Σ̂ k_t (D² per key and query head) goes through the backend's f64 gemm,
-// a block of tokens at a time.
+// The quadratic form goes through the backend's f64 gemm, a block of tokens at a time: with fewer
+// statistics queries than channels (N < D, the usual case: N ≤ the dump's query window) as
+// k_tᵀ Σ̂ k_t = Σ_w (k_t·z_w)², z_w = R̄(q_w − μ)/√N (N·D per key and query head instead of D²),
+// else with Σ̂ formed (D² per key). Both are the same sum up to rounding.
 //
 // Device path `scores`: the resident route (harness/resident_routes.cpp) calls select() on a
 // KvCacheSource, which copies the layer's keys, values and query window to host f32; the keep
@@ -112,9 +114,13 @@ class ExpectedAttention final : public BudgetedEviction {
       }
     }
 
-    // Per query head: μ̂ [Hq, D] and Σ̂ [Hq, D, D] (row-major; used as column-major blocks below).
+    // Per query head: μ̂ [Hq, D], and the covariance as `rows` D-vectors b_j per head [Hq, rows, D]
+    // with k_tᵀ Σ̂ k_t = Σ_j (k_t·b_j)(k_t·b'_j): the z_w (rows = N, b' = b), or Σ̂'s rows with
+    // b'_j = e_j·k_t (rows = D; Σ̂ row-major).
+    const bool factored = N < D;
+    const std::int64_t rows = factored ? N : D;
     std::vector<double> mu(static_cast<std::size_t>(Hq) * D, 0.0), sigma;
-    if (cov_) sigma.assign(static_cast<std::size_t>(Hq) * D * D, 0.0);
+    if (cov_) sigma.assign(static_cast<std::size_t>(Hq * rows) * D, 0.0);
     const std::int64_t w0 = first - (T - W);  // the first window row in the statistics
     for (int h = 0; h < Hq; ++h) {
       double* m = mu.data() + static_cast<std::size_t>(h) * D;
@@ -123,23 +129,32 @@ class ExpectedAttention final : public BudgetedEviction {
         for (int d = 0; d < D; ++d) m[d] += q(w)[d];
       for (int d = 0; d < D; ++d) m[d] /= static_cast<double>(N);
       if (cov_) {
-        double* c = sigma.data() + static_cast<std::size_t>(h) * D * D;
+        double* c = sigma.data() + static_cast<std::size_t>(h * rows) * D;
         std::vector<double> x(static_cast<std::size_t>(D));
+        const double scale = 1.0 / std::sqrt(static_cast<double>(N));
         for (std::int64_t w = w0; w < W; ++w) {
           for (int d = 0; d < D; ++d) x[static_cast<std::size_t>(d)] = q(w)[d] - m[d];
+          if (factored) {  // z_w = R̄ (q_w − μ)/√N
+            double* zw = c + (w - w0) * D;
+            for (int d = 0; d < D; ++d) zw[d] = x[static_cast<std::size_t>(d)] * scale;
+            rotate_mean(cbar, sbar, zw, 1);
+            continue;
+          }
           for (int i = 0; i < D; ++i)
             for (int j = 0; j < D; ++j) c[i * D + j] += x[static_cast<std::size_t>(i)] * x[static_cast<std::size_t>(j)];
         }
-        for (int i = 0; i < D * D; ++i) c[i] /= static_cast<double>(N);
-        for (int j = 0; j < D; ++j) rotate_mean(cbar, sbar, c + j, D);      // every column: R̄ Σ
-        for (int i = 0; i < D; ++i) rotate_mean(cbar, sbar, c + i * D, 1);  // every row: (R̄ Σ) R̄ᵀ
+        if (!factored) {
+          for (int i = 0; i < D * D; ++i) c[i] /= static_cast<double>(N);
+          for (int j = 0; j < D; ++j) rotate_mean(cbar, sbar, c + j, D);      // every column: R̄ Σ
+          for (int i = 0; i < D; ++i) rotate_mean(cbar, sbar, c + i * D, 1);  // every row: (R̄ Σ) R̄ᵀ
+        }
       }
       rotate_mean(cbar, sbar, m, 1);
     }
 
     HeadScores out{std::vector<double>(static_cast<std::size_t>(H * T), 0.0), {}};
     const double inv_sqrt_d = 1.0 / std::sqrt(static_cast<double>(D)), inv_2d = 1.0 / (2.0 * D);
-    const std::int64_t rd = static_cast<std::int64_t>(n_rep) * D;
+    const std::int64_t rd = static_cast<std::int64_t>(n_rep) * rows;
     std::vector<double> z(static_cast<std::size_t>(n_rep * n)), e(static_cast<std::size_t>(n)), kd, y;
     double top = -std::numeric_limits<double>::infinity();
     for (int g = 0; g < H; ++g) {
@@ -154,9 +169,10 @@ class ExpectedAttention final : public BudgetedEviction {
         }
       }
       if (cov_) {
-        // Y [block, n_rep·D] row-major = K_block · [Σ̂_1 … Σ̂_r]: column-major, Yᵀ = Bᵀ·K_blockᵀ with
-        // B the group's Σ̂ blocks side by side (D × n_rep·D, ld D) and K_block row-major (ld D).
-        const double* b = sigma.data() + static_cast<std::size_t>(g) * n_rep * D * D;
+        // Y [block, n_rep·rows] row-major = K_block · [B_1ᵀ … B_rᵀ]: column-major, Yᵀ = Bᵀ·K_blockᵀ
+        // with B the group's heads' rows side by side (D × n_rep·rows, ld D; Σ̂ is symmetric) and
+        // K_block row-major (ld D).
+        const double* b = sigma.data() + static_cast<std::size_t>(g * n_rep * rows) * D;
         for (std::int64_t i0 = 0; i0 < n; i0 += kTokenBlock) {
           const std::int64_t m = std::min(kTokenBlock, n - i0);
           kd.resize(static_cast<std::size_t>(m * D));
@@ -165,10 +181,13 @@ class ExpectedAttention final : public BudgetedEviction {
           ctx.backend.gemm(true, false, rd, m, D, 1.0, b, D, kd.data(), D, 0.0, y.data(), rd);
           for (std::int64_t i = 0; i < m; ++i)
             for (int r = 0; r < n_rep; ++r) {
-              const double* yr = y.data() + i * rd + r * D;
+              const double* yr = y.data() + i * rd + r * rows;
               const double* k = kd.data() + i * D;
               double quad = 0;
-              for (int d = 0; d < D; ++d) quad += k[d] * yr[d];
+              if (factored)
+                for (std::int64_t j = 0; j < rows; ++j) quad += yr[j] * yr[j];
+              else
+                for (int d = 0; d < D; ++d) quad += k[d] * yr[d];
               z[static_cast<std::size_t>(r * n + i0 + i)] += quad * inv_2d;
             }
         }

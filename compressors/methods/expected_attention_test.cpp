@@ -272,14 +272,22 @@ TEST(ExpectedAttention, ScoresAndKeepsWhatATranscriptionOfKvpressDoesMhaWithEver
   expect_matches_oracle({2, 3, 3, 8, 40, 40, 0});  // W = T: the statistics are kvpress's exactly
 }
 
+TEST(ExpectedAttention, ScoresAndKeepsWhatATranscriptionOfKvpressDoesWithFewerQueriesThanChannels) {
+  expect_matches_oracle({2, 2, 6, 16, 48, 8, 0});  // N ≤ W = 8 < D = 16: the covariance term factored
+}
+
 TEST(ExpectedAttention, QuadraticFormAcrossTokenBlocks) {
-  // More keys than one gemm block (2048) of the covariance term.
-  const CacheShape shape{1, 1, 2, 4, 4200, 8, 0};
-  const auto cache = fixture(shape, 5, 3);
-  const auto want = ea_oracle(cache, 0, {512, 4, true, true, 0, stats_tokens(shape, 0, 4)});
-  const auto got = scores_of("keep=0.5", cache, 0);
-  const double rel = 16 * kU32 * want.bound[0] + 1e-12;
-  for (std::size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want.score[i], rel * want.score[i]) << "token " << i;
+  // More keys than one gemm block (2048) of the covariance term: Σ̂ formed (N ≥ D = 4) and
+  // factored (N ≤ 8 < D = 16).
+  for (const int D : {4, 16}) {
+    const CacheShape shape{1, 1, 2, D, 4200, 8, 0};
+    const auto cache = fixture(shape, 5, 3);
+    const auto want = ea_oracle(cache, 0, {512, 4, true, true, 0, stats_tokens(shape, 0, 4)});
+    const auto got = scores_of("keep=0.5", cache, 0);
+    const double rel = 16 * kU32 * want.bound[0] + 1e-12;
+    for (std::size_t i = 0; i < got.size(); ++i)
+      ASSERT_NEAR(got[i], want.score[i], rel * want.score[i]) << "D " << D << " token " << i;
+  }
 }
 
 // ---- closed forms -------------------------------------------------------------------------------
