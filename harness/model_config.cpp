@@ -288,12 +288,17 @@ ModelConfig parse_model_config(std::string_view json_text, std::string_view sour
     for (const char* key : {"rope_scaling", "rope_parameters"})
       if (auto it = j.find(key); it != j.end() && it->is_object())
         for (const char* type_key : {"rope_type", "type"})
-          if (auto t = it->find(type_key); t != it->end() && t->is_string() &&
-                                           (*t == "longrope" || *t == "su" || *t == "yarn"))
-            fail("{}: {}.{} '{}' is LongRoPE on phi3 (short_factor/long_factor by sequence length, attention "
-                 "factor on cos/sin), which kvlab does not support yet (Phi-3-*-128k, Phi-3.5-mini, Phi-4-mini); "
-                 "the 4k Phi-3 models (rope_scaling null) are supported",
-                 source, key, type_key, t->get<std::string>());
+          if (auto t = it->find(type_key); t != it->end() && t->is_string()) {
+            if (*t == "longrope" || *t == "su" || *t == "yarn")
+              fail("{}: {}.{} '{}' is LongRoPE on phi3 (short_factor/long_factor by sequence length, attention "
+                   "factor on cos/sin), which kvlab does not support yet (Phi-3-*-128k, Phi-3.5-mini, Phi-4-mini); "
+                   "the 4k Phi-3 models (rope_scaling null) are supported",
+                   source, key, type_key, t->get<std::string>());
+            // Phi3Config.validate_rope raises on any other type.
+            if (*t != "default")
+              fail("{}: {}.{} '{}' is not a phi3 rope type (Phi3Config accepts default or longrope)", source, key,
+                   type_key, t->get<std::string>());
+          }
   }
   try {
     c.rope = core::Rope::from_config(rope_text, c.head_dim);

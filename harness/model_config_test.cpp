@@ -254,6 +254,17 @@ TEST(ModelConfig, Phi3LongRopeIsRefusedByName) {
         EXPECT_THAT(e.what(), HasSubstr(fmt::format("rope_scaling.{} '{}' is LongRoPE on phi3", key, type)));
       }
     }
+  // Phi3Config.validate_rope accepts no other type (kvlab would otherwise run linear scaling).
+  json j = phi3_mini_4k();
+  j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 2.0}};
+  try {
+    parse_model_config(j.dump());
+    ADD_FAILURE() << "accepted linear scaling on phi3";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("rope_scaling.rope_type 'linear' is not a phi3 rope type"));
+  }
+  j["rope_scaling"] = {{"rope_type", "default"}};
+  EXPECT_EQ(parse_model_config(j.dump()).rope.inv_freq(), core::torch_default_inv_freq(96, 10000.0));
 }
 
 TEST(ModelConfig, ErrorsNameTheField) {
