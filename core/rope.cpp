@@ -169,16 +169,26 @@ Rope Rope::from_config(std::string_view config_json, int head_dim, int pow_block
   if (auto it = config.find("rope_parameters"); it != config.end() && it->is_object()) scaling = *it;  // transformers v5
   if (auto it = config.find("rope_scaling"); it != config.end() && it->is_object()) scaling.update(*it);
   const double theta = number(scaling, "rope_theta", number(config, "rope_theta", 10000.0));
-  const double partial = number(config, "partial_rotary_factor", 1.0);
+  // partial_rotary_factor: top level (transformers ≤ 4.x, Phi-4-mini's config.json) or inside
+  // rope_parameters (v5 moves it there: PreTrainedConfig.standardize_rope_params).
+  const double partial = number(scaling, "partial_rotary_factor", number(config, "partial_rotary_factor", 1.0));
   if (head_dim <= 0) {
     head_dim = static_cast<int>(number(config, "head_dim", 0));
     if (head_dim <= 0 && config.contains("hidden_size") && config.contains("num_attention_heads"))
       head_dim = config["hidden_size"].get<int>() / config["num_attention_heads"].get<int>();
   }
-  const int rotary_dim = static_cast<int>(head_dim * partial);
-  if (rotary_dim != head_dim) fail("RoPE config: partial_rotary_factor {} is not supported (need 1.0)", partial);
+  // transformers: dim = int(head_dim * partial_rotary_factor) (a Python float product, truncated);
+  // only the first dim channels rotate, pairing j with j + dim/2 (apply_rotary_pos_emb's q_rot).
+  if (!(partial > 0 && partial <= 1)) fail("RoPE config: partial_rotary_factor {} must be in (0, 1]", partial);
+  const int rotary_dim = static_cast<int>(static_cast<double>(head_dim) * partial);
+  if (rotary_dim <= 0 || rotary_dim % 2)
+    fail("RoPE config: partial_rotary_factor {} × head_dim {} gives {} rotary channels; need a positive even count",
+         partial, head_dim, rotary_dim);
 
-  Rope r = standard(head_dim, theta, pow_block);
+  Rope r = standard(rotary_dim, theta, pow_block);
+  r.head_dim_ = head_dim;
+  if (rotary_dim != head_dim) r.description_ += fmt::format(" rotary={}/{}", rotary_dim, head_dim);
+  const std::string partial_note = rotary_dim != head_dim ? fmt::format(" rotary={}/{}", rotary_dim, head_dim) : "";
   std::string type = "default";
   if (scaling.contains("rope_type")) type = scaling["rope_type"].get<std::string>();
   else if (scaling.contains("type")) type = scaling["type"].get<std::string>();
@@ -191,7 +201,7 @@ Rope Rope::from_config(std::string_view config_json, int head_dim, int pow_block
   const float f = static_cast<float>(factor);
   if (type == "linear") {
     for (auto& x : r.inv_freq_) x = x / f;  // inv_freq /= factor
-    r.description_ = fmt::format("linear θ={} factor={}", theta, factor);
+    r.description_ = fmt::format("linear θ={} factor={}{}", theta, factor, partial_note);
     return r;
   }
   if (type == "llama3") {
@@ -218,7 +228,8 @@ Rope Rope::from_config(std::string_view config_json, int head_dim, int pow_block
       const float smooth = (mul(1.0f / wavelen, old_f) - low_f) / span;  // (old / wavelen − low) / (high − low)
       x = mul(1.0f - smooth, llama) / f + mul(smooth, llama);           // (1 − s) · inv / factor + s · inv
     }
-    r.description_ = fmt::format("llama3 θ={} factor={} low={} high={} original_max={}", theta, factor, low, high, old_ctx);
+    r.description_ = fmt::format("llama3 θ={} factor={} low={} high={} original_max={}{}", theta, factor, low, high, old_ctx,
+                                 partial_note);
     return r;
   }
   fail("RoPE config: rope type '{}' is not supported (default, linear, llama3)", type);
@@ -229,7 +240,9 @@ std::string Rope::describe() const { return description_; }
 void Rope::apply(std::span<float> x, std::int64_t n, int heads, std::span<const std::int64_t> positions,
                  bool inverse) const {
   if (is_identity()) return;
-  const int d = head_dim_, half = d / 2;
+  // Channels [0, rotary_dim) rotate in rotate-half pairs (j, j + rotary_dim/2); the rest pass
+  // through (partial rotary; full rotary: rotary_dim = head_dim).
+  const int d = head_dim_, half = static_cast<int>(inv_freq_.size());
   if (static_cast<std::int64_t>(x.size()) != n * heads * d)
     fail("RoPE: {} values for {} rows × {} heads × {} dims", x.size(), n, heads, d);
   if (static_cast<std::int64_t>(positions.size()) != n) fail("RoPE: {} positions for {} rows", positions.size(), n);

@@ -40,7 +40,8 @@ class Rope {
   // From a model's config.json text, with transformers' leniency: rope_theta (default 10000) or
   // rope_parameters.rope_theta; rope_scaling / rope_parameters with "rope_type" or "type"
   // ∈ {default, linear, llama3}; head_dim or hidden_size / num_attention_heads;
-  // partial_rotary_factor. A config with "rope_type": "none" at the top level (kvlab synth)
+  // partial_rotary_factor (top level or in rope_parameters; rotary_dim = int(head_dim · factor),
+  // positive and even, else an error). A config with "rope_type": "none" at the top level (kvlab synth)
   // gives the identity. Unsupported types (yarn, dynamic, longrope) are an error naming them.
   // The linear and llama3 rules follow transformers' float32 tensor arithmetic step by step.
   static Rope from_config(std::string_view config_json, int head_dim, int pow_block = kTorchPowBlock);
@@ -49,9 +50,13 @@ class Rope {
   int head_dim() const { return head_dim_; }
   // [rotary_dim / 2] inverse frequencies (empty for the identity).
   const std::vector<float>& inv_freq() const { return inv_freq_; }
+  // Channels that rotate: head_dim, or fewer under partial_rotary_factor (Phi-4-mini: 96 of 128),
+  // where channels [rotary_dim, head_dim) pass through unrotated.
+  int rotary_dim() const { return 2 * static_cast<int>(inv_freq_.size()); }
   std::string describe() const;  // "none" | "default θ=500000" | "llama3 θ=500000 factor=8 ..."
 
-  // Rotates rows in place: x is [n, heads, head_dim] row-major, row t at position positions[t].
+  // Rotates rows in place: x is [n, heads, head_dim] row-major, row t at position positions[t]
+  // (only the first rotary_dim channels of each head).
   // inverse = true undoes the rotation (rotation by −θ).
   void apply(std::span<float> x, std::int64_t n, int heads, std::span<const std::int64_t> positions,
              bool inverse = false) const;

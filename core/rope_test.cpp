@@ -61,6 +61,53 @@ TEST(Rope, ConfigLeniency) {
   EXPECT_THROW(Rope::from_config("not json", 8), Error);
 }
 
+TEST(Rope, PartialRotaryRotatesTheFirstChannelsAndPassesTheRest) {
+  // transformers (Phi-4-mini, partial_rotary_factor 0.75): dim = int(head_dim · factor); the
+  // table is the default rule over dim (arange(0, dim, 2) / dim); apply_rotary_pos_emb rotates
+  // x[..., :dim] pairing j with j + dim/2 and concatenates x[..., dim:] unchanged.
+  const auto r = Rope::from_config(R"({"head_dim": 16, "rope_theta": 10000.0, "partial_rotary_factor": 0.75})", 0);
+  ASSERT_EQ(r.head_dim(), 16);
+  ASSERT_EQ(r.rotary_dim(), 12);
+  EXPECT_EQ(r.inv_freq(), torch_default_inv_freq(12, 10000.0));
+  EXPECT_NE(r.describe().find("rotary=12/16"), std::string::npos) << r.describe();
+  // transformers v5 keeps the factor inside rope_parameters: the same table.
+  const auto v5 = Rope::from_config(
+      R"({"head_dim": 16, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.75}})", 0);
+  EXPECT_EQ(v5.inv_freq(), r.inv_freq());
+  // The rotation against its closed form in doubles (angle p·inv_freq[j] formed in f32 as HF).
+  const int n = 5, heads = 3, D = 16, half = 6;
+  std::mt19937 gen(3);
+  std::normal_distribution<float> dist;
+  std::vector<float> x(n * heads * D);
+  for (auto& v : x) v = dist(gen);
+  const std::vector<std::int64_t> pos = {0, 1, 7, 100, 4095};
+  auto y = x;
+  r.apply(y, n, heads, pos);
+  for (int t = 0; t < n; ++t)
+    for (int h = 0; h < heads; ++h) {
+      const float* a = x.data() + (t * heads + h) * D;
+      const float* b = y.data() + (t * heads + h) * D;
+      for (int j = 0; j < half; ++j) {
+        const double angle = static_cast<float>(pos[t]) * r.inv_freq()[j];
+        EXPECT_NEAR(b[j], a[j] * std::cos(angle) - a[j + half] * std::sin(angle), 1e-5) << t << " " << j;
+        EXPECT_NEAR(b[j + half], a[j + half] * std::cos(angle) + a[j] * std::sin(angle), 1e-5) << t << " " << j;
+      }
+      for (int j = 2 * half; j < D; ++j) EXPECT_EQ(b[j], a[j]) << "channel " << j << " passes through";
+    }
+  r.apply(y, n, heads, pos, true);  // the inverse undoes it
+  for (std::size_t i = 0; i < x.size(); ++i) EXPECT_NEAR(y[i], x[i], 1e-5);
+  // Rotary channels that cannot pair, and factors outside (0, 1], are errors naming the key.
+  for (const char* bad : {R"({"head_dim": 10, "partial_rotary_factor": 0.5})", R"({"head_dim": 16, "partial_rotary_factor": 0})",
+                          R"({"head_dim": 16, "partial_rotary_factor": 1.5})"}) {
+    try {
+      Rope::from_config(bad, 0);
+      ADD_FAILURE() << "accepted " << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("partial_rotary_factor"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(Rope, RotationPreservesNormsInvertsAndDependsOnPositionDifference) {
   const auto rope = Rope::standard(16, 10000.0);
   std::mt19937 rng(3);

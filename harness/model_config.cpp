@@ -179,9 +179,9 @@ std::string ModelConfig::describe() const {
     experts = fmt::format(" moe E={} top-{} I_e={}{} sparse-layers={}/{}", moe->num_experts, moe->top_k,
                           moe->expert_intermediate_size, moe->normalize_top_k ? " renormalised" : "", sparse, num_layers);
   }
-  return fmt::format("{} {} layers d={} I={} H_q={} H_kv={} D={} vocab={} rope {}{}{}{}{}{}", model_type, num_layers,
+  return fmt::format("{} {} layers d={} I={} H_q={} H_kv={} D={} vocab={} rope {}{}{}{}{}{}{}", model_type, num_layers,
                      hidden_size, intermediate_size, num_heads, num_kv_heads, head_dim, vocab_size, rope.describe(),
-                     qkv_bias ? " qkv-bias" : "", qk_norm ? " qk-norm" : "", hidden_act == Activation::silu ? "" : " act=" + std::string(to_string(hidden_act)),
+                     fused_projections ? " fused-qkv/gate-up" : "", qkv_bias ? " qkv-bias" : "", qk_norm ? " qk-norm" : "", hidden_act == Activation::silu ? "" : " act=" + std::string(to_string(hidden_act)),
                      sliding_window ? fmt::format(" window={}", *sliding_window) : std::string(), experts);
 }
 
@@ -193,9 +193,11 @@ ModelConfig parse_model_config(std::string_view json_text, std::string_view sour
   c.json = std::string(json_text);
   c.model_type = optional_string(j, "model_type", source);
   if (c.model_type != "llama" && c.model_type != "qwen2" && c.model_type != "mistral" && c.model_type != "qwen3" &&
-      c.model_type != "mixtral" && c.model_type != "qwen3_moe")
-    fail("{}: model_type '{}' is not supported (llama, qwen2, mistral, qwen3, mixtral, qwen3_moe)", source, c.model_type);
+      c.model_type != "mixtral" && c.model_type != "qwen3_moe" && c.model_type != "phi3")
+    fail("{}: model_type '{}' is not supported (llama, qwen2, mistral, qwen3, mixtral, qwen3_moe, phi3)", source,
+         c.model_type);
   const bool qwen3 = c.model_type == "qwen3", mixtral = c.model_type == "mixtral", qwen3_moe = c.model_type == "qwen3_moe";
+  const bool phi3 = c.model_type == "phi3";
   c.vocab_size = required_int(j, "vocab_size", source);
   c.hidden_size = required_int(j, "hidden_size", source);
   c.intermediate_size = required_int(j, "intermediate_size", source);
@@ -223,18 +225,23 @@ ModelConfig parse_model_config(std::string_view json_text, std::string_view sour
     c.head_dim = c.hidden_size / c.num_heads;
   }
   if (c.head_dim <= 0 || c.head_dim % 2) fail("{}: head_dim {} must be positive and even (RoPE pairs)", source, c.head_dim);
-  if (mixtral) c.rms_norm_eps = 1e-5;  // MixtralConfig's default (the others: 1e-6)
+  if (mixtral || phi3) c.rms_norm_eps = 1e-5;  // MixtralConfig's and Phi3Config's default (the others: 1e-6)
   if (auto it = j.find("rms_norm_eps"); it != j.end() && !it->is_null()) {
     if (!it->is_number() || !(it->get<double>() > 0)) fail("{}: 'rms_norm_eps' must be a positive number", source);
     c.rms_norm_eps = it->get<double>();
   }
   c.hidden_act = activation(j, source);
   // MixtralAttention hard-codes bias=False on q/k/v/o (MixtralConfig has no attention_bias).
-  const bool attention_bias = flag(j, "attention_bias", false, source) && !mixtral;
+  // Phi3Attention likewise (qkv_proj and o_proj bias=False; Phi3Config has no attention_bias).
+  const bool attention_bias = flag(j, "attention_bias", false, source) && !mixtral && !phi3;
   c.qkv_bias = c.model_type == "qwen2" || attention_bias;  // Qwen2's model code hard-codes q/k/v bias
   c.o_bias = c.model_type != "qwen2" && attention_bias;
   // Qwen3MLP, Qwen3MoeMLP and Mixtral's experts: bias=False, whatever the config says.
-  c.mlp_bias = flag(j, "mlp_bias", false, source) && !qwen3 && !qwen3_moe && !mixtral;
+  // Phi3MLP: gate_up_proj and down_proj bias=False.
+  c.mlp_bias = flag(j, "mlp_bias", false, source) && !qwen3 && !qwen3_moe && !mixtral && !phi3;
+  // Phi3Attention's one qkv_proj [H_q·D + 2·H_kv·D, d] (rows: q, then k, then v) and Phi3MLP's
+  // gate_up_proj [2·I, d] (rows: gate, then up: `gate, up = gate_up_proj(x).chunk(2, dim=-1)`).
+  c.fused_projections = phi3;
   c.tie_word_embeddings = flag(j, "tie_word_embeddings", false, source);
   c.qk_norm = qwen3 || qwen3_moe;  // Qwen3(Moe)Attention's q_norm / k_norm (no config key: always there)
   // Sliding window: Mistral applies it whenever set (v0.1: 4096); Qwen2 and Qwen3 only with
@@ -247,7 +254,9 @@ ModelConfig parse_model_config(std::string_view json_text, std::string_view sour
   // Qwen3-MoE: Qwen3MoeConfig keeps sliding_window only under use_sliding_window, and transformers
   // releases disagree on which layers then slide (max_window_layers in 4.5x, all in v5): refused.
   const auto window = optional_int(j, "sliding_window", source);
-  if ((c.model_type == "mistral" || mixtral) && window) c.sliding_window = window;
+  // Phi3Model likewise: create_sliding_window_causal_mask whenever config.sliding_window is set
+  // (Phi-3-mini-4k: 2047), on every layer (modeling_phi3.py Phi3Model.forward).
+  if ((c.model_type == "mistral" || mixtral || phi3) && window) c.sliding_window = window;
   if ((c.model_type == "qwen2" || qwen3 || qwen3_moe) && flag(j, "use_sliding_window", false, source))
     fail("{}: use_sliding_window: true is not supported for {}: transformers then applies sliding_window only to "
          "some layers (>= max_window_layers), and per-layer sliding-window attention is a separate item kvlab does "
@@ -271,6 +280,25 @@ ModelConfig parse_model_config(std::string_view json_text, std::string_view sour
     json with_theta = j;
     with_theta["rope_theta"] = 1000000.0;
     rope_text = with_theta.dump();
+  }
+  if (phi3) {
+    // Phi3Config maps rope_scaling types "su" and "yarn" to LongRoPE (convert_rope_params_to_dict):
+    // short/long factors chosen by sequence length and an attention factor on cos/sin, which
+    // kvlab's RoPE does not compute yet; refused by name rather than run as another rule.
+    for (const char* key : {"rope_scaling", "rope_parameters"})
+      if (auto it = j.find(key); it != j.end() && it->is_object())
+        for (const char* type_key : {"rope_type", "type"})
+          if (auto t = it->find(type_key); t != it->end() && t->is_string()) {
+            if (*t == "longrope" || *t == "su" || *t == "yarn")
+              fail("{}: {}.{} '{}' is LongRoPE on phi3 (short_factor/long_factor by sequence length, attention "
+                   "factor on cos/sin), which kvlab does not support yet (Phi-3-*-128k, Phi-3.5-mini, Phi-4-mini); "
+                   "the 4k Phi-3 models (rope_scaling null) are supported",
+                   source, key, type_key, t->get<std::string>());
+            // Phi3Config.validate_rope raises on any other type.
+            if (*t != "default")
+              fail("{}: {}.{} '{}' is not a phi3 rope type (Phi3Config accepts default or longrope)", source, key,
+                   type_key, t->get<std::string>());
+          }
   }
   try {
     c.rope = core::Rope::from_config(rope_text, c.head_dim);

@@ -4,7 +4,8 @@
 // "rope_type" or "type") or transformers-v5 rope_parameters (core::Rope reads those). The
 // families differ only in the flags below: Qwen2's q/k/v biases, Mistral v0.1's sliding window,
 // tied embeddings on the small Qwen2.5 and Qwen3 models, Qwen3's per-head q/k RMSNorm, and the
-// sparse mixture-of-experts MLP of Mixtral and Qwen3-MoE (`moe`, docs/models.md §7).
+// sparse mixture-of-experts MLP of Mixtral and Qwen3-MoE (`moe`, docs/models.md §7), and Phi-3's
+// fused qkv_proj / gate_up_proj with partial rotary (docs/models.md §8).
 #pragma once
 
 #include <filesystem>
@@ -56,7 +57,7 @@ struct MoeConfig {
 };
 
 struct ModelConfig {
-  std::string model_type;             // "llama" | "qwen2" | "mistral" | "qwen3" | "mixtral" | "qwen3_moe"
+  std::string model_type;             // "llama" | "qwen2" | "mistral" | "qwen3" | "mixtral" | "qwen3_moe" | "phi3"
   int vocab_size = 0;                 // embedding rows (may exceed the tokenizer's size: padding)
   int hidden_size = 0;                // d_model
   int intermediate_size = 0;          // MLP width I
@@ -71,6 +72,7 @@ struct ModelConfig {
   bool mlp_bias = false;              // gate/up/down biases (llama's mlp_bias)
   bool tie_word_embeddings = false;   // lm_head reuses embed_tokens (lm_head.weight absent)
   bool qk_norm = false;               // RMSNorm over D of each q and k head before RoPE (Qwen3's q_norm/k_norm)
+  bool fused_projections = false;     // Phi-3: self_attn.qkv_proj (q, k, v rows) and mlp.gate_up_proj (gate, up rows)
   std::optional<int> sliding_window;  // attend to at most this many most recent keys (Mistral v0.1, Mixtral), else full
   std::optional<MoeConfig> moe;       // Mixtral and Qwen3-MoE; absent on dense families
   int max_position_embeddings = 0;

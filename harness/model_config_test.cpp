@@ -166,7 +166,7 @@ TEST(ModelConfig, Qwen3ErrorsNameTheMissingKeyAndRefuseSlidingWindows) {
   }
   json j = qwen3_06b();
   j.erase("model_type");
-  EXPECT_THAT(error_of(j), HasSubstr("model_type '' is not supported (llama, qwen2, mistral, qwen3, mixtral, qwen3_moe)"));
+  EXPECT_THAT(error_of(j), HasSubstr("model_type '' is not supported (llama, qwen2, mistral, qwen3, mixtral, qwen3_moe, phi3)"));
   j = qwen3_06b();
   j["model_type"] = "qwen2_moe";  // Qwen2-MoE's shared expert is not modelled
   EXPECT_THAT(error_of(j), HasSubstr("model_type 'qwen2_moe' is not supported"));
@@ -193,6 +193,78 @@ TEST(ModelConfig, MistralV01KeepsItsSlidingWindowAndMhaWhenKvHeadsAbsent) {
   EXPECT_EQ(c.sliding_window, 4096);
   EXPECT_EQ(c.num_kv_heads, 32);
   EXPECT_EQ(c.n_rep(), 1);
+}
+
+// A Phi-3-mini-4k-instruct-style config.json (its published fields: MHA 32/32, sliding_window
+// 2047, rope_scaling null, untied; docs/models.md §8.1).
+json phi3_mini_4k() {
+  return json::parse(R"({
+    "architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "hidden_size": 3072,
+    "intermediate_size": 8192, "num_hidden_layers": 32, "num_attention_heads": 32,
+    "num_key_value_heads": 32, "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "rope_scaling": null,
+    "sliding_window": 2047, "max_position_embeddings": 4096, "original_max_position_embeddings": 4096,
+    "attention_bias": false, "hidden_act": "silu", "tie_word_embeddings": false, "vocab_size": 32064,
+    "bos_token_id": 1, "eos_token_id": 32000, "pad_token_id": 32000, "torch_dtype": "bfloat16"})");
+}
+
+TEST(ModelConfig, Phi3HasFusedProjectionsItsWindowAndNoBias) {
+  const auto c = parse_model_config(phi3_mini_4k().dump());
+  EXPECT_TRUE(c.fused_projections);
+  EXPECT_EQ(c.head_dim, 96);
+  EXPECT_EQ(c.num_kv_heads, 32);
+  EXPECT_EQ(c.sliding_window, 2047);  // Phi3Model masks every layer with it
+  EXPECT_FALSE(c.qkv_bias || c.o_bias || c.mlp_bias || c.qk_norm || c.moe);
+  EXPECT_EQ(c.rope.rotary_dim(), 96);
+  EXPECT_NE(c.describe().find("fused-qkv/gate-up"), std::string::npos) << c.describe();
+  // Phi3Attention / Phi3MLP have bias=False whatever attention_bias / mlp_bias say.
+  json j = phi3_mini_4k();
+  j["attention_bias"] = j["mlp_bias"] = true;
+  const auto b = parse_model_config(j.dump());
+  EXPECT_FALSE(b.qkv_bias || b.o_bias || b.mlp_bias);
+  // Phi3Config's defaults: num_key_value_heads → num_attention_heads, rms_norm_eps 1e-5, θ 10⁴.
+  j = phi3_mini_4k();
+  for (const char* key : {"num_key_value_heads", "rms_norm_eps", "rope_theta", "sliding_window"}) j.erase(key);
+  const auto d = parse_model_config(j.dump());
+  EXPECT_EQ(d.num_kv_heads, 32);
+  EXPECT_EQ(d.rms_norm_eps, 1e-5);
+  EXPECT_EQ(d.rope.inv_freq(), core::torch_default_inv_freq(96, 10000.0));
+  EXPECT_FALSE(d.sliding_window);
+  // Phi-4-mini's attention: GQA 24/8, partial_rotary_factor 0.75 → 96 of D = 128 channels rotate.
+  j = phi3_mini_4k();
+  j["num_attention_heads"] = 24;
+  j["num_key_value_heads"] = 8;
+  j["partial_rotary_factor"] = 0.75;
+  const auto p = parse_model_config(j.dump());
+  EXPECT_EQ(p.head_dim, 128);
+  EXPECT_EQ(p.rope.rotary_dim(), 96);
+  EXPECT_EQ(p.rope.inv_freq(), core::torch_default_inv_freq(96, 10000.0));
+}
+
+TEST(ModelConfig, Phi3LongRopeIsRefusedByName) {
+  // Phi3Config reads rope_scaling type "su" and "yarn" as LongRoPE (convert_rope_params_to_dict).
+  for (const char* type : {"longrope", "su", "yarn"})
+    for (const char* key : {"rope_type", "type"}) {
+      json j = phi3_mini_4k();
+      j["rope_scaling"] = {{key, type}, {"short_factor", std::vector<double>(48, 1.0)},
+                           {"long_factor", std::vector<double>(48, 2.0)}};
+      try {
+        parse_model_config(j.dump());
+        ADD_FAILURE() << "accepted " << type;
+      } catch (const Error& e) {
+        EXPECT_THAT(e.what(), HasSubstr(fmt::format("rope_scaling.{} '{}' is LongRoPE on phi3", key, type)));
+      }
+    }
+  // Phi3Config.validate_rope accepts no other type (kvlab would otherwise run linear scaling).
+  json j = phi3_mini_4k();
+  j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 2.0}};
+  try {
+    parse_model_config(j.dump());
+    ADD_FAILURE() << "accepted linear scaling on phi3";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("rope_scaling.rope_type 'linear' is not a phi3 rope type"));
+  }
+  j["rope_scaling"] = {{"rope_type", "default"}};
+  EXPECT_EQ(parse_model_config(j.dump()).rope.inv_freq(), core::torch_default_inv_freq(96, 10000.0));
 }
 
 TEST(ModelConfig, ErrorsNameTheField) {

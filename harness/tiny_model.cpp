@@ -18,8 +18,8 @@ using nlohmann::json;
 
 void check_options(const TinyModelOptions& o) {
   if (o.arch != "llama" && o.arch != "qwen2" && o.arch != "mistral" && o.arch != "qwen3" && o.arch != "mixtral" &&
-      o.arch != "qwen3_moe")
-    fail("make-tiny-model: --arch '{}' is not one of llama, qwen2, mistral, qwen3, mixtral, qwen3_moe", o.arch);
+      o.arch != "qwen3_moe" && o.arch != "phi3")
+    fail("make-tiny-model: --arch '{}' is not one of llama, qwen2, mistral, qwen3, mixtral, qwen3_moe, phi3", o.arch);
   if (o.experts <= 0 || o.experts_per_token <= 0 || o.experts_per_token > o.experts || o.moe_intermediate <= 0)
     fail("make-tiny-model: --experts {} and --moe-intermediate {} must be positive and --experts-per-token {} in 1..{}",
          o.experts, o.moe_intermediate, o.experts_per_token, o.experts);
@@ -149,6 +149,22 @@ std::string tiny_model_config_json(const TinyModelOptions& o, int vocab_size) {
     c["router_jitter_noise"] = 0.0;
     c["router_aux_loss_coef"] = 0.02;
     c["output_router_logits"] = false;
+  } else if (o.arch == "phi3") {
+    // Phi-4-mini's attention without its LongRoPE (not supported yet): fused qkv_proj and
+    // gate_up_proj, partial_rotary_factor 0.75, tied embeddings, no window (Phi-3.5-mini's is
+    // 262144, past any tiny context); rope_theta 10000 (Phi3Config's default).
+    c["architectures"] = {"Phi3ForCausalLM"};
+    c["model_type"] = "phi3";
+    c["rms_norm_eps"] = 1e-5;
+    c["rope_theta"] = 10000.0;
+    c["rope_scaling"] = nullptr;
+    c["partial_rotary_factor"] = 0.75;
+    c["original_max_position_embeddings"] = o.max_position_embeddings;
+    c["sliding_window"] = nullptr;
+    c["tie_word_embeddings"] = true;
+    c["resid_pdrop"] = 0.0;
+    c["embd_pdrop"] = 0.0;
+    c["attention_dropout"] = 0.0;
   } else {
     c["architectures"] = {"MistralForCausalLM"};
     c["model_type"] = "mistral";
@@ -175,14 +191,14 @@ std::map<std::string, core::TensorToWrite> tiny_weights(const ModelConfig& confi
       float mean;
       double stddev;
     };
-    std::vector<Spec> specs = {
-        {"input_layernorm.weight", {d}, 1, 0.1},
-        {"self_attn.q_proj.weight", {dq, d}, 0, 1 / std::sqrt(double(d))},
-        {"self_attn.k_proj.weight", {dkv, d}, 0, 1 / std::sqrt(double(d))},
-        {"self_attn.v_proj.weight", {dkv, d}, 0, 1 / std::sqrt(double(d))},
-        {"self_attn.o_proj.weight", {d, dq}, 0, 1 / std::sqrt(double(dq))},
-        {"post_attention_layernorm.weight", {d}, 1, 0.1},
-    };
+    std::vector<Spec> specs = {{"input_layernorm.weight", {d}, 1, 0.1}};
+    if (config.fused_projections)  // Phi-3's qkv_proj: q rows, then k, then v
+      specs.push_back({"self_attn.qkv_proj.weight", {dq + 2 * dkv, d}, 0, 1 / std::sqrt(double(d))});
+    else
+      for (const auto& [name, rows] : {std::pair{"q", dq}, std::pair{"k", dkv}, std::pair{"v", dkv}})
+        specs.push_back({fmt::format("self_attn.{}_proj.weight", name), {rows, d}, 0, 1 / std::sqrt(double(d))});
+    specs.push_back({"self_attn.o_proj.weight", {d, dq}, 0, 1 / std::sqrt(double(dq))});
+    specs.push_back({"post_attention_layernorm.weight", {d}, 1, 0.1});
     if (config.sparse_layer(l)) {  // the router, then each expert's gate, up, down
       const std::int64_t experts = config.moe->num_experts, ie = config.moe->expert_intermediate_size;
       specs.push_back({config.moe_tensor_name(MoeTensor::router, 0), {experts, d}, 0, 1 / std::sqrt(double(d))});
@@ -191,6 +207,9 @@ std::map<std::string, core::TensorToWrite> tiny_weights(const ModelConfig& confi
         specs.push_back({config.moe_tensor_name(MoeTensor::up, e), {ie, d}, 0, 1 / std::sqrt(double(d))});
         specs.push_back({config.moe_tensor_name(MoeTensor::down, e), {d, ie}, 0, 1 / std::sqrt(double(ie))});
       }
+    } else if (config.fused_projections) {  // Phi-3's gate_up_proj: gate rows, then up
+      specs.push_back({"mlp.gate_up_proj.weight", {2 * inter, d}, 0, 1 / std::sqrt(double(d))});
+      specs.push_back({"mlp.down_proj.weight", {d, inter}, 0, 1 / std::sqrt(double(inter))});
     } else {
       specs.push_back({"mlp.gate_proj.weight", {inter, d}, 0, 1 / std::sqrt(double(d))});
       specs.push_back({"mlp.up_proj.weight", {inter, d}, 0, 1 / std::sqrt(double(d))});
@@ -222,11 +241,13 @@ ModelConfig write_tiny_model(const std::filesystem::path& dir, const TinyModelOp
   // so the tiny qwen3 gets the tiny qwen2 tokenizer (and its chat template).
   // Qwen3-MoE ships the same tokenizer; Mixtral ships Mistral's sentencepiece one.
   const bool qwen = o.arch == "qwen2" || o.arch == "qwen3" || o.arch == "qwen3_moe";
-  const std::string family = qwen ? "qwen2" : o.arch == "mixtral" ? "mistral" : o.arch;
+  // Phi-3 ships a Llama-2-style sentencepiece tokenizer.model (LlamaTokenizer): mistral's tiny one.
+  const std::string family = qwen ? "qwen2" : o.arch == "mixtral" || o.arch == "phi3" ? "mistral" : o.arch;
   const auto tok = write_tiny_tokenizer(dir, family, tiny_corpus(), o.vocab, o.seed);
   // Qwen2 and Qwen3 checkpoints pad the embedding to a multiple of 64 rows beyond the tokenizer
   // (Qwen2.5: 151665 → 152064; Qwen3: 151669 → 151936); the tiny ones do the same.
-  const int rows = qwen ? (tok.vocab_size + 63) / 64 * 64 : tok.vocab_size;
+  // Phi-3 likewise (32011 tokens → 32064 rows).
+  const int rows = qwen || o.arch == "phi3" ? (tok.vocab_size + 63) / 64 * 64 : tok.vocab_size;
   auto config_json = json::parse(tiny_model_config_json(o, rows));
   if (tok.bos_id) config_json["bos_token_id"] = *tok.bos_id;
   config_json["eos_token_id"] = tok.eos_ids.size() == 1 ? json(tok.eos_ids[0]) : json(tok.eos_ids);

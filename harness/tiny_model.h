@@ -20,6 +20,8 @@ struct TinyModelOptions {
                                 // head_dim 2·hidden/heads unless given, tied embeddings, qwen2's tokenizer)
                                 // | mixtral (mistral + sparse MoE, mistral's tokenizer) | qwen3_moe
                                 // (qwen3's attention, untied, sparse MoE with norm_topk_prob, qwen2's tokenizer)
+                                // | phi3 (fused qkv_proj / gate_up_proj, partial rotary 0.75, tied
+                                // embeddings, mistral's sentencepiece tokenizer)
   int layers = 4;
   int hidden = 64;              // d_model
   int heads = 4;                // H_q
@@ -45,7 +47,8 @@ std::string tiny_model_config_json(const TinyModelOptions& options, int vocab_si
 // projections ~ N(0, 1/fan_in), embeddings ~ N(0, 1), norms (Qwen3's q_norm/k_norm [D] too)
 // 1 + N(0, 0.1²), Qwen2 biases N(0, 0.1²). Sparse layers (config.sparse_layer) draw the router
 // [E, d] ~ N(0, 1/d) and each expert's gate/up/down (fan-in rule) where a dense layer draws its
-// MLP. Same options and config → same bytes.
+// MLP; with config.fused_projections (Phi-3) one qkv_proj and one gate_up_proj, drawn as one
+// tensor each. Same options and config → same bytes.
 std::map<std::string, core::TensorToWrite> tiny_weights(const ModelConfig& config, const TinyModelOptions& options);
 
 // Writes the whole folder (created if missing; existing kvlab files replaced atomically) and

@@ -65,9 +65,13 @@ LlamaModel::LlamaModel(ModelConfig config, const core::Checkpoint& ckpt, RunOpti
     const auto p = fmt::format("model.layers.{}.", l);
     Layer layer;
     layer.input_norm = load_weight(ckpt, p + "input_layernorm.weight", {d}, options_);
-    layer.q = load_weight(ckpt, p + "self_attn.q_proj.weight", {q, d}, options_);
-    layer.k = load_weight(ckpt, p + "self_attn.k_proj.weight", {kv, d}, options_);
-    layer.v = load_weight(ckpt, p + "self_attn.v_proj.weight", {kv, d}, options_);
+    if (c.fused_projections) {  // Phi-3: one [q + 2·kv, d] matrix, used fused as Phi3Attention does
+      layer.qkv = load_weight(ckpt, p + "self_attn.qkv_proj.weight", {q + 2 * kv, d}, options_);
+    } else {
+      layer.q = load_weight(ckpt, p + "self_attn.q_proj.weight", {q, d}, options_);
+      layer.k = load_weight(ckpt, p + "self_attn.k_proj.weight", {kv, d}, options_);
+      layer.v = load_weight(ckpt, p + "self_attn.v_proj.weight", {kv, d}, options_);
+    }
     layer.o = load_weight(ckpt, p + "self_attn.o_proj.weight", {d, q}, options_);
     layer.q_bias = optional_load(ckpt, c.qkv_bias, p + "self_attn.q_proj.bias", {q}, options_);
     layer.k_bias = optional_load(ckpt, c.qkv_bias, p + "self_attn.k_proj.bias", {kv}, options_);
@@ -90,8 +94,12 @@ LlamaModel::LlamaModel(ModelConfig config, const core::Checkpoint& ckpt, RunOpti
       layers_.push_back(std::move(layer));
       continue;
     }
-    layer.gate = load_weight(ckpt, p + "mlp.gate_proj.weight", {inter, d}, options_);
-    layer.up = load_weight(ckpt, p + "mlp.up_proj.weight", {inter, d}, options_);
+    if (c.fused_projections) {  // Phi-3: gate_up_proj [2·I, d], gate rows first
+      layer.gate_up = load_weight(ckpt, p + "mlp.gate_up_proj.weight", {2 * inter, d}, options_);
+    } else {
+      layer.gate = load_weight(ckpt, p + "mlp.gate_proj.weight", {inter, d}, options_);
+      layer.up = load_weight(ckpt, p + "mlp.up_proj.weight", {inter, d}, options_);
+    }
     layer.down = load_weight(ckpt, p + "mlp.down_proj.weight", {d, inter}, options_);
     layer.gate_bias = optional_load(ckpt, c.mlp_bias, p + "mlp.gate_proj.bias", {inter}, options_);
     layer.up_bias = optional_load(ckpt, c.mlp_bias, p + "mlp.up_proj.bias", {inter}, options_);
@@ -99,7 +107,7 @@ LlamaModel::LlamaModel(ModelConfig config, const core::Checkpoint& ckpt, RunOpti
     layers_.push_back(std::move(layer));
   }
   const auto& inv = c.rope.inv_freq();
-  if (static_cast<int>(inv.size()) != c.head_dim / 2)
+  if (inv.empty() || static_cast<int>(inv.size()) > c.head_dim / 2)
     fail("{}: RoPE has {} frequencies for head_dim {}", ckpt.path().string(), inv.size(), c.head_dim);
   inv_freq_ = at::tensor(std::vector<float>(inv.begin(), inv.end()), at::kFloat).to(options_.device);
 }
@@ -116,9 +124,16 @@ LlamaModel::RopeTables LlamaModel::rope_tables(const at::Tensor& positions, at::
 }
 
 at::Tensor LlamaModel::apply_rope(const at::Tensor& x, const RopeTables& tables) {
-  const std::int64_t half = x.size(-1) / 2;
-  const at::Tensor rotated_half = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
-  return x * tables.cos + rotated_half * tables.sin;
+  const std::int64_t rotary = tables.cos.size(-1), half = rotary / 2;
+  if (rotary == x.size(-1)) {
+    const at::Tensor rotated_half = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+    return x * tables.cos + rotated_half * tables.sin;
+  }
+  // Partial rotary (Phi-4-mini): apply_rotary_pos_emb rotates x[..., :rotary] and concatenates
+  // x[..., rotary:] unchanged (modeling_phi3.py).
+  const at::Tensor r = x.narrow(-1, 0, rotary);
+  const at::Tensor rotated_half = at::cat({-r.narrow(-1, half, half), r.narrow(-1, 0, half)}, -1);
+  return at::cat({r * tables.cos + rotated_half * tables.sin, x.narrow(-1, rotary, x.size(-1) - rotary)}, -1);
 }
 
 at::Tensor LlamaModel::rotate(const at::Tensor& x, const at::Tensor& positions) const {
@@ -190,6 +205,13 @@ at::Tensor LlamaModel::mlp(const Layer& layer, const at::Tensor& h) const {
       outputs.push_back(layer.moe->forward(x));
       continue;
     }
+    if (layer.gate_up.defined()) {  // Phi3MLP: gate, up = gate_up_proj(x).chunk(2); up · act(gate)
+      const at::Tensor gate_up = at::matmul(x, layer.gate_up.t());
+      const std::int64_t inter = config_.intermediate_size;
+      const at::Tensor act = gate_up.narrow(-1, inter, inter) * activate(gate_up.narrow(-1, 0, inter), config_.hidden_act);
+      outputs.push_back(linear(act, layer.down, layer.down_bias));
+      continue;
+    }
     const at::Tensor act =
         activate(linear(x, layer.gate, layer.gate_bias), config_.hidden_act) * linear(x, layer.up, layer.up_bias);
     outputs.push_back(linear(act, layer.down, layer.down_bias));
@@ -215,13 +237,22 @@ at::Tensor LlamaModel::forward(const at::Tensor& ids_in, KvCache* cache, const L
   for (int l = 0; l < c.num_layers; ++l) {
     const Layer& layer = layers_[l];
     const at::Tensor x = rms_norm(h, layer.input_norm, c.rms_norm_eps);
-    at::Tensor q = linear(x, layer.q, layer.q_bias).view({S, c.num_heads, c.head_dim});
-    at::Tensor k = linear(x, layer.k, layer.k_bias).view({S, c.num_kv_heads, c.head_dim});
+    at::Tensor q, k, v;
+    if (layer.qkv.defined()) {  // Phi3Attention: one matmul, then q, k, v by columns
+      const std::int64_t nq = std::int64_t{c.num_heads} * c.head_dim, nkv = std::int64_t{c.num_kv_heads} * c.head_dim;
+      const at::Tensor qkv = at::matmul(x, layer.qkv.t());
+      q = qkv.narrow(1, 0, nq).contiguous().view({S, c.num_heads, c.head_dim});
+      k = qkv.narrow(1, nq, nkv).contiguous().view({S, c.num_kv_heads, c.head_dim});
+      v = qkv.narrow(1, nq + nkv, nkv).contiguous().view({S, c.num_kv_heads, c.head_dim});
+    } else {
+      q = linear(x, layer.q, layer.q_bias).view({S, c.num_heads, c.head_dim});
+      k = linear(x, layer.k, layer.k_bias).view({S, c.num_kv_heads, c.head_dim});
+      v = linear(x, layer.v, layer.v_bias).view({S, c.num_kv_heads, c.head_dim});
+    }
     if (c.qk_norm) {  // Qwen3Attention: q_norm/k_norm per head, after the reshape, before RoPE
       q = rms_norm(q, layer.q_norm, c.rms_norm_eps);
       k = rms_norm(k, layer.k_norm, c.rms_norm_eps);
     }
-    const at::Tensor v = linear(x, layer.v, layer.v_bias).view({S, c.num_kv_heads, c.head_dim});
     if (observer) observer(LayerTap{l, x, q, k, v, positions});
     const at::Tensor k_rot = apply_rope(k, rope);
     at::Tensor keys, values, keep;

@@ -2,8 +2,9 @@
 // with HF's numerics (docs/models.md §1.3): RMSNorm in fp32, RoPE cos/sin in fp32 with rotate-half
 // pairing, softmax in fp32, q/k/v biases for Qwen2, Qwen3's per-head q_norm/k_norm before RoPE, GQA
 // by repeat-interleave (query head h reads KV head h / n_rep), Mistral v0.1's sliding window, and
-// on Mixtral / Qwen3-MoE a sparse MoE MLP (moe_mlp.h) in the layers the config makes sparse. CPU
-// or CUDA; f32, bf16 or f16.
+// on Mixtral / Qwen3-MoE a sparse MoE MLP (moe_mlp.h) in the layers the config makes sparse, and
+// Phi-3's fused qkv_proj / gate_up_proj and partial rotary (docs/models.md §8). CPU or CUDA; f32,
+// bf16 or f16.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -68,13 +69,15 @@ class LlamaModel {
 
   struct Layer {  // one decoder layer's weights; undefined biases (and q/k norms) are absent
     at::Tensor input_norm, q, q_bias, k, k_bias, v, v_bias, o, o_bias, q_norm, k_norm;
+    at::Tensor qkv;  // Phi-3's fused qkv_proj [H_q·D + 2·H_kv·D, d] (q, k, v undefined then)
     at::Tensor post_norm, gate, gate_bias, up, up_bias, down, down_bias;  // the dense MLP (undefined when sparse)
+    at::Tensor gate_up;  // Phi-3's fused gate_up_proj [2·I, d], gate rows first (gate, up undefined then)
     std::shared_ptr<const MoeMlp> moe;  // the sparse MoE MLP of a sparse layer, else null
   };
 
  private:
   struct RopeTables {
-    at::Tensor cos, sin;  // [S, 1, D] in the activation dtype, computed in fp32
+    at::Tensor cos, sin;  // [S, 1, rotary_dim] in the activation dtype, computed in fp32
   };
   RopeTables rope_tables(const at::Tensor& positions, at::ScalarType dtype) const;
   static at::Tensor apply_rope(const at::Tensor& x, const RopeTables& tables);

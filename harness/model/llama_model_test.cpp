@@ -115,9 +115,32 @@ struct RoutingStats {
 // the MoE is defined: p = softmax(router · x) over all experts, the k largest, weights p_e
 // (divided by their sum when normalize_top_k), output Σ weight · expert_e(x). Returns logits [S][V].
 // With f32-stored weights the f32 model differs from it by rounding only (~1e-6 relative).
-std::vector<std::vector<double>> oracle_logits(const ModelConfig& c, const Weights& w,
+// Phi-3's fused tensors as separate q/k/v and gate/up ones, by the row layout modeling_phi3.py
+// slices: qkv_proj rows [0, H_q·D) are q_proj, the next H_kv·D k_proj, the last H_kv·D v_proj;
+// gate_up_proj rows [0, I) are gate_proj (chunk(2)'s first half), [I, 2I) up_proj.
+Weights split_fused(const ModelConfig& c, Weights w) {
+  const std::int64_t d = c.hidden_size, dq = std::int64_t{c.num_heads} * c.head_dim,
+                     dkv = std::int64_t{c.num_kv_heads} * c.head_dim, I = c.intermediate_size;
+  const auto rows = [&](const core::TensorToWrite& t, std::int64_t first, std::int64_t n) {
+    return core::TensorToWrite{{n, d}, std::vector<float>(t.data.begin() + first * d, t.data.begin() + (first + n) * d),
+                               core::DType::f32};
+  };
+  for (int l = 0; l < c.num_layers; ++l) {
+    const auto p = fmt::format("model.layers.{}.", l);
+    const auto qkv = w.at(p + "self_attn.qkv_proj.weight"), gate_up = w.at(p + "mlp.gate_up_proj.weight");
+    w[p + "self_attn.q_proj.weight"] = rows(qkv, 0, dq);
+    w[p + "self_attn.k_proj.weight"] = rows(qkv, dq, dkv);
+    w[p + "self_attn.v_proj.weight"] = rows(qkv, dq + dkv, dkv);
+    w[p + "mlp.gate_proj.weight"] = rows(gate_up, 0, I);
+    w[p + "mlp.up_proj.weight"] = rows(gate_up, I, I);
+  }
+  return w;
+}
+
+std::vector<std::vector<double>> oracle_logits(const ModelConfig& c, const Weights& stored,
                                                const std::vector<std::int64_t>& tokens, const CellFilter& filter = {},
                                                const std::string& hidden_act = "silu", RoutingStats* routing = nullptr) {
+  const Weights w = c.fused_projections ? split_fused(c, stored) : stored;
   using Vec = std::vector<double>;
   const int S = static_cast<int>(tokens.size()), d = c.hidden_size, H = c.num_heads, Hkv = c.num_kv_heads,
             D = c.head_dim, I = c.intermediate_size, rep = H / Hkv;
@@ -272,10 +295,14 @@ TEST(LlamaModel, FullForwardMatchesAPlainLoopOracle) {
   // llama3 RoPE with every bias flag (attention_bias: q/k/v/o, mlp_bias), Qwen2's q/k/v biases,
   // Mistral with a 3-token window and head_dim 6 ≠ hidden / heads, and Qwen3 (q_norm/k_norm,
   // tied embeddings) as released (head_dim 16 = 2 · hidden / heads, no bias) and with head_dim 6
-  // and attention_bias (q/k/v/o; its MLP never has a bias). Tolerance 1e-4: f32 against double on logits of magnitude ~1–10.
+  // and attention_bias (q/k/v/o; its MLP never has a bias), and Phi-3 (fused qkv_proj /
+  // gate_up_proj split by the oracle, partial rotary 0.75: 6 of D = 8 channels rotate) without
+  // and with a 3-token window; attention_bias and mlp_bias are ignored on phi3 (no biases in
+  // Phi3Attention / Phi3MLP). Tolerance 1e-4: f32 against double on logits of magnitude ~1–10.
   struct Case { const char* arch; int window, head_dim; bool all_biases; };
   for (const Case& k : {Case{"llama", 0, 0, true}, Case{"qwen2", 0, 0, false}, Case{"mistral", 3, 6, false},
-                        Case{"qwen3", 0, 0, false}, Case{"qwen3", 0, 6, true}}) {
+                        Case{"qwen3", 0, 0, false}, Case{"qwen3", 0, 6, true}, Case{"phi3", 0, 0, false},
+                        Case{"phi3", 3, 0, false}}) {
     auto o = small(k.arch);
     o.head_dim = k.head_dim;
     json config = config_json(o);
@@ -295,7 +322,11 @@ TEST(LlamaModel, FullForwardMatchesAPlainLoopOracle) {
     ASSERT_EQ(mc.o_bias && mc.qkv_bias, k.all_biases) << k.arch;
     ASSERT_EQ(mc.mlp_bias, k.all_biases && std::string(k.arch) != "qwen3") << k.arch;
     ASSERT_EQ(mc.qk_norm, std::string(k.arch) == "qwen3");
-    const ModelDir dir(fmt::format("oracle_{}_{}", k.arch, k.head_dim), config, w);
+    ASSERT_EQ(mc.fused_projections, std::string(k.arch) == "phi3");
+    if (mc.fused_projections) {
+      ASSERT_EQ(mc.rope.rotary_dim(), 6) << "partial rotary 0.75 of D = 8";
+    }
+    const ModelDir dir(fmt::format("oracle_{}_{}_{}", k.arch, k.head_dim, k.window), config, w);
     const auto tokens = random_ids(11, 13);
     const auto ours = dir.load().forward(ids(tokens), nullptr, {}, true);
     EXPECT_LT(max_diff(ours, oracle_logits(mc, w, tokens)), 1e-4) << k.arch;
@@ -491,7 +522,7 @@ TEST(LlamaModel, CausalLogitsDoNotSeeLaterTokens) {
 }
 
 TEST(LlamaModel, IncrementalDecodeWithTheCacheEqualsAFullForward) {
-  for (const char* arch : {"llama", "qwen2", "mistral", "qwen3"}) {
+  for (const char* arch : {"llama", "qwen2", "mistral", "qwen3", "phi3"}) {
     const auto o = small(arch);
     const ModelDir dir(std::string("incr_") + arch, config_json(o), weights_for(config_json(o), o));
     const auto model = dir.load();
@@ -722,13 +753,15 @@ TEST(LlamaModel, SlidingWindowLimitsTheReceptiveField) {
 }
 
 TEST(LlamaModel, ChunkedAttentionAndMlpEqualUnchunked) {
-  const auto o = small();
-  const ModelDir dir("chunk", config_json(o), weights_for(config_json(o), o));
-  RunOptions chunked;
-  chunked.max_chunk_tokens = 3;
-  const auto tokens = ids(random_ids(11, 9));
-  EXPECT_LT(max_diff(dir.load().forward(tokens, nullptr, {}, true), dir.load(chunked).forward(tokens, nullptr, {}, true)),
-            1e-5);
+  for (const char* arch : {"llama", "phi3"}) {  // phi3: the fused gate_up_proj sliced per chunk
+    const auto o = small(arch);
+    const ModelDir dir(std::string("chunk_") + arch, config_json(o), weights_for(config_json(o), o));
+    RunOptions chunked;
+    chunked.max_chunk_tokens = 3;
+    const auto tokens = ids(random_ids(11, 9));
+    EXPECT_LT(max_diff(dir.load().forward(tokens, nullptr, {}, true), dir.load(chunked).forward(tokens, nullptr, {}, true)),
+              1e-5) << arch;
+  }
 }
 
 TEST(LlamaModel, Bf16IsCloseToF32) {
@@ -866,7 +899,7 @@ void expect_model_matches(const std::string& python, const std::function<std::st
     auto o = small(arch);
     o.dtype = "bfloat16";
     json config = config_json(o);
-    if (arch == "mistral" || arch == "mixtral") config["sliding_window"] = 5;  // v0.1-style window
+    if (arch == "mistral" || arch == "mixtral" || arch == "phi3") config["sliding_window"] = 5;  // v0.1 / Phi-3-4k style
     const ModelConfig mc = parse_model_config(config.dump());
     const ModelDir dir("ref_" + arch, config, weights_for(config, o));
     const auto tokens = random_ids(13, 20);
@@ -887,6 +920,7 @@ void expect_model_matches(const std::string& python, const std::function<std::st
 
 std::string own_reference(const std::string& arch) {
   if (arch == "mixtral" || arch == "qwen3_moe") return "reference_moe.py";
+  if (arch == "phi3") return "reference_phi3.py";
   return arch == "qwen3" ? "reference_qwen3.py" : "reference_llama.py";
 }
 
@@ -896,7 +930,8 @@ bool system_python_has_torch() {
 
 TEST(LlamaModel, LogitsMatchThePythonReference) {
   if (!system_python_has_torch()) GTEST_SKIP() << "/usr/bin/python3 has no torch (Debian: python3-torch)";
-  expect_model_matches("/usr/bin/python3", own_reference, {"llama", "qwen2", "mistral", "qwen3", "mixtral", "qwen3_moe"});
+  expect_model_matches("/usr/bin/python3", own_reference,
+                       {"llama", "qwen2", "mistral", "qwen3", "mixtral", "qwen3_moe", "phi3"});
 }
 
 TEST(LlamaModel, MoeVariantsMatchThePythonReference) {
@@ -928,13 +963,13 @@ TEST(LlamaModel, CachedDecodeMatchesThePythonReferencesCachedDecode) {
   // other 8 one at a time from a cache of rotated keys (transformers' DynamicCache); kvlab the
   // same way from its cache of pre-RoPE keys (k_norm'd on qwen3 and qwen3_moe). Both must equal
   // the single forward of the other side. Mixtral with a 4-token window, so the window slides
-  // over the cache during the decode.
+  // over the cache during the decode; Phi-3 likewise (fused projections, partial rotary).
   if (!system_python_has_torch()) GTEST_SKIP() << "/usr/bin/python3 has no torch (Debian: python3-torch)";
-  for (const std::string arch : {"qwen3", "mixtral", "qwen3_moe"}) {
+  for (const std::string arch : {"qwen3", "mixtral", "qwen3_moe", "phi3"}) {
     auto o = small(arch);
     o.dtype = "bfloat16";
     json config = config_json(o);
-    if (arch == "mixtral") config["sliding_window"] = 4;
+    if (arch == "mixtral" || arch == "phi3") config["sliding_window"] = 4;
     const ModelConfig mc = parse_model_config(config.dump());
     const ModelDir dir("ref_decode_" + arch, config, weights_for(config, o));
     const auto tokens = random_ids(13, 21);
@@ -965,7 +1000,7 @@ TEST(LlamaModel, LogitsMatchTransformers) {
   if (std::system((python + " -c 'import torch, numpy, transformers' >/dev/null 2>&1").c_str()) != 0)
     GTEST_SKIP() << python << " has no transformers (set KVLAB_PYTHON to one that has)";
   std::vector<std::string> archs = {"llama", "qwen2", "mistral"};
-  for (const std::string arch : {"qwen3", "mixtral", "qwen3_moe"}) {
+  for (const std::string arch : {"qwen3", "mixtral", "qwen3_moe", "phi3"}) {
     if (std::system(fmt::format("{} -c 'import transformers.models.{}.modeling_{}' >/dev/null 2>&1", python, arch, arch)
                         .c_str()) == 0)
       archs.push_back(arch);
@@ -1014,6 +1049,25 @@ TEST(LlamaModel, LoadErrorsNameTheTensor) {
   expect_load_error(moe_model(cases[3]), "model.layers.2.mlp.gate_proj.weight",  // a dense layer of the mix
                     "model.layers.2.mlp.gate_proj.weight' is missing");
   expect_load_error(moe_model(cases[2]), "model.layers.1.mlp.gate.weight", "model.layers.1.mlp.gate.weight' is missing");
+  // Phi-3's fused tensors by their names and fused shapes.
+  const auto p = small("phi3");
+  const json phi3 = config_json(p);
+  w = weights_for(phi3, p);
+  w.erase("model.layers.1.self_attn.qkv_proj.weight");
+  try {
+    ModelDir("phi3_missing", phi3, w).load();
+    ADD_FAILURE() << "loaded a phi3 checkpoint without qkv_proj";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("model.layers.1.self_attn.qkv_proj.weight' is missing"));
+  }
+  w = weights_for(phi3, p);
+  w["model.layers.0.mlp.gate_up_proj.weight"].shape = {48, 64};  // I·d values as [I, 2d]: not [2I, d]
+  try {
+    ModelDir("phi3_shape", phi3, w).load();
+    ADD_FAILURE() << "loaded a misshaped gate_up_proj";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("model.layers.0.mlp.gate_up_proj.weight' has shape [48, 64], the config implies [96, 32]"));
+  }
 }
 
 }  // namespace

@@ -9,7 +9,8 @@ transformers (the GPU machine's image has transformers 5.x; the test skips elsew
 
 KV, when given, gets what each layer's attention took as keys before RoPE and its values, caught
 by forward hooks on transformers' own modules: the output of self_attn.k_norm where the layer has
-one (Qwen3: k_norm(k_proj(x)) reshaped to heads) else of self_attn.k_proj, and of self_attn.v_proj;
+one (Qwen3: k_norm(k_proj(x)) reshaped to heads) else of self_attn.k_proj, and of self_attn.v_proj
+(Phi-3: the k and v column slices of self_attn.qkv_proj's output);
 for l in layers, keys [S, H_kv, D] then values [S, H_kv, D], raw f32.
 """
 import sys
@@ -31,6 +32,14 @@ def main():
     caught = []
     for layer in model.model.layers:
         attn = layer.self_attn
+        if hasattr(attn, "qkv_proj"):  # Phi-3: one projection, k and v are its column slices q | k | v
+            q_cols = model.config.num_attention_heads * attn.head_dim
+            kv_cols = model.config.num_key_value_heads * attn.head_dim
+            for first in (q_cols, q_cols + kv_cols):
+                attn.qkv_proj.register_forward_hook(
+                    lambda _m, _i, out, slot=len(caught), a=first, n=kv_cols: caught[slot].append(out[..., a:a + n]))
+                caught.append([])
+            continue
         key_module = attn.k_norm if hasattr(attn, "k_norm") else attn.k_proj
         for module in (key_module, attn.v_proj):
             module.register_forward_hook(lambda _m, _i, out, slot=len(caught): caught[slot].append(out))

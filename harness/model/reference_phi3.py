@@ -1,0 +1,230 @@
+#!/usr/bin/python3
+"""Independent reference for kvlab's decoder on Phi-3 checkpoints: transformers' eager
+Phi3ForCausalLM (src/transformers/models/phi3/modeling_phi3.py, generated from modular_phi3.py)
+rewritten module by module — Phi3RMSNorm, Phi3MLP (one gate_up_proj, `gate, up = chunk(2)`,
+`up * act(gate)`), Phi3Attention (one qkv_proj sliced q | k | v by columns), Phi3RotaryEmbedding
+(the default rule over dim = int(head_dim * partial_rotary_factor), attention_scaling 1),
+apply_rotary_pos_emb with partial rotary (rotate x[..., :dim], pass x[..., dim:] through),
+eager_attention_forward (repeat_kv, additive mask, softmax in fp32), Phi3DecoderLayer (dropouts
+are the identity at inference), Phi3Model (create_causal_mask, or create_sliding_window_causal_mask
+when config.sliding_window is set) — in PyTorch, reading config.json and model.safetensors with
+nothing but json and numpy (reference_llama.py's loader). No kvlab code is on its path. Runs on the
+torch of Debian's /usr/bin/python3 (1.13). LongRoPE ("longrope", "su", "yarn" on phi3) is refused.
+
+  reference_phi3.py MODEL_DIR IDS OUT.f32 [KV.f32 [PREFILL]]
+
+IDS = "1,2,3". OUT gets the logits [S, V] as raw f32. KV, when given, gets each layer's keys before
+RoPE (the k columns of qkv_proj(x): what kvlab's dump and cache hold) and its values: for l in
+layers, keys [S, H_kv, D] then values [S, H_kv, D], raw f32. PREFILL = N (0 < N ≤ S) runs the
+first N tokens as one forward and then the others one at a time from a cache of rotated keys, as
+transformers' DynamicCache does; the logits and KV rows are those of every token in order."""
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference_llama import load_safetensors, rotate_half  # noqa: E402
+
+
+class Phi3RMSNorm(nn.Module):
+    def __init__(self, weight, eps):
+        super().__init__()
+        self.weight = weight
+        self.variance_epsilon = eps
+
+    def forward(self, hidden_states):
+        input_dtype = hidden_states.dtype
+        hidden_states = hidden_states.to(torch.float32)
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
+        return self.weight * hidden_states.to(input_dtype)
+
+
+def linear(x, w):
+    return nn.functional.linear(x, w)  # every Phi-3 projection has bias=False
+
+
+class Phi3MLP(nn.Module):
+    def __init__(self, w, p, act):
+        super().__init__()
+        self.gate_up_proj, self.down_proj = w[p + "gate_up_proj.weight"], w[p + "down_proj.weight"]
+        self.activation_fn = act
+
+    def forward(self, hidden_states):
+        up_states = linear(hidden_states, self.gate_up_proj)
+        gate, up_states = up_states.chunk(2, dim=-1)
+        up_states = up_states * self.activation_fn(gate)
+        return linear(up_states, self.down_proj)
+
+
+def repeat_kv(hidden_states, n_rep):
+    batch, num_key_value_heads, slen, head_dim = hidden_states.shape
+    if n_rep == 1:
+        return hidden_states
+    hidden_states = hidden_states[:, :, None, :, :].expand(batch, num_key_value_heads, n_rep, slen, head_dim)
+    return hidden_states.reshape(batch, num_key_value_heads * n_rep, slen, head_dim)
+
+
+def eager_attention_forward(query, key, value, attention_mask, scaling, n_rep):
+    key_states = repeat_kv(key, n_rep)
+    value_states = repeat_kv(value, n_rep)
+    attn_weights = torch.matmul(query, key_states.transpose(2, 3)) * scaling
+    attn_weights = attn_weights + attention_mask[:, :, :, : key_states.shape[-2]]
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_output = torch.matmul(attn_weights, value_states)
+    return attn_output.transpose(1, 2).contiguous()
+
+
+def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
+    cos = cos.unsqueeze(unsqueeze_dim)
+    sin = sin.unsqueeze(unsqueeze_dim)
+    rotary_dim = cos.shape[-1]
+    q_rot, q_pass = q[..., :rotary_dim], q[..., rotary_dim:]
+    k_rot, k_pass = k[..., :rotary_dim], k[..., rotary_dim:]
+    q_embed = torch.cat([(q_rot * cos) + (rotate_half(q_rot) * sin), q_pass], dim=-1)
+    k_embed = torch.cat([(k_rot * cos) + (rotate_half(k_rot) * sin), k_pass], dim=-1)
+    return q_embed, k_embed
+
+
+class Phi3Attention(nn.Module):
+    def __init__(self, config, w, p, head_dim):
+        super().__init__()
+        self.config = config
+        self.head_dim = head_dim
+        self.num_key_value_heads = config["num_key_value_heads"]
+        self.num_key_value_groups = config["num_attention_heads"] // self.num_key_value_heads
+        self.scaling = self.head_dim ** -0.5
+        self.qkv_proj, self.o_proj = w[p + "qkv_proj.weight"], w[p + "o_proj.weight"]
+
+    def forward(self, hidden_states, position_embeddings, attention_mask, cache, taps):
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+        qkv = linear(hidden_states, self.qkv_proj)
+        query_pos = self.config["num_attention_heads"] * self.head_dim
+        query_states = qkv[..., :query_pos]
+        key_states = qkv[..., query_pos: query_pos + self.num_key_value_heads * self.head_dim]
+        value_states = qkv[..., query_pos + self.num_key_value_heads * self.head_dim:]
+        query_states = query_states.view(hidden_shape).transpose(1, 2)
+        key_states = key_states.view(hidden_shape).transpose(1, 2)
+        value_states = value_states.view(hidden_shape).transpose(1, 2)
+        taps.append((key_states[0].transpose(0, 1), value_states[0].transpose(0, 1)))  # [S, H_kv, D], pre-RoPE
+        cos, sin = position_embeddings
+        query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin)
+        if cache is not None:  # DynamicCache.update: append along the sequence axis
+            if cache:
+                key_states = torch.cat([cache[0], key_states], dim=-2)
+                value_states = torch.cat([cache[1], value_states], dim=-2)
+            cache[:] = [key_states, value_states]
+        attn_output = eager_attention_forward(query_states, key_states, value_states, attention_mask, self.scaling,
+                                              self.num_key_value_groups)
+        attn_output = attn_output.reshape(*input_shape, -1).contiguous()
+        return linear(attn_output, self.o_proj)
+
+
+class Phi3DecoderLayer(nn.Module):
+    def __init__(self, config, w, l, head_dim, act):
+        super().__init__()
+        p = f"model.layers.{l}."
+        eps = config["rms_norm_eps"]
+        self.self_attn = Phi3Attention(config, w, p + "self_attn.", head_dim)
+        self.mlp = Phi3MLP(w, p + "mlp.", act)
+        self.input_layernorm = Phi3RMSNorm(w[p + "input_layernorm.weight"], eps)
+        self.post_attention_layernorm = Phi3RMSNorm(w[p + "post_attention_layernorm.weight"], eps)
+
+    def forward(self, hidden_states, attention_mask, position_embeddings, cache, taps):
+        residual = hidden_states
+        hidden_states = self.input_layernorm(hidden_states)
+        hidden_states = self.self_attn(hidden_states, position_embeddings, attention_mask, cache, taps)
+        hidden_states = residual + hidden_states  # resid_attn_dropout: identity at inference
+        residual = hidden_states
+        hidden_states = self.post_attention_layernorm(hidden_states)
+        hidden_states = self.mlp(hidden_states)
+        return residual + hidden_states  # resid_mlp_dropout: identity at inference
+
+
+ACT2FN = {"silu": nn.functional.silu, "swish": nn.functional.silu, "relu": nn.functional.relu,
+          "gelu": nn.functional.gelu, "gelu_pytorch_tanh": lambda x: nn.functional.gelu(x, approximate="tanh"),
+          "gelu_new": lambda x: nn.functional.gelu(x, approximate="tanh")}
+
+
+class Phi3ForCausalLM(nn.Module):
+    def __init__(self, config, w):
+        super().__init__()
+        assert config["model_type"] == "phi3", config["model_type"]
+        config.setdefault("rms_norm_eps", 1e-5)  # Phi3Config's defaults
+        if config.get("num_key_value_heads") is None:
+            config["num_key_value_heads"] = config["num_attention_heads"]
+        scaling = dict(config.get("rope_parameters") or {})
+        scaling.update(config.get("rope_scaling") or {})
+        kind = scaling.get("rope_type", scaling.get("type", "default"))
+        if kind != "default":
+            raise SystemExit(f"reference_phi3.py: rope type {kind} (LongRoPE) is not modelled")
+        head_dim = config.get("head_dim", config["hidden_size"] // config["num_attention_heads"])
+        self.embed_tokens = w["model.embed_tokens.weight"]
+        act = ACT2FN[config.get("hidden_act", "silu")]
+        self.layers = [Phi3DecoderLayer(config, w, l, head_dim, act) for l in range(config["num_hidden_layers"])]
+        self.norm = Phi3RMSNorm(w["model.norm.weight"], config["rms_norm_eps"])
+        self.lm_head = w["model.embed_tokens.weight"] if config.get("tie_word_embeddings", False) else w["lm_head.weight"]
+        self.sliding_window = config.get("sliding_window")
+        # Phi3RotaryEmbedding.compute_default_rope_parameters
+        base = scaling.get("rope_theta", config.get("rope_theta", 10000.0))
+        partial_rotary_factor = scaling.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0))
+        dim = int(head_dim * partial_rotary_factor)
+        self.inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+        self.attention_scaling = 1.0
+
+    def rotary_emb(self, position_ids):  # Phi3RotaryEmbedding.forward, fp32
+        freqs = (self.inv_freq[None, :, None].float() @ position_ids[:, None, :].float()).transpose(1, 2)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos() * self.attention_scaling, emb.sin() * self.attention_scaling
+
+    def forward(self, input_ids, caches, past, taps):
+        S = input_ids.shape[1]
+        position_ids = torch.arange(past, past + S)[None]
+        i, j = position_ids[0][:, None], torch.arange(past + S)[None, :]
+        blocked = j > i  # create_causal_mask
+        if self.sliding_window is not None:  # create_sliding_window_causal_mask: kv_idx > q_idx - window
+            blocked |= ~(j > i - self.sliding_window)
+        mask = torch.zeros(S, past + S).masked_fill(blocked, float("-inf"))[None, None]
+        hidden_states = self.embed_tokens[input_ids]
+        position_embeddings = self.rotary_emb(position_ids)
+        for layer, cache, tap in zip(self.layers, caches, taps):
+            hidden_states = layer(hidden_states, mask, position_embeddings, cache, tap)
+        return linear(self.norm(hidden_states), self.lm_head)[0]
+
+
+def main():
+    model_dir, ids_text, out_path = sys.argv[1:4]
+    kv_path = sys.argv[4] if len(sys.argv) > 4 else None
+    config = json.load(open(f"{model_dir}/config.json"))
+    model = Phi3ForCausalLM(config, load_safetensors(f"{model_dir}/model.safetensors"))
+    ids = [int(t) for t in ids_text.split(",")]
+    prefill = int(sys.argv[5]) if len(sys.argv) > 5 else len(ids)
+    assert 0 < prefill <= len(ids)
+    L = len(model.layers)
+    taps = [[] for _ in range(L)]
+    with torch.no_grad():
+        if prefill == len(ids):
+            logits = model(torch.tensor([ids]), [None] * L, 0, taps)
+        else:
+            caches = [[] for _ in range(L)]
+            steps = [model(torch.tensor([ids[:prefill]]), caches, 0, taps)]
+            for t in range(prefill, len(ids)):
+                steps.append(model(torch.tensor([ids[t:t + 1]]), caches, t, taps))
+            logits = torch.cat(steps, 0)
+    logits.float().numpy().astype(np.float32).tofile(out_path)
+    if kv_path:
+        parts = []
+        for tap in taps:
+            parts.append(torch.cat([k for k, _ in tap], 0))
+            parts.append(torch.cat([v for _, v in tap], 0))
+        np.concatenate([p.float().contiguous().numpy().ravel() for p in parts]).astype(np.float32).tofile(kv_path)
+
+
+if __name__ == "__main__":
+    main()
