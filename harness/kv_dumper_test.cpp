@@ -196,7 +196,7 @@ TEST_P(DumpJob, OwnChatTemplateIsTheCheckpointsJinja) {
   EXPECT_EQ(meta.context_end, context_end);
 }
 
-INSTANTIATE_TEST_SUITE_P(Archs, DumpJob, ::testing::Values("llama", "qwen2", "mistral", "qwen3", "mixtral", "qwen3_moe"));
+INSTANTIATE_TEST_SUITE_P(Archs, DumpJob, ::testing::Values("llama", "qwen2", "mistral", "qwen3", "mixtral", "qwen3_moe", "phi3"));
 
 }  // namespace
 }  // namespace kvlab::harness
