@@ -8,12 +8,14 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 
 #include "core/error.h"
 #include "core/kv_dump.h"
+#include "core/safetensors.h"
 #include "harness/dump_job.h"
 #include "harness/tiny_model.h"
 #include "harness/tokenizer/chat_template.h"
@@ -77,6 +79,20 @@ void head_norm(std::vector<double>& y, const core::FloatTensor& weight, double e
   }
 }
 
+// Layer weight "q", "k" or "v" (prefix p = "model.layers.{l}.self_attn."): its own tensor, or its
+// rows of Phi-3's fused qkv_proj (q: H_q·D rows, then k and v: H_kv·D each; docs/models.md §8).
+core::FloatTensor projection(const core::Checkpoint& ckpt, const ModelConfig& config, const std::string& p, char which) {
+  if (!config.fused_projections) return ckpt.tensor(p + which + "_proj.weight");
+  const auto fused = ckpt.tensor(p + "qkv_proj.weight");
+  const std::int64_t in = fused.shape[1], q_rows = std::int64_t{config.num_heads} * config.head_dim,
+                     kv_rows = std::int64_t{config.num_kv_heads} * config.head_dim;
+  const std::int64_t first = which == 'q' ? 0 : which == 'k' ? q_rows : q_rows + kv_rows;
+  const std::int64_t rows = which == 'q' ? q_rows : kv_rows;
+  core::FloatTensor w({rows, in});
+  std::copy_n(fused.data.begin() + first * in, rows * in, w.data.begin());
+  return w;
+}
+
 double max_abs_diff(const std::vector<double>& a, const std::vector<float>& b) {
   double m = 0;
   for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]));
@@ -128,9 +144,9 @@ TEST_P(DumpJob, DumpedTensorsAreTheCheckpointsProjections) {
         return config.qkv_bias ? std::optional(ckpt.tensor(p + n + "_proj.bias")) : std::nullopt;
       };
       const auto bk = bias("k"), bv = bias("v"), bq = bias("q");
-      auto k = project(x, ckpt.tensor(p + "k_proj.weight"), bk ? &*bk : nullptr);
-      const auto v = project(x, ckpt.tensor(p + "v_proj.weight"), bv ? &*bv : nullptr);
-      auto q = project(x, ckpt.tensor(p + "q_proj.weight"), bq ? &*bq : nullptr);
+      auto k = project(x, projection(ckpt, config, p, 'k'), bk ? &*bk : nullptr);
+      const auto v = project(x, projection(ckpt, config, p, 'v'), bv ? &*bv : nullptr);
+      auto q = project(x, projection(ckpt, config, p, 'q'), bq ? &*bq : nullptr);
       if (config.qk_norm) {
         head_norm(k, ckpt.tensor(p + "k_norm.weight"), config.rms_norm_eps);
         head_norm(q, ckpt.tensor(p + "q_norm.weight"), config.rms_norm_eps);
