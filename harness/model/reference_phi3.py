@@ -18,17 +18,16 @@ RoPE (the k columns of qkv_proj(x): what kvlab's dump and cache hold) and its va
 layers, keys [S, H_kv, D] then values [S, H_kv, D], raw f32. PREFILL = N (0 < N ≤ S) runs the
 first N tokens as one forward and then the others one at a time from a cache of rotated keys, as
 transformers' DynamicCache does; the logits and KV rows are those of every token in order."""
-import json
 import os
 import sys
 
-import numpy as np
 import torch
 from torch import nn
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reference_llama import load_safetensors, rotate_half  # noqa: E402
+import reference_qwen3  # noqa: E402
+from reference_llama import rotate_half  # noqa: E402
 
 
 class Phi3RMSNorm(nn.Module):
@@ -198,33 +197,5 @@ class Phi3ForCausalLM(nn.Module):
         return linear(self.norm(hidden_states), self.lm_head)[0]
 
 
-def main():
-    model_dir, ids_text, out_path = sys.argv[1:4]
-    kv_path = sys.argv[4] if len(sys.argv) > 4 else None
-    config = json.load(open(f"{model_dir}/config.json"))
-    model = Phi3ForCausalLM(config, load_safetensors(f"{model_dir}/model.safetensors"))
-    ids = [int(t) for t in ids_text.split(",")]
-    prefill = int(sys.argv[5]) if len(sys.argv) > 5 else len(ids)
-    assert 0 < prefill <= len(ids)
-    L = len(model.layers)
-    taps = [[] for _ in range(L)]
-    with torch.no_grad():
-        if prefill == len(ids):
-            logits = model(torch.tensor([ids]), [None] * L, 0, taps)
-        else:
-            caches = [[] for _ in range(L)]
-            steps = [model(torch.tensor([ids[:prefill]]), caches, 0, taps)]
-            for t in range(prefill, len(ids)):
-                steps.append(model(torch.tensor([ids[t:t + 1]]), caches, t, taps))
-            logits = torch.cat(steps, 0)
-    logits.float().numpy().astype(np.float32).tofile(out_path)
-    if kv_path:
-        parts = []
-        for tap in taps:
-            parts.append(torch.cat([k for k, _ in tap], 0))
-            parts.append(torch.cat([v for _, v in tap], 0))
-        np.concatenate([p.float().contiguous().numpy().ravel() for p in parts]).astype(np.float32).tofile(kv_path)
-
-
 if __name__ == "__main__":
-    main()
+    reference_qwen3.main(Phi3ForCausalLM)
