@@ -62,7 +62,7 @@ struct DemoRuns {
   std::int64_t analysis = 0, compress = 0, eval = 0, eviction = 0, eviction_eval = 0;
 };
 
-// Every selection method at four ratios (the eviction comparison), with `window_keys` for the
+// Every selection method that takes a ratio by itself (not the wrappers or duoattention) at four ratios (the eviction comparison), with `window_keys` for the
 // methods that score with an observation window.
 std::vector<std::string> eviction_sweep(const std::string& window_keys) {
   std::vector<std::string> out;
@@ -88,12 +88,12 @@ void write_figures(const std::filesystem::path& dir, const std::filesystem::path
       {"error-vs-ratio", runs.compress, "kl_vs_ratio.png", "Attention KL vs compression ratio, one line per method family."}};
   if (runs.eviction)
     figures.push_back({"error-vs-ratio", runs.eviction, "eviction_kl_vs_ratio.png",
-                       "Attention KL vs compression ratio of every selection method at keep 0.1, 0.2, 0.35, 0.5 (synthetic dump, 8 layers × 1024 tokens)."});
+                       "Attention KL vs compression ratio of every selection method that takes a ratio, at keep 0.1, 0.2, 0.35, 0.5 (synthetic dump, 8 layers × 1024 tokens)."});
   if (runs.eval) figures.push_back({"accuracy-vs-ratio", runs.eval, "agreement_vs_ratio.png",
                                     "Agreement of greedy decoding with the uncompressed baseline on the tiny Llama."});
   if (runs.eviction_eval)
     figures.push_back({"accuracy-vs-ratio", runs.eviction_eval, "eviction_agreement_vs_ratio.png",
-                       "Agreement with the uncompressed baseline of every selection method at four ratios (tiny Llama)."});
+                       "Agreement with the uncompressed baseline of every selection method that takes a ratio, at four ratios (tiny Llama)."});
   std::string report = "# kvlab demo\n\nFigures from the runs in `kvlab-results.sqlite` (`kvlab plot`; each has its gnuplot "
                        "script and data beside it).\n\n";
   try {
@@ -171,7 +171,7 @@ void add_demo(CLI::App& app, Action& action) {
       datasets::write_synthetic_dump(small, eviction.dump);
       eviction.out = *dir / "eviction";
       eviction.methods = eviction_sweep("");
-      fmt::print("\n  every selection method at four ratios on a smaller dump ({} layers × {} tokens) → {}\n", small.layers,
+      fmt::print("\n  every selection method that takes a ratio by itself, at four ratios, on a smaller dump ({} layers × {} tokens) → {}\n", small.layers,
                  small.tokens, eviction.out.string());
       runs.eviction = run_compress(eviction).run;
 #ifdef KVLAB_HAVE_HARNESS
@@ -220,7 +220,7 @@ void add_demo(CLI::App& app, Action& action) {
       harness::EvalRequest eviction_eval = eval;
       eviction_eval.methods = eviction_sweep(",window=4");
       eviction_eval.out = *dir / "tiny-llama-eviction";
-      fmt::print("\n  every selection method at four ratios, decoding → {}\n", eviction_eval.out.string());
+      fmt::print("\n  the same selection methods at four ratios, decoding → {}\n", eviction_eval.out.string());
       runs.eviction_eval = record_eval(db, run_eval_into(eviction_eval, true).report);
 #endif
       write_figures(*dir, db, runs);
