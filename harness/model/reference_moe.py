@@ -182,18 +182,7 @@ class MoeForCausalLM(nn.Module):
         return emb.cos(), emb.sin()
 
     def forward(self, input_ids, caches, past, taps):
-        S = input_ids.shape[1]
-        position_ids = torch.arange(past, past + S)[None]
-        i, j = position_ids[0][:, None], torch.arange(past + S)[None, :]
-        hidden = j > i  # create_causal_mask
-        if self.window is not None:  # create_sliding_window_causal_mask: key j visible when i - j < window
-            hidden |= j <= i - self.window
-        mask = torch.zeros(S, past + S).masked_fill(hidden, float("-inf"))[None, None]
-        hidden_states = self.embed_tokens[input_ids]
-        position_embeddings = self.rotary_emb(position_ids)
-        for layer, cache, tap in zip(self.layers, caches, taps):
-            hidden_states = layer(hidden_states, mask, position_embeddings, cache, tap)
-        return linear(self.norm(hidden_states), self.lm_head)[0]
+        return reference_qwen3.decoder_forward(self, input_ids, caches, past, taps, self.window)
 
 
 if __name__ == "__main__":

@@ -28,24 +28,10 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import reference_qwen3  # noqa: E402
 from reference_llama import rotate_half  # noqa: E402
-
-
-class Phi3RMSNorm(nn.Module):
-    def __init__(self, weight, eps):
-        super().__init__()
-        self.weight = weight
-        self.variance_epsilon = eps
-
-    def forward(self, hidden_states):
-        input_dtype = hidden_states.dtype
-        hidden_states = hidden_states.to(torch.float32)
-        variance = hidden_states.pow(2).mean(-1, keepdim=True)
-        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
-        return self.weight * hidden_states.to(input_dtype)
-
-
-def linear(x, w):
-    return nn.functional.linear(x, w)  # every Phi-3 projection has bias=False
+# Phi3RMSNorm, repeat_kv, eager_attention_forward and ACT2FN are Qwen3's, line for line (transformers
+# copies them between the two modeling files); every Phi-3 projection has bias=False.
+from reference_qwen3 import ACT2FN, eager_attention_forward, linear  # noqa: E402
+from reference_qwen3 import Qwen3RMSNorm as RMSNorm  # noqa: E402
 
 
 class Phi3MLP(nn.Module):
@@ -59,24 +45,6 @@ class Phi3MLP(nn.Module):
         gate, up_states = up_states.chunk(2, dim=-1)
         up_states = up_states * self.activation_fn(gate)
         return linear(up_states, self.down_proj)
-
-
-def repeat_kv(hidden_states, n_rep):
-    batch, num_key_value_heads, slen, head_dim = hidden_states.shape
-    if n_rep == 1:
-        return hidden_states
-    hidden_states = hidden_states[:, :, None, :, :].expand(batch, num_key_value_heads, n_rep, slen, head_dim)
-    return hidden_states.reshape(batch, num_key_value_heads * n_rep, slen, head_dim)
-
-
-def eager_attention_forward(query, key, value, attention_mask, scaling, n_rep):
-    key_states = repeat_kv(key, n_rep)
-    value_states = repeat_kv(value, n_rep)
-    attn_weights = torch.matmul(query, key_states.transpose(2, 3)) * scaling
-    attn_weights = attn_weights + attention_mask[:, :, :, : key_states.shape[-2]]
-    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
-    attn_output = torch.matmul(attn_weights, value_states)
-    return attn_output.transpose(1, 2).contiguous()
 
 
 def apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
@@ -132,8 +100,8 @@ class Phi3DecoderLayer(nn.Module):
         eps = config["rms_norm_eps"]
         self.self_attn = Phi3Attention(config, w, p + "self_attn.", head_dim)
         self.mlp = Phi3MLP(w, p + "mlp.", act)
-        self.input_layernorm = Phi3RMSNorm(w[p + "input_layernorm.weight"], eps)
-        self.post_attention_layernorm = Phi3RMSNorm(w[p + "post_attention_layernorm.weight"], eps)
+        self.input_layernorm = RMSNorm(w[p + "input_layernorm.weight"], eps)
+        self.post_attention_layernorm = RMSNorm(w[p + "post_attention_layernorm.weight"], eps)
 
     def forward(self, hidden_states, attention_mask, position_embeddings, cache, taps):
         residual = hidden_states
@@ -144,11 +112,6 @@ class Phi3DecoderLayer(nn.Module):
         hidden_states = self.post_attention_layernorm(hidden_states)
         hidden_states = self.mlp(hidden_states)
         return residual + hidden_states  # resid_mlp_dropout: identity at inference
-
-
-ACT2FN = {"silu": nn.functional.silu, "swish": nn.functional.silu, "relu": nn.functional.relu,
-          "gelu": nn.functional.gelu, "gelu_pytorch_tanh": lambda x: nn.functional.gelu(x, approximate="tanh"),
-          "gelu_new": lambda x: nn.functional.gelu(x, approximate="tanh")}
 
 
 class Phi3ForCausalLM(nn.Module):
@@ -167,7 +130,7 @@ class Phi3ForCausalLM(nn.Module):
         self.embed_tokens = w["model.embed_tokens.weight"]
         act = ACT2FN[config.get("hidden_act", "silu")]
         self.layers = [Phi3DecoderLayer(config, w, l, head_dim, act) for l in range(config["num_hidden_layers"])]
-        self.norm = Phi3RMSNorm(w["model.norm.weight"], config["rms_norm_eps"])
+        self.norm = RMSNorm(w["model.norm.weight"], config["rms_norm_eps"])
         self.lm_head = w["model.embed_tokens.weight"] if config.get("tie_word_embeddings", False) else w["lm_head.weight"]
         self.sliding_window = config.get("sliding_window")
         # Phi3RotaryEmbedding.compute_default_rope_parameters
@@ -183,18 +146,7 @@ class Phi3ForCausalLM(nn.Module):
         return emb.cos() * self.attention_scaling, emb.sin() * self.attention_scaling
 
     def forward(self, input_ids, caches, past, taps):
-        S = input_ids.shape[1]
-        position_ids = torch.arange(past, past + S)[None]
-        i, j = position_ids[0][:, None], torch.arange(past + S)[None, :]
-        blocked = j > i  # create_causal_mask
-        if self.sliding_window is not None:  # create_sliding_window_causal_mask: kv_idx > q_idx - window
-            blocked |= ~(j > i - self.sliding_window)
-        mask = torch.zeros(S, past + S).masked_fill(blocked, float("-inf"))[None, None]
-        hidden_states = self.embed_tokens[input_ids]
-        position_embeddings = self.rotary_emb(position_ids)
-        for layer, cache, tap in zip(self.layers, caches, taps):
-            hidden_states = layer(hidden_states, mask, position_embeddings, cache, tap)
-        return linear(self.norm(hidden_states), self.lm_head)[0]
+        return reference_qwen3.decoder_forward(self, input_ids, caches, past, taps, self.sliding_window)
 
 
 if __name__ == "__main__":

@@ -161,15 +161,25 @@ class Qwen3ForCausalLM(nn.Module):
         return emb.cos(), emb.sin()
 
     def forward(self, input_ids, caches, past, taps):
-        S = input_ids.shape[1]
-        position_ids = torch.arange(past, past + S)[None]
-        i, j = position_ids[0][:, None], torch.arange(past + S)[None, :]
-        mask = torch.zeros(S, past + S).masked_fill(j > i, float("-inf"))[None, None]  # create_causal_mask
-        hidden_states = self.embed_tokens[input_ids]
-        position_embeddings = self.rotary_emb(position_ids)
-        for layer, cache, tap in zip(self.layers, caches, taps):
-            hidden_states = layer(hidden_states, mask, position_embeddings, cache, tap)
-        return linear(self.norm(hidden_states), self.lm_head)[0]
+        return decoder_forward(self, input_ids, caches, past, taps)
+
+
+def decoder_forward(model, input_ids, caches, past, taps, window=None):
+    """The *ForCausalLM forward of every family here: embed, the layers under the causal mask
+    (create_causal_mask; with `window`, create_sliding_window_causal_mask: key j is visible from
+    query i when i − window < j ≤ i), final norm, lm_head; logits [S, V]."""
+    S = input_ids.shape[1]
+    position_ids = torch.arange(past, past + S)[None]
+    i, j = position_ids[0][:, None], torch.arange(past + S)[None, :]
+    hidden = j > i
+    if window is not None:
+        hidden |= j <= i - window
+    mask = torch.zeros(S, past + S).masked_fill(hidden, float("-inf"))[None, None]
+    hidden_states = model.embed_tokens[input_ids]
+    position_embeddings = model.rotary_emb(position_ids)
+    for layer, cache, tap in zip(model.layers, caches, taps):
+        hidden_states = layer(hidden_states, mask, position_embeddings, cache, tap)
+    return linear(model.norm(hidden_states), model.lm_head)[0]
 
 
 def main(model_class=None):
