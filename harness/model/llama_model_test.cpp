@@ -69,6 +69,18 @@ std::map<std::string, core::TensorToWrite> weights_for(const json& config, const
   return tiny_weights(parse_model_config(config.dump()), o);
 }
 
+// Loading `weights` under `config` (in a folder named after `name`) fails with an error that
+// contains `message`.
+void expect_load_fails(const std::string& name, const json& config, std::map<std::string, core::TensorToWrite> weights,
+                       const std::string& message) {
+  try {
+    ModelDir(name, config, std::move(weights)).load();
+    ADD_FAILURE() << name << ": loaded; expected the error \"" << message << "\"";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr(message));
+  }
+}
+
 at::Tensor ids(std::vector<std::int64_t> v) { return at::tensor(v, at::kLong); }
 
 std::vector<std::int64_t> random_ids(int n, unsigned seed) {
@@ -640,20 +652,10 @@ TEST(LlamaModel, Qwen3RejectsACheckpointWithoutItsNorms) {
   const json config = config_json(o);
   auto w = weights_for(config, o);
   w.erase("model.layers.1.self_attn.k_norm.weight");
-  try {
-    ModelDir("qwen3_no_norm", config, w).load();
-    ADD_FAILURE() << "loaded a qwen3 checkpoint without k_norm";
-  } catch (const Error& e) {
-    EXPECT_THAT(e.what(), HasSubstr("model.layers.1.self_attn.k_norm.weight' is missing"));
-  }
+  expect_load_fails("qwen3_no_norm", config, w, "model.layers.1.self_attn.k_norm.weight' is missing");
   w = weights_for(config, o);
   w["model.layers.0.self_attn.q_norm.weight"].shape = {4, 4};
-  try {
-    ModelDir("qwen3_norm_shape", config, w).load();
-    ADD_FAILURE() << "loaded a misshaped q_norm";
-  } catch (const Error& e) {
-    EXPECT_THAT(e.what(), HasSubstr("q_norm.weight' has shape [4, 4], the config implies [16]"));
-  }
+  expect_load_fails("qwen3_norm_shape", config, w, "q_norm.weight' has shape [4, 4], the config implies [16]");
 }
 
 TEST(LlamaModel, GqaEqualsMhaWithRepeatInterleavedKvWeights) {
@@ -1016,30 +1018,15 @@ TEST(LlamaModel, LoadErrorsNameTheTensor) {
   const json config = config_json(o);
   auto w = weights_for(config, o);
   w.erase("model.layers.1.mlp.up_proj.weight");
-  try {
-    ModelDir("missing", config, w).load();
-    ADD_FAILURE() << "loaded a checkpoint without up_proj";
-  } catch (const Error& e) {
-    EXPECT_THAT(e.what(), HasSubstr("model.layers.1.mlp.up_proj.weight' is missing"));
-  }
+  expect_load_fails("missing", config, w, "model.layers.1.mlp.up_proj.weight' is missing");
   w = weights_for(config, o);
   w["model.layers.0.self_attn.k_proj.weight"].shape = {8, 64};  // the same 512 values, the wrong shape
-  try {
-    ModelDir("shape", config, w).load();
-    ADD_FAILURE() << "loaded a misshaped k_proj";
-  } catch (const Error& e) {
-    EXPECT_THAT(e.what(), HasSubstr("model.layers.0.self_attn.k_proj.weight' has shape [8, 64]"));
-  }
+  expect_load_fails("shape", config, w, "model.layers.0.self_attn.k_proj.weight' has shape [8, 64]");
   // Sparse layers: the router and each expert's tensors by their family's names.
   const auto expect_load_error = [](const MoeModel& m, const std::string& name, const std::string& message) {
     auto without = m.weights;
     without.erase(name);
-    try {
-      ModelDir("moe_missing", m.config, without).load();
-      ADD_FAILURE() << "loaded without " << name;
-    } catch (const Error& e) {
-      EXPECT_THAT(e.what(), HasSubstr(message));
-    }
+    expect_load_fails("moe_missing", m.config, without, message);
   };
   const auto cases = moe_cases();
   expect_load_error(moe_model(cases[0]), "model.layers.1.block_sparse_moe.experts.2.w3.weight",
@@ -1054,20 +1041,10 @@ TEST(LlamaModel, LoadErrorsNameTheTensor) {
   const json phi3 = config_json(p);
   w = weights_for(phi3, p);
   w.erase("model.layers.1.self_attn.qkv_proj.weight");
-  try {
-    ModelDir("phi3_missing", phi3, w).load();
-    ADD_FAILURE() << "loaded a phi3 checkpoint without qkv_proj";
-  } catch (const Error& e) {
-    EXPECT_THAT(e.what(), HasSubstr("model.layers.1.self_attn.qkv_proj.weight' is missing"));
-  }
+  expect_load_fails("phi3_missing", phi3, w, "model.layers.1.self_attn.qkv_proj.weight' is missing");
   w = weights_for(phi3, p);
   w["model.layers.0.mlp.gate_up_proj.weight"].shape = {48, 64};  // I·d values as [I, 2d]: not [2I, d]
-  try {
-    ModelDir("phi3_shape", phi3, w).load();
-    ADD_FAILURE() << "loaded a misshaped gate_up_proj";
-  } catch (const Error& e) {
-    EXPECT_THAT(e.what(), HasSubstr("model.layers.0.mlp.gate_up_proj.weight' has shape [48, 64], the config implies [96, 32]"));
-  }
+  expect_load_fails("phi3_shape", phi3, w, "model.layers.0.mlp.gate_up_proj.weight' has shape [48, 64], the config implies [96, 32]");
 }
 
 }  // namespace
