@@ -243,13 +243,27 @@ void take_top_eigenpairs(const std::vector<R>& values, const std::vector<R>& vec
   }
 }
 
+// The working buffers of token_gram_subspace (Xᵀ widened, K, U_r, V_r: 100+ MiB at n = 2048,
+// c = 4096 in f64), kept by a caller that decomposes several matrices: glibc maps blocks over
+// 32 MiB afresh on every allocation, and faulting them in cost ~0.4 s of a 1.8 s decomposition
+// (bench/README.md, "xkv").
+struct TokenGramScratch {
+  template <typename R>
+  struct Buffers {
+    std::vector<R> xt, gram, top, scaled, v;
+  };
+  Buffers<double> f64;
+  Buffers<float> f32;
+};
+
 // gram_subspace's factors from the other side, for X with fewer rows than columns (n ≤ c, row-major,
 // ld c): K = X·Xᵀ (n×n) in f64 or f32 (`f64`), its top r eigenpairs (λ_j = σ_j², U_r), V_r =
 // Xᵀ·U_r·Σ_r⁻¹ Householder-orthonormalised (a zero σ_j's column completed to an orthonormal
 // basis, its energy 0), A = X·V_r in f32. Needs 1 ≤ r ≤ n ≤ c. Built from the backend's gram,
-// eigh_top, gemm and orthonormalize on host pointers.
+// eigh_top, gemm and orthonormalize on host pointers; `scratch` (optional) carries the buffers
+// from call to call.
 SubspaceFactors token_gram_subspace(Backend& backend, const float* x, std::int64_t n, std::int64_t c, std::int64_t r,
-                                    bool f64);
+                                    bool f64, TokenGramScratch* scratch = nullptr);
 
 // Pieces of randomized_subspace that every backend shares (so their results agree):
 // Ω [c × ℓ] column-major, N(0, 1) from a mt19937_64 seeded by (seed, stream);

@@ -64,6 +64,31 @@ TEST(TokenGramSubspace, RankDeficientRowsGiveZeroEnergyAndAnOrthonormalCompletio
   EXPECT_LT((a_of(s, n) * v.transpose() - xd).norm(), 1e-5 * xd.norm());
 }
 
+// A scratch carried from call to call (a larger matrix, then a smaller rank-deficient one whose
+// zero columns must not inherit the larger call's values, then the larger again) gives the
+// same bits as fresh buffers: the oracle is the call without scratch.
+TEST(TokenGramSubspace, ReusedScratchGivesTheBitsOfFreshBuffers) {
+  const RowF big = testing::matrix_with_spectrum(30, 90, testing::geometric_spectrum(30, 20.0, 0.1), 5).cast<float>();
+  RowF small = testing::matrix_with_spectrum(12, 40, testing::geometric_spectrum(4, 5.0, 0.5), 9).cast<float>();
+  small.bottomRows(8).setZero();  // zero token rows: K has exact zero eigenvalues, left as zero columns
+  struct Call {
+    const RowF* x;
+    std::int64_t r;
+  };
+  for (bool f64 : {true, false}) {
+    SCOPED_TRACE(f64 ? "f64" : "f32");
+    TokenGramScratch scratch;
+    for (const Call& call : {Call{&big, 10}, Call{&small, 8}, Call{&big, 10}}) {
+      const auto n = call.x->rows(), c = call.x->cols();
+      const SubspaceFactors fresh = token_gram_subspace(cpu_backend(), call.x->data(), n, c, call.r, f64);
+      const SubspaceFactors reused = token_gram_subspace(cpu_backend(), call.x->data(), n, c, call.r, f64, &scratch);
+      EXPECT_EQ(reused.energy, fresh.energy);
+      EXPECT_EQ(reused.v, fresh.v);
+      EXPECT_EQ(reused.a, fresh.a);
+    }
+  }
+}
+
 TEST(TokenGramSubspace, RefusesShapesItDoesNotCover) {
   const std::vector<float> x(6 * 10, 1.f);
   EXPECT_THROW(token_gram_subspace(cpu_backend(), x.data(), 6, 10, 7, true), Error);   // r > n

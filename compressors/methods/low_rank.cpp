@@ -6,7 +6,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <array>
 #include <charconv>
 #include <cmath>
 #include <future>
@@ -18,6 +17,7 @@
 #include "core/error.h"
 #include "core/parallel.h"
 #include "core/profile.h"
+#include "linalg/fan_out.h"
 
 namespace kvlab::compressors {
 
@@ -257,7 +257,8 @@ double read_group(const CacheSource& cache, const std::vector<int>& layers, Part
 
 // The factors by the plan's route, signs as the backend left them.
 Factors factors_by_route(linalg::Backend& be, const std::vector<float>& x, std::int64_t T, std::int64_t c,
-                         std::int64_t rank, const LowRankPlan& plan, std::uint64_t stream) {
+                         std::int64_t rank, const LowRankPlan& plan, std::uint64_t stream,
+                         linalg::TokenGramScratch& scratch) {
   Factors f;
   f.rank = std::min({rank, T, c});
   const std::int64_t r = f.rank;
@@ -277,15 +278,15 @@ Factors factors_by_route(linalg::Backend& be, const std::vector<float>& x, std::
     return f;
   }
   // Fewer tokens than columns: the T×T token Gram (its eigensolve (T/c)³ of the column one's).
-  static_cast<linalg::SubspaceFactors&>(f) = linalg::token_gram_subspace(be, x.data(), T, c, r, plan.f64());
+  static_cast<linalg::SubspaceFactors&>(f) = linalg::token_gram_subspace(be, x.data(), T, c, r, plan.f64(), &scratch);
   f.route = "token-gram-" + prec;
   return f;
 }
 
 Factors decompose(linalg::Backend& be, const std::vector<float>& x, double trace, std::int64_t T, std::int64_t c,
-                  std::int64_t rank, const LowRankPlan& plan, std::uint64_t stream) {
+                  std::int64_t rank, const LowRankPlan& plan, std::uint64_t stream, linalg::TokenGramScratch& scratch) {
   const core::ProfileScope scope("low-rank: decompose (backend)");
-  Factors f = factors_by_route(be, x, T, c, rank, plan, stream);
+  Factors f = factors_by_route(be, x, T, c, rank, plan, stream, scratch);
   f.trace = trace;
   f.canonicalize_signs();
   return f;
@@ -424,31 +425,55 @@ std::vector<std::unique_ptr<Compressed>> run(const CompressContext& ctx, const s
   for (std::size_t g = 0; g < plan.groups.size(); ++g)
     for (Part part : kParts)
       if (plan.compresses(part)) work.emplace_back(g, part);
-  // Two group matrices, reused: while one is decomposed (on the GPU, or by the BLAS threads) the
-  // next is read into the other, so the reads, most of a GPU compression, hide behind the solves.
-  std::array<std::vector<float>, 2> x;
-  const auto read = [&](std::size_t i) {
+  // Solves in flight at once: two on the token-Gram route when the backend has two threads. Its
+  // eigensolver (?syevr's tridiagonal reduction, memory-bound) gains only 1.25–1.5× from a
+  // second BLAS thread, two single-threaded solves side by side 2× (bench/README.md, "xkv").
+  // The other routes scale with their BLAS threads, and their group matrices (T ≥ columns) can
+  // be GiBs, so they keep one solve at a time.
+  std::size_t largest_group = 0;
+  for (const auto& group : plan.groups) largest_group = std::max(largest_group, group.size());
+  const bool token_gram = !plan.randomized && T < N * static_cast<std::int64_t>(largest_group);
+  const std::size_t in_flight = token_gram && ctx.backend.threads() > 1 ? 2 : 1;
+  // Two batches of group matrices, reused: while one batch is decomposed (on the GPU, or by the
+  // BLAS threads) the next is read into the other, so the reads, most of a GPU compression, hide
+  // behind the solves.
+  std::vector<std::vector<float>> x(2 * in_flight);
+  std::vector<linalg::TokenGramScratch> scratch(in_flight);  // the token-Gram route's buffers, from group to group
+  const std::size_t batches = (work.size() + in_flight - 1) / in_flight;
+  const auto read = [&](std::size_t b) {
     const core::ProfileScope scope("low-rank: read group (ahead)");
-    return read_group(ctx.cache, plan.groups[work[i].first], work[i].second, x[i % 2]);
+    std::vector<double> traces;
+    for (std::size_t i = b * in_flight; i < std::min(work.size(), (b + 1) * in_flight); ++i)
+      traces.push_back(read_group(ctx.cache, plan.groups[work[i].first], work[i].second, x[i % x.size()]));
+    return traces;
   };
-  std::future<double> ahead;  // declared after x: its destructor waits for a read still in flight
-  if (!work.empty()) ahead = std::async(std::launch::async, read, 0);
-  for (std::size_t i = 0; i < work.size(); ++i) {
-    const auto [g, part] = work[i];
-    double trace = 0;
+  std::future<std::vector<double>> ahead;  // declared after x: its destructor waits for a read still in flight
+  if (batches > 0) ahead = std::async(std::launch::async, read, 0);
+  for (std::size_t b = 0; b < batches; ++b) {
+    std::vector<double> traces;
     {
       const core::ProfileScope scope("low-rank: wait for the read");
-      trace = ahead.get();
+      traces = ahead.get();
     }
-    if (i + 1 < work.size()) ahead = std::async(std::launch::async, read, i + 1);
-    std::int64_t r_max = 0;
-    for (const auto& s : specs) r_max = std::max(r_max, s.get_int(part == Part::key ? "rk" : "rv"));
-    const auto c = N * static_cast<std::int64_t>(plan.groups[g].size());
-    const auto f =
-        decompose(ctx.backend, x[i % 2], trace, T, c, r_max, plan, sketch_stream(g, part));
+    if (b + 1 < batches) ahead = std::async(std::launch::async, read, b + 1);
+    std::vector<Factors> factors(traces.size());
+    const linalg::OneThreadPerCall fan_out(ctx.backend, static_cast<int>(traces.size()));
+    core::parallel_for(static_cast<std::int64_t>(traces.size()), [&](std::int64_t j) {
+      const std::size_t i = b * in_flight + static_cast<std::size_t>(j);
+      const auto [g, part] = work[i];
+      std::int64_t r_max = 0;
+      for (const auto& s : specs) r_max = std::max(r_max, s.get_int(part == Part::key ? "rk" : "rv"));
+      const auto c = N * static_cast<std::int64_t>(plan.groups[g].size());
+      factors[static_cast<std::size_t>(j)] =
+          decompose(ctx.backend.worker(static_cast<int>(j)), x[i % x.size()], traces[static_cast<std::size_t>(j)], T, c,
+                    r_max, plan, sketch_stream(g, part), scratch[static_cast<std::size_t>(j)]);
+    });
     const core::ProfileScope scope("low-rank: store factors");
-    for (std::size_t k = 0; k < specs.size(); ++k)
-      reps[k]->add_factors(g, part, f, specs[k].get_int(part == Part::key ? "rk" : "rv"));
+    for (std::size_t j = 0; j < factors.size(); ++j) {
+      const auto [g, part] = work[b * in_flight + j];
+      for (std::size_t k = 0; k < specs.size(); ++k)
+        reps[k]->add_factors(g, part, factors[j], specs[k].get_int(part == Part::key ? "rk" : "rv"));
+    }
   }
   for (int l = 0; l < shape.layers; ++l)
     for (Part part : kParts) {

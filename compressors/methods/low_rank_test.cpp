@@ -160,6 +160,33 @@ TEST(LowRank, FullRankIsLossless) {
   }
 }
 
+// Two solves in flight (the token-Gram route with two backend threads) against one at a time:
+// every layer's factors stay its own, through a full batch and an odd one (part=key: three
+// solves), each rebuild equal to gesdd's truncation of that layer's own matrix (layers with
+// different planted spectra, so a swapped group would fail by far more than the 1e-5 floor).
+TEST(LowRank, SolvesInFlightKeepEachGroupsFactors) {
+  const int H = 4, D = 16, N = H * D, T = 40, r = 10;
+  std::vector<MatrixXd> keys;
+  for (int l = 0; l < 3; ++l)
+    keys.push_back(linalg::testing::matrix_with_spectrum(T, N, linalg::testing::geometric_spectrum(T, 10.0 * (l + 1), 0.01), 20 + l));
+  const auto cache = cache_of(keys, H, D);
+  const int threads = be().threads();
+  for (const char* part : {"key", "both"})
+    for (int t : {1, 2}) {
+      SCOPED_TRACE(fmt::format("part={} threads={}", part, t));
+      be().set_threads(t);
+      auto rep = make_low_rank(svd(fmt::format("rk={},rv={},part={}", r, r, part)))->compress(ctx_of(cache));
+      be().set_threads(threads);
+      for (int l = 0; l < 3; ++l)
+        for (Part p : {Part::key, Part::value}) {
+          if (p == Part::value && std::string(part) == "key") continue;
+          const MatrixXd x = group_matrix(cache, {l}, p);
+          EXPECT_LT((rebuilt_group(*rep, cache.shape(), {l}, p) - gesdd_truncation(x, r)).norm(), 1e-5 * x.norm())
+              << "layer " << l;
+        }
+    }
+}
+
 // A spectrum falling to 1e-6: the f32 Gram cannot see σ below ~√u_f32·σ₁ ≈ 2.4e-4·σ₁, so its
 // basis for the tail is noise; the f64 Gram is optimal (docs/performance.md §4). Measured ratios to the
 // optimum: f64 1.0000, f32 1.97 (thresholds leave wide margin on both sides).
