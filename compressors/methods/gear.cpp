@@ -34,13 +34,6 @@ float get_fp16(std::span<const std::uint8_t> b, std::int64_t at) {
   return static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(bits));
 }
 
-// FNV-1a of the tensor's name: a seed per tensor that does not depend on the standard library.
-std::uint64_t name_hash(const std::string& name) {
-  std::uint64_t h = 1469598103934665603ull;
-  for (const unsigned char ch : name) h = (h ^ ch) * 1099511628211ull;
-  return h;
-}
-
 // Thin Q of a Householder QR of m [rows, r] (rows ≥ r), as torch.linalg.qr(·).Q (signs may differ,
 // which leaves Q·Qᵀ and so the approximation alone).
 Matrix thin_q(const Matrix& m) {
@@ -83,6 +76,7 @@ GearParams gear_params(const StageSpec& spec) {
   p.rankv = spec.get_int("rankv");
   p.loop = static_cast<int>(spec.get_int("loop"));
   p.svd = spec.get("lowrank") == "svd";
+  p.per_line = spec.get("select") == "line";
   p.seed = static_cast<std::uint64_t>(spec.get_int("seed"));
   // parse_stage checks these already; a hand-built StageSpec could still carry anything.
   if (p.bits != 2 && p.bits != 4) fail("spec 'gear': key 'bits' = {} is not one of: 2, 4", p.bits);
@@ -104,9 +98,10 @@ GearLayout gear_layout(QuantLayout layout, std::int64_t n, std::int64_t c, bool 
   const bool rows = gear_token_rows(layout, token_rows);
   g.nq = kivi_quantized_rows(layout, n, rows, kp);
   const bool by_row = layout == QuantLayout::per_token;
-  const std::int64_t len = by_row ? c : g.nq, lines = by_row ? g.nq : c;
+  const std::int64_t len = !p.per_line ? g.nq * c : by_row ? c : g.nq;
+  g.lines = !p.per_line ? 1 : by_row ? g.nq : c;
   g.per_line = static_cast<std::int64_t>(std::floor(p.outliers * static_cast<double>(len) / 2));
-  g.outliers = 2 * g.per_line * lines;
+  g.outliers = 2 * g.per_line * g.lines;
   g.rank = std::min({by_row ? p.rankv : p.rank, n, c});
   g.outlier_at = kivi_bytes(layout, n, c, rows, kp);
   g.index_at = g.outlier_at + 2 * g.outliers;
@@ -117,14 +112,15 @@ GearLayout gear_layout(QuantLayout layout, std::int64_t n, std::int64_t c, bool 
 }
 
 std::vector<std::int32_t> gear_outliers(std::span<const float> x, QuantLayout layout, std::int64_t nq, std::int64_t c,
-                                        std::int64_t per_line) {
+                                        bool by_line, std::int64_t per_line) {
   std::vector<std::int32_t> out;
   if (per_line == 0) return out;
   const bool by_row = layout == QuantLayout::per_token;
-  const std::int64_t len = by_row ? c : nq, lines = by_row ? nq : c;
+  const std::int64_t len = !by_line ? nq * c : by_row ? c : nq, lines = !by_line ? 1 : by_row ? nq : c;
   std::vector<std::int32_t> line(static_cast<std::size_t>(len));
   for (std::int64_t l = 0; l < lines; ++l) {
-    for (std::int64_t i = 0; i < len; ++i) line[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(by_row ? l * c + i : i * c + l);
+    for (std::int64_t i = 0; i < len; ++i)
+      line[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(!by_line ? i : by_row ? l * c + i : i * c + l);
     // (value, index) order: ties go to the lower index at the low end, the higher at the high end.
     std::stable_sort(line.begin(), line.end(), [&](std::int32_t a, std::int32_t b) { return x[a] < x[b]; });
     out.insert(out.end(), line.begin(), line.begin() + per_line);
@@ -141,10 +137,10 @@ std::vector<std::uint8_t> gear_pack(std::span<const float> x, QuantLayout layout
   const bool rows = gear_token_rows(layout, token_rows);
   // 1. Outliers, and the line means that stand in for them while quantizing (computed over the
   //    whole line, outliers included, as the authors' input.mean(dim=-1)).
-  const auto outliers = gear_outliers(x, layout, g.nq, c, g.per_line);
+  const auto outliers = gear_outliers(x, layout, g.nq, c, p.per_line, g.per_line);
   std::vector<float> inlier(x.begin(), x.end());
   const bool by_row = layout == QuantLayout::per_token;
-  const std::int64_t len = by_row ? c : g.nq;
+  const std::int64_t len = by_row ? c : g.nq;  // of the line whose mean stands in for an outlier
   if (!outliers.empty()) {
     std::vector<double> mean(static_cast<std::size_t>(by_row ? g.nq : c), 0.0);
     for (std::int64_t i = 0; i < g.nq; ++i)
@@ -167,7 +163,7 @@ std::vector<std::uint8_t> gear_pack(std::span<const float> x, QuantLayout layout
   if (g.rank > 0) {
     Matrix e(n, c);
     for (std::int64_t i = 0; i < n * c; ++i) e.data()[i] = double{x[static_cast<std::size_t>(i)]} - rebuilt[static_cast<std::size_t>(i)];
-    const auto [a, b] = p.svd ? truncated_svd(e, g.rank) : power_iteration(e, g.rank, p.loop, p.seed ^ name_hash(what));
+    const auto [a, b] = p.svd ? truncated_svd(e, g.rank) : power_iteration(e, g.rank, p.loop, p.seed);
     for (std::int64_t i = 0; i < n * g.rank; ++i) {
       const float v = to_fp16(a.data()[i]);
       if (!std::isfinite(v)) fail("{}: a low-rank factor exceeds fp16's range", what);
@@ -242,18 +238,22 @@ MethodDef gear_method() {
   m.help =
       "GEAR (docs/methods/gear.md; arXiv 2403.05527, opengear-project/GEAR compress_method GEAR): KIVI-style "
       "quantization of what is stored (keys per channel in groups of `group` tokens, the last T mod group tokens at "
-      "fp16; values per token), a fraction `outliers` of each tensor's entries (the lowest and highest of each "
-      "channel / token) kept exact at fp16 with int32 indices, and the quantization residual's rank-`rank` "
+      "fp16; values per token), a fraction `outliers` of each tensor's entries (its lowest and highest values, "
+      "or each channel's / token's) kept exact at fp16 with int32 indices, and the quantization residual's rank-`rank` "
       "approximation (power iteration, `loop` steps, or an exact SVD) as fp16 factors";
   m.params = {
       {"bits", ParamType::choice, "2", "bits per code (the authors' GEAR runs 2; 4 for GEAR-KCVT)", {"2", "4"}},
       {"group", ParamType::integer, "64", "elements per quantization group (authors' group_size 64)", {}, 1, 1 << 20},
-      {"outliers", ParamType::real, "0.02", "fraction s kept exact, half lowest half highest per line (authors' left 0.02)", {}, 0, 0.5},
+      {"outliers", ParamType::real, "0.02", "fraction s kept exact, half the lowest values, half the highest (authors' left 0.02)", {}, 0, 0.5},
+      {"select", ParamType::choice, "tensor",
+       "outliers per tensor: tensor (s of the whole, the authors' dense-sparse rule) or line (s of each token / channel, "
+       "their later per-line rule)",
+       {"tensor", "line"}},
       {"rank", ParamType::integer, "4", "rank of the keys' (per-channel tensors') residual (authors' prefill rank 4)", {}, 0, 1 << 20},
       {"rankv", ParamType::integer, "4", "rank of the values' (per-token tensors') residual (authors' prefill rankv 4)", {}, 0, 1 << 20},
       {"loop", ParamType::integer, "3", "power-iteration steps (authors' loop 3)", {}, 1, 1000},
       {"lowrank", ParamType::choice, "power", "power: the authors' power iteration; svd: the exact best rank-r factors", {"power", "svd"}},
-      {"seed", ParamType::integer, "0", "seed of the power iteration's uniform start (mixed with each tensor's name)", {}, 0, 1e15},
+      {"seed", ParamType::integer, "0", "seed of the power iteration's uniform start (the same for every tensor, so a layer compresses alike alone or in its cache)", {}, 0, 1e15},
   };
   m.make_quantizer = [](const StageSpec& spec) -> std::unique_ptr<QuantizerStage> {
     return std::make_unique<Gear>(gear_params(spec));
