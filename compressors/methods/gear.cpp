@@ -121,8 +121,13 @@ std::vector<std::int32_t> gear_outliers(std::span<const float> x, QuantLayout la
   for (std::int64_t l = 0; l < lines; ++l) {
     for (std::int64_t i = 0; i < len; ++i)
       line[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(!by_line ? i : by_row ? l * c + i : i * c + l);
-    // (value, index) order: ties go to the lower index at the low end, the higher at the high end.
-    std::stable_sort(line.begin(), line.end(), [&](std::int32_t a, std::int32_t b) { return x[a] < x[b]; });
+    // (value, index) order, a strict total order, so each end is one set: ties go to the lower
+    // index at the low end, the higher at the high end. nth_element keeps it O(len).
+    const auto before = [&](std::int32_t a, std::int32_t b) { return x[a] < x[b] || (x[a] == x[b] && a < b); };
+    std::nth_element(line.begin(), line.begin() + per_line, line.end(), before);
+    std::sort(line.begin(), line.begin() + per_line, before);
+    std::nth_element(line.begin() + per_line, line.end() - per_line, line.end(), before);
+    std::sort(line.end() - per_line, line.end(), before);
     out.insert(out.end(), line.begin(), line.begin() + per_line);
     out.insert(out.end(), line.end() - per_line, line.end());
   }

@@ -143,6 +143,7 @@ TEST(Gear, SpecDefaultsAndBadKeys) {
   EXPECT_NE(message("gear:select=row").find("'select'"), std::string::npos) << message("gear:select=row");
   EXPECT_NE(message("gear:ranks=2").find("bits, group"), std::string::npos) << message("gear:ranks=2");
   EXPECT_EQ(method("gear").kind, StageKind::quantizer);
+  EXPECT_NE(describe_methods().find("gear (quantizer)"), std::string::npos) << "its registry line";
 }
 
 TEST(Gear, BytesAreAHandCount) {

@@ -103,6 +103,7 @@ TEST(Think, SpecDefaultsAndBadKeys) {
   EXPECT_NE(message("think:recent=-1").find("'recent'"), std::string::npos) << message("think:recent=-1");
   EXPECT_NE(message("think:keep=0.5").find("ratio, window, recent"), std::string::npos) << message("think:keep=0.5");
   EXPECT_EQ(method("think").kind, StageKind::quantizer);
+  EXPECT_NE(describe_methods().find("think (quantizer)"), std::string::npos) << "its registry line";
 }
 
 TEST(Think, KeepingEveryChannelIsLossless) {
