@@ -187,7 +187,9 @@ class Think final : public QuantizerStage {
            "stores none (a transform's factors or whole-layer tensors): put think after an eviction stage or alone");
     const auto W = static_cast<std::int64_t>(s.query_window);
     if (W < 1) fail("think: {} has no query window (dump --window W ≥ 1) to score key channels with", ctx.cache.describe());
-    const std::int64_t w = std::min(p_.window, W);
+    if (p_.window > W)  // as snapkv: the window is the dump's, never silently shortened
+      fail("think: key 'window' = {} exceeds the {} queries {} holds (its query window W)", p_.window, W, ctx.cache.describe());
+    const std::int64_t w = p_.window;
 
     std::vector<StoredTensor> own;
     std::vector<PrunedHead> heads;
@@ -261,7 +263,7 @@ MethodDef think_method() {
       "any quantizer of the keys (snapkv:…+think:…+kivi:…)";
   m.params = {
       {"ratio", ParamType::real, "0.4", "fraction λ of key channels pruned per head, int(D·λ) (authors' default 0.4)", {}, 0, 0.999},
-      {"window", ParamType::integer, "32", "window queries that score the channels, the last of the dump's W (authors 32)", {}, 1, 1 << 30},
+      {"window", ParamType::integer, "32", "window queries that score the channels, the last w of the dump's W ≥ w (authors 32)", {}, 1, 1 << 30},
       {"recent", ParamType::integer, "32", "most recent stored rows per head kept with every channel (authors 32; kvpress 0)", {}, 0, 1 << 30},
   };
   m.make_quantizer = [](const StageSpec& spec) -> std::unique_ptr<QuantizerStage> {

@@ -26,7 +26,7 @@ MethodDef think_method();
 
 struct ThinkParams {
   double ratio = 0.4;        // λ, fraction of a head's D key channels pruned: P = int(D·λ)
-  std::int64_t window = 32;  // w, window queries that score the channels (the last w of the dump's W)
+  std::int64_t window = 32;  // w, window queries that score the channels (the last w of the dump's W; w > W fails)
   std::int64_t recent = 32;  // r, most recent stored rows of each head kept whole
 };
 ThinkParams think_params(const StageSpec& spec);

@@ -226,6 +226,8 @@ TEST(Think, ChainsWithoutPerHeadKeysOrWindowAreErrors) {
   EXPECT_NE(testing::error_of([&] { run(cache, "svd:rk=4+think"); }).find("per-head keys"), std::string::npos);
   EXPECT_NE(testing::error_of([&] { run(cache, "kivi+think:window=4"); }).find("before any quantizer"), std::string::npos)
       << testing::error_of([&] { run(cache, "kivi+think:window=4"); });
+  EXPECT_NE(testing::error_of([&] { run(cache, "think:window=9"); }).find("'window' = 9 exceeds the 8 queries"), std::string::npos)
+      << testing::error_of([&] { run(cache, "think:window=9"); });
   const auto no_window = testing::random_cache({1, 2, 4, 16, 40, 0, 0}, 1);
   EXPECT_NE(testing::error_of([&] { run(no_window, "think"); }).find("no query window"), std::string::npos);
   const std::vector<StoredTensor*> none;
