@@ -143,11 +143,11 @@ class WithNotes final : public Compressed {
   nlohmann::json notes_;
 };
 
-// The 16-bit store, then the quantizers.
-std::unique_ptr<Compressed> finish(std::unique_ptr<Compressed> rep, const ChainSpec& chain) {
+// The 16-bit store, then the quantizers in spec order (each sees what the one before it stored).
+std::unique_ptr<Compressed> finish(const CompressContext& ctx, std::unique_ptr<Compressed> rep, const ChainSpec& chain) {
   pack_fp16_storage(rep->stored());
   for (const auto& s : chain.stages)
-    if (method(s.method).kind == StageKind::quantizer) make_quantizer(s)->quantize(rep->stored());
+    if (method(s.method).kind == StageKind::quantizer) rep = make_quantizer(s)->apply(ctx, std::move(rep));
   return rep;
 }
 
@@ -160,7 +160,7 @@ std::unique_ptr<Compressed> compress_chain(const CompressContext& ctx, const Cha
   std::unique_ptr<Compressed> rep;
   if (!ev) {
     rep = tr ? make_transform(*tr)->compress(ctx) : dense_representation(ctx.cache, nullptr);
-    return finish(std::move(rep), chain);
+    return finish(ctx, std::move(rep), chain);
   }
   const auto& shape = ctx.cache.shape();
   const auto eviction = make_eviction(*ev);
@@ -172,7 +172,7 @@ std::unique_ptr<Compressed> compress_chain(const CompressContext& ctx, const Cha
   nlohmann::json ev_notes = eviction->notes(shape);
   if (!tr || method(tr->method).stores_cells) {
     rep = std::make_unique<WithNotes>(dense_representation(ctx.cache, &masks), nlohmann::json{{"eviction", ev_notes}});
-    return finish(std::move(rep), chain);
+    return finish(ctx, std::move(rep), chain);
   }
   std::vector<std::int64_t> rows;
   for (std::int64_t t = 0; t < shape.tokens; ++t) {
@@ -185,7 +185,7 @@ std::unique_ptr<Compressed> compress_chain(const CompressContext& ctx, const Cha
   const CompressContext inner_ctx{compact, ctx.backend, ctx.checkpoint};
   auto inner = make_transform(*tr)->compress(inner_ctx);
   rep = std::make_unique<EvictedTransform>(shape, masks, std::move(rows), std::move(inner), std::move(ev_notes));
-  return finish(std::move(rep), chain);
+  return finish(ctx, std::move(rep), chain);
 }
 
 std::vector<std::unique_ptr<Compressed>> compress_sweep(const CompressContext& ctx, const std::vector<ChainSpec>& chains) {
@@ -201,7 +201,7 @@ std::vector<std::unique_ptr<Compressed>> compress_sweep(const CompressContext& c
       std::vector<StageSpec> variants;
       for (const auto& c : chains) variants.push_back(c.stages[0]);
       out = sweep(ctx, variants);
-      for (std::size_t i = 0; i < out.size(); ++i) out[i] = finish(std::move(out[i]), chains[i]);
+      for (std::size_t i = 0; i < out.size(); ++i) out[i] = finish(ctx, std::move(out[i]), chains[i]);
       return out;
     }
   }
@@ -255,7 +255,7 @@ nlohmann::json compress_by_layer(const CompressContext& ctx, const ChainSpec& ch
     std::unique_ptr<Compressed> compressed;
     if (eviction) {  // selected against the whole cache (budgets may depend on the layer index)
       const KeepMasks mask{eviction->select_layer(ctx, l)};
-      compressed = finish(dense_representation(slice, &mask), chain);
+      compressed = finish({slice, ctx.backend, ctx.checkpoint}, dense_representation(slice, &mask), chain);
     } else {
       compressed = compress_chain({slice, ctx.backend, ctx.checkpoint}, chain);
     }

@@ -73,6 +73,14 @@ class QuantizerStage {
   // quantize∘dequantize of themselves, bytes the packed size, layout none (so a second
   // quantizer leaves them alone).
   virtual void quantize(const std::vector<StoredTensor*>& tensors) const = 0;
+  // Runs the stage on a chain's stored form (compressors/chain.h calls this): by default
+  // quantize(rep->stored()) in place. A stage that needs more than the stored tensors overrides it
+  // — think reads the layer's query window from `ctx` and replaces the per-head key tensors with
+  // its own — and may return a wrapper of `rep` whose stored() and reconstruct() are its own.
+  virtual std::unique_ptr<Compressed> apply(const CompressContext& /*ctx*/, std::unique_ptr<Compressed> rep) const {
+    quantize(rep->stored());
+    return rep;
+  }
 };
 
 // The stage of `spec`, from its method's factory in the registry; fails when the method is not

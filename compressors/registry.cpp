@@ -12,6 +12,8 @@
   X(minicache)           \
   X(commonkv)            \
   X(kivi)                \
+  X(gear)                \
+  X(think)               \
   X(streamingllm)        \
   X(h2o)                 \
   X(snapkv)              \
