@@ -653,6 +653,28 @@ TEST(LlamaModel, GemmaCacheRotatesEachLayerWithItsRope) {
   EXPECT_THROW(model.rotate(keys[0], ids(pos)), Error);
 }
 
+TEST(LlamaModel, Gemma3ConditionalGenerationRunsItsLanguageModel) {
+  // A Gemma3ForConditionalGeneration folder: the tiny gemma3's config nested as text_config and its
+  // tensors under language_model.model. (as released) or model.language_model. (transformers
+  // ≥ 4.52 saves): the same computation as the text checkpoint, bit for bit.
+  const auto m = gemma_model(gemma_cases()[2]);
+  const auto tokens = ids(random_ids(9, 44));
+  const auto text = ModelDir("gemma3_text", m.config, m.weights).load().forward(tokens, nullptr, {}, true);
+  const json outer = {{"model_type", "gemma3"},
+                      {"architectures", {"Gemma3ForConditionalGeneration"}},
+                      {"text_config", m.config},
+                      {"vision_config", {{"model_type", "siglip_vision_model"}}}};
+  for (const std::string root : {"language_model.model.", "model.language_model."}) {
+    Weights w;
+    for (const auto& [name, t] : m.weights) {
+      ASSERT_EQ(name.rfind("model.", 0), 0u) << name << ": the tiny gemma3 is tied, every tensor under model.";
+      w[root + name.substr(6)] = t;
+    }
+    const ModelDir dir("gemma3_nested", outer, w);
+    EXPECT_EQ(max_diff(dir.load().forward(tokens, nullptr, {}, true), text), 0) << root;
+  }
+}
+
 TEST(LlamaModel, CausalLogitsDoNotSeeLaterTokens) {
   const auto o = small();
   const ModelDir dir("causal", config_json(o), weights_for(config_json(o), o));
@@ -887,7 +909,9 @@ TEST(LlamaModel, SlidingWindowLimitsTheReceptiveField) {
 }
 
 TEST(LlamaModel, ChunkedAttentionAndMlpEqualUnchunked) {
-  for (const char* arch : {"llama", "phi3"}) {  // phi3: the fused gate_up_proj sliced per chunk
+  // phi3: the fused gate_up_proj sliced per chunk; gemma2 / gemma3: the post-feed-forward norm per
+  // chunk and each layer's window over the chunk's key prefix (windows of 4 in 11 tokens).
+  for (const char* arch : {"llama", "phi3", "gemma2", "gemma3"}) {
     const auto o = small(arch);
     const ModelDir dir(std::string("chunk_") + arch, config_json(o), weights_for(config_json(o), o));
     RunOptions chunked;
