@@ -37,8 +37,8 @@ struct RunOptions {
 struct LayerTap {
   int layer;
   const at::Tensor& attn_in;    // [S, d_model] the normalized attention input (input_layernorm output)
-  const at::Tensor& query;      // [S, H_q, D] pre-RoPE: q_proj(x) + b_q (Qwen3: q_norm of it)
-  const at::Tensor& key;        // [S, H_kv, D] pre-RoPE: k_proj(x) + b_k (Qwen3: k_norm of it)
+  const at::Tensor& query;      // [S, H_q, D] pre-RoPE: q_proj(x) + b_q (Qwen3, Gemma-3: q_norm of it)
+  const at::Tensor& key;        // [S, H_kv, D] pre-RoPE: k_proj(x) + b_k (Qwen3, Gemma-3: k_norm of it)
   const at::Tensor& value;      // [S, H_kv, D]
   const at::Tensor& positions;  // [S] int64
 };
