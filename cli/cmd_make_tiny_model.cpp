@@ -18,7 +18,7 @@ void add_make_tiny_model(CLI::App& app, Action& action) {
   cmd->footer(
       "The folder holds config.json, generation_config.json, model.safetensors and the family's\n"
       "tokenizer files (llama, qwen2, qwen3, qwen3_moe: a byte-level BPE tokenizer.json; mistral,\n"
-      "mixtral, phi3: a sentencepiece tokenizer.model), so `kvlab dump` loads it exactly as a downloaded\n"
+      "mixtral, phi3, gemma2, gemma3: a sentencepiece tokenizer.model), so `kvlab dump` loads it exactly as a downloaded\n"
       "checkpoint. mixtral and qwen3_moe have a sparse mixture-of-experts MLP (--experts,\n"
       "--experts-per-token; qwen3_moe's experts are --moe-intermediate wide). Weights are\n"
       "seeded (same options, same bytes); --layer-similarity > 0 makes adjacent layers alike, so the\n"
@@ -28,8 +28,10 @@ void add_make_tiny_model(CLI::App& app, Action& action) {
                   "Family: llama (llama3 RoPE), qwen2 (q/k/v bias, NFC), mistral (sentencepiece), "
                   "qwen3 (q/k norm, head_dim 2·hidden/heads, tied embeddings), mixtral (mistral with sparse "
                   "MoE), qwen3_moe (qwen3's attention with sparse MoE, norm_topk_prob, untied), phi3 (fused "
-                  "qkv_proj / gate_up_proj, partial rotary 0.75, tied embeddings)")
-      ->check(CLI::IsMember({"llama", "qwen2", "mistral", "qwen3", "mixtral", "qwen3_moe", "phi3"}))->capture_default_str();
+                  "qkv_proj / gate_up_proj, partial rotary 0.75, tied embeddings), gemma2 (soft-capping, even layers "
+                  "sliding), gemma3 (q/k norm, local RoPE on sliding layers, linear RoPE x8 on global ones)")
+      ->check(CLI::IsMember({"llama", "qwen2", "mistral", "qwen3", "mixtral", "qwen3_moe", "phi3", "gemma2", "gemma3"}))
+      ->capture_default_str();
   cmd->add_option("--layers", o->layers, "Decoder layers")->check(positive())->capture_default_str();
   cmd->add_option("--hidden", o->hidden, "Model width d_model")->check(positive())->capture_default_str();
   cmd->add_option("--heads", o->heads, "Query heads H_q")->check(positive())->capture_default_str();

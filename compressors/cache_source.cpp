@@ -103,6 +103,18 @@ DumpCache::DumpCache(const core::DumpReader& dump, const std::string& sample_id)
   shape_.d_model = meta_.has_attn_in ? info.d_model : 0;
   if (shape_.q_heads % shape_.kv_heads)
     fail("{}: {} query heads is not a multiple of {} KV heads", describe(), shape_.q_heads, shape_.kv_heads);
+  // The scorer and the compressors rotate every layer with one RoPE and let every query see every
+  // earlier key: a dump whose model did otherwise for this sample is refused rather than scored
+  // against attention the model never computed (docs/dump-format.md §2).
+  if (!info.layer_rope.empty())
+    fail("{}: the model rotates its layers with different RoPEs ({}); kvlab's compressors and scorer apply one "
+         "RoPE to every layer and do not support this dump yet",
+         describe(), info.layer_rope);
+  for (std::size_t l = 0; l < info.layer_windows.size(); ++l)
+    if (info.layer_windows[l] > 0 && info.layer_windows[l] < meta_.num_tokens)
+      fail("{}: layer {} attends only to the last {} keys (sliding window) and the sample has {} tokens; kvlab's "
+           "compressors and scorer assume every query sees every earlier key and do not support this yet",
+           describe(), l, info.layer_windows[l], meta_.num_tokens);
   try {
     rope_ = core::Rope::from_config(info.model_config, info.head_dim);
   } catch (const Error& e) {

@@ -9,10 +9,12 @@
 #include <bit>
 #include <cerrno>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <fmt/chrono.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <map>
 #include <mutex>
 #include <numeric>
@@ -150,6 +152,27 @@ bool link_exists(hid_t parent, const std::string& name) { return H5Lexists(paren
 // Fixed-length (NUL-padded, at least 1 byte): the text sits in the attribute message itself, in
 // the checksummed object header. Variable-length strings live in the global heap, which no HDF5
 // format checksums and whose corrupted object sizes crash libhdf5 (and h5py) on read.
+// The layer_windows attribute: one decimal integer ≥ 0 per layer, comma-separated ("" = none).
+std::vector<int> parse_layer_windows(const std::string& text, int layers, const std::string& where) {
+  std::vector<int> out;
+  if (text.empty()) return out;
+  std::size_t begin = 0;
+  while (begin <= text.size()) {
+    const std::size_t end = std::min(text.find(',', begin), text.size());
+    const std::string item = text.substr(begin, end - begin);
+    char* stop = nullptr;
+    errno = 0;
+    const long v = std::strtol(item.c_str(), &stop, 10);
+    if (item.empty() || *stop != '\0' || errno || v < 0 || v > INT_MAX)
+      fail("{}: layer_windows entry '{}' is not an integer in 0..{} (\"{}\")", where, item, INT_MAX, text);
+    out.push_back(static_cast<int>(v));
+    begin = end + 1;
+  }
+  if (static_cast<int>(out.size()) != layers)
+    fail("{}: layer_windows lists {} layers, the dump has {}", where, out.size(), layers);
+  return out;
+}
+
 void write_string_attribute(hid_t object, const char* name, std::string_view value, const std::string& where) {
   const Hid type = make_utf8_string_type(std::max<std::size_t>(value.size(), 1));
   const Hid space = scalar_space();
@@ -507,6 +530,12 @@ void DumpWriter::Impl::write_root_attributes() {
   // families' files are unchanged.
   if (!info.key_norm.empty()) write_string_attribute(file, "key_norm", info.key_norm, where);
   if (!info.query_norm.empty()) write_string_attribute(file, "query_norm", info.query_norm, where);
+  if (!info.layer_windows.empty()) {
+    if (static_cast<int>(info.layer_windows.size()) != info.num_layers)
+      fail("{}: layer_windows has {} entries for {} layers", where, info.layer_windows.size(), info.num_layers);
+    write_string_attribute(file, "layer_windows", fmt::format("{}", fmt::join(info.layer_windows, ",")), where);
+  }
+  if (!info.layer_rope.empty()) write_string_attribute(file, "layer_rope", info.layer_rope, where);
   const std::pair<const char*, int> ints[] = {{"num_layers", info.num_layers},     {"num_kv_heads", info.num_kv_heads},
                                               {"num_q_heads", info.num_q_heads},   {"head_dim", info.head_dim},
                                               {"d_model", info.d_model}};
@@ -827,10 +856,13 @@ void DumpReader::Impl::read_root_attributes() {
   for (const auto& [key, text] : strings) *text = read_string_attribute(file, key, var_strings(), where).value_or("");
   info.key_norm = read_string_attribute(file, "key_norm", var_strings(), where).value_or("");
   info.query_norm = read_string_attribute(file, "query_norm", var_strings(), where).value_or("");
+  info.layer_rope = read_string_attribute(file, "layer_rope", var_strings(), where).value_or("");
+  const std::string windows = read_string_attribute(file, "layer_windows", var_strings(), where).value_or("");
   const std::pair<const char*, int*> ints[] = {{"num_layers", &info.num_layers},   {"num_kv_heads", &info.num_kv_heads},
                                                {"num_q_heads", &info.num_q_heads}, {"head_dim", &info.head_dim}};
   for (const auto& [key, value] : ints) *value = static_cast<int>(require_int_attribute(file, key, 1, INT_MAX, where));
   info.d_model = static_cast<int>(require_int_attribute(file, "d_model", 0, INT_MAX, where));
+  info.layer_windows = parse_layer_windows(windows, info.num_layers, where);
   const auto dtype = read_string_attribute(file, "dtype", var_strings(), where);
   if (!dtype) fail("{}: missing attribute dtype", where);
   try {

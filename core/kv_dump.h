@@ -5,7 +5,8 @@
 //                                      tokenizer, chat_template, kvlab_version, git_revision, created_utc,
 //                                      num_layers, num_kv_heads, num_q_heads, head_dim, d_model,
 //                                      dtype ("float32" | "float16" | "bfloat16"),
-//                                      key_norm, query_norm (only when set: Qwen3's k_norm/q_norm)
+//                                      key_norm, query_norm (only when set: Qwen3's k_norm/q_norm),
+//                                      layer_windows, layer_rope (only when set: sliding windows, Gemma-3)
 //   /samples/<id>/                     attributes: num_tokens, context_end, query_window, has_attn_in (0/1)
 //   /samples/<id>/tokens               int32 [T], or [0] when the sample has no token ids
 //   /samples/<id>/positions            int64 [T]
@@ -65,6 +66,13 @@ struct DumpInfo {
   // attribute is written only when set, and a file without it reads as "".
   std::string key_norm;
   std::string query_norm;
+  // Sliding-window attention (docs/dump-format.md §2): layer l's query at position i sees keys j
+  // with i − layer_windows[l] < j ≤ i; 0 = every earlier key (a full-attention layer). Empty: no
+  // layer slides. Root attribute `layer_windows` ("4096,0,4096,…"), written only when non-empty.
+  std::vector<int> layer_windows;
+  // Set when the layers do not all rotate with the one RoPE model_config describes (Gemma-3's
+  // sliding layers use rope_local_base_freq): the per-layer-type rules in words. "" = one RoPE.
+  std::string layer_rope;
 
   std::int64_t kv_row_width() const { return std::int64_t{num_kv_heads} * head_dim; }  // H_kv·D
   std::int64_t q_row_width() const { return std::int64_t{num_q_heads} * head_dim; }    // H_q·D

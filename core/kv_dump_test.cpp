@@ -385,6 +385,20 @@ TEST_F(KvDumpTest, ProvenanceRoundTripsAndIsFilledWhenEmpty) {
   write_dump(normed, info, {make_meta("s", 4, 1)});
   EXPECT_EQ(DumpReader(normed).info().key_norm, "k_norm before RoPE");
   EXPECT_EQ(DumpReader(normed).info().query_norm, "q_norm before RoPE");
+  EXPECT_TRUE(read.layer_windows.empty());  // not set: no attribute
+  EXPECT_EQ(read.layer_rope, "");
+
+  // Gemma's: a window on some layers (0: full attention), and sliding layers rotating otherwise.
+  info.layer_windows.assign(info.num_layers, 0);
+  info.layer_windows.front() = 4096;
+  info.layer_rope = "sliding layers: default θ=10000; full-attention layers: linear θ=1e+06 factor=8";
+  const fs::path windowed = file("windowed.h5");
+  write_dump(windowed, info, {make_meta("s", 4, 1)});
+  EXPECT_EQ(DumpReader(windowed).info().layer_windows, info.layer_windows);
+  EXPECT_EQ(DumpReader(windowed).info().layer_rope, info.layer_rope);
+  info.layer_windows.push_back(7);
+  EXPECT_THAT(error_of([&] { write_dump(file("bad_windows.h5"), info, {make_meta("s", 4, 1)}); }),
+              HasSubstr("layer_windows has"));
 
   const fs::path filled = file("filled.h5");
   write_dump(filled, make_info(DType::f16, 1), {make_meta("s", 4, 1)});

@@ -60,6 +60,17 @@ CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, 
                                  const compressors::ChainSpec& chain, const core::Checkpoint* checkpoint,
                                  linalg::Backend& backend, const ExactKv* exact, CompressRoute route) {
   const core::ProfileScope scope("compress hook (whole chain)");
+  // The compressors rotate every layer with config.rope and score every key against every query:
+  // refused where the model does otherwise (as DumpCache refuses such dumps).
+  if (config.local_rope)
+    fail("compress: {} rotates its sliding layers with another RoPE ({}); kvlab's compressors apply one RoPE to "
+         "every layer and do not support it yet",
+         config.model_type, config.local_rope->describe());
+  for (int l = 0; l < config.num_layers; ++l)
+    if (const auto window = config.window(l); window && *window < cache.length())
+      fail("compress: layer {} attends only to the last {} keys (sliding window) and the cache holds {}; kvlab's "
+           "compressors assume every query sees every earlier key and do not support this yet",
+           l, *window, cache.length());
   if (exact && exact->length() != cache.length())
     fail("compress: the exact copy holds {} tokens, the cache {} (catch_up first)", exact->length(), cache.length());
   if (const auto resident = resident_route(cache, config, chain, backend, route); resident != ResidentRoute::none) {

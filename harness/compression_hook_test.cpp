@@ -442,5 +442,41 @@ TEST_F(CompressionHook, ShortCachesGoTheHostWay) {
   }
 }
 
+// The compressors rotate every layer with one RoPE and let every query see every key: a Gemma
+// cache is compressed only where the model attended that way (models.md §9.4) — never for
+// Gemma-3 (two RoPEs), for Gemma-2 while the cache fits every window.
+TEST(CompressionHookGemma, RefusesWhatTheCompressorsCannotSee) {
+  const auto dir = fs::temp_directory_path() / fmt::format("kvlab_hook_gemma_{}", ::getpid());
+  const auto chain = compressors::parse_spec("snapkv:budget=5,window=4");
+  for (const std::string arch : {"gemma2", "gemma3"}) {
+    fs::remove_all(dir);
+    TinyModelOptions o;
+    o.arch = arch;
+    o.layers = 2;
+    o.dtype = "float32";
+    o.max_position_embeddings = 1024;  // window 16
+    write_tiny_model(dir, o);
+    const auto model = LlamaModel::load(dir, {});
+    ASSERT_EQ(model.config().sliding_window, 16);
+    for (const int n : {12, 20}) {
+      auto p = prefill_tokens(model, n, 3);
+      KvCache cache = p.start.cache.clone();
+      std::string error;
+      try {
+        compress_cache(cache, p.capture, model.config(), chain, nullptr, linalg::cpu_backend());
+      } catch (const Error& e) {
+        error = e.what();
+      }
+      if (arch == "gemma3")
+        EXPECT_THAT(error, ::testing::HasSubstr("rotates its sliding layers with another RoPE")) << n;
+      else if (n == 20)
+        EXPECT_THAT(error, ::testing::HasSubstr("layer 0 attends only to the last 16 keys (sliding window) and the cache holds 20"));
+      else
+        EXPECT_EQ(error, "") << "12 tokens fit the 16-key window: every query saw every key";
+    }
+  }
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace kvlab::harness

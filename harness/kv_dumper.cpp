@@ -33,10 +33,14 @@ core::DumpInfo dump_info_for(const LlamaModel& model, std::string model_id, std:
   info.model_config = c.json;
   info.tokenizer = std::move(tokenizer);
   info.chat_template = std::move(chat_template);
-  if (c.qk_norm) {  // Qwen3: the taps are after q_norm / k_norm (and before RoPE)
+  if (c.qk_norm) {  // Qwen3, Gemma-3: the taps are after q_norm / k_norm (and before RoPE)
     info.key_norm = core::kKeyNormBeforeRope;
     info.query_norm = core::kQueryNormBeforeRope;
   }
+  if (c.sliding_window)  // Mistral v0.1, Mixtral, Phi-3: every layer; Gemma: the sliding layers
+    for (int l = 0; l < c.num_layers; ++l) info.layer_windows.push_back(c.window(l).value_or(0));
+  if (c.local_rope)
+    info.layer_rope = fmt::format("sliding layers: {}; full-attention layers: {}", c.local_rope->describe(), c.rope.describe());
   return info;
 }
 

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "compressors/cache_source.h"
 #include "core/error.h"
 #include "core/kv_dump.h"
 #include "core/safetensors.h"
@@ -68,14 +69,15 @@ std::vector<double> project(const core::FloatTensor& x, const core::FloatTensor&
   return y;
 }
 
-// Qwen3's q_norm / k_norm on y [T, heads·D]: RMSNorm over each head's D channels, in double.
-void head_norm(std::vector<double>& y, const core::FloatTensor& weight, double eps) {
+// Qwen3's and Gemma-3's q_norm / k_norm on y [T, heads·D]: RMSNorm over each head's D channels,
+// in double; Gemma's scales by (1 + w) (unit_offset 1), Qwen3's by w.
+void head_norm(std::vector<double>& y, const core::FloatTensor& weight, double eps, double unit_offset) {
   const auto D = static_cast<std::size_t>(weight.shape[0]);
   for (std::size_t h0 = 0; h0 < y.size(); h0 += D) {
     double ms = 0;
     for (std::size_t e = 0; e < D; ++e) ms += y[h0 + e] * y[h0 + e] / D;
     const double r = 1 / std::sqrt(ms + eps);
-    for (std::size_t e = 0; e < D; ++e) y[h0 + e] *= r * weight.data[e];
+    for (std::size_t e = 0; e < D; ++e) y[h0 + e] *= r * (unit_offset + weight.data[e]);
   }
 }
 
@@ -113,6 +115,12 @@ TEST_P(DumpJob, DumpedTensorsAreTheCheckpointsProjections) {
   EXPECT_EQ(info.chat_template, "own");  // auto: every tiny family ships a template (tiny_tokenizer.cpp)
   EXPECT_EQ(info.key_norm, config.qk_norm ? "k_norm before RoPE" : "");
   EXPECT_EQ(info.query_norm, config.qk_norm ? "q_norm before RoPE" : "");
+  // Per-layer windows: the tiny Gemmas (3 layers) slide on layers 0 and 2 with max_position / 64
+  // = 128 keys (Gemma-2's even layers; Gemma-3's pattern 2 below 6 layers); no other tiny family
+  // has a window. Gemma-3's sliding layers rotate with their own RoPE, which the dump says.
+  const bool gemma = GetParam() == "gemma2" || GetParam() == "gemma3";
+  EXPECT_EQ(info.layer_windows, gemma ? (std::vector<int>{128, 0, 128}) : std::vector<int>());
+  EXPECT_EQ(info.layer_rope.empty(), GetParam() != "gemma3");
   ASSERT_EQ(dump.sample_ids(), (std::vector<std::string>{"a", "b"}));
 
   core::Checkpoint ckpt(dir_ / "model");
@@ -128,12 +136,14 @@ TEST_P(DumpJob, DumpedTensorsAreTheCheckpointsProjections) {
     const auto d = config.hidden_size;
     const auto attn_in0 = dump.read_layer(id, 0, core::KvKind::attn_in);
     std::vector<double> expected(meta.num_tokens * d);
+    // Gemma: the embedding rows × √d, and the norm's weight used as (1 + w) (docs/models.md §9.3).
+    const double scale = config.scale_embeddings ? std::sqrt(double(d)) : 1.0, offset = config.unit_offset_norm;
     for (std::int64_t t = 0; t < meta.num_tokens; ++t) {
       const float* e = &embed.data[meta.tokens[t] * d];
       double ms = 0;
-      for (int i = 0; i < d; ++i) ms += double(e[i]) * e[i];
+      for (int i = 0; i < d; ++i) ms += scale * e[i] * scale * e[i];
       const double r = 1 / std::sqrt(ms / d + config.rms_norm_eps);
-      for (int i = 0; i < d; ++i) expected[t * d + i] = e[i] * r * norm.data[i];
+      for (int i = 0; i < d; ++i) expected[t * d + i] = scale * e[i] * r * (offset + norm.data[i]);
     }
     EXPECT_LT(max_abs_diff(expected, attn_in0.data), 1e-4) << id;  // f32 compute vs double
 
@@ -148,8 +158,8 @@ TEST_P(DumpJob, DumpedTensorsAreTheCheckpointsProjections) {
       const auto v = project(x, projection(ckpt, config, p, 'v'), bv ? &*bv : nullptr);
       auto q = project(x, projection(ckpt, config, p, 'q'), bq ? &*bq : nullptr);
       if (config.qk_norm) {
-        head_norm(k, ckpt.tensor(p + "k_norm.weight"), config.rms_norm_eps);
-        head_norm(q, ckpt.tensor(p + "q_norm.weight"), config.rms_norm_eps);
+        head_norm(k, ckpt.tensor(p + "k_norm.weight"), config.rms_norm_eps, config.unit_offset_norm);
+        head_norm(q, ckpt.tensor(p + "q_norm.weight"), config.rms_norm_eps, config.unit_offset_norm);
       }
       EXPECT_LT(max_abs_diff(k, dump.read_layer(id, l, core::KvKind::key).data), 1e-4) << id << " layer " << l;
       EXPECT_LT(max_abs_diff(v, dump.read_layer(id, l, core::KvKind::value).data), 1e-4) << id << " layer " << l;
@@ -212,7 +222,48 @@ TEST_P(DumpJob, OwnChatTemplateIsTheCheckpointsJinja) {
   EXPECT_EQ(meta.context_end, context_end);
 }
 
-INSTANTIATE_TEST_SUITE_P(Archs, DumpJob, ::testing::Values("llama", "qwen2", "mistral", "qwen3", "mixtral", "qwen3_moe", "phi3"));
+// The compressors and the scorer see every key from every query and one RoPE: a Gemma dump is read
+// by them only where that is what the model did — a sample within every window and no per-layer RoPE.
+TEST(DumpJobGemma, CompressorsRefuseWhatTheModelDidNotAttend) {
+  const fs::path dir = fs::temp_directory_path() / fmt::format("kvlab_dumpjob_gemma_{}", ::getpid());
+  fs::remove_all(dir);
+  std::ofstream(fs::create_directories(dir) ? dir / "prompts.jsonl" : dir / "prompts.jsonl")
+      << R"({"id": "a", "context": "kvlab dumps the KV cache of every layer to HDF5.", "question": "What is dumped?"})" "\n";
+  for (const std::string arch : {"gemma2", "gemma3"})
+    for (const int max_position : {256, 8192}) {  // windows of 4 and of 128 keys
+      TinyModelOptions o;
+      o.arch = arch;
+      o.layers = 2;
+      o.max_position_embeddings = max_position;
+      const auto model = dir / fmt::format("{}_{}", arch, max_position);
+      write_tiny_model(model, o);
+      DumpRequest r;
+      r.model = model;
+      r.prompts = dir / "prompts.jsonl";
+      r.query_window = 4;
+      r.dtype = "f32";
+      r.out = model / "x.h5";
+      run_dump(r);
+      const core::DumpReader dump(r.out);
+      ASSERT_GT(dump.sample("a").num_tokens, 4);
+      std::string error;
+      try {
+        compressors::DumpCache cache(dump, "a");
+      } catch (const Error& e) {
+        error = e.what();
+      }
+      if (arch == "gemma3")
+        EXPECT_THAT(error, HasSubstr("rotates its layers with different RoPEs")) << max_position;
+      else if (max_position == 256)
+        EXPECT_THAT(error, HasSubstr("layer 0 attends only to the last 4 keys (sliding window)"));
+      else
+        EXPECT_EQ(error, "") << "every sample token within the 128-key window: the model attended as the scorer does";
+    }
+  fs::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(Archs, DumpJob, ::testing::Values("llama", "qwen2", "mistral", "qwen3", "mixtral", "qwen3_moe", "phi3",
+                                                           "gemma2", "gemma3"));
 
 }  // namespace
 }  // namespace kvlab::harness

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <tuple>
 #include <utility>
 #include <nlohmann/json.hpp>
 
@@ -75,21 +76,133 @@ constexpr std::pair<std::string_view, Activation> kActivations[] = {
     {"gelu", Activation::gelu},           {"gelu_pytorch_tanh", Activation::gelu_tanh},
     {"gelu_new", Activation::gelu_tanh},  {"relu", Activation::relu}};
 
-// hidden_act: absent means silu (LlamaConfig's, Qwen2Config's and MistralConfig's default).
-Activation activation(const json& j, std::string_view source) {
-  const std::string name = optional_string(j, "hidden_act", source);
-  if (name.empty()) return Activation::silu;
+// The activation under `key`: hidden_act (absent: silu, LlamaConfig's, Qwen2Config's and
+// MistralConfig's default) or Gemma's hidden_activation (its default is filled in beforehand, so
+// absent or null here is an error: Gemma2MLP / Gemma3MLP index ACT2FN with it).
+Activation activation(const json& j, const char* key, std::string_view source) {
+  const std::string name = optional_string(j, key, source);
+  if (name.empty() && std::string_view(key) == "hidden_act") return Activation::silu;
   std::string accepted;
   for (const auto& [known, act] : kActivations) {
     if (known == name) return act;
     accepted += fmt::format("{}{}", accepted.empty() ? "" : ", ", known);
   }
-  fail("{}: hidden_act '{}' is not supported (accepted: {})", source, name, accepted);
+  fail("{}: {} '{}' is not supported (accepted: {})", source, key, name, accepted);
 }
 
 // An integer with the family's default when the key is absent or null.
 int int_or(const json& j, const char* key, int fallback, std::string_view source) {
   return optional_int(j, key, source).value_or(fallback);
+}
+
+// A positive number (int or float), or nullopt when absent or null.
+std::optional<double> optional_positive(const json& j, const char* key, std::string_view source) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return std::nullopt;
+  if (!it->is_number() || !(it->get<double>() > 0))
+    fail("{}: '{}' must be a positive number or null (it is {})", source, key, it->dump());
+  return it->get<double>();
+}
+
+// Gemma2Config's and Gemma3TextConfig's __init__ defaults (configuration_gemma2.py,
+// configuration_gemma3.py; docs/models.md §9.2): a released config.json may leave any of these
+// out (Gemma-3-4B's text_config omits vocab_size, head_dim, ...), and transformers then runs the
+// default. Filled in under the file's keys; an explicit null stays null.
+json gemma_defaults(bool gemma2) {
+  json d = {{"vocab_size", gemma2 ? 256000 : 262208},
+            {"hidden_size", 2304},
+            {"intermediate_size", 9216},
+            {"num_hidden_layers", 26},
+            {"num_attention_heads", 8},
+            {"num_key_value_heads", 4},
+            {"head_dim", 256},
+            {"hidden_activation", "gelu_pytorch_tanh"},
+            {"max_position_embeddings", gemma2 ? 8192 : 131072},
+            {"rms_norm_eps", 1e-6},
+            {"bos_token_id", 2},
+            {"eos_token_id", 1},
+            {"tie_word_embeddings", true},
+            {"rope_theta", gemma2 ? 10000.0 : 1000000.0},
+            {"attention_bias", false},
+            {"query_pre_attn_scalar", 256},
+            {"sliding_window", 4096},
+            {"final_logit_softcapping", gemma2 ? json(30.0) : json(nullptr)},
+            {"attn_logit_softcapping", gemma2 ? json(50.0) : json(nullptr)}};
+  if (!gemma2) {
+    d["rope_local_base_freq"] = 10000.0;
+    d["sliding_window_pattern"] = 6;
+  }
+  return d;
+}
+
+// Gemma3ForConditionalGeneration's config (model_type "gemma3"): the language model is its
+// text_config (a Gemma3TextConfig); kvlab runs that text model only. The top level's dtype and
+// token ids stand in where the text_config has none.
+json gemma3_text_config(const json& j, std::string_view source) {
+  auto it = j.find("text_config");
+  if (it == j.end() || !it->is_object())
+    fail("{}: model_type 'gemma3' (Gemma3ForConditionalGeneration) without a 'text_config' object; kvlab runs only "
+         "the text model of a Gemma-3 checkpoint and reads its config from text_config",
+         source);
+  json text = *it;
+  const std::string inner = text.value("model_type", std::string("gemma3_text"));
+  if (inner != "gemma3_text")
+    fail("{}: text_config.model_type '{}' is not gemma3_text; only the Gemma-3 text model is supported", source, inner);
+  for (const char* key : {"torch_dtype", "dtype", "eos_token_id", "bos_token_id"})
+    if (!text.contains(key) && j.contains(key)) text[key] = j.at(key);
+  text["model_type"] = "gemma3";
+  return text;
+}
+
+// Which layers slide (docs/models.md §9.4): layer_types ("sliding_attention" / "full_attention",
+// one per layer) when the config has it; else Gemma2Config's rule, layer i slides when (i + 1) % 2
+// (the even layers), or Gemma3TextConfig's, when (i + 1) % sliding_window_pattern (every 6th global).
+std::vector<bool> gemma_sliding_layers(const json& j, int layers, bool gemma2, std::string_view source) {
+  std::vector<bool> sliding(layers);
+  if (auto it = j.find("layer_types"); it != j.end() && !it->is_null()) {
+    if (!it->is_array() || static_cast<int>(it->size()) != layers)
+      fail("{}: 'layer_types' must list one of sliding_attention / full_attention per layer ({} layers)", source, layers);
+    for (int l = 0; l < layers; ++l) {
+      const auto& t = (*it)[l];
+      if (t != "sliding_attention" && t != "full_attention")
+        fail("{}: layer_types[{}] is {}; accepted: sliding_attention, full_attention", source, l, t.dump());
+      sliding[l] = t == "sliding_attention";
+    }
+    return sliding;
+  }
+  const int pattern = gemma2 ? 2 : int_or(j, "sliding_window_pattern", 6, source);
+  if (pattern <= 0) fail("{}: sliding_window_pattern {} must be ≥ 1", source, pattern);
+  for (int l = 0; l < layers; ++l) sliding[l] = (l + 1) % pattern != 0;
+  return sliding;
+}
+
+// Gemma-3's two RoPEs (Gemma3RotaryEmbedding twice, docs/models.md §9.5): global layers use
+// rope_theta with rope_scaling (default or linear: the 4B+ models scale by 8), sliding layers
+// rope_local_base_freq with the default rule. transformers v5 nests both in rope_parameters
+// under "full_attention" / "sliding_attention"; both layouts are read.
+std::pair<core::Rope, core::Rope> gemma3_ropes(const json& j, int head_dim, std::string_view source) {
+  json global = {{"rope_theta", j.at("rope_theta")}}, local = {{"rope_theta", j.at("rope_local_base_freq")}};
+  if (auto it = j.find("rope_scaling"); it != j.end() && it->is_object()) global["rope_scaling"] = *it;
+  if (auto it = j.find("rope_parameters"); it != j.end() && it->is_object()) {
+    if (it->contains("full_attention") || it->contains("sliding_attention")) {
+      if (auto f = it->find("full_attention"); f != it->end() && f->is_object()) global["rope_scaling"] = *f;
+      if (auto s = it->find("sliding_attention"); s != it->end() && s->is_object()) local["rope_scaling"] = *s;
+    } else {
+      global["rope_scaling"] = *it;
+    }
+  }
+  for (const auto* part : {&global, &local})
+    if (auto it = part->find("rope_scaling"); it != part->end() && it->is_object())
+      for (const char* type_key : {"rope_type", "type"})
+        if (auto t = it->find(type_key); t != it->end() && t->is_string() && *t != "default" && *t != "linear")
+          fail("{}: rope type '{}' is not supported on gemma3 (kvlab runs default and linear, the types released "
+               "Gemma-3 checkpoints use)",
+               source, t->get<std::string>());
+  try {
+    return {core::Rope::from_config(global.dump(), head_dim), core::Rope::from_config(local.dump(), head_dim)};
+  } catch (const Error& e) {
+    fail("{}: {}", source, e.what());
+  }
 }
 
 // The sparse MoE block's keys (docs/models.md §7.2). Mixtral: MixtralConfig (num_local_experts
@@ -166,10 +279,31 @@ std::string ModelConfig::moe_tensor_name(MoeTensor tensor, int expert) const {
   return fmt::format("{}.experts.{}.{}.weight", block, expert, name);
 }
 
+std::optional<int> ModelConfig::window(int layer) const {
+  if (!sliding_window || (!sliding_layers.empty() && !sliding_layers.at(layer))) return std::nullopt;
+  return sliding_window;
+}
+
+const core::Rope& ModelConfig::rope_of(int layer) const {
+  return local_rope && window(layer) ? *local_rope : rope;
+}
+
 std::string_view to_string(Activation a) {
   for (const auto& [name, act] : kActivations)
     if (act == a) return name;
   return "?";
+}
+
+// Gemma's part of describe(): sliding layers, soft-caps, the scale and the local RoPE.
+std::string ModelConfig::gemma_description() const {
+  if (!unit_offset_norm) return "";
+  const auto sliding = std::count(sliding_layers.begin(), sliding_layers.end(), true);
+  std::string out = fmt::format(" sliding-layers={}/{} query_pre_attn_scalar={}", sliding, num_layers,
+                                query_pre_attn_scalar.value_or(head_dim));
+  if (attn_logit_softcap) out += fmt::format(" attn-softcap={}", *attn_logit_softcap);
+  if (final_logit_softcap) out += fmt::format(" final-softcap={}", *final_logit_softcap);
+  if (local_rope) out += fmt::format(" local-rope {}", local_rope->describe());
+  return out;
 }
 
 std::string ModelConfig::describe() const {
@@ -182,22 +316,34 @@ std::string ModelConfig::describe() const {
   return fmt::format("{} {} layers d={} I={} H_q={} H_kv={} D={} vocab={} rope {}{}{}{}{}{}{}", model_type, num_layers,
                      hidden_size, intermediate_size, num_heads, num_kv_heads, head_dim, vocab_size, rope.describe(),
                      fused_projections ? " fused-qkv/gate-up" : "", qkv_bias ? " qkv-bias" : "", qk_norm ? " qk-norm" : "", hidden_act == Activation::silu ? "" : " act=" + std::string(to_string(hidden_act)),
-                     sliding_window ? fmt::format(" window={}", *sliding_window) : std::string(), experts);
+                     sliding_window ? fmt::format(" window={}", *sliding_window) : std::string(), experts) +
+         gemma_description();
 }
 
 ModelConfig parse_model_config(std::string_view json_text, std::string_view source) {
-  const json j = core::parse_json(json_text, source);
-  if (!j.is_object()) fail("{}: not a JSON object", source);
+  const json file = core::parse_json(json_text, source);
+  if (!file.is_object()) fail("{}: not a JSON object", source);
 
   ModelConfig c;
   c.json = std::string(json_text);
-  c.model_type = optional_string(j, "model_type", source);
+  c.model_type = optional_string(file, "model_type", source);
   if (c.model_type != "llama" && c.model_type != "qwen2" && c.model_type != "mistral" && c.model_type != "qwen3" &&
-      c.model_type != "mixtral" && c.model_type != "qwen3_moe" && c.model_type != "phi3")
-    fail("{}: model_type '{}' is not supported (llama, qwen2, mistral, qwen3, mixtral, qwen3_moe, phi3)", source,
-         c.model_type);
+      c.model_type != "mixtral" && c.model_type != "qwen3_moe" && c.model_type != "phi3" && c.model_type != "gemma2" &&
+      c.model_type != "gemma3_text" && c.model_type != "gemma3")
+    fail("{}: model_type '{}' is not supported (llama, qwen2, mistral, qwen3, mixtral, qwen3_moe, phi3, gemma2, "
+         "gemma3_text, gemma3)",
+         source, c.model_type);
   const bool qwen3 = c.model_type == "qwen3", mixtral = c.model_type == "mixtral", qwen3_moe = c.model_type == "qwen3_moe";
-  const bool phi3 = c.model_type == "phi3";
+  const bool phi3 = c.model_type == "phi3", gemma2 = c.model_type == "gemma2";
+  const bool gemma3 = c.model_type == "gemma3_text" || c.model_type == "gemma3", gemma = gemma2 || gemma3;
+  // The keys the model reads: the file itself, or Gemma-3's text_config, with the Gemma
+  // configuration classes' defaults under absent keys.
+  json j = c.model_type == "gemma3" ? gemma3_text_config(file, source) : file;
+  if (gemma) {
+    const json defaults = gemma_defaults(gemma2);  // named: items() is a view into it
+    for (const auto& [key, value] : defaults.items())
+      if (!j.contains(key)) j[key] = value;
+  }
   c.vocab_size = required_int(j, "vocab_size", source);
   c.hidden_size = required_int(j, "hidden_size", source);
   c.intermediate_size = required_int(j, "intermediate_size", source);
@@ -230,20 +376,21 @@ ModelConfig parse_model_config(std::string_view json_text, std::string_view sour
     if (!it->is_number() || !(it->get<double>() > 0)) fail("{}: 'rms_norm_eps' must be a positive number", source);
     c.rms_norm_eps = it->get<double>();
   }
-  c.hidden_act = activation(j, source);
+  // Gemma2MLP / Gemma3MLP: ACT2FN[config.hidden_activation]; a hidden_act key is not read.
+  c.hidden_act = activation(j, gemma ? "hidden_activation" : "hidden_act", source);
   // MixtralAttention hard-codes bias=False on q/k/v/o (MixtralConfig has no attention_bias).
   // Phi3Attention likewise (qkv_proj and o_proj bias=False; Phi3Config has no attention_bias).
   const bool attention_bias = flag(j, "attention_bias", false, source) && !mixtral && !phi3;
   c.qkv_bias = c.model_type == "qwen2" || attention_bias;  // Qwen2's model code hard-codes q/k/v bias
   c.o_bias = c.model_type != "qwen2" && attention_bias;
   // Qwen3MLP, Qwen3MoeMLP and Mixtral's experts: bias=False, whatever the config says.
-  // Phi3MLP: gate_up_proj and down_proj bias=False.
-  c.mlp_bias = flag(j, "mlp_bias", false, source) && !qwen3 && !qwen3_moe && !mixtral && !phi3;
+  // Phi3MLP: gate_up_proj and down_proj bias=False; Gemma2MLP / Gemma3MLP likewise.
+  c.mlp_bias = flag(j, "mlp_bias", false, source) && !qwen3 && !qwen3_moe && !mixtral && !phi3 && !gemma;
   // Phi3Attention's one qkv_proj [H_q·D + 2·H_kv·D, d] (rows: q, then k, then v) and Phi3MLP's
   // gate_up_proj [2·I, d] (rows: gate, then up: `gate, up = gate_up_proj(x).chunk(2, dim=-1)`).
   c.fused_projections = phi3;
   c.tie_word_embeddings = flag(j, "tie_word_embeddings", false, source);
-  c.qk_norm = qwen3 || qwen3_moe;  // Qwen3(Moe)Attention's q_norm / k_norm (no config key: always there)
+  c.qk_norm = qwen3 || qwen3_moe || gemma3;  // Qwen3(Moe)Attention's and Gemma3Attention's q_norm / k_norm (always there)
   // Sliding window: Mistral applies it whenever set (v0.1: 4096); Qwen2 and Qwen3 only with
   // use_sliding_window: true, and then only on layers ≥ max_window_layers (their configs'
   // layer_types), which kvlab does not model, so it refuses rather than run the wrong attention.
@@ -262,7 +409,21 @@ ModelConfig parse_model_config(std::string_view json_text, std::string_view sour
          "some layers (>= max_window_layers), and per-layer sliding-window attention is a separate item kvlab does "
          "not implement yet (released {} checkpoints set use_sliding_window: false)",
          source, c.model_type, c.model_type == "qwen2" ? "Qwen2/Qwen2.5" : qwen3 ? "Qwen3" : "Qwen3-MoE");
+  // Gemma: the window on the layers layer_types makes sliding (Gemma2Attention / Gemma3Attention:
+  // sliding_window if is_sliding else None); the others attend to the full causal prefix.
+  if (gemma) {
+    if (!window) fail("{}: 'sliding_window' is null; {} needs the window of its sliding layers", source, c.model_type);
+    c.sliding_window = window;
+    c.sliding_layers = gemma_sliding_layers(j, c.num_layers, gemma2, source);
+  }
   if (c.sliding_window && *c.sliding_window <= 0) fail("{}: sliding_window {} must be positive", source, *c.sliding_window);
+  if (gemma) {  // docs/models.md §9.3
+    c.unit_offset_norm = c.scale_embeddings = c.sandwich_norms = true;
+    c.query_pre_attn_scalar = optional_positive(j, "query_pre_attn_scalar", source);
+    if (!c.query_pre_attn_scalar) fail("{}: 'query_pre_attn_scalar' is null; {} scales scores by its −½ power", source, c.model_type);
+    c.attn_logit_softcap = optional_positive(j, "attn_logit_softcapping", source);
+    c.final_logit_softcap = optional_positive(j, "final_logit_softcapping", source);
+  }
   c.max_position_embeddings = optional_int(j, "max_position_embeddings", source).value_or(0);
   c.bos_token_id = optional_int(j, "bos_token_id", source);
   c.eos_token_ids = token_list(j, "eos_token_id", source);
@@ -300,6 +461,11 @@ ModelConfig parse_model_config(std::string_view json_text, std::string_view sour
                    type_key, t->get<std::string>());
           }
   }
+  if (gemma3) {
+    std::tie(c.rope, c.local_rope) = gemma3_ropes(j, c.head_dim, source);
+    return c;
+  }
+  if (gemma2) rope_text = j.dump();  // rope_theta's Gemma2Config default filled in
   try {
     c.rope = core::Rope::from_config(rope_text, c.head_dim);
   } catch (const Error& e) {

@@ -5,7 +5,9 @@
 // families differ only in the flags below: Qwen2's q/k/v biases, Mistral v0.1's sliding window,
 // tied embeddings on the small Qwen2.5 and Qwen3 models, Qwen3's per-head q/k RMSNorm, and the
 // sparse mixture-of-experts MLP of Mixtral and Qwen3-MoE (`moe`, docs/models.md §7), and Phi-3's
-// fused qkv_proj / gate_up_proj with partial rotary (docs/models.md §8).
+// fused qkv_proj / gate_up_proj with partial rotary (docs/models.md §8), and Gemma-2 / Gemma-3's
+// (1 + w) norms, four norms per layer, √d-scaled embeddings, soft-capping, query_pre_attn_scalar,
+// per-layer sliding windows and Gemma-3's separate RoPE for sliding layers (docs/models.md §9).
 #pragma once
 
 #include <filesystem>
@@ -58,6 +60,7 @@ struct MoeConfig {
 
 struct ModelConfig {
   std::string model_type;             // "llama" | "qwen2" | "mistral" | "qwen3" | "mixtral" | "qwen3_moe" | "phi3"
+                                      // | "gemma2" | "gemma3_text" | "gemma3" (its text_config: the text model only)
   int vocab_size = 0;                 // embedding rows (may exceed the tokenizer's size: padding)
   int hidden_size = 0;                // d_model
   int intermediate_size = 0;          // MLP width I
@@ -74,19 +77,35 @@ struct ModelConfig {
   bool qk_norm = false;               // RMSNorm over D of each q and k head before RoPE (Qwen3's q_norm/k_norm)
   bool fused_projections = false;     // Phi-3: self_attn.qkv_proj (q, k, v rows) and mlp.gate_up_proj (gate, up rows)
   std::optional<int> sliding_window;  // attend to at most this many most recent keys (Mistral v0.1, Mixtral), else full
+  // Which layers the window applies to (Gemma: layer_types' "sliding_attention"); empty: every
+  // layer (Mistral, Mixtral, Phi-3). Read through window(layer).
+  std::vector<bool> sliding_layers;
+  // Gemma's numerics (docs/models.md §9.3), off for the other families:
+  bool unit_offset_norm = false;      // RMSNorm output x̂·(1 + w) computed in f32, then cast (Gemma*RMSNorm)
+  bool scale_embeddings = false;      // embeddings × √hidden_size, the factor cast to the activation dtype
+  bool sandwich_norms = false;        // post_attention_layernorm on the attention output, pre_/post_feedforward_layernorm around the MLP
+  std::optional<double> query_pre_attn_scalar;  // attention scores × this^−½ (else head_dim^−½)
+  std::optional<double> attn_logit_softcap;     // scores → cap·tanh(scores / cap) before the mask (Gemma-2: 50)
+  std::optional<double> final_logit_softcap;    // logits → cap·tanh(logits / cap) (Gemma-2: 30)
+  std::optional<core::Rope> local_rope;         // RoPE of sliding layers when it differs from `rope` (Gemma-3)
   std::optional<MoeConfig> moe;       // Mixtral and Qwen3-MoE; absent on dense families
   int max_position_embeddings = 0;
   std::optional<int> bos_token_id;
   std::vector<int> eos_token_ids;     // generation stops on any of these
   std::string torch_dtype;            // "bfloat16" | "float16" | "float32" | "" when absent
-  core::Rope rope;                    // the frequency rule (default, linear, llama3)
+  core::Rope rope;                    // the frequency rule (default, linear, llama3); Gemma-3: of the global layers
   std::string json;                   // config.json as read, for provenance
 
   int n_rep() const { return num_heads / num_kv_heads; }
+  // The window layer `layer` attends with (keys j with i − window < j ≤ i), none for a full layer.
+  std::optional<int> window(int layer) const;
+  // The RoPE layer `layer` rotates its queries and keys with (Gemma-3's sliding layers: local_rope).
+  const core::Rope& rope_of(int layer) const;
   bool sparse_layer(int layer) const { return moe && moe->sparse(layer); }
   // The HF name of a sparse layer's tensor after "model.layers.{layer}." (`expert` ignored for
   // the router): "block_sparse_moe.experts.3.w1.weight" (Mixtral), "mlp.experts.3.gate_proj.weight".
   std::string moe_tensor_name(MoeTensor tensor, int expert) const;
+  std::string gemma_description() const;  // describe()'s Gemma part ("" for the other families)
   std::string describe() const;  // one line: "llama 4 layers d=256 H_q=8 H_kv=2 D=32 rope llama3 ..."
 };
 

@@ -166,7 +166,7 @@ TEST(ModelConfig, Qwen3ErrorsNameTheMissingKeyAndRefuseSlidingWindows) {
   }
   json j = qwen3_06b();
   j.erase("model_type");
-  EXPECT_THAT(error_of(j), HasSubstr("model_type '' is not supported (llama, qwen2, mistral, qwen3, mixtral, qwen3_moe, phi3)"));
+  EXPECT_THAT(error_of(j), HasSubstr("model_type '' is not supported (llama, qwen2, mistral, qwen3, mixtral, qwen3_moe, phi3, gemma2"));
   j = qwen3_06b();
   j["model_type"] = "qwen2_moe";  // Qwen2-MoE's shared expert is not modelled
   EXPECT_THAT(error_of(j), HasSubstr("model_type 'qwen2_moe' is not supported"));
@@ -275,7 +275,7 @@ TEST(ModelConfig, ErrorsNameTheField) {
   j["num_key_value_heads"] = 5;
   EXPECT_THAT(error_of(j), HasSubstr("num_key_value_heads 5 must divide"));
   j = llama31();
-  j["model_type"] = "gemma";
+  j["model_type"] = "gemma";  // Gemma-1 is not modelled
   EXPECT_THAT(error_of(j), HasSubstr("gemma"));
   j = llama31();
   j["eos_token_id"] = "x";

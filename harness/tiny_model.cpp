@@ -18,8 +18,9 @@ using nlohmann::json;
 
 void check_options(const TinyModelOptions& o) {
   if (o.arch != "llama" && o.arch != "qwen2" && o.arch != "mistral" && o.arch != "qwen3" && o.arch != "mixtral" &&
-      o.arch != "qwen3_moe" && o.arch != "phi3")
-    fail("make-tiny-model: --arch '{}' is not one of llama, qwen2, mistral, qwen3, mixtral, qwen3_moe, phi3", o.arch);
+      o.arch != "qwen3_moe" && o.arch != "phi3" && o.arch != "gemma2" && o.arch != "gemma3")
+    fail("make-tiny-model: --arch '{}' is not one of llama, qwen2, mistral, qwen3, mixtral, qwen3_moe, phi3, gemma2, gemma3",
+         o.arch);
   if (o.experts <= 0 || o.experts_per_token <= 0 || o.experts_per_token > o.experts || o.moe_intermediate <= 0)
     fail("make-tiny-model: --experts {} and --moe-intermediate {} must be positive and --experts-per-token {} in 1..{}",
          o.experts, o.moe_intermediate, o.experts_per_token, o.experts);
@@ -78,8 +79,10 @@ std::string tiny_model_config_json(const TinyModelOptions& o, int vocab_size) {
   // Qwen3 configs always write head_dim, and on the released models it is not hidden / heads
   // (Qwen3-0.6B: 128 on 1024 / 16): the tiny qwen3 mirrors that with 2 · hidden / heads.
   // Qwen3-30B-A3B likewise (128 on 2048 / 32).
-  if ((o.arch == "qwen3" || o.arch == "qwen3_moe") && !o.head_dim) c["head_dim"] = 2 * (o.hidden / o.heads);
-  c["hidden_act"] = "silu";
+  // Gemma likewise: head_dim 256 on every released model, rarely hidden / heads (Gemma-2-2B: 2304 / 8 = 288).
+  const bool gemma = o.arch == "gemma2" || o.arch == "gemma3";
+  if ((o.arch == "qwen3" || o.arch == "qwen3_moe" || gemma) && !o.head_dim) c["head_dim"] = 2 * (o.hidden / o.heads);
+  c["hidden_act"] = gemma ? "gelu_pytorch_tanh" : "silu";
   c["max_position_embeddings"] = o.max_position_embeddings;
   c["tie_word_embeddings"] = false;
   c["torch_dtype"] = o.dtype;
@@ -165,6 +168,39 @@ std::string tiny_model_config_json(const TinyModelOptions& o, int vocab_size) {
     c["resid_pdrop"] = 0.0;
     c["embd_pdrop"] = 0.0;
     c["attention_dropout"] = 0.0;
+  } else if (gemma) {
+    // Gemma-2-27B's / Gemma-3-27B's attention scale (query_pre_attn_scalar = hidden / heads, not
+    // head_dim), gelu_pytorch_tanh GeGLU, tied embeddings; a window scaled to the tiny context
+    // (max_position / 64: 4 tokens at 256) so that prompts outgrow it. Gemma-2: soft-capping 50 / 30,
+    // the even layers sliding. Gemma-3 (the 4B+ layout): q/k norms, linear RoPE ×8 on global
+    // layers, rope_local_base_freq 10⁴ on sliding ones, no soft-capping, every 6th layer global
+    // (every 2nd when there are fewer than 6, so a tiny model has both kinds), written as
+    // layer_types and sliding_window_pattern as transformers ≥ 4.53 saves them.
+    c["architectures"] = {o.arch == "gemma2" ? "Gemma2ForCausalLM" : "Gemma3ForCausalLM"};
+    c["model_type"] = o.arch == "gemma2" ? "gemma2" : "gemma3_text";
+    c["hidden_activation"] = "gelu_pytorch_tanh";
+    c["rms_norm_eps"] = 1e-6;
+    c["tie_word_embeddings"] = true;
+    c["attention_bias"] = false;
+    c["attention_dropout"] = 0.0;
+    c["query_pre_attn_scalar"] = o.hidden / o.heads;
+    c["sliding_window"] = std::max(2, o.max_position_embeddings / 64);
+    if (o.arch == "gemma2") {
+      c["rope_theta"] = 10000.0;
+      c["attn_logit_softcapping"] = 50.0;
+      c["final_logit_softcapping"] = 30.0;
+    } else {
+      c["rope_theta"] = 1000000.0;
+      c["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 8.0}};
+      c["rope_local_base_freq"] = 10000.0;
+      c["attn_logit_softcapping"] = nullptr;
+      c["final_logit_softcapping"] = nullptr;
+      const int pattern = o.layers >= 6 ? 6 : 2;
+      c["sliding_window_pattern"] = pattern;
+      json types = json::array();
+      for (int l = 0; l < o.layers; ++l) types.push_back((l + 1) % pattern ? "sliding_attention" : "full_attention");
+      c["layer_types"] = types;
+    }
   } else {
     c["architectures"] = {"MistralForCausalLM"};
     c["model_type"] = "mistral";
@@ -191,14 +227,19 @@ std::map<std::string, core::TensorToWrite> tiny_weights(const ModelConfig& confi
       float mean;
       double stddev;
     };
-    std::vector<Spec> specs = {{"input_layernorm.weight", {d}, 1, 0.1}};
+    // Gemma's norms multiply by (1 + w): their weights sit around 0 (HF initialises them to 0).
+    const float norm_mean = config.unit_offset_norm ? 0 : 1;
+    std::vector<Spec> specs = {{"input_layernorm.weight", {d}, norm_mean, 0.1}};
     if (config.fused_projections)  // Phi-3's qkv_proj: q rows, then k, then v
       specs.push_back({"self_attn.qkv_proj.weight", {dq + 2 * dkv, d}, 0, 1 / std::sqrt(double(d))});
     else
       for (const auto& [name, rows] : {std::pair{"q", dq}, std::pair{"k", dkv}, std::pair{"v", dkv}})
         specs.push_back({fmt::format("self_attn.{}_proj.weight", name), {rows, d}, 0, 1 / std::sqrt(double(d))});
     specs.push_back({"self_attn.o_proj.weight", {d, dq}, 0, 1 / std::sqrt(double(dq))});
-    specs.push_back({"post_attention_layernorm.weight", {d}, 1, 0.1});
+    specs.push_back({"post_attention_layernorm.weight", {d}, norm_mean, 0.1});
+    if (config.sandwich_norms)
+      for (const char* name : {"pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight"})
+        specs.push_back({name, {d}, norm_mean, 0.1});
     if (config.sparse_layer(l)) {  // the router, then each expert's gate, up, down
       const std::int64_t experts = config.moe->num_experts, ie = config.moe->expert_intermediate_size;
       specs.push_back({config.moe_tensor_name(MoeTensor::router, 0), {experts, d}, 0, 1 / std::sqrt(double(d))});
@@ -220,7 +261,7 @@ std::map<std::string, core::TensorToWrite> tiny_weights(const ModelConfig& confi
         specs.push_back({fmt::format("self_attn.{}_proj.bias", name), {rows}, 0, 0.1});
     if (config.qk_norm)  // Qwen3's per-head RMSNorm weights, around 1 like the other norms
       for (const char* name : {"self_attn.q_norm.weight", "self_attn.k_norm.weight"})
-        specs.push_back({name, {config.head_dim}, 1, 0.1});
+        specs.push_back({name, {config.head_dim}, norm_mean, 0.1});
     for (const auto& spec : specs) {
       auto t = draw.normal(spec.shape, spec.mean, spec.stddev);
       // A tensor the previous layer lacks (a sparse layer after a dense one) is drawn fresh.
@@ -229,7 +270,7 @@ std::map<std::string, core::TensorToWrite> tiny_weights(const ModelConfig& confi
       w[fmt::format("model.layers.{}.{}", l, spec.name)] = std::move(t);
     }
   }
-  w["model.norm.weight"] = draw.normal({d}, 1, 0.1);
+  w["model.norm.weight"] = draw.normal({d}, config.unit_offset_norm ? 0 : 1, 0.1);
   if (!config.tie_word_embeddings) w["lm_head.weight"] = draw.normal({vocab, d}, 0, 1 / std::sqrt(double(d)));
   return w;
 }
@@ -242,7 +283,9 @@ ModelConfig write_tiny_model(const std::filesystem::path& dir, const TinyModelOp
   // Qwen3-MoE ships the same tokenizer; Mixtral ships Mistral's sentencepiece one.
   const bool qwen = o.arch == "qwen2" || o.arch == "qwen3" || o.arch == "qwen3_moe";
   // Phi-3 ships a Llama-2-style sentencepiece tokenizer.model (LlamaTokenizer): mistral's tiny one.
-  const std::string family = qwen ? "qwen2" : o.arch == "mixtral" || o.arch == "phi3" ? "mistral" : o.arch;
+  // Gemma ships a sentencepiece tokenizer.model (GemmaTokenizer) too.
+  const bool sentencepiece = o.arch == "mixtral" || o.arch == "phi3" || o.arch == "gemma2" || o.arch == "gemma3";
+  const std::string family = qwen ? "qwen2" : sentencepiece ? "mistral" : o.arch;
   const auto tok = write_tiny_tokenizer(dir, family, tiny_corpus(), o.vocab, o.seed);
   // Qwen2 and Qwen3 checkpoints pad the embedding to a multiple of 64 rows beyond the tokenizer
   // (Qwen2.5: 151665 → 152064; Qwen3: 151669 → 151936); the tiny ones do the same.

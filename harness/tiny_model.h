@@ -21,7 +21,11 @@ struct TinyModelOptions {
                                 // | mixtral (mistral + sparse MoE, mistral's tokenizer) | qwen3_moe
                                 // (qwen3's attention, untied, sparse MoE with norm_topk_prob, qwen2's tokenizer)
                                 // | phi3 (fused qkv_proj / gate_up_proj, partial rotary 0.75, tied
-                                // embeddings, mistral's sentencepiece tokenizer)
+                                // embeddings, mistral's sentencepiece tokenizer) | gemma2 (soft-capping,
+                                // even layers sliding) | gemma3 (q/k norms, local RoPE, 1 global layer in
+                                // 6, or in 2 below 6 layers): both with Gemma's norms, √d embeddings,
+                                // head_dim 2·hidden/heads, query_pre_attn_scalar hidden/heads, window
+                                // max_position/64, tied embeddings, mistral's sentencepiece tokenizer
   int layers = 4;
   int hidden = 64;              // d_model
   int heads = 4;                // H_q
@@ -45,7 +49,7 @@ std::string tiny_model_config_json(const TinyModelOptions& options, int vocab_si
 
 // Seeded random weights with HF names and shapes (docs/models.md §1.4) for `config`:
 // projections ~ N(0, 1/fan_in), embeddings ~ N(0, 1), norms (Qwen3's q_norm/k_norm [D] too)
-// 1 + N(0, 0.1²), Qwen2 biases N(0, 0.1²). Sparse layers (config.sparse_layer) draw the router
+// 1 + N(0, 0.1²) (Gemma's, used as 1 + w: N(0, 0.1²), with its pre/post-feed-forward norms), Qwen2 biases N(0, 0.1²). Sparse layers (config.sparse_layer) draw the router
 // [E, d] ~ N(0, 1/d) and each expert's gate/up/down (fan-in rule) where a dense layer draws its
 // MLP; with config.fused_projections (Phi-3) one qkv_proj and one gate_up_proj, drawn as one
 // tensor each. Same options and config → same bytes.

@@ -44,11 +44,30 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b)
   return b.defined() ? at::addmm(b, x, w.t()) : at::matmul(x, w.t());
 }
 
-// HF's RMSNorm over the last axis: fp32 statistics, cast back to the activation dtype, then times
-// the weight (LlamaRMSNorm, Qwen3RMSNorm). Qwen3's q_norm/k_norm are this over D of [S, H, D].
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+// HF's RMSNorm over the last axis, x̂ = x·rsqrt(mean(x²) + eps) in fp32. LlamaRMSNorm (and
+// Qwen3's, Mistral's, Phi-3's): x̂ cast back to the activation dtype, then times w. Gemma2RMSNorm /
+// Gemma3RMSNorm (unit_offset): x̂·(1 + w) in fp32, then cast. q_norm/k_norm are this over D of [S, H, D].
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps, bool unit_offset) {
   const at::Tensor x32 = x.to(at::kFloat);
-  return weight * (x32 * at::rsqrt(x32.pow(2).mean(-1, true) + eps)).to(x.scalar_type());
+  const at::Tensor normed = x32 * at::rsqrt(x32.pow(2).mean(-1, true) + eps);
+  if (unit_offset) return (normed * (weight.to(at::kFloat) + 1.0)).to(x.scalar_type());
+  return weight * normed.to(x.scalar_type());
+}
+
+// Gemma's tanh soft-capping, cap·tanh(x / cap), in x's dtype (Gemma2's attention scores and
+// final logits: modeling_gemma2.py eager_attention_forward and Gemma2ForCausalLM.forward).
+at::Tensor soft_cap(const at::Tensor& x, const std::optional<double>& cap) {
+  return cap ? (x / *cap).tanh() * *cap : x;
+}
+
+// Where the decoder's tensors live: "model." (…ForCausalLM), or a Gemma3ForConditionalGeneration
+// checkpoint's language model ("language_model.model." as released, "model.language_model." as
+// transformers ≥ 4.52 saves it), whose text part kvlab runs.
+std::string decoder_root(const ModelConfig& c, const core::Checkpoint& ckpt) {
+  if (c.model_type == "gemma3")
+    for (const char* root : {"language_model.model.", "model.language_model."})
+      if (ckpt.has(std::string(root) + "embed_tokens.weight")) return root;
+  return "model.";
 }
 
 }  // namespace
@@ -58,11 +77,13 @@ LlamaModel::LlamaModel(ModelConfig config, const core::Checkpoint& ckpt, RunOpti
   const ModelConfig& c = config_;
   const std::int64_t d = c.hidden_size, q = std::int64_t{c.num_heads} * c.head_dim,
                      kv = std::int64_t{c.num_kv_heads} * c.head_dim, inter = c.intermediate_size;
-  embed_ = load_weight(ckpt, "model.embed_tokens.weight", {c.vocab_size, d}, options_);
-  norm_ = load_weight(ckpt, "model.norm.weight", {d}, options_);
-  lm_head_ = c.tie_word_embeddings ? embed_ : load_weight(ckpt, "lm_head.weight", {c.vocab_size, d}, options_);
+  const std::string root = decoder_root(c, ckpt);
+  embed_ = load_weight(ckpt, root + "embed_tokens.weight", {c.vocab_size, d}, options_);
+  norm_ = load_weight(ckpt, root + "norm.weight", {d}, options_);
+  const std::string head = root == "language_model.model." ? "language_model.lm_head.weight" : "lm_head.weight";
+  lm_head_ = c.tie_word_embeddings ? embed_ : load_weight(ckpt, head, {c.vocab_size, d}, options_);
   for (int l = 0; l < c.num_layers; ++l) {
-    const auto p = fmt::format("model.layers.{}.", l);
+    const auto p = fmt::format("{}layers.{}.", root, l);
     Layer layer;
     layer.input_norm = load_weight(ckpt, p + "input_layernorm.weight", {d}, options_);
     if (c.fused_projections) {  // Phi-3: one [q + 2·kv, d] matrix, used fused as Phi3Attention does
@@ -79,7 +100,13 @@ LlamaModel::LlamaModel(ModelConfig config, const core::Checkpoint& ckpt, RunOpti
     layer.o_bias = optional_load(ckpt, c.o_bias, p + "self_attn.o_proj.bias", {d}, options_);
     layer.q_norm = optional_load(ckpt, c.qk_norm, p + "self_attn.q_norm.weight", {c.head_dim}, options_);
     layer.k_norm = optional_load(ckpt, c.qk_norm, p + "self_attn.k_norm.weight", {c.head_dim}, options_);
-    layer.post_norm = load_weight(ckpt, p + "post_attention_layernorm.weight", {d}, options_);
+    if (c.sandwich_norms) {  // Gemma: post_attention_layernorm is on the attention output; the MLP's input norm is pre_feedforward
+      layer.attn_out_norm = load_weight(ckpt, p + "post_attention_layernorm.weight", {d}, options_);
+      layer.post_norm = load_weight(ckpt, p + "pre_feedforward_layernorm.weight", {d}, options_);
+      layer.mlp_out_norm = load_weight(ckpt, p + "post_feedforward_layernorm.weight", {d}, options_);
+    } else {
+      layer.post_norm = load_weight(ckpt, p + "post_attention_layernorm.weight", {d}, options_);
+    }
     if (c.sparse_layer(l)) {
       const std::int64_t experts = c.moe->num_experts, ie = c.moe->expert_intermediate_size;
       const auto tensor = [&](MoeTensor t, int e, std::vector<std::int64_t> shape) {
@@ -106,19 +133,28 @@ LlamaModel::LlamaModel(ModelConfig config, const core::Checkpoint& ckpt, RunOpti
     layer.down_bias = optional_load(ckpt, c.mlp_bias, p + "mlp.down_proj.bias", {d}, options_);
     layers_.push_back(std::move(layer));
   }
-  const auto& inv = c.rope.inv_freq();
-  if (inv.empty() || static_cast<int>(inv.size()) > c.head_dim / 2)
-    fail("{}: RoPE has {} frequencies for head_dim {}", ckpt.path().string(), inv.size(), c.head_dim);
-  inv_freq_ = at::tensor(std::vector<float>(inv.begin(), inv.end()), at::kFloat).to(options_.device);
+  const auto frequencies = [&](const core::Rope& rope) {
+    const auto& inv = rope.inv_freq();
+    if (inv.empty() || static_cast<int>(inv.size()) > c.head_dim / 2)
+      fail("{}: RoPE has {} frequencies for head_dim {}", ckpt.path().string(), inv.size(), c.head_dim);
+    return at::tensor(std::vector<float>(inv.begin(), inv.end()), at::kFloat).to(options_.device);
+  };
+  inv_freq_ = frequencies(c.rope);
+  if (c.local_rope) local_inv_freq_ = frequencies(*c.local_rope);
+}
+
+at::Tensor LlamaModel::norm(const at::Tensor& x, const at::Tensor& weight) const {
+  return rms_norm(x, weight, config_.rms_norm_eps, config_.unit_offset_norm);
 }
 
 LlamaModel LlamaModel::load(const std::filesystem::path& dir, RunOptions options) {
   return LlamaModel(load_model_config(dir), core::Checkpoint(dir), options);
 }
 
-LlamaModel::RopeTables LlamaModel::rope_tables(const at::Tensor& positions, at::ScalarType dtype) const {
+LlamaModel::RopeTables LlamaModel::rope_tables(const at::Tensor& positions, at::ScalarType dtype,
+                                               const at::Tensor& inv_freq) {
   // Angles p·inv_freq[j] in fp32, duplicated so frequency j sits at j and j + D/2 (rotate-half).
-  const at::Tensor angles = at::outer(positions.to(at::kFloat), inv_freq_);  // [S, D/2]
+  const at::Tensor angles = at::outer(positions.to(at::kFloat), inv_freq);  // [S, D/2]
   const at::Tensor emb = at::cat({angles, angles}, -1);                       // [S, D]
   return {emb.cos().to(dtype).unsqueeze(1), emb.sin().to(dtype).unsqueeze(1)};  // [S, 1, D]
 }
@@ -137,7 +173,16 @@ at::Tensor LlamaModel::apply_rope(const at::Tensor& x, const RopeTables& tables)
 }
 
 at::Tensor LlamaModel::rotate(const at::Tensor& x, const at::Tensor& positions) const {
-  return apply_rope(x, rope_tables(positions, x.scalar_type()));
+  if (config_.local_rope) fail("rotate: this model's layers use two RoPEs (Gemma-3); name the layer");
+  return rotate(x, positions, 0);
+}
+
+at::Tensor LlamaModel::rotate(const at::Tensor& x, const at::Tensor& positions, int layer) const {
+  return apply_rope(x, rope_tables(positions, x.scalar_type(), inv_freq_of(layer)));
+}
+
+const at::Tensor& LlamaModel::inv_freq_of(int layer) const {
+  return local_inv_freq_.defined() && config_.window(layer) ? local_inv_freq_ : inv_freq_;
 }
 
 std::int64_t LlamaModel::chunk_tokens(std::int64_t keys) const {
@@ -164,11 +209,14 @@ std::int64_t LlamaModel::chunk_tokens(std::int64_t keys) const {
 
 at::Tensor LlamaModel::attention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
                                  const at::Tensor& q_positions, const at::Tensor& k_positions,
-                                 const at::Tensor& keep) const {
+                                 const at::Tensor& keep, int layer) const {
   // q [S, H_q, D] rotated; keys/values [H_kv, Sk, D]; returns [S, H_q·D].
   const std::int64_t S = q.size(0), Sk = keys.size(1), Hkv = config_.num_kv_heads, rep = config_.n_rep(),
                      D = config_.head_dim;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  // Gemma: scaling = query_pre_attn_scalar ** -0.5 (Gemma2Attention, Gemma3Attention).
+  const double scale = config_.query_pre_attn_scalar ? std::pow(*config_.query_pre_attn_scalar, -0.5)
+                                                     : 1.0 / std::sqrt(static_cast<double>(D));
+  const std::optional<int> window = config_.window(layer);
   const at::Tensor kt = keys.transpose(1, 2);  // [H_kv, D, Sk]
   std::vector<at::Tensor> outputs;
   const std::int64_t chunk = chunk_tokens(Sk);
@@ -181,11 +229,14 @@ at::Tensor LlamaModel::attention(const at::Tensor& q, const at::Tensor& keys, co
                                   .item<std::int64_t>();
     // Query head h = kv·rep + r reads KV head kv (repeat_interleave): group the rep heads per KV head.
     const at::Tensor qc = q.narrow(0, s0, n).permute({1, 0, 2}).reshape({Hkv, rep * n, D});
-    at::Tensor scores = (at::matmul(qc, kt.narrow(2, 0, kn)) * scale).to(at::kFloat).view({Hkv, rep, n, kn});
+    // Soft-capped (Gemma-2) in the activation dtype before the mask, as eager_attention_forward does.
+    at::Tensor scores = soft_cap(at::matmul(qc, kt.narrow(2, 0, kn)) * scale, config_.attn_logit_softcap)
+                            .to(at::kFloat)
+                            .view({Hkv, rep, n, kn});
     const at::Tensor qp = q_positions.narrow(0, s0, n).unsqueeze(1);  // [n, 1]
     const at::Tensor kp = k_positions.narrow(0, 0, kn).unsqueeze(0);  // [1, kn]
     at::Tensor allowed = kp <= qp;
-    if (config_.sliding_window) allowed = allowed & (kp > qp - *config_.sliding_window);
+    if (window) allowed = allowed & (kp > qp - *window);
     at::Tensor mask = allowed.view({1, 1, n, kn});
     if (keep.defined()) mask = mask & keep.narrow(1, 0, kn).view({Hkv, 1, 1, kn});
     scores.masked_fill_(mask.logical_not(), -std::numeric_limits<float>::infinity());
@@ -200,9 +251,15 @@ at::Tensor LlamaModel::mlp(const Layer& layer, const at::Tensor& h) const {
   std::vector<at::Tensor> outputs;
   const std::int64_t S = h.size(0), chunk = chunk_tokens(0);
   for (std::int64_t s0 = 0; s0 < S; s0 += chunk) {
-    const at::Tensor x = rms_norm(h.narrow(0, s0, std::min(chunk, S - s0)), layer.post_norm, config_.rms_norm_eps);
+    const at::Tensor x = norm(h.narrow(0, s0, std::min(chunk, S - s0)), layer.post_norm);
     if (layer.moe) {  // Mixtral / Qwen3-MoE sparse layer: routed experts instead of the dense MLP
       outputs.push_back(layer.moe->forward(x));
+      continue;
+    }
+    if (layer.mlp_out_norm.defined()) {  // Gemma: post_feedforward_layernorm(mlp(pre_feedforward_layernorm(h)))
+      const at::Tensor act =
+          activate(linear(x, layer.gate, layer.gate_bias), config_.hidden_act) * linear(x, layer.up, layer.up_bias);
+      outputs.push_back(norm(linear(act, layer.down, layer.down_bias), layer.mlp_out_norm));
       continue;
     }
     if (layer.gate_up.defined()) {  // Phi3MLP: gate, up = gate_up_proj(x).chunk(2); up · act(gate)
@@ -232,11 +289,17 @@ at::Tensor LlamaModel::forward(const at::Tensor& ids_in, KvCache* cache, const L
   const at::Tensor positions = at::arange(start, start + S, at::TensorOptions().dtype(at::kLong).device(options_.device));
   const at::Tensor k_positions = cache && cache->length() ? at::cat({cache->positions(), positions}) : positions;
 
-  at::Tensor h = embed_.index_select(0, ids);  // [S, d], no scaling (unlike Gemma)
-  const RopeTables rope = rope_tables(positions, h.scalar_type());  // once per call, shared by every layer
+  at::Tensor h = embed_.index_select(0, ids);  // [S, d]
+  // Gemma: × √d with the factor in the activation dtype (Gemma2Model's normalizer, Gemma-3's embed_scale).
+  if (c.scale_embeddings) h = h * at::scalar_tensor(std::sqrt(static_cast<double>(c.hidden_size)), h.options());
+  // Once per call, shared by every layer (Gemma-3's sliding layers: the local table).
+  const RopeTables global_rope = rope_tables(positions, h.scalar_type(), inv_freq_);
+  const RopeTables local_rope =
+      local_inv_freq_.defined() ? rope_tables(positions, h.scalar_type(), local_inv_freq_) : RopeTables{};
   for (int l = 0; l < c.num_layers; ++l) {
     const Layer& layer = layers_[l];
-    const at::Tensor x = rms_norm(h, layer.input_norm, c.rms_norm_eps);
+    const RopeTables& rope = local_inv_freq_.defined() && c.window(l) ? local_rope : global_rope;
+    const at::Tensor x = norm(h, layer.input_norm);
     at::Tensor q, k, v;
     if (layer.qkv.defined()) {  // Phi3Attention: one matmul, then q, k, v by columns
       const std::int64_t nq = std::int64_t{c.num_heads} * c.head_dim, nkv = std::int64_t{c.num_kv_heads} * c.head_dim;
@@ -249,15 +312,15 @@ at::Tensor LlamaModel::forward(const at::Tensor& ids_in, KvCache* cache, const L
       k = linear(x, layer.k, layer.k_bias).view({S, c.num_kv_heads, c.head_dim});
       v = linear(x, layer.v, layer.v_bias).view({S, c.num_kv_heads, c.head_dim});
     }
-    if (c.qk_norm) {  // Qwen3Attention: q_norm/k_norm per head, after the reshape, before RoPE
-      q = rms_norm(q, layer.q_norm, c.rms_norm_eps);
-      k = rms_norm(k, layer.k_norm, c.rms_norm_eps);
+    if (c.qk_norm) {  // Qwen3Attention, Gemma3Attention: q_norm/k_norm per head, after the reshape, before RoPE
+      q = norm(q, layer.q_norm);
+      k = norm(k, layer.k_norm);
     }
     if (observer) observer(LayerTap{l, x, q, k, v, positions});
     const at::Tensor k_rot = apply_rope(k, rope);
     at::Tensor keys, values, keep;
     if (cache) {
-      if (cache->rotation_stale(l)) cache->set_rotated(l, rotate(cache->key(l).transpose(0, 1), cache->positions()).transpose(0, 1));
+      if (cache->rotation_stale(l)) cache->set_rotated(l, rotate(cache->key(l).transpose(0, 1), cache->positions(), l).transpose(0, 1));
       cache->append(l, k, k_rot, v);
       keys = cache->rotated_key(l);
       values = cache->value(l);
@@ -266,13 +329,15 @@ at::Tensor LlamaModel::forward(const at::Tensor& ids_in, KvCache* cache, const L
       keys = k_rot.transpose(0, 1);
       values = v.transpose(0, 1);
     }
-    const at::Tensor attn = attention(apply_rope(q, rope), keys, values, positions, k_positions, keep);
-    h = h + linear(attn, layer.o, layer.o_bias);
+    const at::Tensor attn = attention(apply_rope(q, rope), keys, values, positions, k_positions, keep, l);
+    const at::Tensor out = linear(attn, layer.o, layer.o_bias);
+    h = h + (layer.attn_out_norm.defined() ? norm(out, layer.attn_out_norm) : out);  // Gemma: post_attention_layernorm
     h = h + mlp(layer, h);
   }
   if (cache) cache->append_positions(positions);
   const at::Tensor last = all_logits ? h : h.narrow(0, S - 1, 1);
-  return at::matmul(rms_norm(last, norm_, c.rms_norm_eps), lm_head_.t()).to(at::kFloat);
+  // Gemma-2: final soft-capping of the logits in the activation dtype (Gemma2ForCausalLM).
+  return soft_cap(at::matmul(norm(last, norm_), lm_head_.t()), c.final_logit_softcap).to(at::kFloat);
 }
 
 namespace {

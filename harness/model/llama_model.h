@@ -3,8 +3,9 @@
 // pairing, softmax in fp32, q/k/v biases for Qwen2, Qwen3's per-head q_norm/k_norm before RoPE, GQA
 // by repeat-interleave (query head h reads KV head h / n_rep), Mistral v0.1's sliding window, and
 // on Mixtral / Qwen3-MoE a sparse MoE MLP (moe_mlp.h) in the layers the config makes sparse, and
-// Phi-3's fused qkv_proj / gate_up_proj and partial rotary (docs/models.md §8). CPU or CUDA; f32,
-// bf16 or f16.
+// Phi-3's fused qkv_proj / gate_up_proj and partial rotary (docs/models.md §8), and Gemma-2 /
+// Gemma-3's (1 + w) norms around attention and MLP, √d embeddings, soft-capping, per-layer sliding
+// windows and local RoPE (docs/models.md §9). CPU or CUDA; f32, bf16 or f16.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -36,8 +37,8 @@ struct RunOptions {
 struct LayerTap {
   int layer;
   const at::Tensor& attn_in;    // [S, d_model] the normalized attention input (input_layernorm output)
-  const at::Tensor& query;      // [S, H_q, D] pre-RoPE: q_proj(x) + b_q (Qwen3: q_norm of it)
-  const at::Tensor& key;        // [S, H_kv, D] pre-RoPE: k_proj(x) + b_k (Qwen3: k_norm of it)
+  const at::Tensor& query;      // [S, H_q, D] pre-RoPE: q_proj(x) + b_q (Qwen3, Gemma-3: q_norm of it)
+  const at::Tensor& key;        // [S, H_kv, D] pre-RoPE: k_proj(x) + b_k (Qwen3, Gemma-3: k_norm of it)
   const at::Tensor& value;      // [S, H_kv, D]
   const at::Tensor& positions;  // [S] int64
 };
@@ -64,13 +65,18 @@ class LlamaModel {
   at::Tensor forward(const at::Tensor& ids, KvCache* cache, const LayerObserver& observer = {},
                      bool all_logits = false) const;
 
-  // RoPE of x [S, H, D] at `positions` [S] (the rotation attention applies), in x's dtype.
+  // RoPE of x [S, H, D] at `positions` [S] (the rotation attention applies), in x's dtype. The
+  // two-argument form is for models with one RoPE on every layer (an error on Gemma-3, whose
+  // sliding layers rotate with rope_local_base_freq: name the layer).
   at::Tensor rotate(const at::Tensor& x, const at::Tensor& positions) const;
+  at::Tensor rotate(const at::Tensor& x, const at::Tensor& positions, int layer) const;
 
   struct Layer {  // one decoder layer's weights; undefined biases (and q/k norms) are absent
     at::Tensor input_norm, q, q_bias, k, k_bias, v, v_bias, o, o_bias, q_norm, k_norm;
     at::Tensor qkv;  // Phi-3's fused qkv_proj [H_q·D + 2·H_kv·D, d] (q, k, v undefined then)
-    at::Tensor post_norm, gate, gate_bias, up, up_bias, down, down_bias;  // the dense MLP (undefined when sparse)
+    at::Tensor post_norm;  // the MLP's input norm: post_attention_layernorm (Gemma: pre_feedforward_layernorm)
+    at::Tensor attn_out_norm, mlp_out_norm;  // Gemma: post_attention_layernorm, post_feedforward_layernorm (else undefined)
+    at::Tensor gate, gate_bias, up, up_bias, down, down_bias;  // the dense MLP (undefined when sparse)
     at::Tensor gate_up;  // Phi-3's fused gate_up_proj [2·I, d], gate rows first (gate, up undefined then)
     std::shared_ptr<const MoeMlp> moe;  // the sparse MoE MLP of a sparse layer, else null
   };
@@ -79,16 +85,21 @@ class LlamaModel {
   struct RopeTables {
     at::Tensor cos, sin;  // [S, 1, rotary_dim] in the activation dtype, computed in fp32
   };
-  RopeTables rope_tables(const at::Tensor& positions, at::ScalarType dtype) const;
+  static RopeTables rope_tables(const at::Tensor& positions, at::ScalarType dtype, const at::Tensor& inv_freq);
   static at::Tensor apply_rope(const at::Tensor& x, const RopeTables& tables);
+  const at::Tensor& inv_freq_of(int layer) const;
+  at::Tensor norm(const at::Tensor& x, const at::Tensor& weight) const;  // the family's RMSNorm
+  // Layer `layer`'s attention: its window (config.window) and the family's scale and soft-cap.
   at::Tensor attention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
-                       const at::Tensor& q_positions, const at::Tensor& k_positions, const at::Tensor& keep) const;
+                       const at::Tensor& q_positions, const at::Tensor& k_positions, const at::Tensor& keep,
+                       int layer) const;
   at::Tensor mlp(const Layer& layer, const at::Tensor& h) const;
   std::int64_t chunk_tokens(std::int64_t keys) const;
 
   ModelConfig config_;
   RunOptions options_;
   at::Tensor embed_, norm_, lm_head_, inv_freq_;
+  at::Tensor local_inv_freq_;  // Gemma-3's sliding layers (config.local_rope), else undefined
   std::vector<Layer> layers_;
 };
 

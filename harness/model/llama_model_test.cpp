@@ -125,7 +125,10 @@ struct RoutingStats {
 // filter(l, h / n_rep, j, i), query head h reading KV head h / n_rep, the MLP's activation
 // `hidden_act` by activation_oracle. Sparse layers (Mixtral, Qwen3-MoE; docs/models.md §7.3) as
 // the MoE is defined: p = softmax(router · x) over all experts, the k largest, weights p_e
-// (divided by their sum when normalize_top_k), output Σ weight · expert_e(x). Returns logits [S][V].
+// (divided by their sum when normalize_top_k), output Σ weight · expert_e(x). Gemma (docs/models.md
+// §9.3): norms x̂·(1 + w), embeddings × √d, scores × query_pre_attn_scalar^−½ then cap·tanh(s / cap),
+// layer l's own window (config.window) and RoPE (config.rope_of), post_attention_layernorm on the
+// attention output, pre/post_feedforward_layernorm around the MLP, logits soft-capped. Returns logits [S][V].
 // With f32-stored weights the f32 model differs from it by rounding only (~1e-6 relative).
 // Phi-3's fused tensors as separate q/k/v and gate/up ones, by the row layout modeling_phi3.py
 // slices: qkv_proj rows [0, H_q·D) are q_proj, the next H_kv·D k_proj, the last H_kv·D v_proj;
@@ -172,9 +175,11 @@ std::vector<std::vector<double>> oracle_logits(const ModelConfig& c, const Weigh
     for (double v : x) mean_sq += v * v;
     const double r = 1 / std::sqrt(mean_sq / x.size() + c.rms_norm_eps);
     Vec y(x.size());
-    for (std::size_t i = 0; i < x.size(); ++i) y[i] = x[i] * r * data(name)[i];
+    // Gemma's RMSNorm scales by (1 + w) (Gemma2RMSNorm), the others by w.
+    for (std::size_t i = 0; i < x.size(); ++i) y[i] = x[i] * r * (c.unit_offset_norm + double{data(name)[i]});
     return y;
   };
+  const auto soft_cap = [](double x, const std::optional<double>& cap) { return cap ? *cap * std::tanh(x / *cap) : x; };
   // Qwen3's q_norm / k_norm: the same RMSNorm over each head's D channels.
   const auto head_norm = [&](Vec& row, int heads, const std::string& name) {
     for (int head = 0; head < heads; ++head) {
@@ -183,19 +188,24 @@ std::vector<std::vector<double>> oracle_logits(const ModelConfig& c, const Weigh
       std::copy(normed.begin(), normed.end(), row.begin() + head * D);
     }
   };
-  const auto rope = [&](std::vector<Vec>& rows, int heads) {  // rows[t]: [heads·D] at position t
+  // rows[t]: [heads·D] at position t, rotated by layer l's RoPE (Gemma-3's sliding layers: the local one).
+  const auto rope = [&](std::vector<Vec>& rows, int heads, int l) {
     std::vector<float> flat;
     for (const auto& r : rows) flat.insert(flat.end(), r.begin(), r.end());
     std::vector<std::int64_t> pos(S);
     std::iota(pos.begin(), pos.end(), 0);
-    c.rope.apply(flat, S, heads, pos);
+    c.rope_of(l).apply(flat, S, heads, pos);
     for (int t = 0; t < S; ++t) rows[t].assign(flat.begin() + t * heads * D, flat.begin() + (t + 1) * heads * D);
   };
   std::vector<Vec> h(S);
   for (int t = 0; t < S; ++t) {
     const auto& E = data("model.embed_tokens.weight");
     h[t].assign(E.begin() + tokens[t] * d, E.begin() + (tokens[t] + 1) * d);
+    if (c.scale_embeddings)  // Gemma: × √d
+      for (double& e : h[t]) e *= std::sqrt(double(d));
   }
+  // Gemma: query_pre_attn_scalar^−½ instead of D^−½.
+  const double scale = 1 / std::sqrt(c.query_pre_attn_scalar.value_or(double(D)));
   for (int l = 0; l < c.num_layers; ++l) {
     const auto p = fmt::format("model.layers.{}.", l);
     std::vector<Vec> q(S), k(S), v(S);
@@ -209,8 +219,9 @@ std::vector<std::vector<double>> oracle_logits(const ModelConfig& c, const Weigh
         head_norm(k[t], Hkv, p + "self_attn.k_norm.weight");
       }
     }
-    rope(q, H);
-    rope(k, Hkv);
+    rope(q, H, l);
+    rope(k, Hkv, l);
+    const std::optional<int> window = c.window(l);
     for (int i = 0; i < S; ++i) {
       Vec attn(H * D, 0.0);
       for (int head = 0; head < H; ++head) {
@@ -218,11 +229,11 @@ std::vector<std::vector<double>> oracle_logits(const ModelConfig& c, const Weigh
         std::vector<double> score(S, -std::numeric_limits<double>::infinity());
         double top = score[0];
         for (int j = 0; j <= i; ++j) {
-          if (c.sliding_window && j <= i - *c.sliding_window) continue;
+          if (window && j <= i - *window) continue;
           if (filter && !filter(l, g, j, i)) continue;
           double dot = 0;
           for (int e = 0; e < D; ++e) dot += q[i][head * D + e] * k[j][g * D + e];
-          score[j] = dot / std::sqrt(double(D));
+          score[j] = soft_cap(dot * scale, c.attn_logit_softcap);
           top = std::max(top, score[j]);
         }
         double total = 0;
@@ -230,7 +241,8 @@ std::vector<std::vector<double>> oracle_logits(const ModelConfig& c, const Weigh
         for (int j = 0; j < S; ++j)
           for (int e = 0; e < D; ++e) attn[head * D + e] += score[j] / total * v[j][g * D + e];
       }
-      const Vec o = linear(attn, p + "self_attn.o_proj", d, c.o_bias);
+      Vec o = linear(attn, p + "self_attn.o_proj", d, c.o_bias);
+      if (c.sandwich_norms) o = norm(o, p + "post_attention_layernorm.weight");  // Gemma: on the attention output
       for (int e = 0; e < d; ++e) h[i][e] += o[e];  // q, k, v of every token are already computed
     }
     // An MLP act(gate(x)) ⊙ up(x) → down of width `width` whose projections are named gate/up/down.
@@ -272,14 +284,19 @@ std::vector<std::vector<double>> oracle_logits(const ModelConfig& c, const Weigh
       }
     }
     for (int t = 0; !c.sparse_layer(l) && t < S; ++t) {
-      const Vec x = norm(h[t], p + "post_attention_layernorm.weight");
-      const Vec down = mlp(x, p + "mlp.gate_proj", p + "mlp.up_proj", p + "mlp.down_proj", I, c.mlp_bias);
+      // Gemma: pre_feedforward_layernorm in, post_feedforward_layernorm out.
+      const Vec x = norm(h[t], p + (c.sandwich_norms ? "pre_feedforward_layernorm.weight" : "post_attention_layernorm.weight"));
+      Vec down = mlp(x, p + "mlp.gate_proj", p + "mlp.up_proj", p + "mlp.down_proj", I, c.mlp_bias);
+      if (c.sandwich_norms) down = norm(down, p + "post_feedforward_layernorm.weight");
       for (int e = 0; e < d; ++e) h[t][e] += down[e];
     }
   }
   std::vector<Vec> logits(S);
   const std::string head = c.tie_word_embeddings ? "model.embed_tokens" : "lm_head";
-  for (int t = 0; t < S; ++t) logits[t] = linear(norm(h[t], "model.norm.weight"), head, c.vocab_size, false);
+  for (int t = 0; t < S; ++t) {
+    logits[t] = linear(norm(h[t], "model.norm.weight"), head, c.vocab_size, false);
+    for (double& v : logits[t]) v = soft_cap(v, c.final_logit_softcap);
+  }
   return logits;
 }
 
@@ -522,6 +539,142 @@ TEST(LlamaModel, PerHeadKeepMaskMatchesTheOracle) {
   }
 }
 
+// Gemma variants of the tiny models (small(): 2 layers, window 4, head_dim 16, query_pre_attn_scalar 8).
+struct GemmaCase {
+  std::string name, arch;
+  std::function<void(json&)> edit = {};
+  int layers = 2;
+};
+
+std::vector<GemmaCase> gemma_cases() {
+  return {
+      // Soft-caps lowered from 50 / 30 so that tanh bends the scores and logits (O(1–10) here).
+      {"gemma2_capped", "gemma2", [](json& j) {
+         j["attn_logit_softcapping"] = 2.0;
+         j["final_logit_softcapping"] = 5.0;
+       }},
+      // 7 layers from Gemma2's rule (no layer_types: the even layers slide), window 3.
+      {"gemma2_rule", "gemma2", [](json& j) {
+         j.erase("layer_types");
+         j["sliding_window"] = 3;
+       }, 7},
+      {"gemma3", "gemma3"},  // layer 0 sliding with the local RoPE, layer 1 global with linear ×8
+      // Gemma-3's pattern rule (no layer_types) over 7 layers: layer 5 global; attention soft-capped.
+      {"gemma3_pattern_capped", "gemma3", [](json& j) {
+         j.erase("layer_types");
+         j["sliding_window_pattern"] = 6;
+         j["attn_logit_softcapping"] = 3.0;
+       }, 7},
+  };
+}
+
+MoeModel gemma_model(const GemmaCase& k, const std::string& dtype = "float32") {
+  MoeModel m;
+  m.options = small(k.arch);
+  m.options.layers = k.layers;
+  m.options.dtype = dtype;
+  m.config = config_json(m.options);
+  if (k.edit) k.edit(m.config);
+  m.parsed = parse_model_config(m.config.dump());
+  m.weights = tiny_weights(m.parsed, m.options);
+  return m;
+}
+
+TEST(LlamaModel, GemmaForwardMatchesAPlainLoopOracle) {
+  // f32 against the double oracle, 1e-4 on logits O(1–10) as for the other families, on prompts
+  // of 11 tokens, longer than the 3–4 token windows. Each Gemma knob is live: the oracle without
+  // the window, with D^−½ scaling, or (capped cases) without the soft-caps differs from the
+  // oracle by more than 10 tolerances, so the comparison tells them apart.
+  constexpr double kTolerance = 1e-4;
+  for (const auto& k : gemma_cases()) {
+    const auto m = gemma_model(k);
+    ASSERT_TRUE(m.parsed.unit_offset_norm && m.parsed.sandwich_norms && m.parsed.scale_embeddings) << k.name;
+    ASSERT_EQ(m.parsed.qk_norm, k.arch == "gemma3");
+    const auto tokens = random_ids(11, 41);
+    const auto oracle = oracle_logits(m.parsed, m.weights, tokens, {}, "gelu_pytorch_tanh");
+    const auto apart = [&](const std::function<void(ModelConfig&)>& change) {
+      ModelConfig other = m.parsed;
+      change(other);
+      const auto o = oracle_logits(other, m.weights, tokens, {}, "gelu_pytorch_tanh");
+      double worst = 0;
+      for (std::size_t t = 0; t < o.size(); ++t)
+        for (std::size_t v = 0; v < o[t].size(); ++v) worst = std::max(worst, std::abs(o[t][v] - oracle[t][v]));
+      return worst;
+    };
+    EXPECT_GT(apart([](ModelConfig& c) { c.sliding_layers.clear(), c.sliding_window.reset(); }), 10 * kTolerance) << k.name;
+    EXPECT_GT(apart([](ModelConfig& c) { c.query_pre_attn_scalar.reset(); }), 10 * kTolerance) << k.name;
+    if (m.parsed.attn_logit_softcap)
+      EXPECT_GT(apart([](ModelConfig& c) { c.attn_logit_softcap.reset(); }), 10 * kTolerance) << k.name;
+    if (m.parsed.final_logit_softcap)
+      EXPECT_GT(apart([](ModelConfig& c) { c.final_logit_softcap.reset(); }), 10 * kTolerance) << k.name;
+    if (m.parsed.local_rope)
+      EXPECT_GT(apart([](ModelConfig& c) { c.local_rope.reset(); }), 10 * kTolerance) << k.name;
+    const ModelDir dir("gemma_oracle_" + k.name, m.config, m.weights);
+    EXPECT_LT(max_diff(dir.load().forward(ids(tokens), nullptr, {}, true), oracle), kTolerance) << k.name;
+  }
+}
+
+TEST(LlamaModel, GemmaLayersSlideAsTheConfigSays) {
+  // Gemma2Config: layer i slides when (i + 1) % 2 (the even layers); Gemma3TextConfig: when
+  // (i + 1) % sliding_window_pattern; layer_types, when present, decides.
+  std::vector<bool> expected2, expected3;
+  for (int l = 0; l < 7; ++l) expected2.push_back(l % 2 == 0), expected3.push_back(l != 5);
+  EXPECT_EQ(gemma_model(gemma_cases()[1]).parsed.sliding_layers, expected2);
+  EXPECT_EQ(gemma_model(gemma_cases()[3]).parsed.sliding_layers, expected3);
+  const auto m = gemma_model(gemma_cases()[2]);  // the tiny gemma3's layer_types: sliding, full
+  EXPECT_EQ(m.parsed.sliding_layers, (std::vector<bool>{true, false}));
+  EXPECT_EQ(m.parsed.window(0), 4);
+  EXPECT_FALSE(m.parsed.window(1));
+  EXPECT_EQ(&m.parsed.rope_of(0), &*m.parsed.local_rope);
+  EXPECT_EQ(&m.parsed.rope_of(1), &m.parsed.rope);
+}
+
+TEST(LlamaModel, GemmaCacheRotatesEachLayerWithItsRope) {
+  // Gemma-3's sliding layer rotates its cached keys with rope_local_base_freq (default rule), the
+  // global one with rope_theta and linear ×8 (core::Rope, the CPU RoPE, as oracle); the two-argument
+  // rotate refuses, since no single RoPE is right for every layer.
+  const auto m = gemma_model(gemma_cases()[2]);
+  const ModelDir dir("gemma_rope", m.config, m.weights);
+  const auto model = dir.load();
+  const int S = 9, Hkv = m.parsed.num_kv_heads, D = m.parsed.head_dim;
+  KvCache cache(2);
+  std::vector<at::Tensor> keys;
+  model.forward(ids(random_ids(S, 42)), &cache, [&](const LayerTap& tap) { keys.push_back(tap.key.clone()); });
+  std::vector<std::int64_t> pos(S);
+  std::iota(pos.begin(), pos.end(), 0);
+  ASSERT_NE(m.parsed.rope.describe(), m.parsed.local_rope->describe());
+  for (int l = 0; l < 2; ++l) {
+    auto k = keys[l].contiguous();
+    std::vector<float> rotated(k.data_ptr<float>(), k.data_ptr<float>() + k.numel());
+    m.parsed.rope_of(l).apply(rotated, S, Hkv, pos);
+    EXPECT_LT(max_diff(cache.rotated_key(l), at::tensor(rotated).view({S, Hkv, D}).transpose(0, 1)), 1e-5) << l;
+    EXPECT_LT(max_diff(model.rotate(keys[l], ids(pos), l), at::tensor(rotated).view({S, Hkv, D})), 1e-5) << l;
+  }
+  EXPECT_THROW(model.rotate(keys[0], ids(pos)), Error);
+}
+
+TEST(LlamaModel, Gemma3ConditionalGenerationRunsItsLanguageModel) {
+  // A Gemma3ForConditionalGeneration folder: the tiny gemma3's config nested as text_config and its
+  // tensors under language_model.model. (as released) or model.language_model. (transformers
+  // ≥ 4.52 saves): the same computation as the text checkpoint, bit for bit.
+  const auto m = gemma_model(gemma_cases()[2]);
+  const auto tokens = ids(random_ids(9, 44));
+  const auto text = ModelDir("gemma3_text", m.config, m.weights).load().forward(tokens, nullptr, {}, true);
+  const json outer = {{"model_type", "gemma3"},
+                      {"architectures", {"Gemma3ForConditionalGeneration"}},
+                      {"text_config", m.config},
+                      {"vision_config", {{"model_type", "siglip_vision_model"}}}};
+  for (const std::string root : {"language_model.model.", "model.language_model."}) {
+    Weights w;
+    for (const auto& [name, t] : m.weights) {
+      ASSERT_EQ(name.rfind("model.", 0), 0u) << name << ": the tiny gemma3 is tied, every tensor under model.";
+      w[root + name.substr(6)] = t;
+    }
+    const ModelDir dir("gemma3_nested", outer, w);
+    EXPECT_EQ(max_diff(dir.load().forward(tokens, nullptr, {}, true), text), 0) << root;
+  }
+}
+
 TEST(LlamaModel, CausalLogitsDoNotSeeLaterTokens) {
   const auto o = small();
   const ModelDir dir("causal", config_json(o), weights_for(config_json(o), o));
@@ -534,7 +687,8 @@ TEST(LlamaModel, CausalLogitsDoNotSeeLaterTokens) {
 }
 
 TEST(LlamaModel, IncrementalDecodeWithTheCacheEqualsAFullForward) {
-  for (const char* arch : {"llama", "qwen2", "mistral", "qwen3", "phi3"}) {
+  // gemma2 and gemma3: windows of 4 on their sliding layers, so the decode outgrows them.
+  for (const char* arch : {"llama", "qwen2", "mistral", "qwen3", "phi3", "gemma2", "gemma3"}) {
     const auto o = small(arch);
     const ModelDir dir(std::string("incr_") + arch, config_json(o), weights_for(config_json(o), o));
     const auto model = dir.load();
@@ -755,7 +909,9 @@ TEST(LlamaModel, SlidingWindowLimitsTheReceptiveField) {
 }
 
 TEST(LlamaModel, ChunkedAttentionAndMlpEqualUnchunked) {
-  for (const char* arch : {"llama", "phi3"}) {  // phi3: the fused gate_up_proj sliced per chunk
+  // phi3: the fused gate_up_proj sliced per chunk; gemma2 / gemma3: the post-feed-forward norm per
+  // chunk and each layer's window over the chunk's key prefix (windows of 4 in 11 tokens).
+  for (const char* arch : {"llama", "phi3", "gemma2", "gemma3"}) {
     const auto o = small(arch);
     const ModelDir dir(std::string("chunk_") + arch, config_json(o), weights_for(config_json(o), o));
     RunOptions chunked;
@@ -923,6 +1079,7 @@ void expect_model_matches(const std::string& python, const std::function<std::st
 std::string own_reference(const std::string& arch) {
   if (arch == "mixtral" || arch == "qwen3_moe") return "reference_moe.py";
   if (arch == "phi3") return "reference_phi3.py";
+  if (arch == "gemma2" || arch == "gemma3") return "reference_gemma.py";
   return arch == "qwen3" ? "reference_qwen3.py" : "reference_llama.py";
 }
 
@@ -933,7 +1090,30 @@ bool system_python_has_torch() {
 TEST(LlamaModel, LogitsMatchThePythonReference) {
   if (!system_python_has_torch()) GTEST_SKIP() << "/usr/bin/python3 has no torch (Debian: python3-torch)";
   expect_model_matches("/usr/bin/python3", own_reference,
-                       {"llama", "qwen2", "mistral", "qwen3", "mixtral", "qwen3_moe", "phi3"});
+                       {"llama", "qwen2", "mistral", "qwen3", "mixtral", "qwen3_moe", "phi3", "gemma2", "gemma3"});
+}
+
+TEST(LlamaModel, GemmaVariantsMatchThePythonReference) {
+  // reference_gemma.py on every Gemma case (soft-caps bent, the configs' layer rules, 7 layers),
+  // bf16-stored weights computed in f32 on both sides: 1e-4 on logits, 1e-5 on K and V.
+  if (!system_python_has_torch()) GTEST_SKIP() << "/usr/bin/python3 has no torch (Debian: python3-torch)";
+  for (const auto& k : gemma_cases()) {
+    const auto m = gemma_model(k, "bfloat16");
+    const ModelDir dir("ref_gemma_" + k.name, m.config, m.weights);
+    const auto tokens = random_ids(13, 43);
+    const auto ref = run_reference("/usr/bin/python3", "reference_gemma.py", dir, m.options, m.parsed, tokens);
+    if (!ref.logits.defined()) continue;
+    std::vector<at::Tensor> keys, values;
+    const auto ours = dir.load().forward(ids(tokens), nullptr, [&](const LayerTap& tap) {
+      keys.push_back(tap.key.clone());
+      values.push_back(tap.value.clone());
+    }, true);
+    EXPECT_LT(max_diff(ours, ref.logits), 1e-4) << k.name;
+    for (int l = 0; l < k.layers; ++l) {
+      EXPECT_LT(max_diff(keys[l], ref.keys[l]), 1e-5) << k.name << " layer " << l << " pre-RoPE keys";
+      EXPECT_LT(max_diff(values[l], ref.values[l]), 1e-5) << k.name << " layer " << l << " values";
+    }
+  }
 }
 
 TEST(LlamaModel, MoeVariantsMatchThePythonReference) {
@@ -967,7 +1147,8 @@ TEST(LlamaModel, CachedDecodeMatchesThePythonReferencesCachedDecode) {
   // the single forward of the other side. Mixtral with a 4-token window, so the window slides
   // over the cache during the decode; Phi-3 likewise (fused projections, partial rotary).
   if (!system_python_has_torch()) GTEST_SKIP() << "/usr/bin/python3 has no torch (Debian: python3-torch)";
-  for (const std::string arch : {"qwen3", "mixtral", "qwen3_moe", "phi3"}) {
+  // gemma2 / gemma3: their tiny windows of 4 on the sliding layers, outgrown by the decode.
+  for (const std::string arch : {"qwen3", "mixtral", "qwen3_moe", "phi3", "gemma2", "gemma3"}) {
     auto o = small(arch);
     o.dtype = "bfloat16";
     json config = config_json(o);
@@ -1002,13 +1183,13 @@ TEST(LlamaModel, LogitsMatchTransformers) {
   if (std::system((python + " -c 'import torch, numpy, transformers' >/dev/null 2>&1").c_str()) != 0)
     GTEST_SKIP() << python << " has no transformers (set KVLAB_PYTHON to one that has)";
   std::vector<std::string> archs = {"llama", "qwen2", "mistral"};
-  for (const std::string arch : {"qwen3", "mixtral", "qwen3_moe", "phi3"}) {
+  for (const std::string arch : {"qwen3", "mixtral", "qwen3_moe", "phi3", "gemma2", "gemma3"}) {
     if (std::system(fmt::format("{} -c 'import transformers.models.{}.modeling_{}' >/dev/null 2>&1", python, arch, arch)
                         .c_str()) == 0)
       archs.push_back(arch);
     else
       std::cout << "[   NOTE   ] " << python << "'s transformers has no " << arch << " (qwen3, qwen3_moe need >= 4.51): "
-                << arch << " not compared\n";
+                << arch << " not compared (gemma2 needs >= 4.42, gemma3 >= 4.50)\n";
   }
   expect_model_matches(python, [](const std::string&) { return std::string("transformers_reference.py"); }, archs);
 }
@@ -1045,6 +1226,18 @@ TEST(LlamaModel, LoadErrorsNameTheTensor) {
   w = weights_for(phi3, p);
   w["model.layers.0.mlp.gate_up_proj.weight"].shape = {48, 64};  // I·d values as [I, 2d]: not [2I, d]
   expect_load_fails("phi3_shape", phi3, w, "model.layers.0.mlp.gate_up_proj.weight' has shape [48, 64], the config implies [96, 32]");
+  // Gemma's extra norms and Gemma-3's q/k norms by their names.
+  const auto gemma2 = gemma_model(gemma_cases()[0]), gemma3 = gemma_model(gemma_cases()[2]);
+  for (const auto* m : {&gemma2, &gemma3})
+    for (const char* name : {"model.layers.1.pre_feedforward_layernorm.weight", "model.layers.0.post_feedforward_layernorm.weight",
+                             "model.layers.1.post_attention_layernorm.weight"}) {
+      w = m->weights;
+      w.erase(name);
+      expect_load_fails("gemma_missing", m->config, w, std::string(name) + "' is missing");
+    }
+  w = gemma3.weights;
+  w.erase("model.layers.0.self_attn.q_norm.weight");
+  expect_load_fails("gemma3_missing", gemma3.config, w, "model.layers.0.self_attn.q_norm.weight' is missing");
 }
 
 }  // namespace

@@ -164,22 +164,38 @@ class Qwen3ForCausalLM(nn.Module):
         return decoder_forward(self, input_ids, caches, past, taps)
 
 
-def decoder_forward(model, input_ids, caches, past, taps, window=None):
+def decoder_forward(model, input_ids, caches, past, taps, window=None, layer_windows=None, embed_scale=None,
+                    local_rotary_emb=None, final_softcap=None):
     """The *ForCausalLM forward of every family here: embed, the layers under the causal mask
     (create_causal_mask; with `window`, create_sliding_window_causal_mask: key j is visible from
-    query i when i − window < j ≤ i), final norm, lm_head; logits [S, V]."""
+    query i when i − window < j ≤ i), final norm, lm_head; logits [S, V]. Gemma (reference_gemma.py)
+    adds: a window per layer (`layer_windows[l]`, None for a full-attention layer, as its
+    create_masks_for_generate gives each layer type its mask), the embeddings times `embed_scale`
+    cast to their dtype, the sliding layers' cos/sin from `local_rotary_emb` (Gemma-3's
+    rotary_emb_local) and the logits soft-capped: cap·tanh(logits / cap)."""
     S = input_ids.shape[1]
     position_ids = torch.arange(past, past + S)[None]
     i, j = position_ids[0][:, None], torch.arange(past + S)[None, :]
-    hidden = j > i
-    if window is not None:
-        hidden |= j <= i - window
-    mask = torch.zeros(S, past + S).masked_fill(hidden, float("-inf"))[None, None]
+
+    def mask(w):
+        hidden = j > i
+        if w is not None:
+            hidden |= j <= i - w
+        return torch.zeros(S, past + S).masked_fill(hidden, float("-inf"))[None, None]
+
+    windows = layer_windows or [window] * len(model.layers)
     hidden_states = model.embed_tokens[input_ids]
+    if embed_scale is not None:
+        hidden_states = hidden_states * torch.tensor(embed_scale, dtype=hidden_states.dtype)
     position_embeddings = model.rotary_emb(position_ids)
-    for layer, cache, tap in zip(model.layers, caches, taps):
-        hidden_states = layer(hidden_states, mask, position_embeddings, cache, tap)
-    return linear(model.norm(hidden_states), model.lm_head)[0]
+    local_embeddings = local_rotary_emb(position_ids) if local_rotary_emb else position_embeddings
+    for layer, cache, tap, w in zip(model.layers, caches, taps, windows):
+        embeddings = local_embeddings if w is not None else position_embeddings
+        hidden_states = layer(hidden_states, mask(w), embeddings, cache, tap)
+    logits = linear(model.norm(hidden_states), model.lm_head)[0]
+    if final_softcap is not None:
+        logits = torch.tanh(logits / final_softcap) * final_softcap
+    return logits
 
 
 def main(model_class=None):

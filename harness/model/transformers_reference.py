@@ -9,7 +9,7 @@ transformers (the GPU machine's image has transformers 5.x; the test skips elsew
 
 KV, when given, gets what each layer's attention took as keys before RoPE and its values, caught
 by forward hooks on transformers' own modules: the output of self_attn.k_norm where the layer has
-one (Qwen3: k_norm(k_proj(x)) reshaped to heads) else of self_attn.k_proj, and of self_attn.v_proj
+one (Qwen3, Gemma-3: k_norm(k_proj(x)) reshaped to heads) else of self_attn.k_proj, and of self_attn.v_proj
 (Phi-3: the k and v column slices of self_attn.qkv_proj's output);
 for l in layers, keys [S, H_kv, D] then values [S, H_kv, D], raw f32.
 """
@@ -41,8 +41,12 @@ def main():
                 caught.append([])
             continue
         key_module = attn.k_norm if hasattr(attn, "k_norm") else attn.k_proj
+        # Gemma3Attention applies k_norm after the transpose to [B, H_kv, S, D] (Qwen3 before it).
+        heads_first = type(attn).__name__.startswith("Gemma3")
         for module in (key_module, attn.v_proj):
-            module.register_forward_hook(lambda _m, _i, out, slot=len(caught): caught[slot].append(out))
+            transpose = heads_first and module is key_module
+            module.register_forward_hook(lambda _m, _i, out, slot=len(caught), t=transpose:
+                                         caught[slot].append(out.transpose(1, 2) if t else out))
             caught.append([])
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0]
