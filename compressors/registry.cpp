@@ -24,7 +24,8 @@
   X(adakv)               \
   X(chunkkv)             \
   X(criticalkv)          \
-  X(duoattention)
+  X(duoattention)        \
+  X(quest)
 
 namespace kvlab::compressors {
 
