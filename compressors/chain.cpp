@@ -225,6 +225,7 @@ class LayerSlice final : public CacheSource {
   const std::vector<std::int64_t>& positions() const override { return base_.positions(); }
   const core::Rope& rope() const override { return base_.rope(); }
   std::string describe() const override { return fmt::format("{} layer {}", base_.describe(), layer_); }
+  int model_layer(int) const override { return base_.model_layer(layer_); }
 
  private:
   const CacheSource& base_;

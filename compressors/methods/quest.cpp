@@ -16,6 +16,9 @@
 // GQA (the authors run MHA models): each query head selects its own pages from its KV head's
 // metadata; a decode step loads, per KV head, the union of its query heads' pages once.
 //
+// Layer-local: compress stores and scores it a layer at a time; skip_layers reads the layer's
+// depth from the slice (CacheSource::model_layer).
+//
 // Scoring (compressors/score.h): each dumped window query is a decode step; the rebuilt layer
 // carries each query's selection (LayerKV::query_kept) and what the step loads
 // (LayerKV::loaded_bytes: the metadata of the N − 1 scored pages when pages are ranked, plus
@@ -25,11 +28,14 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <string>
+#include <unordered_map>
 
 #include "compressors/dense.h"
 #include "compressors/methods/eviction.h"
 #include "core/dtype.h"
 #include "core/error.h"
+#include "linalg/backend.h"
 
 namespace kvlab::compressors {
 namespace {
@@ -55,30 +61,41 @@ class QuestCompressed final : public Compressed {
         cells_(dense_representation(cache, nullptr)) {
     const std::int64_t T = shape_.tokens, pages = (T + page_ - 1) / page_;
     const int H = shape_.kv_heads, D = shape_.head_dim;
+    // The cells' keys as dense_representation holds them before the chain packs them: post-RoPE
+    // f32 [T, D] per layer and KV head ("layer{l}/head{g}/key", compressors/dense.h). Their
+    // 16-bit values are round(k); rounding to nearest is monotone, so a page's min and max of
+    // the 16-bit keys are round(min k) and round(max k): the metadata rounds 2 values a channel.
+    std::unordered_map<std::string, const StoredTensor*> by_name;
+    for (const StoredTensor* t : cells_->stored()) by_name[t->name] = t;
+    const auto key_of = [&](int l, int g) {
+      const auto it = by_name.find(fmt::format("layer{}/head{}/key", l, g));
+      return it == by_name.end() ? nullptr : it->second;
+    };
     for (int l = 0; l < shape_.layers; ++l) {
-      // The keys as the cells store them: rotated (the same call dense_representation makes),
-      // then rounded to 16 bits.
-      auto key = cache.layer(l, Part::key);
-      cache.rope().apply(key.span(), T, H, cache.positions());
-      std::vector<std::uint16_t> bits(key.data.size());
-      core::f32_to_16bit(core::DType::f16, key.data, bits);
-      core::bits16_to_f32(core::DType::f16, bits, key.data);
-      // [page, head, {min, max}, D]
+      // [page, head, {max, min}, D]
       std::vector<float> meta(static_cast<std::size_t>(pages * H * 2 * D));
-      for (std::int64_t i = 0; i < pages; ++i)
-        for (int g = 0; g < H; ++g) {
-          float* mn = meta.data() + ((i * H + g) * 2) * D;
-          float* mx = mn + D;
-          std::fill_n(mn, D, std::numeric_limits<float>::infinity());
+      for (int g = 0; g < H; ++g) {
+        const StoredTensor* key = key_of(l, g);
+        if (!key || key->values.size() != static_cast<std::size_t>(T * D))
+          fail("quest: layer {} KV head {}: the stored keys are not [T, D]", l, g);
+        for (std::int64_t i = 0; i < pages; ++i) {
+          float* mx = meta.data() + ((i * H + g) * 2) * D;
+          float* mn = mx + D;
           std::fill_n(mx, D, -std::numeric_limits<float>::infinity());
-          for (std::int64_t t = i * page_; t < std::min(T, (i + 1) * page_); ++t)
+          std::fill_n(mn, D, std::numeric_limits<float>::infinity());
+          for (std::int64_t t = i * page_; t < std::min(T, (i + 1) * page_); ++t) {
+            const float* k = key->values.data() + t * D;
             for (int d = 0; d < D; ++d) {
-              const float k = key.data[static_cast<std::size_t>((t * H + g) * D + d)];
-              mn[d] = std::min(mn[d], k);
-              mx[d] = std::max(mx[d], k);
+              mx[d] = std::max(mx[d], k[d]);
+              mn[d] = std::min(mn[d], k[d]);
             }
+          }
         }
-      meta_.push_back(StoredTensor::fp16(fmt::format("layer{}/page_min_max", l), {pages, std::int64_t{H} * 2 * D},
+      }
+      std::vector<std::uint16_t> bits(meta.size());
+      core::f32_to_16bit(core::DType::f16, meta, bits);
+      core::bits16_to_f32(core::DType::f16, bits, meta);
+      meta_.push_back(StoredTensor::fp16(fmt::format("layer{}/page_max_min", l), {pages, std::int64_t{H} * 2 * D},
                                          std::move(meta), QuantLayout::none, false));
     }
   }
@@ -102,14 +119,38 @@ class QuestCompressed final : public Compressed {
     // KV head's cell (key + value of one token) as it is stored (16-bit, or a quantizer's mean).
     const double meta_bytes = static_cast<double>(meta.bytes()) / static_cast<double>(stored_pages * H);
     std::vector<double> cell_bytes(static_cast<std::size_t>(H), 0.0);
-    for (const StoredTensor* s : cells_->stored())
-      for (int g = 0; g < H; ++g)
-        if (s->name == fmt::format("layer{}/head{}/key", layer, g) || s->name == fmt::format("layer{}/head{}/value", layer, g))
+    for (int g = 0; g < H; ++g) {
+      const auto key = fmt::format("layer{}/head{}/key", layer, g), value = fmt::format("layer{}/head{}/value", layer, g);
+      for (const StoredTensor* s : cells_->stored())
+        if (s->name == key || s->name == value)
           cell_bytes[static_cast<std::size_t>(g)] += static_cast<double>(s->bytes()) / static_cast<double>(T);
+    }
+
+    // Every window row's bound on every stored page at once, per KV head: with q⁺ = max(q, 0)
+    // and q⁻ = min(q, 0), Σ_c max(q_c·min_c, q_c·max_c) = q⁺·max + q⁻·min, one GEMM of the rows
+    // [q⁺ | q⁻] (M = W·n_rep of them) against the pages' [max | min] (f32, as the authors' fp16
+    // kernel is lower still). A step only ranks the complete pages before its current one.
+    const std::int64_t M = W * n_rep;
+    std::vector<float> signed_q(static_cast<std::size_t>(M * 2 * D)), pages_of_g(static_cast<std::size_t>(stored_pages * 2 * D)),
+        bounds(static_cast<std::size_t>(H * M * stored_pages));
+    for (int g = 0; g < H; ++g) {
+      for (std::int64_t m = 0; m < M; ++m) {
+        const float* q = queries.data.data() + ((m / n_rep) * Hq + g * n_rep + m % n_rep) * D;
+        float* row = signed_q.data() + m * 2 * D;
+        for (int d = 0; d < D; ++d) {
+          row[d] = std::max(q[d], 0.0f);
+          row[D + d] = std::min(q[d], 0.0f);
+        }
+      }
+      for (std::int64_t i = 0; i < stored_pages; ++i)
+        std::copy_n(meta.values.data() + (i * H + g) * 2 * D, 2 * D, pages_of_g.data() + i * 2 * D);
+      // Row-major [M, pages] = [q⁺ | q⁻]·[max | min]ᵀ (column-major, as WindowAttention::head's logits).
+      linalg::cpu_backend().gemm(true, false, stored_pages, M, 2 * D, 1.0f, pages_of_g.data(), 2 * D, signed_q.data(),
+                                 2 * D, 0.0f, bounds.data() + g * M * stored_pages, stored_pages);
+    }
 
     out.query_kept.assign(static_cast<std::size_t>(W * Hq * T), 0);
     double loaded = 0;
-    std::vector<double> bound;
     std::vector<std::int64_t> order;
     std::vector<std::uint8_t> chosen, group;
     for (std::int64_t w = 0; w < W; ++w) {
@@ -117,7 +158,7 @@ class QuestCompressed final : public Compressed {
       std::int64_t n = 0;  // the cache at this step: the tokens up to the query's position
       while (n < T && pos[static_cast<std::size_t>(n)] <= p) ++n;
       const std::int64_t pages = (n + page_ - 1) / page_;
-      const bool ranked = layer >= skip_ && pages > budget_;
+      const bool ranked = cache_.model_layer(layer) >= skip_ && pages > budget_;
       for (int g = 0; g < H; ++g) {
         group.assign(static_cast<std::size_t>(pages), 0);
         for (int r = 0; r < n_rep; ++r) {
@@ -125,23 +166,14 @@ class QuestCompressed final : public Compressed {
           chosen.assign(static_cast<std::size_t>(pages), ranked ? 0 : 1);
           if (ranked) {
             chosen[static_cast<std::size_t>(pages - 1)] = 1;  // the current page, always
-            const float* q = queries.data.data() + (w * Hq + h) * D;
-            bound.assign(static_cast<std::size_t>(pages - 1), 0.0);
-            for (std::int64_t i = 0; i + 1 < pages; ++i) {
-              const float* mn = meta.values.data() + ((i * H + g) * 2) * D;
-              const float* mx = mn + D;
-              double b = 0;
-              for (int d = 0; d < D; ++d) b += std::max(double{q[d]} * mn[d], double{q[d]} * mx[d]);
-              bound[static_cast<std::size_t>(i)] = b;
-            }
-            // The best B − 1 of them; equal bounds go to the earlier page (the authors' top-k
-            // kernel leaves the order of ties unspecified).
-            order.resize(bound.size());
+            const float* bound = bounds.data() + (g * M + w * n_rep + r) * stored_pages;
+            // The best B − 1 of the pages before it; equal bounds go to the earlier page (the
+            // authors' top-k kernel leaves the order of ties unspecified).
+            order.resize(static_cast<std::size_t>(pages - 1));
             std::iota(order.begin(), order.end(), std::int64_t{0});
             const auto k = static_cast<std::ptrdiff_t>(budget_ - 1);
             std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](std::int64_t a, std::int64_t b) {
-              const double x = bound[static_cast<std::size_t>(a)], y = bound[static_cast<std::size_t>(b)];
-              return x > y || (x == y && a < b);
+              return bound[a] > bound[b] || (bound[a] == bound[b] && a < b);
             });
             for (std::ptrdiff_t j = 0; j < k; ++j) chosen[static_cast<std::size_t>(order[static_cast<std::size_t>(j)])] = 1;
           }
@@ -180,7 +212,7 @@ class QuestCompressed final : public Compressed {
   std::int64_t page_, budget_;
   int skip_;
   std::unique_ptr<Compressed> cells_;
-  std::vector<StoredTensor> meta_;  // per layer, [pages, H_kv·2·D]: per page and KV head, min then max
+  std::vector<StoredTensor> meta_;  // per layer, [pages, H_kv·2·D]: per page and KV head, max then min
 };
 
 class Quest final : public TransformStage {
@@ -230,6 +262,7 @@ MethodDef quest_method() {
               check_quest_keys};
   m.make_transform = [](const StageSpec& spec) -> std::unique_ptr<TransformStage> { return std::make_unique<Quest>(spec); };
   m.per_query = true;
+  m.layer_local = true;  // each layer from itself; skip_layers reads its depth from the slice (model_layer)
   return m;
 }
 

@@ -141,7 +141,7 @@ TEST(Quest, BoundIsAtLeastEveryDotProductOfItsPage) {
   for (int l = 0; l < s.layers; ++l) {
     auto rec = c->reconstruct(l);
     cache.rope().apply(rec.key.span(), s.tokens, s.kv_heads, cache.positions());
-    const auto& meta = find(*c, "layer" + std::to_string(l) + "/page_min_max").values;
+    const auto& meta = find(*c, "layer" + std::to_string(l) + "/page_max_min").values;
     ASSERT_EQ(meta.size(), static_cast<std::size_t>(pages * s.kv_heads * 2 * s.head_dim));
     for (std::int64_t w = 0; w < s.query_window; ++w)
       for (int h = 0; h < s.q_heads; ++h) {
@@ -313,7 +313,7 @@ TEST(Quest, KeysBudgetsAndErrors) {
   EXPECT_THAT(error_of([] { parse_spec("snapkv:keep=0.5+quest"); }), HasSubstr("eviction stage before it"));
   const auto& def = method("quest");
   EXPECT_TRUE(def.per_query);
-  EXPECT_FALSE(def.layer_local);  // skip_layers needs each layer's index
+  EXPECT_TRUE(def.layer_local);
   EXPECT_THAT(describe_methods(), HasSubstr("quest"));
   // No query window: a clear error.
   auto s = gqa_shape();
@@ -332,8 +332,32 @@ TEST(Quest, ChainsWithKivi) {
   EXPECT_LT(b.loaded_bytes, a.loaded_bytes);
   EXPECT_LT(a.loaded_bytes, static_cast<double>(a.bytes));
   // The metadata stays at 16 bits (KIVI quantizes cells only): the same bytes in both.
-  EXPECT_EQ(find(*plain, "layer1/page_min_max").bytes(), find(*quantized, "layer1/page_min_max").bytes());
+  EXPECT_EQ(find(*plain, "layer1/page_max_min").bytes(), find(*quantized, "layer1/page_max_min").bytes());
   EXPECT_GT(b.attn_kl, 0.0);
+}
+
+// compress scores layer-local chains one layer at a time, each layer a one-layer slice: the
+// slice still knows its depth (skip_layers), and the figures equal the whole cache's.
+TEST(Quest, OneLayerAtATimeScoresAsTheWholeCache) {
+  const auto cache = testing::random_cache(gqa_shape(), 6);
+  for (const std::string spec : {"quest:budget=24,page_size=8,skip_layers=2", "quest:budget=16,page_size=8+kivi:bits=4,group=8,residual=0"}) {
+    const auto chain = parse_spec(spec);
+    ASSERT_TRUE(layer_local(chain));
+    auto whole = compress_chain({cache, linalg::cpu_backend()}, chain);
+    const auto a = score(cache, *whole, linalg::cpu_backend());
+    nlohmann::json notes;
+    const auto b = compress_and_score_by_layer({cache, linalg::cpu_backend()}, chain, {}, nullptr, &notes);
+    EXPECT_EQ(a.bytes, b.bytes) << spec;
+    EXPECT_EQ(a.loaded_bytes, b.loaded_bytes) << spec;
+    EXPECT_EQ(a.attn_kl, b.attn_kl) << spec;
+    EXPECT_EQ(a.attn_output_error, b.attn_output_error) << spec;
+    for (int l = 0; l < 3; ++l) EXPECT_EQ(a.layers[l].loaded_bytes, b.layers[l].loaded_bytes) << spec << " layer " << l;
+    EXPECT_EQ(notes["quest"], whole->notes()["quest"]);
+  }
+  // Skipped layers load everything they see, ranked ones less.
+  auto c = run("quest:budget=24,page_size=8,skip_layers=2", cache);
+  const auto sc = score(cache, *c, linalg::cpu_backend());
+  EXPECT_GT(sc.layers[1].loaded_bytes, sc.layers[2].loaded_bytes);
 }
 
 }  // namespace
