@@ -244,7 +244,7 @@ nlohmann::json compress_by_layer(const CompressContext& ctx, const ChainSpec& ch
                                  const std::function<void(int layer, const CacheSource& slice, Compressed& compressed)>& use,
                                  double* compress_seconds) {
   if (!layer_local(chain))
-    fail("{}: not a per-layer chain (only eviction, full and quantizers are)", chain.to_string());
+    fail("{}: not a per-layer chain (only eviction, full, quest and quantizers are)", chain.to_string());
   const auto& s = ctx.cache.shape();
   const auto* ev = find_stage(chain, StageKind::eviction);
   const auto eviction = ev ? make_eviction(*ev) : nullptr;
