@@ -56,6 +56,13 @@ std::string summary_table(const std::vector<Row>& rows) {
                        cell(r.score.attn_output_error), cell(r.score.attn_kl), r.canonical);
   out += "K/V err: relative Frobenius error on kept cells; attn err/KL: over the dumped query window (RoPE at\n"
          "true positions); ratio: 16-bit dense bytes / bytes stored.\n";
+  // Methods that select per decode query (quest) store everything but read part of it a step.
+  for (const auto& r : rows)
+    if (r.score.loaded_bytes < static_cast<double>(r.score.bytes))
+      out += fmt::format("{}: loads {:.0f} of its {} stored bytes per decode step ({:.1f}%, dense/loaded {:.2f}x)\n",
+                         r.canonical, r.score.loaded_bytes, r.score.bytes,
+                         100.0 * r.score.loaded_bytes / static_cast<double>(r.score.bytes),
+                         static_cast<double>(r.score.dense_bytes) / r.score.loaded_bytes);
   return out;
 }
 

@@ -32,7 +32,7 @@ void WindowAttention::load(const CacheSource& cache, int layer, std::int64_t row
 }
 
 void WindowAttention::head(int g, const FloatTensor& key_rot, const std::vector<std::uint8_t>& kept,
-                           linalg::Backend& backend, const FloatTensor* value) {
+                           linalg::Backend& backend, const FloatTensor* value, const std::uint8_t* query_kept) {
   const std::int64_t T = shape_.tokens, M = row_count();
   const int H = shape_.kv_heads, Hq = shape_.q_heads, D = shape_.head_dim, n_rep = shape_.group_size();
   const auto& pos = cache_->positions();
@@ -47,6 +47,13 @@ void WindowAttention::head(int g, const FloatTensor& key_rot, const std::vector<
   // Column-major: row-major K_g [T, D] is K_gᵀ (D×T); logits (T×M col-major = row-major [M, T]) = K_g·Q_gᵀ/√D.
   backend.gemm(true, false, T, M, D, 1.0f / std::sqrt(static_cast<float>(D)), k_.data(), D, q_.data(), D, 0.0f,
                probs_.data(), T);
+  if (query_kept)  // per-query selection: a logit of a token its query did not select becomes −inf
+    for (std::int64_t m = 0; m < M; ++m) {
+      const std::uint8_t* sel = query_kept + ((m / n_rep) * Hq + g * n_rep + m % n_rep) * T;
+      float* row = probs_.data() + m * T;
+      for (std::int64_t t = 0; t < T; ++t)
+        if (!sel[t]) row[t] = -std::numeric_limits<float>::infinity();
+    }
   for (std::int64_t m = 0; m < M; ++m) {
     const std::int64_t p = query_pos_[static_cast<std::size_t>(m / n_rep)];
     float* row = probs_.data() + m * T;

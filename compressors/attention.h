@@ -23,9 +23,11 @@ class WindowAttention {
   // Attention of KV head g's query heads over `key_rot` [T, H_kv, D] (already rotated, e.g. by
   // rotate_keys) with the cells of `kept` [T, H_kv] (empty: all) held. Afterwards probs() and
   // log_probs() are [M, T] with row m = w·n_rep + r for window row w and query head g·n_rep + r,
-  // and, when `value` [T, H_kv, D] is given, output() is [M, D].
+  // and, when `value` [T, H_kv, D] is given, output() is [M, D]. `query_kept` (optional,
+  // [rows, H_q, T], LayerKV::query_kept) further restricts each row to the tokens its own query
+  // selected; null costs the shared-mask path nothing but one test per head.
   void head(int g, const FloatTensor& key_rot, const std::vector<std::uint8_t>& kept, linalg::Backend& backend,
-            const FloatTensor* value = nullptr);
+            const FloatTensor* value = nullptr, const std::uint8_t* query_kept = nullptr);
 
   std::int64_t rows() const { return rows_; }
   std::int64_t row_count() const { return rows_ * shape_.group_size(); }  // M

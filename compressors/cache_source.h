@@ -53,6 +53,10 @@ class CacheSource {
   virtual const core::Rope& rope() const = 0;
   // For error messages: "x.h5 sample s0".
   virtual std::string describe() const = 0;
+  // The model's index of layer `layer` of this source: itself, except in a one-layer slice of a
+  // cache (compressors/chain.cpp compresses layer-local chains so), where it is the base's index.
+  // For methods whose rule depends on the layer's depth (quest's skip_layers).
+  virtual int model_layer(int layer) const { return layer; }
   // Eviction's window scores (eviction.h window_attention_sums: [H_q, T], rows already checked
   // against W) computed where the layer lies, for a source that can do so without reading the
   // layer to the host (the harness on the model's tensors). Empty by default: the host computes

@@ -225,6 +225,7 @@ class LayerSlice final : public CacheSource {
   const std::vector<std::int64_t>& positions() const override { return base_.positions(); }
   const core::Rope& rope() const override { return base_.rope(); }
   std::string describe() const override { return fmt::format("{} layer {}", base_.describe(), layer_); }
+  int model_layer(int) const override { return base_.model_layer(layer_); }
 
  private:
   const CacheSource& base_;
@@ -243,7 +244,7 @@ nlohmann::json compress_by_layer(const CompressContext& ctx, const ChainSpec& ch
                                  const std::function<void(int layer, const CacheSource& slice, Compressed& compressed)>& use,
                                  double* compress_seconds) {
   if (!layer_local(chain))
-    fail("{}: not a per-layer chain (only eviction, full and quantizers are)", chain.to_string());
+    fail("{}: not a per-layer chain (only eviction, full, quest and quantizers are)", chain.to_string());
   const auto& s = ctx.cache.shape();
   const auto* ev = find_stage(chain, StageKind::eviction);
   const auto eviction = ev ? make_eviction(*ev) : nullptr;

@@ -36,8 +36,9 @@ std::unique_ptr<Compressed> compress_chain(const CompressContext& ctx, const Cha
 std::vector<std::unique_ptr<Compressed>> compress_sweep(const CompressContext& ctx, const std::vector<ChainSpec>& chains);
 
 // Whether a chain compresses each layer on its own: eviction (each layer's cells are chosen
-// from that layer's window; budgets depend at most on its index), `full` and quantizers (kivi),
-// with no other transform. Such chains can be compressed and scored one layer at a time (below)
+// from that layer's window; budgets depend at most on its index), `full`, `quest` (its
+// skip_layers reads the slice's CacheSource::model_layer) and quantizers (kivi), with no other
+// transform. Such chains can be compressed and scored one layer at a time (below)
 // instead of holding the whole compressed cache.
 bool layer_local(const ChainSpec& chain);
 

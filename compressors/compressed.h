@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -58,6 +59,13 @@ struct LayerKV {
   FloatTensor key;                 // [T, H_kv, D]
   FloatTensor value;               // [T, H_kv, D]
   std::vector<std::uint8_t> kept;  // [T, H_kv], 1 = held; empty = every cell held
+  // Query-dependent selection (quest, docs/design.md §5): [W, H_q, T], 1 = the dumped window's
+  // query w, head h, attends token t (besides `kept` and the causal mask). Empty: every window
+  // query attends all that `kept` holds (the shared-mask path every other method takes).
+  std::vector<std::uint8_t> query_kept{};
+  // Bytes one decode step reads from this layer's stored form, mean over the window queries;
+  // NaN: all it stores (a method without query-dependent selection reads everything).
+  double loaded_bytes = std::numeric_limits<double>::quiet_NaN();
   bool holds(std::int64_t t, int head, int heads) const { return kept.empty() || kept[t * heads + head]; }
 };
 

@@ -26,7 +26,8 @@
   X(adakv)               \
   X(chunkkv)             \
   X(criticalkv)          \
-  X(duoattention)
+  X(duoattention)        \
+  X(quest)
 
 namespace kvlab::compressors {
 

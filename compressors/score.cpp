@@ -22,6 +22,10 @@ void check_layer_kv(const LayerKV& rec, const CacheShape& s, int layer) {
     fail("score: the compressed cache rebuilt layer {} with the wrong shape", layer);
   if (!rec.kept.empty() && static_cast<std::int64_t>(rec.kept.size()) != s.tokens * s.kv_heads)
     fail("score: layer {} keep mask has {} cells, not T·H = {}", layer, rec.kept.size(), s.tokens * s.kv_heads);
+  if (!rec.query_kept.empty() &&
+      static_cast<std::int64_t>(rec.query_kept.size()) != s.query_window * s.q_heads * s.tokens)
+    fail("score: layer {} per-query selection has {} cells, not W·H_q·T = {}", layer, rec.query_kept.size(),
+         s.query_window * s.q_heads * s.tokens);
 }
 
 double ratio_or_nan(double num, double den) { return den > 0 ? std::sqrt(num / den) : (num > 0 ? kInf : 0.0); }
@@ -86,6 +90,7 @@ LayerScore LayerScorer::score(const CacheSource& cache, int layer, LayerKV rec) 
   ls.key_error = ratio_or_nan(ls.key_err2, ls.key_norm2);
   ls.value_error = ratio_or_nan(ls.value_err2, ls.value_norm2);
   ls.held_cells = held;
+  ls.loaded_bytes = rec.loaded_bytes;
   if (W == 0) {
     ls.attn_kl = ls.attn_output_error = std::nan("");
     return ls;
@@ -112,7 +117,7 @@ LayerScore LayerScorer::score(const CacheSource& cache, int layer, LayerKV rec) 
     const std::int64_t M = own.exact.row_count();
     for (int g = next++; g < H; g = next++) {
       own.exact.head(g, key_rot_, {}, gemm, &value_);
-      own.approx.head(g, rec.key, rec.kept, gemm, &rec.value);
+      own.approx.head(g, rec.key, rec.kept, gemm, &rec.value, rec.query_kept.empty() ? nullptr : rec.query_kept.data());
       const auto u = static_cast<std::size_t>(g);
       for (std::int64_t i = 0; i < M * D; ++i) {
         const double e = double{own.exact.output()[i]} - own.approx.output()[i];
@@ -163,7 +168,11 @@ Score score(const CacheSource& cache, Compressed& compressed, linalg::Backend& b
 Score summarize(const CacheShape& s, std::vector<LayerScore> layers, std::int64_t bytes) {
   double k_err = 0, k_norm = 0, v_err = 0, v_norm = 0, o_err = 0, o_norm = 0, kl_sum = 0, kept_cells = 0;
   std::int64_t kl_count = 0;
+  double loaded = 0;
+  bool reads_all = layers.empty();
   for (const auto& ls : layers) {
+    loaded += ls.loaded_bytes;
+    reads_all = reads_all || std::isnan(ls.loaded_bytes);
     k_err += ls.key_err2, k_norm += ls.key_norm2, v_err += ls.value_err2, v_norm += ls.value_norm2;
     o_err += ls.out_err2, o_norm += ls.out_norm2;
     kl_sum += ls.kl_sum, kl_count += ls.kl_count;
@@ -178,6 +187,7 @@ Score summarize(const CacheShape& s, std::vector<LayerScore> layers, std::int64_
   result.kept_fraction = kept_cells / static_cast<double>(std::int64_t{s.layers} * s.tokens * s.kv_heads);
   result.bytes = bytes;
   result.dense_bytes = dense_fp16_bytes(s);
+  result.loaded_bytes = reads_all ? static_cast<double>(bytes) : loaded;
   result.ratio = result.bytes > 0 ? static_cast<double>(result.dense_bytes) / static_cast<double>(result.bytes) : kInf;
   return result;
 }
@@ -201,6 +211,7 @@ nlohmann::json to_json(const Score& sc) {
           {"attn_kl", number(sc.attn_kl)},
           {"kept_fraction", number(sc.kept_fraction)},
           {"bytes", sc.bytes},
+          {"loaded_bytes_per_step", number(sc.loaded_bytes)},
           {"dense_fp16_bytes", sc.dense_bytes},
           {"compression_ratio", number(sc.ratio)},
           {"layers", layers}};

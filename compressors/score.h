@@ -7,12 +7,17 @@
 //   attention KL      mean over window queries and query heads of KL(p̂ ‖ p) (nats), p̂ the
 //                     compressed attention, p the exact one: finite for eviction, where it equals
 //                     −log(attention mass kept) when the kept keys are exact;
-//   bytes             Σ stored bytes, and the ratio against the 16-bit dense cache.
+//   bytes             Σ stored bytes, and the ratio against the 16-bit dense cache;
+//   loaded bytes      what one decode step reads (LayerKV::loaded_bytes, mean over the window's
+//                     queries, summed over layers): the stored bytes unless a method selects per
+//                     query (quest), whose window queries each attend only their own selection
+//                     (LayerKV::query_kept) in the attention error and KL.
 // Overall errors pool the squared errors of all layers (a Frobenius norm over the whole cache).
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <vector>
 
@@ -34,6 +39,7 @@ struct LayerScore {
   double kl_sum = 0;            // Σ KL over window queries × query heads
   std::int64_t kl_count = 0;    // their number (0 without a query window)
   std::int64_t held_cells = 0;  // (token, KV head) cells held
+  double loaded_bytes = std::numeric_limits<double>::quiet_NaN();  // per decode step; NaN: all stored
 };
 
 struct Score {
@@ -41,6 +47,7 @@ struct Score {
   double key_error = 0, value_error = 0, attn_output_error = 0, attn_kl = 0, kept_fraction = 1;
   std::int64_t bytes = 0, dense_bytes = 0;
   double ratio = 0;  // dense_bytes / bytes
+  double loaded_bytes = 0;  // bytes read per decode step: Σ layers' loaded_bytes, or `bytes` when any layer reads all
 };
 
 // Scores `compressed` against `cache`, layer by layer (one original layer in memory at a time).

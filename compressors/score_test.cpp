@@ -85,6 +85,57 @@ TEST(Score, EvictionKlIsMinusLogOfTheKeptAttentionMass) {
   EXPECT_DOUBLE_EQ(sc.ratio, static_cast<double>(dense_fp16_bytes(s)) / 1000);
 }
 
+// Exact keys and values, each window query (w, h) attending only its own tokens of `select`
+// [W, H_q, T] (LayerKV::query_kept), reporting `loaded` bytes a step.
+class PerQueryExact final : public Compressed {
+ public:
+  PerQueryExact(const CacheSource& c, std::vector<std::uint8_t> select, double loaded)
+      : c_(c), select_(std::move(select)), loaded_(loaded) {}
+  std::vector<StoredTensor*> stored() override { return {&t_}; }
+  LayerKV reconstruct(int layer) const override {
+    LayerKV kv{c_.layer(layer, Part::key), c_.layer(layer, Part::value), {}};
+    kv.query_kept = select_;
+    kv.loaded_bytes = loaded_;
+    return kv;
+  }
+
+ private:
+  const CacheSource& c_;
+  std::vector<std::uint8_t> select_;
+  double loaded_;
+  StoredTensor t_ = StoredTensor::indices("x", std::vector<std::int32_t>(250, 0));  // 1000 stored bytes
+};
+
+// Per-query selection: each (w, h) has KL −log(the mass of its own selected tokens), brute force
+// per row; loaded bytes add up over layers.
+TEST(Score, PerQuerySelectionKlIsMinusLogOfEachQuerysSelectedMass) {
+  const auto cache = testing::random_cache(small_shape(), 8);
+  const auto& s = cache.shape();
+  std::vector<std::uint8_t> select(static_cast<std::size_t>(s.query_window * s.q_heads * s.tokens), 0);
+  for (std::size_t i = 0; i < select.size(); ++i) select[i] = (i * 7 + i / 13) % 3 != 0;  // scattered, row-dependent
+  PerQueryExact per_query(cache, select, 123.5);
+  const auto sc = score(cache, per_query, linalg::cpu_backend());
+  std::vector<double> p, o;
+  for (int l = 0; l < s.layers; ++l) {
+    double layer_kl = 0;
+    const auto key = cache.layer(l, Part::key), value = cache.layer(l, Part::value);
+    for (int w = 0; w < s.query_window; ++w)
+      for (int h = 0; h < s.q_heads; ++h) {
+        testing::brute_attention(cache, l, key, value, {}, w, h, p, o);
+        double mass = 0;
+        for (std::int64_t t = 0; t < s.tokens; ++t) mass += select[(w * s.q_heads + h) * s.tokens + t] ? p[t] : 0.0;
+        layer_kl += -std::log(mass);
+      }
+    EXPECT_NEAR(sc.layers[l].attn_kl, layer_kl / (s.query_window * s.q_heads), 1e-5) << l;
+    EXPECT_EQ(sc.layers[l].loaded_bytes, 123.5);
+  }
+  EXPECT_EQ(sc.loaded_bytes, 123.5 * s.layers);
+  EXPECT_EQ(sc.bytes, 1000);
+  // Without a per-query selection a step reads everything stored.
+  MaskedExact all(cache, std::vector<std::uint8_t>(s.tokens * s.kv_heads, 1));
+  EXPECT_EQ(score(cache, all, linalg::cpu_backend()).loaded_bytes, 1000.0);
+}
+
 TEST(Score, Fp16StorageScoresItsRoundingAtRatioOne) {
   // The cache as `full` stores it: every value rounded to fp16 (relative error ≤ u = 2^-11 each,
   // so ≤ u in Frobenius norm; keys are rounded post-RoPE, and the rotation is orthogonal, so the

@@ -93,6 +93,10 @@ struct MethodDef {
   bool layer_local = false;
   // Stores the (kept) cells of the cache themselves at 16 bits: the `full` baseline.
   bool stores_cells = false;
+  // Selects per decode query (quest): its reconstruction carries each window query's own
+  // selection (LayerKV::query_kept), scored on dumps. It stores the whole cache, so no eviction
+  // may run before it, and `eval` (a selection at every decode step of the model) does not run it yet.
+  bool per_query = false;
   DevicePath device = DevicePath::none;
 };
 

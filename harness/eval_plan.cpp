@@ -61,6 +61,10 @@ std::vector<EvalMethod> plan_methods(const EvalRequest& r) {
   for (const auto& m : r.methods)
     for (auto& chain : compressors::expand_sweep(m)) {
       for (const auto& stage : chain.stages)
+        if (compressors::method(stage.method).per_query)
+          fail("{}: '{}' selects pages per decode step and is compress-only for now (score it on a dump with "
+               "`kvlab compress`); eval does not run it", chain.to_string(), stage.method);
+      for (const auto& stage : chain.stages)
         for (const auto& [key, value] : stage.params)
           if (key == "window" && stage.get_int("window") > r.query_window)
             fail("{}: window={} exceeds --query-window {} (the queries compressors see); raise --query-window",

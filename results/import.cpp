@@ -140,7 +140,7 @@ void add_compress_report(RunWriter& writer, const json& report, const std::strin
     try {
       // compress.json's keys are the metric names.
       for (const char* key : {n::key_error, n::value_error, n::attn_output_error, n::attn_kl, n::kept_fraction, n::bytes,
-                              n::dense_fp16_bytes, n::compression_ratio})
+                              n::loaded_bytes_per_step, n::dense_fp16_bytes, n::compression_ratio})
         writer.add_metric(spec, key, number(m, key));
       if (m.contains("notes")) writer.add_metric(spec, n::authors_ratio, number(m["notes"], n::authors_ratio));
       if (m.contains("seconds")) {

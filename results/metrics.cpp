@@ -17,7 +17,7 @@ constexpr bool column = true, no = false;
 // them would make `kvlab check` flaky; kept_fraction and dense bytes are settings or properties
 // of the input, not quality. Definitions: compressors/score.h (compress), harness/eval_job.cpp
 // (eval), analysis/cross_layer.h (analyze).
-constexpr std::array<MetricInfo, 32> kTable{{
+constexpr std::array<MetricInfo, 33> kTable{{
     //  name                  unit           direction         label                                               rows         export column
     {n::key_error,            U::relative,   D::lower_better,  "key error (relative Frobenius, kept cells)",        run | layer,  column},
     {n::value_error,          U::relative,   D::lower_better,  "value error (relative Frobenius, kept cells)",      run | layer,  column},
@@ -26,6 +26,7 @@ constexpr std::array<MetricInfo, 32> kTable{{
     {n::compression_ratio,    U::ratio,      D::higher_better, "compression ratio (16-bit dense / stored bytes)",   run,          column},
     {n::authors_ratio,        U::ratio,      D::higher_better, "compression ratio as the method's paper counts it", run,          column},
     {n::bytes,                U::bytes,      D::lower_better,  "stored bytes",                                      run,          column},
+    {n::loaded_bytes_per_step, U::bytes,     D::lower_better,  "bytes read per decode step (mean over window queries)", run,       column},
     {n::kept_fraction,        U::fraction,   D::none,          "share of (token, KV head) cells kept",              run | layer,  column},
     {n::accuracy,             U::fraction,   D::higher_better, "task accuracy",                                     run | sample, column},
     {n::agreement,            U::fraction,   D::higher_better, "share of the baseline's greedy tokens reproduced",  run | sample, column},

@@ -56,6 +56,7 @@ inline constexpr const char* attn_kl = "attn_kl";
 inline constexpr const char* compression_ratio = "compression_ratio";  // eval too
 inline constexpr const char* authors_ratio = "authors_ratio";
 inline constexpr const char* bytes = "bytes";  // eval too
+inline constexpr const char* loaded_bytes_per_step = "loaded_bytes_per_step";  // = bytes unless the method selects per query (quest)
 inline constexpr const char* kept_fraction = "kept_fraction";
 inline constexpr const char* dense_fp16_bytes = "dense_fp16_bytes";
 inline constexpr const char* compress_seconds = "compress_seconds";  // eval too
