@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/rope.h"
 #include "harness/model_config.h"
+#include "harness/model_config_error.h"
 
 namespace kvlab::harness {
 namespace {
@@ -42,15 +43,6 @@ json gemma3_4b() {
                     "sliding_window": 1024},
     "torch_dtype": "bfloat16",
     "vision_config": {"hidden_size": 1152, "image_size": 896, "model_type": "siglip_vision_model"}})");
-}
-
-std::string error_of(const json& j) {
-  try {
-    parse_model_config(j.dump());
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
 }
 
 std::vector<bool> every_nth_global(int layers, int n) {

@@ -1,6 +1,7 @@
 // config.json leniency (docs/models.md §1.2): each rule against a config written the way
 // the real checkpoints (or transformers v5) write it; every malformed field an error naming it.
 #include "harness/model_config.h"
+#include "harness/model_config_error.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -30,15 +31,6 @@ json llama31() {
                      "original_max_position_embeddings": 8192, "rope_type": "llama3"},
     "max_position_embeddings": 131072, "tie_word_embeddings": false, "vocab_size": 128256,
     "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009], "torch_dtype": "bfloat16"})");
-}
-
-std::string error_of(const json& j) {
-  try {
-    parse_model_config(j.dump());
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
 }
 
 TEST(ModelConfig, Llama31ComputesHeadDimAndReadsLlama3Rope) {

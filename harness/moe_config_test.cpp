@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "harness/model_config.h"
+#include "harness/model_config_error.h"
 
 namespace kvlab::harness {
 namespace {
@@ -51,15 +52,6 @@ std::vector<bool> sparse_pattern(const ModelConfig& c) {
   for (int l = 0; l < c.num_layers; ++l) out.push_back(c.sparse_layer(l));
   EXPECT_EQ(c.moe->count_sparse(c.num_layers), std::count(out.begin(), out.end(), true));
   return out;
-}
-
-std::string error_of(const json& j) {
-  try {
-    parse_model_config(j.dump());
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
 }
 
 TEST(MoeConfig, Mixtral8x7bIsMistralsAttentionWithEightExpertsTopTwoRenormalised) {

@@ -24,6 +24,9 @@ SUITES=(
   compressors/compress_commonkv_tests
   compressors/compress_eviction_tests
   compressors/compress_kivi_tests
+  compressors/compress_gear_tests
+  compressors/compress_think_tests
+  compressors/compress_quest_tests
   compressors/compress_low_rank_tests
   compressors/compress_minicache_tests
   compressors/compress_knorm_tests

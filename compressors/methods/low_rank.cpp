@@ -425,15 +425,16 @@ std::vector<std::unique_ptr<Compressed>> run(const CompressContext& ctx, const s
   for (std::size_t g = 0; g < plan.groups.size(); ++g)
     for (Part part : kParts)
       if (plan.compresses(part)) work.emplace_back(g, part);
-  // Solves in flight at once: two on the token-Gram route when the backend has two threads. Its
-  // eigensolver (?syevr's tridiagonal reduction, memory-bound) gains only 1.25–1.5× from a
-  // second BLAS thread, two single-threaded solves side by side 2× (bench/README.md, "xkv").
-  // The other routes scale with their BLAS threads, and their group matrices (T ≥ columns) can
-  // be GiBs, so they keep one solve at a time.
+  // Solves in flight at once: two when the backend has two threads and a group matrix is at
+  // most 256 MiB (four are held then, two read ahead). The exact routes' eigensolver (?syevr's
+  // tridiagonal reduction, memory-bound) gains only 1.25–1.5× from a second BLAS thread; two
+  // single-threaded solves side by side do better (bench/README.md, "xkv"). Larger matrices (GiBs
+  // at 128k tokens) and the randomized route, whose GEMMs scale with their threads, keep one.
+  constexpr std::int64_t kInFlightMaxFloats = std::int64_t(64) << 20;
   std::size_t largest_group = 0;
   for (const auto& group : plan.groups) largest_group = std::max(largest_group, group.size());
-  const bool token_gram = !plan.randomized && T < N * static_cast<std::int64_t>(largest_group);
-  const std::size_t in_flight = token_gram && ctx.backend.threads() > 1 ? 2 : 1;
+  const bool small = T * N * static_cast<std::int64_t>(largest_group) <= kInFlightMaxFloats;
+  const std::size_t in_flight = !plan.randomized && small && ctx.backend.threads() > 1 ? 2 : 1;
   // Two batches of group matrices, reused: while one batch is decomposed (on the GPU, or by the
   // BLAS threads) the next is read into the other, so the reads, most of a GPU compression, hide
   // behind the solves.

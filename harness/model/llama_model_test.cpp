@@ -362,14 +362,14 @@ TEST(LlamaModel, FullForwardMatchesAPlainLoopOracle) {
   }
 }
 
-// A sparse-MoE variant: the tiny model of `arch` with config.json edits.
-struct MoeCase {
+// A variant of a family (MoE, Gemma): the tiny model of `arch` with config.json edits.
+struct VariantCase {
   std::string name, arch;
   std::function<void(json&)> edit = {};
   int layers = 2;
 };
 
-std::vector<MoeCase> moe_cases() {
+std::vector<VariantCase> moe_cases() {
   return {
       {"mixtral", "mixtral"},
       // Mistral-style window 3, head_dim 6 ≠ hidden / heads, top-1 (the renormalised weight is 1).
@@ -394,15 +394,15 @@ std::vector<MoeCase> moe_cases() {
   };
 }
 
-struct MoeModel {
+struct VariantModel {
   TinyModelOptions options;
   json config;
   ModelConfig parsed;
   Weights weights;
 };
 
-MoeModel moe_model(const MoeCase& k, const std::string& dtype = "float32") {
-  MoeModel m;
+VariantModel variant_model(const VariantCase& k, const std::string& dtype = "float32") {
+  VariantModel m;
   m.options = small(k.arch);
   m.options.layers = k.layers;
   m.options.dtype = dtype;
@@ -419,7 +419,7 @@ TEST(LlamaModel, MoeForwardMatchesAPlainLoopOracle) {
   // (k+1)-th probabilities > 1e-4 apart, 1000× f32's rounding of probabilities O(0.1–1)) so
   // both sides pick the same experts, and varied (several experts are some token's first choice).
   for (const auto& k : moe_cases()) {
-    const auto m = moe_model(k);
+    const auto m = variant_model(k);
     ASSERT_TRUE(m.parsed.moe) << k.name;
     const ModelDir dir("moe_oracle_" + k.name, m.config, m.weights);
     const auto tokens = random_ids(13, 31);
@@ -435,7 +435,7 @@ TEST(LlamaModel, MoeForwardMatchesAPlainLoopOracle) {
 TEST(LlamaModel, MoeRenormalisationAndSparseLayersChangeTheOutput) {
   // The knobs are live: flipping norm_topk_prob, or making a dense layer sparse, moves the logits
   // by far more than the 1e-4 the oracle comparison allows.
-  const auto base = moe_model(moe_cases()[3]);  // qwen3_moe_mixed_unnormalised
+  const auto base = variant_model(moe_cases()[3]);  // qwen3_moe_mixed_unnormalised
   const auto tokens = random_ids(9, 32);
   const auto logits = [&](const json& config) {
     const ModelDir dir("moe_knob", config, tiny_weights(parse_model_config(config.dump()), base.options));
@@ -456,7 +456,7 @@ TEST(LlamaModel, MoeIncrementalDecodeEqualsFullRecompute) {
   // token at a time: every step's logits equal the full forward's row, and the cache holds the
   // full forward's pre-RoPE keys and values. Same f32 arithmetic in another grouping: 1e-4.
   for (const auto& k : moe_cases()) {
-    const auto m = moe_model(k);
+    const auto m = variant_model(k);
     const ModelDir dir("moe_decode_" + k.name, m.config, m.weights);
     const auto tokens = random_ids(12, 33);
     std::vector<at::Tensor> keys, values;
@@ -540,13 +540,7 @@ TEST(LlamaModel, PerHeadKeepMaskMatchesTheOracle) {
 }
 
 // Gemma variants of the tiny models (small(): 2 layers, window 4, head_dim 16, query_pre_attn_scalar 8).
-struct GemmaCase {
-  std::string name, arch;
-  std::function<void(json&)> edit = {};
-  int layers = 2;
-};
-
-std::vector<GemmaCase> gemma_cases() {
+std::vector<VariantCase> gemma_cases() {
   return {
       // Soft-caps lowered from 50 / 30 so that tanh bends the scores and logits (O(1–10) here).
       {"gemma2_capped", "gemma2", [](json& j) {
@@ -568,18 +562,6 @@ std::vector<GemmaCase> gemma_cases() {
   };
 }
 
-MoeModel gemma_model(const GemmaCase& k, const std::string& dtype = "float32") {
-  MoeModel m;
-  m.options = small(k.arch);
-  m.options.layers = k.layers;
-  m.options.dtype = dtype;
-  m.config = config_json(m.options);
-  if (k.edit) k.edit(m.config);
-  m.parsed = parse_model_config(m.config.dump());
-  m.weights = tiny_weights(m.parsed, m.options);
-  return m;
-}
-
 TEST(LlamaModel, GemmaForwardMatchesAPlainLoopOracle) {
   // f32 against the double oracle, 1e-4 on logits O(1–10) as for the other families, on prompts
   // of 11 tokens, longer than the 3–4 token windows. Each Gemma knob is live: the oracle without
@@ -587,7 +569,7 @@ TEST(LlamaModel, GemmaForwardMatchesAPlainLoopOracle) {
   // oracle by more than 10 tolerances, so the comparison tells them apart.
   constexpr double kTolerance = 1e-4;
   for (const auto& k : gemma_cases()) {
-    const auto m = gemma_model(k);
+    const auto m = variant_model(k);
     ASSERT_TRUE(m.parsed.unit_offset_norm && m.parsed.sandwich_norms && m.parsed.scale_embeddings) << k.name;
     ASSERT_EQ(m.parsed.qk_norm, k.arch == "gemma3");
     const auto tokens = random_ids(11, 41);
@@ -603,12 +585,15 @@ TEST(LlamaModel, GemmaForwardMatchesAPlainLoopOracle) {
     };
     EXPECT_GT(apart([](ModelConfig& c) { c.sliding_layers.clear(), c.sliding_window.reset(); }), 10 * kTolerance) << k.name;
     EXPECT_GT(apart([](ModelConfig& c) { c.query_pre_attn_scalar.reset(); }), 10 * kTolerance) << k.name;
-    if (m.parsed.attn_logit_softcap)
+    if (m.parsed.attn_logit_softcap) {
       EXPECT_GT(apart([](ModelConfig& c) { c.attn_logit_softcap.reset(); }), 10 * kTolerance) << k.name;
-    if (m.parsed.final_logit_softcap)
+    }
+    if (m.parsed.final_logit_softcap) {
       EXPECT_GT(apart([](ModelConfig& c) { c.final_logit_softcap.reset(); }), 10 * kTolerance) << k.name;
-    if (m.parsed.local_rope)
+    }
+    if (m.parsed.local_rope) {
       EXPECT_GT(apart([](ModelConfig& c) { c.local_rope.reset(); }), 10 * kTolerance) << k.name;
+    }
     const ModelDir dir("gemma_oracle_" + k.name, m.config, m.weights);
     EXPECT_LT(max_diff(dir.load().forward(ids(tokens), nullptr, {}, true), oracle), kTolerance) << k.name;
   }
@@ -619,9 +604,9 @@ TEST(LlamaModel, GemmaLayersSlideAsTheConfigSays) {
   // (i + 1) % sliding_window_pattern; layer_types, when present, decides.
   std::vector<bool> expected2, expected3;
   for (int l = 0; l < 7; ++l) expected2.push_back(l % 2 == 0), expected3.push_back(l != 5);
-  EXPECT_EQ(gemma_model(gemma_cases()[1]).parsed.sliding_layers, expected2);
-  EXPECT_EQ(gemma_model(gemma_cases()[3]).parsed.sliding_layers, expected3);
-  const auto m = gemma_model(gemma_cases()[2]);  // the tiny gemma3's layer_types: sliding, full
+  EXPECT_EQ(variant_model(gemma_cases()[1]).parsed.sliding_layers, expected2);
+  EXPECT_EQ(variant_model(gemma_cases()[3]).parsed.sliding_layers, expected3);
+  const auto m = variant_model(gemma_cases()[2]);  // the tiny gemma3's layer_types: sliding, full
   EXPECT_EQ(m.parsed.sliding_layers, (std::vector<bool>{true, false}));
   EXPECT_EQ(m.parsed.window(0), 4);
   EXPECT_FALSE(m.parsed.window(1));
@@ -633,7 +618,7 @@ TEST(LlamaModel, GemmaCacheRotatesEachLayerWithItsRope) {
   // Gemma-3's sliding layer rotates its cached keys with rope_local_base_freq (default rule), the
   // global one with rope_theta and linear ×8 (core::Rope, the CPU RoPE, as oracle); the two-argument
   // rotate refuses, since no single RoPE is right for every layer.
-  const auto m = gemma_model(gemma_cases()[2]);
+  const auto m = variant_model(gemma_cases()[2]);
   const ModelDir dir("gemma_rope", m.config, m.weights);
   const auto model = dir.load();
   const int S = 9, Hkv = m.parsed.num_kv_heads, D = m.parsed.head_dim;
@@ -657,7 +642,7 @@ TEST(LlamaModel, Gemma3ConditionalGenerationRunsItsLanguageModel) {
   // A Gemma3ForConditionalGeneration folder: the tiny gemma3's config nested as text_config and its
   // tensors under language_model.model. (as released) or model.language_model. (transformers
   // ≥ 4.52 saves): the same computation as the text checkpoint, bit for bit.
-  const auto m = gemma_model(gemma_cases()[2]);
+  const auto m = variant_model(gemma_cases()[2]);
   const auto tokens = ids(random_ids(9, 44));
   const auto text = ModelDir("gemma3_text", m.config, m.weights).load().forward(tokens, nullptr, {}, true);
   const json outer = {{"model_type", "gemma3"},
@@ -1093,15 +1078,16 @@ TEST(LlamaModel, LogitsMatchThePythonReference) {
                        {"llama", "qwen2", "mistral", "qwen3", "mixtral", "qwen3_moe", "phi3", "gemma2", "gemma3"});
 }
 
-TEST(LlamaModel, GemmaVariantsMatchThePythonReference) {
-  // reference_gemma.py on every Gemma case (soft-caps bent, the configs' layer rules, 7 layers),
-  // bf16-stored weights computed in f32 on both sides: 1e-4 on logits, 1e-5 on K and V.
-  if (!system_python_has_torch()) GTEST_SKIP() << "/usr/bin/python3 has no torch (Debian: python3-torch)";
-  for (const auto& k : gemma_cases()) {
-    const auto m = gemma_model(k, "bfloat16");
-    const ModelDir dir("ref_gemma_" + k.name, m.config, m.weights);
-    const auto tokens = random_ids(13, 43);
-    const auto ref = run_reference("/usr/bin/python3", "reference_gemma.py", dir, m.options, m.parsed, tokens);
+// Every variant against its family's Python reference `script` (prompt of 13 tokens, seed
+// `seed`), bf16-stored weights computed in f32 on both sides: 1e-4 on logits, 1e-5 on K and V,
+// as for the dense families.
+void expect_variants_match_reference(const std::vector<VariantCase>& cases, const std::string& script,
+                                     unsigned seed) {
+  for (const auto& k : cases) {
+    const auto m = variant_model(k, "bfloat16");
+    const ModelDir dir(script.substr(0, script.find('.')) + "_" + k.name, m.config, m.weights);
+    const auto tokens = random_ids(13, seed);
+    const auto ref = run_reference("/usr/bin/python3", script, dir, m.options, m.parsed, tokens);
     if (!ref.logits.defined()) continue;
     std::vector<at::Tensor> keys, values;
     const auto ours = dir.load().forward(ids(tokens), nullptr, [&](const LayerTap& tap) {
@@ -1116,28 +1102,17 @@ TEST(LlamaModel, GemmaVariantsMatchThePythonReference) {
   }
 }
 
+TEST(LlamaModel, GemmaVariantsMatchThePythonReference) {
+  // reference_gemma.py on every Gemma case (soft-caps bent, the configs' layer rules, 7 layers).
+  if (!system_python_has_torch()) GTEST_SKIP() << "/usr/bin/python3 has no torch (Debian: python3-torch)";
+  expect_variants_match_reference(gemma_cases(), "reference_gemma.py", 43);
+}
+
 TEST(LlamaModel, MoeVariantsMatchThePythonReference) {
   // reference_moe.py (MixtralSparseMoeBlock / Qwen3MoeSparseMoeBlock transcribed, with the
-  // one-hot expert loop and index_add_) on every MoE case, bf16-stored weights computed in f32 on
-  // both sides: 1e-4 on logits, 1e-5 on K and V, as for the dense families.
+  // one-hot expert loop and index_add_) on every MoE case.
   if (!system_python_has_torch()) GTEST_SKIP() << "/usr/bin/python3 has no torch (Debian: python3-torch)";
-  for (const auto& k : moe_cases()) {
-    const auto m = moe_model(k, "bfloat16");
-    const ModelDir dir("ref_moe_" + k.name, m.config, m.weights);
-    const auto tokens = random_ids(13, 34);
-    const auto ref = run_reference("/usr/bin/python3", "reference_moe.py", dir, m.options, m.parsed, tokens);
-    if (!ref.logits.defined()) continue;
-    std::vector<at::Tensor> keys, values;
-    const auto ours = dir.load().forward(ids(tokens), nullptr, [&](const LayerTap& tap) {
-      keys.push_back(tap.key.clone());
-      values.push_back(tap.value.clone());
-    }, true);
-    EXPECT_LT(max_diff(ours, ref.logits), 1e-4) << k.name;
-    for (int l = 0; l < k.layers; ++l) {
-      EXPECT_LT(max_diff(keys[l], ref.keys[l]), 1e-5) << k.name << " layer " << l << " pre-RoPE keys";
-      EXPECT_LT(max_diff(values[l], ref.values[l]), 1e-5) << k.name << " layer " << l << " values";
-    }
-  }
+  expect_variants_match_reference(moe_cases(), "reference_moe.py", 34);
 }
 
 TEST(LlamaModel, CachedDecodeMatchesThePythonReferencesCachedDecode) {
@@ -1204,19 +1179,19 @@ TEST(LlamaModel, LoadErrorsNameTheTensor) {
   w["model.layers.0.self_attn.k_proj.weight"].shape = {8, 64};  // the same 512 values, the wrong shape
   expect_load_fails("shape", config, w, "model.layers.0.self_attn.k_proj.weight' has shape [8, 64]");
   // Sparse layers: the router and each expert's tensors by their family's names.
-  const auto expect_load_error = [](const MoeModel& m, const std::string& name, const std::string& message) {
+  const auto expect_load_error = [](const VariantModel& m, const std::string& name, const std::string& message) {
     auto without = m.weights;
     without.erase(name);
     expect_load_fails("moe_missing", m.config, without, message);
   };
   const auto cases = moe_cases();
-  expect_load_error(moe_model(cases[0]), "model.layers.1.block_sparse_moe.experts.2.w3.weight",
+  expect_load_error(variant_model(cases[0]), "model.layers.1.block_sparse_moe.experts.2.w3.weight",
                     "model.layers.1.block_sparse_moe.experts.2.w3.weight' is missing");
-  expect_load_error(moe_model(cases[2]), "model.layers.0.mlp.experts.3.down_proj.weight",
+  expect_load_error(variant_model(cases[2]), "model.layers.0.mlp.experts.3.down_proj.weight",
                     "model.layers.0.mlp.experts.3.down_proj.weight' is missing");
-  expect_load_error(moe_model(cases[3]), "model.layers.2.mlp.gate_proj.weight",  // a dense layer of the mix
+  expect_load_error(variant_model(cases[3]), "model.layers.2.mlp.gate_proj.weight",  // a dense layer of the mix
                     "model.layers.2.mlp.gate_proj.weight' is missing");
-  expect_load_error(moe_model(cases[2]), "model.layers.1.mlp.gate.weight", "model.layers.1.mlp.gate.weight' is missing");
+  expect_load_error(variant_model(cases[2]), "model.layers.1.mlp.gate.weight", "model.layers.1.mlp.gate.weight' is missing");
   // Phi-3's fused tensors by their names and fused shapes.
   const auto p = small("phi3");
   const json phi3 = config_json(p);
@@ -1227,7 +1202,7 @@ TEST(LlamaModel, LoadErrorsNameTheTensor) {
   w["model.layers.0.mlp.gate_up_proj.weight"].shape = {48, 64};  // I·d values as [I, 2d]: not [2I, d]
   expect_load_fails("phi3_shape", phi3, w, "model.layers.0.mlp.gate_up_proj.weight' has shape [48, 64], the config implies [96, 32]");
   // Gemma's extra norms and Gemma-3's q/k norms by their names.
-  const auto gemma2 = gemma_model(gemma_cases()[0]), gemma3 = gemma_model(gemma_cases()[2]);
+  const auto gemma2 = variant_model(gemma_cases()[0]), gemma3 = variant_model(gemma_cases()[2]);
   for (const auto* m : {&gemma2, &gemma3})
     for (const char* name : {"model.layers.1.pre_feedforward_layernorm.weight", "model.layers.0.post_feedforward_layernorm.weight",
                              "model.layers.1.post_attention_layernorm.weight"}) {
