@@ -62,8 +62,9 @@ struct DemoRuns {
   std::int64_t analysis = 0, compress = 0, eval = 0, eviction = 0, eviction_eval = 0;
 };
 
-// Every selection method that takes a ratio by itself (not the wrappers or duoattention) at four ratios (the eviction comparison), with `window_keys` for the
-// methods that score with an observation window.
+// Every selection method that takes a ratio by itself (not the wrappers or duoattention) at four
+// ratios (the eviction comparison), with `window_keys` for the methods that score with an
+// observation window.
 std::vector<std::string> eviction_sweep(const std::string& window_keys) {
   std::vector<std::string> out;
   for (const char* name : {"streamingllm", "h2o", "snapkv", "pyramidkv", "knorm", "keydiff", "tova", "expected_attention", "random"}) {

@@ -60,15 +60,15 @@ std::vector<EvalMethod> plan_methods(const EvalRequest& r) {
   std::vector<EvalMethod> methods;
   for (const auto& m : r.methods)
     for (auto& chain : compressors::expand_sweep(m)) {
-      for (const auto& stage : chain.stages)
+      for (const auto& stage : chain.stages) {
         if (compressors::method(stage.method).per_query)
           fail("{}: '{}' selects pages per decode step and is compress-only for now (score it on a dump with "
                "`kvlab compress`); eval does not run it", chain.to_string(), stage.method);
-      for (const auto& stage : chain.stages)
         for (const auto& [key, value] : stage.params)
           if (key == "window" && stage.get_int("window") > r.query_window)
             fail("{}: window={} exceeds --query-window {} (the queries compressors see); raise --query-window",
                  chain.to_string(), value, r.query_window);
+      }
       methods.push_back({chain.to_string(), std::move(chain)});
     }
   return methods;

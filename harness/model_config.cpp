@@ -285,7 +285,7 @@ std::optional<int> ModelConfig::window(int layer) const {
 }
 
 const core::Rope& ModelConfig::rope_of(int layer) const {
-  return local_rope && window(layer) ? *local_rope : rope;
+  return uses_local_rope(layer) ? *local_rope : rope;
 }
 
 std::string_view to_string(Activation a) {

@@ -99,7 +99,9 @@ struct ModelConfig {
   int n_rep() const { return num_heads / num_kv_heads; }
   // The window layer `layer` attends with (keys j with i − window < j ≤ i), none for a full layer.
   std::optional<int> window(int layer) const;
-  // The RoPE layer `layer` rotates its queries and keys with (Gemma-3's sliding layers: local_rope).
+  // Whether layer `layer` rotates with local_rope (Gemma-3's sliding layers), and the RoPE it
+  // rotates its queries and keys with.
+  bool uses_local_rope(int layer) const { return local_rope && window(layer); }
   const core::Rope& rope_of(int layer) const;
   bool sparse_layer(int layer) const { return moe && moe->sparse(layer); }
   // The HF name of a sparse layer's tensor after "model.layers.{layer}." (`expert` ignored for

@@ -182,7 +182,7 @@ at::Tensor LlamaModel::rotate(const at::Tensor& x, const at::Tensor& positions, 
 }
 
 const at::Tensor& LlamaModel::inv_freq_of(int layer) const {
-  return local_inv_freq_.defined() && config_.window(layer) ? local_inv_freq_ : inv_freq_;
+  return config_.uses_local_rope(layer) ? local_inv_freq_ : inv_freq_;
 }
 
 std::int64_t LlamaModel::chunk_tokens(std::int64_t keys) const {
@@ -252,26 +252,21 @@ at::Tensor LlamaModel::mlp(const Layer& layer, const at::Tensor& h) const {
   const std::int64_t S = h.size(0), chunk = chunk_tokens(0);
   for (std::int64_t s0 = 0; s0 < S; s0 += chunk) {
     const at::Tensor x = norm(h.narrow(0, s0, std::min(chunk, S - s0)), layer.post_norm);
+    at::Tensor out;
     if (layer.moe) {  // Mixtral / Qwen3-MoE sparse layer: routed experts instead of the dense MLP
-      outputs.push_back(layer.moe->forward(x));
-      continue;
-    }
-    if (layer.mlp_out_norm.defined()) {  // Gemma: post_feedforward_layernorm(mlp(pre_feedforward_layernorm(h)))
-      const at::Tensor act =
-          activate(linear(x, layer.gate, layer.gate_bias), config_.hidden_act) * linear(x, layer.up, layer.up_bias);
-      outputs.push_back(norm(linear(act, layer.down, layer.down_bias), layer.mlp_out_norm));
-      continue;
-    }
-    if (layer.gate_up.defined()) {  // Phi3MLP: gate, up = gate_up_proj(x).chunk(2); up · act(gate)
+      out = layer.moe->forward(x);
+    } else if (layer.gate_up.defined()) {  // Phi3MLP: gate, up = gate_up_proj(x).chunk(2); up · act(gate)
       const at::Tensor gate_up = at::matmul(x, layer.gate_up.t());
       const std::int64_t inter = config_.intermediate_size;
       const at::Tensor act = gate_up.narrow(-1, inter, inter) * activate(gate_up.narrow(-1, 0, inter), config_.hidden_act);
-      outputs.push_back(linear(act, layer.down, layer.down_bias));
-      continue;
+      out = linear(act, layer.down, layer.down_bias);
+    } else {
+      const at::Tensor act =
+          activate(linear(x, layer.gate, layer.gate_bias), config_.hidden_act) * linear(x, layer.up, layer.up_bias);
+      out = linear(act, layer.down, layer.down_bias);
     }
-    const at::Tensor act =
-        activate(linear(x, layer.gate, layer.gate_bias), config_.hidden_act) * linear(x, layer.up, layer.up_bias);
-    outputs.push_back(linear(act, layer.down, layer.down_bias));
+    // Gemma: post_feedforward_layernorm(mlp(pre_feedforward_layernorm(h))).
+    outputs.push_back(layer.mlp_out_norm.defined() ? norm(out, layer.mlp_out_norm) : out);
   }
   return outputs.size() == 1 ? outputs[0] : at::cat(outputs, 0);
 }
@@ -298,7 +293,7 @@ at::Tensor LlamaModel::forward(const at::Tensor& ids_in, KvCache* cache, const L
       local_inv_freq_.defined() ? rope_tables(positions, h.scalar_type(), local_inv_freq_) : RopeTables{};
   for (int l = 0; l < c.num_layers; ++l) {
     const Layer& layer = layers_[l];
-    const RopeTables& rope = local_inv_freq_.defined() && c.window(l) ? local_rope : global_rope;
+    const RopeTables& rope = c.uses_local_rope(l) ? local_rope : global_rope;
     const at::Tensor x = norm(h, layer.input_norm);
     at::Tensor q, k, v;
     if (layer.qkv.defined()) {  // Phi3Attention: one matmul, then q, k, v by columns
