@@ -62,6 +62,9 @@ std::int64_t record_eval(const std::filesystem::path& db, const nlohmann::json& 
     for (const auto& m : report["methods"])
       for (const char* name : {n::agreement, n::exact_match, n::compression_ratio, n::bytes, n::seconds, n::compress_seconds})
         w.add_metric(m["spec"].get<std::string>(), name, m[name].get<double>());
+    for (const auto& m : report["methods"])  // eval.json written before quest ran in eval lacks it
+      if (m.contains(n::loaded_bytes_per_step))
+        w.add_metric(m["spec"].get<std::string>(), n::loaded_bytes_per_step, m[n::loaded_bytes_per_step].get<double>());
     if (report.contains("timing") && !report["samples"].empty())  // per prompt, shared by every method
       w.add_metric("baseline", n::prefill_seconds,
                    report["timing"][n::prefill_seconds].get<double>() / static_cast<double>(report["samples"].size()));

@@ -197,7 +197,7 @@ std::vector<RawStage> split_chain(std::string_view text, const MethodTable& tabl
   if (transforms > 1) fail("spec '{}': at most one transform stage (low-rank or merging) per chain", spec);
   if (evictions > 1) fail("spec '{}': at most one eviction stage per chain", spec);
   for (const auto& st : stages)
-    if (st.def->per_query && evictions > 0)
+    if (st.def->per_query() && evictions > 0)
       fail("spec '{}': '{}' selects from the whole cache at each decode query; an eviction stage before it is not "
            "supported (chain a quantizer after it instead)", spec, st.def->name);
   return stages;

@@ -56,6 +56,16 @@ struct MethodNeeds {
   bool live_model = false;        // runs the model itself while compressing
 };
 
+// Quest's selection rule (docs/methods/quest.md): pages of `page_size` tokens; a query attends
+// its current page and the `page_budget` − 1 earlier pages with the highest bound
+// Σ_c max(q_c·min_c, q_c·max_c) of q·k over the page, or every page when there are at most
+// `page_budget`; layers below `skip_layers` attend everything.
+struct PagedSelection {
+  std::int64_t page_size = 0;    // tokens per page
+  std::int64_t page_budget = 0;  // pages a query attends, the current one included (≥ 1)
+  int skip_layers = 0;
+};
+
 // How a method runs where the model's cache lies (the compression hook's resident route,
 // harness/resident_routes.cpp), when it can: the device implementation its stage uses. The
 // chains the resident route takes are an optional eviction stage (`scores`), an optional
@@ -93,10 +103,12 @@ struct MethodDef {
   bool layer_local = false;
   // Stores the (kept) cells of the cache themselves at 16 bits: the `full` baseline.
   bool stores_cells = false;
-  // Selects per decode query (quest): its reconstruction carries each window query's own
-  // selection (LayerKV::query_kept), scored on dumps. It stores the whole cache, so no eviction
-  // may run before it, and `eval` (a selection at every decode step of the model) does not run it yet.
-  bool per_query = false;
+  // Set for a method that selects pages per decode query (quest): its page rule for a cache of
+  // `tokens` tokens. On dumps its reconstruction carries each window query's own selection
+  // (LayerKV::query_kept); in `eval` the model applies the rule at every decode step
+  // (harness/paged_selection.h). It stores the whole cache, so no eviction may run before it.
+  std::function<PagedSelection(const StageSpec& spec, std::int64_t tokens)> paged_selection{};
+  bool per_query() const { return static_cast<bool>(paged_selection); }
   DevicePath device = DevicePath::none;
 };
 

@@ -54,12 +54,32 @@ void write_back(KvCache& cache, int layer, const compressors::LayerKV& kv, const
   cache.replace(layer, host_view(kv.key).transpose(0, 1), host_view(kv.value).transpose(0, 1), keep);
 }
 
+// The decode-time selection of a chain whose transform selects per decode query (quest), for the
+// cache just compressed (its page budget is fixed by the tokens compressed); null otherwise.
+// What a step reads is counted at the stored form's bytes per cell: the stored bytes less the
+// page metadata (fp16 max and min of each channel, per page and KV head) over the cells.
+std::shared_ptr<PagedQuerySelection> paged_selection_of(const compressors::ChainSpec& chain,
+                                                        const compressors::CacheShape& shape, std::int64_t bytes) {
+  for (const auto& stage : chain.stages) {
+    const auto& def = compressors::method(stage.method);
+    if (!def.per_query()) continue;
+    const auto rule = def.paged_selection(stage, shape.tokens);
+    const double meta_bytes = 2.0 * 2.0 * shape.head_dim;  // one page, one KV head
+    const double pages = static_cast<double>((shape.tokens + rule.page_size - 1) / rule.page_size);
+    const double cells = static_cast<double>(shape.layers) * shape.kv_heads * static_cast<double>(shape.tokens);
+    const double meta = static_cast<double>(shape.layers) * shape.kv_heads * pages * meta_bytes;
+    return std::make_shared<PagedQuerySelection>(rule, (static_cast<double>(bytes) - meta) / cells, meta_bytes);
+  }
+  return nullptr;
+}
+
 }  // namespace
 
 CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, const ModelConfig& config,
                                  const compressors::ChainSpec& chain, const core::Checkpoint* checkpoint,
                                  linalg::Backend& backend, const ExactKv* exact, CompressRoute route) {
   const core::ProfileScope scope("compress hook (whole chain)");
+  cache.set_query_selection(nullptr);  // a selection of an earlier compression no longer applies
   // The compressors rotate every layer with config.rope and score every key against every query:
   // refused where the model does otherwise (as DumpCache refuses such dumps).
   if (config.local_rope)
@@ -95,7 +115,10 @@ CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, 
     for (int l = 0; l < shape.layers; ++l) write_back(cache, l, compressed->reconstruct(l), shape);
     bytes = compressed->bytes();
   }
-  return {bytes, compressors::dense_fp16_bytes(shape), "host"};
+  CompressionResult result{bytes, compressors::dense_fp16_bytes(shape), "host", nullptr};
+  result.paged = paged_selection_of(chain, shape, bytes);
+  cache.set_query_selection(result.paged);
+  return result;
 }
 
 CompressRoute parse_compress_route(std::string_view name) {

@@ -9,12 +9,14 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "compressors/spec.h"
 #include "core/safetensors.h"
 #include "harness/model/llama_model.h"
+#include "harness/paged_selection.h"
 #include "linalg/backend.h"
 
 namespace kvlab::harness {
@@ -41,7 +43,13 @@ struct CompressionResult {
   std::int64_t bytes = 0;        // what the chain stores for the context
   std::int64_t dense_bytes = 0;  // the context's cache at 16 bits
   std::string route;             // "resident" (on the cache's device) or "host" (CompressRoute)
+  // A method that selects per decode query (quest): the selection the cache decodes through
+  // (KvCache::query_selection), which counts what each step reads. Null otherwise.
+  std::shared_ptr<PagedQuerySelection> paged;
   double ratio() const { return bytes > 0 ? static_cast<double>(dense_bytes) / static_cast<double>(bytes) : 0.0; }
+  // Bytes a decode step reads: the paged selection's mean over the steps since this compression,
+  // else every stored byte.
+  double loaded_bytes_per_step() const { return paged ? paged->loaded_bytes_per_step() : static_cast<double>(bytes); }
 };
 
 // The exact K/V of every token a cache has held, for compressing again during decoding: the

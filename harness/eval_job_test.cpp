@@ -299,6 +299,30 @@ TEST_F(EvalJob, ChineseLongBenchScoresWithJieba) {
   EXPECT_DOUBLE_EQ(datasets::longbench_score("multifieldqa_zh", "雷恩河", {"雷恩河"}, {}, &segment), 1.0);
 }
 
+// Quest decodes through its page selection at every step (harness/paged_selection.h). With a
+// page budget no cache reaches, it attends everything and decodes as `full` does (the same fp16
+// cells); with a budget of two pages it attends less, departs from the baseline more and reads
+// fewer bytes per step than it stores.
+TEST_F(EvalJob, QuestSelectsPagesAtEveryDecodeStep) {
+  for (const char* mode : {"in-context", "after-compression"}) {
+    auto r = request();
+    r.question = mode;
+    r.methods = {"full", "quest:budget=4096,page_size=4", "quest:budget=8,page_size=4,skip_layers=0"};
+    fs::remove_all(dir_ / "out");
+    run_eval(r);
+    const auto j = report();
+    const auto& full = j["methods"][0];
+    const auto& wide = j["methods"][1];
+    const auto& narrow = j["methods"][2];
+    EXPECT_EQ(wide["kl"].get<double>(), full["kl"].get<double>()) << mode;
+    EXPECT_EQ(wide["agreement"].get<double>(), full["agreement"].get<double>()) << mode;
+    EXPECT_GT(narrow["kl"].get<double>(), full["kl"].get<double>() + 1e-6) << mode;
+    EXPECT_EQ(full["loaded_bytes_per_step"].get<double>(), full["bytes"].get<double>()) << "every stored byte";
+    EXPECT_LT(narrow["loaded_bytes_per_step"].get<double>(), 0.8 * narrow["bytes"].get<double>()) << mode;
+    EXPECT_GT(wide["bytes"].get<double>(), full["bytes"].get<double>()) << "the page metadata is stored too";
+  }
+}
+
 TEST_F(EvalJob, BadSpecFailsBeforeAnythingIsWritten) {
   auto r = request();
   r.methods = {"snapkv:kep=0.5"};
@@ -322,6 +346,48 @@ TEST_F(EvalJob, BadSpecFailsBeforeAnythingIsWritten) {
   } catch (const Error& e) {
     EXPECT_THAT(e.what(), ::testing::HasSubstr("exceeds --query-window 8"));
   }
+  EXPECT_FALSE(fs::exists(dir_ / "out"));
+}
+
+// A windowed or two-RoPE model whose cache the compressors cannot see whole fails in the plan,
+// before the model loads and before anything is written — not in the hook mid-run.
+TEST_F(EvalJob, WindowsTheCompressorsCannotSeeFailBeforeTheModelLoads) {
+  const auto error_of_request = [&](const EvalRequest& r) {
+    try {
+      run_eval(r);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  for (const std::string arch : {"gemma2", "gemma3"}) {
+    TinyModelOptions o;
+    o.arch = arch;
+    o.layers = 2;
+    o.dtype = "float32";
+    o.max_position_embeddings = 1024;  // window 1024 / 64 = 16 on the sliding layers
+    write_tiny_model(dir_ / arch, o);
+    auto r = request();
+    r.model = dir_ / arch;
+    const auto error = error_of_request(r);
+    if (arch == "gemma3")
+      EXPECT_THAT(error, ::testing::HasSubstr("rotates its sliding layers with another RoPE"));
+    else
+      EXPECT_THAT(error, ::testing::AllOf(::testing::HasSubstr("prompt 'a'"),
+                                          ::testing::HasSubstr("layer 0 attends only to the last 16 keys")));
+    EXPECT_FALSE(fs::exists(dir_ / "out")) << arch;
+  }
+  // A prompt that fits the window runs, until --recompress-every lets generated tokens overflow it.
+  std::ofstream(dir_ / "short.jsonl") << R"({"id": "s", "context": "KV", "question": "?"})" "\n";
+  auto r = request();
+  r.model = dir_ / "gemma2";
+  r.prompts = dir_ / "short.jsonl";
+  r.question = "after-compression";
+  r.max_new_tokens = 16;
+  EXPECT_EQ(error_of_request(r), "") << "a context inside the window compresses as any other";
+  r.recompress_every = 2;
+  fs::remove_all(dir_ / "out");
+  EXPECT_THAT(error_of_request(r), ::testing::HasSubstr("(prompt + generated tokens, --recompress-every)"));
   EXPECT_FALSE(fs::exists(dir_ / "out"));
 }
 

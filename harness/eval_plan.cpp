@@ -1,6 +1,7 @@
 #include "harness/eval_plan.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "datasets/jieba.h"
 #include "datasets/longbench.h"
@@ -61,9 +62,6 @@ std::vector<EvalMethod> plan_methods(const EvalRequest& r) {
   for (const auto& m : r.methods)
     for (auto& chain : compressors::expand_sweep(m)) {
       for (const auto& stage : chain.stages) {
-        if (compressors::method(stage.method).per_query)
-          fail("{}: '{}' selects pages per decode step and is compress-only for now (score it on a dump with "
-               "`kvlab compress`); eval does not run it", chain.to_string(), stage.method);
         for (const auto& [key, value] : stage.params)
           if (key == "window" && stage.get_int("window") > r.query_window)
             fail("{}: window={} exceeds --query-window {} (the queries compressors see); raise --query-window",
@@ -91,6 +89,41 @@ void plan_prompts(const EvalRequest& r, EvalPlan& plan) {
   const Tokenization tokenization = parse_tokenization(r.tokenize);
   for (const auto& p : plan.prompts)
     plan.tokenized.push_back(tokenize_prompt(*plan.tokenizer, plan.chat, p, r.max_tokens, truncation, tokenization));
+}
+
+// The compression hook refuses a cache some layer cannot see whole (a sliding window shorter than
+// it) or one rotated with two RoPEs (compress_cache); find that here, before the model loads,
+// rather than mid-run. The longest cache a chain sees: the prompt at the end of the prefill (the
+// context alone when the question comes after compression), and with --recompress-every the whole
+// prompt plus every generated token.
+void check_model_fits_compressors(const EvalRequest& r, const EvalPlan& plan) {
+  if (plan.methods.empty()) return;
+  const auto& c = plan.config;
+  if (c.local_rope)
+    fail("{}: {} rotates its sliding layers with another RoPE ({}); kvlab's compressors apply one RoPE to every "
+         "layer, so eval cannot compress its cache yet",
+         r.model.string(), c.model_type, c.local_rope->describe());
+  std::optional<int> narrowest;
+  int narrowest_layer = -1;
+  for (int l = 0; l < c.num_layers; ++l)
+    if (const auto w = c.window(l); w && (!narrowest || *w < *narrowest)) {
+      narrowest = w;
+      narrowest_layer = l;
+    }
+  if (!narrowest) return;
+  for (std::size_t i = 0; i < plan.tokenized.size(); ++i) {
+    const auto& t = plan.tokenized[i];
+    const auto total = static_cast<std::int64_t>(t.tokens.size());
+    const std::int64_t longest = r.recompress_every > 0 ? total + plan.max_new_tokens
+                                 : r.question == "in-context" ? total
+                                                              : t.context_end;
+    if (longest > *narrowest)
+      fail("prompt '{}': the compressors would see a cache of up to {} tokens{}, but layer {} attends only to the last "
+           "{} keys (sliding window); kvlab's compressors assume every query sees every earlier key — shorten the "
+           "prompts (--max-tokens){}",
+           plan.prompts[i].id, longest, r.recompress_every > 0 ? " (prompt + generated tokens, --recompress-every)" : "",
+           narrowest_layer, *narrowest, r.recompress_every > 0 ? " or drop --recompress-every" : "");
+  }
 }
 
 }  // namespace
@@ -128,6 +161,7 @@ EvalPlan plan_eval(const EvalRequest& r) {
   plan.max_new_tokens = r.max_new_tokens > 0 ? r.max_new_tokens
                         : plan.tasks.empty() ? 32
                                              : static_cast<int>(plan.tasks.front().max_new_tokens);
+  check_model_fits_compressors(r, plan);
   return plan;
 }
 

@@ -22,6 +22,7 @@ using nlohmann::json;
 struct MethodTotals {
   double agreement = 0, exact = 0, kl = 0, accuracy = 0, seconds = 0, compress_seconds = 0;
   std::int64_t bytes = 0, dense_bytes = 0;
+  double loaded_bytes = 0;  // per decode step, summed over the samples as bytes are (= bytes but for quest)
   std::set<std::string> routes = {};  // CompressionResult::route of every sample
   double ratio() const { return bytes ? static_cast<double>(dense_bytes) / bytes : 0.0; }
 };
@@ -36,6 +37,7 @@ MethodTotals method_totals(const std::vector<SampleDecode>& samples, std::size_t
     t.kl += d.kl;
     t.bytes += d.compression.bytes;
     t.dense_bytes += d.compression.dense_bytes;
+    t.loaded_bytes += d.compression.loaded_bytes_per_step();
     t.seconds += d.seconds;
     t.compress_seconds += d.compress_seconds;
     t.routes.insert(d.compression.route);
@@ -81,6 +83,7 @@ json sample_record(const EvalPlan& plan, std::size_t i, const SampleDecode& d) {
                                  {"exact", run.tokens == d.base_tokens},
                                  {"kl", run.kl},
                                  {"bytes", run.compression.bytes},
+                                 {"loaded_bytes_per_step", run.compression.loaded_bytes_per_step()},
                                  {"compression_ratio", run.compression.ratio()},
                                  {"compress_seconds", run.compress_seconds},
                                  {"compress_route", run.compression.route}});
@@ -120,7 +123,9 @@ json run_record(const EvalRequest& r, const EvalPlan& plan, const RunOptions& op
                    {"recompress_every", r.recompress_every}, {"compress_route", r.compress_route}}},
       {"metrics", {{"agreement", "share of the baseline's greedy tokens reproduced, position by position"},
                    {"exact_match", "share of samples whose greedy output equals the baseline's"},
-                   {"kl", "mean over the baseline's answer steps of KL(p_baseline || p_method), nats, teacher-forced"}}}};
+                   {"kl", "mean over the baseline's answer steps of KL(p_baseline || p_method), nats, teacher-forced"},
+                   {"loaded_bytes_per_step", "bytes a decode step reads, summed over layers: bytes, except for methods "
+                                             "that select per decode step (quest: mean over the teacher-forced steps)"}}}};
 }
 
 // A method's row in eval.json: its means over the n samples.
@@ -128,6 +133,7 @@ json method_record(const EvalPlan& plan, const std::string& spec, const MethodTo
   json record = {{"spec", spec},
                  {"compression_ratio", run.ratio()},
                  {"bytes", run.bytes},
+                 {"loaded_bytes_per_step", run.loaded_bytes},
                  {"agreement", run.agreement / n},
                  {"exact_match", run.exact / n},
                  {"kl", run.kl / n},

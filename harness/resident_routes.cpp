@@ -365,7 +365,7 @@ std::optional<CompressionResult> compress_in_place(ResidentRoute route, KvCache&
   // compress_seconds) covers them and nothing runs behind the decode's back.
   if (const auto device = cache.key(0).device(); device.is_cuda()) torch::cuda::synchronize(device.index());
   if (!bytes) return std::nullopt;
-  return CompressionResult{*bytes, compressors::dense_fp16_bytes(shape), "resident"};
+  return CompressionResult{*bytes, compressors::dense_fp16_bytes(shape), "resident", nullptr};
 }
 
 }  // namespace kvlab::harness

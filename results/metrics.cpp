@@ -26,7 +26,7 @@ constexpr std::array<MetricInfo, 33> kTable{{
     {n::compression_ratio,    U::ratio,      D::higher_better, "compression ratio (16-bit dense / stored bytes)",   run,          column},
     {n::authors_ratio,        U::ratio,      D::higher_better, "compression ratio as the method's paper counts it", run,          column},
     {n::bytes,                U::bytes,      D::lower_better,  "stored bytes",                                      run,          column},
-    {n::loaded_bytes_per_step, U::bytes,     D::lower_better,  "bytes read per decode step (mean over window queries)", run,       column},
+    {n::loaded_bytes_per_step, U::bytes,     D::lower_better,  "bytes read per decode step (mean over window queries or decode steps)", run, column},
     {n::kept_fraction,        U::fraction,   D::none,          "share of (token, KV head) cells kept",              run | layer,  column},
     {n::accuracy,             U::fraction,   D::higher_better, "task accuracy",                                     run | sample, column},
     {n::agreement,            U::fraction,   D::higher_better, "share of the baseline's greedy tokens reproduced",  run | sample, column},

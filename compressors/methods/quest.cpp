@@ -40,14 +40,16 @@
 namespace kvlab::compressors {
 namespace {
 
-// The page budget B (pages, the current one included) for a cache of T tokens.
-std::int64_t page_budget(const StageSpec& spec, std::int64_t tokens) {
+// The rule for a cache of T tokens: the page budget B (pages, the current one included) is the
+// authors' token_budget // page_size when budget > 0 (at least one page, checked by
+// check_quest_keys), else keep·T tokens, rounded as every selection method rounds them, // P, at
+// least the current page. The budget is fixed when the cache is compressed.
+PagedSelection quest_rule(const StageSpec& spec, std::int64_t tokens) {
   const std::int64_t P = spec.get_int("page_size");
-  // budget > 0: the authors' token_budget // page_size (a budget of at least one page is checked
-  // by resolve); else keep·T tokens, rounded as every selection method rounds them, at least the
-  // current page.
-  if (spec.get_int("budget") > 0) return spec.get_int("budget") / P;
-  return std::max<std::int64_t>(1, eviction_budget(spec, tokens) / P);
+  return {.page_size = P,
+          .page_budget = spec.get_int("budget") > 0 ? spec.get_int("budget") / P
+                                                    : std::max<std::int64_t>(1, eviction_budget(spec, tokens) / P),
+          .skip_layers = static_cast<int>(spec.get_int("skip_layers"))};
 }
 
 class QuestCompressed final : public Compressed {
@@ -55,9 +57,10 @@ class QuestCompressed final : public Compressed {
   QuestCompressed(const CacheSource& cache, const StageSpec& spec)
       : cache_(cache),
         shape_(cache.shape()),
-        page_(spec.get_int("page_size")),
-        budget_(page_budget(spec, cache.shape().tokens)),
-        skip_(static_cast<int>(spec.get_int("skip_layers"))),
+        rule_(quest_rule(spec, cache.shape().tokens)),
+        page_(rule_.page_size),
+        budget_(rule_.page_budget),
+        skip_(rule_.skip_layers),
         cells_(dense_representation(cache, nullptr)) {
     const std::int64_t T = shape_.tokens, pages = (T + page_ - 1) / page_;
     const int H = shape_.kv_heads, D = shape_.head_dim;
@@ -209,6 +212,7 @@ class QuestCompressed final : public Compressed {
  private:
   const CacheSource& cache_;  // the queries each window step selects with; outlives this
   CacheShape shape_;
+  PagedSelection rule_;
   std::int64_t page_, budget_;
   int skip_;
   std::unique_ptr<Compressed> cells_;
@@ -246,7 +250,8 @@ MethodDef quest_method() {
               "key min/max; at each decode step (each window query) every query head attends the current page and the "
               "page_budget - 1 pages with the highest bound sum_c max(q_c*min_c, q_c*max_c), page_budget = "
               "budget // page_size; the first skip_layers layers attend everything. Reports loaded_bytes_per_step "
-              "next to the bytes stored. compress only (not eval yet); a quantizer may follow it, no eviction before it.",
+              "next to the bytes stored; in eval the model selects at every decode step. A quantizer may follow it, no "
+              "eviction before it.",
               {{"keep", ParamType::real, "0.25",
                 "fraction of the T prompt tokens each decode step attends (round(keep*T) // page_size pages, at least "
                 "the current one); used when budget=0",
@@ -261,7 +266,7 @@ MethodDef quest_method() {
                 "the first layers attend the whole cache (the authors' _quest_skip_layer = 2)", {}, 0, 1e6}},
               check_quest_keys};
   m.make_transform = [](const StageSpec& spec) -> std::unique_ptr<TransformStage> { return std::make_unique<Quest>(spec); };
-  m.per_query = true;
+  m.paged_selection = quest_rule;
   m.layer_local = true;  // each layer from itself; skip_layers reads its depth from the slice (model_layer)
   return m;
 }

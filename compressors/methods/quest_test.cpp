@@ -312,7 +312,7 @@ TEST(Quest, KeysBudgetsAndErrors) {
   EXPECT_THAT(error_of([] { parse_spec("quest:keep=0"); }), HasSubstr("'keep'"));
   EXPECT_THAT(error_of([] { parse_spec("snapkv:keep=0.5+quest"); }), HasSubstr("eviction stage before it"));
   const auto& def = method("quest");
-  EXPECT_TRUE(def.per_query);
+  EXPECT_TRUE(def.per_query());
   EXPECT_TRUE(def.layer_local);
   EXPECT_THAT(describe_methods(), HasSubstr("quest"));
   // No query window: a clear error.

@@ -59,6 +59,7 @@ KvCache KvCache::clone() const {
   out.length_ = length_;
   out.next_position_ = next_position_;
   out.reserve_ = reserve_;
+  out.selection_ = selection_;
   if (positions_.defined()) {
     out.positions_ = copy_filled(positions_, 0, length_);
     out.positions_view_ = out.positions_.narrow(0, 0, length_);

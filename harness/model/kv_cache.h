@@ -9,11 +9,22 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "core/rope.h"
 
 namespace kvlab::harness {
+
+// A selection made afresh at every single-token decode step (Quest, harness/paged_selection.h):
+// for layer `layer`, the step's rotated queries q [H_q, D] and the layer's rotated keys
+// [H_kv, S, D], the cells each query head attends, [H_q, S] bool on the keys' device, or an
+// undefined tensor for every cell.
+class QuerySelection {
+ public:
+  virtual ~QuerySelection() = default;
+  virtual at::Tensor select(int layer, const at::Tensor& q, const at::Tensor& keys) = 0;
+};
 
 class KvCache {
  public:
@@ -38,6 +49,11 @@ class KvCache {
   const at::Tensor& positions() const { return positions_view_; }
   // [H_kv, S] bool: false cells are masked out of attention. Undefined = every cell attended.
   const at::Tensor& keep(int layer) const;
+
+  // The per-query selection single-token steps attend through (null: none). Set by the
+  // compression hook for a method that selects per decode query; clones share it.
+  const std::shared_ptr<QuerySelection>& query_selection() const { return selection_; }
+  void set_query_selection(std::shared_ptr<QuerySelection> selection) { selection_ = std::move(selection); }
 
   // A deep copy that decodes independently of this one: same tokens, positions, keep masks and
   // capacity (so appending the reserved tokens allocates nothing). How one prefill serves every
@@ -73,6 +89,7 @@ class KvCache {
   std::int64_t length_ = 0;
   std::int64_t next_position_ = 0;
   std::int64_t reserve_ = 0;
+  std::shared_ptr<QuerySelection> selection_;
 };
 
 }  // namespace kvlab::harness

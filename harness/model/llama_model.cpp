@@ -209,7 +209,7 @@ std::int64_t LlamaModel::chunk_tokens(std::int64_t keys) const {
 
 at::Tensor LlamaModel::attention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
                                  const at::Tensor& q_positions, const at::Tensor& k_positions,
-                                 const at::Tensor& keep, int layer) const {
+                                 const at::Tensor& keep, int layer, const at::Tensor& query_keep) const {
   // q [S, H_q, D] rotated; keys/values [H_kv, Sk, D]; returns [S, H_q·D].
   const std::int64_t S = q.size(0), Sk = keys.size(1), Hkv = config_.num_kv_heads, rep = config_.n_rep(),
                      D = config_.head_dim;
@@ -239,6 +239,7 @@ at::Tensor LlamaModel::attention(const at::Tensor& q, const at::Tensor& keys, co
     if (window) allowed = allowed & (kp > qp - *window);
     at::Tensor mask = allowed.view({1, 1, n, kn});
     if (keep.defined()) mask = mask & keep.narrow(1, 0, kn).view({Hkv, 1, 1, kn});
+    if (query_keep.defined()) mask = mask & query_keep.narrow(1, 0, kn).view({Hkv, rep, 1, kn});
     scores.masked_fill_(mask.logical_not(), -std::numeric_limits<float>::infinity());
     const at::Tensor probs = at::softmax(scores, -1).to(q.scalar_type()).view({Hkv, rep * n, kn});
     const at::Tensor out = at::matmul(probs, values.narrow(1, 0, kn));  // [H_kv, rep·n, D]
@@ -324,7 +325,12 @@ at::Tensor LlamaModel::forward(const at::Tensor& ids_in, KvCache* cache, const L
       keys = k_rot.transpose(0, 1);
       values = v.transpose(0, 1);
     }
-    const at::Tensor attn = attention(apply_rope(q, rope), keys, values, positions, k_positions, keep, l);
+    const at::Tensor q_rot = apply_rope(q, rope);
+    // A single-token step of a method that selects per decode query (Quest) attends the cells
+    // its selection gives each query head; prefill and multi-token calls attend everything.
+    at::Tensor query_keep;
+    if (cache && S == 1 && cache->query_selection()) query_keep = cache->query_selection()->select(l, q_rot[0], keys);
+    const at::Tensor attn = attention(q_rot, keys, values, positions, k_positions, keep, l, query_keep);
     const at::Tensor out = linear(attn, layer.o, layer.o_bias);
     h = h + (layer.attn_out_norm.defined() ? norm(out, layer.attn_out_norm) : out);  // Gemma: post_attention_layernorm
     h = h + mlp(layer, h);

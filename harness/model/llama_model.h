@@ -89,10 +89,12 @@ class LlamaModel {
   static at::Tensor apply_rope(const at::Tensor& x, const RopeTables& tables);
   const at::Tensor& inv_freq_of(int layer) const;
   at::Tensor norm(const at::Tensor& x, const at::Tensor& weight) const;  // the family's RMSNorm
-  // Layer `layer`'s attention: its window (config.window) and the family's scale and soft-cap.
+  // Layer `layer`'s attention: its window (config.window) and the family's scale and soft-cap;
+  // keep [H_kv, Sk] masks cells for every query, query_keep [H_q, Sk] per query head (both
+  // optional; query_keep only for a single query, KvCache::query_selection).
   at::Tensor attention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
                        const at::Tensor& q_positions, const at::Tensor& k_positions, const at::Tensor& keep,
-                       int layer) const;
+                       int layer, const at::Tensor& query_keep) const;
   at::Tensor mlp(const Layer& layer, const at::Tensor& h) const;
   std::int64_t chunk_tokens(std::int64_t keys) const;
 

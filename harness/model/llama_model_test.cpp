@@ -106,9 +106,10 @@ double activation_oracle(const std::string& name, double x) {
   return NAN;
 }
 
-// Which cells attention may read beyond the causal and window rules: (layer, KV head, key
-// index, query index) → visible. Mirrors KvCache's keep mask, which is per KV head.
-using CellFilter = std::function<bool(int layer, int kv_head, int key, int query)>;
+// Which cells attention may read beyond the causal and window rules: (layer, query head, key
+// index, query index) → visible. KvCache's keep mask is per KV head (the same for a group's query
+// heads), a QuerySelection's per query head.
+using CellFilter = std::function<bool(int layer, int q_head, int key, int query)>;
 
 // What the oracle's routers did (sparse layers only): the smallest gap between the k-th and the
 // (k+1)-th routing probability of any token — f32 and double pick the same experts when it is
@@ -122,7 +123,7 @@ struct RoutingStats {
 // libtorch on its path), Qwen3's q_norm/k_norm as RMSNorm over each head's D channels between
 // the projection and RoPE, RoPE by core::Rope::apply, the masks as docs/models.md §1.3 states them: query
 // i (position i) sees key j when j ≤ i, j > i − window (when the config has one) and
-// filter(l, h / n_rep, j, i), query head h reading KV head h / n_rep, the MLP's activation
+// filter(l, h, j, i), query head h reading KV head h / n_rep, the MLP's activation
 // `hidden_act` by activation_oracle. Sparse layers (Mixtral, Qwen3-MoE; docs/models.md §7.3) as
 // the MoE is defined: p = softmax(router · x) over all experts, the k largest, weights p_e
 // (divided by their sum when normalize_top_k), output Σ weight · expert_e(x). Gemma (docs/models.md
@@ -230,7 +231,7 @@ std::vector<std::vector<double>> oracle_logits(const ModelConfig& c, const Weigh
         double top = score[0];
         for (int j = 0; j <= i; ++j) {
           if (window && j <= i - *window) continue;
-          if (filter && !filter(l, g, j, i)) continue;
+          if (filter && !filter(l, head, j, i)) continue;
           double dot = 0;
           for (int e = 0; e < D; ++e) dot += q[i][head * D + e] * k[j][g * D + e];
           score[j] = soft_cap(dot * scale, c.attn_logit_softcap);
@@ -517,8 +518,9 @@ TEST(LlamaModel, PerHeadKeepMaskMatchesTheOracle) {
   const int context = 10;
   const auto tokens = random_ids(14, 14);
   const auto kept = [](int l, int g, int j) { return (l * 31 + g * 17 + j * 7) % 3 != 0; };
-  const auto oracle = oracle_logits(mc, w, tokens, [&](int l, int g, int j, int i) {
-    return i < context || j >= context || kept(l, g, j);
+  const int rep = o.heads / o.kv_heads;
+  const auto oracle = oracle_logits(mc, w, tokens, [&](int l, int h, int j, int i) {
+    return i < context || j >= context || kept(l, h / rep, j);
   });
   for (std::int64_t chunk : {0, 2}) {
     RunOptions options;
@@ -537,6 +539,56 @@ TEST(LlamaModel, PerHeadKeepMaskMatchesTheOracle) {
     EXPECT_EQ(cache.next_position(), 14);
     EXPECT_EQ(cache.keep(0).size(1), 14);  // question tokens appended as attended
   }
+}
+
+// A per-query-head selection (KvCache::query_selection, Quest's decode path) fixed by a rule.
+class FixedSelection final : public QuerySelection {
+ public:
+  explicit FixedSelection(std::function<bool(int layer, int q_head, int key)> rule) : rule_(std::move(rule)) {}
+  at::Tensor select(int layer, const at::Tensor& q, const at::Tensor& keys) override {
+    auto mask = at::empty({q.size(0), keys.size(1)}, at::kBool);
+    for (int h = 0; h < q.size(0); ++h)
+      for (int j = 0; j < keys.size(1); ++j) mask[h][j] = rule_(layer, h, j);
+    ++calls;
+    return mask;
+  }
+  int calls = 0;
+
+ private:
+  std::function<bool(int, int, int)> rule_;
+};
+
+TEST(LlamaModel, PerQueryHeadSelectionMatchesTheOracle) {
+  // Single-token steps after a 10-token prefill attend through a selection that hides a
+  // different pseudo-random subset of context cells from each query head (the two heads of a
+  // GQA group differ); each step's logits equal the oracle's with the same cells hidden from that
+  // query head. A multi-token call (the prefill) ignores the selection.
+  const auto o = small("llama");
+  const json config = config_json(o);
+  const ModelConfig mc = parse_model_config(config.dump());
+  const auto w = tiny_weights(mc, o);
+  const ModelDir dir("query_selection_oracle", config, w);
+  const int context = 10, total = 14;
+  const auto tokens = random_ids(total, 21);
+  const auto kept = [&](int l, int h, int j) { return j >= context || (l * 31 + h * 17 + j * 7) % 3 != 0; };
+  const auto oracle = oracle_logits(mc, w, tokens, [&](int l, int h, int j, int i) { return i < context || kept(l, h, j); });
+  const auto model = dir.load();
+  KvCache cache(o.layers);
+  const auto selection = std::make_shared<FixedSelection>(kept);
+  cache.set_query_selection(selection);
+  model.forward(ids({tokens.begin(), tokens.begin() + context}), &cache);
+  EXPECT_EQ(selection->calls, 0) << "the prefill attends everything";
+  for (int i = context; i < total; ++i) {
+    const auto step = model.forward(ids({tokens.begin() + i, tokens.begin() + i + 1}), &cache);
+    EXPECT_LT(max_diff(step, oracle, i), 1e-4) << "step " << i;
+  }
+  EXPECT_EQ(selection->calls, (total - context) * o.layers);
+  // The groups' heads do differ: hiding head 1's cells from head 0 instead moves the logits.
+  KvCache swapped(o.layers);
+  swapped.set_query_selection(std::make_shared<FixedSelection>([&](int l, int h, int j) { return kept(l, h ^ 1, j); }));
+  model.forward(ids({tokens.begin(), tokens.begin() + context}), &swapped);
+  EXPECT_GT(max_diff(model.forward(ids({tokens.begin() + context, tokens.begin() + context + 1}), &swapped), oracle, context),
+            1e-3);
 }
 
 // Gemma variants of the tiny models (small(): 2 layers, window 4, head_dim 16, query_pre_attn_scalar 8).
