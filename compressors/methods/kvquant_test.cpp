@@ -185,7 +185,7 @@ TEST(Kvquant, KmeansIsPlainLloyd) {
   for (int k : {4, 8, 16})
     for (bool weighted : {false, true}) {
       SCOPED_TRACE(::testing::Message() << "k=" << k << (weighted ? " weighted" : ""));
-      std::vector<float> x(3000), w;
+      std::vector<float> x(6000), w;  // ≥ 4096: the radix-sort path of kvquant_kmeans
       for (auto& v : x) v = static_cast<float>(std::clamp(normal(rng), -1.0, 1.0));
       if (weighted)
         for (std::size_t i = 0; i < x.size(); ++i) w.push_back(static_cast<float>(uniform(rng)));
