@@ -166,32 +166,45 @@ std::vector<double> kvquant_kmeans(std::span<const float> points, std::span<cons
   }
   std::vector<std::size_t> end(static_cast<std::size_t>(k)), last_end;
   for (int step = 0; step < iterations; ++step) {
-    // Point x goes to cluster i when it is no closer to c[i + 1] than to c[i] (ties to the lower);
-    // the predicate is monotone along the sorted points, so each boundary is a binary search.
+    // Point x goes to cluster i when it is no closer to the next larger centroid than to c[i]
+    // (ties to the lower); the predicate is monotone along the sorted points, so each boundary is
+    // a binary search. Of equal centroids the first takes the points (argmin's first index), the
+    // others stay empty.
     std::size_t from = 0;
     for (int i = 0; i + 1 < k; ++i) {
-      const double lo = c[static_cast<std::size_t>(i)], hi = c[static_cast<std::size_t>(i) + 1];
-      const auto it = std::partition_point(x.begin() + static_cast<std::ptrdiff_t>(from), x.end(),
-                                           [&](float v) { return std::abs(v - lo) <= std::abs(v - hi); });
-      from = static_cast<std::size_t>(it - x.begin());
+      const double lo = c[static_cast<std::size_t>(i)];
+      int next = i + 1;
+      while (next < k && c[static_cast<std::size_t>(next)] == lo) ++next;
+      if (i > 0 && c[static_cast<std::size_t>(i) - 1] == lo) {
+        // a repeat of the centroid before it: empty
+      } else if (next == k) {
+        from = n;
+      } else {
+        const double hi = c[static_cast<std::size_t>(next)];
+        const auto it = std::partition_point(x.begin() + static_cast<std::ptrdiff_t>(from), x.end(),
+                                             [&](float v) { return std::abs(v - lo) <= std::abs(v - hi); });
+        from = static_cast<std::size_t>(it - x.begin());
+      }
       end[static_cast<std::size_t>(i)] = from;
     }
     end[static_cast<std::size_t>(k) - 1] = n;
     if (end == last_end) break;  // the assignment repeats: converged (sklearn's strict convergence)
     last_end = end;
     double shift = 0;
-    for (int i = 0, begin = 0; i < k; begin = static_cast<int>(end[static_cast<std::size_t>(i)]), ++i) {
-      const auto a = static_cast<std::size_t>(begin), b = end[static_cast<std::size_t>(i)];
+    for (std::size_t i = 0, a = 0; i < static_cast<std::size_t>(k); a = end[i], ++i) {
+      const std::size_t b = end[i];
       const double weight = sum_w[b] - sum_w[a];
       if (b > a && weight > 0) {
         const double next = (sum_wx[b] - sum_wx[a]) / weight;
-        shift += (next - c[static_cast<std::size_t>(i)]) * (next - c[static_cast<std::size_t>(i)]);
-        c[static_cast<std::size_t>(i)] = next;
+        shift += (next - c[i]) * (next - c[i]);
+        c[i] = next;
       }
     }
+    // Kept ascending: an empty cluster's centroid stays where it was and may now lie past a
+    // neighbour that moved (equal centroids at the start do this).
+    std::sort(c.begin(), c.end());
     if (shift <= tol) break;
   }
-  std::sort(c.begin(), c.end());
   return c;
 }
 

@@ -49,8 +49,9 @@ KvquantParams kvquant_params(const StageSpec& spec);
 // The 1-D weighted k-means: `k` sorted centroids of `points` (weights: empty = all 1). Start: the
 // point at cumulative weight (i + ½)/k of the total, points sorted; then Lloyd steps (each point to
 // its nearest centroid, ties to the lower; each centroid the weighted mean of its points, an empty
-// one unchanged) until the assignment repeats, the squared centroid shift is at most 1e-4 × the
-// points' variance (sklearn's tol), or `iterations` steps. Fails on an empty point set.
+// one unchanged; the centroids re-sorted ascending) until the assignment repeats, the squared
+// centroid shift is at most 1e-4 × the points' variance (sklearn's tol), or `iterations` steps.
+// Fails on an empty point set.
 std::vector<double> kvquant_kmeans(std::span<const float> points, std::span<const float> weights, int k, int iterations);
 
 // Index of the entry of `codebook` (ascending) nearest to v; ties to the lower index.
