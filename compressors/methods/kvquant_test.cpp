@@ -333,8 +333,13 @@ TEST(Kvquant, ErrorDecreasesWithBits) {
   double last_k = 1e9, last_v = 1e9;
   std::int64_t last_bytes = 0;
   for (int bits : {2, 3, 4}) {
-    auto c = compress_chain(ctx, parse_spec(fmt::format("full+kvquant:bits={}", bits)));
+    const auto chain = parse_spec(fmt::format("full+kvquant:bits={}", bits));
+    auto c = compress_chain(ctx, chain);
     const auto s = score(cache, *c, linalg::cpu_backend());
+    const auto by_layer = compress_and_score_by_layer(ctx, chain);  // one layer's codebooks at a time: the same
+    EXPECT_EQ(by_layer.bytes, s.bytes);
+    EXPECT_EQ(by_layer.key_error, s.key_error);
+    EXPECT_EQ(by_layer.attn_kl, s.attn_kl);
     EXPECT_LT(s.key_error, last_k) << bits;
     EXPECT_LT(s.value_error, last_v) << bits;
     EXPECT_GT(s.bytes, last_bytes) << bits;
