@@ -13,6 +13,7 @@
   X(commonkv)            \
   X(kivi)                \
   X(gear)                \
+  X(kvquant)             \
   X(think)               \
   X(streamingllm)        \
   X(h2o)                 \
