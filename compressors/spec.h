@@ -97,6 +97,12 @@ struct MethodDef {
   // selection (LayerKV::query_kept), scored on dumps. It stores the whole cache, so no eviction
   // may run before it, and `eval` (a selection at every decode step of the model) does not run it yet.
   bool per_query = false;
+  // Eviction only, optional: whether this spec keeps one selection per *query* head (snapkv and
+  // pyramidkv with granularity=query_head, the SnapKV repository's repeat_kv layout): its stage's
+  // EvictionStage::select_query_heads gives the selection and the chain stores H_q heads of cells
+  // (compressors/query_head_cells.h). No stage may follow it in a chain yet, and `eval` (whose
+  // cache holds H_kv heads) does not run it.
+  std::function<bool(const StageSpec&)> per_query_head{};
   DevicePath device = DevicePath::none;
 };
 
