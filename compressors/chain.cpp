@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "compressors/dense.h"
+#include "compressors/query_head_cells.h"
 #include "core/error.h"
 #include "core/stopwatch.h"
 
@@ -143,6 +144,18 @@ class WithNotes final : public Compressed {
   nlohmann::json notes_;
 };
 
+// Whether the eviction stage `ev` keeps one selection per query head (MethodDef::per_query_head);
+// such a stage stores its cells alone (query_head_cells.h), so a chain that continues after it fails.
+bool selects_per_query_head(const ChainSpec& chain, const StageSpec& ev) {
+  const auto& def = method(ev.method);
+  if (!def.per_query_head || !def.per_query_head(ev)) return false;
+  if (chain.stages.size() > 1)
+    fail("{}: {} keeps one selection per query head (H_q heads of cells stored, the SnapKV repository's repeat_kv "
+         "layout); no transform or quantizer can follow it yet (store it alone, or select per KV head)",
+         chain.to_string(), ev.to_string());
+  return true;
+}
+
 // The 16-bit store, then the quantizers in spec order (each sees what the one before it stored).
 std::unique_ptr<Compressed> finish(const CompressContext& ctx, std::unique_ptr<Compressed> rep, const ChainSpec& chain) {
   pack_fp16_storage(rep->stored());
@@ -164,6 +177,13 @@ std::unique_ptr<Compressed> compress_chain(const CompressContext& ctx, const Cha
   }
   const auto& shape = ctx.cache.shape();
   const auto eviction = make_eviction(*ev);
+  if (selects_per_query_head(chain, *ev)) {
+    KeepMasks selections;
+    for (int l = 0; l < shape.layers; ++l) selections.push_back(eviction->select_query_heads(ctx, l));
+    rep = std::make_unique<WithNotes>(query_head_representation(ctx.cache, selections),
+                                      nlohmann::json{{"eviction", eviction->notes(shape)}});
+    return finish(ctx, std::move(rep), chain);
+  }
   auto masks = eviction->select(ctx);
   if (static_cast<int>(masks.size()) != shape.layers) fail("{}: eviction returned {} layer masks", ev->method, masks.size());
   for (const auto& m : masks)
@@ -248,6 +268,7 @@ nlohmann::json compress_by_layer(const CompressContext& ctx, const ChainSpec& ch
   const auto& s = ctx.cache.shape();
   const auto* ev = find_stage(chain, StageKind::eviction);
   const auto eviction = ev ? make_eviction(*ev) : nullptr;
+  const bool per_query_head = ev && selects_per_query_head(chain, *ev);
   double compressing = 0;
   nlohmann::json notes = nlohmann::json::object();
   for (int l = 0; l < s.layers; ++l) {
@@ -255,8 +276,10 @@ nlohmann::json compress_by_layer(const CompressContext& ctx, const ChainSpec& ch
     const auto t0 = std::chrono::steady_clock::now();
     std::unique_ptr<Compressed> compressed;
     if (eviction) {  // selected against the whole cache (budgets may depend on the layer index)
-      const KeepMasks mask{eviction->select_layer(ctx, l)};
-      compressed = finish({slice, ctx.backend, ctx.checkpoint}, dense_representation(slice, &mask), chain);
+      const KeepMasks mask{per_query_head ? eviction->select_query_heads(ctx, l) : eviction->select_layer(ctx, l)};
+      compressed = finish({slice, ctx.backend, ctx.checkpoint},
+                          per_query_head ? query_head_representation(slice, mask) : dense_representation(slice, &mask),
+                          chain);
     } else {
       compressed = compress_chain({slice, ctx.backend, ctx.checkpoint}, chain);
     }

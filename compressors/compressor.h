@@ -44,6 +44,11 @@ class EvictionStage {
   // with RoPE applied at the true positions; budgets may depend on the layer's index (PyramidKV)
   // but nothing else depends on other layers, so a layer can be selected on its own.
   virtual std::vector<std::uint8_t> select_layer(const CompressContext& ctx, int layer) const = 0;
+  // For a spec whose MethodDef::per_query_head holds: the cells layer `layer` keeps in the cache
+  // repeated to the H_q query heads (repeat_kv: query head h reads KV head h / (H_q/H_kv)),
+  // [T, H_q] (1 = kept); select_layer then gives their union per KV head. Empty (the default):
+  // the stage selects per KV head.
+  virtual std::vector<std::uint8_t> select_query_heads(const CompressContext&, int /*layer*/) const { return {}; }
   // Every layer's cells.
   KeepMasks select(const CompressContext& ctx) const {
     KeepMasks masks;

@@ -109,6 +109,12 @@ struct MethodDef {
   // (harness/paged_selection.h). It stores the whole cache, so no eviction may run before it.
   std::function<PagedSelection(const StageSpec& spec, std::int64_t tokens)> paged_selection{};
   bool per_query() const { return static_cast<bool>(paged_selection); }
+  // Eviction only, optional: whether this spec keeps one selection per *query* head (snapkv and
+  // pyramidkv with granularity=query_head, the SnapKV repository's repeat_kv layout): its stage's
+  // EvictionStage::select_query_heads gives the selection and the chain stores H_q heads of cells
+  // (compressors/query_head_cells.h). No stage may follow it in a chain yet, and `eval` (whose
+  // cache holds H_kv heads) does not run it.
+  std::function<bool(const StageSpec&)> per_query_head{};
   DevicePath device = DevicePath::none;
 };
 

@@ -40,6 +40,14 @@ ParamDef order_param() {
           "or pool each query head, then reduce (kvpress's; the same ranking for avg pooling with mean or sum)",
           {"reduce_then_pool", "pool_then_reduce"}};
 }
+ParamDef granularity_param() {
+  return {"granularity", ParamType::choice, "kv_head",
+          "GQA selection: kv_head = one selection per KV head from its query heads' scores reduced by agg and order "
+          "(kvpress; KVCache-Factory --kv_cache_granularity kv_head), H_kv heads stored; query_head = one selection "
+          "per query head after repeat_kv (the SnapKV repository; KVCache-Factory's default query_head), "
+          "H_q heads stored, H_q/H_kv times the bytes, agg and order unused; alone in its chain, compress only",
+          {"kv_head", "query_head"}};
+}
 ParamDef pool_param() {
   return {"pool", ParamType::choice, "max", "pooling: max (paper LongBench) or avg (code init default)", {"max", "avg"}};
 }
@@ -74,6 +82,15 @@ std::vector<double> aggregate(const std::vector<std::vector<float>>& rows, Agg a
   return out;
 }
 
+// Marks in `mask` [T, H_kv] each KV head's cells that any of its query heads keeps in `per_query` [T, H_q].
+void keep_group_union(const std::vector<std::uint8_t>& per_query, const CacheShape& s, std::vector<std::uint8_t>& mask) {
+  const int n_rep = s.group_size();
+  for (std::int64_t t = 0; t < s.tokens; ++t)
+    for (int h = 0; h < s.q_heads; ++h)
+      if (per_query[static_cast<std::size_t>(t * s.q_heads + h)])
+        mask[static_cast<std::size_t>(t * s.kv_heads + h / n_rep)] = 1;
+}
+
 void keep_range(std::int64_t begin, std::int64_t end, int H, int g, std::vector<std::uint8_t>& mask) {
   for (std::int64_t t = begin; t < end; ++t) mask[static_cast<std::size_t>(t * H + g)] = 1;
 }
@@ -100,7 +117,10 @@ class Eviction final : public BudgetedEviction {
       kernel_ = static_cast<int>(spec.get_int("kernel"));
       max_pool_ = spec.get("pool") == "max";
     }
-    if (kind_ == Kind::snapkv || kind_ == Kind::pyramidkv) pool_first_ = spec.get("order") == "pool_then_reduce";
+    if (kind_ == Kind::snapkv || kind_ == Kind::pyramidkv) {
+      pool_first_ = spec.get("order") == "pool_then_reduce";
+      query_head_ = spec.get("granularity") == "query_head";
+    }
     if (kind_ == Kind::pyramidkv) {
       beta_ = spec.get_real("beta");
       conserved_ = spec.get("schedule") == "conserved";
@@ -123,8 +143,22 @@ class Eviction final : public BudgetedEviction {
         break;
       case Kind::h2o: select_h2o(ctx, l, b, mask); break;
       case Kind::snapkv:
-      case Kind::pyramidkv: keep_top_per_head(snap_scores(ctx, l), T, H, b, mask); break;
+      case Kind::pyramidkv:
+        if (query_head_) keep_group_union(query_head_selection(ctx, l, b), s, mask);
+        else keep_top_per_head(snap_scores(ctx, l), T, H, b, mask);
+        break;
     }
+  }
+
+  // granularity=query_head: each query head's own cells of the cache repeated to H_q heads
+  // ([T, H_q]); everything when the layer's budget is ≥ T. Empty for granularity=kv_head.
+  std::vector<std::uint8_t> select_query_heads(const CompressContext& ctx, int l) const override {
+    if (!query_head_) return {};
+    const auto& s = ctx.cache.shape();
+    if (l < 0 || l >= s.layers) fail("{}: layer {} is outside 0..{}", spec_.method, l, s.layers - 1);
+    const auto b = layer_budgets(s)[static_cast<std::size_t>(l)];
+    if (b >= s.tokens) return std::vector<std::uint8_t>(static_cast<std::size_t>(s.tokens * s.q_heads), 1);
+    return query_head_selection(ctx, l, b);
   }
 
   // SnapKV's scores (snap_scores) for a stage that allocates `budget` per KV head itself (adakv),
@@ -132,6 +166,8 @@ class Eviction final : public BudgetedEviction {
   // method, so it gives none.
   HeadScores score_layer(const CompressContext& ctx, int l, std::int64_t budget) const override {
     if (kind_ != Kind::snapkv) return {};
+    if (query_head_)
+      fail("{}: granularity=query_head selects per query head; it gives no per-KV-head scores to rank by", spec_.method);
     check_window(ctx.cache.shape(), budget);
     return snap_scores(ctx, l);
   }
@@ -160,10 +196,12 @@ class Eviction final : public BudgetedEviction {
         n["window"] = window_;
         n["kernel"] = kernel_;
         n["pool"] = max_pool_ ? "max" : "avg";
-        n["order"] = spec_.get("order");
+        n["granularity"] = spec_.get("granularity");
+        if (query_head_) n["stored_heads"] = s.q_heads;
+        else n["order"] = spec_.get("order");
         break;
     }
-    if (kind_ != Kind::streamingllm) n["agg"] = spec_.get("agg");
+    if (kind_ != Kind::streamingllm && !query_head_) n["agg"] = spec_.get("agg");
     if (kind_ == Kind::pyramidkv) {
       n["beta"] = beta_;
       n["schedule"] = spec_.get("schedule");
@@ -256,6 +294,29 @@ class Eviction final : public BudgetedEviction {
     return out;
   }
 
+  // The SnapKV repository's selection (snapkv_utils.py SnapKVCluster.update_kv after repeat_kv):
+  // each query head h ranks the keys before the window by its own window attention sums, 1-D
+  // pooled (f32, as the repository's scores), ties to the raw sum then the earlier token, and
+  // keeps its top b − window plus the window. Marks [T, H_q].
+  std::vector<std::uint8_t> query_head_selection(const CompressContext& ctx, int l, std::int64_t b) const {
+    const auto& s = ctx.cache.shape();
+    const std::int64_t T = s.tokens, n = T - window_;
+    const int Hq = s.q_heads;
+    const auto sums = window_attention_sums(ctx.cache, l, window_, ctx.backend);
+    HeadScores scores{std::vector<double>(static_cast<std::size_t>(Hq * T), kInf),
+                      std::vector<double>(static_cast<std::size_t>(Hq * T), kInf)};
+    for (int h = 0; h < Hq; ++h) {
+      const auto* row = sums.data.data() + static_cast<std::int64_t>(h) * T;
+      const std::vector<float> raw(row, row + n);
+      const auto pooled = pool_scores(raw, kernel_, max_pool_);
+      std::copy(pooled.begin(), pooled.end(), scores.primary.begin() + h * T);
+      std::copy(raw.begin(), raw.end(), scores.secondary.begin() + h * T);
+    }
+    std::vector<std::uint8_t> out(static_cast<std::size_t>(T * Hq), 0);
+    keep_top_per_head(scores, T, Hq, b, out);
+    return out;
+  }
+
   Kind kind_ = Kind::snapkv;
   std::int64_t sinks_ = 0;
   double recent_ = 0.5;
@@ -263,6 +324,7 @@ class Eviction final : public BudgetedEviction {
   int window_ = 0, kernel_ = 1;
   bool max_pool_ = true;
   bool pool_first_ = false;
+  bool query_head_ = false;
   double beta_ = 20;
   bool conserved_ = false;
 };
@@ -276,6 +338,12 @@ namespace {
 // The four methods share one stage class (Eviction reads its kind from the spec); each selects a
 // layer's cells from that layer's window alone.
 MethodDef with_eviction_stage(MethodDef m) { return eviction_method<Eviction>(std::move(m)); }
+
+// snapkv and pyramidkv: granularity=query_head keeps one selection per query head.
+MethodDef with_query_head_granularity(MethodDef m) {
+  m.per_query_head = [](const StageSpec& spec) { return spec.get("granularity") == "query_head"; };
+  return m;
+}
 
 }  // namespace
 
@@ -309,21 +377,21 @@ MethodDef h2o_method() {
 }
 
 MethodDef snapkv_method() {
-  return with_eviction_stage({"snapkv", StageKind::eviction,
+  return with_query_head_granularity(with_eviction_stage({"snapkv", StageKind::eviction,
           "SnapKV as in KVCache-Factory (docs/methods/eviction.md §6): attention of the last `window` prompt queries summed "
           "over the window, reduced per KV head (agg) and 1-D pooled (order), top budget − window of the earlier "
-          "tokens plus the window.",
+          "tokens plus the window; granularity=query_head selects per query head as the SnapKV repository does.",
           {eviction_keep_param(), eviction_budget_param(), window_param(), kernel_param(), pool_param(), agg_param(),
-           order_param()},
-          check_window_keys});
+           order_param(), granularity_param()},
+          check_window_keys}));
 }
 
 MethodDef pyramidkv_method() {
-  return with_eviction_stage({"pyramidkv", StageKind::eviction,
+  return with_query_head_granularity(with_eviction_stage({"pyramidkv", StageKind::eviction,
           "PyramidKV (docs/methods/eviction.md §7): SnapKV scoring with per-layer budgets decreasing linearly with depth "
           "(lower layers keep more), about SnapKV's total at this keep/budget.",
           {eviction_keep_param(), eviction_budget_param(), window_param(), kernel_param(), pool_param(), agg_param(),
-           order_param(),
+           order_param(), granularity_param(),
            {"beta", ParamType::real, "20",
             "ratio of the first layer's to the last layer's budget beyond the window is ≈ 2β − 1 (min = (C−w)/β; "
             "paper and code 20)",
@@ -332,7 +400,7 @@ MethodDef pyramidkv_method() {
             "per-layer budgets: authors = KVCache-Factory's integers (floored steps; every layer C while T < 2(C−w)); "
             "conserved = the real schedule rounded so the layers sum to SnapKV's L·C",
             {"authors", "conserved"}}},
-          check_window_keys});
+          check_window_keys}));
 }
 
 std::unique_ptr<EvictionStage> make_eviction_method(const StageSpec& spec) { return std::make_unique<Eviction>(spec); }

@@ -9,8 +9,10 @@
 // positions[t] (the eviction methods see post-RoPE keys, docs/methods/README.md §2), softmax(q·k/√D) with the
 // causal mask (a query at position p sees keys at positions ≤ p), in double. Scores are per query
 // head, reduced to KV heads (query head h reads KV head h / (H_q/H_kv)) by `agg` = mean | max | sum
-// (docs/methods/eviction.md §3), so selection is per KV head and the cache keeps H_kv heads (not KVCache-
-// Factory's repeat_kv layout, which selects per query head and stores H_q). One layer at a time.
+// (docs/methods/eviction.md §3), so selection is per KV head and the cache keeps H_kv heads. snapkv and
+// pyramidkv also offer the SnapKV repository's repeat_kv layout (granularity=query_head): one selection
+// per query head, H_q heads stored (EvictionStage::select_query_heads, compressors/query_head_cells.h).
+// One layer at a time.
 #pragma once
 
 #include <cstdint>

@@ -1,16 +1,19 @@
 // Eviction methods against independent oracles: budgets counted from the masks, the synthetic
 // generator's planted attention targets, PyramidKV's closed-form schedule, hand-built caches whose
-// attention is known by construction (pooling, GQA aggregation), and a brute-force softmax with
-// RoPE rotated row by row in this file.
+// attention is known by construction (pooling, GQA aggregation), a brute-force softmax with RoPE
+// rotated row by row in this file, and the SnapKV repository's repeat_kv selection transcribed.
 #include "compressors/methods/eviction.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <set>
 
+#include "compressors/chain.h"
+#include "compressors/score.h"
 #include "compressors/test_caches.h"
 #include "core/error.h"
 
@@ -416,12 +419,248 @@ TEST(Eviction, ASourceThatScoresWhereItsLayersLieIsNeverReadToTheHost) {
   EXPECT_EQ(resident.calls, 0);
 }
 
+// ---- granularity=query_head: the SnapKV repository's repeat_kv layout --------------------------
+
+// repeat_kv (transformers' llama repeat_kv, which FasterDecoding/SnapKV's llama_hijack_4_37.py runs
+// before SnapKVCluster.update_kv): KV head g copied to query heads g·n_rep … g·n_rep + n_rep − 1, so
+// the result is an MHA cache with H_q heads (queries, positions and RoPE unchanged).
+InMemoryCache repeat_kv(const CacheSource& c) {
+  const auto& s = c.shape();
+  const int n_rep = s.group_size(), D = s.head_dim;
+  std::vector<FloatTensor> keys, values, queries;
+  for (int l = 0; l < s.layers; ++l) {
+    for (const Part part : {Part::key, Part::value}) {
+      const auto x = c.layer(l, part);
+      FloatTensor r({s.tokens, s.q_heads, D});
+      for (std::int64_t t = 0; t < s.tokens; ++t)
+        for (int h = 0; h < s.q_heads; ++h)
+          std::copy_n(x.data.begin() + (t * s.kv_heads + h / n_rep) * D, D, r.data.begin() + (t * s.q_heads + h) * D);
+      (part == Part::key ? keys : values).push_back(std::move(r));
+    }
+    queries.push_back(c.queries(l));
+  }
+  auto shape = s;
+  shape.kv_heads = s.q_heads;
+  return InMemoryCache(shape, std::move(keys), std::move(values), std::move(queries), c.positions(), c.rope());
+}
+
+// SnapKVCluster.update_kv (FasterDecoding/SnapKV snapkv/monkeypatch/snapkv_utils.py) on head h of
+// an MHA cache (the repeated one): softmax of the last `window` queries over all keys (brute
+// force, causal inside the window), summed over those queries for the keys before the window
+// (f32, as kvlab keeps the sums), avg_pool1d (count_include_pad) or max_pool1d with padding
+// kernel/2 and stride 1, topk(b − window) of them plus the window. torch.topk leaves ties
+// unspecified: ties go to the unpooled sum, then the earlier token (kvlab's documented rule).
+std::set<std::int64_t> snapkv_repository_selection(const CacheSource& c, int l, int h, int window, int kernel,
+                                                   bool max_pool, std::int64_t b) {
+  const std::int64_t T = c.shape().tokens, n = T - window;
+  const auto sums = brute_sums(c, l, window, h);
+  std::vector<double> raw(n), pooled(n);
+  for (std::int64_t t = 0; t < n; ++t) raw[t] = static_cast<float>(sums[t]);
+  for (std::int64_t t = 0; t < n; ++t) {
+    double acc = max_pool ? -1e300 : 0.0;
+    for (std::int64_t i = t - kernel / 2; i <= t + kernel / 2; ++i) {
+      const double x = i >= 0 && i < n ? raw[i] : 0.0;  // zero padding: counted by avg, never the max
+      if (!max_pool) acc += x;
+      else if (i >= 0 && i < n) acc = std::max(acc, x);
+    }
+    pooled[t] = static_cast<float>(max_pool ? acc : acc / kernel);
+  }
+  std::vector<std::int64_t> order(n);
+  std::iota(order.begin(), order.end(), std::int64_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](std::int64_t a, std::int64_t z) {
+    return pooled[a] != pooled[z] ? pooled[a] > pooled[z] : raw[a] > raw[z];
+  });
+  std::set<std::int64_t> out(order.begin(), order.begin() + (b - window));
+  for (std::int64_t t = n; t < T; ++t) out.insert(t);
+  return out;
+}
+
+// Column h of a [T, H] mask as a token set.
+std::set<std::int64_t> column(const std::vector<std::uint8_t>& mask, std::int64_t T, int H, int h) {
+  std::set<std::int64_t> out;
+  for (std::int64_t t = 0; t < T; ++t)
+    if (mask[static_cast<std::size_t>(t * H + h)]) out.insert(t);
+  return out;
+}
+
+TEST(Eviction, QueryHeadGranularityIsTheSnapKVRepositorysRepeatKvSelection) {
+  const auto cache = testing::random_cache({3, 2, 8, 16, 96, 12, 0}, 5);  // four query heads per KV head
+  const auto repeated = repeat_kv(cache);
+  const auto& s = cache.shape();
+  const CompressContext ctx{cache, linalg::cpu_backend()};
+  struct Case {
+    MethodDef def;
+    std::string params;
+    int window, kernel;
+    bool max_pool;
+    std::vector<std::int64_t> budgets;  // per layer
+  };
+  // PyramidKV at C = 30, w = 8, T = 96, L = 3 (KVCache-Factory's integers): min = 22 // 20 = 1,
+  // max = 43, steps = 42 // 2 = 21: 43 + 8, 22 + 8, 1 + 8.
+  const std::vector<Case> cases = {
+      {snapkv_method(), "budget=30,window=8,kernel=7,granularity=query_head", 8, 7, true, {30, 30, 30}},
+      {snapkv_method(), "budget=24,window=6,kernel=5,pool=avg,granularity=query_head", 6, 5, false, {24, 24, 24}},
+      {pyramidkv_method(), "budget=30,window=8,granularity=query_head", 8, 7, true, {51, 30, 9}},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.params);
+    const auto spec = parse_stage(c.def, c.params);
+    ASSERT_TRUE(c.def.per_query_head && c.def.per_query_head(spec));
+    const auto stage = make_eviction_method(spec);
+    std::int64_t differ = 0;  // query heads of one group that keep different tokens
+    for (int l = 0; l < s.layers; ++l) {
+      const auto sel = stage->select_query_heads(ctx, l);
+      ASSERT_EQ(sel.size(), static_cast<std::size_t>(s.tokens * s.q_heads));
+      std::vector<std::uint8_t> group_union(static_cast<std::size_t>(s.tokens * s.kv_heads), 0);
+      for (int h = 0; h < s.q_heads; ++h) {
+        const auto got = column(sel, s.tokens, s.q_heads, h);
+        EXPECT_EQ(got, snapkv_repository_selection(repeated, l, h, c.window, c.kernel, c.max_pool, c.budgets[l]))
+            << "layer " << l << " query head " << h;
+        differ += h % s.group_size() > 0 && got != column(sel, s.tokens, s.q_heads, h - 1);
+        for (const auto t : got) group_union[static_cast<std::size_t>(t * s.kv_heads + h / s.group_size())] = 1;
+      }
+      // What a KV head holds is the union of its query heads' selections.
+      EXPECT_EQ(stage->select_layer(ctx, l), group_union) << "layer " << l;
+    }
+    EXPECT_GT(differ, 0);  // the group's query heads really select differently here
+  }
+  // granularity=kv_head (the default) gives no per-query-head selection.
+  EXPECT_TRUE(make_eviction_method(parse_stage(snapkv_method(), "budget=30,window=8"))->select_query_heads(ctx, 0).empty());
+  EXPECT_FALSE(snapkv_method().per_query_head(parse_stage(snapkv_method(), "budget=30,window=8")));
+}
+
+TEST(Eviction, QueryHeadGranularityOnMhaIsTheKvHeadSelectionExactly) {
+  const auto cache = testing::random_cache({2, 4, 4, 16, 96, 12, 0}, 9);  // MHA: H_q = H_kv
+  const CompressContext ctx{cache, linalg::cpu_backend()};
+  for (const std::string method : {"snapkv", "pyramidkv"})
+    for (const std::string agg : {"mean", "max", "sum"})
+      for (const std::string order : {"reduce_then_pool", "pool_then_reduce"}) {
+        const std::string base = method + ":budget=30,window=8,agg=" + agg + ",order=" + order;
+        SCOPED_TRACE(base);
+        const auto stage = make_eviction(parse_spec(base + ",granularity=query_head").stages[0]);
+        const auto kv_head = make_eviction(parse_spec(base).stages[0]);
+        for (int l = 0; l < cache.shape().layers; ++l) {
+          EXPECT_EQ(stage->select_query_heads(ctx, l), kv_head->select_layer(ctx, l)) << "layer " << l;
+          EXPECT_EQ(stage->select_layer(ctx, l), kv_head->select_layer(ctx, l)) << "layer " << l;
+        }
+        const auto a = compress_chain(ctx, parse_spec(base + ",granularity=query_head"));
+        const auto b = compress_chain(ctx, parse_spec(base));
+        const auto sa = score(cache, *a, linalg::cpu_backend()), sb = score(cache, *b, linalg::cpu_backend());
+        EXPECT_EQ(sa.bytes, sb.bytes);
+        EXPECT_DOUBLE_EQ(sa.attn_kl, sb.attn_kl);
+        EXPECT_DOUBLE_EQ(sa.attn_output_error, sb.attn_output_error);
+        EXPECT_DOUBLE_EQ(sa.key_error, sb.key_error);
+      }
+}
+
+TEST(Eviction, QueryHeadGranularityStoresEveryQueryHeadsCellsAndCountsTheirBytes) {
+  const CacheShape shape{3, 2, 8, 16, 96, 12, 0};
+  const auto cache = testing::random_cache(shape, 13);
+  const CompressContext ctx{cache, linalg::cpu_backend()};
+  const int n_rep = shape.group_size(), D = shape.head_dim;
+  const std::int64_t cell = 4 * D + 4;  // fp16 key and value rows + one int32 index
+  for (const auto& [spec, budgets] : std::vector<std::pair<std::string, std::vector<std::int64_t>>>{
+           {"snapkv:budget=30,window=8", {30, 30, 30}}, {"pyramidkv:budget=30,window=8", {51, 30, 9}}}) {
+    SCOPED_TRACE(spec);
+    const auto per_query = compress_chain(ctx, parse_spec(spec + ",granularity=query_head"));
+    const auto per_kv = compress_chain(ctx, parse_spec(spec));
+    std::int64_t expected = 0;
+    for (const auto b : budgets) expected += b * shape.q_heads * cell;
+    EXPECT_EQ(per_query->bytes(), expected);
+    EXPECT_EQ(per_query->bytes(), n_rep * per_kv->bytes());  // r = H_q/H_kv times the KV-head variant's
+    // Each query head stores its own kept tokens, its KV head's keys (post-RoPE) and values.
+    const auto stage = make_eviction(parse_spec(spec + ",granularity=query_head").stages[0]);
+    const auto sel = stage->select_query_heads(ctx, 1);
+    const auto stored = per_query->stored();
+    for (int h = 0; h < shape.q_heads; ++h) {
+      const auto prefix = "layer1/qhead" + std::to_string(h) + "/";
+      const auto find = [&](const std::string& name) {
+        const auto it = std::find_if(stored.begin(), stored.end(), [&](const StoredTensor* t) { return t->name == name; });
+        EXPECT_NE(it, stored.end()) << name;
+        return *it;
+      };
+      const auto index = find(prefix + "index")->unpack_indices();
+      const auto tokens = column(sel, shape.tokens, shape.q_heads, h);
+      EXPECT_EQ(std::set<std::int64_t>(index.begin(), index.end()), tokens);
+      EXPECT_EQ(find(prefix + "key")->shape, (core::Shape{budgets[1], D}));
+      EXPECT_EQ(find(prefix + "value")->format, "fp16");
+    }
+    EXPECT_EQ(per_query->notes().at("stored_heads"), shape.q_heads);
+    // One layer at a time gives the whole cache's figures.
+    nlohmann::json notes;
+    const auto by_layer = compress_and_score_by_layer(ctx, parse_spec(spec + ",granularity=query_head"), {}, nullptr, &notes);
+    const auto whole = score(cache, *per_query, linalg::cpu_backend());
+    EXPECT_EQ(by_layer.bytes, whole.bytes);
+    EXPECT_EQ(by_layer.attn_kl, whole.attn_kl);
+    EXPECT_EQ(notes, per_query->notes());
+  }
+}
+
+// The scorer's attention error and KL over a per-query-head cache, by brute force: each query
+// head attends only the tokens it kept (LayerKV::query_kept), not the union its KV head holds.
+TEST(Eviction, QueryHeadGranularityIsScoredOnEachQueryHeadsOwnCells) {
+  const CacheShape shape{2, 2, 8, 16, 96, 12, 0};
+  const auto cache = testing::random_cache(shape, 17);
+  const CompressContext ctx{cache, linalg::cpu_backend()};
+  const auto chain = parse_spec("snapkv:budget=24,window=8,granularity=query_head");
+  const auto c = compress_chain(ctx, chain);
+  const auto sc = score(cache, *c, linalg::cpu_backend());
+  const auto stage = make_eviction(chain.stages[0]);
+  const std::int64_t T = shape.tokens;
+  for (int l = 0; l < shape.layers; ++l) {
+    const auto rec = c->reconstruct(l);
+    const auto sel = stage->select_query_heads(ctx, l);
+    const auto key = cache.layer(l, Part::key), value = cache.layer(l, Part::value);
+    // KL(p̂ ‖ p) and the output error with each query head's own cells, and with its KV head's union.
+    double kl_own = 0, kl_union = 0, err_own = 0, norm = 0;
+    std::vector<double> p, o, q, oq, u, ou;
+    for (int w = 0; w < shape.query_window; ++w)
+      for (int h = 0; h < shape.q_heads; ++h) {
+        const int g = h / shape.group_size();
+        std::vector<std::uint8_t> own(static_cast<std::size_t>(T * shape.kv_heads), 0);
+        for (std::int64_t t = 0; t < T; ++t) own[t * shape.kv_heads + g] = sel[t * shape.q_heads + h];
+        testing::brute_attention(cache, l, key, value, {}, w, h, p, o);
+        testing::brute_attention(cache, l, rec.key, rec.value, own, w, h, q, oq);
+        testing::brute_attention(cache, l, rec.key, rec.value, rec.kept, w, h, u, ou);
+        for (std::int64_t t = 0; t < T; ++t) {
+          if (q[t] > 0) kl_own += q[t] * std::log(q[t] / p[t]);
+          if (u[t] > 0) kl_union += u[t] * std::log(u[t] / p[t]);
+        }
+        for (int d = 0; d < shape.head_dim; ++d) err_own += (o[d] - oq[d]) * (o[d] - oq[d]), norm += o[d] * o[d];
+      }
+    const double rows = static_cast<double>(shape.query_window) * shape.q_heads;
+    kl_own /= rows, kl_union /= rows;
+    // The scorer's logits come from an f32 gemm (relative error ~1e-6 on logits of O(1..10)), the
+    // brute force's from f64 dot products: both figures agree to ~1e-5; 1e-4 leaves a margin.
+    EXPECT_NEAR(sc.layers[l].attn_kl, kl_own, 1e-4) << "layer " << l;
+    EXPECT_NEAR(sc.layers[l].attn_output_error, std::sqrt(err_own / norm), 1e-4) << "layer " << l;
+    // ... and the per-query-head sets really matter: the union would score far better.
+    EXPECT_GT(kl_own - kl_union, 0.05) << "layer " << l;
+  }
+}
+
+TEST(Eviction, QueryHeadGranularityRefusesStagesAfterIt) {
+  const auto cache = testing::random_cache(random_shape(), 19);
+  const CompressContext ctx{cache, linalg::cpu_backend()};
+  for (const std::string follower : {"+kivi:bits=4,group=8,residual=0", "+full"}) {
+    const auto chain = parse_spec("snapkv:budget=30,window=8,granularity=query_head" + follower);
+    EXPECT_THAT(error_of([&] { compress_chain(ctx, chain); }), HasSubstr("keeps one selection per query head"));
+    EXPECT_THAT(error_of([&] { compress_and_score_by_layer(ctx, chain, {}, nullptr, nullptr); }),
+                HasSubstr("no transform or quantizer can follow it"));
+  }
+  // Wrappers rank cells per KV head: a per-query-head snapkv has no such scores.
+  const auto stage = make_eviction(parse_spec("snapkv:budget=30,window=8,granularity=query_head").stages[0]);
+  EXPECT_THAT(error_of([&] { stage->score_layer(ctx, 0, 30); }), HasSubstr("granularity=query_head"));
+}
+
 TEST(Eviction, BadKeysAreErrorsNamingTheKey) {
   EXPECT_THAT(error_of([] { parse_stage(snapkv_method(), "kernel=4"); }), HasSubstr("'kernel'"));
   EXPECT_THAT(error_of([] { parse_stage(snapkv_method(), "budget=16,window=16"); }), HasSubstr("'window'"));
   EXPECT_THAT(error_of([] { parse_stage(snapkv_method(), "keep=0"); }), HasSubstr("'keep'"));
   EXPECT_THAT(error_of([] { parse_stage(snapkv_method(), "pool=min"); }), HasSubstr("'pool'"));
   EXPECT_THAT(error_of([] { parse_stage(snapkv_method(), "order=pool"); }), HasSubstr("'order'"));
+  EXPECT_THAT(error_of([] { parse_stage(pyramidkv_method(), "granularity=group"); }), HasSubstr("'granularity'"));
+  EXPECT_THAT(error_of([] { parse_stage(h2o_method(), "granularity=query_head"); }), HasSubstr("unknown key 'granularity'"));
   EXPECT_THAT(error_of([] { parse_stage(pyramidkv_method(), "schedule=flat"); }), HasSubstr("'schedule'"));
   EXPECT_THAT(error_of([] { parse_stage(h2o_method(), "agg=median"); }), HasSubstr("'agg'"));
   EXPECT_THAT(error_of([] { parse_stage(h2o_method(), "recent=1.5"); }), HasSubstr("'recent'"));
@@ -436,6 +675,7 @@ TEST(Eviction, BadKeysAreErrorsNamingTheKey) {
   // Canonical forms parse back to themselves (they print keep and budget both: budget > 0 wins).
   for (const auto& [def, params] : std::vector<std::pair<MethodDef, std::string>>{
            {streamingllm_method(), ""}, {h2o_method(), "budget=64"}, {snapkv_method(), "budget=100,window=8"},
+           {snapkv_method(), "budget=100,window=8,granularity=query_head"},
            {pyramidkv_method(), "keep=0.1"}}) {
     const auto once = parse_stage(def, params).to_string();
     const auto body = once.substr(once.find(':') + 1);
