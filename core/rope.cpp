@@ -169,7 +169,8 @@ std::vector<double> factor_list(const nlohmann::json& scaling, const char* key, 
   if (it == scaling.end() || !it->is_array())
     fail("RoPE config: longrope needs rope_scaling.{} (a list of {} numbers)", key, count);
   if (static_cast<int>(it->size()) != count)
-    fail("RoPE config: rope_scaling.{} has {} entries; the rotary dim needs {} (rotary_dim / 2)", key, it->size(), count);
+    fail("RoPE config: rope_scaling.{} has {} entries; the rotary dim needs {} (rotary_dim / 2)", key, it->size(),
+         count);
   std::vector<double> out;
   for (const auto& v : *it) {
     if (!v.is_number() || !(v.get<double>() > 0) || !std::isfinite(v.get<double>()))
@@ -200,7 +201,7 @@ struct RopeConfigReader {
 };
 
 Rope RopeConfigReader::longrope(Rope r, const nlohmann::json& config, const nlohmann::json& scaling, double theta,
-                    const std::string& partial_note, int pow_block) {
+                               const std::string& partial_note, int pow_block) {
   const int half = static_cast<int>(r.inv_freq_.size());
   const auto short_factor = factor_list(scaling, "short_factor", half);
   const auto long_factor = factor_list(scaling, "long_factor", half);
@@ -285,7 +286,8 @@ Rope Rope::from_config(std::string_view config_json, int head_dim, int pow_block
   const bool phi3 = config.value("model_type", std::string()) == "phi3";
   if (phi3 && (type == "su" || type == "yarn")) type = "longrope";
   if (type == "default") return r;
-  if (type == "longrope") return RopeConfigReader::longrope(std::move(r), config, scaling, theta, partial_note, pow_block);
+  if (type == "longrope")
+    return RopeConfigReader::longrope(std::move(r), config, scaling, theta, partial_note, pow_block);
   const double factor = number(scaling, "factor", 1.0);
   if (!(factor > 0)) fail("RoPE config: rope_scaling.factor {} must be > 0", factor);
   // transformers' tensor arithmetic on the f32 table: each Python-float operand is cast to f32

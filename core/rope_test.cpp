@@ -470,7 +470,8 @@ TEST(Rope, LongRopeErrorsNameTheKey) {
   };
   EXPECT_NE(error_of(longrope_config("type", "longrope", {1.0, 1.0, 1.0}, l)).find("short_factor has 3 entries"),
             std::string::npos);
-  EXPECT_NE(error_of(longrope_config("type", "longrope", s, {1.0, 0.0, 1.0, 1.0})).find("long_factor"), std::string::npos);
+  EXPECT_NE(error_of(longrope_config("type", "longrope", s, {1.0, 0.0, 1.0, 1.0})).find("long_factor"),
+            std::string::npos);
   // Outside phi3 (no Phi3Config defaults) original_max_position_embeddings must be given.
   const std::string generic =
       with(with(longrope_config("type", "longrope", s, l), R"("model_type": "phi3", )", ""),

@@ -36,7 +36,8 @@ def inv_freq(config, dim, seq_len=None):
     if kind == "longrope":
         # _compute_longrope_parameters: long_factor when seq_len > original_max_position_embeddings
         # (dynamic_rope_update passes original_max + 1 then), short_factor otherwise (and at init).
-        original_max = scaling.get("original_max_position_embeddings", config.get("original_max_position_embeddings", 4096))
+        original_max = scaling.get("original_max_position_embeddings",
+                                   config.get("original_max_position_embeddings", 4096))
         if seq_len and seq_len > original_max:
             ext_factors = torch.tensor(scaling["long_factor"], dtype=torch.float32)
         else:

@@ -191,8 +191,10 @@ at::Tensor LlamaModel::rotate(const at::Tensor& x, const at::Tensor& positions) 
 
 at::Tensor LlamaModel::rotate(const at::Tensor& x, const at::Tensor& positions, int layer) const {
   if (config_.uses_local_rope(layer)) return apply_rope(x, rope_tables(positions, x.scalar_type(), local_inv_freq_));
-  const std::int64_t seq_len = long_inv_freq_.defined() && positions.numel() ? positions.max().item<std::int64_t>() + 1 : 0;
-  return apply_rope(x, rope_tables(positions, x.scalar_type(), global_inv_freq(seq_len), config_.rope.attention_factor()));
+  const std::int64_t seq_len =
+      long_inv_freq_.defined() && positions.numel() ? positions.max().item<std::int64_t>() + 1 : 0;
+  return apply_rope(x,
+                    rope_tables(positions, x.scalar_type(), global_inv_freq(seq_len), config_.rope.attention_factor()));
 }
 
 std::int64_t LlamaModel::chunk_tokens(std::int64_t keys) const {

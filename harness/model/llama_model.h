@@ -60,9 +60,10 @@ class LlamaModel {
 
   // Runs `ids` ([S] integer, any device) at positions cache->next_position() + 0..S-1, appends
   // their pre-RoPE K and V to `cache` (LongRoPE: this call's q and k rotate with the table of
-  // next_position() + S, the cached keys keep the rotation they had, as HF's forward; §2.6), and calls `observer` once per layer, in order. With
-  // cache == nullptr the positions are 0..S-1 and nothing is kept (the dump path: memory is one
-  // layer's tensors). Returns f32 logits: [S, V] when all_logits, else [1, V] (the last token).
+  // next_position() + S, the cached keys keep the rotation they had, as HF's forward;
+  // docs/models.md §2.6), and calls `observer` once per layer, in order. With cache == nullptr
+  // the positions are 0..S-1 and nothing is kept (the dump path: memory is one layer's
+  // tensors). Returns f32 logits: [S, V] when all_logits, else [1, V] (the last token).
   at::Tensor forward(const at::Tensor& ids, KvCache* cache, const LayerObserver& observer = {},
                      bool all_logits = false) const;
 

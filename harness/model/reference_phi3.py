@@ -156,11 +156,13 @@ class Phi3ForCausalLM(nn.Module):
                 factor = config.get("max_position_embeddings", 4096) / self.original_max
             attention_factor = scaling.get("attention_factor")
             if attention_factor is None:
-                attention_factor = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(self.original_max))
+                attention_factor = (1.0 if factor <= 1.0 else
+                                    math.sqrt(1 + math.log(factor) / math.log(self.original_max)))
             self.attention_scaling = attention_factor
             inv_freq_shape = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim
-            self.short_inv_freq = 1.0 / (torch.tensor(scaling["short_factor"], dtype=torch.float32) * base**inv_freq_shape)
-            self.long_inv_freq = 1.0 / (torch.tensor(scaling["long_factor"], dtype=torch.float32) * base**inv_freq_shape)
+            powers = base**inv_freq_shape
+            self.short_inv_freq = 1.0 / (torch.tensor(scaling["short_factor"], dtype=torch.float32) * powers)
+            self.long_inv_freq = 1.0 / (torch.tensor(scaling["long_factor"], dtype=torch.float32) * powers)
             self.inv_freq = self.short_inv_freq  # the table at init (seq_len None)
 
     def rotary_emb(self, position_ids):  # Phi3RotaryEmbedding.forward under @dynamic_rope_update, fp32
