@@ -55,6 +55,9 @@ void add_make_tiny_model(CLI::App& app, Action& action) {
       ->check(CLI::IsMember({"bfloat16", "float16", "float32"}))->capture_default_str();
   cmd->add_option("--max-position", o->max_position_embeddings, "max_position_embeddings")
       ->check(positive())->capture_default_str();
+  cmd->add_option("--longrope-original-max", o->longrope_original_max,
+                  "phi3: LongRoPE with this original_max_position_embeddings (prompts longer than it use the long "
+                  "factors; 0: no rope_scaling)")->capture_default_str();
   cmd->add_option("--out", *out, "Output folder (created; kvlab's files in it replaced)")->required();
   cmd->callback([=, &action] {
     action = [=] {

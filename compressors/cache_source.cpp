@@ -116,7 +116,12 @@ DumpCache::DumpCache(const core::DumpReader& dump, const std::string& sample_id)
            "compressors and scorer assume every query sees every earlier key and do not support this yet",
            describe(), l, info.layer_windows[l], meta_.num_tokens);
   try {
-    rope_ = core::Rope::from_config(info.model_config, info.head_dim);
+    // LongRoPE: the dump ran each sample as one forward (positions 0..T−1), whose table HF picks
+    // by its largest position + 1 (docs/dump-format.md, docs/models.md §2.6).
+    const std::int64_t seq_len = meta_.positions.empty()
+                                     ? meta_.num_tokens
+                                     : *std::max_element(meta_.positions.begin(), meta_.positions.end()) + 1;
+    rope_ = core::Rope::from_config(info.model_config, info.head_dim).for_length(seq_len);
   } catch (const Error& e) {
     fail("{}: {}", dump.path().string(), e.what());
   }

@@ -1,11 +1,13 @@
 // read_layer_into against layer(): the same values in every row of a column block, the elements
 // between the rows untouched, for a dump (token blocks, a short last one), a cache in memory and
-// the default through layer(); a stride narrower than a row is an error.
+// the default through layer(); a stride narrower than a row is an error. A LongRoPE dump's RoPE:
+// the table its sample's forward used (long past original_max_position_embeddings).
 #include "compressors/cache_source.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <limits>
 
@@ -82,6 +84,45 @@ TEST(CacheSource, DumpReadsIntoByTokenBlocks) {
       for (Part p : {Part::key, Part::value}) expect_reads_into(cache, l, p);
     std::vector<float> narrow(2500 * 16);
     EXPECT_THROW(cache.read_layer_into(0, Part::value, narrow.data(), 8), Error);
+  }
+  fs::remove(path);
+}
+
+TEST(CacheSource, LongRopeDumpRotatesEachSampleWithItsForwardsTable) {
+  // A phi3 LongRoPE model_config (original_max 8): a 6-token sample ran on the short table, a
+  // 12-token one on the long table; both with the attention factor (max 64 / 8: sqrt(1 + ln 8 / ln 8)).
+  const fs::path path = fs::temp_directory_path() / ("kvlab_longrope_" + std::to_string(::getpid()) + ".h5");
+  core::DumpInfo info;
+  info.num_layers = 1;
+  info.num_kv_heads = 1;
+  info.num_q_heads = 1;
+  info.head_dim = 4;
+  info.model_config = R"({"model_type": "phi3", "head_dim": 4, "max_position_embeddings": 64,
+      "original_max_position_embeddings": 8, "rope_scaling": {"type": "longrope", "short_factor": [1.0, 1.5],
+      "long_factor": [3.0, 7.0]}})";
+  {
+    core::DumpWriter writer(path, info);
+    for (int T : {6, 12}) {
+      core::SampleMeta meta;
+      meta.id = "t" + std::to_string(T);
+      meta.num_tokens = T;
+      meta.context_end = T - 1;
+      meta.query_window = 1;
+      writer.begin_sample(meta);
+      const std::vector<float> kv(static_cast<std::size_t>(T) * 4, 0.5f), q(4, 0.25f);
+      writer.write_layer(0, kv, kv, q);
+      writer.end_sample();
+    }
+    writer.commit();
+  }
+  {
+    const core::DumpReader reader(path);
+    const auto model = core::Rope::from_config(info.model_config, 4);
+    const DumpCache short_sample(reader, "t6"), long_sample(reader, "t12");
+    EXPECT_EQ(short_sample.rope().inv_freq(), model.for_length(8).inv_freq());
+    EXPECT_EQ(long_sample.rope().inv_freq(), model.for_length(9).inv_freq());
+    EXPECT_NE(short_sample.rope().inv_freq(), long_sample.rope().inv_freq());
+    EXPECT_EQ(long_sample.rope().attention_factor(), static_cast<float>(std::sqrt(2.0)));
   }
   fs::remove(path);
 }

@@ -123,7 +123,7 @@ float sleef_powf_u10(float x, float y) {
   return expkf(df_mul(logkf(x), y));  // xpowf for x > 0: expkf(dfmul(logkf(|x|), y))
 }
 
-std::vector<float> torch_default_inv_freq(int head_dim, double base, int pow_block) {
+std::vector<float> torch_rope_powers(int head_dim, double base, int pow_block) {
   if (head_dim <= 0 || head_dim % 2) fail("RoPE: head_dim {} must be positive and even", head_dim);
   if (!(base > 1)) fail("RoPE: rope_theta {} must be > 1", base);
   if (pow_block < 0) fail("RoPE: pow block {} must be ≥ 0", pow_block);
@@ -131,13 +131,18 @@ std::vector<float> torch_default_inv_freq(int head_dim, double base, int pow_blo
   // `base ** t`, base a Python float: torch wraps it as a scalar and casts it to the tensor's f32.
   const float b = static_cast<float>(base);
   const int vector_end = pow_block > 0 ? half / pow_block * pow_block : 0;
-  std::vector<float> inv(half);
+  std::vector<float> p(half);
   for (int i = 0; i < half; ++i) {
     // arange(0, dim, 2) as int64 → f32 (exact), / dim: one correctly rounded f32 division.
     const float t = static_cast<float>(2 * i) / static_cast<float>(head_dim);
-    const float p = i < vector_end ? sleef_powf_u10(b, t) : std::pow(b, t);  // std::pow(float, float) = powf
-    inv[i] = 1.0f / p;  // `1.0 / x` is x.reciprocal() * 1.0 (torch/_tensor.py __rdiv__)
+    p[i] = i < vector_end ? sleef_powf_u10(b, t) : std::pow(b, t);  // std::pow(float, float) = powf
   }
+  return p;
+}
+
+std::vector<float> torch_default_inv_freq(int head_dim, double base, int pow_block) {
+  std::vector<float> inv = torch_rope_powers(head_dim, base, pow_block);
+  for (auto& x : inv) x = 1.0f / x;  // `1.0 / x` is x.reciprocal() * 1.0 (torch/_tensor.py __rdiv__)
   return inv;
 }
 
@@ -158,7 +163,91 @@ double number(const nlohmann::json& j, const char* key, double fallback) {
   return it->get<double>();
 }
 
+// rope_scaling.<key>: a list of `count` positive finite numbers (LongRoPE's per-frequency divisors).
+std::vector<double> factor_list(const nlohmann::json& scaling, const char* key, int count) {
+  auto it = scaling.find(key);
+  if (it == scaling.end() || !it->is_array())
+    fail("RoPE config: longrope needs rope_scaling.{} (a list of {} numbers)", key, count);
+  if (static_cast<int>(it->size()) != count)
+    fail("RoPE config: rope_scaling.{} has {} entries; the rotary dim needs {} (rotary_dim / 2)", key, it->size(),
+         count);
+  std::vector<double> out;
+  for (const auto& v : *it) {
+    if (!v.is_number() || !(v.get<double>() > 0) || !std::isfinite(v.get<double>()))
+      fail("RoPE config: rope_scaling.{} holds {}; each factor must be a positive finite number", key, v.dump());
+    out.push_back(v.get<double>());
+  }
+  return out;
+}
+
+// `1.0 / (ext_factors * base**inv_freq_shape)` (_compute_longrope_parameters): the factors
+// become an f32 tensor, one f32 product with the power, then the f32 reciprocal.
+std::vector<float> longrope_table(const std::vector<float>& powers, const std::vector<double>& factors) {
+  std::vector<float> inv(powers.size());
+  for (std::size_t i = 0; i < powers.size(); ++i) {
+    volatile float product = static_cast<float>(factors[i]) * powers[i];
+    inv[i] = 1.0f / product;
+  }
+  return inv;
+}
+
 }  // namespace
+
+// transformers' _compute_longrope_parameters and dynamic_rope_update (v5 modeling_rope_utils.py;
+// docs/models.md §2.6): r is the default rule over the rotary dim, replaced by the two tables.
+struct RopeConfigReader {
+  static Rope longrope(Rope r, const nlohmann::json& config, const nlohmann::json& scaling, double theta,
+                       const std::string& partial_note, int pow_block);
+};
+
+Rope RopeConfigReader::longrope(Rope r, const nlohmann::json& config, const nlohmann::json& scaling, double theta,
+                               const std::string& partial_note, int pow_block) {
+  const int half = static_cast<int>(r.inv_freq_.size());
+  const auto short_factor = factor_list(scaling, "short_factor", half);
+  const auto long_factor = factor_list(scaling, "long_factor", half);
+  // original_max_position_embeddings: in rope_parameters (v5) or at the top level (Phi-3's
+  // config.json); Phi3Config's default is 4096. max_position_embeddings likewise (default 4096).
+  const bool phi3 = config.value("model_type", std::string()) == "phi3";
+  const double original_max =
+      number(scaling, "original_max_position_embeddings",
+             number(config, "original_max_position_embeddings", phi3 ? 4096.0 : std::nan("")));
+  if (!(original_max >= 2) || original_max != std::floor(original_max))
+    fail("RoPE config: longrope needs original_max_position_embeddings, an integer ≥ 2 (got {})", original_max);
+  // factor: rope_scaling.factor when given (v5), else max_position_embeddings / original_max.
+  double factor = number(scaling, "factor", std::nan(""));
+  if (std::isnan(factor)) {
+    const double max_pos = number(config, "max_position_embeddings", phi3 ? 4096.0 : std::nan(""));
+    if (std::isnan(max_pos)) fail("RoPE config: longrope needs rope_scaling.factor or max_position_embeddings");
+    factor = max_pos / original_max;
+  }
+  if (!(factor > 0)) fail("RoPE config: longrope factor {} must be > 0", factor);
+  // attention_factor: given, else 1 for factor ≤ 1, else sqrt(1 + ln(factor) / ln(original_max))
+  // (Python doubles; cast to f32 where it multiplies the f32 cos/sin).
+  double attention = number(scaling, "attention_factor", std::nan(""));
+  if (std::isnan(attention))
+    attention = factor <= 1.0 ? 1.0 : std::sqrt(1.0 + std::log(factor) / std::log(original_max));
+  if (!(attention > 0) || !std::isfinite(attention))
+    fail("RoPE config: rope_scaling.attention_factor {} must be a positive finite number", attention);
+  const auto powers = torch_rope_powers(r.rotary_dim(), theta, pow_block);
+  r.short_inv_ = longrope_table(powers, short_factor);
+  r.long_inv_ = longrope_table(powers, long_factor);
+  r.inv_freq_ = r.short_inv_;  // HF's table at init (seq_len None), kept until a forward exceeds original_max
+  r.original_max_ = static_cast<std::int64_t>(original_max);
+  r.attention_factor_ = static_cast<float>(attention);
+  r.base_description_ = fmt::format("longrope θ={} original_max={} factor={} attention_factor={}{}", theta,
+                                    r.original_max_, factor, attention, partial_note);
+  r.description_ = r.base_description_ + " short";
+  return r;
+}
+
+Rope Rope::for_length(std::int64_t seq_len) const {
+  if (!is_length_dependent()) return *this;
+  Rope r = *this;
+  const bool long_table = seq_len > original_max_;
+  r.inv_freq_ = long_table ? long_inv_ : short_inv_;
+  r.description_ = base_description_ + (long_table ? " long" : " short");
+  return r;
+}
 
 Rope Rope::from_config(std::string_view config_json, int head_dim, int pow_block) {
   const nlohmann::json config = parse_json(config_json, "RoPE config");
@@ -192,7 +281,13 @@ Rope Rope::from_config(std::string_view config_json, int head_dim, int pow_block
   std::string type = "default";
   if (scaling.contains("rope_type")) type = scaling["rope_type"].get<std::string>();
   else if (scaling.contains("type")) type = scaling["type"].get<std::string>();
+  // Phi3Config renames rope_scaling types "su" and "yarn" to "longrope" (transformers ≤ 4.x
+  // _rope_scaling_adjustment, v5 convert_rope_params_to_dict); other families keep yarn's meaning.
+  const bool phi3 = config.value("model_type", std::string()) == "phi3";
+  if (phi3 && (type == "su" || type == "yarn")) type = "longrope";
   if (type == "default") return r;
+  if (type == "longrope")
+    return RopeConfigReader::longrope(std::move(r), config, scaling, theta, partial_note, pow_block);
   const double factor = number(scaling, "factor", 1.0);
   if (!(factor > 0)) fail("RoPE config: rope_scaling.factor {} must be > 0", factor);
   // transformers' tensor arithmetic on the f32 table: each Python-float operand is cast to f32
@@ -232,7 +327,7 @@ Rope Rope::from_config(std::string_view config_json, int head_dim, int pow_block
                                  partial_note);
     return r;
   }
-  fail("RoPE config: rope type '{}' is not supported (default, linear, llama3)", type);
+  fail("RoPE config: rope type '{}' is not supported (default, linear, llama3, longrope)", type);
 }
 
 std::string Rope::describe() const { return description_; }
@@ -247,12 +342,18 @@ void Rope::apply(std::span<float> x, std::int64_t n, int heads, std::span<const 
     fail("RoPE: {} values for {} rows × {} heads × {} dims", x.size(), n, heads, d);
   if (static_cast<std::int64_t>(positions.size()) != n) fail("RoPE: {} positions for {} rows", positions.size(), n);
   std::vector<float> cos_t(half), sin_t(half);
+  const float scale = attention_factor_;  // 1 (exact, a no-op) except under LongRoPE
   for (std::int64_t t = 0; t < n; ++t) {
     for (int j = 0; j < half; ++j) {
-      // As HF: the angle is formed in fp32, cos/sin of it in fp32.
+      // As HF: the angle is formed in fp32, cos/sin of it in fp32, each times attention_scaling.
       const float angle = static_cast<float>(positions[t]) * inv_freq_[j];
-      cos_t[j] = std::cos(angle);
-      sin_t[j] = inverse ? -std::sin(angle) : std::sin(angle);
+      if (inverse) {
+        cos_t[j] = std::cos(angle) / scale;
+        sin_t[j] = -std::sin(angle) / scale;
+      } else {
+        cos_t[j] = mul(std::cos(angle), scale);
+        sin_t[j] = mul(std::sin(angle), scale);
+      }
     }
     for (int h = 0; h < heads; ++h) {
       float* row = x.data() + (t * heads + h) * d;

@@ -2,10 +2,14 @@
 // as a norm-preserving map whose inverse undoes it, and the defining property that a rotated
 // query·key product depends only on the position difference. The inverse frequencies against
 // torch itself (rope_test.py under /usr/bin/python3, skipped without python3-torch), against
-// bit patterns torch produced, and against the float32 recipe restated step by step.
+// bit patterns torch produced, and against the float32 recipe restated step by step. LongRoPE:
+// its two tables against torch (rope_test.py restates _compute_longrope_parameters), the switch
+// at original_max_position_embeddings, the attention factor's closed form and its effect on the
+// rotation.
 #include "core/rope.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -58,6 +62,9 @@ TEST(Rope, ConfigLeniency) {
   EXPECT_FLOAT_EQ(b.inv_freq()[1], static_cast<float>(std::pow(100.0, -2.0 / 8)));
   EXPECT_TRUE(Rope::from_config(R"({"rope_type": "none"})", 16).is_identity());
   EXPECT_THROW(Rope::from_config(R"({"head_dim": 8, "rope_scaling": {"rope_type": "yarn", "factor": 4}})", 0), Error);
+  // yarn means LongRoPE only on phi3 (Phi3Config's renaming); elsewhere it stays refused.
+  EXPECT_THROW(Rope::from_config(R"({"head_dim": 4, "rope_scaling": {"rope_type": "yarn", "short_factor": [1, 1],
+      "long_factor": [2, 2]}, "original_max_position_embeddings": 8, "max_position_embeddings": 32})", 0), Error);
   EXPECT_THROW(Rope::from_config("not json", 8), Error);
 }
 
@@ -326,6 +333,150 @@ TEST(Rope, InverseFrequenciesMatchTorchBitForBit) {
   }
   EXPECT_GT(compared, 10000);
   EXPECT_GT(off_old_recipe, 0) << "the grid should include entries the double recipe rounds differently";
+}
+
+// A Phi-3-style LongRoPE config: head_dim 2 × long_f.size(), original_max 8, max 64 (factor 8).
+std::string longrope_config(const std::string& type_key, const std::string& type, const std::vector<double>& short_f,
+                            const std::vector<double>& long_f, const std::string& extra = "") {
+  return fmt::format(R"({{"model_type": "phi3", "head_dim": {}, "rope_theta": 10000.0, "max_position_embeddings": 64,
+      "original_max_position_embeddings": 8{}, "rope_scaling": {{"{}": "{}", "short_factor": [{}], "long_factor": [{}]}}}})",
+                     2 * long_f.size(), extra, type_key, type, fmt::join(short_f, ", "), fmt::join(long_f, ", "));
+}
+
+// `text` with its first `from` replaced by `to` (which must occur).
+std::string with(std::string text, const std::string& from, const std::string& to) {
+  const auto at = text.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  if (at != std::string::npos) text.replace(at, from.size(), to);
+  return text;
+}
+
+// Factors as Phi-3's config.json lists them: near 1 for the short table, up to ~60 for the long
+// one, with decimals that are not f32-exact (1.0800000429153442, ...).
+std::vector<double> phi_like_factors(int n, double top, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<double> u(0.0, 1.0);
+  std::vector<double> f;
+  for (int i = 0; i < n; ++i) f.push_back(1.0 + (top - 1.0) * i / std::max(1, n - 1) + 0.3 * u(gen));
+  return f;
+}
+
+TEST(Rope, LongRopeTablesMatchTorchBitForBit) {
+  if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "/usr/bin/python3 has no torch (Debian: python3-torch)";
+  struct Case {
+    std::string config;
+    int head_dim;
+    std::int64_t seq_len;
+  };
+  std::vector<Case> cases;
+  for (int d : {8, 32, 64, 96, 128})
+    for (std::int64_t seq_len : {1, 8, 9, 1000}) {  // original_max 8: short, short (== 8), long, long
+      const auto s = phi_like_factors(d / 2, 1.2, 7u + d), l = phi_like_factors(d / 2, 60.0, 11u + d);
+      cases.push_back({longrope_config("type", "longrope", s, l), d, seq_len});
+      cases.push_back({longrope_config("rope_type", "su", s, l), d, seq_len});
+    }
+  // Phi-4-mini's layout: head_dim 128, partial_rotary_factor 0.75 → 48 factors over 96 channels.
+  const auto s48 = phi_like_factors(48, 1.1, 5), l48 = phi_like_factors(48, 50.0, 6);
+  for (std::int64_t seq_len : {8, 9})
+    cases.push_back({longrope_config("type", "longrope", s48, l48, R"(, "partial_rotary_factor": 0.75)"), 96, seq_len});
+  std::string json = "[";
+  for (const auto& c : cases)
+    json += fmt::format(R"({}{{"config": {}, "head_dim": {}, "seq_len": {}}})", json.size() > 1 ? ", " : "", c.config,
+                        c.head_dim, c.seq_len);
+  json += "]";
+  int compared = 0;
+  for (const char* capability : {"default", "avx2", "avx512"}) {
+    const TorchTables t = torch_tables(capability, json);
+    ASSERT_EQ(t.rows.size(), cases.size()) << "rope_test.py under ATEN_CPU_CAPABILITY=" << capability;
+    const int block = t.capability == "DEFAULT" ? 0 : t.capability == "AVX2" ? 16 : t.capability == "AVX512" ? 32 : -1;
+    ASSERT_GE(block, 0) << "torch reports CPU capability '" << t.capability << "'";
+    for (std::size_t k = 0; k < cases.size(); ++k) {
+      // The Phi-4-mini case passes head_dim 128 to from_config and compares the 48 rotary entries.
+      const int head_dim = cases[k].config.find("partial") != std::string::npos ? 128 : cases[k].head_dim;
+      const auto ours = Rope::from_config(cases[k].config, head_dim, block).for_length(cases[k].seq_len).inv_freq();
+      ASSERT_EQ(ours.size(), t.rows[k].size()) << cases[k].config;
+      for (std::size_t i = 0; i < ours.size(); ++i) {
+        EXPECT_EQ(bits(ours[i]), bits(t.rows[k][i]))
+            << t.capability << " D=" << cases[k].head_dim << " seq_len=" << cases[k].seq_len << " i=" << i;
+        ++compared;
+      }
+    }
+  }
+  EXPECT_GT(compared, 1000);
+}
+
+TEST(Rope, LongRopeSwitchesTablesAfterOriginalMaxAndScalesByTheAttentionFactor) {
+  const std::vector<double> s = {1.0, 1.5, 2.0, 3.0}, l = {4.0, 8.0, 16.0, 32.0};
+  const auto r = Rope::from_config(longrope_config("type", "longrope", s, l), 0);
+  ASSERT_TRUE(r.is_length_dependent());
+  EXPECT_EQ(r.original_max_position(), 8);
+  // sqrt(1 + ln(64 / 8) / ln(8)) = sqrt(2): the default when the config gives no attention_factor.
+  EXPECT_EQ(r.attention_factor(), static_cast<float>(std::sqrt(2.0)));
+  // The table: 1 / f32(f32(factor) · θ^(2i/D)), the powers within an ulp of the double closed form.
+  const auto check_table = [](const Rope& rope, const std::vector<double>& f) {
+    for (std::size_t i = 0; i < f.size(); ++i)
+      EXPECT_NEAR(rope.inv_freq()[i], 1.0 / (f[i] * std::pow(10000.0, 2.0 * i / 8)), 4e-7 * rope.inv_freq()[i]) << i;
+  };
+  check_table(r, s);                 // at init: short (HF's original_inv_freq)
+  check_table(r.for_length(8), s);   // seq_len == original_max: still short
+  check_table(r.for_length(9), l);   // one past it: long
+  check_table(r.for_length(9).for_length(3), s);
+  EXPECT_NE(r.for_length(9).describe().find(" long"), std::string::npos) << r.for_length(9).describe();
+  // A given attention_factor wins; factor ≤ 1 (max == original) gives 1; rope_scaling.factor
+  // replaces max / original (transformers v5).
+  const std::string base = longrope_config("type", "longrope", s, l);
+  EXPECT_EQ(Rope::from_config(with(base, R"("type": "longrope")", R"("type": "longrope", "attention_factor": 1.25)"), 0)
+                .attention_factor(), 1.25f);
+  EXPECT_EQ(Rope::from_config(with(base, R"("max_position_embeddings": 64)", R"("max_position_embeddings": 8)"), 0)
+                .attention_factor(), 1.0f);
+  EXPECT_EQ(Rope::from_config(with(base, R"("type": "longrope")", R"("type": "longrope", "factor": 4096.0)"), 0)
+                .attention_factor(), static_cast<float>(std::sqrt(1.0 + std::log(4096.0) / std::log(8.0))));
+  // The rotation: a · R(p·inv_freq) x with a = attention_factor, against doubles; the inverse undoes it.
+  const auto rl = r.for_length(100);
+  std::mt19937 gen(5);
+  std::normal_distribution<float> dist;
+  std::vector<float> x(3 * 8);
+  for (auto& v : x) v = dist(gen);
+  const std::vector<std::int64_t> pos = {0, 9, 99};
+  auto y = x;
+  rl.apply(y, 3, 1, pos);
+  const double a = std::sqrt(2.0);
+  for (int t = 0; t < 3; ++t)
+    for (int j = 0; j < 4; ++j) {
+      const double angle = static_cast<float>(pos[t]) * rl.inv_freq()[j];
+      const double x0 = x[t * 8 + j], x1 = x[t * 8 + j + 4];
+      // Tolerance: a few f32 roundings of values of size ≤ a·(|x0| + |x1|).
+      const double tol = 4 * 6e-8 * a * (std::abs(x0) + std::abs(x1)) + 1e-7;
+      EXPECT_NEAR(y[t * 8 + j], a * (x0 * std::cos(angle) - x1 * std::sin(angle)), tol);
+      EXPECT_NEAR(y[t * 8 + j + 4], a * (x1 * std::cos(angle) + x0 * std::sin(angle)), tol);
+    }
+  rl.apply(y, 3, 1, pos, true);
+  for (std::size_t i = 0; i < x.size(); ++i) EXPECT_NEAR(y[i], x[i], 1e-5);
+  // Other rules do not depend on the length.
+  EXPECT_FALSE(Rope::standard(8, 10000.0).is_length_dependent());
+  EXPECT_EQ(Rope::standard(8, 10000.0).for_length(1 << 20).inv_freq(), Rope::standard(8, 10000.0).inv_freq());
+}
+
+TEST(Rope, LongRopeErrorsNameTheKey) {
+  const std::vector<double> s = {1.0, 1.5, 2.0, 3.0}, l = {4.0, 8.0, 16.0, 32.0};
+  const auto error_of = [](const std::string& config) {
+    try {
+      Rope::from_config(config, 0);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_NE(error_of(longrope_config("type", "longrope", {1.0, 1.0, 1.0}, l)).find("short_factor has 3 entries"),
+            std::string::npos);
+  EXPECT_NE(error_of(longrope_config("type", "longrope", s, {1.0, 0.0, 1.0, 1.0})).find("long_factor"),
+            std::string::npos);
+  // Outside phi3 (no Phi3Config defaults) original_max_position_embeddings must be given.
+  const std::string generic =
+      with(with(longrope_config("type", "longrope", s, l), R"("model_type": "phi3", )", ""),
+           R"("original_max_position_embeddings": 8)", R"("unused": 8)");
+  EXPECT_NE(error_of(generic).find("original_max_position_embeddings"), std::string::npos) << error_of(generic);
 }
 
 }  // namespace

@@ -75,11 +75,15 @@ std::shared_ptr<PagedQuerySelection> paged_selection_of(const compressors::Chain
 
 }  // namespace
 
-CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, const ModelConfig& config,
+CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, const ModelConfig& model_config,
                                  const compressors::ChainSpec& chain, const core::Checkpoint* checkpoint,
                                  linalg::Backend& backend, const ExactKv* exact, CompressRoute route) {
   const core::ProfileScope scope("compress hook (whole chain)");
   cache.set_query_selection(nullptr);  // a selection of an earlier compression no longer applies
+  // LongRoPE: the compressors rotate the cache with the table of the forward that filled it up to
+  // next_position() (the prefill's, when the hook runs after it; docs/models.md §2.6).
+  ModelConfig config = model_config;
+  config.rope = model_config.rope.for_length(cache.next_position());
   // The compressors rotate every layer with config.rope and score every key against every query:
   // refused where the model does otherwise (as DumpCache refuses such dumps).
   if (config.local_rope)

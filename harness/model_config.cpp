@@ -443,21 +443,16 @@ ModelConfig parse_model_config(std::string_view json_text, std::string_view sour
     rope_text = with_theta.dump();
   }
   if (phi3) {
-    // Phi3Config maps rope_scaling types "su" and "yarn" to LongRoPE (convert_rope_params_to_dict):
-    // short/long factors chosen by sequence length and an attention factor on cos/sin, which
-    // kvlab's RoPE does not compute yet; refused by name rather than run as another rule.
+    // Phi3Config maps rope_scaling types "su" and "yarn" to LongRoPE (convert_rope_params_to_dict);
+    // core::Rope reads all three as longrope on phi3 (docs/models.md §2.6, §8.4).
     for (const char* key : {"rope_scaling", "rope_parameters"})
       if (auto it = j.find(key); it != j.end() && it->is_object())
         for (const char* type_key : {"rope_type", "type"})
           if (auto t = it->find(type_key); t != it->end() && t->is_string()) {
-            if (*t == "longrope" || *t == "su" || *t == "yarn")
-              fail("{}: {}.{} '{}' is LongRoPE on phi3 (short_factor/long_factor by sequence length, attention "
-                   "factor on cos/sin), which kvlab does not support yet (Phi-3-*-128k, Phi-3.5-mini, Phi-4-mini); "
-                   "the 4k Phi-3 models (rope_scaling null) are supported",
-                   source, key, type_key, t->get<std::string>());
+            if (*t == "longrope" || *t == "su" || *t == "yarn") continue;
             // Phi3Config.validate_rope raises on any other type.
             if (*t != "default")
-              fail("{}: {}.{} '{}' is not a phi3 rope type (Phi3Config accepts default or longrope)", source, key,
+              fail("{}: {}.{} '{}' is not a phi3 rope type (Phi3Config accepts default or longrope: su, yarn)", source, key,
                    type_key, t->get<std::string>());
           }
   }

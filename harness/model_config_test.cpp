@@ -232,22 +232,46 @@ TEST(ModelConfig, Phi3HasFusedProjectionsItsWindowAndNoBias) {
   EXPECT_EQ(p.rope.inv_freq(), core::torch_default_inv_freq(96, 10000.0));
 }
 
-TEST(ModelConfig, Phi3LongRopeIsRefusedByName) {
-  // Phi3Config reads rope_scaling type "su" and "yarn" as LongRoPE (convert_rope_params_to_dict).
+TEST(ModelConfig, Phi3LongRopeUnderEachNameAndTypeKey) {
+  // Phi-3-mini-128k's layout: max_position_embeddings 131072, original 4096, rope_scaling with
+  // 48 short and 48 long factors (head_dim 96). Phi3Config reads "su" and "yarn" as LongRoPE.
+  std::vector<double> short_f, long_f;
+  for (int i = 0; i < 48; ++i) short_f.push_back(1.0 + 0.01 * i), long_f.push_back(1.0 + 1.1 * i);
+  const auto powers = core::torch_rope_powers(96, 10000.0);
   for (const char* type : {"longrope", "su", "yarn"})
     for (const char* key : {"rope_type", "type"}) {
       json j = phi3_mini_4k();
-      j["rope_scaling"] = {{key, type}, {"short_factor", std::vector<double>(48, 1.0)},
-                           {"long_factor", std::vector<double>(48, 2.0)}};
-      try {
-        parse_model_config(j.dump());
-        ADD_FAILURE() << "accepted " << type;
-      } catch (const Error& e) {
-        EXPECT_THAT(e.what(), HasSubstr(fmt::format("rope_scaling.{} '{}' is LongRoPE on phi3", key, type)));
+      j["max_position_embeddings"] = 131072;
+      j["rope_scaling"] = {{key, type}, {"short_factor", short_f}, {"long_factor", long_f}};
+      const auto c = parse_model_config(j.dump());
+      ASSERT_TRUE(c.rope.is_length_dependent()) << type;
+      EXPECT_EQ(c.rope.original_max_position(), 4096);
+      // attention_factor = sqrt(1 + ln(131072 / 4096) / ln(4096)) (_compute_longrope_parameters)
+      EXPECT_EQ(c.rope.attention_factor(), static_cast<float>(std::sqrt(1.0 + std::log(32.0) / std::log(4096.0))));
+      for (int i = 0; i < 48; ++i) {  // 1.0 / (ext_factors * base**inv_freq_shape), each op in f32
+        EXPECT_EQ(c.rope.for_length(4096).inv_freq()[i], 1.0f / (static_cast<float>(short_f[i]) * powers[i])) << i;
+        EXPECT_EQ(c.rope.for_length(4097).inv_freq()[i], 1.0f / (static_cast<float>(long_f[i]) * powers[i])) << i;
       }
     }
-  // Phi3Config.validate_rope accepts no other type (kvlab would otherwise run linear scaling).
+  // transformers v5's rope_parameters, original_max inside it; Phi3Config's defaults (4096 for
+  // both lengths: factor 1, attention factor 1) when the config leaves them out.
   json j = phi3_mini_4k();
+  j.erase("original_max_position_embeddings");
+  j.erase("max_position_embeddings");
+  j["rope_parameters"] = {{"rope_type", "longrope"}, {"rope_theta", 10000.0}, {"short_factor", short_f},
+                          {"long_factor", long_f}, {"original_max_position_embeddings", 2048}};
+  auto c = parse_model_config(j.dump());
+  EXPECT_EQ(c.rope.original_max_position(), 2048);
+  EXPECT_EQ(c.rope.attention_factor(), static_cast<float>(std::sqrt(1.0 + std::log(2.0) / std::log(2048.0))));
+  j["rope_parameters"].erase("original_max_position_embeddings");
+  c = parse_model_config(j.dump());
+  EXPECT_EQ(c.rope.original_max_position(), 4096);
+  EXPECT_EQ(c.rope.attention_factor(), 1.0f);
+  // A factor list of the wrong length is an error naming it.
+  j["rope_parameters"]["long_factor"] = std::vector<double>(47, 1.0);
+  EXPECT_THAT(error_of(j), HasSubstr("long_factor has 47 entries"));
+  // Phi3Config.validate_rope accepts no other type (kvlab would otherwise run linear scaling).
+  j = phi3_mini_4k();
   j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 2.0}};
   try {
     parse_model_config(j.dump());

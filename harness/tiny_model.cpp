@@ -33,6 +33,11 @@ void check_options(const TinyModelOptions& o) {
     fail("make-tiny-model: --layer-similarity {} must be in [0, 1)", o.layer_similarity);
   if (o.dtype != "bfloat16" && o.dtype != "float16" && o.dtype != "float32")
     fail("make-tiny-model: --dtype '{}' is not one of bfloat16, float16, float32", o.dtype);
+  if (o.longrope_original_max < 0 || (o.longrope_original_max > 0 && o.arch != "phi3"))
+    fail("make-tiny-model: --longrope-original-max {} needs --arch phi3 and a value ≥ 0", o.longrope_original_max);
+  if (o.longrope_original_max > o.max_position_embeddings)
+    fail("make-tiny-model: --longrope-original-max {} exceeds --max-position {}", o.longrope_original_max,
+         o.max_position_embeddings);
 }
 
 core::DType storage_dtype(const std::string& name) {
@@ -153,9 +158,9 @@ std::string tiny_model_config_json(const TinyModelOptions& o, int vocab_size) {
     c["router_aux_loss_coef"] = 0.02;
     c["output_router_logits"] = false;
   } else if (o.arch == "phi3") {
-    // Phi-4-mini's attention without its LongRoPE (not supported yet): fused qkv_proj and
-    // gate_up_proj, partial_rotary_factor 0.75, tied embeddings, no window (Phi-3.5-mini's is
-    // 262144, past any tiny context); rope_theta 10000 (Phi3Config's default).
+    // Phi-4-mini's attention: fused qkv_proj and gate_up_proj, partial_rotary_factor 0.75, tied
+    // embeddings, no window (Phi-3.5-mini's is 262144, past any tiny context); rope_theta 10000
+    // (Phi3Config's default); LongRoPE with --longrope-original-max, else none.
     c["architectures"] = {"Phi3ForCausalLM"};
     c["model_type"] = "phi3";
     c["rms_norm_eps"] = 1e-5;
@@ -163,6 +168,20 @@ std::string tiny_model_config_json(const TinyModelOptions& o, int vocab_size) {
     c["rope_scaling"] = nullptr;
     c["partial_rotary_factor"] = 0.75;
     c["original_max_position_embeddings"] = o.max_position_embeddings;
+    if (o.longrope_original_max > 0) {
+      // One factor per rotary frequency (rotary_dim / 2), shaped like Phi-4-mini's: short ones
+      // within 1.0–1.1, long ones from 1 up to 16 (lower frequencies stretched more).
+      const int head_dim = o.head_dim ? o.head_dim : o.hidden / o.heads;
+      const int n = static_cast<int>(static_cast<double>(head_dim) * 0.75) / 2;
+      json short_f = json::array(), long_f = json::array();
+      for (int i = 0; i < n; ++i) {
+        const double x = n > 1 ? static_cast<double>(i) / (n - 1) : 0.0;
+        short_f.push_back(1.0 + 0.1 * x * x);
+        long_f.push_back(1.0 + 15.0 * x * x);
+      }
+      c["rope_scaling"] = {{"type", "longrope"}, {"short_factor", short_f}, {"long_factor", long_f}};
+      c["original_max_position_embeddings"] = o.longrope_original_max;
+    }
     c["sliding_window"] = nullptr;
     c["tie_word_embeddings"] = true;
     c["resid_pdrop"] = 0.0;

@@ -42,6 +42,10 @@ struct TinyModelOptions {
   std::uint64_t seed = 0;
   std::string dtype = "bfloat16";  // storage dtype of model.safetensors: bfloat16 | float16 | float32
   int max_position_embeddings = 8192;
+  // phi3 only: > 0 writes Phi-4-mini-style LongRoPE (rope_scaling type "longrope", short factors
+  // near 1, long ones rising to 16) with this original_max_position_embeddings, so a prompt longer
+  // than it switches tables (docs/models.md §8.6); 0: no rope_scaling.
+  int longrope_original_max = 0;
 };
 
 // The config.json text for `options` with `vocab_size` embedding rows.

@@ -11,7 +11,11 @@ at::Tensor rope_rotate(const at::Tensor& x, const at::Tensor& positions, const c
   const auto f32 = at::TensorOptions().dtype(at::kFloat).device(x.device());
   const at::Tensor inv_freq = at::tensor(at::ArrayRef<float>(rope.inv_freq()), f32);
   const at::Tensor angles = at::outer(positions.to(f32), inv_freq).unsqueeze(1);  // [n, 1, D/2]
-  const at::Tensor cos = angles.cos(), sin = inverse ? -angles.sin() : angles.sin();
+  at::Tensor cos = angles.cos(), sin = inverse ? -angles.sin() : angles.sin();
+  if (const double a = rope.attention_factor(); a != 1.0) {  // LongRoPE: cos, sin × a (inverse: ÷ a)
+    cos = inverse ? cos / a : cos * a;
+    sin = inverse ? sin / a : sin * a;
+  }
   const at::Tensor a = x.narrow(-1, 0, half), b = x.narrow(-1, half, half);
   return at::cat({a * cos - b * sin, b * cos + a * sin}, -1);
 }

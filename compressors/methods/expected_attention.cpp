@@ -101,6 +101,9 @@ class ExpectedAttention final : public BudgetedEviction {
     std::vector<double> cbar(half, 1.0), sbar(half, 0.0);
     if (!cache.rope().is_identity()) {
       if (inv_freq.size() != half) fail("expected_attention: RoPE of {} dims for head_dim {}", 2 * inv_freq.size(), D);
+      if (cache.rope().attention_factor() != 1.0f)  // the averaged rotation below leaves it out
+        fail("expected_attention: RoPE with attention factor {} (LongRoPE) is not supported",
+             cache.rope().attention_factor());
       const std::int64_t p0 = cache.positions().back() + 1;
       for (std::size_t j = 0; j < half; ++j) {
         double c = 0, sn = 0;

@@ -139,7 +139,8 @@ LlamaModel::LlamaModel(ModelConfig config, const core::Checkpoint& ckpt, RunOpti
       fail("{}: RoPE has {} frequencies for head_dim {}", ckpt.path().string(), inv.size(), c.head_dim);
     return at::tensor(std::vector<float>(inv.begin(), inv.end()), at::kFloat).to(options_.device);
   };
-  inv_freq_ = frequencies(c.rope);
+  inv_freq_ = frequencies(c.rope);  // LongRoPE: the short table (Rope::from_config starts there)
+  if (c.rope.is_length_dependent()) long_inv_freq_ = frequencies(c.rope.for_length(c.rope.original_max_position() + 1));
   if (c.local_rope) local_inv_freq_ = frequencies(*c.local_rope);
 }
 
@@ -152,11 +153,22 @@ LlamaModel LlamaModel::load(const std::filesystem::path& dir, RunOptions options
 }
 
 LlamaModel::RopeTables LlamaModel::rope_tables(const at::Tensor& positions, at::ScalarType dtype,
-                                               const at::Tensor& inv_freq) {
+                                               const at::Tensor& inv_freq, double scale) {
   // Angles p·inv_freq[j] in fp32, duplicated so frequency j sits at j and j + D/2 (rotate-half).
   const at::Tensor angles = at::outer(positions.to(at::kFloat), inv_freq);  // [S, D/2]
   const at::Tensor emb = at::cat({angles, angles}, -1);                       // [S, D]
-  return {emb.cos().to(dtype).unsqueeze(1), emb.sin().to(dtype).unsqueeze(1)};  // [S, 1, D]
+  at::Tensor cos = emb.cos(), sin = emb.sin();
+  if (scale != 1.0) {  // `emb.cos() * self.attention_scaling`: an f32 product with the f32-cast scalar
+    cos = cos * scale;
+    sin = sin * scale;
+  }
+  return {cos.to(dtype).unsqueeze(1), sin.to(dtype).unsqueeze(1)};  // [S, 1, D]
+}
+
+const at::Tensor& LlamaModel::global_inv_freq(std::int64_t seq_len) const {
+  // dynamic_rope_update's longrope_frequency_update: seq_len = max(position_ids) + 1 of this
+  // forward; the long table when it exceeds original_max_position_embeddings.
+  return long_inv_freq_.defined() && seq_len > config_.rope.original_max_position() ? long_inv_freq_ : inv_freq_;
 }
 
 at::Tensor LlamaModel::apply_rope(const at::Tensor& x, const RopeTables& tables) {
@@ -178,11 +190,11 @@ at::Tensor LlamaModel::rotate(const at::Tensor& x, const at::Tensor& positions) 
 }
 
 at::Tensor LlamaModel::rotate(const at::Tensor& x, const at::Tensor& positions, int layer) const {
-  return apply_rope(x, rope_tables(positions, x.scalar_type(), inv_freq_of(layer)));
-}
-
-const at::Tensor& LlamaModel::inv_freq_of(int layer) const {
-  return config_.uses_local_rope(layer) ? local_inv_freq_ : inv_freq_;
+  if (config_.uses_local_rope(layer)) return apply_rope(x, rope_tables(positions, x.scalar_type(), local_inv_freq_));
+  const std::int64_t seq_len =
+      long_inv_freq_.defined() && positions.numel() ? positions.max().item<std::int64_t>() + 1 : 0;
+  return apply_rope(x,
+                    rope_tables(positions, x.scalar_type(), global_inv_freq(seq_len), config_.rope.attention_factor()));
 }
 
 std::int64_t LlamaModel::chunk_tokens(std::int64_t keys) const {
@@ -289,7 +301,9 @@ at::Tensor LlamaModel::forward(const at::Tensor& ids_in, KvCache* cache, const L
   // Gemma: × √d with the factor in the activation dtype (Gemma2Model's normalizer, Gemma-3's embed_scale).
   if (c.scale_embeddings) h = h * at::scalar_tensor(std::sqrt(static_cast<double>(c.hidden_size)), h.options());
   // Once per call, shared by every layer (Gemma-3's sliding layers: the local table).
-  const RopeTables global_rope = rope_tables(positions, h.scalar_type(), inv_freq_);
+  // LongRoPE: the table of this call's largest position + 1 (start + S), and the attention factor.
+  const RopeTables global_rope =
+      rope_tables(positions, h.scalar_type(), global_inv_freq(start + S), config_.rope.attention_factor());
   const RopeTables local_rope =
       local_inv_freq_.defined() ? rope_tables(positions, h.scalar_type(), local_inv_freq_) : RopeTables{};
   for (int l = 0; l < c.num_layers; ++l) {

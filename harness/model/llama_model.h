@@ -59,13 +59,16 @@ class LlamaModel {
   const RunOptions& options() const { return options_; }
 
   // Runs `ids` ([S] integer, any device) at positions cache->next_position() + 0..S-1, appends
-  // their pre-RoPE K and V to `cache`, and calls `observer` once per layer, in order. With
-  // cache == nullptr the positions are 0..S-1 and nothing is kept (the dump path: memory is one
-  // layer's tensors). Returns f32 logits: [S, V] when all_logits, else [1, V] (the last token).
+  // their pre-RoPE K and V to `cache` (LongRoPE: this call's q and k rotate with the table of
+  // next_position() + S, the cached keys keep the rotation they had, as HF's forward;
+  // docs/models.md §2.6), and calls `observer` once per layer, in order. With cache == nullptr
+  // the positions are 0..S-1 and nothing is kept (the dump path: memory is one layer's
+  // tensors). Returns f32 logits: [S, V] when all_logits, else [1, V] (the last token).
   at::Tensor forward(const at::Tensor& ids, KvCache* cache, const LayerObserver& observer = {},
                      bool all_logits = false) const;
 
-  // RoPE of x [S, H, D] at `positions` [S] (the rotation attention applies), in x's dtype. The
+  // RoPE of x [S, H, D] at `positions` [S] (the rotation attention applies), in x's dtype; under
+  // LongRoPE with the table of a forward whose largest position is max(positions). The
   // two-argument form is for models with one RoPE on every layer (an error on Gemma-3, whose
   // sliding layers rotate with rope_local_base_freq: name the layer).
   at::Tensor rotate(const at::Tensor& x, const at::Tensor& positions) const;
@@ -85,9 +88,13 @@ class LlamaModel {
   struct RopeTables {
     at::Tensor cos, sin;  // [S, 1, rotary_dim] in the activation dtype, computed in fp32
   };
-  static RopeTables rope_tables(const at::Tensor& positions, at::ScalarType dtype, const at::Tensor& inv_freq);
+  // cos and sin times `scale` in fp32 before the cast (LongRoPE's attention factor; 1: no product).
+  static RopeTables rope_tables(const at::Tensor& positions, at::ScalarType dtype, const at::Tensor& inv_freq,
+                                double scale = 1.0);
+  // The global table a forward whose largest position + 1 is `seq_len` rotates with: LongRoPE's
+  // long table past original_max_position_embeddings, else inv_freq_ (docs/models.md §2.6).
+  const at::Tensor& global_inv_freq(std::int64_t seq_len) const;
   static at::Tensor apply_rope(const at::Tensor& x, const RopeTables& tables);
-  const at::Tensor& inv_freq_of(int layer) const;
   at::Tensor norm(const at::Tensor& x, const at::Tensor& weight) const;  // the family's RMSNorm
   // Layer `layer`'s attention: its window (config.window) and the family's scale and soft-cap;
   // keep [H_kv, Sk] masks cells for every query, query_keep [H_q, Sk] per query head (both
@@ -100,7 +107,8 @@ class LlamaModel {
 
   ModelConfig config_;
   RunOptions options_;
-  at::Tensor embed_, norm_, lm_head_, inv_freq_;
+  at::Tensor embed_, norm_, lm_head_, inv_freq_;  // inv_freq_: LongRoPE's short table
+  at::Tensor long_inv_freq_;  // LongRoPE's long table (config.rope.for_length past the switch), else undefined
   at::Tensor local_inv_freq_;  // Gemma-3's sliding layers (config.local_rope), else undefined
   std::vector<Layer> layers_;
 };

@@ -1201,6 +1201,67 @@ TEST(LlamaModel, CachedDecodeMatchesThePythonReferencesCachedDecode) {
   }
 }
 
+// LongRoPE (docs/models.md §2.6, §8.4) on the tiny phi3 with original_max_position_embeddings 8
+// and max_position_embeddings 256 (factor 32: attention factor sqrt(1 + ln 32 / ln 8) ≈ 1.63), so
+// 13-token prompts cross the switch. reference_phi3.py restates _compute_longrope_parameters and
+// dynamic_rope_update from transformers; tolerances as for the dense families (1e-4 logits, 1e-5 K/V).
+TEST(LlamaModel, Phi3LongRopeMatchesThePythonReferenceAcrossTheSwitch) {
+  if (!system_python_has_torch()) GTEST_SKIP() << "/usr/bin/python3 has no torch (Debian: python3-torch)";
+  auto o = small("phi3");
+  o.dtype = "bfloat16";
+  o.longrope_original_max = 8;
+  const json config = config_json(o);
+  const ModelConfig mc = parse_model_config(config.dump());
+  ASSERT_TRUE(mc.rope.is_length_dependent());
+  const ModelDir dir("ref_longrope", config, weights_for(config, o));
+  const auto model = dir.load();
+  const auto tokens = random_ids(13, 23);
+  const auto prefix = [&](std::size_t n) { return std::vector<std::int64_t>(tokens.begin(), tokens.begin() + n); };
+  // One forward: 6 tokens (short table), 8 (still short: seq_len == original_max), 9 and 13 (long).
+  for (std::size_t n : {6, 8, 9, 13}) {
+    const auto ref = run_reference("/usr/bin/python3", "reference_phi3.py", dir, o, mc, prefix(n));
+    ASSERT_TRUE(ref.logits.defined()) << n;
+    std::vector<at::Tensor> keys;
+    const auto ours =
+        model.forward(ids(prefix(n)), nullptr, [&](const LayerTap& tap) { keys.push_back(tap.key.clone()); }, true);
+    EXPECT_LT(max_diff(ours, ref.logits), 1e-4) << n << " tokens";
+    for (int l = 0; l < o.layers; ++l) EXPECT_LT(max_diff(keys[l], ref.keys[l]), 1e-5) << n << " tokens, layer " << l;
+  }
+  // LongRoPE is not a no-op here: the same weights without rope_scaling give other logits past the
+  // switch (the long table and the attention factor) and before it (the attention factor).
+  json plain = config;
+  plain["rope_scaling"] = nullptr;
+  const ModelDir plain_dir("ref_longrope_plain", plain, weights_for(config, o));
+  const auto plain_model = plain_dir.load();
+  for (std::size_t n : {6, 13})
+    EXPECT_GT(max_diff(plain_model.forward(ids(prefix(n)), nullptr, {}, true), model.forward(ids(prefix(n)), nullptr, {}, true)),
+              1e-2)
+        << n << " tokens";
+  // Cached decode across the switch (prefill 5, then one token at a time to 13): each step rotates
+  // its own q and k with the table of its position + 1, the cached keys keep theirs, as HF's
+  // forward with a DynamicCache (not generate(), which recomputes once at the crossing).
+  const auto cached_ref = run_reference("/usr/bin/python3", "reference_phi3.py", dir, o, mc, tokens, 5);
+  const auto full_ref = run_reference("/usr/bin/python3", "reference_phi3.py", dir, o, mc, tokens);
+  ASSERT_TRUE(cached_ref.logits.defined() && full_ref.logits.defined());
+  const auto decode = [&](std::size_t prefill, std::size_t n) {
+    KvCache cache(o.layers);
+    std::vector<at::Tensor> steps = {model.forward(ids(prefix(prefill)), &cache, {}, true)};
+    for (std::size_t t = prefill; t < n; ++t) steps.push_back(model.forward(ids({tokens[t]}), &cache));
+    return at::cat(steps, 0);
+  };
+  const auto ours = decode(5, 13);
+  EXPECT_LT(max_diff(ours, cached_ref.logits), 1e-4);
+  // Up to position 7 every step ran on the short table: the 8-token forward's rows. From position
+  // 8 on, the full 13-token forward rotates every key with the long table, the decode only its new
+  // ones: the rows differ.
+  EXPECT_LT(max_diff(ours.narrow(0, 0, 8), model.forward(ids(prefix(8)), nullptr, {}, true)), 1e-4);
+  EXPECT_GT(max_diff(ours.narrow(0, 8, 5), full_ref.logits.narrow(0, 8, 5)), 1e-3);
+  // Incremental decode equals the full recompute where no step crosses: all short (3 → 8) and
+  // all long (10 → 13).
+  EXPECT_LT(max_diff(decode(3, 8), model.forward(ids(prefix(8)), nullptr, {}, true)), 1e-4);
+  EXPECT_LT(max_diff(decode(10, 13), model.forward(ids(prefix(13)), nullptr, {}, true)), 1e-4);
+}
+
 // Transformers itself (issue 8's HF parity): $KVLAB_PYTHON, else the python3 on PATH (the GPU
 // image's has transformers 5.x). Skips where it has no transformers; qwen3 and qwen3_moe need
 // transformers ≥ 4.51 and are left out, with a note, where it is older (mixtral likewise).

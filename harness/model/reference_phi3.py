@@ -3,13 +3,18 @@
 Phi3ForCausalLM (src/transformers/models/phi3/modeling_phi3.py, generated from modular_phi3.py)
 rewritten module by module — Phi3RMSNorm, Phi3MLP (one gate_up_proj, `gate, up = chunk(2)`,
 `up * act(gate)`), Phi3Attention (one qkv_proj sliced q | k | v by columns), Phi3RotaryEmbedding
-(the default rule over dim = int(head_dim * partial_rotary_factor), attention_scaling 1),
+(the default rule over dim = int(head_dim * partial_rotary_factor), attention_scaling 1; or
+LongRoPE: modeling_rope_utils.py's _compute_longrope_parameters and dynamic_rope_update, which per
+forward picks the long_factor table when max(position_ids) + 1 > original_max_position_embeddings,
+else the short_factor one, and multiplies cos and sin by attention_factor),
 apply_rotary_pos_emb with partial rotary (rotate x[..., :dim], pass x[..., dim:] through),
 eager_attention_forward (repeat_kv, additive mask, softmax in fp32), Phi3DecoderLayer (dropouts
 are the identity at inference), Phi3Model (create_causal_mask, or create_sliding_window_causal_mask
 when config.sliding_window is set) — in PyTorch, reading config.json and model.safetensors with
 nothing but json and numpy (reference_llama.py's loader). No kvlab code is on its path. Runs on the
-torch of Debian's /usr/bin/python3 (1.13). LongRoPE ("longrope", "su", "yarn" on phi3) is refused.
+torch of Debian's /usr/bin/python3 (1.13). Under LongRoPE a cached decode keeps the prefix's keys
+rotated as they were when cached, as a DynamicCache does (transformers' generate() instead drops
+the cache once when the length first crosses original_max: Phi3ForCausalLM.prepare_inputs_for_generation).
 
   reference_phi3.py MODEL_DIR IDS OUT.f32 [KV.f32 [PREFILL]]
 
@@ -18,6 +23,7 @@ RoPE (the k columns of qkv_proj(x): what kvlab's dump and cache hold) and its va
 layers, keys [S, H_kv, D] then values [S, H_kv, D], raw f32. PREFILL = N (0 < N ≤ S) runs the
 first N tokens as one forward and then the others one at a time from a cache of rotated keys, as
 transformers' DynamicCache does; the logits and KV rows are those of every token in order."""
+import math
 import os
 import sys
 
@@ -124,8 +130,10 @@ class Phi3ForCausalLM(nn.Module):
         scaling = dict(config.get("rope_parameters") or {})
         scaling.update(config.get("rope_scaling") or {})
         kind = scaling.get("rope_type", scaling.get("type", "default"))
-        if kind != "default":
-            raise SystemExit(f"reference_phi3.py: rope type {kind} (LongRoPE) is not modelled")
+        if kind in ("su", "yarn"):  # Phi3Config: both mean longrope
+            kind = "longrope"
+        if kind not in ("default", "longrope"):
+            raise SystemExit(f"reference_phi3.py: rope type {kind} is not a phi3 rope type")
         head_dim = config.get("head_dim", config["hidden_size"] // config["num_attention_heads"])
         self.embed_tokens = w["model.embed_tokens.weight"]
         act = ACT2FN[config.get("hidden_act", "silu")]
@@ -139,8 +147,28 @@ class Phi3ForCausalLM(nn.Module):
         dim = int(head_dim * partial_rotary_factor)
         self.inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
         self.attention_scaling = 1.0
+        self.original_max = None
+        if kind == "longrope":  # _compute_longrope_parameters (transformers v5)
+            self.original_max = scaling.get("original_max_position_embeddings",
+                                            config.get("original_max_position_embeddings", 4096))
+            factor = scaling.get("factor")
+            if factor is None:
+                factor = config.get("max_position_embeddings", 4096) / self.original_max
+            attention_factor = scaling.get("attention_factor")
+            if attention_factor is None:
+                attention_factor = (1.0 if factor <= 1.0 else
+                                    math.sqrt(1 + math.log(factor) / math.log(self.original_max)))
+            self.attention_scaling = attention_factor
+            inv_freq_shape = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim
+            powers = base**inv_freq_shape
+            self.short_inv_freq = 1.0 / (torch.tensor(scaling["short_factor"], dtype=torch.float32) * powers)
+            self.long_inv_freq = 1.0 / (torch.tensor(scaling["long_factor"], dtype=torch.float32) * powers)
+            self.inv_freq = self.short_inv_freq  # the table at init (seq_len None)
 
-    def rotary_emb(self, position_ids):  # Phi3RotaryEmbedding.forward, fp32
+    def rotary_emb(self, position_ids):  # Phi3RotaryEmbedding.forward under @dynamic_rope_update, fp32
+        if self.original_max is not None:  # longrope_frequency_update
+            seq_len = torch.max(position_ids) + 1
+            self.inv_freq = self.long_inv_freq if seq_len > self.original_max else self.short_inv_freq
         freqs = (self.inv_freq[None, :, None].float() @ position_ids[:, None, :].float()).transpose(1, 2)
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos() * self.attention_scaling, emb.sin() * self.attention_scaling
