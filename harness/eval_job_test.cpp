@@ -323,6 +323,27 @@ TEST_F(EvalJob, QuestSelectsPagesAtEveryDecodeStep) {
   }
 }
 
+// Phi-3's partial rotary (0.75 of head_dim) on every route: the device paths rotate the first
+// rotary_dim channels and pass the rest through, as the model does.
+TEST_F(EvalJob, PartialRotaryModelsCompressOnEveryRoute) {
+  TinyModelOptions o;
+  o.arch = "phi3";
+  o.layers = 2;
+  o.dtype = "float32";
+  write_tiny_model(dir_ / "phi3", o);
+  for (const char* route : {"host", "resident"}) {
+    auto r = request();
+    r.model = dir_ / "phi3";
+    r.compress_route = route;
+    r.methods = {"full", "snapkv:keep=0.5,window=4,kernel=3", "kivi:bits=4,group=8,residual=4"};
+    fs::remove_all(dir_ / "out");
+    run_eval(r);
+    const auto j = report();
+    EXPECT_LT(j["methods"][0]["kl"].get<double>(), 1e-4) << route;
+    for (const auto& m : j["methods"]) EXPECT_TRUE(std::isfinite(m["kl"].get<double>())) << route << " " << m["spec"];
+  }
+}
+
 TEST_F(EvalJob, BadSpecFailsBeforeAnythingIsWritten) {
   auto r = request();
   r.methods = {"snapkv:kep=0.5"};

@@ -65,6 +65,10 @@ TEST(WindowScores, TorchOnTheModelsTensorsScoresAsTheHostDoes) {
   expect_host_scores(random_case(core::Rope::standard(16, 10000.0), at::kFloat), at::kCPU, 1e-5);
   expect_host_scores(random_case(core::Rope::identity(), at::kFloat), at::kCPU, 1e-5);
   expect_host_scores(random_case(core::Rope::standard(16, 500000.0), at::kBFloat16), at::kCPU, 1e-5);
+  // Partial rotary (Phi-4-mini's 0.75): 12 of the 16 channels rotate, the last 4 pass through.
+  const auto partial = core::Rope::from_config(R"({"head_dim": 16, "rope_theta": 10000.0, "partial_rotary_factor": 0.75})", 0);
+  ASSERT_EQ(partial.rotary_dim(), 12);
+  expect_host_scores(random_case(partial, at::kFloat), at::kCPU, 1e-5);
 }
 
 // cuBLAS may sum the logits' products in another order: 1e-4 still catches a wrong mask,
