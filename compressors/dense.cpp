@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <cstdio>
 #include <numeric>
 
 #include "core/error.h"
@@ -138,6 +139,13 @@ FloatTensor rebuild_uncompressed(const StoredTensor& stored, Part part, const Ca
   x.data = stored.values;
   if (part == Part::key) rope.apply(x.span(), shape.tokens, shape.kv_heads, positions, /*inverse=*/true);
   return x;
+}
+
+bool parse_head_tensor(const std::string& name, int& layer, int& head, std::string& leaf) {
+  int used = 0;
+  if (std::sscanf(name.c_str(), "layer%d/head%d/%n", &layer, &head, &used) != 2 || used == 0) return false;
+  leaf = name.substr(static_cast<std::size_t>(used));
+  return true;
 }
 
 }  // namespace kvlab::compressors

@@ -15,6 +15,10 @@ std::unique_ptr<TransformStage> make_full(const StageSpec& spec);
 // the kept cells when `masks` is given. Reconstruction un-rotates the keys.
 std::unique_ptr<Compressed> dense_representation(const CacheSource& cache, const KeepMasks* masks);
 
+// The parts of a per-head tensor's name "layer{l}/head{h}/{leaf}" (the names above): l, h and the
+// leaf ("key", "value", "index", …); false for any other name.
+bool parse_head_tensor(const std::string& name, int& layer, int& head, std::string& leaf);
+
 // One layer part that a method leaves uncompressed (layers outside xkv's range, minicache's pairs,
 // commonkv's groups), stored as the model's cache holds it: fp16 [T, H·D] named
 // "layer{l}/{key|value}", keys post-RoPE with per_channel layout, values per_token.

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -341,6 +342,24 @@ TEST_F(EvalJob, PartialRotaryModelsCompressOnEveryRoute) {
     const auto j = report();
     EXPECT_LT(j["methods"][0]["kl"].get<double>(), 1e-4) << route;
     for (const auto& m : j["methods"]) EXPECT_TRUE(std::isfinite(m["kl"].get<double>())) << route << " " << m["spec"];
+  }
+}
+
+// The representation methods decode in eval too, alone and after eviction, compressing again every
+// 2 generated tokens: each stores less than the 16-bit cache and moves the answer's distribution.
+TEST_F(EvalJob, RepresentationMethodsDecodeFromTheirStoredForms) {
+  auto r = request();
+  r.methods = {"kvquant:bits=2", "snapkv:keep=0.5,window=4,kernel=3+kvquant:bits=4", "gear:bits=2,group=8",
+               "think:ratio=0.5,window=4,recent=4"};
+  r.recompress_every = 2;
+  run_eval(r);
+  const auto j = report();
+  ASSERT_EQ(j["methods"].size(), 4u);
+  for (const auto& m : j["methods"]) {
+    SCOPED_TRACE(m["spec"].get<std::string>());
+    EXPECT_GT(m["compression_ratio"].get<double>(), 1.0);
+    EXPECT_GT(m["kl"].get<double>(), 1e-6);
+    EXPECT_TRUE(std::isfinite(m["kl"].get<double>()));
   }
 }
 

@@ -14,6 +14,7 @@
 #include <numeric>
 #include <set>
 
+#include "compressors/dense.h"
 #include "core/error.h"
 
 namespace kvlab::compressors {
@@ -364,14 +365,6 @@ void kvquant_unpack(std::span<const std::uint8_t> packed, QuantLayout layout, st
 }
 
 namespace {
-
-// "layer{l}/head{h}/{leaf}" (dense.h's per-head tensors): l, h and the leaf; false for other names.
-bool parse_head_tensor(const std::string& name, int& layer, int& head, std::string& leaf) {
-  int used = 0;
-  if (std::sscanf(name.c_str(), "layer%d/head%d/%n", &layer, &head, &used) != 2 || used == 0) return false;
-  leaf = name.substr(static_cast<std::size_t>(used));
-  return true;
-}
 
 // A dense per-head key quantized from the pre-RoPE keys: where its rows go on rebuild.
 struct PreRopeHead {

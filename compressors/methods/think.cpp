@@ -11,6 +11,7 @@
 #include <set>
 #include <string>
 
+#include "compressors/dense.h"
 #include "core/error.h"
 
 namespace kvlab::compressors {
@@ -75,14 +76,6 @@ std::int64_t think_head_key_bytes(std::int64_t n, int head_dim, const ThinkParam
 }
 
 namespace {
-
-// "layer{l}/head{h}/{leaf}" (dense.h's per-head tensors): l, h and the leaf; false for other names.
-bool parse_head_tensor(const std::string& name, int& layer, int& head, std::string& leaf) {
-  int used = 0;
-  if (std::sscanf(name.c_str(), "layer%d/head%d/%n", &layer, &head, &used) != 2 || used == 0) return false;
-  leaf = name.substr(static_cast<std::size_t>(used));
-  return true;
-}
 
 // One pruned head: its own stored tensors and where its rows go.
 struct PrunedHead {
