@@ -15,6 +15,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "compressors/spec.h"
 #include "harness/model/kv_cache.h"
@@ -41,6 +42,9 @@ class PagedQuerySelection final : public QuerySelection {
   double loaded_ = 0;      // what the steps read where every cell is attended (host arithmetic)
   at::Tensor loaded_cells_;  // cells read in ranked layers, on the keys' device (no host sync per step)
   double ranked_meta_ = 0;   // metadata bytes of the ranked layers' pages
+  // Per layer, the complete pages' metadata [H_kv, pages, D] (f32 holding fp16 values), kept
+  // from step to step.
+  std::vector<at::Tensor> complete_max_, complete_min_;
 };
 
 }  // namespace kvlab::harness

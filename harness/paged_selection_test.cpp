@@ -79,6 +79,27 @@ TEST(PagedSelection, SelectsThePagesOfTheAuthorsRule) {
   }
 }
 
+TEST(PagedSelection, PagesKeptFromStepToStepSelectAsAFreshRuleDoes) {
+  // Decoding appends a key per step: a selection that keeps complete pages' metadata from step to
+  // step selects as a fresh one that sees the grown keys for the first time, at every length
+  // (complete and partial current pages alike).
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  auto keys = at::empty({2, 40, 8}, at::kFloat), q = at::empty({4, 8}, at::kFloat);
+  for (auto* t : {&keys, &q})
+    for (std::int64_t i = 0; i < t->numel(); ++i) t->data_ptr<float>()[i] = normal(rng);
+  const compressors::PagedSelection rule{.page_size = 4, .page_budget = 3, .skip_layers = 0};
+  PagedQuerySelection kept(rule, 1.0, 0.0);
+  for (std::int64_t S = 9; S <= 40; ++S) {
+    const auto grown = keys.narrow(1, 0, S);
+    const auto got = kept.select(0, q, grown);
+    const auto fresh = PagedQuerySelection(rule, 1.0, 0.0).select(0, q, grown);
+    ASSERT_EQ(got.defined(), S > 12) << "ranked once the cache spans more than 3 pages; S = " << S;
+    ASSERT_EQ(fresh.defined(), S > 12) << S;
+    if (S > 12) EXPECT_TRUE(at::equal(got, fresh)) << "S = " << S;
+  }
+}
+
 TEST(PagedSelection, EqualBoundsGoToTheEarlierPage) {
   // Pages 0, 1 and 2 hold the same keys (equal bounds); page 3 is the current one. A budget of
   // 2 pages attends the current page and page 0.
