@@ -1,7 +1,6 @@
 #include "harness/eval_plan.h"
 
 #include <algorithm>
-#include <optional>
 
 #include "datasets/jieba.h"
 #include "datasets/longbench.h"
@@ -95,38 +94,24 @@ void plan_prompts(const EvalRequest& r, EvalPlan& plan) {
     plan.tokenized.push_back(tokenize_prompt(*plan.tokenizer, plan.chat, p, r.max_tokens, truncation, tokenization));
 }
 
-// The compression hook refuses a cache some layer cannot see whole (a sliding window shorter than
-// it) or one rotated with two RoPEs (compress_cache); find that here, before the model loads,
-// rather than mid-run. The longest cache a chain sees: the prompt at the end of the prefill (the
-// context alone when the question comes after compression), and with --recompress-every the whole
-// prompt plus every generated token.
+// The compression hook refuses a cache its compressors cannot see (check_compressors_see); find
+// that here, before the model loads, rather than mid-run. The longest cache a chain sees: the
+// prompt at the end of the prefill (the context alone when the question comes after compression),
+// and with --recompress-every the whole prompt plus every generated token.
 void check_model_fits_compressors(const EvalRequest& r, const EvalPlan& plan) {
   if (plan.methods.empty()) return;
-  const auto& c = plan.config;
-  if (c.local_rope)
-    fail("{}: {} rotates its sliding layers with another RoPE ({}); kvlab's compressors apply one RoPE to every "
-         "layer, so eval cannot compress its cache yet",
-         r.model.string(), c.model_type, c.local_rope->describe());
-  std::optional<int> narrowest;
-  int narrowest_layer = -1;
-  for (int l = 0; l < c.num_layers; ++l)
-    if (const auto w = c.window(l); w && (!narrowest || *w < *narrowest)) {
-      narrowest = w;
-      narrowest_layer = l;
-    }
-  if (!narrowest) return;
   for (std::size_t i = 0; i < plan.tokenized.size(); ++i) {
     const auto& t = plan.tokenized[i];
     const auto total = static_cast<std::int64_t>(t.tokens.size());
     const std::int64_t longest = r.recompress_every > 0 ? total + plan.max_new_tokens
                                  : r.question == "in-context" ? total
                                                               : t.context_end;
-    if (longest > *narrowest)
-      fail("prompt '{}': the compressors would see a cache of up to {} tokens{}, but layer {} attends only to the last "
-           "{} keys (sliding window); kvlab's compressors assume every query sees every earlier key — shorten the "
-           "prompts (--max-tokens){}",
-           plan.prompts[i].id, longest, r.recompress_every > 0 ? " (prompt + generated tokens, --recompress-every)" : "",
-           narrowest_layer, *narrowest, r.recompress_every > 0 ? " or drop --recompress-every" : "");
+    try {
+      check_compressors_see(plan.config, longest);
+    } catch (const Error& e) {
+      fail("prompt '{}': the compressors would see a cache of up to {} tokens{}: {}", plan.prompts[i].id, longest,
+           r.recompress_every > 0 ? " (prompt + generated tokens, --recompress-every)" : "", e.what());
+    }
   }
 }
 
