@@ -33,7 +33,6 @@ class PagedQuerySelection final : public QuerySelection {
   // Bytes one step reads, summed over layers, mean over the steps so far (0 before any): per KV
   // head the union of its query heads' pages' cells, plus the metadata of the pages ranked.
   double loaded_bytes_per_step() const;
-  const compressors::PagedSelection& rule() const { return rule_; }
 
  private:
   compressors::PagedSelection rule_;

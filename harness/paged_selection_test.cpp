@@ -96,7 +96,9 @@ TEST(PagedSelection, PagesKeptFromStepToStepSelectAsAFreshRuleDoes) {
     const auto fresh = PagedQuerySelection(rule, 1.0, 0.0).select(0, q, grown);
     ASSERT_EQ(got.defined(), S > 12) << "ranked once the cache spans more than 3 pages; S = " << S;
     ASSERT_EQ(fresh.defined(), S > 12) << S;
-    if (S > 12) EXPECT_TRUE(at::equal(got, fresh)) << "S = " << S;
+    if (S > 12) {
+      EXPECT_TRUE(at::equal(got, fresh)) << "S = " << S;
+    }
   }
 }
 

@@ -58,11 +58,8 @@ class QuestCompressed final : public Compressed {
       : cache_(cache),
         shape_(cache.shape()),
         rule_(quest_rule(spec, cache.shape().tokens)),
-        page_(rule_.page_size),
-        budget_(rule_.page_budget),
-        skip_(rule_.skip_layers),
         cells_(dense_representation(cache, nullptr)) {
-    const std::int64_t T = shape_.tokens, pages = (T + page_ - 1) / page_;
+    const std::int64_t T = shape_.tokens, P = rule_.page_size, pages = (T + P - 1) / P;
     const int H = shape_.kv_heads, D = shape_.head_dim;
     // The cells' keys as dense_representation holds them before the chain packs them: post-RoPE
     // f32 [T, D] per layer and KV head ("layer{l}/head{g}/key", compressors/dense.h). Their
@@ -86,7 +83,7 @@ class QuestCompressed final : public Compressed {
           float* mn = mx + D;
           std::fill_n(mx, D, -std::numeric_limits<float>::infinity());
           std::fill_n(mn, D, std::numeric_limits<float>::infinity());
-          for (std::int64_t t = i * page_; t < std::min(T, (i + 1) * page_); ++t) {
+          for (std::int64_t t = i * P; t < std::min(T, (i + 1) * P); ++t) {
             const float* k = key->values.data() + t * D;
             for (int d = 0; d < D; ++d) {
               mx[d] = std::max(mx[d], k[d]);
@@ -111,7 +108,8 @@ class QuestCompressed final : public Compressed {
 
   LayerKV reconstruct(int layer) const override {
     auto out = cells_->reconstruct(layer);
-    const std::int64_t T = shape_.tokens, W = shape_.query_window, stored_pages = (T + page_ - 1) / page_;
+    const std::int64_t T = shape_.tokens, W = shape_.query_window, P = rule_.page_size, B = rule_.page_budget,
+                       stored_pages = (T + P - 1) / P;
     const int H = shape_.kv_heads, Hq = shape_.q_heads, D = shape_.head_dim, n_rep = shape_.group_size();
     const auto& pos = cache_.positions();
     auto queries = cache_.queries(layer);
@@ -160,8 +158,8 @@ class QuestCompressed final : public Compressed {
       const std::int64_t p = query_pos[static_cast<std::size_t>(w)];
       std::int64_t n = 0;  // the cache at this step: the tokens up to the query's position
       while (n < T && pos[static_cast<std::size_t>(n)] <= p) ++n;
-      const std::int64_t pages = (n + page_ - 1) / page_;
-      const bool ranked = cache_.model_layer(layer) >= skip_ && pages > budget_;
+      const std::int64_t pages = (n + P - 1) / P;
+      const bool ranked = cache_.model_layer(layer) >= rule_.skip_layers && pages > B;
       for (int g = 0; g < H; ++g) {
         group.assign(static_cast<std::size_t>(pages), 0);
         for (int r = 0; r < n_rep; ++r) {
@@ -174,7 +172,7 @@ class QuestCompressed final : public Compressed {
             // authors' top-k kernel leaves the order of ties unspecified).
             order.resize(static_cast<std::size_t>(pages - 1));
             std::iota(order.begin(), order.end(), std::int64_t{0});
-            const auto k = static_cast<std::ptrdiff_t>(budget_ - 1);
+            const auto k = static_cast<std::ptrdiff_t>(B - 1);
             std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](std::int64_t a, std::int64_t b) {
               return bound[a] > bound[b] || (bound[a] == bound[b] && a < b);
             });
@@ -184,12 +182,12 @@ class QuestCompressed final : public Compressed {
           for (std::int64_t i = 0; i < pages; ++i) {
             if (!chosen[static_cast<std::size_t>(i)]) continue;
             group[static_cast<std::size_t>(i)] = 1;
-            std::fill(sel + i * page_, sel + std::min(n, (i + 1) * page_), std::uint8_t{1});
+            std::fill(sel + i * P, sel + std::min(n, (i + 1) * P), std::uint8_t{1});
           }
         }
         std::int64_t cells = 0;
         for (std::int64_t i = 0; i < pages; ++i)
-          if (group[static_cast<std::size_t>(i)]) cells += std::min(n, (i + 1) * page_) - i * page_;
+          if (group[static_cast<std::size_t>(i)]) cells += std::min(n, (i + 1) * P) - i * P;
         loaded += static_cast<double>(cells) * cell_bytes[static_cast<std::size_t>(g)] +
                   (ranked ? static_cast<double>(pages - 1) * meta_bytes : 0.0);
       }
@@ -200,10 +198,10 @@ class QuestCompressed final : public Compressed {
 
   nlohmann::json notes() const override {
     auto n = cells_->notes();
-    n["quest"] = {{"page_size", page_},
-                  {"page_budget", budget_},
-                  {"token_budget", budget_ * page_},
-                  {"skip_layers", skip_},
+    n["quest"] = {{"page_size", rule_.page_size},
+                  {"page_budget", rule_.page_budget},
+                  {"token_budget", rule_.page_budget * rule_.page_size},
+                  {"skip_layers", rule_.skip_layers},
                   {"selection", "per query head, the current page + the best page_budget - 1 pages by "
                                 "sum_c max(q_c*min_c, q_c*max_c); load counted per KV head as the union"}};
     return n;
@@ -213,8 +211,6 @@ class QuestCompressed final : public Compressed {
   const CacheSource& cache_;  // the queries each window step selects with; outlives this
   CacheShape shape_;
   PagedSelection rule_;
-  std::int64_t page_, budget_;
-  int skip_;
   std::unique_ptr<Compressed> cells_;
   std::vector<StoredTensor> meta_;  // per layer, [pages, H_kv·2·D]: per page and KV head, max then min
 };
