@@ -10,12 +10,15 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <numeric>
 #include <set>
+#include <thread>
 
 #include "compressors/dense.h"
 #include "core/error.h"
+#include "core/parallel.h"
 
 namespace kvlab::compressors {
 
@@ -65,12 +68,8 @@ double midpoint(float lo, float hi) { return (double{hi} + double{lo}) / 2; }
 // bit patterns made order-preserving as unsigned integers (sign bit flipped for positives, all
 // bits for negatives). The same order as std::sort (−0 before +0, which compare equal), linear in
 // n: a layer's millions of points sort in a tenth of std::sort's time.
-void sort_floats(std::vector<float>& x) {
+void radix_sort_floats(std::span<float> x) {
   const std::size_t n = x.size();
-  if (n < 4096) {
-    std::sort(x.begin(), x.end());
-    return;
-  }
   std::vector<std::uint32_t> key(n), other(n);
   for (std::size_t i = 0; i < n; ++i) {
     std::uint32_t u = 0;
@@ -88,6 +87,28 @@ void sort_floats(std::vector<float>& x) {
     const std::uint32_t k = key[i], u = k & 0x80000000u ? k & 0x7fffffffu : ~k;
     std::memcpy(&x[i], &u, 4);
   }
+}
+
+// Sorts x ascending: small inputs by std::sort; large ones radix-sorted in one chunk per thread
+// (core::parallel_for), the chunks then merged (−0 and +0 compare equal, so a merge may put them
+// either way round; nothing downstream tells them apart).
+void sort_floats(std::vector<float>& x) {
+  const std::size_t n = x.size();
+  if (n < 4096) {
+    std::sort(x.begin(), x.end());
+    return;
+  }
+  const std::size_t chunks = std::min<std::size_t>(std::max(1u, std::thread::hardware_concurrency()), n / 4096);
+  std::vector<std::size_t> bound(chunks + 1);
+  for (std::size_t i = 0; i <= chunks; ++i) bound[i] = n * i / chunks;
+  core::parallel_for(static_cast<std::int64_t>(chunks), [&](std::int64_t i) {
+    radix_sort_floats(std::span(x).subspan(bound[i], bound[i + 1] - bound[i]));
+  });
+  for (std::size_t width = 1; width < chunks; width *= 2)
+    for (std::size_t i = 0; i + width < chunks; i += 2 * width)
+      std::inplace_merge(x.begin() + static_cast<std::ptrdiff_t>(bound[i]),
+                         x.begin() + static_cast<std::ptrdiff_t>(bound[i + width]),
+                         x.begin() + static_cast<std::ptrdiff_t>(bound[std::min(i + 2 * width, chunks)]));
 }
 
 // The b-bit code k of a packed code stream starting at `at` (b ≤ 4: it lies within two bytes).
@@ -118,12 +139,24 @@ KvquantParams kvquant_params(const StageSpec& spec) {
 double kvquant_quantile(std::span<float> x, double q) {
   if (x.empty()) fail("kvquant: quantile of no values");
   // numpy's linear method: the value at position h = (n − 1)·q between its two order statistics.
-  const double h = static_cast<double>(x.size() - 1) * q;
+  const std::size_t n = x.size();
+  const double h = static_cast<double>(n - 1) * q;
   const auto below = static_cast<std::size_t>(std::floor(h));
-  std::nth_element(x.begin(), x.begin() + static_cast<std::ptrdiff_t>(below), x.end());
-  const double a = x[below];
-  if (below + 1 >= x.size()) return a;
-  const double b = *std::min_element(x.begin() + static_cast<std::ptrdiff_t>(below) + 1, x.end());
+  const auto at = [&](std::size_t k) { return static_cast<std::ptrdiff_t>(k); };
+  double a = 0, b = 0;  // the order statistics `below` and `below + 1` (b = a at the top)
+  if (const std::size_t high = n - below; high <= n / 16) {
+    // A far upper tail (the outlier thresholds): the `high` largest by heap selection, about one
+    // comparison a value, where nth_element takes several.
+    std::partial_sort(x.begin(), x.begin() + at(high), x.end(), std::greater<>());
+    a = x[high - 1], b = high >= 2 ? x[high - 2] : a;
+  } else if (const std::size_t low = below + 2; low <= n / 16) {
+    std::partial_sort(x.begin(), x.begin() + at(low), x.end());
+    a = x[below], b = x[below + 1];
+  } else {
+    std::nth_element(x.begin(), x.begin() + at(below), x.end());
+    a = x[below];
+    b = below + 1 < n ? *std::min_element(x.begin() + at(below) + 1, x.end()) : a;
+  }
   return a + (h - static_cast<double>(below)) * (b - a);
 }
 
@@ -145,11 +178,14 @@ std::vector<double> kvquant_kmeans(std::span<const float> points, std::span<cons
     w.resize(n);
     for (std::size_t i = 0; i < n; ++i) x[i] = points[order[i]], w[i] = weights[order[i]];
   }
-  std::vector<double> sum_w(n + 1, 0.0), sum_wx(n + 1, 0.0);
+  // Prefix sums of the weights and weighted points, in double; unit weights sum to the count
+  // exactly, so their prefix is not stored (a layer's pool is millions of points).
+  std::vector<double> prefix_w(w.empty() ? 0 : n + 1, 0.0), sum_wx(n + 1, 0.0);
+  const auto sum_w = [&](std::size_t i) { return w.empty() ? static_cast<double>(i) : prefix_w[i]; };
   double mean = 0;
   for (std::size_t i = 0; i < n; ++i) {
     const double wi = w.empty() ? 1.0 : double{w[i]};
-    sum_w[i + 1] = sum_w[i] + wi;
+    if (!w.empty()) prefix_w[i + 1] = prefix_w[i] + wi;
     sum_wx[i + 1] = sum_wx[i] + wi * x[i];
     mean += x[i];
   }
@@ -157,13 +193,16 @@ std::vector<double> kvquant_kmeans(std::span<const float> points, std::span<cons
   double variance = 0;  // sklearn's tolerance: tol · mean variance of the (unweighted) data
   for (const float v : x) variance += (v - mean) * (v - mean);
   const double tol = 1e-4 * variance / static_cast<double>(n);
-  if (!(sum_w[n] > 0)) fail("kvquant: the codebook's points weigh {} in all", sum_w[n]);
+  if (!(sum_w(n) > 0)) fail("kvquant: the codebook's points weigh {} in all", sum_w(n));
 
   std::vector<double> c(static_cast<std::size_t>(k));
   for (int i = 0; i < k; ++i) {
-    const double target = (i + 0.5) / k * sum_w[n];
-    const auto at = std::lower_bound(sum_w.begin() + 1, sum_w.end(), target) - (sum_w.begin() + 1);
-    c[static_cast<std::size_t>(i)] = x[std::min<std::size_t>(static_cast<std::size_t>(at), n - 1)];
+    // The first point whose cumulative weight reaches the target.
+    const double target = (i + 0.5) / k * sum_w(n);
+    const std::size_t at = w.empty() ? static_cast<std::size_t>(std::max(1.0, std::ceil(target))) - 1
+                                     : static_cast<std::size_t>(std::lower_bound(prefix_w.begin() + 1, prefix_w.end(), target) -
+                                                                (prefix_w.begin() + 1));
+    c[static_cast<std::size_t>(i)] = x[std::min(at, n - 1)];
   }
   std::vector<std::size_t> end(static_cast<std::size_t>(k)), last_end;
   for (int step = 0; step < iterations; ++step) {
@@ -194,7 +233,7 @@ std::vector<double> kvquant_kmeans(std::span<const float> points, std::span<cons
     double shift = 0;
     for (std::size_t i = 0, a = 0; i < static_cast<std::size_t>(k); a = end[i], ++i) {
       const std::size_t b = end[i];
-      const double weight = sum_w[b] - sum_w[a];
+      const double weight = sum_w(b) - sum_w(a);
       if (b > a && weight > 0) {
         const double next = (sum_wx[b] - sum_wx[a]) / weight;
         shift += (next - c[i]) * (next - c[i]);
@@ -209,16 +248,33 @@ std::vector<double> kvquant_kmeans(std::span<const float> points, std::span<cons
   return c;
 }
 
-int kvquant_nearest(std::span<const float> codebook, double v) {
-  // argmin |v − c_k|, the first on ties (round_to_nearest_pole_sim's argmin); 2^b ≤ 16 entries.
-  int best = 0;
-  double d = std::abs(v - codebook[0]);
-  for (std::size_t k = 1; k < codebook.size(); ++k) {
-    const double e = std::abs(v - codebook[k]);
-    if (e < d) d = e, best = static_cast<int>(k);
+namespace {
+
+// Codes by thresholds. In an ascending codebook the entry nearest to v is the one after every
+// midpoint (c_k + c_{k+1})/2 below v — v on a midpoint goes to the lower entry — and, of a run of
+// equal entries, the first. The midpoints of fp16 entries are exact in double, so this is
+// argmin_k |v − c_k| with ties to the lower index (round_to_nearest_pole_sim's argmin) in exact
+// arithmetic: K − 1 branch-free comparisons instead of K distances.
+class NearestCode {
+ public:
+  explicit NearestCode(std::span<const float> codebook) : first_(codebook.size()) {
+    for (std::size_t k = 0; k < codebook.size(); ++k) {
+      first_[k] = k > 0 && codebook[k] == codebook[k - 1] ? first_[k - 1] : static_cast<std::uint8_t>(k);
+      if (k + 1 < codebook.size()) mid_.push_back((double{codebook[k]} + double{codebook[k + 1]}) / 2);
+    }
   }
-  return best;
-}
+  std::uint32_t operator()(double v) const {
+    std::size_t above = 0;
+    for (const double m : mid_) above += v > m;
+    return first_[above];
+  }
+
+ private:
+  std::vector<double> mid_;
+  std::vector<std::uint8_t> first_;
+};
+
+}  // namespace
 
 KvquantPlan kvquant_plan(std::span<const float> x, QuantLayout layout, std::int64_t n, std::int64_t c,
                          std::int64_t sink_rows, double outliers, const std::string& what) {
@@ -243,22 +299,29 @@ KvquantPlan kvquant_plan(std::span<const float> x, QuantLayout layout, std::int6
     // Keys: static per-channel thresholds (SimQuant.quantize's np.percentile over the tokens),
     // outliers strictly outside them (get_outliers), the thresholds the quantization range.
     p.lo.resize(static_cast<std::size_t>(c)), p.hi.resize(static_cast<std::size_t>(c));
-    for (std::int64_t j = 0; j < c && coded > 0; ++j) {
-      line.clear();
-      for (std::int64_t i = 0; i < coded; ++i) line.push_back(x[at(i, j)]);
-      const float hi = to_fp16(kvquant_quantile(line, t)), lo = to_fp16(kvquant_quantile(line, 1 - t));
-      range_check(lo, hi);
-      p.lo[static_cast<std::size_t>(j)] = lo, p.hi[static_cast<std::size_t>(j)] = hi;
-      const double r = half_range(lo, hi), zp = midpoint(lo, hi);
-      for (std::int64_t i = 0; i < coded; ++i) {
-        const float v = x[at(i, j)];
-        if (v < lo || v > hi) {
-          p.outlier[at(i, j)] = 1;
-        } else if (r > 0) {
-          p.normalized[static_cast<std::size_t>(i * c + j)] = static_cast<float>((v - zp) / r);
-        }
+    if (coded > 0) {
+      // The coded rows column-major (one transpose), so each column's percentiles read it in order.
+      using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+      const Eigen::MatrixXf columns = Eigen::Map<const RowMajor>(x.data() + sink_rows * c, coded, c);
+      for (std::int64_t j = 0; j < c; ++j) {
+        line.assign(columns.col(j).data(), columns.col(j).data() + coded);
+        const float hi = to_fp16(kvquant_quantile(line, t)), lo = to_fp16(kvquant_quantile(line, 1 - t));
+        range_check(lo, hi);
+        p.lo[static_cast<std::size_t>(j)] = lo, p.hi[static_cast<std::size_t>(j)] = hi;
       }
     }
+    std::vector<double> r(static_cast<std::size_t>(c)), zp(r.size());
+    for (std::size_t j = 0; j < r.size(); ++j) r[j] = half_range(p.lo[j], p.hi[j]), zp[j] = midpoint(p.lo[j], p.hi[j]);
+    for (std::int64_t i = 0; i < coded; ++i)
+      for (std::int64_t j = 0; j < c; ++j) {
+        const auto J = static_cast<std::size_t>(j);
+        const float v = x[at(i, j)];
+        if (v < p.lo[J] || v > p.hi[J]) {
+          p.outlier[at(i, j)] = 1;
+        } else if (r[J] > 0) {
+          p.normalized[static_cast<std::size_t>(i * c + j)] = static_cast<float>((v - zp[J]) / r[J]);
+        }
+      }
   } else {
     // Values: per token, dynamic (get_outliers_dynamic: torch.quantile, outliers ≤ / ≥ the
     // thresholds; quant_fn_nuq_recon: the range is the min and max with outliers replaced by
@@ -304,6 +367,7 @@ std::vector<std::uint8_t> kvquant_pack(std::span<const float> x, const KvquantPl
   if (static_cast<std::int64_t>(codebook.size()) != std::int64_t{1} << bits)
     fail("kvquant: a codebook of {} entries for {} bits", codebook.size(), bits);
   const std::int64_t n = plan.n, c = plan.c, s = plan.sink_rows, coded = n - s;
+  const NearestCode nearest(codebook);
   std::vector<std::int32_t> index;
   for (std::int64_t k = 0; k < n * c; ++k)
     if (plan.outlier[static_cast<std::size_t>(k)]) index.push_back(static_cast<std::int32_t>(k));
@@ -319,7 +383,7 @@ std::vector<std::uint8_t> kvquant_pack(std::span<const float> x, const KvquantPl
   }
   for (std::int64_t k = 0; k < coded * c; ++k) {
     if (plan.outlier[static_cast<std::size_t>(s * c + k)]) continue;  // code 0: the sparse value replaces it
-    const auto code = static_cast<std::uint32_t>(kvquant_nearest(codebook, plan.normalized[static_cast<std::size_t>(k)]));
+    const std::uint32_t code = nearest(plan.normalized[static_cast<std::size_t>(k)]);
     const std::int64_t bit = k * bits;
     const auto byte = static_cast<std::size_t>(o.codes_at + bit / 8);
     out[byte] |= static_cast<std::uint8_t>(code << (bit % 8));
@@ -489,30 +553,40 @@ class Kvquant final : public QuantizerStage {
     const auto K = std::int64_t{1} << p_.bits;
     for (auto& [key, jobs] : groups) {
       // One codebook's tensors at a time: plans hold a normalized copy of each tensor.
-      std::vector<float> pool;
-      for (auto& job : jobs) {
+      // The tensors are independent until the codebook and after it: one thread each (a layer's
+      // heads), the pool concatenated in the jobs' order.
+      const auto each_job = [&](const std::function<void(Job&)>& body) {
+        core::parallel_for(static_cast<std::int64_t>(jobs.size()), [&](std::int64_t i) { body(jobs[static_cast<std::size_t>(i)]); });
+      };
+      std::vector<std::vector<float>> inliers(jobs.size());
+      each_job([&](Job& job) {
         const StoredTensor& t = *job.tensor;
         job.plan = kvquant_plan(t.values, t.layout, t.shape[0], t.shape[1], job.sink_rows, p_.outliers,
                                 fmt::format("kvquant: stored tensor {}", t.name));
-        kvquant_inliers(job.plan, pool);
-      }
+        kvquant_inliers(job.plan, inliers[static_cast<std::size_t>(&job - jobs.data())]);
+      });
+      std::vector<float> pool;
+      for (auto& part : inliers) pool.insert(pool.end(), part.begin(), part.end()), std::vector<float>().swap(part);
       std::vector<float> codebook(static_cast<std::size_t>(K), 0.0f);
       if (!pool.empty()) {
         const auto centroids = kvquant_kmeans(pool, {}, static_cast<int>(K), p_.iterations);
         for (std::size_t i = 0; i < centroids.size(); ++i) codebook[i] = to_fp16(centroids[i]);
         std::sort(codebook.begin(), codebook.end());  // fp16 rounding is monotone: a no-op, kept for the invariant
       }
+      pool = {};
+      each_job([&](Job& job) {
+        StoredTensor& t = *job.tensor;
+        t.packed = kvquant_pack(t.values, job.plan, codebook, p_.bits);
+        kvquant_unpack(t.packed, t.layout, t.shape[0], t.shape[1], codebook, p_.bits, t.values);  // the values are what the bytes give back
+      });
       for (auto& job : jobs) {
         StoredTensor& t = *job.tensor;
-        const std::int64_t n = t.shape[0], c = t.shape[1];
-        t.packed = kvquant_pack(t.values, job.plan, codebook, p_.bits);
-        kvquant_unpack(t.packed, t.layout, n, c, codebook, p_.bits, t.values);  // the values are what the bytes give back
         t.format = fmt::format("kvquant{} s{} sinks{}{}", p_.bits, format_real(p_.outliers), job.sink_rows,
                                job.pre_rope ? " pre-rope" : "");
         t.layout = QuantLayout::none;  // quantized data is not quantized again by a later stage
         for (const auto o : job.plan.outlier) outliers += o;
-        elements += n * c;
-        sink_values += job.sink_rows * c;
+        elements += t.shape[0] * t.shape[1];
+        sink_values += job.sink_rows * t.shape[1];
         job.plan = KvquantPlan{};
       }
       auto book = StoredTensor::fp16(fmt::format("{}/kvquant_codebook_{}", key.first,

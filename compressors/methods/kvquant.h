@@ -54,8 +54,6 @@ KvquantParams kvquant_params(const StageSpec& spec);
 // Fails on an empty point set.
 std::vector<double> kvquant_kmeans(std::span<const float> points, std::span<const float> weights, int k, int iterations);
 
-// Index of the entry of `codebook` (ascending) nearest to v; ties to the lower index.
-int kvquant_nearest(std::span<const float> codebook, double v);
 
 // numpy.percentile(x, 100·q) with linear interpolation (q ∈ [0, 1]); x is reordered.
 double kvquant_quantile(std::span<float> x, double q);

@@ -178,6 +178,23 @@ TEST(Kvquant, SpecDefaultsAndBadKeys) {
   EXPECT_NE(testing::error_of([&] { make_quantizer(spec)->quantize({&t}); }).find("compressor chain"), std::string::npos);
 }
 
+// kvquant_quantile selects by a heap for far tails (at most n/16 values beyond the position) and
+// by nth_element otherwise; each path against the sorting oracle, ties and repeats included.
+TEST(Kvquant, QuantileIsNumpysOnEveryPath) {
+  std::mt19937 rng(5);
+  for (const std::size_t n : {1, 2, 3, 17, 100, 1000, 4099}) {
+    for (const bool repeats : {false, true}) {
+      std::vector<float> x(n);
+      std::normal_distribution<float> normal;
+      for (auto& v : x) v = repeats ? static_cast<float>(std::lround(normal(rng) * 2)) : normal(rng);
+      for (const double q : {0.0, 0.001, 0.005, 0.05, 0.3, 0.5, 0.95, 0.995, 0.999, 1.0}) {
+        std::vector<float> y = x;
+        EXPECT_EQ(kvquant_quantile(y, q), oracle_quantile(x, q)) << "n=" << n << " q=" << q << " repeats=" << repeats;
+      }
+    }
+  }
+}
+
 TEST(Kvquant, KmeansIsPlainLloyd) {
   std::mt19937_64 rng(3);
   std::normal_distribution<double> normal(0, 0.4);
