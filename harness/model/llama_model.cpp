@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "harness/model/activation.h"
+#include "harness/model/single_query_attention.h"
 
 namespace kvlab::harness {
 namespace {
@@ -229,6 +230,14 @@ at::Tensor LlamaModel::attention(const at::Tensor& q, const at::Tensor& keys, co
   const double scale = config_.query_pre_attn_scalar ? std::pow(*config_.query_pre_attn_scalar, -0.5)
                                                      : 1.0 / std::sqrt(static_cast<double>(D));
   const std::optional<int> window = config_.window(layer);
+  if (S == 1 && single_query_attention_applies(q, keys)) {  // a decode step on the CPU: one pass over the cache
+    const at::Tensor qp = q_positions.narrow(0, 0, 1);
+    at::Tensor allowed = k_positions <= qp;
+    if (window) allowed = allowed & (k_positions > qp - *window);
+    return single_query_attention(q[0], keys, values, scale, config_.attn_logit_softcap, allowed,
+                                  keep.defined() ? keep.narrow(1, 0, Sk) : keep,
+                                  query_keep.defined() ? query_keep.narrow(1, 0, Sk) : query_keep);
+  }
   const at::Tensor kt = keys.transpose(1, 2);  // [H_kv, D, Sk]
   std::vector<at::Tensor> outputs;
   const std::int64_t chunk = chunk_tokens(Sk);
