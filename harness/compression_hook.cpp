@@ -45,11 +45,16 @@ const at::Tensor& ContextCapture::attn_in(int layer) const { return attn_in_rows
 
 namespace {
 
-// Writes a rebuilt layer into the cache (pre-RoPE keys, values, the cells kept).
+// Writes a rebuilt layer into the cache (pre-RoPE keys, values, the cells kept: per KV head, or
+// per query head where the eviction selects per query head — LayerKV::query_kept [W, H_q, T], the
+// same for every window row, so its first row is each query head's mask).
 void write_back(KvCache& cache, int layer, const compressors::LayerKV& kv, const compressors::CacheShape& shape) {
   const core::ProfileScope scope("compress hook: write back");
   at::Tensor keep;
-  if (!kv.kept.empty()) keep = keep_view(kv.kept, shape.tokens, shape.kv_heads);
+  if (!kv.query_kept.empty())
+    keep = at::from_blob(const_cast<std::uint8_t*>(kv.query_kept.data()), {shape.q_heads, shape.tokens}, at::kByte);
+  else if (!kv.kept.empty())
+    keep = keep_view(kv.kept, shape.tokens, shape.kv_heads);
   // Views of the reconstruction: replace() copies them into the cache, converting dtype and device.
   cache.replace(layer, host_view(kv.key).transpose(0, 1), host_view(kv.value).transpose(0, 1), keep);
 }

@@ -14,12 +14,15 @@
 
 #include <fmt/format.h>
 
+#include "compressors/chain.h"
+#include "compressors/compressor.h"
 #include "compressors/methods/low_rank.h"
 #include "core/error_of.h"
 #include "core/safetensors.h"
 #include "compressors/methods/minicache.h"
 #include "compressors/spec.h"
 #include "harness/compression_hook.h"
+#include "harness/kv_cache_source.h"
 #include "harness/tiny_model.h"
 #include "linalg/fan_out.h"
 #include "linalg/select_backend.h"
@@ -218,6 +221,35 @@ void expect_eviction_routes_agree(const LlamaModel& model) {
 
 TEST_F(CompressionHook, EvictionOnTheResidentRouteKeepsWhatTheHostRouteKeeps) {
   expect_eviction_routes_agree(LlamaModel::load(dir_, RunOptions{}));
+}
+
+// An eviction per query head (snapkv granularity=query_head) goes the host way (the resident
+// eviction route selects per KV head) and leaves in the cache one keep row per query head: the
+// stage's own per-query-head selection on the same cache, and the bytes of its H_q heads stored.
+TEST_F(CompressionHook, PerQueryHeadEvictionKeepsEachQueryHeadsSelection) {
+  const auto model = LlamaModel::load(dir_, RunOptions{});
+  const auto& config = model.config();
+  ASSERT_GT(config.n_rep(), 1);
+  const Prefilled p = prefill_tokens(model, 120, 5);
+  const auto chain = compressors::parse_spec("snapkv:budget=30,window=8,granularity=query_head");
+  KvCache cache = p.start.cache.clone();
+  const auto result = compress_cache(cache, p.capture, config, chain, nullptr, linalg::cpu_backend(), nullptr,
+                                     CompressRoute::automatic);
+  EXPECT_EQ(result.route, "host");
+  const KvCacheSource source(p.start.cache, nullptr, p.capture, config);
+  const compressors::CompressContext ctx{source, linalg::cpu_backend(), nullptr};
+  EXPECT_EQ(result.bytes, compressors::compress_chain(ctx, chain)->bytes());
+  const auto stage = compressors::make_eviction(chain.stages[0]);
+  int differ = 0;  // layers where a group's two heads keep different tokens
+  for (int l = 0; l < config.num_layers; ++l) {
+    SCOPED_TRACE(fmt::format("layer {}", l));
+    const auto selected = stage->select_query_heads(ctx, l);  // [T, H_q]
+    const auto want = at::from_blob(const_cast<std::uint8_t*>(selected.data()), {120, config.num_heads}, at::kByte).t().to(at::kBool);
+    ASSERT_TRUE(cache.keep(l).defined());
+    EXPECT_TRUE(at::equal(cache.keep(l), want));
+    differ += !at::equal(want.narrow(0, 0, 1), want.narrow(0, 1, 1));
+  }
+  EXPECT_GT(differ, 0) << "per query head and per KV head would not be told apart";
 }
 
 // Eviction followed by KIVI on the resident route (auto takes it on the CPU too): the

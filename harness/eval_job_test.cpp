@@ -363,6 +363,32 @@ TEST_F(EvalJob, RepresentationMethodsDecodeFromTheirStoredForms) {
   }
 }
 
+// SnapKV per query head (the SnapKV repository's layout) decodes in eval, with the question after
+// compression and while recompressing: at the same ratio it stores each KV head's cells once per
+// query head of its group (H_q/H_kv times the per-KV-head bytes, summed over the samples), and the
+// model attends per query head, so the answers' distributions differ from the per-KV-head run.
+TEST_F(EvalJob, PerQueryHeadEvictionDecodesFromHqHeadsOfCells) {
+  for (const int recompress : {0, 2}) {
+    SCOPED_TRACE(recompress);
+    auto r = request();
+    r.methods = {"snapkv:keep=0.5,window=4", "snapkv:keep=0.5,window=4,granularity=query_head"};
+    r.question = "after-compression";
+    r.recompress_every = recompress;
+    fs::remove_all(dir_ / "out");
+    run_eval(r);
+    const auto j = report();
+    ASSERT_EQ(j["methods"].size(), 2u);
+    const auto& kv_head = j["methods"][0];
+    const auto& query_head = j["methods"][1];
+    const auto config = load_model_config(dir_ / "model");
+    ASSERT_GT(config.n_rep(), 1);
+    EXPECT_EQ(query_head["bytes"].get<std::int64_t>(), config.n_rep() * kv_head["bytes"].get<std::int64_t>());
+    EXPECT_EQ(query_head["loaded_bytes_per_step"], query_head["bytes"]);
+    EXPECT_TRUE(std::isfinite(query_head["kl"].get<double>()));
+    EXPECT_NE(query_head["kl"].get<double>(), kv_head["kl"].get<double>());
+  }
+}
+
 TEST_F(EvalJob, BadSpecFailsBeforeAnythingIsWritten) {
   auto r = request();
   r.methods = {"snapkv:kep=0.5"};

@@ -61,10 +61,6 @@ std::vector<EvalMethod> plan_methods(const EvalRequest& r) {
   for (const auto& m : r.methods)
     for (auto& chain : compressors::expand_sweep(m)) {
       for (const auto& stage : chain.stages) {
-        if (const auto& def = compressors::method(stage.method); def.per_query_head && def.per_query_head(stage))
-          fail("{}: '{}' keeps one selection per query head (H_q heads stored) and eval's cache holds H_kv heads; "
-               "compress-only for now (score it on a dump with `kvlab compress`, or select per KV head)",
-               chain.to_string(), stage.to_string());
         for (const auto& [key, value] : stage.params)
           if (key == "window" && stage.get_int("window") > r.query_window)
             fail("{}: window={} exceeds --query-window {} (the queries compressors see); raise --query-window",

@@ -45,7 +45,7 @@ ParamDef granularity_param() {
           "GQA selection: kv_head = one selection per KV head from its query heads' scores reduced by agg and order "
           "(kvpress; KVCache-Factory --kv_cache_granularity kv_head), H_kv heads stored; query_head = one selection "
           "per query head after repeat_kv (the SnapKV repository; KVCache-Factory's default query_head), "
-          "H_q heads stored, H_q/H_kv times the bytes, agg and order unused; alone in its chain, compress only",
+          "H_q heads stored, H_q/H_kv times the bytes, agg and order unused; alone in its chain",
           {"kv_head", "query_head"}};
 }
 ParamDef pool_param() {

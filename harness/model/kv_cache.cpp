@@ -122,8 +122,11 @@ void KvCache::replace(int l, const at::Tensor& key, const at::Tensor& value, con
   if (!key.sizes().equals(now.sizes()) || !value.sizes().equals(now.sizes()))
     fail("KV cache: layer {}: replacement key {} / value {} must have the cached shape {}", l, shape_of(key),
          shape_of(value), shape_of(now));
-  if (keep.defined() && (keep.dim() != 2 || keep.size(0) != now.size(0) || keep.size(1) != now.size(1)))
-    fail("KV cache: layer {}: keep mask {} must be [H_kv, S] = [{}, {}]", l, shape_of(keep), now.size(0), now.size(1));
+  if (keep.defined() && (keep.dim() != 2 || keep.size(0) == 0 || keep.size(0) % now.size(0) != 0 ||
+                        keep.size(1) != now.size(1)))
+    fail("KV cache: layer {}: keep mask {} must be [H_kv, S] = [{}, {}] or one row per query head (a multiple of {} "
+         "rows)",
+         l, shape_of(keep), now.size(0), now.size(1), now.size(0));
   layer.key_view.copy_(key);
   layer.value_view.copy_(value);
   // One owned, contiguous copy whatever the caller passed (a view, another dtype or device).

@@ -48,6 +48,8 @@ class KvCache {
   // relies on the order to skip keys past a chunk's last query.
   const at::Tensor& positions() const { return positions_view_; }
   // [H_kv, S] bool: false cells are masked out of attention. Undefined = every cell attended.
+  // [H_q, S] (a multiple of H_kv rows): one mask per query head, query head h reading KV head
+  // h / (H_q/H_kv) — an eviction that selects per query head (compressors/query_head_cells.h).
   const at::Tensor& keep(int layer) const;
 
   // The per-query selection single-token steps attend through (null: none). Set by the
@@ -62,7 +64,7 @@ class KvCache {
 
   // The compression hook's write path: a layer's new pre-RoPE keys and values, the shape they
   // have now ([H_kv, S, D]; converted to the cache's dtype and device), and optionally a keep mask
-  // [H_kv, S] (undefined: all kept). The rotated copy is rebuilt by the model before the layer
+  // [H_kv, S] or [H_q, S] (see keep(); undefined: all kept). The rotated copy is rebuilt by the model before the layer
   // next attends. Shapes are checked; errors name the layer.
   void replace(int layer, const at::Tensor& key, const at::Tensor& value, const at::Tensor& keep = {});
 

@@ -222,7 +222,7 @@ std::int64_t LlamaModel::chunk_tokens(std::int64_t keys) const {
 
 at::Tensor LlamaModel::attention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
                                  const at::Tensor& q_positions, const at::Tensor& k_positions,
-                                 const at::Tensor& keep, int layer, const at::Tensor& query_keep) const {
+                                 const at::Tensor& keep_in, int layer, const at::Tensor& query_keep_in) const {
   // q [S, H_q, D] rotated; keys/values [H_kv, Sk, D]; returns [S, H_q·D].
   const std::int64_t S = q.size(0), Sk = keys.size(1), Hkv = config_.num_kv_heads, rep = config_.n_rep(),
                      D = config_.head_dim;
@@ -230,6 +230,11 @@ at::Tensor LlamaModel::attention(const at::Tensor& q, const at::Tensor& keys, co
   const double scale = config_.query_pre_attn_scalar ? std::pow(*config_.query_pre_attn_scalar, -0.5)
                                                      : 1.0 / std::sqrt(static_cast<double>(D));
   const std::optional<int> window = config_.window(layer);
+  at::Tensor keep = keep_in, query_keep = query_keep_in;
+  if (keep.defined() && keep.size(0) != Hkv) {  // one mask per query head (KvCache::keep): a query-head filter
+    query_keep = query_keep.defined() ? query_keep & keep : keep;
+    keep = at::Tensor();
+  }
   if (S == 1 && single_query_attention_applies(q, keys)) {  // a decode step on the CPU: one pass over the cache
     const at::Tensor qp = q_positions.narrow(0, 0, 1);
     at::Tensor allowed = k_positions <= qp;

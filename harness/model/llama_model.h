@@ -97,8 +97,9 @@ class LlamaModel {
   static at::Tensor apply_rope(const at::Tensor& x, const RopeTables& tables);
   at::Tensor norm(const at::Tensor& x, const at::Tensor& weight) const;  // the family's RMSNorm
   // Layer `layer`'s attention: its window (config.window) and the family's scale and soft-cap;
-  // keep [H_kv, Sk] masks cells for every query, query_keep [H_q, Sk] per query head (both
-  // optional; query_keep only for a single query, KvCache::query_selection).
+  // keep [H_kv, Sk] masks cells for every query of a KV head's group, or, with H_q rows (an eviction
+  // per query head, KvCache::keep), each query head's own; query_keep [H_q, Sk] per query head
+  // (a single query's selection, KvCache::query_selection). Both optional.
   at::Tensor attention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
                        const at::Tensor& q_positions, const at::Tensor& k_positions, const at::Tensor& keep,
                        int layer, const at::Tensor& query_keep) const;

@@ -591,6 +591,41 @@ TEST(LlamaModel, PerQueryHeadSelectionMatchesTheOracle) {
             1e-3);
 }
 
+TEST(LlamaModel, PerQueryHeadKeepMaskAppliesToEveryLaterCall) {
+  // An eviction per query head writes one keep row per query head (KvCache::keep with H_q rows):
+  // after a 10-token prefill each query head keeps its own pseudo-random subset of the context
+  // (the two heads of a GQA group differ). A multi-token call (the question after compression)
+  // and single-token steps both attend through it: their logits equal the oracle's with those
+  // cells hidden from that query head, and new tokens are attended by every head.
+  const auto o = small("llama");
+  const json config = config_json(o);
+  const ModelConfig mc = parse_model_config(config.dump());
+  const auto w = tiny_weights(mc, o);
+  const ModelDir dir("query_head_keep_oracle", config, w);
+  const int context = 10, total = 15;
+  const auto tokens = random_ids(total, 23);
+  const auto kept = [&](int l, int h, int j) { return (l * 13 + h * 5 + j * 11) % 3 != 0; };
+  const auto oracle = oracle_logits(mc, w, tokens, [&](int l, int h, int j, int i) { return i < context || j >= context || kept(l, h, j); });
+  const auto model = dir.load();
+  ASSERT_GT(mc.n_rep(), 1);
+  const auto run = [&](const std::function<bool(int, int, int)>& rule) {
+    KvCache cache(o.layers);
+    model.forward(ids({tokens.begin(), tokens.begin() + context}), &cache);
+    for (int l = 0; l < o.layers; ++l) {
+      auto keep = at::empty({mc.num_heads, context}, at::kBool);
+      for (int h = 0; h < mc.num_heads; ++h)
+        for (int j = 0; j < context; ++j) keep[h][j] = rule(l, h, j);
+      cache.replace(l, cache.key(l), cache.value(l), keep);
+    }
+    std::vector<at::Tensor> logits{model.forward(ids({tokens.begin() + context, tokens.begin() + context + 3}), &cache, {}, true)};
+    for (int i = context + 3; i < total; ++i) logits.push_back(model.forward(ids({tokens.begin() + i, tokens.begin() + i + 1}), &cache));
+    return at::cat(logits, 0);
+  };
+  EXPECT_LT(max_diff(run(kept), oracle, context), 1e-4);
+  // The group's heads do differ: swapping the masks of the two heads of a group moves the logits.
+  EXPECT_GT(max_diff(run([&](int l, int h, int j) { return kept(l, h ^ 1, j); }), oracle, context), 1e-3);
+}
+
 // Gemma variants of the tiny models (small(): 2 layers, window 4, head_dim 16, query_pre_attn_scalar 8).
 std::vector<VariantCase> gemma_cases() {
   return {
