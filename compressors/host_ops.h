@@ -78,6 +78,20 @@ struct HostOps {
   }
   static Tensor min(const Tensor& a, const Tensor& b) { return a.min(b); }
   static Tensor max(const Tensor& a, const Tensor& b) { return a.max(b); }
+  // [n]: the rows of the k largest v among the rows where m holds (all of them when fewer);
+  // of equal values the earlier row first.
+  static Mask top_k(const Tensor& v, const Mask& m, std::int64_t k) {
+    std::vector<Eigen::Index> rows;
+    for (Eigen::Index r = 0; r < m.rows(); ++r)
+      if (m(r)) rows.push_back(r);
+    const auto n = static_cast<std::ptrdiff_t>(std::clamp<std::int64_t>(k, 0, static_cast<std::int64_t>(rows.size())));
+    std::partial_sort(rows.begin(), rows.begin() + n, rows.end(), [&](Eigen::Index a, Eigen::Index b) {
+      return v(a, 0) > v(b, 0) || (v(a, 0) == v(b, 0) && a < b);
+    });
+    Mask out = Mask::Constant(v.rows(), false);
+    for (std::ptrdiff_t i = 0; i < n; ++i) out(rows[static_cast<std::size_t>(i)]) = true;
+    return out;
+  }
   // lo + f·(hi − lo) where lo is finite, else `otherwise`.
   static Tensor lerp_finite(const Tensor& lo, const Tensor& hi, double f, double otherwise) {
     return Tensor::Constant(1, 1, std::isfinite(lo(0, 0)) ? lo(0, 0) + f * (hi(0, 0) - lo(0, 0)) : otherwise);

@@ -1,5 +1,6 @@
 #include "harness/commonkv_on_device.h"
 
+#include <algorithm>
 #include <map>
 #include <optional>
 
@@ -65,7 +66,7 @@ std::int64_t commonkv_in_place(KvCache& cache, const compressors::CacheShape& sh
       const auto it = stored.find(name);
       return it == stored.end() ? std::nullopt : std::optional(it->second);
     };
-    for (int l = static_cast<int>(group * G); l < (group + 1) * G; ++l) {
+    for (int l = static_cast<int>(group * G); l < std::min<std::int64_t>((group + 1) * G, shape.layers); ++l) {
       const auto rebuild = [&](const char* part) {
         return compressors::commonkv_rebuild<TorchOps>(l, static_cast<int>(G), part, T, s.index, get)
             .view({T, shape.kv_heads, shape.head_dim})
@@ -77,9 +78,11 @@ std::int64_t commonkv_in_place(KvCache& cache, const compressors::CacheShape& sh
     }
     ++group;
   });
-  // Leftover layers (L mod g), stored dense: at fp16 (the route keeps the model's values; keys
-  // post-RoPE in the chain's store, the same size) or as KIVI stores them.
-  for (int l = static_cast<int>(shape.layers / G * G); l < shape.layers; ++l) {
+  // Leftover layers (L mod g) with leftover=dense: at fp16 (the route keeps the model's values;
+  // keys post-RoPE in the chain's store, the same size) or as KIVI stores them. With leftover=svd
+  // they were the kernel's last, shortened group, rebuilt above.
+  const bool leftover_dense = chain.commonkv->get("leftover") == "dense";
+  for (int l = static_cast<int>(shape.layers / G * G); l < shape.layers && leftover_dense; ++l) {
     using compressors::Part;
     if (!kivi) {
       bytes += stored_bytes(fp16_buffer(cache.key(l))) + stored_bytes(fp16_buffer(cache.value(l)));

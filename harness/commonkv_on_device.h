@@ -3,7 +3,7 @@
 // through TorchOps makes the stage's stored form there, tensor for tensor, and each layer is
 // rebuilt from it, so no layer's K/V crosses to the host. Only the latents c = h·Pᵀ are torch's
 // own product (h: the capture's attn_in, uploaded a layer at a time). Leftover layers (L mod g)
-// keep the model's values. With kivi after commonkv, the latents, P, D and the leftover layers
+// keep the model's values (leftover=dense) or are the kernel's shortened, unmerged group (svd). With kivi after commonkv, the latents, P, D and the leftover layers
 // become what KIVI stores of them (kivi_on_device.h); the biases stay fp16.
 #pragma once
 

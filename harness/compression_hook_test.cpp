@@ -370,23 +370,29 @@ TEST_F(CompressionHook, MinicacheOnTheResidentRouteRebuildsWhatTheHostRouteDoes)
 // only): torch forms the latents, cosines, merged latents and rebuilds where the cache lies, from
 // the same weight SVD and no-merge budget as the chain. Against the host route: the same bytes,
 // grouped layers within f32 rounding (1e-5 normalized; a token whose cosine ties another's across
-// the budget's edge would show as an error of order one), the leftover layer the model's own;
-// with KIVI every layer quantized but for the rare value moved across a code boundary (counted).
+// the budget's edge would show as an error of order one), the leftover layer the model's own
+// (leftover=svd: a shortened group, like the grouped ones); with KIVI every layer quantized but for
+// the rare value moved across a code boundary (counted).
 TEST_F(CompressionHook, CommonkvOnTheResidentRouteRebuildsWhatTheHostRouteDoes) {
   const LlamaModel model = LlamaModel::load(dir_, RunOptions{});
   const core::Checkpoint checkpoint(dir_);
   const auto& config = model.config();
   const Prefilled p = prefill_tokens(model, 90, 19, /*attn_in=*/true);
   for (const char* text : {"commonkv:g=3,rank=20,keep=0.4,sinks=2,recent=8", "commonkv:g=2,keep=0.2,sinks=0,recent=0",
-                           "commonkv:g=3,rank=20,keep=0.4+kivi:bits=4,group=8,residual=8"}) {
+                           "commonkv:g=3,rank=20,keep=0.4+kivi:bits=4,group=8,residual=8",
+                           "commonkv:g=3,rank=20,keep=0.4,sinks=2,recent=8,leftover=svd",
+                           "commonkv:g=3,rank=20,keep=0.4,leftover=svd+kivi:bits=4,group=8,residual=8"}) {
     SCOPED_TRACE(text);
     const bool kivi = std::string(text).find("kivi") != std::string::npos;
     const auto chain = compressors::parse_spec(text);
+    ASSERT_NE(config.num_layers % 3, 0);  // a leftover layer
     const auto r = compress_both_ways(p, config, chain, CompressRoute::resident, linalg::cpu_backend(), &checkpoint);
     KvCache automatic = p.start.cache.clone();  // on a CPU model, auto takes the host stage
     EXPECT_EQ(compress_cache(automatic, p.capture, config, chain, &checkpoint, linalg::cpu_backend()).route, "host");
-    const int grouped = config.num_layers / static_cast<int>(chain.stages[0].get_int("g")) *
-                        static_cast<int>(chain.stages[0].get_int("g"));
+    const int grouped = chain.stages[0].get("leftover") == "svd"
+                            ? config.num_layers
+                            : config.num_layers / static_cast<int>(chain.stages[0].get_int("g")) *
+                                  static_cast<int>(chain.stages[0].get_int("g"));
     for (int l = 0; l < config.num_layers; ++l)
       for (bool key : {true, false}) {
         SCOPED_TRACE(fmt::format("layer {} {}", l, key ? "key" : "value"));

@@ -2,10 +2,10 @@
 // against the compressors' host stage on the same layer pair (compress_chain of
 // "minicache:start=0,…" on a two-layer in-memory cache): rows crafted to reach every branch of
 // the kernel (zero rows, identical and antipodal rows, Ω ≈ 0, random rows on both sides of the
-// threshold), each retain and scope. The stored forms must be the same bytes, tensor by tensor,
-// and the rebuilds decoded from them the same floats. (torch sums a row's squares in another
-// order than the host, so a double may differ in its last bit; on these rows no fp16 value or
-// side of the threshold moves.)
+// threshold), each retain (top: KVCache-Factory's count per head) and scope. The stored forms
+// must be the same bytes, tensor by tensor, and the rebuilds decoded from them the same floats.
+// (torch sums a row's squares in another order than the host, so a double may differ in its last
+// bit; on these rows no fp16 value, side of the threshold or place in the top-k ranking moves.)
 #include "harness/minicache_on_device.h"
 
 #include <gtest/gtest.h>
@@ -61,7 +61,8 @@ TEST(MinicacheOnDevice, StoresWhatTheHostStageStores) {
   const compressors::InMemoryCache cache(shape, {a, b}, {a, b}, {core::FloatTensor({0, H, D}), core::FloatTensor({0, H, D})});
   const at::Tensor x1 = torch_layer(a), x2 = torch_layer(b);
   for (const char* keys : {"t=0.6,gamma=0.05", "t=0.5,gamma=0.3,scope=head", "t=0.5,gamma=0.2,retain=above",
-                           "t=0,gamma=0", "t=1,gamma=1,scope=head"}) {
+                           "t=0,gamma=0", "t=1,gamma=1,scope=head", "t=0.6,gamma=0.05,retain=top",
+                           "t=0.5,gamma=0.3,retain=top,scope=head", "t=0.6,gamma=1,retain=top"}) {
     const auto text = fmt::format("minicache:start=0,end=1,part=key,{}", keys);
     SCOPED_TRACE(text);
     const auto chain = compressors::parse_spec(text);

@@ -47,6 +47,13 @@ struct TorchOps {
   }
   static Tensor min(const Tensor& a, const Tensor& b) { return at::minimum(a, b); }
   static Tensor max(const Tensor& a, const Tensor& b) { return at::maximum(a, b); }
+  // A stable descending sort: of equal values the earlier row first, as the host's.
+  static Mask top_k(const Tensor& v, const Mask& m, std::int64_t k) {
+    const Tensor order =
+        std::get<1>(at::sort(at::where(m, v, -std::numeric_limits<double>::infinity()), true, 0, true));
+    const Tensor first = order.narrow(0, 0, std::clamp<std::int64_t>(k, 0, v.size(0)));
+    return at::zeros_like(m).index_fill_(0, first, true).logical_and_(m);
+  }
   static Tensor lerp_finite(const Tensor& lo, const Tensor& hi, double f, double otherwise) {
     return at::where(lo.isfinite(), lo + f * (hi - lo), otherwise);
   }

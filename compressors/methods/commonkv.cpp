@@ -46,6 +46,12 @@ MethodDef commonkv_method() {
                "layers whose latent cosine ranks the tokens: first_last (first vs last layer of the group, as the "
                "code)",
                {"first_last"}},
+              {"leftover", ParamType::choice, "dense",
+               "the L mod g layers after the last full group: dense (default) = stored as the cache holds them "
+               "(fp16, keys post-RoPE), never merged; svd = the authors' run_longbench.py: a weight SVD over the "
+               "shortened last group (same rank key), every token's latent stored, never merged (merge_all_kv "
+               "takes L // g groups)",
+               {"dense", "svd"}},
           },
           {}};
   m.make_transform = make_commonkv;
@@ -70,7 +76,8 @@ class CommonKVCompressed final : public Compressed {
   CacheShape shape;
   core::Rope rope;
   std::vector<std::int64_t> positions;
-  int g = 0, groups = 0;  // layers 0 … groups·g − 1 are grouped, the rest stored dense
+  int g = 0, groups = 0;  // layers 0 … groups·g − 1 are merged in groups of g
+  bool leftover_svd = false;  // the rest: a shortened SVD group never merged, else dense
   std::vector<StoredTensor> tensors;
   std::vector<Kind> kinds;
   std::map<std::string, std::size_t> slots;  // every tensor's slot, by name
@@ -108,7 +115,7 @@ class CommonKVCompressed final : public Compressed {
     const std::int64_t T = shape.tokens;
     LayerKV out{FloatTensor({T, shape.kv_heads, shape.head_dim}), FloatTensor({T, shape.kv_heads, shape.head_dim}), {}};
     for (auto [part, dst] : {std::pair{Part::key, &out.key}, {Part::value, &out.value}}) {
-      if (layer >= groups * g) {  // leftover: stored dense
+      if (layer >= groups * g && !leftover_svd) {  // leftover: stored dense
         *dst = rebuild_uncompressed(*find(fmt::format("layer{}/{}", layer, to_string(part))), part, shape, rope, positions);
         continue;
       }
@@ -130,8 +137,8 @@ class CommonKVCompressed final : public Compressed {
     const std::int64_t latent = by_kind[0], factor = by_kind[1], index = by_kind[2], dense = by_kind[3];
     std::int64_t merged = 0;
     nlohmann::json per_group = nlohmann::json::array();
-    std::vector<int> dense_layers;
-    for (int l = groups * g; l < shape.layers; ++l) dense_layers.push_back(l);
+    std::vector<int> dense_layers, leftover_layers;
+    for (int l = groups * g; l < shape.layers; ++l) (leftover_svd ? leftover_layers : dense_layers).push_back(l);
     for (int gi = 0; gi < groups; ++gi) {
       const std::int64_t m = find(fmt::format("group{}/merged_index", gi))->shape[0];
       merged += m;
@@ -150,6 +157,8 @@ class CommonKVCompressed final : public Compressed {
             {"requested_rank", requested_rank},
             {"groups", per_group},
             {"dense_layers", dense_layers},
+            {"leftover", leftover_svd ? "svd: a shortened SVD group, never merged" : "dense"},
+            {"leftover_svd_layers", leftover_layers},
             {"latent_bytes", latent},
             {"factor_bytes", factor},
             {"index_bytes", index},
@@ -196,8 +205,10 @@ class CommonKV final : public TransformStage {
                                           matrix, [&](CommonkvStored<HostOps>&& s) { out->add(std::move(s)); });
     out->g = static_cast<int>(spec_.get_int("g"));
     out->groups = out->shape.layers / out->g;
-    // Leftover layers (never grouped, as the code's merge): dense, as the model's cache holds them.
-    for (int l = out->groups * out->g; l < out->shape.layers; ++l)
+    out->leftover_svd = spec_.get("leftover") == "svd";
+    // Leftover layers (never merged, as the code's merge): with leftover=svd the kernel stored them
+    // as a shortened group; else dense, as the model's cache holds them.
+    for (int l = out->groups * out->g; l < out->shape.layers && !out->leftover_svd; ++l)
       for (const Part part : {Part::key, Part::value}) out->add(store_uncompressed(cache, l, part), Kind::dense);
     return out;
   }

@@ -1,7 +1,8 @@
 // commonkv: cross-layer weight sharing and cosine-based latent merging (docs/methods/commonkv.md).
 //
 // Per group of g adjacent layers (layers 0..g−1, g..2g−1, …; the L mod g leftover layers are
-// stored dense), the stacked projection weights W = [W_k^{l1};…;W_k^{lg};W_v^{l1};…;W_v^{lg}]
+// stored dense by default, or with leftover=svd form one shortened group that is never merged, as
+// the authors' run_longbench.py and merge_all_kv treat them), the stacked projection weights W = [W_k^{l1};…;W_k^{lg};W_v^{l1};…;W_v^{lg}]
 // (2·g·H_kv·D × d_model, from the checkpoint) get a thin SVD W = U·S·Vᵀ; the shared projection
 // is P = diag(√S_r)·V_rᵀ [r, d_model] and the per-layer reconstructions D_K,l, D_V,l [H_kv·D, r]
 // are the row blocks of U_r·diag(√S_r). A token's latent in layer l is c = P·h (h: the
@@ -17,7 +18,8 @@
 // order), "group{g}/merged_latent" [M_g, r], "group{g}/merged_index" int32 [M_g], the factors
 // "group{g}/P" [r, d_model], "layer{l}/D_key" and "layer{l}/D_value" [H_kv·D, r], biases
 // "layer{l}/key_bias" / "layer{l}/value_bias" [1, H_kv·D] when the checkpoint has them, and for
-// leftover layers "layer{l}/key" (post-RoPE) / "layer{l}/value" [T, H_kv·D]. The stage is
+// leftover layers "layer{l}/key" (post-RoPE) / "layer{l}/value" [T, H_kv·D] (leftover=dense) or
+// the shortened group's tensors as above, with U = T and M = 0 (leftover=svd). The stage is
 // written once for every device: commonkv_kernel.h.
 #pragma once
 

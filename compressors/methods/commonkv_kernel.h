@@ -31,8 +31,13 @@ struct CommonkvStored {
   std::vector<std::int32_t> index;  // group{g}/merged_index: the merged tokens, ascending
 };
 
-// The stage (its StageSpec) on the groups of g adjacent layers (0…g−1, g…2g−1, …; the L mod g
-// leftover layers are the caller's): the stored form, handed to `store` in the order below.
+// The stage (its StageSpec) on the groups of g adjacent layers (0…g−1, g…2g−1, …): the stored
+// form, handed to `store` in the order below. The L mod g leftover layers are the caller's (stored
+// dense) with leftover=dense; with leftover=svd they are one more, shorter group, as the authors'
+// weight SVD loop makes it (rommel2021/CommonKV run_longbench.py: end_idx = min(start_idx +
+// layer_step, num_layers)), whose tokens are never merged (merge_all_kv takes num_layers //
+// layer_step groups): its factors, every token's latent in every layer, and a merged latent and
+// index of zero tokens.
 // `latents(layer, p)` forms c = h·Pᵀ [T, r] from the exact P (and checks attn_in); `upload(values,
 // rows, cols)` puts a host f32 [rows, cols] where the latents are. Returns the no-merge budget,
 // int(keep·pairs). Fails without a checkpoint or when g > L (`where` names the cache).
@@ -45,12 +50,18 @@ std::int64_t commonkv_stage(const StageSpec& spec, const core::Checkpoint* ckpt,
   const std::int64_t T = shape.tokens, N = shape.width(), g = spec.get_int("g");
   const std::int64_t sinks = spec.get_int("sinks"), recent = spec.get_int("recent");
   if (g > shape.layers) fail("commonkv: key 'g' = {} exceeds the {} layers of {}", g, shape.layers, where);
-  std::vector<std::vector<int>> groups(static_cast<std::size_t>(shape.layers / g), std::vector<int>(g));
+  const auto merging = static_cast<std::size_t>(shape.layers / g);  // groups that merge; a leftover one follows
+  std::vector<std::vector<int>> groups(merging, std::vector<int>(g));
   for (std::size_t i = 0; i < groups.size(); ++i) std::iota(groups[i].begin(), groups[i].end(), static_cast<int>(i * g));
+  if (spec.get("leftover") == "svd" && shape.layers % g != 0) {
+    groups.emplace_back(static_cast<std::size_t>(shape.layers % g));
+    std::iota(groups.back().begin(), groups.back().end(), static_cast<int>(merging * g));
+  }
   std::vector<T32> projections;  // P [r, d_model] per group
-  // Pass 1: per group its factors, and each token's cosine of the first and last layer's latents
-  // in double, Σ x·y / max(√(Σx²·Σy²), 1e-8) (torch's eps, as the authors' F.cosine_similarity).
-  std::vector<double> similarity(groups.size() * static_cast<std::size_t>(T));
+  // Pass 1: per group its factors, and (merging groups) each token's cosine of the first and last
+  // layer's latents in double, Σ x·y / max(√(Σx²·Σy²), 1e-8) (torch's eps, as the authors'
+  // F.cosine_similarity).
+  std::vector<double> similarity(merging * static_cast<std::size_t>(T));
   for (std::size_t i = 0; i < groups.size(); ++i) {
     const auto f = commonkv_factors(*ckpt, groups[i], N, spec.get_int("rank"), backend);
     projections.push_back(upload(f.p, f.rank, f.d_model));
@@ -63,6 +74,7 @@ std::int64_t commonkv_stage(const StageSpec& spec, const core::Checkpoint* ckpt,
         if (const auto& b = (value ? f.value_bias : f.key_bias)[j]; !b.empty())
           store({fmt::format("layer{}/{}_bias", groups[i][j], part), CommonkvRole::bias, upload(b, 1, N), {}});
       }
+    if (i >= merging) continue;  // the leftover group: never merged
     const T32 first = latents(groups[i].front(), projections[i]);  // first: a misshapen attn_in fails in order
     const T32 last = latents(groups[i].back(), projections[i]);
     const auto dot = Ops::host(Ops::row_dot(first, last)), first_sq = Ops::host(Ops::row_dot(first, first)),
@@ -83,6 +95,7 @@ std::int64_t commonkv_stage(const StageSpec& spec, const core::Checkpoint* ckpt,
   for (std::int64_t i = 0; i < budget; ++i) merged[order[i] / T][order[i] % T] = 0;
   for (auto& flags : merged)
     for (std::int64_t t = 0; t < T; ++t) flags[t] &= t >= sinks && t < T - recent;
+  for (std::size_t i = merging; i < groups.size(); ++i) std::fill(merged[i].begin(), merged[i].end(), 0);
   // Pass 2, per group: each layer's latent (its unmerged rows), the merged latent Σ_j c_j/g
   // (weights=uniform; summed in layer order from zeros), the merged index.
   const float weight = 1.f / static_cast<float>(g);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <Eigen/Dense>
+#include <fmt/format.h>
 #include <filesystem>
 #include <random>
 #include <set>
@@ -150,7 +151,8 @@ class CommonKVTest : public ::testing::Test {
 
 TEST(CommonKVSpec, DefaultsAndCanonicalForm) {
   const auto spec = parse_stage(commonkv_method(), "");
-  EXPECT_EQ(spec.to_string(), "commonkv:g=4,rank=0,keep=0.4,sinks=4,recent=128,weights=uniform,pair=first_last");
+  EXPECT_EQ(spec.to_string(), "commonkv:g=4,rank=0,keep=0.4,sinks=4,recent=128,weights=uniform,pair=first_last,leftover=dense");
+  EXPECT_THROW(parse_stage(commonkv_method(), "leftover=merge"), Error);
   EXPECT_THROW(parse_stage(commonkv_method(), "keep=1.5"), Error);
   EXPECT_THROW(parse_stage(commonkv_method(), "weights=llama"), Error);
 }
@@ -400,6 +402,109 @@ TEST_F(CommonKVTest, ClearErrors) {
   other.write(dir_ / "other");
   const core::Checkpoint wrong(dir_ / "other");
   expect_error("g=2", cache, &wrong, {"attn_in of layer 0", "[64, 24]", "[64, 16]"});
+}
+
+// leftover=svd against a transcription of the authors' loop (rommel2021/CommonKV run_longbench.py:
+// groups range(0, L, layer_step) with end_idx = min(start_idx + layer_step, L), so with L = 5 and
+// g = 2 the last group is layer 4 alone, its stacked [W_k⁴; W_v⁴] (16 × 24) given its own SVD).
+// Oracle: Eigen's JacobiSVD of that matrix here. The stored D_K·P and D_V·P must be its rank-r
+// truncation's row blocks (products, free of the SVD's sign choices), the rebuild h·W_rᵀ + b, and
+// at full rank (16) the cache itself.
+TEST_F(CommonKVTest, LeftoverSvdIsTheShortenedGroupsWeightSvd) {
+  TinyModel model;
+  model.build(7);
+  model.write(dir_);
+  const core::Checkpoint ckpt(dir_);
+  const auto cache = model.cache();
+  const MatrixXd w = model.stacked(4, 1);
+  Eigen::JacobiSVD<MatrixXd> svd(w, Eigen::ComputeThinU | Eigen::ComputeThinV);
+  for (const int r : {6, 16}) {
+    SCOPED_TRACE(r);
+    auto c = run(fmt::format("g=2,rank={},keep=0.4,sinks=2,recent=8,leftover=svd", r), cache, &ckpt);
+    const MatrixXd wr = svd.matrixU().leftCols(r) * svd.singularValues().head(r).asDiagonal() *
+                        svd.matrixV().leftCols(r).transpose();
+    ASSERT_NE(find(*c, "group2/P"), nullptr);
+    EXPECT_EQ(find(*c, "layer4/key"), nullptr);
+    EXPECT_EQ(find(*c, "layer4/latent")->shape, (core::Shape{model.tokens, r}));
+    EXPECT_EQ(find(*c, "group2/merged_index")->unpack_indices(), std::vector<std::int32_t>{});
+    EXPECT_EQ(find(*c, "group2/merged_latent")->shape, (core::Shape{0, r}));
+    const auto m = [&](const std::string& name) {
+      const auto* t = find(*c, name);
+      return Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(
+                 t->values.data(), t->shape[0], t->shape[1])
+          .cast<double>()
+          .eval();
+    };
+    const MatrixXd p = m("group2/P");
+    EXPECT_LT(rel_error(m("layer4/D_key") * p, wr.topRows(kWidth)), 1e-5);
+    EXPECT_LT(rel_error(m("layer4/D_value") * p, wr.bottomRows(kWidth)), 1e-5);
+    const auto kv = c->reconstruct(4);
+    const MatrixXd want_k = (model.h[4] * wr.topRows(kWidth).transpose()).rowwise() + model.bk[4].transpose();
+    const MatrixXd want_v = (model.h[4] * wr.bottomRows(kWidth).transpose()).rowwise() + model.bv[4].transpose();
+    EXPECT_LT(rel_error(as_matrix(kv.key), want_k), 1e-4);
+    EXPECT_LT(rel_error(as_matrix(kv.value), want_v), 1e-4);
+    if (r == 16) {
+      EXPECT_LT(rel_error(as_matrix(kv.key), model.keys(4)), 1e-4);
+    } else {
+      EXPECT_GT(rel_error(as_matrix(kv.key), model.keys(4)), 0.05);  // the truncation loses something
+    }
+    pack_fp16_storage(c->stored());  // notes() counts the packed bytes
+    const auto notes = c->notes();
+    EXPECT_EQ(notes["dense_layers"], nlohmann::json::array());
+    EXPECT_EQ(notes["leftover_svd_layers"], nlohmann::json::array({4}));
+  }
+}
+
+// The leftover group is skipped in merging, as merge_all_kv's num_layers // layer_step groups:
+// the budget counts the full groups' pairs only, so groups 0 and 1 merge the same tokens and
+// rebuild the same floats as with leftover=dense, and layer 4 merges none (also at keep = 0).
+TEST_F(CommonKVTest, LeftoverSvdIsNeverMerged) {
+  TinyModel model;
+  model.build(8);
+  model.write(dir_);
+  const core::Checkpoint ckpt(dir_);
+  const auto cache = model.cache();
+  for (const char* params : {"g=2,rank=6,keep=0.4,sinks=2,recent=8", "g=2,rank=6,keep=0,sinks=0,recent=0"}) {
+    SCOPED_TRACE(params);
+    auto dense = run(params, cache, &ckpt);
+    auto svd = run(std::string(params) + ",leftover=svd", cache, &ckpt);
+    for (int gi : {0, 1}) {
+      const auto name = fmt::format("group{}/merged_index", gi);
+      EXPECT_EQ(find(*svd, name)->unpack_indices(), find(*dense, name)->unpack_indices());
+    }
+    EXPECT_TRUE(find(*svd, "group2/merged_index")->unpack_indices().empty());
+    for (int l = 0; l < 4; ++l) {
+      EXPECT_EQ(svd->reconstruct(l).key.data, dense->reconstruct(l).key.data) << l;
+      EXPECT_EQ(svd->reconstruct(l).value.data, dense->reconstruct(l).value.data) << l;
+    }
+    pack_fp16_storage(dense->stored());  // notes() counts the packed bytes
+    pack_fp16_storage(svd->stored());
+    EXPECT_EQ(svd->notes()["pairs"], 2 * model.tokens);
+    EXPECT_EQ(svd->notes()["no_merge_budget"], dense->notes()["no_merge_budget"]);
+  }
+}
+
+// Bytes with leftover=svd, counted from what is stored: the dense leftover layer's 2·2·T·N is
+// replaced by its latents 2·r·T, P 2·r·d_model, D_K and D_V 2·2·N·r and biases 2·2·N; the empty
+// merged latent and index add nothing.
+TEST_F(CommonKVTest, LeftoverSvdBytesByFormula) {
+  TinyModel model;
+  model.build(5);
+  model.write(dir_);
+  const core::Checkpoint ckpt(dir_);
+  const auto cache = model.cache();
+  auto dense = run("g=2,rank=5,keep=0.3,sinks=2,recent=8", cache, &ckpt);
+  auto svd = run("g=2,rank=5,keep=0.3,sinks=2,recent=8,leftover=svd", cache, &ckpt);
+  pack_fp16_storage(dense->stored());
+  pack_fp16_storage(svd->stored());
+  const std::int64_t r = 5, N = kWidth, T = model.tokens, d = model.d_model;
+  std::int64_t packed = 0;
+  for (const auto* t : svd->stored()) packed += static_cast<std::int64_t>(t->packed.size());
+  EXPECT_EQ(svd->bytes(), packed);
+  EXPECT_EQ(svd->bytes(), dense->bytes() - 2 * 2 * T * N + 2 * r * T + 2 * r * d + 2 * 2 * N * r + 2 * 2 * N);
+  EXPECT_EQ(svd->notes()["dense_layer_bytes"], 0);
+  EXPECT_EQ(svd->notes()["latent_bytes"].get<std::int64_t>(),
+            dense->notes()["latent_bytes"].get<std::int64_t>() + 2 * r * T);
 }
 
 }  // namespace

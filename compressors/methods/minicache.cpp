@@ -21,19 +21,25 @@ MethodDef minicache_method() {
   m.help =
       "MiniCache: SLERP-merge adjacent layer pairs (start, start+1), … of [start, end] per (token, KV head) row, "
       "keys pre-RoPE; store one direction and both magnitudes per merged row, the original rows of both layers "
-      "for rows on the retained side of min Ω + γ·(max Ω − min Ω) (docs/methods/minicache.md §2–3)";
+      "for the retained rows: those on the kept side of min Ω + γ·(max Ω − min Ω), or the ⌈γ·T⌉ of largest Ω per "
+      "KV head (retain=top) (docs/methods/minicache.md §2–3)";
   m.params = {
       {"t", ParamType::real, "0.6", "SLERP weight of the later layer of a pair (paper 0.6; xKV's code 0.5)", {}, 0.0, 1.0},
-      {"gamma", ParamType::real, "0.05", "retention threshold as a fraction of the pair's Ω range (paper and xKV 0.05)",
+      {"gamma", ParamType::real, "0.05",
+       "retention: with below/above the threshold as a fraction of the pair's Ω range; with top the fraction of "
+       "each head's tokens kept (paper, xKV and KVCache-Factory 0.05)",
        {}, 0.0, 1.0},
       {"start", ParamType::integer, "-1", "first layer of the first pair; -1 = L/2 (paper: from the middle layer)", {},
        -1, 1e9},
       {"end", ParamType::integer, "-1", "last layer a pair may use; -1 = L-1", {}, -1, 1e9},
       {"retain", ParamType::choice, "below",
-       "rows kept unmerged: below = Omega <= threshold (xKV/CommonKV code), above = Omega > threshold (abstract)",
-       {"below", "above"}},
+       "rows kept unmerged: below = Omega <= threshold (default; xKV's fake_minicache_merge), above = Omega > "
+       "threshold (the abstract's reading, xKV's threshold mirrored), top = the ceil(gamma·T) rows of largest "
+       "Omega per KV head, ties to the earlier token (KVCache-Factory pyramidkv/minicache.py)",
+       {"below", "above", "top"}},
       {"scope", ParamType::choice, "global",
-       "threshold min/max over all heads and tokens of the pair (global, xKV) or per KV head (head)",
+       "threshold min/max over all heads and tokens of the pair (global, xKV) or per KV head (head); retain=top "
+       "always ranks per KV head",
        {"global", "head"}},
       {"part", ParamType::choice, "both", "which part is merged; the other is stored dense", {"both", "key", "value"}},
   };
@@ -89,6 +95,7 @@ struct Options {
   double t = 0.6, gamma = 0.05;
   std::int64_t start = -1, end = -1;  // as written; -1 resolved against L in compress
   bool retain_above = false;
+  bool retain_top = false;  // KVCache-Factory's count per head; the threshold and scope are unused
   bool scope_head = false;
   bool merge[2] = {true, true};  // key, value
   std::string retain, scope, part;
@@ -180,9 +187,12 @@ class MiniCacheCompressed final : public Compressed {
     nlohmann::json n;
     const int L = shape_.layers;
     const auto merged_pairs = static_cast<int>(pairs_.size());
-    n["retain"] = opt_.retain_above ? "above: rows with Omega > threshold kept unmerged (the abstract's reading)"
-                                    : "below: rows with Omega <= threshold kept unmerged (xKV/CommonKV code)";
-    n["scope"] = opt_.scope;
+    n["retain"] = opt_.retain_top ? "top: the ceil(gamma*T) rows of largest Omega per KV head kept unmerged "
+                                    "(KVCache-Factory)"
+                  : opt_.retain_above ? "above: rows with Omega > threshold kept unmerged (the abstract's reading)"
+                                      : "below: rows with Omega <= threshold kept unmerged (xKV/CommonKV code)";
+    n["scope"] = opt_.retain_top ? "head" : opt_.scope;
+    if (opt_.retain_top) n["retained_per_head"] = static_cast<std::int64_t>(std::ceil(opt_.gamma * static_cast<double>(shape_.tokens)));
     n["part"] = opt_.part;
     n["t"] = opt_.t;
     n["gamma"] = opt_.gamma;
@@ -207,7 +217,7 @@ class MiniCacheCompressed final : public Compressed {
       }
       per_pair[fmt::format("{}-{}", pairs_[k], pairs_[k] + 1)] = entry;
     }
-    n["merged_fraction_per_pair"] = per_pair;  // merged rows / (T·H_kv), per part, and Ω thresholds (radians)
+    n["merged_fraction_per_pair"] = per_pair;  // merged rows / (T·H_kv), per part, and Ω thresholds (radians; none with top)
     n["merged_fraction"] = count > 0 ? total / count : 0.0;
     n["keys"] = "pre-RoPE in merged pairs, post-RoPE in dense layers";
     return n;
@@ -234,11 +244,12 @@ class MiniCacheCompressed final : public Compressed {
     const auto x1 = cache.layer(a, kParts[p]);
     const auto x2 = cache.layer(a + 1, kParts[p]);
 
-    // Pass 1: angles, and the threshold of each scope group (minicache_kernel.h).
+    // Pass 1: angles, and the threshold of each scope group (minicache_kernel.h); retain=top has none.
     std::vector<MinicacheAngles<HostOps>> ang;
     for (int h = 0; h < H; ++h) ang.push_back(head_angles(x1, x2, h));
     std::vector<HostOps::Tensor> thr;
-    if (opt_.scope_head) {
+    if (opt_.retain_top) {
+    } else if (opt_.scope_head) {
       for (const auto& g : ang) thr.push_back(minicache_threshold<HostOps>({&g}, opt_.gamma));
     } else {
       std::vector<const MinicacheAngles<HostOps>*> all;
@@ -256,7 +267,8 @@ class MiniCacheCompressed final : public Compressed {
     for (int h = 0; h < H; ++h) {
       auto& b = block(k, p, h);
       const auto& g = ang[static_cast<std::size_t>(h)];
-      const auto keep = minicache_retained(g, thr[opt_.scope_head ? h : 0], opt_.retain_above);
+      const auto keep = opt_.retain_top ? minicache_top_retained(g, opt_.gamma, T)
+                                        : minicache_retained(g, thr[opt_.scope_head ? h : 0], opt_.retain_above);
       std::vector<float> dir, mag1, mag2, orig1, orig2;
       std::vector<std::int32_t> retained;  // token indices kept unmerged, ascending
       HostOps::Tensor e;  // the directions of the rows of the block at t0
@@ -363,6 +375,7 @@ std::unique_ptr<TransformStage> make_minicache(const StageSpec& spec) {
   o.scope = spec.get("scope");
   o.part = spec.get("part");
   o.retain_above = o.retain == "above";
+  o.retain_top = o.retain == "top";
   o.scope_head = o.scope == "head";
   o.merge[0] = o.part != "value";
   o.merge[1] = o.part != "key";

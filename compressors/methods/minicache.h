@@ -9,12 +9,16 @@
 //
 // Keys (all with the paper's or xKV's value as default):
 //   t       SLERP weight of the later layer, [0, 1]; paper 0.6 (xKV's code: 0.5)
-//   gamma   retention threshold fraction of the Ω range, [0, 1]; 0.05
+//   gamma   retention threshold fraction of the Ω range, [0, 1]; 0.05 (with retain=top: the
+//           fraction of each head's T tokens kept, ⌈γ·T⌉)
 //   start   first layer of the first pair; -1 = L/2
 //   end     last layer a pair may use; -1 = L−1
 //   retain  below = keep rows with Ω ≤ threshold (xKV / CommonKV code); above = keep Ω > threshold
-//           (the abstract's "keep highly distinct pairs unmerged"); docs/methods/minicache.md §2
-//   scope   global = threshold min/max over all heads and tokens of the pair (xKV); head = per KV head
+//           (the abstract's "keep highly distinct pairs unmerged", xKV's threshold mirrored);
+//           top = keep the ⌈γ·T⌉ rows of largest Ω per KV head, ties to the earlier token
+//           (KVCache-Factory pyramidkv/minicache.py); docs/methods/minicache.md §2
+//   scope   global = threshold min/max over all heads and tokens of the pair (xKV); head = per KV
+//           head; retain=top always ranks per KV head
 //   part    both | key | value: which part is merged (the other is stored dense)
 #pragma once
 

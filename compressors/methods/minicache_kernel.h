@@ -5,6 +5,8 @@
 // x2 of the later, [n, D] each (keys pre-RoPE, as xKV's re-implementation merges them).
 #pragma once
 
+#include <cmath>
+#include <cstdint>
 #include <vector>
 
 namespace kvlab::compressors {
@@ -53,6 +55,18 @@ template <class Ops>
 typename Ops::Mask minicache_retained(const MinicacheAngles<Ops>& g, const typename Ops::Tensor& threshold,
                                       bool retain_above) {
   return Ops::both(g.valid, retain_above ? Ops::gt(g.omega, threshold) : Ops::le(g.omega, threshold));
+}
+
+// [n] the rows kept unmerged by KVCache-Factory's rule (retain = top; Zefan-Cai/KVCache-Factory
+// pyramidkv/minicache.py, select_minicache_retention_indices): per KV head the k = ⌈γ·T⌉ rows of
+// largest Ω (that file ranks Ω/π, the same order), T the head's tokens. Where Ω ties, the earlier
+// token is kept (torch.topk leaves the order of ties unspecified). Zero rows take no part and
+// always merge, as above; k is capped at the valid rows. ⌈γ·T⌉ is taken of the double product, as
+// Python's math.ceil(seq_len * ratio) does (γ = 0.07, T = 100 gives 8).
+template <class Ops>
+typename Ops::Mask minicache_top_retained(const MinicacheAngles<Ops>& g, double gamma, std::int64_t tokens) {
+  const auto k = static_cast<std::int64_t>(std::ceil(gamma * static_cast<double>(tokens)));
+  return Ops::top_k(g.omega, g.valid, k);
 }
 
 // [n, D] the merged unit direction e of every row pair, SLERP with weight t on x2 (so e·‖x1‖ and

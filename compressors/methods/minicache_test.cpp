@@ -7,7 +7,11 @@
 
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <numbers>
 #include <random>
 #include <set>
@@ -361,6 +365,132 @@ TEST(MiniCache, StoredLayoutAndReconstructionFromStoredValues) {
     ++doubled;
   }
   EXPECT_GT(doubled, 0);
+}
+
+// retain=top against a plain-loop transcription of KVCache-Factory's rule
+// (Zefan-Cai/KVCache-Factory pyramidkv/minicache.py: compress_minicache_pair with
+// select_minicache_retention_indices): per KV head, angular distance acos(cos)/π, the
+// ceil(T·ratio) largest kept, returned in token order. torch.topk leaves the order of ties
+// unspecified; kvlab keeps the earlier token, and so does the transcription (a stable sort).
+// The fixture (GQA: 2 KV heads, 4 query heads) has random rows, whose angles are distinct, and
+// antipodal rows (x2 = −x1 with one nonzero entry, a power of two) whose angle is π exactly in both
+// the arccos here and the implementation's atan2, so they tie at the top: 5 in head 0 and 3 in
+// head 1, so that k = 4 cuts head 0's tie and keeps all of head 1's.
+std::vector<std::int32_t> kvcache_factory_kept(const FloatTensor& x1, const FloatTensor& x2, int h, double ratio) {
+  const std::int64_t T = x1.shape[0], H = x1.shape[1], D = x1.shape[2];
+  std::vector<double> distance(static_cast<std::size_t>(T));
+  for (std::int64_t t = 0; t < T; ++t) {
+    const float* a = x1.data.data() + (t * H + h) * D;
+    const float* b = x2.data.data() + (t * H + h) * D;
+    distance[t] = angle(a, b, static_cast<int>(D)) / std::numbers::pi;
+  }
+  const auto keep = std::min<std::int64_t>(T, static_cast<std::int64_t>(std::ceil(static_cast<double>(T) * ratio)));
+  std::vector<std::int32_t> order(static_cast<std::size_t>(T));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](std::int32_t i, std::int32_t j) { return distance[i] > distance[j]; });
+  order.resize(static_cast<std::size_t>(keep));
+  std::sort(order.begin(), order.end());
+  return order;
+}
+
+// The token indices the stored form keeps unmerged for (pair, part, head); empty when none.
+std::vector<std::int32_t> stored_kept(Compressed& c, const std::string& name) {
+  for (auto* t : c.stored())
+    if (t->name == name) return t->unpack_indices();
+  return {};
+}
+
+TEST(MiniCache, TopKeepsKvcacheFactorysTokensPerHead) {
+  const int Hkv = 2, Hq = 4, D = 8;
+  const std::int64_t T = 40;
+  const CacheShape s{2, Hkv, Hq, D, T, 0, 0};
+  std::vector<FloatTensor> keys(2, FloatTensor({T, Hkv, D})), values(2, FloatTensor({T, Hkv, D}));
+  std::mt19937 rng(23);
+  std::normal_distribution<float> n;
+  for (int l = 0; l < 2; ++l)
+    for (auto* x : {&keys[l], &values[l]})
+      for (auto& v : x->data) v = n(rng);
+  const std::vector<std::pair<std::int64_t, int>> antipodal = {{3, 0}, {11, 0}, {17, 0}, {25, 0}, {30, 0},
+                                                                {2, 1}, {7, 1}, {33, 1}};
+  for (std::size_t i = 0; i < antipodal.size(); ++i) {
+    const auto [t, h] = antipodal[i];
+    const float c = std::ldexp(1.0f, static_cast<int>(i % 4) - 1);  // 0.5, 1, 2, 4
+    for (auto* x : {&keys, &values})
+      for (int d = 0; d < D; ++d) {
+        (*x)[0].data[(t * Hkv + h) * D + d] = d == static_cast<int>(i % D) ? c : 0.0f;
+        (*x)[1].data[(t * Hkv + h) * D + d] = d == static_cast<int>(i % D) ? -c : 0.0f;
+      }
+  }
+  const auto cache = hand_cache(s, keys, values);
+  for (const double gamma : {0.0, 0.05, 0.1, 0.3, 1.0}) {
+    for (const std::string scope : {"global", "head"}) {  // retain=top ranks per head whatever the scope
+      const auto params = fmt::format("start=0,retain=top,gamma={},scope={}", gamma, scope);
+      SCOPED_TRACE(params);
+      auto c = run(cache, params);
+      std::int64_t kept = 0;
+      for (const auto part : {Part::key, Part::value}) {
+        const auto x1 = cache.layer(0, part), x2 = cache.layer(1, part);
+        for (int h = 0; h < Hkv; ++h) {
+          const auto want = kvcache_factory_kept(x1, x2, h, gamma);
+          EXPECT_EQ(stored_kept(*c, fmt::format("pair0-1/{}/head{}/retained_index", to_string(part), h)), want)
+              << to_string(part) << " head " << h;
+          kept += static_cast<std::int64_t>(want.size());
+        }
+        // The kept rows come back verbatim in both layers.
+        const auto r0 = c->reconstruct(0), r1 = c->reconstruct(1);
+        const auto v0 = verbatim_rows(x1, part == Part::key ? r0.key : r0.value, D);
+        const auto v1 = verbatim_rows(x2, part == Part::key ? r1.key : r1.value, D);
+        for (int h = 0; h < Hkv; ++h)
+          for (const auto t : kvcache_factory_kept(x1, x2, h, gamma)) {
+            EXPECT_TRUE(v0.count(t * Hkv + h)) << "token " << t << " head " << h;
+            EXPECT_TRUE(v1.count(t * Hkv + h)) << "token " << t << " head " << h;
+          }
+      }
+      EXPECT_DOUBLE_EQ(c->notes()["merged_fraction"].get<double>(), 1.0 - static_cast<double>(kept) / (2 * T * Hkv));
+      EXPECT_EQ(c->notes()["scope"].get<std::string>(), "head");
+    }
+  }
+  // The tie cut: γ = 0.1 keeps ceil(4.0) = 4 per head; head 0's five antipodal tokens tie at π
+  // and the earliest four are kept; head 1 keeps its three and the largest random angle.
+  auto c = run(cache, "start=0,retain=top,gamma=0.1");
+  EXPECT_EQ(stored_kept(*c, "pair0-1/key/head0/retained_index"), (std::vector<std::int32_t>{3, 11, 17, 25}));
+  const auto head1 = stored_kept(*c, "pair0-1/key/head1/retained_index");
+  ASSERT_EQ(head1.size(), 4u);
+  for (const std::int32_t t : {2, 7, 33}) EXPECT_TRUE(std::find(head1.begin(), head1.end(), t) != head1.end()) << t;
+}
+
+// ⌈γ·T⌉ of the double product, as Python's math.ceil(100 * 0.07) = 8 (not 7).
+TEST(MiniCache, TopCountIsTheCeilingOfTheDoubleProduct) {
+  const int H = 2, D = 8;
+  const std::int64_t T = 100;
+  const auto cache = testing::random_cache(shape_of(2, H, D, T), 29, false);
+  auto c = run(cache, "start=0,retain=top,gamma=0.07");
+  for (int h = 0; h < H; ++h) EXPECT_EQ(stored_kept(*c, fmt::format("pair0-1/key/head{}/retained_index", h)).size(), 8u);
+  EXPECT_EQ(c->notes()["retained_per_head"].get<std::int64_t>(), 8);
+}
+
+// Zero rows (KVCache-Factory: angle π/2 after its eps clamp) take no part in retain=top's ranking:
+// with γ = 1 every other row is kept and the zero rows merge, restored exactly.
+TEST(MiniCache, TopLeavesZeroRowsMerged) {
+  const auto s = shape_of(2, 1, 4, 6);
+  std::vector<FloatTensor> keys(2, FloatTensor({6, 1, 4})), values(2, FloatTensor({6, 1, 4}));
+  std::mt19937 rng(2);
+  std::normal_distribution<float> n;
+  for (int l = 0; l < 2; ++l)
+    for (auto* t : {&keys[l], &values[l]})
+      for (auto& v : t->data) v = n(rng);
+  for (int d = 0; d < 4; ++d) keys[0].data[0 * 4 + d] = keys[1].data[1 * 4 + d] = 0;  // tokens 0, 1
+  const auto cache = hand_cache(s, keys, values);
+  auto c = run(cache, "start=0,retain=top,gamma=1");
+  EXPECT_EQ(stored_kept(*c, "pair0-1/key/head0/retained_index"), (std::vector<std::int32_t>{2, 3, 4, 5}));
+  EXPECT_EQ(stored_kept(*c, "pair0-1/value/head0/retained_index"), (std::vector<std::int32_t>{0, 1, 2, 3, 4, 5}));
+  for (int l = 0; l < 2; ++l) {
+    const auto r = c->reconstruct(l);
+    for (int i = 0; i < 24; ++i) {
+      EXPECT_NEAR(r.key.data[i], keys[l].data[i], 1e-6);
+      if (keys[l].data[i] == 0) { EXPECT_EQ(r.key.data[i], 0.0f); }
+    }
+  }
 }
 
 }  // namespace
