@@ -7,6 +7,7 @@
 // layout in turboquant.h, codes against a brute-force nearest centroid; the chain's bytes by hand.
 #include "compressors/methods/turboquant.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <Eigen/Core>
@@ -88,8 +89,9 @@ TEST(Turboquant, SpecDefaultsAndBadKeys) {
   EXPECT_EQ(spec.to_string(), "turboquant:kbits=3,vbits=3,variant=prod,seed=0");
   const auto message = [](const std::string& text) { return testing::error_of([&] { parse_spec(text); }); };
   for (const std::string bad : {"kbits=5", "kbits=0", "vbits=0", "vbits=5", "variant=qjl", "seed=-1"}) {
+    const auto key = bad.substr(0, bad.find('='));
     const auto m = message("turboquant:" + bad);
-    EXPECT_NE(m.find("'" + bad.substr(0, bad.find('=')) + "'"), std::string::npos) << m;
+    EXPECT_NE(m.find(fmt::format("'{}'", key)), std::string::npos) << m;
   }
   // prod spends one of the b bits on QJL: at least 2.
   const auto m = message("turboquant:kbits=1");
