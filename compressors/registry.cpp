@@ -15,6 +15,7 @@
   X(gear)                \
   X(kvquant)             \
   X(think)               \
+  X(turboquant)          \
   X(streamingllm)        \
   X(h2o)                 \
   X(snapkv)              \

@@ -27,6 +27,7 @@ SUITES=(
   compressors/compress_gear_tests
   compressors/compress_kvquant_tests
   compressors/compress_think_tests
+  compressors/compress_turboquant_tests
   compressors/compress_quest_tests
   compressors/compress_low_rank_tests
   compressors/compress_minicache_tests
