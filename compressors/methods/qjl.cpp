@@ -149,7 +149,7 @@ std::vector<std::uint8_t> qjl_pack_keys(std::span<const float> x, std::int64_t n
   std::vector<std::uint8_t> out(static_cast<std::size_t>(k.total), 0);
   const Eigen::Map<const RowMajor> S(s.data(), layer.m, D);
   const auto X = Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(x.data(), n, D).cast<double>();
-  const std::int64_t G = layer.outliers > 0 ? p.group : std::max<std::int64_t>(k.nq, 1);
+  const std::int64_t G = p.group;  // outlier groups; without outliers, just blocks of rows
   std::vector<int> order(static_cast<std::size_t>(D));
   for (std::int64_t r0 = 0; r0 < k.nq; r0 += G) {
     const std::int64_t rows = std::min(G, k.nq - r0);
@@ -198,7 +198,7 @@ void qjl_unpack_keys(std::span<const std::uint8_t> packed, std::int64_t n, int h
   if (static_cast<std::int64_t>(out.size()) != n * D) fail("qjl_unpack_keys: {} values out for [{}, {}]", out.size(), n, D);
   if (static_cast<std::int64_t>(s.size()) != layer.m * D) fail("qjl: a sketch of {} values for [{}, {}]", s.size(), layer.m, D);
   const Eigen::Map<const RowMajor> S(s.data(), layer.m, D);
-  const std::int64_t G = layer.outliers > 0 ? p.group : std::max<std::int64_t>(k.nq, 1);
+  const std::int64_t G = p.group;
   const auto sign = [&](std::int64_t at, std::int64_t j) {
     return packed[static_cast<std::size_t>(at + j / 8)] >> (j % 8) & 1 ? 1.0 : -1.0;
   };
