@@ -141,7 +141,9 @@ std::vector<std::uint8_t> qjl_pack_keys(std::span<const float> x, std::int64_t n
   const std::int64_t D = head_dim;
   if (static_cast<std::int64_t>(x.size()) != n * D) fail("{}: {} values for shape [{}, {}]", what, x.size(), n, D);
   if (static_cast<std::int64_t>(s.size()) != layer.m * D) fail("{}: a sketch of {} values for [{}, {}]", what, s.size(), layer.m, D);
-  if (layer.outliers > D) fail("{}: key 'outliers' = {} exceeds the head dimension {}", what, layer.outliers, D);
+  if (layer.outliers > D)
+    fail("{}: {} outlier channels (key 'outliers', or 'outliers_initial' below initial_layers) exceed the head dimension {}",
+         what, layer.outliers, D);
   if (layer.outliers > 0 && D > 256) fail("{}: head dimension {} > 256 does not fit QJL's uint8 outlier indices", what, D);
   for (const float v : x)
     if (!std::isfinite(v)) fail("{}: non-finite values to quantize", what);

@@ -130,6 +130,10 @@ TEST(Qjl, SpecDefaultsAndBadKeys) {
   EXPECT_EQ(qjl_layer(p, 0).m_outlier, 16);
   EXPECT_EQ(qjl_layer(p, 1).m, 64);
   EXPECT_EQ(qjl_layer(small_params(",outliers=0"), 3).m_outlier, 0) << "no outliers: no outlier sketch";
+  // More outlier channels than a head has: an error naming the keys, at quantization (D is the cache's).
+  auto t = StoredTensor::fp16("layer0/head0/key", {4, 4}, std::vector<float>(16, 1.0f), QuantLayout::per_channel, true);
+  const auto m = testing::error_of([&] { make_quantizer(parse_spec("qjl:outliers_initial=5").stages.at(0))->quantize({&t}); });
+  EXPECT_NE(m.find("'outliers_initial'"), std::string::npos) << m;
 }
 
 TEST(Qjl, SketchesAreSeededAndOrthogonalBlocksAreScaledRotations) {
