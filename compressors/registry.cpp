@@ -14,6 +14,7 @@
   X(kivi)                \
   X(gear)                \
   X(kvquant)             \
+  X(qjl)                 \
   X(think)               \
   X(turboquant)          \
   X(streamingllm)        \

@@ -26,6 +26,7 @@ SUITES=(
   compressors/compress_kivi_tests
   compressors/compress_gear_tests
   compressors/compress_kvquant_tests
+  compressors/compress_qjl_tests
   compressors/compress_think_tests
   compressors/compress_turboquant_tests
   compressors/compress_quest_tests
