@@ -146,9 +146,8 @@ class WithNotes final : public Compressed {
 
 // Whether the eviction stage `ev` keeps one selection per query head (MethodDef::per_query_head);
 // such a stage stores its cells alone (query_head_cells.h), so a chain that continues after it fails.
-bool selects_per_query_head(const ChainSpec& chain, const StageSpec& ev) {
-  const auto& def = method(ev.method);
-  if (!def.per_query_head || !def.per_query_head(ev)) return false;
+bool alone_per_query_head(const ChainSpec& chain, const StageSpec& ev) {
+  if (!selects_per_query_head(ev)) return false;
   if (chain.stages.size() > 1)
     fail("{}: {} keeps one selection per query head (H_q heads of cells stored, the SnapKV repository's repeat_kv "
          "layout); no transform or quantizer can follow it yet (store it alone, or select per KV head)",
@@ -177,7 +176,7 @@ std::unique_ptr<Compressed> compress_chain(const CompressContext& ctx, const Cha
   }
   const auto& shape = ctx.cache.shape();
   const auto eviction = make_eviction(*ev);
-  if (selects_per_query_head(chain, *ev)) {
+  if (alone_per_query_head(chain, *ev)) {
     KeepMasks selections;
     for (int l = 0; l < shape.layers; ++l) selections.push_back(eviction->select_query_heads(ctx, l));
     rep = std::make_unique<WithNotes>(query_head_representation(ctx.cache, selections),
@@ -268,7 +267,7 @@ nlohmann::json compress_by_layer(const CompressContext& ctx, const ChainSpec& ch
   const auto& s = ctx.cache.shape();
   const auto* ev = find_stage(chain, StageKind::eviction);
   const auto eviction = ev ? make_eviction(*ev) : nullptr;
-  const bool per_query_head = ev && selects_per_query_head(chain, *ev);
+  const bool per_query_head = ev && alone_per_query_head(chain, *ev);
   double compressing = 0;
   nlohmann::json notes = nlohmann::json::object();
   for (int l = 0; l < s.layers; ++l) {

@@ -45,6 +45,11 @@ const std::vector<MethodDef>& methods() {
   return table;
 }
 
+bool selects_per_query_head(const StageSpec& stage) {
+  const auto& def = method(stage.method);
+  return def.per_query_head && def.per_query_head(stage);
+}
+
 namespace {
 
 const MethodDef& of_kind(const StageSpec& spec, StageKind kind) {

@@ -112,8 +112,8 @@ struct MethodDef {
   // Eviction only, optional: whether this spec keeps one selection per *query* head (snapkv and
   // pyramidkv with granularity=query_head, the SnapKV repository's repeat_kv layout): its stage's
   // EvictionStage::select_query_heads gives the selection and the chain stores H_q heads of cells
-  // (compressors/query_head_cells.h). No stage may follow it in a chain yet, and `eval` (whose
-  // cache holds H_kv heads) does not run it.
+  // (compressors/query_head_cells.h). No stage may follow it in a chain yet; in `eval` the cache
+  // keeps one mask per query head (harness/model/kv_cache.h KvCache::keep).
   std::function<bool(const StageSpec&)> per_query_head{};
   DevicePath device = DevicePath::none;
 };
@@ -139,6 +139,8 @@ using MethodTable = std::vector<MethodDef>;
 // Every method kvlab knows, in the order `--help` lists them (compressors/registry.cpp).
 const MethodTable& methods();
 const MethodDef& method(std::string_view name, const MethodTable& table = methods());  // fails listing them
+// Whether `stage` keeps one selection per query head (its MethodDef::per_query_head holds).
+bool selects_per_query_head(const StageSpec& stage);
 
 // Parses one concrete spec (no ranges or lists).
 ChainSpec parse_spec(std::string_view text, const MethodTable& table = methods());

@@ -1,5 +1,7 @@
 #include "harness/compression_hook.h"
 
+#include <algorithm>
+
 #include "compressors/chain.h"
 #include "compressors/compressed.h"
 #include "core/error.h"
@@ -45,13 +47,15 @@ const at::Tensor& ContextCapture::attn_in(int layer) const { return attn_in_rows
 
 namespace {
 
-// Writes a rebuilt layer into the cache (pre-RoPE keys, values, the cells kept: per KV head, or
-// per query head where the eviction selects per query head — LayerKV::query_kept [W, H_q, T], the
-// same for every window row, so its first row is each query head's mask).
-void write_back(KvCache& cache, int layer, const compressors::LayerKV& kv, const compressors::CacheShape& shape) {
+// Writes a rebuilt layer into the cache (pre-RoPE keys, values, the cells kept: per KV head, or,
+// with `per_query_head`, per query head — LayerKV::query_kept [W, H_q, T], the same for every
+// window row there, so its first row is each query head's mask). A per-query rule's query_kept
+// (quest: each window query's own pages) is not a cache mask: the model applies the rule itself.
+void write_back(KvCache& cache, int layer, const compressors::LayerKV& kv, const compressors::CacheShape& shape,
+                bool per_query_head) {
   const core::ProfileScope scope("compress hook: write back");
   at::Tensor keep;
-  if (!kv.query_kept.empty())
+  if (per_query_head)
     keep = at::from_blob(const_cast<std::uint8_t*>(kv.query_kept.data()), {shape.q_heads, shape.tokens}, at::kByte);
   else if (!kv.kept.empty())
     keep = keep_view(kv.kept, shape.tokens, shape.kv_heads);
@@ -102,16 +106,17 @@ CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, 
   const auto& shape = source.shape();
   const compressors::CompressContext ctx{source, backend, checkpoint};
   std::int64_t bytes = 0;
+  const bool per_query_head = std::any_of(chain.stages.begin(), chain.stages.end(), compressors::selects_per_query_head);
   if (compressors::layer_local(chain)) {
     // Each layer reads only itself, so writing it back right away cannot change what a later
     // layer's compression sees.
     compressors::compress_by_layer(ctx, chain, [&](int l, const compressors::CacheSource&, compressors::Compressed& c) {
-      write_back(cache, l, c.reconstruct(0), shape);
+      write_back(cache, l, c.reconstruct(0), shape, per_query_head);
       bytes += c.bytes();
     });
   } else {
     const auto compressed = compressors::compress_chain(ctx, chain);  // reads every layer before any write-back
-    for (int l = 0; l < shape.layers; ++l) write_back(cache, l, compressed->reconstruct(l), shape);
+    for (int l = 0; l < shape.layers; ++l) write_back(cache, l, compressed->reconstruct(l), shape, per_query_head);
     bytes = compressed->bytes();
   }
   CompressionResult result{bytes, compressors::dense_fp16_bytes(shape), "host", nullptr};

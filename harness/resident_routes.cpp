@@ -152,8 +152,7 @@ EvictionSplit split_eviction(const compressors::ChainSpec& chain) {
   const auto s = compressors::stages_of(chain);
   if (s.repeats || device_of(s.eviction) != DevicePath::scores) return {};
   // A selection per query head stores H_q heads of cells (query_head_cells.h): the host route's.
-  if (const auto& def = compressors::method(s.eviction->method); def.per_query_head && def.per_query_head(*s.eviction))
-    return {};
+  if (compressors::selects_per_query_head(*s.eviction)) return {};
   EvictionSplit e{s.eviction, {}};
   for (const auto* stage : {s.transform, s.quantizer})
     if (stage) e.rest.stages.push_back(*stage);
