@@ -9,7 +9,6 @@
 
 #include "core/error.h"
 #include "harness/model/activation.h"
-#include "harness/model/single_query_attention.h"
 
 namespace kvlab::harness {
 namespace {
@@ -234,14 +233,6 @@ at::Tensor LlamaModel::attention(const at::Tensor& q, const at::Tensor& keys, co
   if (keep.defined() && keep.size(0) != Hkv) {  // one mask per query head (KvCache::keep): a query-head filter
     query_keep = query_keep.defined() ? query_keep & keep : keep;
     keep = at::Tensor();
-  }
-  if (S == 1 && single_query_attention_applies(q, keys)) {  // a decode step on the CPU: one pass over the cache
-    const at::Tensor qp = q_positions.narrow(0, 0, 1);
-    at::Tensor allowed = k_positions <= qp;
-    if (window) allowed = allowed & (k_positions > qp - *window);
-    return single_query_attention(q[0], keys, values, scale, config_.attn_logit_softcap, allowed,
-                                  keep.defined() ? keep.narrow(1, 0, Sk) : keep,
-                                  query_keep.defined() ? query_keep.narrow(1, 0, Sk) : query_keep);
   }
   const at::Tensor kt = keys.transpose(1, 2);  // [H_kv, D, Sk]
   std::vector<at::Tensor> outputs;
