@@ -13,6 +13,7 @@
 #include <numeric>
 #include <random>
 
+#include "compressors/packed_bytes.h"
 #include "core/error.h"
 
 namespace kvlab::compressors {
@@ -20,19 +21,6 @@ namespace kvlab::compressors {
 namespace {
 
 using Matrix = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-float to_fp16(double v) { return static_cast<float>(Eigen::half(static_cast<float>(v))); }
-
-void put_fp16(std::vector<std::uint8_t>& out, std::int64_t at, float v) {
-  const auto bits = Eigen::numext::bit_cast<std::uint16_t>(Eigen::half(v));
-  out[static_cast<std::size_t>(at)] = static_cast<std::uint8_t>(bits & 0xff);
-  out[static_cast<std::size_t>(at + 1)] = static_cast<std::uint8_t>(bits >> 8);
-}
-
-float get_fp16(std::span<const std::uint8_t> b, std::int64_t at) {
-  const auto bits = static_cast<std::uint16_t>(b[static_cast<std::size_t>(at)] | b[static_cast<std::size_t>(at + 1)] << 8);
-  return static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(bits));
-}
 
 // Thin Q of a Householder QR of m [rows, r] (rows ≥ r), as torch.linalg.qr(·).Q (signs may differ,
 // which leaves Q·Qᵀ and so the approximation alone).

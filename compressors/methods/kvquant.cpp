@@ -17,33 +17,13 @@
 #include <thread>
 
 #include "compressors/dense.h"
+#include "compressors/packed_bytes.h"
 #include "core/error.h"
 #include "core/parallel.h"
 
 namespace kvlab::compressors {
 
 namespace {
-
-float to_fp16(double v) { return static_cast<float>(Eigen::half(static_cast<float>(v))); }
-
-void put_fp16(std::vector<std::uint8_t>& out, std::int64_t at, float v) {
-  const auto bits = Eigen::numext::bit_cast<std::uint16_t>(Eigen::half(v));
-  out[static_cast<std::size_t>(at)] = static_cast<std::uint8_t>(bits & 0xff);
-  out[static_cast<std::size_t>(at + 1)] = static_cast<std::uint8_t>(bits >> 8);
-}
-
-float get_fp16(std::span<const std::uint8_t> b, std::int64_t at) {
-  const auto bits = static_cast<std::uint16_t>(b[static_cast<std::size_t>(at)] | b[static_cast<std::size_t>(at + 1)] << 8);
-  return static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(bits));
-}
-
-void put_i32(std::vector<std::uint8_t>& out, std::int64_t at, std::int32_t v) { std::memcpy(out.data() + at, &v, 4); }
-
-std::int32_t get_i32(std::span<const std::uint8_t> b, std::int64_t at) {
-  std::int32_t v = 0;
-  std::memcpy(&v, b.data() + at, 4);
-  return v;
-}
 
 // Byte offsets of a packed form with s sink rows and m outliers.
 struct Offsets {

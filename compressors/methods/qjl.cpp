@@ -15,6 +15,7 @@
 
 #include "compressors/dense.h"
 #include "compressors/methods/kivi.h"
+#include "compressors/packed_bytes.h"
 #include "core/error.h"
 
 namespace kvlab::compressors {
@@ -22,19 +23,6 @@ namespace kvlab::compressors {
 namespace {
 
 using RowMajor = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-float to_fp16(double v) { return static_cast<float>(Eigen::half(static_cast<float>(v))); }
-
-void put_fp16(std::vector<std::uint8_t>& out, std::int64_t at, float v) {
-  const auto bits = Eigen::numext::bit_cast<std::uint16_t>(Eigen::half(v));
-  out[static_cast<std::size_t>(at)] = static_cast<std::uint8_t>(bits & 0xff);
-  out[static_cast<std::size_t>(at + 1)] = static_cast<std::uint8_t>(bits >> 8);
-}
-
-float get_fp16(std::span<const std::uint8_t> b, std::int64_t at) {
-  const auto bits = static_cast<std::uint16_t>(b[static_cast<std::size_t>(at)] | b[static_cast<std::size_t>(at + 1)] << 8);
-  return static_cast<float>(Eigen::numext::bit_cast<Eigen::half>(bits));
-}
 
 // The estimator's scale √(π/2)/m: E|g| = √(2/π) for g ~ N(0, 1) (the authors' sqrtf(M_PI_2) / sketch_dim).
 double estimator_scale(std::int64_t m) { return std::sqrt(std::numbers::pi / 2) / static_cast<double>(m); }

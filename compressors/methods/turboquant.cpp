@@ -16,6 +16,7 @@
 #include <random>
 #include <tuple>
 
+#include "compressors/packed_bytes.h"
 #include "core/error.h"
 
 namespace kvlab::compressors {
@@ -131,14 +132,6 @@ std::uint32_t get_bits(std::span<const std::uint8_t> in, std::int64_t at_byte, s
   for (std::int64_t bit = k * bits, e = 0; e < bits; ++e, ++bit) v |= std::uint32_t(in[at_byte + bit / 8] >> (bit % 8) & 1u) << e;
   return v;
 }
-void put_fp16(std::vector<std::uint8_t>& out, std::int64_t at, float v) {
-  const auto h = Eigen::numext::bit_cast<std::uint16_t>(Eigen::half(v));
-  out[at] = static_cast<std::uint8_t>(h & 0xff), out[at + 1] = static_cast<std::uint8_t>(h >> 8);
-}
-double get_fp16(std::span<const std::uint8_t> in, std::int64_t at) {
-  return double(float(Eigen::numext::bit_cast<Eigen::half>(std::uint16_t(in[at] | in[at + 1] << 8))));
-}
-double round_fp16(double v) { return double(float(Eigen::half(float(v)))); }
 
 struct Offsets {
   std::int64_t norms = 0, gammas = 0, codes = 0, signs = 0, total = 0;
@@ -209,7 +202,7 @@ std::vector<std::uint8_t> turboquant_pack(std::span<const float> x, std::int64_t
     Eigen::MatrixXd u = xs;
     for (std::int64_t i = 0; i < rows; ++i) {
       const double norm = xs.col(i).norm();
-      nu(i) = round_fp16(norm);
+      nu(i) = to_fp16(norm);
       if (!std::isfinite(nu(i))) fail("{}: row {} has norm {} beyond fp16", what, r0 + i, norm);
       put_fp16(out, o.norms + 2 * (r0 + i), float(nu(i)));
       u.col(i) = norm > 0 ? Eigen::VectorXd(xs.col(i) / norm) : Eigen::VectorXd::Zero(d);
