@@ -531,7 +531,9 @@ class Kvquant final : public QuantizerStage {
     std::vector<StoredTensor> codebooks;
     std::int64_t outliers = 0, elements = 0, sink_values = 0;
     const auto K = std::int64_t{1} << p_.bits;
-    for (auto& [key, jobs] : groups) {
+    for (auto& group : groups) {
+      const auto& key = group.first;
+      auto& jobs = group.second;  // a plain reference: the lambdas below capture it (clang 14 cannot capture bindings)
       // One codebook's tensors at a time: plans hold a normalized copy of each tensor.
       // The tensors are independent until the codebook and after it: one thread each (a layer's
       // heads), the pool concatenated in the jobs' order.
