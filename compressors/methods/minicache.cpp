@@ -248,10 +248,9 @@ class MiniCacheCompressed final : public Compressed {
     std::vector<MinicacheAngles<HostOps>> ang;
     for (int h = 0; h < H; ++h) ang.push_back(head_angles(x1, x2, h));
     std::vector<HostOps::Tensor> thr;
-    if (opt_.retain_top) {
-    } else if (opt_.scope_head) {
+    if (opt_.scope_head && !opt_.retain_top) {
       for (const auto& g : ang) thr.push_back(minicache_threshold<HostOps>({&g}, opt_.gamma));
-    } else {
+    } else if (!opt_.retain_top) {
       std::vector<const MinicacheAngles<HostOps>*> all;
       for (const auto& g : ang) all.push_back(&g);
       thr.push_back(minicache_threshold<HostOps>(all, opt_.gamma));
