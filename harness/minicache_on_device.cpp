@@ -24,24 +24,16 @@ std::vector<MinicacheHeadStored> minicache_store_pair(const at::Tensor& x1, cons
   using compressors::MinicacheAngles;
   if (!x1.sizes().equals(x2.sizes()) || x1.dim() != 3) fail("minicache: a layer pair of different shapes");
   const double t = spec.get_real("t"), gamma = spec.get_real("gamma");
-  const bool above = spec.get("retain") == "above", top = spec.get("retain") == "top";
-  const bool per_head = spec.get("scope") == "head";
   const auto head = [&](const at::Tensor& x, std::int64_t h) { return x[h].to(at::kDouble); };
   const std::int64_t H = x1.size(0);
   std::vector<MinicacheAngles<TorchOps>> angles;  // pass 1, one head at a time (bounds the double copies)
   for (std::int64_t h = 0; h < H; ++h) angles.push_back(compressors::minicache_angles<TorchOps>(head(x1, h), head(x2, h)));
-  std::vector<at::Tensor> threshold;
-  std::vector<const MinicacheAngles<TorchOps>*> all;
-  for (const auto& g : angles) {
-    if (per_head) threshold.push_back(compressors::minicache_threshold<TorchOps>({&g}, gamma));
-    all.push_back(&g);
-  }
-  if (!per_head) threshold.push_back(compressors::minicache_threshold<TorchOps>(all, gamma));
+  const auto retention =
+      compressors::minicache_retention(angles, spec.get("retain"), spec.get("scope") == "head", gamma, x1.size(1));
   std::vector<MinicacheHeadStored> out;
   for (std::int64_t h = 0; h < H; ++h) {
     const auto& g = angles[static_cast<std::size_t>(h)];
-    const at::Tensor keep = top ? compressors::minicache_top_retained(g, gamma, x1.size(1))
-                                : compressors::minicache_retained(g, threshold[per_head ? h : 0], above);
+    const at::Tensor& keep = retention.keep[static_cast<std::size_t>(h)];
     const at::Tensor merged = ~keep;
     const at::Tensor e = compressors::minicache_directions(head(x1, h), head(x2, h), g, t);
     const auto fp16 = [](const at::Tensor& x) { return x.to(at::kFloat).to(at::kHalf); };  // as the host's f32 then fp16

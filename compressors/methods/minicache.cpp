@@ -244,20 +244,14 @@ class MiniCacheCompressed final : public Compressed {
     const auto x1 = cache.layer(a, kParts[p]);
     const auto x2 = cache.layer(a + 1, kParts[p]);
 
-    // Pass 1: angles, and the threshold of each scope group (minicache_kernel.h); retain=top has none.
+    // Pass 1: angles, and each head's retained rows with the thresholds of its scope group
+    // (minicache_kernel.h; retain=top has none).
     std::vector<MinicacheAngles<HostOps>> ang;
     for (int h = 0; h < H; ++h) ang.push_back(head_angles(x1, x2, h));
-    std::vector<HostOps::Tensor> thr;
-    if (opt_.scope_head && !opt_.retain_top) {
-      for (const auto& g : ang) thr.push_back(minicache_threshold<HostOps>({&g}, opt_.gamma));
-    } else if (!opt_.retain_top) {
-      std::vector<const MinicacheAngles<HostOps>*> all;
-      for (const auto& g : ang) all.push_back(&g);
-      thr.push_back(minicache_threshold<HostOps>(all, opt_.gamma));
-    }
+    const auto retention = minicache_retention(ang, opt_.retain, opt_.scope_head, opt_.gamma, T);
     auto& thr_note = thresholds_[static_cast<std::size_t>(k) * 2 + p];
     thr_note = nlohmann::json::array();
-    for (const auto& th : thr) thr_note.push_back(th(0, 0));
+    for (const auto& th : retention.thresholds) thr_note.push_back(th(0, 0));
 
     // Pass 2: per head, merged rows → direction + magnitudes, retained rows → both originals.
     const std::string prefix = fmt::format("pair{}-{}/{}", a, a + 1, to_string(kParts[p]));
@@ -266,8 +260,7 @@ class MiniCacheCompressed final : public Compressed {
     for (int h = 0; h < H; ++h) {
       auto& b = block(k, p, h);
       const auto& g = ang[static_cast<std::size_t>(h)];
-      const auto keep = opt_.retain_top ? minicache_top_retained(g, opt_.gamma, T)
-                                        : minicache_retained(g, thr[opt_.scope_head ? h : 0], opt_.retain_above);
+      const auto& keep = retention.keep[static_cast<std::size_t>(h)];
       std::vector<float> dir, mag1, mag2, orig1, orig2;
       std::vector<std::int32_t> retained;  // token indices kept unmerged, ascending
       HostOps::Tensor e;  // the directions of the rows of the block at t0

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace kvlab::compressors {
@@ -67,6 +68,34 @@ template <class Ops>
 typename Ops::Mask minicache_top_retained(const MinicacheAngles<Ops>& g, double gamma, std::int64_t tokens) {
   const auto k = static_cast<std::int64_t>(std::ceil(gamma * static_cast<double>(tokens)));
   return Ops::top_k(g.omega, g.valid, k);
+}
+
+// A layer pair's retention: per KV head the rows kept unmerged ([n] masks) under `retain` —
+// below / above the Ω threshold of the scope's group (`per_head`: each head alone; else every head
+// of the pair together), or top, ranked per head — and the thresholds that decided it (one per
+// group; none for top). `tokens` is T, the head's rows, for top's ⌈γ·T⌉.
+template <class Ops>
+struct MinicacheRetention {
+  std::vector<typename Ops::Mask> keep;
+  std::vector<typename Ops::Tensor> thresholds;
+};
+template <class Ops>
+MinicacheRetention<Ops> minicache_retention(const std::vector<MinicacheAngles<Ops>>& heads, const std::string& retain,
+                                            bool per_head, double gamma, std::int64_t tokens) {
+  MinicacheRetention<Ops> r;
+  if (retain == "top") {
+    for (const auto& g : heads) r.keep.push_back(minicache_top_retained(g, gamma, tokens));
+    return r;
+  }
+  std::vector<const MinicacheAngles<Ops>*> all;
+  for (const auto& g : heads) {
+    if (per_head) r.thresholds.push_back(minicache_threshold<Ops>({&g}, gamma));
+    all.push_back(&g);
+  }
+  if (!per_head) r.thresholds.push_back(minicache_threshold<Ops>(all, gamma));
+  for (std::size_t h = 0; h < heads.size(); ++h)
+    r.keep.push_back(minicache_retained(heads[h], r.thresholds[per_head ? h : 0], retain == "above"));
+  return r;
 }
 
 // [n, D] the merged unit direction e of every row pair, SLERP with weight t on x2 (so e·‖x1‖ and

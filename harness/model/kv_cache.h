@@ -64,8 +64,8 @@ class KvCache {
 
   // The compression hook's write path: a layer's new pre-RoPE keys and values, the shape they
   // have now ([H_kv, S, D]; converted to the cache's dtype and device), and optionally a keep mask
-  // [H_kv, S] or [H_q, S] (see keep(); undefined: all kept). The rotated copy is rebuilt by the model before the layer
-  // next attends. Shapes are checked; errors name the layer.
+  // [H_kv, S] or [H_q, S] (see keep(); undefined: all kept). The rotated copy is rebuilt by the
+  // model before the layer next attends. Shapes are checked; errors name the layer.
   void replace(int layer, const at::Tensor& key, const at::Tensor& value, const at::Tensor& keep = {});
 
   // Used by the model during a forward call: appends S new tokens to one layer (key, rotated key
