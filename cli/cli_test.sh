@@ -145,6 +145,10 @@ if "$KVLAB" --help 2>&1 | grep -q make-tiny-model; then
   "$KVLAB" --quiet dump --model tiny --prompts prompts.jsonl --query-window 4 --out tiny.h5 >dump.txt
   check "dump exits 0" test $? = 0
   check "dump reports both samples" grep -q "2 sample(s)" dump.txt
+  # kvzip runs the model on the dumped tokens (harness/live_model_probe_test.cpp checks its cells).
+  "$KVLAB" --quiet compress tiny.h5 --model tiny --method kvzip:keep=0.5,chunk=8 --db "" --out kvzip >/dev/null
+  check "compress --model runs kvzip on a dump" grep -q '"kvzip:keep=0.5' kvzip/compress.json
+  expect_error "kvzip without --model" "runs the model while compressing" compress tiny.h5 --method kvzip --out kvzip2
   # kvlab tokenize and --chat-template auto on the tiny checkpoint, which ships a Jinja template.
   # Oracles: jinja2 rendering the template as apply_chat_template calls it (reference_jinja.py's
   # environment: python3-jinja2 set up as transformers sets it up), the tokens' texts joining to

@@ -25,7 +25,7 @@ void add_compress(CLI::App& app, Action& action) {
   cmd->add_option("dump", req->dump, "KV dump (HDF5) written by `kvlab dump` or `kvlab synth`")->required();
   cmd->add_option("-m,--method", req->methods, "Compressor spec (repeat for several; each may sweep)")->required();
   cmd->add_option("--sample", req->sample, "Sample id (default: the first one in the dump)");
-  cmd->add_option("--model", req->model, "Model checkpoint directory (safetensors), for weight-based methods (commonkv)");
+  cmd->add_option("--model", req->model, "Model checkpoint directory (safetensors): the checkpoint the dump came from, for weight-based methods (commonkv, criticalkv) and for methods that run the model on the dumped tokens (kvzip)");
   cmd->add_option("--threads", req->threads, "BLAS threads (default: all cores)");
   cmd->add_option("--db", req->db, "Results store the run is recorded in ('' for none)")->capture_default_str();
   cmd->add_option("--device", req->device, "Linear algebra on cpu (OpenBLAS) or cuda (cuBLAS/cuSOLVER)")

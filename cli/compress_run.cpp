@@ -15,6 +15,7 @@
 #include "cli/commands.h"
 #include "cli/output_dir.h"
 #include "compressors/chain.h"
+#include "compressors/live_model.h"
 #include "compressors/score.h"
 #include "core/atomic_file.h"
 #include "core/content_hash.h"
@@ -25,6 +26,9 @@
 #include "core/safetensors.h"
 #include "core/version.h"
 #include "core/stopwatch.h"
+#ifdef KVLAB_HAVE_HARNESS
+#include "harness/dump_live_model.h"
+#endif
 
 namespace kvlab::cli {
 
@@ -91,6 +95,16 @@ CompressInputs open_inputs(const CompressRequest& req) {
       const auto& needs = compressors::method(stage.method).needs;
       if (needs.checkpoint && req.model.empty())
         fail("compress: {} needs the model's weights: give --model DIR, the checkpoint the dump came from", stage.method);
+      if (needs.live_model && req.model.empty())
+        fail("compress: {} runs the model while compressing: give --model DIR, the checkpoint the dump came from (or "
+             "use it in `kvlab eval`)",
+             stage.method);
+      if (needs.live_model && in.dump->sample(in.sample).tokens.empty())
+        fail("compress: {} runs the model on the dumped tokens, and {} sample {} holds none (a synthetic dump?)",
+             stage.method, req.dump.string(), in.sample);
+#ifndef KVLAB_HAVE_HARNESS
+      if (needs.live_model) fail("compress: {} runs the model, and this build has no harness (libtorch)", stage.method);
+#endif
       if (needs.attention_inputs && in.cache->shape().d_model == 0)
         fail("compress: {} needs each layer's attention input, which {} does not hold: dump it with --attn-in",
              stage.method, req.dump.string());
@@ -111,7 +125,15 @@ CompressOutcome run_compress(const CompressRequest& req) {
   auto& checkpoint = in.checkpoint;
   OutputDir out(req.out.empty() ? std::filesystem::path(req.dump.string() + ".compress") : req.out, req.force);
   auto& backend = linalg::backend_for(req.device, req.threads);
-  const compressors::CompressContext ctx{cache, backend, checkpoint ? &*checkpoint : nullptr};
+  // The model itself, for methods that run it (kvzip), over the dumped cache.
+  std::unique_ptr<compressors::LiveModel> live;
+#ifdef KVLAB_HAVE_HARNESS
+  for (const auto& grid : grids)
+    for (const auto& stage : grid.front().stages)
+      if (!live && compressors::method(stage.method).needs.live_model)
+        live = harness::live_model_for_dump(req.model, dump, sample);
+#endif
+  const compressors::CompressContext ctx{cache, backend, checkpoint ? &*checkpoint : nullptr, live.get()};
 
   std::vector<Row> rows;
   for (std::size_t i = 0; i < grids.size(); ++i) {

@@ -14,7 +14,7 @@ struct CompressRequest {
   std::filesystem::path dump;
   std::string sample;               // empty: the first sample
   std::vector<std::string> methods;  // specs as typed; each may sweep (rk=64..512:64)
-  std::filesystem::path model;      // checkpoint directory for weight-based methods (commonkv)
+  std::filesystem::path model;      // the dump's checkpoint: weight-based methods (commonkv), methods that run it (kvzip)
   int threads = 0;
   std::string device = "cpu";  // linalg backend: cpu | cuda
   std::filesystem::path db = "kvlab-results.sqlite";  // results store ("" records nothing)

@@ -19,6 +19,9 @@
 namespace kvlab::core {
 class Checkpoint;  // core/safetensors.h: a model's weights, for weight-based methods
 }
+namespace kvlab::compressors {
+class LiveModel;  // compressors/live_model.h: the model itself, for methods that run it (kvzip)
+}
 
 namespace kvlab::compressors {
 
@@ -26,6 +29,7 @@ struct CompressContext {
   const CacheSource& cache;
   linalg::Backend& backend;
   const core::Checkpoint* checkpoint = nullptr;  // model weights; null when none was given
+  const LiveModel* live_model = nullptr;          // the model that made the cache; null when none runs
 };
 
 // Per layer, the cells kept: L masks of [T, H_kv] (1 = kept).

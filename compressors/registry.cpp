@@ -30,6 +30,7 @@
   X(chunkkv)             \
   X(criticalkv)          \
   X(duoattention)        \
+  X(kvzip)               \
   X(quest)
 
 namespace kvlab::compressors {

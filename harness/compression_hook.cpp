@@ -86,7 +86,8 @@ std::shared_ptr<PagedQuerySelection> paged_selection_of(const compressors::Chain
 
 CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, const ModelConfig& model_config,
                                  const compressors::ChainSpec& chain, const core::Checkpoint* checkpoint,
-                                 linalg::Backend& backend, const ExactKv* exact, CompressRoute route) {
+                                 linalg::Backend& backend, const ExactKv* exact, CompressRoute route,
+                                 const compressors::LiveModel* live) {
   const core::ProfileScope scope("compress hook (whole chain)");
   cache.set_query_selection(nullptr);  // a selection of an earlier compression no longer applies
   // LongRoPE: the compressors rotate the cache with the table of the forward that filled it up to
@@ -104,7 +105,7 @@ CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, 
   }
   const KvCacheSource source(cache, exact, capture, config);
   const auto& shape = source.shape();
-  const compressors::CompressContext ctx{source, backend, checkpoint};
+  const compressors::CompressContext ctx{source, backend, checkpoint, live};
   std::int64_t bytes = 0;
   const bool per_query_head = std::any_of(chain.stages.begin(), chain.stages.end(), compressors::selects_per_query_head);
   if (compressors::layer_local(chain)) {

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "compressors/live_model.h"
 #include "compressors/spec.h"
 #include "core/safetensors.h"
 #include "harness/model/llama_model.h"
@@ -102,11 +103,13 @@ enum class CompressRoute {
 // compressed are the cache's own, or `exact`'s when given (same length: catch_up first). Both
 // routes rebuild the compressed layers alike (to f32 rounding); layers a spec leaves
 // uncompressed, and the cells eviction keeps, keep the model's own 16-bit values on the resident
-// route, and go through the chain's fp16 store (keys post-RoPE) on the host one.
+// route, and go through the chain's fp16 store (keys post-RoPE) on the host one. `live`: the model
+// over this cache, for chains whose methods run it (kvzip); null otherwise.
 CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, const ModelConfig& config,
                                  const compressors::ChainSpec& chain, const core::Checkpoint* checkpoint,
                                  linalg::Backend& backend, const ExactKv* exact = nullptr,
-                                 CompressRoute route = CompressRoute::automatic);
+                                 CompressRoute route = CompressRoute::automatic,
+                                 const compressors::LiveModel* live = nullptr);
 // Fails (kvlab::Error) when kvlab's compressors cannot see a cache of `tokens` tokens of this
 // model as it attends: two RoPEs (Gemma-3's sliding layers), or a layer whose sliding window is
 // shorter than the cache (the compressors rotate every layer with one RoPE and score every key

@@ -389,6 +389,33 @@ TEST_F(EvalJob, PerQueryHeadEvictionDecodesFromHqHeadsOfCells) {
   }
 }
 
+// KVzip runs the model on the prefill's cache (harness::ModelProbe): at every level it keeps the
+// same number of cells as SnapKV at the same ratio (L·H_kv·budget, spread differently), so the
+// bytes are equal; a re-compression, which would need the generated tokens' ids, is refused up
+// front.
+TEST_F(EvalJob, KvzipProbesTheLiveModelAndKeepsTheBudget) {
+  auto r = request();
+  r.methods = {"snapkv:keep=0.5,window=4", "kvzip:keep=0.5,sink=2,chunk=16", "kvzip:keep=0.5,level=head"};
+  r.question = "after-compression";
+  run_eval(r);
+  const auto j = report();
+  ASSERT_EQ(j["methods"].size(), 3u);
+  for (std::size_t m = 1; m < 3; ++m) {
+    SCOPED_TRACE(j["methods"][m]["spec"].get<std::string>());
+    EXPECT_EQ(j["methods"][m]["bytes"], j["methods"][0]["bytes"]);
+    EXPECT_TRUE(std::isfinite(j["methods"][m]["kl"].get<double>()));
+    EXPECT_GT(j["methods"][m]["kl"].get<double>(), 0.0);
+  }
+  r.recompress_every = 2;
+  fs::remove_all(dir_ / "out");
+  try {
+    run_eval(r);
+    ADD_FAILURE() << "kvzip ran with --recompress-every";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("--recompress-every"));
+  }
+}
+
 TEST_F(EvalJob, BadSpecFailsBeforeAnythingIsWritten) {
   auto r = request();
   r.methods = {"snapkv:kep=0.5"};

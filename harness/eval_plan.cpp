@@ -60,13 +60,18 @@ std::vector<EvalMethod> plan_methods(const EvalRequest& r) {
   std::vector<EvalMethod> methods;
   for (const auto& m : r.methods)
     for (auto& chain : compressors::expand_sweep(m)) {
+      bool live_model = false;
       for (const auto& stage : chain.stages) {
+        live_model |= compressors::method(stage.method).needs.live_model;
         for (const auto& [key, value] : stage.params)
           if (key == "window" && stage.get_int("window") > r.query_window)
             fail("{}: window={} exceeds --query-window {} (the queries compressors see); raise --query-window",
                  chain.to_string(), value, r.query_window);
       }
-      methods.push_back({chain.to_string(), std::move(chain)});
+      if (live_model && r.recompress_every > 0)
+        fail("{}: runs the model on the prefill's cache, which --recompress-every does not keep; run it without",
+             chain.to_string());
+      methods.push_back({chain.to_string(), std::move(chain), live_model});
     }
   return methods;
 }

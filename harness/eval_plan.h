@@ -22,6 +22,7 @@ namespace kvlab::harness {
 struct EvalMethod {
   std::string spec;  // canonical (ChainSpec::to_string)
   compressors::ChainSpec chain;
+  bool live_model = false;  // a stage runs the model while compressing (MethodNeeds::live_model: kvzip)
 };
 
 struct EvalPlan {

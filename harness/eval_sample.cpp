@@ -4,6 +4,7 @@
 #include <span>
 
 #include "harness/eval_metrics.h"
+#include "harness/live_model_probe.h"
 #include "core/stopwatch.h"
 
 namespace kvlab::harness {
@@ -15,6 +16,7 @@ using core::seconds_since;
 struct SampleStart {
   const ContextCapture& capture;           // the prefill's query window (and attention inputs)
   const Prefill& start;                    // the context's exact cache
+  std::span<const std::int32_t> context;   // what the prefill cached
   std::span<const std::int32_t> question;  // fed after compression (empty: in-context)
   const Generation& base;                  // the baseline's answer and its step logits
 };
@@ -37,9 +39,13 @@ MethodDecode decode_method(const EvalRequest& r, const EvalPlan& plan, const Eva
     GenerateOptions options{.hook = [&](KvCache& cache, std::int64_t) {
                               const auto t0 = std::chrono::steady_clock::now();
                               if (r.recompress_every > 0) exact.catch_up(cache);
+                              // Methods that run the model (kvzip) probe it on the prefill's cache
+                              // (the plan refuses them with --recompress-every).
+                              const ModelProbe live(m.model, cache, {s.context.begin(), s.context.end()},
+                                                    *plan.tokenizer, plan.chat);
                               compression = compress_cache(cache, window, plan.config, method.chain, &m.checkpoint,
                                                            m.backend, r.recompress_every > 0 ? &exact : nullptr,
-                                                           plan.route);
+                                                           plan.route, method.live_model ? &live : nullptr);
                               compress_seconds += seconds_since(t0);
                             },
                             .rehook_every = r.recompress_every,
@@ -87,7 +93,7 @@ SampleDecode decode_sample(const EvalRequest& r, const EvalPlan& plan, const Eva
   out.base_text = plan.tokenizer->decode(base.tokens, true);
   out.base_score = plan.score(i, out.base_text);
   progress.advance();
-  const SampleStart shared{capture, start, question, base};
+  const SampleStart shared{capture, start, context, question, base};
   for (const auto& method : plan.methods) {
     out.methods.push_back(decode_method(r, plan, m, method, shared, i));
     progress.advance();

@@ -5,16 +5,11 @@
 #include "harness/window_scores.h"
 
 namespace kvlab::harness {
-namespace {
-
-// Any tensor → host f32 FloatTensor, row-major, in one copy (device, dtype and layout at once).
 core::FloatTensor to_float_tensor(const at::Tensor& t) {
   core::FloatTensor out(core::Shape(t.sizes().begin(), t.sizes().end()));
   host_view(out).copy_(t);
   return out;
 }
-
-}  // namespace
 
 const at::Tensor& tokens_of(const KvCache& cache, const ExactKv* exact, int l, compressors::Part part) {
   const bool key = part == compressors::Part::key;

@@ -20,6 +20,8 @@ const at::Tensor& tokens_of(const KvCache& cache, const ExactKv* exact, int l, c
 compressors::CacheShape shape_of(const KvCache& cache, const ModelConfig& config);
 // A host f32 view of a FloatTensor's storage, its shape (valid while it lives).
 at::Tensor host_view(const core::FloatTensor& t);
+// Any tensor → host f32 FloatTensor, row-major, in one copy (device, dtype and layout at once).
+core::FloatTensor to_float_tensor(const at::Tensor& t);
 // A host view of compressors' keep cells [T, H_kv] (1 = kept) as KvCache::replace takes a keep
 // mask, [H_kv, T] uint8 (valid while `cells` lives; replace() copies it).
 at::Tensor keep_view(const std::vector<std::uint8_t>& cells, std::int64_t tokens, int kv_heads);

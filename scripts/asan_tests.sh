@@ -40,6 +40,7 @@ SUITES=(
   compressors/compress_chunkkv_tests
   compressors/compress_criticalkv_tests
   compressors/compress_duoattention_tests
+  compressors/compress_kvzip_tests
   compressors/compress_expected_attention_tests
   datasets/datasets_tests
   datasets/tasks_tests

@@ -115,6 +115,22 @@ void KvCache::append_positions(const at::Tensor& positions) {
   next_position_ = positions_view_.max().item<std::int64_t>() + 1;
 }
 
+void KvCache::truncate(std::int64_t length) {
+  if (length < 0 || length > length_) fail("KV cache: cannot truncate {} tokens to {}", length_, length);
+  for (auto& layer : layers_) {
+    layer.length = length;
+    if (layer.key.defined()) {
+      layer.key_view = layer.key.narrow(1, 0, length);
+      layer.rotated_view = layer.rotated.narrow(1, 0, length);
+      layer.value_view = layer.value.narrow(1, 0, length);
+    }
+    if (layer.keep.defined()) layer.keep = layer.keep.narrow(1, 0, length).contiguous();
+  }
+  length_ = length;
+  if (positions_.defined()) positions_view_ = positions_.narrow(0, 0, length);
+  next_position_ = length ? positions_view_.max().item<std::int64_t>() + 1 : 0;
+}
+
 void KvCache::replace(int l, const at::Tensor& key, const at::Tensor& value, const at::Tensor& keep) {
   Layer& layer = layer_at(l);
   if (!layer.key_view.defined()) fail("KV cache: layer {} is empty; replace() follows a prefill", l);

@@ -68,6 +68,11 @@ class KvCache {
   // model before the layer next attends. Shapes are checked; errors name the layer.
   void replace(int layer, const at::Tensor& key, const at::Tensor& value, const at::Tensor& keep = {});
 
+  // Drops every token from index `length` on (0 ≤ length ≤ length()), as if they had never been
+  // appended: the buffers keep their capacity. How a probe runs tokens after the cache without
+  // keeping them (harness/live_model_probe.h; the KVzip authors' `kv.slice`).
+  void truncate(std::int64_t length);
+
   // Used by the model during a forward call: appends S new tokens to one layer (key, rotated key
   // and value, each [S, H_kv, D]); then, after the last layer, their positions [S].
   void append(int layer, const at::Tensor& key, const at::Tensor& rotated_key, const at::Tensor& value);
