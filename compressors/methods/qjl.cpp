@@ -191,8 +191,12 @@ std::vector<std::uint8_t> qjl_pack_keys(std::span<const float> x, std::int64_t n
   RowMajor chunk_x(inlier.rows(), D), inlier_x(inlier.rows(), D);  // the chunk in double, and its inlier part
   Eigen::VectorXd norm2(inlier.rows()), inlier_norm(inlier.rows());
   const std::int64_t group_max = std::min(G, std::max<std::int64_t>(k.nq, 1));
-  RowMajor s_o(layer.m_outlier, o), x_o(group_max, o), sketch_o(group_max, layer.m_outlier);  // a group's outlier channels
+  Eigen::MatrixXd s_o(layer.m_outlier, o);  // a group's outlier columns of S_o (column-major: one copy each)
+  RowMajor x_o(group_max, o), sketch_o(group_max, layer.m_outlier);
   std::vector<int> order(static_cast<std::size_t>(D));
+  std::vector<std::uint8_t> positive(static_cast<std::size_t>(layer.m));  // a row's sketch signs, 0/1
+  // S_o's columns as rows (contiguous), for gathering a group's outlier channels.
+  const RowMajor s_o_by_channel = S.topRows(layer.m_outlier).transpose();
   for (std::int64_t c0 = 0; c0 < k.nq; c0 += chunk) {
     const std::int64_t rows = std::min(chunk, k.nq - c0);
     inlier.topRows(rows) = X.middleRows(c0, rows);
@@ -206,7 +210,7 @@ std::vector<std::uint8_t> qjl_pack_keys(std::span<const float> x, std::int64_t n
         for (int i = 0; i < o; ++i) {
           const int c = order[static_cast<std::size_t>(i)];
           out[static_cast<std::size_t>(k.index_at + (g0 / G) * o + i)] = static_cast<std::uint8_t>(c);
-          s_o.col(i) = S.col(c).head(layer.m_outlier);
+          s_o.col(i) = s_o_by_channel.row(c).transpose();
           x_o.col(i).head(group_rows) = chunk_x.col(c).segment(g0 - c0, group_rows);
           inlier.col(c).segment(g0 - c0, group_rows).setZero();
           inlier_x.col(c).segment(g0 - c0, group_rows).setZero();
@@ -233,19 +237,16 @@ std::vector<std::uint8_t> qjl_pack_keys(std::span<const float> x, std::int64_t n
     for (std::int64_t i = 0; i < rows; ++i) {
       const float* v = sketch.data() + i * layer.m;
       const float near = static_cast<float>(margin * inlier_norm(i));
+      bool any_close = false;  // two flat loops the compiler vectorizes, then the bytes
+      for (std::int64_t j = 0; j < layer.m; ++j) positive[static_cast<std::size_t>(j)] = v[j] > 0;
+      for (std::int64_t j = 0; j < layer.m; ++j) any_close |= std::abs(v[j]) <= near;
+      if (any_close)
+        for (std::int64_t j = 0; j < layer.m; ++j)  // within the float product's rounding of 0: the double product decides
+          if (std::abs(v[j]) <= near) positive[static_cast<std::size_t>(j)] = S.row(j).dot(inlier_x.row(i)) > 0;
       std::uint8_t* bits = out.data() + (c0 + i) * (layer.m / 8);
       for (std::int64_t b = 0; b < layer.m / 8; ++b) {
-        unsigned byte = 0, close = 0;
-        for (int e = 0; e < 8; ++e) {
-          byte |= unsigned{v[8 * b + e] > 0} << e;
-          close |= unsigned{std::abs(v[8 * b + e]) <= near} << e;
-        }
-        for (int e = 0; close != 0 && e < 8; ++e)  // within the float product's rounding of 0: the double product decides
-          if (close >> e & 1) {
-            const bool positive = S.row(8 * b + e).dot(inlier_x.row(i)) > 0;
-            byte = (byte & ~(1u << e)) | unsigned{positive} << e;
-          }
-        bits[b] = static_cast<std::uint8_t>(byte);
+        const auto* p8 = positive.data() + 8 * b;
+        bits[b] = static_cast<std::uint8_t>(p8[0] | p8[1] << 1 | p8[2] << 2 | p8[3] << 3 | p8[4] << 4 | p8[5] << 5 | p8[6] << 6 | p8[7] << 7);
       }
     }
   }
@@ -272,7 +273,9 @@ void qjl_unpack_keys(std::span<const std::uint8_t> packed, std::int64_t n, int h
   std::vector<int> channels(static_cast<std::size_t>(layer.outliers));
   std::vector<char> is_outlier(static_cast<std::size_t>(D));
   const std::int64_t group_max = std::min(G, std::max<std::int64_t>(k.nq, 1));
-  RowMajor s_o(layer.m_outlier, layer.outliers), signs_o(group_max, layer.m_outlier), rebuilt_o(group_max, layer.outliers);
+  const RowMajor s_o_by_channel = S.topRows(layer.m_outlier).transpose();  // S_o's columns as contiguous rows
+  Eigen::MatrixXd s_o(layer.m_outlier, layer.outliers);
+  RowMajor signs_o(group_max, layer.m_outlier), rebuilt_o(group_max, layer.outliers);
   Eigen::VectorXd scales_o(group_max);
   for (std::int64_t c0 = 0; c0 < k.nq; c0 += chunk) {
     const std::int64_t rows = std::min(chunk, k.nq - c0);
@@ -286,7 +289,7 @@ void qjl_unpack_keys(std::span<const std::uint8_t> packed, std::int64_t n, int h
         if (c >= D) fail("qjl: outlier channel {} outside [0, {})", c, D);
         channels[static_cast<std::size_t>(i)] = c;
         is_outlier[static_cast<std::size_t>(c)] = 1;
-        s_o.col(i) = S.col(c).head(layer.m_outlier);
+        s_o.col(i) = s_o_by_channel.row(c).transpose();
       }
       for (std::int64_t row = g0; row < g0 + group_rows; ++row) {
         const double norm = get_fp16(packed, k.norm_at + 2 * row);
