@@ -408,8 +408,8 @@ void turboquant_quantize_tensor(StoredTensor& t, const TurboquantParams& p) {
   } else {
     const std::int64_t o = turboquant_outliers(bits, c);
     if (o < 2 || c - o < 2)
-      fail("{}: key '{}' = {} gives {} outlier channels of its {}; the split needs 2 to {} (fractional part {}/{}..{}/{})",
-           what, t.layout == QuantLayout::per_channel ? "kbits" : "vbits", bits, o, c, c - 2, 2, c, c - 2, c);
+      fail("{}: key '{}' = {} gives round({}·{}) = {} outlier channels; the split needs 2 to {} of its {} channels",
+           what, t.layout == QuantLayout::per_channel ? "kbits" : "vbits", bits, bits - std::floor(bits), c, o, c - 2, c);
     t.packed = turboquant_split_pack(t.values, n, c, o, coding, what);
     turboquant_split_unpack(t.packed, n, c, o, coding, t.values);
     t.format = fmt::format("turboquant-{}{}+{}x{}", variant, coding.bits, o, coding.bits + 1);

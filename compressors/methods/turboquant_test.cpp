@@ -397,6 +397,34 @@ TEST(Turboquant, OutlierSplitPartsMeetTheorem1AtTheirOwnWidths) {
   }
 }
 
+TEST(Turboquant, FractionalBitsThroughTheRegistry) {
+  // D = 32: kbits = 2.25 puts round(0.25·32) = 8 key channels at 3 bits and 24 at 2; vbits = 3.5
+  // puts 16 value channels at 4 bits and 16 at 3. Bytes of an n-row tensor by hand (mse):
+  //   keys:   8⌈n/32⌉ indices + (2n + n·8·3/8) + (2n + n·24·2/8) = 8⌈n/32⌉ + 13n;
+  //   values: 16⌈n/32⌉ + (2n + n·16·4/8) + (2n + n·16·3/8) = 16⌈n/32⌉ + 18n.
+  const auto cache = testing::random_cache({3, 2, 4, 32, 200, 16, 0}, 4);
+  const CompressContext ctx{cache, linalg::cpu_backend(), nullptr};
+  const auto chain = parse_spec("turboquant:kbits=2.25,vbits=3.5,variant=mse");
+  auto whole = compress_chain(ctx, chain);
+  std::int64_t keys = 0, values = 0;
+  for (auto* t : whole->stored()) {
+    const std::int64_t n = t->shape.at(0), groups = (n + 31) / 32;
+    if (t->name.ends_with("/key")) {
+      ++keys;
+      EXPECT_EQ(t->format, "turboquant-mse2+8x3");
+      EXPECT_EQ(t->bytes(), 8 * groups + 13 * n) << t->name;
+    } else if (t->name.ends_with("/value")) {
+      ++values;
+      EXPECT_EQ(t->format, "turboquant-mse3+16x4");
+      EXPECT_EQ(t->bytes(), 16 * groups + 18 * n) << t->name;
+    }
+  }
+  EXPECT_EQ(keys, 3 * 2);
+  EXPECT_EQ(values, 3 * 2);
+  const auto by_layer = compress_and_score_by_layer(ctx, chain);
+  EXPECT_EQ(by_layer.bytes, score(cache, *whole, linalg::cpu_backend()).bytes);
+}
+
 TEST(Turboquant, ProdScoreIsThePapersEstimatorFromThePackedBits) {
   // ⟨q, x̂⟩ of the rebuilt row against the estimator of Algorithm 2 evaluated from the packed
   // fields, ⟨q, x̃_mse⟩ + √(π/2)/d·γ·⟨S·q, s⟩: the same up to the f32 rounding of x̂.
