@@ -237,10 +237,8 @@ std::vector<std::uint8_t> qjl_pack_keys(std::span<const float> x, std::int64_t n
     for (std::int64_t i = 0; i < rows; ++i) {
       const float* v = sketch.data() + i * layer.m;
       const float near = static_cast<float>(margin * inlier_norm(i));
-      bool any_close = false;  // two flat loops the compiler vectorizes, then the bytes
       for (std::int64_t j = 0; j < layer.m; ++j) positive[static_cast<std::size_t>(j)] = v[j] > 0;
-      for (std::int64_t j = 0; j < layer.m; ++j) any_close |= std::abs(v[j]) <= near;
-      if (any_close)
+      if (Eigen::Map<const Eigen::ArrayXf>(v, layer.m).abs().minCoeff() <= near)  // a vectorized test for any close one
         for (std::int64_t j = 0; j < layer.m; ++j)  // within the float product's rounding of 0: the double product decides
           if (std::abs(v[j]) <= near) positive[static_cast<std::size_t>(j)] = S.row(j).dot(inlier_x.row(i)) > 0;
       std::uint8_t* bits = out.data() + (c0 + i) * (layer.m / 8);
