@@ -7,6 +7,7 @@
 #include <Eigen/QR>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <map>
 #include <numbers>
@@ -17,6 +18,7 @@
 #include "compressors/methods/kivi.h"
 #include "compressors/packed_bytes.h"
 #include "core/error.h"
+#include "core/parallel.h"
 
 namespace kvlab::compressors {
 
@@ -123,6 +125,42 @@ QjlKeyLayout qjl_key_layout(std::int64_t n, int head_dim, bool token_rows, const
   return k;
 }
 
+namespace {
+
+using RowMajorF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// Rows per GEMM: whole groups, about 512 rows (a [512, m] float sketch stays in cache).
+std::int64_t chunk_rows(std::int64_t group) { return group * std::max<std::int64_t>(1, 512 / group); }
+
+// A group's channels by descending Σ_rows x² over rows [r0, r0 + rows) of X, ties to the lower
+// channel: its first `outliers` are the outlier channels (torch.topk of key_states.norm(dim=-2)).
+void channels_by_norm(const RowMajor& X, std::int64_t r0, std::int64_t rows, std::vector<int>& order) {
+  const Eigen::VectorXd norm2 = X.middleRows(r0, rows).colwise().squaredNorm().transpose();
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return norm2[a] > norm2[b]; });
+}
+
+// ±1 for the 8 bits of each byte value, bit 0 first: a byte's signs are one 8-value copy.
+template <class Real>
+const std::array<std::array<Real, 8>, 256>& byte_signs() {
+  static const auto table = [] {
+    std::array<std::array<Real, 8>, 256> t{};
+    for (int v = 0; v < 256; ++v)
+      for (int e = 0; e < 8; ++e) t[static_cast<std::size_t>(v)][static_cast<std::size_t>(e)] = v >> e & 1 ? Real(1) : Real(-1);
+    return t;
+  }();
+  return table;
+}
+
+// Expands `count` sign bits (count a multiple of 8) into ±1 values.
+template <class Real>
+void expand_signs(const std::uint8_t* bits, std::int64_t count, Real* out) {
+  const auto& table = byte_signs<Real>();
+  for (std::int64_t b = 0; b < count / 8; ++b) std::copy_n(table[bits[b]].data(), 8, out + 8 * b);
+}
+
+}  // namespace
+
 std::vector<std::uint8_t> qjl_pack_keys(std::span<const float> x, std::int64_t n, int head_dim, bool token_rows,
                                         const QjlLayer& layer, const QjlParams& p, std::span<const double> s,
                                         const std::string& what) {
@@ -138,40 +176,76 @@ std::vector<std::uint8_t> qjl_pack_keys(std::span<const float> x, std::int64_t n
   const auto k = qjl_key_layout(n, head_dim, token_rows, layer, p);
   std::vector<std::uint8_t> out(static_cast<std::size_t>(k.total), 0);
   const Eigen::Map<const RowMajor> S(s.data(), layer.m, D);
-  const auto X = Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(x.data(), n, D).cast<double>();
-  const std::int64_t G = p.group;  // outlier groups; without outliers, just blocks of rows
+  const Eigen::Map<const RowMajorF> X(x.data(), n, D);
+  // The inlier sketch S·k_i is one float GEMM per chunk of rows; only its signs are kept. A sign is
+  // taken from the float product unless the product is within its rounding bound of 0, where the
+  // double dot product decides — so every bit is the one the double product gives. Bound: x is
+  // exact in float, S rounded to float (relative 2⁻²⁴), and a D-term float sum of any order errs by
+  // at most D·2⁻²⁴·Σ|x_d||S_jd| (Higham, Accuracy and Stability of Numerical Algorithms, §3.1);
+  // with Cauchy–Schwarz the whole error is below (D + 1)·2⁻²⁴·‖x_i‖·‖S_j‖ (+ O(2⁻⁴⁸)); twice that
+  // is the margin.
+  const RowMajorF Sf = S.cast<float>();
+  const double margin = S.rowwise().norm().maxCoeff() * (2.0 * static_cast<double>(D + 2) * 0x1.0p-24);
+  const std::int64_t G = p.group, chunk = chunk_rows(G), o = layer.outliers;
+  RowMajorF inlier(std::min(chunk, std::max<std::int64_t>(k.nq, 1)), D), sketch(inlier.rows(), layer.m);
+  RowMajor chunk_x(inlier.rows(), D), inlier_x(inlier.rows(), D);  // the chunk in double, and its inlier part
+  Eigen::VectorXd norm2(inlier.rows()), inlier_norm(inlier.rows());
+  const std::int64_t group_max = std::min(G, std::max<std::int64_t>(k.nq, 1));
+  Eigen::MatrixXd s_o(layer.m_outlier, o);  // a group's outlier columns of S_o (column-major: one copy each)
+  RowMajor x_o(group_max, o), sketch_o(group_max, layer.m_outlier);
   std::vector<int> order(static_cast<std::size_t>(D));
-  for (std::int64_t r0 = 0; r0 < k.nq; r0 += G) {
-    const std::int64_t rows = std::min(G, k.nq - r0);
-    const RowMajor block = X.middleRows(r0, rows);
-    // The group's outlier channels: the `outliers` largest norms over its rows (torch.topk of
-    // key_states.norm(dim=-2)); ties to the lower channel.
-    Eigen::VectorXd is_outlier = Eigen::VectorXd::Zero(D);
-    if (layer.outliers > 0) {
-      const Eigen::VectorXd norm2 = block.colwise().squaredNorm().transpose();
-      std::iota(order.begin(), order.end(), 0);
-      std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return norm2[a] > norm2[b]; });
-      for (int i = 0; i < layer.outliers; ++i) {
-        is_outlier[order[static_cast<std::size_t>(i)]] = 1;
-        out[static_cast<std::size_t>(k.index_at + (r0 / G) * layer.outliers + i)] = static_cast<std::uint8_t>(order[static_cast<std::size_t>(i)]);
+  std::vector<std::uint8_t> positive(static_cast<std::size_t>(layer.m));  // a row's sketch signs, 0/1
+  // S_o's columns as rows (contiguous), for gathering a group's outlier channels.
+  const RowMajor s_o_by_channel = S.topRows(layer.m_outlier).transpose();
+  for (std::int64_t c0 = 0; c0 < k.nq; c0 += chunk) {
+    const std::int64_t rows = std::min(chunk, k.nq - c0);
+    inlier.topRows(rows) = X.middleRows(c0, rows);
+    chunk_x.topRows(rows) = X.middleRows(c0, rows).cast<double>();
+    inlier_x.topRows(rows) = chunk_x.topRows(rows);
+    norm2.head(rows) = chunk_x.topRows(rows).rowwise().squaredNorm();
+    for (std::int64_t g0 = c0; g0 < c0 + rows; g0 += G) {
+      const std::int64_t group_rows = std::min(G, c0 + rows - g0);
+      if (o > 0) {
+        channels_by_norm(chunk_x, g0 - c0, group_rows, order);
+        for (int i = 0; i < o; ++i) {
+          const int c = order[static_cast<std::size_t>(i)];
+          out[static_cast<std::size_t>(k.index_at + (g0 / G) * o + i)] = static_cast<std::uint8_t>(c);
+          s_o.col(i) = s_o_by_channel.row(c).transpose();
+          x_o.col(i).head(group_rows) = chunk_x.col(c).segment(g0 - c0, group_rows);
+          inlier.col(c).segment(g0 - c0, group_rows).setZero();
+          inlier_x.col(c).segment(g0 - c0, group_rows).setZero();
+        }
+        // The outlier sketch S_o·k_o reads only the o outlier channels: [rows, o] · [o, m_o], in double.
+        sketch_o.topRows(group_rows).noalias() = x_o.topRows(group_rows) * s_o.transpose();
+      }
+      for (std::int64_t row = g0; row < g0 + group_rows; ++row) {
+        const double outlier2 = o > 0 ? x_o.row(row - g0).squaredNorm() : 0.0;
+        // Norms at fp16, as the authors keep them (key_states_norm, key_outliers_norm in the model's dtype).
+        const float norm = to_fp16(std::sqrt(norm2(row - c0)));
+        if (!std::isfinite(norm)) fail("{}: a key's norm exceeds fp16's ±65504", what);
+        put_fp16(out, k.norm_at + 2 * row, norm);
+        if (o == 0) continue;
+        put_fp16(out, k.outlier_norm_at + 2 * row, to_fp16(std::sqrt(outlier2)));
+        std::uint8_t* bits = out.data() + k.outlier_bits_at + row * (layer.m_outlier / 8);
+        for (std::int64_t j = 0; j < layer.m_outlier; ++j)  // qjl_quant_kernel.cu: bit j set when the sketch is > 0
+          bits[j / 8] |= static_cast<std::uint8_t>(unsigned{sketch_o(row - g0, j) > 0} << (j % 8));
       }
     }
-    const RowMajor inlier = block * (1 - is_outlier.array()).matrix().asDiagonal();
-    const RowMajor outlier = block * is_outlier.asDiagonal();
-    const RowMajor sketch = inlier * S.transpose();                                 // [rows, m]
-    const RowMajor sketch_o = outlier * S.topRows(layer.m_outlier).transpose();    // [rows, m_o]
+    inlier_norm.head(rows) = inlier_x.topRows(rows).rowwise().norm();
+    // One GEMM, in this thread (the stage runs its tensors in parallel).
+    sketch.topRows(rows).noalias() = inlier.topRows(rows) * Sf.transpose();
     for (std::int64_t i = 0; i < rows; ++i) {
-      const std::int64_t row = r0 + i;
-      for (std::int64_t j = 0; j < layer.m; ++j)  // qjl_quant_kernel.cu: bit j set when the sketch is > 0
-        if (sketch(i, j) > 0) out[static_cast<std::size_t>(row * layer.m / 8 + j / 8)] |= static_cast<std::uint8_t>(1u << (j % 8));
-      for (std::int64_t j = 0; j < layer.m_outlier; ++j)
-        if (sketch_o(i, j) > 0)
-          out[static_cast<std::size_t>(k.outlier_bits_at + row * layer.m_outlier / 8 + j / 8)] |= static_cast<std::uint8_t>(1u << (j % 8));
-      // Norms at fp16, as the authors keep them (key_states_norm, key_outliers_norm in the model's dtype).
-      const float norm = to_fp16(block.row(i).norm()), norm_o = to_fp16(outlier.row(i).norm());
-      if (!std::isfinite(norm)) fail("{}: a key's norm exceeds fp16's ±65504", what);
-      put_fp16(out, k.norm_at + 2 * row, norm);
-      if (layer.outliers > 0) put_fp16(out, k.outlier_norm_at + 2 * row, norm_o);
+      const float* v = sketch.data() + i * layer.m;
+      const float near = static_cast<float>(margin * inlier_norm(i));
+      for (std::int64_t j = 0; j < layer.m; ++j) positive[static_cast<std::size_t>(j)] = v[j] > 0;
+      if (Eigen::Map<const Eigen::ArrayXf>(v, layer.m).abs().minCoeff() <= near)  // a vectorized test for any close one
+        for (std::int64_t j = 0; j < layer.m; ++j)  // within the float product's rounding of 0: the double product decides
+          if (std::abs(v[j]) <= near) positive[static_cast<std::size_t>(j)] = S.row(j).dot(inlier_x.row(i)) > 0;
+      std::uint8_t* bits = out.data() + (c0 + i) * (layer.m / 8);
+      for (std::int64_t b = 0; b < layer.m / 8; ++b) {
+        const auto* p8 = positive.data() + 8 * b;
+        bits[b] = static_cast<std::uint8_t>(p8[0] | p8[1] << 1 | p8[2] << 2 | p8[3] << 3 | p8[4] << 4 | p8[5] << 5 | p8[6] << 6 | p8[7] << 7);
+      }
     }
   }
   for (std::int64_t i = k.nq; i < n; ++i)
@@ -188,37 +262,56 @@ void qjl_unpack_keys(std::span<const std::uint8_t> packed, std::int64_t n, int h
   if (static_cast<std::int64_t>(out.size()) != n * D) fail("qjl_unpack_keys: {} values out for [{}, {}]", out.size(), n, D);
   if (static_cast<std::int64_t>(s.size()) != layer.m * D) fail("qjl: a sketch of {} values for [{}, {}]", s.size(), layer.m, D);
   const Eigen::Map<const RowMajor> S(s.data(), layer.m, D);
-  const std::int64_t G = p.group;
-  const auto sign = [&](std::int64_t at, std::int64_t j) {
-    return packed[static_cast<std::size_t>(at + j / 8)] >> (j % 8) & 1 ? 1.0 : -1.0;
-  };
-  for (std::int64_t r0 = 0; r0 < k.nq; r0 += G) {
-    const std::int64_t rows = std::min(G, k.nq - r0);
-    Eigen::VectorXd is_outlier = Eigen::VectorXd::Zero(D);
-    for (int i = 0; i < layer.outliers; ++i) {
-      const int c = packed[static_cast<std::size_t>(k.index_at + (r0 / G) * layer.outliers + i)];
-      if (c >= D) fail("qjl: outlier channel {} outside [0, {})", c, D);
-      is_outlier[c] = 1;
+  const std::int64_t G = p.group, chunk = chunk_rows(G);
+  // The inlier term Sᵀ(±b) of a chunk's rows is one float GEMM ([rows, m] signs · S [m, D]): each
+  // entry errs from the double sum by at most (m + 1)·2⁻²⁴·Σ_j|S_jd| (S rounded to float, an m-term
+  // float sum; Higham §3.1), relative ~1e-6 in practice; the outlier term (o channels) is in double.
+  const RowMajorF Sf = S.cast<float>();
+  RowMajorF signs(std::min(chunk, std::max<std::int64_t>(k.nq, 1)), layer.m), rebuilt(signs.rows(), D);
+  std::vector<int> channels(static_cast<std::size_t>(layer.outliers));
+  std::vector<char> is_outlier(static_cast<std::size_t>(D));
+  const std::int64_t group_max = std::min(G, std::max<std::int64_t>(k.nq, 1));
+  const RowMajor s_o_by_channel = S.topRows(layer.m_outlier).transpose();  // S_o's columns as contiguous rows
+  Eigen::MatrixXd s_o(layer.m_outlier, layer.outliers);
+  RowMajor signs_o(group_max, layer.m_outlier), rebuilt_o(group_max, layer.outliers);
+  Eigen::VectorXd scales_o(group_max);
+  for (std::int64_t c0 = 0; c0 < k.nq; c0 += chunk) {
+    const std::int64_t rows = std::min(chunk, k.nq - c0);
+    for (std::int64_t i = 0; i < rows; ++i) expand_signs(packed.data() + (c0 + i) * (layer.m / 8), layer.m, &signs(i, 0));
+    rebuilt.topRows(rows).noalias() = signs.topRows(rows) * Sf;  // one GEMM, in this thread
+    for (std::int64_t g0 = c0; g0 < c0 + rows; g0 += G) {
+      const std::int64_t group_rows = std::min(G, c0 + rows - g0);
+      std::fill(is_outlier.begin(), is_outlier.end(), 0);
+      for (int i = 0; i < layer.outliers; ++i) {
+        const int c = packed[static_cast<std::size_t>(k.index_at + (g0 / G) * layer.outliers + i)];
+        if (c >= D) fail("qjl: outlier channel {} outside [0, {})", c, D);
+        channels[static_cast<std::size_t>(i)] = c;
+        is_outlier[static_cast<std::size_t>(c)] = 1;
+        s_o.col(i) = s_o_by_channel.row(c).transpose();
+      }
+      for (std::int64_t row = g0; row < g0 + group_rows; ++row) {
+        const double norm = get_fp16(packed, k.norm_at + 2 * row);
+        const double norm_o = layer.outliers > 0 ? double{get_fp16(packed, k.outlier_norm_at + 2 * row)} : 0.0;
+        // qjl_score_kernel.cu: the inlier norm is √(‖k‖² − ‖k_o‖²) of the stored norms; clamped at 0
+        // where fp16 rounding makes the difference negative (the kernel would give NaN).
+        const double scale = estimator_scale(layer.m) * std::sqrt(std::max(0.0, norm * norm - norm_o * norm_o));
+        float* o = out.data() + row * D;
+        // The estimator's score for q is q·k̂: its inlier term reads q's inlier coordinates only (the
+        // kernel's q_sketch − q_outlier_sketch), its outlier term the outlier ones.
+        for (std::int64_t d = 0; d < D; ++d)
+          o[d] = is_outlier[static_cast<std::size_t>(d)] ? 0.0f : static_cast<float>(scale * double{rebuilt(row - c0, d)});
+        if (layer.m_outlier == 0) continue;
+        const double scale_o = estimator_scale(layer.m_outlier) * norm_o;
+        expand_signs(packed.data() + k.outlier_bits_at + row * (layer.m_outlier / 8), layer.m_outlier, &signs_o(row - g0, 0));
+        scales_o(row - g0) = scale_o;
+      }
+      if (layer.m_outlier == 0) continue;
+      // The outlier term on the o outlier channels: [rows, m_o] signs · S_o's columns [m_o, o].
+      rebuilt_o.topRows(group_rows).noalias() = scales_o.head(group_rows).asDiagonal() * (signs_o.topRows(group_rows) * s_o);
+      for (std::int64_t row = g0; row < g0 + group_rows; ++row)
+        for (int i = 0; i < layer.outliers; ++i)
+          out[static_cast<std::size_t>(row * D + channels[static_cast<std::size_t>(i)])] = static_cast<float>(rebuilt_o(row - g0, i));
     }
-    RowMajor b(rows, layer.m), c(rows, layer.m_outlier);
-    Eigen::VectorXd scale(rows), scale_o(rows);
-    for (std::int64_t i = 0; i < rows; ++i) {
-      const std::int64_t row = r0 + i;
-      for (std::int64_t j = 0; j < layer.m; ++j) b(i, j) = sign(row * layer.m / 8, j);
-      for (std::int64_t j = 0; j < layer.m_outlier; ++j) c(i, j) = sign(k.outlier_bits_at + row * layer.m_outlier / 8, j);
-      const double norm = get_fp16(packed, k.norm_at + 2 * row);
-      const double norm_o = layer.outliers > 0 ? double{get_fp16(packed, k.outlier_norm_at + 2 * row)} : 0.0;
-      // qjl_score_kernel.cu: the inlier norm is √(‖k‖² − ‖k_o‖²) of the stored norms; clamped at 0
-      // where fp16 rounding makes the difference negative (the kernel would give NaN).
-      scale[i] = estimator_scale(layer.m) * std::sqrt(std::max(0.0, norm * norm - norm_o * norm_o));
-      scale_o[i] = layer.m_outlier > 0 ? estimator_scale(layer.m_outlier) * norm_o : 0.0;
-    }
-    // The estimator's score for q is q·k̂ with k̂ below: its inlier term reads q's inlier
-    // coordinates only (the kernel's q_sketch − q_outlier_sketch), its outlier term the outlier ones.
-    RowMajor rebuilt = scale.asDiagonal() * (b * S) * (1 - is_outlier.array()).matrix().asDiagonal();
-    if (layer.m_outlier > 0) rebuilt += scale_o.asDiagonal() * (c * S.topRows(layer.m_outlier)) * is_outlier.asDiagonal();
-    for (std::int64_t i = 0; i < rows; ++i)
-      for (std::int64_t d = 0; d < D; ++d) out[static_cast<std::size_t>((r0 + i) * D + d)] = static_cast<float>(rebuilt(i, d));
   }
   for (std::int64_t i = k.nq; i < n; ++i)
     for (std::int64_t d = 0; d < D; ++d)
@@ -247,6 +340,12 @@ class Qjl final : public QuantizerStage {
   void quantize(const std::vector<StoredTensor*>& tensors, const ModelLayer& model_layer) const {
     std::map<int, QjlSketches> sketches;  // by head dimension: the same seeded matrices for every layer and head
     const KiviParams values{p_.vbits, p_.group, p_.buffer};
+    struct Job {
+      StoredTensor* tensor = nullptr;
+      const std::vector<double>* sketch = nullptr;  // keys; null for values
+      QjlLayer layer;
+    };
+    std::vector<Job> jobs;
     for (StoredTensor* t : tensors) {
       if (!t || t->layout == QuantLayout::none) continue;
       int l = 0, h = 0;
@@ -261,10 +360,7 @@ class Qjl final : public QuantizerStage {
       if (static_cast<std::int64_t>(t->values.size()) != n * c)
         fail("qjl: stored tensor {} holds {} values for shape [{}, {}]", t->name, t->values.size(), n, c);
       if (leaf == "value") {
-        // llama3_qjl.py: values per token, KIVI-style (triton_quantize_and_pack_along_last_dim),
-        // all but the last buffer_size tokens.
-        kivi_quantize_tensor(*t, values);
-        t->format = fmt::format("qjl values {}", t->format);
+        jobs.push_back({t, nullptr, {}});
         continue;
       }
       if (t->layout != QuantLayout::per_channel)
@@ -273,14 +369,27 @@ class Qjl final : public QuantizerStage {
       auto it = sketches.find(D);
       if (it == sketches.end()) it = sketches.emplace(D, qjl_sketches(p_, D)).first;
       const int at = model_layer(l);
-      const auto layer = qjl_layer(p_, at);
-      const auto& s = it->second.of(p_, at);
-      t->packed = qjl_pack_keys(t->values, n, D, t->token_rows, layer, p_, s, fmt::format("qjl: stored tensor {}", t->name));
-      qjl_unpack_keys(t->packed, n, D, t->token_rows, layer, p_, s, t->values);  // what the bytes give back
-      t->format = fmt::format("qjl m{} mo{} o{} g{} r{} {}", layer.m, layer.m_outlier, layer.outliers, p_.group,
-                              t->token_rows ? p_.buffer : 0, p_.orthogonal ? "orthogonal" : "gaussian");
-      t->layout = QuantLayout::none;  // quantized data is not quantized again by a later stage
+      jobs.push_back({t, &it->second.of(p_, at), qjl_layer(p_, at)});
     }
+    // The tensors are independent: one thread each (each product runs in its own thread).
+    core::parallel_for(static_cast<std::int64_t>(jobs.size()), [&](std::int64_t i) {
+      const Job& job = jobs[static_cast<std::size_t>(i)];
+      StoredTensor& t = *job.tensor;
+      if (!job.sketch) {
+        // llama3_qjl.py: values per token, KIVI-style (triton_quantize_and_pack_along_last_dim),
+        // all but the last buffer_size tokens.
+        kivi_quantize_tensor(t, values);
+        t.format = fmt::format("qjl values {}", t.format);
+        return;
+      }
+      const std::int64_t n = t.shape[0];
+      const int D = static_cast<int>(t.shape[1]);
+      t.packed = qjl_pack_keys(t.values, n, D, t.token_rows, job.layer, p_, *job.sketch, fmt::format("qjl: stored tensor {}", t.name));
+      qjl_unpack_keys(t.packed, n, D, t.token_rows, job.layer, p_, *job.sketch, t.values);  // what the bytes give back
+      t.format = fmt::format("qjl m{} mo{} o{} g{} r{} {}", job.layer.m, job.layer.m_outlier, job.layer.outliers, p_.group,
+                             t.token_rows ? p_.buffer : 0, p_.orthogonal ? "orthogonal" : "gaussian");
+      t.layout = QuantLayout::none;  // quantized data is not quantized again by a later stage
+    });
   }
 
   QjlParams p_;

@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <numbers>
+#include <numeric>
 #include <random>
 #include <tuple>
 
@@ -22,7 +23,7 @@
 namespace kvlab::compressors {
 namespace {
 
-constexpr int kMaxBits = 4;  // the paper's range (1.5–4 bits; fractional widths not implemented)
+constexpr int kMaxBits = 4;  // the paper's range (1.5–4 bits; fractional ones by the outlier split)
 
 // ---- the codebook ----------------------------------------------------------------------------
 
@@ -262,25 +263,131 @@ void turboquant_unpack(std::span<const std::uint8_t> packed, std::int64_t n, std
   }
 }
 
+std::int64_t turboquant_outliers(double bits, std::int64_t c) {
+  return std::llround((bits - std::floor(bits)) * static_cast<double>(c));
+}
+
+TurboquantCoding turboquant_outlier_coding(const TurboquantCoding& regular) {
+  return {regular.variant, regular.bits + 1, regular.seed ^ kTurboquantOutlierSeedMix};
+}
+
+namespace {
+
+struct SplitLayout {
+  std::int64_t groups = 0, index_bytes = 0, outlier_at = 0, regular_at = 0, total = 0;
+};
+SplitLayout split_layout(std::int64_t n, std::int64_t c, std::int64_t o, const TurboquantCoding& regular) {
+  if (o < 2 || c - o < 2)
+    fail("turboquant: {} outlier channels of {}: each of the two instances needs at least 2 coordinates", o, c);
+  SplitLayout l;
+  l.groups = (n + kTurboquantOutlierGroup - 1) / kTurboquantOutlierGroup;
+  l.index_bytes = c <= 256 ? 1 : 2;
+  l.outlier_at = l.groups * o * l.index_bytes;
+  l.regular_at = l.outlier_at + turboquant_bytes(n, o, turboquant_outlier_coding(regular));
+  l.total = l.regular_at + turboquant_bytes(n, c - o, regular);
+  return l;
+}
+
+}  // namespace
+
+std::int64_t turboquant_split_bytes(std::int64_t n, std::int64_t c, std::int64_t o, const TurboquantCoding& regular) {
+  return split_layout(n, c, o, regular).total;
+}
+
+std::vector<std::uint8_t> turboquant_split_pack(std::span<const float> x, std::int64_t n, std::int64_t c, std::int64_t o,
+                                                const TurboquantCoding& regular, std::string_view what) {
+  check_width(c);
+  if (static_cast<std::int64_t>(x.size()) != n * c) fail("{}: {} values for shape [{}, {}]", what, x.size(), n, c);
+  const SplitLayout l = split_layout(n, c, o, regular);
+  std::vector<std::uint8_t> out(static_cast<std::size_t>(l.total), 0);
+  std::vector<float> outlier(static_cast<std::size_t>(n * o)), rest(static_cast<std::size_t>(n * (c - o)));
+  std::vector<int> order(static_cast<std::size_t>(c));
+  std::vector<double> norm2(static_cast<std::size_t>(c));
+  std::vector<char> is_outlier(static_cast<std::size_t>(c));
+  for (std::int64_t g = 0; g < l.groups; ++g) {
+    const std::int64_t r0 = g * kTurboquantOutlierGroup, r1 = std::min(n, r0 + kTurboquantOutlierGroup);
+    // QJL's rule: the channels of largest norm over the group's rows (torch.topk of the norms), ties to the lower.
+    std::fill(norm2.begin(), norm2.end(), 0.0);
+    for (std::int64_t i = r0; i < r1; ++i)
+      for (std::int64_t j = 0; j < c; ++j) norm2[static_cast<std::size_t>(j)] += double{x[static_cast<std::size_t>(i * c + j)]} * x[static_cast<std::size_t>(i * c + j)];
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return norm2[static_cast<std::size_t>(a)] > norm2[static_cast<std::size_t>(b)]; });
+    std::fill(is_outlier.begin(), is_outlier.end(), 0);
+    for (std::int64_t k = 0; k < o; ++k) is_outlier[static_cast<std::size_t>(order[static_cast<std::size_t>(k)])] = 1;
+    std::int64_t k = 0;
+    for (std::int64_t j = 0; j < c; ++j) {
+      if (!is_outlier[static_cast<std::size_t>(j)]) continue;
+      const std::int64_t at = (g * o + k++) * l.index_bytes;
+      out[static_cast<std::size_t>(at)] = static_cast<std::uint8_t>(j & 0xff);
+      if (l.index_bytes == 2) out[static_cast<std::size_t>(at + 1)] = static_cast<std::uint8_t>(j >> 8);
+    }
+    for (std::int64_t i = r0; i < r1; ++i) {
+      std::int64_t a = 0, b = 0;  // sub-vectors in ascending channel order
+      for (std::int64_t j = 0; j < c; ++j) {
+        const float v = x[static_cast<std::size_t>(i * c + j)];
+        if (is_outlier[static_cast<std::size_t>(j)]) outlier[static_cast<std::size_t>(i * o + a++)] = v;
+        else rest[static_cast<std::size_t>(i * (c - o) + b++)] = v;
+      }
+    }
+  }
+  const auto outlier_packed = turboquant_pack(outlier, n, o, turboquant_outlier_coding(regular), what);
+  const auto rest_packed = turboquant_pack(rest, n, c - o, regular, what);
+  std::copy(outlier_packed.begin(), outlier_packed.end(), out.begin() + l.outlier_at);
+  std::copy(rest_packed.begin(), rest_packed.end(), out.begin() + l.regular_at);
+  return out;
+}
+
+void turboquant_split_unpack(std::span<const std::uint8_t> packed, std::int64_t n, std::int64_t c, std::int64_t o,
+                             const TurboquantCoding& regular, std::span<float> out) {
+  check_width(c);
+  const SplitLayout l = split_layout(n, c, o, regular);
+  if (static_cast<std::int64_t>(packed.size()) != l.total || static_cast<std::int64_t>(out.size()) != n * c)
+    fail("turboquant: {} bytes for a [{}, {}] tensor whose split form ({} outlier channels) takes {}", packed.size(), n,
+         c, o, l.total);
+  std::vector<float> outlier(static_cast<std::size_t>(n * o)), rest(static_cast<std::size_t>(n * (c - o)));
+  turboquant_unpack(packed.subspan(static_cast<std::size_t>(l.outlier_at), static_cast<std::size_t>(l.regular_at - l.outlier_at)),
+                    n, o, turboquant_outlier_coding(regular), outlier);
+  turboquant_unpack(packed.subspan(static_cast<std::size_t>(l.regular_at)), n, c - o, regular, rest);
+  std::vector<char> is_outlier(static_cast<std::size_t>(c));
+  for (std::int64_t g = 0; g < l.groups; ++g) {
+    std::fill(is_outlier.begin(), is_outlier.end(), 0);
+    std::int64_t last = -1;
+    for (std::int64_t k = 0; k < o; ++k) {
+      const std::int64_t at = (g * o + k) * l.index_bytes;
+      const std::int64_t j = packed[static_cast<std::size_t>(at)] | (l.index_bytes == 2 ? packed[static_cast<std::size_t>(at + 1)] << 8 : 0);
+      if (j <= last || j >= c) fail("turboquant: outlier channels of group {} not ascending in [0, {})", g, c);
+      is_outlier[static_cast<std::size_t>(j)] = 1, last = j;
+    }
+    const std::int64_t r0 = g * kTurboquantOutlierGroup, r1 = std::min(n, r0 + kTurboquantOutlierGroup);
+    for (std::int64_t i = r0; i < r1; ++i) {
+      std::int64_t a = 0, b = 0;
+      for (std::int64_t j = 0; j < c; ++j)
+        out[static_cast<std::size_t>(i * c + j)] = is_outlier[static_cast<std::size_t>(j)]
+                                                        ? outlier[static_cast<std::size_t>(i * o + a++)]
+                                                        : rest[static_cast<std::size_t>(i * (c - o) + b++)];
+    }
+  }
+}
+
 TurboquantParams turboquant_params(const StageSpec& spec) {
   TurboquantParams p;
-  p.key_bits = static_cast<int>(spec.get_int("kbits"));
-  p.value_bits = static_cast<int>(spec.get_int("vbits"));
+  p.key_bits = spec.get_real("kbits");
+  p.value_bits = spec.get_real("vbits");
   p.key_variant = spec.get("variant") == "mse" ? TurboquantVariant::mse : TurboquantVariant::prod;
   p.seed = static_cast<std::uint64_t>(spec.get_int("seed"));
   // parse_stage checks these already (resolve below); a hand-built StageSpec could carry anything.
   const int key_lo = p.key_variant == TurboquantVariant::prod ? 2 : 1;
-  if (p.key_bits < key_lo || p.key_bits > kMaxBits)
+  if (!(p.key_bits >= key_lo && p.key_bits <= kMaxBits))
     fail("spec 'turboquant': key 'kbits' = {} must be in {}..{} for variant={}", p.key_bits, key_lo, kMaxBits,
          spec.get("variant"));
-  if (p.value_bits < 1 || p.value_bits > kMaxBits)
+  if (!(p.value_bits >= 1 && p.value_bits <= kMaxBits))
     fail("spec 'turboquant': key 'vbits' = {} must be in 1..{}", p.value_bits, kMaxBits);
   return p;
 }
 
 TurboquantCoding turboquant_coding(QuantLayout layout, const TurboquantParams& p) {
-  if (layout == QuantLayout::per_channel) return {p.key_variant, p.key_bits, p.seed};
-  return {TurboquantVariant::mse, p.value_bits, p.seed};
+  if (layout == QuantLayout::per_channel) return {p.key_variant, static_cast<int>(std::floor(p.key_bits)), p.seed};
+  return {TurboquantVariant::mse, static_cast<int>(std::floor(p.value_bits)), p.seed};
 }
 
 void turboquant_quantize_tensor(StoredTensor& t, const TurboquantParams& p) {
@@ -291,9 +398,22 @@ void turboquant_quantize_tensor(StoredTensor& t, const TurboquantParams& p) {
   if (static_cast<std::int64_t>(t.values.size()) != n * c)
     fail("turboquant: stored tensor {} holds {} values for shape [{}, {}]", t.name, t.values.size(), n, c);
   const auto coding = turboquant_coding(t.layout, p);
-  t.packed = turboquant_pack(t.values, n, c, coding, fmt::format("turboquant: stored tensor {}", t.name));
-  turboquant_unpack(t.packed, n, c, coding, t.values);  // the values are what the bytes give back
-  t.format = fmt::format("turboquant-{}{}", coding.variant == TurboquantVariant::prod ? "prod" : "mse", coding.bits);
+  const double bits = t.layout == QuantLayout::per_channel ? p.key_bits : p.value_bits;
+  const auto what = fmt::format("turboquant: stored tensor {}", t.name);
+  const char* variant = coding.variant == TurboquantVariant::prod ? "prod" : "mse";
+  if (bits == std::floor(bits)) {
+    t.packed = turboquant_pack(t.values, n, c, coding, what);
+    turboquant_unpack(t.packed, n, c, coding, t.values);  // the values are what the bytes give back
+    t.format = fmt::format("turboquant-{}{}", variant, coding.bits);
+  } else {
+    const std::int64_t o = turboquant_outliers(bits, c);
+    if (o < 2 || c - o < 2)
+      fail("{}: key '{}' = {} gives round({}·{}) = {} outlier channels; the split needs 2 to {} of its {} channels",
+           what, t.layout == QuantLayout::per_channel ? "kbits" : "vbits", bits, bits - std::floor(bits), c, o, c - 2, c);
+    t.packed = turboquant_split_pack(t.values, n, c, o, coding, what);
+    turboquant_split_unpack(t.packed, n, c, o, coding, t.values);
+    t.format = fmt::format("turboquant-{}{}+{}x{}", variant, coding.bits, o, coding.bits + 1);
+  }
   t.layout = QuantLayout::none;  // quantized data is not quantized again by a later stage
 }
 
@@ -323,9 +443,11 @@ MethodDef turboquant_method() {
       "of a random unit vector's coordinate, its norm in fp16; keys may add a 1-bit QJL sketch of the residual "
       "(variant=prod, an unbiased inner-product estimator)";
   m.params = {
-      {"kbits", ParamType::integer, "3", "bits per key coordinate b (prod: b − 1 MSE bits + 1 QJL bit); 1..4, prod 2..4",
+      {"kbits", ParamType::real, "3",
+       "bits per key coordinate b (prod: b − 1 MSE bits + 1 QJL bit); 1..4, prod 2..4; fractional b = ⌊b⌋ + f: "
+       "round(f·c) outlier channels at ⌊b⌋ + 1 bits (the paper's 2.5/3.5-bit split; 2.25 = its 32 of 128 at 3)",
        {}, 1, kMaxBits},
-      {"vbits", ParamType::integer, "3", "bits per value coordinate (TurboQuant_mse); 1..4", {}, 1, kMaxBits},
+      {"vbits", ParamType::real, "3", "bits per value coordinate (TurboQuant_mse); 1..4, fractional as kbits", {}, 1, kMaxBits},
       {"variant", ParamType::choice, "prod",
        "keys: prod (Algorithm 2, unbiased inner products) or mse (Algorithm 1); values are always mse",
        {"prod", "mse"}},

@@ -39,9 +39,12 @@ MethodDef turboquant_method();
 
 enum class TurboquantVariant { mse, prod };
 
+// Bits b may be fractional (the paper's 2.5/3.5-bit KV configurations, §4.3): b = ⌊b⌋ + f codes
+// round(f·c) outlier channels of a c-wide row at ⌊b⌋ + 1 bits and the rest at ⌊b⌋, two
+// independent instances (turboquant_split_pack); integer b is the single instance.
 struct TurboquantParams {
-  int key_bits = 3;                                   // b for keys (prod: b − 1 MSE bits + 1 QJL bit)
-  int value_bits = 3;                                 // b for values (mse)
+  double key_bits = 3;                                // b for keys (prod: b − 1 MSE bits + 1 QJL bit)
+  double value_bits = 3;                              // b for values (mse)
   TurboquantVariant key_variant = TurboquantVariant::prod;
   std::uint64_t seed = 0;                             // Π and S
 };
@@ -89,11 +92,36 @@ std::vector<std::uint8_t> turboquant_pack(std::span<const float> x, std::int64_t
 void turboquant_unpack(std::span<const std::uint8_t> packed, std::int64_t n, std::int64_t c,
                        const TurboquantCoding& coding, std::span<float> out);
 
-// The coding a tensor of this layout gets: keys (per_channel) the key variant and bits, the rest
-// mse at the value bits.
+// ---- fractional widths: the outlier split (arXiv 2504.19874 §4.3) -------------------------------
+// The rows are taken in groups of kTurboquantOutlierGroup (the last one shorter); per group the o
+// channels of largest Σ_rows x² over its rows (ties to the lower channel) are its outlier channels,
+// as QJL picks them (amirzandieh/QJL QJLKeyQuantizer.build_sketch, group_size 32). Each row's
+// outlier sub-vector [o] (channels ascending) is coded by one TurboQuant instance at b + 1 bits,
+// seed ⊕ kTurboquantOutlierSeedMix (its own Π and S), the rest [c − o] by another at b bits, `seed`.
+constexpr std::int64_t kTurboquantOutlierGroup = 32;
+constexpr std::uint64_t kTurboquantOutlierSeedMix = 0x9e3779b97f4a7c15ull;
+
+// The outlier channels of a c-wide row at fractional bits: round((bits − ⌊bits⌋)·c).
+std::int64_t turboquant_outliers(double bits, std::int64_t c);
+// The outlier instance's coding for the regular one's: bits + 1, the mixed seed.
+TurboquantCoding turboquant_outlier_coding(const TurboquantCoding& regular);
+
+// Bytes of the split form of x [n, c] with o outlier channels (2 ≤ o ≤ c − 2), in this order:
+//   indices: ⌈n/32⌉·o channel numbers, per group ascending, uint8 (c ≤ 256) or uint16 LE;
+//   the outlier part: turboquant_pack of the [n, o] sub-vectors at the outlier coding;
+//   the regular part: turboquant_pack of the [n, c − o] rest at `regular`.
+std::int64_t turboquant_split_bytes(std::int64_t n, std::int64_t c, std::int64_t o, const TurboquantCoding& regular);
+std::vector<std::uint8_t> turboquant_split_pack(std::span<const float> x, std::int64_t n, std::int64_t c, std::int64_t o,
+                                                const TurboquantCoding& regular, std::string_view what);
+void turboquant_split_unpack(std::span<const std::uint8_t> packed, std::int64_t n, std::int64_t c, std::int64_t o,
+                             const TurboquantCoding& regular, std::span<float> out);
+
+// The coding a tensor of this layout gets: keys (per_channel) the key variant and ⌊bits⌋, the
+// rest mse at ⌊value bits⌋ (the regular instance when the bits are fractional).
 TurboquantCoding turboquant_coding(QuantLayout layout, const TurboquantParams& p);
 // Quantizes one tensor as the stage does: packed = turboquant_pack(values), values =
-// turboquant_unpack(packed), layout none, format "turboquant-{mse|prod}{b}". Layout none: untouched.
+// turboquant_unpack(packed), layout none, format "turboquant-{mse|prod}{b}"; at fractional bits
+// the split form, format "turboquant-{mse|prod}{b}+{o}x{b+1}". Layout none: untouched.
 void turboquant_quantize_tensor(StoredTensor& tensor, const TurboquantParams& p);
 
 }  // namespace kvlab::compressors

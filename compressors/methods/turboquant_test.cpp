@@ -12,7 +12,9 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <numbers>
 #include <random>
 
@@ -240,6 +242,187 @@ TEST(Turboquant, PackedFormDecodedIndependently) {
     const int last_bits = prod ? 740 % 8 : 2220 % 8;
     EXPECT_EQ(packed.back() >> last_bits, 0);
   }
+}
+
+// The test's rebuild of one single-instance packed form (layout of turboquant.h), in double:
+// ν·Πᵀc[code] (+ √(π/2)/d·γ·Sᵀs), Π and S of (d, seed), row-major [n, d].
+std::vector<double> rebuild(const std::vector<std::uint8_t>& packed, std::int64_t n, std::int64_t d, const TurboquantCoding& k) {
+  const bool prod = k.variant == TurboquantVariant::prod;
+  const auto got = decode(packed, n, d, k);
+  const auto& book = turboquant_codebook(int(d), prod ? k.bits - 1 : k.bits);
+  const Eigen::MatrixXd P = *turboquant_rotation(int(d), k.seed), S = *turboquant_sketch(int(d), k.seed);
+  std::vector<double> out;
+  for (std::int64_t i = 0; i < n; ++i) {
+    Eigen::VectorXd centroid(d), s(d);
+    for (std::int64_t j = 0; j < d; ++j) centroid(j) = book[got.code[i * d + j]];
+    Eigen::VectorXd x = got.nu[i] * P.transpose() * centroid;
+    if (prod) {
+      for (std::int64_t j = 0; j < d; ++j) s(j) = got.sign[i * d + j] ? 1.0 : -1.0;
+      x += std::sqrt(pi / 2) / d * got.gamma[i] * S.transpose() * s;
+    }
+    out.insert(out.end(), x.data(), x.data() + d);
+  }
+  return out;
+}
+
+TEST(Turboquant, FractionalBitsAreTheOutlierSplit) {
+  EXPECT_EQ(parse_spec("turboquant:kbits=2.25,vbits=3.5").to_string(), "turboquant:kbits=2.25,vbits=3.5,variant=prod,seed=0");
+  const auto message = [](const std::string& text) { return testing::error_of([&] { parse_spec(text); }); };
+  for (const std::string bad : {"kbits=4.5", "kbits=0.5", "vbits=4.25", "vbits=0.75"}) {
+    const auto m = message("turboquant:" + bad);
+    EXPECT_NE(m.find(fmt::format("'{}'", bad.substr(0, bad.find('=')))), std::string::npos) << m;
+  }
+  const auto m = message("turboquant:kbits=1.5");  // prod's regular part needs 2 bits
+  EXPECT_NE(m.find("2..4"), std::string::npos) << m;
+  EXPECT_NO_THROW(parse_spec("turboquant:kbits=1.5,variant=mse"));
+  // The paper's examples at d = 128: "32 outlier channels at 3 bits, 96 at 2" is f = 32/128;
+  // 3.5 bits with one more bit on the outliers is 64 of 128.
+  EXPECT_EQ(turboquant_outliers(2.25, 128), 32);
+  EXPECT_EQ(turboquant_outliers(2.5, 128), 64);
+  EXPECT_EQ(turboquant_outliers(3.5, 128), 64);
+  EXPECT_EQ(turboquant_outliers(3, 128), 0);
+  // Too few channels for two instances of at least 2 coordinates: an error naming the key.
+  StoredTensor t{"layer0/value", {4, 8}, std::vector<float>(32, 1.0f), {}, QuantLayout::per_token, true, "fp16"};
+  TurboquantParams p;
+  p.value_bits = 2.1;  // round(0.1·8) = 1 outlier channel
+  const auto e = testing::error_of([&] { turboquant_quantize_tensor(t, p); });
+  EXPECT_NE(e.find("'vbits'"), std::string::npos) << e;
+}
+
+TEST(Turboquant, OutlierSplitPackedFormDecodedIndependently) {
+  // 70 rows (groups of 32: 32, 32, 6), c = 40, o = 10 outlier channels a group: each group's own
+  // set, channels scaled up so the test's top-10 is unambiguous. Prod at 2 bits (outliers at 3).
+  const std::int64_t n = 70, c = 40, o = 10;
+  std::mt19937_64 rng(8);
+  std::normal_distribution<double> normal(0.2, 3.0);
+  std::vector<float> x(n * c);
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t j = 0; j < c; ++j) {
+      const std::int64_t g = i / 32, k = (j + 40 - 7 * g) % 40;  // channels 7g .. 7g + 9 (mod 40) loud
+      x[i * c + j] = float(normal(rng) * (k < o ? 6 + k : 1));
+    }
+  for (std::int64_t j = 0; j < c; ++j) x[40 * c + j] = 0;  // a zero row
+  for (auto variant : {TurboquantVariant::mse, TurboquantVariant::prod}) {
+    const bool prod = variant == TurboquantVariant::prod;
+    const TurboquantCoding regular{variant, 2, 42};
+    const auto packed = turboquant_split_pack(x, n, c, o, regular, "test");
+    // Bytes by hand: 3 groups · 10 uint8 indices = 30; outliers [70, 10] at 3 bits, regular [70, 30] at 2:
+    //  mse:  (2·70 + ⌈2100/8⌉) + (2·70 + ⌈4200/8⌉) = 403 + 665;
+    //  prod: (4·70 + ⌈1400/8⌉ + ⌈700/8⌉) + (4·70 + ⌈2100/8⌉ + ⌈2100/8⌉) = 543 + 806.
+    const std::int64_t outlier_bytes = prod ? 543 : 403, regular_bytes = prod ? 806 : 665;
+    ASSERT_EQ(std::int64_t(packed.size()), 30 + outlier_bytes + regular_bytes);
+    EXPECT_EQ(turboquant_split_bytes(n, c, o, regular), std::int64_t(packed.size()));
+    // The test's selection: per group the 10 largest Σ_rows x², ascending.
+    std::vector<std::vector<std::int64_t>> chosen;
+    for (std::int64_t g = 0; g < 3; ++g) {
+      std::vector<double> norm2(c, 0.0);
+      for (std::int64_t i = 32 * g; i < std::min(n, 32 * g + 32); ++i)
+        for (std::int64_t j = 0; j < c; ++j) norm2[j] += double(x[i * c + j]) * x[i * c + j];
+      std::vector<std::int64_t> top(c);
+      std::iota(top.begin(), top.end(), 0);
+      std::sort(top.begin(), top.end(), [&](auto a, auto b) { return norm2[a] > norm2[b]; });
+      top.resize(o);
+      std::sort(top.begin(), top.end());
+      for (std::int64_t k = 0; k < o; ++k) EXPECT_EQ(packed[g * o + k], top[k]) << "group " << g << " index " << k;
+      chosen.push_back(top);
+    }
+    // Each part decoded by the test from its bytes; the outlier instance at 3 bits, seed 42 ⊕ the
+    // documented mix (its own Π and S), the regular one at 2 bits, seed 42.
+    const std::vector<std::uint8_t> outlier_part(packed.begin() + 30, packed.begin() + 30 + outlier_bytes),
+        regular_part(packed.begin() + 30 + outlier_bytes, packed.end());
+    const auto xo = rebuild(outlier_part, n, o, {variant, 3, 42 ^ 0x9e3779b97f4a7c15ull});
+    const auto xr = rebuild(regular_part, n, c - o, regular);
+    std::vector<float> out(x.size());
+    turboquant_split_unpack(packed, n, c, o, regular, out);
+    for (std::int64_t i = 0; i < n; ++i) {
+      const auto& set = chosen[i / 32];
+      std::vector<double> want(c);
+      double norm = 0;
+      for (std::int64_t j = 0, a = 0, b = 0; j < c; ++j) {
+        const bool outlier = std::find(set.begin(), set.end(), j) != set.end();
+        want[j] = outlier ? xo[i * o + a++] : xr[i * (c - o) + b++];
+        norm += want[j] * want[j];
+      }
+      for (std::int64_t j = 0; j < c; ++j) EXPECT_NEAR(out[i * c + j], want[j], 1e-6 * (1 + std::sqrt(norm))) << i << " " << j;
+    }
+    // Each part's ν is the fp16 norm of the sub-vector the test gathers (row 0).
+    double no = 0, nr = 0;
+    for (std::int64_t j = 0; j < c; ++j)
+      (std::find(chosen[0].begin(), chosen[0].end(), j) != chosen[0].end() ? no : nr) += double(x[j]) * x[j];
+    EXPECT_EQ(read_fp16(outlier_part, 0), fp16(std::sqrt(no)));
+    EXPECT_EQ(read_fp16(regular_part, 0), fp16(std::sqrt(nr)));
+    for (std::int64_t j = 0; j < c; ++j) EXPECT_EQ(out[40 * c + j], 0.0f) << "a zero row rebuilds to zero";
+  }
+}
+
+TEST(Turboquant, OutlierSplitPartsMeetTheorem1AtTheirOwnWidths) {
+  // kbits = 2.25 on 128-wide Gaussian rows whose channels 0..31 are 8× louder: every group picks
+  // them (Σ over 32 rows: ~2048 against ~32), so each part's sub-vectors are Gaussian and their
+  // directions uniform on S^31 and S^95: for the fixed Π of each instance the part's relative
+  // error² has mean exactly its codebook's d·E(y − Q(y))² (the test's integral), within 5
+  // standard errors, and so within Theorem 1 at 3 bits (outliers, d = 32) and 2 bits (d = 96).
+  const std::int64_t n = 3000, c = 128;
+  std::mt19937_64 rng(21);
+  std::normal_distribution<double> normal;
+  std::vector<float> x(n * c);
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t j = 0; j < c; ++j) x[i * c + j] = float(normal(rng) * (j < 32 ? 8 : 1));
+  StoredTensor t{"layer0/key", {n, c}, x, {}, QuantLayout::per_channel, true, "fp16"};
+  TurboquantParams p;
+  p.key_bits = 2.25;
+  p.key_variant = TurboquantVariant::mse;
+  p.seed = 5;
+  turboquant_quantize_tensor(t, p);
+  EXPECT_EQ(t.format, "turboquant-mse2+32x3");
+  // Effective bits a coordinate, the paper's formula: (32·3 + 96·2)/128 = 2.25. The codes take
+  // n·(32·3 + 96·2)/8 bytes, beside 94 groups · 32 uint8 indices and 2 fp16 norms a row.
+  const std::int64_t groups = (n + 31) / 32, codes = std::int64_t(t.packed.size()) - groups * 32 - 2 * 2 * n;
+  EXPECT_EQ(codes, n * (32 * 3 + 96 * 2) / 8);
+  EXPECT_DOUBLE_EQ(8.0 * double(codes) / double(n * c), (32 * 3 + 96 * 2) / 128.0);
+  for (std::int64_t g = 0; g < groups; ++g)
+    for (std::int64_t k = 0; k < 32; ++k) ASSERT_EQ(t.packed[g * 32 + k], k) << "group " << g;
+  for (const bool outliers : {true, false}) {
+    const std::int64_t j0 = outliers ? 0 : 32, d = outliers ? 32 : 96;
+    const int b = outliers ? 3 : 2;
+    double sum = 0, sum2 = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+      double e = 0, norm = 0;
+      for (std::int64_t j = j0; j < j0 + d; ++j)
+        e += std::pow(double(x[i * c + j]) - t.values[i * c + j], 2), norm += double(x[i * c + j]) * x[i * c + j];
+      sum += e / norm, sum2 += e * e / (norm * norm);
+    }
+    const double mean = sum / n, sd = std::sqrt(sum2 / n - mean * mean);
+    EXPECT_NEAR(mean, expected_mse(int(d), turboquant_codebook(int(d), b)), 5 * sd / std::sqrt(double(n))) << d;
+    EXPECT_LE(mean, theorem1_bound(b)) << "Theorem 1, " << b << " bits on d = " << d;
+  }
+}
+
+TEST(Turboquant, FractionalBitsThroughTheRegistry) {
+  // D = 32: kbits = 2.25 puts round(0.25·32) = 8 key channels at 3 bits and 24 at 2; vbits = 3.5
+  // puts 16 value channels at 4 bits and 16 at 3. Bytes of an n-row tensor by hand (mse):
+  //   keys:   8⌈n/32⌉ indices + (2n + n·8·3/8) + (2n + n·24·2/8) = 8⌈n/32⌉ + 13n;
+  //   values: 16⌈n/32⌉ + (2n + n·16·4/8) + (2n + n·16·3/8) = 16⌈n/32⌉ + 18n.
+  const auto cache = testing::random_cache({3, 2, 4, 32, 200, 16, 0}, 4);
+  const CompressContext ctx{cache, linalg::cpu_backend(), nullptr};
+  const auto chain = parse_spec("turboquant:kbits=2.25,vbits=3.5,variant=mse");
+  auto whole = compress_chain(ctx, chain);
+  std::int64_t keys = 0, values = 0;
+  for (auto* t : whole->stored()) {
+    const std::int64_t n = t->shape.at(0), groups = (n + 31) / 32;
+    if (t->name.ends_with("/key")) {
+      ++keys;
+      EXPECT_EQ(t->format, "turboquant-mse2+8x3");
+      EXPECT_EQ(t->bytes(), 8 * groups + 13 * n) << t->name;
+    } else if (t->name.ends_with("/value")) {
+      ++values;
+      EXPECT_EQ(t->format, "turboquant-mse3+16x4");
+      EXPECT_EQ(t->bytes(), 16 * groups + 18 * n) << t->name;
+    }
+  }
+  EXPECT_EQ(keys, 3 * 2);
+  EXPECT_EQ(values, 3 * 2);
+  const auto by_layer = compress_and_score_by_layer(ctx, chain);
+  EXPECT_EQ(by_layer.bytes, score(cache, *whole, linalg::cpu_backend()).bytes);
 }
 
 TEST(Turboquant, ProdScoreIsThePapersEstimatorFromThePackedBits) {
