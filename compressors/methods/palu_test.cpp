@@ -360,7 +360,7 @@ TEST_F(PaluTest, BytesCountedByHand) {
 }
 
 // Eviction in front: the transform sees the kept tokens only; kept cells rebuild to fp16 accuracy,
-// evicted ones are marked so, and the latents hold the kept rows only.
+// evicted ones are marked so, and the latents hold the rows of the tokens some head kept.
 TEST_F(PaluTest, ChainsWithEvictionInFrontAndKiviBehind) {
   const PaluModel model(6);
   const auto& ckpt = checkpoint(model);
@@ -395,6 +395,12 @@ TEST_F(PaluTest, ClearErrors) {
   EXPECT_THAT(error("group=3", cache, &ckpt), HasSubstr("'group' = 3 does not divide the 4 KV heads"));
   EXPECT_THAT(error("group=2,rank=6,bits=4", cache, &ckpt), HasSubstr("power-of-two rank per block, got 6"));
   EXPECT_THAT(error("group=2,rank=8,bits=4,qgroup=3", cache, &ckpt), HasSubstr("'qgroup' = 3"));
+  // A checkpoint without layer 1's weights (projection_weights.h names the tensor).
+  PaluModel first_layer_only = model;
+  first_layer_only.layers = 1;
+  first_layer_only.write(dir_ / "short.safetensors");
+  const core::Checkpoint short_ckpt(dir_ / "short.safetensors");
+  EXPECT_THAT(error("group=2", cache, &short_ckpt), HasSubstr("no tensor 'model.layers.1.self_attn.k_proj.weight'"));
 }
 
 }  // namespace
