@@ -4,7 +4,7 @@
 // to the fp16 storage, bound derived per element), Eigen's JacobiSVD of each block of rows
 // (latents, truncation), Sylvester's closed form of the Hadamard matrix, the authors' quantizer
 // (palu/model/modules/quant.py) transcribed here with its bytes decoded bit by bit, the byte
-// formula of docs/methods/palu.md §4 and the authors' rank formula (palu/rank_search.py) by hand.
+// formula of docs/methods/palu.md §5 and the authors' rank formula (palu/rank_search.py) by hand.
 #include "compressors/methods/palu.h"
 
 #include <gmock/gmock.h>
@@ -335,7 +335,7 @@ TEST_F(PaluTest, HadamardQuantizedLatentsStayWithinTheQuantizationBound) {
     }
 }
 
-// Bytes by hand (docs/methods/palu.md §4): L = 2 layers, K and V, 2 blocks of g·D = 8 rows, rank r,
+// Bytes by hand (docs/methods/palu.md §5): L = 2 layers, K and V, 2 blocks of g·D = 8 rows, rank r,
 // T = 48: latents 8 tensors [48, r], up projections 8 × [8, r] at fp16, biases 4 × [1, 16] at fp16.
 TEST_F(PaluTest, BytesCountedByHand) {
   const PaluModel model(5);
