@@ -11,6 +11,7 @@
   X(xkv)                 \
   X(minicache)           \
   X(commonkv)            \
+  X(palu)                \
   X(kivi)                \
   X(gear)                \
   X(kvquant)             \

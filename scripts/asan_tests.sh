@@ -22,6 +22,7 @@ SUITES=(
   linalg/linalg_tests
   compressors/compressors_tests
   compressors/compress_commonkv_tests
+  compressors/compress_palu_tests
   compressors/compress_eviction_tests
   compressors/compress_kivi_tests
   compressors/compress_gear_tests

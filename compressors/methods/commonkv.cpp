@@ -12,6 +12,7 @@
 #include "compressors/dense.h"
 #include "compressors/host_ops.h"
 #include "compressors/methods/commonkv_kernel.h"
+#include "compressors/methods/projection_weights.h"
 #include "core/error.h"
 #include "core/safetensors.h"
 
@@ -171,16 +172,6 @@ class CommonKVCompressed final : public Compressed {
   }
 };
 
-// One layer's weight from the checkpoint, checked against the shape the cache implies.
-FloatTensor load_weight(const core::Checkpoint& ckpt, const std::string& name, const core::Shape& expected,
-                        const std::string& meaning) {
-  if (!ckpt.has(name)) fail("commonkv: {} has no tensor '{}'", ckpt.path().string(), name);
-  if (ckpt.shape(name) != expected)
-    fail("commonkv: {}: tensor '{}' has shape [{}], expected [{}] ({})", ckpt.path().string(), name,
-         fmt::join(ckpt.shape(name), ", "), fmt::join(expected, ", "), meaning);
-  return ckpt.tensor(name);
-}
-
 class CommonKV final : public TransformStage {
  public:
   explicit CommonKV(const StageSpec& spec) : spec_(spec) {}
@@ -230,9 +221,9 @@ CommonKvFactors commonkv_factors(const core::Checkpoint& ckpt, const std::vector
   std::int64_t block = 0;
   for (const char* proj : {"k_proj", "v_proj"})
     for (int l : layers) {
-      const auto name = fmt::format("model.layers.{}.self_attn.{}.weight", l, proj);
-      if (f.d_model == 0 && ckpt.has(name) && ckpt.shape(name).size() == 2) f.d_model = ckpt.shape(name)[1];
-      const auto w = load_weight(ckpt, name, {N, f.d_model}, "[H_kv·D, d_model] of the dumped cache");
+      if (f.d_model == 0) f.d_model = projection_d_model(ckpt, l, proj);
+      const auto w = load_weight(ckpt, "commonkv", projection_name(l, proj, "weight"), {N, f.d_model},
+                                 "[H_kv·D, d_model] of the dumped cache");
       a.resize(static_cast<std::size_t>(m * f.d_model));
       for (std::int64_t i = 0; i < N; ++i)
         for (std::int64_t j = 0; j < f.d_model; ++j) a[j * m + block * N + i] = w.data[i * f.d_model + j];
@@ -256,9 +247,8 @@ CommonKvFactors commonkv_factors(const core::Checkpoint& ckpt, const std::vector
       for (std::int64_t row = 0; row < N; ++row)
         for (std::int64_t j = 0; j < r; ++j) d[row * r + j] = static_cast<float>(u[(row0 + row) + j * m] * std::sqrt(sigma[j]));
       (part ? f.d_value : f.d_key).push_back(std::move(d));
-      const auto bias = fmt::format("model.layers.{}.self_attn.{}.bias", layers[i], part ? "v_proj" : "k_proj");
-      (part ? f.value_bias : f.key_bias).push_back(ckpt.has(bias) ? load_weight(ckpt, bias, {N}, "[H_kv·D]").data
-                                                                   : std::vector<float>{});
+      const auto bias = projection_bias(ckpt, "commonkv", layers[i], part ? "v_proj" : "k_proj", N);
+      (part ? f.value_bias : f.key_bias).push_back(bias ? bias->data : std::vector<float>{});
     }
   return f;
 }
