@@ -494,8 +494,9 @@ TEST_F(CompressionHook, ShortCachesGoTheHostWay) {
 // A Gemma cache longer than its sliding window (16 keys; Gemma-3's sliding layers with their own
 // RoPE) compresses (kvlab before issue 22 refused it): the host route scores with the compressors'
 // masked attention (compressors/attention.cpp), the resident route with torch's
-// (window_scores.cpp); both must keep the same cells, and at 12 tokens (within the window) what a
-// window-free attention keeps.
+// (window_scores.cpp); both must keep the same cells. The cache source the hook builds gives each
+// layer the config's window and RoPE; Gemma-2 at 12 tokens (within the window) keeps what the
+// same config without a window keeps.
 TEST(CompressionHookGemma, SlidingLayersCompressOnBothRoutes) {
   const auto dir = fs::temp_directory_path() / fmt::format("kvlab_hook_gemma_{}", ::getpid());
   const auto chain = compressors::parse_spec("snapkv:budget=5,window=4");
@@ -516,10 +517,18 @@ TEST(CompressionHookGemma, SlidingLayersCompressOnBothRoutes) {
                                CompressRoute::host).route, "host");
       EXPECT_EQ(compress_cache(resident, p.capture, model.config(), chain, nullptr, linalg::cpu_backend(), nullptr,
                                CompressRoute::resident).route, "resident");
+      const KvCacheSource source(p.start.cache, nullptr, p.capture, model.config());
+      ModelConfig no_window = model.config();
+      no_window.sliding_window.reset();
+      KvCache unmasked = p.start.cache.clone();
+      compress_cache(unmasked, p.capture, no_window, chain, nullptr, linalg::cpu_backend(), nullptr, CompressRoute::host);
       for (int l = 0; l < 2; ++l) {
         ASSERT_TRUE(host.keep(l).defined()) << arch << " " << n;
         EXPECT_TRUE(at::equal(host.keep(l), resident.keep(l))) << arch << " " << n << " layer " << l;
         EXPECT_EQ(host.keep(l).sum().item<std::int64_t>(), 5 * model.config().num_kv_heads) << arch << " " << n;
+        EXPECT_EQ(source.window(l), l == 0 ? 16 : 0) << arch;  // the tiny Gemmas slide on layer 0
+        EXPECT_EQ(source.rope(l).inv_freq(), model.config().rope_of(l).inv_freq()) << arch << " layer " << l;
+        if (arch == "gemma2" && n == 12) EXPECT_TRUE(at::equal(host.keep(l), unmasked.keep(l))) << "layer " << l;
       }
     }
   }

@@ -264,14 +264,16 @@ TEST(DumpJobGemma, CompressorsTakeSlidingLayersAndTheirOwnRope) {
     EXPECT_EQ(cache.window(0), 4);
     if (arch == "gemma3") EXPECT_NE(cache.rope(0).inv_freq(), cache.rope(1).inv_freq());
     const compressors::CompressContext ctx{cache, linalg::cpu_backend(), nullptr};
-    const auto compressed = compressors::compress_chain(ctx, compressors::parse_spec("snapkv:keep=0.5"));
+    const auto compressed = compressors::compress_chain(ctx, compressors::parse_spec("snapkv:keep=0.5,window=4"));
     const auto sc = compressors::score(cache, *compressed, linalg::cpu_backend());
     EXPECT_TRUE(std::isfinite(sc.attn_kl)) << arch;
     EXPECT_TRUE(std::isfinite(sc.attn_output_error)) << arch;
     EXPECT_LT(sc.kept_fraction, 1.0) << arch;
-    // The full cache scores as exact under the same masks and RoPEs.
+    // The full cache (fp16 storage) scores as exact up to its rounding under the same masks and
+    // RoPEs: relative 2⁻¹¹ on keys moves logits of a few units by ~1e-3, KL ~ (1e-3)² ≪ 1e-5; a
+    // layer rotated or masked differently on one side gives KL of order 0.1.
     const auto full = compressors::compress_chain(ctx, compressors::parse_spec("full"));
-    EXPECT_EQ(compressors::score(cache, *full, linalg::cpu_backend()).attn_kl, 0.0) << arch;
+    EXPECT_LT(compressors::score(cache, *full, linalg::cpu_backend()).attn_kl, 1e-5) << arch;
   }
   fs::remove_all(dir);
 }
