@@ -27,7 +27,7 @@ print('\n'.join('\t'.join(f'{random.random():.4f}' for _ in range(8)) for _ in r
 # streamingllm first: its scoring reads every layer, so no method pays for a cold page cache.
 methods=(streamingllm:keep=0.25 snapkv:keep=0.25 h2o:keep=0.25 pyramidkv:keep=0.25 knorm:keep=0.25
   keydiff:keep=0.25 tova:keep=0.25 expected_attention:keep=0.25 random:keep=0.25 adakv:keep=0.25
-  chunkkv:keep=0.25 "duoattention:pattern=$PATTERN,sparsity=0.75")
+  chunkkv:keep=0.25 "duoattention:pattern=$PATTERN,sparsity=0.75" quest:keep=0.25)
 args=()
 for m in "${methods[@]}"; do args+=(--method "$m"); done
 "$KVLAB" --quiet compress "$DUMP" "${args[@]}" --threads "$THREADS" --db '' --out "$OUT/selection" --force >/dev/null

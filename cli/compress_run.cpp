@@ -173,7 +173,7 @@ CompressOutcome run_compress(const CompressRequest& req) {
                  {"device", req.device}, {"blas", linalg::blas::summary()}}},
       {"shape", {{"layers", s.layers}, {"kv_heads", s.kv_heads}, {"q_heads", s.q_heads}, {"head_dim", s.head_dim},
                  {"tokens", s.tokens}, {"query_window", s.query_window}}},
-      {"rope", cache.rope().describe()},
+      {"rope", compressors::describe_ropes(cache)},
       {"methods", nlohmann::json::array()}};
   std::string methods_csv =
       "spec,typed,bytes,compression_ratio,authors_ratio,key_error,value_error,attn_output_error,attn_kl,"

@@ -28,7 +28,8 @@ void WindowAttention::load(const CacheSource& cache, int layer, std::int64_t row
   std::copy(all.data.end() - static_cast<std::ptrdiff_t>(queries_.data.size()), all.data.end(), queries_.data.begin());
   const auto& pos = cache.positions();
   query_pos_.assign(pos.end() - rows_, pos.end());
-  cache.rope().apply(queries_.span(), rows_, shape_.q_heads, query_pos_);
+  cache.rope(layer).apply(queries_.span(), rows_, shape_.q_heads, query_pos_);
+  window_ = cache.window(layer);
 }
 
 void WindowAttention::head(int g, const FloatTensor& key_rot, const std::vector<std::uint8_t>& kept,
@@ -61,7 +62,7 @@ void WindowAttention::head(int g, const FloatTensor& key_rot, const std::vector<
     double mx = -kInf;
     for (std::int64_t t = 0; t < T; ++t) {
       const bool visible =
-          pos[static_cast<std::size_t>(t)] <= p && (kept.empty() || kept[static_cast<std::size_t>(t * H + g)]);
+          sees(p, pos[static_cast<std::size_t>(t)], window_) && (kept.empty() || kept[static_cast<std::size_t>(t * H + g)]);
       lp[t] = visible ? static_cast<double>(row[t]) : -kInf;
       mx = std::max(mx, lp[t]);
     }
@@ -87,9 +88,9 @@ void WindowAttention::head(int g, const FloatTensor& key_rot, const std::vector<
   backend.gemm(false, false, D, M, T, 1.0f, v_.data(), D, probs_.data(), T, 0.0f, out_.data(), D);
 }
 
-FloatTensor rotate_keys(const CacheSource& cache, FloatTensor key) {
+FloatTensor rotate_keys(const CacheSource& cache, int layer, FloatTensor key) {
   const auto& s = cache.shape();
-  cache.rope().apply(key.span(), s.tokens, s.kv_heads, cache.positions());
+  cache.rope(layer).apply(key.span(), s.tokens, s.kv_heads, cache.positions());
   return key;
 }
 

@@ -1,7 +1,8 @@
 // Attention of the dumped query window over one layer, one KV head at a time: the core of the
 // scorer's attention metrics and of the eviction methods' scores. Queries and keys are rotated
-// at their true positions (the cache's RoPE); a query at position p sees the keys at positions
-// ≤ p that the cache still holds. Softmax in double.
+// at their true positions (the layer's RoPE); a query at position p sees the keys at positions j
+// with p − w < j ≤ p that the cache still holds, w the layer's sliding window (0: every j ≤ p;
+// docs/dump-format.md §2). Softmax in double.
 #pragma once
 
 #include <cstdint>
@@ -14,7 +15,7 @@ namespace kvlab::compressors {
 
 class WindowAttention {
  public:
-  // The last `rows` (1 ≤ rows ≤ W) window queries of `layer`, rotated.
+  // The last `rows` (1 ≤ rows ≤ W) window queries of `layer`, rotated with its RoPE; its window.
   WindowAttention(const CacheSource& cache, int layer, std::int64_t rows);
   // The same for another layer, of this or another cache (a layer slice), keeping the scratch
   // buffers, which are MiBs at long contexts.
@@ -41,11 +42,19 @@ class WindowAttention {
   std::int64_t rows_;
   FloatTensor queries_;                 // [rows, H_q, D] rotated
   std::vector<std::int64_t> query_pos_;  // [rows]
+  int window_ = 0;                       // the layer's sliding window (0: none)
   std::vector<float> k_, v_, q_, probs_, out_;
   std::vector<double> logp_, shifted_exp_;
 };
 
-// Keys [T, H_kv, D] rotated at the cache's positions (a copy).
-FloatTensor rotate_keys(const CacheSource& cache, FloatTensor key);
+// Layer `layer`'s keys [T, H_kv, D] rotated with its RoPE at the cache's positions (a copy).
+FloatTensor rotate_keys(const CacheSource& cache, int layer, FloatTensor key);
+
+// Whether a query at position `query` sees the key at position `key` through a sliding window of
+// `window` tokens (0: none): key ≤ query and query − window < key (transformers' sliding-window
+// mask, docs/dump-format.md §2).
+inline bool sees(std::int64_t query, std::int64_t key, int window) {
+  return key <= query && (window == 0 || query - key < window);
+}
 
 }  // namespace kvlab::compressors

@@ -1,6 +1,7 @@
 #include "compressors/cache_source.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <numeric>
@@ -44,6 +45,51 @@ void CacheSource::read_layer_into(int layer, Part part, float* out, std::int64_t
   copy_rows(t.data.data(), s.tokens, s.width(), out, ld);
 }
 
+namespace {
+
+bool same_rope(const core::Rope& a, const core::Rope& b) {
+  return a.inv_freq() == b.inv_freq() && a.head_dim() == b.head_dim() && a.attention_factor() == b.attention_factor() &&
+         a.describe() == b.describe();
+}
+
+}  // namespace
+
+const core::Rope& CacheSource::rope() const {
+  const core::Rope& first = rope(0);
+  for (int l = 1; l < shape().layers; ++l)
+    if (!same_rope(rope(l), first))
+      fail("{}: layers rotate with different RoPEs ({} on layer 0, {} on layer {}); use each layer's rope(layer)",
+           describe(), first.describe(), rope(l).describe(), l);
+  return first;
+}
+
+std::vector<core::Rope> layer_ropes(const CacheSource& cache) {
+  std::vector<core::Rope> out;
+  for (int l = 0; l < cache.shape().layers; ++l) out.push_back(cache.rope(l));
+  return out;
+}
+
+std::string describe_ropes(const CacheSource& cache) {
+  // Distinct RoPEs in order of first use, each with its runs of layers.
+  std::vector<std::pair<const core::Rope*, std::vector<std::pair<int, int>>>> seen;
+  for (int l = 0; l < cache.shape().layers; ++l) {
+    const core::Rope& r = cache.rope(l);
+    auto it = std::find_if(seen.begin(), seen.end(), [&](const auto& s) { return same_rope(*s.first, r); });
+    if (it == seen.end()) it = seen.insert(seen.end(), {&r, {}});
+    auto& runs = it->second;
+    if (!runs.empty() && runs.back().second == l - 1) runs.back().second = l;
+    else runs.emplace_back(l, l);
+  }
+  if (seen.size() <= 1) return seen.empty() ? "none" : seen.front().first->describe();
+  std::vector<std::string> parts;
+  for (const auto& [rope, runs] : seen) {
+    std::vector<std::string> text;
+    for (const auto& [a, b] : runs) text.push_back(a == b ? fmt::format("{}", a) : fmt::format("{}-{}", a, b));
+    parts.push_back(fmt::format("{} (layers {})", rope->describe(), fmt::join(text, ", ")));
+  }
+  return fmt::format("{}", fmt::join(parts, "; "));
+}
+
 InMemoryCache::InMemoryCache(CacheShape shape, std::vector<FloatTensor> keys, std::vector<FloatTensor> values,
                              std::vector<FloatTensor> queries, std::vector<std::int64_t> positions, core::Rope rope,
                              std::vector<FloatTensor> attn_in)
@@ -80,6 +126,32 @@ void InMemoryCache::read_layer_into(int layer, Part part, float* out, std::int64
   copy_rows((part == Part::key ? keys_[layer] : values_[layer]).data.data(), shape_.tokens, shape_.width(), out, ld);
 }
 
+const core::Rope& InMemoryCache::rope(int layer) const {
+  check_layer(shape_, layer, describe());
+  return layer_ropes_.empty() ? rope_ : layer_ropes_[static_cast<std::size_t>(layer)];
+}
+
+int InMemoryCache::window(int layer) const {
+  check_layer(shape_, layer, describe());
+  return windows_.empty() ? 0 : windows_[static_cast<std::size_t>(layer)];
+}
+
+InMemoryCache& InMemoryCache::with_layer_ropes(std::vector<core::Rope> ropes) {
+  if (static_cast<int>(ropes.size()) != shape_.layers)
+    fail("in-memory cache: {} layer RoPEs for {} layers", ropes.size(), shape_.layers);
+  layer_ropes_ = std::move(ropes);
+  return *this;
+}
+
+InMemoryCache& InMemoryCache::with_windows(std::vector<int> windows) {
+  if (static_cast<int>(windows.size()) != shape_.layers)
+    fail("in-memory cache: {} layer windows for {} layers", windows.size(), shape_.layers);
+  for (int w : windows)
+    if (w < 0) fail("in-memory cache: sliding window {} must be ≥ 0 (0 = full attention)", w);
+  windows_ = std::move(windows);
+  return *this;
+}
+
 FloatTensor InMemoryCache::queries(int layer) const {
   check_layer(shape_, layer, describe());
   return queries_[layer];
@@ -103,28 +175,37 @@ DumpCache::DumpCache(const core::DumpReader& dump, const std::string& sample_id)
   shape_.d_model = meta_.has_attn_in ? info.d_model : 0;
   if (shape_.q_heads % shape_.kv_heads)
     fail("{}: {} query heads is not a multiple of {} KV heads", describe(), shape_.q_heads, shape_.kv_heads);
-  // The scorer and the compressors rotate every layer with one RoPE and let every query see every
-  // earlier key: a dump whose model did otherwise for this sample is refused rather than scored
-  // against attention the model never computed (docs/dump-format.md §2).
-  if (!info.layer_rope.empty())
-    fail("{}: the model rotates its layers with different RoPEs ({}); kvlab's compressors and scorer apply one "
-         "RoPE to every layer and do not support this dump yet",
+  if (!info.layer_rope.empty() && info.layer_rope_configs.empty())
+    fail("{}: the model rotates its layers with different RoPEs ({}) and the dump names them only in words (a dump "
+         "from kvlab before issue 22, without layer_rope_config); dump it again to compress or score it",
          describe(), info.layer_rope);
-  for (std::size_t l = 0; l < info.layer_windows.size(); ++l)
-    if (info.layer_windows[l] > 0 && info.layer_windows[l] < meta_.num_tokens)
-      fail("{}: layer {} attends only to the last {} keys (sliding window) and the sample has {} tokens; kvlab's "
-           "compressors and scorer assume every query sees every earlier key and do not support this yet",
-           describe(), l, info.layer_windows[l], meta_.num_tokens);
+  windows_ = info.layer_windows;
   try {
     // LongRoPE: the dump ran each sample as one forward (positions 0..T−1), whose table HF picks
     // by its largest position + 1 (docs/dump-format.md, docs/models.md §2.6).
     const std::int64_t seq_len = meta_.positions.empty()
                                      ? meta_.num_tokens
                                      : *std::max_element(meta_.positions.begin(), meta_.positions.end()) + 1;
-    rope_ = core::Rope::from_config(info.model_config, info.head_dim).for_length(seq_len);
+    if (info.layer_rope_configs.empty()) {
+      ropes_.assign(static_cast<std::size_t>(shape_.layers),
+                    core::Rope::from_config(info.model_config, info.head_dim).for_length(seq_len));
+    } else {
+      for (const auto& config : info.layer_rope_configs)
+        ropes_.push_back(core::Rope::from_config(config, info.head_dim).for_length(seq_len));
+    }
   } catch (const Error& e) {
     fail("{}: {}", dump.path().string(), e.what());
   }
+}
+
+const core::Rope& DumpCache::rope(int layer) const {
+  check_layer(shape_, layer, describe());
+  return ropes_[static_cast<std::size_t>(layer)];
+}
+
+int DumpCache::window(int layer) const {
+  check_layer(shape_, layer, describe());
+  return windows_.empty() ? 0 : windows_[static_cast<std::size_t>(layer)];
 }
 
 std::string DumpCache::describe() const { return fmt::format("{} sample {}", dump_.path().string(), meta_.id); }

@@ -49,8 +49,19 @@ class CacheSource {
   virtual FloatTensor attn_in(int layer) const;
   // RoPE positions of the T tokens.
   virtual const std::vector<std::int64_t>& positions() const = 0;
-  // The model's RoPE (identity for synthetic dumps that have none).
-  virtual const core::Rope& rope() const = 0;
+  // The RoPE layer `layer`'s keys and queries rotate with (identity for synthetic dumps that have
+  // none). Gemma-3's sliding layers rotate with another base than its full-attention layers
+  // (docs/models.md §9.5), so every rotation asks for its layer's.
+  virtual const core::Rope& rope(int layer) const = 0;
+  // The RoPE every layer shares; fails, naming two layers that differ, when they do not share one
+  // (then only rope(layer) is meaningful). For callers that are not about one layer.
+  const core::Rope& rope() const;
+  // Layer `layer`'s sliding window w: its query at position i saw only the keys at positions j with
+  // i − w < j ≤ i (docs/dump-format.md §2, transformers' sliding-window mask); 0 = every earlier key.
+  virtual int window(int layer) const {
+    (void)layer;
+    return 0;
+  }
   // For error messages: "x.h5 sample s0".
   virtual std::string describe() const = 0;
   // The model's index of layer `layer` of this source: itself, except in a one-layer slice of a
@@ -82,17 +93,26 @@ class InMemoryCache final : public CacheSource {
   FloatTensor queries(int layer) const override;
   FloatTensor attn_in(int layer) const override;
   const std::vector<std::int64_t>& positions() const override { return positions_; }
-  const core::Rope& rope() const override { return rope_; }
+  using CacheSource::rope;
+  const core::Rope& rope(int layer) const override;
+  int window(int layer) const override;
   std::string describe() const override { return "in-memory cache"; }
+  // One RoPE per layer ([L]) in place of the constructor's shared one (a Gemma-3-like cache).
+  InMemoryCache& with_layer_ropes(std::vector<core::Rope> ropes);
+  // One sliding window per layer ([L], 0 = full attention), as DumpInfo::layer_windows.
+  InMemoryCache& with_windows(std::vector<int> windows);
 
  private:
   CacheShape shape_;
   std::vector<FloatTensor> keys_, values_, queries_, attn_in_;
   std::vector<std::int64_t> positions_;
   core::Rope rope_;
+  std::vector<core::Rope> layer_ropes_;  // [L] or empty: rope_ on every layer
+  std::vector<int> windows_;             // [L] or empty: no window
 };
 
-// One sample of a KV dump (core/kv_dump.h); RoPE from the dump's model_config.
+// One sample of a KV dump (core/kv_dump.h); each layer's RoPE from the dump's layer_rope_config when
+// present, else model_config's; windows from layer_windows.
 class DumpCache final : public CacheSource {
  public:
   DumpCache(const core::DumpReader& dump, const std::string& sample_id);
@@ -102,14 +122,24 @@ class DumpCache final : public CacheSource {
   FloatTensor queries(int layer) const override;
   FloatTensor attn_in(int layer) const override;
   const std::vector<std::int64_t>& positions() const override { return meta_.positions; }
-  const core::Rope& rope() const override { return rope_; }
+  using CacheSource::rope;
+  const core::Rope& rope(int layer) const override;
+  int window(int layer) const override;
   std::string describe() const override;
 
  private:
   const core::DumpReader& dump_;
   core::SampleMeta meta_;
   CacheShape shape_;
-  core::Rope rope_;
+  std::vector<core::Rope> ropes_;  // [L]
+  std::vector<int> windows_;       // [L] or empty
 };
+
+// Every layer's RoPE, [L] (copies, a few hundred bytes each): for stored forms that rotate or
+// un-rotate keys when they rebuild a layer later.
+std::vector<core::Rope> layer_ropes(const CacheSource& cache);
+// The RoPE in words: the shared one's description, or each distinct one with its layers
+// ("default θ=10000 (layers 0-4, 6-10); linear θ=1000000 factor=8 (layers 5, 11)").
+std::string describe_ropes(const CacheSource& cache);
 
 }  // namespace kvlab::compressors

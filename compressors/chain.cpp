@@ -65,7 +65,9 @@ class CompactCache final : public CacheSource {
     return out;
   }
   const std::vector<std::int64_t>& positions() const override { return positions_; }
-  const core::Rope& rope() const override { return base_.rope(); }
+  using CacheSource::rope;
+  const core::Rope& rope(int layer) const override { return base_.rope(layer); }
+  int window(int layer) const override { return base_.window(layer); }
   std::string describe() const override { return base_.describe() + " (kept tokens)"; }
 
  private:
@@ -242,7 +244,9 @@ class LayerSlice final : public CacheSource {
   FloatTensor queries(int) const override { return base_.queries(layer_); }
   FloatTensor attn_in(int) const override { return base_.attn_in(layer_); }
   const std::vector<std::int64_t>& positions() const override { return base_.positions(); }
-  const core::Rope& rope() const override { return base_.rope(); }
+  using CacheSource::rope;
+  const core::Rope& rope(int) const override { return base_.rope(layer_); }
+  int window(int) const override { return base_.window(layer_); }
   std::string describe() const override { return fmt::format("{} layer {}", base_.describe(), layer_); }
   int model_layer(int) const override { return base_.model_layer(layer_); }
 

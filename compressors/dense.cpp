@@ -26,7 +26,7 @@ namespace {
 class Dense final : public Compressed {
  public:
   Dense(const CacheSource& cache, const KeepMasks* masks)
-      : shape_(cache.shape()), rope_(cache.rope()), positions_(cache.positions()), has_index_(masks != nullptr) {
+      : shape_(cache.shape()), ropes_(layer_ropes(cache)), positions_(cache.positions()), has_index_(masks != nullptr) {
     const int H = shape_.kv_heads, D = shape_.head_dim;
     const std::int64_t T = shape_.tokens;
     if (masks && static_cast<int>(masks->size()) != shape_.layers)
@@ -34,7 +34,7 @@ class Dense final : public Compressed {
     slot_.resize(static_cast<std::size_t>(shape_.layers) * H);
     for (int l = 0; l < shape_.layers; ++l) {
       auto key = cache.layer(l, Part::key);
-      rope_.apply(key.span(), T, H, positions_);  // stored as the model's cache holds keys: post-RoPE
+      ropes_[static_cast<std::size_t>(l)].apply(key.span(), T, H, positions_);  // stored as the model's cache holds keys: post-RoPE
       const auto value = cache.layer(l, Part::value);
       for (int h = 0; h < H; ++h) {
         std::vector<std::int32_t> idx;
@@ -95,13 +95,13 @@ class Dense final : public Compressed {
         if (!all) out.kept[static_cast<std::size_t>(std::int64_t{idx[i]} * H + h)] = 1;
       }
     }
-    rope_.apply(out.key.span(), T, H, positions_, /*inverse=*/true);
+    ropes_[static_cast<std::size_t>(layer)].apply(out.key.span(), T, H, positions_, /*inverse=*/true);
     return out;
   }
 
  private:
   CacheShape shape_;
-  core::Rope rope_;
+  std::vector<core::Rope> ropes_;  // [L]
   std::vector<std::int64_t> positions_;
   bool has_index_ = false;         // each head's key and value are followed by its int32 token index
   std::vector<std::size_t> slot_;  // [L·H] index of the head's key tensor in tensors_
@@ -126,7 +126,7 @@ std::unique_ptr<TransformStage> make_full(const StageSpec&) { return std::make_u
 StoredTensor store_uncompressed(const CacheSource& cache, int layer, Part part) {
   const auto& s = cache.shape();
   auto x = cache.layer(layer, part);
-  if (part == Part::key) cache.rope().apply(x.span(), s.tokens, s.kv_heads, cache.positions());
+  if (part == Part::key) cache.rope(layer).apply(x.span(), s.tokens, s.kv_heads, cache.positions());
   return StoredTensor::fp16(fmt::format("layer{}/{}", layer, to_string(part)), {s.tokens, s.width()}, std::move(x.data),
                             part == Part::key ? QuantLayout::per_channel : QuantLayout::per_token, true);
 }

@@ -13,7 +13,7 @@ namespace {
 class QueryHeadCells final : public Compressed {
  public:
   QueryHeadCells(const CacheSource& cache, const KeepMasks& selections)
-      : shape_(cache.shape()), rope_(cache.rope()), positions_(cache.positions()) {
+      : shape_(cache.shape()), ropes_(layer_ropes(cache)), positions_(cache.positions()) {
     const int H = shape_.kv_heads, Hq = shape_.q_heads, D = shape_.head_dim, n_rep = shape_.group_size();
     const std::int64_t T = shape_.tokens;
     if (static_cast<int>(selections.size()) != shape_.layers)
@@ -23,7 +23,7 @@ class QueryHeadCells final : public Compressed {
       if (static_cast<std::int64_t>(sel.size()) != T * Hq)
         fail("query-head cells: layer {} selection has {} cells, not T·H_q = {}", l, sel.size(), T * Hq);
       auto key = cache.layer(l, Part::key);
-      rope_.apply(key.span(), T, H, positions_);  // stored post-RoPE, as the model's cache holds keys
+      ropes_[static_cast<std::size_t>(l)].apply(key.span(), T, H, positions_);  // stored post-RoPE, as the model's cache holds keys
       const auto value = cache.layer(l, Part::value);
       for (int h = 0; h < Hq; ++h) {
         const int g = h / n_rep;  // repeat_kv: query head h holds a copy of KV head g
@@ -80,7 +80,7 @@ class QueryHeadCells final : public Compressed {
         for (std::int64_t w = 0; w < W; ++w) out.query_kept[static_cast<std::size_t>((w * Hq + h) * T + t)] = 1;
       }
     }
-    rope_.apply(out.key.span(), T, H, positions_, /*inverse=*/true);
+    ropes_[static_cast<std::size_t>(layer)].apply(out.key.span(), T, H, positions_, /*inverse=*/true);
     return out;
   }
 
@@ -88,7 +88,7 @@ class QueryHeadCells final : public Compressed {
 
  private:
   CacheShape shape_;
-  core::Rope rope_;
+  std::vector<core::Rope> ropes_;  // [L]
   std::vector<std::int64_t> positions_;
   std::vector<StoredTensor> tensors_;  // per layer, per query head: key, value, index
 };

@@ -38,7 +38,7 @@ void window_attention(const CacheSource& cache, int layer, const FloatTensor& ke
   const std::int64_t W = s.query_window, T = s.tokens;
   const int n_rep = s.group_size(), D = s.head_dim;
   WindowAttention a(cache, layer, W);
-  const auto key_rot = rotate_keys(cache, key);
+  const auto key_rot = rotate_keys(cache, layer, key);
   out.assign(static_cast<std::size_t>(W * s.q_heads * D), 0.0);
   if (log_probs) log_probs->assign(static_cast<std::size_t>(W * s.q_heads * T), -kInf);
   for (int g = 0; g < s.kv_heads; ++g) {
@@ -96,8 +96,8 @@ LayerScore LayerScorer::score(const CacheSource& cache, int layer, LayerKV rec) 
     return ls;
   }
   key_rot_.data = key_.data;  // a copy into the kept buffer
-  cache.rope().apply(key_rot_.span(), T, H, cache.positions());
-  cache.rope().apply(rec.key.span(), T, H, cache.positions());
+  cache.rope(layer).apply(key_rot_.span(), T, H, cache.positions());
+  cache.rope(layer).apply(rec.key.span(), T, H, cache.positions());
   // Per KV head: Σ over its rows of KL, and the output's squared error and norm.
   std::vector<double> kl(static_cast<std::size_t>(H)), err2(kl.size()), norm2(kl.size());
   const int workers = std::max(1, std::min(backend_.threads(), H));

@@ -2,7 +2,8 @@
 //   key/value error   ‖X − X̂‖_F / ‖X‖_F per layer, over the cells the compressed cache holds
 //                     (so eviction is judged on what it kept; what it dropped shows in attention);
 //   attention output  ‖O − Ô‖_F / ‖O‖_F over the dumped query window, all query heads, where
-//                     O = softmax(q·Kᵀ/√D, causal)·V with RoPE applied at the true positions and Ô
+//                     O = softmax(q·Kᵀ/√D, causal; on a sliding layer also windowed, docs/dump-format.md
+//                     §8.1)·V with the layer's RoPE applied at the true positions and Ô
 //                     the same over the compressed cache (evicted cells excluded);
 //   attention KL      mean over window queries and query heads of KL(p̂ ‖ p) (nats), p̂ the
 //                     compressed attention, p the exact one: finite for eviction, where it equals

@@ -2,11 +2,14 @@
 // and keys, causal softmax in double), and eviction's KL against its closed form −log(kept mass).
 #include "compressors/score.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 
+#include "compressors/chain.h"
 #include "compressors/dense.h"
+#include "compressors/spec.h"
 #include "compressors/test_caches.h"
 
 namespace kvlab::compressors {
@@ -30,6 +33,119 @@ TEST(Score, WindowAttentionMatchesBruteForceWithRopeAndCausalMask) {
         else EXPECT_NEAR(std::exp(lp), p[t], 1e-6);
       }
     }
+}
+
+// Sliding windows (docs/dump-format.md §2): a query at position i over a layer with window w sees
+// the keys j with i − w < j ≤ i. Brute force (testing::brute_attention) writes that rule out as a
+// loop; windows of 1 (only itself), 5 (shorter than the window's spread), 0 (none) and T.
+TEST(Score, WindowAttentionSeesOnlyEachLayersSlidingWindow) {
+  CacheShape shape = small_shape();
+  shape.layers = 4;
+  auto cache = testing::random_cache(shape, 12);
+  cache.with_windows({1, 5, 0, 40});
+  const auto& s = cache.shape();
+  for (int l = 0; l < s.layers; ++l) {
+    const auto key = cache.layer(l, Part::key), value = cache.layer(l, Part::value);
+    std::vector<double> out, logp, p, o;
+    window_attention(cache, l, key, value, {}, out, &logp);
+    for (int w = 0; w < s.query_window; ++w)
+      for (int h = 0; h < s.q_heads; ++h) {
+        testing::brute_attention(cache, l, key, value, {}, w, h, p, o);
+        // f32 rotation and logits against the brute force's f32 rotation and f64 dot: as above.
+        for (int d = 0; d < s.head_dim; ++d)
+          EXPECT_NEAR(out[(w * s.q_heads + h) * s.head_dim + d], o[d], 1e-5) << "layer " << l;
+        const std::int64_t i = s.tokens - s.query_window + w;  // positions are 0..T−1
+        int seen = 0;
+        for (std::int64_t t = 0; t < s.tokens; ++t) {
+          const double lp = logp[(w * s.q_heads + h) * s.tokens + t];
+          if (p[t] == 0) EXPECT_TRUE(std::isinf(lp)) << "layer " << l << " t " << t;
+          else EXPECT_NEAR(std::exp(lp), p[t], 1e-6);
+          seen += std::isfinite(lp);
+        }
+        const int window = cache.window(l);
+        EXPECT_EQ(seen, window == 0 ? i + 1 : std::min<std::int64_t>(window, i + 1)) << "layer " << l;
+      }
+  }
+}
+
+// Windows at least as long as the sample change nothing: every figure equals the window-free
+// scorer's, bit for bit, for an eviction (snapkv) and the full cache.
+TEST(Score, WindowsAsLongAsTheSampleScoreAsNone) {
+  const auto plain = testing::random_cache(small_shape(), 13);
+  auto windowed = testing::random_cache(small_shape(), 13);
+  windowed.with_windows({40, 1000});
+  for (const char* spec : {"snapkv:keep=0.5,window=4", "full"}) {
+    const auto a = compress_chain({plain, linalg::cpu_backend()}, parse_spec(spec));
+    const auto b = compress_chain({windowed, linalg::cpu_backend()}, parse_spec(spec));
+    const auto sa = score(plain, *a, linalg::cpu_backend()), sb = score(windowed, *b, linalg::cpu_backend());
+    EXPECT_EQ(to_json(sa), to_json(sb)) << spec;
+  }
+  // A window shorter than the sample does change them (the test above can fail).
+  auto short_window = testing::random_cache(small_shape(), 13);
+  short_window.with_windows({8, 8});
+  const auto c = compress_chain({short_window, linalg::cpu_backend()}, parse_spec("snapkv:keep=0.5,window=4"));
+  const auto a = compress_chain({plain, linalg::cpu_backend()}, parse_spec("snapkv:keep=0.5,window=4"));
+  EXPECT_NE(to_json(score(short_window, *c, linalg::cpu_backend())), to_json(score(plain, *a, linalg::cpu_backend())));
+}
+
+// Gemma-3's layers rotate with two RoPE bases (docs/models.md §9.5): the scorer's attention on
+// each layer equals the attention with that layer's base applied by hand here — the rotation
+// written out in double from the default rule θ^(−2j/D), not through core::Rope::apply.
+TEST(Score, EachLayerRotatesWithItsOwnRope) {
+  CacheShape shape = small_shape();
+  shape.layers = 3;
+  const std::vector<double> bases = {10000.0, 1000000.0, 10000.0};
+  auto cache = testing::random_cache(shape, 14);
+  cache.with_layer_ropes({core::Rope::standard(shape.head_dim, bases[0]), core::Rope::standard(shape.head_dim, bases[1]),
+                          core::Rope::standard(shape.head_dim, bases[2])});
+  const auto& s = cache.shape();
+  const int D = s.head_dim, half = D / 2, n_rep = s.group_size();
+  const auto rotate = [&](std::vector<double>& x, std::int64_t pos, double base) {  // HF rotate_half
+    for (int j = 0; j < half; ++j) {
+      const double angle = static_cast<double>(pos) * std::pow(base, -2.0 * j / D);
+      const double a = x[j], b = x[j + half];
+      x[j] = a * std::cos(angle) - b * std::sin(angle);
+      x[j + half] = b * std::cos(angle) + a * std::sin(angle);
+    }
+  };
+  double max_other = 0;  // how far the other base's attention lies: the test can tell them apart
+  for (int l = 0; l < s.layers; ++l) {
+    const auto key = cache.layer(l, Part::key), value = cache.layer(l, Part::value), q = cache.queries(l);
+    std::vector<double> out;
+    window_attention(cache, l, key, value, {}, out, nullptr);
+    for (const double base : {bases[l], bases[l] == 10000.0 ? 1000000.0 : 10000.0}) {
+      double max_diff = 0;
+      for (int w = 0; w < s.query_window; ++w)
+        for (int h = 0; h < s.q_heads; ++h) {
+          const std::int64_t i = s.tokens - s.query_window + w;
+          std::vector<double> qr(q.data.begin() + (w * s.q_heads + h) * D, q.data.begin() + (w * s.q_heads + h + 1) * D);
+          rotate(qr, i, base);
+          std::vector<double> logit(static_cast<std::size_t>(i + 1));
+          double mx = -1e300;
+          for (std::int64_t t = 0; t <= i; ++t) {
+            const auto* k = key.data.data() + (t * s.kv_heads + h / n_rep) * D;
+            std::vector<double> kr(k, k + D);
+            rotate(kr, t, base);
+            double dot = 0;
+            for (int d = 0; d < D; ++d) dot += qr[d] * kr[d];
+            logit[t] = dot / std::sqrt(double(D));
+            mx = std::max(mx, logit[t]);
+          }
+          double sum = 0;
+          for (auto& x : logit) sum += x = std::exp(x - mx);
+          for (int d = 0; d < D; ++d) {
+            double o = 0;
+            for (std::int64_t t = 0; t <= i; ++t) o += logit[t] / sum * value.data[(t * s.kv_heads + h / n_rep) * D + d];
+            max_diff = std::max(max_diff, std::abs(out[(w * s.q_heads + h) * D + d] - o));
+          }
+        }
+      if (base == bases[l]) EXPECT_LT(max_diff, 1e-5) << "layer " << l;  // f32 rotation and logits, as above
+      else max_other = std::max(max_other, max_diff);
+    }
+  }
+  EXPECT_GT(max_other, 1e-3);
+  EXPECT_THAT(core::error_of([&] { (void)cache.rope(); }), ::testing::HasSubstr("layers rotate with different RoPEs"));
+  EXPECT_EQ(describe_ropes(cache), "default θ=10000 (layers 0, 2); default θ=1000000 (layers 1)");
 }
 
 // Exact keys and values, but only the cells of `kept` held.

@@ -71,15 +71,18 @@ void brute_attention(const CacheSource& c, int layer, const FloatTensor& key, co
   const std::int64_t T = s.tokens, qt = T - s.query_window + w;
   auto q = c.queries(layer);
   std::vector<float> qrow(q.data.begin() + (w * s.q_heads + h) * D, q.data.begin() + (w * s.q_heads + h + 1) * D);
-  c.rope().apply(qrow, 1, 1, std::vector<std::int64_t>{c.positions()[qt]});
+  c.rope(layer).apply(qrow, 1, 1, std::vector<std::int64_t>{c.positions()[qt]});
+  const std::int64_t i = c.positions()[qt], window = c.window(layer);
   p.assign(T, 0.0);
   o.assign(D, 0.0);
   double mx = -1e300;
   std::vector<double> logit(T, -1e300);
   for (std::int64_t t = 0; t < T; ++t) {
-    if (c.positions()[t] > c.positions()[qt] || (!kept.empty() && !kept[t * H + g])) continue;
+    const std::int64_t j = c.positions()[t];
+    const bool seen = j <= i && (window == 0 || i - window < j);  // docs/dump-format.md §2
+    if (!seen || (!kept.empty() && !kept[t * H + g])) continue;
     std::vector<float> krow(key.data.begin() + (t * H + g) * D, key.data.begin() + (t * H + g + 1) * D);
-    c.rope().apply(krow, 1, 1, std::vector<std::int64_t>{c.positions()[t]});
+    c.rope(layer).apply(krow, 1, 1, std::vector<std::int64_t>{c.positions()[t]});
     double dot = 0;
     for (int d = 0; d < D; ++d) dot += double{qrow[d]} * krow[d];
     logit[t] = dot / std::sqrt(double(D));
@@ -127,7 +130,7 @@ std::vector<double> post_rope_keys(const CacheSource& c, int layer) {
   const auto& s = c.shape();
   const auto key = c.layer(layer, Part::key);
   std::vector<double> out(key.data.begin(), key.data.end());
-  const auto& inv_freq = c.rope().inv_freq();
+  const auto& inv_freq = c.rope(layer).inv_freq();
   const auto half = inv_freq.size();
   for (std::int64_t t = 0; t < s.tokens; ++t)
     for (int g = 0; g < s.kv_heads; ++g) {

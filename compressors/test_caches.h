@@ -28,8 +28,9 @@ InMemoryCache random_cache(const CacheShape& shape, std::uint64_t seed, bool wit
 std::int64_t stored_bytes(Compressed& compressed);
 
 // Brute-force attention of window row w, query head h over keys/values [T, H_kv, D] (pre-RoPE),
-// rotating each row on its own, causal by position, cells outside `kept` (empty: all) excluded;
-// softmax in double. p [T] the probabilities, o [D] the output.
+// rotating each row on its own with the layer's RoPE, causal by position and, under the layer's
+// sliding window w, only keys j with i − w < j ≤ i for the query at i, cells outside `kept` (empty:
+// all) excluded; softmax in double. p [T] the probabilities, o [D] the output.
 void brute_attention(const CacheSource& c, int layer, const FloatTensor& key, const FloatTensor& value,
                      const std::vector<std::uint8_t>& kept, int w, int h, std::vector<double>& p,
                      std::vector<double>& o);
@@ -37,7 +38,7 @@ void brute_attention(const CacheSource& c, int layer, const FloatTensor& key, co
 // The tokens KV head g of layer `layer` keeps in `masks`.
 std::set<std::int64_t> kept_tokens(const KeepMasks& masks, int layer, int g, const CacheShape& shape);
 
-// Layer `layer`'s keys [T, H, D] after RoPE, in double: HF's rotate_half (dimension j pairs with
+// Layer `layer`'s keys [T, H, D] after its RoPE (rope(layer)), in double: HF's rotate_half (dimension j pairs with
 // j + R/2 over the first R = 2·|inv_freq| dimensions), angle p·inv_freq[j], each row on its own.
 std::vector<double> post_rope_keys(const CacheSource& c, int layer);
 
@@ -54,7 +55,9 @@ class KeysOnly final : public CacheSource {
   FloatTensor layer(int layer, Part part) const override;
   FloatTensor queries(int layer) const override;
   const std::vector<std::int64_t>& positions() const override { return base_.positions(); }
-  const core::Rope& rope() const override { return base_.rope(); }
+  using CacheSource::rope;
+  const core::Rope& rope(int layer) const override { return base_.rope(layer); }
+  int window(int layer) const override { return base_.window(layer); }
   std::string describe() const override { return "keys only"; }
   FloatTensor resident_window_attention_sums(int layer, int rows) const override;
 

@@ -22,6 +22,7 @@
 
 #include "core/block_checksum.h"
 #include "core/error.h"
+#include "core/parse_json.h"
 #include "core/temp_file_cleanup.h"
 #include "core/version.h"
 
@@ -170,6 +171,43 @@ std::vector<int> parse_layer_windows(const std::string& text, int layers, const 
   }
   if (static_cast<int>(out.size()) != layers)
     fail("{}: layer_windows lists {} layers, the dump has {}", where, out.size(), layers);
+  return out;
+}
+
+// The layer_rope_config attribute: {"configs": [C_0, C_1, …], "layers": [k_0, …, k_{L−1}]}, layer l
+// rotating with C_{k_l} (one entry per distinct RoPE, so 62 Gemma-3 layers name two).
+std::string layer_rope_config_text(const std::vector<std::string>& per_layer, int layers, const std::string& where) {
+  if (static_cast<int>(per_layer.size()) != layers)
+    fail("{}: layer_rope_configs has {} entries for {} layers", where, per_layer.size(), layers);
+  nlohmann::json configs = nlohmann::json::array(), index = nlohmann::json::array();
+  for (const auto& text : per_layer) {
+    const nlohmann::json c = parse_json(text, where + " layer_rope_configs");
+    if (!c.is_object()) fail("{}: a layer_rope_configs entry is not a JSON object: {}", where, text);
+    const auto found = std::find(configs.begin(), configs.end(), c);
+    index.push_back(found - configs.begin());
+    if (found == configs.end()) configs.push_back(c);
+  }
+  return nlohmann::json{{"configs", configs}, {"layers", index}}.dump();
+}
+
+// Its inverse: one config JSON text per layer ("" = none). Any other shape is an error.
+std::vector<std::string> parse_layer_rope_config(const std::string& text, int layers, const std::string& where) {
+  if (text.empty()) return {};
+  const nlohmann::json j = parse_json(text, where + " layer_rope_config");
+  const auto configs = j.is_object() ? j.find("configs") : j.end();
+  const auto index = j.is_object() ? j.find("layers") : j.end();
+  if (configs == j.end() || index == j.end() || !configs->is_array() || !index->is_array())
+    fail("{}: layer_rope_config is not {{\"configs\": [...], \"layers\": [...]}}: {}", where, text);
+  if (static_cast<int>(index->size()) != layers)
+    fail("{}: layer_rope_config lists {} layers, the dump has {}", where, index->size(), layers);
+  std::vector<std::string> out;
+  for (const auto& k : *index) {
+    if (!k.is_number_integer() || k.get<std::int64_t>() < 0 || k.get<std::int64_t>() >= std::ssize(*configs))
+      fail("{}: layer_rope_config layer entry {} is not an index into its {} configs", where, k.dump(), configs->size());
+    const auto& c = (*configs)[k.get<std::size_t>()];
+    if (!c.is_object()) fail("{}: layer_rope_config config {} is not a JSON object", where, c.dump());
+    out.push_back(c.dump());
+  }
   return out;
 }
 
@@ -535,7 +573,12 @@ void DumpWriter::Impl::write_root_attributes() {
       fail("{}: layer_windows has {} entries for {} layers", where, info.layer_windows.size(), info.num_layers);
     write_string_attribute(file, "layer_windows", fmt::format("{}", fmt::join(info.layer_windows, ",")), where);
   }
-  if (!info.layer_rope.empty()) write_string_attribute(file, "layer_rope", info.layer_rope, where);
+  if (!info.layer_rope.empty() || !info.layer_rope_configs.empty())
+    write_string_attribute(file, "layer_rope",
+                           info.layer_rope.empty() ? "per-layer RoPE: see layer_rope_config" : info.layer_rope, where);
+  if (!info.layer_rope_configs.empty())
+    write_string_attribute(file, "layer_rope_config",
+                           layer_rope_config_text(info.layer_rope_configs, info.num_layers, where), where);
   const std::pair<const char*, int> ints[] = {{"num_layers", info.num_layers},     {"num_kv_heads", info.num_kv_heads},
                                               {"num_q_heads", info.num_q_heads},   {"head_dim", info.head_dim},
                                               {"d_model", info.d_model}};
@@ -858,11 +901,13 @@ void DumpReader::Impl::read_root_attributes() {
   info.query_norm = read_string_attribute(file, "query_norm", var_strings(), where).value_or("");
   info.layer_rope = read_string_attribute(file, "layer_rope", var_strings(), where).value_or("");
   const std::string windows = read_string_attribute(file, "layer_windows", var_strings(), where).value_or("");
+  const std::string ropes = read_string_attribute(file, "layer_rope_config", var_strings(), where).value_or("");
   const std::pair<const char*, int*> ints[] = {{"num_layers", &info.num_layers},   {"num_kv_heads", &info.num_kv_heads},
                                                {"num_q_heads", &info.num_q_heads}, {"head_dim", &info.head_dim}};
   for (const auto& [key, value] : ints) *value = static_cast<int>(require_int_attribute(file, key, 1, INT_MAX, where));
   info.d_model = static_cast<int>(require_int_attribute(file, "d_model", 0, INT_MAX, where));
   info.layer_windows = parse_layer_windows(windows, info.num_layers, where);
+  info.layer_rope_configs = parse_layer_rope_config(ropes, info.num_layers, where);
   const auto dtype = read_string_attribute(file, "dtype", var_strings(), where);
   if (!dtype) fail("{}: missing attribute dtype", where);
   try {

@@ -6,7 +6,8 @@
 //                                      num_layers, num_kv_heads, num_q_heads, head_dim, d_model,
 //                                      dtype ("float32" | "float16" | "bfloat16"),
 //                                      key_norm, query_norm (only when set: Qwen3's k_norm/q_norm),
-//                                      layer_windows, layer_rope (only when set: sliding windows, Gemma-3)
+//                                      layer_windows, layer_rope, layer_rope_config (only when set:
+//                                      sliding windows, Gemma-3's two RoPEs)
 //   /samples/<id>/                     attributes: num_tokens, context_end, query_window, has_attn_in (0/1)
 //   /samples/<id>/tokens               int32 [T], or [0] when the sample has no token ids
 //   /samples/<id>/positions            int64 [T]
@@ -73,6 +74,12 @@ struct DumpInfo {
   // Set when the layers do not all rotate with the one RoPE model_config describes (Gemma-3's
   // sliding layers use rope_local_base_freq): the per-layer-type rules in words. "" = one RoPE.
   std::string layer_rope;
+  // The same, machine-readable (docs/dump-format.md §2): layer l rotates with
+  // Rope::from_config(layer_rope_configs[l], head_dim), each entry a JSON object in config.json's
+  // terms (rope_theta, rope_scaling, partial_rotary_factor). [L], or empty: model_config's RoPE on
+  // every layer. Root attribute `layer_rope_config`, written only when non-empty (the writer then
+  // also writes `layer_rope`, filled in when empty, which kvlab before issue 22 refuses).
+  std::vector<std::string> layer_rope_configs;
 
   std::int64_t kv_row_width() const { return std::int64_t{num_kv_heads} * head_dim; }  // H_kv·D
   std::int64_t q_row_width() const { return std::int64_t{num_q_heads} * head_dim; }    // H_q·D

@@ -1,6 +1,7 @@
 #include "core/kv_dump.h"
 
 #include <gmock/gmock.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <hdf5.h>
 #include <sched.h>
@@ -396,6 +397,55 @@ TEST_F(KvDumpTest, ProvenanceRoundTripsAndIsFilledWhenEmpty) {
   write_dump(windowed, info, {make_meta("s", 4, 1)});
   EXPECT_EQ(DumpReader(windowed).info().layer_windows, info.layer_windows);
   EXPECT_EQ(DumpReader(windowed).info().layer_rope, info.layer_rope);
+  EXPECT_TRUE(DumpReader(windowed).info().layer_rope_configs.empty());  // a version before issue 22: words only
+
+  // The machine-readable per-layer RoPE (layer_rope_config): read back per layer, the configs
+  // written once each ({"configs": [...], "layers": [...]}, checked with HDF5's own reader).
+  info.num_layers = 3;  // one local layer and two global ones: an index past the configs is then possible
+  info.layer_windows.assign(3, 0);
+  info.layer_windows.front() = 4096;
+  const std::string local = R"({"rope_theta":10000.0})",
+                    global = R"({"rope_scaling":{"factor":8.0,"rope_type":"linear"},"rope_theta":1000000.0})";
+  info.layer_rope_configs.assign(info.num_layers, global);
+  info.layer_rope_configs.front() = local;
+  const fs::path per_layer = file("per_layer.h5");
+  write_dump(per_layer, info, {make_meta("s", 4, 1)});
+  EXPECT_EQ(DumpReader(per_layer).info().layer_rope_configs, info.layer_rope_configs);
+  // A malformed layer_rope_config is refused when the dump opens, naming the attribute.
+  const auto set_ropes = [&](const std::string& text) {
+    edit_with_hdf5(per_layer, [&](hid_t f) {
+      ASSERT_GE(H5Adelete(f, "layer_rope_config"), 0);
+      const hid_t type = H5Tcopy(H5T_C_S1);
+      H5Tset_size(type, text.size());
+      H5Tset_cset(type, H5T_CSET_UTF8);
+      const hid_t space = H5Screate(H5S_SCALAR);
+      const hid_t attr = H5Acreate2(f, "layer_rope_config", type, space, H5P_DEFAULT, H5P_DEFAULT);
+      EXPECT_GE(H5Awrite(attr, type, text.data()), 0);
+      H5Aclose(attr);
+      H5Sclose(space);
+      H5Tclose(type);
+    });
+  };
+  std::string layers = "0";
+  for (int l = 1; l < info.num_layers; ++l) layers += ",1";
+  set_ropes(fmt::format(R"({{"configs":[{},{}],"layers":[{}]}})", local, global, layers));
+  EXPECT_EQ(DumpReader(per_layer).info().layer_rope_configs, info.layer_rope_configs);  // written by hand: the format
+  set_ropes(fmt::format(R"({{"configs":[{}],"layers":[{}]}})", local, layers));
+  EXPECT_THAT(error_of([&] { DumpReader r(per_layer); }), HasSubstr("is not an index into its 1 configs"));
+  set_ropes(fmt::format(R"({{"configs":[{},{}],"layers":[0]}})", local, global));
+  EXPECT_THAT(error_of([&] { DumpReader r(per_layer); }), HasSubstr("layer_rope_config lists 1 layers"));
+  set_ropes("sliding layers: words");
+  EXPECT_THAT(error_of([&] { DumpReader r(per_layer); }), HasSubstr("layer_rope_config"));
+  info.layer_rope = "";  // the writer names the attribute in words for readers before issue 22
+  write_dump(file("per_layer_words.h5"), info, {make_meta("s", 4, 1)});
+  EXPECT_EQ(DumpReader(file("per_layer_words.h5")).info().layer_rope, "per-layer RoPE: see layer_rope_config");
+  info.layer_rope_configs.pop_back();
+  EXPECT_THAT(error_of([&] { write_dump(file("bad_ropes.h5"), info, {make_meta("s", 4, 1)}); }),
+              HasSubstr("layer_rope_configs has"));
+  info.layer_rope_configs.assign(info.num_layers, "[1]");
+  EXPECT_THAT(error_of([&] { write_dump(file("bad_ropes.h5"), info, {make_meta("s", 4, 1)}); }),
+              HasSubstr("not a JSON object"));
+  info.layer_rope_configs.clear();
   info.layer_windows.push_back(7);
   EXPECT_THAT(error_of([&] { write_dump(file("bad_windows.h5"), info, {make_meta("s", 4, 1)}); }),
               HasSubstr("layer_windows has"));

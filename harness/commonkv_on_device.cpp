@@ -40,7 +40,8 @@ void commonkv_store(const compressors::CacheShape& shape, const std::function<co
                                         });
 }
 
-std::int64_t commonkv_in_place(KvCache& cache, const compressors::CacheShape& shape, const core::Rope& rope,
+std::int64_t commonkv_in_place(KvCache& cache, const compressors::CacheShape& shape,
+                               const std::function<const core::Rope&(int layer)>& rope_of,
                                const std::function<const at::Tensor&(int layer)>& attn_in, const CommonKvChain& chain,
                                const core::Checkpoint* checkpoint, linalg::Backend& backend) {
   using compressors::CommonkvRole, compressors::QuantLayout;
@@ -89,7 +90,7 @@ std::int64_t commonkv_in_place(KvCache& cache, const compressors::CacheShape& sh
       continue;
     }
     const auto rebuild = [&](Part part) {
-      auto dense = kivi_rebuild(part == Part::key ? cache.key(l) : cache.value(l), part, cache.positions(), rope,
+      auto dense = kivi_rebuild(part == Part::key ? cache.key(l) : cache.value(l), part, cache.positions(), rope_of(l),
                                 *kivi, DenseStore::per_layer);
       bytes += dense.bytes;
       return dense.rows;

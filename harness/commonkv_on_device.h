@@ -34,9 +34,10 @@ void commonkv_store(const compressors::CacheShape& shape, const std::function<co
                     linalg::Backend& backend, const at::Device& device,
                     const std::function<void(CommonKvStored&&)>& store);
 
-// Rebuilds the layers of `cache` ([H_kv, T, D] per layer, `shape` its shape, `rope` the model's)
+// Rebuilds the layers of `cache` ([H_kv, T, D] per layer, `shape` its shape, `rope_of(l)` layer l's RoPE)
 // as `chain` would, from commonkv_store's form. Returns the bytes the chain stores.
-std::int64_t commonkv_in_place(KvCache& cache, const compressors::CacheShape& shape, const core::Rope& rope,
+std::int64_t commonkv_in_place(KvCache& cache, const compressors::CacheShape& shape,
+                               const std::function<const core::Rope&(int layer)>& rope_of,
                                const std::function<const at::Tensor&(int layer)>& attn_in, const CommonKvChain& chain,
                                const core::Checkpoint* checkpoint, linalg::Backend& backend);
 

@@ -94,7 +94,7 @@ CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, 
   // next_position() (the prefill's, when the hook runs after it; docs/models.md §2.6).
   ModelConfig config = model_config;
   config.rope = model_config.rope.for_length(cache.next_position());
-  check_compressors_see(config, cache.length());  // as DumpCache refuses such dumps
+  if (model_config.local_rope) config.local_rope = model_config.local_rope->for_length(cache.next_position());
   if (exact && exact->length() != cache.length())
     fail("compress: the exact copy holds {} tokens, the cache {} (catch_up first)", exact->length(), cache.length());
   if (const auto resident = resident_route(cache, config, chain, backend, route); resident != ResidentRoute::none) {
@@ -124,18 +124,6 @@ CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, 
   result.paged = paged_selection_of(chain, shape, bytes);
   cache.set_query_selection(result.paged);
   return result;
-}
-
-void check_compressors_see(const ModelConfig& config, std::int64_t tokens) {
-  if (config.local_rope)
-    fail("compress: {} rotates its sliding layers with another RoPE ({}); kvlab's compressors apply one RoPE to "
-         "every layer and do not support it yet",
-         config.model_type, config.local_rope->describe());
-  for (int l = 0; l < config.num_layers; ++l)
-    if (const auto window = config.window(l); window && *window < tokens)
-      fail("compress: layer {} attends only to the last {} keys (sliding window) and the cache holds {}; kvlab's "
-           "compressors assume every query sees every earlier key and do not support this yet",
-           l, *window, tokens);
 }
 
 CompressRoute parse_compress_route(std::string_view name) {

@@ -110,11 +110,6 @@ CompressionResult compress_cache(KvCache& cache, const ContextCapture& capture, 
                                  linalg::Backend& backend, const ExactKv* exact = nullptr,
                                  CompressRoute route = CompressRoute::automatic,
                                  const compressors::LiveModel* live = nullptr);
-// Fails (kvlab::Error) when kvlab's compressors cannot see a cache of `tokens` tokens of this
-// model as it attends: two RoPEs (Gemma-3's sliding layers), or a layer whose sliding window is
-// shorter than the cache (the compressors rotate every layer with one RoPE and score every key
-// against every query). compress_cache checks every cache; eval's plan each prompt up front.
-void check_compressors_see(const ModelConfig& config, std::int64_t tokens);
 // "auto" → automatic, "resident", "host"; fails naming the choices on anything else.
 CompressRoute parse_compress_route(std::string_view name);
 

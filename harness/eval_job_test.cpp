@@ -442,9 +442,11 @@ TEST_F(EvalJob, BadSpecFailsBeforeAnythingIsWritten) {
   EXPECT_FALSE(fs::exists(dir_ / "out"));
 }
 
-// A windowed or two-RoPE model whose cache the compressors cannot see whole fails in the plan,
-// before the model loads and before anything is written — not in the hook mid-run.
-TEST_F(EvalJob, WindowsTheCompressorsCannotSeeFailBeforeTheModelLoads) {
+// A windowed or two-RoPE model (Gemma-2, Gemma-3) evaluates with prompts longer than its window
+// and with --recompress-every letting generated tokens pass it (kvlab before issue 22 refused
+// both in the plan): the hook's cache source gives each layer its window and RoPE
+// (compression_hook_test.cpp checks what it keeps).
+TEST_F(EvalJob, WindowedModelsEvaluatePastTheirWindows) {
   const auto error_of_request = [&](const EvalRequest& r) {
     try {
       run_eval(r);
@@ -462,26 +464,20 @@ TEST_F(EvalJob, WindowsTheCompressorsCannotSeeFailBeforeTheModelLoads) {
     write_tiny_model(dir_ / arch, o);
     auto r = request();
     r.model = dir_ / arch;
-    const auto error = error_of_request(r);
-    if (arch == "gemma3")
-      EXPECT_THAT(error, ::testing::HasSubstr("rotates its sliding layers with another RoPE"));
-    else
-      EXPECT_THAT(error, ::testing::AllOf(::testing::HasSubstr("prompt 'a'"),
-                                          ::testing::HasSubstr("layer 0 attends only to the last 16 keys")));
-    EXPECT_FALSE(fs::exists(dir_ / "out")) << arch;
+    fs::remove_all(dir_ / "out");
+    EXPECT_EQ(error_of_request(r), "") << arch;
+    EXPECT_TRUE(fs::exists(dir_ / "out")) << arch;
   }
-  // A prompt that fits the window runs, until --recompress-every lets generated tokens overflow it.
   std::ofstream(dir_ / "short.jsonl") << R"({"id": "s", "context": "KV", "question": "?"})" "\n";
   auto r = request();
-  r.model = dir_ / "gemma2";
+  r.model = dir_ / "gemma3";
   r.prompts = dir_ / "short.jsonl";
   r.question = "after-compression";
   r.max_new_tokens = 16;
-  EXPECT_EQ(error_of_request(r), "") << "a context inside the window compresses as any other";
   r.recompress_every = 2;
   fs::remove_all(dir_ / "out");
-  EXPECT_THAT(error_of_request(r), ::testing::HasSubstr("(prompt + generated tokens, --recompress-every)"));
-  EXPECT_FALSE(fs::exists(dir_ / "out"));
+  EXPECT_EQ(error_of_request(r), "") << "generated tokens past the window recompress";
+  EXPECT_TRUE(fs::exists(dir_ / "out"));
 }
 
 }  // namespace

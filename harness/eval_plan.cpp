@@ -95,27 +95,6 @@ void plan_prompts(const EvalRequest& r, EvalPlan& plan) {
     plan.tokenized.push_back(tokenize_prompt(*plan.tokenizer, plan.chat, p, r.max_tokens, truncation, tokenization));
 }
 
-// The compression hook refuses a cache its compressors cannot see (check_compressors_see); find
-// that here, before the model loads, rather than mid-run. The longest cache a chain sees: the
-// prompt at the end of the prefill (the context alone when the question comes after compression),
-// and with --recompress-every the whole prompt plus every generated token.
-void check_model_fits_compressors(const EvalRequest& r, const EvalPlan& plan) {
-  if (plan.methods.empty()) return;
-  for (std::size_t i = 0; i < plan.tokenized.size(); ++i) {
-    const auto& t = plan.tokenized[i];
-    const auto total = static_cast<std::int64_t>(t.tokens.size());
-    const std::int64_t longest = r.recompress_every > 0 ? total + plan.max_new_tokens
-                                 : r.question == "in-context" ? total
-                                                              : t.context_end;
-    try {
-      check_compressors_see(plan.config, longest);
-    } catch (const Error& e) {
-      fail("prompt '{}': the compressors would see a cache of up to {} tokens{}: {}", plan.prompts[i].id, longest,
-           r.recompress_every > 0 ? " (prompt + generated tokens, --recompress-every)" : "", e.what());
-    }
-  }
-}
-
 }  // namespace
 
 // Whether a chain reads attention inputs (its methods' registry entries say so): the prefill
@@ -151,7 +130,6 @@ EvalPlan plan_eval(const EvalRequest& r) {
   plan.max_new_tokens = r.max_new_tokens > 0 ? r.max_new_tokens
                         : plan.tasks.empty() ? 32
                                              : static_cast<int>(plan.tasks.front().max_new_tokens);
-  check_model_fits_compressors(r, plan);
   return plan;
 }
 

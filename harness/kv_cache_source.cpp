@@ -37,8 +37,12 @@ at::Tensor keep_view(const std::vector<std::uint8_t>& cells, std::int64_t tokens
 
 KvCacheSource::KvCacheSource(const KvCache& cache, const ExactKv* exact, const ContextCapture& capture,
                              const ModelConfig& config, bool scores_where_held)
-    : cache_(cache), exact_(exact), capture_(capture), shape_(shape_of(cache, config)), rope_(config.rope),
+    : cache_(cache), exact_(exact), capture_(capture), shape_(shape_of(cache, config)),
       scores_where_held_(scores_where_held) {
+  for (int l = 0; l < config.num_layers; ++l) {
+    ropes_.push_back(config.rope_of(l));
+    windows_.push_back(config.window(l).value_or(0));
+  }
   for (int l = 0; l < config.num_layers; ++l)
     if (!capture.queries(l).defined()) fail("compress: layer {} has no captured queries (run the prefill observer)", l);
   shape_.query_window = static_cast<int>(capture.queries(0).size(0));
@@ -70,7 +74,7 @@ core::FloatTensor KvCacheSource::resident_window_attention_sums(int l, int rows)
   if (!scores_where_held_) return {};
   const core::ProfileScope scope("compress hook: window scores on the device");
   return window_attention_sums_where_held(cached(l, compressors::Part::key), capture_.queries(l), cache_.positions(),
-                                          rope_, rows);
+                                          rope(l), window(l), rows);
 }
 
 }  // namespace kvlab::harness

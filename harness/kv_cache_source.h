@@ -41,7 +41,9 @@ class KvCacheSource final : public compressors::CacheSource {
   core::FloatTensor queries(int l) const override;
   core::FloatTensor attn_in(int l) const override;
   const std::vector<std::int64_t>& positions() const override { return positions_; }
-  const core::Rope& rope() const override { return rope_; }
+  using compressors::CacheSource::rope;
+  const core::Rope& rope(int l) const override { return ropes_.at(static_cast<std::size_t>(l)); }  // config.rope_of(l)
+  int window(int l) const override { return windows_.at(static_cast<std::size_t>(l)); }           // config.window(l), 0: none
   std::string describe() const override { return "the model's KV cache"; }
   core::FloatTensor resident_window_attention_sums(int l, int rows) const override;
 
@@ -53,7 +55,8 @@ class KvCacheSource final : public compressors::CacheSource {
   const ContextCapture& capture_;
   compressors::CacheShape shape_;
   std::vector<std::int64_t> positions_;
-  core::Rope rope_;
+  std::vector<core::Rope> ropes_;  // [L]
+  std::vector<int> windows_;       // [L]
   bool scores_where_held_;
 };
 

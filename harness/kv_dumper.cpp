@@ -39,8 +39,11 @@ core::DumpInfo dump_info_for(const LlamaModel& model, std::string model_id, std:
   }
   if (c.sliding_window)  // Mistral v0.1, Mixtral, Phi-3: every layer; Gemma: the sliding layers
     for (int l = 0; l < c.num_layers; ++l) info.layer_windows.push_back(c.window(l).value_or(0));
-  if (c.local_rope)
+  if (c.local_rope) {
     info.layer_rope = fmt::format("sliding layers: {}; full-attention layers: {}", c.local_rope->describe(), c.rope.describe());
+    for (int l = 0; l < c.num_layers; ++l)
+      info.layer_rope_configs.push_back(c.uses_local_rope(l) ? c.local_rope_config : c.rope_config);
+  }
   return info;
 }
 

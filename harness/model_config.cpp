@@ -180,7 +180,9 @@ std::vector<bool> gemma_sliding_layers(const json& j, int layers, bool gemma2, s
 // rope_theta with rope_scaling (default or linear: the 4B+ models scale by 8), sliding layers
 // rope_local_base_freq with the default rule. transformers v5 nests both in rope_parameters
 // under "full_attention" / "sliding_attention"; both layouts are read.
-std::pair<core::Rope, core::Rope> gemma3_ropes(const json& j, int head_dim, std::string_view source) {
+// Gemma-3's global and local RoPEs, and (rope_config, local_rope_config) the objects they are built from.
+std::pair<core::Rope, core::Rope> gemma3_ropes(const json& j, int head_dim, std::string_view source,
+                                               std::string& rope_config, std::string& local_rope_config) {
   json global = {{"rope_theta", j.at("rope_theta")}}, local = {{"rope_theta", j.at("rope_local_base_freq")}};
   if (auto it = j.find("rope_scaling"); it != j.end() && it->is_object()) global["rope_scaling"] = *it;
   if (auto it = j.find("rope_parameters"); it != j.end() && it->is_object()) {
@@ -198,8 +200,10 @@ std::pair<core::Rope, core::Rope> gemma3_ropes(const json& j, int head_dim, std:
           fail("{}: rope type '{}' is not supported on gemma3 (kvlab runs default and linear, the types released "
                "Gemma-3 checkpoints use)",
                source, t->get<std::string>());
+  rope_config = global.dump();
+  local_rope_config = local.dump();
   try {
-    return {core::Rope::from_config(global.dump(), head_dim), core::Rope::from_config(local.dump(), head_dim)};
+    return {core::Rope::from_config(rope_config, head_dim), core::Rope::from_config(local_rope_config, head_dim)};
   } catch (const Error& e) {
     fail("{}: {}", source, e.what());
   }
@@ -457,7 +461,7 @@ ModelConfig parse_model_config(std::string_view json_text, std::string_view sour
           }
   }
   if (gemma3) {
-    std::tie(c.rope, c.local_rope) = gemma3_ropes(j, c.head_dim, source);
+    std::tie(c.rope, c.local_rope) = gemma3_ropes(j, c.head_dim, source, c.rope_config, c.local_rope_config);
     return c;
   }
   if (gemma2) rope_text = j.dump();  // rope_theta's Gemma2Config default filled in

@@ -88,6 +88,9 @@ struct ModelConfig {
   std::optional<double> attn_logit_softcap;     // scores → cap·tanh(scores / cap) before the mask (Gemma-2: 50)
   std::optional<double> final_logit_softcap;    // logits → cap·tanh(logits / cap) (Gemma-2: 30)
   std::optional<core::Rope> local_rope;         // RoPE of sliding layers when it differs from `rope` (Gemma-3)
+  // With local_rope: the config objects (Rope::from_config's input, config.json's terms) `rope` and
+  // local_rope are built from, which a dump records per layer (docs/dump-format.md layer_rope_config).
+  std::string rope_config, local_rope_config;
   std::optional<MoeConfig> moe;       // Mixtral and Qwen3-MoE; absent on dense families
   int max_position_embeddings = 0;
   std::optional<int> bos_token_id;

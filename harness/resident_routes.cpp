@@ -45,8 +45,9 @@ struct KeptRows {
 class TorchResidentCache final : public compressors::ResidentCache {
  public:
   TorchResidentCache(KvCache& cache, const ModelConfig& config, const KeptRows* kept = nullptr)
-      : cache_(cache), kept_(kept), shape_(shape_of(cache, config)), rope_(config.rope),
+      : cache_(cache), kept_(kept), shape_(shape_of(cache, config)),
         on_device_(at::TensorOptions().dtype(at::kFloat).device(cache.key(0).device())) {
+    for (int l = 0; l < config.num_layers; ++l) ropes_.push_back(config.rope_of(l));
     if (kept_) shape_.tokens = kept_->rows.size(0);
     const auto device = cache.key(0).device();
     if (device.is_cuda()) {
@@ -100,7 +101,8 @@ class TorchResidentCache final : public compressors::ResidentCache {
     if (!kivi) return stored_bytes(fp16_buffer(rows_of(layer, part)));
     const core::ProfileScope scope("compress hook: kivi of an uncompressed layer");
     const auto stored = kivi_rebuild(rows_of(layer, part).transpose(0, 1), part,
-                                     kept_ ? kept_->positions : cache_.positions(), rope_, *kivi, DenseStore::per_layer);
+                                     kept_ ? kept_->positions : cache_.positions(), ropes_.at(static_cast<std::size_t>(layer)),
+                                     *kivi, DenseStore::per_layer);
     put(layer, part, stored.rows.transpose(0, 1));
     return stored.bytes;
   }
@@ -128,7 +130,7 @@ class TorchResidentCache final : public compressors::ResidentCache {
   KvCache& cache_;
   const KeptRows* kept_;
   compressors::CacheShape shape_;
-  core::Rope rope_;
+  std::vector<core::Rope> ropes_;  // [L]: config.rope_of(l)
   at::TensorOptions on_device_;
   at::Tensor x_, converted_;
   std::vector<at::Tensor> buffers_;
@@ -212,7 +214,7 @@ std::int64_t evict_in_place(KvCache& cache, const compressors::KeepMasks& masks,
       const at::Tensor positions = cache.positions().index_select(0, rows);
       for (auto [part, x] : {std::pair{compressors::Part::key, &key}, std::pair{compressors::Part::value, &value}}) {
         const at::Tensor own = (*x)[h].index_select(0, rows).unsqueeze(0);  // [1, n, D]
-        const auto stored = kivi_rebuild(own, part, positions, config.rope, *kivi);
+        const auto stored = kivi_rebuild(own, part, positions, config.rope_of(l), *kivi);
         (*x)[h].index_copy_(0, rows, stored.rows.squeeze(0));
         bytes += stored.bytes;
       }
@@ -265,7 +267,7 @@ std::int64_t quantize_in_place(KvCache& cache, const ModelConfig& config, const 
   for (int l = 0; l < shape_of(cache, config).layers; ++l) {
     const core::ProfileScope scope("compress hook: kivi on the device");
     const auto rebuild = [&](compressors::Part part) {
-      auto stored = kivi_rebuild(tokens_of(cache, nullptr, l, part), part, cache.positions(), config.rope, params);
+      auto stored = kivi_rebuild(tokens_of(cache, nullptr, l, part), part, cache.positions(), config.rope_of(l), params);
       bytes += stored.bytes;
       return stored.rows;
     };
@@ -350,7 +352,8 @@ std::optional<CompressionResult> compress_in_place(ResidentRoute route, KvCache&
     case ResidentRoute::minicache: bytes = merge_in_place(cache, config, *minicache_alone(chain)); break;
     case ResidentRoute::commonkv: {
       const auto attn_in = [&](int l) -> const at::Tensor& { return capture.attn_in(l); };
-      bytes = commonkv_in_place(cache, shape, config.rope, attn_in, commonkv_chain(chain), checkpoint, backend);
+      const auto rope_of = [&](int l) -> const core::Rope& { return config.rope_of(l); };
+      bytes = commonkv_in_place(cache, shape, rope_of, attn_in, commonkv_chain(chain), checkpoint, backend);
       break;
     }
     case ResidentRoute::eviction:

@@ -9,9 +9,11 @@
 namespace kvlab::harness {
 
 core::FloatTensor window_attention_sums_where_held(const at::Tensor& keys, const at::Tensor& queries,
-                                                   const at::Tensor& positions, const core::Rope& rope, int rows) {
+                                                   const at::Tensor& positions, const core::Rope& rope, int window,
+                                                   int rows) {
   const std::int64_t H = keys.size(0), T = keys.size(1), D = keys.size(2), W = queries.size(0), Hq = queries.size(1);
   if (rows < 1 || rows > W) fail("window scores: {} window queries asked for, W = {}", rows, W);
+  if (window < 0) fail("window scores: sliding window {} must be ≥ 0 (0: none)", window);
   if (queries.size(2) != D || Hq % H != 0 || positions.numel() != T)
     fail("window scores: queries [{}, {}, {}] do not fit keys [{}, {}, {}] with {} positions", W, Hq, queries.size(2),
          H, T, D, positions.numel());
@@ -24,9 +26,11 @@ core::FloatTensor window_attention_sums_where_held(const at::Tensor& keys, const
                            .view({rows, H, n_rep, D})
                            .permute({1, 0, 2, 3})
                            .reshape({H, M, D});
-  // The causal mask: window row w sees keys at positions ≤ its own. [rows, 1, T] → [M, T].
-  const at::Tensor hidden =
-      (pos.unsqueeze(0) > query_pos.unsqueeze(1)).unsqueeze(1).expand({rows, n_rep, T}).reshape({M, T});
+  // The causal mask: window row w sees keys at positions ≤ its own, and under a sliding window
+  // only those with query − key < window. [rows, 1, T] → [M, T].
+  at::Tensor hidden_rows = pos.unsqueeze(0) > query_pos.unsqueeze(1);
+  if (window > 0) hidden_rows = hidden_rows | (query_pos.unsqueeze(1) - pos.unsqueeze(0) >= window);
+  const at::Tensor hidden = hidden_rows.unsqueeze(1).expand({rows, n_rep, T}).reshape({M, T});
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   at::Tensor out = at::empty({H, n_rep, T}, on_device.dtype(at::kDouble));
   for (std::int64_t g = 0; g < H; ++g) {

@@ -75,7 +75,7 @@ enum class Kind { latent, factor, index, dense };
 class CommonKVCompressed final : public Compressed {
  public:
   CacheShape shape;
-  core::Rope rope;
+  std::vector<core::Rope> ropes;  // [L]
   std::vector<std::int64_t> positions;
   int g = 0, groups = 0;  // layers 0 … groups·g − 1 are merged in groups of g
   bool leftover_svd = false;  // the rest: a shortened SVD group never merged, else dense
@@ -117,7 +117,7 @@ class CommonKVCompressed final : public Compressed {
     LayerKV out{FloatTensor({T, shape.kv_heads, shape.head_dim}), FloatTensor({T, shape.kv_heads, shape.head_dim}), {}};
     for (auto [part, dst] : {std::pair{Part::key, &out.key}, {Part::value, &out.value}}) {
       if (layer >= groups * g && !leftover_svd) {  // leftover: stored dense
-        *dst = rebuild_uncompressed(*find(fmt::format("layer{}/{}", layer, to_string(part))), part, shape, rope, positions);
+        *dst = rebuild_uncompressed(*find(fmt::format("layer{}/{}", layer, to_string(part))), part, shape, ropes[static_cast<std::size_t>(layer)], positions);
         continue;
       }
       // From the stored tensors alone (a quantizer may have changed them).
@@ -180,7 +180,7 @@ class CommonKV final : public TransformStage {
     const auto& cache = ctx.cache;
     auto out = std::make_unique<CommonKVCompressed>();
     out->shape = cache.shape();
-    out->rope = cache.rope();
+    out->ropes = layer_ropes(cache);
     out->positions = cache.positions();
     out->requested_rank = spec_.get_int("rank");
     // c = h·Pᵀ for every token of `layer`: [T, r], from attn_in [T, d_model] and P [r, d_model].

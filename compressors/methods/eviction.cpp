@@ -554,7 +554,7 @@ FloatTensor window_attention_sums(const CacheSource& cache, int layer, int rows,
   WindowAttention attention(cache, layer, rows);
   auto key = cache.layer(layer, Part::key);
   if (key.shape != core::Shape{T, H, D}) fail("{}: layer {} keys have the wrong shape", cache.describe(), layer);
-  const auto key_rot = rotate_keys(cache, std::move(key));
+  const auto key_rot = rotate_keys(cache, layer, std::move(key));
   FloatTensor out({s.q_heads, T});
   std::vector<double> acc;
   for (int g = 0; g < H; ++g) {

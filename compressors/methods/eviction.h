@@ -7,7 +7,8 @@
 //
 // Attention scores come from the dumped query window: queries rotated at positions[T−W+w], keys at
 // positions[t] (the eviction methods see post-RoPE keys, docs/methods/README.md §2), softmax(q·k/√D) with the
-// causal mask (a query at position p sees keys at positions ≤ p), in double. Scores are per query
+// causal mask (a query at position p sees keys at positions ≤ p; on a sliding layer of window w
+// only those > p − w, docs/dump-format.md §8.1), each layer rotated with its own RoPE, in double. Scores are per query
 // head, reduced to KV heads (query head h reads KV head h / (H_q/H_kv)) by `agg` = mean | max | sum
 // (docs/methods/eviction.md §3), so selection is per KV head and the cache keeps H_kv heads. snapkv and
 // pyramidkv also offer the SnapKV repository's repeat_kv layout (granularity=query_head): one selection
@@ -119,8 +120,8 @@ void keep_top_adaptive(const HeadScores& scores, std::int64_t T, int H, std::int
                        std::vector<std::uint8_t>& mask);
 
 // Attention each key receives from the last `rows` dumped queries of `layer` (1 ≤ rows ≤ W):
-// [H_q, T], entry (h, t) = Σ_w softmax_t(q_{w,h}·k_t/√D) with RoPE at the true positions and the
-// causal mask (0 for keys no window query may see). Sums of probabilities, so each query head's
+// [H_q, T], entry (h, t) = Σ_w softmax_t(q_{w,h}·k_t/√D) with the layer's RoPE at the true positions
+// and the causal and sliding-window mask (0 for keys no window query may see). Sums of probabilities, so each query head's
 // row sums to `rows`. H2O uses all W rows, SnapKV/PyramidKV the last `window`.
 FloatTensor window_attention_sums(const CacheSource& cache, int layer, int rows, linalg::Backend& backend);
 

@@ -272,6 +272,45 @@ TEST(Eviction, SnapKVsGqaOrderIsTheAuthorsOrderAsAKey) {
   EXPECT_GT(disagree, 0);  // the two orders really select differently here (max pooling, mean)
 }
 
+// A sliding layer (window 20 on layer 0, docs/dump-format.md §2): the window scores are the
+// brute-force attention over the keys each query sees (i − 20 < j ≤ i), each row still a
+// distribution, and SnapKV keeps what the authors' order picks from those scores; layer 1 (no
+// window) as before. Tokens no window query sees score 0 and tie to the earlier token.
+TEST(Eviction, ScoresSeeOnlyASlidingLayersWindow) {
+  auto cache = testing::random_cache({2, 2, 8, 16, 96, 12, 0}, 11);
+  cache.with_windows({20, 0});
+  const auto& s = cache.shape();
+  const int rows = 8;
+  for (int l = 0; l < s.layers; ++l) {
+    const auto sums = window_attention_sums(cache, l, rows, linalg::cpu_backend());
+    for (int h = 0; h < s.q_heads; ++h) {
+      const auto ref = brute_sums(cache, l, rows, h);
+      double row_sum = 0;
+      for (std::int64_t t = 0; t < s.tokens; ++t) {
+        EXPECT_NEAR(sums.data[h * s.tokens + t], ref[t], 1e-5) << "layer " << l << " head " << h << " t " << t;
+        row_sum += sums.data[h * s.tokens + t];
+        if (l == 0 && t <= s.tokens - rows - 20) {
+          EXPECT_EQ(sums.data[h * s.tokens + t], 0.0f) << t;
+        }
+      }
+      EXPECT_NEAR(row_sum, rows, 1e-4);
+    }
+  }
+  const auto masks = run(snapkv_method(), "budget=30,window=8,kernel=7", cache);
+  const auto plain = run(snapkv_method(), "budget=30,window=8,kernel=7", testing::random_cache({2, 2, 8, 16, 96, 12, 0}, 11));
+  for (int l = 0; l < s.layers; ++l)
+    for (int g = 0; g < s.kv_heads; ++g) {
+      std::set<std::int64_t> got, without;
+      for (std::int64_t t = 0; t < s.tokens; ++t) {
+        if (kept(masks, l, t, g, s.kv_heads)) got.insert(t);
+        if (kept(plain, l, t, g, s.kv_heads)) without.insert(t);
+      }
+      EXPECT_EQ(got, snap_oracle(cache, l, g, 8, 7, true, 30)) << "layer " << l << " head " << g;
+      if (l == 0) EXPECT_NE(got, without) << "the window changes layer 0's selection";
+      else EXPECT_EQ(got, without);
+    }
+}
+
 // One layer, identity RoPE, one-hot keys: key t = e_{dir[t]}·1 (or 0), so a query's logits are
 // read off its coordinates (times 1/√D). queries [W, H_q, D] as given.
 InMemoryCache hand_cache(int H_q, int D, std::int64_t T, int W, const std::vector<int>& dir,
@@ -390,7 +429,9 @@ class ScoresWhereHeld final : public CacheSource {
   FloatTensor layer(int, Part) const override { fail("a layer was read to the host"); }
   FloatTensor queries(int layer) const override { return base_.queries(layer); }
   const std::vector<std::int64_t>& positions() const override { return base_.positions(); }
-  const core::Rope& rope() const override { return base_.rope(); }
+  using CacheSource::rope;
+  const core::Rope& rope(int layer) const override { return base_.rope(layer); }
+  int window(int layer) const override { return base_.window(layer); }
   std::string describe() const override { return "scores where held"; }
   FloatTensor resident_window_attention_sums(int layer, int rows) const override {
     ++calls;

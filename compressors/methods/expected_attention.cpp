@@ -88,7 +88,7 @@ class ExpectedAttention final : public BudgetedEviction {
     if (query.shape != core::Shape{W, Hq, D}) fail("expected_attention: {}: layer {} queries have the wrong shape", cache.describe(), l);
     auto key_raw = cache.layer(l, Part::key);
     if (key_raw.shape != core::Shape{T, H, D}) fail("expected_attention: {}: layer {} keys have the wrong shape", cache.describe(), l);
-    const auto key = rotate_keys(cache, std::move(key_raw));
+    const auto key = rotate_keys(cache, l, std::move(key_raw));
     FloatTensor value;
     if (vnorm_) {
       value = cache.layer(l, Part::value);
@@ -96,14 +96,14 @@ class ExpectedAttention final : public BudgetedEviction {
     }
 
     // R̄: the RoPE rotation averaged over the future positions (identity without RoPE).
-    const auto& inv_freq = cache.rope().inv_freq();
+    const auto& inv_freq = cache.rope(l).inv_freq();
     const std::size_t half = static_cast<std::size_t>(D / 2);
     std::vector<double> cbar(half, 1.0), sbar(half, 0.0);
-    if (!cache.rope().is_identity()) {
+    if (!cache.rope(l).is_identity()) {
       if (inv_freq.size() != half) fail("expected_attention: RoPE of {} dims for head_dim {}", 2 * inv_freq.size(), D);
-      if (cache.rope().attention_factor() != 1.0f)  // the averaged rotation below leaves it out
+      if (cache.rope(l).attention_factor() != 1.0f)  // the averaged rotation below leaves it out
         fail("expected_attention: RoPE with attention factor {} (LongRoPE) is not supported",
-             cache.rope().attention_factor());
+             cache.rope(l).attention_factor());
       const std::int64_t p0 = cache.positions().back() + 1;
       for (std::size_t j = 0; j < half; ++j) {
         double c = 0, sn = 0;

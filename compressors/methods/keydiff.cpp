@@ -44,7 +44,7 @@ class KeyDiff final : public BudgetedEviction {
       fail("keydiff: {} has {} positions for {} tokens", cache.describe(), cache.positions().size(), T);
     auto key = cache.layer(l, Part::key);
     if (key.shape != core::Shape{T, H, D}) fail("keydiff: {}: layer {} keys have the wrong shape", cache.describe(), l);
-    const auto key_rot = rotate_keys(cache, std::move(key));
+    const auto key_rot = rotate_keys(cache, l, std::move(key));
     std::vector<double> norm(static_cast<std::size_t>(T)), anchor(static_cast<std::size_t>(D));
     HeadScores out{std::vector<double>(static_cast<std::size_t>(H * T)), {}};
     for (int g = 0; g < H; ++g) {

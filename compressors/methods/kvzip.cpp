@@ -137,7 +137,6 @@ class Kvzip final : public BudgetedEviction {
     const auto first = live.encode(kRepeatFirst), later = live.encode(kRepeatLater), answer = live.answer_start();
     const auto probes = kvzip_probes(cached, sink, chunk_, kPreviousTail, first, later, answer);
     probes_ = static_cast<std::int64_t>(probes.size());
-    const auto& rope = ctx.cache.rope();
     for (const auto& probe : probes) {
       // The probe's rotated queries and keys of every layer, scored once it is over: while it
       // runs, the model's cache (which the source may read) holds its tokens too.
@@ -149,13 +148,14 @@ class Kvzip final : public BudgetedEviction {
           fail("kvzip: {}: the live model's layer {} probe has the wrong shape", ctx.cache.describe(), p.layer);
         auto& q = queries[static_cast<std::size_t>(p.layer)] = p.queries;
         auto& k = keys[static_cast<std::size_t>(p.layer)] = p.keys;
+        const auto& rope = ctx.cache.rope(p.layer);  // Gemma-3: the sliding layers' own base
         rope.apply(q.span(), n, s.q_heads, p.positions);
         rope.apply(k.span(), n, s.kv_heads, p.positions);
       });
       for (int l = 0; l < s.layers; ++l) {
         const auto& q = queries[static_cast<std::size_t>(l)];
         if (q.data.empty()) fail("kvzip: {}: the live model's probe skipped layer {}", ctx.cache.describe(), l);
-        const auto rotated = rotate_keys(ctx.cache, ctx.cache.layer(l, Part::key));
+        const auto rotated = rotate_keys(ctx.cache, l, ctx.cache.layer(l, Part::key));
         kvzip_probe_scores(rotated.data.data(), T, q.data.data(), keys[static_cast<std::size_t>(l)].data.data(), n,
                            s.q_heads, s.kv_heads, s.head_dim, sink, probe.begin, probe.end,
                            scores_[static_cast<std::size_t>(l)]);

@@ -137,11 +137,11 @@ std::vector<std::vector<double>> oracle_scores(const CacheSource& c, const FakeL
       for (int h = 0; h < s.q_heads; ++h) {
         const int g = h / group;
         std::vector<std::vector<double>> key_rows;  // cat([keys[:sink], keys[start:end], keys[-q_len:]])
-        for (std::int64_t t = 0; t < sink; ++t) key_rows.push_back(rotate(&keys.data[static_cast<std::size_t>((t * s.kv_heads + g) * D)], D, pos[static_cast<std::size_t>(t)], c.rope()));
-        for (std::int64_t t = start; t < end; ++t) key_rows.push_back(rotate(&keys.data[static_cast<std::size_t>((t * s.kv_heads + g) * D)], D, pos[static_cast<std::size_t>(t)], c.rope()));
-        for (std::int64_t i = 0; i < n; ++i) key_rows.push_back(rotate(&k.data[static_cast<std::size_t>((i * s.kv_heads + g) * D)], D, T + i, c.rope()));
+        for (std::int64_t t = 0; t < sink; ++t) key_rows.push_back(rotate(&keys.data[static_cast<std::size_t>((t * s.kv_heads + g) * D)], D, pos[static_cast<std::size_t>(t)], c.rope(l)));
+        for (std::int64_t t = start; t < end; ++t) key_rows.push_back(rotate(&keys.data[static_cast<std::size_t>((t * s.kv_heads + g) * D)], D, pos[static_cast<std::size_t>(t)], c.rope(l)));
+        for (std::int64_t i = 0; i < n; ++i) key_rows.push_back(rotate(&k.data[static_cast<std::size_t>((i * s.kv_heads + g) * D)], D, T + i, c.rope(l)));
         for (std::int64_t i = 0; i < n; ++i) {
-          const auto qi = rotate(&q.data[static_cast<std::size_t>((i * s.q_heads + h) * D)], D, T + i, c.rope());
+          const auto qi = rotate(&q.data[static_cast<std::size_t>((i * s.q_heads + h) * D)], D, T + i, c.rope(l));
           std::vector<double> w(key_rows.size());
           for (std::size_t j = 0; j < key_rows.size(); ++j) w[j] = dot(qi, key_rows[j]) / std::sqrt(double(D));
           // causal mask on the last q_len columns: probe key j is masked for query i < j

@@ -298,7 +298,7 @@ Factors decompose(linalg::Backend& be, const std::vector<float>& x, double trace
 class LowRankCompressed final : public Compressed {
  public:
   LowRankCompressed(const CacheSource& cache, const LowRankPlan& plan, linalg::Backend& backend)
-      : shape_(cache.shape()), rope_(cache.rope()), positions_(cache.positions()), plan_(plan), backend_(&backend) {
+      : shape_(cache.shape()), ropes_(layer_ropes(cache)), positions_(cache.positions()), plan_(plan), backend_(&backend) {
     a_slot_.assign(plan_.groups.size() * 2, kNone);
     b_slot_.assign(static_cast<std::size_t>(shape_.layers) * 2, kNone);
     dense_slot_.assign(b_slot_.size(), kNone);
@@ -378,7 +378,7 @@ class LowRankCompressed final : public Compressed {
     const auto p = static_cast<std::size_t>(part_index(part));
     const std::int64_t T = shape_.tokens, N = shape_.width();
     if (const auto d = dense_slot_[static_cast<std::size_t>(layer) * 2 + p]; d != kNone) {
-      out = rebuild_uncompressed(tensors_[d], part, shape_, rope_, positions_).data;
+      out = rebuild_uncompressed(tensors_[d], part, shape_, ropes_[static_cast<std::size_t>(layer)], positions_).data;
       return;
     }
     const auto g = static_cast<std::size_t>(plan_.group_of[static_cast<std::size_t>(layer)]);
@@ -398,7 +398,7 @@ class LowRankCompressed final : public Compressed {
   }
 
   CacheShape shape_;
-  core::Rope rope_;
+  std::vector<core::Rope> ropes_;  // [L]
   std::vector<std::int64_t> positions_;
   LowRankPlan plan_;
   linalg::Backend* backend_;

@@ -281,7 +281,9 @@ class CountingCache final : public CacheSource {
   }
   FloatTensor queries(int l) const override { return base_.queries(l); }
   const std::vector<std::int64_t>& positions() const override { return base_.positions(); }
-  const core::Rope& rope() const override { return base_.rope(); }
+  using CacheSource::rope;
+  const core::Rope& rope(int layer) const override { return base_.rope(layer); }
+  int window(int layer) const override { return base_.window(layer); }
   std::string describe() const override { return "counting"; }
   const std::vector<int>& reads() const { return reads_; }
 

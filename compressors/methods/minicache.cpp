@@ -112,7 +112,7 @@ struct Block {
 class MiniCacheCompressed final : public Compressed {
  public:
   MiniCacheCompressed(const CompressContext& ctx, const Options& opt)
-      : shape_(ctx.cache.shape()), rope_(ctx.cache.rope()), positions_(ctx.cache.positions()), opt_(opt) {
+      : shape_(ctx.cache.shape()), ropes_(layer_ropes(ctx.cache)), positions_(ctx.cache.positions()), opt_(opt) {
     const int L = shape_.layers;
     pairs_ = minicache_pairs(opt.start, opt.end, L, fmt::format("minicache on {}", ctx.cache.describe()));
     start_ = opt.start >= 0 ? static_cast<int>(opt.start) : L / 2;
@@ -149,7 +149,7 @@ class MiniCacheCompressed final : public Compressed {
       auto& dst = p == 0 ? out.key : out.value;
       const int slot = dense_slot_[static_cast<std::size_t>(layer) * 2 + p];
       if (slot >= 0) {
-        dst = rebuild_uncompressed(tensors_[slot], kParts[p], shape_, rope_, positions_);
+        dst = rebuild_uncompressed(tensors_[slot], kParts[p], shape_, ropes_[static_cast<std::size_t>(layer)], positions_);
         continue;
       }
       const int k = pair_of_[layer];
@@ -301,7 +301,7 @@ class MiniCacheCompressed final : public Compressed {
   }
 
   CacheShape shape_;
-  core::Rope rope_;
+  std::vector<core::Rope> ropes_;  // [L]
   std::vector<std::int64_t> positions_;
   Options opt_;
   int start_ = 0, end_ = 0;

@@ -373,7 +373,9 @@ TEST_F(PaluTest, ChainsWithEvictionInFrontAndKiviBehind) {
     for (std::int64_t t = 0; t < kTokens; ++t) {
       const bool kept = t < 4 || t >= kTokens - 20;
       EXPECT_EQ(kv.holds(t, 0, kHeads), kept) << "token " << t;
-      if (kept) EXPECT_LT((got.row(t) - want.row(t)).norm(), 4e-3 * want.row(t).norm()) << "token " << t;
+      if (kept) {
+        EXPECT_LT((got.row(t) - want.row(t)).norm(), 4e-3 * want.row(t).norm()) << "token " << t;
+      }
     }
   }
   EXPECT_EQ(find(*c, "layer0/key/group0/latent").shape, (core::Shape{24, 8}));

@@ -114,7 +114,7 @@ class QuestCompressed final : public Compressed {
     const auto& pos = cache_.positions();
     auto queries = cache_.queries(layer);
     const std::vector<std::int64_t> query_pos(pos.end() - W, pos.end());
-    cache_.rope().apply(queries.span(), W, Hq, query_pos);
+    cache_.rope(layer).apply(queries.span(), W, Hq, query_pos);
     const auto& meta = meta_.at(static_cast<std::size_t>(layer));
     // What a step reads, from the packed buffers: a page's metadata for one KV head, and each
     // KV head's cell (key + value of one token) as it is stored (16-bit, or a quantizer's mean).

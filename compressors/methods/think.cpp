@@ -91,7 +91,7 @@ class ThinkCompressed final : public Compressed {
   ThinkCompressed(std::unique_ptr<Compressed> inner, std::vector<StoredTensor> own, std::vector<PrunedHead> heads,
                   std::set<const StoredTensor*> replaced, const CacheSource& cache, nlohmann::json notes)
       : inner_(std::move(inner)), own_(std::move(own)), heads_(std::move(heads)), replaced_(std::move(replaced)),
-        shape_(cache.shape()), rope_(cache.rope()), positions_(cache.positions()), notes_(std::move(notes)) {}
+        shape_(cache.shape()), ropes_(layer_ropes(cache)), positions_(cache.positions()), notes_(std::move(notes)) {}
 
   std::vector<StoredTensor*> stored() override {
     std::vector<StoredTensor*> out;
@@ -130,7 +130,7 @@ class ThinkCompressed final : public Compressed {
         std::iota(token.begin(), token.end(), 0);
       }
       for (std::size_t i = 0; i < token.size(); ++i) pos[i] = positions_.at(static_cast<std::size_t>(token[i]));
-      rope_.apply(rows, ph.n, 1, pos, /*inverse=*/true);
+      ropes_[static_cast<std::size_t>(layer)].apply(rows, ph.n, 1, pos, /*inverse=*/true);
       for (std::int64_t i = 0; i < ph.n; ++i)
         std::copy_n(rows.begin() + i * D, D, out.key.data.begin() + (token[static_cast<std::size_t>(i)] * H + ph.head) * D);
     }
@@ -149,7 +149,7 @@ class ThinkCompressed final : public Compressed {
   std::vector<PrunedHead> heads_;
   std::set<const StoredTensor*> replaced_;  // the inner key tensors ThinK's stand in for
   CacheShape shape_;
-  core::Rope rope_;
+  std::vector<core::Rope> ropes_;  // [L]
   std::vector<std::int64_t> positions_;
   nlohmann::json notes_;
 };
@@ -200,7 +200,7 @@ class Think final : public QuantizerStage {
         auto all = ctx.cache.queries(l);
         const auto& positions = ctx.cache.positions();
         const std::span<const std::int64_t> window_pos(positions.data() + (s.tokens - W), static_cast<std::size_t>(W));
-        ctx.cache.rope().apply(all.span(), W, s.q_heads, window_pos);  // post-RoPE, as the authors and kvpress
+        ctx.cache.rope(l).apply(all.span(), W, s.q_heads, window_pos);  // post-RoPE, as the authors and kvpress
         q.assign(all.data.end() - w * s.q_heads * D, all.data.end());
         last_layer = l;
       }
