@@ -91,14 +91,6 @@ void sort_floats(std::vector<float>& x) {
                          x.begin() + static_cast<std::ptrdiff_t>(bound[std::min(i + 2 * width, chunks)]));
 }
 
-// The b-bit code k of a packed code stream starting at `at` (b ≤ 4: it lies within two bytes).
-std::uint32_t read_code(std::span<const std::uint8_t> b, std::int64_t at, std::int64_t k, int bits) {
-  const std::int64_t bit = k * bits, byte = at + bit / 8;
-  std::uint32_t word = b[static_cast<std::size_t>(byte)];
-  if (bit % 8 + bits > 8) word |= std::uint32_t{b[static_cast<std::size_t>(byte) + 1]} << 8;
-  return word >> (bit % 8) & ((1u << bits) - 1);
-}
-
 }  // namespace
 
 KvquantParams kvquant_params(const StageSpec& spec) {
@@ -363,11 +355,7 @@ std::vector<std::uint8_t> kvquant_pack(std::span<const float> x, const KvquantPl
   }
   for (std::int64_t k = 0; k < coded * c; ++k) {
     if (plan.outlier[static_cast<std::size_t>(s * c + k)]) continue;  // code 0: the sparse value replaces it
-    const std::uint32_t code = nearest(plan.normalized[static_cast<std::size_t>(k)]);
-    const std::int64_t bit = k * bits;
-    const auto byte = static_cast<std::size_t>(o.codes_at + bit / 8);
-    out[byte] |= static_cast<std::uint8_t>(code << (bit % 8));
-    if (bit % 8 + bits > 8) out[byte + 1] |= static_cast<std::uint8_t>(code >> (8 - bit % 8));
+    put_code(out, o.codes_at, k, bits, nearest(plan.normalized[static_cast<std::size_t>(k)]));
   }
   for (std::int64_t k = 0; k < m; ++k) {
     put_fp16(out, o.outlier_at + 2 * k, x[static_cast<std::size_t>(index[static_cast<std::size_t>(k)])]);
@@ -398,7 +386,7 @@ void kvquant_unpack(std::span<const std::uint8_t> packed, QuantLayout layout, st
     for (std::int64_t j = 0; j < c; ++j) {
       const std::int64_t k = i * c + j;
       const auto at = static_cast<std::size_t>(layout == QuantLayout::per_channel ? j : i);
-      const double v = codebook[read_code(packed, o.codes_at, k, bits)];
+      const double v = codebook[get_code(packed, o.codes_at, k, bits)];
       out[static_cast<std::size_t>(s * c + k)] = static_cast<float>(v * r[at] + zp[at]);
     }
   for (std::int64_t k = 0; k < m; ++k) {

@@ -128,10 +128,7 @@ std::vector<std::uint8_t> palu_quant_pack(std::span<const float> x, std::int64_t
       fail("{}: a quantization group's scale {} is outside fp16's range (latents beyond ±65504?)", what, scale);
     for (std::int64_t k = 0; k < gs; ++k) {
       const float v = std::clamp(std::nearbyint(seg[static_cast<std::size_t>(k)] / scale) + zero, qmin, qmax) + offset;
-      const std::int64_t bit = (e + k) * q.bits;
-      const auto code = static_cast<std::uint32_t>(v) << (bit % 8);
-      out[static_cast<std::size_t>(bit / 8)] |= static_cast<std::uint8_t>(code & 0xff);
-      if (code >> 8) out[static_cast<std::size_t>(bit / 8 + 1)] |= static_cast<std::uint8_t>(code >> 8);
+      put_code(out, 0, e + k, q.bits, static_cast<std::uint32_t>(v));
     }
     put_fp16(out, meta + group * per_group, scale);
     if (!q.symmetric) put_fp16(out, meta + group * per_group + 2, zero);  // an integer ≤ 255: exact at fp16
@@ -146,16 +143,11 @@ void palu_quant_unpack(std::span<const std::uint8_t> packed, std::int64_t n, std
     fail("palu: {} bytes / {} values for a [{}, {}] latent whose packed form takes {} bytes", packed.size(), out.size(),
          n, c, palu_quant_bytes(n, c, q));
   const std::int64_t gs = quant_group(q, c), meta = (n * c * q.bits + 7) / 8, per_group = q.symmetric ? 2 : 4;
-  const std::uint32_t mask = (1u << q.bits) - 1;
   for (std::int64_t e = 0, group = 0; e < n * c; e += gs, ++group) {
     const float scale = get_fp16(packed, meta + group * per_group);
     const float zero = q.symmetric ? float(1 << (q.bits - 1)) : get_fp16(packed, meta + group * per_group + 2);
-    for (std::int64_t k = 0; k < gs; ++k) {
-      const std::int64_t bit = (e + k) * q.bits, byte = bit / 8;
-      std::uint32_t word = packed[static_cast<std::size_t>(byte)];
-      if (byte + 1 < meta) word |= std::uint32_t{packed[static_cast<std::size_t>(byte + 1)]} << 8;
-      out[static_cast<std::size_t>(e + k)] = (float((word >> (bit % 8)) & mask) - zero) * scale;
-    }
+    for (std::int64_t k = 0; k < gs; ++k)
+      out[static_cast<std::size_t>(e + k)] = (float(get_code(packed, 0, e + k, q.bits)) - zero) * scale;
   }
 }
 
@@ -259,12 +251,12 @@ class Palu final : public TransformStage {
     const std::int64_t bd = out->block_dims, blocks = out->blocks;
     const bool quantize = quant_.bits < 16, rotate = quantize && spec_.get("hadamard") == "on";
     double svd_seconds = 0;
-    std::int64_t requested = 0;
+    const std::int64_t requested = spec_.get_int("rank") > 0
+                                       ? spec_.get_int("rank")
+                                       : palu_uniform_rank(bd, spec_.get_real("ratio"), spec_.get_int("block"));
     for (int l = 0; l < s.layers; ++l) {
       const int model_layer = cache.model_layer(l);
       const std::int64_t d_model = projection_d_model(ckpt, model_layer, "k_proj");
-      requested = spec_.get_int("rank") > 0 ? spec_.get_int("rank")
-                                            : palu_uniform_rank(bd, spec_.get_real("ratio"), spec_.get_int("block"));
       const std::int64_t r = std::min({requested, bd, std::max<std::int64_t>(d_model, 1)});
       out->rank = r;
       const Eigen::MatrixXf hadamard = rotate ? palu_hadamard(r) : Eigen::MatrixXf();

@@ -122,18 +122,6 @@ void check_width(std::int64_t c) {
   if (c < 2 || c > 65536) fail("turboquant: rows of {} values; vectors must have 2 to 65536 coordinates", c);
 }
 
-// ---- bits ------------------------------------------------------------------------------------
-
-void put_bits(std::vector<std::uint8_t>& out, std::int64_t at_byte, std::int64_t k, int bits, std::uint32_t v) {
-  for (std::int64_t bit = k * bits, e = 0; e < bits; ++e, ++bit)
-    if (v >> e & 1u) out[at_byte + bit / 8] |= static_cast<std::uint8_t>(1u << (bit % 8));
-}
-std::uint32_t get_bits(std::span<const std::uint8_t> in, std::int64_t at_byte, std::int64_t k, int bits) {
-  std::uint32_t v = 0;
-  for (std::int64_t bit = k * bits, e = 0; e < bits; ++e, ++bit) v |= std::uint32_t(in[at_byte + bit / 8] >> (bit % 8) & 1u) << e;
-  return v;
-}
-
 struct Offsets {
   std::int64_t norms = 0, gammas = 0, codes = 0, signs = 0, total = 0;
 };
@@ -214,7 +202,7 @@ std::vector<std::uint8_t> turboquant_pack(std::span<const float> x, std::int64_t
       for (int j = 0; j < d; ++j) {
         // The number of thresholds strictly below y_j: the nearest centroid, a tie to the lower.
         const auto code = std::lower_bound(threshold.begin(), threshold.end(), y(j, i)) - threshold.begin();
-        put_bits(out, o.codes, (r0 + i) * c + j, m, static_cast<std::uint32_t>(code));
+        put_code(out, o.codes, (r0 + i) * c + j, m, static_cast<std::uint32_t>(code));
         centroid(j, i) = book[code];
       }
     if (!prod) continue;
@@ -224,7 +212,7 @@ std::vector<std::uint8_t> turboquant_pack(std::span<const float> x, std::int64_t
     for (std::int64_t i = 0; i < rows; ++i) {
       put_fp16(out, o.gammas + 2 * (r0 + i), float(r.col(i).norm()));
       for (int j = 0; j < d; ++j)
-        if (sr(j, i) >= 0) put_bits(out, o.signs, (r0 + i) * c + j, 1, 1);
+        if (sr(j, i) >= 0) put_code(out, o.signs, (r0 + i) * c + j, 1, 1);
     }
   }
   return out;
@@ -251,10 +239,10 @@ void turboquant_unpack(std::span<const std::uint8_t> packed, std::int64_t n, std
     Eigen::VectorXd nu(rows), gamma(prod ? rows : 0);
     for (std::int64_t i = 0; i < rows; ++i) {
       nu(i) = get_fp16(packed, o.norms + 2 * (r0 + i));
-      for (int j = 0; j < d; ++j) centroid(j, i) = book[get_bits(packed, o.codes, (r0 + i) * c + j, m)];
+      for (int j = 0; j < d; ++j) centroid(j, i) = book[get_code(packed, o.codes, (r0 + i) * c + j, m)];
       if (!prod) continue;
       gamma(i) = get_fp16(packed, o.gammas + 2 * (r0 + i)) * qjl_scale;
-      for (int j = 0; j < d; ++j) sign(j, i) = get_bits(packed, o.signs, (r0 + i) * c + j, 1) ? 1.0 : -1.0;
+      for (int j = 0; j < d; ++j) sign(j, i) = get_code(packed, o.signs, (r0 + i) * c + j, 1) ? 1.0 : -1.0;
     }
     Eigen::MatrixXd rebuilt = (pi.transpose() * centroid) * nu.asDiagonal();
     if (prod) rebuilt += (sketch->transpose() * sign) * gamma.asDiagonal();
