@@ -39,7 +39,7 @@ class DumpLiveModel final : public compressors::LiveModel {
     const auto positions = at::tensor(source.positions(), at::kLong);
     for (int l = 0; l < s.layers; ++l) {
       const auto key = source.layer(l, compressors::Part::key), value = source.layer(l, compressors::Part::value);
-      const auto k = host_view(key).clone(), v = host_view(value).clone();  // [T, H_kv, D]
+      const auto k = host_view(key), v = host_view(value);  // [T, H_kv, D] views; append copies them
       cache_.append(l, k, model_.rotate(k, positions, l), v);
     }
     cache_.append_positions(positions);

@@ -1,6 +1,7 @@
 #include "harness/eval_sample.h"
 
 #include <chrono>
+#include <optional>
 #include <span>
 
 #include "harness/eval_metrics.h"
@@ -41,11 +42,13 @@ MethodDecode decode_method(const EvalRequest& r, const EvalPlan& plan, const Eva
                               if (r.recompress_every > 0) exact.catch_up(cache);
                               // Methods that run the model (kvzip) probe it on the prefill's cache
                               // (the plan refuses them with --recompress-every).
-                              const ModelProbe live(m.model, cache, {s.context.begin(), s.context.end()},
-                                                    *plan.tokenizer, plan.chat);
+                              std::optional<ModelProbe> live;
+                              if (method.live_model)
+                                live.emplace(m.model, cache, std::vector<std::int32_t>(s.context.begin(), s.context.end()),
+                                             *plan.tokenizer, plan.chat);
                               compression = compress_cache(cache, window, plan.config, method.chain, &m.checkpoint,
                                                            m.backend, r.recompress_every > 0 ? &exact : nullptr,
-                                                           plan.route, method.live_model ? &live : nullptr);
+                                                           plan.route, live ? &*live : nullptr);
                               compress_seconds += seconds_since(t0);
                             },
                             .rehook_every = r.recompress_every,

@@ -101,7 +101,7 @@ class Kvzip final : public BudgetedEviction {
     const auto& s = ctx.cache.shape();
     const std::lock_guard lock(mutex_);
     if (scores_.empty()) score_all(ctx);
-    HeadScores layer{scores_[static_cast<std::size_t>(l)], scores_[static_cast<std::size_t>(l)]};
+    const HeadScores layer{scores_[static_cast<std::size_t>(l)], {}};  // ties: the earlier cell
     if (level_ == "head") return keep_top_per_head(layer, s.tokens, s.kv_heads, b, mask);
     if (level_ == "layer") return keep_top_adaptive(layer, s.tokens, s.kv_heads, b, 0.0, mask);
     if (global_.empty()) select_globally(s, b);
